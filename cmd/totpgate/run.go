@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"github.com/totpgate/totpgate/config"
+)
+
+// errUsage marks a mistake in the command line; the usage has been printed.
+var errUsage = errors.New("usage error")
+
+const usage = `totpgate adds TOTP two-factor login in front of an existing web app.
+
+Usage:
+  totpgate serve [flags]          run the sidecar (flags: totpgate serve -h)
+  totpgate check-config [flags]   load and validate the configuration, print it (secrets hidden)
+  totpgate version                print the version
+
+Configuration comes from defaults, then --config FILE (or TOTPGATE_CONFIG),
+then TOTPGATE_* environment variables, then flags.
+`
+
+// run is main without the process: tests call it with their own arguments,
+// environment and output.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errUsage
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		cfg, err := loadConfig("serve", rest, getenv, stderr)
+		if err != nil {
+			return err
+		}
+		log, err := newLogger(stderr, cfg.Log.Level)
+		if err != nil {
+			return err
+		}
+		return serve(ctx, cfg, log)
+	case "check-config":
+		cfg, err := loadConfig("check-config", rest, getenv, stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, config.Redacted(cfg))
+		fmt.Fprintln(stdout, "# configuration is valid")
+		return nil
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, versionString())
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		fmt.Fprintf(stderr, "unknown command %q\n\n%s", cmd, usage)
+		return errUsage
+	}
+}
+
+// loadConfig parses flags, loads and validates, reporting every problem at once.
+func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config.Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	loader := config.NewLoader(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return config.Config{}, errUsage
+		}
+		return config.Config{}, fmt.Errorf("%w: %w", errUsage, err)
+	}
+	if fs.NArg() > 0 {
+		return config.Config{}, fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg, err := loader.Load(getenv)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return config.Config{}, fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("log.level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lv})), nil
+}
+
+func versionString() string {
+	v, rev := "(devel)", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				rev = " " + s.Value
+			}
+		}
+	}
+	return "totpgate " + v + rev
+}

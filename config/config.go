@@ -1,0 +1,211 @@
+// Package config holds totpgate's configuration: its shape, its defaults,
+// how it is loaded (YAML file, then TOTPGATE_* environment, then flags) and
+// how it is validated.
+//
+// Every leaf field carries a `yaml` name and a `doc` string. The loader derives
+// the environment variable and the flag from the YAML path, and Reference
+// renders the README's configuration table from the same tags, so the three
+// spellings and the documentation cannot drift apart.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of one sidecar process.
+type Config struct {
+	Listen         string   `yaml:"listen" doc:"Address of the main listener: the app's traffic and the user API."`
+	AdminListen    string   `yaml:"admin_listen" doc:"Address of the admin listener: /healthz, /readyz, /metrics and the admin API. Keep it off the public network."`
+	TrustedProxies []string `yaml:"trusted_proxies" doc:"CIDRs of proxies whose X-Forwarded-* headers are believed. From any other peer they are replaced."`
+	Upstream       Upstream `yaml:"upstream"`
+	API            API      `yaml:"api"`
+	Admin          Admin    `yaml:"admin"`
+	Server         Server   `yaml:"server"`
+	Log            Log      `yaml:"log"`
+}
+
+// Upstream is the app the sidecar stands in front of.
+type Upstream struct {
+	URL                   string        `yaml:"url" doc:"Base URL of the app, normally on localhost in the same pod."`
+	PreserveHost          bool          `yaml:"preserve_host" doc:"Send the client's Host header to the app (true) or the upstream URL's host (false)."`
+	DialTimeout           time.Duration `yaml:"dial_timeout" doc:"Time allowed to open a connection to the app."`
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout" doc:"Time allowed for the app to start answering; past it the client gets 504."`
+	IdleConnTimeout       time.Duration `yaml:"idle_conn_timeout" doc:"How long an idle keep-alive connection to the app is kept."`
+	MaxIdleConns          int           `yaml:"max_idle_conns" doc:"Idle keep-alive connections kept to the app."`
+}
+
+// API is the sidecar's own user-facing API on the main listener.
+type API struct {
+	Prefix       string `yaml:"prefix" doc:"Path prefix of the user API (enrollment, status, challenge). Requests under it never reach the app."`
+	MaxBodyBytes int64  `yaml:"max_body_bytes" doc:"Largest request body the user API accepts."`
+}
+
+// Admin is the admin API on the admin listener.
+type Admin struct {
+	Token     string `yaml:"token" secret:"true" doc:"Bearer token for the admin API. Prefer token_file. With neither set, the admin API refuses every call."`
+	TokenFile string `yaml:"token_file" doc:"File holding the admin bearer token (re-read on each call, so it can be rotated)."`
+}
+
+// Server holds the HTTP server limits shared by both listeners.
+type Server struct {
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout" doc:"Time allowed for a client to send request headers."`
+	IdleTimeout       time.Duration `yaml:"idle_timeout" doc:"How long an idle client keep-alive connection is kept."`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout" doc:"On SIGTERM, how long in-flight requests get to finish."`
+	MaxHeaderBytes    int           `yaml:"max_header_bytes" doc:"Largest request header block accepted."`
+}
+
+// Log configures the structured log.
+type Log struct {
+	Level string `yaml:"level" doc:"Minimum level: debug, info, warn or error. Output is always JSON on stderr."`
+}
+
+// Default returns the embedded defaults: enough to run next to an app on
+// 127.0.0.1:3000 with nothing else configured.
+func Default() Config {
+	return Config{
+		Listen:      ":8080",
+		AdminListen: "127.0.0.1:9090",
+		Upstream: Upstream{
+			URL:                   "http://127.0.0.1:3000",
+			PreserveHost:          true,
+			DialTimeout:           5 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			IdleConnTimeout:       90 * time.Second,
+			MaxIdleConns:          256,
+		},
+		API:    API{Prefix: "/mfa", MaxBodyBytes: 64 << 10},
+		Server: Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, MaxHeaderBytes: 64 << 10},
+		Log:    Log{Level: "info"},
+	}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Listen == "" {
+		errs = append(errs, errors.New("listen: must not be empty"))
+	}
+	if c.AdminListen == "" {
+		errs = append(errs, errors.New("admin_listen: must not be empty"))
+	}
+	if c.Listen != "" && c.Listen == c.AdminListen {
+		errs = append(errs, errors.New("admin_listen: must differ from listen"))
+	}
+	if _, err := c.TrustedPrefixes(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.Upstream.Validate(), c.API.Validate(), c.Admin.Validate(), c.Server.Validate(), c.Log.Validate())
+	return errors.Join(errs...)
+}
+
+// TrustedPrefixes parses trusted_proxies. A bare address counts as a /32 or /128.
+func (c Config) TrustedPrefixes() ([]netip.Prefix, error) {
+	var errs []error
+	out := make([]netip.Prefix, 0, len(c.TrustedProxies))
+	for _, s := range c.TrustedProxies {
+		s = strings.TrimSpace(s)
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		if a, err := netip.ParseAddr(s); err == nil {
+			out = append(out, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		errs = append(errs, fmt.Errorf("trusted_proxies: %q is neither a CIDR nor an IP address", s))
+	}
+	return out, errors.Join(errs...)
+}
+
+// Validate reports every problem with the upstream settings.
+func (u Upstream) Validate() error {
+	var errs []error
+	if _, err := u.Parsed(); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs,
+		positive("upstream.dial_timeout", u.DialTimeout),
+		positive("upstream.response_header_timeout", u.ResponseHeaderTimeout),
+		positive("upstream.idle_conn_timeout", u.IdleConnTimeout))
+	if u.MaxIdleConns < 1 {
+		errs = append(errs, errors.New("upstream.max_idle_conns: must be at least 1"))
+	}
+	return errors.Join(errs...)
+}
+
+// Parsed returns the upstream URL, checked to be an absolute http(s) URL
+// with no query or fragment.
+func (u Upstream) Parsed() (*url.URL, error) {
+	p, err := url.Parse(u.URL)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("upstream.url: %w", err)
+	case p.Scheme != "http" && p.Scheme != "https":
+		return nil, fmt.Errorf("upstream.url: %q must start with http:// or https://", u.URL)
+	case p.Host == "":
+		return nil, fmt.Errorf("upstream.url: %q has no host", u.URL)
+	case p.RawQuery != "" || p.Fragment != "":
+		return nil, fmt.Errorf("upstream.url: %q must not have a query or fragment", u.URL)
+	}
+	return p, nil
+}
+
+// Validate reports every problem with the user API settings.
+func (a API) Validate() error {
+	var errs []error
+	switch {
+	case !strings.HasPrefix(a.Prefix, "/") || a.Prefix == "/":
+		errs = append(errs, fmt.Errorf("api.prefix: %q must start with / and name a path segment, e.g. /mfa", a.Prefix))
+	case strings.HasSuffix(a.Prefix, "/") || strings.Contains(a.Prefix, "//") || strings.ContainsAny(a.Prefix, "?#%;"):
+		errs = append(errs, fmt.Errorf("api.prefix: %q must be a plain path without a trailing slash", a.Prefix))
+	}
+	if a.MaxBodyBytes < 1024 {
+		errs = append(errs, errors.New("api.max_body_bytes: must be at least 1024"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports every problem with the admin settings.
+func (a Admin) Validate() error {
+	if a.Token != "" && a.TokenFile != "" {
+		return errors.New("admin: set token or token_file, not both")
+	}
+	if a.Token != "" && len(a.Token) < 16 {
+		return errors.New("admin.token: must be at least 16 characters")
+	}
+	return nil
+}
+
+// Validate reports every problem with the server limits.
+func (s Server) Validate() error {
+	errs := []error{
+		positive("server.read_header_timeout", s.ReadHeaderTimeout),
+		positive("server.idle_timeout", s.IdleTimeout),
+		positive("server.shutdown_timeout", s.ShutdownTimeout),
+	}
+	if s.MaxHeaderBytes < 4096 {
+		errs = append(errs, errors.New("server.max_header_bytes: must be at least 4096"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports a bad log level.
+func (l Log) Validate() error {
+	switch strings.ToLower(l.Level) {
+	case "debug", "info", "warn", "error":
+		return nil
+	}
+	return fmt.Errorf("log.level: %q must be debug, info, warn or error", l.Level)
+}
+
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return fmt.Errorf("%s: must be positive, got %s", name, d)
+	}
+	return nil
+}

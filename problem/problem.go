@@ -1,0 +1,66 @@
+// Package problem writes RFC 9457 problem+json answers with totpgate's
+// stable machine-readable codes. Every error the sidecar answers itself goes
+// through here, so clients see one shape whatever failed.
+package problem
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+)
+
+// ContentType is the media type of every error answer.
+const ContentType = "application/problem+json"
+
+// TypeBase prefixes the code to form the problem's type URI.
+const TypeBase = "https://totpgate.dev/problems/"
+
+// FieldError names one bad input and what is wrong with it.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// Details is the problem body. Extra members (challenge ids and the like)
+// are added by the callers that need them through Extra.
+type Details struct {
+	Type      string       `json:"type"`
+	Title     string       `json:"title"`
+	Status    int          `json:"status"`
+	Detail    string       `json:"detail,omitempty"`
+	Instance  string       `json:"instance,omitempty"`
+	Code      string       `json:"code"`
+	RequestID string       `json:"request_id,omitempty"`
+	Errors    []FieldError `json:"errors,omitempty"`
+}
+
+// New builds a problem for code with the status's standard title.
+func New(status int, code, detail string) Details {
+	return Details{Type: TypeBase + code, Title: http.StatusText(status), Status: status, Code: code, Detail: detail}
+}
+
+// Write sends p. The request id, when the request carries one, is copied in
+// so a user's report can be matched to the log line.
+func Write(w http.ResponseWriter, r *http.Request, p Details) {
+	if p.RequestID == "" && r != nil {
+		p.RequestID = RequestID(r)
+	}
+	if p.Instance == "" && r != nil {
+		p.Instance = r.URL.EscapedPath()
+	}
+	h := w.Header()
+	h.Set("Content-Type", ContentType)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	b, _ := json.Marshal(p) // Details has only marshalable fields
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// RequestIDHeader carries the request id to the upstream and back to the client.
+const RequestIDHeader = "X-Request-Id"
+
+// RequestID returns the id the front assigned to r (it sets the header on
+// the inbound request), or "".
+func RequestID(r *http.Request) string { return r.Header.Get(RequestIDHeader) }

@@ -1,0 +1,131 @@
+// Package proxy is the sidecar's HTTP front on the main listener: it tags
+// every request with an id, sends the sidecar's own API to its handler and
+// passes everything else to the upstream app untouched.
+package proxy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"strings"
+
+	"github.com/totpgate/totpgate/problem"
+)
+
+// SpecPrefix is where the user API lives in openapi.yaml; the configured
+// prefix is mapped onto it.
+const SpecPrefix = "/mfa"
+
+// Options configures a Front. Everything is parsed before it gets here.
+type Options struct {
+	Upstream       *url.URL
+	PreserveHost   bool
+	Transport      http.RoundTripper
+	TrustedProxies []netip.Prefix
+	// APIPrefix is the configured user API prefix, e.g. /mfa.
+	APIPrefix string
+	// API serves the user API; it sees paths under SpecPrefix.
+	API    http.Handler
+	Logger *slog.Logger
+}
+
+// Front is the main listener's handler.
+type Front struct {
+	prefix string
+	api    http.Handler
+	peers  Peers
+	proxy  *httputil.ReverseProxy
+}
+
+// New checks o and builds the front.
+func New(o Options) (*Front, error) {
+	var errs []error
+	if o.Upstream == nil {
+		errs = append(errs, errors.New("proxy: upstream URL is required"))
+	}
+	if o.Transport == nil {
+		errs = append(errs, errors.New("proxy: transport is required"))
+	}
+	if o.API == nil {
+		errs = append(errs, errors.New("proxy: API handler is required"))
+	}
+	if o.Logger == nil {
+		errs = append(errs, errors.New("proxy: logger is required"))
+	}
+	if !strings.HasPrefix(o.APIPrefix, "/") || strings.HasSuffix(o.APIPrefix, "/") {
+		errs = append(errs, errors.New("proxy: API prefix must start with / and not end with /"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	peers := NewPeers(o.TrustedProxies)
+	return &Front{
+		prefix: o.APIPrefix,
+		api:    o.API,
+		peers:  peers,
+		proxy:  newReverseProxy(o.Upstream, o.PreserveHost, peers, o.Transport, o.Logger),
+	}, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get(problem.RequestIDHeader)
+	if !f.peers.Trusted(RemoteAddr(r)) || !validRequestID(id) {
+		id = newRequestID()
+		r.Header.Set(problem.RequestIDHeader, id)
+	}
+	w.Header().Set(problem.RequestIDHeader, id)
+
+	if rest, ok := f.underPrefix(r.URL.Path); ok {
+		f.api.ServeHTTP(w, withPath(r, SpecPrefix+rest))
+		return
+	}
+	f.proxy.ServeHTTP(w, r)
+}
+
+// underPrefix reports whether path is the API prefix or below it, and returns
+// the part after the prefix.
+func (f *Front) underPrefix(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, f.prefix)
+	if !ok || (rest != "" && rest[0] != '/') {
+		return "", false
+	}
+	return rest, true
+}
+
+// withPath returns a shallow copy of r whose URL path is p.
+func withPath(r *http.Request, p string) *http.Request {
+	r2 := new(http.Request)
+	*r2 = *r
+	u := *r.URL
+	u.Path, u.RawPath = p, ""
+	r2.URL = &u
+	return r2
+}
+
+func validRequestID(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+var _ http.Handler = (*Front)(nil)

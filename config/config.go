@@ -93,7 +93,8 @@ func (c Config) Validate() error {
 	if c.AdminListen == "" {
 		errs = append(errs, errors.New("admin_listen: must not be empty"))
 	}
-	if c.Listen != "" && c.Listen == c.AdminListen {
+	// Port 0 asks the OS for a free port, so two ":0" listeners do not clash.
+	if c.Listen != "" && c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
 		errs = append(errs, errors.New("admin_listen: must differ from listen"))
 	}
 	if _, err := c.TrustedPrefixes(); err != nil {

@@ -74,13 +74,7 @@ func New(o Options) (*Front, error) {
 
 // ServeHTTP implements http.Handler.
 func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	id := r.Header.Get(problem.RequestIDHeader)
-	if !f.peers.Trusted(RemoteAddr(r)) || !validRequestID(id) {
-		id = newRequestID()
-		r.Header.Set(problem.RequestIDHeader, id)
-	}
-	w.Header().Set(problem.RequestIDHeader, id)
-
+	f.peers.AssignRequestID(w, r)
 	if rest, ok := f.underPrefix(r.URL.Path); ok {
 		f.api.ServeHTTP(w, withPath(r, SpecPrefix+rest))
 		return
@@ -106,6 +100,17 @@ func withPath(r *http.Request, p string) *http.Request {
 	u.Path, u.RawPath = p, ""
 	r2.URL = &u
 	return r2
+}
+
+// AssignRequestID gives r an id (a trusted proxy's, or a new one), on the
+// inbound request for handlers and the upstream, and on the answer for the client.
+func (p Peers) AssignRequestID(w http.ResponseWriter, r *http.Request) {
+	id := r.Header.Get(problem.RequestIDHeader)
+	if !p.Trusted(RemoteAddr(r)) || !validRequestID(id) {
+		id = newRequestID()
+		r.Header.Set(problem.RequestIDHeader, id)
+	}
+	w.Header().Set(problem.RequestIDHeader, id)
 }
 
 func validRequestID(s string) bool {

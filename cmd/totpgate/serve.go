@@ -60,6 +60,10 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ls listen
 	for i, l := range []net.Listener{ls.main, ls.admin} {
 		go func() { errc <- servers[i].Serve(l) }()
 	}
+	if err := dialCheck(app.upstreamHost, cfg.Upstream.DialTimeout)(ctx); err != nil {
+		log.Warn("upstream is not reachable yet; proxied requests get 502 until it answers",
+			slog.String("upstream", cfg.Upstream.URL))
+	}
 	log.Info("totpgate started",
 		slog.String("version", versionString()),
 		slog.String("listen", ls.main.Addr().String()),

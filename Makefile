@@ -1,0 +1,58 @@
+# totpgate developer tasks. `make help` lists them.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+GO_FILES = $(shell git ls-files '*.go')
+NPM_DIR := .tools/npm
+REDOCLY := $(NPM_DIR)/node_modules/.bin/redocly
+
+.PHONY: help
+help: ## List the targets.
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: run
+run: ## Run the sidecar with embedded defaults in front of http://127.0.0.1:3000.
+	go run ./cmd/totpgate serve --upstream http://127.0.0.1:3000
+
+.PHONY: test
+test: ## Run every test (race detector, shuffled).
+	go test -race -shuffle=on -count=1 ./...
+
+.PHONY: generate
+generate: ## Regenerate gen/ from openapi.yaml.
+	go generate ./...
+
+.PHONY: generate-check
+generate-check: generate ## Fail when gen/ differs from what openapi.yaml generates.
+	git diff --exit-code -- gen/
+	test -z "$$(git status --porcelain -- gen/)" || { git status --porcelain -- gen/; echo "untracked generated files"; exit 1; }
+
+.PHONY: fmt-check
+fmt-check: ## Fail when a Go file is not gofmt-clean.
+	@out=$$(gofmt -l $(GO_FILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: vet
+vet: ## go vet every package.
+	go vet ./...
+
+$(REDOCLY): .ci/npm/package.json .ci/npm/package-lock.json
+	mkdir -p $(NPM_DIR)
+	cp .ci/npm/package.json .ci/npm/package-lock.json $(NPM_DIR)/
+	npm ci --prefix $(NPM_DIR) --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: lint-spec
+lint-spec: $(REDOCLY) ## Lint openapi.yaml with Redocly (installed project-locally).
+	$(REDOCLY) lint --config .redocly.yaml openapi.yaml
+
+.PHONY: lint
+lint: fmt-check vet lint-spec ## All static checks.
+
+.PHONY: bench
+bench: ## Go benchmarks, then the wrk pass-through comparison (writes docs/benchmarks.md).
+	go test -run '^$$' -bench . -benchmem ./...
+	bash bench/passthrough.sh --write
+
+.PHONY: ci
+ci: lint generate-check test ## What CI runs.

@@ -1,0 +1,98 @@
+// Package api implements the sidecar's own HTTP API: the strict server
+// generated from openapi.yaml (gen.StrictServerInterface). Expected outcomes
+// are typed responses declared in the spec; a returned error means something
+// unexpected and becomes a problem+json answer that says nothing internal.
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/problem"
+)
+
+// ErrNotImplemented marks an operation of the contract this build does not
+// serve yet; it is answered 501.
+var ErrNotImplemented = errors.New("api: not implemented")
+
+// Check is one readiness check. Its error text is shown on /readyz, so it
+// must be short and say nothing secret.
+type Check struct {
+	Name string
+	Run  func(context.Context) error
+}
+
+// Deps are the API's collaborators, all injected.
+type Deps struct {
+	Logger   *slog.Logger
+	Gatherer prometheus.Gatherer
+	Checks   []Check
+	Spec     []byte
+}
+
+// API implements gen.StrictServerInterface.
+type API struct {
+	log      *slog.Logger
+	gatherer prometheus.Gatherer
+	checks   []Check
+	spec     []byte
+}
+
+// New builds the API.
+func New(d Deps) (*API, error) {
+	var errs []error
+	if d.Logger == nil {
+		errs = append(errs, errors.New("api: logger is required"))
+	}
+	if d.Gatherer == nil {
+		errs = append(errs, errors.New("api: metrics gatherer is required"))
+	}
+	if len(d.Spec) == 0 {
+		errs = append(errs, errors.New("api: spec is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec}, nil
+}
+
+// Handler serves every operation of the spec through the strict wrapper,
+// with error handlers that answer problem+json instead of echoing Go errors.
+func (a *API) Handler() http.Handler {
+	strict := gen.NewStrictHandlerWithOptions(a, nil, gen.StrictHTTPServerOptions{
+		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			problem.Write(w, r, problem.New(http.StatusBadRequest, "bad_request", "The request body could not be read as the operation expects."))
+		},
+		ResponseErrorHandlerFunc: a.responseError,
+	})
+	return gen.HandlerWithOptions(strict, gen.StdHTTPServerOptions{
+		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
+			var detail string
+			var pe *gen.InvalidParamFormatError
+			if errors.As(err, &pe) {
+				detail = "Invalid parameter " + pe.ParamName + "."
+			}
+			p := problem.New(http.StatusBadRequest, "validation_failed", "The request does not match the API description. "+detail)
+			problem.Write(w, r, p)
+		},
+	})
+}
+
+func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, ErrNotImplemented) {
+		problem.Write(w, r, problem.New(http.StatusNotImplemented, "not_implemented", "This operation is part of the API description but is not served by this version of totpgate."))
+		return
+	}
+	a.log.LogAttrs(r.Context(), slog.LevelError, "api: unexpected error",
+		slog.String("request_id", problem.RequestID(r)),
+		slog.String("path", r.URL.Path),
+		slog.String("error", err.Error()))
+	problem.Write(w, r, problem.New(http.StatusInternalServerError, "internal", "Something went wrong inside totpgate. The request id identifies it in the logs."))
+}
+
+var _ gen.StrictServerInterface = (*API)(nil)

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/totpgate/totpgate"
+	"github.com/totpgate/totpgate/api"
+	"github.com/totpgate/totpgate/config"
+	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/problem"
+	"github.com/totpgate/totpgate/proxy"
+)
+
+// app is everything serve wires together: the two listeners' handlers and
+// what must be closed on the way out.
+type app struct {
+	main, admin  http.Handler
+	upstreamHost string
+	closers      []func() error
+}
+
+func (a *app) Close() error {
+	var errs []error
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		errs = append(errs, a.closers[i]())
+	}
+	return errors.Join(errs...)
+}
+
+// newApp does all start-up work (parsing, loading keys, opening the store)
+// so the request path does none.
+func newApp(_ context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
+	upstream, err := cfg.Upstream.Parsed()
+	if err != nil {
+		return nil, err
+	}
+	trusted, err := cfg.TrustedPrefixes()
+	if err != nil {
+		return nil, err
+	}
+	upstreamAddr := upstream.Host
+	if upstream.Port() == "" {
+		upstreamAddr = net.JoinHostPort(upstream.Hostname(), map[string]string{"http": "80", "https": "443"}[upstream.Scheme])
+	}
+	doc, err := gen.GetSwagger()
+	if err != nil {
+		return nil, fmt.Errorf("load embedded spec: %w", err)
+	}
+	validator, err := proxy.NewValidator(doc, cfg.API.MaxBodyBytes)
+	if err != nil {
+		return nil, err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	transport := proxy.NewTransport(proxy.TransportOptions{
+		DialTimeout:           cfg.Upstream.DialTimeout,
+		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout,
+		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
+		MaxIdleConns:          cfg.Upstream.MaxIdleConns,
+	})
+	a, err := api.New(api.Deps{
+		Logger:   log,
+		Gatherer: reg,
+		Spec:     totpgate.OpenAPISpec(),
+		Checks: []api.Check{
+			{Name: "upstream", Run: dialCheck(upstreamAddr, cfg.Upstream.DialTimeout)},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	apiHandler := validator.Wrap(a.Handler())
+
+	front, err := proxy.New(proxy.Options{
+		Upstream:       upstream,
+		PreserveHost:   cfg.Upstream.PreserveHost,
+		Transport:      transport,
+		TrustedProxies: trusted,
+		APIPrefix:      cfg.API.Prefix,
+		API:            apiHandler,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &app{
+		main:         front,
+		upstreamHost: upstreamAddr,
+		admin:        adminHandler(apiHandler, cfg.Admin, proxy.NewPeers(trusted)),
+		closers:      []func() error{func() error { transport.CloseIdleConnections(); return nil }},
+	}, nil
+}
+
+// adminHandler serves the admin listener: probes and metrics without
+// credentials, the admin API behind the bearer token, and nothing else (the
+// user API must not be reachable here, nor the admin API on the main
+// listener, which only ever forwards paths under /mfa to the API).
+func adminHandler(apiHandler http.Handler, cfg config.Admin, peers proxy.Peers) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		peers.AssignRequestID(w, r)
+		switch p := r.URL.Path; {
+		case p == "/healthz" || p == "/readyz" || p == "/metrics":
+			apiHandler.ServeHTTP(w, r)
+		case strings.HasPrefix(p, "/admin/"):
+			if !adminAuthorized(r, cfg) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="totpgate-admin"`)
+				problem.Write(w, r, problem.New(http.StatusUnauthorized, "unauthenticated", "A valid admin bearer token is required."))
+				return
+			}
+			apiHandler.ServeHTTP(w, r)
+		default:
+			problem.Write(w, r, problem.New(http.StatusNotFound, "not_found", "No such endpoint on the admin listener."))
+		}
+	})
+}
+
+// adminAuthorized compares the bearer token in constant time. The token file
+// is read on each call so a rotated token takes effect without a restart.
+func adminAuthorized(r *http.Request, cfg config.Admin) bool {
+	want := cfg.Token
+	if cfg.TokenFile != "" {
+		b, err := os.ReadFile(cfg.TokenFile)
+		if err != nil {
+			return false
+		}
+		want = strings.TrimSpace(string(b))
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if want == "" || !ok {
+		return false
+	}
+	// Hash both so the comparison time does not depend on the lengths either.
+	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
+	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+}

@@ -1,0 +1,544 @@
+package sqlite
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/storetest"
+)
+
+// openTemp opens a fresh store in a new file under t.TempDir.
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "totpgate.db")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, path
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	var paths sync.Map // store.Store -> path
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T) store.Store {
+			s, path := openTemp(t)
+			paths.Store(store.Store(s), path)
+			return s
+		},
+		Reopen: func(t *testing.T, old store.Store) store.Store {
+			p, ok := paths.Load(old)
+			if !ok {
+				t.Fatal("Reopen: unknown store")
+			}
+			if err := old.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			s, err := Open(t.Context(), p.(string))
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	})
+}
+
+// rawDB opens path without the Store, for inspecting and tampering.
+func rawDB(t *testing.T, path string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+type appliedMigration struct {
+	version   int
+	appliedAt int64
+}
+
+func applied(t *testing.T, db *sql.DB) []appliedMigration {
+	t.Helper()
+	rows, err := db.QueryContext(t.Context(), `SELECT version, applied_at FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []appliedMigration
+	for rows.Next() {
+		var m appliedMigration
+		if err := rows.Scan(&m.version, &m.appliedAt); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func tableExists(t *testing.T, db *sql.DB, name string) bool {
+	t.Helper()
+	var n int
+	if err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+func TestMigrationsFresh(t *testing.T) {
+	t.Parallel()
+	s, _ := openTemp(t)
+	got := applied(t, s.w)
+	if len(got) != len(migrations) {
+		t.Fatalf("applied %d migrations, want %d", len(got), len(migrations))
+	}
+	for i, m := range got {
+		if m.version != i+1 || m.appliedAt == 0 {
+			t.Errorf("schema_migrations row %d = %+v", i, m)
+		}
+	}
+	for _, table := range []string{"users", "recovery_codes", "challenges", "settings", "schema_migrations"} {
+		if !tableExists(t, s.w, table) {
+			t.Errorf("table %s missing", table)
+		}
+	}
+	for _, index := range []string{"users_key_version", "recovery_codes_user", "challenges_expires_at"} {
+		var n int
+		if err := s.w.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name = ?`, index).Scan(&n); err != nil || n != 1 {
+			t.Errorf("index %s missing (%v)", index, err)
+		}
+	}
+}
+
+func TestPragmas(t *testing.T) {
+	t.Parallel()
+	s, _ := openTemp(t)
+	ctx := t.Context()
+	for _, db := range []struct {
+		name string
+		db   *sql.DB
+		want map[string]string
+	}{
+		{"writer", s.w, map[string]string{"journal_mode": "wal", "foreign_keys": "1", "synchronous": "2", "busy_timeout": "5000", "query_only": "0"}},
+		{"reader", s.r, map[string]string{"journal_mode": "wal", "foreign_keys": "1", "busy_timeout": "5000", "query_only": "1"}},
+	} {
+		for pragma, want := range db.want {
+			var got string
+			if err := db.db.QueryRowContext(ctx, "PRAGMA "+pragma).Scan(&got); err != nil {
+				t.Fatalf("%s: PRAGMA %s: %v", db.name, pragma, err)
+			}
+			if got != want {
+				t.Errorf("%s: PRAGMA %s = %s, want %s", db.name, pragma, got, want)
+			}
+		}
+	}
+	// Readers cannot write, even by mistake.
+	if _, err := s.r.ExecContext(ctx, `INSERT INTO settings (key, value) VALUES ('x', x'00')`); err == nil {
+		t.Errorf("write through the read pool succeeded")
+	}
+	// NORMAL on request.
+	path := filepath.Join(t.TempDir(), "normal.db")
+	n, err := Open(ctx, path, WithSynchronous("normal"), WithBusyTimeout(time.Second), WithReadConns(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	var syncMode, busy string
+	if err := n.w.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&syncMode); err != nil || syncMode != "1" {
+		t.Errorf("WithSynchronous(normal): synchronous = %s, %v; want 1", syncMode, err)
+	}
+	if err := n.w.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&busy); err != nil || busy != "1000" {
+		t.Errorf("WithBusyTimeout(1s): busy_timeout = %s, %v; want 1000", busy, err)
+	}
+}
+
+func TestMigrationsReopen(t *testing.T) {
+	t.Parallel()
+	s, path := openTemp(t)
+	before := applied(t, s.w)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond) // a re-applied migration would get a later applied_at
+	for range 2 {
+		s2, err := Open(t.Context(), path)
+		if err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+		after := applied(t, s2.w)
+		s2.Close()
+		if fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("schema_migrations changed on reopen: %v -> %v", before, after)
+		}
+	}
+}
+
+func TestSchemaTooNew(t *testing.T) {
+	t.Parallel()
+	s, path := openTemp(t)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db := rawDB(t, path)
+	newer := len(migrations) + 1
+	if _, err := db.ExecContext(t.Context(), `INSERT INTO schema_migrations (version, applied_at) VALUES (?, 1)`, newer); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s2, err := Open(t.Context(), path)
+	if err == nil {
+		s2.Close()
+		t.Fatal("Open of a newer schema succeeded")
+	}
+	if !errors.Is(err, ErrSchemaTooNew) {
+		t.Fatalf("Open: err = %v, want ErrSchemaTooNew", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, strconv.Itoa(newer)) || !strings.Contains(msg, strconv.Itoa(len(migrations))) {
+		t.Errorf("error %q does not name both versions", msg)
+	}
+}
+
+func TestMigrateStepwise(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := rawDB(t, filepath.Join(t.TempDir(), "m.db"))
+	db.SetMaxOpenConns(1)
+	load := func(files fstest.MapFS) []migration {
+		t.Helper()
+		ms, err := loadMigrations(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	v1 := fstest.MapFS{"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);\nINSERT INTO t1 VALUES (1);")}}
+	v2 := fstest.MapFS{
+		"0001_one.sql": v1["0001_one.sql"],
+		"0002_two.sql": {Data: []byte("CREATE TABLE t2 (y INTEGER);\nINSERT INTO t2 SELECT x FROM t1;")},
+	}
+	if err := migrate(ctx, db, load(v1)); err != nil {
+		t.Fatalf("migrate v1: %v", err)
+	}
+	// v1 creates t1 without IF NOT EXISTS: running it twice would fail.
+	if err := migrate(ctx, db, load(v1)); err != nil {
+		t.Fatalf("migrate v1 again: %v", err)
+	}
+	if err := migrate(ctx, db, load(v2)); err != nil {
+		t.Fatalf("migrate v1 -> v2: %v", err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM t1`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("t1 has %d rows (%v), want 1: v1 ran more than once", n, err)
+	}
+	if !tableExists(t, db, "t2") {
+		t.Errorf("v2 not applied")
+	}
+	if got := applied(t, db); len(got) != 2 {
+		t.Errorf("schema_migrations = %v, want versions 1 and 2", got)
+	}
+	// A binary that knows only v1 refuses the v2 database.
+	if err := migrate(ctx, db, load(v1)); !errors.Is(err, ErrSchemaTooNew) {
+		t.Errorf("migrate with older migrations: err = %v, want ErrSchemaTooNew", err)
+	}
+}
+
+func TestMigrationFailureRollsBack(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	db := rawDB(t, filepath.Join(t.TempDir(), "m.db"))
+	db.SetMaxOpenConns(1)
+	ms, err := loadMigrations(fstest.MapFS{
+		"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);")},
+		"0002_bad.sql": {Data: []byte("CREATE TABLE t2 (y INTEGER);\nINSERT INTO no_such_table VALUES (1);")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = migrate(ctx, db, ms)
+	if err == nil || !strings.Contains(err.Error(), "0002_bad.sql") {
+		t.Fatalf("migrate with a broken migration: err = %v, want an error naming 0002_bad.sql", err)
+	}
+	if tableExists(t, db, "t2") {
+		t.Errorf("half of the broken migration was applied")
+	}
+	if !tableExists(t, db, "t1") {
+		t.Errorf("the good migration before it was not kept")
+	}
+	if got := applied(t, db); len(got) != 1 || got[0].version != 1 {
+		t.Errorf("schema_migrations = %v, want only version 1", got)
+	}
+}
+
+func TestLoadMigrationsRejects(t *testing.T) {
+	t.Parallel()
+	for name, files := range map[string]fstest.MapFS{
+		"gap":       {"0001_a.sql": {}, "0003_c.sql": {}},
+		"duplicate": {"0001_a.sql": {}, "0001_b.sql": {}},
+		"bad name":  {"0001_a.sql": {}, "2_b.sql": {}},
+		"no start":  {"0002_b.sql": {}},
+		"empty":     {},
+	} {
+		if _, err := loadMigrations(files); err == nil {
+			t.Errorf("%s: loadMigrations accepted %v", name, files)
+		}
+	}
+	if ms, err := loadMigrations(fstest.MapFS{"0002_b.sql": {}, "0001_a.sql": {}, "README.md": {}}); err != nil || len(ms) != 2 || ms[0].version != 1 {
+		t.Errorf("loadMigrations(valid) = %v, %v", ms, err)
+	}
+}
+
+func TestFileMode(t *testing.T) {
+	t.Parallel()
+	s, path := openTemp(t)
+	// A write makes sure -wal and -shm exist.
+	if _, err := s.PutSettingIfAbsent(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Errorf("stat %s: %v", filepath.Base(p), err)
+			continue
+		}
+		if mode := fi.Mode().Perm(); mode != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", filepath.Base(p), mode)
+		}
+	}
+}
+
+func TestOpenRejects(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		path string
+		opts []Option
+	}{
+		{"", nil},
+		{":memory:", nil},
+		{"file:x.db?mode=memory", nil},
+		{filepath.Join(dir, "missing-dir", "x.db"), nil},
+		{filepath.Join(dir, "a.db"), []Option{WithSynchronous("OFF")}},
+		{filepath.Join(dir, "b.db"), []Option{WithReadConns(0)}},
+	} {
+		if s, err := Open(t.Context(), tc.path, tc.opts...); err == nil {
+			s.Close()
+			t.Errorf("Open(%q) succeeded, want an error", tc.path)
+		}
+	}
+}
+
+func TestOpenOddPath(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "dir with space?#%")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "db?x=1#y")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("Open(%q): %v", path, err)
+	}
+	defer s.Close()
+	if _, err := s.PutSettingIfAbsent(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("database not at the given path: %v", err)
+	}
+}
+
+// ---- crash safety ----
+
+const (
+	crashChildEnv = "TOTPGATE_SQLITE_CRASH_CHILD"
+	crashPathEnv  = "TOTPGATE_SQLITE_CRASH_PATH"
+	crashCodes    = 10
+)
+
+func crashHashes(i int) [][]byte {
+	hs := make([][]byte, crashCodes)
+	for j := range hs {
+		hs[j] = fmt.Appendf(nil, "set-%06d-code-%02d", i, j)
+	}
+	return hs
+}
+
+// crashChild enrolls alice, then writes in a loop until it is killed. After
+// each committed iteration i it prints i; everything printed is committed.
+func crashChild() error {
+	ctx := context.Background()
+	s, err := Open(ctx, os.Getenv(crashPathEnv))
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	u := store.User{
+		ID: "alice", Ciphertext: "vault:v1:alice", KeyVersion: 1,
+		Params:           store.TOTPParams{Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1},
+		PendingExpiresAt: now.Add(time.Hour), UpdatedAt: now,
+	}
+	if err := s.StartEnrollment(ctx, u); err != nil {
+		return err
+	}
+	if err := s.ConfirmEnrollment(ctx, "alice", u.Ciphertext, 1000, crashHashes(0), now); err != nil {
+		return err
+	}
+	fmt.Println("ready")
+	for i := 1; ; i++ {
+		if ok, err := s.AcceptStep(ctx, "alice", 1000+int64(i), now); err != nil || !ok {
+			return fmt.Errorf("accept step %d: %v, %v", i, ok, err)
+		}
+		if err := s.ReplaceRecoveryCodes(ctx, "alice", crashHashes(i), now); err != nil {
+			return err
+		}
+		if _, err := s.PutSettingIfAbsent(ctx, fmt.Sprintf("k%06d", i), []byte(strconv.Itoa(i))); err != nil {
+			return err
+		}
+		id := fmt.Sprintf("user-%06d", i)
+		if err := s.StartEnrollment(ctx, store.User{ID: id, Ciphertext: "vault:v1:" + id, KeyVersion: 1, Params: u.Params, PendingExpiresAt: now.Add(time.Hour)}); err != nil {
+			return err
+		}
+		fmt.Println(i)
+	}
+}
+
+func TestCrashSafety(t *testing.T) {
+	if os.Getenv(crashChildEnv) == "1" {
+		if err := crashChild(); err != nil {
+			fmt.Fprintln(os.Stderr, "crash child:", err)
+			os.Exit(2)
+		}
+		os.Exit(0)
+	}
+	if testing.Short() {
+		t.Skip("spawns a child process")
+	}
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "crash.db")
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestCrashSafety$", "-test.count=1")
+	cmd.Env = append(os.Environ(), crashChildEnv+"=1", crashPathEnv+"="+path)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Read acknowledgements until enough iterations are committed, then kill
+	// the child in the middle of its next writes.
+	sc := bufio.NewScanner(out)
+	ready, last := false, 0
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "ready" {
+			ready = true
+			continue
+		}
+		if n, err := strconv.Atoi(line); err == nil {
+			last = n
+			if last >= 40 {
+				break
+			}
+		}
+	}
+	if !ready || last < 40 {
+		werr := cmd.Wait()
+		t.Fatalf("child stopped early (ready %v, last %d): %v\n%s", ready, last, werr, stderr.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	// Collect whatever else the child acknowledged before dying.
+	for sc.Scan() {
+		if n, err := strconv.Atoi(sc.Text()); err == nil {
+			last = n
+		}
+	}
+	werr := cmd.Wait()
+	var exitErr *exec.ExitError
+	if !errors.As(werr, &exitErr) || exitErr.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child did not die of SIGKILL: %v\n%s", werr, stderr.String())
+	}
+
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatalf("reopen after crash: %v", err)
+	}
+	defer s.Close()
+	var integrity string
+	if err := s.r.QueryRowContext(t.Context(), `PRAGMA integrity_check`).Scan(&integrity); err != nil || integrity != "ok" {
+		t.Fatalf("integrity_check = %q, %v", integrity, err)
+	}
+	rows, err := s.r.QueryContext(t.Context(), `PRAGMA foreign_key_check`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rows.Next() {
+		t.Errorf("foreign_key_check reports violations")
+	}
+	rows.Close()
+
+	u, err := s.GetUser(t.Context(), "alice")
+	if err != nil {
+		t.Fatalf("GetUser(alice) after crash: %v", err)
+	}
+	if u.State != store.StateActive || u.LastStep < 1000+int64(last) {
+		t.Errorf("alice after crash: State %s LastStep %d, want active and >= %d", u.State, u.LastStep, 1000+last)
+	}
+	// The recovery codes are one whole set, never a mix or a partial one.
+	cs, err := s.RecoveryCodes(t.Context(), "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != crashCodes || u.RecoveryRemaining != crashCodes {
+		t.Fatalf("alice has %d recovery codes (RecoveryRemaining %d), want %d", len(cs), u.RecoveryRemaining, crashCodes)
+	}
+	set := string(cs[0].Hash[:len("set-000000")])
+	setN, _ := strconv.Atoi(strings.TrimPrefix(set, "set-"))
+	if setN < last {
+		t.Errorf("recovery code set %d is older than the last acknowledged %d", setN, last)
+	}
+	for _, c := range cs {
+		if !strings.HasPrefix(string(c.Hash), set+"-") {
+			t.Errorf("recovery codes mix sets: %q and %q", cs[0].Hash, c.Hash)
+		}
+	}
+	for i := 1; i <= last; i++ {
+		v, err := s.Setting(t.Context(), fmt.Sprintf("k%06d", i))
+		if err != nil || string(v) != strconv.Itoa(i) {
+			t.Fatalf("setting %d after crash = %q, %v", i, v, err)
+		}
+		if _, err := s.GetUser(t.Context(), fmt.Sprintf("user-%06d", i)); err != nil {
+			t.Fatalf("user %d after crash: %v", i, err)
+		}
+	}
+	// The store still works.
+	if ok, err := s.AcceptStep(t.Context(), "alice", u.LastStep+1, time.Now()); err != nil || !ok {
+		t.Errorf("AcceptStep after crash = %v, %v", ok, err)
+	}
+}

@@ -1,0 +1,195 @@
+// Package store is totpgate's persistent state: per-user MFA state, recovery
+// code hashes, failure counters and pending login challenges.
+//
+// Store is implemented twice (SQLite here in store/sqlite, PostgreSQL in
+// store/postgres) and both pass the same conformance suite in
+// store/storetest. Every check-and-update that security depends on
+// (accept a time step once, spend a recovery code once, count an attempt,
+// spend a challenge once) is a single atomic statement or transaction, so
+// it holds across goroutines and across replicas sharing one database.
+//
+// The store never sees a plaintext secret, code, recovery code or challenge
+// token: it holds keyring ciphertexts, keyed hashes and token hashes.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors; check with errors.Is. Any other error means the store is
+// unavailable or broken, and callers must fail closed.
+var (
+	// ErrNotFound: no such user, or no such live challenge.
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: the row is not in the state the call requires
+	// (e.g. confirming an enrollment that is not pending).
+	ErrConflict = errors.New("store: conflict")
+)
+
+// State is a user's MFA state.
+type State string
+
+// The MFA states. A user with no row is StateNone.
+const (
+	StateNone    State = "none"
+	StatePending State = "pending"
+	StateActive  State = "active"
+)
+
+// TOTPParams are stored per user so a configuration change never breaks
+// an enrolled user.
+type TOTPParams struct {
+	Algorithm string // SHA1, SHA256 or SHA512
+	Digits    int    // 6 or 8
+	Period    int    // seconds
+	Skew      int    // steps accepted either side of now
+}
+
+// User is one user's MFA row.
+type User struct {
+	ID         string
+	State      State
+	Ciphertext string // keyring ciphertext of the TOTP secret, e.g. "vault:v2:..."
+	KeyVersion int    // the keyring version of Ciphertext, kept for status counts
+	Params     TOTPParams
+	// LastStep is the last accepted TOTP time step (RFC 6238 §5.2); 0 if none.
+	LastStep int64
+	// Failures counts attempts in the current window, including in-flight ones.
+	Failures           int
+	FailureWindowStart time.Time
+	LockedUntil        time.Time // zero when not locked
+	PendingExpiresAt   time.Time // zero unless pending
+	ConfirmedAt        time.Time // zero unless active
+	LastUsedAt         time.Time // last successful second factor
+	UpdatedAt          time.Time
+	// RecoveryRemaining is the number of unused recovery codes.
+	RecoveryRemaining int
+}
+
+// Limits is the brute-force policy applied by BeginAttempt and FailAttempt.
+type Limits struct {
+	MaxFailures int           // attempts allowed in Window
+	Window      time.Duration // failures older than this are forgotten
+	LockFor     time.Duration // how long the user is locked once MaxFailures is reached
+}
+
+// Attempt is the answer of BeginAttempt.
+type Attempt struct {
+	Allowed     bool
+	LockedUntil time.Time // when not allowed: when to try again
+	Remaining   int       // attempts left in the window after this one
+}
+
+// RecoveryCode is a stored recovery code: its id and keyed hash only.
+type RecoveryCode struct {
+	ID   int64
+	Hash []byte
+}
+
+// Challenge is a login held back until a second factor is given.
+type Challenge struct {
+	// IDHash is SHA-256 of the challenge token the client holds; the token
+	// itself is never stored.
+	IDHash []byte
+	UserID string
+	// Sealed is the held upstream answer, encrypted with a key derived from
+	// the token, so the database alone cannot release a login.
+	Sealed []byte
+	// Enroll marks a login under a required policy by a user who must enroll first.
+	Enroll bool
+	// Satisfied is set when the user enrolled and confirmed inside the login.
+	Satisfied bool
+	Attempts  int
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// SecretRef is one stored secret, for rewrap.
+type SecretRef struct {
+	UserID     string
+	Ciphertext string
+	KeyVersion int
+}
+
+// Store is the whole persistent state.
+type Store interface {
+	// GetUser returns the user's row, or ErrNotFound.
+	GetUser(ctx context.Context, id string) (User, error)
+
+	// StartEnrollment stores a pending secret, replacing an earlier pending
+	// one (and its failure count). ErrConflict when the user is active.
+	StartEnrollment(ctx context.Context, u User) error
+	// ConfirmEnrollment makes a pending enrollment active, atomically and only
+	// when the row still holds ciphertext (the secret the code was checked
+	// against) and has not expired at now. It records step as the last
+	// accepted step and stores the recovery code hashes. ErrConflict otherwise.
+	ConfirmEnrollment(ctx context.Context, id, ciphertext string, step int64, recoveryHashes [][]byte, now time.Time) error
+	// DeleteUser removes the user's MFA entirely (disable, admin reset).
+	// ErrNotFound when there was nothing to delete.
+	DeleteUser(ctx context.Context, id string) error
+
+	// BeginAttempt counts one second-factor attempt before it is checked,
+	// so concurrent guesses cannot exceed the limit. Not allowed when the
+	// user is locked or MaxFailures attempts are already counted in the
+	// window. ErrNotFound when the user has no row.
+	BeginAttempt(ctx context.Context, id string, now time.Time, l Limits) (Attempt, error)
+	// FailAttempt finishes a failed attempt: when the count has reached
+	// MaxFailures the user is locked until now+LockFor. It returns the lock
+	// end (zero when not locked).
+	FailAttempt(ctx context.Context, id string, now time.Time, l Limits) (time.Time, error)
+	// AcceptStep records step as used and clears the failure count, atomically
+	// and only when the user is active and step is newer than the last
+	// accepted one. false means a replay (or a concurrent acceptance).
+	AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error)
+	// Unlock clears failures and any lock. ErrNotFound when no row.
+	Unlock(ctx context.Context, id string) error
+
+	// RecoveryCodes lists the user's unused recovery codes.
+	RecoveryCodes(ctx context.Context, id string) ([]RecoveryCode, error)
+	// SpendRecoveryCode marks code codeID used and clears the failure count,
+	// atomically and only if it was unused. false when already spent.
+	SpendRecoveryCode(ctx context.Context, id string, codeID int64, now time.Time) (bool, error)
+	// ReplaceRecoveryCodes drops every recovery code of an active user and
+	// stores new hashes, in one transaction. ErrConflict when not active.
+	ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) error
+
+	// CreateChallenge stores a new challenge.
+	CreateChallenge(ctx context.Context, c Challenge) error
+	// GetChallenge returns a live challenge, or ErrNotFound when it is
+	// unknown or expired at now.
+	GetChallenge(ctx context.Context, idHash []byte, now time.Time) (Challenge, error)
+	// FailChallenge counts a wrong code; at maxAttempts the challenge is
+	// deleted. It returns the attempts left (0: gone).
+	FailChallenge(ctx context.Context, idHash []byte, maxAttempts int) (int, error)
+	// SatisfyChallenge marks a live challenge satisfied. ErrNotFound if gone.
+	SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error
+	// SpendChallenge deletes a live challenge and returns it, exactly once:
+	// of concurrent callers one gets it and the others ErrNotFound.
+	SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (Challenge, error)
+	// DeleteExpiredChallenges removes challenges expired at now.
+	DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error)
+
+	// Setting returns a stored setting, or ErrNotFound.
+	Setting(ctx context.Context, key string) ([]byte, error)
+	// PutSettingIfAbsent stores value under key unless the key exists, and
+	// returns what is stored afterwards: the first writer wins, across replicas.
+	PutSettingIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error)
+
+	// SecretsPage lists stored secrets with user id > after, in id order,
+	// whose key version is below belowVersion (0: all).
+	SecretsPage(ctx context.Context, after string, belowVersion, limit int) ([]SecretRef, error)
+	// SwapSecret replaces a secret only if it still holds old, so a rewrap
+	// never overwrites a newer enrollment. false when the row changed.
+	SwapSecret(ctx context.Context, id, old, replacement string, version int) (bool, error)
+	// CountByKeyVersion counts stored secrets per key version.
+	CountByKeyVersion(ctx context.Context) (map[int]int, error)
+	// CountByState counts users per MFA state.
+	CountByState(ctx context.Context) (map[State]int, error)
+
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
+	// Close releases the store.
+	Close() error
+}

@@ -1,0 +1,1775 @@
+// Package storetest is the conformance suite every store.Store
+// implementation must pass, unchanged:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, storetest.Harness{
+//			Open:   func(t *testing.T) store.Store { ... },
+//			Reopen: func(t *testing.T, s store.Store) store.Store { ... },
+//		})
+//	}
+//
+// Besides the doc comments of store.Store, the suite pins these details,
+// so that implementations agree:
+//
+//   - Deadlines are exclusive: a challenge or pending enrollment whose
+//     ExpiresAt/PendingExpiresAt equals now has expired, and a user whose
+//     LockedUntil equals now is no longer locked.
+//   - Times round-trip at millisecond precision (the suite uses whole
+//     seconds); the zero time round-trips as the zero time.
+//   - SecretsPage orders user ids by their bytes, as Go compares strings
+//     ("B" < "a"); a PostgreSQL implementation needs COLLATE "C".
+//   - StartEnrollment replacing a pending row also lifts a lock: failures
+//     and lock were counted against a secret that is gone.
+//   - ConfirmEnrollment and SpendRecoveryCode clear the failure count like
+//     AcceptStep does.
+//   - AcceptStep and SpendRecoveryCode answer false (no error) for a user who
+//     is unknown or not active; ReplaceRecoveryCodes and ConfirmEnrollment
+//     answer ErrConflict for an unknown user; FailChallenge answers 0 (no
+//     error) for an unknown challenge.
+//   - A call whose context is cancelled returns an error that is neither
+//     ErrNotFound nor ErrConflict (callers fail closed on it).
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/totpgate/totpgate/store"
+)
+
+// Harness is the implementation under test.
+type Harness struct {
+	// Open returns a fresh, empty store and registers its Close with
+	// t.Cleanup. Required. It is called once per subtest, from parallel
+	// subtests.
+	Open func(t *testing.T) store.Store
+	// Reopen closes s, opens the same database again and returns the new
+	// store, registering its Close with t.Cleanup. Optional: without it the
+	// durability subtest is skipped. The cleanup Open registered for s runs
+	// too, so Close must tolerate being called on a closed store.
+	Reopen func(t *testing.T, s store.Store) store.Store
+}
+
+// Concurrency is how many goroutines race in the concurrency subtests.
+const Concurrency = 50
+
+// limits is the brute-force policy the lockout subtests use.
+var limits = store.Limits{MaxFailures: 5, Window: 5 * time.Minute, LockFor: 15 * time.Minute}
+
+// t0 is the suite's "now": a fixed time in whole seconds, so every
+// implementation round-trips it exactly. Stores take now as a parameter,
+// and the suite moves it forward by hand.
+var t0 = time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
+
+var params = store.TOTPParams{Algorithm: "SHA256", Digits: 8, Period: 30, Skew: 1}
+
+// Run runs the conformance suite against h.
+func Run(t *testing.T, h Harness) {
+	t.Helper()
+	if h.Open == nil {
+		t.Fatal("storetest: Harness.Open is required")
+	}
+	tests := []struct {
+		name string
+		fn   func(*testing.T, Harness)
+	}{
+		{"Ping", testPing},
+		{"CanceledContext", testCanceledContext},
+
+		{"GetUser/NotFound", testGetUserNotFound},
+		{"StartEnrollment/CreatesPending", testStartCreatesPending},
+		{"StartEnrollment/ReplacesPending", testStartReplacesPending},
+		{"StartEnrollment/ConflictWhenActive", testStartConflictWhenActive},
+		{"ConfirmEnrollment/Activates", testConfirmActivates},
+		{"ConfirmEnrollment/Conflicts", testConfirmConflicts},
+		{"ConfirmEnrollment/NoRecoveryCodes", testConfirmNoCodes},
+		{"ConfirmEnrollment/ClearsFailures", testConfirmClearsFailures},
+		{"ConfirmEnrollment/Concurrent", testConfirmConcurrent},
+		{"DeleteUser", testDeleteUser},
+		{"IndependentUsersConcurrent", testIndependentUsersConcurrent},
+
+		{"AcceptStep/OnlyNewer", testAcceptStepOnlyNewer},
+		{"AcceptStep/OnlyActive", testAcceptStepOnlyActive},
+		{"AcceptStep/ConcurrentSameStep", testAcceptStepConcurrentSame},
+		{"AcceptStep/ConcurrentSteps", testAcceptStepConcurrentSteps},
+		{"AcceptStep/ClearsFailures", testAcceptStepClearsFailures},
+
+		{"Attempts/UnknownUser", testAttemptsUnknownUser},
+		{"Attempts/Limit", testAttemptsLimit},
+		{"Attempts/Lockout", testAttemptsLockout},
+		{"Attempts/WindowForgets", testAttemptsWindowForgets},
+		{"Attempts/WindowCountsRecent", testAttemptsWindowCountsRecent},
+		{"Attempts/Concurrent", testAttemptsConcurrent},
+		{"Attempts/ConcurrentFailuresLock", testAttemptsConcurrentFailuresLock},
+		{"Attempts/Unlock", testUnlock},
+		{"Attempts/PerUser", testAttemptsPerUser},
+
+		{"Recovery/ListsUnused", testRecoveryListsUnused},
+		{"Recovery/SpendOnce", testRecoverySpendOnce},
+		{"Recovery/SpendConcurrent", testRecoverySpendConcurrent},
+		{"Recovery/CrossUser", testRecoveryCrossUser},
+		{"Recovery/SpendClearsFailures", testRecoverySpendClearsFailures},
+		{"Recovery/Replace", testRecoveryReplace},
+		{"Recovery/ReplaceConflict", testRecoveryReplaceConflict},
+		{"Recovery/ReplaceConcurrent", testRecoveryReplaceConcurrent},
+
+		{"Challenge/CreateGet", testChallengeCreateGet},
+		{"Challenge/Expired", testChallengeExpired},
+		{"Challenge/Duplicate", testChallengeDuplicate},
+		{"Challenge/Fail", testChallengeFail},
+		{"Challenge/FailConcurrent", testChallengeFailConcurrent},
+		{"Challenge/Satisfy", testChallengeSatisfy},
+		{"Challenge/Spend", testChallengeSpend},
+		{"Challenge/SpendConcurrent", testChallengeSpendConcurrent},
+		{"Challenge/SpendExpired", testChallengeSpendExpired},
+		{"Challenge/DeleteExpired", testChallengeDeleteExpired},
+
+		{"Settings/NotFound", testSettingNotFound},
+		{"Settings/FirstWriterWins", testSettingFirstWriterWins},
+		{"Settings/Concurrent", testSettingConcurrent},
+
+		{"Rewrap/SecretsPage", testSecretsPage},
+		{"Rewrap/SwapSecret", testSwapSecret},
+		{"Rewrap/SwapSecretAfterReenroll", testSwapSecretAfterReenroll},
+		{"Rewrap/CountByKeyVersion", testCountByKeyVersion},
+		{"CountByState", testCountByState},
+
+		{"Durability/Reopen", testReopen},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.fn(t, h)
+		})
+	}
+}
+
+// ---- helpers ----
+
+func ctxOf(t *testing.T) context.Context { return t.Context() }
+
+func ct(id string, n int) string { return fmt.Sprintf("vault:v%d:%s-secret-%d", n, id, n) }
+
+func hashes(prefix string, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = fmt.Appendf(nil, "%s-hash-%02d", prefix, i)
+	}
+	return out
+}
+
+func pendingUser(id string, version int, now time.Time) store.User {
+	return store.User{
+		ID:               id,
+		State:            store.StatePending,
+		Ciphertext:       ct(id, version),
+		KeyVersion:       version,
+		Params:           params,
+		PendingExpiresAt: now.Add(10 * time.Minute),
+		UpdatedAt:        now,
+	}
+}
+
+func mustStart(t *testing.T, s store.Store, id string, version int, now time.Time) store.User {
+	t.Helper()
+	u := pendingUser(id, version, now)
+	if err := s.StartEnrollment(ctxOf(t), u); err != nil {
+		t.Fatalf("StartEnrollment(%s): %v", id, err)
+	}
+	return u
+}
+
+// mustActive enrolls and confirms id at t0 with step 100 and codes.
+func mustActive(t *testing.T, s store.Store, id string, codes [][]byte) store.User {
+	t.Helper()
+	u := mustStart(t, s, id, 1, t0)
+	if err := s.ConfirmEnrollment(ctxOf(t), id, u.Ciphertext, 100, codes, t0); err != nil {
+		t.Fatalf("ConfirmEnrollment(%s): %v", id, err)
+	}
+	return mustGet(t, s, id)
+}
+
+func mustGet(t *testing.T, s store.Store, id string) store.User {
+	t.Helper()
+	u, err := s.GetUser(ctxOf(t), id)
+	if err != nil {
+		t.Fatalf("GetUser(%s): %v", id, err)
+	}
+	return u
+}
+
+func mustCodes(t *testing.T, s store.Store, id string) []store.RecoveryCode {
+	t.Helper()
+	cs, err := s.RecoveryCodes(ctxOf(t), id)
+	if err != nil {
+		t.Fatalf("RecoveryCodes(%s): %v", id, err)
+	}
+	return cs
+}
+
+func mustBegin(t *testing.T, s store.Store, id string, now time.Time) store.Attempt {
+	t.Helper()
+	a, err := s.BeginAttempt(ctxOf(t), id, now, limits)
+	if err != nil {
+		t.Fatalf("BeginAttempt(%s): %v", id, err)
+	}
+	return a
+}
+
+func mustFail(t *testing.T, s store.Store, id string, now time.Time) time.Time {
+	t.Helper()
+	lock, err := s.FailAttempt(ctxOf(t), id, now, limits)
+	if err != nil {
+		t.Fatalf("FailAttempt(%s): %v", id, err)
+	}
+	return lock
+}
+
+// sortedHashes returns the codes' hashes, sorted.
+func sortedHashes(cs []store.RecoveryCode) [][]byte {
+	out := make([][]byte, len(cs))
+	for i, c := range cs {
+		out[i] = c.Hash
+	}
+	slices.SortFunc(out, bytes.Compare)
+	return out
+}
+
+func equalHashes(a, b [][]byte) bool {
+	return slices.EqualFunc(a, b, bytes.Equal)
+}
+
+// race runs f(i) for i in [0, n) on n goroutines released together.
+func race(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			f(i)
+		})
+	}
+	close(start)
+	wg.Wait()
+}
+
+func sameTime(a, b time.Time) bool { return a.Equal(b) }
+
+// ---- misc ----
+
+func testPing(t *testing.T, h Harness) {
+	s := h.Open(t)
+	if err := s.Ping(ctxOf(t)); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+}
+
+func testCanceledContext(t *testing.T, h Harness) {
+	s := h.Open(t)
+	codes := hashes("a", 2)
+	mustActive(t, s, "alice", codes)
+	ctx, cancel := context.WithCancel(ctxOf(t))
+	cancel()
+	isSentinel := func(err error) bool {
+		return errors.Is(err, store.ErrNotFound) || errors.Is(err, store.ErrConflict)
+	}
+	if _, err := s.GetUser(ctx, "alice"); err == nil || isSentinel(err) {
+		t.Errorf("GetUser with cancelled ctx: err = %v, want a non-sentinel error", err)
+	}
+	if _, err := s.GetUser(ctx, "nobody"); err == nil || isSentinel(err) {
+		t.Errorf("GetUser(unknown) with cancelled ctx: err = %v, want a non-sentinel error", err)
+	}
+	if ok, err := s.AcceptStep(ctx, "alice", 200, t0); err == nil || ok {
+		t.Errorf("AcceptStep with cancelled ctx = %v, %v; want false and an error", ok, err)
+	}
+	if a, err := s.BeginAttempt(ctx, "alice", t0, limits); err == nil || a.Allowed || isSentinel(err) {
+		t.Errorf("BeginAttempt with cancelled ctx = %+v, %v; want not allowed and a non-sentinel error", a, err)
+	}
+	if _, err := s.SpendChallenge(ctx, []byte("x"), t0); err == nil || isSentinel(err) {
+		t.Errorf("SpendChallenge with cancelled ctx: err = %v, want a non-sentinel error", err)
+	}
+	if err := s.ConfirmEnrollment(ctx, "alice", "x", 1, nil, t0); err == nil || isSentinel(err) {
+		t.Errorf("ConfirmEnrollment with cancelled ctx: err = %v, want a non-sentinel error", err)
+	}
+	// Nothing changed.
+	if u := mustGet(t, s, "alice"); u.LastStep != 100 || u.Failures != 0 {
+		t.Errorf("after cancelled calls: LastStep %d Failures %d, want 100 and 0", u.LastStep, u.Failures)
+	}
+}
+
+// ---- users and enrollment ----
+
+func testGetUserNotFound(t *testing.T, h Harness) {
+	s := h.Open(t)
+	if _, err := s.GetUser(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetUser(unknown): err = %v, want ErrNotFound", err)
+	}
+}
+
+func testStartCreatesPending(t *testing.T, h Harness) {
+	s := h.Open(t)
+	want := mustStart(t, s, "alice", 3, t0)
+	got := mustGet(t, s, "alice")
+	if got.ID != "alice" || got.State != store.StatePending || got.Ciphertext != want.Ciphertext ||
+		got.KeyVersion != 3 || got.Params != params {
+		t.Errorf("GetUser = %+v, want pending row %+v", got, want)
+	}
+	if !sameTime(got.PendingExpiresAt, want.PendingExpiresAt) {
+		t.Errorf("PendingExpiresAt = %v, want %v", got.PendingExpiresAt, want.PendingExpiresAt)
+	}
+	if got.LastStep != 0 || got.Failures != 0 || got.RecoveryRemaining != 0 {
+		t.Errorf("LastStep %d Failures %d RecoveryRemaining %d, want all 0", got.LastStep, got.Failures, got.RecoveryRemaining)
+	}
+	if !got.LockedUntil.IsZero() || !got.ConfirmedAt.IsZero() || !got.FailureWindowStart.IsZero() {
+		t.Errorf("LockedUntil %v ConfirmedAt %v FailureWindowStart %v, want zero times", got.LockedUntil, got.ConfirmedAt, got.FailureWindowStart)
+	}
+	if got.UpdatedAt.IsZero() {
+		t.Errorf("UpdatedAt is zero")
+	}
+	if cs := mustCodes(t, s, "alice"); len(cs) != 0 {
+		t.Errorf("pending user has %d recovery codes", len(cs))
+	}
+}
+
+func testStartReplacesPending(t *testing.T, h Harness) {
+	s := h.Open(t)
+	first := mustStart(t, s, "alice", 1, t0)
+	// Five failures lock the pending user.
+	for range limits.MaxFailures {
+		if a := mustBegin(t, s, "alice", t0); !a.Allowed {
+			t.Fatalf("BeginAttempt refused early: %+v", a)
+		}
+		mustFail(t, s, "alice", t0)
+	}
+	if u := mustGet(t, s, "alice"); u.Failures != limits.MaxFailures || u.LockedUntil.IsZero() {
+		t.Fatalf("before replacing: Failures %d LockedUntil %v, want %d and a lock", u.Failures, u.LockedUntil, limits.MaxFailures)
+	}
+
+	now := t0.Add(time.Minute)
+	second := pendingUser("alice", 2, now)
+	second.Ciphertext = "vault:v2:replacement"
+	second.Params = store.TOTPParams{Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1}
+	if err := s.StartEnrollment(ctxOf(t), second); err != nil {
+		t.Fatalf("StartEnrollment(replace pending): %v", err)
+	}
+	got := mustGet(t, s, "alice")
+	if got.State != store.StatePending || got.Ciphertext != second.Ciphertext || got.KeyVersion != 2 || got.Params != second.Params {
+		t.Errorf("after replace: %+v, want the second pending enrollment", got)
+	}
+	if !sameTime(got.PendingExpiresAt, second.PendingExpiresAt) {
+		t.Errorf("PendingExpiresAt = %v, want %v", got.PendingExpiresAt, second.PendingExpiresAt)
+	}
+	if got.Failures != 0 || !got.LockedUntil.IsZero() {
+		t.Errorf("after replace: Failures %d LockedUntil %v, want 0 and no lock", got.Failures, got.LockedUntil)
+	}
+	if a := mustBegin(t, s, "alice", now); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Errorf("BeginAttempt after replace = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
+	}
+	// The replaced secret can no longer be confirmed; the new one can.
+	if err := s.ConfirmEnrollment(ctxOf(t), "alice", first.Ciphertext, 10, nil, now); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("ConfirmEnrollment(replaced ciphertext): err = %v, want ErrConflict", err)
+	}
+	if err := s.ConfirmEnrollment(ctxOf(t), "alice", second.Ciphertext, 10, nil, now); err != nil {
+		t.Errorf("ConfirmEnrollment(new ciphertext): %v", err)
+	}
+}
+
+func testStartConflictWhenActive(t *testing.T, h Harness) {
+	s := h.Open(t)
+	before := mustActive(t, s, "alice", hashes("a", 3))
+	u := pendingUser("alice", 2, t0.Add(time.Minute))
+	u.Ciphertext = "vault:v2:attacker"
+	if err := s.StartEnrollment(ctxOf(t), u); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("StartEnrollment(active user): err = %v, want ErrConflict", err)
+	}
+	after := mustGet(t, s, "alice")
+	if after.State != store.StateActive || after.Ciphertext != before.Ciphertext || after.KeyVersion != before.KeyVersion ||
+		after.LastStep != before.LastStep || after.RecoveryRemaining != 3 {
+		t.Errorf("active row changed by a refused StartEnrollment: before %+v, after %+v", before, after)
+	}
+}
+
+func testConfirmActivates(t *testing.T, h Harness) {
+	s := h.Open(t)
+	u := mustStart(t, s, "alice", 1, t0)
+	codes := hashes("alice", 10)
+	now := t0.Add(time.Minute)
+	if err := s.ConfirmEnrollment(ctxOf(t), "alice", u.Ciphertext, 12345, codes, now); err != nil {
+		t.Fatalf("ConfirmEnrollment: %v", err)
+	}
+	got := mustGet(t, s, "alice")
+	if got.State != store.StateActive || got.LastStep != 12345 || got.Ciphertext != u.Ciphertext || got.Params != params {
+		t.Errorf("after confirm: %+v, want active with LastStep 12345", got)
+	}
+	if !sameTime(got.ConfirmedAt, now) {
+		t.Errorf("ConfirmedAt = %v, want %v", got.ConfirmedAt, now)
+	}
+	if got.RecoveryRemaining != len(codes) {
+		t.Errorf("RecoveryRemaining = %d, want %d", got.RecoveryRemaining, len(codes))
+	}
+	cs := mustCodes(t, s, "alice")
+	if !equalHashes(sortedHashes(cs), codes) {
+		t.Errorf("RecoveryCodes hashes = %q, want %q", sortedHashes(cs), codes)
+	}
+	ids := map[int64]bool{}
+	for _, c := range cs {
+		if ids[c.ID] {
+			t.Errorf("duplicate recovery code id %d", c.ID)
+		}
+		ids[c.ID] = true
+	}
+	// The confirming step is used: it cannot be accepted again.
+	if ok, err := s.AcceptStep(ctxOf(t), "alice", 12345, now); err != nil || ok {
+		t.Errorf("AcceptStep(confirming step) = %v, %v; want false (replay)", ok, err)
+	}
+}
+
+func testConfirmConflicts(t *testing.T, h Harness) {
+	for _, tc := range []struct {
+		name       string
+		ciphertext func(u store.User) string
+		now        func(u store.User) time.Time
+	}{
+		{"WrongCiphertext", func(u store.User) string { return u.Ciphertext + "x" }, func(store.User) time.Time { return t0 }},
+		{"ExpiredAtDeadline", func(u store.User) string { return u.Ciphertext }, func(u store.User) time.Time { return u.PendingExpiresAt }},
+		{"ExpiredAfterDeadline", func(u store.User) string { return u.Ciphertext }, func(u store.User) time.Time { return u.PendingExpiresAt.Add(time.Hour) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := h.Open(t)
+			u := mustStart(t, s, "alice", 1, t0)
+			err := s.ConfirmEnrollment(ctxOf(t), "alice", tc.ciphertext(u), 100, hashes("a", 3), tc.now(u))
+			if !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("ConfirmEnrollment: err = %v, want ErrConflict", err)
+			}
+			got := mustGet(t, s, "alice")
+			if got.State != store.StatePending || got.LastStep != 0 || got.RecoveryRemaining != 0 {
+				t.Errorf("after refused confirm: %+v, want untouched pending row", got)
+			}
+		})
+	}
+	t.Run("UnknownUser", func(t *testing.T) {
+		t.Parallel()
+		s := h.Open(t)
+		if err := s.ConfirmEnrollment(ctxOf(t), "nobody", "vault:v1:x", 1, nil, t0); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("ConfirmEnrollment(unknown): err = %v, want ErrConflict", err)
+		}
+		if _, err := s.GetUser(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetUser after refused confirm: err = %v, want ErrNotFound", err)
+		}
+	})
+	t.Run("AlreadyActive", func(t *testing.T) {
+		t.Parallel()
+		s := h.Open(t)
+		u := mustActive(t, s, "alice", hashes("a", 3))
+		if err := s.ConfirmEnrollment(ctxOf(t), "alice", u.Ciphertext, 500, hashes("b", 5), t0); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("ConfirmEnrollment(active): err = %v, want ErrConflict", err)
+		}
+		got := mustGet(t, s, "alice")
+		if got.LastStep != 100 || got.RecoveryRemaining != 3 {
+			t.Errorf("after refused confirm: LastStep %d RecoveryRemaining %d, want 100 and 3", got.LastStep, got.RecoveryRemaining)
+		}
+		if !equalHashes(sortedHashes(mustCodes(t, s, "alice")), hashes("a", 3)) {
+			t.Errorf("recovery codes replaced by a refused confirm")
+		}
+	})
+}
+
+func testConfirmNoCodes(t *testing.T, h Harness) {
+	s := h.Open(t)
+	u := mustStart(t, s, "alice", 1, t0)
+	if err := s.ConfirmEnrollment(ctxOf(t), "alice", u.Ciphertext, 7, nil, t0); err != nil {
+		t.Fatalf("ConfirmEnrollment(no codes): %v", err)
+	}
+	if got := mustGet(t, s, "alice"); got.State != store.StateActive || got.RecoveryRemaining != 0 {
+		t.Errorf("after confirm: %+v, want active with no codes", got)
+	}
+}
+
+func testConfirmClearsFailures(t *testing.T, h Harness) {
+	s := h.Open(t)
+	u := mustStart(t, s, "alice", 1, t0)
+	for range 3 {
+		mustBegin(t, s, "alice", t0)
+		mustFail(t, s, "alice", t0)
+	}
+	mustBegin(t, s, "alice", t0) // the confirming attempt
+	if err := s.ConfirmEnrollment(ctxOf(t), "alice", u.Ciphertext, 7, nil, t0); err != nil {
+		t.Fatalf("ConfirmEnrollment: %v", err)
+	}
+	if got := mustGet(t, s, "alice"); got.Failures != 0 {
+		t.Errorf("Failures after confirm = %d, want 0", got.Failures)
+	}
+}
+
+func testConfirmConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	u := mustStart(t, s, "alice", 1, t0)
+	codes := hashes("alice", 10)
+	errs := make([]error, Concurrency)
+	race(Concurrency, func(i int) {
+		errs[i] = s.ConfirmEnrollment(ctxOf(t), "alice", u.Ciphertext, 100+int64(i), codes, t0)
+	})
+	wins := 0
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case errors.Is(err, store.ErrConflict):
+		default:
+			t.Errorf("ConfirmEnrollment #%d: unexpected error %v", i, err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d concurrent ConfirmEnrollment calls succeeded, want exactly 1", wins)
+	}
+	got := mustGet(t, s, "alice")
+	if got.State != store.StateActive || got.RecoveryRemaining != len(codes) {
+		t.Errorf("after concurrent confirm: State %s RecoveryRemaining %d, want active and %d", got.State, got.RecoveryRemaining, len(codes))
+	}
+	if n := len(mustCodes(t, s, "alice")); n != len(codes) {
+		t.Errorf("%d recovery codes stored, want %d", n, len(codes))
+	}
+}
+
+func testDeleteUser(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", hashes("alice", 3))
+	mustActive(t, s, "bob", hashes("bob", 3))
+	aliceCodes := mustCodes(t, s, "alice")
+
+	if err := s.DeleteUser(ctxOf(t), "alice"); err != nil {
+		t.Fatalf("DeleteUser: %v", err)
+	}
+	if _, err := s.GetUser(ctxOf(t), "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetUser after delete: err = %v, want ErrNotFound", err)
+	}
+	if cs := mustCodes(t, s, "alice"); len(cs) != 0 {
+		t.Errorf("RecoveryCodes after delete = %d codes, want none", len(cs))
+	}
+	if err := s.DeleteUser(ctxOf(t), "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second DeleteUser: err = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteUser(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("DeleteUser(unknown): err = %v, want ErrNotFound", err)
+	}
+	// Bob is untouched.
+	if got := mustGet(t, s, "bob"); got.State != store.StateActive || got.RecoveryRemaining != 3 {
+		t.Errorf("bob after deleting alice: %+v", got)
+	}
+
+	// Alice can enroll afresh; her old codes stay dead.
+	u := mustStart(t, s, "alice", 2, t0)
+	if err := s.ConfirmEnrollment(ctxOf(t), "alice", u.Ciphertext, 5, hashes("new", 2), t0); err != nil {
+		t.Fatalf("ConfirmEnrollment after delete: %v", err)
+	}
+	for _, c := range aliceCodes {
+		if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", c.ID, t0); err != nil || ok {
+			t.Errorf("SpendRecoveryCode(pre-delete code %d) = %v, %v; want false", c.ID, ok, err)
+		}
+	}
+	if got := mustGet(t, s, "alice"); got.LastStep != 5 || got.RecoveryRemaining != 2 {
+		t.Errorf("re-enrolled alice: LastStep %d RecoveryRemaining %d, want 5 and 2", got.LastStep, got.RecoveryRemaining)
+	}
+	if err := s.DeleteUser(ctxOf(t), "alice"); err != nil {
+		t.Errorf("DeleteUser(pending or active): %v", err)
+	}
+	mustStart(t, s, "carol", 1, t0)
+	if err := s.DeleteUser(ctxOf(t), "carol"); err != nil {
+		t.Errorf("DeleteUser(pending): %v", err)
+	}
+}
+
+func testIndependentUsersConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	errs := make([]error, Concurrency)
+	race(Concurrency, func(i int) {
+		ctx := ctxOf(t)
+		id := fmt.Sprintf("user-%02d", i)
+		u := pendingUser(id, 1, t0)
+		if err := s.StartEnrollment(ctx, u); err != nil {
+			errs[i] = fmt.Errorf("start: %w", err)
+			return
+		}
+		if err := s.ConfirmEnrollment(ctx, id, u.Ciphertext, 100, hashes(id, 2), t0); err != nil {
+			errs[i] = fmt.Errorf("confirm: %w", err)
+			return
+		}
+		if a, err := s.BeginAttempt(ctx, id, t0, limits); err != nil || !a.Allowed {
+			errs[i] = fmt.Errorf("begin: %+v, %v", a, err)
+			return
+		}
+		if ok, err := s.AcceptStep(ctx, id, 101, t0); err != nil || !ok {
+			errs[i] = fmt.Errorf("accept: %v, %v", ok, err)
+			return
+		}
+		if _, err := s.GetUser(ctx, id); err != nil {
+			errs[i] = fmt.Errorf("get: %w", err)
+		}
+	})
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("user %d: %v", i, err)
+		}
+	}
+	counts, err := s.CountByState(ctxOf(t))
+	if err != nil {
+		t.Fatalf("CountByState: %v", err)
+	}
+	if counts[store.StateActive] != Concurrency {
+		t.Errorf("CountByState[active] = %d, want %d", counts[store.StateActive], Concurrency)
+	}
+}
+
+// ---- AcceptStep ----
+
+func testAcceptStepOnlyNewer(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil) // LastStep 100
+	now := t0.Add(time.Minute)
+	for _, tc := range []struct {
+		step int64
+		want bool
+	}{
+		{100, false}, {99, false}, {0, false}, {101, true}, {101, false}, {105, true}, {103, false}, {106, true},
+	} {
+		ok, err := s.AcceptStep(ctxOf(t), "alice", tc.step, now)
+		if err != nil || ok != tc.want {
+			t.Errorf("AcceptStep(%d) = %v, %v; want %v", tc.step, ok, err, tc.want)
+		}
+	}
+	got := mustGet(t, s, "alice")
+	if got.LastStep != 106 {
+		t.Errorf("LastStep = %d, want 106", got.LastStep)
+	}
+	if !sameTime(got.LastUsedAt, now) {
+		t.Errorf("LastUsedAt = %v, want %v", got.LastUsedAt, now)
+	}
+}
+
+func testAcceptStepOnlyActive(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustStart(t, s, "alice", 1, t0)
+	if ok, err := s.AcceptStep(ctxOf(t), "alice", 1000, t0); err != nil || ok {
+		t.Errorf("AcceptStep(pending) = %v, %v; want false, nil", ok, err)
+	}
+	if ok, err := s.AcceptStep(ctxOf(t), "nobody", 1000, t0); err != nil || ok {
+		t.Errorf("AcceptStep(unknown) = %v, %v; want false, nil", ok, err)
+	}
+	if got := mustGet(t, s, "alice"); got.LastStep != 0 || got.State != store.StatePending {
+		t.Errorf("pending row changed: %+v", got)
+	}
+	if _, err := s.GetUser(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("AcceptStep created a row for an unknown user")
+	}
+}
+
+func testAcceptStepConcurrentSame(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	var (
+		mu   sync.Mutex
+		wins int
+	)
+	race(Concurrency, func(i int) {
+		ok, err := s.AcceptStep(ctxOf(t), "alice", 101, t0)
+		if err != nil {
+			t.Errorf("AcceptStep #%d: %v", i, err)
+		}
+		if ok {
+			mu.Lock()
+			wins++
+			mu.Unlock()
+		}
+	})
+	if wins != 1 {
+		t.Fatalf("%d of %d concurrent AcceptStep(same step) calls succeeded, want exactly 1", wins, Concurrency)
+	}
+	if got := mustGet(t, s, "alice"); got.LastStep != 101 {
+		t.Errorf("LastStep = %d, want 101", got.LastStep)
+	}
+}
+
+func testAcceptStepConcurrentSteps(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil) // LastStep 100
+	accepted := make([]bool, Concurrency)
+	race(Concurrency, func(i int) {
+		ok, err := s.AcceptStep(ctxOf(t), "alice", 101+int64(i), t0)
+		if err != nil {
+			t.Errorf("AcceptStep(%d): %v", 101+i, err)
+		}
+		accepted[i] = ok
+	})
+	last := int64(100 + Concurrency)
+	if !accepted[Concurrency-1] {
+		t.Errorf("the newest step %d was not accepted", last)
+	}
+	if got := mustGet(t, s, "alice"); got.LastStep != last {
+		t.Errorf("LastStep = %d, want %d (never moves back)", got.LastStep, last)
+	}
+}
+
+func testAcceptStepClearsFailures(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	for range 3 {
+		mustBegin(t, s, "alice", t0)
+		mustFail(t, s, "alice", t0)
+	}
+	mustBegin(t, s, "alice", t0)
+	if got := mustGet(t, s, "alice"); got.Failures != 4 {
+		t.Fatalf("Failures = %d, want 4", got.Failures)
+	}
+	if ok, err := s.AcceptStep(ctxOf(t), "alice", 101, t0); err != nil || !ok {
+		t.Fatalf("AcceptStep = %v, %v", ok, err)
+	}
+	if got := mustGet(t, s, "alice"); got.Failures != 0 {
+		t.Errorf("Failures after AcceptStep = %d, want 0", got.Failures)
+	}
+	if a := mustBegin(t, s, "alice", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Errorf("BeginAttempt after AcceptStep = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
+	}
+}
+
+// ---- attempts and lockout ----
+
+func testAttemptsUnknownUser(t *testing.T, h Harness) {
+	s := h.Open(t)
+	if _, err := s.BeginAttempt(ctxOf(t), "nobody", t0, limits); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("BeginAttempt(unknown): err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.FailAttempt(ctxOf(t), "nobody", t0, limits); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("FailAttempt(unknown): err = %v, want ErrNotFound", err)
+	}
+	if err := s.Unlock(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Unlock(unknown): err = %v, want ErrNotFound", err)
+	}
+}
+
+func testAttemptsLimit(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	for i := range limits.MaxFailures {
+		a := mustBegin(t, s, "alice", t0)
+		if !a.Allowed || a.Remaining != limits.MaxFailures-1-i {
+			t.Fatalf("attempt %d = %+v, want allowed with %d remaining", i+1, a, limits.MaxFailures-1-i)
+		}
+	}
+	// In flight, not yet failed: still no more than MaxFailures.
+	a := mustBegin(t, s, "alice", t0.Add(time.Second))
+	if a.Allowed {
+		t.Fatalf("attempt %d allowed, want refused", limits.MaxFailures+1)
+	}
+	if !a.LockedUntil.After(t0) {
+		t.Errorf("refused attempt: LockedUntil %v, want a time after now", a.LockedUntil)
+	}
+	if got := mustGet(t, s, "alice"); got.Failures != limits.MaxFailures {
+		t.Errorf("Failures = %d, want %d (refused attempts are not counted)", got.Failures, limits.MaxFailures)
+	}
+}
+
+func testAttemptsLockout(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	now := t0
+	for i := range limits.MaxFailures {
+		if a := mustBegin(t, s, "alice", now); !a.Allowed {
+			t.Fatalf("attempt %d refused: %+v", i+1, a)
+		}
+		lock := mustFail(t, s, "alice", now)
+		if i < limits.MaxFailures-1 && !lock.IsZero() {
+			t.Fatalf("FailAttempt %d locked until %v, want no lock yet", i+1, lock)
+		}
+		if i == limits.MaxFailures-1 && !sameTime(lock, now.Add(limits.LockFor)) {
+			t.Fatalf("FailAttempt %d = %v, want lock until %v", i+1, lock, now.Add(limits.LockFor))
+		}
+		if i < limits.MaxFailures-1 {
+			now = now.Add(10 * time.Second)
+		}
+	}
+	lockEnd := now.Add(limits.LockFor)
+	if got := mustGet(t, s, "alice"); !sameTime(got.LockedUntil, lockEnd) {
+		t.Errorf("LockedUntil = %v, want %v", got.LockedUntil, lockEnd)
+	}
+	// Locked: refused, even long after the window, and the lock is not extended.
+	for _, at := range []time.Time{now, now.Add(time.Minute), now.Add(limits.Window + time.Minute), lockEnd.Add(-time.Second)} {
+		a := mustBegin(t, s, "alice", at)
+		if a.Allowed || !sameTime(a.LockedUntil, lockEnd) {
+			t.Errorf("BeginAttempt at %v while locked = %+v, want refused until %v", at, a, lockEnd)
+		}
+	}
+	if got := mustGet(t, s, "alice"); !sameTime(got.LockedUntil, lockEnd) || got.Failures != limits.MaxFailures {
+		t.Errorf("after refused attempts: LockedUntil %v Failures %d, want %v and %d", got.LockedUntil, got.Failures, lockEnd, limits.MaxFailures)
+	}
+	// At the lock's end the user starts afresh.
+	a := mustBegin(t, s, "alice", lockEnd)
+	if !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Fatalf("BeginAttempt at lock end = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
+	}
+	if lock := mustFail(t, s, "alice", lockEnd); !lock.IsZero() {
+		t.Errorf("first failure after the lock: locked until %v, want no lock", lock)
+	}
+	if got := mustGet(t, s, "alice"); got.Failures != 1 {
+		t.Errorf("Failures after the lock = %d, want 1", got.Failures)
+	}
+}
+
+func testAttemptsWindowForgets(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	for range limits.MaxFailures - 1 {
+		mustBegin(t, s, "alice", t0)
+		mustFail(t, s, "alice", t0)
+	}
+	later := t0.Add(limits.Window)
+	a := mustBegin(t, s, "alice", later)
+	if !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Fatalf("BeginAttempt after the window = %+v, want allowed with %d remaining (old failures forgotten)", a, limits.MaxFailures-1)
+	}
+	if lock := mustFail(t, s, "alice", later); !lock.IsZero() {
+		t.Errorf("FailAttempt after the window locked until %v, want no lock", lock)
+	}
+	if got := mustGet(t, s, "alice"); got.Failures != 1 {
+		t.Errorf("Failures = %d, want 1", got.Failures)
+	}
+}
+
+func testAttemptsWindowCountsRecent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	for range limits.MaxFailures - 1 {
+		mustBegin(t, s, "alice", t0)
+		mustFail(t, s, "alice", t0)
+	}
+	inside := t0.Add(limits.Window - time.Second)
+	a := mustBegin(t, s, "alice", inside)
+	if !a.Allowed || a.Remaining != 0 {
+		t.Fatalf("last attempt in the window = %+v, want allowed with 0 remaining", a)
+	}
+	if lock := mustFail(t, s, "alice", inside); !sameTime(lock, inside.Add(limits.LockFor)) {
+		t.Errorf("FailAttempt = %v, want lock until %v", lock, inside.Add(limits.LockFor))
+	}
+}
+
+func testAttemptsConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	var (
+		mu      sync.Mutex
+		allowed int
+		rem     []int
+	)
+	race(Concurrency, func(i int) {
+		a, err := s.BeginAttempt(ctxOf(t), "alice", t0, limits)
+		if err != nil {
+			t.Errorf("BeginAttempt #%d: %v", i, err)
+			return
+		}
+		if a.Allowed {
+			mu.Lock()
+			allowed++
+			rem = append(rem, a.Remaining)
+			mu.Unlock()
+		}
+	})
+	if allowed != limits.MaxFailures {
+		t.Fatalf("%d of %d concurrent BeginAttempt calls allowed, want exactly %d", allowed, Concurrency, limits.MaxFailures)
+	}
+	sort.Ints(rem)
+	if want := []int{0, 1, 2, 3, 4}; !slices.Equal(rem, want) {
+		t.Errorf("Remaining values = %v, want %v", rem, want)
+	}
+	if got := mustGet(t, s, "alice"); got.Failures != limits.MaxFailures {
+		t.Errorf("Failures = %d, want %d", got.Failures, limits.MaxFailures)
+	}
+}
+
+func testAttemptsConcurrentFailuresLock(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	var (
+		mu      sync.Mutex
+		allowed int
+	)
+	race(Concurrency, func(i int) {
+		a, err := s.BeginAttempt(ctxOf(t), "alice", t0, limits)
+		if err != nil {
+			t.Errorf("BeginAttempt #%d: %v", i, err)
+			return
+		}
+		if !a.Allowed {
+			return
+		}
+		mu.Lock()
+		allowed++
+		mu.Unlock()
+		if _, err := s.FailAttempt(ctxOf(t), "alice", t0, limits); err != nil {
+			t.Errorf("FailAttempt #%d: %v", i, err)
+		}
+	})
+	if allowed != limits.MaxFailures {
+		t.Errorf("%d attempts allowed, want %d", allowed, limits.MaxFailures)
+	}
+	got := mustGet(t, s, "alice")
+	if !sameTime(got.LockedUntil, t0.Add(limits.LockFor)) {
+		t.Errorf("LockedUntil = %v, want %v", got.LockedUntil, t0.Add(limits.LockFor))
+	}
+	if a := mustBegin(t, s, "alice", t0.Add(time.Minute)); a.Allowed {
+		t.Errorf("BeginAttempt while locked allowed")
+	}
+}
+
+func testUnlock(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	for range limits.MaxFailures {
+		mustBegin(t, s, "alice", t0)
+		mustFail(t, s, "alice", t0)
+	}
+	if a := mustBegin(t, s, "alice", t0); a.Allowed {
+		t.Fatalf("not locked after %d failures", limits.MaxFailures)
+	}
+	if err := s.Unlock(ctxOf(t), "alice"); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	got := mustGet(t, s, "alice")
+	if got.Failures != 0 || !got.LockedUntil.IsZero() {
+		t.Errorf("after Unlock: Failures %d LockedUntil %v, want 0 and zero", got.Failures, got.LockedUntil)
+	}
+	if a := mustBegin(t, s, "alice", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Errorf("BeginAttempt after Unlock = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
+	}
+	// Unlocking a user who is not locked is fine.
+	if err := s.Unlock(ctxOf(t), "alice"); err != nil {
+		t.Errorf("second Unlock: %v", err)
+	}
+}
+
+func testAttemptsPerUser(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	mustActive(t, s, "bob", nil)
+	for range limits.MaxFailures {
+		mustBegin(t, s, "alice", t0)
+		mustFail(t, s, "alice", t0)
+	}
+	if a := mustBegin(t, s, "bob", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Errorf("bob's BeginAttempt = %+v: alice's failures leaked to bob", a)
+	}
+	if got := mustGet(t, s, "bob"); !got.LockedUntil.IsZero() {
+		t.Errorf("bob locked by alice's failures")
+	}
+}
+
+// ---- recovery codes ----
+
+func testRecoveryListsUnused(t *testing.T, h Harness) {
+	s := h.Open(t)
+	codes := hashes("alice", 3)
+	mustActive(t, s, "alice", codes)
+	cs := mustCodes(t, s, "alice")
+	if len(cs) != 3 {
+		t.Fatalf("RecoveryCodes = %d codes, want 3", len(cs))
+	}
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", cs[1].ID, t0); err != nil || !ok {
+		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
+	}
+	left := mustCodes(t, s, "alice")
+	if len(left) != 2 {
+		t.Fatalf("RecoveryCodes after spending one = %d codes, want 2", len(left))
+	}
+	for _, c := range left {
+		if c.ID == cs[1].ID {
+			t.Errorf("spent code %d still listed", c.ID)
+		}
+	}
+	var want [][]byte
+	for _, c := range cs {
+		if c.ID != cs[1].ID {
+			want = append(want, c.Hash)
+		}
+	}
+	slices.SortFunc(want, bytes.Compare)
+	if !equalHashes(sortedHashes(left), want) {
+		t.Errorf("remaining hashes = %q, want %q", sortedHashes(left), want)
+	}
+	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 2 {
+		t.Errorf("RecoveryRemaining = %d, want 2", got.RecoveryRemaining)
+	}
+	if cs := mustCodes(t, s, "nobody"); len(cs) != 0 {
+		t.Errorf("RecoveryCodes(unknown) = %d codes, want none", len(cs))
+	}
+}
+
+func testRecoverySpendOnce(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", hashes("alice", 2))
+	id := mustCodes(t, s, "alice")[0].ID
+	now := t0.Add(time.Hour)
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id, now); err != nil || !ok {
+		t.Fatalf("first SpendRecoveryCode = %v, %v; want true", ok, err)
+	}
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id, now); err != nil || ok {
+		t.Errorf("second SpendRecoveryCode = %v, %v; want false", ok, err)
+	}
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id+1_000_000, now); err != nil || ok {
+		t.Errorf("SpendRecoveryCode(unknown id) = %v, %v; want false", ok, err)
+	}
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "nobody", id, now); err != nil || ok {
+		t.Errorf("SpendRecoveryCode(unknown user) = %v, %v; want false", ok, err)
+	}
+	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 1 || !sameTime(got.LastUsedAt, now) {
+		t.Errorf("after spending: RecoveryRemaining %d LastUsedAt %v, want 1 and %v", got.RecoveryRemaining, got.LastUsedAt, now)
+	}
+}
+
+func testRecoverySpendConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", hashes("alice", 3))
+	id := mustCodes(t, s, "alice")[0].ID
+	var (
+		mu   sync.Mutex
+		wins int
+	)
+	race(Concurrency, func(i int) {
+		ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id, t0)
+		if err != nil {
+			t.Errorf("SpendRecoveryCode #%d: %v", i, err)
+		}
+		if ok {
+			mu.Lock()
+			wins++
+			mu.Unlock()
+		}
+	})
+	if wins != 1 {
+		t.Fatalf("%d of %d concurrent SpendRecoveryCode calls succeeded, want exactly 1", wins, Concurrency)
+	}
+	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 2 {
+		t.Errorf("RecoveryRemaining = %d, want 2", got.RecoveryRemaining)
+	}
+}
+
+func testRecoveryCrossUser(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", hashes("alice", 2))
+	mustActive(t, s, "bob", hashes("bob", 2))
+	aliceCode := mustCodes(t, s, "alice")[0]
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "bob", aliceCode.ID, t0); err != nil || ok {
+		t.Fatalf("SpendRecoveryCode(bob, alice's code) = %v, %v; want false", ok, err)
+	}
+	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 2 {
+		t.Errorf("alice's RecoveryRemaining = %d after bob's attempt, want 2", got.RecoveryRemaining)
+	}
+	if got := mustGet(t, s, "bob"); got.RecoveryRemaining != 2 {
+		t.Errorf("bob's RecoveryRemaining = %d, want 2", got.RecoveryRemaining)
+	}
+	for _, c := range mustCodes(t, s, "bob") {
+		if c.ID == aliceCode.ID || bytes.Equal(c.Hash, aliceCode.Hash) {
+			t.Errorf("bob's codes include alice's code")
+		}
+	}
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", aliceCode.ID, t0); err != nil || !ok {
+		t.Errorf("SpendRecoveryCode(alice, own code) = %v, %v; want true", ok, err)
+	}
+}
+
+func testRecoverySpendClearsFailures(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", hashes("alice", 2))
+	for range 3 {
+		mustBegin(t, s, "alice", t0)
+		mustFail(t, s, "alice", t0)
+	}
+	mustBegin(t, s, "alice", t0)
+	id := mustCodes(t, s, "alice")[0].ID
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id, t0); err != nil || !ok {
+		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
+	}
+	if got := mustGet(t, s, "alice"); got.Failures != 0 {
+		t.Errorf("Failures after SpendRecoveryCode = %d, want 0", got.Failures)
+	}
+	// A failed spend does not clear them.
+	mustBegin(t, s, "alice", t0)
+	mustFail(t, s, "alice", t0)
+	if ok, _ := s.SpendRecoveryCode(ctxOf(t), "alice", id, t0); ok {
+		t.Fatalf("spent code accepted twice")
+	}
+	if got := mustGet(t, s, "alice"); got.Failures != 1 {
+		t.Errorf("Failures after a refused SpendRecoveryCode = %d, want 1", got.Failures)
+	}
+}
+
+func testRecoveryReplace(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", hashes("old", 3))
+	old := mustCodes(t, s, "alice")
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", old[0].ID, t0); err != nil || !ok {
+		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
+	}
+	fresh := hashes("new", 4)
+	if err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", fresh, t0.Add(time.Minute)); err != nil {
+		t.Fatalf("ReplaceRecoveryCodes: %v", err)
+	}
+	cs := mustCodes(t, s, "alice")
+	if !equalHashes(sortedHashes(cs), fresh) {
+		t.Errorf("codes after replace = %q, want %q", sortedHashes(cs), fresh)
+	}
+	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 4 || got.State != store.StateActive || got.LastStep != 100 {
+		t.Errorf("after replace: %+v, want active, LastStep 100, 4 codes", got)
+	}
+	for _, c := range old {
+		if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", c.ID, t0); err != nil || ok {
+			t.Errorf("SpendRecoveryCode(replaced code %d) = %v, %v; want false", c.ID, ok, err)
+		}
+	}
+	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", cs[0].ID, t0); err != nil || !ok {
+		t.Errorf("SpendRecoveryCode(new code) = %v, %v; want true", ok, err)
+	}
+	// Replacing with nothing leaves no codes.
+	if err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", nil, t0); err != nil {
+		t.Fatalf("ReplaceRecoveryCodes(nil): %v", err)
+	}
+	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 0 {
+		t.Errorf("RecoveryRemaining after replacing with none = %d", got.RecoveryRemaining)
+	}
+}
+
+func testRecoveryReplaceConflict(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustStart(t, s, "alice", 1, t0)
+	if err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", hashes("x", 2), t0); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("ReplaceRecoveryCodes(pending): err = %v, want ErrConflict", err)
+	}
+	if cs := mustCodes(t, s, "alice"); len(cs) != 0 {
+		t.Errorf("pending user got %d codes", len(cs))
+	}
+	if err := s.ReplaceRecoveryCodes(ctxOf(t), "nobody", hashes("x", 2), t0); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("ReplaceRecoveryCodes(unknown): err = %v, want ErrConflict", err)
+	}
+	if cs := mustCodes(t, s, "nobody"); len(cs) != 0 {
+		t.Errorf("unknown user got %d codes", len(cs))
+	}
+}
+
+func testRecoveryReplaceConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", hashes("old", 5))
+	const n = 20
+	race(n, func(i int) {
+		if err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", hashes(fmt.Sprintf("set%02d", i), 5), t0); err != nil {
+			t.Errorf("ReplaceRecoveryCodes #%d: %v", i, err)
+		}
+	})
+	cs := mustCodes(t, s, "alice")
+	if len(cs) != 5 {
+		t.Fatalf("%d codes after concurrent replaces, want 5 (one whole set)", len(cs))
+	}
+	got := sortedHashes(cs)
+	prefix := string(got[0][:len("set00")])
+	if !equalHashes(got, hashes(prefix, 5)) {
+		t.Errorf("codes after concurrent replaces mix sets: %q", got)
+	}
+}
+
+// ---- challenges ----
+
+func challenge(id string, now time.Time) store.Challenge {
+	return store.Challenge{
+		IDHash:    []byte("hash-of-" + id + "\x00\xff"),
+		UserID:    "alice",
+		Sealed:    []byte("sealed\x00answer-" + id),
+		CreatedAt: now,
+		ExpiresAt: now.Add(5 * time.Minute),
+	}
+}
+
+func mustCreate(t *testing.T, s store.Store, c store.Challenge) {
+	t.Helper()
+	if err := s.CreateChallenge(ctxOf(t), c); err != nil {
+		t.Fatalf("CreateChallenge: %v", err)
+	}
+}
+
+func sameChallenge(a, b store.Challenge) bool {
+	return bytes.Equal(a.IDHash, b.IDHash) && a.UserID == b.UserID && bytes.Equal(a.Sealed, b.Sealed) &&
+		a.Enroll == b.Enroll && a.Satisfied == b.Satisfied && a.Attempts == b.Attempts &&
+		a.CreatedAt.Equal(b.CreatedAt) && a.ExpiresAt.Equal(b.ExpiresAt)
+}
+
+func testChallengeCreateGet(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	mustCreate(t, s, c)
+	e := challenge("two", t0)
+	e.UserID = "bob"
+	e.Enroll = true
+	mustCreate(t, s, e)
+	for _, want := range []store.Challenge{c, e} {
+		got, err := s.GetChallenge(ctxOf(t), want.IDHash, t0.Add(time.Minute))
+		if err != nil {
+			t.Fatalf("GetChallenge: %v", err)
+		}
+		if !sameChallenge(got, want) {
+			t.Errorf("GetChallenge = %+v, want %+v", got, want)
+		}
+	}
+	if _, err := s.GetChallenge(ctxOf(t), []byte("unknown"), t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetChallenge(unknown): err = %v, want ErrNotFound", err)
+	}
+}
+
+func testChallengeExpired(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	mustCreate(t, s, c)
+	if _, err := s.GetChallenge(ctxOf(t), c.IDHash, c.ExpiresAt.Add(-time.Second)); err != nil {
+		t.Errorf("GetChallenge before expiry: %v", err)
+	}
+	for _, at := range []time.Time{c.ExpiresAt, c.ExpiresAt.Add(time.Hour)} {
+		if _, err := s.GetChallenge(ctxOf(t), c.IDHash, at); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("GetChallenge at %v (expires %v): err = %v, want ErrNotFound", at, c.ExpiresAt, err)
+		}
+		if err := s.SatisfyChallenge(ctxOf(t), c.IDHash, at); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("SatisfyChallenge at %v (expired): err = %v, want ErrNotFound", at, err)
+		}
+	}
+}
+
+func testChallengeDuplicate(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	mustCreate(t, s, c)
+	d := c
+	d.UserID = "mallory"
+	d.Sealed = []byte("other")
+	if err := s.CreateChallenge(ctxOf(t), d); err == nil {
+		t.Errorf("CreateChallenge(duplicate id) succeeded, want an error")
+	}
+	got, err := s.GetChallenge(ctxOf(t), c.IDHash, t0)
+	if err != nil {
+		t.Fatalf("GetChallenge: %v", err)
+	}
+	if !sameChallenge(got, c) {
+		t.Errorf("duplicate CreateChallenge overwrote the challenge: %+v", got)
+	}
+}
+
+func testChallengeFail(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	mustCreate(t, s, c)
+	for i, want := range []int{2, 1} {
+		left, err := s.FailChallenge(ctxOf(t), c.IDHash, 3)
+		if err != nil || left != want {
+			t.Fatalf("FailChallenge #%d = %d, %v; want %d", i+1, left, err, want)
+		}
+		got, err := s.GetChallenge(ctxOf(t), c.IDHash, t0)
+		if err != nil || got.Attempts != i+1 {
+			t.Fatalf("GetChallenge after %d failures: Attempts %d, err %v", i+1, got.Attempts, err)
+		}
+	}
+	if left, err := s.FailChallenge(ctxOf(t), c.IDHash, 3); err != nil || left != 0 {
+		t.Fatalf("FailChallenge #3 = %d, %v; want 0 (gone)", left, err)
+	}
+	if _, err := s.GetChallenge(ctxOf(t), c.IDHash, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetChallenge after max attempts: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.SpendChallenge(ctxOf(t), c.IDHash, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SpendChallenge after max attempts: err = %v, want ErrNotFound", err)
+	}
+	if left, err := s.FailChallenge(ctxOf(t), c.IDHash, 3); err != nil || left != 0 {
+		t.Errorf("FailChallenge(gone) = %d, %v; want 0, nil", left, err)
+	}
+	if left, err := s.FailChallenge(ctxOf(t), []byte("unknown"), 3); err != nil || left != 0 {
+		t.Errorf("FailChallenge(unknown) = %d, %v; want 0, nil", left, err)
+	}
+}
+
+func testChallengeFailConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	mustCreate(t, s, c)
+	const maxAttempts = 5
+	lefts := make([]int, Concurrency)
+	race(Concurrency, func(i int) {
+		left, err := s.FailChallenge(ctxOf(t), c.IDHash, maxAttempts)
+		if err != nil {
+			t.Errorf("FailChallenge #%d: %v", i, err)
+		}
+		lefts[i] = left
+	})
+	var positive []int
+	for _, l := range lefts {
+		if l > 0 {
+			positive = append(positive, l)
+		}
+	}
+	sort.Ints(positive)
+	if want := []int{1, 2, 3, 4}; !slices.Equal(positive, want) {
+		t.Errorf("non-zero FailChallenge answers = %v, want %v", positive, want)
+	}
+	if _, err := s.GetChallenge(ctxOf(t), c.IDHash, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetChallenge after concurrent failures: err = %v, want ErrNotFound", err)
+	}
+}
+
+func testChallengeSatisfy(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	c.Enroll = true
+	mustCreate(t, s, c)
+	if err := s.SatisfyChallenge(ctxOf(t), c.IDHash, t0.Add(time.Minute)); err != nil {
+		t.Fatalf("SatisfyChallenge: %v", err)
+	}
+	got, err := s.GetChallenge(ctxOf(t), c.IDHash, t0)
+	if err != nil || !got.Satisfied || !got.Enroll {
+		t.Fatalf("GetChallenge after satisfy = %+v, %v; want Satisfied", got, err)
+	}
+	if err := s.SatisfyChallenge(ctxOf(t), c.IDHash, t0); err != nil {
+		t.Errorf("second SatisfyChallenge: %v", err)
+	}
+	spent, err := s.SpendChallenge(ctxOf(t), c.IDHash, t0)
+	if err != nil || !spent.Satisfied {
+		t.Fatalf("SpendChallenge = %+v, %v; want the satisfied challenge", spent, err)
+	}
+	if err := s.SatisfyChallenge(ctxOf(t), c.IDHash, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SatisfyChallenge(spent): err = %v, want ErrNotFound", err)
+	}
+	if err := s.SatisfyChallenge(ctxOf(t), []byte("unknown"), t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SatisfyChallenge(unknown): err = %v, want ErrNotFound", err)
+	}
+}
+
+func testChallengeSpend(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	other := challenge("two", t0)
+	mustCreate(t, s, c)
+	mustCreate(t, s, other)
+	if _, err := s.FailChallenge(ctxOf(t), c.IDHash, 5); err != nil {
+		t.Fatalf("FailChallenge: %v", err)
+	}
+	got, err := s.SpendChallenge(ctxOf(t), c.IDHash, t0.Add(time.Minute))
+	if err != nil {
+		t.Fatalf("SpendChallenge: %v", err)
+	}
+	want := c
+	want.Attempts = 1
+	if !sameChallenge(got, want) {
+		t.Errorf("SpendChallenge = %+v, want %+v", got, want)
+	}
+	if _, err := s.SpendChallenge(ctxOf(t), c.IDHash, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("second SpendChallenge: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetChallenge(ctxOf(t), c.IDHash, t0); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetChallenge(spent): err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.GetChallenge(ctxOf(t), other.IDHash, t0); err != nil {
+		t.Errorf("spending one challenge touched another: %v", err)
+	}
+}
+
+func testChallengeSpendConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	mustCreate(t, s, c)
+	var (
+		mu   sync.Mutex
+		wins int
+	)
+	race(Concurrency, func(i int) {
+		got, err := s.SpendChallenge(ctxOf(t), c.IDHash, t0)
+		switch {
+		case err == nil:
+			if !sameChallenge(got, c) {
+				t.Errorf("SpendChallenge #%d = %+v, want %+v", i, got, c)
+			}
+			mu.Lock()
+			wins++
+			mu.Unlock()
+		case errors.Is(err, store.ErrNotFound):
+		default:
+			t.Errorf("SpendChallenge #%d: %v", i, err)
+		}
+	})
+	if wins != 1 {
+		t.Fatalf("%d of %d concurrent SpendChallenge calls got the challenge, want exactly 1", wins, Concurrency)
+	}
+}
+
+func testChallengeSpendExpired(t *testing.T, h Harness) {
+	s := h.Open(t)
+	c := challenge("one", t0)
+	mustCreate(t, s, c)
+	for _, at := range []time.Time{c.ExpiresAt, c.ExpiresAt.Add(time.Minute)} {
+		if _, err := s.SpendChallenge(ctxOf(t), c.IDHash, at); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("SpendChallenge at %v (expired): err = %v, want ErrNotFound", at, err)
+		}
+	}
+}
+
+func testChallengeDeleteExpired(t *testing.T, h Harness) {
+	s := h.Open(t)
+	now := t0.Add(time.Hour)
+	var expired, live []store.Challenge
+	for i, exp := range []time.Time{now.Add(-time.Hour), now.Add(-time.Second), now} {
+		c := challenge(fmt.Sprintf("expired-%d", i), t0)
+		c.ExpiresAt = exp
+		expired = append(expired, c)
+	}
+	for i, exp := range []time.Time{now.Add(time.Second), now.Add(time.Hour)} {
+		c := challenge(fmt.Sprintf("live-%d", i), t0)
+		c.ExpiresAt = exp
+		live = append(live, c)
+	}
+	for _, c := range append(slices.Clone(expired), live...) {
+		mustCreate(t, s, c)
+	}
+	n, err := s.DeleteExpiredChallenges(ctxOf(t), now)
+	if err != nil || n != len(expired) {
+		t.Fatalf("DeleteExpiredChallenges = %d, %v; want %d", n, err, len(expired))
+	}
+	for _, c := range expired {
+		// Looked up at a time it was live: gone for good, not just hidden.
+		if _, err := s.GetChallenge(ctxOf(t), c.IDHash, t0); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("expired challenge survived DeleteExpiredChallenges: err = %v", err)
+		}
+	}
+	for _, c := range live {
+		if _, err := s.GetChallenge(ctxOf(t), c.IDHash, now); err != nil {
+			t.Errorf("live challenge deleted: %v", err)
+		}
+	}
+	if n, err := s.DeleteExpiredChallenges(ctxOf(t), now); err != nil || n != 0 {
+		t.Errorf("second DeleteExpiredChallenges = %d, %v; want 0", n, err)
+	}
+}
+
+// ---- settings ----
+
+func testSettingNotFound(t *testing.T, h Harness) {
+	s := h.Open(t)
+	if _, err := s.Setting(ctxOf(t), "nope"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Setting(unknown): err = %v, want ErrNotFound", err)
+	}
+}
+
+func testSettingFirstWriterWins(t *testing.T, h Harness) {
+	s := h.Open(t)
+	first := []byte("first\x00value")
+	got, err := s.PutSettingIfAbsent(ctxOf(t), "k", first)
+	if err != nil || !bytes.Equal(got, first) {
+		t.Fatalf("PutSettingIfAbsent(new) = %q, %v; want %q", got, err, first)
+	}
+	got, err = s.PutSettingIfAbsent(ctxOf(t), "k", []byte("second"))
+	if err != nil || !bytes.Equal(got, first) {
+		t.Fatalf("PutSettingIfAbsent(existing) = %q, %v; want the first value %q", got, err, first)
+	}
+	got, err = s.Setting(ctxOf(t), "k")
+	if err != nil || !bytes.Equal(got, first) {
+		t.Errorf("Setting = %q, %v; want %q", got, err, first)
+	}
+	if _, err := s.Setting(ctxOf(t), "K"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Setting(other key): err = %v, want ErrNotFound", err)
+	}
+}
+
+func testSettingConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	got := make([][]byte, Concurrency)
+	race(Concurrency, func(i int) {
+		v, err := s.PutSettingIfAbsent(ctxOf(t), "salt", fmt.Appendf(nil, "value-%02d", i))
+		if err != nil {
+			t.Errorf("PutSettingIfAbsent #%d: %v", i, err)
+		}
+		got[i] = v
+	})
+	stored, err := s.Setting(ctxOf(t), "salt")
+	if err != nil {
+		t.Fatalf("Setting: %v", err)
+	}
+	for i, v := range got {
+		if !bytes.Equal(v, stored) {
+			t.Errorf("PutSettingIfAbsent #%d returned %q, but %q is stored", i, v, stored)
+		}
+	}
+}
+
+// ---- rewrap and status ----
+
+func testSecretsPage(t *testing.T, h Harness) {
+	s := h.Open(t)
+	// Ids chosen so byte order differs from case-insensitive collations.
+	users := []struct {
+		id      string
+		version int
+		active  bool
+	}{
+		{"b", 1, true}, {"B", 2, false}, {"a", 3, true}, {"A-1", 1, false},
+		{"user-10", 2, true}, {"user-9", 1, true}, {"Zed", 1, true}, {"_x", 2, false},
+	}
+	want := map[string]store.SecretRef{}
+	for _, u := range users {
+		p := pendingUser(u.id, u.version, t0)
+		if err := s.StartEnrollment(ctxOf(t), p); err != nil {
+			t.Fatalf("StartEnrollment(%s): %v", u.id, err)
+		}
+		if u.active {
+			if err := s.ConfirmEnrollment(ctxOf(t), u.id, p.Ciphertext, 1, nil, t0); err != nil {
+				t.Fatalf("ConfirmEnrollment(%s): %v", u.id, err)
+			}
+		}
+		want[u.id] = store.SecretRef{UserID: u.id, Ciphertext: p.Ciphertext, KeyVersion: u.version}
+	}
+	expect := func(below int, after string) []store.SecretRef {
+		var ids []string
+		for id, r := range want {
+			if id > after && (below == 0 || r.KeyVersion < below) {
+				ids = append(ids, id)
+			}
+		}
+		sort.Strings(ids)
+		out := []store.SecretRef{}
+		for _, id := range ids {
+			out = append(out, want[id])
+		}
+		return out
+	}
+	for _, below := range []int{0, 1, 2, 3, 4} {
+		for _, limit := range []int{1, 3, 100} {
+			t.Run(fmt.Sprintf("below%d/limit%d", below, limit), func(t *testing.T) {
+				got := []store.SecretRef{}
+				after := ""
+				for pages := 0; ; pages++ {
+					if pages > len(users)+1 {
+						t.Fatalf("pagination does not end")
+					}
+					page, err := s.SecretsPage(ctxOf(t), after, below, limit)
+					if err != nil {
+						t.Fatalf("SecretsPage(%q, %d, %d): %v", after, below, limit, err)
+					}
+					if len(page) > limit {
+						t.Fatalf("SecretsPage returned %d refs, limit %d", len(page), limit)
+					}
+					if len(page) == 0 {
+						break
+					}
+					got = append(got, page...)
+					after = page[len(page)-1].UserID
+				}
+				if w := expect(below, ""); !slices.Equal(got, w) {
+					t.Errorf("pages = %v, want %v", got, w)
+				}
+			})
+		}
+	}
+	got, err := s.SecretsPage(ctxOf(t), "b", 0, 100)
+	if err != nil {
+		t.Fatalf("SecretsPage: %v", err)
+	}
+	if w := expect(0, "b"); !slices.Equal(append([]store.SecretRef{}, got...), w) {
+		t.Errorf("SecretsPage(after \"b\") = %v, want %v", got, w)
+	}
+}
+
+func testSwapSecret(t *testing.T, h Harness) {
+	s := h.Open(t)
+	active := mustActive(t, s, "alice", hashes("a", 2))
+	pending := mustStart(t, s, "bob", 1, t0)
+
+	ok, err := s.SwapSecret(ctxOf(t), "alice", active.Ciphertext, "vault:v2:alice-rewrapped", 2)
+	if err != nil || !ok {
+		t.Fatalf("SwapSecret(active) = %v, %v; want true", ok, err)
+	}
+	got := mustGet(t, s, "alice")
+	if got.Ciphertext != "vault:v2:alice-rewrapped" || got.KeyVersion != 2 || got.State != store.StateActive ||
+		got.LastStep != active.LastStep || got.RecoveryRemaining != 2 {
+		t.Errorf("after swap: %+v", got)
+	}
+	// A stale swap loses.
+	ok, err = s.SwapSecret(ctxOf(t), "alice", active.Ciphertext, "vault:v3:stale", 3)
+	if err != nil || ok {
+		t.Errorf("SwapSecret(stale old) = %v, %v; want false", ok, err)
+	}
+	if got := mustGet(t, s, "alice"); got.Ciphertext != "vault:v2:alice-rewrapped" || got.KeyVersion != 2 {
+		t.Errorf("stale swap changed the row: %+v", got)
+	}
+	if ok, err := s.SwapSecret(ctxOf(t), "nobody", "x", "y", 2); err != nil || ok {
+		t.Errorf("SwapSecret(unknown) = %v, %v; want false", ok, err)
+	}
+	if ok, err := s.SwapSecret(ctxOf(t), "bob", active.Ciphertext, "vault:v2:x", 2); err != nil || ok {
+		t.Errorf("SwapSecret(bob, alice's ciphertext) = %v, %v; want false", ok, err)
+	}
+
+	// Pending secrets are rewrapped too; the enrollment then confirms
+	// against the new ciphertext.
+	ok, err = s.SwapSecret(ctxOf(t), "bob", pending.Ciphertext, "vault:v2:bob-rewrapped", 2)
+	if err != nil || !ok {
+		t.Fatalf("SwapSecret(pending) = %v, %v; want true", ok, err)
+	}
+	if got := mustGet(t, s, "bob"); got.State != store.StatePending || got.KeyVersion != 2 {
+		t.Errorf("pending after swap: %+v", got)
+	}
+	if err := s.ConfirmEnrollment(ctxOf(t), "bob", "vault:v2:bob-rewrapped", 1, nil, t0); err != nil {
+		t.Errorf("ConfirmEnrollment(rewrapped ciphertext): %v", err)
+	}
+}
+
+func testSwapSecretAfterReenroll(t *testing.T, h Harness) {
+	s := h.Open(t)
+	first := mustStart(t, s, "alice", 1, t0)
+	page, err := s.SecretsPage(ctxOf(t), "", 2, 10)
+	if err != nil || len(page) != 1 || page[0].Ciphertext != first.Ciphertext {
+		t.Fatalf("SecretsPage = %v, %v", page, err)
+	}
+	// The user starts again while the rewrap holds the old ciphertext.
+	second := pendingUser("alice", 2, t0)
+	second.Ciphertext = "vault:v2:newer-enrollment"
+	if err := s.StartEnrollment(ctxOf(t), second); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.SwapSecret(ctxOf(t), "alice", page[0].Ciphertext, "vault:v2:rewrapped-old", 2); err != nil || ok {
+		t.Fatalf("SwapSecret over a newer enrollment = %v, %v; want false", ok, err)
+	}
+	if got := mustGet(t, s, "alice"); got.Ciphertext != second.Ciphertext {
+		t.Errorf("rewrap overwrote a newer enrollment: %q", got.Ciphertext)
+	}
+}
+
+func testCountByKeyVersion(t *testing.T, h Harness) {
+	s := h.Open(t)
+	counts, err := s.CountByKeyVersion(ctxOf(t))
+	if err != nil {
+		t.Fatalf("CountByKeyVersion(empty): %v", err)
+	}
+	for v, n := range counts {
+		if n != 0 {
+			t.Errorf("empty store: CountByKeyVersion[%d] = %d", v, n)
+		}
+	}
+	mustActive(t, s, "a", nil)  // v1 active
+	mustStart(t, s, "b", 1, t0) // v1 pending
+	mustStart(t, s, "c", 2, t0) // v2 pending
+	u := mustActive(t, s, "d", nil)
+	if ok, err := s.SwapSecret(ctxOf(t), "d", u.Ciphertext, "vault:v3:d", 3); err != nil || !ok {
+		t.Fatalf("SwapSecret: %v, %v", ok, err)
+	}
+	counts, err = s.CountByKeyVersion(ctxOf(t))
+	if err != nil {
+		t.Fatalf("CountByKeyVersion: %v", err)
+	}
+	want := map[int]int{1: 2, 2: 1, 3: 1}
+	for v, n := range want {
+		if counts[v] != n {
+			t.Errorf("CountByKeyVersion[%d] = %d, want %d (all: %v)", v, counts[v], n, counts)
+		}
+	}
+	for v, n := range counts {
+		if _, ok := want[v]; !ok && n != 0 {
+			t.Errorf("CountByKeyVersion[%d] = %d, want 0", v, n)
+		}
+	}
+}
+
+func testCountByState(t *testing.T, h Harness) {
+	s := h.Open(t)
+	counts, err := s.CountByState(ctxOf(t))
+	if err != nil {
+		t.Fatalf("CountByState(empty): %v", err)
+	}
+	if counts[store.StatePending] != 0 || counts[store.StateActive] != 0 {
+		t.Errorf("empty store: CountByState = %v", counts)
+	}
+	mustActive(t, s, "a", nil)
+	mustActive(t, s, "b", nil)
+	mustActive(t, s, "c", nil)
+	mustStart(t, s, "d", 1, t0)
+	mustStart(t, s, "e", 1, t0)
+	if err := s.DeleteUser(ctxOf(t), "c"); err != nil {
+		t.Fatal(err)
+	}
+	counts, err = s.CountByState(ctxOf(t))
+	if err != nil {
+		t.Fatalf("CountByState: %v", err)
+	}
+	if counts[store.StateActive] != 2 || counts[store.StatePending] != 2 {
+		t.Errorf("CountByState = %v, want 2 active and 2 pending", counts)
+	}
+	for st, n := range counts {
+		if st != store.StateActive && st != store.StatePending && n != 0 {
+			t.Errorf("CountByState[%q] = %d", st, n)
+		}
+	}
+}
+
+// ---- durability ----
+
+func testReopen(t *testing.T, h Harness) {
+	if h.Reopen == nil {
+		t.Skip("storetest: Harness.Reopen not set")
+	}
+	s := h.Open(t)
+	ctx := ctxOf(t)
+	mustActive(t, s, "alice", hashes("alice", 3))
+	code := mustCodes(t, s, "alice")[0]
+	if ok, err := s.SpendRecoveryCode(ctx, "alice", code.ID, t0); err != nil || !ok {
+		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
+	}
+	if ok, err := s.AcceptStep(ctx, "alice", 200, t0); err != nil || !ok {
+		t.Fatalf("AcceptStep = %v, %v", ok, err)
+	}
+	mustActive(t, s, "bob", nil)
+	for range limits.MaxFailures {
+		mustBegin(t, s, "bob", t0)
+		mustFail(t, s, "bob", t0)
+	}
+	mustStart(t, s, "carol", 2, t0)
+	c := challenge("one", t0)
+	c.Enroll = true
+	mustCreate(t, s, c)
+	if err := s.SatisfyChallenge(ctx, c.IDHash, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PutSettingIfAbsent(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+
+	s = h.Reopen(t, s)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping after reopen: %v", err)
+	}
+	a := mustGet(t, s, "alice")
+	if a.State != store.StateActive || a.LastStep != 200 || a.RecoveryRemaining != 2 {
+		t.Errorf("alice after reopen: %+v", a)
+	}
+	if ok, err := s.AcceptStep(ctx, "alice", 200, t0); err != nil || ok {
+		t.Errorf("AcceptStep(used step) after reopen = %v, %v; want false", ok, err)
+	}
+	if ok, err := s.SpendRecoveryCode(ctx, "alice", code.ID, t0); err != nil || ok {
+		t.Errorf("SpendRecoveryCode(spent) after reopen = %v, %v; want false", ok, err)
+	}
+	if at := mustBegin(t, s, "bob", t0.Add(time.Minute)); at.Allowed || !sameTime(at.LockedUntil, t0.Add(limits.LockFor)) {
+		t.Errorf("bob's lock after reopen: %+v", at)
+	}
+	if u := mustGet(t, s, "carol"); u.State != store.StatePending || u.KeyVersion != 2 {
+		t.Errorf("carol after reopen: %+v", u)
+	}
+	got, err := s.GetChallenge(ctx, c.IDHash, t0)
+	want := c
+	want.Satisfied = true
+	if err != nil || !sameChallenge(got, want) {
+		t.Errorf("challenge after reopen = %+v, %v; want %+v", got, err, want)
+	}
+	if v, err := s.Setting(ctx, "k"); err != nil || string(v) != "v" {
+		t.Errorf("setting after reopen = %q, %v", v, err)
+	}
+}

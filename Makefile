@@ -15,8 +15,12 @@ help: ## List the targets.
 run: ## Run the sidecar with embedded defaults in front of http://127.0.0.1:3000.
 	go run ./cmd/totpgate serve --upstream http://127.0.0.1:3000
 
+.PHONY: test-deps
+test-deps: ## Install the outside tools the tests use (Debian packages), if missing.
+	@command -v oathtool >/dev/null || { echo "installing oathtool (TOTP cross-check)"; apt-get update -qq && apt-get install -y -qq oathtool >/dev/null; }
+
 .PHONY: test
-test: ## Run every test (race detector, shuffled).
+test: test-deps ## Run every test (race detector, shuffled).
 	go test -race -shuffle=on -count=1 ./...
 
 .PHONY: generate

@@ -461,3 +461,39 @@ func getBody(t *testing.T, u string) string {
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
 }
+
+// BenchmarkFrontPassThrough measures the front's own cost per proxied
+// request (allocations in particular) against a loopback upstream.
+func BenchmarkFrontPassThrough(b *testing.B) {
+	body := strings.Repeat("x", 1024)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, body)
+	}))
+	defer up.Close()
+	u, _ := url.Parse(up.URL)
+	f, err := proxy.New(proxy.Options{
+		Upstream:  u,
+		Transport: proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 64}),
+		APIPrefix: "/mfa",
+		API:       http.NotFoundHandler(),
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	front := httptest.NewServer(f)
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, err := client.Get(front.URL + "/")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+		}
+	})
+}

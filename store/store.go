@@ -119,12 +119,15 @@ type Store interface {
 	GetUser(ctx context.Context, id string) (User, error)
 
 	// StartEnrollment stores a pending secret, replacing an earlier pending
-	// one (and its failure count). ErrConflict when the user is active.
+	// one together with its failure count and any lock (they were counted
+	// against a secret that is gone). ErrConflict when the user is active.
 	StartEnrollment(ctx context.Context, u User) error
 	// ConfirmEnrollment makes a pending enrollment active, atomically and only
 	// when the row still holds ciphertext (the secret the code was checked
 	// against) and has not expired at now. It records step as the last
-	// accepted step and stores the recovery code hashes. ErrConflict otherwise.
+	// accepted step, clears failures, sets LastUsedAt and stores the recovery
+	// code hashes. ErrConflict otherwise (also for an unknown user). A pending
+	// row with a zero PendingExpiresAt counts as expired.
 	ConfirmEnrollment(ctx context.Context, id, ciphertext string, step int64, recoveryHashes [][]byte, now time.Time) error
 	// DeleteUser removes the user's MFA entirely (disable, admin reset).
 	// ErrNotFound when there was nothing to delete.
@@ -141,7 +144,8 @@ type Store interface {
 	FailAttempt(ctx context.Context, id string, now time.Time, l Limits) (time.Time, error)
 	// AcceptStep records step as used and clears the failure count, atomically
 	// and only when the user is active and step is newer than the last
-	// accepted one. false means a replay (or a concurrent acceptance).
+	// accepted one. false means a replay (or a concurrent acceptance), and
+	// also an unknown or non-active user.
 	AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error)
 	// Unlock clears failures and any lock. ErrNotFound when no row.
 	Unlock(ctx context.Context, id string) error
@@ -149,19 +153,21 @@ type Store interface {
 	// RecoveryCodes lists the user's unused recovery codes.
 	RecoveryCodes(ctx context.Context, id string) ([]RecoveryCode, error)
 	// SpendRecoveryCode marks code codeID used and clears the failure count,
-	// atomically and only if it was unused. false when already spent.
+	// atomically and only if it was unused and belongs to id. false when
+	// already spent, another user's, or unknown.
 	SpendRecoveryCode(ctx context.Context, id string, codeID int64, now time.Time) (bool, error)
 	// ReplaceRecoveryCodes drops every recovery code of an active user and
 	// stores new hashes, in one transaction. ErrConflict when not active.
 	ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) error
 
-	// CreateChallenge stores a new challenge.
+	// CreateChallenge stores a new challenge; ErrConflict if the id exists.
 	CreateChallenge(ctx context.Context, c Challenge) error
 	// GetChallenge returns a live challenge, or ErrNotFound when it is
 	// unknown or expired at now.
 	GetChallenge(ctx context.Context, idHash []byte, now time.Time) (Challenge, error)
 	// FailChallenge counts a wrong code; at maxAttempts the challenge is
-	// deleted. It returns the attempts left (0: gone).
+	// deleted. It returns the attempts left (0: gone, also when it was
+	// already unknown).
 	FailChallenge(ctx context.Context, idHash []byte, maxAttempts int) (int, error)
 	// SatisfyChallenge marks a live challenge satisfied. ErrNotFound if gone.
 	SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error
@@ -178,7 +184,9 @@ type Store interface {
 	PutSettingIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error)
 
 	// SecretsPage lists stored secrets with user id > after, in id order,
-	// whose key version is below belowVersion (0: all).
+	// whose key version is below belowVersion (0: all). Ids compare by their
+	// bytes, as Go compares strings (PostgreSQL needs COLLATE "C"). limit
+	// must be positive.
 	SecretsPage(ctx context.Context, after string, belowVersion, limit int) ([]SecretRef, error)
 	// SwapSecret replaces a secret only if it still holds old, so a rewrap
 	// never overwrites a newer enrollment. false when the row changed.

@@ -1,0 +1,439 @@
+// Package mfa is the second factor itself: enrollment, code checks with
+// replay and brute-force protection, recovery codes, disable and reset. It
+// owns the rules; the store keeps state and the keyring keeps secrets
+// encrypted. HTTP lives elsewhere (api, proxy).
+package mfa
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/totp"
+)
+
+// Expected outcomes; check with errors.Is. Anything else wraps
+// ErrUnavailable and must fail closed.
+var (
+	ErrNotEnrolled     = errors.New("mfa: not enrolled")
+	ErrAlreadyEnrolled = errors.New("mfa: already enrolled")
+	ErrNotPending      = errors.New("mfa: no pending enrollment")
+	ErrInvalidCode     = errors.New("mfa: invalid code")
+	ErrLocked          = errors.New("mfa: locked")
+	// ErrUnavailable: the store or keyring failed; the check was not made.
+	ErrUnavailable = errors.New("mfa: unavailable")
+)
+
+// CodeError explains a refused code. It matches ErrInvalidCode or ErrLocked.
+type CodeError struct {
+	Locked      bool
+	LockedUntil time.Time // set when locked
+	Remaining   int       // attempts left in the window
+	Replay      bool      // a correct code already used in its time step
+}
+
+func (e *CodeError) Error() string {
+	if e.Locked {
+		return "mfa: locked"
+	}
+	return "mfa: invalid code"
+}
+
+// Is lets errors.Is match the sentinel for the kind of refusal.
+func (e *CodeError) Is(target error) bool {
+	return (e.Locked && target == ErrLocked) || (!e.Locked && target == ErrInvalidCode)
+}
+
+// Method is how a second factor was given.
+type Method string
+
+// The methods.
+const (
+	MethodTOTP     Method = "totp"
+	MethodRecovery Method = "recovery_code"
+)
+
+// Keyring is what the service needs of a keyring.
+type Keyring interface {
+	Encrypt(ctx context.Context, bindTo string, plaintext []byte) (string, error)
+	Decrypt(ctx context.Context, bindTo string, ciphertext string) ([]byte, error)
+}
+
+// Config is the policy of the service.
+type Config struct {
+	Issuer        string
+	Params        totp.Params // for new enrollments; enrolled users keep theirs
+	SecretSize    int
+	RecoveryCodes int
+	PendingTTL    time.Duration
+	Limits        store.Limits
+	QRSize        int
+}
+
+// DefaultConfig is the documented default policy.
+func DefaultConfig() Config {
+	return Config{
+		Issuer:        "totpgate",
+		Params:        totp.DefaultParams(),
+		SecretSize:    totp.DefaultSecretSize,
+		RecoveryCodes: 10,
+		PendingTTL:    15 * time.Minute,
+		Limits:        store.Limits{MaxFailures: 5, Window: 5 * time.Minute, LockFor: 15 * time.Minute},
+		QRSize:        256,
+	}
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	errs := []error{c.Params.Validate()}
+	if c.Issuer == "" {
+		errs = append(errs, errors.New("mfa.issuer: must not be empty"))
+	}
+	if c.SecretSize < totp.MinSecretSize {
+		errs = append(errs, fmt.Errorf("mfa.secret_size: must be at least %d bytes", totp.MinSecretSize))
+	}
+	if c.RecoveryCodes < 1 || c.RecoveryCodes > totp.MaxRecoveryCodes {
+		errs = append(errs, fmt.Errorf("mfa.recovery_codes: must be 1..%d", totp.MaxRecoveryCodes))
+	}
+	if c.PendingTTL <= 0 {
+		errs = append(errs, errors.New("mfa.pending_ttl: must be positive"))
+	}
+	if c.Limits.MaxFailures < 1 || c.Limits.Window <= 0 || c.Limits.LockFor <= 0 {
+		errs = append(errs, errors.New("mfa.lockout: max failures, window and lock duration must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Service applies the rules.
+type Service struct {
+	store  store.Store
+	keys   Keyring
+	cfg    Config
+	now    func() time.Time
+	pepper []byte // HMAC key for recovery code hashes
+}
+
+// pepperSetting holds the recovery-code HMAC key, encrypted by the keyring,
+// shared by every replica (the first to start creates it).
+const (
+	pepperSetting = "recovery_pepper"
+	pepperBinding = "totpgate/recovery-pepper"
+)
+
+// New loads (or creates) the recovery-code key and returns the service.
+func New(ctx context.Context, st store.Store, keys Keyring, cfg Config, now func() time.Time) (*Service, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pepper, err := loadPepper(ctx, st, keys)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{store: st, keys: keys, cfg: cfg, now: now, pepper: pepper}, nil
+}
+
+func loadPepper(ctx context.Context, st store.Store, keys Keyring) ([]byte, error) {
+	ct, err := st.Setting(ctx, pepperSetting)
+	if errors.Is(err, store.ErrNotFound) {
+		fresh, gerr := totp.GenerateSecret(32)
+		if gerr != nil {
+			return nil, fmt.Errorf("mfa: recovery key: %w", gerr)
+		}
+		enc, eerr := keys.Encrypt(ctx, pepperBinding, fresh)
+		if eerr != nil {
+			return nil, fmt.Errorf("mfa: encrypt recovery key: %w", eerr)
+		}
+		var stored []byte
+		stored, err = st.PutSettingIfAbsent(ctx, pepperSetting, []byte(enc))
+		ct = stored
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mfa: load recovery key: %w", err)
+	}
+	pepper, err := keys.Decrypt(ctx, pepperBinding, string(ct))
+	if err != nil {
+		return nil, fmt.Errorf("mfa: decrypt recovery key: %w", err)
+	}
+	return pepper, nil
+}
+
+// Status returns the user's row; a user with none is StateNone.
+func (s *Service) Status(ctx context.Context, user string) (store.User, error) {
+	u, err := s.store.GetUser(ctx, user)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.User{ID: user, State: store.StateNone}, nil
+	}
+	if err != nil {
+		return store.User{}, unavailable("status", err)
+	}
+	return u, nil
+}
+
+// Enrollment is the one answer that carries the secret.
+type Enrollment struct {
+	Secret    string // base32
+	URI       string
+	QRPNG     []byte
+	Params    totp.Params
+	ExpiresAt time.Time
+}
+
+// StartEnrollment makes a new secret and stores it encrypted as pending,
+// replacing an earlier pending one.
+func (s *Service) StartEnrollment(ctx context.Context, user, account string) (Enrollment, error) {
+	u, err := s.Status(ctx, user)
+	if err != nil {
+		return Enrollment{}, err
+	}
+	if u.State == store.StateActive {
+		return Enrollment{}, ErrAlreadyEnrolled
+	}
+	secret, err := totp.GenerateSecret(s.cfg.SecretSize)
+	if err != nil {
+		return Enrollment{}, unavailable("generate secret", err)
+	}
+	defer clear(secret)
+	ct, err := s.keys.Encrypt(ctx, user, secret)
+	if err != nil {
+		return Enrollment{}, unavailable("encrypt secret", err)
+	}
+	_, version, err := keyring.ParseVersion(ct)
+	if err != nil {
+		return Enrollment{}, unavailable("encrypt secret", err)
+	}
+	now := s.now()
+	p := s.cfg.Params
+	err = s.store.StartEnrollment(ctx, store.User{
+		ID: user, State: store.StatePending, Ciphertext: ct, KeyVersion: version,
+		Params:           store.TOTPParams{Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, Skew: p.Skew},
+		PendingExpiresAt: now.Add(s.cfg.PendingTTL), UpdatedAt: now,
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return Enrollment{}, ErrAlreadyEnrolled
+	}
+	if err != nil {
+		return Enrollment{}, unavailable("start enrollment", err)
+	}
+	uri := totp.URI(s.cfg.Issuer, account, secret, p)
+	png, err := totp.QRPNG(uri, s.cfg.QRSize)
+	if err != nil {
+		return Enrollment{}, fmt.Errorf("mfa: qr: %w", err)
+	}
+	return Enrollment{Secret: totp.EncodeSecret(secret), URI: uri, QRPNG: png, Params: p, ExpiresAt: now.Add(s.cfg.PendingTTL)}, nil
+}
+
+// ConfirmEnrollment turns a pending enrollment on with a current code and
+// returns the recovery codes, once.
+func (s *Service) ConfirmEnrollment(ctx context.Context, user, code string) ([]string, error) {
+	u, err := s.Status(ctx, user)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	if u.State != store.StatePending || !now.Before(u.PendingExpiresAt) {
+		return nil, ErrNotPending
+	}
+	step, ok, err := s.checkTOTP(ctx, u, code, now)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, &CodeError{}
+	}
+	codes, hashes, err := s.newRecoveryCodes(user)
+	if err != nil {
+		return nil, err
+	}
+	err = s.store.ConfirmEnrollment(ctx, user, u.Ciphertext, step, hashes, now)
+	if errors.Is(err, store.ErrConflict) {
+		return nil, ErrNotPending // replaced, expired or confirmed meanwhile
+	}
+	if err != nil {
+		return nil, unavailable("confirm enrollment", err)
+	}
+	return codes, nil
+}
+
+// Verify checks a TOTP or recovery code of an active user. Every attempt is
+// counted before it is checked, so concurrent guesses cannot pass the limit;
+// a success clears the count. A correct TOTP code is accepted once per time
+// step, and a recovery code once.
+func (s *Service) Verify(ctx context.Context, user, code string) (Method, error) {
+	return s.verify(ctx, user, code, true)
+}
+
+func (s *Service) verify(ctx context.Context, user, code string, allowRecovery bool) (Method, error) {
+	u, err := s.Status(ctx, user)
+	if err != nil {
+		return "", err
+	}
+	if u.State != store.StateActive {
+		return "", ErrNotEnrolled
+	}
+	now := s.now()
+	att, err := s.store.BeginAttempt(ctx, user, now, s.cfg.Limits)
+	if err != nil {
+		return "", unavailable("begin attempt", err)
+	}
+	if !att.Allowed {
+		return "", &CodeError{Locked: true, LockedUntil: att.LockedUntil}
+	}
+	method, replay, err := s.check(ctx, u, code, now, allowRecovery)
+	if err != nil {
+		return "", err
+	}
+	if method != "" {
+		return method, nil
+	}
+	lockedUntil, err := s.store.FailAttempt(ctx, user, now, s.cfg.Limits)
+	if err != nil {
+		return "", unavailable("fail attempt", err)
+	}
+	if !lockedUntil.IsZero() {
+		return "", &CodeError{Locked: true, LockedUntil: lockedUntil, Replay: replay}
+	}
+	return "", &CodeError{Remaining: att.Remaining, Replay: replay}
+}
+
+// check spends a matching code; "" means no match.
+func (s *Service) check(ctx context.Context, u store.User, code string, now time.Time, allowRecovery bool) (m Method, replay bool, err error) {
+	if allowRecovery && totp.LooksLikeRecoveryCode(code) {
+		ok, err := s.spendRecoveryCode(ctx, u.ID, code, now)
+		if err != nil || !ok {
+			return "", false, err
+		}
+		return MethodRecovery, false, nil
+	}
+	step, ok, err := s.checkTOTP(ctx, u, code, now)
+	if err != nil || !ok {
+		return "", false, err
+	}
+	accepted, err := s.store.AcceptStep(ctx, u.ID, step, now)
+	if err != nil {
+		return "", false, unavailable("accept step", err)
+	}
+	if !accepted {
+		return "", true, nil
+	}
+	return MethodTOTP, false, nil
+}
+
+func (s *Service) checkTOTP(ctx context.Context, u store.User, code string, now time.Time) (int64, bool, error) {
+	norm, ok := totp.NormalizeCode(code)
+	if !ok {
+		return 0, false, nil
+	}
+	secret, err := s.keys.Decrypt(ctx, u.ID, u.Ciphertext)
+	if err != nil {
+		return 0, false, unavailable("decrypt secret", err)
+	}
+	defer clear(secret)
+	p := totp.Params{Algorithm: u.Params.Algorithm, Digits: u.Params.Digits, Period: u.Params.Period, Skew: u.Params.Skew}
+	step, ok := totp.Verify(secret, norm, now, p)
+	return step, ok, nil
+}
+
+func (s *Service) spendRecoveryCode(ctx context.Context, user, code string, now time.Time) (bool, error) {
+	norm, ok := totp.NormalizeRecoveryCode(code)
+	if !ok {
+		return false, nil
+	}
+	want := totp.HashRecoveryCode(s.pepper, user, norm)
+	stored, err := s.store.RecoveryCodes(ctx, user)
+	if err != nil {
+		return false, unavailable("recovery codes", err)
+	}
+	var match int64
+	found := 0
+	for _, c := range stored { // compare with all, in constant time each
+		if subtle.ConstantTimeCompare(c.Hash, want) == 1 {
+			match, found = c.ID, 1
+		}
+	}
+	if found == 0 {
+		return false, nil
+	}
+	spent, err := s.store.SpendRecoveryCode(ctx, user, match, now)
+	if err != nil {
+		return false, unavailable("spend recovery code", err)
+	}
+	return spent, nil
+}
+
+func (s *Service) newRecoveryCodes(user string) ([]string, [][]byte, error) {
+	codes, err := totp.NewRecoveryCodes(s.cfg.RecoveryCodes)
+	if err != nil {
+		return nil, nil, unavailable("recovery codes", err)
+	}
+	hashes := make([][]byte, len(codes))
+	for i, c := range codes {
+		norm, _ := totp.NormalizeRecoveryCode(c)
+		hashes[i] = totp.HashRecoveryCode(s.pepper, user, norm)
+	}
+	return codes, hashes, nil
+}
+
+// Disable removes the user's MFA after a valid TOTP or recovery code.
+func (s *Service) Disable(ctx context.Context, user, code string) error {
+	if _, err := s.Verify(ctx, user, code); err != nil {
+		return err
+	}
+	if err := s.store.DeleteUser(ctx, user); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return unavailable("disable", err)
+	}
+	return nil
+}
+
+// RegenerateRecoveryCodes replaces every recovery code after a valid TOTP
+// code (not a recovery code: losing the device must not let a leaked code
+// mint new ones).
+func (s *Service) RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, error) {
+	if _, err := s.verify(ctx, user, code, false); err != nil {
+		return nil, err
+	}
+	codes, hashes, err := s.newRecoveryCodes(user)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.ReplaceRecoveryCodes(ctx, user, hashes, s.now()); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, ErrNotEnrolled
+		}
+		return nil, unavailable("replace recovery codes", err)
+	}
+	return codes, nil
+}
+
+// Reset removes a user's MFA without a code (admin).
+func (s *Service) Reset(ctx context.Context, user string) error {
+	err := s.store.DeleteUser(ctx, user)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotEnrolled
+	}
+	if err != nil {
+		return unavailable("reset", err)
+	}
+	return nil
+}
+
+// Unlock lifts a lockout (admin).
+func (s *Service) Unlock(ctx context.Context, user string) error {
+	err := s.store.Unlock(ctx, user)
+	if errors.Is(err, store.ErrNotFound) {
+		return ErrNotEnrolled
+	}
+	if err != nil {
+		return unavailable("unlock", err)
+	}
+	return nil
+}
+
+// unavailable wraps a dependency failure. The cause is kept for the log;
+// callers answer with ErrUnavailable's meaning only.
+func unavailable(op string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
+}

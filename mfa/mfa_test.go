@@ -1,0 +1,247 @@
+package mfa_test
+
+import (
+	"context"
+	"encoding/base32"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/sqlite"
+	"github.com/totpgate/totpgate/totp"
+)
+
+// clock is a settable time source shared by the service and the test.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+type env struct {
+	svc   *mfa.Service
+	st    *sqlite.Store
+	keys  *keyring.Local
+	clock *clock
+	dir   string
+}
+
+// newEnv wires the service to a real SQLite file and a real local keyring.
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "totpgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	keys, err := keyring.OpenLocal(filepath.Join(dir, "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
+	svc, err := mfa.New(ctx, st, keys, mfa.DefaultConfig(), c.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{svc: svc, st: st, keys: keys, clock: c, dir: dir}
+}
+
+// enroll runs start + confirm and returns the secret and recovery codes.
+func (e *env) enroll(t *testing.T, user string) ([]byte, []string) {
+	t.Helper()
+	ctx := context.Background()
+	en, err := e.svc.StartEnrollment(ctx, user, user+"@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.Secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes, err := e.svc.ConfirmEnrollment(ctx, user, e.code(secret, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.add(30 * time.Second) // the confirming code's step is spent
+	return secret, codes
+}
+
+func (e *env) code(secret []byte, stepOffset int64) string {
+	p := totp.DefaultParams()
+	return totp.Code(secret, p.Step(e.clock.now())+stepOffset, p)
+}
+
+func TestJourney(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+
+	if u, err := e.svc.Status(ctx, "alice"); err != nil || u.State != store.StateNone {
+		t.Fatalf("status before: %+v %v", u, err)
+	}
+	secret, codes := e.enroll(t, "alice")
+	if len(codes) != 10 {
+		t.Fatalf("%d recovery codes, want 10", len(codes))
+	}
+	u, _ := e.svc.Status(ctx, "alice")
+	if u.State != store.StateActive || u.RecoveryRemaining != 10 {
+		t.Fatalf("status after confirm: %+v", u)
+	}
+	if _, err := e.svc.StartEnrollment(ctx, "alice", "alice"); !errors.Is(err, mfa.ErrAlreadyEnrolled) {
+		t.Fatalf("re-enroll while active: %v", err)
+	}
+
+	code := e.code(secret, 0)
+	if m, err := e.svc.Verify(ctx, "alice", code); err != nil || m != mfa.MethodTOTP {
+		t.Fatalf("verify: %q %v", m, err)
+	}
+	var ce *mfa.CodeError
+	if _, err := e.svc.Verify(ctx, "alice", code); !errors.As(err, &ce) || !ce.Replay {
+		t.Fatalf("replay of the same code: %v, want a replay refusal", err)
+	}
+	if m, err := e.svc.Verify(ctx, "alice", codes[0]); err != nil || m != mfa.MethodRecovery {
+		t.Fatalf("recovery code: %q %v", m, err)
+	}
+	if _, err := e.svc.Verify(ctx, "alice", codes[0]); !errors.Is(err, mfa.ErrInvalidCode) {
+		t.Fatalf("recovery code twice: %v", err)
+	}
+	if _, err := e.svc.RegenerateRecoveryCodes(ctx, "alice", codes[1]); !errors.Is(err, mfa.ErrInvalidCode) {
+		t.Fatalf("regenerate with a recovery code: %v, want refusal", err)
+	}
+	e.clock.add(30 * time.Second)
+	fresh, err := e.svc.RegenerateRecoveryCodes(ctx, "alice", e.code(secret, 0))
+	if err != nil || len(fresh) != 10 {
+		t.Fatalf("regenerate: %d %v", len(fresh), err)
+	}
+	if _, err := e.svc.Verify(ctx, "alice", codes[2]); !errors.Is(err, mfa.ErrInvalidCode) {
+		t.Fatalf("old recovery code after regenerate: %v", err)
+	}
+	if err := e.svc.Disable(ctx, "alice", fresh[0]); err != nil {
+		t.Fatalf("disable with recovery code: %v", err)
+	}
+	if u, _ := e.svc.Status(ctx, "alice"); u.State != store.StateNone {
+		t.Fatalf("after disable: %+v", u)
+	}
+}
+
+func TestBruteForceLocksEvenACorrectCode(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	secret, _ := e.enroll(t, "bob")
+	for i := range 5 {
+		_, err := e.svc.Verify(ctx, "bob", "000000")
+		if i < 4 && !errors.Is(err, mfa.ErrInvalidCode) {
+			t.Fatalf("wrong code %d: %v", i, err)
+		}
+		if i == 4 && !errors.Is(err, mfa.ErrLocked) {
+			t.Fatalf("fifth wrong code: %v, want locked", err)
+		}
+	}
+	if _, err := e.svc.Verify(ctx, "bob", e.code(secret, 0)); !errors.Is(err, mfa.ErrLocked) {
+		t.Fatalf("correct code while locked: %v, want locked", err)
+	}
+	e.clock.add(16 * time.Minute)
+	if _, err := e.svc.Verify(ctx, "bob", e.code(secret, 0)); err != nil {
+		t.Fatalf("after the lock: %v", err)
+	}
+}
+
+func TestConcurrentSameCodePassesOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	secret, _ := e.enroll(t, "carol")
+	code := e.code(secret, 0)
+	var passed atomic.Int32
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if _, err := e.svc.Verify(context.Background(), "carol", code); err == nil {
+				passed.Add(1)
+			} else if errors.Is(err, mfa.ErrUnavailable) {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := passed.Load(); n != 1 {
+		t.Fatalf("%d of 50 concurrent logins passed with one code, want exactly 1", n)
+	}
+}
+
+func TestCrossUser(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	secretA, codesA := e.enroll(t, "a")
+	e.enroll(t, "b")
+	if _, err := e.svc.Verify(ctx, "b", e.code(secretA, 0)); !errors.Is(err, mfa.ErrInvalidCode) {
+		t.Fatalf("A's TOTP code for B: %v", err)
+	}
+	if _, err := e.svc.Verify(ctx, "b", codesA[0]); !errors.Is(err, mfa.ErrInvalidCode) {
+		t.Fatalf("A's recovery code for B: %v", err)
+	}
+	// A's ciphertext copied into B's row does not decrypt for B.
+	ua, _ := e.st.GetUser(ctx, "a")
+	if _, err := e.keys.Decrypt(ctx, "b", ua.Ciphertext); !errors.Is(err, keyring.ErrDecrypt) {
+		t.Fatalf("A's ciphertext under B: %v, want ErrDecrypt", err)
+	}
+}
+
+func TestKeyringFailureFailsClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	secret, _ := e.enroll(t, "dave")
+	u, _ := e.st.GetUser(ctx, "dave")
+	if _, err := e.st.SwapSecret(ctx, "dave", u.Ciphertext, "local:v1:AAAA", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Verify(ctx, "dave", e.code(secret, 0)); !errors.Is(err, mfa.ErrUnavailable) {
+		t.Fatalf("verify with an undecryptable secret: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestPendingEnrollmentExpires(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	en, err := e.svc.StartEnrollment(ctx, "erin", "erin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, _ := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.Secret)
+	e.clock.add(16 * time.Minute)
+	if _, err := e.svc.ConfirmEnrollment(ctx, "erin", e.code(secret, 0)); !errors.Is(err, mfa.ErrNotPending) {
+		t.Fatalf("confirm after expiry: %v", err)
+	}
+}
+
+// The recovery-code key is created once and shared: a second service on the
+// same store and keyring accepts codes issued by the first.
+func TestRecoveryKeyIsShared(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	_, codes := e.enroll(t, "frank")
+	other, err := mfa.New(context.Background(), e.st, e.keys, mfa.DefaultConfig(), e.clock.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Verify(context.Background(), "frank", codes[3]); err != nil {
+		t.Fatalf("second service: %v", err)
+	}
+}

@@ -13,7 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
+	"github.com/totpgate/totpgate/store"
 )
 
 // ErrNotImplemented marks an operation of the contract this build does not
@@ -27,12 +30,28 @@ type Check struct {
 	Run  func(context.Context) error
 }
 
+// MFA is what the API needs of the second-factor service.
+type MFA interface {
+	Status(ctx context.Context, user string) (store.User, error)
+	StartEnrollment(ctx context.Context, user, account string) (mfa.Enrollment, error)
+	ConfirmEnrollment(ctx context.Context, user, code string) ([]string, error)
+	Disable(ctx context.Context, user, code string) error
+	RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, error)
+	Reset(ctx context.Context, user string) error
+	Unlock(ctx context.Context, user string) error
+}
+
 // Deps are the API's collaborators, all injected.
 type Deps struct {
 	Logger   *slog.Logger
 	Gatherer prometheus.Gatherer
 	Checks   []Check
 	Spec     []byte
+	MFA      MFA
+	// Identify asks the app who the caller of a user operation is.
+	Identify func(context.Context, *http.Request) (identity.Identity, error)
+	// Required reports the policy: every user must have MFA.
+	Required bool
 }
 
 // API implements gen.StrictServerInterface.
@@ -41,6 +60,9 @@ type API struct {
 	gatherer prometheus.Gatherer
 	checks   []Check
 	spec     []byte
+	mfa      MFA
+	identify func(context.Context, *http.Request) (identity.Identity, error)
+	required bool
 }
 
 // New builds the API.
@@ -55,16 +77,19 @@ func New(d Deps) (*API, error) {
 	if len(d.Spec) == 0 {
 		errs = append(errs, errors.New("api: spec is required"))
 	}
+	if d.MFA == nil || d.Identify == nil {
+		errs = append(errs, errors.New("api: MFA service and identity lookup are required"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec}, nil
+	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec, mfa: d.MFA, identify: d.Identify, required: d.Required}, nil
 }
 
 // Handler serves every operation of the spec through the strict wrapper,
 // with error handlers that answer problem+json instead of echoing Go errors.
 func (a *API) Handler() http.Handler {
-	strict := gen.NewStrictHandlerWithOptions(a, nil, gen.StrictHTTPServerOptions{
+	strict := gen.NewStrictHandlerWithOptions(a, []gen.StrictMiddlewareFunc{a.identifyCaller}, gen.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			problem.Write(w, r, problem.New(http.StatusBadRequest, "bad_request", "The request body could not be read as the operation expects."))
 		},
@@ -84,6 +109,18 @@ func (a *API) Handler() http.Handler {
 }
 
 func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
+	var o *outcome
+	if errors.As(err, &o) {
+		if o.cause != nil {
+			a.log.LogAttrs(r.Context(), slog.LevelError, "api: dependency failed",
+				slog.String("request_id", problem.RequestID(r)), slog.String("path", r.URL.Path), slog.String("error", o.cause.Error()))
+		}
+		if o.retryAfter > 0 {
+			w.Header().Set("Retry-After", retryAfterSeconds(o.retryAfter))
+		}
+		problem.Write(w, r, problem.New(o.status, o.code, o.detail))
+		return
+	}
 	if errors.Is(err, ErrNotImplemented) {
 		problem.Write(w, r, problem.New(http.StatusNotImplemented, "not_implemented", "This operation is part of the API description but is not served by this version of totpgate."))
 		return

@@ -9,26 +9,6 @@ import (
 // The operations below are in the contract but come with the second-factor,
 // Vault and rewrap work; until then they answer 501 not_implemented.
 
-func (a *API) GetStatus(context.Context, gen.GetStatusRequestObject) (gen.GetStatusResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
-func (a *API) StartEnrollment(context.Context, gen.StartEnrollmentRequestObject) (gen.StartEnrollmentResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
-func (a *API) ConfirmEnrollment(context.Context, gen.ConfirmEnrollmentRequestObject) (gen.ConfirmEnrollmentResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
-func (a *API) DisableMfa(context.Context, gen.DisableMfaRequestObject) (gen.DisableMfaResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
-func (a *API) RegenerateRecoveryCodes(context.Context, gen.RegenerateRecoveryCodesRequestObject) (gen.RegenerateRecoveryCodesResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
 func (a *API) CompleteChallenge(context.Context, gen.CompleteChallengeRequestObject) (gen.CompleteChallengeResponseObject, error) {
 	return nil, ErrNotImplemented
 }
@@ -38,18 +18,6 @@ func (a *API) StartChallengeEnrollment(context.Context, gen.StartChallengeEnroll
 }
 
 func (a *API) ConfirmChallengeEnrollment(context.Context, gen.ConfirmChallengeEnrollmentRequestObject) (gen.ConfirmChallengeEnrollmentResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
-func (a *API) AdminGetUser(context.Context, gen.AdminGetUserRequestObject) (gen.AdminGetUserResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
-func (a *API) AdminResetUser(context.Context, gen.AdminResetUserRequestObject) (gen.AdminResetUserResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
-func (a *API) AdminUnlockUser(context.Context, gen.AdminUnlockUserRequestObject) (gen.AdminUnlockUserResponseObject, error) {
 	return nil, ErrNotImplemented
 }
 

@@ -25,6 +25,10 @@ type Config struct {
 	Upstream       Upstream `yaml:"upstream"`
 	API            API      `yaml:"api"`
 	Admin          Admin    `yaml:"admin"`
+	Identity       Identity `yaml:"identity"`
+	MFA            MFA      `yaml:"mfa"`
+	Store          Store    `yaml:"store"`
+	Keyring        Keyring  `yaml:"keyring"`
 	Server         Server   `yaml:"server"`
 	Log            Log      `yaml:"log"`
 }
@@ -49,6 +53,101 @@ type API struct {
 type Admin struct {
 	Token     string `yaml:"token" secret:"true" doc:"Bearer token for the admin API. Prefer token_file. With neither set, the admin API refuses every call."`
 	TokenFile string `yaml:"token_file" doc:"File holding the admin bearer token (re-read on each call, so it can be rotated)."`
+}
+
+// Identity is how the sidecar asks the app who a caller is.
+type Identity struct {
+	IntrospectPath string   `yaml:"introspect_path" doc:"Path of the app endpoint (on upstream.url) that answers 2xx with the caller's user as JSON when given the caller's credentials."`
+	ForwardHeaders []string `yaml:"forward_headers" doc:"Request headers carrying the caller's app credentials, forwarded to introspect_url."`
+	UserIDPointer  string   `yaml:"user_id_pointer" doc:"JSON pointer (RFC 6901) to the user id in the introspection answer."`
+	AccountPointer string   `yaml:"account_pointer" doc:"JSON pointer to the account label shown in authenticator apps (e.g. /email); empty uses the user id."`
+}
+
+// MFA is the second-factor policy.
+type MFA struct {
+	Issuer        string        `yaml:"issuer" doc:"Issuer shown in authenticator apps."`
+	Policy        string        `yaml:"policy" doc:"optional: only enrolled users are challenged; required: every user must have MFA."`
+	Algorithm     string        `yaml:"algorithm" doc:"TOTP hash for new enrollments: SHA1, SHA256 or SHA512 (enrolled users keep theirs)."`
+	Digits        int           `yaml:"digits" doc:"TOTP code length for new enrollments: 6 or 8."`
+	Period        int           `yaml:"period" doc:"TOTP time step in seconds for new enrollments."`
+	Skew          int           `yaml:"skew" doc:"Time steps accepted either side of now."`
+	SecretSize    int           `yaml:"secret_size" doc:"Bytes of randomness in a new TOTP secret."`
+	RecoveryCodes int           `yaml:"recovery_codes" doc:"Recovery codes issued at enrollment."`
+	PendingTTL    time.Duration `yaml:"pending_ttl" doc:"How long a started enrollment waits for confirmation."`
+	MaxFailures   int           `yaml:"max_failures" doc:"Failed codes per user within failure_window before a lock."`
+	FailureWindow time.Duration `yaml:"failure_window" doc:"Window in which failures are counted."`
+	LockFor       time.Duration `yaml:"lock_for" doc:"How long a user is locked after max_failures."`
+}
+
+// Store is where state is kept.
+type Store struct {
+	Driver string `yaml:"driver" doc:"sqlite (embedded default, one file)."`
+	Path   string `yaml:"path" doc:"SQLite database file, created with mode 0600."`
+}
+
+// Keyring is how TOTP secrets are encrypted.
+type Keyring struct {
+	Backend   string `yaml:"backend" doc:"local: versioned AES-256-GCM keys in a file (embedded default)."`
+	LocalPath string `yaml:"local_path" doc:"Local keyring file, created with mode 0600 on first start."`
+}
+
+// Validate reports every problem with the identity settings.
+func (i Identity) Validate() error {
+	var errs []error
+	if !strings.HasPrefix(i.IntrospectPath, "/") {
+		errs = append(errs, fmt.Errorf("identity.introspect_path: %q must start with /", i.IntrospectPath))
+	}
+	if len(i.ForwardHeaders) == 0 {
+		errs = append(errs, errors.New("identity.forward_headers: name at least one header"))
+	}
+	if !strings.HasPrefix(i.UserIDPointer, "/") {
+		errs = append(errs, fmt.Errorf("identity.user_id_pointer: %q must be a JSON pointer starting with /", i.UserIDPointer))
+	}
+	if i.AccountPointer != "" && !strings.HasPrefix(i.AccountPointer, "/") {
+		errs = append(errs, fmt.Errorf("identity.account_pointer: %q must be a JSON pointer starting with /", i.AccountPointer))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports policy values that are out of range; the TOTP
+// parameters are checked in full by the mfa package at start.
+func (m MFA) Validate() error {
+	var errs []error
+	if m.Policy != "optional" && m.Policy != "required" {
+		errs = append(errs, fmt.Errorf("mfa.policy: %q must be optional or required", m.Policy))
+	}
+	if m.Issuer == "" {
+		errs = append(errs, errors.New("mfa.issuer: must not be empty"))
+	}
+	if m.MaxFailures < 1 {
+		errs = append(errs, errors.New("mfa.max_failures: must be at least 1"))
+	}
+	errs = append(errs, positive("mfa.pending_ttl", m.PendingTTL), positive("mfa.failure_window", m.FailureWindow), positive("mfa.lock_for", m.LockFor))
+	return errors.Join(errs...)
+}
+
+// Validate reports an unknown driver or a missing path.
+func (s Store) Validate() error {
+	var errs []error
+	if s.Driver != "sqlite" {
+		errs = append(errs, fmt.Errorf("store.driver: %q is not supported (sqlite)", s.Driver))
+	}
+	if s.Path == "" {
+		errs = append(errs, errors.New("store.path: must not be empty"))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports an unknown backend or a missing path.
+func (k Keyring) Validate() error {
+	var errs []error
+	if k.Backend != "local" {
+		errs = append(errs, fmt.Errorf("keyring.backend: %q is not supported (local)", k.Backend))
+	}
+	if k.LocalPath == "" {
+		errs = append(errs, errors.New("keyring.local_path: must not be empty"))
+	}
+	return errors.Join(errs...)
 }
 
 // Server holds the HTTP server limits shared by both listeners.
@@ -78,9 +177,21 @@ func Default() Config {
 			IdleConnTimeout:       90 * time.Second,
 			MaxIdleConns:          256,
 		},
-		API:    API{Prefix: "/mfa", MaxBodyBytes: 64 << 10},
-		Server: Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, MaxHeaderBytes: 64 << 10},
-		Log:    Log{Level: "info"},
+		API: API{Prefix: "/mfa", MaxBodyBytes: 64 << 10},
+		Identity: Identity{
+			IntrospectPath: "/api/me",
+			ForwardHeaders: []string{"Cookie", "Authorization"},
+			UserIDPointer:  "/id",
+		},
+		MFA: MFA{
+			Issuer: "totpgate", Policy: "optional", Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1,
+			SecretSize: 20, RecoveryCodes: 10, PendingTTL: 15 * time.Minute,
+			MaxFailures: 5, FailureWindow: 5 * time.Minute, LockFor: 15 * time.Minute,
+		},
+		Store:   Store{Driver: "sqlite", Path: "totpgate.db"},
+		Keyring: Keyring{Backend: "local", LocalPath: "totpgate-keyring.json"},
+		Server:  Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, MaxHeaderBytes: 64 << 10},
+		Log:     Log{Level: "info"},
 	}
 }
 
@@ -100,7 +211,8 @@ func (c Config) Validate() error {
 	if _, err := c.TrustedPrefixes(); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, c.Upstream.Validate(), c.API.Validate(), c.Admin.Validate(), c.Server.Validate(), c.Log.Validate())
+	errs = append(errs, c.Upstream.Validate(), c.API.Validate(), c.Admin.Validate(), c.Identity.Validate(),
+		c.MFA.Validate(), c.Store.Validate(), c.Keyring.Validate(), c.Server.Validate(), c.Log.Validate())
 	return errors.Join(errs...)
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -19,8 +20,14 @@ import (
 	"github.com/totpgate/totpgate/api"
 	"github.com/totpgate/totpgate/config"
 	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 	"github.com/totpgate/totpgate/proxy"
+	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/sqlite"
+	"github.com/totpgate/totpgate/totp"
 )
 
 // app is everything serve wires together: the two listeners' handlers and
@@ -41,7 +48,7 @@ func (a *app) Close() error {
 
 // newApp does all start-up work (parsing, loading keys, opening the store)
 // so the request path does none.
-func newApp(_ context.Context, cfg config.Config, log *slog.Logger) (*app, error) {
+func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, err error) {
 	upstream, err := cfg.Upstream.Parsed()
 	if err != nil {
 		return nil, err
@@ -72,12 +79,49 @@ func newApp(_ context.Context, cfg config.Config, log *slog.Logger) (*app, error
 		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
 		MaxIdleConns:          cfg.Upstream.MaxIdleConns,
 	})
+	st, err := sqlite.Open(ctx, cfg.Store.Path)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	closers := []func() error{st.Close, func() error { transport.CloseIdleConnections(); return nil }}
+	defer func() {
+		if err != nil {
+			(&app{closers: closers}).Close()
+		}
+	}()
+	keys, err := keyring.OpenLocal(cfg.Keyring.LocalPath)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: %w", err)
+	}
+	m := cfg.MFA
+	svc, err := mfa.New(ctx, st, keys, mfa.Config{
+		Issuer:        m.Issuer,
+		Params:        totp.Params{Algorithm: strings.ToUpper(m.Algorithm), Digits: m.Digits, Period: m.Period, Skew: m.Skew},
+		SecretSize:    m.SecretSize,
+		RecoveryCodes: m.RecoveryCodes,
+		PendingTTL:    m.PendingTTL,
+		Limits:        store.Limits{MaxFailures: m.MaxFailures, Window: m.FailureWindow, LockFor: m.LockFor},
+		QRSize:        256,
+	}, time.Now)
+	if err != nil {
+		return nil, err
+	}
+	introspect, err := identity.NewIntrospector(&http.Client{Transport: transport, Timeout: cfg.Upstream.ResponseHeaderTimeout},
+		upstream.JoinPath(cfg.Identity.IntrospectPath).String(), cfg.Identity.ForwardHeaders, cfg.Identity.UserIDPointer, cfg.Identity.AccountPointer)
+	if err != nil {
+		return nil, err
+	}
 	a, err := api.New(api.Deps{
 		Logger:   log,
 		Gatherer: reg,
 		Spec:     totpgate.OpenAPISpec(),
+		MFA:      svc,
+		Identify: introspect.Identify,
+		Required: m.Policy == "required",
 		Checks: []api.Check{
 			{Name: "upstream", Run: dialCheck(upstreamAddr, cfg.Upstream.DialTimeout)},
+			{Name: "store", Run: func(ctx context.Context) error { return quiet(st.Ping(ctx), "store not answering") }},
+			{Name: "keys", Run: func(ctx context.Context) error { return quiet(keys.Ping(ctx), "keyring not usable") }},
 		},
 	})
 	if err != nil {
@@ -103,6 +147,14 @@ func newApp(_ context.Context, cfg config.Config, log *slog.Logger) (*app, error
 		admin:        adminHandler(apiHandler, cfg.Admin, proxy.NewPeers(trusted)),
 		closers:      []func() error{func() error { transport.CloseIdleConnections(); return nil }},
 	}, nil
+}
+
+// quiet replaces a dependency's error with a fixed message fit for /readyz.
+func quiet(err error, msg string) error {
+	if err != nil {
+		return errors.New(msg)
+	}
+	return nil
 }
 
 // adminHandler serves the admin listener: probes and metrics without

@@ -1,0 +1,152 @@
+// Package identity learns who the caller is by asking the app: the sidecar
+// never owns passwords or sessions. It forwards the caller's credential
+// headers to a configured app endpoint (e.g. GET /api/me) and reads the user
+// id from its JSON answer.
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Sentinel errors; check with errors.Is.
+var (
+	// ErrUnauthenticated: the app did not accept the caller's credentials.
+	ErrUnauthenticated = errors.New("identity: not authenticated")
+	// ErrUpstream: the app could not be asked, or answered nonsense.
+	ErrUpstream = errors.New("identity: app unavailable")
+)
+
+// Identity is the caller as the app knows it.
+type Identity struct {
+	UserID  string
+	Account string // label for the authenticator app (e.g. an email); UserID when unknown
+}
+
+// Introspector asks the app who the caller is.
+type Introspector struct {
+	client         *http.Client
+	url            string
+	forward        []string
+	userPointer    string
+	accountPointer string
+}
+
+// NewIntrospector checks its settings once.
+func NewIntrospector(client *http.Client, url string, forwardHeaders []string, userPointer, accountPointer string) (*Introspector, error) {
+	var errs []error
+	if client == nil || url == "" {
+		errs = append(errs, errors.New("identity: client and URL are required"))
+	}
+	if len(forwardHeaders) == 0 {
+		errs = append(errs, errors.New("identity: at least one credential header must be forwarded"))
+	}
+	if err := ValidPointer(userPointer); err != nil {
+		errs = append(errs, fmt.Errorf("identity: user id pointer: %w", err))
+	}
+	if accountPointer != "" {
+		if err := ValidPointer(accountPointer); err != nil {
+			errs = append(errs, fmt.Errorf("identity: account pointer: %w", err))
+		}
+	}
+	return &Introspector{client: client, url: url, forward: forwardHeaders, userPointer: userPointer, accountPointer: accountPointer}, errors.Join(errs...)
+}
+
+// maxAnswer bounds what is read of the app's answer.
+const maxAnswer = 1 << 20
+
+// Identify forwards r's credential headers to the app. A 2xx answer with a
+// user id means the caller is that user; 401/403 or no credentials is
+// ErrUnauthenticated; anything else ErrUpstream.
+func (i *Introspector) Identify(ctx context.Context, r *http.Request) (Identity, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, i.url, nil)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %w", ErrUpstream, err)
+	}
+	sent := false
+	for _, h := range i.forward {
+		for _, v := range r.Header.Values(h) {
+			req.Header.Add(h, v)
+			sent = true
+		}
+	}
+	if !sent {
+		return Identity{}, ErrUnauthenticated
+	}
+	req.Header.Set("Accept", "application/json")
+	res, err := i.client.Do(req)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %w", ErrUpstream, err)
+	}
+	defer res.Body.Close()
+	switch {
+	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden:
+		return Identity{}, ErrUnauthenticated
+	case res.StatusCode < 200 || res.StatusCode > 299:
+		return Identity{}, fmt.Errorf("%w: introspection answered %d", ErrUpstream, res.StatusCode)
+	}
+	var doc any
+	dec := json.NewDecoder(io.LimitReader(res.Body, maxAnswer))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return Identity{}, fmt.Errorf("%w: introspection answer is not JSON", ErrUpstream)
+	}
+	id, ok := Lookup(doc, i.userPointer)
+	if !ok || id == "" {
+		// A 2xx without an id: the app does not know this caller.
+		return Identity{}, ErrUnauthenticated
+	}
+	account := id
+	if i.accountPointer != "" {
+		if a, ok := Lookup(doc, i.accountPointer); ok && a != "" {
+			account = a
+		}
+	}
+	return Identity{UserID: id, Account: account}, nil
+}
+
+// ValidPointer checks the syntax of an RFC 6901 JSON pointer.
+func ValidPointer(p string) error {
+	if p == "" || p[0] != '/' {
+		return fmt.Errorf("%q must start with /", p)
+	}
+	return nil
+}
+
+// Lookup resolves an RFC 6901 pointer in a decoded JSON document (decoded
+// with UseNumber) and returns a string or number value as a string.
+func Lookup(doc any, pointer string) (string, bool) {
+	cur := doc
+	for tok := range strings.SplitSeq(strings.TrimPrefix(pointer, "/"), "/") {
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		switch v := cur.(type) {
+		case map[string]any:
+			next, ok := v[tok]
+			if !ok {
+				return "", false
+			}
+			cur = next
+		case []any:
+			n, err := strconv.Atoi(tok)
+			if err != nil || n < 0 || n >= len(v) {
+				return "", false
+			}
+			cur = v[n]
+		default:
+			return "", false
+		}
+	}
+	switch v := cur.(type) {
+	case string:
+		return v, true
+	case json.Number:
+		return v.String(), true
+	}
+	return "", false
+}

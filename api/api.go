@@ -52,6 +52,11 @@ type Deps struct {
 	Identify func(context.Context, *http.Request) (identity.Identity, error)
 	// Required reports the policy: every user must have MFA.
 	Required bool
+	// Challenges and ChallengeConfig serve the second call of a login;
+	// Release writes a held answer back out.
+	Challenges      Challenges
+	ChallengeConfig mfa.ChallengeConfig
+	Release         func(http.ResponseWriter, mfa.HeldAnswer)
 }
 
 // API implements gen.StrictServerInterface.
@@ -63,6 +68,10 @@ type API struct {
 	mfa      MFA
 	identify func(context.Context, *http.Request) (identity.Identity, error)
 	required bool
+
+	challenges   Challenges
+	challengeCfg mfa.ChallengeConfig
+	release      func(http.ResponseWriter, mfa.HeldAnswer)
 }
 
 // New builds the API.
@@ -83,7 +92,8 @@ func New(d Deps) (*API, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec, mfa: d.MFA, identify: d.Identify, required: d.Required}, nil
+	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec, mfa: d.MFA, identify: d.Identify, required: d.Required,
+		challenges: d.Challenges, challengeCfg: d.ChallengeConfig, release: d.Release}, nil
 }
 
 // Handler serves every operation of the spec through the strict wrapper,

@@ -9,10 +9,6 @@ import (
 // The operations below are in the contract but come with the second-factor,
 // Vault and rewrap work; until then they answer 501 not_implemented.
 
-func (a *API) CompleteChallenge(context.Context, gen.CompleteChallengeRequestObject) (gen.CompleteChallengeResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
 func (a *API) StartChallengeEnrollment(context.Context, gen.StartChallengeEnrollmentRequestObject) (gen.StartChallengeEnrollmentResponseObject, error) {
 	return nil, ErrNotImplemented
 }

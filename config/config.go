@@ -26,6 +26,7 @@ type Config struct {
 	API            API      `yaml:"api"`
 	Admin          Admin    `yaml:"admin"`
 	Identity       Identity `yaml:"identity"`
+	Login          Login    `yaml:"login"`
 	MFA            MFA      `yaml:"mfa"`
 	Store          Store    `yaml:"store"`
 	Keyring        Keyring  `yaml:"keyring"`
@@ -61,6 +62,45 @@ type Identity struct {
 	ForwardHeaders []string `yaml:"forward_headers" doc:"Request headers carrying the caller's app credentials, forwarded to introspect_url."`
 	UserIDPointer  string   `yaml:"user_id_pointer" doc:"JSON pointer (RFC 6901) to the user id in the introspection answer."`
 	AccountPointer string   `yaml:"account_pointer" doc:"JSON pointer to the account label shown in authenticator apps (e.g. /email); empty uses the user id."`
+}
+
+// Login is how the app's login routes are intercepted.
+type Login struct {
+	Paths             []string      `yaml:"paths" doc:"The app's login routes. Matched on a normalized path (case, slashes, dot segments, percent-encoding, ;params) and any method."`
+	CodeHeader        string        `yaml:"code_header" doc:"Request header that may carry the TOTP or recovery code in the login call; removed before the app sees it."`
+	CodeField         string        `yaml:"code_field" doc:"JSON body, form or query field that may carry the code; removed before the app sees it."`
+	UserIDPointer     string        `yaml:"user_id_pointer" doc:"JSON pointer to the user id in the app's successful login answer."`
+	UserIDHeader      string        `yaml:"user_id_header" doc:"Header of the app's login answer carrying the user id (checked before the pointer); empty: not used."`
+	ChallengeTTL      time.Duration `yaml:"challenge_ttl" doc:"How long a held login waits for its second factor."`
+	ChallengeAttempts int           `yaml:"challenge_attempts" doc:"Wrong codes a login challenge survives."`
+	MaxAnswerBytes    int64         `yaml:"max_answer_bytes" doc:"Largest login request body and app login answer the gate holds in memory."`
+}
+
+// Validate reports every problem with the login settings.
+func (l Login) Validate() error {
+	var errs []error
+	for _, p := range l.Paths {
+		if !strings.HasPrefix(p, "/") {
+			errs = append(errs, fmt.Errorf("login.paths: %q must start with /", p))
+		}
+	}
+	if l.CodeHeader == "" || l.CodeField == "" {
+		errs = append(errs, errors.New("login.code_header and login.code_field: must not be empty"))
+	}
+	if l.UserIDPointer == "" && l.UserIDHeader == "" {
+		errs = append(errs, errors.New("login: set user_id_pointer or user_id_header"))
+	}
+	if l.UserIDPointer != "" && !strings.HasPrefix(l.UserIDPointer, "/") {
+		errs = append(errs, fmt.Errorf("login.user_id_pointer: %q must start with /", l.UserIDPointer))
+	}
+	if l.ChallengeAttempts < 1 {
+		errs = append(errs, errors.New("login.challenge_attempts: must be at least 1"))
+	}
+	if l.MaxAnswerBytes < 1024 {
+		errs = append(errs, errors.New("login.max_answer_bytes: must be at least 1024"))
+	}
+	errs = append(errs, positive("login.challenge_ttl", l.ChallengeTTL))
+	return errors.Join(errs...)
 }
 
 // MFA is the second-factor policy.
@@ -183,6 +223,10 @@ func Default() Config {
 			ForwardHeaders: []string{"Cookie", "Authorization"},
 			UserIDPointer:  "/id",
 		},
+		Login: Login{
+			Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code",
+			UserIDPointer: "/user/id", ChallengeTTL: 5 * time.Minute, ChallengeAttempts: 5, MaxAnswerBytes: 1 << 20,
+		},
 		MFA: MFA{
 			Issuer: "totpgate", Policy: "optional", Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1,
 			SecretSize: 20, RecoveryCodes: 10, PendingTTL: 15 * time.Minute,
@@ -211,7 +255,7 @@ func (c Config) Validate() error {
 	if _, err := c.TrustedPrefixes(); err != nil {
 		errs = append(errs, err)
 	}
-	errs = append(errs, c.Upstream.Validate(), c.API.Validate(), c.Admin.Validate(), c.Identity.Validate(),
+	errs = append(errs, c.Upstream.Validate(), c.API.Validate(), c.Admin.Validate(), c.Identity.Validate(), c.Login.Validate(),
 		c.MFA.Validate(), c.Store.Validate(), c.Keyring.Validate(), c.Server.Validate(), c.Log.Validate())
 	return errors.Join(errs...)
 }

@@ -437,3 +437,12 @@ func (s *Service) Unlock(ctx context.Context, user string) error {
 func unavailable(op string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrUnavailable, op, err)
 }
+
+// Enrolled reports whether user has MFA on.
+func (s *Service) Enrolled(ctx context.Context, user string) (bool, error) {
+	u, err := s.Status(ctx, user)
+	if err != nil {
+		return false, err
+	}
+	return u.State == store.StateActive, nil
+}

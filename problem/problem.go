@@ -64,3 +64,27 @@ const RequestIDHeader = "X-Request-Id"
 // RequestID returns the id the front assigned to r (it sets the header on
 // the inbound request), or "".
 func RequestID(r *http.Request) string { return r.Header.Get(RequestIDHeader) }
+
+// WriteExtended sends p with extension members (RFC 9457 §3.2) taken from
+// the JSON object ext, e.g. a challenge id.
+func WriteExtended(w http.ResponseWriter, r *http.Request, p Details, ext any) {
+	if p.RequestID == "" && r != nil {
+		p.RequestID = RequestID(r)
+	}
+	if p.Instance == "" && r != nil {
+		p.Instance = r.URL.EscapedPath()
+	}
+	members := map[string]json.RawMessage{}
+	base, _ := json.Marshal(p)
+	extra, _ := json.Marshal(ext)
+	_ = json.Unmarshal(extra, &members)
+	_ = json.Unmarshal(base, &members) // the standard members win
+	b, _ := json.Marshal(members)
+	h := w.Header()
+	h.Set("Content-Type", ContentType)
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(p.Status)
+	_, _ = w.Write(append(b, '\n'))
+}

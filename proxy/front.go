@@ -32,6 +32,8 @@ type Options struct {
 	// API serves the user API; it sees paths under SpecPrefix.
 	API    http.Handler
 	Logger *slog.Logger
+	// Login, when set, intercepts the app's login routes.
+	Login *LoginOptions
 }
 
 // Front is the main listener's handler.
@@ -40,6 +42,7 @@ type Front struct {
 	api    http.Handler
 	peers  Peers
 	proxy  *httputil.ReverseProxy
+	login  *loginGate
 }
 
 // New checks o and builds the front.
@@ -64,12 +67,20 @@ func New(o Options) (*Front, error) {
 		return nil, err
 	}
 	peers := NewPeers(o.TrustedProxies)
-	return &Front{
+	f := &Front{
 		prefix: o.APIPrefix,
 		api:    o.API,
 		peers:  peers,
 		proxy:  newReverseProxy(o.Upstream, o.PreserveHost, peers, o.Transport, o.Logger),
-	}, nil
+	}
+	if o.Login != nil {
+		g, err := newLoginGate(*o.Login, f.proxy, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		f.login = g
+	}
+	return f, nil
 }
 
 // ServeHTTP implements http.Handler.
@@ -77,6 +88,10 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f.peers.AssignRequestID(w, r)
 	if rest, ok := f.underPrefix(r.URL.Path); ok {
 		f.api.ServeHTTP(w, withPath(r, SpecPrefix+rest))
+		return
+	}
+	if f.login != nil && f.login.matches(r) {
+		f.login.ServeHTTP(w, r)
 		return
 	}
 	f.proxy.ServeHTTP(w, r)

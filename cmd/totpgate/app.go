@@ -111,6 +111,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if err != nil {
 		return nil, err
 	}
+	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
 	a, err := api.New(api.Deps{
 		Logger:   log,
 		Gatherer: reg,
@@ -118,6 +119,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		MFA:      svc,
 		Identify: introspect.Identify,
 		Required: m.Policy == "required",
+
+		Challenges:      svc,
+		ChallengeConfig: challengeCfg,
+		Release:         proxy.ReleaseHeld,
 		Checks: []api.Check{
 			{Name: "upstream", Run: dialCheck(upstreamAddr, cfg.Upstream.DialTimeout)},
 			{Name: "store", Run: func(ctx context.Context) error { return quiet(st.Ping(ctx), "store not answering") }},
@@ -137,6 +142,17 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		APIPrefix:      cfg.API.Prefix,
 		API:            apiHandler,
 		Logger:         log,
+		Login: &proxy.LoginOptions{
+			Paths:         cfg.Login.Paths,
+			CodeHeader:    cfg.Login.CodeHeader,
+			CodeField:     cfg.Login.CodeField,
+			UserIDPointer: cfg.Login.UserIDPointer,
+			UserIDHeader:  cfg.Login.UserIDHeader,
+			Challenge:     challengeCfg,
+			ChallengeURL:  cfg.API.Prefix + "/challenge",
+			MFA:           svc,
+			MaxBodyBytes:  cfg.Login.MaxAnswerBytes,
+		},
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"encoding/base32"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/totp"
+)
+
+// loginApp is a real app on loopback with a lenient router: like many
+// frameworks it treats /Login, //login/, /login;x and /%6Cogin as /login.
+// It answers a good password with a session cookie and token, and records
+// whether it ever saw a second-factor code.
+type loginApp struct {
+	*httptest.Server
+	mu      sync.Mutex
+	sawCode bool
+}
+
+func newLoginApp(t *testing.T) *loginApp {
+	a := &loginApp{}
+	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		a.mu.Lock()
+		if strings.Contains(string(body), "totp_code") || r.Header.Get("X-TOTP-Code") != "" || r.URL.Query().Has("totp_code") {
+			a.sawCode = true
+		}
+		a.mu.Unlock()
+		switch p := strings.ToLower(path.Clean("/" + strings.Split(r.URL.Path, ";")[0])); p {
+		case "/api/me":
+			c, err := r.Cookie("session")
+			if err != nil {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]string{"id": c.Value})
+		case "/login":
+			var creds struct{ User, Password string }
+			json.Unmarshal(body, &creds)
+			if creds.Password != "pw" {
+				w.WriteHeader(http.StatusUnauthorized)
+				io.WriteString(w, `{"error":"bad password"}`)
+				return
+			}
+			http.SetCookie(w, &http.Cookie{Name: "session", Value: creds.User})
+			json.NewEncoder(w).Encode(map[string]any{"token": "SESSION-" + creds.User, "user": map[string]string{"id": creds.User}})
+		default:
+			io.WriteString(w, "page")
+		}
+	}))
+	t.Cleanup(a.Close)
+	return a
+}
+
+type loginEnv struct {
+	s   *sidecar
+	app *loginApp
+	c   *gen.ClientWithResponses
+}
+
+func newLoginEnv(t *testing.T) *loginEnv {
+	app := newLoginApp(t)
+	s := startSidecar(t, nil, "--upstream", app.URL)
+	c, err := gen.NewClientWithResponses(s.main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &loginEnv{s: s, app: app, c: c}
+}
+
+// enroll turns MFA on for user and returns a code generator.
+func (e *loginEnv) enroll(t *testing.T, user string) (func(offset int64) string, []string) {
+	t.Helper()
+	ctx := context.Background()
+	en, err := e.c.StartEnrollmentWithResponse(ctx, session(user))
+	if err != nil || en.JSON201 == nil {
+		t.Fatalf("enroll: %v %s", err, en.Body)
+	}
+	secret, _ := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.JSON201.Secret)
+	p := totp.DefaultParams()
+	code := func(offset int64) string { return totp.Code(secret, p.Step(time.Now())+offset, p) }
+	conf, _ := e.c.ConfirmEnrollmentWithResponse(ctx, gen.CodeRequest{Code: code(-1)}, session(user))
+	if conf.JSON200 == nil {
+		t.Fatalf("confirm: %s", conf.Body)
+	}
+	return code, conf.JSON200.RecoveryCodes
+}
+
+func (e *loginEnv) login(t *testing.T, path, body string, header http.Header) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", e.s.main+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res, string(b)
+}
+
+func granted(res *http.Response, body string) bool {
+	return len(res.Header.Values("Set-Cookie")) > 0 || strings.Contains(body, "SESSION-")
+}
+
+func TestLoginWithoutMFAPassesUnchanged(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t)
+	res, body := e.login(t, "/login", `{"user":"nomfa","password":"pw"}`, nil)
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("login without MFA: %d %s", res.StatusCode, body)
+	}
+	res, body = e.login(t, "/login", `{"user":"nomfa","password":"wrong"}`, nil)
+	if res.StatusCode != 401 || !strings.Contains(body, "bad password") {
+		t.Fatalf("refused login must pass unchanged: %d %s", res.StatusCode, body)
+	}
+}
+
+func TestLoginOneCallAndTwoCalls(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t)
+	code, recovery := e.enroll(t, "alice")
+	// Fixed now, so a step boundary during the test changes nothing.
+	c0, c1 := code(0), code(1)
+
+	// One call, code in the header.
+	res, body := e.login(t, "/login", `{"user":"alice","password":"pw"}`, http.Header{"X-Totp-Code": {c0}})
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("one call with header code: %d %s", res.StatusCode, body)
+	}
+	// The same code again is a replay; a recovery code in the body works.
+	res, body = e.login(t, "/login", `{"user":"alice","password":"pw","totp_code":"`+c0+`"}`, nil)
+	if res.StatusCode != 401 || granted(res, body) || !strings.Contains(body, `"mfa_invalid"`) {
+		t.Fatalf("replayed code: %d %s", res.StatusCode, body)
+	}
+	res, body = e.login(t, "/login", `{"user":"alice","password":"pw","totp_code":"`+recovery[0]+`"}`, nil)
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("one call with a recovery code in the body: %d %s", res.StatusCode, body)
+	}
+
+	// Two calls: the app's answer is held, then released once.
+	res, body = e.login(t, "/login", `{"user":"alice","password":"pw"}`, nil)
+	var p struct {
+		Code        string `json:"code"`
+		ChallengeID string `json:"challenge_id"`
+	}
+	json.Unmarshal([]byte(body), &p)
+	if res.StatusCode != 401 || granted(res, body) || p.Code != "mfa_required" || len(p.ChallengeID) != 43 ||
+		!strings.Contains(res.Header.Get("WWW-Authenticate"), p.ChallengeID) {
+		t.Fatalf("login without code: %d %s", res.StatusCode, body)
+	}
+	ctx := context.Background()
+	wrong := "000000"
+	bad, _ := e.c.CompleteChallengeWithResponse(ctx, gen.ChallengeRequest{ChallengeId: p.ChallengeID, Code: &wrong})
+	if bad.StatusCode() != 401 || strings.Contains(string(bad.Body), "SESSION-") {
+		t.Fatalf("challenge with a wrong code: %d %s", bad.StatusCode(), bad.Body)
+	}
+	good := c1
+	ok, _ := e.c.CompleteChallengeWithResponse(ctx, gen.ChallengeRequest{ChallengeId: p.ChallengeID, Code: &good})
+	if ok.StatusCode() != 200 || !strings.Contains(string(ok.Body), "SESSION-alice") || len(ok.HTTPResponse.Header.Values("Set-Cookie")) == 0 {
+		t.Fatalf("challenge with a good code: %d %s", ok.StatusCode(), ok.Body)
+	}
+	again, _ := e.c.CompleteChallengeWithResponse(ctx, gen.ChallengeRequest{ChallengeId: p.ChallengeID, Code: &good})
+	if again.StatusCode() != 404 {
+		t.Fatalf("challenge used twice: %d %s", again.StatusCode(), again.Body)
+	}
+	e.app.mu.Lock()
+	defer e.app.mu.Unlock()
+	if e.app.sawCode {
+		t.Error("the app saw a second-factor code")
+	}
+}
+
+// Every spelling the app's router treats as /login is intercepted.
+func TestLoginPathSpellingsAreIntercepted(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t)
+	_, _ = e.enroll(t, "bob")
+	for _, p := range []string{"/login", "/Login", "/LOGIN", "//login", "/login/", "/./login", "/x/../login", "/%6Cogin", "/%4C%4F%47%49%4E", "/login;jsessionid=1", "/login?next=/"} {
+		t.Run(p, func(t *testing.T) {
+			res, body := e.login(t, p, `{"user":"bob","password":"pw"}`, nil)
+			if granted(res, body) || res.StatusCode != 401 {
+				t.Fatalf("POST %s: %d %s — session released without a second factor", p, res.StatusCode, body)
+			}
+		})
+	}
+}

@@ -1,0 +1,147 @@
+package mfa
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/totpgate/totpgate/store"
+)
+
+// ErrChallengeNotFound: unknown, expired, used up or already spent; the
+// cases are not told apart on purpose.
+var ErrChallengeNotFound = errors.New("mfa: challenge not found")
+
+// HeldAnswer is the app's login answer, held until a second factor is given.
+type HeldAnswer struct {
+	Status int         `json:"status"`
+	Header http.Header `json:"header"`
+	Body   []byte      `json:"body"`
+}
+
+// Challenge is what the client gets to finish a held login.
+type Challenge struct {
+	Token     string // 43 characters of base64url; shown to the client only
+	ExpiresAt time.Time
+	Attempts  int // attempts left
+}
+
+// ChallengeConfig bounds challenges.
+type ChallengeConfig struct {
+	TTL         time.Duration
+	MaxAttempts int
+}
+
+// HoldLogin stores the app's answer for user, sealed under a key derived
+// from a fresh token that only the client receives: the database alone can
+// never release a login.
+func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer, cc ChallengeConfig) (Challenge, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return Challenge{}, unavailable("challenge token", err)
+	}
+	token := base64.RawURLEncoding.EncodeToString(raw[:])
+	plain, err := json.Marshal(answer)
+	if err != nil {
+		return Challenge{}, fmt.Errorf("mfa: hold login: %w", err)
+	}
+	sealed, err := sealWithToken(token, plain)
+	if err != nil {
+		return Challenge{}, err
+	}
+	now := s.now()
+	c := store.Challenge{IDHash: tokenHash(token), UserID: user, Sealed: sealed, CreatedAt: now, ExpiresAt: now.Add(cc.TTL)}
+	if err := s.store.CreateChallenge(ctx, c); err != nil {
+		return Challenge{}, unavailable("create challenge", err)
+	}
+	return Challenge{Token: token, ExpiresAt: c.ExpiresAt, Attempts: cc.MaxAttempts}, nil
+}
+
+// CompleteChallenge checks code for the challenge's user and, on success,
+// releases the held answer exactly once. A wrong code counts against both
+// the user (lockout) and the challenge (it dies after MaxAttempts).
+func (s *Service) CompleteChallenge(ctx context.Context, token, code string, cc ChallengeConfig) (HeldAnswer, Method, error) {
+	if len(token) != 43 {
+		return HeldAnswer{}, "", ErrChallengeNotFound
+	}
+	h := tokenHash(token)
+	ch, err := s.store.GetChallenge(ctx, h, s.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return HeldAnswer{}, "", ErrChallengeNotFound
+	}
+	if err != nil {
+		return HeldAnswer{}, "", unavailable("get challenge", err)
+	}
+	method, err := s.Verify(ctx, ch.UserID, code)
+	if err != nil {
+		var ce *CodeError
+		if errors.As(err, &ce) {
+			left, ferr := s.store.FailChallenge(ctx, h, cc.MaxAttempts)
+			if ferr != nil {
+				return HeldAnswer{}, "", unavailable("fail challenge", ferr)
+			}
+			ce.Remaining = min(ce.Remaining, left)
+		}
+		return HeldAnswer{}, "", err
+	}
+	spent, err := s.store.SpendChallenge(ctx, h, s.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return HeldAnswer{}, "", ErrChallengeNotFound
+	}
+	if err != nil {
+		return HeldAnswer{}, "", unavailable("spend challenge", err)
+	}
+	plain, err := openWithToken(token, spent.Sealed)
+	if err != nil {
+		return HeldAnswer{}, "", fmt.Errorf("mfa: open held answer: %w", err)
+	}
+	var answer HeldAnswer
+	if err := json.Unmarshal(plain, &answer); err != nil {
+		return HeldAnswer{}, "", fmt.Errorf("mfa: decode held answer: %w", err)
+	}
+	return answer, method, nil
+}
+
+func tokenHash(token string) []byte {
+	h := sha256.Sum256([]byte("totpgate/challenge-id\x00" + token))
+	return h[:]
+}
+
+// tokenKey derives the sealing key; a different label than tokenHash, so
+// the stored hash never is the key.
+func tokenKey(token string) []byte {
+	k := sha256.Sum256([]byte("totpgate/challenge-key\x00" + token))
+	return k[:]
+}
+
+func sealWithToken(token string, plain []byte) ([]byte, error) {
+	block, err := aes.NewCipher(tokenKey(token))
+	if err != nil {
+		return nil, fmt.Errorf("mfa: seal: %w", err)
+	}
+	aead, err := cipher.NewGCMWithRandomNonce(block)
+	if err != nil {
+		return nil, fmt.Errorf("mfa: seal: %w", err)
+	}
+	return aead.Seal(nil, nil, plain, nil), nil
+}
+
+func openWithToken(token string, sealed []byte) ([]byte, error) {
+	block, err := aes.NewCipher(tokenKey(token))
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCMWithRandomNonce(block)
+	if err != nil {
+		return nil, err
+	}
+	return aead.Open(nil, nil, sealed, nil)
+}

@@ -1,0 +1,307 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/problem"
+)
+
+// SecondFactor is what the login gate needs of the mfa service.
+type SecondFactor interface {
+	Enrolled(ctx context.Context, user string) (bool, error)
+	Verify(ctx context.Context, user, code string) (mfa.Method, error)
+	HoldLogin(ctx context.Context, user string, a mfa.HeldAnswer, cc mfa.ChallengeConfig) (mfa.Challenge, error)
+}
+
+// LoginOptions configures login interception.
+type LoginOptions struct {
+	// Paths are the app's login routes; matched on a normalized form, any method.
+	Paths []string
+	// CodeHeader and CodeField name where a client may put the code in the
+	// login call itself; both are removed before the app sees the request.
+	CodeHeader, CodeField string
+	// UserIDPointer (JSON pointer into the app's answer) and UserIDHeader
+	// (a header of the answer) say which user the app let in.
+	UserIDPointer, UserIDHeader string
+	Challenge                   mfa.ChallengeConfig
+	ChallengeURL                string
+	MFA                         SecondFactor
+	MaxBodyBytes                int64 // of the login request and of the app's answer
+}
+
+type loginGate struct {
+	opts  LoginOptions
+	paths map[string]bool
+	proxy http.Handler
+	log   *slog.Logger
+}
+
+func newLoginGate(o LoginOptions, proxy http.Handler, log *slog.Logger) (*loginGate, error) {
+	if o.MFA == nil || o.CodeField == "" || o.CodeHeader == "" || o.MaxBodyBytes <= 0 || o.Challenge.TTL <= 0 || o.Challenge.MaxAttempts <= 0 {
+		return nil, errors.New("proxy: login interception needs the MFA service, code header and field, limits and challenge settings")
+	}
+	if o.UserIDPointer == "" && o.UserIDHeader == "" {
+		return nil, errors.New("proxy: login interception needs a user id pointer or header")
+	}
+	g := &loginGate{opts: o, paths: map[string]bool{}, proxy: proxy, log: log}
+	for _, p := range o.Paths {
+		g.paths[NormalizePath(p)] = true
+	}
+	return g, nil
+}
+
+// NormalizePath is the form login routes are compared on: percent-decoding
+// undone, ;params dropped, backslashes and repeated slashes merged, dot
+// segments resolved, trailing slash removed, case folded. Frameworks that
+// treat /Login, //login/ or /login;jsessionid=x as /login are all caught;
+// over-matching is safe because the gate only acts on an answer that let a
+// user in.
+func NormalizePath(p string) string {
+	for range 3 { // double encoding (%252F) must not slip through
+		d, err := url.PathUnescape(p)
+		if err != nil || d == p {
+			break
+		}
+		p = d
+	}
+	p = strings.ReplaceAll(p, "\\", "/")
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		if j := strings.IndexByte(s, ';'); j >= 0 {
+			segs[i] = s[:j]
+		}
+	}
+	p = path.Clean("/" + strings.Join(segs, "/"))
+	return strings.ToLower(strings.TrimSuffix(p, "/"))
+}
+
+func (g *loginGate) matches(r *http.Request) bool {
+	if len(g.paths) == 0 {
+		return false
+	}
+	return g.paths[NormalizePath(r.URL.Path)] || (r.URL.RawPath != "" && g.paths[NormalizePath(r.URL.RawPath)])
+}
+
+// ServeHTTP forwards the login to the app, holds its answer and releases it
+// only when the user has no MFA or gave a valid code.
+func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	code, err := g.takeCode(r)
+	if err != nil {
+		problem.Write(w, r, problem.New(http.StatusRequestEntityTooLarge, "bad_request", "The login request body is too large."))
+		return
+	}
+	rec := &recorder{header: http.Header{}, limit: g.opts.MaxBodyBytes}
+	g.proxy.ServeHTTP(rec, r)
+	if rec.overflow {
+		g.log.ErrorContext(r.Context(), "login answer larger than the limit; refused", "request_id", problem.RequestID(r))
+		problem.Write(w, r, problem.New(http.StatusBadGateway, "upstream_unavailable", "The application's login answer could not be checked."))
+		return
+	}
+	answer := mfa.HeldAnswer{Status: rec.statusCode(), Header: rec.header, Body: rec.body.Bytes()}
+	if !grantsSession(answer) {
+		release(w, answer) // a refused login needs no second factor
+		return
+	}
+	user := g.userID(answer)
+	if user == "" {
+		g.log.ErrorContext(r.Context(), "login answer accepted a login but names no user; refused (check login.user_id_pointer)", "request_id", problem.RequestID(r))
+		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked."))
+		return
+	}
+	enrolled, err := g.opts.MFA.Enrolled(r.Context(), user)
+	if err != nil {
+		g.unavailable(w, r, err)
+		return
+	}
+	if !enrolled {
+		release(w, answer)
+		return
+	}
+	if code != "" {
+		_, err := g.opts.MFA.Verify(r.Context(), user, code)
+		if err == nil {
+			release(w, answer)
+			return
+		}
+		var ce *mfa.CodeError
+		if !errors.As(err, &ce) {
+			g.unavailable(w, r, err)
+			return
+		}
+		if ce.Locked {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Until(ce.LockedUntil).Seconds()))))
+			problem.Write(w, r, problem.New(http.StatusTooManyRequests, "mfa_locked", "Too many failed attempts. Try again later."))
+			return
+		}
+	}
+	ch, err := g.opts.MFA.HoldLogin(r.Context(), user, answer, g.opts.Challenge)
+	if err != nil {
+		g.unavailable(w, r, err)
+		return
+	}
+	p := problem.New(http.StatusUnauthorized, "mfa_required", "Enter the code from your authenticator app to finish logging in.")
+	if code != "" {
+		p = problem.New(http.StatusUnauthorized, "mfa_invalid", "The code is not valid. Check the time on your device and try again.")
+	}
+	w.Header().Set("WWW-Authenticate", `TOTP realm="totpgate", challenge="`+ch.Token+`"`)
+	problem.WriteExtended(w, r, p, map[string]any{
+		"challenge_id":       ch.Token,
+		"challenge_url":      g.opts.ChallengeURL,
+		"expires_at":         ch.ExpiresAt.UTC().Format(time.RFC3339),
+		"attempts_remaining": ch.Attempts,
+		"methods":            []string{"totp", "recovery_code"},
+	})
+}
+
+func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	g.log.ErrorContext(r.Context(), "second factor unavailable; login refused", "request_id", problem.RequestID(r), "error", err.Error())
+	w.Header().Set("Retry-After", "5")
+	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "Two-factor authentication is temporarily unavailable. Try again shortly."))
+}
+
+// takeCode removes the code from the header, the query and a JSON or form
+// body, so the app never sees it, and returns it.
+func (g *loginGate) takeCode(r *http.Request) (string, error) {
+	code := r.Header.Get(g.opts.CodeHeader)
+	r.Header.Del(g.opts.CodeHeader)
+	if q := r.URL.Query(); q.Has(g.opts.CodeField) {
+		if code == "" {
+			code = q.Get(g.opts.CodeField)
+		}
+		q.Del(g.opts.CodeField)
+		r.URL.RawQuery = q.Encode()
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return code, nil
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	isJSON := mt == "application/json" || strings.HasSuffix(mt, "+json")
+	isForm := mt == "application/x-www-form-urlencoded"
+	if !isJSON && !isForm {
+		return code, nil
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, g.opts.MaxBodyBytes+1))
+	r.Body.Close()
+	if err != nil {
+		return "", err
+	}
+	if int64(len(body)) > g.opts.MaxBodyBytes {
+		return "", errors.New("login body too large")
+	}
+	if isJSON {
+		var doc map[string]any
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		if dec.Decode(&doc) == nil {
+			if v, ok := doc[g.opts.CodeField]; ok {
+				if s, ok := v.(string); ok && code == "" {
+					code = s
+				}
+				delete(doc, g.opts.CodeField)
+				body, _ = json.Marshal(doc)
+			}
+		}
+	} else if form, err := url.ParseQuery(string(body)); err == nil && form.Has(g.opts.CodeField) {
+		if code == "" {
+			code = form.Get(g.opts.CodeField)
+		}
+		form.Del(g.opts.CodeField)
+		body = []byte(form.Encode())
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	return code, nil
+}
+
+// grantsSession: a 2xx answer, or a redirect that sets a cookie. Anything
+// else is a refused login and goes out unchanged.
+func grantsSession(a mfa.HeldAnswer) bool {
+	switch {
+	case a.Status >= 200 && a.Status < 300:
+		return true
+	case a.Status >= 300 && a.Status < 400:
+		return len(a.Header.Values("Set-Cookie")) > 0
+	}
+	return false
+}
+
+func (g *loginGate) userID(a mfa.HeldAnswer) string {
+	if g.opts.UserIDHeader != "" {
+		if v := a.Header.Get(g.opts.UserIDHeader); v != "" {
+			return v
+		}
+	}
+	if g.opts.UserIDPointer == "" {
+		return ""
+	}
+	var doc any
+	dec := json.NewDecoder(bytes.NewReader(a.Body))
+	dec.UseNumber()
+	if dec.Decode(&doc) != nil {
+		return ""
+	}
+	id, _ := identity.Lookup(doc, g.opts.UserIDPointer)
+	return id
+}
+
+// release sends a held answer exactly as the app gave it.
+func release(w http.ResponseWriter, a mfa.HeldAnswer) {
+	for k, vs := range a.Header {
+		w.Header()[k] = vs
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(a.Body)))
+	w.WriteHeader(a.Status)
+	_, _ = w.Write(a.Body)
+}
+
+// ReleaseHeld is release for the challenge endpoint.
+func ReleaseHeld(w http.ResponseWriter, a mfa.HeldAnswer) { release(w, a) }
+
+// recorder holds the app's login answer in memory, bounded.
+type recorder struct {
+	header   http.Header
+	status   int
+	body     bytes.Buffer
+	limit    int64
+	overflow bool
+}
+
+func (c *recorder) Header() http.Header { return c.header }
+func (c *recorder) WriteHeader(s int) {
+	if c.status == 0 {
+		c.status = s
+	}
+}
+
+func (c *recorder) Write(p []byte) (int, error) {
+	if c.status == 0 {
+		c.status = http.StatusOK
+	}
+	if int64(c.body.Len()+len(p)) > c.limit {
+		c.overflow = true
+		return 0, errors.New("login answer too large")
+	}
+	return c.body.Write(p)
+}
+
+func (c *recorder) statusCode() int {
+	if c.status == 0 {
+		return http.StatusOK
+	}
+	return c.status
+}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -196,5 +198,82 @@ func TestLoginPathSpellingsAreIntercepted(t *testing.T) {
 				t.Fatalf("POST %s: %d %s — session released without a second factor", p, res.StatusCode, body)
 			}
 		})
+	}
+}
+
+func TestLoginThreats(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t)
+	code, _ := e.enroll(t, "carol")
+	bobCode, _ := e.enroll(t, "bob")
+	c0 := code(0)
+
+	t.Run("50 concurrent logins with one code: exactly one passes", func(t *testing.T) {
+		var mu sync.Mutex
+		passed := 0
+		var wg sync.WaitGroup
+		for range 50 {
+			wg.Go(func() {
+				res, body := e.login(t, "/login", `{"user":"carol","password":"pw"}`, http.Header{"X-Totp-Code": {c0}})
+				if granted(res, body) {
+					mu.Lock()
+					passed++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		if passed != 1 {
+			t.Fatalf("%d of 50 logins passed with one code, want 1", passed)
+		}
+	})
+
+	t.Run("another user's code and challenge fail", func(t *testing.T) {
+		res, body := e.login(t, "/login", `{"user":"bob","password":"pw"}`, http.Header{"X-Totp-Code": {code(1)}})
+		if granted(res, body) {
+			t.Fatalf("carol's code let bob in: %s", body)
+		}
+		var p struct {
+			ChallengeID string `json:"challenge_id"`
+		}
+		json.Unmarshal([]byte(body), &p)
+		cc := code(1)
+		r, _ := e.c.CompleteChallengeWithResponse(context.Background(), gen.ChallengeRequest{ChallengeId: p.ChallengeID, Code: &cc})
+		if r.StatusCode() == 200 || strings.Contains(string(r.Body), "SESSION-") {
+			t.Fatalf("carol's code completed bob's challenge: %d", r.StatusCode())
+		}
+	})
+
+	t.Run("brute force locks, then a correct code is refused", func(t *testing.T) {
+		var last *http.Response
+		for range 6 {
+			last, _ = e.login(t, "/login", `{"user":"bob","password":"pw"}`, http.Header{"X-Totp-Code": {"000000"}})
+		}
+		if last.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("after 6 wrong codes: %d, want 429", last.StatusCode)
+		}
+		res, body := e.login(t, "/login", `{"user":"bob","password":"pw"}`, http.Header{"X-Totp-Code": {bobCode(1)}})
+		if granted(res, body) || res.StatusCode != http.StatusTooManyRequests {
+			t.Fatalf("correct code while locked: %d %s", res.StatusCode, body)
+		}
+	})
+}
+
+// With the keyring gone, an enrolled user's login is refused with 503 and
+// no session, while pass-through traffic keeps flowing.
+func TestLoginFailsClosedWhenKeysAreUnavailable(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t)
+	code, _ := e.enroll(t, "dave")
+	if err := os.Remove(filepath.Join(e.s.cmd.Dir, "totpgate-keyring.json")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // the keyring re-checks its file at most once a second
+	res, body := e.login(t, "/login", `{"user":"dave","password":"pw"}`, http.Header{"X-Totp-Code": {code(0)}})
+	if res.StatusCode != http.StatusServiceUnavailable || granted(res, body) || !strings.Contains(body, "mfa_unavailable") {
+		t.Fatalf("login with keys unavailable: %d %s", res.StatusCode, body)
+	}
+	if code, body := get(t, e.s.main+"/page"); code != 200 || body != "page" {
+		t.Fatalf("pass-through while keys unavailable: %d %q", code, body)
 	}
 }

@@ -17,7 +17,7 @@ run: ## Run the sidecar with embedded defaults in front of http://127.0.0.1:3000
 
 .PHONY: test-deps
 test-deps: ## Install the outside tools the tests use (Debian packages), if missing.
-	@command -v oathtool >/dev/null || { echo "installing oathtool (TOTP cross-check)"; apt-get update -qq && apt-get install -y -qq oathtool >/dev/null; }
+	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null || { echo "installing oathtool and zbar-tools (TOTP and QR cross-checks)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools >/dev/null; }
 
 .PHONY: test
 test: test-deps ## Run every test (race detector, shuffled).

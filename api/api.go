@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/identity"
 	"github.com/totpgate/totpgate/mfa"
@@ -57,6 +58,9 @@ type Deps struct {
 	Challenges      Challenges
 	ChallengeConfig mfa.ChallengeConfig
 	Release         func(http.ResponseWriter, mfa.HeldAnswer)
+	// Audit records security events; ClientIP attributes them.
+	Audit    audit.Recorder
+	ClientIP func(*http.Request) string
 }
 
 // API implements gen.StrictServerInterface.
@@ -72,6 +76,8 @@ type API struct {
 	challenges   Challenges
 	challengeCfg mfa.ChallengeConfig
 	release      func(http.ResponseWriter, mfa.HeldAnswer)
+	audit        audit.Recorder
+	clientIP     func(*http.Request) string
 }
 
 // New builds the API.
@@ -86,6 +92,12 @@ func New(d Deps) (*API, error) {
 	if len(d.Spec) == 0 {
 		errs = append(errs, errors.New("api: spec is required"))
 	}
+	if d.Audit == nil || d.ClientIP == nil {
+		errs = append(errs, errors.New("api: audit recorder and client IP function are required"))
+	}
+	if d.Challenges != nil && d.Release == nil {
+		errs = append(errs, errors.New("api: challenges need a release function"))
+	}
 	if d.MFA == nil || d.Identify == nil {
 		errs = append(errs, errors.New("api: MFA service and identity lookup are required"))
 	}
@@ -93,13 +105,14 @@ func New(d Deps) (*API, error) {
 		return nil, err
 	}
 	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec, mfa: d.MFA, identify: d.Identify, required: d.Required,
-		challenges: d.Challenges, challengeCfg: d.ChallengeConfig, release: d.Release}, nil
+		challenges: d.Challenges, challengeCfg: d.ChallengeConfig, release: d.Release,
+		audit: d.Audit, clientIP: d.ClientIP}, nil
 }
 
 // Handler serves every operation of the spec through the strict wrapper,
 // with error handlers that answer problem+json instead of echoing Go errors.
 func (a *API) Handler() http.Handler {
-	strict := gen.NewStrictHandlerWithOptions(a, []gen.StrictMiddlewareFunc{a.identifyCaller}, gen.StrictHTTPServerOptions{
+	strict := gen.NewStrictHandlerWithOptions(a, []gen.StrictMiddlewareFunc{a.identifyCaller, a.requestMeta}, gen.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			problem.Write(w, r, problem.New(http.StatusBadRequest, "bad_request", "The request body could not be read as the operation expects."))
 		},
@@ -143,3 +156,23 @@ func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 var _ gen.StrictServerInterface = (*API)(nil)
+
+// meta is what an audit event needs to know of the request.
+type meta struct{ clientIP, requestID, operation string }
+
+type metaKey struct{}
+
+// requestMeta is listed last, so it wraps outermost and identifyCaller
+// and the handlers see it.
+func (a *API) requestMeta(f gen.StrictHandlerFunc, operationID string) gen.StrictHandlerFunc {
+	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
+		m := meta{clientIP: a.clientIP(r), requestID: problem.RequestID(r), operation: operationID}
+		return f(context.WithValue(ctx, metaKey{}, m), w, r, req)
+	}
+}
+
+// record writes one audit event for the request in ctx.
+func (a *API) record(ctx context.Context, name, user, outcome string) {
+	m, _ := ctx.Value(metaKey{}).(meta)
+	a.audit.Record(ctx, audit.Event{Name: name, UserID: user, ClientIP: m.clientIP, Route: m.operation, Outcome: outcome, RequestID: m.requestID})
+}

@@ -5,13 +5,14 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/mfa"
 )
 
 // Challenges is what the challenge endpoint needs of the mfa service.
 type Challenges interface {
-	CompleteChallenge(ctx context.Context, token, code string, cc mfa.ChallengeConfig) (mfa.HeldAnswer, mfa.Method, error)
+	CompleteChallenge(ctx context.Context, token, code string, cc mfa.ChallengeConfig) (mfa.HeldAnswer, mfa.Method, string, error)
 }
 
 // heldAnswer replays the app's login answer as the app gave it; the spec
@@ -35,7 +36,15 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 		// Codeless release belongs to in-login enrollment, not served yet.
 		return nil, &outcome{status: http.StatusBadRequest, code: "validation_failed", detail: "code is required."}
 	}
-	answer, _, err := a.challenges.CompleteChallenge(ctx, req.Body.ChallengeId, *req.Body.Code, a.challengeCfg)
+	answer, method, user, err := a.challenges.CompleteChallenge(ctx, req.Body.ChallengeId, *req.Body.Code, a.challengeCfg)
+	if err != nil {
+		a.record(ctx, audit.LoginFailed, user, outcomeName(err))
+	} else {
+		a.record(ctx, audit.LoginPassed, user, string(method))
+		if method == mfa.MethodRecovery {
+			a.record(ctx, audit.RecoveryCodeUsed, user, "challenge")
+		}
+	}
 	if errors.Is(err, mfa.ErrChallengeNotFound) {
 		return nil, &outcome{status: http.StatusNotFound, code: "challenge_not_found", detail: "This login challenge is unknown, expired or already used. Log in again."}
 	}

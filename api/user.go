@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/identity"
 	"github.com/totpgate/totpgate/mfa"
@@ -109,6 +110,7 @@ func (a *API) StartEnrollment(ctx context.Context, _ gen.StartEnrollmentRequestO
 	if err != nil {
 		return nil, mfaOutcome(err)
 	}
+	a.record(ctx, audit.EnrollStarted, who.UserID, "ok")
 	return gen.StartEnrollment201JSONResponse{EnrollmentStartedJSONResponse: gen.EnrollmentStartedJSONResponse{
 		Body: gen.EnrollmentStart{
 			Secret: en.Secret, OtpauthUri: en.URI, QrPng: en.QRPNG,
@@ -119,25 +121,34 @@ func (a *API) StartEnrollment(ctx context.Context, _ gen.StartEnrollmentRequestO
 }
 
 func (a *API) ConfirmEnrollment(ctx context.Context, req gen.ConfirmEnrollmentRequestObject) (gen.ConfirmEnrollmentResponseObject, error) {
-	codes, err := a.mfa.ConfirmEnrollment(ctx, caller(ctx).UserID, req.Body.Code)
+	user := caller(ctx).UserID
+	codes, err := a.mfa.ConfirmEnrollment(ctx, user, req.Body.Code)
 	if err != nil {
+		a.record(ctx, audit.EnrollFailed, user, outcomeName(err))
 		return nil, mfaOutcome(err)
 	}
+	a.record(ctx, audit.EnrollConfirmed, user, "ok")
 	return gen.ConfirmEnrollment200JSONResponse{RecoveryCodesIssuedJSONResponse: recoveryCodes(codes)}, nil
 }
 
 func (a *API) DisableMfa(ctx context.Context, req gen.DisableMfaRequestObject) (gen.DisableMfaResponseObject, error) {
-	if err := a.mfa.Disable(ctx, caller(ctx).UserID, req.Body.Code); err != nil {
+	user := caller(ctx).UserID
+	if err := a.mfa.Disable(ctx, user, req.Body.Code); err != nil {
+		a.record(ctx, audit.Disabled, user, outcomeName(err))
 		return nil, mfaOutcome(err)
 	}
+	a.record(ctx, audit.Disabled, user, "ok")
 	return gen.DisableMfa204Response{}, nil
 }
 
 func (a *API) RegenerateRecoveryCodes(ctx context.Context, req gen.RegenerateRecoveryCodesRequestObject) (gen.RegenerateRecoveryCodesResponseObject, error) {
-	codes, err := a.mfa.RegenerateRecoveryCodes(ctx, caller(ctx).UserID, req.Body.Code)
+	user := caller(ctx).UserID
+	codes, err := a.mfa.RegenerateRecoveryCodes(ctx, user, req.Body.Code)
 	if err != nil {
+		a.record(ctx, audit.RecoveryRegenerated, user, outcomeName(err))
 		return nil, mfaOutcome(err)
 	}
+	a.record(ctx, audit.RecoveryRegenerated, user, "ok")
 	return gen.RegenerateRecoveryCodes200JSONResponse{RecoveryCodesIssuedJSONResponse: recoveryCodes(codes)}, nil
 }
 
@@ -185,7 +196,7 @@ func (a *API) AdminResetUser(ctx context.Context, req gen.AdminResetUserRequestO
 	} else if err != nil {
 		return nil, mfaOutcome(err)
 	}
-	a.log.InfoContext(ctx, "audit", "event", "admin_reset", "user_id", req.UserId, "outcome", "ok")
+	a.record(ctx, audit.AdminReset, req.UserId, "ok")
 	return gen.AdminResetUser204Response{}, nil
 }
 
@@ -195,8 +206,26 @@ func (a *API) AdminUnlockUser(ctx context.Context, req gen.AdminUnlockUserReques
 	} else if err != nil {
 		return nil, mfaOutcome(err)
 	}
-	a.log.InfoContext(ctx, "audit", "event", "admin_unlock", "user_id", req.UserId, "outcome", "ok")
+	a.record(ctx, audit.AdminUnlock, req.UserId, "ok")
 	return gen.AdminUnlockUser204Response{}, nil
+}
+
+// outcomeName names a refusal for the audit log, bounded and code-free.
+func outcomeName(err error) string {
+	var ce *mfa.CodeError
+	switch {
+	case errors.As(err, &ce) && ce.Locked:
+		return "locked"
+	case errors.As(err, &ce) && ce.Replay:
+		return "replay_refused"
+	case errors.Is(err, mfa.ErrInvalidCode):
+		return "invalid_code"
+	case errors.Is(err, mfa.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, mfa.ErrChallengeNotFound):
+		return "challenge_not_found"
+	}
+	return "refused"
 }
 
 func userNotFound() error {

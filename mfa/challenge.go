@@ -68,7 +68,14 @@ func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer,
 // CompleteChallenge checks code for the challenge's user and, on success,
 // releases the held answer exactly once. A wrong code counts against both
 // the user (lockout) and the challenge (it dies after MaxAttempts).
-func (s *Service) CompleteChallenge(ctx context.Context, token, code string, cc ChallengeConfig) (HeldAnswer, Method, error) {
+// It also returns the challenge's user ("" when the challenge is unknown),
+// for the audit log.
+func (s *Service) CompleteChallenge(ctx context.Context, token, code string, cc ChallengeConfig) (_ HeldAnswer, _ Method, user string, err error) {
+	answer, method, err := s.completeChallenge(ctx, token, code, cc, &user)
+	return answer, method, user, err
+}
+
+func (s *Service) completeChallenge(ctx context.Context, token, code string, cc ChallengeConfig, user *string) (HeldAnswer, Method, error) {
 	if len(token) != 43 {
 		return HeldAnswer{}, "", ErrChallengeNotFound
 	}
@@ -80,6 +87,7 @@ func (s *Service) CompleteChallenge(ctx context.Context, token, code string, cc 
 	if err != nil {
 		return HeldAnswer{}, "", unavailable("get challenge", err)
 	}
+	*user = ch.UserID
 	method, err := s.Verify(ctx, ch.UserID, code)
 	if err != nil {
 		var ce *CodeError

@@ -74,7 +74,7 @@ func New(o Options) (*Front, error) {
 		proxy:  newReverseProxy(o.Upstream, o.PreserveHost, peers, o.Transport, o.Logger),
 	}
 	if o.Login != nil {
-		g, err := newLoginGate(*o.Login, f.proxy, o.Logger)
+		g, err := newLoginGate(*o.Login, f.proxy, peers, o.Logger)
 		if err != nil {
 			return nil, err
 		}

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/identity"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
@@ -41,23 +42,25 @@ type LoginOptions struct {
 	ChallengeURL                string
 	MFA                         SecondFactor
 	MaxBodyBytes                int64 // of the login request and of the app's answer
+	Audit                       audit.Recorder
 }
 
 type loginGate struct {
 	opts  LoginOptions
 	paths map[string]bool
 	proxy http.Handler
+	peers Peers
 	log   *slog.Logger
 }
 
-func newLoginGate(o LoginOptions, proxy http.Handler, log *slog.Logger) (*loginGate, error) {
-	if o.MFA == nil || o.CodeField == "" || o.CodeHeader == "" || o.MaxBodyBytes <= 0 || o.Challenge.TTL <= 0 || o.Challenge.MaxAttempts <= 0 {
+func newLoginGate(o LoginOptions, proxy http.Handler, peers Peers, log *slog.Logger) (*loginGate, error) {
+	if o.MFA == nil || o.Audit == nil || o.CodeField == "" || o.CodeHeader == "" || o.MaxBodyBytes <= 0 || o.Challenge.TTL <= 0 || o.Challenge.MaxAttempts <= 0 {
 		return nil, errors.New("proxy: login interception needs the MFA service, code header and field, limits and challenge settings")
 	}
 	if o.UserIDPointer == "" && o.UserIDHeader == "" {
 		return nil, errors.New("proxy: login interception needs a user id pointer or header")
 	}
-	g := &loginGate{opts: o, paths: map[string]bool{}, proxy: proxy, log: log}
+	g := &loginGate{opts: o, paths: map[string]bool{}, proxy: proxy, peers: peers, log: log}
 	for _, p := range o.Paths {
 		g.paths[NormalizePath(p)] = true
 	}
@@ -117,30 +120,50 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user := g.userID(answer)
+	event := func(name, outcome string) {
+		g.opts.Audit.Record(r.Context(), audit.Event{Name: name, UserID: user, ClientIP: g.peers.ClientIP(r).String(),
+			Route: NormalizePath(r.URL.Path), Outcome: outcome, RequestID: problem.RequestID(r)})
+	}
 	if user == "" {
+		event(audit.LoginError, "no_user_id")
 		g.log.ErrorContext(r.Context(), "login answer accepted a login but names no user; refused (check login.user_id_pointer)", "request_id", problem.RequestID(r))
 		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked."))
 		return
 	}
 	enrolled, err := g.opts.MFA.Enrolled(r.Context(), user)
 	if err != nil {
+		event(audit.LoginError, "unavailable")
 		g.unavailable(w, r, err)
 		return
 	}
 	if !enrolled {
+		event(audit.LoginPassed, "no_mfa")
 		release(w, answer)
 		return
 	}
 	if code != "" {
-		_, err := g.opts.MFA.Verify(r.Context(), user, code)
+		method, err := g.opts.MFA.Verify(r.Context(), user, code)
 		if err == nil {
+			event(audit.LoginPassed, string(method))
+			if method == mfa.MethodRecovery {
+				event(audit.RecoveryCodeUsed, "login")
+			}
 			release(w, answer)
 			return
 		}
 		var ce *mfa.CodeError
 		if !errors.As(err, &ce) {
+			event(audit.LoginError, "unavailable")
 			g.unavailable(w, r, err)
 			return
+		}
+		switch {
+		case ce.Locked:
+			event(audit.LoginLocked, "refused")
+		case ce.Replay:
+			event(audit.LoginReplayRefused, "refused")
+		default:
+			event(audit.LoginFailed, "invalid_code")
 		}
 		if ce.Locked {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Until(ce.LockedUntil).Seconds()))))
@@ -150,8 +173,12 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ch, err := g.opts.MFA.HoldLogin(r.Context(), user, answer, g.opts.Challenge)
 	if err != nil {
+		event(audit.LoginError, "unavailable")
 		g.unavailable(w, r, err)
 		return
+	}
+	if code == "" {
+		event(audit.LoginMFARequired, "challenge_issued")
 	}
 	p := problem.New(http.StatusUnauthorized, "mfa_required", "Enter the code from your authenticator app to finish logging in.")
 	if code != "" {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/totpgate/totpgate"
 	"github.com/totpgate/totpgate/api"
+	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/config"
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/identity"
@@ -111,6 +112,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if err != nil {
 		return nil, err
 	}
+	peers := proxy.NewPeers(trusted)
 	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
 	a, err := api.New(api.Deps{
 		Logger:   log,
@@ -123,6 +125,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Challenges:      svc,
 		ChallengeConfig: challengeCfg,
 		Release:         proxy.ReleaseHeld,
+		Audit:           audit.NewLog(log),
+		ClientIP:        func(r *http.Request) string { return peers.ClientIP(r).String() },
 		Checks: []api.Check{
 			{Name: "upstream", Run: dialCheck(upstreamAddr, cfg.Upstream.DialTimeout)},
 			{Name: "store", Run: func(ctx context.Context) error { return quiet(st.Ping(ctx), "store not answering") }},
@@ -152,6 +156,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			ChallengeURL:  cfg.API.Prefix + "/challenge",
 			MFA:           svc,
 			MaxBodyBytes:  cfg.Login.MaxAnswerBytes,
+			Audit:         audit.NewLog(log),
 		},
 	})
 	if err != nil {
@@ -160,7 +165,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	return &app{
 		main:         front,
 		upstreamHost: upstreamAddr,
-		admin:        adminHandler(apiHandler, cfg.Admin, proxy.NewPeers(trusted)),
+		admin:        adminHandler(apiHandler, cfg.Admin, peers),
 		closers:      []func() error{func() error { transport.CloseIdleConnections(); return nil }},
 	}, nil
 }

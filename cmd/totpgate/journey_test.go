@@ -139,8 +139,13 @@ func TestEnrollmentJourneyThroughGeneratedClient(t *testing.T) {
 			t.Errorf("%s: %v, mode %v", f, err, fi.Mode().Perm())
 		}
 	}
-	// Nothing secret in the logs.
+	// Every security event is one audit line; nothing secret in the logs.
 	logs := s.logs.String()
+	for _, ev := range []string{"enroll_started", "enroll_confirmed", "recovery_regenerated", "mfa_disabled"} {
+		if !strings.Contains(logs, `"msg":"audit","audit_v":1,"event":"`+ev+`","user_id":"alice"`) {
+			t.Errorf("no audit event %s for alice in:\n%s", ev, logs)
+		}
+	}
 	for _, secretish := range append([]string{en.JSON201.Secret, code(0)}, recovery...) {
 		if strings.Contains(logs, secretish) {
 			t.Errorf("logs contain a secret or code")

@@ -179,6 +179,19 @@ func TestLoginOneCallAndTwoCalls(t *testing.T) {
 	if again.StatusCode() != 404 {
 		t.Fatalf("challenge used twice: %d %s", again.StatusCode(), again.Body)
 	}
+	logs := e.s.logs.String()
+	for _, ev := range []string{`"event":"login_passed","user_id":"alice","client_ip":"127.0.0.1","route":"/login","outcome":"totp"`,
+		`"event":"login_replay_refused","user_id":"alice"`, `"event":"recovery_code_used","user_id":"alice"`,
+		`"event":"login_mfa_required","user_id":"alice"`, `"event":"login_failed","user_id":"alice","client_ip":"127.0.0.1","route":"CompleteChallenge","outcome":"invalid_code"`} {
+		if !strings.Contains(logs, ev) {
+			t.Errorf("audit log lacks %s", ev)
+		}
+	}
+	for _, secret := range []string{c0, c1, recovery[0], p.ChallengeID} {
+		if strings.Contains(logs, secret) {
+			t.Error("logs contain a code, recovery code or challenge id")
+		}
+	}
 	e.app.mu.Lock()
 	defer e.app.mu.Unlock()
 	if e.app.sawCode {

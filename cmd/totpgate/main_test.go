@@ -73,7 +73,7 @@ func startSidecar(t *testing.T, env []string, args ...string) *sidecar {
 	cmd.Env = append([]string{"TOTPGATE_TEST_AS_MAIN=1", "TOTPGATE_TEST_ARGS=" + string(encoded), "HOME=" + cmd.Dir}, env...)
 	pr, pw := io.Pipe()
 	logs := &syncBuffer{}
-	cmd.Stderr = io.MultiWriter(pw, logs)
+	cmd.Stderr = io.MultiWriter(logs, pw) // logs first: a line is in logs before the scanner sees it
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

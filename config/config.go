@@ -46,8 +46,10 @@ type Upstream struct {
 
 // API is the sidecar's own user-facing API on the main listener.
 type API struct {
-	Prefix       string `yaml:"prefix" doc:"Path prefix of the user API (enrollment, status, challenge). Requests under it never reach the app."`
-	MaxBodyBytes int64  `yaml:"max_body_bytes" doc:"Largest request body the user API accepts."`
+	Prefix       string  `yaml:"prefix" doc:"Path prefix of the user API (enrollment, status, challenge). Requests under it never reach the app."`
+	MaxBodyBytes int64   `yaml:"max_body_bytes" doc:"Largest request body the user API accepts."`
+	RatePerSec   float64 `yaml:"rate_per_second" doc:"Requests per second each client IP may make to the user API (challenges included)."`
+	RateBurst    int     `yaml:"rate_burst" doc:"Burst of requests a client IP may make above rate_per_second."`
 }
 
 // Admin is the admin API on the admin listener.
@@ -217,7 +219,7 @@ func Default() Config {
 			IdleConnTimeout:       90 * time.Second,
 			MaxIdleConns:          256,
 		},
-		API: API{Prefix: "/mfa", MaxBodyBytes: 64 << 10},
+		API: API{Prefix: "/mfa", MaxBodyBytes: 64 << 10, RatePerSec: 5, RateBurst: 30},
 		Identity: Identity{
 			IntrospectPath: "/api/me",
 			ForwardHeaders: []string{"Cookie", "Authorization"},
@@ -323,6 +325,9 @@ func (a API) Validate() error {
 	}
 	if a.MaxBodyBytes < 1024 {
 		errs = append(errs, errors.New("api.max_body_bytes: must be at least 1024"))
+	}
+	if a.RatePerSec <= 0 || a.RateBurst < 1 {
+		errs = append(errs, errors.New("api.rate_per_second and api.rate_burst: must be positive"))
 	}
 	return errors.Join(errs...)
 }

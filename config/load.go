@@ -83,6 +83,12 @@ func (f Field) Set(s string) error {
 			return fmt.Errorf("want true or false, got %q", s)
 		}
 		f.value.SetBool(b)
+	case float64:
+		x, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("want a number, got %q", s)
+		}
+		f.value.SetFloat(x)
 	case int, int64:
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {

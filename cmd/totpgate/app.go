@@ -144,7 +144,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Transport:      transport,
 		TrustedProxies: trusted,
 		APIPrefix:      cfg.API.Prefix,
-		API:            apiHandler,
+		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, time.Now).Wrap(apiHandler),
 		Logger:         log,
 		Login: &proxy.LoginOptions{
 			Paths:         cfg.Login.Paths,

@@ -13,6 +13,8 @@ import (
 // Challenges is what the challenge endpoint needs of the mfa service.
 type Challenges interface {
 	CompleteChallenge(ctx context.Context, token, code string, cc mfa.ChallengeConfig) (mfa.HeldAnswer, mfa.Method, string, error)
+	StartChallengeEnrollment(ctx context.Context, token string) (mfa.Enrollment, string, error)
+	ConfirmChallengeEnrollment(ctx context.Context, token, code string, cc mfa.ChallengeConfig) ([]string, string, error)
 }
 
 // heldAnswer replays the app's login answer as the app gave it; the spec
@@ -32,11 +34,14 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 	if a.challenges == nil {
 		return nil, ErrNotImplemented
 	}
-	if req.Body.Code == nil {
-		// Codeless release belongs to in-login enrollment, not served yet.
-		return nil, &outcome{status: http.StatusBadRequest, code: "validation_failed", detail: "code is required."}
+	code := ""
+	if req.Body.Code != nil {
+		code = *req.Body.Code
 	}
-	answer, method, user, err := a.challenges.CompleteChallenge(ctx, req.Body.ChallengeId, *req.Body.Code, a.challengeCfg)
+	answer, method, user, err := a.challenges.CompleteChallenge(ctx, req.Body.ChallengeId, code, a.challengeCfg)
+	if errors.Is(err, mfa.ErrCodeRequired) {
+		return nil, &outcome{status: http.StatusBadRequest, code: "validation_failed", detail: "code is required for this challenge."}
+	}
 	if err != nil {
 		a.record(ctx, audit.LoginFailed, user, outcomeName(err))
 	} else {
@@ -56,4 +61,39 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 		return nil, mfaOutcome(err)
 	}
 	return heldAnswer{answer: answer, release: a.release}, nil
+}
+
+// StartChallengeEnrollment lets a user who must have MFA set it up inside
+// the login (required policy).
+func (a *API) StartChallengeEnrollment(ctx context.Context, req gen.StartChallengeEnrollmentRequestObject) (gen.StartChallengeEnrollmentResponseObject, error) {
+	en, user, err := a.challenges.StartChallengeEnrollment(ctx, req.Body.ChallengeId)
+	if err != nil {
+		return nil, challengeOutcome(err)
+	}
+	a.record(ctx, audit.EnrollStarted, user, "in_login")
+	return gen.StartChallengeEnrollment201JSONResponse{EnrollmentStartedJSONResponse: enrollmentStarted(en)}, nil
+}
+
+// ConfirmChallengeEnrollment turns MFA on inside the login and answers the
+// recovery codes; the client then releases the login with the challenge id alone.
+func (a *API) ConfirmChallengeEnrollment(ctx context.Context, req gen.ConfirmChallengeEnrollmentRequestObject) (gen.ConfirmChallengeEnrollmentResponseObject, error) {
+	codes, user, err := a.challenges.ConfirmChallengeEnrollment(ctx, req.Body.ChallengeId, req.Body.Code, a.challengeCfg)
+	if err != nil {
+		a.record(ctx, audit.EnrollFailed, user, outcomeName(err))
+		var ce *mfa.CodeError
+		if errors.As(err, &ce) && !ce.Locked {
+			return nil, &outcome{status: http.StatusUnauthorized, code: "mfa_invalid", detail: "The code is not valid. Check the time on your device and try again."}
+		}
+		return nil, challengeOutcome(err)
+	}
+	a.record(ctx, audit.EnrollConfirmed, user, "in_login")
+	return gen.ConfirmChallengeEnrollment200JSONResponse{RecoveryCodesIssuedJSONResponse: recoveryCodes(codes)}, nil
+}
+
+func challengeOutcome(err error) error {
+	switch {
+	case errors.Is(err, mfa.ErrChallengeNotFound), errors.Is(err, mfa.ErrNotEnrollChallenge):
+		return &outcome{status: http.StatusNotFound, code: "challenge_not_found", detail: "This login challenge is unknown, expired or already used. Log in again."}
+	}
+	return mfaOutcome(err)
 }

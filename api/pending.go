@@ -9,14 +9,6 @@ import (
 // The operations below are in the contract but come with the second-factor,
 // Vault and rewrap work; until then they answer 501 not_implemented.
 
-func (a *API) StartChallengeEnrollment(context.Context, gen.StartChallengeEnrollmentRequestObject) (gen.StartChallengeEnrollmentResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
-func (a *API) ConfirmChallengeEnrollment(context.Context, gen.ConfirmChallengeEnrollmentRequestObject) (gen.ConfirmChallengeEnrollmentResponseObject, error) {
-	return nil, ErrNotImplemented
-}
-
 func (a *API) AdminKeyStatus(context.Context, gen.AdminKeyStatusRequestObject) (gen.AdminKeyStatusResponseObject, error) {
 	return nil, ErrNotImplemented
 }

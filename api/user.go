@@ -111,13 +111,18 @@ func (a *API) StartEnrollment(ctx context.Context, _ gen.StartEnrollmentRequestO
 		return nil, mfaOutcome(err)
 	}
 	a.record(ctx, audit.EnrollStarted, who.UserID, "ok")
-	return gen.StartEnrollment201JSONResponse{EnrollmentStartedJSONResponse: gen.EnrollmentStartedJSONResponse{
+	return gen.StartEnrollment201JSONResponse{EnrollmentStartedJSONResponse: enrollmentStarted(en)}, nil
+}
+
+// enrollmentStarted is the one answer that carries a secret; never cached.
+func enrollmentStarted(en mfa.Enrollment) gen.EnrollmentStartedJSONResponse {
+	return gen.EnrollmentStartedJSONResponse{
 		Body: gen.EnrollmentStart{
 			Secret: en.Secret, OtpauthUri: en.URI, QrPng: en.QRPNG,
 			Totp: totpParams(en.Params), ExpiresAt: en.ExpiresAt,
 		},
 		Headers: gen.EnrollmentStartedResponseHeaders{CacheControl: "no-store"},
-	}}, nil
+	}
 }
 
 func (a *API) ConfirmEnrollment(ctx context.Context, req gen.ConfirmEnrollmentRequestObject) (gen.ConfirmEnrollmentResponseObject, error) {

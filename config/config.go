@@ -73,6 +73,7 @@ type Login struct {
 	CodeField         string        `yaml:"code_field" doc:"JSON body, form or query field that may carry the code; removed before the app sees it."`
 	UserIDPointer     string        `yaml:"user_id_pointer" doc:"JSON pointer to the user id in the app's successful login answer."`
 	UserIDHeader      string        `yaml:"user_id_header" doc:"Header of the app's login answer carrying the user id (checked before the pointer); empty: not used."`
+	RequiredPointer   string        `yaml:"required_pointer" doc:"JSON pointer to a boolean in the app's login answer that requires MFA for that user even under the optional policy; empty: not used."`
 	ChallengeTTL      time.Duration `yaml:"challenge_ttl" doc:"How long a held login waits for its second factor."`
 	ChallengeAttempts int           `yaml:"challenge_attempts" doc:"Wrong codes a login challenge survives."`
 	MaxAnswerBytes    int64         `yaml:"max_answer_bytes" doc:"Largest login request body and app login answer the gate holds in memory."`

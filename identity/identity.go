@@ -122,25 +122,9 @@ func ValidPointer(p string) error {
 // Lookup resolves an RFC 6901 pointer in a decoded JSON document (decoded
 // with UseNumber) and returns a string or number value as a string.
 func Lookup(doc any, pointer string) (string, bool) {
-	cur := doc
-	for tok := range strings.SplitSeq(strings.TrimPrefix(pointer, "/"), "/") {
-		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		switch v := cur.(type) {
-		case map[string]any:
-			next, ok := v[tok]
-			if !ok {
-				return "", false
-			}
-			cur = next
-		case []any:
-			n, err := strconv.Atoi(tok)
-			if err != nil || n < 0 || n >= len(v) {
-				return "", false
-			}
-			cur = v[n]
-		default:
-			return "", false
-		}
+	cur, ok := LookupValue(doc, pointer)
+	if !ok {
+		return "", false
 	}
 	switch v := cur.(type) {
 	case string:
@@ -149,4 +133,29 @@ func Lookup(doc any, pointer string) (string, bool) {
 		return v.String(), true
 	}
 	return "", false
+}
+
+// LookupValue resolves an RFC 6901 pointer and returns the value as decoded.
+func LookupValue(doc any, pointer string) (any, bool) {
+	cur := doc
+	for tok := range strings.SplitSeq(strings.TrimPrefix(pointer, "/"), "/") {
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		switch v := cur.(type) {
+		case map[string]any:
+			next, ok := v[tok]
+			if !ok {
+				return nil, false
+			}
+			cur = next
+		case []any:
+			n, err := strconv.Atoi(tok)
+			if err != nil || n < 0 || n >= len(v) {
+				return nil, false
+			}
+			cur = v[n]
+		default:
+			return nil, false
+		}
+	}
+	return cur, true
 }

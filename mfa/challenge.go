@@ -20,6 +20,13 @@ import (
 // cases are not told apart on purpose.
 var ErrChallengeNotFound = errors.New("mfa: challenge not found")
 
+// ErrCodeRequired: a challenge not yet satisfied by an in-login enrollment
+// needs a code.
+var ErrCodeRequired = errors.New("mfa: code required")
+
+// ErrNotEnrollChallenge: the challenge is not one that lets the user enroll.
+var ErrNotEnrollChallenge = errors.New("mfa: challenge does not allow enrollment")
+
 // HeldAnswer is the app's login answer, held until a second factor is given.
 type HeldAnswer struct {
 	Status int         `json:"status"`
@@ -43,7 +50,9 @@ type ChallengeConfig struct {
 // HoldLogin stores the app's answer for user, sealed under a key derived
 // from a fresh token that only the client receives: the database alone can
 // never release a login.
-func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer, cc ChallengeConfig) (Challenge, error) {
+// With enroll set, the user has no MFA yet and must enroll inside the login
+// (required policy) before the answer is released.
+func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer, cc ChallengeConfig, enroll bool) (Challenge, error) {
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return Challenge{}, unavailable("challenge token", err)
@@ -58,7 +67,7 @@ func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer,
 		return Challenge{}, err
 	}
 	now := s.now()
-	c := store.Challenge{IDHash: tokenHash(token), UserID: user, Sealed: sealed, CreatedAt: now, ExpiresAt: now.Add(cc.TTL)}
+	c := store.Challenge{IDHash: tokenHash(token), UserID: user, Sealed: sealed, Enroll: enroll, CreatedAt: now, ExpiresAt: now.Add(cc.TTL)}
 	if err := s.store.CreateChallenge(ctx, c); err != nil {
 		return Challenge{}, unavailable("create challenge", err)
 	}
@@ -88,6 +97,12 @@ func (s *Service) completeChallenge(ctx context.Context, token, code string, cc 
 		return HeldAnswer{}, "", unavailable("get challenge", err)
 	}
 	*user = ch.UserID
+	if code == "" {
+		if !ch.Satisfied {
+			return HeldAnswer{}, "", ErrCodeRequired
+		}
+		return s.spend(ctx, token, h, MethodTOTP)
+	}
 	method, err := s.Verify(ctx, ch.UserID, code)
 	if err != nil {
 		var ce *CodeError
@@ -100,6 +115,11 @@ func (s *Service) completeChallenge(ctx context.Context, token, code string, cc 
 		}
 		return HeldAnswer{}, "", err
 	}
+	return s.spend(ctx, token, h, method)
+}
+
+// spend deletes the challenge and opens its held answer, exactly once.
+func (s *Service) spend(ctx context.Context, token string, h []byte, method Method) (HeldAnswer, Method, error) {
 	spent, err := s.store.SpendChallenge(ctx, h, s.now())
 	if errors.Is(err, store.ErrNotFound) {
 		return HeldAnswer{}, "", ErrChallengeNotFound
@@ -152,4 +172,61 @@ func openWithToken(token string, sealed []byte) ([]byte, error) {
 		return nil, err
 	}
 	return aead.Open(nil, nil, sealed, nil)
+}
+
+// liveEnrollChallenge returns the user of a live challenge that allows
+// enrollment.
+func (s *Service) liveEnrollChallenge(ctx context.Context, token string) (store.Challenge, error) {
+	if len(token) != 43 {
+		return store.Challenge{}, ErrChallengeNotFound
+	}
+	ch, err := s.store.GetChallenge(ctx, tokenHash(token), s.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Challenge{}, ErrChallengeNotFound
+	}
+	if err != nil {
+		return store.Challenge{}, unavailable("get challenge", err)
+	}
+	if !ch.Enroll {
+		return store.Challenge{}, ErrNotEnrollChallenge
+	}
+	return ch, nil
+}
+
+// StartChallengeEnrollment starts enrollment for the user of a login held
+// under the required policy.
+// It also returns the user, for the audit log.
+func (s *Service) StartChallengeEnrollment(ctx context.Context, token string) (Enrollment, string, error) {
+	ch, err := s.liveEnrollChallenge(ctx, token)
+	if err != nil {
+		return Enrollment{}, "", err
+	}
+	en, err := s.StartEnrollment(ctx, ch.UserID, ch.UserID)
+	return en, ch.UserID, err
+}
+
+// ConfirmChallengeEnrollment confirms that enrollment with a code, returns
+// the recovery codes and marks the challenge satisfied, so the held login
+// can then be released without another code. A wrong code counts against
+// the challenge.
+func (s *Service) ConfirmChallengeEnrollment(ctx context.Context, token, code string, cc ChallengeConfig) ([]string, string, error) {
+	ch, err := s.liveEnrollChallenge(ctx, token)
+	if err != nil {
+		return nil, "", err
+	}
+	codes, err := s.ConfirmEnrollment(ctx, ch.UserID, code)
+	if err != nil {
+		if errors.Is(err, ErrInvalidCode) {
+			if _, ferr := s.store.FailChallenge(ctx, ch.IDHash, cc.MaxAttempts); ferr != nil {
+				return nil, ch.UserID, unavailable("fail challenge", ferr)
+			}
+		}
+		return nil, ch.UserID, err
+	}
+	if err := s.store.SatisfyChallenge(ctx, ch.IDHash, s.now()); err != nil {
+		// MFA is on either way, so the codes must reach the user; the login
+		// itself then has to be repeated (the release answers not found).
+		return codes, ch.UserID, nil
+	}
+	return codes, ch.UserID, nil
 }

@@ -25,7 +25,7 @@ import (
 type SecondFactor interface {
 	Enrolled(ctx context.Context, user string) (bool, error)
 	Verify(ctx context.Context, user, code string) (mfa.Method, error)
-	HoldLogin(ctx context.Context, user string, a mfa.HeldAnswer, cc mfa.ChallengeConfig) (mfa.Challenge, error)
+	HoldLogin(ctx context.Context, user string, a mfa.HeldAnswer, cc mfa.ChallengeConfig, enroll bool) (mfa.Challenge, error)
 }
 
 // LoginOptions configures login interception.
@@ -43,6 +43,11 @@ type LoginOptions struct {
 	MFA                         SecondFactor
 	MaxBodyBytes                int64 // of the login request and of the app's answer
 	Audit                       audit.Recorder
+	// Required: every user must have MFA; one without must enroll inside
+	// the login. RequiredPointer names a boolean in the app's login answer
+	// that requires it for that user alone.
+	Required        bool
+	RequiredPointer string
 }
 
 type loginGate struct {
@@ -137,8 +142,20 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !enrolled {
-		event(audit.LoginPassed, "no_mfa")
-		release(w, answer)
+		if !g.opts.Required && !g.requiredByApp(answer) {
+			event(audit.LoginPassed, "no_mfa")
+			release(w, answer)
+			return
+		}
+		ch, err := g.opts.MFA.HoldLogin(r.Context(), user, answer, g.opts.Challenge, true)
+		if err != nil {
+			event(audit.LoginError, "unavailable")
+			g.unavailable(w, r, err)
+			return
+		}
+		event(audit.LoginMFARequired, "enrollment_required")
+		g.challengeAnswer(w, r, ch, problem.New(http.StatusUnauthorized, "mfa_enrollment_required",
+			"Two-factor authentication is required. Set it up to finish logging in."), g.opts.ChallengeURL+"/enroll")
 		return
 	}
 	if code != "" {
@@ -171,7 +188,7 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ch, err := g.opts.MFA.HoldLogin(r.Context(), user, answer, g.opts.Challenge)
+	ch, err := g.opts.MFA.HoldLogin(r.Context(), user, answer, g.opts.Challenge, false)
 	if err != nil {
 		event(audit.LoginError, "unavailable")
 		g.unavailable(w, r, err)
@@ -184,14 +201,34 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if code != "" {
 		p = problem.New(http.StatusUnauthorized, "mfa_invalid", "The code is not valid. Check the time on your device and try again.")
 	}
+	g.challengeAnswer(w, r, ch, p, g.opts.ChallengeURL)
+}
+
+// challengeAnswer is the 401 that holds a login: the challenge id in
+// WWW-Authenticate and in the problem body.
+func (g *loginGate) challengeAnswer(w http.ResponseWriter, r *http.Request, ch mfa.Challenge, p problem.Details, next string) {
 	w.Header().Set("WWW-Authenticate", `TOTP realm="totpgate", challenge="`+ch.Token+`"`)
 	problem.WriteExtended(w, r, p, map[string]any{
 		"challenge_id":       ch.Token,
-		"challenge_url":      g.opts.ChallengeURL,
+		"challenge_url":      next,
 		"expires_at":         ch.ExpiresAt.UTC().Format(time.RFC3339),
 		"attempts_remaining": ch.Attempts,
 		"methods":            []string{"totp", "recovery_code"},
 	})
+}
+
+// requiredByApp reads the per-user "required" flag from the login answer.
+func (g *loginGate) requiredByApp(a mfa.HeldAnswer) bool {
+	if g.opts.RequiredPointer == "" {
+		return false
+	}
+	var doc any
+	dec := json.NewDecoder(bytes.NewReader(a.Body))
+	if dec.Decode(&doc) != nil {
+		return false
+	}
+	v, _ := identity.LookupValue(doc, g.opts.RequiredPointer)
+	return v == true
 }
 
 func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err error) {

@@ -290,3 +290,54 @@ func TestLoginFailsClosedWhenKeysAreUnavailable(t *testing.T) {
 		t.Fatalf("pass-through while keys unavailable: %d %q", code, body)
 	}
 }
+
+// Under the required policy a user without MFA enrolls inside the login,
+// gets recovery codes and is then let in.
+func TestRequiredPolicyEnrollsDuringLogin(t *testing.T) {
+	t.Parallel()
+	app := newLoginApp(t)
+	s := startSidecar(t, []string{"TOTPGATE_MFA_POLICY=required"}, "--upstream", app.URL)
+	e := &loginEnv{s: s, app: app}
+	c, err := gen.NewClientWithResponses(s.main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, body := e.login(t, "/login", `{"user":"newbie","password":"pw"}`, nil)
+	var p struct {
+		Code         string `json:"code"`
+		ChallengeID  string `json:"challenge_id"`
+		ChallengeURL string `json:"challenge_url"`
+	}
+	json.Unmarshal([]byte(body), &p)
+	if res.StatusCode != 401 || granted(res, body) || p.Code != "mfa_enrollment_required" || p.ChallengeURL != "/mfa/challenge/enroll" {
+		t.Fatalf("login without MFA under required policy: %d %s", res.StatusCode, body)
+	}
+	early, _ := c.CompleteChallengeWithResponse(ctx, gen.ChallengeRequest{ChallengeId: p.ChallengeID})
+	if early.StatusCode() != 400 || strings.Contains(string(early.Body), "SESSION-") {
+		t.Fatalf("release before enrolling: %d %s", early.StatusCode(), early.Body)
+	}
+	en, err := c.StartChallengeEnrollmentWithResponse(ctx, gen.ChallengeEnrollmentRequest{ChallengeId: p.ChallengeID})
+	if err != nil || en.JSON201 == nil {
+		t.Fatalf("start in-login enrollment: %d %s", en.StatusCode(), en.Body)
+	}
+	secret, _ := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.JSON201.Secret)
+	pp := totp.DefaultParams()
+	conf, err := c.ConfirmChallengeEnrollmentWithResponse(ctx, gen.ChallengeEnrollmentConfirmRequest{ChallengeId: p.ChallengeID, Code: totp.Code(secret, pp.Step(time.Now()), pp)})
+	if err != nil || conf.JSON200 == nil || len(conf.JSON200.RecoveryCodes) != 10 {
+		t.Fatalf("confirm in-login enrollment: %d %s", conf.StatusCode(), conf.Body)
+	}
+	done, _ := c.CompleteChallengeWithResponse(ctx, gen.ChallengeRequest{ChallengeId: p.ChallengeID})
+	if done.StatusCode() != 200 || !strings.Contains(string(done.Body), "SESSION-newbie") || len(done.HTTPResponse.Header.Values("Set-Cookie")) == 0 {
+		t.Fatalf("release after enrolling: %d %s", done.StatusCode(), done.Body)
+	}
+	again, _ := c.CompleteChallengeWithResponse(ctx, gen.ChallengeRequest{ChallengeId: p.ChallengeID})
+	if again.StatusCode() != 404 {
+		t.Fatalf("second release: %d", again.StatusCode())
+	}
+	// Now enrolled: the next login asks for a code.
+	res, body = e.login(t, "/login", `{"user":"newbie","password":"pw"}`, nil)
+	if res.StatusCode != 401 || !strings.Contains(body, `"mfa_required"`) {
+		t.Fatalf("next login: %d %s", res.StatusCode, body)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -150,5 +151,60 @@ func TestEnrollmentJourneyThroughGeneratedClient(t *testing.T) {
 		if strings.Contains(logs, secretish) {
 			t.Errorf("logs contain a secret or code")
 		}
+	}
+}
+
+// kill -9 between the steps of enrollment loses nothing and leaves no half
+// state: a pending enrollment survives to be confirmed, a confirmed one stays
+// active with all its recovery codes.
+func TestCrashBetweenEnrollmentSteps(t *testing.T) {
+	t.Parallel()
+	up := appWithSessions(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	alice := session("alice")
+	client := func(s *sidecar) *gen.ClientWithResponses {
+		c, err := gen.NewClientWithResponses(s.main)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	kill := func(s *sidecar) {
+		if err := s.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-s.exited
+	}
+
+	s := startSidecarIn(t, dir, nil, "--upstream", up.URL)
+	en, err := client(s).StartEnrollmentWithResponse(ctx, alice)
+	if err != nil || en.JSON201 == nil {
+		t.Fatalf("start: %s %v", en.Body, err)
+	}
+	kill(s)
+
+	s = startSidecarIn(t, dir, nil, "--upstream", up.URL)
+	st, _ := client(s).GetStatusWithResponse(ctx, alice)
+	if st.JSON200 == nil || st.JSON200.State != gen.MfaStatePending {
+		t.Fatalf("after kill -9 while pending: %s", st.Body)
+	}
+	secret, _ := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.JSON201.Secret)
+	p := totp.DefaultParams()
+	conf, _ := client(s).ConfirmEnrollmentWithResponse(ctx, gen.CodeRequest{Code: totp.Code(secret, p.Step(time.Now()), p)}, alice)
+	if conf.JSON200 == nil {
+		t.Fatalf("confirm after restart: %d %s", conf.StatusCode(), conf.Body)
+	}
+	kill(s)
+
+	s = startSidecarIn(t, dir, nil, "--upstream", up.URL)
+	st, _ = client(s).GetStatusWithResponse(ctx, alice)
+	if st.JSON200 == nil || st.JSON200.State != gen.MfaStateActive || st.JSON200.RecoveryCodesRemaining != 10 {
+		t.Fatalf("after kill -9 once active: %s", st.Body)
+	}
+	// A recovery code issued before the crash works after it.
+	dis, _ := client(s).DisableMfaWithResponse(ctx, gen.CodeRequest{Code: conf.JSON200.RecoveryCodes[0]}, alice)
+	if dis.StatusCode() != http.StatusNoContent {
+		t.Fatalf("recovery code after restart: %d %s", dis.StatusCode(), dis.Body)
 	}
 }

@@ -66,9 +66,16 @@ func (s *syncBuffer) String() string {
 // environment (only env is set) and waits until it says it started.
 func startSidecar(t *testing.T, env []string, args ...string) *sidecar {
 	t.Helper()
+	return startSidecarIn(t, t.TempDir(), env, args...)
+}
+
+// startSidecarIn is startSidecar with a given working directory, so a test
+// can restart a sidecar on the same state.
+func startSidecarIn(t *testing.T, dir string, env []string, args ...string) *sidecar {
+	t.Helper()
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, args...)
 	cmd := exec.Command(os.Args[0])
-	cmd.Dir = t.TempDir()
+	cmd.Dir = dir
 	encoded, _ := json.Marshal(args)
 	cmd.Env = append([]string{"TOTPGATE_TEST_AS_MAIN=1", "TOTPGATE_TEST_ARGS=" + string(encoded), "HOME=" + cmd.Dir}, env...)
 	pr, pw := io.Pipe()

@@ -37,6 +37,8 @@ type app struct {
 	main, admin  http.Handler
 	upstreamHost string
 	closers      []func() error
+	// background jobs run until the servers stop.
+	background []func(context.Context)
 }
 
 func (a *app) Close() error {
@@ -168,8 +170,30 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		main:         front,
 		upstreamHost: upstreamAddr,
 		admin:        adminHandler(apiHandler, cfg.Admin, peers),
-		closers:      []func() error{func() error { transport.CloseIdleConnections(); return nil }},
+		closers:      closers,
+		background:   []func(context.Context){sweepChallenges(st, log)},
 	}, nil
+}
+
+// sweepChallenges deletes expired login challenges once a minute; each
+// delete touches only expired rows, never a live challenge.
+func sweepChallenges(st store.Store, log *slog.Logger) func(context.Context) {
+	return func(ctx context.Context) {
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if n, err := st.DeleteExpiredChallenges(ctx, now); err != nil {
+					log.Warn("sweep expired challenges", slog.String("error", err.Error()))
+				} else if n > 0 {
+					log.Debug("swept expired challenges", slog.Int("count", n))
+				}
+			}
+		}
+	}
 }
 
 // quiet replaces a dependency's error with a fixed message fit for /readyz.

@@ -51,6 +51,13 @@ func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ls listen
 		return err
 	}
 	defer app.Close()
+	bgCtx, stopBackground := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	for _, job := range app.background {
+		bg.Go(func() { job(bgCtx) })
+	}
+	defer bg.Wait() // before app.Close: jobs use the store
+	defer stopBackground()
 
 	servers := []*http.Server{
 		newServer(cfg.Server, app.main, log),

@@ -72,6 +72,7 @@ type Login struct {
 	CodeHeader        string        `yaml:"code_header" doc:"Request header that may carry the TOTP or recovery code in the login call; removed before the app sees it."`
 	CodeField         string        `yaml:"code_field" doc:"JSON body, form or query field that may carry the code; removed before the app sees it."`
 	UserIDPointer     string        `yaml:"user_id_pointer" doc:"JSON pointer to the user id in the app's successful login answer."`
+	UserIDField       string        `yaml:"user_id_request_field" doc:"Login request field (JSON, form or query) holding the user id, used only when the answer names nobody. Only safe when user ids are the login names the app authenticates."`
 	UserIDHeader      string        `yaml:"user_id_header" doc:"Header of the app's login answer carrying the user id (checked before the pointer); empty: not used."`
 	RequiredPointer   string        `yaml:"required_pointer" doc:"JSON pointer to a boolean in the app's login answer that requires MFA for that user even under the optional policy; empty: not used."`
 	ChallengeTTL      time.Duration `yaml:"challenge_ttl" doc:"How long a held login waits for its second factor."`
@@ -90,8 +91,8 @@ func (l Login) Validate() error {
 	if l.CodeHeader == "" || l.CodeField == "" {
 		errs = append(errs, errors.New("login.code_header and login.code_field: must not be empty"))
 	}
-	if l.UserIDPointer == "" && l.UserIDHeader == "" {
-		errs = append(errs, errors.New("login: set user_id_pointer or user_id_header"))
+	if l.UserIDPointer == "" && l.UserIDHeader == "" && l.UserIDField == "" {
+		errs = append(errs, errors.New("login: set user_id_pointer, user_id_header or user_id_request_field"))
 	}
 	if l.UserIDPointer != "" && !strings.HasPrefix(l.UserIDPointer, "/") {
 		errs = append(errs, fmt.Errorf("login.user_id_pointer: %q must start with /", l.UserIDPointer))

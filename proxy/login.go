@@ -38,11 +38,17 @@ type LoginOptions struct {
 	// UserIDPointer (JSON pointer into the app's answer) and UserIDHeader
 	// (a header of the answer) say which user the app let in.
 	UserIDPointer, UserIDHeader string
-	Challenge                   mfa.ChallengeConfig
-	ChallengeURL                string
-	MFA                         SecondFactor
-	MaxBodyBytes                int64 // of the login request and of the app's answer
-	Audit                       audit.Recorder
+	// UserIDRequestField names a JSON/form/query field of the login request
+	// holding the user id, used only when the app's answer names nobody. It
+	// must be the field the app authenticates (the login name), and user ids
+	// must be login names: a field the app ignores would let a caller name
+	// any user.
+	UserIDRequestField string
+	Challenge          mfa.ChallengeConfig
+	ChallengeURL       string
+	MFA                SecondFactor
+	MaxBodyBytes       int64 // of the login request and of the app's answer
+	Audit              audit.Recorder
 	// Required: every user must have MFA; one without must enroll inside
 	// the login. RequiredPointer names a boolean in the app's login answer
 	// that requires it for that user alone.
@@ -62,7 +68,7 @@ func newLoginGate(o LoginOptions, proxy http.Handler, peers Peers, log *slog.Log
 	if o.MFA == nil || o.Audit == nil || o.CodeField == "" || o.CodeHeader == "" || o.MaxBodyBytes <= 0 || o.Challenge.TTL <= 0 || o.Challenge.MaxAttempts <= 0 {
 		return nil, errors.New("proxy: login interception needs the MFA service, code header and field, limits and challenge settings")
 	}
-	if o.UserIDPointer == "" && o.UserIDHeader == "" {
+	if o.UserIDPointer == "" && o.UserIDHeader == "" && o.UserIDRequestField == "" {
 		return nil, errors.New("proxy: login interception needs a user id pointer or header")
 	}
 	g := &loginGate{opts: o, paths: map[string]bool{}, proxy: proxy, peers: peers, log: log}
@@ -107,7 +113,7 @@ func (g *loginGate) matches(r *http.Request) bool {
 // ServeHTTP forwards the login to the app, holds its answer and releases it
 // only when the user has no MFA or gave a valid code.
 func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	code, err := g.takeCode(r)
+	code, requestUser, err := g.takeCode(r)
 	if err != nil {
 		problem.Write(w, r, problem.New(http.StatusRequestEntityTooLarge, "bad_request", "The login request body is too large."))
 		return
@@ -125,6 +131,9 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	user := g.userID(answer)
+	if user == "" {
+		user = requestUser
+	}
 	event := func(name, outcome string) {
 		g.opts.Audit.Record(r.Context(), audit.Event{Name: name, UserID: user, ClientIP: g.peers.ClientIP(r).String(),
 			Route: NormalizePath(r.URL.Path), Outcome: outcome, RequestID: problem.RequestID(r)})
@@ -238,8 +247,19 @@ func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err erro
 }
 
 // takeCode removes the code from the header, the query and a JSON or form
-// body, so the app never sees it, and returns it.
-func (g *loginGate) takeCode(r *http.Request) (string, error) {
+// body, so the app never sees it, and returns it with the user id request
+// field (left in place) when one is configured.
+func (g *loginGate) takeCode(r *http.Request) (code, user string, err error) {
+	code, user, err = g.takeCodeAndUser(r)
+	return code, strings.TrimSpace(user), err
+}
+
+func (g *loginGate) takeCodeAndUser(r *http.Request) (string, string, error) {
+	uf := g.opts.UserIDRequestField
+	user := ""
+	if uf != "" {
+		user = r.URL.Query().Get(uf)
+	}
 	code := r.Header.Get(g.opts.CodeHeader)
 	r.Header.Del(g.opts.CodeHeader)
 	if q := r.URL.Query(); q.Has(g.opts.CodeField) {
@@ -250,27 +270,30 @@ func (g *loginGate) takeCode(r *http.Request) (string, error) {
 		r.URL.RawQuery = q.Encode()
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return code, nil
+		return code, user, nil
 	}
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	isJSON := mt == "application/json" || strings.HasSuffix(mt, "+json")
 	isForm := mt == "application/x-www-form-urlencoded"
 	if !isJSON && !isForm {
-		return code, nil
+		return code, user, nil
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, g.opts.MaxBodyBytes+1))
 	r.Body.Close()
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	if int64(len(body)) > g.opts.MaxBodyBytes {
-		return "", errors.New("login body too large")
+		return "", "", errors.New("login body too large")
 	}
 	if isJSON {
 		var doc map[string]any
 		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.UseNumber()
 		if dec.Decode(&doc) == nil {
+			if v, ok := doc[uf].(string); ok && uf != "" {
+				user = v
+			}
 			if v, ok := doc[g.opts.CodeField]; ok {
 				if s, ok := v.(string); ok && code == "" {
 					code = s
@@ -279,7 +302,14 @@ func (g *loginGate) takeCode(r *http.Request) (string, error) {
 				body, _ = json.Marshal(doc)
 			}
 		}
-	} else if form, err := url.ParseQuery(string(body)); err == nil && form.Has(g.opts.CodeField) {
+	} else if form, err := url.ParseQuery(string(body)); err == nil {
+		if uf != "" && form.Has(uf) {
+			user = form.Get(uf)
+		}
+		if !form.Has(g.opts.CodeField) {
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			return code, user, nil
+		}
 		if code == "" {
 			code = form.Get(g.opts.CodeField)
 		}
@@ -289,7 +319,7 @@ func (g *loginGate) takeCode(r *http.Request) (string, error) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	return code, nil
+	return code, user, nil
 }
 
 // grantsSession: a 2xx answer, or a redirect that sets a cookie. Anything

@@ -40,7 +40,7 @@ func FuzzTakeCode(f *testing.F) {
 			return
 		}
 		r.Header.Set("Content-Type", contentType)
-		if _, err := g.takeCode(r); err != nil {
+		if _, _, err := g.takeCode(r); err != nil {
 			return
 		}
 		if r.URL.Query().Has("totp_code") {

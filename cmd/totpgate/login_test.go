@@ -46,7 +46,7 @@ func newLoginApp(t *testing.T) *loginApp {
 				return
 			}
 			json.NewEncoder(w).Encode(map[string]string{"id": c.Value})
-		case "/login":
+		case "/login", "/login-anon":
 			var creds struct{ User, Password string }
 			json.Unmarshal(body, &creds)
 			if creds.Password != "pw" {
@@ -55,6 +55,10 @@ func newLoginApp(t *testing.T) *loginApp {
 				return
 			}
 			http.SetCookie(w, &http.Cookie{Name: "session", Value: creds.User})
+			if p == "/login-anon" { // an app whose login answer names nobody
+				json.NewEncoder(w).Encode(map[string]any{"token": "SESSION-" + creds.User})
+				return
+			}
 			json.NewEncoder(w).Encode(map[string]any{"token": "SESSION-" + creds.User, "user": map[string]string{"id": creds.User}})
 		default:
 			io.WriteString(w, "page")
@@ -339,5 +343,24 @@ func TestRequiredPolicyEnrollsDuringLogin(t *testing.T) {
 	res, body = e.login(t, "/login", `{"user":"newbie","password":"pw"}`, nil)
 	if res.StatusCode != 401 || !strings.Contains(body, `"mfa_required"`) {
 		t.Fatalf("next login: %d %s", res.StatusCode, body)
+	}
+}
+
+// An app whose login answer names nobody: the user comes from the login
+// request's own field, and the answer is still held.
+func TestUserIDFromRequestField(t *testing.T) {
+	t.Parallel()
+	app := newLoginApp(t)
+	s := startSidecar(t, []string{"TOTPGATE_LOGIN_PATHS=/login,/login-anon", "TOTPGATE_LOGIN_USER_ID_REQUEST_FIELD=user"}, "--upstream", app.URL)
+	c, _ := gen.NewClientWithResponses(s.main)
+	e := &loginEnv{s: s, app: app, c: c}
+	code, _ := e.enroll(t, "erin")
+	res, body := e.login(t, "/login-anon", `{"user":"erin","password":"pw"}`, nil)
+	if res.StatusCode != 401 || granted(res, body) || !strings.Contains(body, `"mfa_required"`) {
+		t.Fatalf("anonymous login answer for an enrolled user: %d %s", res.StatusCode, body)
+	}
+	res, body = e.login(t, "/login-anon", `{"user":"erin","password":"pw"}`, http.Header{"X-Totp-Code": {code(0)}})
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("with a code: %d %s", res.StatusCode, body)
 	}
 }

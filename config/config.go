@@ -75,6 +75,7 @@ type Login struct {
 	UserIDField       string        `yaml:"user_id_request_field" doc:"Login request field (JSON, form or query) holding the user id, used only when the answer names nobody. Only safe when user ids are the login names the app authenticates."`
 	UserIDHeader      string        `yaml:"user_id_header" doc:"Header of the app's login answer carrying the user id (checked before the pointer); empty: not used."`
 	RequiredPointer   string        `yaml:"required_pointer" doc:"JSON pointer to a boolean in the app's login answer that requires MFA for that user even under the optional policy; empty: not used."`
+	RevokePath        string        `yaml:"revoke_path" doc:"App path (e.g. /logout) POSTed with the cookies of a login answer that will never be released (user locked, challenge out of attempts); empty: off."`
 	ChallengeTTL      time.Duration `yaml:"challenge_ttl" doc:"How long a held login waits for its second factor."`
 	ChallengeAttempts int           `yaml:"challenge_attempts" doc:"Wrong codes a login challenge survives."`
 	MaxAnswerBytes    int64         `yaml:"max_answer_bytes" doc:"Largest login request body and app login answer the gate holds in memory."`
@@ -96,6 +97,9 @@ func (l Login) Validate() error {
 	}
 	if l.UserIDPointer != "" && !strings.HasPrefix(l.UserIDPointer, "/") {
 		errs = append(errs, fmt.Errorf("login.user_id_pointer: %q must start with /", l.UserIDPointer))
+	}
+	if l.RevokePath != "" && !strings.HasPrefix(l.RevokePath, "/") {
+		errs = append(errs, fmt.Errorf("login.revoke_path: %q must start with /", l.RevokePath))
 	}
 	if l.ChallengeAttempts < 1 {
 		errs = append(errs, errors.New("login.challenge_attempts: must be at least 1"))

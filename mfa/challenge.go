@@ -45,6 +45,10 @@ type Challenge struct {
 type ChallengeConfig struct {
 	TTL         time.Duration
 	MaxAttempts int
+	// Revoke, when set, is called with a held answer that will never be
+	// released (its challenge died of wrong codes), so the app can end the
+	// session it issued.
+	Revoke func(context.Context, HeldAnswer)
 }
 
 // HoldLogin stores the app's answer for user, sealed under a key derived
@@ -112,6 +116,11 @@ func (s *Service) completeChallenge(ctx context.Context, token, code string, cc 
 				return HeldAnswer{}, "", unavailable("fail challenge", ferr)
 			}
 			ce.Remaining = min(ce.Remaining, left)
+			if left == 0 && cc.Revoke != nil {
+				if answer, oerr := openHeld(token, ch.Sealed); oerr == nil {
+					cc.Revoke(ctx, answer)
+				}
+			}
 		}
 		return HeldAnswer{}, "", err
 	}
@@ -127,15 +136,23 @@ func (s *Service) spend(ctx context.Context, token string, h []byte, method Meth
 	if err != nil {
 		return HeldAnswer{}, "", unavailable("spend challenge", err)
 	}
-	plain, err := openWithToken(token, spent.Sealed)
+	answer, err := openHeld(token, spent.Sealed)
 	if err != nil {
-		return HeldAnswer{}, "", fmt.Errorf("mfa: open held answer: %w", err)
+		return HeldAnswer{}, "", err
+	}
+	return answer, method, nil
+}
+
+func openHeld(token string, sealed []byte) (HeldAnswer, error) {
+	plain, err := openWithToken(token, sealed)
+	if err != nil {
+		return HeldAnswer{}, fmt.Errorf("mfa: open held answer: %w", err)
 	}
 	var answer HeldAnswer
 	if err := json.Unmarshal(plain, &answer); err != nil {
-		return HeldAnswer{}, "", fmt.Errorf("mfa: decode held answer: %w", err)
+		return HeldAnswer{}, fmt.Errorf("mfa: decode held answer: %w", err)
 	}
-	return answer, method, nil
+	return answer, nil
 }
 
 func tokenHash(token string) []byte {

@@ -192,6 +192,10 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			event(audit.LoginFailed, "invalid_code")
 		}
 		if ce.Locked {
+			// The answer is dropped for good: let the app end its session.
+			if g.opts.Challenge.Revoke != nil {
+				g.opts.Challenge.Revoke(r.Context(), answer)
+			}
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Until(ce.LockedUntil).Seconds()))))
 			problem.Write(w, r, problem.New(http.StatusTooManyRequests, "mfa_locked", "Too many failed attempts. Try again later."))
 			return

@@ -116,6 +116,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	}
 	peers := proxy.NewPeers(trusted)
 	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
+	if cfg.Login.RevokePath != "" {
+		challengeCfg.Revoke = proxy.NewRevoker(upstream, cfg.Login.RevokePath, transport, cfg.Upstream.ResponseHeaderTimeout, log)
+	}
 	a, err := api.New(api.Deps{
 		Logger:   log,
 		Gatherer: reg,

@@ -27,6 +27,7 @@ type loginApp struct {
 	*httptest.Server
 	mu      sync.Mutex
 	sawCode bool
+	revoked []string // sessions ended through /logout
 }
 
 func newLoginApp(t *testing.T) *loginApp {
@@ -39,6 +40,12 @@ func newLoginApp(t *testing.T) *loginApp {
 		}
 		a.mu.Unlock()
 		switch p := strings.ToLower(path.Clean("/" + strings.Split(r.URL.Path, ";")[0])); p {
+		case "/logout":
+			if c, err := r.Cookie("session"); err == nil {
+				a.mu.Lock()
+				a.revoked = append(a.revoked, c.Value)
+				a.mu.Unlock()
+			}
 		case "/api/me":
 			c, err := r.Cookie("session")
 			if err != nil {
@@ -362,5 +369,44 @@ func TestUserIDFromRequestField(t *testing.T) {
 	res, body = e.login(t, "/login-anon", `{"user":"erin","password":"pw"}`, http.Header{"X-Totp-Code": {code(0)}})
 	if res.StatusCode != 200 || !granted(res, body) {
 		t.Fatalf("with a code: %d %s", res.StatusCode, body)
+	}
+}
+
+// Sessions the app issued in answers that will never be released are
+// revoked through the app's logout route.
+func TestRevokeOnDeadLogins(t *testing.T) {
+	t.Parallel()
+	app := newLoginApp(t)
+	s := startSidecar(t, []string{"TOTPGATE_LOGIN_REVOKE_PATH=/logout", "TOTPGATE_LOGIN_CHALLENGE_ATTEMPTS=2"}, "--upstream", app.URL)
+	c, _ := gen.NewClientWithResponses(s.main)
+	e := &loginEnv{s: s, app: app, c: c}
+	_, _ = e.enroll(t, "gina")
+	_, _ = e.enroll(t, "hank")
+	revoked := func() []string {
+		app.mu.Lock()
+		defer app.mu.Unlock()
+		return append([]string(nil), app.revoked...)
+	}
+
+	// A challenge that dies of wrong codes.
+	_, body := e.login(t, "/login", `{"user":"gina","password":"pw"}`, nil)
+	var p struct {
+		ChallengeID string `json:"challenge_id"`
+	}
+	json.Unmarshal([]byte(body), &p)
+	wrong := "000000"
+	for range 2 {
+		c.CompleteChallengeWithResponse(context.Background(), gen.ChallengeRequest{ChallengeId: p.ChallengeID, Code: &wrong})
+	}
+	if got := revoked(); len(got) != 1 || got[0] != "gina" {
+		t.Fatalf("after the challenge died: revoked %v, want [gina]", got)
+	}
+
+	// A one-call login refused because the user is locked.
+	for range 6 {
+		e.login(t, "/login", `{"user":"hank","password":"pw"}`, http.Header{"X-Totp-Code": {"000000"}})
+	}
+	if got := revoked(); len(got) < 2 || got[len(got)-1] != "hank" {
+		t.Fatalf("after the lockout: revoked %v, want hank among them", got)
 	}
 }

@@ -61,7 +61,7 @@ type Admin struct {
 // Identity is how the sidecar asks the app who a caller is.
 type Identity struct {
 	IntrospectPath string   `yaml:"introspect_path" doc:"Path of the app endpoint (on upstream.url) that answers 2xx with the caller's user as JSON when given the caller's credentials."`
-	ForwardHeaders []string `yaml:"forward_headers" doc:"Request headers carrying the caller's app credentials, forwarded to introspect_url."`
+	ForwardHeaders []string `yaml:"forward_headers" doc:"Request headers carrying the caller's app credentials, forwarded to identity.introspect_path."`
 	UserIDPointer  string   `yaml:"user_id_pointer" doc:"JSON pointer (RFC 6901) to the user id in the introspection answer."`
 	AccountPointer string   `yaml:"account_pointer" doc:"JSON pointer to the account label shown in authenticator apps (e.g. /email); empty uses the user id."`
 }

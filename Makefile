@@ -20,7 +20,7 @@ test-deps: ## Install the outside tools the tests use (Debian packages), if miss
 	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null || { echo "installing oathtool and zbar-tools (TOTP and QR cross-checks)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools >/dev/null; }
 
 .PHONY: test
-test: test-deps ## Run every test (race detector, shuffled).
+test: test-deps $(REDOCLY) ## Run every test (race detector, shuffled). The npm tools (otplib for a TOTP cross-check) come with $(REDOCLY).
 	go test -race -shuffle=on -count=1 ./...
 
 .PHONY: generate

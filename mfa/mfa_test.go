@@ -245,3 +245,54 @@ func TestRecoveryKeyIsShared(t *testing.T) {
 		t.Fatalf("second service: %v", err)
 	}
 }
+
+// failingStore is the real SQLite store with chosen methods broken, to show
+// that a store fault in the middle of a check fails closed.
+type failingStore struct {
+	*sqlite.Store
+	failAccept, failBegin bool
+}
+
+var errDiskGone = errors.New("disk I/O error")
+
+func (f *failingStore) AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error) {
+	if f.failAccept {
+		return false, errDiskGone
+	}
+	return f.Store.AcceptStep(ctx, id, step, now)
+}
+
+func (f *failingStore) BeginAttempt(ctx context.Context, id string, now time.Time, l store.Limits) (store.Attempt, error) {
+	if f.failBegin {
+		return store.Attempt{}, errDiskGone
+	}
+	return f.Store.BeginAttempt(ctx, id, now, l)
+}
+
+func TestStoreFailureMidCheckFailsClosed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	secret, _ := e.enroll(t, "ivy")
+	for _, tc := range []struct {
+		name string
+		fs   *failingStore
+	}{
+		{"counting the attempt fails", &failingStore{Store: e.st, failBegin: true}},
+		{"accepting the step fails", &failingStore{Store: e.st, failAccept: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc, err := mfa.New(context.Background(), tc.fs, e.keys, mfa.DefaultConfig(), e.clock.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = svc.Verify(context.Background(), "ivy", e.code(secret, 0))
+			if !errors.Is(err, mfa.ErrUnavailable) {
+				t.Fatalf("Verify with a failing store = %v, want ErrUnavailable (refused)", err)
+			}
+		})
+	}
+	// The store recovered: the same code still works, nothing was half-written.
+	if _, err := e.svc.Verify(context.Background(), "ivy", e.code(secret, 0)); err != nil {
+		t.Fatalf("after the fault: %v", err)
+	}
+}

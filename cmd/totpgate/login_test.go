@@ -56,6 +56,9 @@ func newLoginApp(t *testing.T) *loginApp {
 		case "/login", "/login-anon":
 			var creds struct{ User, Password string }
 			json.Unmarshal(body, &creds)
+			if r.Method == http.MethodGet { // some apps log in with GET and a query
+				creds.User, creds.Password = r.URL.Query().Get("user"), r.URL.Query().Get("password")
+			}
 			if creds.Password != "pw" {
 				w.WriteHeader(http.StatusUnauthorized)
 				io.WriteString(w, `{"error":"bad password"}`)
@@ -408,5 +411,40 @@ func TestRevokeOnDeadLogins(t *testing.T) {
 	}
 	if got := revoked(); len(got) < 2 || got[len(got)-1] != "hank" {
 		t.Fatalf("after the lockout: revoked %v, want hank among them", got)
+	}
+}
+
+// A login by GET with query parameters, and one with a method-override
+// header, are intercepted like any other; the code in the query is removed.
+func TestLoginByGETAndMethodOverride(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t)
+	code, _ := e.enroll(t, "jay")
+	get := func(query string, h http.Header) (*http.Response, string) {
+		req, _ := http.NewRequest("GET", e.s.main+"/login?"+query, nil)
+		for k, v := range h {
+			req.Header[k] = v
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res, string(b)
+	}
+	if res, body := get("user=jay&password=pw", nil); res.StatusCode != 401 || granted(res, body) {
+		t.Fatalf("GET login without code: %d %s", res.StatusCode, body)
+	}
+	if res, body := e.login(t, "/login", `{"user":"jay","password":"pw"}`, http.Header{"X-Http-Method-Override": {"PUT"}}); res.StatusCode != 401 || granted(res, body) {
+		t.Fatalf("login with a method override: %d %s", res.StatusCode, body)
+	}
+	if res, body := get("user=jay&password=pw&totp_code="+code(0), nil); res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("GET login with the code in the query: %d %s", res.StatusCode, body)
+	}
+	e.app.mu.Lock()
+	defer e.app.mu.Unlock()
+	if e.app.sawCode {
+		t.Error("the app saw the code")
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,7 +40,7 @@ type env struct {
 }
 
 // newEnv wires the service to a real SQLite file and a real local keyring.
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -295,4 +296,21 @@ func TestStoreFailureMidCheckFailsClosed(t *testing.T) {
 	if _, err := e.svc.Verify(context.Background(), "ivy", e.code(secret, 0)); err != nil {
 		t.Fatalf("after the fault: %v", err)
 	}
+}
+
+// Whatever a client sends as a challenge id or code, completing a challenge
+// never panics and never releases anything.
+func FuzzCompleteChallenge(f *testing.F) {
+	e := newEnv(f)
+	f.Add("short", "123456")
+	f.Add(strings.Repeat("A", 43), "123456")
+	f.Add(strings.Repeat("-", 43), "k7fq2-9xm4t-3hwrd-p8vbn")
+	f.Add(strings.Repeat("\x00", 43), "")
+	cc := mfa.ChallengeConfig{TTL: time.Minute, MaxAttempts: 5}
+	f.Fuzz(func(t *testing.T, token, code string) {
+		answer, _, _, err := e.svc.CompleteChallenge(context.Background(), token, code, cc)
+		if err == nil || answer.Status != 0 {
+			t.Fatalf("a made-up challenge released something: %+v %v", answer, err)
+		}
+	})
 }

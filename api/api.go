@@ -138,6 +138,9 @@ func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
 			a.log.LogAttrs(r.Context(), slog.LevelError, "api: dependency failed",
 				slog.String("request_id", problem.RequestID(r)), slog.String("path", r.URL.Path), slog.String("error", o.cause.Error()))
 		}
+		if o.wwwAuth != "" {
+			w.Header().Set("WWW-Authenticate", o.wwwAuth)
+		}
 		if o.retryAfter > 0 {
 			w.Header().Set("Retry-After", retryAfterSeconds(o.retryAfter))
 		}

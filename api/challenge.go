@@ -55,7 +55,7 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 	}
 	var ce *mfa.CodeError
 	if errors.As(err, &ce) && !ce.Locked {
-		return nil, &outcome{status: http.StatusUnauthorized, code: "mfa_invalid", detail: "The code is not valid. Check the time on your device and try again."}
+		return nil, challengeCodeInvalid(req.Body.ChallengeId)
 	}
 	if err != nil {
 		return nil, mfaOutcome(err)
@@ -82,7 +82,7 @@ func (a *API) ConfirmChallengeEnrollment(ctx context.Context, req gen.ConfirmCha
 		a.record(ctx, audit.EnrollFailed, user, outcomeName(err))
 		var ce *mfa.CodeError
 		if errors.As(err, &ce) && !ce.Locked {
-			return nil, &outcome{status: http.StatusUnauthorized, code: "mfa_invalid", detail: "The code is not valid. Check the time on your device and try again."}
+			return nil, challengeCodeInvalid(req.Body.ChallengeId)
 		}
 		return nil, challengeOutcome(err)
 	}
@@ -96,4 +96,12 @@ func challengeOutcome(err error) error {
 		return &outcome{status: http.StatusNotFound, code: "challenge_not_found", detail: "This login challenge is unknown, expired or already used. Log in again."}
 	}
 	return mfaOutcome(err)
+}
+
+// challengeCodeInvalid is the 401 for a wrong code on a live challenge; the
+// challenge stays usable, so WWW-Authenticate names it again.
+func challengeCodeInvalid(token string) error {
+	return &outcome{status: http.StatusUnauthorized, code: "mfa_invalid",
+		detail:  "The code is not valid. Check the time on your device and try again.",
+		wwwAuth: `TOTP realm="totpgate", challenge="` + token + `"`}
 }

@@ -25,6 +25,7 @@ type outcome struct {
 	detail     string
 	retryAfter time.Duration
 	cause      error // logged, never answered
+	wwwAuth    string
 }
 
 func (o *outcome) Error() string { return o.code }

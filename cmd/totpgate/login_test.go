@@ -181,7 +181,7 @@ func TestLoginOneCallAndTwoCalls(t *testing.T) {
 	ctx := context.Background()
 	wrong := "000000"
 	bad, _ := e.c.CompleteChallengeWithResponse(ctx, gen.ChallengeRequest{ChallengeId: p.ChallengeID, Code: &wrong})
-	if bad.StatusCode() != 401 || strings.Contains(string(bad.Body), "SESSION-") {
+	if bad.StatusCode() != 401 || strings.Contains(string(bad.Body), "SESSION-") || !strings.Contains(bad.HTTPResponse.Header.Get("WWW-Authenticate"), p.ChallengeID) {
 		t.Fatalf("challenge with a wrong code: %d %s", bad.StatusCode(), bad.Body)
 	}
 	good := c1

@@ -316,6 +316,20 @@ func migrate(ctx context.Context, db *sql.DB, ms []migration) error {
 
 // ---- helpers ----
 
+// execCount runs one write statement on the writer and returns how many
+// rows it changed, with errors wrapped for op.
+func (s *Store) execCount(ctx context.Context, op, query string, args ...any) (int64, error) {
+	res, err := s.w.ExecContext(ctx, query, args...)
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: %s: %w", op, err)
+	}
+	return n, nil
+}
+
 // inTx runs fn in a transaction (BEGIN IMMEDIATE through _txlock) and
 // commits when fn returns nil.
 func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
@@ -414,7 +428,7 @@ func (s *Store) StartEnrollment(ctx context.Context, u store.User) error {
 	if u.ID == "" {
 		return fmt.Errorf("sqlite: start enrollment: empty user id")
 	}
-	res, err := s.w.ExecContext(ctx, `
+	n, err := s.execCount(ctx, "start enrollment", `
 INSERT INTO users (id, state, ciphertext, key_version, algorithm, digits, period, skew,
 	last_step, failures, failure_window_start, locked_until, pending_expires_at,
 	confirmed_at, last_used_at, updated_at)
@@ -441,11 +455,7 @@ WHERE users.state = 'pending'`,
 		sql.Named("period", u.Params.Period), sql.Named("skew", u.Params.Skew),
 		sql.Named("exp", ms(u.PendingExpiresAt)), sql.Named("updated", ms(nowOr(u.UpdatedAt))))
 	if err != nil {
-		return fmt.Errorf("sqlite: start enrollment: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("sqlite: start enrollment: %w", err)
+		return err
 	}
 	if n == 0 {
 		return store.ErrConflict // the row is active
@@ -517,13 +527,9 @@ func insertRecoveryCodes(ctx context.Context, tx *sql.Tx, id string, hashes [][]
 // DeleteUser removes the user's row; their recovery codes go with it
 // (ON DELETE CASCADE). store.ErrNotFound when there was no row.
 func (s *Store) DeleteUser(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+	n, err := s.execCount(ctx, "delete user", `DELETE FROM users WHERE id = ?`, id)
 	if err != nil {
-		return fmt.Errorf("sqlite: delete user: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("sqlite: delete user: %w", err)
+		return err
 	}
 	if n == 0 {
 		return store.ErrNotFound
@@ -634,7 +640,7 @@ RETURNING locked_until`,
 // active (or has no row). A lock is left alone: it is only ever set by
 // FailAttempt and runs its course.
 func (s *Store) AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error) {
-	res, err := s.w.ExecContext(ctx, `
+	n, err := s.execCount(ctx, "accept step", `
 UPDATE users SET
 	last_step = :step,
 	failures = 0,
@@ -644,26 +650,18 @@ UPDATE users SET
 WHERE id = :id AND state = 'active' AND last_step < :step`,
 		sql.Named("id", id), sql.Named("step", step), sql.Named("now", ms(now)))
 	if err != nil {
-		return false, fmt.Errorf("sqlite: accept step: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("sqlite: accept step: %w", err)
+		return false, err
 	}
 	return n == 1, nil
 }
 
 // Unlock clears failures and any lock. store.ErrNotFound when no row.
 func (s *Store) Unlock(ctx context.Context, id string) error {
-	res, err := s.w.ExecContext(ctx, `
+	n, err := s.execCount(ctx, "unlock", `
 UPDATE users SET failures = 0, failure_window_start = 0, locked_until = 0, updated_at = ?
 WHERE id = ?`, ms(time.Now()), id)
 	if err != nil {
-		return fmt.Errorf("sqlite: unlock: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("sqlite: unlock: %w", err)
+		return err
 	}
 	if n == 0 {
 		return store.ErrNotFound
@@ -760,18 +758,14 @@ func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]
 // CreateChallenge stores c. An existing challenge with the same IDHash is
 // never overwritten: store.ErrConflict.
 func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
-	res, err := s.w.ExecContext(ctx, `
+	n, err := s.execCount(ctx, "create challenge", `
 INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id_hash) DO NOTHING`,
 		blob(c.IDHash), c.UserID, blob(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), c.Attempts,
 		ms(c.CreatedAt), ms(c.ExpiresAt))
 	if err != nil {
-		return fmt.Errorf("sqlite: create challenge: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("sqlite: create challenge: %w", err)
+		return err
 	}
 	if n == 0 {
 		return store.ErrConflict
@@ -846,14 +840,10 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 // SatisfyChallenge marks a challenge live at now satisfied.
 // store.ErrNotFound if it is gone or expired.
 func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error {
-	res, err := s.w.ExecContext(ctx, `UPDATE challenges SET satisfied = 1 WHERE id_hash = ? AND expires_at > ?`,
+	n, err := s.execCount(ctx, "satisfy challenge", `UPDATE challenges SET satisfied = 1 WHERE id_hash = ? AND expires_at > ?`,
 		blob(idHash), ms(now))
 	if err != nil {
-		return fmt.Errorf("sqlite: satisfy challenge: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("sqlite: satisfy challenge: %w", err)
+		return err
 	}
 	if n == 0 {
 		return store.ErrNotFound
@@ -880,13 +870,9 @@ func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time
 // DeleteExpiredChallenges removes challenges expired at now and returns
 // how many.
 func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM challenges WHERE expires_at <= ?`, ms(now))
+	n, err := s.execCount(ctx, "delete expired challenges", `DELETE FROM challenges WHERE expires_at <= ?`, ms(now))
 	if err != nil {
-		return 0, fmt.Errorf("sqlite: delete expired challenges: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: delete expired challenges: %w", err)
+		return 0, err
 	}
 	return int(n), nil
 }
@@ -956,15 +942,11 @@ LIMIT :limit`, sql.Named("after", after), sql.Named("below", belowVersion), sql.
 // SwapSecret replaces the user's ciphertext by replacement (at key
 // version) only if it still is old. false when the row changed or is gone.
 func (s *Store) SwapSecret(ctx context.Context, id, old, replacement string, version int) (bool, error) {
-	res, err := s.w.ExecContext(ctx, `
+	n, err := s.execCount(ctx, "swap secret", `
 UPDATE users SET ciphertext = ?, key_version = ?, updated_at = ?
 WHERE id = ? AND ciphertext = ?`, replacement, version, ms(time.Now()), id, old)
 	if err != nil {
-		return false, fmt.Errorf("sqlite: swap secret: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return false, fmt.Errorf("sqlite: swap secret: %w", err)
+		return false, err
 	}
 	return n == 1, nil
 }

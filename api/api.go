@@ -142,7 +142,7 @@ func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
 			w.Header().Set("WWW-Authenticate", o.wwwAuth)
 		}
 		if o.retryAfter > 0 {
-			w.Header().Set("Retry-After", retryAfterSeconds(o.retryAfter))
+			w.Header().Set("Retry-After", problem.RetryAfter(o.retryAfter))
 		}
 		problem.Write(w, r, problem.New(o.status, o.code, o.detail))
 		return

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/totpgate/totpgate/audit"
@@ -174,11 +173,6 @@ func timePtr(t time.Time) *time.Time {
 		return nil
 	}
 	return &t
-}
-
-func retryAfterSeconds(d time.Duration) string {
-	s := int(d.Round(time.Second) / time.Second)
-	return strconv.Itoa(max(s, 1))
 }
 
 func (a *API) AdminGetUser(ctx context.Context, req gen.AdminGetUserRequestObject) (gen.AdminGetUserResponseObject, error) {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"time"
 )
 
 // ContentType is the media type of every error answer.
@@ -87,4 +88,9 @@ func WriteExtended(w http.ResponseWriter, r *http.Request, p Details, ext any) {
 	h.Set("Content-Length", strconv.Itoa(len(b)+1))
 	w.WriteHeader(p.Status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// RetryAfter renders a wait as a Retry-After value: whole seconds, at least 1.
+func RetryAfter(d time.Duration) string {
+	return strconv.Itoa(max(1, int(d.Round(time.Second)/time.Second)))
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"net/http"
 	"net/netip"
-	"strconv"
 	"sync"
 	"time"
 
@@ -41,7 +40,7 @@ func NewRateLimit(peers Peers, perSecond float64, burst int, now func() time.Tim
 func (l *RateLimit) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if wait, ok := l.allow(l.peers.ClientIP(r)); !ok {
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(wait.Round(time.Second)/time.Second))))
+			w.Header().Set("Retry-After", problem.RetryAfter(wait))
 			problem.Write(w, r, problem.New(http.StatusTooManyRequests, "rate_limited", "Too many requests from this address. Slow down."))
 			return
 		}

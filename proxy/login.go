@@ -127,10 +127,11 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	answer := mfa.HeldAnswer{Status: rec.statusCode(), Header: rec.header, Body: rec.body.Bytes()}
 	if !grantsSession(answer) {
-		release(w, answer) // a refused login needs no second factor
+		ReleaseHeld(w, answer) // a refused login needs no second factor
 		return
 	}
-	user := g.userID(answer)
+	doc := decodeAnswer(answer) // once, for the user id and the required flag
+	user := g.userID(answer, doc)
 	if user == "" {
 		user = requestUser
 	}
@@ -151,9 +152,9 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !enrolled {
-		if !g.opts.Required && !g.requiredByApp(answer) {
+		if !g.opts.Required && !g.requiredByApp(doc) {
 			event(audit.LoginPassed, "no_mfa")
-			release(w, answer)
+			ReleaseHeld(w, answer)
 			return
 		}
 		ch, err := g.opts.MFA.HoldLogin(r.Context(), user, answer, g.opts.Challenge, true)
@@ -174,7 +175,7 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if method == mfa.MethodRecovery {
 				event(audit.RecoveryCodeUsed, "login")
 			}
-			release(w, answer)
+			ReleaseHeld(w, answer)
 			return
 		}
 		var ce *mfa.CodeError
@@ -196,7 +197,7 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if g.opts.Challenge.Revoke != nil {
 				g.opts.Challenge.Revoke(r.Context(), answer)
 			}
-			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Until(ce.LockedUntil).Seconds()))))
+			w.Header().Set("Retry-After", problem.RetryAfter(time.Until(ce.LockedUntil)))
 			problem.Write(w, r, problem.New(http.StatusTooManyRequests, "mfa_locked", "Too many failed attempts. Try again later."))
 			return
 		}
@@ -230,18 +231,25 @@ func (g *loginGate) challengeAnswer(w http.ResponseWriter, r *http.Request, ch m
 	})
 }
 
-// requiredByApp reads the per-user "required" flag from the login answer.
-func (g *loginGate) requiredByApp(a mfa.HeldAnswer) bool {
-	if g.opts.RequiredPointer == "" {
-		return false
-	}
-	var doc any
-	dec := json.NewDecoder(bytes.NewReader(a.Body))
-	if dec.Decode(&doc) != nil {
+// requiredByApp reads the per-user "required" flag from the decoded login answer.
+func (g *loginGate) requiredByApp(doc any) bool {
+	if g.opts.RequiredPointer == "" || doc == nil {
 		return false
 	}
 	v, _ := identity.LookupValue(doc, g.opts.RequiredPointer)
 	return v == true
+}
+
+// decodeAnswer decodes a JSON login answer (numbers kept as json.Number);
+// nil when the body is not JSON.
+func decodeAnswer(a mfa.HeldAnswer) any {
+	var doc any
+	dec := json.NewDecoder(bytes.NewReader(a.Body))
+	dec.UseNumber()
+	if dec.Decode(&doc) != nil {
+		return nil
+	}
+	return doc
 }
 
 func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err error) {
@@ -253,16 +261,11 @@ func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err erro
 // takeCode removes the code from the header, the query and a JSON or form
 // body, so the app never sees it, and returns it with the user id request
 // field (left in place) when one is configured.
-func (g *loginGate) takeCode(r *http.Request) (code, user string, err error) {
-	code, user, err = g.takeCodeAndUser(r)
-	return code, strings.TrimSpace(user), err
-}
-
-func (g *loginGate) takeCodeAndUser(r *http.Request) (string, string, error) {
+func (g *loginGate) takeCode(r *http.Request) (string, string, error) {
 	uf := g.opts.UserIDRequestField
 	user := ""
 	if uf != "" {
-		user = r.URL.Query().Get(uf)
+		user = strings.TrimSpace(r.URL.Query().Get(uf))
 	}
 	code := r.Header.Get(g.opts.CodeHeader)
 	r.Header.Del(g.opts.CodeHeader)
@@ -296,7 +299,7 @@ func (g *loginGate) takeCodeAndUser(r *http.Request) (string, string, error) {
 		dec.UseNumber()
 		if dec.Decode(&doc) == nil {
 			if v, ok := doc[uf].(string); ok && uf != "" {
-				user = v
+				user = strings.TrimSpace(v)
 			}
 			if v, ok := doc[g.opts.CodeField]; ok {
 				if s, ok := v.(string); ok && code == "" {
@@ -308,7 +311,7 @@ func (g *loginGate) takeCodeAndUser(r *http.Request) (string, string, error) {
 		}
 	} else if form, err := url.ParseQuery(string(body)); err == nil {
 		if uf != "" && form.Has(uf) {
-			user = form.Get(uf)
+			user = strings.TrimSpace(form.Get(uf))
 		}
 		if !form.Has(g.opts.CodeField) {
 			r.Body = io.NopCloser(bytes.NewReader(body))
@@ -338,27 +341,22 @@ func grantsSession(a mfa.HeldAnswer) bool {
 	return false
 }
 
-func (g *loginGate) userID(a mfa.HeldAnswer) string {
+func (g *loginGate) userID(a mfa.HeldAnswer, doc any) string {
 	if g.opts.UserIDHeader != "" {
 		if v := a.Header.Get(g.opts.UserIDHeader); v != "" {
 			return v
 		}
 	}
-	if g.opts.UserIDPointer == "" {
-		return ""
-	}
-	var doc any
-	dec := json.NewDecoder(bytes.NewReader(a.Body))
-	dec.UseNumber()
-	if dec.Decode(&doc) != nil {
+	if g.opts.UserIDPointer == "" || doc == nil {
 		return ""
 	}
 	id, _ := identity.Lookup(doc, g.opts.UserIDPointer)
 	return id
 }
 
-// release sends a held answer exactly as the app gave it.
-func release(w http.ResponseWriter, a mfa.HeldAnswer) {
+// ReleaseHeld sends a held answer exactly as the app gave it (also used by
+// the challenge endpoint).
+func ReleaseHeld(w http.ResponseWriter, a mfa.HeldAnswer) {
 	for k, vs := range a.Header {
 		w.Header()[k] = vs
 	}
@@ -366,9 +364,6 @@ func release(w http.ResponseWriter, a mfa.HeldAnswer) {
 	w.WriteHeader(a.Status)
 	_, _ = w.Write(a.Body)
 }
-
-// ReleaseHeld is release for the challenge endpoint.
-func ReleaseHeld(w http.ResponseWriter, a mfa.HeldAnswer) { release(w, a) }
 
 // recorder holds the app's login answer in memory, bounded.
 type recorder struct {

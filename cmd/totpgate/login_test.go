@@ -84,9 +84,11 @@ type loginEnv struct {
 	c   *gen.ClientWithResponses
 }
 
-func newLoginEnv(t *testing.T) *loginEnv {
+// newLoginEnv starts the login app and a sidecar in front of it; env adds
+// TOTPGATE_* settings.
+func newLoginEnv(t *testing.T, env ...string) *loginEnv {
 	app := newLoginApp(t)
-	s := startSidecar(t, nil, "--upstream", app.URL)
+	s := startSidecar(t, env, "--upstream", app.URL)
 	c, err := gen.NewClientWithResponses(s.main)
 	if err != nil {
 		t.Fatal(err)
@@ -309,13 +311,8 @@ func TestLoginFailsClosedWhenKeysAreUnavailable(t *testing.T) {
 // gets recovery codes and is then let in.
 func TestRequiredPolicyEnrollsDuringLogin(t *testing.T) {
 	t.Parallel()
-	app := newLoginApp(t)
-	s := startSidecar(t, []string{"TOTPGATE_MFA_POLICY=required"}, "--upstream", app.URL)
-	e := &loginEnv{s: s, app: app}
-	c, err := gen.NewClientWithResponses(s.main)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := newLoginEnv(t, "TOTPGATE_MFA_POLICY=required")
+	c := e.c
 	ctx := context.Background()
 	res, body := e.login(t, "/login", `{"user":"newbie","password":"pw"}`, nil)
 	var p struct {
@@ -360,10 +357,7 @@ func TestRequiredPolicyEnrollsDuringLogin(t *testing.T) {
 // request's own field, and the answer is still held.
 func TestUserIDFromRequestField(t *testing.T) {
 	t.Parallel()
-	app := newLoginApp(t)
-	s := startSidecar(t, []string{"TOTPGATE_LOGIN_PATHS=/login,/login-anon", "TOTPGATE_LOGIN_USER_ID_REQUEST_FIELD=user"}, "--upstream", app.URL)
-	c, _ := gen.NewClientWithResponses(s.main)
-	e := &loginEnv{s: s, app: app, c: c}
+	e := newLoginEnv(t, "TOTPGATE_LOGIN_PATHS=/login,/login-anon", "TOTPGATE_LOGIN_USER_ID_REQUEST_FIELD=user")
 	code, _ := e.enroll(t, "erin")
 	res, body := e.login(t, "/login-anon", `{"user":"erin","password":"pw"}`, nil)
 	if res.StatusCode != 401 || granted(res, body) || !strings.Contains(body, `"mfa_required"`) {
@@ -379,10 +373,8 @@ func TestUserIDFromRequestField(t *testing.T) {
 // revoked through the app's logout route.
 func TestRevokeOnDeadLogins(t *testing.T) {
 	t.Parallel()
-	app := newLoginApp(t)
-	s := startSidecar(t, []string{"TOTPGATE_LOGIN_REVOKE_PATH=/logout", "TOTPGATE_LOGIN_CHALLENGE_ATTEMPTS=2"}, "--upstream", app.URL)
-	c, _ := gen.NewClientWithResponses(s.main)
-	e := &loginEnv{s: s, app: app, c: c}
+	e := newLoginEnv(t, "TOTPGATE_LOGIN_REVOKE_PATH=/logout", "TOTPGATE_LOGIN_CHALLENGE_ATTEMPTS=2")
+	app, c := e.app, e.c
 	_, _ = e.enroll(t, "gina")
 	_, _ = e.enroll(t, "hank")
 	revoked := func() []string {

@@ -413,8 +413,8 @@ func (k *Keys) Ping(ctx context.Context) error {
 }
 
 type keyInfo struct {
-	keyType                          string
-	derived                          bool
+	keyType                        string
+	derived                        bool
 	latest, minDecrypt, minEncrypt int
 }
 

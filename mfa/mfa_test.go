@@ -209,7 +209,7 @@ func TestKeyringFailureFailsClosed(t *testing.T) {
 	ctx := context.Background()
 	secret, _ := e.enroll(t, "dave")
 	u, _ := e.st.GetUser(ctx, "dave")
-	if _, err := e.st.SwapSecret(ctx, "dave", u.Ciphertext, "local:v1:AAAA", 1); err != nil {
+	if _, err := e.st.SwapSecrets(ctx, []store.Swap{{UserID: "dave", Old: u.Ciphertext, New: "local:v1:AAAA", Version: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Verify(ctx, "dave", e.code(secret, 0)); !errors.Is(err, mfa.ErrUnavailable) {

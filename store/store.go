@@ -113,6 +113,30 @@ type SecretRef struct {
 	KeyVersion int
 }
 
+// KeyRef names one key version of one keyring backend, as the prefix of a
+// ciphertext does ("vault:v3:..." is {vault 3}).
+type KeyRef struct {
+	Backend string
+	Version int
+}
+
+// Swap replaces one user's ciphertext Old by New (at key Version).
+type Swap struct {
+	UserID  string
+	Old     string
+	New     string
+	Version int
+}
+
+// Job is a lease on work that one process does at a time (a rewrap),
+// with the state its holder last saved.
+type Job struct {
+	Name       string
+	Owner      string
+	LeaseUntil time.Time
+	State      []byte
+}
+
 // Store is the whole persistent state.
 type Store interface {
 	// GetUser returns the user's row, or ErrNotFound.
@@ -182,17 +206,33 @@ type Store interface {
 	// PutSettingIfAbsent stores value under key unless the key exists, and
 	// returns what is stored afterwards: the first writer wins, across replicas.
 	PutSettingIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error)
+	// SwapSetting replaces a setting only if it still holds old.
+	SwapSetting(ctx context.Context, key string, old, replacement []byte) (bool, error)
 
-	// SecretsPage lists stored secrets with user id > after, in id order,
-	// whose key version is below belowVersion (0: all). Ids compare by their
-	// bytes, as Go compares strings (PostgreSQL needs COLLATE "C"). limit
-	// must be positive.
-	SecretsPage(ctx context.Context, after string, belowVersion, limit int) ([]SecretRef, error)
-	// SwapSecret replaces a secret only if it still holds old, so a rewrap
-	// never overwrites a newer enrollment. false when the row changed.
-	SwapSecret(ctx context.Context, id, old, replacement string, version int) (bool, error)
-	// CountByKeyVersion counts stored secrets per key version.
-	CountByKeyVersion(ctx context.Context) (map[int]int, error)
+	// AcquireJob takes the lease on the named job for owner until leaseUntil
+	// when nobody holds it, the holder's lease ended before now, or owner
+	// already holds it. It returns the job as stored afterwards (the state
+	// a previous holder left is kept, so work can resume) and whether owner
+	// holds it. One of concurrent callers wins, across replicas.
+	AcquireJob(ctx context.Context, name, owner string, now, leaseUntil time.Time) (Job, bool, error)
+	// UpdateJob stores state and moves the lease end, only while owner
+	// holds the lease; ErrConflict when the lease was lost. A leaseUntil in
+	// the past releases it.
+	UpdateJob(ctx context.Context, name, owner string, state []byte, leaseUntil time.Time) error
+	// GetJob returns the named job, or ErrNotFound.
+	GetJob(ctx context.Context, name string) (Job, error)
+
+	// SecretsPage lists stored secrets not yet at target (on another
+	// backend, or on a version below target.Version), with user id > after,
+	// in id order. Ids compare by their bytes, as Go compares strings
+	// (PostgreSQL needs COLLATE "C"). limit must be positive.
+	SecretsPage(ctx context.Context, after string, target KeyRef, limit int) ([]SecretRef, error)
+	// SwapSecrets applies each swap only if the row still holds its Old
+	// ciphertext, so a rewrap never overwrites a newer enrollment, all in
+	// one transaction. It returns how many rows were swapped.
+	SwapSecrets(ctx context.Context, swaps []Swap) (int, error)
+	// CountByKey counts stored secrets per backend and key version.
+	CountByKey(ctx context.Context) (map[KeyRef]int, error)
 	// CountByState counts users per MFA state.
 	CountByState(ctx context.Context) (map[State]int, error)
 

@@ -907,20 +907,83 @@ RETURNING value`, key, blob(value)).Scan(&v)
 	return v, nil
 }
 
+// SwapSetting replaces a setting only if it still holds old.
+func (s *Store) SwapSetting(ctx context.Context, key string, old, replacement []byte) (bool, error) {
+	n, err := s.execCount(ctx, "swap setting", `UPDATE settings SET value = ? WHERE key = ? AND value = ?`, blob(replacement), key, blob(old))
+	return n == 1, err
+}
+
+// ---- jobs ----
+
+// AcquireJob takes the lease in one statement: the upsert only overwrites
+// the owner when the lease is free, so concurrent callers cannot both win.
+func (s *Store) AcquireJob(ctx context.Context, name, owner string, now, leaseUntil time.Time) (store.Job, bool, error) {
+	n, err := s.execCount(ctx, "acquire job", `
+INSERT INTO jobs (name, owner, lease_until, state) VALUES (:name, :owner, :until, x'')
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+WHERE jobs.lease_until < :now OR jobs.owner = excluded.owner`,
+		sql.Named("name", name), sql.Named("owner", owner), sql.Named("until", ms(leaseUntil)), sql.Named("now", ms(now)))
+	if err != nil {
+		return store.Job{}, false, err
+	}
+	j, err := s.getJob(ctx, s.w, name)
+	if err != nil {
+		return store.Job{}, false, err
+	}
+	return j, n == 1 && j.Owner == owner, nil
+}
+
+// UpdateJob saves state and moves the lease, while owner holds it.
+func (s *Store) UpdateJob(ctx context.Context, name, owner string, state []byte, leaseUntil time.Time) error {
+	n, err := s.execCount(ctx, "update job", `UPDATE jobs SET state = ?, lease_until = ? WHERE name = ? AND owner = ?`,
+		blob(state), ms(leaseUntil), name, owner)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlite: update job %q: lease lost: %w", name, store.ErrConflict)
+	}
+	return nil
+}
+
+// GetJob returns the named job, or store.ErrNotFound.
+func (s *Store) GetJob(ctx context.Context, name string) (store.Job, error) {
+	return s.getJob(ctx, s.r, name)
+}
+
+func (s *Store) getJob(ctx context.Context, db *sql.DB, name string) (store.Job, error) {
+	var j store.Job
+	var until int64
+	err := db.QueryRowContext(ctx, `SELECT name, owner, lease_until, state FROM jobs WHERE name = ?`, name).Scan(&j.Name, &j.Owner, &until, &j.State)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Job{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("sqlite: get job: %w", err)
+	}
+	j.LeaseUntil = fromMS(until)
+	return j, nil
+}
+
 // ---- key rotation ----
 
-// SecretsPage lists up to limit stored secrets (pending and active) with
-// user id > after in id order (byte order), whose key version is below
-// belowVersion (0: all).
-func (s *Store) SecretsPage(ctx context.Context, after string, belowVersion, limit int) ([]store.SecretRef, error) {
+// notAtTarget is the SQL condition "this row's secret is not yet at the
+// target key": another backend, or a version below. The backend test is a
+// prefix comparison on the ciphertext ("vault:"), which the key_version
+// column does not carry.
+const notAtTarget = `NOT (substr(ciphertext, 1, length(:backend) + 1) = :backend || ':' AND key_version >= :version)`
+
+// SecretsPage lists up to limit stored secrets (pending and active) not yet
+// at target, with user id > after in id order (byte order).
+func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyRef, limit int) ([]store.SecretRef, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("sqlite: secrets page: limit must be positive")
 	}
 	rows, err := s.r.QueryContext(ctx, `
 SELECT id, ciphertext, key_version FROM users
-WHERE id > :after AND (:below = 0 OR key_version < :below)
+WHERE id > :after AND `+notAtTarget+`
 ORDER BY id
-LIMIT :limit`, sql.Named("after", after), sql.Named("below", belowVersion), sql.Named("limit", limit))
+LIMIT :limit`, sql.Named("after", after), sql.Named("backend", target.Backend), sql.Named("version", target.Version), sql.Named("limit", limit))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: secrets page: %w", err)
 	}
@@ -939,36 +1002,59 @@ LIMIT :limit`, sql.Named("after", after), sql.Named("below", belowVersion), sql.
 	return out, nil
 }
 
-// SwapSecret replaces the user's ciphertext by replacement (at key
-// version) only if it still is old. false when the row changed or is gone.
-func (s *Store) SwapSecret(ctx context.Context, id, old, replacement string, version int) (bool, error) {
-	n, err := s.execCount(ctx, "swap secret", `
-UPDATE users SET ciphertext = ?, key_version = ?, updated_at = ?
-WHERE id = ? AND ciphertext = ?`, replacement, version, ms(time.Now()), id, old)
-	if err != nil {
-		return false, err
+// SwapSecrets applies the swaps whose row still holds Old, in one
+// transaction: one fsync per batch instead of one per secret.
+func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error) {
+	if len(swaps) == 0 {
+		return 0, nil
 	}
-	return n == 1, nil
+	swapped := 0
+	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
+		stmt, err := tx.PrepareContext(ctx, `UPDATE users SET ciphertext = ?, key_version = ? WHERE id = ? AND ciphertext = ?`)
+		if err != nil {
+			return err
+		}
+		defer stmt.Close()
+		for _, sw := range swaps {
+			res, err := stmt.ExecContext(ctx, sw.New, sw.Version, sw.UserID, sw.Old)
+			if err != nil {
+				return err
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			swapped += int(n)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: swap secrets: %w", err)
+	}
+	return swapped, nil
 }
 
-// CountByKeyVersion counts stored secrets (pending and active) per key
-// version.
-func (s *Store) CountByKeyVersion(ctx context.Context) (map[int]int, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT key_version, COUNT(*) FROM users GROUP BY key_version`)
+// CountByKey counts stored secrets (pending and active) per backend and
+// key version.
+func (s *Store) CountByKey(ctx context.Context) (map[store.KeyRef]int, error) {
+	rows, err := s.r.QueryContext(ctx, `
+SELECT substr(ciphertext, 1, instr(ciphertext, ':') - 1), key_version, COUNT(*)
+FROM users GROUP BY 1, 2`)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: count by key version: %w", err)
+		return nil, fmt.Errorf("sqlite: count by key: %w", err)
 	}
 	defer rows.Close()
-	out := map[int]int{}
+	out := map[store.KeyRef]int{}
 	for rows.Next() {
-		var v, n int
-		if err := rows.Scan(&v, &n); err != nil {
-			return nil, fmt.Errorf("sqlite: count by key version: %w", err)
+		var k store.KeyRef
+		var n int
+		if err := rows.Scan(&k.Backend, &k.Version, &n); err != nil {
+			return nil, fmt.Errorf("sqlite: count by key: %w", err)
 		}
-		out[v] = n
+		out[k] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: count by key version: %w", err)
+		return nil, fmt.Errorf("sqlite: count by key: %w", err)
 	}
 	return out, nil
 }

@@ -37,7 +37,9 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,9 +138,13 @@ func Run(t *testing.T, h Harness) {
 		{"Settings/Concurrent", testSettingConcurrent},
 
 		{"Rewrap/SecretsPage", testSecretsPage},
-		{"Rewrap/SwapSecret", testSwapSecret},
+		{"Rewrap/SwapSecrets", testSwapSecrets},
+		{"Rewrap/SwapSecretsConcurrent", testSwapSecretsConcurrent},
 		{"Rewrap/SwapSecretAfterReenroll", testSwapSecretAfterReenroll},
-		{"Rewrap/CountByKeyVersion", testCountByKeyVersion},
+		{"Rewrap/CountByKey", testCountByKey},
+		{"Rewrap/SwapSetting", testSwapSetting},
+		{"Jobs/Lease", testJobLease},
+		{"Jobs/LeaseConcurrent", testJobLeaseConcurrent},
 		{"CountByState", testCountByState},
 
 		{"Durability/Reopen", testReopen},
@@ -258,6 +264,17 @@ func race(n int, f func(i int)) {
 	}
 	close(start)
 	wg.Wait()
+}
+
+// concurrently races f on Concurrency goroutines and fails the test on
+// any error.
+func concurrently(t *testing.T, f func(i int) error) {
+	t.Helper()
+	errs := make([]error, Concurrency)
+	race(Concurrency, func(i int) { errs[i] = f(i) })
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func sameTime(a, b time.Time) bool { return a.Equal(b) }
@@ -1511,15 +1528,17 @@ func testSecretsPage(t *testing.T, h Harness) {
 	// Ids chosen so byte order differs from case-insensitive collations.
 	users := []struct {
 		id      string
+		backend string
 		version int
 		active  bool
 	}{
-		{"b", 1, true}, {"B", 2, false}, {"a", 3, true}, {"A-1", 1, false},
-		{"user-10", 2, true}, {"user-9", 1, true}, {"Zed", 1, true}, {"_x", 2, false},
+		{"b", "vault", 1, true}, {"B", "vault", 2, false}, {"a", "vault", 3, true}, {"A-1", "local", 1, false},
+		{"user-10", "vault", 2, true}, {"user-9", "local", 3, true}, {"Zed", "vault", 1, true}, {"_x", "local", 2, false},
 	}
 	want := map[string]store.SecretRef{}
 	for _, u := range users {
 		p := pendingUser(u.id, u.version, t0)
+		p.Ciphertext = fmt.Sprintf("%s:v%d:%s-secret", u.backend, u.version, u.id)
 		if err := s.StartEnrollment(ctxOf(t), p); err != nil {
 			t.Fatalf("StartEnrollment(%s): %v", u.id, err)
 		}
@@ -1530,10 +1549,11 @@ func testSecretsPage(t *testing.T, h Harness) {
 		}
 		want[u.id] = store.SecretRef{UserID: u.id, Ciphertext: p.Ciphertext, KeyVersion: u.version}
 	}
-	expect := func(below int, after string) []store.SecretRef {
+	expect := func(target store.KeyRef, after string) []store.SecretRef {
 		var ids []string
 		for id, r := range want {
-			if id > after && (below == 0 || r.KeyVersion < below) {
+			atTarget := strings.HasPrefix(r.Ciphertext, target.Backend+":") && r.KeyVersion >= target.Version
+			if id > after && !atTarget {
 				ids = append(ids, id)
 			}
 		}
@@ -1544,79 +1564,84 @@ func testSecretsPage(t *testing.T, h Harness) {
 		}
 		return out
 	}
-	for _, below := range []int{0, 1, 2, 3, 4} {
-		for _, limit := range []int{1, 3, 100} {
-			t.Run(fmt.Sprintf("below%d/limit%d", below, limit), func(t *testing.T) {
-				got := []store.SecretRef{}
-				after := ""
-				for pages := 0; ; pages++ {
-					if pages > len(users)+1 {
-						t.Fatalf("pagination does not end")
+	for _, backend := range []string{"vault", "local"} {
+		for _, version := range []int{1, 2, 3, 4} {
+			for _, limit := range []int{1, 3, 100} {
+				target := store.KeyRef{Backend: backend, Version: version}
+				t.Run(fmt.Sprintf("%s%d/limit%d", backend, version, limit), func(t *testing.T) {
+					got := []store.SecretRef{}
+					after := ""
+					for pages := 0; ; pages++ {
+						if pages > len(users)+1 {
+							t.Fatalf("pagination does not end")
+						}
+						page, err := s.SecretsPage(ctxOf(t), after, target, limit)
+						if err != nil {
+							t.Fatalf("SecretsPage(%q, %v, %d): %v", after, target, limit, err)
+						}
+						if len(page) > limit {
+							t.Fatalf("SecretsPage returned %d refs, limit %d", len(page), limit)
+						}
+						if len(page) == 0 {
+							break
+						}
+						got = append(got, page...)
+						after = page[len(page)-1].UserID
 					}
-					page, err := s.SecretsPage(ctxOf(t), after, below, limit)
-					if err != nil {
-						t.Fatalf("SecretsPage(%q, %d, %d): %v", after, below, limit, err)
+					if w := expect(target, ""); !slices.Equal(got, w) {
+						t.Errorf("pages = %v, want %v", got, w)
 					}
-					if len(page) > limit {
-						t.Fatalf("SecretsPage returned %d refs, limit %d", len(page), limit)
-					}
-					if len(page) == 0 {
-						break
-					}
-					got = append(got, page...)
-					after = page[len(page)-1].UserID
-				}
-				if w := expect(below, ""); !slices.Equal(got, w) {
-					t.Errorf("pages = %v, want %v", got, w)
-				}
-			})
+				})
+			}
 		}
 	}
-	got, err := s.SecretsPage(ctxOf(t), "b", 0, 100)
+	target := store.KeyRef{Backend: "vault", Version: 9}
+	got, err := s.SecretsPage(ctxOf(t), "b", target, 100)
 	if err != nil {
 		t.Fatalf("SecretsPage: %v", err)
 	}
-	if w := expect(0, "b"); !slices.Equal(append([]store.SecretRef{}, got...), w) {
+	if w := expect(target, "b"); !slices.Equal(append([]store.SecretRef{}, got...), w) {
 		t.Errorf("SecretsPage(after \"b\") = %v, want %v", got, w)
 	}
 }
 
-func testSwapSecret(t *testing.T, h Harness) {
+func swapOne(t *testing.T, s store.Store, sw store.Swap) bool {
+	t.Helper()
+	n, err := s.SwapSecrets(ctxOf(t), []store.Swap{sw})
+	if err != nil {
+		t.Fatalf("SwapSecrets(%+v): %v", sw, err)
+	}
+	return n == 1
+}
+
+func testSwapSecrets(t *testing.T, h Harness) {
 	s := h.Open(t)
 	active := mustActive(t, s, "alice", hashes("a", 2))
 	pending := mustStart(t, s, "bob", 1, t0)
 
-	ok, err := s.SwapSecret(ctxOf(t), "alice", active.Ciphertext, "vault:v2:alice-rewrapped", 2)
-	if err != nil || !ok {
-		t.Fatalf("SwapSecret(active) = %v, %v; want true", ok, err)
+	if n, err := s.SwapSecrets(ctxOf(t), nil); err != nil || n != 0 {
+		t.Fatalf("SwapSecrets(nil) = %d, %v", n, err)
+	}
+	// One batch: two good swaps, a stale one, an unknown user and a
+	// ciphertext that belongs to somebody else.
+	n, err := s.SwapSecrets(ctxOf(t), []store.Swap{
+		{UserID: "alice", Old: active.Ciphertext, New: "vault:v2:alice-rewrapped", Version: 2},
+		{UserID: "nobody", Old: "x", New: "y", Version: 2},
+		{UserID: "bob", Old: active.Ciphertext, New: "vault:v2:x", Version: 2},
+		{UserID: "bob", Old: pending.Ciphertext, New: "vault:v2:bob-rewrapped", Version: 2},
+		{UserID: "alice", Old: active.Ciphertext, New: "vault:v3:stale", Version: 3},
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("SwapSecrets = %d, %v; want 2", n, err)
 	}
 	got := mustGet(t, s, "alice")
 	if got.Ciphertext != "vault:v2:alice-rewrapped" || got.KeyVersion != 2 || got.State != store.StateActive ||
 		got.LastStep != active.LastStep || got.RecoveryRemaining != 2 {
 		t.Errorf("after swap: %+v", got)
 	}
-	// A stale swap loses.
-	ok, err = s.SwapSecret(ctxOf(t), "alice", active.Ciphertext, "vault:v3:stale", 3)
-	if err != nil || ok {
-		t.Errorf("SwapSecret(stale old) = %v, %v; want false", ok, err)
-	}
-	if got := mustGet(t, s, "alice"); got.Ciphertext != "vault:v2:alice-rewrapped" || got.KeyVersion != 2 {
-		t.Errorf("stale swap changed the row: %+v", got)
-	}
-	if ok, err := s.SwapSecret(ctxOf(t), "nobody", "x", "y", 2); err != nil || ok {
-		t.Errorf("SwapSecret(unknown) = %v, %v; want false", ok, err)
-	}
-	if ok, err := s.SwapSecret(ctxOf(t), "bob", active.Ciphertext, "vault:v2:x", 2); err != nil || ok {
-		t.Errorf("SwapSecret(bob, alice's ciphertext) = %v, %v; want false", ok, err)
-	}
-
 	// Pending secrets are rewrapped too; the enrollment then confirms
 	// against the new ciphertext.
-	ok, err = s.SwapSecret(ctxOf(t), "bob", pending.Ciphertext, "vault:v2:bob-rewrapped", 2)
-	if err != nil || !ok {
-		t.Fatalf("SwapSecret(pending) = %v, %v; want true", ok, err)
-	}
-	if got := mustGet(t, s, "bob"); got.State != store.StatePending || got.KeyVersion != 2 {
+	if got := mustGet(t, s, "bob"); got.State != store.StatePending || got.KeyVersion != 2 || got.Ciphertext != "vault:v2:bob-rewrapped" {
 		t.Errorf("pending after swap: %+v", got)
 	}
 	if err := s.ConfirmEnrollment(ctxOf(t), "bob", "vault:v2:bob-rewrapped", 1, nil, t0); err != nil {
@@ -1624,10 +1649,24 @@ func testSwapSecret(t *testing.T, h Harness) {
 	}
 }
 
+func testSwapSecretsConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	u := mustActive(t, s, "alice", nil)
+	var swapped atomic.Int64
+	concurrently(t, func(i int) error {
+		n, err := s.SwapSecrets(ctxOf(t), []store.Swap{{UserID: "alice", Old: u.Ciphertext, New: fmt.Sprintf("vault:v2:writer-%d", i), Version: 2}})
+		swapped.Add(int64(n))
+		return err
+	})
+	if n := swapped.Load(); n != 1 {
+		t.Fatalf("%d concurrent swaps of one row succeeded, want 1", n)
+	}
+}
+
 func testSwapSecretAfterReenroll(t *testing.T, h Harness) {
 	s := h.Open(t)
 	first := mustStart(t, s, "alice", 1, t0)
-	page, err := s.SecretsPage(ctxOf(t), "", 2, 10)
+	page, err := s.SecretsPage(ctxOf(t), "", store.KeyRef{Backend: "vault", Version: 2}, 10)
 	if err != nil || len(page) != 1 || page[0].Ciphertext != first.Ciphertext {
 		t.Fatalf("SecretsPage = %v, %v", page, err)
 	}
@@ -1637,46 +1676,132 @@ func testSwapSecretAfterReenroll(t *testing.T, h Harness) {
 	if err := s.StartEnrollment(ctxOf(t), second); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := s.SwapSecret(ctxOf(t), "alice", page[0].Ciphertext, "vault:v2:rewrapped-old", 2); err != nil || ok {
-		t.Fatalf("SwapSecret over a newer enrollment = %v, %v; want false", ok, err)
+	if swapOne(t, s, store.Swap{UserID: "alice", Old: page[0].Ciphertext, New: "vault:v2:rewrapped-old", Version: 2}) {
+		t.Fatal("SwapSecrets overwrote a newer enrollment")
 	}
 	if got := mustGet(t, s, "alice"); got.Ciphertext != second.Ciphertext {
 		t.Errorf("rewrap overwrote a newer enrollment: %q", got.Ciphertext)
 	}
 }
 
-func testCountByKeyVersion(t *testing.T, h Harness) {
+func testCountByKey(t *testing.T, h Harness) {
 	s := h.Open(t)
-	counts, err := s.CountByKeyVersion(ctxOf(t))
+	counts, err := s.CountByKey(ctxOf(t))
 	if err != nil {
-		t.Fatalf("CountByKeyVersion(empty): %v", err)
+		t.Fatalf("CountByKey(empty): %v", err)
 	}
-	for v, n := range counts {
+	for k, n := range counts {
 		if n != 0 {
-			t.Errorf("empty store: CountByKeyVersion[%d] = %d", v, n)
+			t.Errorf("empty store: CountByKey[%v] = %d", k, n)
 		}
 	}
-	mustActive(t, s, "a", nil)  // v1 active
-	mustStart(t, s, "b", 1, t0) // v1 pending
-	mustStart(t, s, "c", 2, t0) // v2 pending
+	mustActive(t, s, "a", nil)  // vault v1 active
+	mustStart(t, s, "b", 1, t0) // vault v1 pending
+	mustStart(t, s, "c", 2, t0) // vault v2 pending
 	u := mustActive(t, s, "d", nil)
-	if ok, err := s.SwapSecret(ctxOf(t), "d", u.Ciphertext, "vault:v3:d", 3); err != nil || !ok {
-		t.Fatalf("SwapSecret: %v, %v", ok, err)
+	if !swapOne(t, s, store.Swap{UserID: "d", Old: u.Ciphertext, New: "vault:v3:d", Version: 3}) {
+		t.Fatal("swap d")
 	}
-	counts, err = s.CountByKeyVersion(ctxOf(t))
+	e := mustActive(t, s, "e", nil)
+	if !swapOne(t, s, store.Swap{UserID: "e", Old: e.Ciphertext, New: "local:v3:e", Version: 3}) {
+		t.Fatal("swap e")
+	}
+	counts, err = s.CountByKey(ctxOf(t))
 	if err != nil {
-		t.Fatalf("CountByKeyVersion: %v", err)
+		t.Fatalf("CountByKey: %v", err)
 	}
-	want := map[int]int{1: 2, 2: 1, 3: 1}
-	for v, n := range want {
-		if counts[v] != n {
-			t.Errorf("CountByKeyVersion[%d] = %d, want %d (all: %v)", v, counts[v], n, counts)
+	want := map[store.KeyRef]int{{Backend: "vault", Version: 1}: 2, {Backend: "vault", Version: 2}: 1, {Backend: "vault", Version: 3}: 1, {Backend: "local", Version: 3}: 1}
+	for k, n := range want {
+		if counts[k] != n {
+			t.Errorf("CountByKey[%v] = %d, want %d (all: %v)", k, counts[k], n, counts)
 		}
 	}
-	for v, n := range counts {
-		if _, ok := want[v]; !ok && n != 0 {
-			t.Errorf("CountByKeyVersion[%d] = %d, want 0", v, n)
+	for k, n := range counts {
+		if _, ok := want[k]; !ok && n != 0 {
+			t.Errorf("CountByKey[%v] = %d, want 0", k, n)
 		}
+	}
+}
+
+func testSwapSetting(t *testing.T, h Harness) {
+	s := h.Open(t)
+	if ok, err := s.SwapSetting(ctxOf(t), "k", []byte("a"), []byte("b")); err != nil || ok {
+		t.Fatalf("SwapSetting(unknown) = %v, %v", ok, err)
+	}
+	if _, err := s.PutSettingIfAbsent(ctxOf(t), "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.SwapSetting(ctxOf(t), "k", []byte("stale"), []byte("x")); err != nil || ok {
+		t.Fatalf("SwapSetting(stale) = %v, %v", ok, err)
+	}
+	var won atomic.Int64
+	concurrently(t, func(i int) error {
+		ok, err := s.SwapSetting(ctxOf(t), "k", []byte("v1"), []byte(fmt.Sprintf("v2-%d", i)))
+		if ok {
+			won.Add(1)
+		}
+		return err
+	})
+	if won.Load() != 1 {
+		t.Fatalf("%d concurrent swaps won, want 1", won.Load())
+	}
+	if v, err := s.Setting(ctxOf(t), "k"); err != nil || !strings.HasPrefix(string(v), "v2-") {
+		t.Fatalf("Setting after swap = %q, %v", v, err)
+	}
+}
+
+func testJobLease(t *testing.T, h Harness) {
+	s := h.Open(t)
+	ctx := ctxOf(t)
+	if _, err := s.GetJob(ctx, "rewrap"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetJob(unknown) = %v, want ErrNotFound", err)
+	}
+	j, ok, err := s.AcquireJob(ctx, "rewrap", "a", t0, t0.Add(time.Minute))
+	if err != nil || !ok || j.Owner != "a" || len(j.State) != 0 {
+		t.Fatalf("AcquireJob(a) = %+v, %v, %v", j, ok, err)
+	}
+	if err := s.UpdateJob(ctx, "rewrap", "a", []byte(`{"cursor":"m"}`), t0.Add(2*time.Minute)); err != nil {
+		t.Fatalf("UpdateJob(a): %v", err)
+	}
+	j, ok, err = s.AcquireJob(ctx, "rewrap", "b", t0.Add(90*time.Second), t0.Add(3*time.Minute))
+	if err != nil || ok || j.Owner != "a" {
+		t.Fatalf("AcquireJob(b) while a holds it = %+v, %v, %v; want a to keep it", j, ok, err)
+	}
+	if err := s.UpdateJob(ctx, "rewrap", "b", []byte("x"), t0.Add(time.Hour)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("UpdateJob by a non-holder = %v, want ErrConflict", err)
+	}
+	// a's lease runs out: b takes over and sees where a stopped.
+	j, ok, err = s.AcquireJob(ctx, "rewrap", "b", t0.Add(3*time.Minute), t0.Add(4*time.Minute))
+	if err != nil || !ok || j.Owner != "b" || string(j.State) != `{"cursor":"m"}` {
+		t.Fatalf("AcquireJob(b) after expiry = %+v, %v, %v", j, ok, err)
+	}
+	if err := s.UpdateJob(ctx, "rewrap", "a", []byte("late"), t0.Add(time.Hour)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("UpdateJob by the old holder = %v, want ErrConflict", err)
+	}
+	// Releasing (a lease end in the past) lets the next caller in at once.
+	if err := s.UpdateJob(ctx, "rewrap", "b", []byte("done"), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := s.GetJob(ctx, "rewrap"); err != nil || string(j.State) != "done" || j.Owner != "b" {
+		t.Fatalf("GetJob = %+v, %v", j, err)
+	}
+	if _, ok, err := s.AcquireJob(ctx, "rewrap", "c", t0.Add(3*time.Minute), t0.Add(4*time.Minute)); err != nil || !ok {
+		t.Fatalf("AcquireJob after release = %v, %v", ok, err)
+	}
+}
+
+func testJobLeaseConcurrent(t *testing.T, h Harness) {
+	s := h.Open(t)
+	var won atomic.Int64
+	concurrently(t, func(i int) error {
+		_, ok, err := s.AcquireJob(ctxOf(t), "rewrap", fmt.Sprintf("owner-%d", i), t0, t0.Add(time.Minute))
+		if ok {
+			won.Add(1)
+		}
+		return err
+	})
+	if won.Load() != 1 {
+		t.Fatalf("%d concurrent AcquireJob calls won, want 1", won.Load())
 	}
 }
 

@@ -1,0 +1,730 @@
+// Package rotation runs key rotation for the stored secrets: status (which
+// key version encrypts how many secrets), rotate, the rewrap job that moves
+// every stored secret to the newest key version while logins go on, and
+// raising the minimum decryption version once nothing older remains.
+//
+// The rewrap job holds a lease in the store, so one job runs at a time
+// across every replica and every `totpgate keys rewrap`; it saves its
+// cursor after each batch, so a job that was killed resumes where it
+// stopped once its lease runs out. Each batch is swapped in with
+// compare-and-swap on the old ciphertext: a login or re-enrollment that
+// changed a row meanwhile always wins over the rewrap.
+package rotation
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/store"
+)
+
+// Keys is what rotation needs of the keyring.
+type Keys interface {
+	Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Result, error)
+	Rotate(ctx context.Context) (keyring.Status, error)
+	Status(ctx context.Context) (keyring.Status, error)
+	SetMinDecryptionVersion(ctx context.Context, v int) (keyring.Status, error)
+}
+
+// Store is what rotation needs of the store.
+type Store interface {
+	SecretsPage(ctx context.Context, after string, target store.KeyRef, limit int) ([]store.SecretRef, error)
+	SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error)
+	CountByKey(ctx context.Context) (map[store.KeyRef]int, error)
+	Setting(ctx context.Context, key string) ([]byte, error)
+	SwapSetting(ctx context.Context, key string, old, replacement []byte) (bool, error)
+	AcquireJob(ctx context.Context, name, owner string, now, leaseUntil time.Time) (store.Job, bool, error)
+	UpdateJob(ctx context.Context, name, owner string, state []byte, leaseUntil time.Time) error
+	GetJob(ctx context.Context, name string) (store.Job, error)
+}
+
+// EncryptedSetting is a setting whose value is a keyring ciphertext bound
+// to BindTo (the recovery-code key). Rewrap moves it with the users'
+// secrets and status counts it, so raising the minimum decryption version
+// can never strand it.
+type EncryptedSetting struct {
+	Key, BindTo string
+}
+
+// Sentinel errors.
+var (
+	// ErrRunning: another process holds the rewrap lease. The error is a
+	// *RunningError carrying that job.
+	ErrRunning = errors.New("rotation: a rewrap is already running")
+	// ErrOldVersionsRemain: stored secrets still use versions below the
+	// requested minimum decryption version.
+	ErrOldVersionsRemain = errors.New("rotation: stored secrets use older key versions")
+	// ErrNoJob: no rewrap was ever started.
+	ErrNoJob = errors.New("rotation: no rewrap job")
+)
+
+// RunningError is ErrRunning with the job that runs.
+type RunningError struct{ Job Job }
+
+func (e *RunningError) Error() string {
+	return fmt.Sprintf("rotation: rewrap %s is already running (owner %s)", e.Job.ID, e.Job.Owner)
+}
+
+// Is makes errors.Is(err, ErrRunning) true.
+func (e *RunningError) Is(target error) bool { return target == ErrRunning }
+
+// OldVersionsError is ErrOldVersionsRemain with the count.
+type OldVersionsError struct{ Remaining, Version int }
+
+func (e *OldVersionsError) Error() string {
+	return fmt.Sprintf("rotation: %d stored secrets use key versions below %d; run a rewrap first", e.Remaining, e.Version)
+}
+
+// Is makes errors.Is(err, ErrOldVersionsRemain) true.
+func (e *OldVersionsError) Is(target error) bool { return target == ErrOldVersionsRemain }
+
+// Job states, as in the API.
+const (
+	StateRunning   = "running"
+	StateSucceeded = "succeeded"
+	StateFailed    = "failed"
+	StateCancelled = "cancelled"
+)
+
+// Job is a rewrap job as saved in the store after every batch.
+type Job struct {
+	ID         string       `json:"id"`
+	State      string       `json:"state"`
+	Target     store.KeyRef `json:"target"`
+	Total      int          `json:"total"`
+	Done       int          `json:"done"`
+	Failed     int          `json:"failed"`
+	Cursor     string       `json:"cursor"` // last user id handled
+	BatchSize  int          `json:"batch_size"`
+	Rate       int          `json:"rate_per_second"`
+	StartedAt  time.Time    `json:"started_at"`
+	FinishedAt time.Time    `json:"finished_at,omitzero"`
+	Error      string       `json:"error,omitempty"`
+	Owner      string       `json:"owner"`
+	// LeaseUntil is not saved in State; it is filled in from the lease.
+	LeaseUntil time.Time `json:"-"`
+}
+
+// Remaining is how many secrets the job has not handled yet.
+func (j Job) Remaining() int { return max(0, j.Total-j.Done-j.Failed) }
+
+// Options tune a rewrap.
+type Options struct {
+	BatchSize int // secrets per Vault request; 1..1000, default 200
+	Rate      int // most secrets per second; 0: no limit
+}
+
+func (o Options) withDefaults() (Options, error) {
+	if o.BatchSize == 0 {
+		o.BatchSize = 200
+	}
+	if o.BatchSize < 1 || o.BatchSize > 1000 {
+		return o, fmt.Errorf("rotation: batch size %d must be 1..1000", o.BatchSize)
+	}
+	if o.Rate < 0 {
+		return o, fmt.Errorf("rotation: rate %d must not be negative", o.Rate)
+	}
+	return o, nil
+}
+
+// Config is the Manager's wiring.
+type Config struct {
+	Store    Store
+	Keys     Keys
+	Settings []EncryptedSetting
+	Logger   *slog.Logger
+	Metrics  *Metrics // nil: no metrics
+	Now      func() time.Time
+	// Lease is how long a rewrap's lease lasts without a heartbeat; a
+	// killed job can be resumed by another process after this. Default 30 s.
+	Lease time.Duration
+	// Owner names this process in the lease; default host-pid-random.
+	Owner string
+}
+
+// Manager runs rotation operations. Safe for concurrent use.
+type Manager struct {
+	cfg Config
+	log *slog.Logger
+
+	mu   sync.Mutex
+	base context.Context // set by Serve: background jobs run under it
+	wg   sync.WaitGroup
+}
+
+// New returns a Manager.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Store == nil || cfg.Keys == nil {
+		return nil, errors.New("rotation: store and keys are required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	if cfg.Owner == "" {
+		host, _ := os.Hostname()
+		cfg.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomID(4))
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Manager{cfg: cfg, log: log.With("component", "rotation")}, nil
+}
+
+const jobName = "rewrap"
+
+// Status is the key status with the stored secrets per key.
+type Status struct {
+	Keys keyring.Status
+	// ByKey counts stored secrets (users' secrets and encrypted settings)
+	// per backend and version.
+	ByKey map[store.KeyRef]int
+	Total int
+}
+
+// Versions lists ByKey sorted by backend, then version.
+func (s Status) Versions() []KeyCount {
+	out := make([]KeyCount, 0, len(s.ByKey))
+	for k, n := range s.ByKey {
+		if n > 0 {
+			out = append(out, KeyCount{KeyRef: k, Secrets: n})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Backend != out[j].Backend {
+			return out[i].Backend < out[j].Backend
+		}
+		return out[i].Version < out[j].Version
+	})
+	return out
+}
+
+// KeyCount is one row of Status.Versions.
+type KeyCount struct {
+	store.KeyRef
+	Secrets int
+}
+
+// Status reads the keyring status and counts stored secrets per key.
+func (m *Manager) Status(ctx context.Context) (Status, error) {
+	ks, err := m.cfg.Keys.Status(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("rotation: key status: %w", err)
+	}
+	counts, err := m.cfg.Store.CountByKey(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("rotation: count secrets: %w", err)
+	}
+	for _, s := range m.cfg.Settings {
+		v, err := m.cfg.Store.Setting(ctx, s.Key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return Status{}, fmt.Errorf("rotation: read setting: %w", err)
+		}
+		backend, version, err := keyring.ParseVersion(string(v))
+		if err != nil {
+			return Status{}, fmt.Errorf("rotation: setting %s: %w", s.Key, err)
+		}
+		counts[store.KeyRef{Backend: backend, Version: version}]++
+	}
+	st := Status{Keys: ks, ByKey: counts}
+	for _, n := range counts {
+		st.Total += n
+	}
+	m.cfg.Metrics.observeStatus(st)
+	return st, nil
+}
+
+// stale counts stored secrets not at target.
+func (s Status) stale(target store.KeyRef) int {
+	n := 0
+	for k, c := range s.ByKey {
+		if k.Backend != target.Backend || k.Version < target.Version {
+			n += c
+		}
+	}
+	return n
+}
+
+// Rotate adds a key version and answers the new status.
+func (m *Manager) Rotate(ctx context.Context) (Status, error) {
+	if _, err := m.cfg.Keys.Rotate(ctx); err != nil {
+		return Status{}, fmt.Errorf("rotation: rotate: %w", err)
+	}
+	m.log.Info("key rotated")
+	return m.Status(ctx)
+}
+
+// RaiseMinDecryptionVersion retires key versions below v, only when no
+// stored secret still needs one of them.
+func (m *Manager) RaiseMinDecryptionVersion(ctx context.Context, v int) (Status, error) {
+	st, err := m.Status(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	if n := st.stale(store.KeyRef{Backend: st.Keys.Backend, Version: v}); n > 0 {
+		return st, &OldVersionsError{Remaining: n, Version: v}
+	}
+	if _, err := m.cfg.Keys.SetMinDecryptionVersion(ctx, v); err != nil {
+		return Status{}, fmt.Errorf("rotation: set min decryption version: %w", err)
+	}
+	m.log.Info("minimum decryption version raised", "version", v)
+	return m.Status(ctx)
+}
+
+// LatestJob answers the most recent rewrap job. A job saved as running
+// whose lease has run out was interrupted (its process died); it is
+// answered as failed, and the next rewrap resumes it.
+func (m *Manager) LatestJob(ctx context.Context) (Job, error) {
+	sj, err := m.cfg.Store.GetJob(ctx, jobName)
+	if errors.Is(err, store.ErrNotFound) {
+		return Job{}, ErrNoJob
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("rotation: read job: %w", err)
+	}
+	j, err := decodeJob(sj)
+	if err != nil {
+		return Job{}, err
+	}
+	if j.ID == "" {
+		return Job{}, ErrNoJob
+	}
+	if j.State == StateRunning && m.cfg.Now().After(j.LeaseUntil) {
+		j.State = StateFailed
+		j.Error = "interrupted; start a rewrap again to resume"
+	}
+	return j, nil
+}
+
+func decodeJob(sj store.Job) (Job, error) {
+	var j Job
+	if len(sj.State) > 0 {
+		if err := json.Unmarshal(sj.State, &j); err != nil {
+			return Job{}, fmt.Errorf("rotation: decode job: %w", err)
+		}
+	}
+	j.LeaseUntil = sj.LeaseUntil
+	if j.Owner == "" {
+		j.Owner = sj.Owner
+	}
+	return j, nil
+}
+
+// Serve lets Start run jobs in the background under ctx until it ends, then
+// waits for a running job to save its state.
+func (m *Manager) Serve(ctx context.Context) {
+	m.mu.Lock()
+	m.base = ctx
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.wg.Wait()
+}
+
+// Start begins (or resumes) a rewrap in the background and answers its
+// first state. ErrRunning when another process holds the lease.
+func (m *Manager) Start(ctx context.Context, opts Options) (Job, error) {
+	m.mu.Lock()
+	base := m.base
+	m.mu.Unlock()
+	if base == nil || base.Err() != nil {
+		return Job{}, errors.New("rotation: not serving background jobs")
+	}
+	r, err := m.begin(ctx, opts)
+	if err != nil {
+		return Job{}, err
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		_, _ = r.loop(base, nil)
+	}()
+	return r.job, nil
+}
+
+// Rewrap runs (or resumes) a rewrap to the end in the caller's goroutine,
+// calling progress after every batch. ErrRunning when another process
+// holds the lease.
+func (m *Manager) Rewrap(ctx context.Context, opts Options, progress func(Job)) (Job, error) {
+	r, err := m.begin(ctx, opts)
+	if err != nil {
+		return Job{}, err
+	}
+	return r.loop(ctx, progress)
+}
+
+type run struct {
+	m      *Manager
+	job    Job
+	target store.KeyRef
+}
+
+// begin takes the lease and sets up the job: a fresh one, or the one an
+// interrupted process left for the same target key.
+func (m *Manager) begin(ctx context.Context, opts Options) (*run, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	st, err := m.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	target := store.KeyRef{Backend: st.Keys.Backend, Version: st.Keys.LatestVersion}
+	now := m.cfg.Now()
+	sj, ok, err := m.cfg.Store.AcquireJob(ctx, jobName, m.cfg.Owner, now, now.Add(m.cfg.Lease))
+	if err != nil {
+		return nil, fmt.Errorf("rotation: acquire lease: %w", err)
+	}
+	prev, err := decodeJob(sj)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		prev.State = StateRunning
+		return nil, &RunningError{Job: prev}
+	}
+	job := Job{
+		ID: randomID(13), State: StateRunning, Target: target, Total: st.stale(target),
+		BatchSize: opts.BatchSize, Rate: opts.Rate, StartedAt: now, Owner: m.cfg.Owner,
+	}
+	interrupted := prev.State == StateRunning || prev.State == StateCancelled
+	if interrupted && prev.Target == target && prev.ID != "" {
+		// Resume: keep the id, counts and cursor; rows before the cursor
+		// are done (or failed and counted).
+		job = prev
+		job.State, job.Owner, job.BatchSize, job.Rate, job.Error = StateRunning, m.cfg.Owner, opts.BatchSize, opts.Rate, ""
+		m.log.Info("resuming rewrap", "job", job.ID, "done", job.Done, "total", job.Total)
+	} else {
+		m.log.Info("starting rewrap", "job", job.ID, "target_backend", target.Backend, "target_version", target.Version, "total", job.Total)
+	}
+	r := &run{m: m, job: job, target: target}
+	if err := r.save(ctx, false); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *run) save(ctx context.Context, release bool) error {
+	b, err := json.Marshal(r.job)
+	if err != nil {
+		return fmt.Errorf("rotation: encode job: %w", err)
+	}
+	until := r.m.cfg.Now().Add(r.m.cfg.Lease)
+	if release {
+		until = time.Time{}
+	}
+	if err := r.m.cfg.Store.UpdateJob(ctx, jobName, r.m.cfg.Owner, b, until); err != nil {
+		return fmt.Errorf("rotation: save job: %w", err)
+	}
+	r.job.LeaseUntil = until
+	return nil
+}
+
+// batchRetries is how often a batch is retried when the keyring or store
+// fails as a whole (Vault restarting, a failover) before the job fails.
+const batchRetries = 5
+
+// loop rewraps page after page, then the encrypted settings, and saves the
+// final state. It answers the final job; its error is the job's failure.
+func (r *run) loop(ctx context.Context, progress func(Job)) (Job, error) {
+	m := r.m
+	m.cfg.Metrics.running(true)
+	defer m.cfg.Metrics.running(false)
+	err := r.rows(ctx, progress)
+	if err == nil {
+		err = r.settings(ctx)
+	}
+	r.job.FinishedAt = m.cfg.Now()
+	switch {
+	case err == nil && r.job.Failed == 0:
+		r.job.State = StateSucceeded
+	case err == nil:
+		r.job.State = StateFailed
+		r.job.Error = fmt.Sprintf("%d secrets could not be rewrapped; see the log", r.job.Failed)
+		err = errors.New("rotation: " + r.job.Error)
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
+		r.job.State = StateCancelled
+		r.job.Error = "cancelled"
+	default:
+		r.job.State = StateFailed
+		r.job.Error = shortError(err)
+	}
+	// Save even when ctx is cancelled: a cancelled job must say so, and
+	// must free the lease for the next run.
+	saveCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if serr := r.save(saveCtx, true); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	m.cfg.Metrics.observeJob(r.job)
+	if progress != nil {
+		progress(r.job)
+	}
+	m.log.Info("rewrap finished", "job", r.job.ID, "state", r.job.State, "done", r.job.Done, "failed", r.job.Failed, "error", r.job.Error)
+	return r.job, err
+}
+
+// shortError keeps the job's error readable in the API: the sentinel
+// meaning, not a chain of wrapped internals.
+func shortError(err error) string {
+	switch {
+	case errors.Is(err, keyring.ErrUnavailable):
+		return "key backend unavailable"
+	case errors.Is(err, store.ErrConflict):
+		return "lease lost to another process"
+	default:
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i > 0 && len(msg) > 120 {
+			msg = msg[i+2:]
+		}
+		return msg
+	}
+}
+
+func (r *run) rows(ctx context.Context, progress func(Job)) error {
+	m := r.m
+	start := m.cfg.Now()
+	handled := 0 // secrets handled in this run, for the rate limit
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		page, err := m.cfg.Store.SecretsPage(ctx, r.job.Cursor, r.target, r.job.BatchSize)
+		if err != nil {
+			return fmt.Errorf("rotation: list secrets: %w", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		if r.job.Rate > 0 {
+			// Pace so that handled secrets never run ahead of rate*elapsed.
+			due := start.Add(time.Duration(float64(handled) / float64(r.job.Rate) * float64(time.Second)))
+			if wait := due.Sub(m.cfg.Now()); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(wait):
+				}
+			}
+		}
+		began := time.Now()
+		if err := r.batch(ctx, page); err != nil {
+			return err
+		}
+		m.cfg.Metrics.batchSeconds(time.Since(began))
+		handled += len(page)
+		r.job.Cursor = page[len(page)-1].UserID
+		if err := r.save(ctx, false); err != nil {
+			return err
+		}
+		m.cfg.Metrics.observeJob(r.job)
+		if progress != nil {
+			progress(r.job)
+		}
+	}
+}
+
+// batch rewraps one page and swaps the results in, retrying the page when
+// the keyring or store fails as a whole.
+func (r *run) batch(ctx context.Context, page []store.SecretRef) error {
+	m := r.m
+	items := make([]keyring.Item, len(page))
+	for i, ref := range page {
+		items[i] = keyring.Item{BindTo: ref.UserID, Ciphertext: ref.Ciphertext}
+	}
+	var results []keyring.Result
+	var swapped int
+	err := retry(ctx, batchRetries, func() error {
+		var err error
+		results, err = m.cfg.Keys.Rewrap(ctx, items)
+		if err != nil {
+			return fmt.Errorf("rotation: rewrap: %w", err)
+		}
+		swaps := make([]store.Swap, 0, len(page))
+		for i, res := range results {
+			if res.Err == nil {
+				swaps = append(swaps, store.Swap{UserID: page[i].UserID, Old: page[i].Ciphertext, New: res.Ciphertext, Version: res.Version})
+			}
+		}
+		swapped, err = m.cfg.Store.SwapSecrets(ctx, swaps)
+		if err != nil {
+			return fmt.Errorf("rotation: store rewrapped secrets: %w", err)
+		}
+		return nil
+	}, m.log)
+	if err != nil {
+		return err
+	}
+	ok := 0
+	for i, res := range results {
+		if res.Err != nil {
+			r.job.Failed++
+			m.log.Warn("secret not rewrapped", "job", r.job.ID, "user", page[i].UserID, "error", res.Err.Error())
+			continue
+		}
+		ok++
+	}
+	r.job.Done += ok
+	m.cfg.Metrics.count(swapped, ok-swapped, len(results)-ok)
+	return nil
+}
+
+func retry(ctx context.Context, attempts int, fn func() error, log *slog.Logger) error {
+	wait := 200 * time.Millisecond
+	for i := 1; ; i++ {
+		err := fn()
+		if err == nil || i == attempts || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("rewrap batch failed; retrying", "attempt", i, "error", err.Error(), "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// settings moves the encrypted settings to the target key.
+func (r *run) settings(ctx context.Context) error {
+	m := r.m
+	for _, s := range m.cfg.Settings {
+		v, err := m.cfg.Store.Setting(ctx, s.Key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("rotation: read setting: %w", err)
+		}
+		backend, version, err := keyring.ParseVersion(string(v))
+		if err != nil {
+			return fmt.Errorf("rotation: setting %s: %w", s.Key, err)
+		}
+		if backend == r.target.Backend && version >= r.target.Version {
+			continue
+		}
+		res, err := m.cfg.Keys.Rewrap(ctx, []keyring.Item{{BindTo: s.BindTo, Ciphertext: string(v)}})
+		if err != nil {
+			return fmt.Errorf("rotation: rewrap setting: %w", err)
+		}
+		if res[0].Err != nil {
+			r.job.Failed++
+			m.log.Error("setting not rewrapped", "job", r.job.ID, "setting", s.Key, "error", res[0].Err.Error())
+			continue
+		}
+		if _, err := m.cfg.Store.SwapSetting(ctx, s.Key, v, []byte(res[0].Ciphertext)); err != nil {
+			return fmt.Errorf("rotation: store setting: %w", err)
+		}
+		r.job.Done++
+	}
+	return nil
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Metrics are the rewrap's Prometheus metrics.
+type Metrics struct {
+	secrets   *prometheus.CounterVec
+	remaining prometheus.Gauge
+	runningG  prometheus.Gauge
+	batch     prometheus.Histogram
+	byKey     *prometheus.GaugeVec
+}
+
+// NewMetrics registers the rotation metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		secrets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_rewrap_secrets_total",
+			Help: "Secrets handled by rewrap jobs: rewrapped (stored under the new version), changed (a login or re-enrollment replaced the row meanwhile; left alone), failed.",
+		}, []string{"result"}),
+		remaining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "totpgate_rewrap_remaining_secrets",
+			Help: "Secrets the current or last rewrap job has not handled yet.",
+		}),
+		runningG: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "totpgate_rewrap_running",
+			Help: "1 while this process runs a rewrap job.",
+		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "totpgate_rewrap_batch_duration_seconds",
+			Help:    "Time to rewrap and store one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+		byKey: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "totpgate_keys_secrets",
+			Help: "Stored secrets per keyring backend and key version, as of the last status read.",
+		}, []string{"backend", "version"}),
+	}
+	for _, r := range []string{"rewrapped", "changed", "failed"} {
+		m.secrets.WithLabelValues(r)
+	}
+	reg.MustRegister(m.secrets, m.remaining, m.runningG, m.batch, m.byKey)
+	return m
+}
+
+func (m *Metrics) count(rewrapped, changed, failed int) {
+	if m == nil {
+		return
+	}
+	m.secrets.WithLabelValues("rewrapped").Add(float64(rewrapped))
+	m.secrets.WithLabelValues("changed").Add(float64(changed))
+	m.secrets.WithLabelValues("failed").Add(float64(failed))
+}
+
+func (m *Metrics) running(on bool) {
+	if m == nil {
+		return
+	}
+	if on {
+		m.runningG.Set(1)
+	} else {
+		m.runningG.Set(0)
+	}
+}
+
+func (m *Metrics) batchSeconds(d time.Duration) {
+	if m != nil {
+		m.batch.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) observeJob(j Job) {
+	if m != nil {
+		m.remaining.Set(float64(j.Remaining()))
+	}
+}
+
+func (m *Metrics) observeStatus(s Status) {
+	if m == nil {
+		return
+	}
+	m.byKey.Reset()
+	for k, n := range s.ByKey {
+		m.byKey.WithLabelValues(k.Backend, fmt.Sprint(k.Version)).Set(float64(n))
+	}
+}

@@ -49,6 +49,8 @@ type Deps struct {
 	Checks   []Check
 	Spec     []byte
 	MFA      MFA
+	// Keys serves the admin key operations.
+	Keys Keys
 	// Identify asks the app who the caller of a user operation is.
 	Identify func(context.Context, *http.Request) (identity.Identity, error)
 	// Required reports the policy: every user must have MFA.
@@ -70,6 +72,7 @@ type API struct {
 	checks   []Check
 	spec     []byte
 	mfa      MFA
+	keys     Keys
 	identify func(context.Context, *http.Request) (identity.Identity, error)
 	required bool
 
@@ -98,13 +101,13 @@ func New(d Deps) (*API, error) {
 	if d.Challenges != nil && d.Release == nil {
 		errs = append(errs, errors.New("api: challenges need a release function"))
 	}
-	if d.MFA == nil || d.Identify == nil {
-		errs = append(errs, errors.New("api: MFA service and identity lookup are required"))
+	if d.MFA == nil || d.Identify == nil || d.Keys == nil {
+		errs = append(errs, errors.New("api: MFA service, key rotation and identity lookup are required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec, mfa: d.MFA, identify: d.Identify, required: d.Required,
+	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec, mfa: d.MFA, keys: d.Keys, identify: d.Identify, required: d.Required,
 		challenges: d.Challenges, challengeCfg: d.ChallengeConfig, release: d.Release,
 		audit: d.Audit, clientIP: d.ClientIP}, nil
 }

@@ -28,6 +28,9 @@ const (
 	Disabled            = "mfa_disabled"
 	AdminReset          = "admin_reset"
 	AdminUnlock         = "admin_unlock"
+	KeyRotated          = "key_rotated" // outcome: backend and new version, e.g. "vault v4"
+	KeyMinVersionRaised = "key_min_version_raised"
+	RewrapStarted       = "rewrap_started" // outcome: job id
 )
 
 // Event is one security event.

@@ -135,8 +135,40 @@ type Store struct {
 
 // Keyring is how TOTP secrets are encrypted.
 type Keyring struct {
-	Backend   string `yaml:"backend" doc:"local: versioned AES-256-GCM keys in a file (embedded default)."`
-	LocalPath string `yaml:"local_path" doc:"Local keyring file, created with mode 0600 on first start."`
+	Backend     string `yaml:"backend" doc:"local: versioned AES-256-GCM keys in a file (embedded default). vault: HashiCorp Vault transit (keyring.vault.*)."`
+	LocalPath   string `yaml:"local_path" doc:"Local keyring file, created with mode 0600 on first start."`
+	MigrateFrom string `yaml:"migrate_from" doc:"While moving secrets to another keyring: the previous backend (local or vault), still used to decrypt secrets not yet moved. Run totpgate keys rewrap, then unset."`
+	Vault       Vault  `yaml:"vault"`
+}
+
+// Vault is the Vault transit keyring. Empty connection settings fall back
+// to Vault's own environment variables (VAULT_ADDR, VAULT_CACERT,
+// VAULT_CLIENT_CERT, VAULT_CLIENT_KEY, VAULT_TLS_SERVER_NAME, VAULT_TOKEN).
+type Vault struct {
+	Address       string        `yaml:"address" doc:"Vault address, e.g. https://vault.vault:8200. Empty: VAULT_ADDR."`
+	CACert        string        `yaml:"ca_cert" doc:"PEM file of the CA that signed Vault's certificate. Empty: VAULT_CACERT."`
+	ClientCert    string        `yaml:"client_cert" doc:"Client certificate file for mutual TLS. Empty: VAULT_CLIENT_CERT."`
+	ClientKey     string        `yaml:"client_key" doc:"Client key file for mutual TLS. Empty: VAULT_CLIENT_KEY."`
+	TLSServerName string        `yaml:"tls_server_name" doc:"Server name checked in Vault's certificate (SNI). Empty: VAULT_TLS_SERVER_NAME."`
+	Mount         string        `yaml:"mount" doc:"Path of the transit secrets engine."`
+	Key           string        `yaml:"key" doc:"Transit key name. It must be derived (derived=true): each secret is bound to its user."`
+	CreateKey     bool          `yaml:"create_key" doc:"Create the transit key at start when it is missing (needs create on <mount>/keys/<key>); otherwise a missing key stops the start with the command that creates it."`
+	Timeout       time.Duration `yaml:"timeout" doc:"Longest a Vault operation may take, retries included; a login waiting longer fails closed with 503."`
+	MaxRetries    int           `yaml:"max_retries" doc:"Retries after a connection error, 429 or 5xx (never after another 4xx), with jittered exponential backoff."`
+	Auth          VaultAuth     `yaml:"auth"`
+}
+
+// VaultAuth is how totpgate logs in to Vault.
+type VaultAuth struct {
+	Method         string        `yaml:"method" doc:"token, kubernetes or approle."`
+	Token          string        `yaml:"token" secret:"true" doc:"Vault token (method token). Prefer token_file. Empty: VAULT_TOKEN."`
+	TokenFile      string        `yaml:"token_file" doc:"File holding the token (method token), re-read when it changes, e.g. a Vault Agent sink."`
+	TokenFilePoll  time.Duration `yaml:"token_file_poll" doc:"How often token_file is checked for a new token."`
+	Mount          string        `yaml:"mount" doc:"Auth mount path. Empty: kubernetes or approle, after the method."`
+	Role           string        `yaml:"role" doc:"Vault role (method kubernetes)."`
+	ServiceAccount string        `yaml:"service_account_token_file" doc:"Projected service-account token (method kubernetes), read at each login."`
+	RoleID         string        `yaml:"role_id" doc:"AppRole role id (method approle)."`
+	SecretIDFile   string        `yaml:"secret_id_file" doc:"File holding the AppRole secret id (method approle), read at each login."`
 }
 
 // Validate reports every problem with the identity settings.
@@ -186,16 +218,90 @@ func (s Store) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Validate reports an unknown backend or a missing path.
+// Validate reports an unknown backend, a missing path and, when Vault is
+// used, every missing Vault setting.
 func (k Keyring) Validate() error {
 	var errs []error
-	if k.Backend != "local" {
-		errs = append(errs, fmt.Errorf("keyring.backend: %q is not supported (local)", k.Backend))
+	known := map[string]bool{"local": true, "vault": true}
+	if !known[k.Backend] {
+		errs = append(errs, fmt.Errorf("keyring.backend: %q is not supported (local or vault)", k.Backend))
 	}
-	if k.LocalPath == "" {
+	if k.MigrateFrom != "" && (!known[k.MigrateFrom] || k.MigrateFrom == k.Backend) {
+		errs = append(errs, fmt.Errorf("keyring.migrate_from: %q must be the other backend than %q, or empty", k.MigrateFrom, k.Backend))
+	}
+	if (k.Backend == "local" || k.MigrateFrom == "local") && k.LocalPath == "" {
 		errs = append(errs, errors.New("keyring.local_path: must not be empty"))
 	}
+	if k.Backend == "vault" || k.MigrateFrom == "vault" {
+		errs = append(errs, k.Vault.Validate())
+	}
 	return errors.Join(errs...)
+}
+
+// Validate reports every missing or contradictory Vault setting.
+func (v Vault) Validate() error {
+	var errs []error
+	if u, err := url.Parse(v.Address); v.Address == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("keyring.vault.address: %q must be an http(s) URL (or set VAULT_ADDR)", v.Address))
+	}
+	if v.Mount == "" || strings.Trim(v.Mount, "/") != v.Mount {
+		errs = append(errs, fmt.Errorf("keyring.vault.mount: %q must be a path without leading or trailing slashes", v.Mount))
+	}
+	if v.Key == "" || strings.ContainsAny(v.Key, "/ ") {
+		errs = append(errs, fmt.Errorf("keyring.vault.key: %q must be one path segment", v.Key))
+	}
+	if (v.ClientCert == "") != (v.ClientKey == "") {
+		errs = append(errs, errors.New("keyring.vault.client_cert and client_key: set both or neither"))
+	}
+	if v.MaxRetries < 0 {
+		errs = append(errs, errors.New("keyring.vault.max_retries: must not be negative"))
+	}
+	errs = append(errs, positive("keyring.vault.timeout", v.Timeout))
+	a := v.Auth
+	switch a.Method {
+	case "token":
+		if (a.Token == "") == (a.TokenFile == "") {
+			errs = append(errs, errors.New("keyring.vault.auth: method token needs exactly one of token (or VAULT_TOKEN) and token_file"))
+		}
+		if a.TokenFile != "" {
+			errs = append(errs, positive("keyring.vault.auth.token_file_poll", a.TokenFilePoll))
+		}
+	case "kubernetes":
+		if a.Role == "" {
+			errs = append(errs, errors.New("keyring.vault.auth.role: method kubernetes needs a role"))
+		}
+		if a.ServiceAccount == "" {
+			errs = append(errs, errors.New("keyring.vault.auth.service_account_token_file: must not be empty"))
+		}
+	case "approle":
+		if a.RoleID == "" || a.SecretIDFile == "" {
+			errs = append(errs, errors.New("keyring.vault.auth: method approle needs role_id and secret_id_file"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("keyring.vault.auth.method: %q must be token, kubernetes or approle", a.Method))
+	}
+	return errors.Join(errs...)
+}
+
+// applyVaultEnv fills empty connection settings from Vault's standard
+// environment variables, so a pod set up for the vault CLI works as is.
+func (v *Vault) applyVaultEnv(getenv func(string) string) {
+	for _, f := range []struct {
+		field *string
+		env   string
+	}{
+		{&v.Address, "VAULT_ADDR"}, {&v.CACert, "VAULT_CACERT"}, {&v.ClientCert, "VAULT_CLIENT_CERT"},
+		{&v.ClientKey, "VAULT_CLIENT_KEY"}, {&v.TLSServerName, "VAULT_TLS_SERVER_NAME"},
+	} {
+		if *f.field == "" {
+			*f.field = getenv(f.env)
+		}
+	}
+	// A configured token file is the explicit choice; VAULT_TOKEN beside
+	// it would only make the token settings contradict each other.
+	if v.Auth.Method == "token" && v.Auth.Token == "" && v.Auth.TokenFile == "" {
+		v.Auth.Token = getenv("VAULT_TOKEN")
+	}
 }
 
 // Server holds the HTTP server limits shared by both listeners.
@@ -240,10 +346,13 @@ func Default() Config {
 			SecretSize: 20, RecoveryCodes: 10, PendingTTL: 15 * time.Minute,
 			MaxFailures: 5, FailureWindow: 5 * time.Minute, LockFor: 15 * time.Minute,
 		},
-		Store:   Store{Driver: "sqlite", Path: "totpgate.db"},
-		Keyring: Keyring{Backend: "local", LocalPath: "totpgate-keyring.json"},
-		Server:  Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, MaxHeaderBytes: 64 << 10},
-		Log:     Log{Level: "info"},
+		Store: Store{Driver: "sqlite", Path: "totpgate.db"},
+		Keyring: Keyring{Backend: "local", LocalPath: "totpgate-keyring.json", Vault: Vault{
+			Mount: "transit", Key: "totpgate", Timeout: 5 * time.Second, MaxRetries: 2,
+			Auth: VaultAuth{Method: "token", TokenFilePoll: 5 * time.Second, ServiceAccount: "/var/run/secrets/kubernetes.io/serviceaccount/token"},
+		}},
+		Server: Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, MaxHeaderBytes: 64 << 10},
+		Log:    Log{Level: "info"},
 	}
 }
 

@@ -153,3 +153,56 @@ func writeFile(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+func TestVaultSettings(t *testing.T) {
+	t.Parallel()
+	load := func(t *testing.T, env map[string]string, args ...string) (config.Config, error) {
+		t.Helper()
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		l := config.NewLoader(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		c, err := l.Load(func(k string) string { return env[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, c.Validate()
+	}
+	t.Run("VAULT_* environment fills empty settings", func(t *testing.T) {
+		c, err := load(t, map[string]string{"VAULT_ADDR": "https://vault:8200", "VAULT_TOKEN": "s.x", "VAULT_CACERT": "/ca.pem", "TOTPGATE_KEYRING_BACKEND": "vault"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := c.Keyring.Vault; v.Address != "https://vault:8200" || v.Auth.Token != "s.x" || v.CACert != "/ca.pem" {
+			t.Fatalf("vault settings = %+v", v)
+		}
+	})
+	t.Run("explicit settings win over VAULT_*", func(t *testing.T) {
+		c, err := load(t, map[string]string{"VAULT_ADDR": "https://vault:8200", "VAULT_TOKEN": "s.x"},
+			"--keyring.backend", "vault", "--keyring.vault.address", "http://127.0.0.1:8200", "--keyring.vault.auth.token-file", "/t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := c.Keyring.Vault; v.Address != "http://127.0.0.1:8200" || v.Auth.Token != "" {
+			t.Fatalf("vault settings = %+v; VAULT_TOKEN must not join a token file", v)
+		}
+	})
+	t.Run("every problem at once", func(t *testing.T) {
+		_, err := load(t, nil, "--keyring.backend", "vault", "--keyring.migrate-from", "vault", "--keyring.vault.mount", "/transit/",
+			"--keyring.vault.key", "a/b", "--keyring.vault.timeout", "0s", "--keyring.vault.client-cert", "/c.pem", "--keyring.vault.auth.method", "approle")
+		if err == nil {
+			t.Fatal("Validate() = nil")
+		}
+		for _, want := range []string{"keyring.migrate_from", "keyring.vault.address", "keyring.vault.mount", "keyring.vault.key", "keyring.vault.timeout", "client_key", "role_id"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error lacks %q:\n%v", want, err)
+			}
+		}
+	})
+	t.Run("local backend ignores vault settings", func(t *testing.T) {
+		if _, err := load(t, nil, "--keyring.vault.timeout", "0s"); err != nil {
+			t.Fatalf("unused vault settings were validated: %v", err)
+		}
+	})
+}

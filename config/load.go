@@ -170,6 +170,7 @@ func (l *Loader) Load(getenv func(string) string) (Config, error) {
 			}
 		}
 	}
+	cfg.Keyring.Vault.applyVaultEnv(getenv)
 	return cfg, errors.Join(errs...)
 }
 

@@ -117,11 +117,11 @@ type Service struct {
 	pepper []byte // HMAC key for recovery code hashes
 }
 
-// pepperSetting holds the recovery-code HMAC key, encrypted by the keyring,
+// PepperSetting holds the recovery-code HMAC key, encrypted by the keyring,
 // shared by every replica (the first to start creates it).
 const (
-	pepperSetting = "recovery_pepper"
-	pepperBinding = "totpgate/recovery-pepper"
+	PepperSetting = "recovery_pepper"
+	PepperBinding = "totpgate/recovery-pepper"
 )
 
 // New loads (or creates) the recovery-code key and returns the service.
@@ -137,24 +137,24 @@ func New(ctx context.Context, st store.Store, keys Keyring, cfg Config, now func
 }
 
 func loadPepper(ctx context.Context, st store.Store, keys Keyring) ([]byte, error) {
-	ct, err := st.Setting(ctx, pepperSetting)
+	ct, err := st.Setting(ctx, PepperSetting)
 	if errors.Is(err, store.ErrNotFound) {
 		fresh, gerr := totp.GenerateSecret(32)
 		if gerr != nil {
 			return nil, fmt.Errorf("mfa: recovery key: %w", gerr)
 		}
-		enc, eerr := keys.Encrypt(ctx, pepperBinding, fresh)
+		enc, eerr := keys.Encrypt(ctx, PepperBinding, fresh)
 		if eerr != nil {
 			return nil, fmt.Errorf("mfa: encrypt recovery key: %w", eerr)
 		}
 		var stored []byte
-		stored, err = st.PutSettingIfAbsent(ctx, pepperSetting, []byte(enc))
+		stored, err = st.PutSettingIfAbsent(ctx, PepperSetting, []byte(enc))
 		ct = stored
 	}
 	if err != nil {
 		return nil, fmt.Errorf("mfa: load recovery key: %w", err)
 	}
-	pepper, err := keys.Decrypt(ctx, pepperBinding, string(ct))
+	pepper, err := keys.Decrypt(ctx, PepperBinding, string(ct))
 	if err != nil {
 		return nil, fmt.Errorf("mfa: decrypt recovery key: %w", err)
 	}
@@ -275,6 +275,20 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 		return "", ErrNotEnrolled
 	}
 	now := s.now()
+	// The secret is decrypted before the attempt is counted: when the
+	// keyring is down the login is refused without charging the user an
+	// attempt (an outage must not lock everybody out), and the count still
+	// comes before the code is compared.
+	var secret []byte
+	if !(allowRecovery && totp.LooksLikeRecoveryCode(code)) {
+		if _, ok := totp.NormalizeCode(code); ok {
+			secret, err = s.keys.Decrypt(ctx, u.ID, u.Ciphertext)
+			if err != nil {
+				return "", unavailable("decrypt secret", err)
+			}
+			defer clear(secret)
+		}
+	}
 	att, err := s.store.BeginAttempt(ctx, user, now, s.cfg.Limits)
 	if err != nil {
 		return "", unavailable("begin attempt", err)
@@ -282,7 +296,7 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 	if !att.Allowed {
 		return "", &CodeError{Locked: true, LockedUntil: att.LockedUntil}
 	}
-	method, replay, err := s.check(ctx, u, code, now, allowRecovery)
+	method, replay, err := s.check(ctx, u, code, secret, now, allowRecovery)
 	if err != nil {
 		return "", err
 	}
@@ -299,8 +313,9 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 	return "", &CodeError{Remaining: att.Remaining, Replay: replay}
 }
 
-// check spends a matching code; "" means no match.
-func (s *Service) check(ctx context.Context, u store.User, code string, now time.Time, allowRecovery bool) (m Method, replay bool, err error) {
+// check spends a matching code; "" means no match. secret is the user's
+// decrypted TOTP secret, nil when code is not a TOTP code.
+func (s *Service) check(ctx context.Context, u store.User, code string, secret []byte, now time.Time, allowRecovery bool) (m Method, replay bool, err error) {
 	if allowRecovery && totp.LooksLikeRecoveryCode(code) {
 		ok, err := s.spendRecoveryCode(ctx, u.ID, code, now)
 		if err != nil || !ok {
@@ -308,9 +323,12 @@ func (s *Service) check(ctx context.Context, u store.User, code string, now time
 		}
 		return MethodRecovery, false, nil
 	}
-	step, ok, err := s.checkTOTP(ctx, u, code, now)
-	if err != nil || !ok {
-		return "", false, err
+	if secret == nil {
+		return "", false, nil
+	}
+	step, ok := verifyTOTP(u, secret, code, now)
+	if !ok {
+		return "", false, nil
 	}
 	accepted, err := s.store.AcceptStep(ctx, u.ID, step, now)
 	if err != nil {
@@ -332,9 +350,19 @@ func (s *Service) checkTOTP(ctx context.Context, u store.User, code string, now 
 		return 0, false, unavailable("decrypt secret", err)
 	}
 	defer clear(secret)
-	p := totp.Params{Algorithm: u.Params.Algorithm, Digits: u.Params.Digits, Period: u.Params.Period, Skew: u.Params.Skew}
-	step, ok := totp.Verify(secret, norm, now, p)
+	step, ok := verifyTOTP(u, secret, norm, now)
 	return step, ok, nil
+}
+
+// verifyTOTP checks code against the user's secret with the user's stored
+// parameters.
+func verifyTOTP(u store.User, secret []byte, code string, now time.Time) (int64, bool) {
+	norm, ok := totp.NormalizeCode(code)
+	if !ok {
+		return 0, false
+	}
+	p := totp.Params{Algorithm: u.Params.Algorithm, Digits: u.Params.Digits, Period: u.Params.Period, Skew: u.Params.Skew}
+	return totp.Verify(secret, norm, now, p)
 }
 
 func (s *Service) spendRecoveryCode(ctx context.Context, user, code string, now time.Time) (bool, error) {

@@ -160,9 +160,10 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu   sync.Mutex
-	base context.Context // set by Serve: background jobs run under it
-	wg   sync.WaitGroup
+	mu     sync.Mutex
+	base   context.Context // set by Serve: background jobs run under it
+	active *run            // the job this process runs, if any
+	wg     sync.WaitGroup
 }
 
 // New returns a Manager.
@@ -374,6 +375,7 @@ func (m *Manager) Rewrap(ctx context.Context, opts Options, progress func(Job)) 
 type run struct {
 	m      *Manager
 	job    Job
+	saved  Job // copy of job as last saved, readable under m.mu
 	target store.KeyRef
 }
 
@@ -384,6 +386,35 @@ func (m *Manager) begin(ctx context.Context, opts Options) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The lease is per process (a second acquire by the same owner
+	// succeeds, so a process can heartbeat), so a second job inside this
+	// process is refused here.
+	m.mu.Lock()
+	if a := m.active; a != nil {
+		job := a.saved
+		m.mu.Unlock()
+		return nil, &RunningError{Job: job}
+	}
+	claim := &run{m: m}
+	m.active = claim
+	m.mu.Unlock()
+	r, err := m.claim(ctx, opts, claim)
+	if err != nil {
+		m.release(claim)
+		return nil, err
+	}
+	return r, nil
+}
+
+func (m *Manager) release(r *run) {
+	m.mu.Lock()
+	if m.active == r {
+		m.active = nil
+	}
+	m.mu.Unlock()
+}
+
+func (m *Manager) claim(ctx context.Context, opts Options, r *run) (*run, error) {
 	st, err := m.Status(ctx)
 	if err != nil {
 		return nil, err
@@ -416,7 +447,7 @@ func (m *Manager) begin(ctx context.Context, opts Options) (*run, error) {
 	} else {
 		m.log.Info("starting rewrap", "job", job.ID, "target_backend", target.Backend, "target_version", target.Version, "total", job.Total)
 	}
-	r := &run{m: m, job: job, target: target}
+	r.job, r.target = job, target
 	if err := r.save(ctx, false); err != nil {
 		return nil, err
 	}
@@ -436,6 +467,9 @@ func (r *run) save(ctx context.Context, release bool) error {
 		return fmt.Errorf("rotation: save job: %w", err)
 	}
 	r.job.LeaseUntil = until
+	r.m.mu.Lock()
+	r.saved = r.job
+	r.m.mu.Unlock()
 	return nil
 }
 
@@ -447,6 +481,7 @@ const batchRetries = 5
 // final state. It answers the final job; its error is the job's failure.
 func (r *run) loop(ctx context.Context, progress func(Job)) (Job, error) {
 	m := r.m
+	defer m.release(r)
 	m.cfg.Metrics.running(true)
 	defer m.cfg.Metrics.running(false)
 	err := r.rows(ctx, progress)

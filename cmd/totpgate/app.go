@@ -22,12 +22,11 @@ import (
 	"github.com/totpgate/totpgate/config"
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/identity"
-	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 	"github.com/totpgate/totpgate/proxy"
+	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
-	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/totp"
 )
 
@@ -82,9 +81,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
 		MaxIdleConns:          cfg.Upstream.MaxIdleConns,
 	})
-	st, err := sqlite.Open(ctx, cfg.Store.Path)
+	st, err := openStore(ctx, cfg.Store)
 	if err != nil {
-		return nil, fmt.Errorf("store: %w", err)
+		return nil, err
 	}
 	closers := []func() error{st.Close, func() error { transport.CloseIdleConnections(); return nil }}
 	defer func() {
@@ -92,9 +91,16 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			(&app{closers: closers}).Close()
 		}
 	}()
-	keys, err := keyring.OpenLocal(cfg.Keyring.LocalPath)
+	keys, closeKeys, err := openKeyring(ctx, cfg.Keyring, log)
 	if err != nil {
-		return nil, fmt.Errorf("keyring: %w", err)
+		return nil, err
+	}
+	closers = append(closers, closeKeys)
+	rotator, err := rotation.New(rotation.Config{
+		Store: st, Keys: keys, Settings: encryptedSettings, Logger: log, Metrics: rotation.NewMetrics(reg),
+	})
+	if err != nil {
+		return nil, err
 	}
 	m := cfg.MFA
 	svc, err := mfa.New(ctx, st, keys, mfa.Config{
@@ -127,6 +133,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Identify: introspect.Identify,
 		Required: m.Policy == "required",
 
+		Keys:            rotator,
 		Challenges:      svc,
 		ChallengeConfig: challengeCfg,
 		Release:         proxy.ReleaseHeld,
@@ -175,7 +182,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		upstreamHost: upstreamAddr,
 		admin:        adminHandler(apiHandler, cfg.Admin, peers),
 		closers:      closers,
-		background:   []func(context.Context){sweepChallenges(st, log)},
+		background:   []func(context.Context){sweepChallenges(st, log), rotator.Serve},
 	}, nil
 }
 

@@ -21,6 +21,7 @@ const usage = `totpgate adds TOTP two-factor login in front of an existing web a
 Usage:
   totpgate serve [flags]          run the sidecar (flags: totpgate serve -h)
   totpgate check-config [flags]   load and validate the configuration, print it (secrets hidden)
+  totpgate keys COMMAND [flags]   key status, rotate, rewrap, min-decryption-version (totpgate keys -h)
   totpgate version                print the version
 
 Configuration comes from defaults, then --config FILE (or TOTPGATE_CONFIG),
@@ -53,6 +54,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stdout, config.Redacted(cfg))
 		fmt.Fprintln(stdout, "# configuration is valid")
 		return nil
+	case "keys":
+		return keysCommand(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil
@@ -67,9 +70,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // loadConfig parses flags, loads and validates, reporting every problem at once.
 func loadConfig(name string, args []string, getenv func(string) string, stderr io.Writer) (config.Config, error) {
+	return loadConfigWith(name, args, getenv, stderr, func(*flag.FlagSet) {})
+}
+
+// loadConfigWith is loadConfig for a command with flags of its own,
+// registered by extra beside the configuration flags.
+func loadConfigWith(name string, args []string, getenv func(string) string, stderr io.Writer, extra func(*flag.FlagSet)) (config.Config, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	loader := config.NewLoader(fs)
+	extra(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return config.Config{}, errUsage

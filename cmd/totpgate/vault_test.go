@@ -1,0 +1,385 @@
+package main
+
+import (
+	"bytes"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite"
+
+	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/internal/testenv"
+	"github.com/totpgate/totpgate/totp"
+)
+
+const adminToken = "an-admin-token-of-some-length"
+
+// vaultEnv is the sidecar environment for Vault as the keyring, with the
+// API rate limit lifted (every test client shares 127.0.0.1).
+func vaultEnv(v *testenv.Vault, extra ...string) []string {
+	return append([]string{
+		"TOTPGATE_KEYRING_BACKEND=vault",
+		"TOTPGATE_KEYRING_VAULT_ADDRESS=" + v.Addr,
+		"TOTPGATE_KEYRING_VAULT_AUTH_TOKEN=" + testenv.RootToken,
+		"TOTPGATE_KEYRING_VAULT_CREATE_KEY=true",
+		"TOTPGATE_ADMIN_TOKEN=" + adminToken,
+		"TOTPGATE_API_RATE_PER_SECOND=100000",
+		"TOTPGATE_API_RATE_BURST=100000",
+	}, extra...)
+}
+
+// newLoginEnvIn is newLoginEnv with the sidecar's working directory (and so
+// its SQLite file) chosen by the test.
+func newLoginEnvIn(t *testing.T, dir string, env ...string) *loginEnv {
+	t.Helper()
+	app := newLoginApp(t)
+	s := startSidecarIn(t, dir, env, "--upstream", app.URL)
+	c, err := gen.NewClientWithResponses(s.main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &loginEnv{s: s, app: app, c: c}
+}
+
+// storedCiphertexts reads every ciphertext the sidecar stored, straight
+// from its database file.
+func storedCiphertexts(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "totpgate.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	out := map[string]string{}
+	rows, err := db.Query(`SELECT id, ciphertext FROM users UNION ALL SELECT 'setting:' || key, CAST(value AS TEXT) FROM settings`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, ct string
+		if err := rows.Scan(&id, &ct); err != nil {
+			t.Fatal(err)
+		}
+		out[id] = ct
+	}
+	return out
+}
+
+func (e *loginEnv) admin(t *testing.T, method, path, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, e.s.admin+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out
+}
+
+func TestVaultKeyringBindsSecretsToUsers(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartVault(t)
+	dir := t.TempDir()
+	e := newLoginEnvIn(t, dir, vaultEnv(v)...)
+	aliceCode, _ := e.enroll(t, "alice")
+	bobCode, _ := e.enroll(t, "bob")
+	res, body := e.login(t, "/login", `{"user":"alice","password":"pw"}`, http.Header{"X-Totp-Code": {aliceCode(0)}})
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("login with Vault as keyring: %d %s", res.StatusCode, body)
+	}
+	cts := storedCiphertexts(t, dir)
+	if len(cts) != 3 {
+		t.Fatalf("stored %d secrets, want alice, bob and the recovery key", len(cts))
+	}
+	for id, ct := range cts {
+		if !strings.HasPrefix(ct, "vault:v1:") {
+			t.Fatalf("%s is stored as %.12q..., want a vault:v1: ciphertext", id, ct)
+		}
+	}
+
+	// Copy alice's ciphertext into bob's row: bob's login must not pass
+	// with a code for alice's secret, nor with his own.
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "totpgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`PRAGMA busy_timeout = 5000; UPDATE users SET ciphertext = ? WHERE id = 'bob'`, cts["alice"]); err != nil {
+		t.Fatal(err)
+	}
+	for name, code := range map[string]string{"alice's code": aliceCode(1), "bob's code": bobCode(1)} {
+		res, body := e.login(t, "/login", `{"user":"bob","password":"pw"}`, http.Header{"X-Totp-Code": {code}})
+		if granted(res, body) || res.StatusCode != http.StatusServiceUnavailable || !strings.Contains(body, `"mfa_unavailable"`) {
+			t.Fatalf("bob with a moved ciphertext and %s: %d %s", name, res.StatusCode, body)
+		}
+	}
+}
+
+func TestVaultUnavailableFailsClosedAndRecovers(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartVault(t)
+	e := newLoginEnvIn(t, t.TempDir(), vaultEnv(v, "TOTPGATE_KEYRING_VAULT_TIMEOUT=1s")...)
+	// One user per phase: each phase needs a code no earlier login spent.
+	codes := map[string]func(int64) string{}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		codes[u], _ = e.enroll(t, u)
+	}
+	login := func(user string) (*http.Response, string) {
+		return e.login(t, "/login", `{"user":"`+user+`","password":"pw"}`, http.Header{"X-Totp-Code": {codes[user](0)}})
+	}
+	// loginOK retries until user gets in: refusals while Vault comes back
+	// are not counted as failures, so the same code works once it is back.
+	loginOK := func(t *testing.T, user string) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			res, body := login(user)
+			if res.StatusCode == 200 && granted(res, body) {
+				return
+			}
+			if res.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+				t.Fatalf("login of %s did not recover: %d %s", user, res.StatusCode, body)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	loginOK(t, "alice")
+	outage := func(t *testing.T, user string, down, up func(testing.TB)) {
+		down(t)
+		start := time.Now()
+		res, body := login(user)
+		took := time.Since(start)
+		// More refusals than the lockout allows: an outage must not be
+		// charged to the user as failed attempts.
+		for range 6 {
+			if r, b := login(user); r.StatusCode != http.StatusServiceUnavailable {
+				t.Fatalf("login while Vault is down: %d %s", r.StatusCode, b)
+			}
+		}
+		if status, u := e.admin(t, "GET", "/admin/users/"+user, ""); status != 200 || u["failures"] != float64(0) {
+			t.Fatalf("after refusals during the outage: %d %v", status, u)
+		}
+		if res.StatusCode != http.StatusServiceUnavailable || granted(res, body) || !strings.Contains(body, `"mfa_unavailable"`) ||
+			res.Header.Get("Content-Type") != "application/problem+json" || res.Header.Get("Retry-After") == "" {
+			t.Fatalf("login while Vault is down: %d %v %s", res.StatusCode, res.Header, body)
+		}
+		// 1 s timeout: generous slack for a loaded machine, but far below
+		// Vault's own 60 s default a missing timeout would show.
+		if took > 5*time.Second {
+			t.Fatalf("refusal took %v with a 1s timeout", took)
+		}
+		// Pass-through and users without MFA are unaffected.
+		res, body = e.login(t, "/login", `{"user":"nomfa","password":"pw"}`, nil)
+		if res.StatusCode != 200 || !granted(res, body) {
+			t.Fatalf("login without MFA while Vault is down: %d %s", res.StatusCode, body)
+		}
+		page, err := http.Get(e.s.main + "/some/page")
+		if err != nil || page.StatusCode != 200 {
+			t.Fatalf("pass-through while Vault is down: %v %v", err, page)
+		}
+		page.Body.Close()
+		ready, err := http.Get(e.s.admin + "/readyz")
+		if err != nil || ready.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("readyz while Vault is down: %v %v", err, ready)
+		}
+		ready.Body.Close()
+		up(t)
+		loginOK(t, user)
+	}
+	t.Run("sealed", func(t *testing.T) { outage(t, "bob", v.Seal, v.Unseal) })
+	t.Run("not answering", func(t *testing.T) { outage(t, "carol", v.Freeze, v.Thaw) })
+}
+
+// Rotation under load: users log in continuously while the key is rotated
+// twice, every secret is rewrapped after each rotation, and the minimum
+// decryption version is raised. No login that should pass may fail.
+func TestVaultRotationUnderLoginLoad(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartVault(t)
+	dir := t.TempDir()
+	e := newLoginEnvIn(t, dir, vaultEnv(v)...)
+	const users = 240
+	type user struct {
+		name string
+		code func(int64) string
+		last int64 // last step used, so every login offers a fresh code
+	}
+	all := make([]*user, users)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < users; i += 8 {
+				name := fmt.Sprintf("load-%03d", i)
+				code, _ := e.enroll(t, name)
+				all[i] = &user{name: name, code: code}
+			}
+		})
+	}
+	wg.Wait()
+
+	var passed, failed, duringRewrap atomic.Int64
+	var rewrapping atomic.Bool
+	var failures sync.Map
+	stop := make(chan struct{})
+	p := totp.DefaultParams()
+	for w := range 4 {
+		wg.Go(func() {
+			for i := w; ; i = (i + 4) % users {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond): // ~200 logins/s over 4 workers
+				}
+				u := all[i]
+				// Each step allows a user two fresh codes (now and now+1,
+				// inside the skew), so the load can run through the test.
+				step := p.Step(time.Now())
+				offset := int64(0)
+				if u.last >= step {
+					offset = 1
+				}
+				if u.last >= step+offset {
+					continue
+				}
+				u.last = step + offset
+				res, body, err := tryLogin(e.s.main, u.name, u.code(offset))
+				if err != nil {
+					failed.Add(1)
+					failures.Store(u.name, err.Error())
+					continue
+				}
+				if res.StatusCode == 200 && granted(res, body) {
+					passed.Add(1)
+					if rewrapping.Load() {
+						duringRewrap.Add(1)
+					}
+					continue
+				}
+				// A step boundary between computing the offset and the
+				// check can turn offset 1 into a code two steps ahead; only
+				// count refusals of codes that were certainly current.
+				if p.Step(time.Now()) == step {
+					failed.Add(1)
+					failures.Store(u.name, fmt.Sprintf("%d %s", res.StatusCode, body))
+				}
+			}
+		})
+	}
+
+	rewrap := func() {
+		t.Helper()
+		rewrapping.Store(true)
+		defer rewrapping.Store(false)
+		status, job := e.admin(t, "POST", "/admin/keys/rewrap", `{"batch_size":20,"rate_per_second":200}`)
+		if status != http.StatusAccepted {
+			t.Fatalf("start rewrap: %d %v", status, job)
+		}
+		// A second start while it runs is refused.
+		if status, p := e.admin(t, "POST", "/admin/keys/rewrap", ""); status != http.StatusConflict || p["code"] != "rewrap_running" {
+			t.Errorf("second rewrap while one runs: %d %v", status, p)
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			status, j := e.admin(t, "GET", "/admin/keys/rewrap", "")
+			if status == 200 && j["state"] == "succeeded" && j["id"] == job["id"] {
+				if j["done"] != float64(users+1) || j["failed"] != float64(0) {
+					t.Fatalf("rewrap finished with %v", j)
+				}
+				return
+			}
+			if status != 200 || j["state"] == "failed" || time.Now().After(deadline) {
+				t.Fatalf("rewrap: %d %v", status, j)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	for want := 2; want <= 3; want++ {
+		status, st := e.admin(t, "POST", "/admin/keys/rotate", "")
+		if status != 200 || st["latest_version"] != float64(want) {
+			t.Fatalf("rotate: %d %v", status, st)
+		}
+		if status, p := e.admin(t, "POST", "/admin/keys/min-decryption-version", fmt.Sprintf(`{"version":%d}`, want)); status != http.StatusConflict || p["code"] != "old_versions_remain" {
+			t.Fatalf("raising the minimum before the rewrap: %d %v", status, p)
+		}
+		rewrap()
+	}
+	status, st := e.admin(t, "POST", "/admin/keys/min-decryption-version", `{"version":3}`)
+	if status != 200 || st["min_decryption_version"] != float64(3) {
+		t.Fatalf("raise min decryption version: %d %v", status, st)
+	}
+	time.Sleep(time.Second) // logins go on under the raised minimum
+	close(stop)
+	wg.Wait()
+
+	failures.Range(func(k, v any) bool { t.Errorf("login of %s refused: %s", k, v); return true })
+	if failed.Load() != 0 {
+		t.Fatalf("%d of %d logins that should have passed failed", failed.Load(), failed.Load()+passed.Load())
+	}
+	if passed.Load() < 100 || duringRewrap.Load() == 0 {
+		t.Fatalf("load too thin to prove anything: %d logins, %d during rewraps", passed.Load(), duringRewrap.Load())
+	}
+	t.Logf("%d logins passed, %d of them while a rewrap ran", passed.Load(), duringRewrap.Load())
+	status, st = e.admin(t, "GET", "/admin/keys", "")
+	byVersion, _ := st["secrets_by_version"].([]any)
+	if status != 200 || st["secrets_total"] != float64(users+1) || len(byVersion) != 1 ||
+		byVersion[0].(map[string]any)["version"] != float64(3) {
+		t.Fatalf("status after rotation: %d %v", status, st)
+	}
+	for id, ct := range storedCiphertexts(t, dir) {
+		if !strings.HasPrefix(ct, "vault:v3:") {
+			t.Fatalf("%s still on %.9s", id, ct)
+		}
+	}
+}
+
+// tryLogin is loginEnv.login for goroutines other than the test's: it
+// returns errors instead of failing the test.
+func tryLogin(base, user, code string) (*http.Response, string, error) {
+	req, _ := http.NewRequest("POST", base+"/login", strings.NewReader(`{"user":"`+user+`","password":"pw"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("X-Totp-Code", code)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res, string(b), err
+}
+
+// runCLI runs `totpgate args...` in dir and returns its output.
+func runCLI(t *testing.T, dir string, env []string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := cliCommand(dir, env, args...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+func cliCommand(dir string, env []string, args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0])
+	cmd.Dir = dir
+	encoded, _ := json.Marshal(args)
+	cmd.Env = append([]string{"TOTPGATE_TEST_AS_MAIN=1", "TOTPGATE_TEST_ARGS=" + string(encoded), "HOME=" + dir}, env...)
+	return cmd
+}

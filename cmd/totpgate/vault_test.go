@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"database/sql"
+	"encoding/base32"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,7 +22,11 @@ import (
 
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/internal/testenv"
+	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/totp"
+	"github.com/totpgate/totpgate/vaultkeys"
 )
 
 const adminToken = "an-admin-token-of-some-length"
@@ -382,4 +388,188 @@ func cliCommand(dir string, env []string, args ...string) *exec.Cmd {
 	encoded, _ := json.Marshal(args)
 	cmd.Env = append([]string{"TOTPGATE_TEST_AS_MAIN=1", "TOTPGATE_TEST_ARGS=" + string(encoded), "HOME=" + dir}, env...)
 	return cmd
+}
+
+// seedUsers enrolls n users straight through the mfa service on the
+// sidecar's store and keyring, and returns each user's TOTP secret.
+func seedUsers(t *testing.T, dir string, keys keyring.Keyring, n int) map[string][]byte {
+	t.Helper()
+	ctx := context.Background()
+	st, err := sqlite.Open(ctx, filepath.Join(dir, "totpgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	svc, err := mfa.New(ctx, st, keys, mfa.DefaultConfig(), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := make(map[string][]byte, n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	p := totp.DefaultParams()
+	for w := range 8 {
+		wg.Go(func() {
+			for i := w; i < n; i += 8 {
+				user := fmt.Sprintf("seed-%05d", i)
+				en, err := svc.StartEnrollment(ctx, user, user)
+				if err != nil {
+					errs <- err
+					return
+				}
+				secret, _ := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.Secret)
+				if _, err := svc.ConfirmEnrollment(ctx, user, totp.Code(secret, p.Step(time.Now())-1, p)); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				secrets[user] = secret
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return secrets
+}
+
+func vaultKeys(t *testing.T, v *testenv.Vault) *vaultkeys.Keys {
+	t.Helper()
+	k, err := vaultkeys.Open(context.Background(), vaultkeys.Config{
+		Address: v.Addr, Mount: "transit", KeyName: "totpgate", CreateKey: true, Timeout: 10 * time.Second,
+		MaxRetries: 2, RetryWaitMin: 20 * time.Millisecond, RetryWaitMax: 200 * time.Millisecond,
+		Auth: vaultkeys.Token{Value: testenv.RootToken},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+// checkSecrets decrypts every stored secret and compares it with what was
+// enrolled: a lost row or a double-wrapped ciphertext fails here.
+func checkSecrets(t *testing.T, dir string, keys keyring.Keyring, want map[string][]byte, prefix string) {
+	t.Helper()
+	stored := storedCiphertexts(t, dir)
+	if len(stored) != len(want)+1 {
+		t.Fatalf("%d stored secrets, want %d users and the recovery key", len(stored), len(want))
+	}
+	for user, secret := range want {
+		ct, ok := stored[user]
+		if !ok {
+			t.Fatalf("%s lost", user)
+		}
+		if !strings.HasPrefix(ct, prefix) {
+			t.Fatalf("%s on %.9s, want %s", user, ct, prefix)
+		}
+		pt, err := keys.Decrypt(context.Background(), user, ct)
+		if err != nil || !bytes.Equal(pt, secret) {
+			t.Fatalf("%s decrypts to another secret or fails: %v", user, err)
+		}
+	}
+	if pep := stored["setting:"+mfa.PepperSetting]; !strings.HasPrefix(pep, prefix) {
+		t.Fatalf("recovery key on %.9s, want %s", pep, prefix)
+	}
+}
+
+func TestRewrapCommandSurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartVault(t)
+	dir := t.TempDir()
+	keys := vaultKeys(t, v)
+	const users = 1000
+	secrets := seedUsers(t, dir, keys, users)
+	env := vaultEnv(v)
+
+	if out, errOut, err := runCLI(t, dir, env, "keys", "rotate"); err != nil || !strings.Contains(out, "new secrets now use vault v2") {
+		t.Fatalf("keys rotate: %v\n%s%s", err, out, errOut)
+	}
+	if out, _, err := runCLI(t, dir, env, "keys", "min-decryption-version", "2"); err == nil {
+		t.Fatalf("raising the minimum with every secret on v1 succeeded:\n%s", out)
+	}
+
+	// Kill the rewrap halfway through.
+	cmd := cliCommand(dir, env, "keys", "rewrap", "--batch-size", "25", "--rate", "400", "--lease", "3s")
+	var progress bytes.Buffer
+	cmd.Stderr = &progress
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "totpgate.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var moved int
+		if err := db.QueryRow(`SELECT COUNT(*) FROM users WHERE key_version = 2`).Scan(&moved); err != nil {
+			t.Fatal(err)
+		}
+		if moved >= users/3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rewrap made no progress:\n%s", progress.String())
+		}
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	var moved int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM users WHERE key_version = 2`).Scan(&moved); err != nil {
+		t.Fatal(err)
+	}
+	if moved >= users {
+		t.Fatalf("the rewrap finished before it was killed (%d moved); the test proves nothing", moved)
+	}
+	var state []byte
+	if err := db.QueryRow(`SELECT state FROM jobs WHERE name = 'rewrap'`).Scan(&state); err != nil {
+		t.Fatal(err)
+	}
+	var killed struct{ ID, State string }
+	if err := json.Unmarshal(state, &killed); err != nil || killed.State != "running" {
+		t.Fatalf("job after SIGKILL: %s, %v", state, err)
+	}
+	t.Logf("killed after %d of %d secrets", moved, users)
+
+	// Nothing was lost: old and new ciphertexts both decrypt to the
+	// enrolled secrets (v1 is still allowed).
+	checkMixed := storedCiphertexts(t, dir)
+	for user, secret := range secrets {
+		pt, err := keys.Decrypt(context.Background(), user, checkMixed[user])
+		if err != nil || !bytes.Equal(pt, secret) {
+			t.Fatalf("%s after the kill: %v", user, err)
+		}
+	}
+
+	// The dead job's lease still runs: a new rewrap says so and stops.
+	if out, errOut, err := runCLI(t, dir, env, "keys", "rewrap"); err == nil || !strings.Contains(errOut, "already running") || !strings.Contains(errOut, killed.ID) {
+		t.Fatalf("rewrap while the killed job's lease runs: %v\n%s%s", err, out, errOut)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	out, errOut, err := runCLI(t, dir, env, "keys", "rewrap", "--min-decryption-version")
+	if err != nil || !strings.Contains(out, "rewrap "+killed.ID+" succeeded") || !strings.Contains(out, fmt.Sprintf("%d of %d secrets moved to vault v2, 0 failed", users+1, users+1)) ||
+		!strings.Contains(out, "minimum decryption version raised to 2") {
+		t.Fatalf("resumed rewrap: %v\n%s%s", err, out, errOut)
+	}
+	checkSecrets(t, dir, keys, secrets, "vault:v2:")
+	out, _, err = runCLI(t, dir, env, "keys", "status")
+	if err != nil || !strings.Contains(out, "min decryption version   2") || !strings.Contains(out, fmt.Sprintf("vault v2    %d", users+1)) {
+		t.Fatalf("keys status: %v\n%s", err, out)
+	}
+
+	// A sidecar on the same state logs a seeded user in.
+	e := newLoginEnvIn(t, dir, env...)
+	p := totp.DefaultParams()
+	res, body := e.login(t, "/login", `{"user":"seed-00007","password":"pw"}`,
+		http.Header{"X-Totp-Code": {totp.Code(secrets["seed-00007"], p.Step(time.Now()), p)}})
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("login after the rewrap: %d %s", res.StatusCode, body)
+	}
 }

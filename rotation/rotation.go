@@ -443,6 +443,9 @@ func (m *Manager) claim(ctx context.Context, opts Options, r *run) (*run, error)
 		// are done (or failed and counted).
 		job = prev
 		job.State, job.Owner, job.BatchSize, job.Rate, job.Error = StateRunning, m.cfg.Owner, opts.BatchSize, opts.Rate, ""
+		// The saved counts may lag the rows (they are saved about once a
+		// second); what is no longer stale is done.
+		job.Done = max(0, job.Total-st.stale(target))
 		m.log.Info("resuming rewrap", "job", job.ID, "done", job.Done, "total", job.Total)
 	} else {
 		m.log.Info("starting rewrap", "job", job.ID, "target_backend", target.Backend, "target_version", target.Version, "total", job.Total)
@@ -535,20 +538,74 @@ func shortError(err error) string {
 	}
 }
 
+// fetched is one page with its rewrapped ciphertexts.
+type fetched struct {
+	page    []store.SecretRef
+	results []keyring.Result
+	err     error
+}
+
+// rows moves every stale row. Two stages overlap: a fetcher reads the next
+// page and has the keyring rewrap it while the previous page is swapped
+// into the store, so the store's writes (and fsyncs) hide behind the
+// keyring's work.
 func (r *run) rows(ctx context.Context, progress func(Job)) error {
 	m := r.m
-	start := m.cfg.Now()
-	handled := 0 // secrets handled in this run, for the rate limit
-	for {
-		if err := ctx.Err(); err != nil {
+	ctx, cancel := context.WithCancel(ctx)
+	ch := make(chan fetched, 1)
+	go r.fetch(ctx, r.job.Cursor, ch)
+	defer func() {
+		cancel()
+		for range ch { // let the fetcher finish before returning
+		}
+	}()
+	lastSave := m.cfg.Now()
+	saveEvery := min(time.Second, m.cfg.Lease/3)
+	for f := range ch {
+		if f.err != nil {
+			return f.err
+		}
+		if len(f.page) == 0 {
+			return nil
+		}
+		began := time.Now()
+		if err := r.swap(ctx, f); err != nil {
 			return err
 		}
-		page, err := m.cfg.Store.SecretsPage(ctx, r.job.Cursor, r.target, r.job.BatchSize)
+		m.cfg.Metrics.batchSeconds(time.Since(began))
+		r.job.Cursor = f.page[len(f.page)-1].UserID
+		// The saved cursor and counts may lag a little: resuming skips rows
+		// already at the target anyway, and recounts what is done.
+		if now := m.cfg.Now(); now.Sub(lastSave) >= saveEvery {
+			if err := r.save(ctx, false); err != nil {
+				return err
+			}
+			lastSave = now
+		}
+		m.cfg.Metrics.observeJob(r.job)
+		if progress != nil {
+			progress(r.job)
+		}
+	}
+	return ctx.Err()
+}
+
+// fetch reads pages from cursor on and rewraps each, sending them to ch
+// in order; an empty page means the end. It paces itself to the job's rate.
+func (r *run) fetch(ctx context.Context, cursor string, ch chan<- fetched) {
+	defer close(ch)
+	m := r.m
+	start := m.cfg.Now()
+	handled := 0 // secrets fetched in this run, for the rate limit
+	for {
+		page, err := m.cfg.Store.SecretsPage(ctx, cursor, r.target, r.job.BatchSize)
 		if err != nil {
-			return fmt.Errorf("rotation: list secrets: %w", err)
+			ch <- fetched{err: fmt.Errorf("rotation: list secrets: %w", err)}
+			return
 		}
 		if len(page) == 0 {
-			return nil
+			ch <- fetched{}
+			return
 		}
 		if r.job.Rate > 0 {
 			// Pace so that handled secrets never run ahead of rate*elapsed.
@@ -556,50 +613,53 @@ func (r *run) rows(ctx context.Context, progress func(Job)) error {
 			if wait := due.Sub(m.cfg.Now()); wait > 0 {
 				select {
 				case <-ctx.Done():
-					return ctx.Err()
+					ch <- fetched{err: ctx.Err()}
+					return
 				case <-time.After(wait):
 				}
 			}
 		}
-		began := time.Now()
-		if err := r.batch(ctx, page); err != nil {
-			return err
+		items := make([]keyring.Item, len(page))
+		for i, ref := range page {
+			items[i] = keyring.Item{BindTo: ref.UserID, Ciphertext: ref.Ciphertext}
 		}
-		m.cfg.Metrics.batchSeconds(time.Since(began))
+		var results []keyring.Result
+		err = retry(ctx, batchRetries, func() error {
+			var err error
+			results, err = m.cfg.Keys.Rewrap(ctx, items)
+			if err != nil {
+				return fmt.Errorf("rotation: rewrap: %w", err)
+			}
+			return nil
+		}, m.log)
+		select {
+		case ch <- fetched{page: page, results: results, err: err}:
+		case <-ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
 		handled += len(page)
-		r.job.Cursor = page[len(page)-1].UserID
-		if err := r.save(ctx, false); err != nil {
-			return err
-		}
-		m.cfg.Metrics.observeJob(r.job)
-		if progress != nil {
-			progress(r.job)
-		}
+		cursor = page[len(page)-1].UserID
 	}
 }
 
-// batch rewraps one page and swaps the results in, retrying the page when
-// the keyring or store fails as a whole.
-func (r *run) batch(ctx context.Context, page []store.SecretRef) error {
+// swap stores one rewrapped page with compare-and-swap on each row.
+func (r *run) swap(ctx context.Context, f fetched) error {
 	m := r.m
-	items := make([]keyring.Item, len(page))
-	for i, ref := range page {
-		items[i] = keyring.Item{BindTo: ref.UserID, Ciphertext: ref.Ciphertext}
+	swaps := make([]store.Swap, 0, len(f.page))
+	for i, res := range f.results {
+		if res.Err != nil {
+			r.job.Failed++
+			m.log.Warn("secret not rewrapped", "job", r.job.ID, "user", f.page[i].UserID, "error", res.Err.Error())
+			continue
+		}
+		swaps = append(swaps, store.Swap{UserID: f.page[i].UserID, Old: f.page[i].Ciphertext, New: res.Ciphertext, Version: res.Version})
 	}
-	var results []keyring.Result
 	var swapped int
 	err := retry(ctx, batchRetries, func() error {
 		var err error
-		results, err = m.cfg.Keys.Rewrap(ctx, items)
-		if err != nil {
-			return fmt.Errorf("rotation: rewrap: %w", err)
-		}
-		swaps := make([]store.Swap, 0, len(page))
-		for i, res := range results {
-			if res.Err == nil {
-				swaps = append(swaps, store.Swap{UserID: page[i].UserID, Old: page[i].Ciphertext, New: res.Ciphertext, Version: res.Version})
-			}
-		}
 		swapped, err = m.cfg.Store.SwapSecrets(ctx, swaps)
 		if err != nil {
 			return fmt.Errorf("rotation: store rewrapped secrets: %w", err)
@@ -609,17 +669,10 @@ func (r *run) batch(ctx context.Context, page []store.SecretRef) error {
 	if err != nil {
 		return err
 	}
-	ok := 0
-	for i, res := range results {
-		if res.Err != nil {
-			r.job.Failed++
-			m.log.Warn("secret not rewrapped", "job", r.job.ID, "user", page[i].UserID, "error", res.Err.Error())
-			continue
-		}
-		ok++
-	}
-	r.job.Done += ok
-	m.cfg.Metrics.count(swapped, ok-swapped, len(results)-ok)
+	// A row that changed meanwhile was re-enrolled or rewrapped by a login
+	// path with the latest key: it is done, just not by us.
+	r.job.Done += len(swaps)
+	m.cfg.Metrics.count(swapped, len(swaps)-swapped, len(f.results)-len(swaps))
 	return nil
 }
 

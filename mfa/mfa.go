@@ -9,6 +9,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/totpgate/totpgate/keyring"
@@ -110,11 +112,14 @@ func (c Config) Validate() error {
 
 // Service applies the rules.
 type Service struct {
-	store  store.Store
-	keys   Keyring
-	cfg    Config
-	now    func() time.Time
-	pepper []byte // HMAC key for recovery code hashes
+	store store.Store
+	keys  Keyring
+	cfg   Config
+	now   func() time.Time
+	// pepper is the HMAC key for recovery code hashes, loaded at New or,
+	// when the keyring was down then, on first use.
+	pepper     atomic.Pointer[[]byte]
+	pepperLoad sync.Mutex
 }
 
 // PepperSetting holds the recovery-code HMAC key, encrypted by the keyring,
@@ -129,11 +134,39 @@ func New(ctx context.Context, st store.Store, keys Keyring, cfg Config, now func
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pepper, err := loadPepper(ctx, st, keys)
+	s := &Service{store: st, keys: keys, cfg: cfg, now: now}
+	// A keyring outage at start must not stop the sidecar (the app's
+	// traffic passes through regardless); the key loads on first use. Any
+	// other failure (a wrong keyring, a broken store) is a start-up error.
+	if _, err := s.recoveryKey(ctx); err != nil && !errors.Is(err, keyring.ErrUnavailable) {
+		return nil, err
+	}
+	return s, nil
+}
+
+// errKeyLoading: another request is loading the recovery key right now.
+var errKeyLoading = errors.New("mfa: recovery key is being loaded")
+
+// recoveryKey returns the recovery-code HMAC key, loading it if needed.
+// While one request loads it the others fail fast instead of queueing
+// behind a keyring that may be timing out.
+func (s *Service) recoveryKey(ctx context.Context) ([]byte, error) {
+	if p := s.pepper.Load(); p != nil {
+		return *p, nil
+	}
+	if !s.pepperLoad.TryLock() {
+		return nil, unavailable("recovery key", errKeyLoading)
+	}
+	defer s.pepperLoad.Unlock()
+	if p := s.pepper.Load(); p != nil {
+		return *p, nil
+	}
+	p, err := loadPepper(ctx, s.store, s.keys)
 	if err != nil {
 		return nil, err
 	}
-	return &Service{store: st, keys: keys, cfg: cfg, now: now, pepper: pepper}, nil
+	s.pepper.Store(&p)
+	return p, nil
 }
 
 func loadPepper(ctx context.Context, st store.Store, keys Keyring) ([]byte, error) {
@@ -244,7 +277,7 @@ func (s *Service) ConfirmEnrollment(ctx context.Context, user, code string) ([]s
 	if !ok {
 		return nil, &CodeError{}
 	}
-	codes, hashes, err := s.newRecoveryCodes(user)
+	codes, hashes, err := s.newRecoveryCodes(ctx, user)
 	if err != nil {
 		return nil, err
 	}
@@ -279,8 +312,12 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 	// keyring is down the login is refused without charging the user an
 	// attempt (an outage must not lock everybody out), and the count still
 	// comes before the code is compared.
-	var secret []byte
-	if !(allowRecovery && totp.LooksLikeRecoveryCode(code)) {
+	var secret, pepper []byte
+	if allowRecovery && totp.LooksLikeRecoveryCode(code) {
+		if pepper, err = s.recoveryKey(ctx); err != nil {
+			return "", unavailable("recovery key", err)
+		}
+	} else {
 		if _, ok := totp.NormalizeCode(code); ok {
 			secret, err = s.keys.Decrypt(ctx, u.ID, u.Ciphertext)
 			if err != nil {
@@ -296,7 +333,7 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 	if !att.Allowed {
 		return "", &CodeError{Locked: true, LockedUntil: att.LockedUntil}
 	}
-	method, replay, err := s.check(ctx, u, code, secret, now, allowRecovery)
+	method, replay, err := s.check(ctx, u, code, secret, pepper, now, allowRecovery)
 	if err != nil {
 		return "", err
 	}
@@ -314,10 +351,11 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 }
 
 // check spends a matching code; "" means no match. secret is the user's
-// decrypted TOTP secret, nil when code is not a TOTP code.
-func (s *Service) check(ctx context.Context, u store.User, code string, secret []byte, now time.Time, allowRecovery bool) (m Method, replay bool, err error) {
+// decrypted TOTP secret (nil when code is not a TOTP code), pepper the
+// recovery key (nil when code is not a recovery code).
+func (s *Service) check(ctx context.Context, u store.User, code string, secret, pepper []byte, now time.Time, allowRecovery bool) (m Method, replay bool, err error) {
 	if allowRecovery && totp.LooksLikeRecoveryCode(code) {
-		ok, err := s.spendRecoveryCode(ctx, u.ID, code, now)
+		ok, err := s.spendRecoveryCode(ctx, u.ID, code, pepper, now)
 		if err != nil || !ok {
 			return "", false, err
 		}
@@ -365,12 +403,12 @@ func verifyTOTP(u store.User, secret []byte, code string, now time.Time) (int64,
 	return totp.Verify(secret, norm, now, p)
 }
 
-func (s *Service) spendRecoveryCode(ctx context.Context, user, code string, now time.Time) (bool, error) {
+func (s *Service) spendRecoveryCode(ctx context.Context, user, code string, pepper []byte, now time.Time) (bool, error) {
 	norm, ok := totp.NormalizeRecoveryCode(code)
 	if !ok {
 		return false, nil
 	}
-	want := totp.HashRecoveryCode(s.pepper, user, norm)
+	want := totp.HashRecoveryCode(pepper, user, norm)
 	stored, err := s.store.RecoveryCodes(ctx, user)
 	if err != nil {
 		return false, unavailable("recovery codes", err)
@@ -392,7 +430,11 @@ func (s *Service) spendRecoveryCode(ctx context.Context, user, code string, now 
 	return spent, nil
 }
 
-func (s *Service) newRecoveryCodes(user string) ([]string, [][]byte, error) {
+func (s *Service) newRecoveryCodes(ctx context.Context, user string) ([]string, [][]byte, error) {
+	pepper, err := s.recoveryKey(ctx)
+	if err != nil {
+		return nil, nil, unavailable("recovery key", err)
+	}
 	codes, err := totp.NewRecoveryCodes(s.cfg.RecoveryCodes)
 	if err != nil {
 		return nil, nil, unavailable("recovery codes", err)
@@ -400,7 +442,7 @@ func (s *Service) newRecoveryCodes(user string) ([]string, [][]byte, error) {
 	hashes := make([][]byte, len(codes))
 	for i, c := range codes {
 		norm, _ := totp.NormalizeRecoveryCode(c)
-		hashes[i] = totp.HashRecoveryCode(s.pepper, user, norm)
+		hashes[i] = totp.HashRecoveryCode(pepper, user, norm)
 	}
 	return codes, hashes, nil
 }
@@ -423,7 +465,7 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, user, code string
 	if _, err := s.verify(ctx, user, code, false); err != nil {
 		return nil, err
 	}
-	codes, hashes, err := s.newRecoveryCodes(user)
+	codes, hashes, err := s.newRecoveryCodes(ctx, user)
 	if err != nil {
 		return nil, err
 	}

@@ -169,6 +169,14 @@ func (s *session) login(ctx context.Context) error {
 	return nil
 }
 
+// fail records a problem found after login (the transit key is unusable)
+// for readiness.
+func (s *session) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.err = err
+}
+
 // healthy is nil while the session holds a token believed valid.
 func (s *session) healthy() error {
 	s.mu.Lock()
@@ -200,8 +208,10 @@ func (s *session) stopWatcher() {
 	}
 }
 
-// run keeps the token alive until ctx ends.
-func (s *session) run(ctx context.Context) {
+// run keeps the token alive until ctx ends. When the first login has not
+// succeeded yet (Vault was down at start), it logs in first and then calls
+// onFirstLogin.
+func (s *session) run(ctx context.Context, onFirstLogin func(context.Context)) {
 	defer s.stopWatcher()
 	tok, fileToken := s.auth.(Token)
 	fileToken = fileToken && tok.File != ""
@@ -215,8 +225,16 @@ func (s *session) run(ctx context.Context) {
 		defer t.Stop()
 		poll = t.C
 	}
-	failures := 0
 	for {
+		if !s.loggedIn() {
+			if !s.loginUntilDone(ctx) {
+				return
+			}
+			if onFirstLogin != nil {
+				onFirstLogin(ctx)
+				onFirstLogin = nil
+			}
+		}
 		// A file token is renewed by whoever writes the file (Vault Agent);
 		// other tokens are renewed here.
 		var done <-chan error
@@ -248,24 +266,36 @@ func (s *session) run(ctx context.Context) {
 			s.log.Warn("vault refused the token; logging in again", "method", s.auth.Name())
 		}
 		s.stopWatcher()
-		for {
-			lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			err := s.login(lctx)
-			cancel()
-			if err == nil {
-				failures = 0
-				break
-			}
-			failures++
-			wait := backoff(200*time.Millisecond, 30*time.Second, failures, nil)
-			s.log.Error("vault login failed", "method", s.auth.Name(), "error", err, "retry_in", wait.String())
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(wait):
-			}
+		if !s.loginUntilDone(ctx) {
+			return
 		}
 	}
+}
+
+// loginUntilDone logs in, retrying with backoff; false when ctx ended.
+func (s *session) loginUntilDone(ctx context.Context) bool {
+	for failures := 1; ; failures++ {
+		lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := s.login(lctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		wait := backoff(200*time.Millisecond, 30*time.Second, failures, nil)
+		s.log.Error("vault login failed", "method", s.auth.Name(), "error", err, "retry_in", wait.String())
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+	}
+}
+
+// loggedIn reports whether a login has succeeded at least once.
+func (s *session) loggedIn() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current != nil
 }
 
 // watch starts a lifetime watcher on the current token when it can be

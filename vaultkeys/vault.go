@@ -113,20 +113,42 @@ func Open(ctx context.Context, cfg Config) (*Keys, error) {
 	loginCtx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	err = k.session.login(loginCtx)
 	cancel()
-	if err != nil {
+	var onFirstLogin func(context.Context)
+	switch {
+	case err != nil && !transient(err):
 		return nil, fmt.Errorf("vaultkeys: login (%s): %w", cfg.Auth.Name(), err)
-	}
-	if err := k.ensureKey(ctx); err != nil {
-		k.session.stopWatcher()
-		return nil, err
+	case err != nil:
+		// Vault is down or sealed: start anyway, so the app's traffic flows;
+		// operations fail closed until the background login succeeds.
+		log.Warn("vault not reachable at start; second-factor checks fail until it is", "error", err.Error())
+		onFirstLogin = func(ctx context.Context) {
+			if err := k.ensureKey(ctx); err != nil {
+				k.session.fail(err)
+				log.Error("vault transit key not usable", "error", err.Error())
+			}
+		}
+	default:
+		if err := k.ensureKey(ctx); err != nil {
+			return nil, err
+		}
 	}
 	bg, stop := context.WithCancel(context.Background())
 	k.stop = stop
 	go func() {
 		defer close(k.done)
-		k.session.run(bg)
+		k.session.run(bg, onFirstLogin)
 	}()
 	return k, nil
+}
+
+// transient reports whether err may go away by itself: no answer, 429 or
+// 5xx. A 4xx (bad token, wrong role) is a configuration error.
+func transient(err error) bool {
+	var ve *vaultError
+	if !errors.As(err, &ve) {
+		return false
+	}
+	return ve.status == 0 || ve.status == http.StatusTooManyRequests || ve.status >= 500
 }
 
 // Close stops renewing the token. It does not revoke it: another replica
@@ -195,6 +217,9 @@ func (k *Keys) path(op string) string {
 // call runs one Vault request under the operation timeout and maps its
 // error onto the keyring sentinels.
 func (k *Keys) call(ctx context.Context, op string, fn func(ctx context.Context) (*vault.Secret, error)) (*vault.Secret, error) {
+	if !k.session.loggedIn() {
+		return nil, fmt.Errorf("vaultkeys: %s: %w: not logged in to Vault yet", op, keyring.ErrUnavailable)
+	}
 	ctx, cancel := context.WithTimeout(ctx, k.cfg.Timeout)
 	defer cancel()
 	s, err := fn(ctx)
@@ -208,29 +233,48 @@ func (k *Keys) call(ctx context.Context, op string, fn func(ctx context.Context)
 	return s, nil
 }
 
-// mapError turns a Vault error into a keyring sentinel. Vault's messages
-// name no key material, but they are still reduced to the sentinel plus the
-// status code: a message could echo input.
+// vaultError is a failed Vault call reduced to a keyring sentinel and the
+// HTTP status (0: no answer). Vault's own message is dropped: it names no
+// key material, but it could echo input.
+type vaultError struct {
+	sentinel error
+	status   int
+	cause    error // only for connection errors, which carry no input
+}
+
+func (e *vaultError) Error() string {
+	switch {
+	case e.cause != nil:
+		return fmt.Sprintf("%v: %v", e.sentinel, e.cause)
+	case e.status == http.StatusForbidden:
+		return fmt.Sprintf("%v: permission denied (vault 403)", e.sentinel)
+	default:
+		return fmt.Sprintf("%v (vault %d)", e.sentinel, e.status)
+	}
+}
+
+func (e *vaultError) Unwrap() error { return e.sentinel }
+
+// mapError turns a Vault error into a *vaultError with a keyring sentinel.
 func mapError(err error) error {
 	var re *vault.ResponseError
 	if !errors.As(err, &re) {
-		return fmt.Errorf("%w: %w", keyring.ErrUnavailable, err)
+		return &vaultError{sentinel: keyring.ErrUnavailable, cause: err}
 	}
 	msg := strings.ToLower(strings.Join(re.Errors, "; "))
+	bad := re.StatusCode == http.StatusBadRequest
+	sentinel := keyring.ErrUnavailable
 	switch {
-	case re.StatusCode == http.StatusBadRequest && strings.Contains(msg, "message authentication failed"):
-		return fmt.Errorf("%w (vault %d)", keyring.ErrDecrypt, re.StatusCode)
-	case re.StatusCode == http.StatusBadRequest && strings.Contains(msg, "disallowed by policy"):
-		return fmt.Errorf("%w (vault %d)", keyring.ErrVersionRetired, re.StatusCode)
-	case re.StatusCode == http.StatusBadRequest && strings.Contains(msg, "invalid key version"):
-		return fmt.Errorf("%w (vault %d)", keyring.ErrUnknownVersion, re.StatusCode)
-	case re.StatusCode == http.StatusBadRequest && (strings.Contains(msg, "ciphertext") || strings.Contains(msg, "base64")):
-		return fmt.Errorf("%w (vault %d)", keyring.ErrMalformed, re.StatusCode)
-	case re.StatusCode == http.StatusForbidden:
-		return fmt.Errorf("%w: permission denied (vault 403)", keyring.ErrUnavailable)
-	default:
-		return fmt.Errorf("%w (vault %d)", keyring.ErrUnavailable, re.StatusCode)
+	case bad && strings.Contains(msg, "message authentication failed"):
+		sentinel = keyring.ErrDecrypt
+	case bad && strings.Contains(msg, "disallowed by policy"):
+		sentinel = keyring.ErrVersionRetired
+	case bad && strings.Contains(msg, "invalid key version"):
+		sentinel = keyring.ErrUnknownVersion
+	case bad && (strings.Contains(msg, "ciphertext") || strings.Contains(msg, "base64")):
+		sentinel = keyring.ErrMalformed
 	}
+	return &vaultError{sentinel: sentinel, status: re.StatusCode}
 }
 
 func encodeContext(bindTo string) (string, error) {
@@ -314,8 +358,8 @@ func (k *Keys) Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Resu
 	s, err := k.call(ctx, "rewrap", func(ctx context.Context) (*vault.Secret, error) {
 		return k.client.Logical().WriteWithContext(ctx, k.path("rewrap"), map[string]any{"batch_input": batch})
 	})
-	var re *vault.ResponseError
-	if err != nil && errors.As(err, &re) && re.StatusCode == http.StatusBadRequest && len(batch) > 1 {
+	var ve *vaultError
+	if err != nil && errors.As(err, &ve) && ve.status == http.StatusBadRequest && len(batch) > 1 {
 		// Vault answers 400 without per-item results when every item of
 		// a batch fails; find out which failed and why one at a time.
 		return k.rewrapEach(ctx, items, results, index)
@@ -337,8 +381,8 @@ func (k *Keys) rewrapEach(ctx context.Context, items []keyring.Item, results []k
 	for _, i := range index {
 		one, err := k.Rewrap(ctx, items[i:i+1])
 		if err != nil {
-			var re *vault.ResponseError
-			if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest {
+			var ve *vaultError
+			if errors.As(err, &ve) && ve.status == http.StatusBadRequest {
 				results[i] = keyring.Result{Err: fmt.Errorf("vaultkeys: rewrap item %d: %w", i, err)}
 				continue
 			}

@@ -573,3 +573,52 @@ func TestRewrapCommandSurvivesSIGKILL(t *testing.T) {
 		t.Fatalf("login after the rewrap: %d %s", res.StatusCode, body)
 	}
 }
+
+// A pod may restart while Vault is down: the sidecar still starts and
+// passes the app's traffic, refuses second-factor work with 503 and is
+// not ready, and picks Vault up by itself when it comes back.
+func TestSidecarStartsWhileVaultIsDown(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartVault(t)
+	v.Seal(t)
+	e := newLoginEnvIn(t, t.TempDir(), vaultEnv(v, "TOTPGATE_KEYRING_VAULT_TIMEOUT=1s")...)
+	if !strings.Contains(e.s.logs.String(), "vault not reachable at start") {
+		t.Fatal("no warning that Vault was unreachable at start")
+	}
+	res, body := e.login(t, "/login", `{"user":"nomfa","password":"pw"}`, nil)
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("login without MFA while Vault is down: %d %s", res.StatusCode, body)
+	}
+	ready, err := http.Get(e.s.admin + "/readyz")
+	if err != nil || ready.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while Vault is down: %v %v", err, ready)
+	}
+	ready.Body.Close()
+	en, err := e.c.StartEnrollmentWithResponse(context.Background(), session("alice"))
+	if err != nil || en.StatusCode() != http.StatusServiceUnavailable {
+		t.Fatalf("enrollment while Vault is down: %v %d %s", err, en.StatusCode(), en.Body)
+	}
+	v.Unseal(t)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		ready, err := http.Get(e.s.admin + "/readyz")
+		if err == nil && ready.StatusCode == 200 {
+			ready.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready after Vault came back: %v %v", err, ready)
+		}
+	}
+	code, recovery := e.enroll(t, "alice")
+	if len(recovery) == 0 {
+		t.Fatal("no recovery codes after a late recovery-key load")
+	}
+	res, body = e.login(t, "/login", `{"user":"alice","password":"pw"}`, http.Header{"X-Totp-Code": {code(0)}})
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("login after Vault came back: %d %s", res.StatusCode, body)
+	}
+	res, body = e.login(t, "/login", `{"user":"alice","password":"pw","totp_code":"`+recovery[0]+`"}`, nil)
+	if res.StatusCode != 200 || !granted(res, body) {
+		t.Fatalf("recovery code after Vault came back: %d %s", res.StatusCode, body)
+	}
+}

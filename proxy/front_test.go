@@ -226,7 +226,7 @@ func TestLargeUploadStreams(t *testing.T) {
 			if i == 0 {
 				select {
 				case <-firstChunk:
-				case <-time.After(10 * time.Second):
+				case <-time.After(60 * time.Second):
 					pw.CloseWithError(fmt.Errorf("upstream never saw the first MiB while the upload was open: the body is buffered"))
 					return
 				}

@@ -129,8 +129,12 @@ type MFA struct {
 
 // Store is where state is kept.
 type Store struct {
-	Driver string `yaml:"driver" doc:"sqlite (embedded default, one file)."`
-	Path   string `yaml:"path" doc:"SQLite database file, created with mode 0600."`
+	Driver           string        `yaml:"driver" doc:"sqlite: one file (embedded default, one replica). postgres: PostgreSQL, shared by every replica."`
+	Path             string        `yaml:"path" doc:"SQLite database file, created with mode 0600."`
+	DSN              string        `yaml:"dsn" secret:"true" doc:"PostgreSQL connection string, e.g. postgres://totpgate@db:5432/totpgate?sslmode=verify-full. Prefer dsn_file."`
+	DSNFile          string        `yaml:"dsn_file" doc:"File holding the PostgreSQL connection string (a mounted Secret), read at start."`
+	MaxConns         int           `yaml:"max_conns" doc:"Most PostgreSQL connections this replica opens."`
+	StatementTimeout time.Duration `yaml:"statement_timeout" doc:"Longest a PostgreSQL statement may run; a login waiting longer fails closed with 503."`
 }
 
 // Keyring is how TOTP secrets are encrypted.
@@ -206,14 +210,24 @@ func (m MFA) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Validate reports an unknown driver or a missing path.
+// Validate reports an unknown driver and the settings the driver lacks.
 func (s Store) Validate() error {
 	var errs []error
-	if s.Driver != "sqlite" {
-		errs = append(errs, fmt.Errorf("store.driver: %q is not supported (sqlite)", s.Driver))
-	}
-	if s.Path == "" {
-		errs = append(errs, errors.New("store.path: must not be empty"))
+	switch s.Driver {
+	case "sqlite":
+		if s.Path == "" {
+			errs = append(errs, errors.New("store.path: must not be empty"))
+		}
+	case "postgres":
+		if (s.DSN == "") == (s.DSNFile == "") {
+			errs = append(errs, errors.New("store.dsn, store.dsn_file: set exactly one for the postgres driver"))
+		}
+		if s.MaxConns < 1 || s.MaxConns > 1000 {
+			errs = append(errs, errors.New("store.max_conns: must be 1..1000"))
+		}
+		errs = append(errs, positive("store.statement_timeout", s.StatementTimeout))
+	default:
+		errs = append(errs, fmt.Errorf("store.driver: %q is not supported (sqlite or postgres)", s.Driver))
 	}
 	return errors.Join(errs...)
 }
@@ -346,7 +360,7 @@ func Default() Config {
 			SecretSize: 20, RecoveryCodes: 10, PendingTTL: 15 * time.Minute,
 			MaxFailures: 5, FailureWindow: 5 * time.Minute, LockFor: 15 * time.Minute,
 		},
-		Store: Store{Driver: "sqlite", Path: "totpgate.db"},
+		Store: Store{Driver: "sqlite", Path: "totpgate.db", MaxConns: 10, StatementTimeout: 5 * time.Second},
 		Keyring: Keyring{Backend: "local", LocalPath: "totpgate-keyring.json", Vault: Vault{
 			Mount: "transit", Key: "totpgate", Timeout: 5 * time.Second, MaxRetries: 2,
 			Auth: VaultAuth{Method: "token", TokenFilePoll: 5 * time.Second, ServiceAccount: "/var/run/secrets/kubernetes.io/serviceaccount/token"},

@@ -17,12 +17,28 @@ import (
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/postgres"
 	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/vaultkeys"
 )
 
 // openStore opens the configured store.
 func openStore(ctx context.Context, cfg config.Store) (store.Store, error) {
+	if cfg.Driver == "postgres" {
+		dsn := cfg.DSN
+		if cfg.DSNFile != "" {
+			b, err := os.ReadFile(cfg.DSNFile)
+			if err != nil {
+				return nil, fmt.Errorf("store.dsn_file: %w", err)
+			}
+			dsn = strings.TrimSpace(string(b))
+		}
+		st, err := postgres.Open(ctx, dsn, postgres.Options{MaxConns: int32(cfg.MaxConns), StatementTimeout: cfg.StatementTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("store: %w", err)
+		}
+		return st, nil
+	}
 	st, err := sqlite.Open(ctx, cfg.Path)
 	if err != nil {
 		return nil, fmt.Errorf("store: %w", err)

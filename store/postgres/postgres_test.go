@@ -1,0 +1,629 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/totpgate/totpgate/internal/testenv"
+	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/sqlite"
+	"github.com/totpgate/totpgate/store/storetest"
+)
+
+// openFresh opens a store on a fresh schema of its own.
+func openFresh(t *testing.T, opts Options) (*Store, string) {
+	t.Helper()
+	dsn := testenv.Postgres(t)
+	s, err := Open(t.Context(), dsn, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, dsn
+}
+
+func TestConformance(t *testing.T) {
+	t.Parallel()
+	var dsns sync.Map // store.Store -> DSN
+	storetest.Run(t, storetest.Harness{
+		Open: func(t *testing.T) store.Store {
+			s, dsn := openFresh(t, Options{})
+			dsns.Store(store.Store(s), dsn)
+			return s
+		},
+		Reopen: func(t *testing.T, old store.Store) store.Store {
+			dsn, ok := dsns.Load(old)
+			if !ok {
+				t.Fatal("Reopen: unknown store")
+			}
+			if err := old.Close(); err != nil {
+				t.Fatalf("Close: %v", err)
+			}
+			s, err := Open(t.Context(), dsn.(string), Options{})
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		},
+	})
+}
+
+// rawPool connects to dsn without the Store, for inspecting and tampering.
+func rawPool(t *testing.T, dsn string) *pgxpool.Pool {
+	t.Helper()
+	p, err := pgxpool.New(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// schemaOf is the schema testenv.Postgres put in dsn.
+func schemaOf(t *testing.T, dsn string) string {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.RuntimeParams["search_path"]
+	if !strings.HasPrefix(s, "t_") {
+		t.Fatalf("DSN has search_path %q, want the test schema", s)
+	}
+	return s
+}
+
+type appliedMigration struct {
+	version   int
+	appliedAt int64
+}
+
+func applied(t *testing.T, db *pgxpool.Pool) []appliedMigration {
+	t.Helper()
+	rows, err := db.Query(t.Context(), `SELECT version, applied_at FROM schema_migrations ORDER BY version`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (appliedMigration, error) {
+		var m appliedMigration
+		err := r.Scan(&m.version, &m.appliedAt)
+		return m, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func tableExists(t *testing.T, db *pgxpool.Pool, schema, name string) bool {
+	t.Helper()
+	var n int
+	if err := db.QueryRow(t.Context(), `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2`,
+		schema, name).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
+}
+
+func TestMigrationsFresh(t *testing.T) {
+	t.Parallel()
+	s, dsn := openFresh(t, Options{})
+	schema := schemaOf(t, dsn)
+	got := applied(t, s.pool)
+	if len(got) != len(migrations) {
+		t.Fatalf("applied %d migrations, want %d", len(got), len(migrations))
+	}
+	for i, m := range got {
+		if m.version != i+1 || m.appliedAt == 0 {
+			t.Errorf("schema_migrations row %d = %+v", i, m)
+		}
+	}
+	// The tables are in the test's schema (search_path from the DSN
+	// reached the server), not in public.
+	var current string
+	if err := s.pool.QueryRow(t.Context(), `SELECT current_schema()`).Scan(&current); err != nil || current != schema {
+		t.Fatalf("current_schema() = %q, %v; want %q", current, err, schema)
+	}
+	for _, table := range []string{"users", "recovery_codes", "challenges", "settings", "jobs", "schema_migrations"} {
+		if !tableExists(t, s.pool, schema, table) {
+			t.Errorf("table %s missing from schema %s", table, schema)
+		}
+	}
+	for _, index := range []string{"users_key_version", "recovery_codes_user", "challenges_expires_at"} {
+		var n int
+		if err := s.pool.QueryRow(t.Context(), `SELECT COUNT(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = $2`,
+			schema, index).Scan(&n); err != nil || n != 1 {
+			t.Errorf("index %s missing (%v)", index, err)
+		}
+	}
+	// User ids sort by bytes.
+	var collation string
+	if err := s.pool.QueryRow(t.Context(), `
+SELECT c.collname FROM pg_attribute a JOIN pg_collation c ON c.oid = a.attcollation
+WHERE a.attrelid = 'users'::regclass AND a.attname = 'id'`).Scan(&collation); err != nil || collation != "C" {
+		t.Errorf("users.id collation = %q, %v; want C", collation, err)
+	}
+	// CHECK constraints hold.
+	if _, err := s.pool.Exec(t.Context(), `INSERT INTO users (id, state, ciphertext, key_version, algorithm, digits, period, skew)
+VALUES ('x', 'bogus', 'vault:v1:x', 1, 'SHA1', 6, 30, 1)`); err == nil {
+		t.Errorf("users accepted state 'bogus'")
+	}
+}
+
+func TestMigrationsConcurrentOpen(t *testing.T) {
+	t.Parallel()
+	dsn := testenv.Postgres(t)
+	const n = 5
+	stores := make([]*Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			stores[i], errs[i] = Open(t.Context(), dsn, Options{MaxConns: 2})
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Open #%d: %v", i, err)
+			continue
+		}
+		stores[i].Close()
+	}
+	db := rawPool(t, dsn)
+	var rows, distinct int
+	if err := db.QueryRow(t.Context(), `SELECT COUNT(*), COUNT(DISTINCT version) FROM schema_migrations`).Scan(&rows, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if rows != len(migrations) || distinct != len(migrations) {
+		t.Errorf("schema_migrations has %d rows, %d versions; want exactly one row for each of %d", rows, distinct, len(migrations))
+	}
+	if got := applied(t, db); len(got) != len(migrations) || got[len(got)-1].version != len(migrations) {
+		t.Errorf("schema_migrations = %v", got)
+	}
+}
+
+func TestMigrationsReopen(t *testing.T) {
+	t.Parallel()
+	s, dsn := openFresh(t, Options{})
+	before := applied(t, s.pool)
+	s.Close()
+	time.Sleep(5 * time.Millisecond) // a re-applied migration would get a later applied_at
+	for range 2 {
+		s2, err := Open(t.Context(), dsn, Options{})
+		if err != nil {
+			t.Fatalf("reopen: %v", err)
+		}
+		after := applied(t, s2.pool)
+		s2.Close()
+		if fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Errorf("schema_migrations changed on reopen: %v -> %v", before, after)
+		}
+	}
+}
+
+func TestSchemaTooNew(t *testing.T) {
+	t.Parallel()
+	s, dsn := openFresh(t, Options{})
+	s.Close()
+	newer := len(migrations) + 1
+	if _, err := rawPool(t, dsn).Exec(t.Context(), `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 1)`, newer); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(t.Context(), dsn, Options{})
+	if err == nil {
+		s2.Close()
+		t.Fatal("Open of a newer schema succeeded")
+	}
+	if !errors.Is(err, ErrSchemaTooNew) {
+		t.Fatalf("Open: err = %v, want ErrSchemaTooNew", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, strconv.Itoa(newer)) || !strings.Contains(msg, strconv.Itoa(len(migrations))) {
+		t.Errorf("error %q does not name both versions", msg)
+	}
+}
+
+func TestMigrateStepwise(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dsn := testenv.Postgres(t)
+	schema := schemaOf(t, dsn)
+	db := rawPool(t, dsn)
+	load := func(files fstest.MapFS) []migration {
+		t.Helper()
+		ms, err := loadMigrations(files)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ms
+	}
+	v1 := fstest.MapFS{"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);\nINSERT INTO t1 VALUES (1);")}}
+	v2 := fstest.MapFS{
+		"0001_one.sql": v1["0001_one.sql"],
+		"0002_two.sql": {Data: []byte("CREATE TABLE t2 (y INTEGER);\nINSERT INTO t2 SELECT x FROM t1;")},
+	}
+	if err := migrate(ctx, db, load(v1)); err != nil {
+		t.Fatalf("migrate v1: %v", err)
+	}
+	// v1 creates t1 without IF NOT EXISTS: running it twice would fail.
+	if err := migrate(ctx, db, load(v1)); err != nil {
+		t.Fatalf("migrate v1 again: %v", err)
+	}
+	if err := migrate(ctx, db, load(v2)); err != nil {
+		t.Fatalf("migrate v1 -> v2: %v", err)
+	}
+	var n int
+	if err := db.QueryRow(ctx, `SELECT COUNT(*) FROM t1`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("t1 has %d rows (%v), want 1: v1 ran more than once", n, err)
+	}
+	if !tableExists(t, db, schema, "t2") {
+		t.Errorf("v2 not applied")
+	}
+	if got := applied(t, db); len(got) != 2 {
+		t.Errorf("schema_migrations = %v, want versions 1 and 2", got)
+	}
+	// A binary that knows only v1 refuses the v2 database.
+	if err := migrate(ctx, db, load(v1)); !errors.Is(err, ErrSchemaTooNew) {
+		t.Errorf("migrate with older migrations: err = %v, want ErrSchemaTooNew", err)
+	}
+}
+
+func TestMigrationFailureRollsBack(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	dsn := testenv.Postgres(t)
+	schema := schemaOf(t, dsn)
+	db := rawPool(t, dsn)
+	ms, err := loadMigrations(fstest.MapFS{
+		"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);")},
+		"0002_bad.sql": {Data: []byte("CREATE TABLE t2 (y INTEGER);\nINSERT INTO no_such_table VALUES (1);")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = migrate(ctx, db, ms)
+	if err == nil || !strings.Contains(err.Error(), "0002_bad.sql") {
+		t.Fatalf("migrate with a broken migration: err = %v, want an error naming 0002_bad.sql", err)
+	}
+	if tableExists(t, db, schema, "t2") {
+		t.Errorf("half of the broken migration was applied")
+	}
+	if !tableExists(t, db, schema, "t1") {
+		t.Errorf("the good migration before it was not kept")
+	}
+	if got := applied(t, db); len(got) != 1 || got[0].version != 1 {
+		t.Errorf("schema_migrations = %v, want only version 1", got)
+	}
+}
+
+func TestLoadMigrationsRejects(t *testing.T) {
+	t.Parallel()
+	for name, files := range map[string]fstest.MapFS{
+		"gap":       {"0001_a.sql": {}, "0003_c.sql": {}},
+		"duplicate": {"0001_a.sql": {}, "0001_b.sql": {}},
+		"bad name":  {"0001_a.sql": {}, "2_b.sql": {}},
+		"no start":  {"0002_b.sql": {}},
+		"empty":     {},
+	} {
+		if _, err := loadMigrations(files); err == nil {
+			t.Errorf("%s: loadMigrations accepted %v", name, files)
+		}
+	}
+	if ms, err := loadMigrations(fstest.MapFS{"0002_b.sql": {}, "0001_a.sql": {}, "README.md": {}}); err != nil || len(ms) != 2 || ms[0].version != 1 {
+		t.Errorf("loadMigrations(valid) = %v, %v", ms, err)
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	t.Parallel()
+	for _, o := range []Options{
+		{},
+		{MaxConns: 1, StatementTimeout: time.Microsecond, ConnectTimeout: time.Hour},
+		{MaxConns: 100, StatementTimeout: maxStatementTimeout},
+	} {
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v.Validate() = %v, want nil", o, err)
+		}
+	}
+	err := Options{MaxConns: -1, StatementTimeout: -time.Second, ConnectTimeout: -time.Second}.Validate()
+	if err == nil {
+		t.Fatal("Validate accepted negative values")
+	}
+	for _, want := range []string{"MaxConns", "StatementTimeout", "ConnectTimeout"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate error %q does not report %s", err, want)
+		}
+	}
+	if err := (Options{StatementTimeout: maxStatementTimeout + time.Millisecond}).Validate(); err == nil || !strings.Contains(err.Error(), "StatementTimeout") {
+		t.Errorf("Validate(too long a statement timeout) = %v", err)
+	}
+	// Open refuses invalid options before connecting anywhere.
+	if _, err := Open(t.Context(), "postgres://nobody@127.0.0.1:1/x", Options{MaxConns: -1}); err == nil || !strings.Contains(err.Error(), "MaxConns") {
+		t.Errorf("Open(invalid options) = %v, want the Validate error", err)
+	}
+}
+
+func TestOptionsApplied(t *testing.T) {
+	t.Parallel()
+	show := func(s *Store, setting string) string {
+		t.Helper()
+		var v string
+		if err := s.pool.QueryRow(t.Context(), "SHOW "+setting).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	s, dsn := openFresh(t, Options{})
+	if got := show(s, "statement_timeout"); got != "5s" {
+		t.Errorf("default statement_timeout = %s, want 5s", got)
+	}
+	if got := show(s, "application_name"); got != "totpgate" {
+		t.Errorf("application_name = %s, want totpgate", got)
+	}
+	if c := s.pool.Config(); c.MaxConns != DefaultMaxConns || c.ConnConfig.ConnectTimeout != DefaultConnectTimeout {
+		t.Errorf("pool MaxConns %d ConnectTimeout %v, want the defaults", c.MaxConns, c.ConnConfig.ConnectTimeout)
+	}
+
+	s2, err := Open(t.Context(), dsn, Options{MaxConns: 3, StatementTimeout: 200 * time.Millisecond, ConnectTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	if got := show(s2, "statement_timeout"); got != "200ms" {
+		t.Errorf("statement_timeout = %s, want 200ms", got)
+	}
+	if c := s2.pool.Config(); c.MaxConns != 3 || c.ConnConfig.ConnectTimeout != 2*time.Second {
+		t.Errorf("pool MaxConns %d ConnectTimeout %v, want 3 and 2s", c.MaxConns, c.ConnConfig.ConnectTimeout)
+	}
+	// The server enforces it.
+	_, err = s2.pool.Exec(t.Context(), `SELECT pg_sleep(2)`)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+		t.Errorf("a statement longer than statement_timeout: err = %v, want query_canceled (57014)", err)
+	}
+}
+
+// Migrations are not cut short by the statement timeout meant for logins.
+func TestMigrationsIgnoreStatementTimeout(t *testing.T) {
+	t.Parallel()
+	s, _ := openFresh(t, Options{StatementTimeout: time.Millisecond})
+	if got := applied(t, s.pool); len(got) != len(migrations) {
+		t.Errorf("applied %d migrations, want %d", len(got), len(migrations))
+	}
+}
+
+func TestOpenDoesNotRepeatDSN(t *testing.T) {
+	t.Parallel()
+	for _, dsn := range []string{
+		"postgres://user:s3cretpw@127.0.0.1:notaport/db",
+		"host=127.0.0.1 password=s3cretpw sslmode=bogus",
+	} {
+		_, err := Open(t.Context(), dsn, Options{})
+		if err == nil {
+			t.Errorf("Open(%q) succeeded", dsn)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cretpw") {
+			t.Errorf("Open error repeats the password: %v", err)
+		}
+		t.Logf("Open(bad DSN): %v", err)
+	}
+}
+
+func TestDeleteExpiredChallengesBatches(t *testing.T) {
+	t.Parallel()
+	s, _ := openFresh(t, Options{})
+	ctx := t.Context()
+	now := time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
+	const expired = 2*expiredBatch + 500
+	if _, err := s.pool.Exec(ctx, `
+INSERT INTO challenges (id_hash, user_id, sealed, enroll, created_at, expires_at)
+SELECT convert_to('expired-' || i, 'UTF8'), 'u', '', 0, $1::bigint - 3600000, $1::bigint - i
+FROM generate_series(0, $2 - 1) AS i`, now.UnixMilli(), expired); err != nil {
+		t.Fatal(err)
+	}
+	var live []store.Challenge
+	for i := range 5 {
+		c := store.Challenge{IDHash: []byte(fmt.Sprintf("live-%d", i)), UserID: "u", Sealed: []byte("x"),
+			CreatedAt: now, ExpiresAt: now.Add(time.Duration(i+1) * time.Second)}
+		if err := s.CreateChallenge(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+		live = append(live, c)
+	}
+	n, err := s.DeleteExpiredChallenges(ctx, now)
+	if err != nil || n != expired {
+		t.Fatalf("DeleteExpiredChallenges = %d, %v; want %d", n, err, expired)
+	}
+	var left int
+	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM challenges`).Scan(&left); err != nil || left != len(live) {
+		t.Errorf("%d challenges left (%v), want the %d live ones", left, err, len(live))
+	}
+	for _, c := range live {
+		if _, err := s.GetChallenge(ctx, c.IDHash, now); err != nil {
+			t.Errorf("live challenge deleted: %v", err)
+		}
+	}
+	if n, err := s.DeleteExpiredChallenges(ctx, now); err != nil || n != 0 {
+		t.Errorf("second DeleteExpiredChallenges = %d, %v; want 0", n, err)
+	}
+}
+
+// The sweep skips a challenge another transaction holds instead of waiting
+// for it (a login spending it must not queue behind the sweep, nor the
+// sweep behind the login).
+func TestDeleteExpiredChallengesSkipsLocked(t *testing.T) {
+	t.Parallel()
+	s, dsn := openFresh(t, Options{})
+	ctx := t.Context()
+	now := time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
+	for i := range 3 {
+		c := store.Challenge{IDHash: []byte{byte(i)}, UserID: "u", Sealed: []byte("x"), CreatedAt: now.Add(-time.Hour), ExpiresAt: now.Add(-time.Minute)}
+		if err := s.CreateChallenge(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx, err := rawPool(t, dsn).Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM challenges WHERE id_hash = $1 FOR UPDATE`, []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	sweepCtx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if n, err := s.DeleteExpiredChallenges(sweepCtx, now); err != nil || n != 2 {
+		t.Fatalf("DeleteExpiredChallenges with one row locked = %d, %v; want 2 without waiting", n, err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.DeleteExpiredChallenges(ctx, now); err != nil || n != 1 {
+		t.Fatalf("DeleteExpiredChallenges after the lock ended = %d, %v; want 1", n, err)
+	}
+}
+
+// Spending recovery codes while they are being replaced (and the user
+// deleted and re-enrolled) never deadlocks: every transaction locks the
+// user's row before any recovery_codes row.
+func TestRecoveryCodesNoDeadlock(t *testing.T) {
+	t.Parallel()
+	s, _ := openFresh(t, Options{MaxConns: 20})
+	ctx := t.Context()
+	now := time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
+	enroll := func() error {
+		u := store.User{ID: "alice", Ciphertext: "vault:v1:a", KeyVersion: 1,
+			Params:           store.TOTPParams{Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1},
+			PendingExpiresAt: now.Add(time.Hour), UpdatedAt: now}
+		if err := s.StartEnrollment(ctx, u); err != nil && !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		if err := s.ConfirmEnrollment(ctx, "alice", u.Ciphertext, 1, [][]byte{[]byte("h0"), []byte("h1"), []byte("h2")}, now); err != nil && !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+		return nil
+	}
+	if err := enroll(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	for g := range 20 {
+		wg.Go(func() {
+			for i := range 15 {
+				var err error
+				switch (g + i) % 5 {
+				case 0:
+					err = s.ReplaceRecoveryCodes(ctx, "alice", [][]byte{[]byte("a"), []byte("b"), []byte("c")}, now)
+					if errors.Is(err, store.ErrConflict) {
+						err = nil // deleted meanwhile
+					}
+				case 1:
+					err = s.DeleteUser(ctx, "alice")
+					if errors.Is(err, store.ErrNotFound) {
+						err = nil
+					}
+					if err == nil {
+						err = enroll()
+					}
+				default:
+					var cs []store.RecoveryCode
+					cs, err = s.RecoveryCodes(ctx, "alice")
+					for _, c := range cs {
+						if err == nil {
+							_, err = s.SpendRecoveryCode(ctx, "alice", c.ID, now)
+						}
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("concurrent recovery code work: %v", err)
+	}
+}
+
+// SwapSecrets gives the same answers as the SQLite store, which applies a
+// batch's swaps one after the other, also for batches that name a user
+// several times, chain swaps (a->b, b->c) or repeat an Old.
+func TestSwapSecretsMatchesSequential(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	pg, _ := openFresh(t, Options{})
+	lite, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ref.db"), sqlite.WithSynchronous("NORMAL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lite.Close()
+	now := time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
+	users := []string{"u0", "u1", "U2", "u3"}
+	cts := []string{"vault:v1:a", "vault:v2:b", "vault:v3:c", "local:v1:d"}
+	for _, st := range []store.Store{pg, lite} {
+		for i, id := range users {
+			u := store.User{ID: id, Ciphertext: cts[i%len(cts)], KeyVersion: 1,
+				Params:           store.TOTPParams{Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1},
+				PendingExpiresAt: now.Add(time.Hour), UpdatedAt: now}
+			if err := st.StartEnrollment(ctx, u); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 200 {
+		batch := make([]store.Swap, 1+rng.IntN(8))
+		for i := range batch {
+			batch[i] = store.Swap{
+				UserID:  users[rng.IntN(len(users))],
+				Old:     cts[rng.IntN(len(cts))],
+				New:     cts[rng.IntN(len(cts))],
+				Version: 1 + rng.IntN(5),
+			}
+		}
+		got, err := pg.SwapSecrets(ctx, batch)
+		if err != nil {
+			t.Fatalf("round %d: postgres SwapSecrets: %v", round, err)
+		}
+		want, err := lite.SwapSecrets(ctx, batch)
+		if err != nil {
+			t.Fatalf("round %d: sqlite SwapSecrets: %v", round, err)
+		}
+		if got != want {
+			t.Fatalf("round %d: SwapSecrets(%+v) = %d, sequential application swaps %d", round, batch, got, want)
+		}
+		for _, id := range users {
+			a, err1 := pg.GetUser(ctx, id)
+			b, err2 := lite.GetUser(ctx, id)
+			if err1 != nil || err2 != nil {
+				t.Fatal(err1, err2)
+			}
+			if a.Ciphertext != b.Ciphertext || a.KeyVersion != b.KeyVersion {
+				t.Fatalf("round %d: after SwapSecrets(%+v) %s holds %s (v%d), sequential application leaves %s (v%d)",
+					round, batch, id, a.Ciphertext, a.KeyVersion, b.Ciphertext, b.KeyVersion)
+			}
+		}
+	}
+}

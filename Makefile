@@ -64,9 +64,11 @@ lint-spec: $(REDOCLY) ## Lint openapi.yaml with Redocly (installed project-local
 lint: fmt-check vet lint-spec ## All static checks.
 
 .PHONY: bench
-bench: ## Go benchmarks, then the wrk pass-through comparison (writes docs/benchmarks.md).
+bench: ## Go benchmarks, wrk pass-through, rewrap and replica benchmarks (results go to docs/benchmarks.md).
 	go test -run '^$$' -bench . -benchmem ./...
 	bash bench/passthrough.sh --write
+	bash bench/rewrap.sh --write
+	go run ./bench/replicas
 
 .PHONY: ci
 ci: lint generate-check test ## What CI runs.

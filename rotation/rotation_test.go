@@ -17,6 +17,7 @@ import (
 	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/postgres"
 	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/vaultkeys"
 )
@@ -24,15 +25,31 @@ import (
 const pepperKey, pepperBind = "recovery_pepper", "totpgate/recovery-pepper"
 
 type env struct {
-	st    *sqlite.Store
+	st    store.Store
 	keys  keyring.Keyring
 	plain map[string]string // user -> plaintext the row must decrypt to
 	mu    sync.Mutex
 }
 
-func newEnv(t *testing.T, keys keyring.Keyring) *env {
+// stores are the store drivers every rewrap test runs against.
+var stores = []struct {
+	name string
+	open func(t *testing.T) (store.Store, error)
+}{
+	{"sqlite", func(t *testing.T) (store.Store, error) {
+		return sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"))
+	}},
+	{"postgres", func(t *testing.T) (store.Store, error) {
+		return postgres.Open(context.Background(), testenv.Postgres(t), postgres.Options{})
+	}},
+}
+
+// newEnv opens a SQLite store; newEnvOn opens the given driver.
+func newEnv(t *testing.T, keys keyring.Keyring) *env { return newEnvOn(t, keys, stores[0].open) }
+
+func newEnvOn(t *testing.T, keys keyring.Keyring, open func(t *testing.T) (store.Store, error)) *env {
 	t.Helper()
-	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "t.db"))
+	st, err := open(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +148,15 @@ func newManager(t *testing.T, e *env, reg prometheus.Registerer, lease time.Dura
 
 func TestRewrapMovesEverythingAndKeepsConcurrentChanges(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, localKeys(t))
+	for _, drv := range stores {
+		t.Run(drv.name, func(t *testing.T) {
+			t.Parallel()
+			testRewrapMovesEverything(t, newEnvOn(t, localKeys(t), drv.open))
+		})
+	}
+}
+
+func testRewrapMovesEverything(t *testing.T, e *env) {
 	e.seed(t, 600)
 	reg := prometheus.NewRegistry()
 	m := newManager(t, e, reg, 0)
@@ -210,7 +235,15 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name, result string) fl
 
 func TestRewrapOneAtATimeAndResume(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, localKeys(t))
+	for _, drv := range stores {
+		t.Run(drv.name, func(t *testing.T) {
+			t.Parallel()
+			testRewrapOneAtATimeAndResume(t, newEnvOn(t, localKeys(t), drv.open))
+		})
+	}
+}
+
+func testRewrapOneAtATimeAndResume(t *testing.T, e *env) {
 	e.seed(t, 300)
 	ctx := context.Background()
 	a := newManager(t, e, nil, time.Hour)

@@ -43,7 +43,7 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 		return nil, &outcome{status: http.StatusBadRequest, code: "validation_failed", detail: "code is required for this challenge."}
 	}
 	if err != nil {
-		a.record(ctx, audit.LoginFailed, user, outcomeName(err))
+		a.recordFailure(ctx, audit.LoginFailed, user, err)
 	} else {
 		a.record(ctx, audit.LoginPassed, user, string(method))
 		if method == mfa.MethodRecovery {
@@ -79,7 +79,7 @@ func (a *API) StartChallengeEnrollment(ctx context.Context, req gen.StartChallen
 func (a *API) ConfirmChallengeEnrollment(ctx context.Context, req gen.ConfirmChallengeEnrollmentRequestObject) (gen.ConfirmChallengeEnrollmentResponseObject, error) {
 	codes, user, err := a.challenges.ConfirmChallengeEnrollment(ctx, req.Body.ChallengeId, req.Body.Code, a.challengeCfg)
 	if err != nil {
-		a.record(ctx, audit.EnrollFailed, user, outcomeName(err))
+		a.recordFailure(ctx, audit.EnrollFailed, user, err)
 		var ce *mfa.CodeError
 		if errors.As(err, &ce) && !ce.Locked {
 			return nil, challengeCodeInvalid(req.Body.ChallengeId)

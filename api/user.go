@@ -129,7 +129,7 @@ func (a *API) ConfirmEnrollment(ctx context.Context, req gen.ConfirmEnrollmentRe
 	user := caller(ctx).UserID
 	codes, err := a.mfa.ConfirmEnrollment(ctx, user, req.Body.Code)
 	if err != nil {
-		a.record(ctx, audit.EnrollFailed, user, outcomeName(err))
+		a.recordFailure(ctx, audit.EnrollFailed, user, err)
 		return nil, mfaOutcome(err)
 	}
 	a.record(ctx, audit.EnrollConfirmed, user, "ok")
@@ -139,7 +139,7 @@ func (a *API) ConfirmEnrollment(ctx context.Context, req gen.ConfirmEnrollmentRe
 func (a *API) DisableMfa(ctx context.Context, req gen.DisableMfaRequestObject) (gen.DisableMfaResponseObject, error) {
 	user := caller(ctx).UserID
 	if err := a.mfa.Disable(ctx, user, req.Body.Code); err != nil {
-		a.record(ctx, audit.Disabled, user, outcomeName(err))
+		a.recordFailure(ctx, audit.Disabled, user, err)
 		return nil, mfaOutcome(err)
 	}
 	a.record(ctx, audit.Disabled, user, "ok")
@@ -150,7 +150,7 @@ func (a *API) RegenerateRecoveryCodes(ctx context.Context, req gen.RegenerateRec
 	user := caller(ctx).UserID
 	codes, err := a.mfa.RegenerateRecoveryCodes(ctx, user, req.Body.Code)
 	if err != nil {
-		a.record(ctx, audit.RecoveryRegenerated, user, outcomeName(err))
+		a.recordFailure(ctx, audit.RecoveryRegenerated, user, err)
 		return nil, mfaOutcome(err)
 	}
 	a.record(ctx, audit.RecoveryRegenerated, user, "ok")
@@ -211,6 +211,16 @@ func (a *API) AdminUnlockUser(ctx context.Context, req gen.AdminUnlockUserReques
 }
 
 // outcomeName names a refusal for the audit log, bounded and code-free.
+// recordFailure records a refused operation and, when that refusal locked
+// the user, the start of the lockout.
+func (a *API) recordFailure(ctx context.Context, name, user string, err error) {
+	a.record(ctx, name, user, outcomeName(err))
+	var ce *mfa.CodeError
+	if errors.As(err, &ce) && ce.LockStarted {
+		a.record(ctx, audit.LockoutStarted, user, "api")
+	}
+}
+
 func outcomeName(err error) string {
 	var ce *mfa.CodeError
 	switch {

@@ -36,6 +36,8 @@ type CodeError struct {
 	LockedUntil time.Time // set when locked
 	Remaining   int       // attempts left in the window
 	Replay      bool      // a correct code already used in its time step
+	// LockStarted: this failure started the lock (the others found it).
+	LockStarted bool
 }
 
 func (e *CodeError) Error() string {
@@ -345,7 +347,7 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 		return "", unavailable("fail attempt", err)
 	}
 	if !lockedUntil.IsZero() {
-		return "", &CodeError{Locked: true, LockedUntil: lockedUntil, Replay: replay}
+		return "", &CodeError{Locked: true, LockedUntil: lockedUntil, Replay: replay, LockStarted: true}
 	}
 	return "", &CodeError{Remaining: att.Remaining, Replay: replay}
 }

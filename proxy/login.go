@@ -127,6 +127,8 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	answer := mfa.HeldAnswer{Status: rec.statusCode(), Header: rec.header, Body: rec.body.Bytes()}
 	if !grantsSession(answer) {
+		g.opts.Audit.Record(r.Context(), audit.Event{Name: audit.LoginRejectedByApp, UserID: requestUser, ClientIP: g.peers.ClientIP(r).String(),
+			Route: NormalizePath(r.URL.Path), Outcome: "app_refused", RequestID: problem.RequestID(r)})
 		ReleaseHeld(w, answer) // a refused login needs no second factor
 		return
 	}
@@ -183,6 +185,9 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			event(audit.LoginError, "unavailable")
 			g.unavailable(w, r, err)
 			return
+		}
+		if ce.LockStarted {
+			event(audit.LockoutStarted, "login")
 		}
 		switch {
 		case ce.Locked:

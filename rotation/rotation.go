@@ -250,7 +250,6 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 	for _, n := range counts {
 		st.Total += n
 	}
-	m.cfg.Metrics.observeStatus(st)
 	return st, nil
 }
 
@@ -740,7 +739,6 @@ type Metrics struct {
 	remaining prometheus.Gauge
 	runningG  prometheus.Gauge
 	batch     prometheus.Histogram
-	byKey     *prometheus.GaugeVec
 }
 
 // NewMetrics registers the rotation metrics on reg.
@@ -763,15 +761,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Time to rewrap and store one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
-		byKey: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "totpgate_keys_secrets",
-			Help: "Stored secrets per keyring backend and key version, as of the last status read.",
-		}, []string{"backend", "version"}),
 	}
 	for _, r := range []string{"rewrapped", "changed", "failed"} {
 		m.secrets.WithLabelValues(r)
 	}
-	reg.MustRegister(m.secrets, m.remaining, m.runningG, m.batch, m.byKey)
+	reg.MustRegister(m.secrets, m.remaining, m.runningG, m.batch)
 	return m
 }
 
@@ -804,15 +798,5 @@ func (m *Metrics) batchSeconds(d time.Duration) {
 func (m *Metrics) observeJob(j Job) {
 	if m != nil {
 		m.remaining.Set(float64(j.Remaining()))
-	}
-}
-
-func (m *Metrics) observeStatus(s Status) {
-	if m == nil {
-		return
-	}
-	m.byKey.Reset()
-	for k, n := range s.ByKey {
-		m.byKey.WithLabelValues(k.Backend, fmt.Sprint(k.Version)).Set(float64(n))
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/totpgate/totpgate/config"
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/metrics"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 	"github.com/totpgate/totpgate/proxy"
@@ -74,6 +75,13 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	version, revision := buildVersion()
+	metrics.NewBuildInfo(reg, version, revision)
+	routes := make([]string, 0, len(cfg.Login.Paths))
+	for _, p := range cfg.Login.Paths {
+		routes = append(routes, proxy.NormalizePath(p))
+	}
+	auditRec := metrics.Fanout{audit.NewLog(log), metrics.NewRecorder(reg, routes)}
 
 	transport := proxy.NewTransport(proxy.TransportOptions{
 		DialTimeout:           cfg.Upstream.DialTimeout,
@@ -91,11 +99,13 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			(&app{closers: closers}).Close()
 		}
 	}()
-	keys, closeKeys, err := openKeyring(ctx, cfg.Keyring, log)
+	rawKeys, closeKeys, err := openKeyring(ctx, cfg.Keyring, log)
 	if err != nil {
 		return nil, err
 	}
 	closers = append(closers, closeKeys)
+	keys := metrics.NewKeyringMetrics(reg).Wrap(rawKeys, cfg.Keyring.Backend)
+	metrics.NewState(reg, st, 30*time.Second, time.Now)
 	rotator, err := rotation.New(rotation.Config{
 		Store: st, Keys: keys, Settings: encryptedSettings, Logger: log, Metrics: rotation.NewMetrics(reg),
 	})
@@ -115,7 +125,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if err != nil {
 		return nil, err
 	}
-	introspect, err := identity.NewIntrospector(&http.Client{Transport: transport, Timeout: cfg.Upstream.ResponseHeaderTimeout},
+	upstreamRT := metrics.NewTransport(reg, transport)
+	introspect, err := identity.NewIntrospector(&http.Client{Transport: upstreamRT, Timeout: cfg.Upstream.ResponseHeaderTimeout},
 		upstream.JoinPath(cfg.Identity.IntrospectPath).String(), cfg.Identity.ForwardHeaders, cfg.Identity.UserIDPointer, cfg.Identity.AccountPointer)
 	if err != nil {
 		return nil, err
@@ -123,7 +134,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	peers := proxy.NewPeers(trusted)
 	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
 	if cfg.Login.RevokePath != "" {
-		challengeCfg.Revoke = proxy.NewRevoker(upstream, cfg.Login.RevokePath, transport, cfg.Upstream.ResponseHeaderTimeout, log)
+		challengeCfg.Revoke = proxy.NewRevoker(upstream, cfg.Login.RevokePath, upstreamRT, cfg.Upstream.ResponseHeaderTimeout, log)
 	}
 	a, err := api.New(api.Deps{
 		Logger:   log,
@@ -137,7 +148,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Challenges:      svc,
 		ChallengeConfig: challengeCfg,
 		Release:         proxy.ReleaseHeld,
-		Audit:           audit.NewLog(log),
+		Audit:           auditRec,
 		ClientIP:        func(r *http.Request) string { return peers.ClientIP(r).String() },
 		Checks: []api.Check{
 			{Name: "upstream", Run: dialCheck(upstreamAddr, cfg.Upstream.DialTimeout)},
@@ -153,7 +164,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	front, err := proxy.New(proxy.Options{
 		Upstream:       upstream,
 		PreserveHost:   cfg.Upstream.PreserveHost,
-		Transport:      transport,
+		Transport:      upstreamRT,
 		TrustedProxies: trusted,
 		APIPrefix:      cfg.API.Prefix,
 		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, time.Now).Wrap(apiHandler),
@@ -169,7 +180,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			ChallengeURL:       cfg.API.Prefix + "/challenge",
 			MFA:                svc,
 			MaxBodyBytes:       cfg.Login.MaxAnswerBytes,
-			Audit:              audit.NewLog(log),
+			Audit:              auditRec,
 			Required:           m.Policy == "required",
 			RequiredPointer:    cfg.Login.RequiredPointer,
 		},

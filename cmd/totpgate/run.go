@@ -108,16 +108,26 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 }
 
 func versionString() string {
-	v, rev := "(devel)", ""
+	v, rev := buildVersion()
+	if rev != "" {
+		rev = " " + rev
+	}
+	return "totpgate " + v + rev
+}
+
+// buildVersion is the module version and VCS revision the binary was built
+// from, as far as the build recorded them.
+func buildVersion() (version, revision string) {
+	version = "(devel)"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if bi.Main.Version != "" {
-			v = bi.Main.Version
+			version = bi.Main.Version
 		}
 		for _, s := range bi.Settings {
 			if s.Key == "vcs.revision" {
-				rev = " " + s.Value
+				revision = s.Value
 			}
 		}
 	}
-	return "totpgate " + v + rev
+	return version, revision
 }

@@ -1,0 +1,435 @@
+// Package metrics defines totpgate's Prometheus metrics, all registered on an
+// injected registry, named totpgate_<subsystem>_<name>_<unit>, and with
+// bounded labels only: never a user id, code or address.
+//
+// Most counters are fed by the audit events (Recorder implements
+// audit.Recorder), so metrics and the audit log cannot disagree. The rest
+// come from decorators (Keyring, Transport) and a collector that reads the
+// store's counts on scrape, cached so a scrape stays cheap.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/totpgate/totpgate/audit"
+	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/store"
+)
+
+// Recorder turns audit events into counters.
+type Recorder struct {
+	logins     *prometheus.CounterVec
+	challenges *prometheus.CounterVec
+	enrollment *prometheus.CounterVec
+	admin      *prometheus.CounterVec
+	recovery   *prometheus.CounterVec
+	lockouts   prometheus.Counter
+	keyOps     *prometheus.CounterVec
+}
+
+var _ audit.Recorder = (*Recorder)(nil)
+
+// Login outcomes, the values of the outcome label.
+var loginOutcomes = []string{
+	"passed_no_mfa", "passed_code", "passed_recovery_code", "mfa_required", "invalid",
+	"replay_refused", "locked", "enrollment_required", "upstream_rejected", "error",
+}
+
+// NewRecorder registers the event counters on reg. routes are the
+// configured login routes, pre-created so every series exists from start.
+func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
+	r := &Recorder{
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_login_interceptions_total",
+			Help: "Logins through an intercepted route, by route and outcome: passed_no_mfa, passed_code, passed_recovery_code, mfa_required (challenge issued), invalid, replay_refused, locked, enrollment_required, upstream_rejected (the app refused the password), error (second factor could not be checked; refused).",
+		}, []string{"route", "outcome"}),
+		challenges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_challenge_completions_total",
+			Help: "Second calls of a login (POST {prefix}/challenge), by outcome: passed_code, passed_recovery_code, invalid, replay_refused, locked, not_found, error.",
+		}, []string{"outcome"}),
+		enrollment: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_enrollments_total",
+			Help: "Enrollment steps, by event: started, confirmed, failed (a wrong or expired confirmation).",
+		}, []string{"event"}),
+		admin: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_mfa_changes_total",
+			Help: "Changes to a user's second factor, by action: disabled (by the user), reset and unlocked (by an admin), recovery_regenerated.",
+		}, []string{"action"}),
+		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_recovery_codes_used_total",
+			Help: "Recovery codes spent, by flow: login, challenge, api.",
+		}, []string{"flow"}),
+		lockouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "totpgate_lockouts_started_total",
+			Help: "Users locked after too many failed second-factor attempts.",
+		}),
+		keyOps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_key_admin_operations_total",
+			Help: "Key administration through the admin API, by action: rotated, min_version_raised, rewrap_started.",
+		}, []string{"action"}),
+	}
+	for _, route := range routes {
+		for _, o := range loginOutcomes {
+			r.logins.WithLabelValues(route, o)
+		}
+	}
+	for _, o := range []string{"passed_code", "passed_recovery_code", "invalid", "replay_refused", "locked", "not_found", "error"} {
+		r.challenges.WithLabelValues(o)
+	}
+	for _, e := range []string{"started", "confirmed", "failed"} {
+		r.enrollment.WithLabelValues(e)
+	}
+	for _, a := range []string{"disabled", "reset", "unlocked", "recovery_regenerated"} {
+		r.admin.WithLabelValues(a)
+	}
+	for _, f := range []string{"login", "challenge", "api"} {
+		r.recovery.WithLabelValues(f)
+	}
+	for _, a := range []string{"rotated", "min_version_raised", "rewrap_started"} {
+		r.keyOps.WithLabelValues(a)
+	}
+	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps)
+	return r
+}
+
+// Record implements audit.Recorder. Events from the login gate carry the
+// route path; events from the API carry the operation name.
+func (r *Recorder) Record(_ context.Context, e audit.Event) {
+	gate := strings.HasPrefix(e.Route, "/")
+	switch e.Name {
+	case audit.LoginPassed:
+		outcome := map[string]string{"no_mfa": "passed_no_mfa", "totp": "passed_code", "recovery_code": "passed_recovery_code"}[e.Outcome]
+		if outcome == "" {
+			return
+		}
+		r.login(gate, e.Route, outcome)
+	case audit.LoginMFARequired:
+		if e.Outcome == "enrollment_required" {
+			r.login(gate, e.Route, "enrollment_required")
+		} else {
+			r.login(gate, e.Route, "mfa_required")
+		}
+	case audit.LoginFailed:
+		switch e.Outcome {
+		case "replay_refused", "locked":
+			r.login(gate, e.Route, e.Outcome)
+		case "challenge_not_found":
+			r.login(gate, e.Route, "not_found")
+		case "unavailable":
+			r.login(gate, e.Route, "error")
+		default:
+			r.login(gate, e.Route, "invalid")
+		}
+	case audit.LoginReplayRefused:
+		r.login(gate, e.Route, "replay_refused")
+	case audit.LoginLocked:
+		r.login(gate, e.Route, "locked")
+	case audit.LoginError:
+		r.login(gate, e.Route, "error")
+	case audit.LoginRejectedByApp:
+		r.login(gate, e.Route, "upstream_rejected")
+	case audit.LockoutStarted:
+		r.lockouts.Inc()
+	case audit.RecoveryCodeUsed:
+		flow := e.Outcome
+		if flow != "login" && flow != "challenge" {
+			flow = "api"
+		}
+		r.recovery.WithLabelValues(flow).Inc()
+	case audit.EnrollStarted:
+		r.enrollment.WithLabelValues("started").Inc()
+	case audit.EnrollConfirmed:
+		r.enrollment.WithLabelValues("confirmed").Inc()
+	case audit.EnrollFailed:
+		r.enrollment.WithLabelValues("failed").Inc()
+	case audit.Disabled:
+		if e.Outcome == "ok" {
+			r.admin.WithLabelValues("disabled").Inc()
+		}
+	case audit.RecoveryRegenerated:
+		if e.Outcome == "ok" {
+			r.admin.WithLabelValues("recovery_regenerated").Inc()
+		}
+	case audit.AdminReset:
+		r.admin.WithLabelValues("reset").Inc()
+	case audit.AdminUnlock:
+		r.admin.WithLabelValues("unlocked").Inc()
+	case audit.KeyRotated:
+		r.keyOps.WithLabelValues("rotated").Inc()
+	case audit.KeyMinVersionRaised:
+		r.keyOps.WithLabelValues("min_version_raised").Inc()
+	case audit.RewrapStarted:
+		r.keyOps.WithLabelValues("rewrap_started").Inc()
+	}
+}
+
+func (r *Recorder) login(gate bool, route, outcome string) {
+	if gate {
+		r.logins.WithLabelValues(route, outcome).Inc()
+		return
+	}
+	if route == "CompleteChallenge" {
+		r.challenges.WithLabelValues(outcome).Inc()
+	}
+}
+
+// Fanout sends each event to every recorder (log, metrics, webhook).
+type Fanout []audit.Recorder
+
+// Record implements audit.Recorder.
+func (f Fanout) Record(ctx context.Context, e audit.Event) {
+	for _, r := range f {
+		r.Record(ctx, e)
+	}
+}
+
+// Keyring wraps a keyring with per-operation counts and latencies.
+type Keyring struct {
+	keyring.Keyring
+	backend string
+	ops     *prometheus.CounterVec
+	seconds *prometheus.HistogramVec
+}
+
+// KeyringMetrics are the keyring metrics; make them once per registry.
+type KeyringMetrics struct {
+	ops     *prometheus.CounterVec
+	seconds *prometheus.HistogramVec
+}
+
+// NewKeyringMetrics registers the keyring metrics on reg.
+func NewKeyringMetrics(reg prometheus.Registerer) *KeyringMetrics {
+	m := &KeyringMetrics{
+		ops: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_keyring_operations_total",
+			Help: "Keyring operations (Vault transit calls with the vault backend), by backend, op (encrypt, decrypt, rewrap, rotate, status, set_min_version, ping) and result (ok, unavailable, decrypt_failed, malformed, version_retired, unknown_version, error).",
+		}, []string{"backend", "op", "result"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "totpgate_keyring_operation_duration_seconds",
+			Help:    "Time of keyring operations, retries included, by backend and op.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"backend", "op"}),
+	}
+	reg.MustRegister(m.ops, m.seconds)
+	return m
+}
+
+// Wrap instruments k, which belongs to backend ("local" or "vault").
+func (m *KeyringMetrics) Wrap(k keyring.Keyring, backend string) *Keyring {
+	for _, op := range []string{"encrypt", "decrypt", "rewrap", "rotate", "status", "set_min_version", "ping"} {
+		m.seconds.WithLabelValues(backend, op)
+		m.ops.WithLabelValues(backend, op, "ok")
+	}
+	return &Keyring{Keyring: k, backend: backend, ops: m.ops, seconds: m.seconds}
+}
+
+func (k *Keyring) observe(op string, start time.Time, err error) {
+	k.seconds.WithLabelValues(k.backend, op).Observe(time.Since(start).Seconds())
+	k.ops.WithLabelValues(k.backend, op, resultOf(err)).Inc()
+}
+
+func resultOf(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, keyring.ErrUnavailable), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return "unavailable"
+	case errors.Is(err, keyring.ErrDecrypt):
+		return "decrypt_failed"
+	case errors.Is(err, keyring.ErrMalformed):
+		return "malformed"
+	case errors.Is(err, keyring.ErrVersionRetired):
+		return "version_retired"
+	case errors.Is(err, keyring.ErrUnknownVersion):
+		return "unknown_version"
+	default:
+		return "error"
+	}
+}
+
+// Encrypt implements keyring.Keyring.
+func (k *Keyring) Encrypt(ctx context.Context, bindTo string, plaintext []byte) (string, error) {
+	start := time.Now()
+	ct, err := k.Keyring.Encrypt(ctx, bindTo, plaintext)
+	k.observe("encrypt", start, err)
+	return ct, err
+}
+
+// Decrypt implements keyring.Keyring.
+func (k *Keyring) Decrypt(ctx context.Context, bindTo, ciphertext string) ([]byte, error) {
+	start := time.Now()
+	pt, err := k.Keyring.Decrypt(ctx, bindTo, ciphertext)
+	k.observe("decrypt", start, err)
+	return pt, err
+}
+
+// Rewrap implements keyring.Keyring.
+func (k *Keyring) Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Result, error) {
+	start := time.Now()
+	res, err := k.Keyring.Rewrap(ctx, items)
+	k.observe("rewrap", start, err)
+	return res, err
+}
+
+// Rotate implements keyring.Keyring.
+func (k *Keyring) Rotate(ctx context.Context) (keyring.Status, error) {
+	start := time.Now()
+	st, err := k.Keyring.Rotate(ctx)
+	k.observe("rotate", start, err)
+	return st, err
+}
+
+// Status implements keyring.Keyring.
+func (k *Keyring) Status(ctx context.Context) (keyring.Status, error) {
+	start := time.Now()
+	st, err := k.Keyring.Status(ctx)
+	k.observe("status", start, err)
+	return st, err
+}
+
+// SetMinDecryptionVersion implements keyring.Keyring.
+func (k *Keyring) SetMinDecryptionVersion(ctx context.Context, v int) (keyring.Status, error) {
+	start := time.Now()
+	st, err := k.Keyring.SetMinDecryptionVersion(ctx, v)
+	k.observe("set_min_version", start, err)
+	return st, err
+}
+
+// Ping implements keyring.Keyring.
+func (k *Keyring) Ping(ctx context.Context) error {
+	start := time.Now()
+	err := k.Keyring.Ping(ctx)
+	k.observe("ping", start, err)
+	return err
+}
+
+// Transport instruments the round trips to the app: latency to the
+// response headers and answers by status class.
+type Transport struct {
+	next     http.RoundTripper
+	seconds  prometheus.Histogram
+	requests *prometheus.CounterVec
+}
+
+// NewTransport registers the upstream metrics on reg and wraps next.
+func NewTransport(reg prometheus.Registerer, next http.RoundTripper) *Transport {
+	t := &Transport{
+		next: next,
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "totpgate_upstream_response_duration_seconds",
+			Help:    "Time from sending a request to the app to its response headers.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_upstream_requests_total",
+			Help: "Requests sent to the app (pass-through, intercepted logins, identity lookups), by status class of its answer: 1xx..5xx, or error when it did not answer.",
+		}, []string{"class"}),
+	}
+	for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "error"} {
+		t.requests.WithLabelValues(c)
+	}
+	reg.MustRegister(t.seconds, t.requests)
+	return t
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	start := time.Now()
+	res, err := t.next.RoundTrip(r)
+	t.seconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		t.requests.WithLabelValues("error").Inc()
+		return res, err
+	}
+	class := "5xx"
+	if c := res.StatusCode / 100; c >= 1 && c <= 5 {
+		class = strconv.Itoa(c) + "xx"
+	}
+	t.requests.WithLabelValues(class).Inc()
+	return res, nil
+}
+
+// Counts is what the state collector reads from the store.
+type Counts interface {
+	CountByState(ctx context.Context) (map[store.State]int, error)
+	CountByKey(ctx context.Context) (map[store.KeyRef]int, error)
+}
+
+// State reports users by MFA state and stored secrets by key version,
+// read from the store at most once per maxAge, whatever the scrape rate.
+type State struct {
+	counts  Counts
+	maxAge  time.Duration
+	now     func() time.Time
+	users   *prometheus.Desc
+	secrets *prometheus.Desc
+	errs    prometheus.Counter
+
+	mu     sync.Mutex
+	at     time.Time
+	states map[store.State]int
+	keys   map[store.KeyRef]int
+}
+
+// NewState registers the state collector on reg.
+func NewState(reg prometheus.Registerer, c Counts, maxAge time.Duration, now func() time.Time) *State {
+	s := &State{
+		counts: c, maxAge: maxAge, now: now,
+		users:   prometheus.NewDesc("totpgate_users", "Users with a second factor, by state (pending: enrollment not confirmed yet; active).", []string{"state"}, nil),
+		secrets: prometheus.NewDesc("totpgate_stored_secrets", "Stored TOTP secrets by keyring backend and key version; after a rotation and rewrap only the newest version should remain.", []string{"backend", "version"}, nil),
+		errs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "totpgate_state_refresh_errors_total",
+			Help: "Failed reads of the user and secret counts from the store.",
+		}),
+	}
+	reg.MustRegister(s, s.errs)
+	return s
+}
+
+// Describe implements prometheus.Collector.
+func (s *State) Describe(ch chan<- *prometheus.Desc) {
+	ch <- s.users
+	ch <- s.secrets
+}
+
+// Collect implements prometheus.Collector.
+func (s *State) Collect(ch chan<- prometheus.Metric) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now := s.now(); s.states == nil || now.Sub(s.at) >= s.maxAge {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		states, err1 := s.counts.CountByState(ctx)
+		keys, err2 := s.counts.CountByKey(ctx)
+		cancel()
+		if err1 == nil && err2 == nil {
+			s.states, s.keys, s.at = states, keys, now
+		} else {
+			s.errs.Inc() // keep the last good counts
+		}
+	}
+	for _, st := range []store.State{store.StatePending, store.StateActive} {
+		ch <- prometheus.MustNewConstMetric(s.users, prometheus.GaugeValue, float64(s.states[st]), string(st))
+	}
+	for k, n := range s.keys {
+		ch <- prometheus.MustNewConstMetric(s.secrets, prometheus.GaugeValue, float64(n), k.Backend, strconv.Itoa(k.Version))
+	}
+}
+
+// NewBuildInfo registers totpgate_build_info{version, revision} = 1.
+func NewBuildInfo(reg prometheus.Registerer, version, revision string) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "totpgate_build_info",
+		Help:        "Always 1; the labels name the running build.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision},
+	})
+	g.Set(1)
+	reg.MustRegister(g)
+}

@@ -324,6 +324,7 @@ type Server struct {
 	IdleTimeout       time.Duration `yaml:"idle_timeout" doc:"How long an idle client keep-alive connection is kept."`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout" doc:"On SIGTERM, how long in-flight requests get to finish."`
 	MaxHeaderBytes    int           `yaml:"max_header_bytes" doc:"Largest request header block accepted."`
+	StateMetricsAge   time.Duration `yaml:"state_metrics_max_age" doc:"How old the user and stored-secret counts on /metrics may be; the store is asked at most this often, whatever the scrape rate."`
 }
 
 // Log configures the structured log.
@@ -365,7 +366,7 @@ func Default() Config {
 			Mount: "transit", Key: "totpgate", Timeout: 5 * time.Second, MaxRetries: 2,
 			Auth: VaultAuth{Method: "token", TokenFilePoll: 5 * time.Second, ServiceAccount: "/var/run/secrets/kubernetes.io/serviceaccount/token"},
 		}},
-		Server: Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, MaxHeaderBytes: 64 << 10},
+		Server: Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, MaxHeaderBytes: 64 << 10, StateMetricsAge: 15 * time.Second},
 		Log:    Log{Level: "info"},
 	}
 }
@@ -481,6 +482,9 @@ func (s Server) Validate() error {
 	}
 	if s.MaxHeaderBytes < 4096 {
 		errs = append(errs, errors.New("server.max_header_bytes: must be at least 4096"))
+	}
+	if s.StateMetricsAge < 0 {
+		errs = append(errs, errors.New("server.state_metrics_max_age: must not be negative"))
 	}
 	return errors.Join(errs...)
 }

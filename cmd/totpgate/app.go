@@ -105,7 +105,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	}
 	closers = append(closers, closeKeys)
 	keys := metrics.NewKeyringMetrics(reg).Wrap(rawKeys, cfg.Keyring.Backend)
-	metrics.NewState(reg, st, 30*time.Second, time.Now)
+	metrics.NewState(reg, st, cfg.Server.StateMetricsAge, time.Now)
 	rotator, err := rotation.New(rotation.Config{
 		Store: st, Keys: keys, Settings: encryptedSettings, Logger: log, Metrics: rotation.NewMetrics(reg),
 	})

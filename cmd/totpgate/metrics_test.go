@@ -160,4 +160,3 @@ func TestMetricsAfterRotation(t *testing.T) {
 	compareGolden(t, g, "metrics_after_rotation", "totpgate_stored_secrets", "totpgate_rewrap_secrets_total",
 		"totpgate_rewrap_remaining_secrets", "totpgate_key_admin_operations_total")
 }
-

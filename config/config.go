@@ -30,6 +30,7 @@ type Config struct {
 	MFA            MFA      `yaml:"mfa"`
 	Store          Store    `yaml:"store"`
 	Keyring        Keyring  `yaml:"keyring"`
+	Audit          Audit    `yaml:"audit"`
 	Server         Server   `yaml:"server"`
 	Log            Log      `yaml:"log"`
 }
@@ -143,6 +144,38 @@ type Keyring struct {
 	LocalPath   string `yaml:"local_path" doc:"Local keyring file, created with mode 0600 on first start."`
 	MigrateFrom string `yaml:"migrate_from" doc:"While moving secrets to another keyring: the previous backend (local or vault), still used to decrypt secrets not yet moved. Run totpgate keys rewrap, then unset."`
 	Vault       Vault  `yaml:"vault"`
+}
+
+// Audit is where security events go besides the JSON log.
+type Audit struct {
+	WebhookURL         string        `yaml:"webhook_url" doc:"URL that gets every audit event as a signed JSON POST (e.g. the app, to tell its user). Empty: no webhook."`
+	WebhookSecret      string        `yaml:"webhook_secret" secret:"true" doc:"Shared secret (16+ bytes) for the HMAC-SHA256 signature header. Prefer webhook_secret_file."`
+	WebhookSecretFile  string        `yaml:"webhook_secret_file" doc:"File holding the webhook secret (a mounted Secret), read at start."`
+	WebhookQueue       int           `yaml:"webhook_queue" doc:"Events waiting for delivery; beyond it events are dropped (counted), so a slow receiver never slows a login."`
+	WebhookMaxAttempts int           `yaml:"webhook_max_attempts" doc:"Delivery attempts per event on connection errors, 429 and 5xx, with jittered backoff."`
+	WebhookTimeout     time.Duration `yaml:"webhook_timeout" doc:"Time allowed for one delivery attempt."`
+}
+
+// Validate reports a bad webhook setup.
+func (a Audit) Validate() error {
+	if a.WebhookURL == "" {
+		return nil
+	}
+	var errs []error
+	if u, err := url.Parse(a.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("audit.webhook_url: %q must be an http(s) URL", a.WebhookURL))
+	}
+	if (a.WebhookSecret == "") == (a.WebhookSecretFile == "") {
+		errs = append(errs, errors.New("audit.webhook_secret, audit.webhook_secret_file: set exactly one with a webhook"))
+	}
+	if a.WebhookSecret != "" && len(a.WebhookSecret) < 16 {
+		errs = append(errs, errors.New("audit.webhook_secret: must be at least 16 bytes"))
+	}
+	if a.WebhookQueue < 1 || a.WebhookMaxAttempts < 1 {
+		errs = append(errs, errors.New("audit.webhook_queue, audit.webhook_max_attempts: must be at least 1"))
+	}
+	errs = append(errs, positive("audit.webhook_timeout", a.WebhookTimeout))
+	return errors.Join(errs...)
 }
 
 // Vault is the Vault transit keyring. Empty connection settings fall back
@@ -366,6 +399,7 @@ func Default() Config {
 			Mount: "transit", Key: "totpgate", Timeout: 5 * time.Second, MaxRetries: 2,
 			Auth: VaultAuth{Method: "token", TokenFilePoll: 5 * time.Second, ServiceAccount: "/var/run/secrets/kubernetes.io/serviceaccount/token"},
 		}},
+		Audit:  Audit{WebhookQueue: 1000, WebhookMaxAttempts: 5, WebhookTimeout: 5 * time.Second},
 		Server: Server{ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 25 * time.Second, MaxHeaderBytes: 64 << 10, StateMetricsAge: 15 * time.Second},
 		Log:    Log{Level: "info"},
 	}
@@ -388,7 +422,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Upstream.Validate(), c.API.Validate(), c.Admin.Validate(), c.Identity.Validate(), c.Login.Validate(),
-		c.MFA.Validate(), c.Store.Validate(), c.Keyring.Validate(), c.Server.Validate(), c.Log.Validate())
+		c.MFA.Validate(), c.Store.Validate(), c.Keyring.Validate(), c.Audit.Validate(), c.Server.Validate(), c.Log.Validate())
 	return errors.Join(errs...)
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/metrics"
 	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
@@ -41,6 +42,10 @@ func allMetrics(t *testing.T) *prometheus.Registry {
 	metrics.NewTransport(reg, http.DefaultTransport)
 	metrics.NewState(reg, fixedCounts{}, time.Minute, time.Now)
 	rotation.NewMetrics(reg)
+	if _, err := audit.NewWebhook(audit.WebhookConfig{URL: "http://127.0.0.1:1", Secret: []byte("0123456789abcdef"), QueueSize: 1,
+		MaxAttempts: 1, Timeout: time.Second, RetryMin: time.Second, RetryMax: time.Second}, reg); err != nil {
+		t.Fatal(err)
+	}
 	return reg
 }
 

@@ -82,6 +82,15 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		routes = append(routes, proxy.NormalizePath(p))
 	}
 	auditRec := metrics.Fanout{audit.NewLog(log), metrics.NewRecorder(reg, routes)}
+	var background []func(context.Context)
+	if cfg.Audit.WebhookURL != "" {
+		hook, err := newWebhook(cfg.Audit, reg, log)
+		if err != nil {
+			return nil, err
+		}
+		auditRec = append(auditRec, hook)
+		background = append(background, hook.Run)
+	}
 
 	transport := proxy.NewTransport(proxy.TransportOptions{
 		DialTimeout:           cfg.Upstream.DialTimeout,
@@ -193,8 +202,23 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		upstreamHost: upstreamAddr,
 		admin:        adminHandler(apiHandler, cfg.Admin, peers),
 		closers:      closers,
-		background:   []func(context.Context){sweepChallenges(st, log), rotator.Serve},
+		background:   append(background, sweepChallenges(st, log), rotator.Serve),
 	}, nil
+}
+
+func newWebhook(cfg config.Audit, reg prometheus.Registerer, log *slog.Logger) (*audit.Webhook, error) {
+	secret := cfg.WebhookSecret
+	if cfg.WebhookSecretFile != "" {
+		b, err := os.ReadFile(cfg.WebhookSecretFile)
+		if err != nil {
+			return nil, fmt.Errorf("audit.webhook_secret_file: %w", err)
+		}
+		secret = strings.TrimSpace(string(b))
+	}
+	return audit.NewWebhook(audit.WebhookConfig{
+		URL: cfg.WebhookURL, Secret: []byte(secret), QueueSize: cfg.WebhookQueue, MaxAttempts: cfg.WebhookMaxAttempts,
+		Timeout: cfg.WebhookTimeout, RetryMin: 200 * time.Millisecond, RetryMax: 30 * time.Second, Logger: log,
+	}, reg)
 }
 
 // sweepChallenges deletes expired login challenges once a minute; each

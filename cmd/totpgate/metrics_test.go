@@ -4,18 +4,24 @@ import (
 	"bytes"
 	"flag"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/totpgate/totpgate/audit"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/*.golden")
@@ -159,4 +165,86 @@ func TestMetricsAfterRotation(t *testing.T) {
 	_, g = scrape(t, e.s)
 	compareGolden(t, g, "metrics_after_rotation", "totpgate_stored_secrets", "totpgate_rewrap_secrets_total",
 		"totpgate_rewrap_remaining_secrets", "totpgate_key_admin_operations_total")
+}
+
+// The webhook gets signed events from the real process, and a receiver
+// that accepts connections but never answers does not slow logins.
+func TestWebhookFromTheSidecar(t *testing.T) {
+	t.Parallel()
+	const hookSecret = "webhook-secret-0123456789"
+	got := make(chan string, 100)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		sig := r.Header.Get(audit.SignatureHeader)
+		ts, _, _ := strings.Cut(strings.TrimPrefix(sig, "t="), ",")
+		unix, _ := strconv.ParseInt(ts, 10, 64)
+		if sig == "" || sig != audit.Sign([]byte(hookSecret), time.Unix(unix, 0), body) {
+			t.Errorf("bad signature %q", sig)
+		}
+		got <- r.Header.Get(audit.EventHeader)
+	}))
+	t.Cleanup(recv.Close)
+	e := newLoginEnv(t, "TOTPGATE_AUDIT_WEBHOOK_URL="+recv.URL, "TOTPGATE_AUDIT_WEBHOOK_SECRET="+hookSecret)
+	e.enroll(t, "alice")
+	seen := map[string]bool{}
+	for deadline := time.After(10 * time.Second); !seen["enroll_confirmed"]; {
+		select {
+		case ev := <-got:
+			seen[ev] = true
+		case <-deadline:
+			t.Fatalf("webhook events: %v", seen)
+		}
+	}
+
+	// Dead receiver: logins cost the same as with no webhook at all.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		}
+	}()
+	median := func(e *loginEnv) time.Duration {
+		var lat []time.Duration
+		for range 200 {
+			start := time.Now()
+			res, _ := e.login(t, "/login", `{"user":"nomfa","password":"pw"}`, nil)
+			lat = append(lat, time.Since(start))
+			if res.StatusCode != 200 {
+				t.Fatalf("login: %d", res.StatusCode)
+			}
+		}
+		slices.Sort(lat)
+		return lat[len(lat)/2]
+	}
+	dead := newLoginEnv(t, "TOTPGATE_AUDIT_WEBHOOK_URL=http://"+l.Addr().String(), "TOTPGATE_AUDIT_WEBHOOK_SECRET="+hookSecret, "TOTPGATE_AUDIT_WEBHOOK_QUEUE=10")
+	none := newLoginEnv(t)
+	withDead, without := median(dead), median(none)
+	t.Logf("login p50 with a dead webhook receiver %v, without a webhook %v", withDead, without)
+	raw, _ := scrape(t, dead.s)
+	if !strings.Contains(raw, `totpgate_audit_webhook_events_total{result="dropped"}`) || strings.Contains(raw, `totpgate_audit_webhook_events_total{result="dropped"} 0`) {
+		t.Fatalf("queue overflow not counted:\n%s", grepLines(raw, "webhook"))
+	}
+	// A login through a blocked webhook must not wait for it: the bound is
+	// loose (scheduling noise), a blocking Record would add the 5 s timeout.
+	if withDead > without+250*time.Millisecond {
+		t.Fatalf("a dead webhook receiver slows logins: p50 %v vs %v", withDead, without)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -240,6 +240,11 @@ func TestVaultRotationUnderLoginLoad(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	for i, u := range all {
+		if u == nil {
+			t.Fatalf("user %d was not enrolled", i)
+		}
+	}
 
 	var passed, failed, duringRewrap atomic.Int64
 	var rewrapping atomic.Bool

@@ -490,6 +490,14 @@ func (r *run) loop(ctx context.Context, progress func(Job)) (Job, error) {
 	if err == nil {
 		err = r.settings(ctx)
 	}
+	if err == nil {
+		// Rows that a login or re-enrollment moved to the target after the
+		// job counted them were never fetched: what is no longer stale is
+		// done.
+		if st, serr := m.Status(ctx); serr == nil {
+			r.job.Done = max(r.job.Done, r.job.Total-st.stale(r.target))
+		}
+	}
 	r.job.FinishedAt = m.cfg.Now()
 	switch {
 	case err == nil && r.job.Failed == 0:

@@ -170,25 +170,29 @@ func testRewrapMovesEverything(t *testing.T, e *env) {
 		t.Fatalf("raising the minimum before the rewrap: %v", err)
 	}
 
-	// Re-enrollments race the rewrap: each must survive it.
+	// Re-enrollments race the rewrap (from its first batch on, so the
+	// job's total is fixed): each must survive it.
 	stop := make(chan struct{})
 	var changed atomic.Int64
 	var wg sync.WaitGroup
-	wg.Go(func() {
-		for i := 0; ; i = (i + 7) % 600 {
-			select {
-			case <-stop:
-				return
-			default:
+	var once sync.Once
+	startEnroller := func() {
+		wg.Go(func() {
+			for i := 0; ; i = (i + 7) % 600 {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				e.enroll(t, fmt.Sprintf("user-%05d", i), fmt.Sprintf("re-enrolled-%d", changed.Add(1)))
 			}
-			e.enroll(t, fmt.Sprintf("user-%05d", i), fmt.Sprintf("re-enrolled-%d", changed.Add(1)))
-		}
-	})
+		})
+	}
 	var updates int
-	job, err := m.Rewrap(ctx, rotation.Options{BatchSize: 50}, func(rotation.Job) { updates++ })
+	job, err := m.Rewrap(ctx, rotation.Options{BatchSize: 50}, func(rotation.Job) { updates++; once.Do(startEnroller) })
 	close(stop)
 	wg.Wait()
-	if err != nil || job.State != rotation.StateSucceeded || job.Failed != 0 || job.Total != 601 {
+	if err != nil || job.State != rotation.StateSucceeded || job.Failed != 0 || job.Total != 601 || job.Done != 601 {
 		t.Fatalf("Rewrap = %+v, %v", job, err)
 	}
 	if updates < 601/50 {

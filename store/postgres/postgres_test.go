@@ -401,10 +401,30 @@ func TestOptionsApplied(t *testing.T) {
 }
 
 // Migrations are not cut short by the statement timeout meant for logins.
+// A replica waiting for another's migration must not fail on the statement
+// timeout meant for logins: the lock is held here three times longer than
+// the timeout, and Open still succeeds.
 func TestMigrationsIgnoreStatementTimeout(t *testing.T) {
 	t.Parallel()
-	s, _ := openFresh(t, Options{StatementTimeout: time.Millisecond})
-	if got := applied(t, s.pool); len(got) != len(migrations) {
+	dsn := testenv.Postgres(t)
+	holder := rawPool(t, dsn)
+	tx, err := holder.Begin(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(t.Context(), `SELECT pg_advisory_xact_lock($1)`, migrateLockKey); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = tx.Rollback(context.Background())
+	}()
+	s, err := Open(t.Context(), dsn, Options{StatementTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatalf("Open while another replica migrates: %v", err)
+	}
+	defer s.Close()
+	if got := applied(t, holder); len(got) != len(migrations) {
 		t.Errorf("applied %d migrations, want %d", len(got), len(migrations))
 	}
 }

@@ -405,7 +405,10 @@ func seedUsers(t *testing.T, dir string, keys keyring.Keyring, n int) map[string
 		t.Fatal(err)
 	}
 	defer st.Close()
-	svc, err := mfa.New(ctx, st, keys, mfa.DefaultConfig(), time.Now)
+	// One fixed instant for the whole seeding: it takes long enough under
+	// load to cross TOTP steps, which would invalidate a precomputed code.
+	seededAt := time.Now()
+	svc, err := mfa.New(ctx, st, keys, mfa.DefaultConfig(), func() time.Time { return seededAt })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +427,7 @@ func seedUsers(t *testing.T, dir string, keys keyring.Keyring, n int) map[string
 					return
 				}
 				secret, _ := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.Secret)
-				if _, err := svc.ConfirmEnrollment(ctx, user, totp.Code(secret, p.Step(time.Now())-1, p)); err != nil {
+				if _, err := svc.ConfirmEnrollment(ctx, user, totp.Code(secret, p.Step(seededAt)-1, p)); err != nil {
 					errs <- err
 					return
 				}

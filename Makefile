@@ -9,6 +9,7 @@ REDOCLY := $(NPM_DIR)/node_modules/.bin/redocly
 # A real Vault dev server for the tests, built from Go modules in its own
 # module (test/vault) so Vault's dependencies stay out of go.mod.
 VAULT := bin/vault
+HELM := .tools/bin/helm
 
 .PHONY: help
 help: ## List the targets.
@@ -23,8 +24,15 @@ test-deps: ## Install the outside tools the tests use (Debian packages), if miss
 	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null || { echo "installing oathtool and zbar-tools (TOTP and QR cross-checks)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools >/dev/null; }
 
 .PHONY: test
-test: test-deps $(REDOCLY) $(VAULT) ## Run every test (race detector, shuffled) against real Vault, SQLite and PostgreSQL.
-	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) go test -race -shuffle=on -count=1 ./...
+test: test-deps $(REDOCLY) $(VAULT) $(HELM) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL and helm.
+	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 ./...
+
+$(HELM):
+	@echo "installing helm v3.19.0 into .tools/bin (first build takes minutes, then cached)"
+	GOBIN=$(abspath .tools/bin) go install helm.sh/helm/v3/cmd/helm@v3.19.0
+
+.PHONY: helm
+helm: $(HELM) ## Install helm v3.19.0 into .tools/bin for the chart tests.
 
 $(VAULT): test/vault/go.mod test/vault/go.sum test/vault/main.go
 	@echo "building the Vault dev server for the tests (first build takes minutes, then cached)"

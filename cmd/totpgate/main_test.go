@@ -2,10 +2,10 @@ package main
 
 import (
 	"bufio"
-	"debug/elf"
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"io"

@@ -10,6 +10,7 @@ REDOCLY := $(NPM_DIR)/node_modules/.bin/redocly
 # module (test/vault) so Vault's dependencies stay out of go.mod.
 VAULT := bin/vault
 HELM := .tools/bin/helm
+TS_DEPS := examples/typescript/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## List the targets.
@@ -24,12 +25,19 @@ test-deps: ## Install the outside tools the tests use (Debian packages), if miss
 	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null || { echo "installing oathtool and zbar-tools (TOTP and QR cross-checks)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools >/dev/null; }
 
 .PHONY: test
-test: test-deps $(REDOCLY) $(VAULT) $(HELM) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL and helm.
+test: test-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL and helm.
 	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 ./...
 
 $(HELM):
 	@echo "installing helm v3.19.0 into .tools/bin (first build takes minutes, then cached)"
 	GOBIN=$(abspath .tools/bin) go install helm.sh/helm/v3/cmd/helm@v3.19.0
+
+$(TS_DEPS): examples/typescript/package.json examples/typescript/package-lock.json
+	npm ci --prefix examples/typescript --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: ts-deps
+ts-deps: $(TS_DEPS) ## Install the TypeScript example's pinned npm packages (openapi-typescript, openapi-fetch, otplib, tsc).
 
 .PHONY: helm
 helm: $(HELM) ## Install helm v3.19.0 into .tools/bin for the chart tests.

@@ -21,8 +21,8 @@ run: ## Run the sidecar with embedded defaults in front of http://127.0.0.1:3000
 	go run ./cmd/totpgate serve --upstream http://127.0.0.1:3000
 
 .PHONY: test-deps
-test-deps: ## Install the outside tools the tests use (Debian packages), if missing.
-	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null || { echo "installing oathtool and zbar-tools (TOTP and QR cross-checks)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools >/dev/null; }
+test-deps: ## Install the outside tools the tests use (Debian packages: oathtool, zbar-tools, chromium), if missing.
+	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null && command -v chromium >/dev/null || { echo "installing oathtool, zbar-tools and chromium (TOTP, QR and browser tests)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools chromium >/dev/null; }
 
 .PHONY: test
 test: test-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL and helm.

@@ -50,6 +50,7 @@ type API struct {
 	Prefix       string  `yaml:"prefix" doc:"Path prefix of the user API (enrollment, status, challenge). Requests under it never reach the app."`
 	MaxBodyBytes int64   `yaml:"max_body_bytes" doc:"Largest request body the user API accepts."`
 	RatePerSec   float64 `yaml:"rate_per_second" doc:"Requests per second each client IP may make to the user API (challenges included)."`
+	SelfService  bool    `yaml:"self_service" doc:"Serve the self-service page (status, enroll with QR code, recovery codes, disable) at the prefix, e.g. /mfa/."`
 	RateBurst    int     `yaml:"rate_burst" doc:"Burst of requests a client IP may make above rate_per_second."`
 }
 

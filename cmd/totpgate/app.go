@@ -27,6 +27,7 @@ import (
 	"github.com/totpgate/totpgate/problem"
 	"github.com/totpgate/totpgate/proxy"
 	"github.com/totpgate/totpgate/rotation"
+	"github.com/totpgate/totpgate/selfservice"
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/totp"
 )
@@ -169,6 +170,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		return nil, err
 	}
 	apiHandler := validator.Wrap(a.Handler())
+	userAPI := http.Handler(apiHandler)
+	if cfg.API.SelfService {
+		userAPI = selfservice.Mount(proxy.SpecPrefix, apiHandler)
+	}
 
 	front, err := proxy.New(proxy.Options{
 		Upstream:       upstream,
@@ -176,7 +181,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Transport:      upstreamRT,
 		TrustedProxies: trusted,
 		APIPrefix:      cfg.API.Prefix,
-		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, time.Now).Wrap(apiHandler),
+		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, time.Now).Wrap(userAPI),
 		Logger:         log,
 		Login: &proxy.LoginOptions{
 			Paths:              cfg.Login.Paths,

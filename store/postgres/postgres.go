@@ -50,10 +50,8 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math"
 	"net/url"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -64,6 +62,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/migration"
 )
 
 // ErrSchemaTooNew is returned by Open when the database was migrated by a
@@ -196,62 +195,8 @@ func dsnError(err error) error {
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migrations are the embedded migrations, checked when the package loads:
-// a gap or a duplicate version is a build mistake.
-var migrations = func() []migration {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err)
-	}
-	ms, err := loadMigrations(sub)
-	if err != nil {
-		panic(err)
-	}
-	return ms
-}()
-
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-var migrationName = regexp.MustCompile(`^([0-9]{4})_[a-z0-9_]+\.sql$`)
-
-// loadMigrations reads NNNN_name.sql files from fsys. Versions must run
-// 1, 2, 3, ... without gaps.
-func loadMigrations(fsys fs.FS) ([]migration, error) {
-	entries, err := fs.ReadDir(fsys, ".")
-	if err != nil {
-		return nil, fmt.Errorf("postgres: migrations: %w", err)
-	}
-	var ms []migration
-	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".sql") {
-			continue
-		}
-		m := migrationName.FindStringSubmatch(e.Name())
-		if m == nil {
-			return nil, fmt.Errorf("postgres: migrations: bad file name %q (want NNNN_name.sql)", e.Name())
-		}
-		v, _ := strconv.Atoi(m[1])
-		b, err := fs.ReadFile(fsys, e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("postgres: migrations: %w", err)
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("postgres: migrations: %s: expected version %04d", m.name, i+1)
-		}
-	}
-	if len(ms) == 0 {
-		return nil, fmt.Errorf("postgres: migrations: none found")
-	}
-	return ms, nil
-}
+// migrations are the embedded migrations, checked when the package loads.
+var migrations = migration.MustLoad(migrationFiles, "migrations")
 
 // migrateLockKey is the pg_advisory_xact_lock key that serialises
 // migrations: "totpgate" in ASCII. It is database-wide, so totpgate
@@ -266,8 +211,8 @@ const migrateLockKey int64 = 0x746f747067617465
 // replicas starting at once apply a migration exactly once and never race
 // creating schema_migrations. The transactions run without
 // statement_timeout: only ctx limits how long they wait and run.
-func migrate(ctx context.Context, pool *pgxpool.Pool, ms []migration) error {
-	latest := ms[len(ms)-1].version
+func migrate(ctx context.Context, pool *pgxpool.Pool, ms []migration.Migration) error {
+	latest := ms[len(ms)-1].Version
 	for _, m := range ms {
 		err := inTx(ctx, pool, func(tx pgx.Tx) error {
 			// Waiting for another replica's migration, or running a long
@@ -290,7 +235,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, ms []migration) error {
 				applied bool
 			)
 			if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0), COALESCE(bool_or(version = $1), false) FROM schema_migrations`,
-				m.version).Scan(&cur, &applied); err != nil {
+				m.Version).Scan(&cur, &applied); err != nil {
 				return err
 			}
 			if cur > latest {
@@ -301,11 +246,11 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, ms []migration) error {
 			}
 			// No arguments: pgx sends it with the simple protocol, which
 			// runs a file of several statements.
-			if _, err := tx.Exec(ctx, m.sql); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`,
-				m.version, time.Now().UnixMilli())
+				m.Version, time.Now().UnixMilli())
 			return err
 		})
 		if err != nil {

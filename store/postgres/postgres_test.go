@@ -19,6 +19,7 @@ import (
 
 	"github.com/totpgate/totpgate/internal/testenv"
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/migration"
 	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/store/storetest"
 )
@@ -246,9 +247,9 @@ func TestMigrateStepwise(t *testing.T) {
 	dsn := testenv.Postgres(t)
 	schema := schemaOf(t, dsn)
 	db := rawPool(t, dsn)
-	load := func(files fstest.MapFS) []migration {
+	load := func(files fstest.MapFS) []migration.Migration {
 		t.Helper()
-		ms, err := loadMigrations(files)
+		ms, err := migration.Load(files)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,7 +292,7 @@ func TestMigrationFailureRollsBack(t *testing.T) {
 	dsn := testenv.Postgres(t)
 	schema := schemaOf(t, dsn)
 	db := rawPool(t, dsn)
-	ms, err := loadMigrations(fstest.MapFS{
+	ms, err := migration.Load(fstest.MapFS{
 		"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);")},
 		"0002_bad.sql": {Data: []byte("CREATE TABLE t2 (y INTEGER);\nINSERT INTO no_such_table VALUES (1);")},
 	})
@@ -310,24 +311,6 @@ func TestMigrationFailureRollsBack(t *testing.T) {
 	}
 	if got := applied(t, db); len(got) != 1 || got[0].version != 1 {
 		t.Errorf("schema_migrations = %v, want only version 1", got)
-	}
-}
-
-func TestLoadMigrationsRejects(t *testing.T) {
-	t.Parallel()
-	for name, files := range map[string]fstest.MapFS{
-		"gap":       {"0001_a.sql": {}, "0003_c.sql": {}},
-		"duplicate": {"0001_a.sql": {}, "0001_b.sql": {}},
-		"bad name":  {"0001_a.sql": {}, "2_b.sql": {}},
-		"no start":  {"0002_b.sql": {}},
-		"empty":     {},
-	} {
-		if _, err := loadMigrations(files); err == nil {
-			t.Errorf("%s: loadMigrations accepted %v", name, files)
-		}
-	}
-	if ms, err := loadMigrations(fstest.MapFS{"0002_b.sql": {}, "0001_a.sql": {}, "README.md": {}}); err != nil || len(ms) != 2 || ms[0].version != 1 {
-		t.Errorf("loadMigrations(valid) = %v, %v", ms, err)
 	}
 }
 

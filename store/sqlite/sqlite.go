@@ -47,15 +47,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
-	"sort"
-	"strconv"
 	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/migration"
 )
 
 // ErrSchemaTooNew is returned by Open when the database was migrated by a
@@ -212,75 +210,21 @@ func cloneValues(v url.Values) url.Values {
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
-// migrations are the embedded migrations, checked when the package loads:
-// a gap or a duplicate version is a build mistake.
-var migrations = func() []migration {
-	sub, err := fs.Sub(migrationFiles, "migrations")
-	if err != nil {
-		panic(err)
-	}
-	ms, err := loadMigrations(sub)
-	if err != nil {
-		panic(err)
-	}
-	return ms
-}()
-
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-var migrationName = regexp.MustCompile(`^([0-9]{4})_[a-z0-9_]+\.sql$`)
-
-// loadMigrations reads NNNN_name.sql files from fsys. Versions must run
-// 1, 2, 3, ... without gaps.
-func loadMigrations(fsys fs.FS) ([]migration, error) {
-	entries, err := fs.ReadDir(fsys, ".")
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: migrations: %w", err)
-	}
-	var ms []migration
-	for _, e := range entries {
-		if e.IsDir() || !strings.HasSuffix(e.Name(), ".sql") {
-			continue
-		}
-		m := migrationName.FindStringSubmatch(e.Name())
-		if m == nil {
-			return nil, fmt.Errorf("sqlite: migrations: bad file name %q (want NNNN_name.sql)", e.Name())
-		}
-		v, _ := strconv.Atoi(m[1])
-		b, err := fs.ReadFile(fsys, e.Name())
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: migrations: %w", err)
-		}
-		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("sqlite: migrations: %s: expected version %04d", m.name, i+1)
-		}
-	}
-	if len(ms) == 0 {
-		return nil, fmt.Errorf("sqlite: migrations: none found")
-	}
-	return ms, nil
-}
+// migrations are the embedded migrations, checked when the package loads.
+var migrations = migration.MustLoad(migrationFiles, "migrations")
 
 // migrate applies the migrations db has not seen, each in its own
 // BEGIN IMMEDIATE transaction together with its schema_migrations row, so a
 // crash leaves either the whole migration or none of it, and two processes
 // starting at once do not apply one twice.
-func migrate(ctx context.Context, db *sql.DB, ms []migration) error {
+func migrate(ctx context.Context, db *sql.DB, ms []migration.Migration) error {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 	version    INTEGER NOT NULL PRIMARY KEY,
 	applied_at INTEGER NOT NULL
 ) STRICT`); err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
-	latest := ms[len(ms)-1].version
+	latest := ms[len(ms)-1].Version
 	for _, m := range ms {
 		err := inTx(ctx, db, func(tx *sql.Tx) error {
 			var cur int
@@ -291,17 +235,17 @@ func migrate(ctx context.Context, db *sql.DB, ms []migration) error {
 				return fmt.Errorf("%w: database is at version %d, this binary knows up to %d; upgrade totpgate", ErrSchemaTooNew, cur, latest)
 			}
 			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, m.version).Scan(&n); err != nil {
+			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, m.Version).Scan(&n); err != nil {
 				return err
 			}
 			if n > 0 {
 				return nil // applied earlier
 			}
-			if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-				return fmt.Errorf("%s: %w", m.name, err)
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+				return fmt.Errorf("%s: %w", m.Name, err)
 			}
 			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-				m.version, time.Now().UnixMilli())
+				m.Version, time.Now().UnixMilli())
 			return err
 		})
 		if err != nil {

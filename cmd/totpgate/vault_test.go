@@ -502,7 +502,7 @@ func TestRewrapCommandSurvivesSIGKILL(t *testing.T) {
 	}
 
 	// Kill the rewrap halfway through.
-	cmd := cliCommand(dir, env, "keys", "rewrap", "--batch-size", "25", "--rate", "400", "--lease", "3s")
+	cmd := cliCommand(dir, env, "keys", "rewrap", "--batch-size", "25", "--rate", "400", "--lease", "10s")
 	var progress bytes.Buffer
 	cmd.Stderr = &progress
 	if err := cmd.Start(); err != nil {
@@ -546,6 +546,10 @@ func TestRewrapCommandSurvivesSIGKILL(t *testing.T) {
 	}
 	t.Logf("killed after %d of %d secrets", moved, users)
 
+	// The dead job's lease still runs: a new rewrap says so and stops.
+	if out, errOut, err := runCLI(t, dir, env, "keys", "rewrap"); err == nil || !strings.Contains(errOut, "already running") || !strings.Contains(errOut, killed.ID) {
+		t.Fatalf("rewrap while the killed job's lease runs: %v\n%s%s", err, out, errOut)
+	}
 	// Nothing was lost: old and new ciphertexts both decrypt to the
 	// enrolled secrets (v1 is still allowed).
 	checkMixed := storedCiphertexts(t, dir)
@@ -556,11 +560,12 @@ func TestRewrapCommandSurvivesSIGKILL(t *testing.T) {
 		}
 	}
 
-	// The dead job's lease still runs: a new rewrap says so and stops.
-	if out, errOut, err := runCLI(t, dir, env, "keys", "rewrap"); err == nil || !strings.Contains(errOut, "already running") || !strings.Contains(errOut, killed.ID) {
-		t.Fatalf("rewrap while the killed job's lease runs: %v\n%s%s", err, out, errOut)
+	// Wait for the dead job's lease to run out (as saved in the store).
+	var leaseUntil int64
+	if err := db.QueryRow(`SELECT lease_until FROM jobs WHERE name = 'rewrap'`).Scan(&leaseUntil); err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(3500 * time.Millisecond)
+	time.Sleep(time.Until(time.UnixMilli(leaseUntil)) + 200*time.Millisecond)
 	out, errOut, err := runCLI(t, dir, env, "keys", "rewrap", "--min-decryption-version")
 	if err != nil || !strings.Contains(out, "rewrap "+killed.ID+" succeeded") || !strings.Contains(out, fmt.Sprintf("%d of %d secrets moved to vault v2, 0 failed", users+1, users+1)) ||
 		!strings.Contains(out, "minimum decryption version raised to 2") {

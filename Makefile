@@ -11,6 +11,8 @@ REDOCLY := $(NPM_DIR)/node_modules/.bin/redocly
 VAULT := bin/vault
 HELM := .tools/bin/helm
 TS_DEPS := examples/typescript/node_modules/.package-lock.json
+# Real web apps (test/apps) the differential tests put behind totpgate.
+EXPRESS_DEPS := test/apps/express/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## List the targets.
@@ -25,7 +27,7 @@ test-deps: ## Install the outside tools the tests use (Debian packages: oathtool
 	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null && command -v chromium >/dev/null || { echo "installing oathtool, zbar-tools and chromium (TOTP, QR and browser tests)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools chromium >/dev/null; }
 
 .PHONY: test
-test: test-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL and helm.
+test: test-deps app-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL, helm and the Express and Django upstream apps.
 	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 ./...
 
 $(HELM):
@@ -34,6 +36,14 @@ $(HELM):
 
 $(TS_DEPS): examples/typescript/package.json examples/typescript/package-lock.json
 	npm ci --prefix examples/typescript --no-audit --no-fund --loglevel=error
+	touch $@
+
+.PHONY: app-deps
+app-deps: $(EXPRESS_DEPS) ## Install what the upstream test apps need: Debian's python3-django (if missing) and test/apps/express's pinned npm packages.
+	@/usr/bin/python3 -c 'import django' 2>/dev/null || { echo "installing python3-django (the Django upstream test app)"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-django >/dev/null; }
+
+$(EXPRESS_DEPS): test/apps/express/package.json test/apps/express/package-lock.json
+	npm ci --prefix test/apps/express --no-audit --no-fund --loglevel=error
 	touch $@
 
 .PHONY: ts-deps

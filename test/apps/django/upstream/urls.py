@@ -1,0 +1,10 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("", views.home),
+    path("login/", views.login),
+    path("logout/", views.logout),
+    path("api/me", views.me),
+]

@@ -1,0 +1,57 @@
+from django.conf import settings
+from django.contrib.auth import logout as auth_logout
+from django.contrib.auth.views import LoginView
+from django.http import HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+
+def no_csrf(view):
+    """The tests post forms without CSRF tokens, so the login and logout
+    views are exempt. csrf_exempt alone is not enough for LoginView: its
+    dispatch carries csrf_protect itself, which checks the token whatever
+    the middleware says (and there is no CsrfViewMiddleware here at all).
+    _dont_enforce_csrf_checks is the switch Django's own test client
+    flips for that check."""
+
+    @csrf_exempt
+    def wrapped(request, *args, **kwargs):
+        request._dont_enforce_csrf_checks = True
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+class InPlaceLoginView(LoginView):
+    """The vulnerable variant: logs the user in to the session the client
+    already had. django.contrib.auth.login() would cycle the session key
+    of an anonymous session; here that is switched off for this request,
+    so a session id planted before the login stays valid after it."""
+
+    def form_valid(self, form):
+        self.request.session.cycle_key = lambda: None
+        return super().form_valid(form)
+
+
+login = no_csrf((InPlaceLoginView if settings.LOGIN_MODE == "inplace" else LoginView).as_view())
+
+
+@no_csrf
+@require_POST
+def logout(request):
+    auth_logout(request)
+    return JsonResponse({"ok": True})
+
+
+@require_GET
+def home(request):
+    request.session["seen"] = True  # an anonymous visitor gets a session cookie too
+    name = request.user.get_username() if request.user.is_authenticated else "anonymous"
+    return HttpResponse(f"home {name}", content_type="text/plain; charset=utf-8")
+
+
+@require_GET
+def me(request):
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not logged in"}, status=401)
+    return JsonResponse({"id": request.user.get_username()})

@@ -1,0 +1,103 @@
+// A small but real Express 4 + express-session app that the differential
+// security tests put behind totpgate as its upstream. It does what many
+// production apps do, including their usual weaknesses, so the tests can
+// see whether the sidecar's view of a request matches the app's.
+//
+// Env:
+//   PORT        listen on 127.0.0.1:PORT (required)
+//   LOGIN_MODE  regenerate (default): a login gets a fresh session id;
+//               inplace: the user is written into the session the client
+//               already had, without regenerating it (session fixation:
+//               the vulnerable pattern, on purpose)
+//
+// Routing keeps Express's defaults: case-insensitive, and a trailing slash
+// is optional (/LOGIN/ is /login).
+'use strict';
+
+const express = require('express');
+const session = require('express-session');
+const compression = require('compression');
+
+const port = Number(process.env.PORT);
+if (!Number.isInteger(port) || port <= 0) {
+  console.error('PORT must be set to a port number');
+  process.exit(2);
+}
+const mode = process.env.LOGIN_MODE || 'regenerate';
+if (mode !== 'regenerate' && mode !== 'inplace') {
+  console.error(`LOGIN_MODE must be regenerate or inplace, not ${mode}`);
+  process.exit(2);
+}
+
+const users = new Set(['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'heidi', 'ivan', 'judy']);
+const password = 'pw';
+
+const app = express();
+app.disable('x-powered-by');
+
+// Every answer is gzip'd when the client accepts it, however small.
+app.use(compression({ threshold: 0 }));
+
+app.use(session({
+  secret: 'totpgate-test-express-secret', // fixed: a test fixture, not a secret
+  resave: false,
+  saveUninitialized: false,
+  // name stays the default connect.sid; the store is the default MemoryStore
+}));
+
+app.use(express.json({ type: ['application/json', 'text/plain', 'application/*+json'] }));
+app.use(express.urlencoded({ extended: false }));
+
+app.all('/login', (req, res, next) => {
+  const creds = (req.method === 'GET' ? req.query : req.body) || {};
+  const { username, password: given } = creds;
+  // A repeated field arrives as an array (or an object from qs brackets):
+  // anything but a string is a failed login.
+  if (typeof username !== 'string' || typeof given !== 'string') {
+    return res.status(401).json({ error: 'invalid credentials' });
+  }
+  // Lower-cased like many apps do for e-mail addresses.
+  const name = String(username).toLowerCase();
+  if (!users.has(name) || given !== password) {
+    return res.status(401).json({ error: 'invalid credentials' });
+  }
+  if (mode === 'inplace') {
+    req.session.user = name;
+    return res.json({ user: { id: name } });
+  }
+  req.session.regenerate((err) => {
+    if (err) return next(err);
+    req.session.user = name;
+    res.json({ user: { id: name } });
+  });
+});
+
+app.get('/', (req, res) => {
+  req.session.seen = true; // an anonymous visitor gets a session cookie too
+  res.type('text/plain').send(`home ${req.session.user || 'anonymous'}`);
+});
+
+app.get('/api/me', (req, res) => {
+  if (!req.session.user) {
+    return res.status(401).json({ error: 'not logged in' });
+  }
+  res.json({ id: req.session.user });
+});
+
+app.post('/logout', (req, res, next) => {
+  req.session.destroy((err) => {
+    if (err) return next(err);
+    res.json({ ok: true });
+  });
+});
+
+// Errors (a body that does not parse, too large, ...) answer JSON with
+// their status, not Express's HTML page.
+app.use((err, req, res, next) => { // eslint-disable-line no-unused-vars
+  const status = err.status || err.statusCode || 500;
+  res.status(status).json({ error: status >= 500 ? 'internal error' : err.message });
+});
+
+app.listen(port, '127.0.0.1', () => {
+  console.log(`listening ${port}`);
+});

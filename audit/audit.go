@@ -24,7 +24,8 @@ const (
 	LoginLocked         = "login_locked"          // refused: user locked
 	LockoutStarted      = "lockout_started"       // this failure locked the user
 	LoginRejectedByApp  = "login_rejected_by_app" // the app refused the password; user id from the request, if any
-	LoginError          = "login_error"           // store/keys unavailable: refused
+	LoginError          = "login_error"           // store/keys/app unavailable: refused
+	LoginRefused        = "login_refused"         // the gate could not judge the answer or the request: refused (outcome: unreadable_answer, unattributed, ambiguous_user, oversized_answer, busy, bad_request)
 	RecoveryCodeUsed    = "recovery_code_used"    // any flow
 	RecoveryRegenerated = "recovery_regenerated"
 	Disabled            = "mfa_disabled"

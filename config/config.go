@@ -70,22 +70,34 @@ type Identity struct {
 
 // Login is how the app's login routes are intercepted.
 type Login struct {
-	Paths             []string      `yaml:"paths" doc:"The app's login routes. Matched on a normalized path (case, slashes, dot segments, percent-encoding, ;params) and any method."`
+	Paths             []string      `yaml:"paths" doc:"The app's login routes (at least one). Matched on a normalized path (case and Unicode case variants, slashes, dot segments, percent-encoding, ;params, a .format suffix such as .json) and every method."`
 	CodeHeader        string        `yaml:"code_header" doc:"Request header that may carry the TOTP or recovery code in the login call; removed before the app sees it."`
-	CodeField         string        `yaml:"code_field" doc:"JSON body, form or query field that may carry the code; removed before the app sees it."`
-	UserIDPointer     string        `yaml:"user_id_pointer" doc:"JSON pointer to the user id in the app's successful login answer."`
-	UserIDField       string        `yaml:"user_id_request_field" doc:"Login request field (JSON, form or query) holding the user id, used only when the answer names nobody. Only safe when user ids are the login names the app authenticates."`
-	UserIDHeader      string        `yaml:"user_id_header" doc:"Header of the app's login answer carrying the user id (checked before the pointer); empty: not used."`
-	RequiredPointer   string        `yaml:"required_pointer" doc:"JSON pointer to a boolean in the app's login answer that requires MFA for that user even under the optional policy; empty: not used."`
+	CodeField         string        `yaml:"code_field" doc:"JSON body, form, multipart or query field that may carry the code; removed before the app sees it. Given twice (or in two places), the login is refused with 400."`
+	UserIDPointer     string        `yaml:"user_id_pointer" doc:"JSON pointer to the user id in the app's successful login answer. The safe choice: it is the app's own id for the user it let in."`
+	UserIDField       string        `yaml:"user_id_request_field" doc:"Last resort: login request field (JSON, form, multipart or query) holding the user id, used only when the answer names nobody but could carry a session. Only safe when user ids are the login names the app authenticates, normalized as the app does (user_id_normalize). Repeated or ambiguous fields are refused."`
+	UserIDNormalize   []string      `yaml:"user_id_normalize" doc:"How the app normalizes the login name before it looks the user up, applied in order to user_id_request_field: trim, nfkc, casefold (e.g. [trim, nfkc] for Django, [casefold] for an app that lower-cases emails)."`
+	UserIDHeader      string        `yaml:"user_id_header" doc:"Header of the app's login answer carrying the user id (checked with the pointer; two different ids refuse the login); empty: not used."`
+	RequiredPointer   string        `yaml:"required_pointer" doc:"JSON pointer to a boolean in the app's login answer that requires MFA for that user even under the optional policy; an answer that cannot be read counts as requiring it. Empty: not used."`
+	SessionCookies    []string      `yaml:"session_cookies" doc:"The app's session cookie names, removed from requests to login routes so an app that logs in the session the client already holds must issue a new one (which is then held). Set to [] for a framework that keeps the login form's CSRF token in the session."`
+	NonSessionCookies []string      `yaml:"non_session_cookies" doc:"Cookies a login answer may set without counting as a session (CSRF tokens). Any other cookie being set counts as a possible session."`
+	RefusedStatus     int           `yaml:"refused_status" doc:"A final app answer with this status or higher (400..599) is a refused login and goes out unchanged."`
+	RefusedPointer    string        `yaml:"refused_pointer" doc:"For apps that answer 200 on a failed login: JSON pointer into the answer that holds refused_value when the login was refused; empty: not used."`
+	RefusedValue      string        `yaml:"refused_value" doc:"The value at refused_pointer that means refused, compared with the JSON text of a string, number, boolean or null (e.g. false)."`
+	RefusedHeader     string        `yaml:"refused_header" doc:"Header whose presence on the app's answer means the login was refused; empty: not used."`
 	RevokePath        string        `yaml:"revoke_path" doc:"App path (e.g. /logout) POSTed with the cookies of a login answer that will never be released (user locked, challenge out of attempts); empty: off."`
 	ChallengeTTL      time.Duration `yaml:"challenge_ttl" doc:"How long a held login waits for its second factor."`
 	ChallengeAttempts int           `yaml:"challenge_attempts" doc:"Wrong codes a login challenge survives."`
-	MaxAnswerBytes    int64         `yaml:"max_answer_bytes" doc:"Largest login request body and app login answer the gate holds in memory."`
+	MaxAnswerBytes    int64         `yaml:"max_answer_bytes" doc:"Largest app login answer (decoded) the gate holds in memory; a larger one is refused with 502."`
+	MaxRequestBytes   int64         `yaml:"max_request_bytes" doc:"Largest login request body the gate reads; a larger one is refused with 413."`
+	MaxConcurrent     int           `yaml:"max_concurrent" doc:"Login requests judged at once; more wait up to 2 s, then get 503. Bounds the gate's memory."`
 }
 
 // Validate reports every problem with the login settings.
 func (l Login) Validate() error {
 	var errs []error
+	if len(l.Paths) == 0 {
+		errs = append(errs, errors.New("login.paths: name at least one login route"))
+	}
 	for _, p := range l.Paths {
 		if !strings.HasPrefix(p, "/") {
 			errs = append(errs, fmt.Errorf("login.paths: %q must start with /", p))
@@ -97,8 +109,21 @@ func (l Login) Validate() error {
 	if l.UserIDPointer == "" && l.UserIDHeader == "" && l.UserIDField == "" {
 		errs = append(errs, errors.New("login: set user_id_pointer, user_id_header or user_id_request_field"))
 	}
-	if l.UserIDPointer != "" && !strings.HasPrefix(l.UserIDPointer, "/") {
-		errs = append(errs, fmt.Errorf("login.user_id_pointer: %q must start with /", l.UserIDPointer))
+	for name, p := range map[string]string{"user_id_pointer": l.UserIDPointer, "required_pointer": l.RequiredPointer, "refused_pointer": l.RefusedPointer} {
+		if p != "" && !strings.HasPrefix(p, "/") {
+			errs = append(errs, fmt.Errorf("login.%s: %q must start with /", name, p))
+		}
+	}
+	for _, op := range l.UserIDNormalize {
+		if op != "trim" && op != "nfkc" && op != "casefold" {
+			errs = append(errs, fmt.Errorf("login.user_id_normalize: %q must be trim, nfkc or casefold", op))
+		}
+	}
+	if l.RefusedStatus < 400 || l.RefusedStatus > 599 {
+		errs = append(errs, fmt.Errorf("login.refused_status: %d must be 400..599", l.RefusedStatus))
+	}
+	if (l.RefusedPointer == "") != (l.RefusedValue == "") {
+		errs = append(errs, errors.New("login.refused_pointer and login.refused_value: set both or neither"))
 	}
 	if l.RevokePath != "" && !strings.HasPrefix(l.RevokePath, "/") {
 		errs = append(errs, fmt.Errorf("login.revoke_path: %q must start with /", l.RevokePath))
@@ -108,6 +133,12 @@ func (l Login) Validate() error {
 	}
 	if l.MaxAnswerBytes < 1024 {
 		errs = append(errs, errors.New("login.max_answer_bytes: must be at least 1024"))
+	}
+	if l.MaxRequestBytes < 1024 {
+		errs = append(errs, errors.New("login.max_request_bytes: must be at least 1024"))
+	}
+	if l.MaxConcurrent < 1 {
+		errs = append(errs, errors.New("login.max_concurrent: must be at least 1"))
 	}
 	errs = append(errs, positive("login.challenge_ttl", l.ChallengeTTL))
 	return errors.Join(errs...)
@@ -388,7 +419,10 @@ func Default() Config {
 		},
 		Login: Login{
 			Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code",
-			UserIDPointer: "/user/id", ChallengeTTL: 5 * time.Minute, ChallengeAttempts: 5, MaxAnswerBytes: 1 << 20,
+			UserIDPointer: "/user/id", ChallengeTTL: 5 * time.Minute, ChallengeAttempts: 5,
+			MaxAnswerBytes: 1 << 20, MaxRequestBytes: 64 << 10, MaxConcurrent: 64, RefusedStatus: 400,
+			SessionCookies:    []string{"sessionid", "connect.sid", "PHPSESSID", "JSESSIONID", "laravel_session", "_session_id", "session", "ASP.NET_SessionId", "rack.session"},
+			NonSessionCookies: []string{"csrftoken", "XSRF-TOKEN", "_csrf", "csrf_token", "__RequestVerificationToken"},
 		},
 		MFA: MFA{
 			Issuer: "totpgate", Policy: "optional", Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1,

@@ -41,6 +41,7 @@ var _ audit.Recorder = (*Recorder)(nil)
 var loginOutcomes = []string{
 	"passed_no_mfa", "passed_code", "passed_recovery_code", "mfa_required", "invalid",
 	"replay_refused", "locked", "enrollment_required", "upstream_rejected", "error",
+	"passed_no_session", "refused", "bad_request",
 }
 
 // NewRecorder registers the event counters on reg. routes are the
@@ -49,7 +50,7 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 	r := &Recorder{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_login_interceptions_total",
-			Help: "Logins through an intercepted route, by route and outcome: passed_no_mfa, passed_code, passed_recovery_code, mfa_required (challenge issued), invalid, replay_refused, locked, enrollment_required, upstream_rejected (the app refused the password), error (second factor could not be checked; refused).",
+			Help: "Logins through an intercepted route, by route and outcome: passed_no_mfa, passed_code, passed_recovery_code, mfa_required (challenge issued), invalid, replay_refused, locked, enrollment_required, upstream_rejected (the app refused the password), error (second factor or app could not be checked; refused), passed_no_session (the answer carried nothing that could be a session), refused (an answer the gate could not read or attribute, too large, or too many logins at once), bad_request (a login request the gate could not read unambiguously).",
 		}, []string{"route", "outcome"}),
 		challenges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_challenge_completions_total",
@@ -106,7 +107,7 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 	gate := strings.HasPrefix(e.Route, "/")
 	switch e.Name {
 	case audit.LoginPassed:
-		outcome := map[string]string{"no_mfa": "passed_no_mfa", "totp": "passed_code", "recovery_code": "passed_recovery_code"}[e.Outcome]
+		outcome := map[string]string{"no_mfa": "passed_no_mfa", "no_session": "passed_no_session", "totp": "passed_code", "recovery_code": "passed_recovery_code"}[e.Outcome]
 		if outcome == "" {
 			return
 		}
@@ -134,6 +135,12 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 		r.login(gate, e.Route, "locked")
 	case audit.LoginError:
 		r.login(gate, e.Route, "error")
+	case audit.LoginRefused:
+		if e.Outcome == "bad_request" {
+			r.login(gate, e.Route, "bad_request")
+		} else {
+			r.login(gate, e.Route, "refused")
+		}
 	case audit.LoginRejectedByApp:
 		r.login(gate, e.Route, "upstream_rejected")
 	case audit.LockoutStarted:

@@ -67,14 +67,15 @@ func New(o Options) (*Front, error) {
 		return nil, err
 	}
 	peers := NewPeers(o.TrustedProxies)
+	rewrite := newRewrite(o.Upstream, o.PreserveHost, peers)
 	f := &Front{
 		prefix: o.APIPrefix,
 		api:    o.API,
 		peers:  peers,
-		proxy:  newReverseProxy(o.Upstream, o.PreserveHost, peers, o.Transport, o.Logger),
+		proxy:  newReverseProxy(rewrite, o.Transport, o.Logger),
 	}
 	if o.Login != nil {
-		g, err := newLoginGate(*o.Login, f.proxy, peers, o.Logger)
+		g, err := newLoginGate(*o.Login, o.Transport, rewrite, peers, o.Logger)
 		if err != nil {
 			return nil, err
 		}

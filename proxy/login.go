@@ -1,22 +1,15 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
-	"net/url"
-	"path"
+	"net/http/httputil"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/totpgate/totpgate/audit"
-	"github.com/totpgate/totpgate/identity"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 )
@@ -38,17 +31,29 @@ type LoginOptions struct {
 	// UserIDPointer (JSON pointer into the app's answer) and UserIDHeader
 	// (a header of the answer) say which user the app let in.
 	UserIDPointer, UserIDHeader string
-	// UserIDRequestField names a JSON/form/query field of the login request
-	// holding the user id, used only when the app's answer names nobody. It
-	// must be the field the app authenticates (the login name), and user ids
-	// must be login names: a field the app ignores would let a caller name
-	// any user.
+	// UserIDRequestField names a JSON/form/multipart/query field of the
+	// login request holding the user id: a last resort, used only when the
+	// app's answer names nobody. It must be the field the app authenticates,
+	// normalized as the app does (UserIDNormalize: trim, nfkc, casefold).
 	UserIDRequestField string
-	Challenge          mfa.ChallengeConfig
-	ChallengeURL       string
-	MFA                SecondFactor
-	MaxBodyBytes       int64 // of the login request and of the app's answer
-	Audit              audit.Recorder
+	UserIDNormalize    []string
+	// SessionCookies are removed from gated requests, so an app that logs
+	// in the session the client already holds must issue a new one.
+	SessionCookies []string
+	// NonSessionCookies are cookies an answer may set without counting as
+	// a session (CSRF tokens); every other cookie being set counts.
+	NonSessionCookies []string
+	// Refused is how the app signals a refused login.
+	Refused      RefusalSignal
+	Challenge    mfa.ChallengeConfig
+	ChallengeURL string
+	MFA          SecondFactor
+	// MaxRequestBytes bounds the login request body, MaxAnswerBytes the
+	// app's answer (decoded); MaxConcurrent the gated requests in flight.
+	MaxRequestBytes int64
+	MaxAnswerBytes  int64
+	MaxConcurrent   int
+	Audit           audit.Recorder
 	// Required: every user must have MFA; one without must enroll inside
 	// the login. RequiredPointer names a boolean in the app's login answer
 	// that requires it for that user alone.
@@ -57,170 +62,254 @@ type LoginOptions struct {
 }
 
 type loginGate struct {
-	opts  LoginOptions
-	paths map[string]bool
-	proxy http.Handler
-	peers Peers
-	log   *slog.Logger
+	opts           LoginOptions
+	routes         routeSet
+	policy         policy
+	reader         requestReader
+	sessionCookies map[string]bool
+	transport      http.RoundTripper
+	rewrite        func(*httputil.ProxyRequest)
+	upstreamError  func(http.ResponseWriter, *http.Request, error)
+	slots          chan struct{}
+	peers          Peers
+	log            *slog.Logger
 }
 
-func newLoginGate(o LoginOptions, proxy http.Handler, peers Peers, log *slog.Logger) (*loginGate, error) {
-	if o.MFA == nil || o.Audit == nil || o.CodeField == "" || o.CodeHeader == "" || o.MaxBodyBytes <= 0 || o.Challenge.TTL <= 0 || o.Challenge.MaxAttempts <= 0 {
-		return nil, errors.New("proxy: login interception needs the MFA service, code header and field, limits and challenge settings")
+// slotWait is how long a gated request waits for a free slot before 503.
+const slotWait = 2 * time.Second
+
+// Defaults for the zero values of LoginOptions' limits.
+const (
+	defaultMaxRequestBytes = 64 << 10
+	defaultMaxConcurrent   = 64
+	defaultRefusedStatus   = 400
+)
+
+func newLoginGate(o LoginOptions, transport http.RoundTripper, rewrite func(*httputil.ProxyRequest), peers Peers, log *slog.Logger) (*loginGate, error) {
+	if o.MaxRequestBytes == 0 {
+		o.MaxRequestBytes = defaultMaxRequestBytes
+	}
+	if o.MaxConcurrent == 0 {
+		o.MaxConcurrent = defaultMaxConcurrent
+	}
+	if o.Refused.MinStatus == 0 {
+		o.Refused.MinStatus = defaultRefusedStatus
+	}
+	var errs []error
+	if o.MFA == nil || o.Audit == nil || o.CodeField == "" || o.CodeHeader == "" || o.Challenge.TTL <= 0 || o.Challenge.MaxAttempts <= 0 {
+		errs = append(errs, errors.New("proxy: login interception needs the MFA service, audit, code header and field and challenge settings"))
+	}
+	if o.MaxRequestBytes <= 0 || o.MaxAnswerBytes <= 0 || o.MaxConcurrent <= 0 {
+		errs = append(errs, errors.New("proxy: login interception needs request, answer and concurrency limits"))
+	}
+	if len(o.Paths) == 0 {
+		errs = append(errs, errors.New("proxy: login interception needs at least one login path"))
 	}
 	if o.UserIDPointer == "" && o.UserIDHeader == "" && o.UserIDRequestField == "" {
-		return nil, errors.New("proxy: login interception needs a user id pointer or header")
+		errs = append(errs, errors.New("proxy: login interception needs a user id pointer, header or request field"))
 	}
-	g := &loginGate{opts: o, paths: map[string]bool{}, proxy: proxy, peers: peers, log: log}
-	for _, p := range o.Paths {
-		g.paths[NormalizePath(p)] = true
+	for _, op := range o.UserIDNormalize {
+		if !normalizeOps[op] {
+			errs = append(errs, errors.New("proxy: unknown user id normalization "+strconv.Quote(op)))
+		}
+	}
+	if o.Refused.MinStatus < 400 || o.Refused.MinStatus > 599 {
+		errs = append(errs, errors.New("proxy: the refused-login status must be 400..599"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	g := &loginGate{
+		opts:   o,
+		routes: newRouteSet(o.Paths),
+		policy: policy{
+			userIDHeader: o.UserIDHeader, userIDPointer: o.UserIDPointer, requestField: o.UserIDRequestField != "",
+			required: o.Required, requiredPointer: o.RequiredPointer, refused: o.Refused, nonSessionCookies: set(o.NonSessionCookies),
+		},
+		reader:         requestReader{codeHeader: o.CodeHeader, codeField: foldField(o.CodeField), maxBytes: o.MaxRequestBytes, normalize: o.UserIDNormalize},
+		sessionCookies: set(o.SessionCookies),
+		transport:      transport,
+		rewrite:        rewrite,
+		upstreamError:  upstreamErrorHandler(log),
+		slots:          make(chan struct{}, o.MaxConcurrent),
+		peers:          peers,
+		log:            log,
+	}
+	if o.UserIDRequestField != "" {
+		g.reader.userField = foldField(o.UserIDRequestField)
 	}
 	return g, nil
 }
 
-// NormalizePath is the form login routes are compared on: percent-decoding
-// undone, ;params dropped, backslashes and repeated slashes merged, dot
-// segments resolved, trailing slash removed, case folded. Frameworks that
-// treat /Login, //login/ or /login;jsessionid=x as /login are all caught;
-// over-matching is safe because the gate only acts on an answer that let a
-// user in.
-func NormalizePath(p string) string {
-	for range 3 { // double encoding (%252F) must not slip through
-		d, err := url.PathUnescape(p)
-		if err != nil || d == p {
-			break
-		}
-		p = d
+func set(names []string) map[string]bool {
+	m := make(map[string]bool, len(names))
+	for _, n := range names {
+		m[n] = true
 	}
-	p = strings.ReplaceAll(p, "\\", "/")
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		if j := strings.IndexByte(s, ';'); j >= 0 {
-			segs[i] = s[:j]
-		}
-	}
-	p = path.Clean("/" + strings.Join(segs, "/"))
-	return strings.ToLower(strings.TrimSuffix(p, "/"))
+	return m
 }
 
-func (g *loginGate) matches(r *http.Request) bool {
-	if len(g.paths) == 0 {
-		return false
-	}
-	return g.paths[NormalizePath(r.URL.Path)] || (r.URL.RawPath != "" && g.paths[NormalizePath(r.URL.RawPath)])
-}
+func (g *loginGate) matches(r *http.Request) bool { return g.routes.matches(r) }
 
-// ServeHTTP forwards the login to the app, holds its answer and releases it
-// only when the user has no MFA or gave a valid code.
+// ServeHTTP reads the login request, sends it to the app, judges the app's
+// answer and applies the verdict. Nothing of the answer reaches the client
+// before the verdict.
 func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	code, requestUser, err := g.takeCode(r)
+	ev := g.events(r)
+	select {
+	case g.slots <- struct{}{}:
+		defer func() { <-g.slots }()
+	case <-time.After(slotWait):
+		ev.record(audit.LoginRefused, "", "busy")
+		w.Header().Set("Retry-After", "1")
+		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "Too many logins in progress. Try again shortly."))
+		return
+	case <-r.Context().Done():
+		return
+	}
+	req, err := g.reader.read(r)
 	if err != nil {
-		problem.Write(w, r, problem.New(http.StatusRequestEntityTooLarge, "bad_request", "The login request body is too large."))
-		return
-	}
-	rec := &recorder{header: http.Header{}, limit: g.opts.MaxBodyBytes}
-	g.proxy.ServeHTTP(rec, r)
-	if rec.overflow {
-		g.log.ErrorContext(r.Context(), "login answer larger than the limit; refused", "request_id", problem.RequestID(r))
-		problem.Write(w, r, problem.New(http.StatusBadGateway, "upstream_unavailable", "The application's login answer could not be checked."))
-		return
-	}
-	answer := mfa.HeldAnswer{Status: rec.statusCode(), Header: rec.header, Body: rec.body.Bytes()}
-	if !grantsSession(answer) {
-		g.opts.Audit.Record(r.Context(), audit.Event{Name: audit.LoginRejectedByApp, UserID: requestUser, ClientIP: g.peers.ClientIP(r).String(),
-			Route: NormalizePath(r.URL.Path), Outcome: "app_refused", RequestID: problem.RequestID(r)})
-		ReleaseHeld(w, answer) // a refused login needs no second factor
-		return
-	}
-	doc := decodeAnswer(answer) // once, for the user id and the required flag
-	user := g.userID(answer, doc)
-	if user == "" {
-		user = requestUser
-	}
-	event := func(name, outcome string) {
-		g.opts.Audit.Record(r.Context(), audit.Event{Name: name, UserID: user, ClientIP: g.peers.ClientIP(r).String(),
-			Route: NormalizePath(r.URL.Path), Outcome: outcome, RequestID: problem.RequestID(r)})
-	}
-	if user == "" {
-		event(audit.LoginError, "no_user_id")
-		g.log.ErrorContext(r.Context(), "login answer accepted a login but names no user; refused (check login.user_id_pointer)", "request_id", problem.RequestID(r))
-		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked."))
-		return
-	}
-	enrolled, err := g.opts.MFA.Enrolled(r.Context(), user)
-	if err != nil {
-		event(audit.LoginError, "unavailable")
-		g.unavailable(w, r, err)
-		return
-	}
-	if !enrolled {
-		if !g.opts.Required && !g.requiredByApp(doc) {
-			event(audit.LoginPassed, "no_mfa")
-			ReleaseHeld(w, answer)
-			return
+		var re *requestError
+		if !errors.As(err, &re) {
+			re = badRequest("The login request could not be read.")
 		}
-		ch, err := g.opts.MFA.HoldLogin(r.Context(), user, answer, g.opts.Challenge, true)
+		ev.record(audit.LoginRefused, "", "bad_request")
+		problem.Write(w, r, problem.New(re.Status, re.Code, re.Detail))
+		return
+	}
+	a, err := g.fetch(g.outbound(r))
+	switch {
+	case errors.Is(err, errAnswerTooLarge):
+		ev.record(audit.LoginRefused, req.User, "oversized_answer")
+		g.log.ErrorContext(r.Context(), "login answer larger than login.max_answer_bytes; refused", "request_id", problem.RequestID(r), "limit", g.opts.MaxAnswerBytes)
+		problem.Write(w, r, problem.New(http.StatusBadGateway, "upstream_unavailable", "The application's login answer is too large to be checked."))
+		return
+	case err != nil:
+		ev.record(audit.LoginError, "", "upstream_unavailable")
+		g.upstreamError(w, r, err)
+		return
+	}
+	v := g.policy.Judge(req, a, func(user string) (bool, error) { return g.opts.MFA.Enrolled(r.Context(), user) })
+	g.apply(w, r, ev, req, a, v)
+}
+
+// apply carries out a verdict and records it. Its switch ends in the
+// refusing branch.
+func (g *loginGate) apply(w http.ResponseWriter, r *http.Request, ev events, req loginRequest, a *answer, v Verdict) {
+	held := mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}
+	ev.user = v.User
+	switch v.Action {
+	case Release:
+		switch v.Reason {
+		case ReasonAppRefused:
+			ev.record(audit.LoginRejectedByApp, req.User, "app_refused")
+		default: // no_session, no_mfa
+			ev.record(audit.LoginPassed, "", v.Reason)
+		}
+		ReleaseHeld(w, held)
+		return
+	case Hold:
+		g.secondFactor(w, r, ev, req, held, v.Reason == ReasonEnrollmentRequired)
+		return
+	}
+	if v.Reason == ReasonUnavailable {
+		ev.record(audit.LoginError, "", "unavailable")
+		g.unavailable(w, r, v.Err)
+		return
+	}
+	ev.record(audit.LoginRefused, "", v.Reason)
+	g.log.ErrorContext(r.Context(), "login answer refused: the gate cannot tell it needs no second factor",
+		"request_id", problem.RequestID(r), "reason", v.Reason, "marker", v.Marker, "status", a.Status)
+	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked."))
+}
+
+// secondFactor checks the code sent with the login, or holds the answer
+// behind a challenge.
+func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev events, req loginRequest, held mfa.HeldAnswer, enroll bool) {
+	ctx := r.Context()
+	if enroll {
+		ch, err := g.opts.MFA.HoldLogin(ctx, ev.user, held, g.opts.Challenge, true)
 		if err != nil {
-			event(audit.LoginError, "unavailable")
+			ev.record(audit.LoginError, "", "unavailable")
 			g.unavailable(w, r, err)
 			return
 		}
-		event(audit.LoginMFARequired, "enrollment_required")
+		ev.record(audit.LoginMFARequired, "", "enrollment_required")
 		g.challengeAnswer(w, r, ch, problem.New(http.StatusUnauthorized, "mfa_enrollment_required",
 			"Two-factor authentication is required. Set it up to finish logging in."), g.opts.ChallengeURL+"/enroll")
 		return
 	}
-	if code != "" {
-		method, err := g.opts.MFA.Verify(r.Context(), user, code)
+	if req.Code != "" {
+		method, err := g.opts.MFA.Verify(ctx, ev.user, req.Code)
 		if err == nil {
-			event(audit.LoginPassed, string(method))
+			ev.record(audit.LoginPassed, "", string(method))
 			if method == mfa.MethodRecovery {
-				event(audit.RecoveryCodeUsed, "login")
+				ev.record(audit.RecoveryCodeUsed, "", "login")
 			}
-			ReleaseHeld(w, answer)
+			ReleaseHeld(w, held)
 			return
 		}
 		var ce *mfa.CodeError
 		if !errors.As(err, &ce) {
-			event(audit.LoginError, "unavailable")
+			ev.record(audit.LoginError, "", "unavailable")
 			g.unavailable(w, r, err)
 			return
 		}
 		if ce.LockStarted {
-			event(audit.LockoutStarted, "login")
+			ev.record(audit.LockoutStarted, "", "login")
 		}
 		switch {
 		case ce.Locked:
-			event(audit.LoginLocked, "refused")
+			ev.record(audit.LoginLocked, "", "refused")
 		case ce.Replay:
-			event(audit.LoginReplayRefused, "refused")
+			ev.record(audit.LoginReplayRefused, "", "refused")
 		default:
-			event(audit.LoginFailed, "invalid_code")
+			ev.record(audit.LoginFailed, "", "invalid_code")
 		}
 		if ce.Locked {
 			// The answer is dropped for good: let the app end its session.
 			if g.opts.Challenge.Revoke != nil {
-				g.opts.Challenge.Revoke(r.Context(), answer)
+				g.opts.Challenge.Revoke(ctx, held)
 			}
 			w.Header().Set("Retry-After", problem.RetryAfter(time.Until(ce.LockedUntil)))
 			problem.Write(w, r, problem.New(http.StatusTooManyRequests, "mfa_locked", "Too many failed attempts. Try again later."))
 			return
 		}
 	}
-	ch, err := g.opts.MFA.HoldLogin(r.Context(), user, answer, g.opts.Challenge, false)
+	ch, err := g.opts.MFA.HoldLogin(ctx, ev.user, held, g.opts.Challenge, false)
 	if err != nil {
-		event(audit.LoginError, "unavailable")
+		ev.record(audit.LoginError, "", "unavailable")
 		g.unavailable(w, r, err)
 		return
 	}
-	if code == "" {
-		event(audit.LoginMFARequired, "challenge_issued")
-	}
 	p := problem.New(http.StatusUnauthorized, "mfa_required", "Enter the code from your authenticator app to finish logging in.")
-	if code != "" {
+	if req.Code != "" {
 		p = problem.New(http.StatusUnauthorized, "mfa_invalid", "The code is not valid. Check the time on your device and try again.")
+	} else {
+		ev.record(audit.LoginMFARequired, "", "challenge_issued")
 	}
 	g.challengeAnswer(w, r, ch, p, g.opts.ChallengeURL)
+}
+
+// events records the audit events of one gated request.
+type events struct {
+	rec                  audit.Recorder
+	ctx                  context.Context
+	ip, route, requestID string
+	user                 string
+}
+
+func (g *loginGate) events(r *http.Request) events {
+	return events{rec: g.opts.Audit, ctx: r.Context(), ip: g.peers.ClientIP(r).String(), route: NormalizePath(r.URL.Path), requestID: problem.RequestID(r)}
+}
+
+// record sends one event; user overrides the attributed user (a refused
+// login names the requested one, if any).
+func (e events) record(name, user, outcome string) {
+	if user == "" {
+		user = e.user
+	}
+	e.rec.Record(e.ctx, audit.Event{Name: name, UserID: user, ClientIP: e.ip, Route: e.route, Outcome: outcome, RequestID: e.requestID})
 }
 
 // challengeAnswer is the 401 that holds a login: the challenge id in
@@ -236,131 +325,18 @@ func (g *loginGate) challengeAnswer(w http.ResponseWriter, r *http.Request, ch m
 	})
 }
 
-// requiredByApp reads the per-user "required" flag from the decoded login answer.
-func (g *loginGate) requiredByApp(doc any) bool {
-	if g.opts.RequiredPointer == "" || doc == nil {
-		return false
-	}
-	v, _ := identity.LookupValue(doc, g.opts.RequiredPointer)
-	return v == true
-}
-
-// decodeAnswer decodes a JSON login answer (numbers kept as json.Number);
-// nil when the body is not JSON.
-func decodeAnswer(a mfa.HeldAnswer) any {
-	var doc any
-	dec := json.NewDecoder(bytes.NewReader(a.Body))
-	dec.UseNumber()
-	if dec.Decode(&doc) != nil {
-		return nil
-	}
-	return doc
-}
-
 func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err error) {
-	g.log.ErrorContext(r.Context(), "second factor unavailable; login refused", "request_id", problem.RequestID(r), "error", err.Error())
+	msg := "unknown"
+	if err != nil {
+		msg = err.Error()
+	}
+	g.log.ErrorContext(r.Context(), "second factor unavailable; login refused", "request_id", problem.RequestID(r), "error", msg)
 	w.Header().Set("Retry-After", "5")
 	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "Two-factor authentication is temporarily unavailable. Try again shortly."))
 }
 
-// takeCode removes the code from the header, the query and a JSON or form
-// body, so the app never sees it, and returns it with the user id request
-// field (left in place) when one is configured.
-func (g *loginGate) takeCode(r *http.Request) (string, string, error) {
-	uf := g.opts.UserIDRequestField
-	user := ""
-	if uf != "" {
-		user = strings.TrimSpace(r.URL.Query().Get(uf))
-	}
-	code := r.Header.Get(g.opts.CodeHeader)
-	r.Header.Del(g.opts.CodeHeader)
-	if q := r.URL.Query(); q.Has(g.opts.CodeField) {
-		if code == "" {
-			code = q.Get(g.opts.CodeField)
-		}
-		q.Del(g.opts.CodeField)
-		r.URL.RawQuery = q.Encode()
-	}
-	if r.Body == nil || r.Body == http.NoBody {
-		return code, user, nil
-	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	isJSON := mt == "application/json" || strings.HasSuffix(mt, "+json")
-	isForm := mt == "application/x-www-form-urlencoded"
-	if !isJSON && !isForm {
-		return code, user, nil
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, g.opts.MaxBodyBytes+1))
-	r.Body.Close()
-	if err != nil {
-		return "", "", err
-	}
-	if int64(len(body)) > g.opts.MaxBodyBytes {
-		return "", "", errors.New("login body too large")
-	}
-	if isJSON {
-		var doc map[string]any
-		dec := json.NewDecoder(bytes.NewReader(body))
-		dec.UseNumber()
-		if dec.Decode(&doc) == nil {
-			if v, ok := doc[uf].(string); ok && uf != "" {
-				user = strings.TrimSpace(v)
-			}
-			if v, ok := doc[g.opts.CodeField]; ok {
-				if s, ok := v.(string); ok && code == "" {
-					code = s
-				}
-				delete(doc, g.opts.CodeField)
-				body, _ = json.Marshal(doc)
-			}
-		}
-	} else if form, err := url.ParseQuery(string(body)); err == nil {
-		if uf != "" && form.Has(uf) {
-			user = strings.TrimSpace(form.Get(uf))
-		}
-		if !form.Has(g.opts.CodeField) {
-			r.Body = io.NopCloser(bytes.NewReader(body))
-			return code, user, nil
-		}
-		if code == "" {
-			code = form.Get(g.opts.CodeField)
-		}
-		form.Del(g.opts.CodeField)
-		body = []byte(form.Encode())
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	r.ContentLength = int64(len(body))
-	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
-	return code, user, nil
-}
-
-// grantsSession: a 2xx answer, or a redirect that sets a cookie. Anything
-// else is a refused login and goes out unchanged.
-func grantsSession(a mfa.HeldAnswer) bool {
-	switch {
-	case a.Status >= 200 && a.Status < 300:
-		return true
-	case a.Status >= 300 && a.Status < 400:
-		return len(a.Header.Values("Set-Cookie")) > 0
-	}
-	return false
-}
-
-func (g *loginGate) userID(a mfa.HeldAnswer, doc any) string {
-	if g.opts.UserIDHeader != "" {
-		if v := a.Header.Get(g.opts.UserIDHeader); v != "" {
-			return v
-		}
-	}
-	if g.opts.UserIDPointer == "" || doc == nil {
-		return ""
-	}
-	id, _ := identity.Lookup(doc, g.opts.UserIDPointer)
-	return id
-}
-
-// ReleaseHeld sends a held answer exactly as the app gave it (also used by
-// the challenge endpoint).
+// ReleaseHeld sends a judged answer exactly as judged (also used by the
+// challenge endpoint).
 func ReleaseHeld(w http.ResponseWriter, a mfa.HeldAnswer) {
 	for k, vs := range a.Header {
 		w.Header()[k] = vs
@@ -370,36 +346,4 @@ func ReleaseHeld(w http.ResponseWriter, a mfa.HeldAnswer) {
 	_, _ = w.Write(a.Body)
 }
 
-// recorder holds the app's login answer in memory, bounded.
-type recorder struct {
-	header   http.Header
-	status   int
-	body     bytes.Buffer
-	limit    int64
-	overflow bool
-}
-
-func (c *recorder) Header() http.Header { return c.header }
-func (c *recorder) WriteHeader(s int) {
-	if c.status == 0 {
-		c.status = s
-	}
-}
-
-func (c *recorder) Write(p []byte) (int, error) {
-	if c.status == 0 {
-		c.status = http.StatusOK
-	}
-	if int64(c.body.Len()+len(p)) > c.limit {
-		c.overflow = true
-		return 0, errors.New("login answer too large")
-	}
-	return c.body.Write(p)
-}
-
-func (c *recorder) statusCode() int {
-	if c.status == 0 {
-		return http.StatusOK
-	}
-	return c.status
-}
+var _ http.Handler = (*loginGate)(nil)

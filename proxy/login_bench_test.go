@@ -86,7 +86,7 @@ func BenchmarkLoginPath(b *testing.B) {
 		Login: &proxy.LoginOptions{
 			Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code", UserIDPointer: "/user/id",
 			Challenge: mfa.ChallengeConfig{TTL: time.Minute, MaxAttempts: 5}, ChallengeURL: "/mfa/challenge",
-			MFA: svc, MaxBodyBytes: 1 << 20, Audit: audit.NewLog(slog.New(slog.DiscardHandler)),
+			MFA: svc, MaxAnswerBytes: 1 << 20, Audit: audit.NewLog(slog.New(slog.DiscardHandler)),
 		},
 	})
 	if err != nil {

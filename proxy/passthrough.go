@@ -37,35 +37,42 @@ func NewTransport(o TransportOptions) *http.Transport {
 	return t
 }
 
-// newReverseProxy forwards requests to upstream untouched, apart from the
+// newRewrite sends a request to upstream untouched, apart from the
 // X-Forwarded-* headers, which are only carried over from trusted peers.
-func newReverseProxy(upstream *url.URL, preserveHost bool, peers Peers, transport http.RoundTripper, log *slog.Logger) *httputil.ReverseProxy {
-	return &httputil.ReverseProxy{
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.SetURL(upstream)
-			if preserveHost {
-				pr.Out.Host = pr.In.Host
+// The pass-through and the login gate share it, so the app sees the same
+// request either way.
+func newRewrite(upstream *url.URL, preserveHost bool, peers Peers) func(*httputil.ProxyRequest) {
+	return func(pr *httputil.ProxyRequest) {
+		pr.SetURL(upstream)
+		if preserveHost {
+			pr.Out.Host = pr.In.Host
+		}
+		// ReverseProxy has already removed Forwarded and X-Forwarded-* from
+		// Out; only a trusted proxy's chain is put back before ours is added.
+		if peers.Trusted(RemoteAddr(pr.In)) {
+			for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+				if v, ok := pr.In.Header[h]; ok {
+					pr.Out.Header[h] = v
+				}
 			}
-			// ReverseProxy has already removed Forwarded and X-Forwarded-* from
-			// Out; only a trusted proxy's chain is put back before ours is added.
-			if peers.Trusted(RemoteAddr(pr.In)) {
-				for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
-					if v, ok := pr.In.Header[h]; ok {
-						pr.Out.Header[h] = v
-					}
-				}
-				host, proto := pr.Out.Header.Get("X-Forwarded-Host"), pr.Out.Header.Get("X-Forwarded-Proto")
-				pr.SetXForwarded()
-				if host != "" {
-					pr.Out.Header.Set("X-Forwarded-Host", host)
-				}
-				if proto != "" {
-					pr.Out.Header.Set("X-Forwarded-Proto", proto)
-				}
-				return
-			}
+			host, proto := pr.Out.Header.Get("X-Forwarded-Host"), pr.Out.Header.Get("X-Forwarded-Proto")
 			pr.SetXForwarded()
-		},
+			if host != "" {
+				pr.Out.Header.Set("X-Forwarded-Host", host)
+			}
+			if proto != "" {
+				pr.Out.Header.Set("X-Forwarded-Proto", proto)
+			}
+			return
+		}
+		pr.SetXForwarded()
+	}
+}
+
+// newReverseProxy is the pass-through: it streams both ways.
+func newReverseProxy(rewrite func(*httputil.ProxyRequest), transport http.RoundTripper, log *slog.Logger) *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		Rewrite:      rewrite,
 		Transport:    transport,
 		BufferPool:   newBufferPool(),
 		ErrorLog:     slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -1,0 +1,333 @@
+package proxy
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+)
+
+// answer is the app's final answer to a gated request, read whole and
+// decoded: what the gate judges is exactly what it would release.
+type answer struct {
+	Status int
+	Header http.Header
+	Body   []byte
+	// Unreadable, when set, says why the body could not be decoded (an
+	// unknown Content-Encoding, a corrupt gzip stream); Body is then raw.
+	Unreadable string
+}
+
+// errAnswerTooLarge: the app's answer (after decoding) exceeds the limit.
+var errAnswerTooLarge = errors.New("proxy: login answer larger than the limit")
+
+// hopHeaders are the hop-by-hop headers of RFC 9110 section 7.6.1, removed
+// in both directions like httputil.ReverseProxy does.
+var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+
+func removeHopHeaders(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for sf := range strings.SplitSeq(f, ",") {
+			if sf = textprotoKey(sf); sf != "" {
+				h.Del(sf)
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		h.Del(k)
+	}
+}
+
+func textprotoKey(s string) string { return http.CanonicalHeaderKey(strings.TrimSpace(s)) }
+
+// outbound builds the request the app gets for a gated route: the pass-through
+// rewrite (URL, Host, X-Forwarded-*), minus what the gate must not let the
+// app act on: Expect (the gate has the body already, and a 100 Continue is
+// not an answer), compression (the gate reads what it judges), upgrades, and
+// the app's session cookies (an app that logs in the session the client
+// already holds must then issue a new one, which the gate holds).
+func (g *loginGate) outbound(r *http.Request) *http.Request {
+	out := r.Clone(r.Context())
+	out.RequestURI = ""
+	out.Close = false
+	removeHopHeaders(out.Header)
+	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Expect"} {
+		out.Header.Del(h)
+	}
+	out.Header.Set("Accept-Encoding", "identity")
+	stripCookies(out.Header, g.sessionCookies)
+	if _, ok := out.Header["User-Agent"]; !ok {
+		out.Header.Set("User-Agent", "") // keep Go's default out, as ReverseProxy does
+	}
+	g.rewrite(&httputil.ProxyRequest{In: r, Out: out})
+	return out
+}
+
+// stripCookies removes the named cookies from every Cookie header, keeping
+// the others byte for byte.
+func stripCookies(h http.Header, names map[string]bool) {
+	if len(names) == 0 {
+		return
+	}
+	var kept []string
+	for _, line := range h.Values("Cookie") {
+		var parts []string
+		for part := range strings.SplitSeq(line, ";") {
+			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if names[strings.TrimSpace(name)] {
+				continue
+			}
+			if strings.TrimSpace(part) != "" {
+				parts = append(parts, strings.TrimSpace(part))
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	h.Del("Cookie")
+	if len(kept) > 0 {
+		h.Set("Cookie", strings.Join(kept, "; "))
+	}
+}
+
+// fetch sends out to the app and reads its final answer, bounded by limit.
+// The transport consumes 1xx answers itself, so only the final one is seen;
+// trailers are dropped, never released unjudged.
+func (g *loginGate) fetch(out *http.Request) (*answer, error) {
+	res, err := g.transport.RoundTrip(out)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("proxy: read login answer: %w", err)
+	}
+	if int64(len(raw)) > g.opts.MaxAnswerBytes {
+		return nil, errAnswerTooLarge
+	}
+	a := &answer{Status: res.StatusCode, Header: res.Header, Body: raw}
+	removeHopHeaders(a.Header)
+	a.Header.Del("Content-Length")
+	if err := a.decode(g.opts.MaxAnswerBytes); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// decode undoes the Content-Encoding the app applied despite being asked for
+// identity. Only gzip and deflate are known; anything else leaves the body
+// raw and the answer unreadable.
+func (a *answer) decode(limit int64) error {
+	encs := a.Header.Values("Content-Encoding")
+	if len(encs) == 0 {
+		return nil
+	}
+	var list []string
+	for _, e := range encs {
+		for p := range strings.SplitSeq(e, ",") {
+			if p = strings.ToLower(strings.TrimSpace(p)); p != "" && p != "identity" {
+				list = append(list, p)
+			}
+		}
+	}
+	body := a.Body
+	for i := len(list) - 1; i >= 0; i-- {
+		var r io.Reader
+		switch list[i] {
+		case "gzip", "x-gzip":
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			if err != nil {
+				a.Unreadable = "corrupt gzip body"
+				return nil
+			}
+			r = zr
+		case "deflate":
+			// RFC 9110 deflate is zlib; some servers send raw deflate.
+			if zr, err := zlib.NewReader(bytes.NewReader(body)); err == nil {
+				r = zr
+			} else {
+				r = flate.NewReader(bytes.NewReader(body))
+			}
+		default:
+			a.Unreadable = "unsupported Content-Encoding " + strconv.Quote(list[i])
+			return nil
+		}
+		dec, err := io.ReadAll(io.LimitReader(r, limit+1))
+		if err != nil {
+			a.Unreadable = "corrupt " + list[i] + " body"
+			return nil
+		}
+		if int64(len(dec)) > limit {
+			return errAnswerTooLarge
+		}
+		body = dec
+	}
+	a.Body = body
+	a.Header.Del("Content-Encoding")
+	return nil
+}
+
+// jsonValue is one scalar (or container) found in a JSON answer.
+type jsonValue struct {
+	Kind byte // 's' string, 'n' number, 'b' bool, 'z' null, 'o' object or array
+	Text string
+}
+
+// jsonFacts is what a streaming scan of a JSON answer found, without
+// building the document in memory.
+type jsonFacts struct {
+	// At holds every value found at each wanted pointer; a pointer met
+	// twice (duplicate keys) has two values, which the verdict treats as
+	// ambiguous.
+	At map[string][]jsonValue
+	// CredentialKey names the first member, at any depth, whose key looks
+	// like a session credential and whose value is not empty, null or false.
+	CredentialKey string
+}
+
+// maxJSONDepth bounds nesting; deeper answers are unreadable.
+const maxJSONDepth = 256
+
+// scanJSON walks body token by token, collecting the values at pointers
+// and whether a credential-looking member is present.
+func scanJSON(body []byte, pointers []string) (jsonFacts, error) {
+	s := &jsonScan{dec: json.NewDecoder(bytes.NewReader(body)), want: map[string]bool{}, facts: jsonFacts{At: map[string][]jsonValue{}}}
+	s.dec.UseNumber()
+	for _, p := range pointers {
+		if p != "" {
+			s.want[p] = true
+		}
+	}
+	t, err := s.dec.Token()
+	if err != nil {
+		return s.facts, err
+	}
+	if err := s.value(t, "", "", 0); err != nil {
+		return s.facts, err
+	}
+	if _, err := s.dec.Token(); err != io.EOF {
+		return s.facts, errors.New("proxy: trailing data after the JSON answer")
+	}
+	return s.facts, nil
+}
+
+type jsonScan struct {
+	dec   *json.Decoder
+	want  map[string]bool
+	facts jsonFacts
+}
+
+func (s *jsonScan) value(t json.Token, ptr, key string, depth int) error {
+	if depth > maxJSONDepth {
+		return errors.New("proxy: JSON answer nested too deeply")
+	}
+	var v jsonValue
+	switch x := t.(type) {
+	case json.Delim:
+		v = jsonValue{Kind: 'o'}
+		if x == '{' {
+			for s.dec.More() {
+				kt, err := s.dec.Token()
+				if err != nil {
+					return err
+				}
+				k, _ := kt.(string)
+				vt, err := s.dec.Token()
+				if err != nil {
+					return err
+				}
+				if err := s.value(vt, ptr+"/"+escapePointer(k), k, depth+1); err != nil {
+					return err
+				}
+			}
+		} else {
+			for i := 0; s.dec.More(); i++ {
+				vt, err := s.dec.Token()
+				if err != nil {
+					return err
+				}
+				if err := s.value(vt, ptr+"/"+strconv.Itoa(i), "", depth+1); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := s.dec.Token(); err != nil { // the closing delimiter
+			return err
+		}
+	case string:
+		v = jsonValue{Kind: 's', Text: x}
+	case json.Number:
+		v = jsonValue{Kind: 'n', Text: x.String()}
+	case bool:
+		v = jsonValue{Kind: 'b', Text: strconv.FormatBool(x)}
+	case nil:
+		v = jsonValue{Kind: 'z', Text: "null"}
+	}
+	if s.want[ptr] {
+		s.facts.At[ptr] = append(s.facts.At[ptr], v)
+	}
+	if s.facts.CredentialKey == "" && key != "" && credentialKey(key) && v.Kind != 'z' && v.Text != "false" && (v.Kind != 's' || v.Text != "") {
+		s.facts.CredentialKey = key
+	}
+	return nil
+}
+
+func escapePointer(k string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
+}
+
+// squash lower-cases a name and drops separators, so session_token,
+// sessionToken and Session-Token compare alike.
+func squash(name string) string {
+	return strings.ToLower(strings.NewReplacer("_", "", "-", "", ".", "", " ", "").Replace(name))
+}
+
+// credentialKey: a JSON member name that may hold a session credential.
+// Generous on purpose: it only matters for an answer that names no user,
+// which is then refused rather than released.
+func credentialKey(name string) bool {
+	n := squash(name)
+	if strings.Contains(n, "csrf") || strings.Contains(n, "xsrf") {
+		return false
+	}
+	for _, w := range []string{"token", "jwt", "session", "apikey", "secret", "credential", "ticket", "bearer", "cookie"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return n == "sid" || n == "auth"
+}
+
+// credentialHeader: a response header that may carry a session.
+func credentialHeader(name string) bool {
+	n := squash(name)
+	switch {
+	case n == "wwwauthenticate" || n == "proxyauthenticate" || strings.HasPrefix(n, "accesscontrol"):
+		return false
+	case strings.Contains(n, "csrf") || strings.Contains(n, "xsrf"):
+		return false
+	}
+	for _, w := range []string{"token", "jwt", "session", "auth", "apikey", "secret", "credential", "ticket", "bearer", "cookie"} {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// credentialParam: a Location query or fragment parameter that may carry a
+// credential (OAuth's code and access_token, a session id, a ticket).
+func credentialParam(name string) bool {
+	n := squash(name)
+	return credentialKey(name) || n == "code" || n == "key" || strings.Contains(n, "auth")
+}

@@ -1,0 +1,274 @@
+package proxy
+
+import (
+	"mime"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Action is what the gate does with the app's answer. The zero value
+// refuses: deny by default, in the type too.
+type Action int
+
+const (
+	// Refuse: the answer is not released and no challenge is issued
+	// (503 mfa_unavailable): the gate could not read or attribute it, or
+	// the second factor could not be checked.
+	Refuse Action = iota
+	// Release: the answer needs no second factor and goes out as judged.
+	Release
+	// Hold: the answer goes out only after a second factor (or, with
+	// Enroll, an enrollment inside the login).
+	Hold
+)
+
+func (a Action) String() string {
+	return [...]string{"refuse", "release", "hold"}[a]
+}
+
+// Reasons a verdict gives; they are audit outcomes too, so keep them stable.
+const (
+	ReasonAppRefused         = "app_refused"         // release: the app refused the login
+	ReasonNoSession          = "no_session"          // release: names nobody and carries nothing that could be a session
+	ReasonNoMFA              = "no_mfa"              // release: the user has no MFA and none is required
+	ReasonEnrolled           = "mfa_enrolled"        // hold: the user has MFA
+	ReasonEnrollmentRequired = "enrollment_required" // hold: MFA required, the user must enroll
+	ReasonUnreadable         = "unreadable_answer"   // refuse: an answer the gate cannot decode or parse
+	ReasonUnattributed       = "unattributed"        // refuse: could be a session, but names nobody
+	ReasonAmbiguousUser      = "ambiguous_user"      // refuse: the answer names more than one user
+	ReasonUnavailable        = "unavailable"         // refuse: the user's second factor could not be looked up
+)
+
+// Verdict is the gate's decision on one answer, computed by Judge and only
+// applied by the handler.
+type Verdict struct {
+	Action Action
+	Reason string
+	// User is who the answer was attributed to, and UserSource from where:
+	// "answer_header", "answer_body" or "request_field".
+	User, UserSource string
+	// Marker says what in the answer could be a session (never its value).
+	Marker string
+	Err    error
+}
+
+// RefusalSignal says how the app tells a refused login: a final status at or
+// above MinStatus, or (for apps that answer 200 on failure) a JSON pointer
+// holding a value, or a header being present.
+type RefusalSignal struct {
+	MinStatus int
+	Pointer   string
+	Value     string
+	Header    string
+}
+
+// policy is the compiled judgement of the login gate; Judge is a pure
+// function of it, the request, the answer and the user's state.
+type policy struct {
+	userIDHeader      string
+	userIDPointer     string
+	requestField      bool
+	required          bool
+	requiredPointer   string
+	refused           RefusalSignal
+	nonSessionCookies map[string]bool
+}
+
+// UserState answers whether a user has MFA on; an error means it could not
+// be told, and the gate fails closed.
+type UserState func(user string) (enrolled bool, err error)
+
+// Judge decides what to do with the app's answer a to the login request
+// req. It releases only what it positively knows needs no second factor:
+// a refused login, an answer that carries nothing that could be a session,
+// or a session of a known user without MFA. Everything else is held or
+// refused.
+func (p *policy) Judge(req loginRequest, a *answer, users UserState) Verdict {
+	if a.Status < 200 || a.Status > 599 {
+		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
+	}
+	if a.Status >= p.refused.MinStatus || (p.refused.Header != "" && len(a.Header.Values(p.refused.Header)) > 0) {
+		return Verdict{Action: Release, Reason: ReasonAppRefused}
+	}
+	if a.Unreadable != "" {
+		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
+	}
+	facts, isJSON, err := p.scan(a)
+	if err != nil {
+		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
+	}
+	if p.refused.Pointer != "" && isJSON {
+		if vs := facts.At[p.refused.Pointer]; len(vs) == 1 && vs[0].Kind != 'o' && vs[0].Text == p.refused.Value {
+			return Verdict{Action: Release, Reason: ReasonAppRefused}
+		}
+	}
+
+	v := Verdict{}
+	user, source, ok := p.answerUser(a, facts)
+	if !ok {
+		return Verdict{Action: Refuse, Reason: ReasonAmbiguousUser}
+	}
+	if user == "" {
+		v.Marker = sessionMarker(a, facts, p.nonSessionCookies)
+		if v.Marker == "" {
+			return Verdict{Action: Release, Reason: ReasonNoSession}
+		}
+		if !p.requestField || !req.UserSet || req.User == "" {
+			v.Reason = ReasonUnattributed
+			return v
+		}
+		user, source = req.User, "request_field"
+	}
+	v.User, v.UserSource = user, source
+	enrolled, err := users(user)
+	switch {
+	case err != nil:
+		v.Reason, v.Err = ReasonUnavailable, err
+	case enrolled:
+		v.Action, v.Reason = Hold, ReasonEnrolled
+	case p.required || p.requiredByApp(facts, isJSON):
+		v.Action, v.Reason = Hold, ReasonEnrollmentRequired
+	default:
+		v.Action, v.Reason = Release, ReasonNoMFA
+	}
+	return v
+}
+
+// scan parses a JSON answer (by content type, or a body that looks like
+// JSON) for the configured pointers and credential-looking members. A body
+// that claims to be JSON and is not is an error: the gate cannot read it.
+func (p *policy) scan(a *answer) (jsonFacts, bool, error) {
+	mt, _, _ := mime.ParseMediaType(a.Header.Get("Content-Type"))
+	trimmed := strings.TrimLeft(string(a.Body[:min(len(a.Body), 64)]), " \t\r\n")
+	claims := mt == "application/json" || strings.HasSuffix(mt, "+json")
+	looks := trimmed != "" && (trimmed[0] == '{' || trimmed[0] == '[')
+	if !claims && !looks {
+		return jsonFacts{}, false, nil
+	}
+	facts, err := scanJSON(a.Body, []string{p.userIDPointer, p.requiredPointer, p.refused.Pointer})
+	if err != nil {
+		if claims {
+			return facts, true, err
+		}
+		return jsonFacts{}, false, nil // text that happens to start with a bracket
+	}
+	return facts, true, nil
+}
+
+// answerUser reads the user the answer names: its header, else its JSON
+// pointer. ok is false when the answer names two different users.
+func (p *policy) answerUser(a *answer, facts jsonFacts) (user, source string, ok bool) {
+	if p.userIDHeader != "" {
+		vs := a.Header.Values(p.userIDHeader)
+		for _, v := range vs[min(len(vs), 1):] {
+			if v != vs[0] {
+				return "", "", false
+			}
+		}
+		if len(vs) > 0 && vs[0] != "" {
+			user, source = vs[0], "answer_header"
+		}
+	}
+	if p.userIDPointer != "" {
+		vs := facts.At[p.userIDPointer]
+		var fromBody string
+		for _, v := range vs {
+			if v.Kind != 's' && v.Kind != 'n' {
+				continue
+			}
+			if fromBody != "" && v.Text != fromBody {
+				return "", "", false
+			}
+			fromBody = v.Text
+		}
+		switch {
+		case fromBody == "":
+		case user == "":
+			user, source = fromBody, "answer_body"
+		case user != fromBody:
+			return "", "", false
+		}
+	}
+	return user, source, true
+}
+
+// requiredByApp reads the per-user "MFA required" flag. An answer the gate
+// could not read as JSON counts as requiring it: when in doubt, hold.
+func (p *policy) requiredByApp(facts jsonFacts, isJSON bool) bool {
+	if p.requiredPointer == "" {
+		return false
+	}
+	if !isJSON {
+		return true
+	}
+	vs := facts.At[p.requiredPointer]
+	if len(vs) == 0 {
+		return false
+	}
+	for _, v := range vs {
+		if v.Kind != 'b' || v.Text != "false" {
+			return true // true, or anything the gate cannot read as false
+		}
+	}
+	return false
+}
+
+// paramPattern finds key=value pairs anywhere in a Location's query or
+// fragment (#access_token=…, #/app?token=…, ?code=…).
+var paramPattern = regexp.MustCompile(`([A-Za-z0-9_.\-]+)=`)
+
+// sessionMarker names the first thing in the answer that could be a session
+// credential, or "" when there is none: a cookie being set (other than the
+// ones declared harmless and cookies being deleted), a credential-looking
+// header, a credential-looking Location parameter, or a credential-looking
+// JSON member.
+func sessionMarker(a *answer, facts jsonFacts, harmless map[string]bool) string {
+	for _, line := range a.Header.Values("Set-Cookie") {
+		c, err := http.ParseSetCookie(line)
+		if err != nil {
+			return "Set-Cookie (unparsable)"
+		}
+		if harmless[c.Name] || deletes(c) {
+			continue
+		}
+		return "Set-Cookie " + c.Name
+	}
+	for name := range a.Header {
+		if name != "Set-Cookie" && credentialHeader(name) {
+			return "header " + name
+		}
+	}
+	if loc := a.Header.Get("Location"); loc != "" {
+		rest := loc
+		if u, err := url.Parse(loc); err == nil {
+			rest = u.RawQuery + "#" + u.Fragment
+			if u.User != nil {
+				return "Location userinfo"
+			}
+		}
+		if dec, err := url.QueryUnescape(rest); err == nil {
+			rest += "&" + dec
+		}
+		for _, m := range paramPattern.FindAllStringSubmatch(rest, -1) {
+			if credentialParam(m[1]) {
+				return "Location parameter " + m[1]
+			}
+		}
+	}
+	if facts.CredentialKey != "" {
+		return "JSON member " + facts.CredentialKey
+	}
+	return ""
+}
+
+// longAgo: a Set-Cookie expiring before it is a deletion (servers use 1970).
+var longAgo = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// deletes reports a Set-Cookie that removes the cookie: it cannot carry a
+// session.
+func deletes(c *http.Cookie) bool {
+	return c.MaxAge < 0 || c.Value == "" || (!c.Expires.IsZero() && c.Expires.Before(longAgo))
+}

@@ -5,7 +5,6 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -108,7 +107,14 @@ func (g *loginGate) fetch(out *http.Request) (*answer, error) {
 		return nil, err
 	}
 	defer res.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
+	// Sized once from Content-Length where the app gives it: ReadAll's
+	// doubling would hold up to twice the answer per login.
+	var buf bytes.Buffer
+	if res.ContentLength > 0 && res.ContentLength <= g.opts.MaxAnswerBytes {
+		buf.Grow(int(res.ContentLength) + bytes.MinRead)
+	}
+	_, err = buf.ReadFrom(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
+	raw := buf.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("proxy: read login answer: %w", err)
 	}
@@ -195,117 +201,50 @@ type jsonFacts struct {
 	CredentialKey string
 }
 
-// maxJSONDepth bounds nesting; deeper answers are unreadable.
-const maxJSONDepth = 256
-
-// scanJSON walks body token by token, collecting the values at pointers
-// and whether a credential-looking member is present.
-func scanJSON(body []byte, pointers []string) (jsonFacts, error) {
-	s := &jsonScan{dec: json.NewDecoder(bytes.NewReader(body)), want: map[string]bool{}, facts: jsonFacts{At: map[string][]jsonValue{}}}
-	s.dec.UseNumber()
-	for _, p := range pointers {
-		if p != "" {
-			s.want[p] = true
+// squashAppend appends name lower-cased and without separators, so
+// session_token, sessionToken and Session-Token compare alike.
+func squashAppend(dst, name []byte) []byte {
+	for _, c := range name {
+		switch {
+		case c == '_' || c == '-' || c == '.' || c == ' ':
+		case c >= 'A' && c <= 'Z':
+			dst = append(dst, c+'a'-'A')
+		default:
+			dst = append(dst, c)
 		}
 	}
-	t, err := s.dec.Token()
-	if err != nil {
-		return s.facts, err
-	}
-	if err := s.value(t, "", "", 0); err != nil {
-		return s.facts, err
-	}
-	if _, err := s.dec.Token(); err != io.EOF {
-		return s.facts, errors.New("proxy: trailing data after the JSON answer")
-	}
-	return s.facts, nil
+	return dst
 }
 
-type jsonScan struct {
-	dec   *json.Decoder
-	want  map[string]bool
-	facts jsonFacts
-}
-
-func (s *jsonScan) value(t json.Token, ptr, key string, depth int) error {
-	if depth > maxJSONDepth {
-		return errors.New("proxy: JSON answer nested too deeply")
-	}
-	var v jsonValue
-	switch x := t.(type) {
-	case json.Delim:
-		v = jsonValue{Kind: 'o'}
-		if x == '{' {
-			for s.dec.More() {
-				kt, err := s.dec.Token()
-				if err != nil {
-					return err
-				}
-				k, _ := kt.(string)
-				vt, err := s.dec.Token()
-				if err != nil {
-					return err
-				}
-				if err := s.value(vt, ptr+"/"+escapePointer(k), k, depth+1); err != nil {
-					return err
-				}
-			}
-		} else {
-			for i := 0; s.dec.More(); i++ {
-				vt, err := s.dec.Token()
-				if err != nil {
-					return err
-				}
-				if err := s.value(vt, ptr+"/"+strconv.Itoa(i), "", depth+1); err != nil {
-					return err
-				}
-			}
-		}
-		if _, err := s.dec.Token(); err != nil { // the closing delimiter
-			return err
-		}
-	case string:
-		v = jsonValue{Kind: 's', Text: x}
-	case json.Number:
-		v = jsonValue{Kind: 'n', Text: x.String()}
-	case bool:
-		v = jsonValue{Kind: 'b', Text: strconv.FormatBool(x)}
-	case nil:
-		v = jsonValue{Kind: 'z', Text: "null"}
-	}
-	if s.want[ptr] {
-		s.facts.At[ptr] = append(s.facts.At[ptr], v)
-	}
-	if s.facts.CredentialKey == "" && key != "" && credentialKey(key) && v.Kind != 'z' && v.Text != "false" && (v.Kind != 's' || v.Text != "") {
-		s.facts.CredentialKey = key
-	}
-	return nil
-}
-
-func escapePointer(k string) string {
-	return strings.ReplaceAll(strings.ReplaceAll(k, "~", "~0"), "/", "~1")
-}
-
-// squash lower-cases a name and drops separators, so session_token,
-// sessionToken and Session-Token compare alike.
-func squash(name string) string {
-	return strings.ToLower(strings.NewReplacer("_", "", "-", "", ".", "", " ", "").Replace(name))
-}
+func squash(name string) string { return string(squashAppend(nil, []byte(name))) }
 
 // credentialKey: a JSON member name that may hold a session credential.
 // Generous on purpose: it only matters for an answer that names no user,
 // which is then refused rather than released.
-func credentialKey(name string) bool {
-	n := squash(name)
-	if strings.Contains(n, "csrf") || strings.Contains(n, "xsrf") {
+func credentialKey(name string) bool { return credentialSquashed(squashAppend(nil, []byte(name))) }
+
+// credentialKeyRaw is credentialKey on a raw (still escaped) member name,
+// without allocating for the usual short, unescaped one.
+func credentialKeyRaw(raw []byte) bool {
+	if len(raw) > 64 || bytes.IndexByte(raw, '\\') >= 0 {
+		return credentialKey(unquote(raw))
+	}
+	var buf [64]byte
+	return credentialSquashed(squashAppend(buf[:0], raw))
+}
+
+var credentialWords = [][]byte{[]byte("token"), []byte("jwt"), []byte("session"), []byte("apikey"), []byte("secret"), []byte("credential"), []byte("ticket"), []byte("bearer"), []byte("cookie")}
+
+func credentialSquashed(n []byte) bool {
+	if bytes.Contains(n, []byte("csrf")) || bytes.Contains(n, []byte("xsrf")) {
 		return false
 	}
-	for _, w := range []string{"token", "jwt", "session", "apikey", "secret", "credential", "ticket", "bearer", "cookie"} {
-		if strings.Contains(n, w) {
+	for _, w := range credentialWords {
+		if bytes.Contains(n, w) {
 			return true
 		}
 	}
-	return n == "sid" || n == "auth"
+	return string(n) == "sid" || string(n) == "auth"
 }
 
 // credentialHeader: a response header that may carry a session.

@@ -94,6 +94,7 @@ func (rr *requestReader) read(r *http.Request) (loginRequest, error) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
+	r.TransferEncoding = nil // a known length: some app servers (Django's) ignore chunked bodies
 	r.Header.Del("Transfer-Encoding")
 	if len(body) == 0 {
 		r.Body = http.NoBody

@@ -140,6 +140,17 @@ func spellings() []spelling {
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=ISO-8859-1")
 			return r
 		}},
+		{"chunked form", func(b, p, u string) *http.Request {
+			r := formReq("POST", b+p, "")
+			r.Body = io.NopCloser(strings.NewReader(form(u))) // unknown length: sent chunked
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			return r
+		}},
+		{"chunked json", func(b, p, u string) *http.Request {
+			r := jsonReq(b+p, "", "application/json")
+			r.Body, r.ContentLength = io.NopCloser(strings.NewReader(jsonBody(u))), -1
+			return r
+		}},
 		{"method override header", func(b, p, u string) *http.Request {
 			return formReq("POST", b+p, form(u), "X-HTTP-Method-Override", "PUT")
 		}},

@@ -4,23 +4,23 @@ import (
 	"bytes"
 	"compress/gzip"
 	"compress/zlib"
+	"io"
 	"testing"
 )
 
-func gzipBytes(t testing.TB, b []byte) []byte {
+func compressed(t testing.TB, b []byte, newWriter func(io.Writer) io.WriteCloser) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	w := gzip.NewWriter(&buf)
+	w := newWriter(&buf)
 	w.Write(b)
 	w.Close()
 	return buf.Bytes()
 }
 
+func gzipBytes(t testing.TB, b []byte) []byte {
+	return compressed(t, b, func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) })
+}
+
 func zlibBytes(t testing.TB, b []byte) []byte {
-	t.Helper()
-	var buf bytes.Buffer
-	w := zlib.NewWriter(&buf)
-	w.Write(b)
-	w.Close()
-	return buf.Bytes()
+	return compressed(t, b, func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) })
 }

@@ -162,18 +162,8 @@ func (s *jsonScanner) object(depth int) error {
 		if err != nil {
 			return err
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return errBadJSON
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case '}':
-			s.i++
-			return nil
-		default:
-			return errBadJSON
+		if done, err := s.after('}'); done || err != nil {
+			return err
 		}
 	}
 }
@@ -193,20 +183,27 @@ func (s *jsonScanner) array(depth int) error {
 		if err != nil {
 			return err
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return errBadJSON
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-		case ']':
-			s.i++
-			return nil
-		default:
-			return errBadJSON
+		if done, err := s.after(']'); done || err != nil {
+			return err
 		}
 	}
+}
+
+// after reads what follows a member or element: a comma (more to come)
+// or the closing delimiter (done).
+func (s *jsonScanner) after(closing byte) (done bool, err error) {
+	s.ws()
+	switch {
+	case s.i >= len(s.b):
+		return false, errBadJSON
+	case s.b[s.i] == ',':
+		s.i++
+		return false, nil
+	case s.b[s.i] == closing:
+		s.i++
+		return true, nil
+	}
+	return false, errBadJSON
 }
 
 // str scans a string and returns its raw content between the quotes.

@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/totpgate/totpgate/identity"
 )
 
 // Config is the whole configuration of one sidecar process.
@@ -27,6 +29,7 @@ type Config struct {
 	Admin          Admin    `yaml:"admin"`
 	Identity       Identity `yaml:"identity"`
 	Login          Login    `yaml:"login"`
+	Session        Session  `yaml:"session"`
 	MFA            MFA      `yaml:"mfa"`
 	Store          Store    `yaml:"store"`
 	Keyring        Keyring  `yaml:"keyring"`
@@ -141,6 +144,43 @@ func (l Login) Validate() error {
 		errs = append(errs, errors.New("login.max_concurrent: must be at least 1"))
 	}
 	errs = append(errs, positive("login.challenge_ttl", l.ChallengeTTL))
+	return errors.Join(errs...)
+}
+
+// Session describes the app's session credential, so the gate can find it
+// in any answer, on any route, and ask the app whose it is.
+type Session struct {
+	Credentials []string `yaml:"credentials" doc:"The app's session credentials: where one appears in an answer and how it is presented back to the app, as <in>:<name>[ as <how>[:<name>]] with in = cookie, header, json (a member at any depth), pointer or location (a Location query or fragment parameter) and how = bearer, cookie:<name> or header:<name>. E.g. cookie:sessionid, json:sessionToken as bearer. An answer on any route that carries one the request did not present is attributed by identity.introspect_path and held for a user who needs a second factor. check-config explains each."`
+	BodyRoutes  []string `yaml:"body_routes" doc:"Route prefixes (e.g. /graphql, /batch, /users) whose JSON answers are read (up to login.max_answer_bytes) for json and pointer credentials; other answers are checked by their headers only and stream through."`
+}
+
+// Parsed returns the credentials, checked.
+func (s Session) Parsed() ([]identity.Credential, error) {
+	var errs []error
+	out := make([]identity.Credential, 0, len(s.Credentials))
+	for _, spec := range s.Credentials {
+		c, err := identity.ParseCredential(spec)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("session.credentials: %w", err))
+			continue
+		}
+		out = append(out, c)
+	}
+	return out, errors.Join(errs...)
+}
+
+// Validate reports every bad credential and body route.
+func (s Session) Validate() error {
+	_, err := s.Parsed()
+	errs := []error{err}
+	for _, p := range s.BodyRoutes {
+		if !strings.HasPrefix(p, "/") {
+			errs = append(errs, fmt.Errorf("session.body_routes: %q must start with /", p))
+		}
+	}
+	if len(s.BodyRoutes) > 0 && len(s.Credentials) == 0 {
+		errs = append(errs, errors.New("session.body_routes: set session.credentials too (body routes are read for json and pointer credentials)"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -457,7 +497,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Upstream.Validate(), c.API.Validate(), c.Admin.Validate(), c.Identity.Validate(), c.Login.Validate(),
-		c.MFA.Validate(), c.Store.Validate(), c.Keyring.Validate(), c.Audit.Validate(), c.Server.Validate(), c.Log.Validate())
+		c.Session.Validate(), c.MFA.Validate(), c.Store.Validate(), c.Keyring.Validate(), c.Audit.Validate(), c.Server.Validate(), c.Log.Validate())
 	return errors.Join(errs...)
 }
 

@@ -36,6 +36,7 @@ type Introspector struct {
 	forward        []string
 	userPointer    string
 	accountPointer string
+	forwardHost    bool
 }
 
 // NewIntrospector checks its settings once.
@@ -55,40 +56,81 @@ func NewIntrospector(client *http.Client, url string, forwardHeaders []string, u
 			errs = append(errs, fmt.Errorf("identity: account pointer: %w", err))
 		}
 	}
-	return &Introspector{client: client, url: url, forward: forwardHeaders, userPointer: userPointer, accountPointer: accountPointer}, errors.Join(errs...)
+	// Never follow a redirect: an app that sends the caller to its login
+	// page is saying "not logged in", and a redirect elsewhere must not
+	// carry the caller's credentials there.
+	c := *client
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Introspector{client: &c, url: url, forward: forwardHeaders, userPointer: userPointer, accountPointer: accountPointer}, errors.Join(errs...)
 }
+
+// ForwardHost makes introspection send the client's Host header (set it
+// when upstream.preserve_host is: the app then routes on the client's host).
+func (i *Introspector) ForwardHost(on bool) { i.forwardHost = on }
 
 // maxAnswer bounds what is read of the app's answer.
 const maxAnswer = 1 << 20
 
 // Identify forwards r's credential headers to the app. A 2xx answer with a
-// user id means the caller is that user; 401/403 or no credentials is
+// user id means the caller is that user; any 4xx (an invalid or expired
+// session, whatever the exact code) or no credentials is
 // ErrUnauthenticated; anything else ErrUpstream.
 func (i *Introspector) Identify(ctx context.Context, r *http.Request) (Identity, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, i.url, nil)
-	if err != nil {
-		return Identity{}, fmt.Errorf("%w: %w", ErrUpstream, err)
-	}
 	sent := false
-	for _, h := range i.forward {
-		for _, v := range r.Header.Values(h) {
-			req.Header.Add(h, v)
+	h := http.Header{}
+	for _, name := range i.forward {
+		for _, v := range r.Header.Values(name) {
+			h.Add(name, v)
 			sent = true
 		}
 	}
 	if !sent {
 		return Identity{}, ErrUnauthenticated
 	}
+	return i.ask(ctx, h, r, false)
+}
+
+// IdentifyWith presents a credential the sidecar found in an app answer
+// (present adds it to the headers) and asks the app whose it is.
+// ErrUnauthenticated means the credential is no session. in, when set, is
+// the request as the app got it (X-Forwarded-* already rewritten for the
+// peer's trust): its Host and X-Forwarded-For/Proto are forwarded, so a
+// multi-tenant app identifies correctly.
+func (i *Introspector) IdentifyWith(ctx context.Context, present func(http.Header), in *http.Request) (Identity, error) {
+	h := http.Header{}
+	present(h)
+	return i.ask(ctx, h, in, true)
+}
+
+// ask calls the identity endpoint with h. The client's own X-Forwarded-*
+// are forwarded only from a request the proxy has rewritten (forwarded).
+func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request, forwarded bool) (Identity, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, i.url, nil)
+	if err != nil {
+		return Identity{}, fmt.Errorf("%w: %w", ErrUpstream, err)
+	}
+	req.Header = h
 	req.Header.Set("Accept", "application/json")
+	if in != nil {
+		if i.forwardHost && in.Host != "" {
+			req.Host = in.Host
+		}
+		for _, name := range []string{"X-Forwarded-For", "X-Forwarded-Proto"} {
+			if v := in.Header.Get(name); v != "" && forwarded {
+				req.Header.Set(name, v)
+			}
+		}
+	}
 	res, err := i.client.Do(req)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrUpstream, err)
 	}
 	defer res.Body.Close()
 	switch {
-	case res.StatusCode == http.StatusUnauthorized || res.StatusCode == http.StatusForbidden:
+	case res.StatusCode >= 400 && res.StatusCode < 500:
 		return Identity{}, ErrUnauthenticated
 	case res.StatusCode < 200 || res.StatusCode > 299:
+		// Redirects are never followed: a login page is no answer.
 		return Identity{}, fmt.Errorf("%w: introspection answered %d", ErrUpstream, res.StatusCode)
 	}
 	var doc any

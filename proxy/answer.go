@@ -192,6 +192,9 @@ type jsonValue struct {
 // jsonFacts is what a streaming scan of a JSON answer found, without
 // building the document in memory.
 type jsonFacts struct {
+	// Keys holds the non-empty string values of the collected member
+	// names, found at any depth.
+	Keys map[string][]string
 	// At holds every value found at each wanted pointer; a pointer met
 	// twice (duplicate keys) has two values, which the verdict treats as
 	// ambiguous.

@@ -80,6 +80,9 @@ func New(o Options) (*Front, error) {
 			return nil, err
 		}
 		f.login = g
+		if len(o.Login.Credentials) > 0 && o.Login.Introspector != nil {
+			f.proxy.ModifyResponse = g.watchAnswer
+		}
 	}
 	return f, nil
 }

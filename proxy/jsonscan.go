@@ -19,8 +19,8 @@ var errBadJSON = errors.New("proxy: the answer is not valid JSON")
 // judged at once. It collects the values at the wanted pointers and the
 // first credential-looking member, and refuses anything that is not
 // exactly one valid JSON value (RFC 8259).
-func scanJSON(body []byte, pointers []string) (jsonFacts, error) {
-	s := &jsonScanner{b: body, want: map[string]bool{}, facts: jsonFacts{At: map[string][]jsonValue{}}}
+func scanJSON(body []byte, pointers []string, keys map[string]bool) (jsonFacts, error) {
+	s := &jsonScanner{b: body, want: map[string]bool{}, keys: keys, facts: jsonFacts{At: map[string][]jsonValue{}, Keys: map[string][]string{}}}
 	for _, p := range pointers {
 		if p != "" {
 			s.want[p] = true
@@ -48,7 +48,9 @@ type jsonScanner struct {
 	// wantLen[n]: some wanted pointer is n bytes long; most paths are
 	// ruled out by length before any hashing.
 	wantLen []bool
-	facts   jsonFacts
+	// keys are member names whose string values are collected at any depth.
+	keys  map[string]bool
+	facts jsonFacts
 }
 
 func (s *jsonScanner) ws() {
@@ -91,8 +93,11 @@ func (s *jsonScanner) value(depth int, key []byte) error {
 			return err
 		}
 		v.Kind = 's'
-		if s.wanted() {
+		if kw := s.keyWanted(key); s.wanted() || kw != "" {
 			v.Text = unquote(raw)
+			if kw != "" && v.Text != "" {
+				s.facts.Keys[kw] = append(s.facts.Keys[kw], v.Text)
+			}
 		} else if len(raw) > 0 {
 			v.Text = "x" // only emptiness matters below
 		}
@@ -122,12 +127,29 @@ func (s *jsonScanner) value(depth int, key []byte) error {
 	if s.wanted() {
 		s.facts.At[string(s.path)] = append(s.facts.At[string(s.path)], v)
 	}
-	if key != nil && s.facts.CredentialKey == "" && v.Kind != 'z' && v.Text != "false" && (v.Kind != 's' || v.Text != "") {
+	if key != nil && s.facts.CredentialKey == "" && v.Kind != 'z' && v.Text != "false" && (v.Kind != 's' || v.Text != "") && s.keyWanted(key) == "" {
 		if credentialKeyRaw(key) {
 			s.facts.CredentialKey = unquote(key)
 		}
 	}
 	return nil
+}
+
+// keyWanted returns the collected member name raw stands for, or "".
+func (s *jsonScanner) keyWanted(raw []byte) string {
+	if raw == nil || len(s.keys) == 0 {
+		return ""
+	}
+	if bytes.IndexByte(raw, '\\') >= 0 {
+		if k := unquote(raw); s.keys[k] {
+			return k
+		}
+		return ""
+	}
+	if s.keys[string(raw)] {
+		return string(raw)
+	}
+	return ""
 }
 
 func (s *jsonScanner) wanted() bool {

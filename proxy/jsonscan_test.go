@@ -8,7 +8,7 @@ import (
 func TestScanJSON(t *testing.T) {
 	t.Parallel()
 	facts, err := scanJSON([]byte(` {"user":{"id":"al\u0069ce","n":-1.5e3},"a/b":{"~k":[1,{"x":"y"}]},"list":[true,false,null],"sessionToken":"t"} `),
-		[]string{"/user/id", "/user/n", "/a~1b/~0k/1/x", "/list/2", "/missing"})
+		[]string{"/user/id", "/user/n", "/a~1b/~0k/1/x", "/list/2", "/missing"}, map[string]bool{"x": true, "sessionToken": true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -18,11 +18,11 @@ func TestScanJSON(t *testing.T) {
 			t.Errorf("%s = %+v, want %+v", p, got, w)
 		}
 	}
-	if len(facts.At["/missing"]) != 0 || facts.CredentialKey != "sessionToken" {
+	if len(facts.At["/missing"]) != 0 || facts.CredentialKey != "" || len(facts.Keys["x"]) != 1 || facts.Keys["sessionToken"][0] != "t" {
 		t.Errorf("facts = %+v", facts)
 	}
 	for _, bad := range []string{``, `{`, `{"a":1,}`, `[1,]`, `{"a" 1}`, `01`, `1.`, `-`, `"\x"`, "\"a\x01\"", `tru`, `{"a":1}{}`, `[1 2]`, `{a:1}`, `"\u12"`} {
-		if _, err := scanJSON([]byte(bad), nil); err == nil {
+		if _, err := scanJSON([]byte(bad), nil, nil); err == nil {
 			t.Errorf("scanJSON(%q) accepted invalid JSON", bad)
 		}
 	}
@@ -35,7 +35,7 @@ func FuzzScanJSON(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		facts, err := scanJSON([]byte(s), []string{"/id", "/user/id"})
+		facts, err := scanJSON([]byte(s), []string{"/id", "/user/id"}, map[string]bool{"id": true})
 		if (err == nil) != json.Valid([]byte(s)) {
 			t.Fatalf("scanJSON(%q) err = %v, json.Valid = %v", s, err, json.Valid([]byte(s)))
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/audit"
+	"github.com/totpgate/totpgate/identity"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 )
@@ -59,6 +60,20 @@ type LoginOptions struct {
 	// that requires it for that user alone.
 	Required        bool
 	RequiredPointer string
+	// Credentials describe the app's session; with Introspector set, an
+	// answer on any route that carries one is attributed by asking the
+	// app whose it is, and held for a user who needs a second factor.
+	// BodyRoutes are the route prefixes whose JSON answers are scanned for
+	// json and pointer credentials (other answers stream untouched).
+	Credentials  []Credential
+	BodyRoutes   []string
+	Introspector Introspector
+}
+
+// Introspector asks the app whose session a credential is.
+type Introspector interface {
+	Identify(ctx context.Context, r *http.Request) (identity.Identity, error)
+	IdentifyWith(ctx context.Context, present func(http.Header), in *http.Request) (identity.Identity, error)
 }
 
 type loginGate struct {
@@ -67,6 +82,7 @@ type loginGate struct {
 	policy         policy
 	reader         requestReader
 	sessionCookies map[string]bool
+	bodyRoutes     []string
 	transport      http.RoundTripper
 	rewrite        func(*httputil.ProxyRequest)
 	upstreamError  func(http.ResponseWriter, *http.Request, error)
@@ -123,11 +139,13 @@ func newLoginGate(o LoginOptions, transport http.RoundTripper, rewrite func(*htt
 		opts:   o,
 		routes: newRouteSet(o.Paths),
 		policy: policy{
+			creds:        newCredentials(o.Credentials),
 			userIDHeader: o.UserIDHeader, userIDPointer: o.UserIDPointer, requestField: o.UserIDRequestField != "",
 			required: o.Required, requiredPointer: o.RequiredPointer, refused: o.Refused, nonSessionCookies: set(o.NonSessionCookies),
 		},
 		reader:         requestReader{codeHeader: o.CodeHeader, codeField: foldField(o.CodeField), maxBytes: o.MaxRequestBytes, normalize: o.UserIDNormalize},
-		sessionCookies: set(o.SessionCookies),
+		sessionCookies: set(append(cookieNames(o.Credentials), o.SessionCookies...)),
+		bodyRoutes:     bodyRoutes(o.BodyRoutes),
 		transport:      transport,
 		rewrite:        rewrite,
 		upstreamError:  upstreamErrorHandler(log),
@@ -177,7 +195,8 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, r, problem.New(re.Status, re.Code, re.Detail))
 		return
 	}
-	a, err := g.fetch(g.outbound(r))
+	out := g.outbound(r)
+	a, err := g.fetch(out)
 	switch {
 	case errors.Is(err, errAnswerTooLarge):
 		ev.record(audit.LoginRefused, req.User, "oversized_answer")
@@ -189,8 +208,46 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.upstreamError(w, r, err)
 		return
 	}
-	v := g.policy.Judge(req, a, func(user string) (bool, error) { return g.opts.MFA.Enrolled(r.Context(), user) })
+	v := g.policy.Judge(req, a, g.lookups(out, false)) // introspection sees what the app saw
 	g.apply(w, r, ev, req, a, v)
+}
+
+// lookups are the verdict's questions to the store and the app, for the
+// request r (on any route, holder: whose session r itself presents).
+func (g *loginGate) lookups(r *http.Request, holder bool) Lookups {
+	ctx := r.Context()
+	l := Lookups{Enrolled: func(user string) (bool, error) { return g.opts.MFA.Enrolled(ctx, user) }}
+	if g.opts.Introspector == nil {
+		return l
+	}
+	l.Whose = func(f Found) (string, error) {
+		id, err := g.opts.Introspector.IdentifyWith(ctx, func(h http.Header) { f.Credential.Present(h, f.Value) }, r)
+		return identityUser(id, err)
+	}
+	if holder {
+		l.Holder = func() (string, error) { return identityUser(g.opts.Introspector.Identify(ctx, r)) }
+	}
+	return l
+}
+
+func identityUser(id identity.Identity, err error) (string, error) {
+	switch {
+	case errors.Is(err, identity.ErrUnauthenticated):
+		return "", nil
+	case err != nil:
+		return "", err
+	}
+	return id.UserID, nil
+}
+
+func cookieNames(cs []Credential) []string {
+	var out []string
+	for _, c := range cs {
+		if c.As == "cookie" {
+			out = append(out, c.AsName)
+		}
+	}
+	return out
 }
 
 // apply carries out a verdict and records it. Its switch ends in the

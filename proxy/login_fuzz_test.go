@@ -95,7 +95,7 @@ func FuzzJudge(f *testing.F) {
 		if err := a.decode(1 << 16); err != nil {
 			return
 		}
-		v := p.Judge(loginRequest{}, a, enrolled)
+		v := p.Judge(loginRequest{}, a, Lookups{Enrolled: enrolled})
 		if v.Action != Release {
 			return
 		}

@@ -68,6 +68,7 @@ type RefusalSignal struct {
 // policy is the compiled judgement of the login gate; Judge is a pure
 // function of it, the request, the answer and the user's state.
 type policy struct {
+	creds             *credentials
 	userIDHeader      string
 	userIDPointer     string
 	requestField      bool
@@ -81,12 +82,24 @@ type policy struct {
 // be told, and the gate fails closed.
 type UserState func(user string) (enrolled bool, err error)
 
+// Lookups are what a verdict may ask outside the answer.
+type Lookups struct {
+	Enrolled UserState
+	// Whose asks the app whose session a found credential is: "" when it
+	// is none. Nil: no introspection configured.
+	Whose func(Found) (string, error)
+	// Holder says whose session the request itself presented ("" none):
+	// an answer that renews the session of the user who sent the request
+	// grants nothing new. Nil on login routes.
+	Holder func() (string, error)
+}
+
 // Judge decides what to do with the app's answer a to the login request
 // req. It releases only what it positively knows needs no second factor:
 // a refused login, an answer that carries nothing that could be a session,
 // or a session of a known user without MFA. Everything else is held or
 // refused.
-func (p *policy) Judge(req loginRequest, a *answer, users UserState) Verdict {
+func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 	if a.Status < 200 || a.Status > 599 {
 		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
 	}
@@ -112,18 +125,26 @@ func (p *policy) Judge(req loginRequest, a *answer, users UserState) Verdict {
 		return Verdict{Action: Refuse, Reason: ReasonAmbiguousUser}
 	}
 	if user == "" {
-		v.Marker = sessionMarker(a, facts, p.nonSessionCookies)
-		if v.Marker == "" {
+		found := p.found(a, facts, isJSON)
+		v.Marker = sessionMarker(a, facts, p.nonSessionCookies, p.creds)
+		switch {
+		case len(found) == 0 && v.Marker == "":
 			return Verdict{Action: Release, Reason: ReasonNoSession}
-		}
-		if !p.requestField || !req.UserSet || req.User == "" {
+		case len(found) > 0 && v.Marker == "" && l.Whose != nil:
+			// Every possible session is a configured credential: ask
+			// the app whose each one is.
+			return p.attribute(found, l, p.requiredByApp(facts, isJSON))
+		case !p.requestField || !req.UserSet || req.User == "":
+			if v.Marker == "" {
+				v.Marker = found[0].Credential.In + " " + found[0].Credential.Name
+			}
 			v.Reason = ReasonUnattributed
 			return v
 		}
 		user, source = req.User, "request_field"
 	}
 	v.User, v.UserSource = user, source
-	enrolled, err := users(user)
+	enrolled, err := l.Enrolled(user)
 	switch {
 	case err != nil:
 		v.Reason, v.Err = ReasonUnavailable, err
@@ -137,6 +158,88 @@ func (p *policy) Judge(req loginRequest, a *answer, users UserState) Verdict {
 	return v
 }
 
+// JudgeCredentials decides on an answer of any route that carries the
+// configured credentials found (the caller has dropped the ones the
+// request itself presented). Nothing here can be a login refusal but a
+// refusing status.
+func (p *policy) JudgeCredentials(a *answer, found []Found, l Lookups) Verdict {
+	if a.Status < 200 || a.Status > 599 {
+		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
+	}
+	if a.Status >= p.refused.MinStatus {
+		return Verdict{Action: Release, Reason: ReasonAppRefused}
+	}
+	return p.attribute(found, l, false)
+}
+
+// attribute asks the app whose each found credential is and decides: no
+// session among them passes, sessions of users without MFA pass, one user
+// who needs a second factor is held, two are ambiguous.
+func (p *policy) attribute(found []Found, l Lookups, requiredByApp bool) Verdict {
+	if l.Whose == nil {
+		return Verdict{Action: Refuse, Reason: ReasonUnattributed, Marker: found[0].Credential.In + " " + found[0].Credential.Name}
+	}
+	seen := map[string]bool{}
+	var users []string
+	for _, f := range found {
+		u, err := l.Whose(f)
+		if err != nil {
+			return Verdict{Action: Refuse, Reason: ReasonUnavailable, Err: err}
+		}
+		if u != "" && !seen[u] {
+			seen[u] = true
+			users = append(users, u)
+		}
+	}
+	if len(users) == 0 {
+		return Verdict{Action: Release, Reason: ReasonNoSession}
+	}
+	var needs []Verdict
+	for _, u := range users {
+		enrolled, err := l.Enrolled(u)
+		switch {
+		case err != nil:
+			return Verdict{Action: Refuse, Reason: ReasonUnavailable, User: u, UserSource: "introspection", Err: err}
+		case enrolled:
+			needs = append(needs, Verdict{Action: Hold, Reason: ReasonEnrolled, User: u, UserSource: "introspection"})
+		case p.required || requiredByApp:
+			needs = append(needs, Verdict{Action: Hold, Reason: ReasonEnrollmentRequired, User: u, UserSource: "introspection"})
+		}
+	}
+	if len(needs) > 0 && l.Holder != nil {
+		holder, err := l.Holder()
+		if err != nil {
+			return Verdict{Action: Refuse, Reason: ReasonUnavailable, Err: err}
+		}
+		kept := needs[:0]
+		for _, n := range needs {
+			if n.User != holder {
+				kept = append(kept, n)
+			}
+		}
+		needs = kept
+	}
+	switch len(needs) {
+	case 0:
+		return Verdict{Action: Release, Reason: ReasonNoMFA, User: users[0], UserSource: "introspection"}
+	case 1:
+		return needs[0]
+	}
+	return Verdict{Action: Refuse, Reason: ReasonAmbiguousUser}
+}
+
+// found lists the configured credentials in the answer.
+func (p *policy) found(a *answer, facts jsonFacts, isJSON bool) []Found {
+	if p.creds.empty() {
+		return nil
+	}
+	out := p.creds.fromHeaders(a.Header)
+	if isJSON {
+		out = append(out, p.creds.fromJSON(facts)...)
+	}
+	return out
+}
+
 // scan parses a JSON answer (by content type, or a body that looks like
 // JSON) for the configured pointers and credential-looking members. A body
 // that claims to be JSON and is not is an error: the gate cannot read it.
@@ -148,7 +251,14 @@ func (p *policy) scan(a *answer) (jsonFacts, bool, error) {
 	if !claims && !looks {
 		return jsonFacts{}, false, nil
 	}
-	facts, err := scanJSON(a.Body, []string{p.userIDPointer, p.requiredPointer, p.refused.Pointer})
+	pointers := []string{p.userIDPointer, p.requiredPointer, p.refused.Pointer}
+	var keys map[string]bool
+	if !p.creds.empty() {
+		var cp []string
+		cp, keys = p.creds.scanTargets()
+		pointers = append(pointers, cp...)
+	}
+	facts, err := scanJSON(a.Body, pointers, keys)
 	if err != nil {
 		if claims {
 			return facts, true, err
@@ -225,19 +335,22 @@ var paramPattern = regexp.MustCompile(`([A-Za-z0-9_.\-]+)=`)
 // ones declared harmless and cookies being deleted), a credential-looking
 // header, a credential-looking Location parameter, or a credential-looking
 // JSON member.
-func sessionMarker(a *answer, facts jsonFacts, harmless map[string]bool) string {
+func sessionMarker(a *answer, facts jsonFacts, harmless map[string]bool, known *credentials) string {
+	if known == nil {
+		known = newCredentials(nil)
+	}
 	for _, line := range a.Header.Values("Set-Cookie") {
 		c, err := http.ParseSetCookie(line)
 		if err != nil {
 			return "Set-Cookie (unparsable)"
 		}
-		if harmless[c.Name] || deletes(c) {
+		if _, ok := known.cookies[c.Name]; harmless[c.Name] || ok || deletes(c) {
 			continue
 		}
 		return "Set-Cookie " + c.Name
 	}
 	for name := range a.Header {
-		if name != "Set-Cookie" && credentialHeader(name) {
+		if name != "Set-Cookie" && credentialHeader(name) && !known.hasHeader(name) {
 			return "header " + name
 		}
 	}
@@ -253,12 +366,12 @@ func sessionMarker(a *answer, facts jsonFacts, harmless map[string]bool) string 
 			rest += "&" + dec
 		}
 		for _, m := range paramPattern.FindAllStringSubmatch(rest, -1) {
-			if credentialParam(m[1]) {
+			if _, ok := known.location[m[1]]; credentialParam(m[1]) && !ok {
 				return "Location parameter " + m[1]
 			}
 		}
 	}
-	if facts.CredentialKey != "" {
+	if _, ok := known.jsonKeys[facts.CredentialKey]; facts.CredentialKey != "" && !ok {
 		return "JSON member " + facts.CredentialKey
 	}
 	return ""

@@ -17,6 +17,31 @@ func testUsers(user string) (bool, error) {
 	return false, nil
 }
 
+// testWhose is the app's identity endpoint: S-<user> tokens are sessions
+// of <user>, S-down fails, anything else is no session.
+func testWhose(f Found) (string, error) {
+	switch {
+	case f.Value == "S-down":
+		return "", errors.New("app down")
+	case len(f.Value) > 2 && f.Value[:2] == "S-":
+		return f.Value[2:], nil
+	}
+	return "", nil
+}
+
+func mustCredentials(t *testing.T, specs ...string) *credentials {
+	t.Helper()
+	var list []Credential
+	for _, s := range specs {
+		c, err := ParseCredential(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		list = append(list, c)
+	}
+	return newCredentials(list)
+}
+
 func TestJudge(t *testing.T) {
 	t.Parallel()
 	base := policy{userIDPointer: "/user/id", refused: RefusalSignal{MinStatus: 400}, nonSessionCookies: map[string]bool{"csrftoken": true}}
@@ -30,6 +55,9 @@ func TestJudge(t *testing.T) {
 	required.required = true
 	requiredByApp := base
 	requiredByApp.requiredPointer = "/mfa_required"
+	withCreds := base
+	withCreds.userIDPointer = ""
+	withCreds.creds = mustCredentials(t, "cookie:sessionid", "json:sessionToken", "location:access_token", "header:X-Session-Token")
 	json := http.Header{"Content-Type": {"application/json"}}
 	hdr := func(kv ...string) http.Header {
 		h := http.Header{}
@@ -87,6 +115,14 @@ func TestJudge(t *testing.T) {
 		{"request field attributes a session", withField, loginRequest{User: "alice", UserSet: true}, answer{Status: 302, Header: hdr("Set-Cookie", "sessionid=abc")}, Hold, ReasonEnrolled, "alice"},
 		{"request field without a session", withField, loginRequest{User: "alice", UserSet: true}, answer{Status: 200, Header: hdr("Content-Type", "text/html")}, Release, ReasonNoSession, ""},
 		{"request field missing", withField, loginRequest{}, answer{Status: 302, Header: hdr("Set-Cookie", "sessionid=abc")}, Refuse, ReasonUnattributed, ""},
+		{"introspected cookie of an enrolled user", withCreds, loginRequest{}, answer{Status: 302, Header: hdr("Set-Cookie", "sessionid=S-alice", "Set-Cookie", "csrftoken=x", "Location", "/")}, Hold, ReasonEnrolled, "alice"},
+		{"introspected cookie of a user without MFA", withCreds, loginRequest{}, answer{Status: 302, Header: hdr("Set-Cookie", "sessionid=S-bob")}, Release, ReasonNoMFA, "bob"},
+		{"introspection says no session", withCreds, loginRequest{}, answer{Status: 200, Header: hdr("Set-Cookie", "sessionid=anon", "Content-Type", "text/html")}, Release, ReasonNoSession, ""},
+		{"introspection down", withCreds, loginRequest{}, answer{Status: 200, Header: hdr("Set-Cookie", "sessionid=S-down")}, Refuse, ReasonUnavailable, ""},
+		{"token in a redirect introspected", withCreds, loginRequest{}, answer{Status: 302, Header: hdr("Location", "/app#access_token=S-alice")}, Hold, ReasonEnrolled, "alice"},
+		{"batch: one enrolled among many", withCreds, loginRequest{}, answer{Status: 200, Header: json, Body: []byte(`[{"data":{"sessionToken":"S-bob"}},{"data":{"sessionToken":"S-alice"}}]`)}, Hold, ReasonEnrolled, "alice"},
+		{"batch: nobody needs MFA", withCreds, loginRequest{}, answer{Status: 200, Header: json, Body: []byte(`[{"sessionToken":"S-bob"},{"sessionToken":"S-dan"}]`)}, Release, ReasonNoMFA, "bob"},
+		{"credential plus an unknown cookie", withCreds, loginRequest{}, answer{Status: 302, Header: hdr("Set-Cookie", "sessionid=S-bob", "Set-Cookie", "remember_token=x")}, Refuse, ReasonUnattributed, ""},
 		{"answer id wins over the request field", func() policy { p := withField; p.userIDPointer = "/user/id"; return p }(), loginRequest{User: "bob", UserSet: true}, answer{Status: 200, Header: json, Body: []byte(`{"user":{"id":"alice"}}`)}, Hold, ReasonEnrolled, "alice"},
 	}
 	for _, tc := range tests {
@@ -96,7 +132,7 @@ func TestJudge(t *testing.T) {
 			if a.Header == nil {
 				a.Header = http.Header{}
 			}
-			v := tc.p.Judge(tc.req, &a, testUsers)
+			v := tc.p.Judge(tc.req, &a, Lookups{Enrolled: testUsers, Whose: testWhose})
 			if v.Action != tc.action || v.Reason != tc.reason || v.User != tc.user {
 				t.Fatalf("Judge = %s/%s user %q (marker %q), want %s/%s user %q", v.Action, v.Reason, v.User, v.Marker, tc.action, tc.reason, tc.user)
 			}

@@ -78,9 +78,16 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	version, revision := buildVersion()
 	metrics.NewBuildInfo(reg, version, revision)
-	routes := make([]string, 0, len(cfg.Login.Paths))
+	credentials, err := cfg.Session.Parsed()
+	if err != nil {
+		return nil, err
+	}
+	routes := make([]string, 0, len(cfg.Login.Paths)+1)
 	for _, p := range cfg.Login.Paths {
 		routes = append(routes, proxy.NormalizePath(p))
+	}
+	if len(credentials) > 0 {
+		routes = append(routes, proxy.AnyRoute) // sessions found on routes nobody configured
 	}
 	auditRec := metrics.Fanout{audit.NewLog(log), metrics.NewRecorder(reg, routes)}
 	var background []func(context.Context)
@@ -141,6 +148,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if err != nil {
 		return nil, err
 	}
+	introspect.ForwardHost(cfg.Upstream.PreserveHost)
 	peers := proxy.NewPeers(trusted)
 	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
 	if cfg.Login.RevokePath != "" {

@@ -52,6 +52,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return err
 		}
 		fmt.Fprint(stdout, config.Redacted(cfg))
+		explainCredentials(stdout, cfg)
 		fmt.Fprintln(stdout, "# configuration is valid")
 		return nil
 	case "keys":
@@ -130,4 +131,26 @@ func buildVersion() (version, revision string) {
 		}
 	}
 	return version, revision
+}
+
+// explainCredentials says, as YAML comments, what the gate will look for in
+// the app's answers.
+func explainCredentials(w io.Writer, cfg config.Config) {
+	creds, _ := cfg.Session.Parsed() // validated already
+	if len(creds) == 0 {
+		fmt.Fprintln(w, "# session.credentials: none; only answers on login.paths are judged")
+		return
+	}
+	fmt.Fprintln(w, "# the gate looks in every answer, on any route, for:")
+	for _, c := range creds {
+		where := "headers of every answer"
+		if c.In == "json" || c.In == "pointer" {
+			where = "JSON answers on login.paths"
+			if len(cfg.Session.BodyRoutes) > 0 {
+				where += " and under " + strings.Join(cfg.Session.BodyRoutes, ", ")
+			}
+		}
+		fmt.Fprintf(w, "#   %s (%s)\n", c, where)
+	}
+	fmt.Fprintf(w, "# and asks %s whose each one is\n", cfg.Identity.IntrospectPath)
 }

@@ -1,0 +1,184 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/totpgate/totpgate/audit"
+	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/problem"
+)
+
+// AnyRoute is the route label of events from routes nobody configured: the
+// path goes to the log line, never to a metric label.
+const AnyRoute = "/*"
+
+func bodyRoutes(prefixes []string) []string {
+	out := make([]string, 0, len(prefixes))
+	for _, p := range prefixes {
+		out = append(out, NormalizePath(p))
+	}
+	return out
+}
+
+// scansBody reports whether the JSON answers of path are scanned for
+// credentials: it is one of the operator's body routes or below one.
+func (g *loginGate) scansBody(path string) bool {
+	if len(g.bodyRoutes) == 0 || !g.policy.creds.inBody() {
+		return false
+	}
+	n := NormalizePath(path)
+	for _, p := range g.bodyRoutes {
+		if n == p || strings.HasPrefix(n, p+"/") || p == "" {
+			return true
+		}
+	}
+	return false
+}
+
+// watchAnswer is the pass-through's ModifyResponse: every answer, on any
+// route, is checked for the app's session credential before it is
+// released. Headers are checked always, without buffering; JSON bodies
+// only on body routes. An answer that carries a credential the request
+// did not already present is judged like a login answer. Everything else
+// streams through untouched.
+func (g *loginGate) watchAnswer(res *http.Response) error {
+	r := res.Request // the request as the app got it: same context, the client's credentials
+	found := g.policy.creds.fromHeaders(res.Header)
+	scanBody := g.scansBody(r.URL.Path) && jsonish(res.Header)
+	if len(found) == 0 && !scanBody {
+		return nil
+	}
+	if res.StatusCode == http.StatusSwitchingProtocols {
+		// The body is the upgraded connection: it cannot be held, so a
+		// protocol switch that sets a session is refused (502).
+		return errors.New("proxy: session credential on a protocol switch")
+	}
+	ev := events{rec: g.opts.Audit, ctx: r.Context(), ip: g.peers.ClientIP(r).String(), route: AnyRoute, requestID: problem.RequestID(r)}
+	raw, err := io.ReadAll(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
+	res.Body.Close()
+	a := &answer{Status: res.StatusCode, Header: res.Header, Body: raw}
+	switch {
+	case err != nil:
+		return err // the ErrorHandler answers 502
+	case int64(len(raw)) > g.opts.MaxAnswerBytes:
+		err = errAnswerTooLarge
+	default:
+		removeHopHeaders(a.Header)
+		a.Header.Del("Content-Length")
+		err = a.decode(g.opts.MaxAnswerBytes)
+	}
+	if err != nil {
+		ev.record(audit.LoginRefused, "", "oversized_answer")
+		g.log.ErrorContext(r.Context(), "answer carrying a session larger than login.max_answer_bytes; refused", "request_id", ev.requestID, "path", r.URL.Path)
+		return g.replace(res, r, http.StatusBadGateway, "upstream_unavailable", "The application's answer is too large to be checked.")
+	}
+	if scanBody {
+		facts, isJSON, err := g.policy.scan(a)
+		if err != nil || a.Unreadable != "" {
+			ev.record(audit.LoginRefused, "", "unreadable_answer")
+			g.log.ErrorContext(r.Context(), "answer on a credential body route could not be read; refused", "request_id", ev.requestID, "path", r.URL.Path)
+			return g.replace(res, r, http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked.")
+		}
+		if isJSON {
+			found = append(found, g.policy.creds.fromJSON(facts)...)
+		}
+	}
+	fresh := found[:0]
+	for _, f := range found {
+		if !f.Credential.PresentedBy(r, f.Value) {
+			fresh = append(fresh, f)
+		}
+	}
+	if len(fresh) == 0 {
+		releaseInto(res, a)
+		return nil
+	}
+	v := g.policy.JudgeCredentials(a, fresh, g.lookups(r, true))
+	ev.user = v.User
+	held := mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}
+	switch v.Action {
+	case Release:
+		if v.Reason != ReasonAppRefused && v.Reason != ReasonNoSession {
+			ev.record(audit.LoginPassed, "", v.Reason)
+		}
+		releaseInto(res, a)
+		return nil
+	case Hold:
+		g.log.InfoContext(r.Context(), "session issued on an unconfigured route held for a second factor", "request_id", ev.requestID, "path", r.URL.Path)
+		buf := newResponseBuffer()
+		g.secondFactor(buf, r, ev, loginRequest{}, held, v.Reason == ReasonEnrollmentRequired)
+		buf.into(res)
+		return nil
+	}
+	if v.Reason == ReasonUnavailable {
+		ev.record(audit.LoginError, "", "unavailable")
+		buf := newResponseBuffer()
+		g.unavailable(buf, r, v.Err)
+		buf.into(res)
+		return nil
+	}
+	ev.record(audit.LoginRefused, "", v.Reason)
+	g.log.ErrorContext(r.Context(), "answer carrying a session refused: the gate cannot tell it needs no second factor", "request_id", ev.requestID, "path", r.URL.Path, "reason", v.Reason)
+	return g.replace(res, r, http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked.")
+}
+
+func jsonish(h http.Header) bool {
+	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
+	return mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "" || mt == "text/plain"
+}
+
+// releaseInto puts a judged answer back into res, decoded as judged.
+func releaseInto(res *http.Response, a *answer) {
+	res.StatusCode, res.Status = a.Status, strconv.Itoa(a.Status)+" "+http.StatusText(a.Status)
+	res.Header = a.Header
+	res.Header.Set("Content-Length", strconv.Itoa(len(a.Body)))
+	res.Body = io.NopCloser(bytes.NewReader(a.Body))
+	res.ContentLength = int64(len(a.Body))
+	res.TransferEncoding = nil
+	res.Trailer = nil
+}
+
+func (g *loginGate) replace(res *http.Response, r *http.Request, status int, code, detail string) error {
+	buf := newResponseBuffer()
+	problem.Write(buf, r, problem.New(status, code, detail))
+	buf.into(res)
+	return nil
+}
+
+// responseBuffer is an in-memory ResponseWriter, so the gate's own answers
+// (a challenge, a refusal) can replace an app answer inside ModifyResponse.
+type responseBuffer struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func newResponseBuffer() *responseBuffer { return &responseBuffer{header: http.Header{}} }
+
+func (b *responseBuffer) Header() http.Header { return b.header }
+func (b *responseBuffer) Write(p []byte) (int, error) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	return b.body.Write(p)
+}
+func (b *responseBuffer) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *responseBuffer) into(res *http.Response) {
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	releaseInto(res, &answer{Status: b.status, Header: b.header, Body: b.body.Bytes()})
+}
+
+var _ http.ResponseWriter = (*responseBuffer)(nil)

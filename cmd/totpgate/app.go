@@ -214,6 +214,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			Audit:           auditRec,
 			Required:        m.Policy == "required",
 			RequiredPointer: cfg.Login.RequiredPointer,
+			Credentials:     credentials,
+			BodyRoutes:      cfg.Session.BodyRoutes,
+			Introspector:    introspect,
 		},
 	})
 	if err != nil {

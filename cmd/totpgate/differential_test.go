@@ -385,34 +385,50 @@ func TestDifferentialExpress(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			app := testenv.Express(t, mode)
-			tg := &diffTarget{name: "express/" + mode, app: app, loginPath: "/login", paths: []string{"/login"},
-				sidecar: appSidecar(t, app, "TOTPGATE_LOGIN_PATHS=/login", "TOTPGATE_LOGIN_USER_ID_POINTER=/user/id")}
+			// Only /login is configured; /signup and /password/reset log
+			// users in too, found by the session credential.
+			tg := &diffTarget{name: "express/" + mode, app: app, loginPath: "/login", paths: []string{"/login", "/signup", "/password/reset"},
+				sidecar: appSidecar(t, app, "TOTPGATE_LOGIN_PATHS=/login", "TOTPGATE_LOGIN_USER_ID_POINTER=/user/id", "TOTPGATE_SESSION_CREDENTIALS=cookie:connect.sid")}
 			code := enrollAt(t, tg, "alice", func() outcome {
 				return send(t, jsonReq(app+"/login", jsonBody("alice"), "application/json"), nil)
 			})
-			if n := runDifferential(t, tg, "alice"); n < 15 {
+			if n := runDifferential(t, tg, "alice"); n < 3*15 {
 				t.Errorf("only %d spellings gave a session directly; the differential proves little", n)
 			}
 			completeChallenge(t, tg, jsonReq(tg.sidecar.main+"/login", jsonBody("alice"), "application/json", "Accept-Encoding", "gzip"), code, 0)
+			completeChallenge(t, tg, jsonReq(tg.sidecar.main+"/signup", jsonBody("alice"), "application/json"), code, 1)
 			// A user without MFA still logs in through the gate, whatever the spelling.
-			for _, sp := range []string{"json", "Expect 100-continue json", "Accept-Encoding gzip json", "GET with query"} {
-				for _, s := range spellings() {
-					if s.name == sp {
-						if u := sessionUser(t, app, send(t, s.build(tg.sidecar.main, "/login", "bob"), anonymousJar(t, tg.sidecar.main))); u != "bob" {
-							t.Errorf("%s: bob (no MFA) did not get his session through the gate: %q", sp, u)
+			for _, path := range tg.paths {
+				for _, sp := range []string{"json", "Expect 100-continue json", "Accept-Encoding gzip json", "form"} {
+					for _, s := range spellings() {
+						if s.name == sp {
+							if u := sessionUser(t, app, send(t, s.build(tg.sidecar.main, path, "bob"), anonymousJar(t, tg.sidecar.main))); u != "bob" {
+								t.Errorf("%s %s: bob (no MFA) did not get his session through the gate: %q", path, sp, u)
+							}
 						}
 					}
 				}
+			}
+			// A logged-in user's own session keeps working on every route.
+			o := send(t, jsonReq(tg.sidecar.main+"/signup", jsonBody("newcomer"), "application/json"), nil)
+			if u := sessionUser(t, app, o); u != "newcomer" {
+				t.Errorf("signup of a new user without MFA through the gate: %q (status %d)", u, o.status)
 			}
 		})
 	}
 	t.Run("required policy", func(t *testing.T) {
 		t.Parallel()
 		app := testenv.Express(t, testenv.LoginInPlace)
-		tg := &diffTarget{name: "express/required", app: app, loginPath: "/login", paths: []string{"/login"},
-			sidecar: appSidecar(t, app, "TOTPGATE_LOGIN_PATHS=/login", "TOTPGATE_LOGIN_USER_ID_POINTER=/user/id", "TOTPGATE_MFA_POLICY=required")}
-		if n := runDifferential(t, tg, "carol"); n < 15 { // carol has no MFA: under required she must enroll first
+		tg := &diffTarget{name: "express/required", app: app, loginPath: "/login", paths: []string{"/login", "/signup", "/password/reset"},
+			sidecar: appSidecar(t, app, "TOTPGATE_LOGIN_PATHS=/login", "TOTPGATE_LOGIN_USER_ID_POINTER=/user/id", "TOTPGATE_MFA_POLICY=required",
+				"TOTPGATE_SESSION_CREDENTIALS=cookie:connect.sid")}
+		if n := runDifferential(t, tg, "carol"); n < 3*15 { // carol has no MFA: under required she must enroll first
 			t.Errorf("only %d spellings gave a session directly", n)
+		}
+		// A brand-new signup is held until the newcomer enrolls.
+		o := send(t, jsonReq(tg.sidecar.main+"/signup", jsonBody("zed"), "application/json"), nil)
+		if u := sessionUser(t, app, o); u != "" || o.status != 401 || !strings.Contains(o.body, "mfa_enrollment_required") {
+			t.Errorf("new signup under the required policy = %d %.120s (session %q)", o.status, o.body, u)
 		}
 	})
 }
@@ -420,26 +436,36 @@ func TestDifferentialExpress(t *testing.T) {
 func TestDifferentialDjango(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []string{testenv.LoginRegenerate, testenv.LoginInPlace} {
-		for _, attribution := range []string{"header", "request_field"} {
+		for _, attribution := range []string{"header", "request_field", "introspection"} {
 			t.Run(mode+"/"+attribution, func(t *testing.T) {
 				t.Parallel()
 				app := testenv.Django(t, mode, attribution == "header")
 				env := []string{"TOTPGATE_LOGIN_PATHS=/login/"}
-				if attribution == "header" {
-					env = append(env, "TOTPGATE_LOGIN_USER_ID_HEADER=X-User-Id")
-				} else {
+				paths := []string{"/login/"}
+				switch attribution {
+				case "header":
+					env = append(env, "TOTPGATE_LOGIN_USER_ID_HEADER=X-User-Id", "TOTPGATE_SESSION_CREDENTIALS=cookie:sessionid")
+					paths = append(paths, "/magic/")
+				case "request_field":
 					// Django's AuthenticationForm strips and NFKC-normalizes the name.
 					env = append(env, "TOTPGATE_LOGIN_USER_ID_REQUEST_FIELD=username", "TOTPGATE_LOGIN_USER_ID_NORMALIZE=trim,nfkc")
+				case "introspection":
+					// The login answer is a redirect that names nobody: the
+					// session cookie, shown to /api/me, says whose it is.
+					env = append(env, "TOTPGATE_SESSION_CREDENTIALS=cookie:sessionid")
+					paths = append(paths, "/magic/")
 				}
-				tg := &diffTarget{name: "django/" + mode + "/" + attribution, app: app, loginPath: "/login/", paths: []string{"/login/"}, formOnly: true,
+				tg := &diffTarget{name: "django/" + mode + "/" + attribution, app: app, loginPath: "/login/", paths: paths, formOnly: true,
 					sidecar: appSidecar(t, app, env...)}
 				code := enrollAt(t, tg, "alice", func() outcome { return send(t, formReq("POST", app+"/login/", form("alice")), nil) })
-				if n := runDifferential(t, tg, "alice"); n < 8 {
+				if n := runDifferential(t, tg, "alice"); n < 8*len(paths) {
 					t.Errorf("only %d spellings gave a session directly; the differential proves little", n)
 				}
 				completeChallenge(t, tg, formReq("POST", tg.sidecar.main+"/login/", form("alice"), "Accept-Encoding", "gzip"), code, 0)
-				if u := sessionUser(t, app, send(t, formReq("POST", tg.sidecar.main+"/login/", form("bob")), anonymousJar(t, tg.sidecar.main))); u != "bob" {
-					t.Errorf("bob (no MFA) did not get his session through the gate: %q", u)
+				for _, p := range paths {
+					if u := sessionUser(t, app, send(t, formReq("POST", tg.sidecar.main+p, form("bob")), anonymousJar(t, tg.sidecar.main))); u != "bob" {
+						t.Errorf("%s: bob (no MFA) did not get his session through the gate: %q", p, u)
+					}
 				}
 				// The login form page still renders through the gate.
 				if o := send(t, formReq("GET", tg.sidecar.main+"/login/", ""), nil); o.status != 200 || !strings.Contains(o.body, "<form") {
@@ -512,6 +538,19 @@ func (a *awkwardApp) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch p {
+	case "/users": // a JSON API that signs the user in on creation, token in the body
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		json.NewEncoder(w).Encode(map[string]any{"id": "u-1", "sessionToken": a.newSession(user)})
+	case "/batch": // a batch endpoint: the login is one answer among several
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode([]any{
+			map[string]any{"status": 200, "body": map[string]any{"items": []int{1, 2}}},
+			map[string]any{"status": 200, "body": map[string]any{"sessionToken": a.newSession(user)}},
+		})
+	case "/graphql": // a GraphQL mutation answer
+		w.Header().Set("Content-Type", "application/graphql-response+json")
+		json.NewEncoder(w).Encode(map[string]any{"data": map[string]any{"login": map[string]any{"viewer": map[string]string{"name": user}, "sessionToken": a.newSession(user)}}})
 	case "/login-redirect": // the session rides in the Location fragment
 		http.Redirect(w, r, "/app#access_token="+a.newSession(user), http.StatusFound)
 	case "/login-header": // the session rides in a header, nobody is named
@@ -545,13 +584,17 @@ func TestDifferentialAwkwardAnswers(t *testing.T) {
 	t.Parallel()
 	app := newAwkwardApp(t)
 	paths := []string{"/login-redirect", "/login-header", "/login-gzip", "/login-103", "/login-200fail"}
-	tg := &diffTarget{name: "go", app: app.URL, paths: paths,
+	// Only the login routes are configured; /users, /batch and /graphql
+	// hand out sessions too, found by the credential in their JSON.
+	tg := &diffTarget{name: "go", app: app.URL, paths: append(paths, "/users", "/batch", "/graphql"),
 		sidecar: appSidecar(t, app.URL, "TOTPGATE_LOGIN_PATHS="+strings.Join(paths, ","), "TOTPGATE_LOGIN_USER_ID_POINTER=/user/id",
-			"TOTPGATE_LOGIN_REFUSED_POINTER=/ok", "TOTPGATE_LOGIN_REFUSED_VALUE=false")}
+			"TOTPGATE_LOGIN_REFUSED_POINTER=/ok", "TOTPGATE_LOGIN_REFUSED_VALUE=false",
+			"TOTPGATE_SESSION_CREDENTIALS=cookie:gosession,json:sessionToken,json:token,location:access_token,header:X-Session-Token as bearer",
+			"TOTPGATE_SESSION_BODY_ROUTES=/users,/batch,/graphql")}
 	code := enrollAt(t, tg, "alice", func() outcome {
 		return send(t, jsonReq(app.URL+"/login-103", jsonBody("alice"), "application/json"), nil)
 	})
-	if n := runDifferential(t, tg, "alice"); n < 5*8 {
+	if n := runDifferential(t, tg, "alice"); n < 8*8 {
 		t.Errorf("only %d spellings gave a session directly; the differential proves little", n)
 	}
 	// A code is good once per time step: alice completes two, dave one.
@@ -572,15 +615,28 @@ func TestDifferentialAwkwardAnswers(t *testing.T) {
 	if o := send(t, jsonReq(tg.sidecar.main+"/login-200fail", `{"username":"alice","password":"no"}`, "application/json"), nil); o.status != 200 || o.body != `{"ok":false}` {
 		t.Errorf("refused login on a 200-on-failure route = %d %s", o.status, o.body)
 	}
-	// Answers that name nobody but carry a session fail closed (503) until
-	// the gate can ask the app whose session it is.
-	for _, p := range []string{"/login-redirect", "/login-header"} {
-		o := send(t, jsonReq(tg.sidecar.main+p, jsonBody("bob"), "application/json"), nil)
-		if o.status != 503 || len(o.tokens) > 0 {
-			t.Errorf("%s for bob: %d with %d tokens, want 503 and none", p, o.status, len(o.tokens))
+	// Answers that name nobody are attributed by their credential: bob
+	// (no MFA) gets his session on every route; alice's batch is held and
+	// released whole after the second factor.
+	for _, p := range []string{"/login-redirect", "/login-header", "/users", "/batch", "/graphql"} {
+		if u := sessionUser(t, app.URL, send(t, jsonReq(tg.sidecar.main+p, jsonBody("bob"), "application/json"), nil)); u != "bob" {
+			t.Errorf("%s: bob (no MFA) did not get his session through the gate: %q", p, u)
 		}
 	}
-	if !strings.Contains(tg.sidecar.logs.String(), `"event":"login_refused"`) {
+	erinCode := enrollAt(t, tg, "erin", func() outcome {
+		return send(t, jsonReq(app.URL+"/login-103", jsonBody("erin"), "application/json"), nil)
+	})
+	completeChallenge(t, tg, jsonReq(tg.sidecar.main+"/batch", jsonBody("erin"), "application/json"), erinCode, 0)
+	// Without a credential to ask about, an answer that names nobody but
+	// could carry a session fails closed.
+	bare := appSidecar(t, app.URL, "TOTPGATE_LOGIN_PATHS="+strings.Join(paths, ","), "TOTPGATE_LOGIN_USER_ID_POINTER=/user/id")
+	for _, p := range []string{"/login-redirect", "/login-header"} {
+		o := send(t, jsonReq(bare.main+p, jsonBody("bob"), "application/json"), nil)
+		if o.status != 503 || len(o.tokens) > 0 {
+			t.Errorf("%s for bob without credentials: %d with %d tokens, want 503 and none", p, o.status, len(o.tokens))
+		}
+	}
+	if !strings.Contains(bare.logs.String(), `"event":"login_refused"`) {
 		t.Error("no login_refused audit event for the unattributed answers")
 	}
 }

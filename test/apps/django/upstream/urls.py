@@ -7,4 +7,5 @@ urlpatterns = [
     path("login/", views.login),
     path("logout/", views.logout),
     path("api/me", views.me),
+    path("magic/", views.magic),
 ]

@@ -97,6 +97,9 @@ type Challenge struct {
 	// Sealed is the held upstream answer, encrypted with a key derived from
 	// the token, so the database alone cannot release a login.
 	Sealed []byte
+	// Revoke is what ending the held login's app session needs, encrypted
+	// under the keyring (nil: nothing to revoke).
+	Revoke []byte
 	// Enroll marks a login under a required policy by a user who must enroll first.
 	Enroll bool
 	// Satisfied is set when the user enrolled and confirmed inside the login.
@@ -198,6 +201,11 @@ type Store interface {
 	// SpendChallenge deletes a live challenge and returns it, exactly once:
 	// of concurrent callers one gets it and the others ErrNotFound.
 	SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (Challenge, error)
+	// TakeRevocations hands over, once, the revocation material of the
+	// challenges of user (any expiry) or, with user "", of those expired
+	// at now: the material is cleared as it is returned. The challenges
+	// themselves stay until spent or swept.
+	TakeRevocations(ctx context.Context, user string, now time.Time) ([]Challenge, error)
 	// DeleteExpiredChallenges removes challenges expired at now.
 	DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error)
 

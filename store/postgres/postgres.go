@@ -700,11 +700,11 @@ func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]
 // never overwritten: store.ErrConflict.
 func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
 	n, err := s.execCount(ctx, "create challenge", `
-INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (id_hash) DO NOTHING`,
 		blob(c.IDHash), c.UserID, blob(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), int64(c.Attempts),
-		ms(c.CreatedAt), ms(c.ExpiresAt))
+		ms(c.CreatedAt), ms(c.ExpiresAt), nullBlob(c.Revoke))
 	if err != nil {
 		return err
 	}
@@ -814,6 +814,54 @@ const expiredBatch = 1000
 // many locks for long nor waits behind a login. It stops after a batch
 // that was not full; rows skipped are left for the next sweep. On error it
 // returns how many the batches before had deleted.
+// TakeRevocations clears and returns the revocation material of user's
+// challenges, or of the expired ones when user is "", in one statement
+// per batch; rows a live transaction holds are skipped, never waited for.
+func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time) ([]store.Challenge, error) {
+	where, arg := `expires_at <= $1`, any(ms(now))
+	if user != "" {
+		where, arg = `user_id = $1`, user
+	}
+	var out []store.Challenge
+	for {
+		// RETURNING gives the new (cleared) row: the old material comes
+		// from the locked selection.
+		rows, err := s.pool.Query(ctx, `
+WITH taken AS (
+	SELECT id_hash, user_id, revoke FROM challenges WHERE revoke IS NOT NULL AND `+where+` LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+UPDATE challenges c SET revoke = NULL FROM taken WHERE c.id_hash = taken.id_hash
+RETURNING taken.user_id, taken.revoke`, arg, int64(expiredBatch))
+		if err != nil {
+			return out, fmt.Errorf("postgres: take revocations: %w", err)
+		}
+		n := 0
+		for rows.Next() {
+			var c store.Challenge
+			if err := rows.Scan(&c.UserID, &c.Revoke); err != nil {
+				rows.Close()
+				return out, fmt.Errorf("postgres: take revocations: %w", err)
+			}
+			out = append(out, c)
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return out, fmt.Errorf("postgres: take revocations: %w", err)
+		}
+		if n < expiredBatch {
+			return out, nil
+		}
+	}
+}
+
+func nullBlob(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
 func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
 	total := 0
 	for {

@@ -703,11 +703,11 @@ func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]
 // never overwritten: store.ErrConflict.
 func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
 	n, err := s.execCount(ctx, "create challenge", `
-INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id_hash) DO NOTHING`,
 		blob(c.IDHash), c.UserID, blob(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), c.Attempts,
-		ms(c.CreatedAt), ms(c.ExpiresAt))
+		ms(c.CreatedAt), ms(c.ExpiresAt), nullBlob(c.Revoke))
 	if err != nil {
 		return err
 	}
@@ -813,6 +813,47 @@ func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time
 
 // DeleteExpiredChallenges removes challenges expired at now and returns
 // how many.
+// TakeRevocations clears and returns the revocation material of user's
+// challenges, or of the expired ones when user is "", in one write
+// transaction (RETURNING would give the cleared values).
+func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time) ([]store.Challenge, error) {
+	where, arg := `revoke IS NOT NULL AND expires_at <= ?`, any(ms(now))
+	if user != "" {
+		where, arg = `revoke IS NOT NULL AND user_id = ?`, user
+	}
+	var out []store.Challenge
+	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT user_id, revoke FROM challenges WHERE `+where, arg)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c store.Challenge
+			if err := rows.Scan(&c.UserID, &c.Revoke); err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE challenges SET revoke = NULL WHERE `+where, arg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: take revocations: %w", err)
+	}
+	return out, nil
+}
+
+func nullBlob(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
 func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
 	n, err := s.execCount(ctx, "delete expired challenges", `DELETE FROM challenges WHERE expires_at <= ?`, ms(now))
 	if err != nil {

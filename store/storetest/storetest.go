@@ -35,6 +35,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -132,6 +133,7 @@ func Run(t *testing.T, h Harness) {
 		{"Challenge/SpendConcurrent", testChallengeSpendConcurrent},
 		{"Challenge/SpendExpired", testChallengeSpendExpired},
 		{"Challenge/DeleteExpired", testChallengeDeleteExpired},
+		{"Challenge/TakeRevocations", testChallengeTakeRevocations},
 
 		{"Settings/NotFound", testSettingNotFound},
 		{"Settings/FirstWriterWins", testSettingFirstWriterWins},
@@ -1468,6 +1470,53 @@ func testChallengeDeleteExpired(t *testing.T, h Harness) {
 	}
 	if n, err := s.DeleteExpiredChallenges(ctxOf(t), now); err != nil || n != 0 {
 		t.Errorf("second DeleteExpiredChallenges = %d, %v; want 0", n, err)
+	}
+}
+
+// The revocation material of a held login is handed over exactly once:
+// for expired challenges to the sweeper, for all of one user's to an admin
+// reset; a spent challenge's never.
+func testChallengeTakeRevocations(t *testing.T, h Harness) {
+	s := h.Open(t)
+	now := t0.Add(time.Hour)
+	mk := func(id, user string, expires time.Time, revoke string) store.Challenge {
+		c := challenge(id, t0)
+		c.UserID, c.ExpiresAt = user, expires
+		if revoke != "" {
+			c.Revoke = []byte(revoke + "\x00\xff")
+		}
+		mustCreate(t, s, c)
+		return c
+	}
+	mk("a-expired", "alice", now.Add(-time.Second), "rev-a1")
+	mk("a-live", "alice", now.Add(time.Minute), "rev-a2")
+	spent := mk("a-spent", "alice", now.Add(time.Minute), "rev-a3")
+	mk("b-expired", "bob", now, "rev-b1")
+	mk("b-none", "bob", now.Add(-time.Minute), "")
+	mk("c-live", "carol", now.Add(time.Minute), "rev-c1")
+	if _, err := s.SpendChallenge(ctxOf(t), spent.IDHash, now); err != nil {
+		t.Fatal(err)
+	}
+	material := func(cs []store.Challenge) map[string]string {
+		m := map[string]string{}
+		for _, c := range cs {
+			m[string(c.Revoke)] = c.UserID
+		}
+		return m
+	}
+	got, err := s.TakeRevocations(ctxOf(t), "", now)
+	if want := map[string]string{"rev-a1\x00\xff": "alice", "rev-b1\x00\xff": "bob"}; err != nil || !maps.Equal(material(got), want) {
+		t.Fatalf("TakeRevocations(expired) = %v, %v; want %v", material(got), err, want)
+	}
+	if again, err := s.TakeRevocations(ctxOf(t), "", now); err != nil || len(again) != 0 {
+		t.Fatalf("second TakeRevocations(expired) = %v, %v; want none", material(again), err)
+	}
+	got, err = s.TakeRevocations(ctxOf(t), "alice", now)
+	if want := map[string]string{"rev-a2\x00\xff": "alice"}; err != nil || !maps.Equal(material(got), want) {
+		t.Fatalf("TakeRevocations(alice) = %v, %v; want %v", material(got), err, want)
+	}
+	if c, err := s.GetChallenge(ctxOf(t), challenge("c-live", t0).IDHash, now); err != nil || string(c.UserID) != "carol" {
+		t.Fatalf("carol's challenge after other users' revocations: %v", err)
 	}
 }
 

@@ -40,6 +40,8 @@ type MFA interface {
 	RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, error)
 	Reset(ctx context.Context, user string) error
 	Unlock(ctx context.Context, user string) error
+	// RevokeHeld ends at the app the sessions still held for user.
+	RevokeHeld(ctx context.Context, user string, cc mfa.ChallengeConfig) (int, error)
 }
 
 // Deps are the API's collaborators, all injected.

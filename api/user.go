@@ -197,6 +197,11 @@ func (a *API) AdminResetUser(ctx context.Context, req gen.AdminResetUserRequestO
 		return nil, mfaOutcome(err)
 	}
 	a.record(ctx, audit.AdminReset, req.UserId, "ok")
+	// Logins held for this user can no longer be released (there is no
+	// second factor to give): end their app sessions now.
+	if _, err := a.mfa.RevokeHeld(ctx, req.UserId, a.challengeCfg); err != nil {
+		a.log.WarnContext(ctx, "revoking held logins after a reset failed", "error", err.Error())
+	}
 	return gen.AdminResetUser204Response{}, nil
 }
 

@@ -27,6 +27,7 @@ const (
 	LoginError          = "login_error"           // store/keys/app unavailable: refused
 	LoginRefused        = "login_refused"         // the gate could not judge the answer or the request: refused (outcome: unreadable_answer, unattributed, ambiguous_user, oversized_answer, busy, bad_request)
 	RecoveryCodeUsed    = "recovery_code_used"    // any flow
+	SessionRevoked      = "session_revoked"       // a held app session ended at the app; route: out_of_attempts, locked, expired, reset; outcome: ok, refused, failed
 	RecoveryRegenerated = "recovery_regenerated"
 	Disabled            = "mfa_disabled"
 	AdminReset          = "admin_reset"

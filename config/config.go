@@ -87,7 +87,9 @@ type Login struct {
 	RefusedPointer    string        `yaml:"refused_pointer" doc:"For apps that answer 200 on a failed login: JSON pointer into the answer that holds refused_value when the login was refused; empty: not used."`
 	RefusedValue      string        `yaml:"refused_value" doc:"The value at refused_pointer that means refused, compared with the JSON text of a string, number, boolean or null (e.g. false)."`
 	RefusedHeader     string        `yaml:"refused_header" doc:"Header whose presence on the app's answer means the login was refused; empty: not used."`
-	RevokePath        string        `yaml:"revoke_path" doc:"App path (e.g. /logout) POSTed with the cookies of a login answer that will never be released (user locked, challenge out of attempts); empty: off."`
+	RevokePath        string        `yaml:"revoke_path" doc:"App path (e.g. /logout) called with the session of a held answer that will never be released (challenge out of attempts or expired, user locked or reset), presented as session.credentials say (without credentials: every cookie the answer set); empty: off."`
+	RevokeMethod      string        `yaml:"revoke_method" doc:"HTTP method of the revoke call."`
+	SweepInterval     time.Duration `yaml:"sweep_interval" doc:"How often expired challenges are deleted and their held sessions revoked."`
 	ChallengeTTL      time.Duration `yaml:"challenge_ttl" doc:"How long a held login waits for its second factor."`
 	ChallengeAttempts int           `yaml:"challenge_attempts" doc:"Wrong codes a login challenge survives."`
 	MaxAnswerBytes    int64         `yaml:"max_answer_bytes" doc:"Largest app login answer (decoded) the gate holds in memory; a larger one is refused with 502."`
@@ -131,6 +133,12 @@ func (l Login) Validate() error {
 	if l.RevokePath != "" && !strings.HasPrefix(l.RevokePath, "/") {
 		errs = append(errs, fmt.Errorf("login.revoke_path: %q must start with /", l.RevokePath))
 	}
+	switch l.RevokeMethod {
+	case "GET", "POST", "PUT", "DELETE":
+	default:
+		errs = append(errs, fmt.Errorf("login.revoke_method: %q must be GET, POST, PUT or DELETE", l.RevokeMethod))
+	}
+	errs = append(errs, positive("login.sweep_interval", l.SweepInterval))
 	if l.ChallengeAttempts < 1 {
 		errs = append(errs, errors.New("login.challenge_attempts: must be at least 1"))
 	}
@@ -461,6 +469,7 @@ func Default() Config {
 			Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code",
 			UserIDPointer: "/user/id", ChallengeTTL: 5 * time.Minute, ChallengeAttempts: 5,
 			MaxAnswerBytes: 1 << 20, MaxRequestBytes: 64 << 10, MaxConcurrent: 64, RefusedStatus: 400,
+			RevokeMethod: "POST", SweepInterval: time.Minute,
 			SessionCookies:    []string{"sessionid", "connect.sid", "PHPSESSID", "JSESSIONID", "laravel_session", "_session_id", "session", "ASP.NET_SessionId", "rack.session"},
 			NonSessionCookies: []string{"csrftoken", "XSRF-TOKEN", "_csrf", "csrf_token", "__RequestVerificationToken"},
 		},

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,9 +34,13 @@ type Recorder struct {
 	recovery   *prometheus.CounterVec
 	lockouts   prometheus.Counter
 	keyOps     *prometheus.CounterVec
+	revoked    *prometheus.CounterVec
 }
 
 var _ audit.Recorder = (*Recorder)(nil)
+
+// revokeReasons are the values of the reason label of revoked sessions.
+var revokeReasons = []string{"out_of_attempts", "locked", "expired", "reset"}
 
 // Login outcomes, the values of the outcome label.
 var loginOutcomes = []string{
@@ -72,6 +77,10 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 			Name: "totpgate_lockouts_started_total",
 			Help: "Users locked after too many failed second-factor attempts.",
 		}),
+		revoked: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_sessions_revoked_total",
+			Help: "Held app sessions ended at the app (login.revoke_path), by reason (out_of_attempts, locked, expired, reset) and result (ok, refused: the app answered 4xx, failed: no answer after the retries).",
+		}, []string{"reason", "result"}),
 		keyOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_key_admin_operations_total",
 			Help: "Key administration through the admin API, by action: rotated, min_version_raised, rewrap_started.",
@@ -97,7 +106,12 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 	for _, a := range []string{"rotated", "min_version_raised", "rewrap_started"} {
 		r.keyOps.WithLabelValues(a)
 	}
-	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps)
+	for _, why := range revokeReasons {
+		for _, res := range []string{"ok", "refused", "failed"} {
+			r.revoked.WithLabelValues(why, res)
+		}
+	}
+	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps, r.revoked)
 	return r
 }
 
@@ -175,6 +189,10 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 		r.keyOps.WithLabelValues("min_version_raised").Inc()
 	case audit.RewrapStarted:
 		r.keyOps.WithLabelValues("rewrap_started").Inc()
+	case audit.SessionRevoked:
+		if slices.Contains(revokeReasons, e.Route) {
+			r.revoked.WithLabelValues(e.Route, e.Outcome).Inc()
+		}
 	}
 }
 

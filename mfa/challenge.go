@@ -45,10 +45,40 @@ type Challenge struct {
 type ChallengeConfig struct {
 	TTL         time.Duration
 	MaxAttempts int
-	// Revoke, when set, is called with a held answer that will never be
-	// released (its challenge died of wrong codes), so the app can end the
-	// session it issued.
-	Revoke func(context.Context, HeldAnswer)
+	// Revoker, when set, ends at the app the session of a held answer that
+	// will never be released.
+	Revoker Revoker
+}
+
+// Revoker ends app sessions that a held login created and that will never
+// be released.
+type Revoker interface {
+	// Material is what revoking a needs (its session credentials), nil
+	// when there is nothing to revoke. It is kept encrypted under the
+	// keyring with the challenge, so the sweeper can revoke a challenge
+	// that expired unused.
+	Material(a HeldAnswer) []byte
+	// Revoke ends the session described by material; why is a fixed word
+	// for the audit log: out_of_attempts, locked, expired, reset. It must
+	// not block the caller for long (retries belong in the background).
+	Revoke(ctx context.Context, user string, material []byte, why string)
+}
+
+// Revoke ends the app session of an answer held for user that will never
+// be released.
+func (cc ChallengeConfig) revoke(ctx context.Context, user string, a HeldAnswer, why string) {
+	if cc.Revoker == nil {
+		return
+	}
+	if m := cc.Revoker.Material(a); m != nil {
+		cc.Revoker.Revoke(ctx, user, m, why)
+	}
+}
+
+// RevokeAnswer ends the app session of answer, held for user, which will
+// never be released (the login gate's lockout refusal).
+func (cc ChallengeConfig) RevokeAnswer(ctx context.Context, user string, answer HeldAnswer, why string) {
+	cc.revoke(ctx, user, answer, why)
 }
 
 // HoldLogin stores the app's answer for user, sealed under a key derived
@@ -72,6 +102,16 @@ func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer,
 	}
 	now := s.now()
 	c := store.Challenge{IDHash: tokenHash(token), UserID: user, Sealed: sealed, Enroll: enroll, CreatedAt: now, ExpiresAt: now.Add(cc.TTL)}
+	if cc.Revoker != nil {
+		if m := cc.Revoker.Material(answer); m != nil {
+			ct, err := s.keys.Encrypt(ctx, revokeBinding(user), m)
+			clear(m)
+			if err != nil {
+				return Challenge{}, unavailable("seal revocation", err)
+			}
+			c.Revoke = []byte(ct)
+		}
+	}
 	if err := s.store.CreateChallenge(ctx, c); err != nil {
 		return Challenge{}, unavailable("create challenge", err)
 	}
@@ -116,9 +156,13 @@ func (s *Service) completeChallenge(ctx context.Context, token, code string, cc 
 				return HeldAnswer{}, "", unavailable("fail challenge", ferr)
 			}
 			ce.Remaining = min(ce.Remaining, left)
-			if left == 0 && cc.Revoke != nil {
+			if left == 0 || ce.Locked {
+				why := "out_of_attempts"
+				if left > 0 {
+					why = "locked"
+				}
 				if answer, oerr := openHeld(token, ch.Sealed); oerr == nil {
-					cc.Revoke(ctx, answer)
+					cc.revoke(ctx, ch.UserID, answer, why)
 				}
 			}
 		}
@@ -153,6 +197,39 @@ func openHeld(token string, sealed []byte) (HeldAnswer, error) {
 		return HeldAnswer{}, fmt.Errorf("mfa: decode held answer: %w", err)
 	}
 	return answer, nil
+}
+
+// revokeBinding is the keyring binding of a challenge's revocation
+// material: the user, under a label of its own, so it never opens as a
+// TOTP secret of that user nor the other way round.
+func revokeBinding(user string) string { return "revoke\x00" + user }
+
+// RevokeHeld ends at the app the sessions held for user (admin reset:
+// none of them may be released any more) or, with user "", those of
+// challenges expired at now (the sweeper). It returns how many were handed
+// to the revoker.
+func (s *Service) RevokeHeld(ctx context.Context, user string, cc ChallengeConfig) (int, error) {
+	if cc.Revoker == nil {
+		return 0, nil
+	}
+	taken, err := s.store.TakeRevocations(ctx, user, s.now())
+	if err != nil {
+		return 0, unavailable("take revocations", err)
+	}
+	why := "expired"
+	if user != "" {
+		why = "reset"
+	}
+	n := 0
+	for _, c := range taken {
+		m, err := s.keys.Decrypt(ctx, revokeBinding(c.UserID), string(c.Revoke))
+		if err != nil {
+			continue // logged by the keyring metrics; nothing else can open it
+		}
+		cc.Revoker.Revoke(ctx, c.UserID, m, why)
+		n++
+	}
+	return n, nil
 }
 
 func tokenHash(token string) []byte {

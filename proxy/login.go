@@ -325,9 +325,7 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 		}
 		if ce.Locked {
 			// The answer is dropped for good: let the app end its session.
-			if g.opts.Challenge.Revoke != nil {
-				g.opts.Challenge.Revoke(ctx, held)
-			}
+			g.opts.Challenge.RevokeAnswer(ctx, ev.user, held, "locked")
 			w.Header().Set("Retry-After", problem.RetryAfter(time.Until(ce.LockedUntil)))
 			problem.Write(w, r, problem.New(http.StatusTooManyRequests, "mfa_locked", "Too many failed attempts. Try again later."))
 			return

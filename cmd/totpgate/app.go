@@ -152,7 +152,11 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	peers := proxy.NewPeers(trusted)
 	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
 	if cfg.Login.RevokePath != "" {
-		challengeCfg.Revoke = proxy.NewRevoker(upstream, cfg.Login.RevokePath, upstreamRT, cfg.Upstream.ResponseHeaderTimeout, log)
+		challengeCfg.Revoker = proxy.NewRevoker(proxy.RevokerOptions{
+			Upstream: upstream, Method: cfg.Login.RevokeMethod, Path: cfg.Login.RevokePath, Transport: upstreamRT,
+			Timeout: cfg.Upstream.ResponseHeaderTimeout, Credentials: credentials, Attempts: 4, Backoff: 250 * time.Millisecond,
+			Log: log, Audit: auditRec,
+		})
 	}
 	a, err := api.New(api.Deps{
 		Logger:   log,
@@ -227,7 +231,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		upstreamHost: upstreamAddr,
 		admin:        adminHandler(apiHandler, cfg.Admin, peers),
 		closers:      closers,
-		background:   append(background, sweepChallenges(st, log), rotator.Serve),
+		background:   append(background, sweepChallenges(st, svc, challengeCfg, cfg.Login.SweepInterval, log), rotator.Serve),
 	}, nil
 }
 
@@ -246,17 +250,21 @@ func newWebhook(cfg config.Audit, reg prometheus.Registerer, log *slog.Logger) (
 	}, reg)
 }
 
-// sweepChallenges deletes expired login challenges once a minute; each
-// delete touches only expired rows, never a live challenge.
-func sweepChallenges(st store.Store, log *slog.Logger) func(context.Context) {
+// sweepChallenges revokes the app sessions of expired login challenges and
+// deletes them, every interval; it touches only expired rows, never a
+// live challenge.
+func sweepChallenges(st store.Store, svc *mfa.Service, cc mfa.ChallengeConfig, every time.Duration, log *slog.Logger) func(context.Context) {
 	return func(ctx context.Context) {
-		t := time.NewTicker(time.Minute)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
+				if _, err := svc.RevokeHeld(ctx, "", cc); err != nil {
+					log.Warn("revoke expired challenges", slog.String("error", err.Error()))
+				}
 				if n, err := st.DeleteExpiredChallenges(ctx, now); err != nil {
 					log.Warn("sweep expired challenges", slog.String("error", err.Error()))
 				} else if n > 0 {

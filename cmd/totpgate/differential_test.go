@@ -18,6 +18,7 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -638,5 +639,100 @@ func TestDifferentialAwkwardAnswers(t *testing.T) {
 	}
 	if !strings.Contains(bare.logs.String(), `"event":"login_refused"`) {
 		t.Error("no login_refused audit event for the unattributed answers")
+	}
+}
+
+// liveSessions asks the Express test app how many sessions user has.
+func liveSessions(t *testing.T, app, user string) int {
+	t.Helper()
+	res, err := http.Get(app + "/api/sessions?user=" + url.QueryEscape(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var n struct{ Sessions int }
+	json.NewDecoder(res.Body).Decode(&n)
+	return n.Sessions
+}
+
+// waitSessions waits until user has want live sessions at the app.
+func waitSessions(t *testing.T, app, user string, want int, why string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for liveSessions(t, app, user) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %s has %d live sessions at the app, want %d: the held session was not revoked", why, user, liveSessions(t, app, user), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Every held login that will never be released has its app session ended
+// at the app, whatever ended it: out of attempts, lockout, expiry, admin
+// reset. Checked against the app itself (its session store).
+func TestHeldSessionsAreRevoked(t *testing.T) {
+	t.Parallel()
+	app := testenv.Express(t, testenv.LoginRegenerate)
+	const adminToken = "an-admin-token-of-some-length"
+	tg := &diffTarget{name: "express/revoke", app: app, sidecar: appSidecar(t, app,
+		"TOTPGATE_LOGIN_PATHS=/login", "TOTPGATE_LOGIN_USER_ID_POINTER=/user/id", "TOTPGATE_SESSION_CREDENTIALS=cookie:connect.sid",
+		"TOTPGATE_LOGIN_REVOKE_PATH=/logout", "TOTPGATE_LOGIN_CHALLENGE_TTL=3s", "TOTPGATE_LOGIN_SWEEP_INTERVAL=200ms",
+		"TOTPGATE_LOGIN_CHALLENGE_ATTEMPTS=2", "TOTPGATE_MFA_MAX_FAILURES=3", "TOTPGATE_ADMIN_TOKEN="+adminToken)}
+	baseline := map[string]int{}
+	for _, u := range []string{"alice", "bob", "carol", "dave"} {
+		enrollAt(t, tg, u, func() outcome { return send(t, jsonReq(app+"/login", jsonBody(u), "application/json"), nil) })
+		baseline[u] = liveSessions(t, app, u)
+	}
+	login := func(user string, h ...string) (outcome, string) {
+		o := send(t, jsonReq(tg.sidecar.main+"/login", jsonBody(user), "application/json", h...), nil)
+		var p struct {
+			ChallengeID string `json:"challenge_id"`
+		}
+		json.Unmarshal([]byte(o.body), &p)
+		return o, p.ChallengeID
+	}
+	held := func(user string) string {
+		o, id := login(user)
+		if o.status != 401 || id == "" {
+			t.Fatalf("gated login of %s = %d %s", user, o.status, o.body)
+		}
+		if n := liveSessions(t, app, user); n != baseline[user]+1 {
+			t.Fatalf("%s: the app holds %d sessions after the held login, want %d", user, n, baseline[user]+1)
+		}
+		return id
+	}
+
+	// Out of attempts: two wrong codes kill the challenge.
+	id := held("alice")
+	for range 2 {
+		body, _ := json.Marshal(map[string]string{"challenge_id": id, "code": "000000"})
+		send(t, jsonReq(tg.sidecar.main+"/mfa/challenge", string(body), "application/json"), nil)
+	}
+	waitSessions(t, app, "alice", baseline["alice"], "out of attempts")
+
+	// Locked: the third wrong code in one-call logins locks bob; that
+	// login's session is revoked at once, the two held before it on expiry.
+	for i := range 3 {
+		if o, _ := login("bob", "X-TOTP-Code", fmt.Sprintf("%06d", i)); o.status != 401 && o.status != 429 {
+			t.Fatalf("wrong-code login of bob = %d %s", o.status, o.body)
+		}
+	}
+	waitSessions(t, app, "bob", baseline["bob"], "locked, then expired")
+
+	// Expired: nobody answers the challenge.
+	held("carol")
+	waitSessions(t, app, "carol", baseline["carol"], "expired")
+
+	// Admin reset: dave's held login can no longer be released.
+	held("dave")
+	req, _ := http.NewRequest("POST", tg.sidecar.admin+"/admin/users/dave/reset", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != 204 {
+		t.Fatalf("admin reset: %v %v", res, err)
+	}
+	waitSessions(t, app, "dave", baseline["dave"], "reset")
+
+	for _, why := range []string{"out_of_attempts", "locked", "expired", "reset"} {
+		waitForLog(t, tg.sidecar, `"event":"session_revoked"`, `"route":"`+why+`"`, `"outcome":"ok"`)
 	}
 }

@@ -118,6 +118,16 @@ app.get('/api/me', (req, res) => {
   res.json({ id: req.session.user });
 });
 
+// How many live sessions a user has, so a test can tell that a session it
+// never saw (held by the gate, then revoked) is gone. A test fixture only.
+app.get('/api/sessions', (req, res, next) => {
+  req.sessionStore.all((err, sessions) => {
+    if (err) return next(err);
+    const n = Object.values(sessions || {}).filter((s) => s.user === req.query.user).length;
+    res.json({ user: req.query.user, sessions: n });
+  });
+});
+
 app.post('/logout', (req, res, next) => {
   req.session.destroy((err) => {
     if (err) return next(err);

@@ -98,8 +98,31 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.login.ServeHTTP(w, r)
 		return
 	}
+	if f.proxy.ModifyResponse != nil {
+		// Informational answers go out before ModifyResponse sees the
+		// final one: one that carries a session credential is dropped.
+		w = &informationalFilter{ResponseWriter: w, creds: f.login.policy.creds}
+	}
 	f.proxy.ServeHTTP(w, r)
 }
+
+// informationalFilter drops a 1xx answer (103 Early Hints) that carries a
+// session credential; everything else passes to the ResponseWriter.
+type informationalFilter struct {
+	http.ResponseWriter
+	creds *credentials
+}
+
+func (i *informationalFilter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols && len(i.creds.fromHeaders(i.Header())) > 0 {
+		return
+	}
+	i.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack (streaming,
+// WebSocket) on the real writer.
+func (i *informationalFilter) Unwrap() http.ResponseWriter { return i.ResponseWriter }
 
 // underPrefix reports whether path is the API prefix or below it, and returns
 // the part after the prefix.

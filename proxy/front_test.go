@@ -3,14 +3,18 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/netip"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -19,6 +23,9 @@ import (
 
 	"golang.org/x/net/websocket"
 
+	"github.com/totpgate/totpgate/audit"
+	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 	"github.com/totpgate/totpgate/proxy"
 )
@@ -27,6 +34,49 @@ type frontOpts struct {
 	trusted      []netip.Prefix
 	headerTimout time.Duration
 	api          http.Handler
+	// watch turns on the session-credential check of every answer, so a
+	// test proves pass-through properties hold with it on.
+	watch bool
+}
+
+// stubMFA and stubIdentity stand in for the mfa service and the app's
+// identity endpoint in these one-package tests (the real ones are proven
+// through the binary in cmd/totpgate).
+type stubMFA struct{}
+
+func (stubMFA) Enrolled(context.Context, string) (bool, error) { return true, nil }
+func (stubMFA) Verify(context.Context, string, string) (mfa.Method, error) {
+	return "", errors.New("stub: no codes")
+}
+func (stubMFA) HoldLogin(context.Context, string, mfa.HeldAnswer, mfa.ChallengeConfig, bool) (mfa.Challenge, error) {
+	return mfa.Challenge{Token: "stub-challenge", ExpiresAt: time.Now().Add(time.Minute), Attempts: 1}, nil
+}
+
+type stubIdentity struct{}
+
+func (stubIdentity) Identify(context.Context, *http.Request) (identity.Identity, error) {
+	return identity.Identity{}, identity.ErrUnauthenticated
+}
+func (stubIdentity) IdentifyWith(_ context.Context, present func(http.Header), _ *http.Request) (identity.Identity, error) {
+	h := http.Header{}
+	present(h)
+	if strings.Contains(h.Get("Cookie"), "sid=S-") {
+		return identity.Identity{UserID: "alice"}, nil
+	}
+	return identity.Identity{}, identity.ErrUnauthenticated
+}
+
+func watchOptions(t *testing.T) *proxy.LoginOptions {
+	c, err := proxy.ParseCredential("cookie:sid")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &proxy.LoginOptions{
+		Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code", UserIDPointer: "/user/id",
+		Challenge: mfa.ChallengeConfig{TTL: time.Minute, MaxAttempts: 1}, ChallengeURL: "/mfa/challenge", MFA: stubMFA{},
+		MaxAnswerBytes: 1 << 20, Audit: audit.NewLog(slog.New(slog.DiscardHandler)),
+		Credentials: []proxy.Credential{c}, Introspector: stubIdentity{},
+	}
 }
 
 // newFront starts the front on loopback in front of upstream and returns its URL.
@@ -44,6 +94,10 @@ func newFront(t *testing.T, upstream string, o frontOpts) string {
 			fmt.Fprintf(w, "api:%s", r.URL.Path)
 		})
 	}
+	var login *proxy.LoginOptions
+	if o.watch {
+		login = watchOptions(t)
+	}
 	f, err := proxy.New(proxy.Options{
 		Upstream:       u,
 		PreserveHost:   true,
@@ -52,6 +106,7 @@ func newFront(t *testing.T, upstream string, o frontOpts) string {
 		APIPrefix:      "/mfa",
 		API:            o.api,
 		Logger:         slog.New(slog.DiscardHandler),
+		Login:          login,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -292,6 +347,15 @@ func TestLargeDownloadStreams(t *testing.T) {
 // Each event must reach the client before the upstream writes the next one.
 func TestServerSentEventsArriveOneByOne(t *testing.T) {
 	t.Parallel()
+	for _, watch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("credential check %v", watch), func(t *testing.T) {
+			t.Parallel()
+			testServerSentEvents(t, watch)
+		})
+	}
+}
+
+func testServerSentEvents(t *testing.T, watch bool) {
 	ack := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/event-stream")
@@ -307,7 +371,7 @@ func TestServerSentEventsArriveOneByOne(t *testing.T) {
 		}
 	}))
 	t.Cleanup(up.Close)
-	front := newFront(t, up.URL, frontOpts{})
+	front := newFront(t, up.URL, frontOpts{watch: watch})
 	res, err := http.Get(front + "/events")
 	if err != nil {
 		t.Fatal(err)
@@ -329,6 +393,15 @@ func TestServerSentEventsArriveOneByOne(t *testing.T) {
 
 func TestWebSocketEcho(t *testing.T) {
 	t.Parallel()
+	for _, watch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("credential check %v", watch), func(t *testing.T) {
+			t.Parallel()
+			testWebSocketEcho(t, watch)
+		})
+	}
+}
+
+func testWebSocketEcho(t *testing.T, watch bool) {
 	up := httptest.NewServer(websocket.Handler(func(c *websocket.Conn) {
 		for {
 			var msg string
@@ -338,7 +411,7 @@ func TestWebSocketEcho(t *testing.T) {
 		}
 	}))
 	t.Cleanup(up.Close)
-	front := newFront(t, up.URL, frontOpts{})
+	front := newFront(t, up.URL, frontOpts{watch: watch})
 	ws, err := websocket.Dial("ws"+strings.TrimPrefix(front, "http")+"/ws", "", front)
 	if err != nil {
 		t.Fatal(err)
@@ -355,6 +428,48 @@ func TestWebSocketEcho(t *testing.T) {
 		}
 		if got != msg {
 			t.Fatalf("echo = %.20q (len %d), want %.20q (len %d)", got, len(got), msg, len(msg))
+		}
+	}
+}
+
+// With the credential check on, an answer on any route that sets a session
+// cookie is held for the enrolled user, one that sets an anonymous cookie
+// or none streams through, and a 103 that carries a session is dropped.
+func TestCredentialCheckOnAnyRoute(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/signup":
+			http.SetCookie(w, &http.Cookie{Name: "sid", Value: "S-alice"})
+		case "/visit":
+			http.SetCookie(w, &http.Cookie{Name: "sid", Value: "anonymous"})
+		case "/hints":
+			w.Header().Set("Set-Cookie", "sid=S-alice")
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("Set-Cookie")
+		}
+		io.WriteString(w, "app "+r.URL.Path)
+	}))
+	t.Cleanup(up.Close)
+	front := newFront(t, up.URL, frontOpts{watch: true})
+	for path, want := range map[string]int{"/signup": 401, "/visit": 200, "/plain": 200, "/hints": 200} {
+		var early []string
+		req, _ := http.NewRequest("GET", front+path, nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
+			early = append(early, h.Get("Set-Cookie"))
+			return nil
+		}}))
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != want || (want == 401 && (len(res.Cookies()) > 0 || strings.Contains(string(body), "app /signup"))) {
+			t.Errorf("%s = %d %q cookies %v, want %d without the app's answer", path, res.StatusCode, body, res.Cookies(), want)
+		}
+		if len(early) > 0 {
+			t.Errorf("%s: a 1xx with a session reached the client: %q", path, early)
 		}
 	}
 }

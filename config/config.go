@@ -67,6 +67,7 @@ type Admin struct {
 type Identity struct {
 	IntrospectPath string   `yaml:"introspect_path" doc:"Path of the app endpoint (on upstream.url) that answers 2xx with the caller's user as JSON when given the caller's credentials."`
 	ForwardHeaders []string `yaml:"forward_headers" doc:"Request headers carrying the caller's app credentials, forwarded to identity.introspect_path."`
+	ContextHeaders []string `yaml:"context_headers" doc:"Request headers forwarded to identity.introspect_path that identify the application or tenant, not the user (e.g. X-App-Id); a caller who sends only these is unauthenticated."`
 	UserIDPointer  string   `yaml:"user_id_pointer" doc:"JSON pointer (RFC 6901) to the user id in the introspection answer."`
 	AccountPointer string   `yaml:"account_pointer" doc:"JSON pointer to the account label shown in authenticator apps (e.g. /email); empty uses the user id."`
 }

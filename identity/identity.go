@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -37,6 +38,7 @@ type Introspector struct {
 	userPointer    string
 	accountPointer string
 	forwardHost    bool
+	context        []string
 }
 
 // NewIntrospector checks its settings once.
@@ -64,6 +66,11 @@ func NewIntrospector(client *http.Client, url string, forwardHeaders []string, u
 	return &Introspector{client: &c, url: url, forward: forwardHeaders, userPointer: userPointer, accountPointer: accountPointer}, errors.Join(errs...)
 }
 
+// ForwardContext names request headers that are forwarded to the identity
+// endpoint but identify the application or tenant, not the user (an app-id
+// header): a caller who sends only these has sent no credential.
+func (i *Introspector) ForwardContext(headers []string) { i.context = headers }
+
 // ForwardHost makes introspection send the client's Host header (set it
 // when upstream.preserve_host is: the app then routes on the client's host).
 func (i *Introspector) ForwardHost(on bool) { i.forwardHost = on }
@@ -79,6 +86,9 @@ func (i *Introspector) Identify(ctx context.Context, r *http.Request) (Identity,
 	sent := false
 	h := http.Header{}
 	for _, name := range i.forward {
+		if slices.ContainsFunc(i.context, func(c string) bool { return http.CanonicalHeaderKey(c) == http.CanonicalHeaderKey(name) }) {
+			continue // forwarded below, never a credential
+		}
 		for _, v := range r.Header.Values(name) {
 			h.Add(name, v)
 			sent = true
@@ -86,6 +96,11 @@ func (i *Introspector) Identify(ctx context.Context, r *http.Request) (Identity,
 	}
 	if !sent {
 		return Identity{}, ErrUnauthenticated
+	}
+	for _, name := range i.context {
+		for _, v := range r.Header.Values(name) {
+			h.Add(name, v)
+		}
 	}
 	return i.ask(ctx, h, r, false)
 }
@@ -99,6 +114,13 @@ func (i *Introspector) Identify(ctx context.Context, r *http.Request) (Identity,
 func (i *Introspector) IdentifyWith(ctx context.Context, present func(http.Header), in *http.Request) (Identity, error) {
 	h := http.Header{}
 	present(h)
+	if in != nil {
+		for _, name := range i.context {
+			for _, v := range in.Header.Values(name) {
+				h.Add(name, v)
+			}
+		}
+	}
 	return i.ask(ctx, h, in, true)
 }
 

@@ -149,6 +149,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		return nil, err
 	}
 	introspect.ForwardHost(cfg.Upstream.PreserveHost)
+	introspect.ForwardContext(cfg.Identity.ContextHeaders)
 	peers := proxy.NewPeers(trusted)
 	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
 	if cfg.Login.RevokePath != "" {

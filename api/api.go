@@ -149,6 +149,10 @@ func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
 		if o.retryAfter > 0 {
 			w.Header().Set("Retry-After", problem.RetryAfter(o.retryAfter))
 		}
+		if o.ext != nil {
+			problem.WriteExtended(w, r, problem.New(o.status, o.code, o.detail), o.ext)
+			return
+		}
 		problem.Write(w, r, problem.New(o.status, o.code, o.detail))
 		return
 	}

@@ -55,7 +55,7 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 	}
 	var ce *mfa.CodeError
 	if errors.As(err, &ce) && !ce.Locked {
-		return nil, challengeCodeInvalid(req.Body.ChallengeId)
+		return nil, challengeCodeInvalid(req.Body.ChallengeId, ce.Remaining)
 	}
 	if err != nil {
 		return nil, mfaOutcome(err)
@@ -82,7 +82,7 @@ func (a *API) ConfirmChallengeEnrollment(ctx context.Context, req gen.ConfirmCha
 		a.recordFailure(ctx, audit.EnrollFailed, user, err)
 		var ce *mfa.CodeError
 		if errors.As(err, &ce) && !ce.Locked {
-			return nil, challengeCodeInvalid(req.Body.ChallengeId)
+			return nil, challengeCodeInvalid(req.Body.ChallengeId, -1)
 		}
 		return nil, challengeOutcome(err)
 	}
@@ -100,8 +100,15 @@ func challengeOutcome(err error) error {
 
 // challengeCodeInvalid is the 401 for a wrong code on a live challenge; the
 // challenge stays usable, so WWW-Authenticate names it again.
-func challengeCodeInvalid(token string) error {
+// challengeCodeInvalid is the wrong-code answer of a challenge, with what
+// the spec's MfaInvalid declares: the challenge id and the attempts left
+// (0: the challenge is gone, log in again; -1: not known, left out).
+func challengeCodeInvalid(token string, remaining int) error {
+	ext := map[string]any{"challenge_id": token}
+	if remaining >= 0 {
+		ext["attempts_remaining"] = remaining
+	}
 	return &outcome{status: http.StatusUnauthorized, code: "mfa_invalid",
 		detail:  "The code is not valid. Check the time on your device and try again.",
-		wwwAuth: `TOTP realm="totpgate", challenge="` + token + `"`}
+		wwwAuth: `TOTP realm="totpgate", challenge="` + token + `"`, ext: ext}
 }

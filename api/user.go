@@ -25,6 +25,7 @@ type outcome struct {
 	retryAfter time.Duration
 	cause      error // logged, never answered
 	wwwAuth    string
+	ext        map[string]any // problem extension members the spec declares
 }
 
 func (o *outcome) Error() string { return o.code }

@@ -147,28 +147,50 @@ func (s *Service) completeChallenge(ctx context.Context, token, code string, cc 
 		}
 		return s.spend(ctx, token, h, MethodTOTP)
 	}
-	method, err := s.Verify(ctx, ch.UserID, code)
+	// Claim the challenge before the code is checked: only the caller who
+	// took it out spends a code on it, so a spent code always buys the
+	// release, and a concurrent caller gets not-found with its code unspent.
+	claimed, err := s.store.SpendChallenge(ctx, h, s.now())
+	if errors.Is(err, store.ErrNotFound) {
+		return HeldAnswer{}, "", ErrChallengeNotFound
+	}
 	if err != nil {
-		var ce *CodeError
-		if errors.As(err, &ce) {
-			left, ferr := s.store.FailChallenge(ctx, h, cc.MaxAttempts)
-			if ferr != nil {
-				return HeldAnswer{}, "", unavailable("fail challenge", ferr)
-			}
-			ce.Remaining = min(ce.Remaining, left)
-			if left == 0 || ce.Locked {
-				why := "out_of_attempts"
-				if left > 0 {
-					why = "locked"
-				}
-				if answer, oerr := openHeld(token, ch.Sealed); oerr == nil {
-					cc.revoke(ctx, ch.UserID, answer, why)
-				}
-			}
+		return HeldAnswer{}, "", unavailable("claim challenge", err)
+	}
+	method, err := s.Verify(ctx, claimed.UserID, code)
+	if err == nil {
+		answer, err := openHeld(token, claimed.Sealed)
+		if err != nil {
+			return HeldAnswer{}, "", err
+		}
+		return answer, method, nil
+	}
+	var ce *CodeError
+	if !errors.As(err, &ce) {
+		// The code could not be checked (store, keyring): put the
+		// challenge back as it was.
+		if rerr := s.store.CreateChallenge(ctx, claimed); rerr != nil {
+			return HeldAnswer{}, "", unavailable("restore challenge", rerr)
 		}
 		return HeldAnswer{}, "", err
 	}
-	return s.spend(ctx, token, h, method)
+	// A wrong code burns an attempt; a refusal because the user is
+	// already locked does not (the code was never compared).
+	if !ce.Locked || ce.LockStarted {
+		claimed.Attempts++
+	}
+	left := cc.MaxAttempts - claimed.Attempts
+	ce.Remaining = min(ce.Remaining, max(left, 0))
+	if left <= 0 {
+		if answer, oerr := openHeld(token, claimed.Sealed); oerr == nil {
+			cc.revoke(ctx, claimed.UserID, answer, "out_of_attempts")
+		}
+		return HeldAnswer{}, "", err
+	}
+	if rerr := s.store.CreateChallenge(ctx, claimed); rerr != nil {
+		return HeldAnswer{}, "", unavailable("restore challenge", rerr)
+	}
+	return HeldAnswer{}, "", err
 }
 
 // spend deletes the challenge and opens its held answer, exactly once.

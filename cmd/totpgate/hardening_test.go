@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/totpgate/totpgate/gen"
 )
 
 // The app's identity endpoint answering any 4xx means "not logged in":
@@ -60,5 +64,105 @@ func TestIdentityAnswersMeanWhatTheySay(t *testing.T) {
 	}
 	if n := calls.Load() - before; n != 1 {
 		t.Errorf("a redirect from the identity endpoint was followed (%d calls)", n)
+	}
+}
+
+// A spent code buys a release, or nothing: of many concurrent completions
+// of one challenge, each with its own valid recovery code, exactly one is
+// released and every loser's code is still unspent.
+func TestConcurrentChallengeCompletionsSpendOneCode(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t)
+	_, recovery := e.enroll(t, "rosa")
+	_, body := e.login(t, "/login", `{"user":"rosa","password":"pw"}`, nil)
+	var p struct {
+		ChallengeID string `json:"challenge_id"`
+	}
+	json.Unmarshal([]byte(body), &p)
+	const racers = 8
+	statuses := make([]int, racers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range racers {
+		wg.Go(func() {
+			<-start
+			res, err := e.c.CompleteChallengeWithResponse(context.Background(), gen.ChallengeRequest{ChallengeId: p.ChallengeID, Code: &recovery[i]})
+			if err == nil {
+				statuses[i] = res.StatusCode()
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	released, notFound := 0, 0
+	for _, s := range statuses {
+		switch s {
+		case 200:
+			released++
+		case 404:
+			notFound++
+		}
+	}
+	if released != 1 || notFound != racers-1 {
+		t.Fatalf("statuses %v: want one 200 and %d 404", statuses, racers-1)
+	}
+	st, err := e.c.GetStatusWithResponse(context.Background(), session("rosa"))
+	if err != nil || st.JSON200 == nil {
+		t.Fatal(err)
+	}
+	if got := st.JSON200.RecoveryCodesRemaining; got != len(recovery)-1 {
+		t.Fatalf("recovery codes left: %d, want %d (only the winner's spent)", got, len(recovery)-1)
+	}
+}
+
+// A wrong code on a challenge answers the attempts left and the challenge
+// id, as the spec declares; a refusal because the user is already locked
+// does not burn the challenge's attempts.
+func TestChallengeAttemptsAndLocks(t *testing.T) {
+	t.Parallel()
+	const adminToken = "an-admin-token-of-some-length"
+	e := newLoginEnv(t, "TOTPGATE_LOGIN_CHALLENGE_ATTEMPTS=3", "TOTPGATE_MFA_MAX_FAILURES=2", "TOTPGATE_ADMIN_TOKEN="+adminToken)
+	code, _ := e.enroll(t, "saul")
+	hold := func() string {
+		_, body := e.login(t, "/login", `{"user":"saul","password":"pw"}`, nil)
+		var p struct {
+			ChallengeID string `json:"challenge_id"`
+		}
+		json.Unmarshal([]byte(body), &p)
+		return p.ChallengeID
+	}
+	complete := func(id, c string) (int, map[string]any) {
+		res, err := e.c.CompleteChallengeWithResponse(context.Background(), gen.ChallengeRequest{ChallengeId: id, Code: &c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc map[string]any
+		json.Unmarshal(res.Body, &doc)
+		return res.StatusCode(), doc
+	}
+	id := hold()
+	st, doc := complete(id, "000000")
+	// Attempts left: the smaller of the challenge's (2) and the user's
+	// before the lock (1).
+	if st != 401 || doc["challenge_id"] != id || doc["attempts_remaining"] != float64(1) {
+		t.Fatalf("wrong code = %d %v, want 401 with challenge_id and attempts_remaining 1", st, doc)
+	}
+	// The second failure locks saul (max_failures 2) and burns an attempt.
+	if st, _ := complete(id, "111111"); st != 429 {
+		t.Fatalf("the failure that locks = %d, want 429", st)
+	}
+	// While locked, refusals do not burn the remaining attempt.
+	for range 3 {
+		if st, _ := complete(id, code(0)); st != 429 {
+			t.Fatalf("completion while locked = %d, want 429", st)
+		}
+	}
+	req, _ := http.NewRequest("POST", e.s.admin+"/admin/users/saul/unlock", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	if res, err := http.DefaultClient.Do(req); err != nil || res.StatusCode != 204 {
+		t.Fatalf("admin unlock: %v %v", res, err)
+	}
+	if st, doc := complete(id, code(0)); st != 200 {
+		t.Fatalf("completion after the unlock = %d %v, want 200 (lock refusals must not have used up the challenge)", st, doc)
 	}
 }

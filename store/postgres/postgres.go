@@ -714,7 +714,7 @@ ON CONFLICT (id_hash) DO NOTHING`,
 	return nil
 }
 
-const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at`
+const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke`
 
 func scanChallenge(row pgx.Row) (store.Challenge, error) {
 	var (
@@ -722,7 +722,7 @@ func scanChallenge(row pgx.Row) (store.Challenge, error) {
 		enroll, satisfied  int16
 		created, expiresAt int64
 	)
-	if err := row.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt); err != nil {
+	if err := row.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt, &c.Revoke); err != nil {
 		return store.Challenge{}, err
 	}
 	c.Enroll = enroll != 0

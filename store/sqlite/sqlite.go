@@ -717,7 +717,7 @@ ON CONFLICT (id_hash) DO NOTHING`,
 	return nil
 }
 
-const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at`
+const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke`
 
 type scanner interface{ Scan(...any) error }
 
@@ -727,7 +727,7 @@ func scanChallenge(sc scanner) (store.Challenge, error) {
 		enroll, satisfied  int
 		created, expiresAt int64
 	)
-	if err := sc.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt); err != nil {
+	if err := sc.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt, &c.Revoke); err != nil {
 		return store.Challenge{}, err
 	}
 	c.Enroll = enroll != 0

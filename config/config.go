@@ -55,6 +55,7 @@ type API struct {
 	RatePerSec   float64 `yaml:"rate_per_second" doc:"Requests per second each client IP may make to the user API (challenges included)."`
 	SelfService  bool    `yaml:"self_service" doc:"Serve the self-service page (status, enroll with QR code, recovery codes, disable) at the prefix, e.g. /mfa/."`
 	RateBurst    int     `yaml:"rate_burst" doc:"Burst of requests a client IP may make above rate_per_second."`
+	RateIPv6Bits int     `yaml:"rate_ipv6_prefix" doc:"IPv6 clients share one rate-limit bucket per prefix of this length (64: one subscriber's /64)."`
 }
 
 // Admin is the admin API on the admin listener.
@@ -460,7 +461,7 @@ func Default() Config {
 			IdleConnTimeout:       90 * time.Second,
 			MaxIdleConns:          256,
 		},
-		API: API{Prefix: "/mfa", MaxBodyBytes: 64 << 10, RatePerSec: 5, RateBurst: 30},
+		API: API{Prefix: "/mfa", MaxBodyBytes: 64 << 10, RatePerSec: 5, RateBurst: 30, RateIPv6Bits: 64},
 		Identity: Identity{
 			IntrospectPath: "/api/me",
 			ForwardHeaders: []string{"Cookie", "Authorization"},
@@ -577,6 +578,9 @@ func (a API) Validate() error {
 	}
 	if a.RatePerSec <= 0 || a.RateBurst < 1 {
 		errs = append(errs, errors.New("api.rate_per_second and api.rate_burst: must be positive"))
+	}
+	if a.RateIPv6Bits < 16 || a.RateIPv6Bits > 128 {
+		errs = append(errs, errors.New("api.rate_ipv6_prefix: must be 16..128"))
 	}
 	return errors.Join(errs...)
 }

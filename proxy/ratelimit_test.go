@@ -1,6 +1,7 @@
 package proxy_test
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -13,7 +14,7 @@ import (
 func TestRateLimitPerClientIP(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_800_000_000, 0)
-	l := proxy.NewRateLimit(proxy.NewPeers([]netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}), 1, 3, func() time.Time { return now })
+	l := proxy.NewRateLimit(proxy.NewPeers([]netip.Prefix{netip.MustParsePrefix("10.0.0.1/32")}), 1, 3, 64, func() time.Time { return now })
 	h := l.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	do := func(remote, xff string) int {
 		r := httptest.NewRequest("POST", "/mfa/challenge", nil)
@@ -55,5 +56,34 @@ func TestRateLimitPerClientIP(t *testing.T) {
 	now = now.Add(2 * time.Second)
 	if c := do("192.0.2.1", ""); c != 200 {
 		t.Fatalf("after refill: %d", c)
+	}
+}
+
+// IPv6 clients share a bucket per /64: a thousand addresses of one /64
+// get one burst, another /64 its own.
+func TestRateLimitIPv6PerSlash64(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	l := proxy.NewRateLimit(proxy.NewPeers(nil), 1, 3, 64, func() time.Time { return now })
+	h := l.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	allowed := 0
+	for i := range 1000 {
+		r := httptest.NewRequest("POST", "/mfa/challenge", nil)
+		r.RemoteAddr = netip.AddrPortFrom(netip.MustParseAddr(fmt.Sprintf("2001:db8:1:2::%x", i+1)), 1234).String()
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code == 200 {
+			allowed++
+		}
+	}
+	if allowed != 3 {
+		t.Fatalf("1000 addresses of one /64 got %d requests through, want the one burst of 3", allowed)
+	}
+	r := httptest.NewRequest("POST", "/mfa/challenge", nil)
+	r.RemoteAddr = "[2001:db8:1:3::1]:1234"
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != 200 {
+		t.Fatalf("another /64: %d, want 200", w.Code)
 	}
 }

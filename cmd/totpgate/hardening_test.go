@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -164,5 +165,36 @@ func TestChallengeAttemptsAndLocks(t *testing.T) {
 	}
 	if st, doc := complete(id, code(0)); st != 200 {
 		t.Fatalf("completion after the unlock = %d %v, want 200 (lock refusals must not have used up the challenge)", st, doc)
+	}
+}
+
+// Behind a trusted proxy, IPv6 clients of one /64 share a rate-limit
+// bucket: rotating addresses inside it buys no extra burst.
+func TestRateLimitKeysIPv6BySlash64(t *testing.T) {
+	t.Parallel()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusUnauthorized) }))
+	t.Cleanup(up.Close)
+	s := startSidecar(t, []string{"TOTPGATE_TRUSTED_PROXIES=127.0.0.1/32", "TOTPGATE_API_RATE_BURST=3", "TOTPGATE_API_RATE_PER_SECOND=0.01"}, "--upstream", up.URL)
+	status := func(client string) int {
+		req, _ := http.NewRequest("GET", s.main+"/mfa/status", nil)
+		req.Header.Set("X-Forwarded-For", client)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res.StatusCode
+	}
+	limited := 0
+	for i := range 20 {
+		if status(fmt.Sprintf("2001:db8:aa:bb::%x", i+1)) == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited != 17 {
+		t.Fatalf("20 addresses of one /64: %d limited, want 17 (one burst of 3)", limited)
+	}
+	if got := status("2001:db8:aa:cc::1"); got == http.StatusTooManyRequests {
+		t.Fatal("another /64 was limited too")
 	}
 }

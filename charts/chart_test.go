@@ -126,6 +126,8 @@ type rendered struct {
 	kinds      map[string]int
 	monitor    *serviceMonitor
 	rule       *prometheusRule
+	policy     *networkingv1.NetworkPolicy
+	testPod    *corev1.Pod
 }
 
 // decode splits helm's output and decodes each object strictly: an unknown
@@ -165,11 +167,13 @@ func decode(t *testing.T, out string) rendered {
 		case "PersistentVolumeClaim":
 			target = &corev1.PersistentVolumeClaim{}
 		case "Pod":
-			target = &corev1.Pod{}
+			r.testPod = &corev1.Pod{}
+			target = r.testPod
 		case "PodDisruptionBudget":
 			target = &policyv1.PodDisruptionBudget{}
 		case "NetworkPolicy":
-			target = &networkingv1.NetworkPolicy{}
+			r.policy = &networkingv1.NetworkPolicy{}
+			target = r.policy
 		case "ServiceMonitor":
 			r.monitor = &serviceMonitor{}
 			target = r.monitor
@@ -253,6 +257,24 @@ func TestTemplates(t *testing.T) {
 			}
 			if d.Spec.Template.Annotations["checksum/config"] == "" {
 				t.Error("no checksum/config annotation")
+			}
+			// On by default: only the sidecar port from anywhere, the admin
+			// port from a named namespace, so an app bound to 0.0.0.0 is
+			// not reachable around the gate.
+			if p := r.policy; p == nil {
+				t.Error("no NetworkPolicy rendered")
+			} else {
+				if len(p.Spec.Ingress) != 2 || len(p.Spec.Ingress[0].From) != 0 || len(p.Spec.Ingress[0].Ports) != 1 || p.Spec.Ingress[0].Ports[0].Port.StrVal != "http" {
+					t.Errorf("NetworkPolicy does not open only the sidecar port to everyone: %+v", p.Spec.Ingress)
+				}
+				if len(p.Spec.Ingress) == 2 && (len(p.Spec.Ingress[1].From) != 1 || p.Spec.Ingress[1].From[0].NamespaceSelector == nil ||
+					len(p.Spec.Ingress[1].From[0].NamespaceSelector.MatchLabels)+len(p.Spec.Ingress[1].From[0].NamespaceSelector.MatchExpressions) == 0) {
+					t.Errorf("the admin port is open to every namespace: %+v", p.Spec.Ingress[1])
+				}
+			}
+			// helm test checks the app port is closed through the Service.
+			if r.testPod == nil || len(r.testPod.Spec.Containers) != 2 || r.testPod.Spec.Containers[1].Name != "app-port-closed" {
+				t.Error("the helm test pod does not check that the app port is unreachable")
 			}
 			// No Secret is rendered: secrets are referenced, never inlined.
 			if r.kinds["Secret"] != 0 {

@@ -22,19 +22,23 @@ type TransportOptions struct {
 	MaxIdleConns          int
 }
 
-// NewTransport clones http.DefaultTransport with explicit limits. The pool
-// is sized for one upstream (the app next door): the default of two idle
-// connections per host would make every burst open new connections.
+// NewTransport builds the transport to the app with explicit limits (the
+// standard transport's defaults otherwise, without reading the
+// http.DefaultTransport global). The pool is sized for one upstream (the
+// app next door): the default of two idle connections per host would make
+// every burst open new connections.
 func NewTransport(o TransportOptions) *http.Transport {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.Proxy = nil // the app is next door; HTTP_PROXY must not reroute it
-	t.DialContext = (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext
-	t.ResponseHeaderTimeout = o.ResponseHeaderTimeout
-	t.IdleConnTimeout = o.IdleConnTimeout
-	t.MaxIdleConns = o.MaxIdleConns
-	t.MaxIdleConnsPerHost = o.MaxIdleConns
-	t.ForceAttemptHTTP2 = false
-	return t
+	return &http.Transport{
+		Proxy:                 nil, // the app is next door; HTTP_PROXY must not reroute it
+		DialContext:           (&net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		ResponseHeaderTimeout: o.ResponseHeaderTimeout,
+		IdleConnTimeout:       o.IdleConnTimeout,
+		MaxIdleConns:          o.MaxIdleConns,
+		MaxIdleConnsPerHost:   o.MaxIdleConns,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     false,
+	}
 }
 
 // newRewrite sends a request to upstream untouched, apart from the

@@ -12,6 +12,8 @@ import (
 	"io/fs"
 	"net/http"
 	"strings"
+
+	"github.com/totpgate/totpgate/problem"
 )
 
 //go:embed assets
@@ -40,7 +42,7 @@ func Mount(prefix string, api http.Handler) http.Handler {
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			problem.Write(w, r, problem.New(http.StatusMethodNotAllowed, "method_not_allowed", "The self-service page only answers GET."))
 			return
 		}
 		h := w.Header()

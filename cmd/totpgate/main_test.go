@@ -35,7 +35,14 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	if err := installContract(); err != nil {
+		panic(err)
+	}
+	code := m.Run()
+	if code == 0 {
+		code = contract.report()
+	}
+	os.Exit(code)
 }
 
 // sidecar is a running totpgate process.
@@ -109,6 +116,8 @@ func startSidecarIn(t *testing.T, dir string, env []string, args ...string) *sid
 	select {
 	case line := <-started:
 		s.main, s.admin = "http://"+line["listen"].(string), "http://"+line["admin_listen"].(string)
+		contract.watch(s.main, "main")
+		contract.watch(s.admin, "admin")
 	case <-s.exited:
 		t.Fatalf("sidecar exited before starting: %v\n%s", s.exitErr, logs.String())
 	case <-time.After(30 * time.Second):

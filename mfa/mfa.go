@@ -140,7 +140,7 @@ func New(ctx context.Context, st store.Store, keys Keyring, cfg Config, now func
 	// A keyring outage at start must not stop the sidecar (the app's
 	// traffic passes through regardless); the key loads on first use. Any
 	// other failure (a wrong keyring, a broken store) is a start-up error.
-	if _, err := s.recoveryKey(ctx); err != nil && !errors.Is(err, keyring.ErrUnavailable) {
+	if _, err := s.recoveryKey(ctx); err != nil && !errors.Is(err, keyring.ErrUnavailable) && !errors.Is(err, store.ErrUnavailable) {
 		return nil, err
 	}
 	return s, nil

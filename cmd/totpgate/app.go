@@ -106,10 +106,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
 		MaxIdleConns:          cfg.Upstream.MaxIdleConns,
 	})
-	st, err := openStore(ctx, cfg.Store)
-	if err != nil {
-		return nil, err
-	}
+	// A database that is down at start must not stop the sidecar: the app's
+	// traffic passes through, second-factor work fails closed, and the
+	// store opens (migrations included) once the database is back.
+	st := store.NewLazy(ctx, func(ctx context.Context) (store.Store, error) { return openStore(ctx, cfg.Store) }, 2*time.Second, log)
 	closers := []func() error{st.Close, func() error { transport.CloseIdleConnections(); return nil }}
 	defer func() {
 		if err != nil {

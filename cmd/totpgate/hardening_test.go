@@ -7,10 +7,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/internal/testenv"
 )
 
 // The app's identity endpoint answering any 4xx means "not logged in":
@@ -196,5 +199,48 @@ func TestRateLimitKeysIPv6BySlash64(t *testing.T) {
 	}
 	if got := status("2001:db8:aa:cc::1"); got == http.StatusTooManyRequests {
 		t.Fatal("another /64 was limited too")
+	}
+}
+
+// The sidecar starts while PostgreSQL is down: pass-through flows, second-
+// factor work fails closed with 503, /readyz is not ready; once the
+// database is back the store opens (migrations included) and logins are
+// gated as usual.
+func TestStartsWithoutTheStore(t *testing.T) {
+	t.Parallel()
+	pg := testenv.StartPGServer(t)
+	pg.Stop(t, "fast")
+	app := newLoginApp(t)
+	s := startSidecar(t, []string{"TOTPGATE_STORE_DRIVER=postgres", "TOTPGATE_STORE_DSN=" + pg.DSN}, "--upstream", app.URL)
+	if code, body := get(t, s.main+"/page"); code != 200 || body != "page" {
+		t.Fatalf("pass-through with the store down = %d %q", code, body)
+	}
+	if code, _ := get(t, s.admin+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("/readyz with the store down = %d, want 503", code)
+	}
+	e := &loginEnv{s: s, app: app}
+	res, body := e.login(t, "/login", `{"user":"bob","password":"pw"}`, nil)
+	if res.StatusCode != http.StatusServiceUnavailable || len(res.Cookies()) > 0 || !strings.Contains(body, "mfa_unavailable") {
+		t.Fatalf("login with the store down = %d %s, want 503 mfa_unavailable and no session", res.StatusCode, body)
+	}
+	pg.Start(t)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if code, _ := get(t, s.admin+"/readyz"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the store did not open after PostgreSQL came back:\n%s", s.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	c, err := gen.NewClientWithResponses(s.main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c = c
+	e.enroll(t, "bob")
+	if res, body := e.login(t, "/login", `{"user":"bob","password":"pw"}`, nil); res.StatusCode != 401 || !strings.Contains(body, "mfa_required") {
+		t.Fatalf("login after the store came back = %d %s, want 401 mfa_required", res.StatusCode, body)
 	}
 }

@@ -347,7 +347,11 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 		return "", unavailable("fail attempt", err)
 	}
 	if !lockedUntil.IsZero() {
-		return "", &CodeError{Locked: true, LockedUntil: lockedUntil, Replay: replay, LockStarted: true}
+		// BeginAttempt counted attempts before any was checked, so exactly
+		// one attempt per window is the last one allowed: its failure is
+		// the one that starts the lock. Concurrent failures behind it find
+		// the lock and must not announce it again.
+		return "", &CodeError{Locked: true, LockedUntil: lockedUntil, Replay: replay, LockStarted: att.Remaining == 0}
 	}
 	return "", &CodeError{Remaining: att.Remaining, Replay: replay}
 }

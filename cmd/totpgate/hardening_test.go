@@ -244,3 +244,25 @@ func TestStartsWithoutTheStore(t *testing.T) {
 		t.Fatalf("login after the store came back = %d %s, want 401 mfa_required", res.StatusCode, body)
 	}
 }
+
+// Concurrent wrong codes lock the user once: one lockout_started event,
+// however many concurrent losers find the lock.
+func TestLockoutStartedOncePerLock(t *testing.T) {
+	t.Parallel()
+	e := newLoginEnv(t, "TOTPGATE_MFA_MAX_FAILURES=3")
+	e.enroll(t, "tess")
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 12 {
+		wg.Go(func() {
+			<-start
+			e.login(t, "/login", `{"user":"tess","password":"pw"}`, http.Header{"X-Totp-Code": {fmt.Sprintf("%06d", i)}})
+		})
+	}
+	close(start)
+	wg.Wait()
+	waitForLog(t, e.s, `"event":"lockout_started"`)
+	if n := strings.Count(e.s.logs.String(), `"event":"lockout_started"`); n != 1 {
+		t.Fatalf("%d lockout_started events for one lock, want 1", n)
+	}
+}

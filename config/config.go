@@ -50,12 +50,13 @@ type Upstream struct {
 
 // API is the sidecar's own user-facing API on the main listener.
 type API struct {
-	Prefix       string  `yaml:"prefix" doc:"Path prefix of the user API (enrollment, status, challenge). Requests under it never reach the app."`
-	MaxBodyBytes int64   `yaml:"max_body_bytes" doc:"Largest request body the user API accepts."`
-	RatePerSec   float64 `yaml:"rate_per_second" doc:"Requests per second each client IP may make to the user API (challenges included)."`
-	SelfService  bool    `yaml:"self_service" doc:"Serve the self-service page (status, enroll with QR code, recovery codes, disable) at the prefix, e.g. /mfa/."`
-	RateBurst    int     `yaml:"rate_burst" doc:"Burst of requests a client IP may make above rate_per_second."`
-	RateIPv6Bits int     `yaml:"rate_ipv6_prefix" doc:"IPv6 clients share one rate-limit bucket per prefix of this length (64: one subscriber's /64)."`
+	Prefix       string   `yaml:"prefix" doc:"Path prefix of the user API (enrollment, status, challenge). Requests under it never reach the app."`
+	MaxBodyBytes int64    `yaml:"max_body_bytes" doc:"Largest request body the user API accepts."`
+	RatePerSec   float64  `yaml:"rate_per_second" doc:"Requests per second each client IP may make to the user API (challenges included)."`
+	SelfService  bool     `yaml:"self_service" doc:"Serve the self-service page (status, enroll with QR code, recovery codes, disable) at the prefix, e.g. /mfa/."`
+	RateBurst    int      `yaml:"rate_burst" doc:"Burst of requests a client IP may make above rate_per_second."`
+	CORSOrigins  []string `yaml:"cors_origins" doc:"Origins (e.g. https://app.example.com) of single-page apps allowed to call the user API cross-origin, with credentials. State-changing calls from any other origin are refused with 403 (CSRF)."`
+	RateIPv6Bits int      `yaml:"rate_ipv6_prefix" doc:"IPv6 clients share one rate-limit bucket per prefix of this length (64: one subscriber's /64)."`
 }
 
 // Admin is the admin API on the admin listener.
@@ -578,6 +579,11 @@ func (a API) Validate() error {
 	}
 	if a.RatePerSec <= 0 || a.RateBurst < 1 {
 		errs = append(errs, errors.New("api.rate_per_second and api.rate_burst: must be positive"))
+	}
+	for _, o := range a.CORSOrigins {
+		if u, err := url.Parse(o); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || o == "*" {
+			errs = append(errs, fmt.Errorf("api.cors_origins: %q must be an origin such as https://app.example.com", o))
+		}
 	}
 	if a.RateIPv6Bits < 16 || a.RateIPv6Bits > 128 {
 		errs = append(errs, errors.New("api.rate_ipv6_prefix: must be 16..128"))

@@ -255,6 +255,11 @@ func cookieNames(cs []Credential) []string {
 func (g *loginGate) apply(w http.ResponseWriter, r *http.Request, ev events, req loginRequest, a *answer, v Verdict) {
 	held := mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}
 	ev.user = v.User
+	if v.Action != Release {
+		// The gate answers instead of the app: with the app's CORS
+		// headers, so a page on another origin can read the challenge.
+		copyCORS(w, a)
+	}
 	switch v.Action {
 	case Release:
 		switch v.Reason {

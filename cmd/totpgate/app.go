@@ -194,7 +194,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Transport:      upstreamRT,
 		TrustedProxies: trusted,
 		APIPrefix:      cfg.API.Prefix,
-		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now).Wrap(userAPI),
+		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now).Wrap(proxy.NewCORS(cfg.API.CORSOrigins).Wrap(userAPI)),
 		Logger:         log,
 		Login: &proxy.LoginOptions{
 			Paths:              cfg.Login.Paths,

@@ -138,6 +138,13 @@ func (c *contractChecker) check(kind string, req *http.Request, res *http.Respon
 			out.Options.ExcludeResponseBody = true
 		}
 		if err := openapi3filter.ValidateResponse(context.Background(), out); err != nil {
+			if route.Operation.Responses.Status(res.StatusCode) == nil {
+				// Not the operation's own: one of the answers every user
+				// API operation may give (a refused cross-site call).
+				if v := c.checkExtension(where, res, body, "x-totpgate-api-responses"); v == "" {
+					return ""
+				}
+			}
 			return where + ": " + oneLine(err)
 		}
 		return ""
@@ -181,6 +188,9 @@ func (c *contractChecker) checkExtension(where string, res *http.Response, body 
 			continue
 		}
 		got, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type"))
+		if len(resp.Value.Content) == 0 && len(body) == 0 {
+			return "" // a declared answer without a body (a CORS preflight)
+		}
 		mt := resp.Value.Content.Get(got)
 		if mt == nil || mt.Schema == nil {
 			errs = append(errs, fmt.Errorf("%s: does not declare %s", name, got))

@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -264,5 +264,100 @@ func TestLockoutStartedOncePerLock(t *testing.T) {
 	waitForLog(t, e.s, `"event":"lockout_started"`)
 	if n := strings.Count(e.s.logs.String(), `"event":"lockout_started"`); n != 1 {
 		t.Fatalf("%d lockout_started events for one lock, want 1", n)
+	}
+}
+
+// A single-page app on another origin logs in through the gate and uses
+// the user API; a cross-site page cannot change anyone's second factor.
+func TestCrossOriginAppsAndCSRF(t *testing.T) {
+	t.Parallel()
+	const spa, evil = "https://spa.example", "https://evil.example"
+	// The app allows its SPA's origin, with credentials, like the cors
+	// middleware of most frameworks.
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Origin") == spa {
+			w.Header().Set("Access-Control-Allow-Origin", spa)
+			w.Header().Set("Access-Control-Allow-Credentials", "true")
+			w.Header().Set("Vary", "Origin")
+		}
+		switch {
+		case r.Method == http.MethodOptions:
+			w.Header().Set("Access-Control-Allow-Methods", "POST")
+			w.Header().Set("Access-Control-Allow-Headers", "Content-Type, X-TOTP-Code")
+			w.WriteHeader(http.StatusNoContent)
+		case r.URL.Path == "/api/me":
+			c, err := r.Cookie("session")
+			if err != nil {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]string{"id": c.Value})
+		case r.URL.Path == "/login":
+			var creds struct{ User string }
+			json.NewDecoder(r.Body).Decode(&creds)
+			http.SetCookie(w, &http.Cookie{Name: "session", Value: creds.User})
+			json.NewEncoder(w).Encode(map[string]any{"user": map[string]string{"id": creds.User}})
+		}
+	}))
+	t.Cleanup(app.Close)
+	s := startSidecar(t, []string{"TOTPGATE_API_CORS_ORIGINS=" + spa}, "--upstream", app.URL)
+	c, err := gen.NewClientWithResponses(s.main)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &loginEnv{s: s, c: c}
+	e.enroll(t, "uma")
+	do := func(method, path, origin, body string, h ...string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, s.main+path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		for i := 0; i < len(h); i += 2 {
+			req.Header.Set(h[i], h[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	// The preflight on the login route is the app's.
+	if res := do("OPTIONS", "/login", spa, "", "Access-Control-Request-Method", "POST"); res.StatusCode != 204 || res.Header.Get("Access-Control-Allow-Origin") != spa {
+		t.Errorf("login preflight = %d, ACAO %q: want the app's 204", res.StatusCode, res.Header.Get("Access-Control-Allow-Origin"))
+	}
+	// The gate's 401 carries the app's CORS headers, so the page can read the challenge.
+	res := do("POST", "/login", spa, `{"user":"uma"}`)
+	if res.StatusCode != 401 || res.Header.Get("Access-Control-Allow-Origin") != spa || res.Header.Get("Access-Control-Allow-Credentials") != "true" ||
+		!strings.Contains(res.Header.Get("Access-Control-Expose-Headers"), "WWW-Authenticate") || len(res.Cookies()) > 0 {
+		t.Errorf("held login from the SPA = %d, CORS %v", res.StatusCode, res.Header)
+	}
+	// The user API answers the allowed origin's preflight, refuses others.
+	if res := do("OPTIONS", "/mfa/challenge", spa, "", "Access-Control-Request-Method", "POST"); res.StatusCode != 204 ||
+		res.Header.Get("Access-Control-Allow-Origin") != spa || res.Header.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf("API preflight from the SPA = %d %v", res.StatusCode, res.Header)
+	}
+	if res := do("OPTIONS", "/mfa/challenge", evil, "", "Access-Control-Request-Method", "POST"); res.StatusCode != 403 || res.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("API preflight from another origin = %d %v", res.StatusCode, res.Header)
+	}
+	// CSRF: a cross-site page with the user's cookie cannot replace the enrollment.
+	for _, h := range [][]string{{"Origin", evil}, {"Sec-Fetch-Site", "cross-site"}} {
+		if res := do("POST", "/mfa/enroll", "", "", append(h, "Cookie", "session=vic")...); res.StatusCode != 403 {
+			t.Errorf("cross-site enroll (%s) = %d, want 403", h[0], res.StatusCode)
+		}
+	}
+	if st, err := c.GetStatusWithResponse(context.Background(), session("vic")); err != nil || st.JSON200 == nil || st.JSON200.State != gen.MfaStateNone {
+		t.Fatalf("a refused cross-site call changed the state: %+v %v", st.JSON200, err)
+	}
+	// The SPA itself (allowed origin) and same-origin pages can.
+	if res := do("POST", "/mfa/enroll", spa, "", "Cookie", "session=vic"); res.StatusCode != 201 || res.Header.Get("Access-Control-Allow-Origin") != spa {
+		t.Errorf("enroll from the SPA = %d %v", res.StatusCode, res.Header)
+	}
+	if res := do("POST", "/mfa/enroll", strings.Replace(s.main, "http://", "http://", 1), "", "Cookie", "session=wes"); res.StatusCode != 201 {
+		t.Errorf("same-origin enroll = %d", res.StatusCode)
 	}
 }

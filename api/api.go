@@ -119,7 +119,7 @@ func New(d Deps) (*API, error) {
 func (a *API) Handler() http.Handler {
 	strict := gen.NewStrictHandlerWithOptions(a, []gen.StrictMiddlewareFunc{a.identifyCaller, a.requestMeta}, gen.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
-			problem.Write(w, r, problem.New(http.StatusBadRequest, "bad_request", "The request body could not be read as the operation expects."))
+			problem.Write(w, r, problem.New(http.StatusBadRequest, gen.ProblemCodeBadRequest, "The request body could not be read as the operation expects."))
 		},
 		ResponseErrorHandlerFunc: a.responseError,
 	})
@@ -130,7 +130,7 @@ func (a *API) Handler() http.Handler {
 			if errors.As(err, &pe) {
 				detail = "Invalid parameter " + pe.ParamName + "."
 			}
-			p := problem.New(http.StatusBadRequest, "validation_failed", "The request does not match the API description. "+detail)
+			p := problem.New(http.StatusBadRequest, gen.ProblemCodeValidationFailed, "The request does not match the API description. "+detail)
 			problem.Write(w, r, p)
 		},
 	})
@@ -157,14 +157,14 @@ func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	if errors.Is(err, ErrNotImplemented) {
-		problem.Write(w, r, problem.New(http.StatusNotImplemented, "not_implemented", "This operation is part of the API description but is not served by this version of totpgate."))
+		problem.Write(w, r, problem.New(http.StatusNotImplemented, gen.ProblemCodeNotImplemented, "This operation is part of the API description but is not served by this version of totpgate."))
 		return
 	}
 	a.log.LogAttrs(r.Context(), slog.LevelError, "api: unexpected error",
 		slog.String("request_id", problem.RequestID(r)),
 		slog.String("path", r.URL.Path),
 		slog.String("error", err.Error()))
-	problem.Write(w, r, problem.New(http.StatusInternalServerError, "internal", "Something went wrong inside totpgate. The request id identifies it in the logs."))
+	problem.Write(w, r, problem.New(http.StatusInternalServerError, gen.ProblemCodeInternal, "Something went wrong inside totpgate. The request id identifies it in the logs."))
 }
 
 var _ gen.StrictServerInterface = (*API)(nil)

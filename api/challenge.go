@@ -40,7 +40,7 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 	}
 	answer, method, user, err := a.challenges.CompleteChallenge(ctx, req.Body.ChallengeId, code, a.challengeCfg)
 	if errors.Is(err, mfa.ErrCodeRequired) {
-		return nil, &outcome{status: http.StatusBadRequest, code: "validation_failed", detail: "code is required for this challenge."}
+		return nil, &outcome{status: http.StatusBadRequest, code: gen.ProblemCodeValidationFailed, detail: "code is required for this challenge."}
 	}
 	if err != nil {
 		a.recordFailure(ctx, audit.LoginFailed, user, err)
@@ -51,7 +51,7 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 		}
 	}
 	if errors.Is(err, mfa.ErrChallengeNotFound) {
-		return nil, &outcome{status: http.StatusNotFound, code: "challenge_not_found", detail: "This login challenge is unknown, expired or already used. Log in again."}
+		return nil, &outcome{status: http.StatusNotFound, code: gen.ProblemCodeChallengeNotFound, detail: "This login challenge is unknown, expired or already used. Log in again."}
 	}
 	var ce *mfa.CodeError
 	if errors.As(err, &ce) && !ce.Locked {
@@ -93,7 +93,7 @@ func (a *API) ConfirmChallengeEnrollment(ctx context.Context, req gen.ConfirmCha
 func challengeOutcome(err error) error {
 	switch {
 	case errors.Is(err, mfa.ErrChallengeNotFound), errors.Is(err, mfa.ErrNotEnrollChallenge):
-		return &outcome{status: http.StatusNotFound, code: "challenge_not_found", detail: "This login challenge is unknown, expired or already used. Log in again."}
+		return &outcome{status: http.StatusNotFound, code: gen.ProblemCodeChallengeNotFound, detail: "This login challenge is unknown, expired or already used. Log in again."}
 	}
 	return mfaOutcome(err)
 }
@@ -108,7 +108,7 @@ func challengeCodeInvalid(token string, remaining int) error {
 	if remaining >= 0 {
 		ext["attempts_remaining"] = remaining
 	}
-	return &outcome{status: http.StatusUnauthorized, code: "mfa_invalid",
+	return &outcome{status: http.StatusUnauthorized, code: gen.ProblemCodeMfaInvalid,
 		detail:  "The code is not valid. Check the time on your device and try again.",
 		wwwAuth: `TOTP realm="totpgate", challenge="` + token + `"`, ext: ext}
 }

@@ -25,7 +25,7 @@ type Keys interface {
 const rewrapPath = "/admin/keys/rewrap"
 
 func keysUnavailable(err error) error {
-	return &outcome{status: http.StatusServiceUnavailable, code: "mfa_unavailable",
+	return &outcome{status: http.StatusServiceUnavailable, code: gen.ProblemCodeMfaUnavailable,
 		detail: "The key backend or the store is not answering. Nothing was changed; try again shortly.", retryAfter: 5 * time.Second, cause: err}
 }
 
@@ -51,10 +51,10 @@ func (a *API) AdminSetMinDecryptionVersion(ctx context.Context, req gen.AdminSet
 	var old *rotation.OldVersionsError
 	switch {
 	case errors.As(err, &old):
-		return nil, &outcome{status: http.StatusConflict, code: "old_versions_remain",
+		return nil, &outcome{status: http.StatusConflict, code: gen.ProblemCodeOldVersionsRemain,
 			detail: fmt.Sprintf("%d stored secrets use key versions below %d; run a rewrap first.", old.Remaining, old.Version)}
 	case errors.Is(err, keyring.ErrInvalidMinVersion):
-		return nil, &outcome{status: http.StatusBadRequest, code: "validation_failed",
+		return nil, &outcome{status: http.StatusBadRequest, code: gen.ProblemCodeValidationFailed,
 			detail: fmt.Sprintf("version %d must be between the current minimum and the latest version.", req.Body.Version)}
 	case err != nil:
 		return nil, keysUnavailable(err)
@@ -77,7 +77,7 @@ func (a *API) AdminStartRewrap(ctx context.Context, req gen.AdminStartRewrapRequ
 	var running *rotation.RunningError
 	switch {
 	case errors.As(err, &running):
-		return nil, &outcome{status: http.StatusConflict, code: "rewrap_running",
+		return nil, &outcome{status: http.StatusConflict, code: gen.ProblemCodeRewrapRunning,
 			detail: fmt.Sprintf("Rewrap job %s is running; wait for it to finish.", running.Job.ID)}
 	case err != nil:
 		return nil, keysUnavailable(err)
@@ -90,7 +90,7 @@ func (a *API) AdminGetRewrap(ctx context.Context, _ gen.AdminGetRewrapRequestObj
 	job, err := a.keys.LatestJob(ctx)
 	switch {
 	case errors.Is(err, rotation.ErrNoJob):
-		return nil, &outcome{status: http.StatusNotFound, code: "rewrap_not_found", detail: "No rewrap has been started yet."}
+		return nil, &outcome{status: http.StatusNotFound, code: gen.ProblemCodeRewrapNotFound, detail: "No rewrap has been started yet."}
 	case err != nil:
 		return nil, keysUnavailable(err)
 	}

@@ -20,7 +20,7 @@ import (
 // handler renders it as problem+json.
 type outcome struct {
 	status     int
-	code       string
+	code       gen.ProblemCode
 	detail     string
 	retryAfter time.Duration
 	cause      error // logged, never answered
@@ -28,7 +28,7 @@ type outcome struct {
 	ext        map[string]any // problem extension members the spec declares
 }
 
-func (o *outcome) Error() string { return o.code }
+func (o *outcome) Error() string { return string(o.code) }
 
 // identityKey carries the caller's identity from the middleware to the handlers.
 type identityKey struct{}
@@ -49,10 +49,10 @@ func (a *API) identifyCaller(f gen.StrictHandlerFunc, operationID string) gen.St
 		switch {
 		case errors.Is(err, identity.ErrUnauthenticated):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="app"`)
-			return nil, &outcome{status: http.StatusUnauthorized, code: "unauthenticated", detail: "Log in to the application first."}
+			return nil, &outcome{status: http.StatusUnauthorized, code: gen.ProblemCodeUnauthenticated, detail: "Log in to the application first."}
 		case err != nil:
 			a.log.WarnContext(ctx, "identity lookup failed", "request_id", problem.RequestID(r), "error", err.Error())
-			return nil, &outcome{status: http.StatusBadGateway, code: "upstream_unavailable", detail: "The application could not confirm who you are."}
+			return nil, &outcome{status: http.StatusBadGateway, code: gen.ProblemCodeUpstreamUnavailable, detail: "The application could not confirm who you are."}
 		}
 		return f(context.WithValue(ctx, identityKey{}, id), w, r, req)
 	}
@@ -68,17 +68,17 @@ func mfaOutcome(err error) error {
 	var ce *mfa.CodeError
 	switch {
 	case errors.As(err, &ce) && ce.Locked:
-		return &outcome{status: http.StatusTooManyRequests, code: "mfa_locked", detail: "Too many failed attempts. Try again later.", retryAfter: time.Until(ce.LockedUntil)}
+		return &outcome{status: http.StatusTooManyRequests, code: gen.ProblemCodeMfaLocked, detail: "Too many failed attempts. Try again later.", retryAfter: time.Until(ce.LockedUntil)}
 	case errors.Is(err, mfa.ErrInvalidCode):
-		return &outcome{status: http.StatusForbidden, code: "mfa_invalid", detail: "The code is not valid. Check the time on your device and try again."}
+		return &outcome{status: http.StatusForbidden, code: gen.ProblemCodeMfaInvalid, detail: "The code is not valid. Check the time on your device and try again."}
 	case errors.Is(err, mfa.ErrNotEnrolled):
-		return &outcome{status: http.StatusConflict, code: "not_enrolled", detail: "Two-factor authentication is not on for this account."}
+		return &outcome{status: http.StatusConflict, code: gen.ProblemCodeNotEnrolled, detail: "Two-factor authentication is not on for this account."}
 	case errors.Is(err, mfa.ErrAlreadyEnrolled):
-		return &outcome{status: http.StatusConflict, code: "already_enrolled", detail: "Two-factor authentication is already on. Disable it first to enroll again."}
+		return &outcome{status: http.StatusConflict, code: gen.ProblemCodeAlreadyEnrolled, detail: "Two-factor authentication is already on. Disable it first to enroll again."}
 	case errors.Is(err, mfa.ErrNotPending):
-		return &outcome{status: http.StatusConflict, code: "not_pending", detail: "There is no enrollment waiting for confirmation. Start again."}
+		return &outcome{status: http.StatusConflict, code: gen.ProblemCodeNotPending, detail: "There is no enrollment waiting for confirmation. Start again."}
 	case errors.Is(err, mfa.ErrUnavailable):
-		return &outcome{status: http.StatusServiceUnavailable, code: "mfa_unavailable", detail: "Two-factor authentication is temporarily unavailable. Try again shortly.", retryAfter: 5 * time.Second, cause: err}
+		return &outcome{status: http.StatusServiceUnavailable, code: gen.ProblemCodeMfaUnavailable, detail: "Two-factor authentication is temporarily unavailable. Try again shortly.", retryAfter: 5 * time.Second, cause: err}
 	}
 	return err
 }
@@ -245,5 +245,5 @@ func outcomeName(err error) string {
 }
 
 func userNotFound() error {
-	return &outcome{status: http.StatusNotFound, code: "user_not_found", detail: "No MFA record for this user."}
+	return &outcome{status: http.StatusNotFound, code: gen.ProblemCodeUserNotFound, detail: "No MFA record for this user."}
 }

@@ -5,6 +5,7 @@ package problem
 
 import (
 	"encoding/json"
+	"github.com/totpgate/totpgate/gen"
 	"net/http"
 	"strconv"
 	"time"
@@ -35,9 +36,11 @@ type Details struct {
 	Errors    []FieldError `json:"errors,omitempty"`
 }
 
-// New builds a problem for code with the status's standard title.
-func New(status int, code, detail string) Details {
-	return Details{Type: TypeBase + code, Title: http.StatusText(status), Status: status, Code: code, Detail: detail}
+// New builds a problem for code with the status's standard title. The
+// code is the spec's enum (gen.ProblemCode constants), so the compiler
+// checks that every code answered is one openapi.yaml declares.
+func New(status int, code gen.ProblemCode, detail string) Details {
+	return Details{Type: TypeBase + string(code), Title: http.StatusText(status), Status: status, Code: string(code), Detail: detail}
 }
 
 // Write sends p. The request id, when the request carries one, is copied in

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/totpgate/totpgate/audit"
+	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 )
@@ -144,7 +145,7 @@ func releaseInto(res *http.Response, a *answer) {
 	res.Trailer = nil
 }
 
-func (g *loginGate) replace(res *http.Response, r *http.Request, status int, code, detail string) error {
+func (g *loginGate) replace(res *http.Response, r *http.Request, status int, code gen.ProblemCode, detail string) error {
 	buf := newResponseBuffer()
 	problem.Write(buf, r, problem.New(status, code, detail))
 	buf.into(res)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"github.com/totpgate/totpgate/gen"
 	"net/http"
 	"net/url"
 	"strings"
@@ -47,7 +48,7 @@ func (c *CORS) Wrap(next http.Handler) http.Handler {
 		}
 		if r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != "" {
 			if !allowed {
-				problem.Write(w, r, problem.New(http.StatusForbidden, "forbidden", "This origin may not call the API."))
+				problem.Write(w, r, problem.New(http.StatusForbidden, gen.ProblemCodeForbidden, "This origin may not call the API."))
 				return
 			}
 			h := w.Header()
@@ -60,7 +61,7 @@ func (c *CORS) Wrap(next http.Handler) http.Handler {
 			return
 		}
 		if stateChanging(r.Method) && crossSite(r, origin) && !allowed {
-			problem.Write(w, r, problem.New(http.StatusForbidden, "forbidden", "Cross-site requests may not change two-factor settings."))
+			problem.Write(w, r, problem.New(http.StatusForbidden, gen.ProblemCodeForbidden, "Cross-site requests may not change two-factor settings."))
 			return
 		}
 		if allowed {

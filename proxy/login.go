@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"github.com/totpgate/totpgate/gen"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -180,7 +181,7 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case <-time.After(slotWait):
 		ev.record(audit.LoginRefused, "", "busy")
 		w.Header().Set("Retry-After", "1")
-		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "Too many logins in progress. Try again shortly."))
+		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "Too many logins in progress. Try again shortly."))
 		return
 	case <-r.Context().Done():
 		return
@@ -201,7 +202,7 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, errAnswerTooLarge):
 		ev.record(audit.LoginRefused, req.User, "oversized_answer")
 		g.log.ErrorContext(r.Context(), "login answer larger than login.max_answer_bytes; refused", "request_id", problem.RequestID(r), "limit", g.opts.MaxAnswerBytes)
-		problem.Write(w, r, problem.New(http.StatusBadGateway, "upstream_unavailable", "The application's login answer is too large to be checked."))
+		problem.Write(w, r, problem.New(http.StatusBadGateway, gen.ProblemCodeUpstreamUnavailable, "The application's login answer is too large to be checked."))
 		return
 	case err != nil:
 		ev.record(audit.LoginError, "", "upstream_unavailable")
@@ -282,7 +283,7 @@ func (g *loginGate) apply(w http.ResponseWriter, r *http.Request, ev events, req
 	ev.record(audit.LoginRefused, "", v.Reason)
 	g.log.ErrorContext(r.Context(), "login answer refused: the gate cannot tell it needs no second factor",
 		"request_id", problem.RequestID(r), "reason", v.Reason, "marker", v.Marker, "status", a.Status)
-	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked."))
+	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked."))
 }
 
 // secondFactor checks the code sent with the login, or holds the answer
@@ -297,7 +298,7 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 			return
 		}
 		ev.record(audit.LoginMFARequired, "", "enrollment_required")
-		g.challengeAnswer(w, r, ch, problem.New(http.StatusUnauthorized, "mfa_enrollment_required",
+		g.challengeAnswer(w, r, ch, problem.New(http.StatusUnauthorized, gen.ProblemCodeMfaEnrollmentRequired,
 			"Two-factor authentication is required. Set it up to finish logging in."), g.opts.ChallengeURL+"/enroll")
 		return
 	}
@@ -332,7 +333,7 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 			// The answer is dropped for good: let the app end its session.
 			g.opts.Challenge.RevokeAnswer(ctx, ev.user, held, "locked")
 			w.Header().Set("Retry-After", problem.RetryAfter(time.Until(ce.LockedUntil)))
-			problem.Write(w, r, problem.New(http.StatusTooManyRequests, "mfa_locked", "Too many failed attempts. Try again later."))
+			problem.Write(w, r, problem.New(http.StatusTooManyRequests, gen.ProblemCodeMfaLocked, "Too many failed attempts. Try again later."))
 			return
 		}
 	}
@@ -342,9 +343,9 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 		g.unavailable(w, r, err)
 		return
 	}
-	p := problem.New(http.StatusUnauthorized, "mfa_required", "Enter the code from your authenticator app to finish logging in.")
+	p := problem.New(http.StatusUnauthorized, gen.ProblemCodeMfaRequired, "Enter the code from your authenticator app to finish logging in.")
 	if req.Code != "" {
-		p = problem.New(http.StatusUnauthorized, "mfa_invalid", "The code is not valid. Check the time on your device and try again.")
+		p = problem.New(http.StatusUnauthorized, gen.ProblemCodeMfaInvalid, "The code is not valid. Check the time on your device and try again.")
 	} else {
 		ev.record(audit.LoginMFARequired, "", "challenge_issued")
 	}
@@ -392,7 +393,7 @@ func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err erro
 	}
 	g.log.ErrorContext(r.Context(), "second factor unavailable; login refused", "request_id", problem.RequestID(r), "error", msg)
 	w.Header().Set("Retry-After", "5")
-	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, "mfa_unavailable", "Two-factor authentication is temporarily unavailable. Try again shortly."))
+	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "Two-factor authentication is temporarily unavailable. Try again shortly."))
 }
 
 // ReleaseHeld sends a judged answer exactly as judged (also used by the

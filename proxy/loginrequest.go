@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/totpgate/totpgate/gen"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -34,14 +35,14 @@ type loginRequest struct {
 // nothing and reaches no app.
 type requestError struct {
 	Status int
-	Code   string
+	Code   gen.ProblemCode
 	Detail string
 }
 
 func (e *requestError) Error() string { return e.Detail }
 
 func badRequest(detail string) *requestError {
-	return &requestError{Status: http.StatusBadRequest, Code: "bad_request", Detail: detail}
+	return &requestError{Status: http.StatusBadRequest, Code: gen.ProblemCodeBadRequest, Detail: detail}
 }
 
 // requestReader reads login requests. Fields are compared on a folded form
@@ -65,7 +66,7 @@ func foldField(s string) string { return cases.Fold().String(norm.NFKC.String(s)
 func (rr *requestReader) read(r *http.Request) (loginRequest, error) {
 	var out loginRequest
 	if ce := strings.TrimSpace(r.Header.Get("Content-Encoding")); ce != "" && !strings.EqualFold(ce, "identity") {
-		return out, &requestError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+		return out, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType,
 			Detail: "Encoded request bodies are not accepted on login routes."}
 	}
 	var codes, users []string
@@ -137,7 +138,7 @@ func (rr *requestReader) readBody(r *http.Request) ([]byte, error) {
 		return nil, badRequest("The login request body could not be read.")
 	}
 	if int64(len(b)) > rr.maxBytes {
-		return nil, &requestError{Status: http.StatusRequestEntityTooLarge, Code: "bad_request",
+		return nil, &requestError{Status: http.StatusRequestEntityTooLarge, Code: gen.ProblemCodeBadRequest,
 			Detail: fmt.Sprintf("The login request body is larger than %d bytes.", rr.maxBytes)}
 	}
 	if bytes.HasPrefix(b, []byte("\xef\xbb\xbf")) || bytes.HasPrefix(b, []byte("\xfe\xff")) || bytes.HasPrefix(b, []byte("\xff\xfe")) {
@@ -185,10 +186,10 @@ func (rr *requestReader) takeBodyFields(contentType string, body []byte) ([]byte
 		mt, params, err = "", nil, nil
 	}
 	if err != nil {
-		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Detail: "The login request's Content-Type could not be read."}
+		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "The login request's Content-Type could not be read."}
 	}
 	if cs := strings.ToLower(params["charset"]); cs != "" && cs != "utf-8" && cs != "utf8" && cs != "us-ascii" {
-		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Detail: "Login requests must be UTF-8."}
+		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "Login requests must be UTF-8."}
 	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	switch {
@@ -208,7 +209,7 @@ func (rr *requestReader) takeBodyFields(contentType string, body []byte) ([]byte
 	}
 	if rr.userField != "" {
 		// The gate would judge a user it could not read.
-		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type",
+		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType,
 			Detail: "Login requests must be JSON, a URL-encoded form or multipart/form-data."}
 	}
 	return body, nil, nil, nil
@@ -320,7 +321,7 @@ func (rr *requestReader) takeMultipartFields(body []byte, boundary string) ([]by
 			return nil, nil, nil, bad
 		}
 		if p.Header.Get("Content-Transfer-Encoding") != "" {
-			return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: "unsupported_media_type", Detail: "Encoded parts are not accepted on login routes."}
+			return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "Encoded parts are not accepted on login routes."}
 		}
 		val, err := io.ReadAll(p)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/problem"
 )
 
@@ -92,10 +93,10 @@ func upstreamErrorHandler(log *slog.Logger) func(http.ResponseWriter, *http.Requ
 			// The client went away; nobody is left to answer.
 			return
 		}
-		status, code, detail := http.StatusBadGateway, "upstream_unavailable", "The application behind totpgate could not be reached."
+		status, code, detail := http.StatusBadGateway, gen.ProblemCodeUpstreamUnavailable, "The application behind totpgate could not be reached."
 		var ne net.Error
 		if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			status, code, detail = http.StatusGatewayTimeout, "upstream_timeout", "The application behind totpgate did not answer in time."
+			status, code, detail = http.StatusGatewayTimeout, gen.ProblemCodeUpstreamTimeout, "The application behind totpgate did not answer in time."
 		}
 		log.LogAttrs(r.Context(), slog.LevelWarn, "upstream request failed",
 			slog.String("request_id", problem.RequestID(r)),

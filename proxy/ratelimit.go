@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"container/list"
+	"github.com/totpgate/totpgate/gen"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -55,7 +56,7 @@ func (l *RateLimit) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if wait, ok := l.allow(l.key(l.peers.ClientIP(r))); !ok {
 			w.Header().Set("Retry-After", problem.RetryAfter(wait))
-			problem.Write(w, r, problem.New(http.StatusTooManyRequests, "rate_limited", "Too many requests from this address. Slow down."))
+			problem.Write(w, r, problem.New(http.StatusTooManyRequests, gen.ProblemCodeRateLimited, "Too many requests from this address. Slow down."))
 			return
 		}
 		next.ServeHTTP(w, r)

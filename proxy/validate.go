@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"github.com/totpgate/totpgate/gen"
 	"net/http"
 	"strings"
 
@@ -53,10 +54,10 @@ func (v *Validator) Wrap(next http.Handler) http.Handler {
 		route, params, err := v.router.FindRoute(r)
 		switch {
 		case errors.Is(err, routers.ErrMethodNotAllowed):
-			problem.Write(w, r, problem.New(http.StatusMethodNotAllowed, "method_not_allowed", "This method is not allowed on this path."))
+			problem.Write(w, r, problem.New(http.StatusMethodNotAllowed, gen.ProblemCodeMethodNotAllowed, "This method is not allowed on this path."))
 			return
 		case err != nil:
-			problem.Write(w, r, problem.New(http.StatusNotFound, "not_found", "No such endpoint."))
+			problem.Write(w, r, problem.New(http.StatusNotFound, gen.ProblemCodeNotFound, "No such endpoint."))
 			return
 		}
 		if r.Body != nil && r.Body != http.NoBody {
@@ -77,18 +78,18 @@ func (v *Validator) Wrap(next http.Handler) http.Handler {
 func validationProblem(err error) problem.Details {
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
-		return problem.New(http.StatusRequestEntityTooLarge, "bad_request", fmt.Sprintf("The request body is larger than %d bytes.", tooBig.Limit))
+		return problem.New(http.StatusRequestEntityTooLarge, gen.ProblemCodeBadRequest, fmt.Sprintf("The request body is larger than %d bytes.", tooBig.Limit))
 	}
 	var fields []problem.FieldError
 	collectFieldErrors(err, &fields)
 	for _, f := range fields {
 		if f.Field == "body" && strings.Contains(f.Message, "Content-Type") {
-			p := problem.New(http.StatusUnsupportedMediaType, "unsupported_media_type", f.Message)
+			p := problem.New(http.StatusUnsupportedMediaType, gen.ProblemCodeUnsupportedMediaType, f.Message)
 			p.Errors = fields
 			return p
 		}
 	}
-	p := problem.New(http.StatusBadRequest, "validation_failed", "The request does not match the API description: "+summary(fields))
+	p := problem.New(http.StatusBadRequest, gen.ProblemCodeValidationFailed, "The request does not match the API description: "+summary(fields))
 	p.Errors = fields
 	return p
 }

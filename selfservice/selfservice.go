@@ -9,6 +9,7 @@ package selfservice
 
 import (
 	"embed"
+	"github.com/totpgate/totpgate/gen"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -42,7 +43,7 @@ func Mount(prefix string, api http.Handler) http.Handler {
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
-			problem.Write(w, r, problem.New(http.StatusMethodNotAllowed, "method_not_allowed", "The self-service page only answers GET."))
+			problem.Write(w, r, problem.New(http.StatusMethodNotAllowed, gen.ProblemCodeMethodNotAllowed, "The self-service page only answers GET."))
 			return
 		}
 		h := w.Header()

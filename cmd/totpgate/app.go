@@ -297,12 +297,12 @@ func adminHandler(apiHandler http.Handler, cfg config.Admin, peers proxy.Peers) 
 		case strings.HasPrefix(p, "/admin/"):
 			if !adminAuthorized(r, cfg) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="totpgate-admin"`)
-				problem.Write(w, r, problem.New(http.StatusUnauthorized, "unauthenticated", "A valid admin bearer token is required."))
+				problem.Write(w, r, problem.New(http.StatusUnauthorized, gen.ProblemCodeUnauthenticated, "A valid admin bearer token is required."))
 				return
 			}
 			apiHandler.ServeHTTP(w, r)
 		default:
-			problem.Write(w, r, problem.New(http.StatusNotFound, "not_found", "No such endpoint on the admin listener."))
+			problem.Write(w, r, problem.New(http.StatusNotFound, gen.ProblemCodeNotFound, "No such endpoint on the admin listener."))
 		}
 	})
 }

@@ -22,6 +22,7 @@ Usage:
   totpgate serve [flags]          run the sidecar (flags: totpgate serve -h)
   totpgate check-config [flags]   load and validate the configuration, print it (secrets hidden)
   totpgate keys COMMAND [flags]   key status, rotate, rewrap, min-decryption-version (totpgate keys -h)
+  totpgate users get|reset|unlock USER [flags]   a user's MFA record over the admin API (totpgate users -h)
   totpgate version                print the version
 
 Configuration comes from defaults, then --config FILE (or TOTPGATE_CONFIG),
@@ -57,6 +58,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "keys":
 		return keysCommand(ctx, rest, getenv, stdout, stderr)
+	case "users":
+		return usersCommand(ctx, rest, getenv, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

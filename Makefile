@@ -18,6 +18,10 @@ EXPRESS_DEPS := test/apps/express/node_modules/.package-lock.json
 help: ## List the targets.
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
+.PHONY: demo
+demo: ## See it work: a demo app behind the sidecar on 127.0.0.1:8080, embedded defaults.
+	go run ./cmd/totpgate demo
+
 .PHONY: run
 run: ## Run the sidecar with embedded defaults in front of http://127.0.0.1:3000.
 	go run ./cmd/totpgate serve --upstream http://127.0.0.1:3000

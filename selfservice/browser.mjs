@@ -42,7 +42,10 @@ try {
   await page.waitForFunction(() => document.querySelector("#qr").complete && document.querySelector("#qr").naturalWidth > 0);
   await page.screenshot({ path: path.join(out, "2-enroll.png") });
   await page.locator("#qr").screenshot({ path: path.join(out, "qr.png") });
-  const secret = (await page.locator("#secret").textContent()).trim();
+  const secret = (await page.locator("#secret").textContent()).replace(/\s+/g, "");
+  if (!/^([A-Z2-7]{4} )+[A-Z2-7]{1,4}$/.test((await page.locator("#secret").textContent()).trim())) {
+    throw new Error("the secret is not grouped by four for typing");
+  }
 
   // Confirm with the previous step's code: the test's login then uses the next ones.
   const code = authenticator.clone({ epoch: Date.now() - 30_000 }).generate(secret);

@@ -19,6 +19,8 @@ var errUsage = errors.New("usage error")
 const usage = `totpgate adds TOTP two-factor login in front of an existing web app.
 
 Usage:
+  totpgate demo [flags]           a demo app with the sidecar in front of it: open it in a browser
+  totpgate demo [flags]           a demo app with the sidecar in front of it, on loopback: open it in a browser
   totpgate serve [flags]          run the sidecar (flags: totpgate serve -h)
   totpgate check-config [flags]   load and validate the configuration, print it (secrets hidden)
   totpgate keys COMMAND [flags]   key status, rotate, rewrap, min-decryption-version (totpgate keys -h)
@@ -60,6 +62,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return keysCommand(ctx, rest, getenv, stdout, stderr)
 	case "users":
 		return usersCommand(ctx, rest, getenv, stdout, stderr)
+	case "demo":
+		return demoCommand(ctx, rest, stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

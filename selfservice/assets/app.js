@@ -76,7 +76,9 @@ $("enroll-start").addEventListener("click", async () => {
     return;
   }
   $("qr").src = "data:image/png;base64," + r.data.qr_png;
-  $("secret").textContent = r.data.secret;
+  // Grouped by four for typing on a phone; authenticator apps ignore the spaces.
+  $("secret").textContent = r.data.secret.match(/.{1,4}/g).join(" ");
+  $("status-text").textContent = "Setting up: scan the code, then confirm.";
   show("enroll-details", true);
   say("Scan the code, then enter the 6-digit code your app shows.");
   $("confirm-code").focus();

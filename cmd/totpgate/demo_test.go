@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -88,23 +87,7 @@ func TestDemo(t *testing.T) {
 // code and with a recovery code.
 func TestDemoInChromium(t *testing.T) {
 	t.Parallel()
-	npm, _ := filepath.Abs(filepath.Join("..", "..", ".tools", "npm"))
-	if _, err := os.Stat(filepath.Join(npm, "node_modules", "playwright-core")); err != nil {
-		t.Fatalf("playwright-core missing in .tools/npm: run `make test` (it installs .ci/npm): %v", err)
-	}
-	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
-		t.Fatal("no /usr/bin/chromium: `make test-deps` installs Debian's chromium")
-	}
-	artifacts, _ := filepath.Abs(filepath.Join("..", "..", ".artifacts", "demo"))
-	_ = os.RemoveAll(artifacts)
-	src, err := os.ReadFile(filepath.Join("..", "..", "demo", "browser.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := filepath.Join(npm, "demo-browser.mjs")
-	if err := os.WriteFile(script, src, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	script, artifacts := browserScript(t, "demo")
 	open, _ := startDemo(t)
 	cmd := exec.Command("node", script)
 	cmd.Env = append(os.Environ(), "DEMO_URL="+open, "ARTIFACTS="+artifacts)

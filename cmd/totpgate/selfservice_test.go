@@ -55,25 +55,7 @@ func TestSelfServicePageHeaders(t *testing.T) {
 // codes download, and the user then logs in through the app with MFA.
 func TestSelfServicePageInChromium(t *testing.T) {
 	t.Parallel()
-	npm, _ := filepath.Abs(filepath.Join("..", "..", ".tools", "npm"))
-	if _, err := os.Stat(filepath.Join(npm, "node_modules", "playwright-core")); err != nil {
-		t.Fatalf("playwright-core missing in .tools/npm: run `make test` (it installs .ci/npm): %v", err)
-	}
-	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
-		t.Fatal("no /usr/bin/chromium: `make test-deps` installs Debian's chromium")
-	}
-	artifacts, _ := filepath.Abs(filepath.Join("..", "..", ".artifacts", "selfservice"))
-	_ = os.RemoveAll(artifacts)
-	// ES modules resolve packages from the script's directory, so the
-	// script runs from a copy inside .tools/npm.
-	src, err := os.ReadFile(filepath.Join("..", "..", "selfservice", "browser.mjs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := filepath.Join(npm, "selfservice-browser.mjs")
-	if err := os.WriteFile(script, src, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	script, artifacts := browserScript(t, "selfservice")
 
 	e := newLoginEnv(t, "TOTPGATE_API_SELF_SERVICE=true")
 	user := "page-user"
@@ -142,4 +124,30 @@ func TestSelfServicePageInChromium(t *testing.T) {
 	if res.StatusCode != 200 || !granted(res, body) {
 		t.Fatalf("login with a downloaded recovery code: %d %s", res.StatusCode, body)
 	}
+}
+
+// browserScript checks that headless Chromium and playwright-core are
+// there, copies <pkg>/browser.mjs into .tools/npm (ES modules resolve
+// packages from the script's directory) and returns it with a fresh
+// .artifacts/<pkg> directory for its screenshots.
+func browserScript(t *testing.T, pkg string) (script, artifacts string) {
+	t.Helper()
+	npm, _ := filepath.Abs(filepath.Join("..", "..", ".tools", "npm"))
+	if _, err := os.Stat(filepath.Join(npm, "node_modules", "playwright-core")); err != nil {
+		t.Fatalf("playwright-core missing in .tools/npm: run `make test` (it installs .ci/npm): %v", err)
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
+		t.Fatal("no /usr/bin/chromium: `make test-deps` installs Debian's chromium")
+	}
+	artifacts, _ = filepath.Abs(filepath.Join("..", "..", ".artifacts", pkg))
+	_ = os.RemoveAll(artifacts)
+	src, err := os.ReadFile(filepath.Join("..", "..", pkg, "browser.mjs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script = filepath.Join(npm, pkg+"-browser.mjs")
+	if err := os.WriteFile(script, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return script, artifacts
 }

@@ -77,8 +77,17 @@ func (c Credential) Present(h http.Header, value string) {
 	case "header":
 		h.Set(c.AsName, value)
 	default:
-		h.Set("Authorization", "Bearer "+value)
+		h.Set("Authorization", bearer(value))
 	}
+}
+
+// bearer is value as an Authorization header: a value found in a header
+// that already reads "Bearer …" is taken as is.
+func bearer(value string) string {
+	if len(value) > 7 && strings.EqualFold(value[:7], "Bearer ") {
+		return value
+	}
+	return "Bearer " + value
 }
 
 // PresentedBy reports whether r already carries value as this credential:
@@ -92,5 +101,5 @@ func (c Credential) PresentedBy(r *http.Request, value string) bool {
 	case "header":
 		return r.Header.Get(c.AsName) == value
 	}
-	return r.Header.Get("Authorization") == "Bearer "+value
+	return r.Header.Get("Authorization") == bearer(value)
 }

@@ -149,8 +149,14 @@ func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request,
 	}
 	defer res.Body.Close()
 	switch {
-	case res.StatusCode >= 400 && res.StatusCode < 500:
+	case notLoggedIn(res.StatusCode, forwarded):
 		return Identity{}, ErrUnauthenticated
+	case res.StatusCode >= 400 && res.StatusCode < 500 && forwarded:
+		// A credential the sidecar found: only an answer that says "not
+		// logged in" lets its answer pass; a 429 (the app's own rate
+		// limit, which a client can exhaust) or a 404 says nothing about
+		// the session, so the check fails closed.
+		return Identity{}, fmt.Errorf("%w: introspection answered %d", ErrUpstream, res.StatusCode)
 	case res.StatusCode < 200 || res.StatusCode > 299:
 		// Redirects are never followed: a login page is no answer.
 		return Identity{}, fmt.Errorf("%w: introspection answered %d", ErrUpstream, res.StatusCode)
@@ -173,6 +179,23 @@ func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request,
 		}
 	}
 	return Identity{UserID: id, Account: account}, nil
+}
+
+// notLoggedIn reports an identity answer that means "no session". For the
+// caller of a user API operation any 4xx does (whatever code the app uses
+// for an expired session, the caller is unauthenticated); for a credential
+// found in an app answer only the codes apps use for "not logged in" do:
+// 401, 403 (Django REST framework without a WWW-Authenticate scheme), 419
+// (Laravel) and 440 (IIS).
+func notLoggedIn(status int, found bool) bool {
+	if !found {
+		return status >= 400 && status < 500
+	}
+	switch status {
+	case http.StatusUnauthorized, http.StatusForbidden, 419, 440:
+		return true
+	}
+	return false
 }
 
 // ValidPointer checks the syntax of an RFC 6901 JSON pointer.

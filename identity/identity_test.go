@@ -130,3 +130,20 @@ func TestIdentifyForwarding(t *testing.T) {
 			second.Header.Get("X-Forwarded-Proto"), second.Header.Get("Authorization"), second.Header.Get("Cookie"))
 	}
 }
+
+// A credential found in an app answer is "no session" only when the app
+// says not logged in; its rate limit (429) or a 404 fail closed, since a
+// client can provoke them.
+func TestIdentifyWithFailsClosedOnOther4xx(t *testing.T) {
+	t.Parallel()
+	for status, want := range map[int]error{401: ErrUnauthenticated, 403: ErrUnauthenticated, 419: ErrUnauthenticated, 429: ErrUpstream, 404: ErrUpstream, 400: ErrUpstream} {
+		app := newAppIdentity(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })
+		i, err := NewIntrospector(app.Client(), app.URL+"/api/me", []string{"Cookie"}, "/id", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := i.IdentifyWith(context.Background(), func(h http.Header) { h.Set("Cookie", "sid=x") }, nil); !errors.Is(err, want) {
+			t.Errorf("identity endpoint %d for a found credential: %v, want %v", status, err, want)
+		}
+	}
+}

@@ -51,7 +51,7 @@ func (g *loginGate) scansBody(path string) bool {
 func (g *loginGate) watchAnswer(res *http.Response) error {
 	r := res.Request // the request as the app got it: same context, the client's credentials
 	found := g.policy.creds.fromHeaders(res.Header)
-	scanBody := g.scansBody(r.URL.Path) && jsonish(res.Header)
+	scanBody := g.scansBody(inboundPath(r)) && !streaming(res.Header)
 	if len(found) == 0 && !scanBody {
 		return nil
 	}
@@ -88,6 +88,14 @@ func (g *loginGate) watchAnswer(res *http.Response) error {
 		}
 		if isJSON {
 			found = append(found, g.policy.creds.fromJSON(facts)...)
+		} else {
+			textFound, _, readable := g.policy.fromText(a)
+			if !readable {
+				ev.record(audit.LoginRefused, "", "unreadable_answer")
+				g.log.ErrorContext(r.Context(), "answer on a credential body route names a credential in a body the gate cannot read; refused", "request_id", ev.requestID, "path", r.URL.Path)
+				return g.replace(res, r, http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked.")
+			}
+			found = append(found, textFound...)
 		}
 	}
 	fresh := found[:0]
@@ -129,9 +137,22 @@ func (g *loginGate) watchAnswer(res *http.Response) error {
 	return g.replace(res, r, http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked.")
 }
 
-func jsonish(h http.Header) bool {
+// streaming answers (server-sent events) cannot be read whole: they are
+// never scanned, only their headers are checked.
+func streaming(h http.Header) bool {
 	mt, _, _ := mime.ParseMediaType(h.Get("Content-Type"))
-	return mt == "application/json" || strings.HasSuffix(mt, "+json") || mt == "" || mt == "text/plain"
+	return mt == "text/event-stream"
+}
+
+// inboundPathKey carries the client's path to ModifyResponse, which sees
+// the request as rewritten for the upstream (its base path prepended).
+type inboundPathKey struct{}
+
+func inboundPath(out *http.Request) string {
+	if p, ok := out.Context().Value(inboundPathKey{}).(string); ok {
+		return p
+	}
+	return out.URL.Path
 }
 
 // releaseInto puts a judged answer back into res, decoded as judged.

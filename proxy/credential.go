@@ -74,7 +74,15 @@ func (cs *credentials) fromHeaders(h http.Header) []Found {
 			if !ok {
 				continue
 			}
-			if ck, err := http.ParseSetCookie(line); err == nil && !deletes(ck) {
+			ck, err := http.ParseSetCookie(line)
+			switch {
+			case err != nil:
+				// Go refuses what browsers may store (a quote or non-ASCII
+				// in the value): judge the raw value rather than skip it.
+				_, rest, _ := strings.Cut(line, "=")
+				value, _, _ := strings.Cut(rest, ";")
+				out = append(out, Found{c, strings.TrimSpace(value)})
+			case !deletes(ck):
 				out = append(out, Found{c, ck.Value})
 			}
 		}
@@ -82,7 +90,7 @@ func (cs *credentials) fromHeaders(h http.Header) []Found {
 	for _, c := range cs.headers {
 		for _, v := range h.Values(c.Name) {
 			if v != "" {
-				out = append(out, Found{c, strings.TrimPrefix(v, "Bearer ")})
+				out = append(out, Found{c, v}) // as the app sent it ("Bearer …" included)
 			}
 		}
 	}

@@ -19,7 +19,7 @@ func TestCredentialsFromHeaders(t *testing.T) {
 	for _, f := range got {
 		values[f.Value] = true
 	}
-	if len(got) != 3 || !values["abc"] || !values["tok"] || !values["loc"] {
+	if len(got) != 3 || !values["abc"] || !values["Bearer tok"] || !values["loc"] {
 		t.Fatalf("fromHeaders = %+v", got)
 	}
 	r, _ := http.NewRequest("GET", "/", nil)
@@ -47,7 +47,8 @@ func TestJudgeCredentials(t *testing.T) {
 		{"another user's session replaces the caller's", 200, f("S-alice"), holder("bob"), Hold, ReasonEnrolled},
 		{"anonymous session", 200, f("anon"), holder(""), Release, ReasonNoSession},
 		{"user without MFA", 302, f("S-bob"), holder(""), Release, ReasonNoMFA},
-		{"refused by status", 403, f("S-alice"), holder(""), Release, ReasonAppRefused},
+		{"a 4xx that still sets an enrolled user's session", 403, f("S-alice"), holder(""), Hold, ReasonEnrolled},
+		{"refused by status, anonymous session", 403, f("anon"), holder(""), Release, ReasonAppRefused},
 		{"identity endpoint down", 200, f("S-down"), holder(""), Refuse, ReasonUnavailable},
 		{"holder lookup fails", 200, f("S-alice"), func() (string, error) { return "", errors.New("down") }, Refuse, ReasonUnavailable},
 		{"two enrolled users in one answer", 200, append(f("S-alice"), f("S-carl")...), holder(""), Refuse, ReasonAmbiguousUser},

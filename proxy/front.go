@@ -4,6 +4,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -102,6 +103,7 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Informational answers go out before ModifyResponse sees the
 		// final one: one that carries a session credential is dropped.
 		w = &informationalFilter{ResponseWriter: w, creds: f.login.policy.creds}
+		r = r.WithContext(context.WithValue(r.Context(), inboundPathKey{}, r.URL.Path))
 	}
 	f.proxy.ServeHTTP(w, r)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/totpgate/totpgate/audit"
@@ -73,7 +74,6 @@ type LoginOptions struct {
 
 // Introspector asks the app whose session a credential is.
 type Introspector interface {
-	Identify(ctx context.Context, r *http.Request) (identity.Identity, error)
 	IdentifyWith(ctx context.Context, present func(http.Header), in *http.Request) (identity.Identity, error)
 }
 
@@ -226,9 +226,39 @@ func (g *loginGate) lookups(r *http.Request, holder bool) Lookups {
 		return identityUser(id, err)
 	}
 	if holder {
-		l.Holder = func() (string, error) { return identityUser(g.opts.Introspector.Identify(ctx, r)) }
+		l.Holder = func() (string, error) { return g.holder(ctx, r) }
 	}
 	return l
+}
+
+// holder is whose session r itself presents, read from the configured
+// session credentials only: a password sent along (HTTP Basic, which some
+// apps accept) must not pass for a session that went through the gate.
+func (g *loginGate) holder(ctx context.Context, r *http.Request) (string, error) {
+	for _, c := range g.policy.creds.list {
+		value := ""
+		switch c.As {
+		case "cookie":
+			if ck, err := r.Cookie(c.AsName); err == nil {
+				value = ck.Value
+			}
+		case "header":
+			value = r.Header.Get(c.AsName)
+		default:
+			if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
+				value = a
+			}
+		}
+		if value == "" {
+			continue
+		}
+		id, err := g.opts.Introspector.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
+		user, err := identityUser(id, err)
+		if err != nil || user != "" {
+			return user, err
+		}
+	}
+	return "", nil
 }
 
 func identityUser(id identity.Identity, err error) (string, error) {

@@ -59,12 +59,21 @@ type requestReader struct {
 // normalizeOps are the names login.user_id_normalize accepts.
 var normalizeOps = map[string]bool{"trim": true, "nfkc": true, "casefold": true}
 
-func foldField(s string) string { return cases.Fold().String(norm.NFKC.String(s)) }
+// foldField is the form field names are compared on: NFKC, case folded and
+// trimmed (Django strips multipart field names).
+func foldField(s string) string { return strings.TrimSpace(cases.Fold().String(norm.NFKC.String(s))) }
 
 // read takes the code out of r (header, query, body) and reads the user id
 // field. r's body and query are rewritten in place when the code was there.
 func (rr *requestReader) read(r *http.Request) (loginRequest, error) {
 	var out loginRequest
+	for _, h := range []string{"Content-Type", "Content-Encoding"} {
+		// Servers disagree on which of two headers counts (gunicorn takes
+		// the last): the gate would read a body the app reads otherwise.
+		if len(r.Header.Values(h)) > 1 {
+			return out, badRequest("The login request has more than one " + h + " header.")
+		}
+	}
 	if ce := strings.TrimSpace(r.Header.Get("Content-Encoding")); ce != "" && !strings.EqualFold(ce, "identity") {
 		return out, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType,
 			Detail: "Encoded request bodies are not accepted on login routes."}
@@ -325,6 +334,11 @@ func (rr *requestReader) takeMultipartFields(body []byte, boundary string) ([]by
 		}
 		val, err := io.ReadAll(p)
 		if err != nil {
+			return nil, nil, nil, bad
+		}
+		if p.FormName() == "" {
+			// A part Go cannot name (odd Content-Disposition) may be a
+			// field to the app's parser.
 			return nil, nil, nil, bad
 		}
 		name := foldField(p.FormName())

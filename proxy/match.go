@@ -49,6 +49,9 @@ func NormalizePath(p string) string {
 		}
 		p = d
 	}
+	// Python's $ matches before a final newline (Django's ^login/$ takes
+	// "login/\n"), and some servers trim trailing blanks: drop them.
+	p = strings.TrimRightFunc(p, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) })
 	p = foldRunes(norm.NFKC.String(p))
 	p = strings.ReplaceAll(p, "\\", "/")
 	segs := strings.Split(p, "/")
@@ -81,18 +84,14 @@ func foldRunes(s string) string {
 
 // stripFormat removes a format suffix (.json, .xml, .html, .php …) from the
 // last segment, as Rails, Spring and ASP.NET route /login.json to /login.
-// Only short alphanumeric suffixes count, so /login.v2.backup keeps its name
-// while /login.json and /login.JSON match /login.
+// Rails' (.:format) takes any run of characters but / . ?, so /login.json,
+// /login.x-json and /login.json_api all match /login; the first dot of the
+// last segment starts the format.
 func stripFormat(p string) string {
 	slash := strings.LastIndexByte(p, '/')
-	dot := strings.LastIndexByte(p, '.')
-	if dot <= slash+1 || len(p)-dot-1 < 1 || len(p)-dot-1 > 8 {
+	dot := strings.IndexByte(p[slash+1:], '.')
+	if dot <= 0 {
 		return p
 	}
-	for _, c := range p[dot+1:] {
-		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
-			return p
-		}
-	}
-	return p[:dot]
+	return p[:slash+1+dot]
 }

@@ -104,7 +104,7 @@ func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
 	}
 	if a.Status >= p.refused.MinStatus || (p.refused.Header != "" && len(a.Header.Values(p.refused.Header)) > 0) {
-		return Verdict{Action: Release, Reason: ReasonAppRefused}
+		return p.refusedByApp(a, l)
 	}
 	if a.Unreadable != "" {
 		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
@@ -127,6 +127,17 @@ func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 	if user == "" {
 		found := p.found(a, facts, isJSON)
 		v.Marker = sessionMarker(a, facts, p.nonSessionCookies, p.creds)
+		if !isJSON {
+			// A body the gate does not parse may still carry the session.
+			textFound, marker, readable := p.fromText(a)
+			if !readable {
+				return Verdict{Action: Refuse, Reason: ReasonUnreadable, Marker: marker}
+			}
+			found = append(found, textFound...)
+			if v.Marker == "" {
+				v.Marker = marker
+			}
+		}
 		switch {
 		case len(found) == 0 && v.Marker == "":
 			return Verdict{Action: Release, Reason: ReasonNoSession}
@@ -158,6 +169,22 @@ func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 	return v
 }
 
+// refusedByApp releases an answer the app marked as a refused login,
+// unless it still carries a configured session credential that turns out
+// to be the session of a user who needs a second factor (some apps set a
+// session on a 4xx).
+func (p *policy) refusedByApp(a *answer, l Lookups) Verdict {
+	if p.creds.empty() || l.Whose == nil {
+		return Verdict{Action: Release, Reason: ReasonAppRefused}
+	}
+	if found := p.creds.fromHeaders(a.Header); len(found) > 0 {
+		if v := p.attribute(found, l, false); v.Action != Release {
+			return v
+		}
+	}
+	return Verdict{Action: Release, Reason: ReasonAppRefused}
+}
+
 // JudgeCredentials decides on an answer of any route that carries the
 // configured credentials found (the caller has dropped the ones the
 // request itself presented). Nothing here can be a login refusal but a
@@ -166,10 +193,10 @@ func (p *policy) JudgeCredentials(a *answer, found []Found, l Lookups) Verdict {
 	if a.Status < 200 || a.Status > 599 {
 		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
 	}
-	if a.Status >= p.refused.MinStatus {
-		return Verdict{Action: Release, Reason: ReasonAppRefused}
+	if v := p.attribute(found, l, false); v.Action != Release || a.Status < p.refused.MinStatus {
+		return v
 	}
-	return p.attribute(found, l, false)
+	return Verdict{Action: Release, Reason: ReasonAppRefused}
 }
 
 // attribute asks the app whose each found credential is and decides: no
@@ -226,6 +253,31 @@ func (p *policy) attribute(found []Found, l Lookups, requiredByApp bool) Verdict
 		return needs[0]
 	}
 	return Verdict{Action: Refuse, Reason: ReasonAmbiguousUser}
+}
+
+// fromText reads a body that is not JSON: configured json credentials
+// found in text or markup, a marker for other credential-looking members,
+// and readable false for a binary body that names a credential.
+func (p *policy) fromText(a *answer) (found []Found, marker string, readable bool) {
+	var keys map[string]Credential
+	if !p.creds.empty() {
+		keys = p.creds.jsonKeys
+	}
+	switch textKind(a.Header.Get("Content-Type"), a.Body) {
+	case "text":
+		for _, pair := range textPairs(a.Body, keys) {
+			if c, ok := keys[pair[0]]; ok {
+				found = append(found, Found{Credential: c, Value: pair[1]})
+			} else if marker == "" {
+				marker = "member " + pair[0] + " in a " + a.Header.Get("Content-Type") + " body"
+			}
+		}
+	case "binary":
+		if binaryCredentialWord(a.Body, keys) {
+			return nil, "a credential in a body the gate cannot read", false
+		}
+	}
+	return found, marker, true
 }
 
 // found lists the configured credentials in the answer.
@@ -383,5 +435,7 @@ var longAgo = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 // deletes reports a Set-Cookie that removes the cookie: it cannot carry a
 // session.
 func deletes(c *http.Cookie) bool {
-	return c.MaxAge < 0 || c.Value == "" || (!c.Expires.IsZero() && c.Expires.Before(longAgo))
+	// Max-Age wins over Expires (RFC 6265 5.3): a cookie with a positive
+	// Max-Age lives whatever its Expires says.
+	return c.MaxAge < 0 || c.Value == "" || (c.MaxAge == 0 && !c.Expires.IsZero() && c.Expires.Before(longAgo))
 }

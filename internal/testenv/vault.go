@@ -190,6 +190,20 @@ func (v *Vault) Freeze(t testing.TB) {
 	if err := v.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	// The signal takes effect when the kernel next schedules the process:
+	// on a busy machine Vault could still answer a request sent right
+	// after kill returns. Wait until it is really stopped (state T).
+	stat := fmt.Sprintf("/proc/%d/stat", v.cmd.Process.Pid)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(stat)
+		if err != nil {
+			return // no /proc here: best effort
+		}
+		if i := strings.LastIndexByte(string(b), ')'); i > 0 && len(b) > i+2 && (b[i+2] == 'T' || b[i+2] == 't') {
+			return
+		}
+	}
+	t.Fatal("testenv: vault did not stop after SIGSTOP")
 }
 
 // Thaw resumes a frozen server.

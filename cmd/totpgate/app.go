@@ -130,15 +130,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		return nil, err
 	}
 	m := cfg.MFA
-	svc, err := mfa.New(ctx, st, keys, mfa.Config{
-		Issuer:        m.Issuer,
-		Params:        totp.Params{Algorithm: strings.ToUpper(m.Algorithm), Digits: m.Digits, Period: m.Period, Skew: m.Skew},
-		SecretSize:    m.SecretSize,
-		RecoveryCodes: m.RecoveryCodes,
-		PendingTTL:    m.PendingTTL,
-		Limits:        store.Limits{MaxFailures: m.MaxFailures, Window: m.FailureWindow, LockFor: m.LockFor},
-		QRSize:        256,
-	}, time.Now)
+	svc, err := newMFA(ctx, m, st, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -234,6 +226,24 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		closers:      closers,
 		background:   append(background, sweepChallenges(st, svc, challengeCfg, cfg.Login.SweepInterval, log), rotator.Serve),
 	}, nil
+}
+
+// newMFA builds the second-factor service from the mfa settings (serve and
+// users import share it).
+func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring) (*mfa.Service, error) {
+	return mfa.New(ctx, st, keys, mfa.Config{
+		Issuer:        m.Issuer,
+		Params:        mfaParams(m),
+		SecretSize:    m.SecretSize,
+		RecoveryCodes: m.RecoveryCodes,
+		PendingTTL:    m.PendingTTL,
+		Limits:        store.Limits{MaxFailures: m.MaxFailures, Window: m.FailureWindow, LockFor: m.LockFor},
+		QRSize:        256,
+	}, time.Now)
+}
+
+func mfaParams(m config.MFA) totp.Params {
+	return totp.Params{Algorithm: strings.ToUpper(m.Algorithm), Digits: m.Digits, Period: m.Period, Skew: m.Skew}
 }
 
 func newWebhook(cfg config.Audit, reg prometheus.Registerer, log *slog.Logger) (*audit.Webhook, error) {

@@ -36,17 +36,23 @@ func (e *exitError) Unwrap() error { return e.err }
 func (e *exitError) ExitCode() int { return e.code }
 
 const usersUsage = `usage: totpgate users get|reset|unlock USER [flags]
+       totpgate users import FILE [--dry-run] [--recovery-codes OUT]
 
   get USER      print the user's MFA record as JSON (state, failures, lock, codes left; never a secret)
   reset USER    remove the user's MFA (they enroll again); held logins of the user are revoked
   unlock USER   lift a lockout
+  import FILE   turn on the TOTP secrets an app already has, without re-enrollment: one a line,
+                otpauth://totp/... URIs, otpauth-migration:// exports, or CSV user_id,secret[,algorithm,digits,period].
+                Works on the store and keyring directly. Every line is checked first: one bad line
+                (weak or malformed secret, a user with a different second factor) imports nothing (exit 5).
+                Rerunning changes nothing. Secrets are never printed.
 
 Flags:
   --admin-url URL     the admin listener (default: http://<admin_listen> of the configuration)
   --token-file FILE   file holding the admin bearer token (default: admin.token_file, or admin.token)
 
 Configuration (admin_listen, admin.token, admin.token_file) is read like serve's.
-Exit codes: 0 done, 1 failed, 2 usage, 3 no such user, 4 admin token refused.
+Exit codes: 0 done, 1 failed, 2 usage, 3 no such user, 4 admin token refused, 5 import lines refused.
 `
 
 // usersCommand runs the admin user operations over the admin API.
@@ -56,6 +62,9 @@ func usersCommand(ctx context.Context, args []string, getenv func(string) string
 		return &exitError{exitUsage, errUsage}
 	}
 	op, user := args[0], args[1]
+	if op == "import" {
+		return importCommand(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if op != "get" && op != "reset" && op != "unlock" {
 		fmt.Fprint(stderr, usersUsage)
 		return &exitError{exitUsage, errUsage}

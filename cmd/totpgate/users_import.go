@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/totp"
+)
+
+// exitRefused: users import refused lines (nothing was written).
+const exitRefused = 5
+
+// importCommand brings users who already have TOTP in the app along:
+// totpgate users import FILE [--dry-run] [--recovery-codes OUT].
+// Every line is checked before anything is written, so a file with a bad
+// line imports nothing; a rerun of a good file changes nothing.
+func importCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, usersUsage)
+		return &exitError{exitUsage, errUsage}
+	}
+	file := args[0]
+	var dryRun bool
+	var codesOut string
+	cfg, err := loadConfigWith("users import", args[1:], getenv, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&dryRun, "dry-run", false, "check every line and report what would be imported; write nothing")
+		fs.StringVar(&codesOut, "recovery-codes", "", "also make recovery codes, written once to this new file (mode 0600) for the operator to hand out")
+	})
+	if err != nil {
+		return &exitError{exitUsage, err}
+	}
+	in, err := os.Open(file)
+	if err != nil {
+		return &exitError{exitUsage, fmt.Errorf("users import: %w", err)}
+	}
+	defer in.Close()
+	recs, bad := totp.ParseImport(in, mfaParams(cfg.MFA))
+	defer func() {
+		for _, r := range recs {
+			clear(r.Secret)
+		}
+	}()
+	if len(bad) > 0 {
+		for _, e := range bad {
+			fmt.Fprintf(stderr, "%s: %s\n", file, e.Error())
+		}
+		return &exitError{exitRefused, fmt.Errorf("users import: %d line(s) refused; nothing imported", len(bad))}
+	}
+	log, err := newLogger(stderr, cfg.Log.Level)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	keys, closeKeys, err := openKeyring(ctx, cfg.Keyring, log)
+	if err != nil {
+		return err
+	}
+	defer closeKeys()
+	svc, err := newMFA(ctx, cfg.MFA, st, keys)
+	if err != nil {
+		return err
+	}
+	// First pass: every user is checked against what is stored (a user
+	// with a different second factor on refuses the whole import).
+	var conflicts []string
+	for _, r := range recs {
+		if _, _, err := svc.Import(ctx, r, false, true); errors.Is(err, mfa.ErrImportConflict) {
+			conflicts = append(conflicts, fmt.Sprintf("%s: line %d: user %q already has a different second factor (reset them first)", file, r.Line, r.UserID))
+		} else if err != nil {
+			return fmt.Errorf("users import: %w", err)
+		}
+	}
+	if len(conflicts) > 0 {
+		fmt.Fprintln(stderr, strings.Join(conflicts, "\n"))
+		return &exitError{exitRefused, fmt.Errorf("users import: %d user(s) refused; nothing imported", len(conflicts))}
+	}
+	var codesFile *os.File
+	if codesOut != "" && !dryRun {
+		// O_EXCL: codes are written once; an existing file is never overwritten.
+		if codesFile, err = os.OpenFile(codesOut, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600); err != nil {
+			return &exitError{exitUsage, fmt.Errorf("users import: --recovery-codes: %w", err)}
+		}
+		defer codesFile.Close()
+	}
+	counts := map[mfa.ImportOutcome]int{}
+	for _, r := range recs {
+		outcome, codes, err := svc.Import(ctx, r, codesFile != nil, dryRun)
+		if err != nil {
+			return fmt.Errorf("users import: line %d (%s): %w", r.Line, r.UserID, err)
+		}
+		counts[outcome]++
+		verb := string(outcome)
+		if dryRun && outcome == mfa.Imported {
+			verb = "would import"
+		}
+		fmt.Fprintf(stdout, "line %d: %s %s (%s, %d digits, %d s)\n", r.Line, verb, r.UserID, r.Params.Algorithm, r.Params.Digits, r.Params.Period)
+		if len(codes) > 0 {
+			fmt.Fprintf(codesFile, "%s %s\n", r.UserID, strings.Join(codes, " "))
+		}
+	}
+	what := "imported"
+	if dryRun {
+		what = "would import"
+	}
+	fmt.Fprintf(stdout, "%s %d, unchanged %d\n", what, counts[mfa.Imported], counts[mfa.ImportUnchanged])
+	return nil
+}

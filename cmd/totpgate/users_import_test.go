@@ -1,0 +1,136 @@
+package main
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/totp"
+)
+
+// migrationPayload builds an authenticator app's export of one TOTP
+// account (protobuf MigrationPayload, by hand).
+func migrationPayload(name string, secret []byte, sha256, eightDigits bool) string {
+	field := func(num int, b []byte) []byte { return append([]byte{byte(num<<3 | 2), byte(len(b))}, b...) }
+	varint := func(num int, v byte) []byte { return []byte{byte(num << 3), v} }
+	var p []byte
+	p = append(p, field(1, secret)...)
+	p = append(p, field(2, []byte("Shop:"+name))...)
+	p = append(p, field(3, []byte("Shop"))...)
+	alg, digits := byte(1), byte(1)
+	if sha256 {
+		alg = 2
+	}
+	if eightDigits {
+		digits = 2
+	}
+	p = append(p, varint(4, alg)...)
+	p = append(p, varint(5, digits)...)
+	p = append(p, varint(6, 2)...) // TOTP
+	payload := append(field(1, p), varint(2, 1)...)
+	return "otpauth-migration://offline?data=" + strings.ReplaceAll(base64.StdEncoding.EncodeToString(payload), "+", "%2B")
+}
+
+// `totpgate users import`: existing TOTP users are turned on without
+// re-enrollment, with their own parameters; bad files import nothing;
+// reruns change nothing; no secret is ever printed.
+func TestUsersImport(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("oathtool"); err != nil {
+		t.Fatal("oathtool missing: `make test-deps` installs it")
+	}
+	dir := t.TempDir()
+	secret := func() ([]byte, string) {
+		b := make([]byte, 20)
+		rand.Read(b)
+		return b, totp.EncodeSecret(b)
+	}
+	_, b1 := secret()
+	s2, b2 := secret()
+	s3, _ := secret()
+	good := strings.Join([]string{
+		"# users of the old app",
+		"otpauth://totp/Shop:imp1?secret=" + b1 + "&issuer=Shop&algorithm=SHA256&digits=8&period=60",
+		"imp2," + strings.ToLower(b2),
+		migrationPayload("imp3", s3, false, false),
+		"",
+	}, "\n")
+	goodFile := filepath.Join(dir, "users.txt")
+	os.WriteFile(goodFile, []byte(good), 0o600)
+	badFile := filepath.Join(dir, "bad.txt")
+	os.WriteFile(badFile, []byte("imp4,"+b1+"\nweak,JBSWY3DPEHPK3PXP\nthis is not a line\notpauth://hotp/x?secret="+b2+"\n"), 0o600)
+	noSecret := func(out string) {
+		t.Helper()
+		for _, b := range []string{b1, b2, strings.ToLower(b2), "JBSWY3DPEHPK3PXP"} {
+			if strings.Contains(out, b) {
+				t.Fatalf("output holds a secret:\n%s", out)
+			}
+		}
+	}
+
+	out, errOut, code := runCLIExit(t, dir, "users", "import", badFile)
+	noSecret(out + errOut)
+	if code != exitRefused || !strings.Contains(errOut, "line 2: the secret has 80 bits") || !strings.Contains(errOut, "line 3:") || !strings.Contains(errOut, "line 4:") || strings.Contains(errOut, "line 1:") {
+		t.Fatalf("bad file: exit %d\n%s", code, errOut)
+	}
+	out, errOut, code = runCLIExit(t, dir, "users", "import", goodFile, "--dry-run")
+	noSecret(out + errOut)
+	if code != 0 || !strings.Contains(out, "would import 3, unchanged 0") {
+		t.Fatalf("dry run: exit %d\n%s%s", code, out, errOut)
+	}
+	codesFile := filepath.Join(dir, "codes.txt")
+	out, errOut, code = runCLIExit(t, dir, "users", "import", goodFile, "--recovery-codes", codesFile)
+	noSecret(out + errOut)
+	if code != 0 || !strings.Contains(out, "imported 3, unchanged 0") || !strings.Contains(out, "line 2: imported imp1 (SHA256, 8 digits, 60 s)") {
+		t.Fatalf("import (the dry run must have written nothing): exit %d\n%s%s", code, out, errOut)
+	}
+	codes, err := os.ReadFile(codesFile)
+	st, _ := os.Stat(codesFile)
+	if err != nil || strings.Count(string(codes), "\n") != 3 || st.Mode().Perm() != 0o600 {
+		t.Fatalf("recovery codes file: %v %v\n%s", err, st.Mode(), codes)
+	}
+	out, _, code = runCLIExit(t, dir, "users", "import", goodFile)
+	if code != 0 || !strings.Contains(out, "imported 0, unchanged 3") {
+		t.Fatalf("rerun: exit %d\n%s", code, out)
+	}
+	// Another secret for an imported user refuses the whole file.
+	other, _ := secret()
+	conflict := filepath.Join(dir, "conflict.txt")
+	os.WriteFile(conflict, []byte("imp5,"+totp.EncodeSecret(s2)+"\nimp2,"+totp.EncodeSecret(other)+"\n"), 0o600)
+	if _, errOut, code := runCLIExit(t, dir, "users", "import", conflict); code != exitRefused || !strings.Contains(errOut, `line 2: user "imp2" already has a different second factor`) {
+		t.Fatalf("conflicting import: exit %d\n%s", code, errOut)
+	}
+
+	// The sidecar on the same state logs imported users in with codes their
+	// old authenticator makes: oathtool for SHA256, 8 digits, 60 s.
+	app := newLoginApp(t)
+	s := startSidecarIn(t, dir, nil, "--upstream", app.URL)
+	c, _ := gen.NewClientWithResponses(s.main)
+	e := &loginEnv{s: s, app: app, c: c}
+	oath, err := exec.Command("oathtool", "--totp=sha256", "-d", "8", "-s", "60", "-b", b1).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, body := e.login(t, "/login", `{"user":"imp1","password":"pw"}`, http.Header{"X-Totp-Code": {strings.TrimSpace(string(oath))}}); res.StatusCode != 200 {
+		t.Fatalf("imported SHA256/8/60 user with oathtool's code: %d %s", res.StatusCode, body)
+	}
+	p := totp.DefaultParams()
+	if res, body := e.login(t, "/login", `{"user":"imp3","password":"pw"}`, http.Header{"X-Totp-Code": {totp.Code(s3, p.Step(time.Now()), p)}}); res.StatusCode != 200 {
+		t.Fatalf("user from a migration export: %d %s", res.StatusCode, body)
+	}
+	recovery := strings.Fields(strings.Split(string(codes), "\n")[1])[1]
+	if res, body := e.login(t, "/login", `{"user":"imp2","password":"pw"}`, http.Header{"X-Totp-Code": {recovery}}); res.StatusCode != 200 {
+		t.Fatalf("imported user with a recovery code from the file: %d %s", res.StatusCode, body)
+	}
+	if res, _ := e.login(t, "/login", `{"user":"imp2","password":"pw"}`, nil); res.StatusCode != 401 {
+		t.Fatalf("imported user without a code: %d, want 401", res.StatusCode)
+	}
+	noSecret(s.logs.String())
+}

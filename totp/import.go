@@ -1,0 +1,327 @@
+package totp
+
+import (
+	"bufio"
+	"encoding/base64"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Imported is one user's TOTP secret read from an import file. Secret is
+// the raw key; callers clear it after use and never print it.
+type Imported struct {
+	Line   int
+	UserID string
+	Secret []byte
+	Params Params
+}
+
+// ImportError is a refused line. Reason never quotes the secret.
+type ImportError struct {
+	Line   int
+	Reason string
+}
+
+func (e ImportError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Reason) }
+
+// maxImportLine bounds one line (a migration export of many accounts is
+// one long line).
+const maxImportLine = 1 << 20
+
+// ParseImport reads secrets an app already has, one entry a line:
+//
+//	otpauth://totp/Issuer:alice?secret=...&algorithm=SHA256&digits=8&period=60
+//	otpauth-migration://offline?data=...        (an authenticator app's export; several accounts)
+//	alice,JBSWY3DPEHPK3PXP[,SHA1,6,30]          (CSV: user_id,secret[,algorithm,digits,period])
+//
+// Blank lines and lines starting with # are skipped. The user id is the
+// account part of an otpauth label (after the issuer's colon) or the CSV's
+// first column. Per-user algorithm, digits and period are kept; anything
+// unspecified takes defaults. A secret shorter than MinSecretSize bytes
+// (RFC 4226 asks for at least 128 bits), a malformed line, a HOTP entry
+// and a user named twice are refused with their line numbers.
+func ParseImport(r io.Reader, defaults Params) ([]Imported, []ImportError) {
+	var out []Imported
+	var errs []ImportError
+	seen := map[string]int{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), maxImportLine)
+	line := 0
+	for sc.Scan() {
+		line++
+		text := strings.TrimSpace(sc.Text())
+		if text == "" || strings.HasPrefix(text, "#") {
+			continue
+		}
+		var recs []Imported
+		var err error
+		switch {
+		case strings.HasPrefix(text, "otpauth-migration://"):
+			recs, err = parseMigration(text, defaults)
+		case strings.HasPrefix(text, "otpauth://"):
+			var rec Imported
+			rec, err = parseURI(text, defaults)
+			recs = []Imported{rec}
+		default:
+			var rec Imported
+			rec, err = parseCSV(text, defaults)
+			recs = []Imported{rec}
+		}
+		if err != nil {
+			errs = append(errs, ImportError{Line: line, Reason: err.Error()})
+			continue
+		}
+		for _, rec := range recs {
+			rec.Line = line
+			if msg := checkImported(rec); msg != "" {
+				errs = append(errs, ImportError{Line: line, Reason: msg})
+				continue
+			}
+			if first, dup := seen[rec.UserID]; dup {
+				errs = append(errs, ImportError{Line: line, Reason: fmt.Sprintf("user %q is already on line %d", rec.UserID, first)})
+				continue
+			}
+			seen[rec.UserID] = line
+			out = append(out, rec)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		errs = append(errs, ImportError{Line: line + 1, Reason: "unreadable: " + err.Error()})
+	}
+	return out, errs
+}
+
+func checkImported(rec Imported) string {
+	switch {
+	case rec.UserID == "":
+		return "no user id"
+	case strings.ContainsFunc(rec.UserID, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return "the user id holds control characters"
+	case len(rec.Secret) < MinSecretSize:
+		return fmt.Sprintf("the secret has %d bits; at least %d are required (RFC 4226): have the user enroll again", len(rec.Secret)*8, MinSecretSize*8)
+	case len(rec.Secret) > maxSecretSize:
+		return "the secret is too long"
+	}
+	if err := rec.Params.Validate(); err != nil {
+		return err.Error()
+	}
+	return ""
+}
+
+var errSecretEncoding = errors.New("the secret is not base32")
+
+// decodeSecret reads base32 the way authenticator apps accept it: any
+// case, spaces and padding ignored.
+func decodeSecret(s string) ([]byte, error) {
+	s = strings.ToUpper(strings.NewReplacer(" ", "", "-", "", "=", "").Replace(s))
+	b, err := b32.DecodeString(s)
+	if err != nil || s == "" {
+		return nil, errSecretEncoding
+	}
+	return b, nil
+}
+
+func parseURI(text string, defaults Params) (Imported, error) {
+	u, err := url.Parse(text)
+	if err != nil {
+		return Imported{}, errors.New("not a valid otpauth URI")
+	}
+	if !strings.EqualFold(u.Host, "totp") {
+		return Imported{}, fmt.Errorf("%q entries are not supported (only totp)", u.Host)
+	}
+	label := strings.TrimPrefix(u.Path, "/")
+	account := label
+	if i := strings.LastIndexByte(label, ':'); i >= 0 {
+		account = label[i+1:]
+	}
+	q := u.Query()
+	secret, err := decodeSecret(q.Get("secret"))
+	if err != nil {
+		return Imported{}, err
+	}
+	p := defaults
+	if a := q.Get("algorithm"); a != "" {
+		p.Algorithm = strings.ToUpper(a)
+	}
+	for name, dst := range map[string]*int{"digits": &p.Digits, "period": &p.Period} {
+		if v := q.Get(name); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return Imported{}, fmt.Errorf("%s %q is not a number", name, v)
+			}
+			*dst = n
+		}
+	}
+	return Imported{UserID: strings.TrimSpace(account), Secret: secret, Params: p}, nil
+}
+
+func parseCSV(text string, defaults Params) (Imported, error) {
+	rec, err := csv.NewReader(strings.NewReader(text)).Read()
+	if err != nil || len(rec) < 2 || len(rec) > 5 {
+		return Imported{}, errors.New("not user_id,secret[,algorithm,digits,period], an otpauth:// URI or an otpauth-migration:// export")
+	}
+	secret, err := decodeSecret(rec[1])
+	if err != nil {
+		return Imported{}, err
+	}
+	p := defaults
+	if len(rec) > 2 && rec[2] != "" {
+		p.Algorithm = strings.ToUpper(strings.TrimSpace(rec[2]))
+	}
+	for i, dst := range []*int{&p.Digits, &p.Period} {
+		if len(rec) > 3+i && strings.TrimSpace(rec[3+i]) != "" {
+			n, err := strconv.Atoi(strings.TrimSpace(rec[3+i]))
+			if err != nil {
+				return Imported{}, fmt.Errorf("column %d is not a number", 4+i)
+			}
+			*dst = n
+		}
+	}
+	return Imported{UserID: strings.TrimSpace(rec[0]), Secret: secret, Params: p}, nil
+}
+
+// parseMigration reads an authenticator app's export
+// (otpauth-migration://offline?data=<base64 protobuf MigrationPayload>).
+// Its entries carry no period: 30 s, as those apps use.
+func parseMigration(text string, defaults Params) ([]Imported, error) {
+	u, err := url.Parse(text)
+	if err != nil {
+		return nil, errors.New("not a valid otpauth-migration URI")
+	}
+	data := u.Query().Get("data")
+	raw, err := base64.StdEncoding.DecodeString(data)
+	if err != nil {
+		if raw, err = base64.RawStdEncoding.DecodeString(data); err != nil {
+			return nil, errors.New("the data parameter is not base64")
+		}
+	}
+	var out []Imported
+	err = eachField(raw, func(num int, wire int, v uint64, b []byte) error {
+		if num != 1 || wire != 2 {
+			return nil // version, batch fields
+		}
+		rec, err := parseOtpParameters(b, defaults)
+		if err != nil {
+			return err
+		}
+		out = append(out, rec)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, errors.New("the export holds no accounts")
+	}
+	return out, nil
+}
+
+func parseOtpParameters(b []byte, defaults Params) (Imported, error) {
+	rec := Imported{Params: defaults}
+	rec.Params.Period = 30
+	var name string
+	otpType := uint64(2)
+	err := eachField(b, func(num int, wire int, v uint64, val []byte) error {
+		switch {
+		case num == 1 && wire == 2:
+			rec.Secret = append([]byte(nil), val...)
+		case num == 2 && wire == 2:
+			name = string(val)
+		case num == 4 && wire == 0:
+			algs := map[uint64]string{0: defaults.Algorithm, 1: SHA1, 2: SHA256, 3: SHA512}
+			a, ok := algs[v]
+			if !ok {
+				return errors.New("an entry uses an unsupported algorithm (MD5)")
+			}
+			rec.Params.Algorithm = a
+		case num == 5 && wire == 0:
+			switch v {
+			case 0, 1:
+				rec.Params.Digits = 6
+			case 2:
+				rec.Params.Digits = 8
+			default:
+				return errors.New("an entry has an unsupported digit count")
+			}
+		case num == 6 && wire == 0:
+			otpType = v
+		}
+		return nil
+	})
+	if err != nil {
+		return Imported{}, err
+	}
+	if otpType == 1 {
+		return Imported{}, errors.New("an entry is HOTP; only TOTP is supported")
+	}
+	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		name = name[i+1:]
+	}
+	rec.UserID = strings.TrimSpace(name)
+	return rec, nil
+}
+
+var errProtobuf = errors.New("the export is not a valid migration payload")
+
+// eachField walks a protobuf message: varints (wire 0) and length-delimited
+// fields (wire 2) are handed to fn; fixed-size fields are skipped.
+func eachField(b []byte, fn func(num, wire int, v uint64, val []byte) error) error {
+	for len(b) > 0 {
+		tag, n := uvarint(b)
+		if n <= 0 {
+			return errProtobuf
+		}
+		b = b[n:]
+		num, wire := int(tag>>3), int(tag&7)
+		switch wire {
+		case 0:
+			v, n := uvarint(b)
+			if n <= 0 {
+				return errProtobuf
+			}
+			b = b[n:]
+			if err := fn(num, wire, v, nil); err != nil {
+				return err
+			}
+		case 2:
+			l, n := uvarint(b)
+			if n <= 0 || l > uint64(len(b)-n) {
+				return errProtobuf
+			}
+			val := b[n : n+int(l)]
+			b = b[n+int(l):]
+			if err := fn(num, wire, 0, val); err != nil {
+				return err
+			}
+		case 1:
+			if len(b) < 8 {
+				return errProtobuf
+			}
+			b = b[8:]
+		case 5:
+			if len(b) < 4 {
+				return errProtobuf
+			}
+			b = b[4:]
+		default:
+			return errProtobuf
+		}
+	}
+	return nil
+}
+
+func uvarint(b []byte) (uint64, int) {
+	var v uint64
+	for i := 0; i < len(b) && i < 10; i++ {
+		v |= uint64(b[i]&0x7f) << (7 * i)
+		if b[i] < 0x80 {
+			return v, i + 1
+		}
+	}
+	return 0, 0
+}

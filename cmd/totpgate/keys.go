@@ -46,6 +46,26 @@ func openStore(ctx context.Context, cfg config.Store) (store.Store, error) {
 	return st, nil
 }
 
+// openState opens what the one-shot commands (keys, users import) work on:
+// the logger, the store and the keyring, strictly (a database that is down
+// is an error here, not something to wait for). close closes both.
+func openState(ctx context.Context, cfg config.Config, stderr io.Writer) (*slog.Logger, store.Store, keyring.Keyring, func(), error) {
+	log, err := newLogger(stderr, cfg.Log.Level)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	st, err := openStore(ctx, cfg.Store)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	keys, closeKeys, err := openKeyring(ctx, cfg.Keyring, log)
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, nil, err
+	}
+	return log, st, keys, func() { closeKeys(); st.Close() }, nil
+}
+
 // openKeyring opens the configured keyring; with keyring.migrate_from set,
 // one that writes to the new backend and still reads the old one.
 func openKeyring(ctx context.Context, cfg config.Keyring, log *slog.Logger) (keyring.Keyring, func() error, error) {
@@ -166,20 +186,11 @@ func keysCommand(ctx context.Context, args []string, getenv func(string) string,
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, cfg.Log.Level)
+	log, st, keys, closeState, err := openState(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg.Store)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	keys, closeKeys, err := openKeyring(ctx, cfg.Keyring, log)
-	if err != nil {
-		return err
-	}
-	defer closeKeys()
+	defer closeState()
 	m, err := rotation.New(rotation.Config{Store: st, Keys: keys, Settings: encryptedSettings, Logger: log, Lease: lease})
 	if err != nil {
 		return err

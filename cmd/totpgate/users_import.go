@@ -52,20 +52,11 @@ func importCommand(ctx context.Context, args []string, getenv func(string) strin
 		}
 		return &exitError{exitRefused, fmt.Errorf("users import: %d line(s) refused; nothing imported", len(bad))}
 	}
-	log, err := newLogger(stderr, cfg.Log.Level)
+	_, st, keys, closeState, err := openState(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, cfg.Store)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	keys, closeKeys, err := openKeyring(ctx, cfg.Keyring, log)
-	if err != nil {
-		return err
-	}
-	defer closeKeys()
+	defer closeState()
 	svc, err := newMFA(ctx, cfg.MFA, st, keys)
 	if err != nil {
 		return err

@@ -61,67 +61,114 @@ func (g *loginGate) watchAnswer(res *http.Response) error {
 		return errors.New("proxy: session credential on a protocol switch")
 	}
 	ev := events{rec: g.opts.Audit, ctx: r.Context(), ip: g.peers.ClientIP(r).String(), route: AnyRoute, requestID: problem.RequestID(r)}
-	raw, err := io.ReadAll(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
-	res.Body.Close()
-	a := &answer{Status: res.StatusCode, Header: res.Header, Body: raw}
-	switch {
-	case err != nil:
-		return err // the ErrorHandler answers 502
-	case int64(len(raw)) > g.opts.MaxAnswerBytes:
-		err = errAnswerTooLarge
-	default:
-		removeHopHeaders(a.Header)
-		a.Header.Del("Content-Length")
-		err = a.decode(g.opts.MaxAnswerBytes)
+	if !scanBody {
+		// The credential is in the headers: judge it before touching the
+		// body, so an answer that needs no second factor (a download with
+		// a renewed cookie) streams through unread.
+		fresh := g.fresh(r, found)
+		if len(fresh) == 0 {
+			return nil
+		}
+		v := g.policy.JudgeCredentials(&answer{Status: res.StatusCode, Header: res.Header}, fresh, g.lookups(r, true))
+		if v.Action == Release {
+			g.recordRelease(ev, v)
+			return nil
+		}
+		a, err := g.readAnswer(res)
+		if err != nil {
+			return g.refuseOversized(res, r, ev, err)
+		}
+		return g.applyAnywhere(res, r, ev, a, v)
 	}
+	a, err := g.readAnswer(res)
 	if err != nil {
-		ev.record(audit.LoginRefused, "", "oversized_answer")
-		g.log.ErrorContext(r.Context(), "answer carrying a session larger than login.max_answer_bytes; refused", "request_id", ev.requestID, "path", r.URL.Path)
-		return g.replace(res, r, http.StatusBadGateway, "upstream_unavailable", "The application's answer is too large to be checked.")
+		return g.refuseOversized(res, r, ev, err)
 	}
-	if scanBody {
-		facts, isJSON, err := g.policy.scan(a)
-		if err != nil || a.Unreadable != "" {
+	facts, isJSON, err := g.policy.scan(a)
+	if err != nil || a.Unreadable != "" {
+		ev.record(audit.LoginRefused, "", "unreadable_answer")
+		g.log.ErrorContext(r.Context(), "answer on a credential body route could not be read; refused", "request_id", ev.requestID, "path", r.URL.Path)
+		return g.replace(res, r, http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked.")
+	}
+	if isJSON {
+		found = append(found, g.policy.creds.fromJSON(facts)...)
+	} else {
+		textFound, _, readable := g.policy.fromText(a)
+		if !readable {
 			ev.record(audit.LoginRefused, "", "unreadable_answer")
-			g.log.ErrorContext(r.Context(), "answer on a credential body route could not be read; refused", "request_id", ev.requestID, "path", r.URL.Path)
-			return g.replace(res, r, http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked.")
+			g.log.ErrorContext(r.Context(), "answer on a credential body route names a credential in a body the gate cannot read; refused", "request_id", ev.requestID, "path", r.URL.Path)
+			return g.replace(res, r, http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked.")
 		}
-		if isJSON {
-			found = append(found, g.policy.creds.fromJSON(facts)...)
-		} else {
-			textFound, _, readable := g.policy.fromText(a)
-			if !readable {
-				ev.record(audit.LoginRefused, "", "unreadable_answer")
-				g.log.ErrorContext(r.Context(), "answer on a credential body route names a credential in a body the gate cannot read; refused", "request_id", ev.requestID, "path", r.URL.Path)
-				return g.replace(res, r, http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked.")
-			}
-			found = append(found, textFound...)
-		}
+		found = append(found, textFound...)
 	}
-	fresh := found[:0]
-	for _, f := range found {
-		if !f.Credential.PresentedBy(r, f.Value) {
-			fresh = append(fresh, f)
-		}
-	}
+	fresh := g.fresh(r, found)
 	if len(fresh) == 0 {
 		releaseInto(res, a)
 		return nil
 	}
-	v := g.policy.JudgeCredentials(a, fresh, g.lookups(r, true))
+	return g.applyAnywhere(res, r, ev, a, g.policy.JudgeCredentials(a, fresh, g.lookups(r, true)))
+}
+
+// fresh drops the credentials the request itself presented (a rolling
+// cookie handed back): they grant nothing new.
+func (g *loginGate) fresh(r *http.Request, found []Found) []Found {
+	out := found[:0]
+	for _, f := range found {
+		if !f.Credential.PresentedBy(r, f.Value) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// readAnswer reads and decodes an answer whole, bounded like a login answer.
+func (g *loginGate) readAnswer(res *http.Response) (*answer, error) {
+	raw, err := io.ReadAll(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
+	res.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(raw)) > g.opts.MaxAnswerBytes {
+		return nil, errAnswerTooLarge
+	}
+	a := &answer{Status: res.StatusCode, Header: res.Header, Body: raw}
+	removeHopHeaders(a.Header)
+	a.Header.Del("Content-Length")
+	if err := a.decode(g.opts.MaxAnswerBytes); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (g *loginGate) refuseOversized(res *http.Response, r *http.Request, ev events, err error) error {
+	if !errors.Is(err, errAnswerTooLarge) {
+		return err // the ErrorHandler answers 502
+	}
+	ev.record(audit.LoginRefused, "", "oversized_answer")
+	g.log.ErrorContext(r.Context(), "answer carrying a session larger than login.max_answer_bytes; refused", "request_id", ev.requestID, "path", r.URL.Path)
+	return g.replace(res, r, http.StatusBadGateway, gen.ProblemCodeUpstreamUnavailable, "The application's answer is too large to be checked.")
+}
+
+func (g *loginGate) recordRelease(ev events, v Verdict) {
 	ev.user = v.User
-	held := mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}
+	if v.Reason != ReasonAppRefused && v.Reason != ReasonNoSession {
+		ev.record(audit.LoginPassed, "", v.Reason)
+	}
+}
+
+// applyAnywhere carries out a verdict on an answer of any route; like
+// apply, its last branch refuses.
+func (g *loginGate) applyAnywhere(res *http.Response, r *http.Request, ev events, a *answer, v Verdict) error {
+	ev.user = v.User
 	switch v.Action {
 	case Release:
-		if v.Reason != ReasonAppRefused && v.Reason != ReasonNoSession {
-			ev.record(audit.LoginPassed, "", v.Reason)
-		}
+		g.recordRelease(ev, v)
 		releaseInto(res, a)
 		return nil
 	case Hold:
 		g.log.InfoContext(r.Context(), "session issued on an unconfigured route held for a second factor", "request_id", ev.requestID, "path", r.URL.Path)
 		buf := newResponseBuffer()
-		g.secondFactor(buf, r, ev, loginRequest{}, held, v.Reason == ReasonEnrollmentRequired)
+		g.secondFactor(buf, r, ev, loginRequest{}, mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}, v.Reason == ReasonEnrollmentRequired)
 		buf.into(res)
 		return nil
 	}
@@ -134,7 +181,7 @@ func (g *loginGate) watchAnswer(res *http.Response) error {
 	}
 	ev.record(audit.LoginRefused, "", v.Reason)
 	g.log.ErrorContext(r.Context(), "answer carrying a session refused: the gate cannot tell it needs no second factor", "request_id", ev.requestID, "path", r.URL.Path, "reason", v.Reason)
-	return g.replace(res, r, http.StatusServiceUnavailable, "mfa_unavailable", "The second factor could not be checked.")
+	return g.replace(res, r, http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked.")
 }
 
 // streaming answers (server-sent events) cannot be read whole: they are

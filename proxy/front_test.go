@@ -447,12 +447,18 @@ func TestCredentialCheckOnAnyRoute(t *testing.T) {
 			w.Header().Set("Set-Cookie", "sid=S-alice")
 			w.WriteHeader(http.StatusEarlyHints)
 			w.Header().Del("Set-Cookie")
+		case "/download":
+			// A download larger than any answer the gate holds, with a
+			// renewed anonymous cookie: judged by its headers, streamed.
+			http.SetCookie(w, &http.Cookie{Name: "sid", Value: "anonymous"})
+			io.WriteString(w, strings.Repeat("d", 3<<20))
+			return
 		}
 		io.WriteString(w, "app "+r.URL.Path)
 	}))
 	t.Cleanup(up.Close)
 	front := newFront(t, up.URL, frontOpts{watch: true})
-	for path, want := range map[string]int{"/signup": 401, "/visit": 200, "/plain": 200, "/hints": 200} {
+	for path, want := range map[string]int{"/signup": 401, "/visit": 200, "/plain": 200, "/hints": 200, "/download": 200} {
 		var early []string
 		req, _ := http.NewRequest("GET", front+path, nil)
 		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{Got1xxResponse: func(code int, h textproto.MIMEHeader) error {
@@ -470,6 +476,9 @@ func TestCredentialCheckOnAnyRoute(t *testing.T) {
 		}
 		if len(early) > 0 {
 			t.Errorf("%s: a 1xx with a session reached the client: %q", path, early)
+		}
+		if path == "/download" && len(body) != 3<<20 {
+			t.Errorf("the download with a renewed cookie came through with %d bytes, want all %d", len(body), 3<<20)
 		}
 	}
 }

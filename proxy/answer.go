@@ -106,6 +106,12 @@ func (g *loginGate) fetch(out *http.Request) (*answer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return g.readAnswer(res)
+}
+
+// readAnswer reads the app's answer whole and decodes it, bounded by
+// login.max_answer_bytes; it closes the body.
+func (g *loginGate) readAnswer(res *http.Response) (*answer, error) {
 	defer res.Body.Close()
 	// Sized once from Content-Length where the app gives it: ReadAll's
 	// doubling would hold up to twice the answer per login.
@@ -113,10 +119,10 @@ func (g *loginGate) fetch(out *http.Request) (*answer, error) {
 	if res.ContentLength > 0 && res.ContentLength <= g.opts.MaxAnswerBytes {
 		buf.Grow(int(res.ContentLength) + bytes.MinRead)
 	}
-	_, err = buf.ReadFrom(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
+	_, err := buf.ReadFrom(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
 	raw := buf.Bytes()
 	if err != nil {
-		return nil, fmt.Errorf("proxy: read login answer: %w", err)
+		return nil, fmt.Errorf("proxy: read answer: %w", err)
 	}
 	if int64(len(raw)) > g.opts.MaxAnswerBytes {
 		return nil, errAnswerTooLarge

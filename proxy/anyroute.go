@@ -121,25 +121,6 @@ func (g *loginGate) fresh(r *http.Request, found []Found) []Found {
 	return out
 }
 
-// readAnswer reads and decodes an answer whole, bounded like a login answer.
-func (g *loginGate) readAnswer(res *http.Response) (*answer, error) {
-	raw, err := io.ReadAll(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
-	res.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(raw)) > g.opts.MaxAnswerBytes {
-		return nil, errAnswerTooLarge
-	}
-	a := &answer{Status: res.StatusCode, Header: res.Header, Body: raw}
-	removeHopHeaders(a.Header)
-	a.Header.Del("Content-Length")
-	if err := a.decode(g.opts.MaxAnswerBytes); err != nil {
-		return nil, err
-	}
-	return a, nil
-}
-
 func (g *loginGate) refuseOversized(res *http.Response, r *http.Request, ev events, err error) error {
 	if !errors.Is(err, errAnswerTooLarge) {
 		return err // the ErrorHandler answers 502

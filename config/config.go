@@ -69,6 +69,7 @@ type Admin struct {
 type Identity struct {
 	IntrospectPath string   `yaml:"introspect_path" doc:"Path of the app endpoint (on upstream.url) that answers 2xx with the caller's user as JSON when given the caller's credentials."`
 	ForwardHeaders []string `yaml:"forward_headers" doc:"Request headers carrying the caller's app credentials, forwarded to identity.introspect_path."`
+	NoSession      []int    `yaml:"no_session_statuses" doc:"Statuses of identity.introspect_path that mean a credential found in an app answer is no session (the answer then passes). Others fail closed. Add 403 only if the endpoint answers 403 for not logged in and nothing a client can provoke (a rate limiter) answers 403."`
 	ContextHeaders []string `yaml:"context_headers" doc:"Request headers forwarded to identity.introspect_path that identify the application or tenant, not the user (e.g. X-App-Id); a caller who sends only these is unauthenticated."`
 	UserIDPointer  string   `yaml:"user_id_pointer" doc:"JSON pointer (RFC 6901) to the user id in the introspection answer."`
 	AccountPointer string   `yaml:"account_pointer" doc:"JSON pointer to the account label shown in authenticator apps (e.g. /email); empty uses the user id."`
@@ -303,6 +304,11 @@ func (i Identity) Validate() error {
 	if !strings.HasPrefix(i.UserIDPointer, "/") {
 		errs = append(errs, fmt.Errorf("identity.user_id_pointer: %q must be a JSON pointer starting with /", i.UserIDPointer))
 	}
+	for _, st := range i.NoSession {
+		if st < 400 || st > 499 {
+			errs = append(errs, fmt.Errorf("identity.no_session_statuses: %d must be a 4xx status", st))
+		}
+	}
 	if i.AccountPointer != "" && !strings.HasPrefix(i.AccountPointer, "/") {
 		errs = append(errs, fmt.Errorf("identity.account_pointer: %q must be a JSON pointer starting with /", i.AccountPointer))
 	}
@@ -465,6 +471,7 @@ func Default() Config {
 		API: API{Prefix: "/mfa", MaxBodyBytes: 64 << 10, RatePerSec: 5, RateBurst: 30, RateIPv6Bits: 64},
 		Identity: Identity{
 			IntrospectPath: "/api/me",
+			NoSession:      []int{401, 419, 440},
 			ForwardHeaders: []string{"Cookie", "Authorization"},
 			UserIDPointer:  "/id",
 		},

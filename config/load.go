@@ -65,6 +65,12 @@ func (f Field) String() string {
 	switch x := f.value.Interface().(type) {
 	case []string:
 		return strings.Join(x, ",")
+	case []int:
+		parts := make([]string, len(x))
+		for i, n := range x {
+			parts[i] = strconv.Itoa(n)
+		}
+		return strings.Join(parts, ",")
 	case time.Duration:
 		return x.String()
 	default:
@@ -109,6 +115,19 @@ func (f Field) Set(s string) error {
 			}
 		}
 		f.value.Set(reflect.ValueOf(parts))
+	case []int:
+		var ns []int
+		for p := range strings.SplitSeq(s, ",") {
+			if p = strings.TrimSpace(p); p == "" {
+				continue
+			}
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				return fmt.Errorf("want comma-separated integers, got %q", s)
+			}
+			ns = append(ns, n)
+		}
+		f.value.Set(reflect.ValueOf(ns))
 	default:
 		return fmt.Errorf("unsupported type %s", f.value.Type())
 	}

@@ -39,6 +39,7 @@ type Introspector struct {
 	accountPointer string
 	forwardHost    bool
 	context        []string
+	noSession      map[int]bool
 }
 
 // NewIntrospector checks its settings once.
@@ -63,7 +64,23 @@ func NewIntrospector(client *http.Client, url string, forwardHeaders []string, u
 	// carry the caller's credentials there.
 	c := *client
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Introspector{client: &c, url: url, forward: forwardHeaders, userPointer: userPointer, accountPointer: accountPointer}, errors.Join(errs...)
+	return &Introspector{client: &c, url: url, forward: forwardHeaders, userPointer: userPointer, accountPointer: accountPointer,
+		noSession: map[int]bool{http.StatusUnauthorized: true, 419: true, 440: true}}, errors.Join(errs...)
+}
+
+// NoSessionStatuses sets the identity endpoint's statuses that mean "this
+// credential is no session" for a credential found in an app answer
+// (default 401, 419, 440). Add 403 only for an endpoint that answers 403
+// for "not logged in" (Django REST framework's session auth) and never for
+// anything a client can provoke: django-ratelimit, for one, blocks with 403.
+func (i *Introspector) NoSessionStatuses(statuses []int) {
+	if len(statuses) == 0 {
+		return
+	}
+	i.noSession = map[int]bool{}
+	for _, s := range statuses {
+		i.noSession[s] = true
+	}
 }
 
 // ForwardContext names request headers that are forwarded to the identity
@@ -149,7 +166,7 @@ func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request,
 	}
 	defer res.Body.Close()
 	switch {
-	case notLoggedIn(res.StatusCode, forwarded):
+	case i.notLoggedIn(res.StatusCode, forwarded):
 		return Identity{}, ErrUnauthenticated
 	case res.StatusCode >= 400 && res.StatusCode < 500 && forwarded:
 		// A credential the sidecar found: only an answer that says "not
@@ -184,18 +201,13 @@ func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request,
 // notLoggedIn reports an identity answer that means "no session". For the
 // caller of a user API operation any 4xx does (whatever code the app uses
 // for an expired session, the caller is unauthenticated); for a credential
-// found in an app answer only the codes apps use for "not logged in" do:
-// 401, 403 (Django REST framework without a WWW-Authenticate scheme), 419
-// (Laravel) and 440 (IIS).
-func notLoggedIn(status int, found bool) bool {
+// found in an app answer only the configured statuses do: a status a
+// client can provoke (a rate limit's 429 or 403) must fail closed.
+func (i *Introspector) notLoggedIn(status int, found bool) bool {
 	if !found {
 		return status >= 400 && status < 500
 	}
-	switch status {
-	case http.StatusUnauthorized, http.StatusForbidden, 419, 440:
-		return true
-	}
-	return false
+	return i.noSession[status]
 }
 
 // ValidPointer checks the syntax of an RFC 6901 JSON pointer.

@@ -136,7 +136,7 @@ func TestIdentifyForwarding(t *testing.T) {
 // client can provoke them.
 func TestIdentifyWithFailsClosedOnOther4xx(t *testing.T) {
 	t.Parallel()
-	for status, want := range map[int]error{401: ErrUnauthenticated, 403: ErrUnauthenticated, 419: ErrUnauthenticated, 429: ErrUpstream, 404: ErrUpstream, 400: ErrUpstream} {
+	for status, want := range map[int]error{401: ErrUnauthenticated, 419: ErrUnauthenticated, 440: ErrUnauthenticated, 403: ErrUpstream, 429: ErrUpstream, 404: ErrUpstream, 400: ErrUpstream} {
 		app := newAppIdentity(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) })
 		i, err := NewIntrospector(app.Client(), app.URL+"/api/me", []string{"Cookie"}, "/id", "")
 		if err != nil {

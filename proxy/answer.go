@@ -277,5 +277,6 @@ func credentialHeader(name string) bool {
 // credential (OAuth's code and access_token, a session id, a ticket).
 func credentialParam(name string) bool {
 	n := squash(name)
-	return credentialKey(name) || n == "code" || n == "key" || strings.Contains(n, "auth")
+	return credentialKey(name) || n == "code" || n == "key" || strings.Contains(n, "auth") ||
+		strings.Contains(n, "sessid") || strings.Contains(n, "saml") || strings.Contains(n, "assertion")
 }

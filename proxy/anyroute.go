@@ -93,7 +93,7 @@ func (g *loginGate) watchAnswer(res *http.Response) error {
 	if isJSON {
 		found = append(found, g.policy.creds.fromJSON(facts)...)
 	} else {
-		textFound, _, readable := g.policy.fromText(a)
+		textFound, _, readable := g.policy.fromText(a, false)
 		if !readable {
 			ev.record(audit.LoginRefused, "", "unreadable_answer")
 			g.log.ErrorContext(r.Context(), "answer on a credential body route names a credential in a body the gate cannot read; refused", "request_id", ev.requestID, "path", r.URL.Path)

@@ -94,7 +94,10 @@ func (cs *credentials) fromHeaders(h http.Header) []Found {
 			}
 		}
 	}
-	if loc := h.Get("Location"); loc != "" && len(cs.location) > 0 {
+	for _, loc := range redirectTargets(h) {
+		if len(cs.location) == 0 {
+			break
+		}
 		if u, err := url.Parse(loc); err == nil {
 			for _, part := range []string{u.RawQuery, u.Fragment, afterQuestion(u.Fragment)} {
 				vals, _ := url.ParseQuery(part)

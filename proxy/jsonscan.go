@@ -93,6 +93,13 @@ func (s *jsonScanner) value(depth int, key []byte) error {
 			return err
 		}
 		v.Kind = 's'
+		if s.facts.CredentialKey == "" && bytes.ContainsAny(raw, "=<") {
+			// A string that carries a credential of its own: a redirect
+			// URL with #access_token=, a form_post page as HTML.
+			if pairs := textPairs([]byte(unquote(raw)), nil); len(pairs) > 0 {
+				s.facts.CredentialKey = pairs[0][0] + " (inside a string)"
+			}
+		}
 		if kw := s.keyWanted(key); s.wanted() || kw != "" {
 			v.Text = unquote(raw)
 			if kw != "" && v.Text != "" {

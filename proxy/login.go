@@ -249,7 +249,7 @@ func (g *loginGate) holder(ctx context.Context, r *http.Request) (string, error)
 				value = a
 			}
 		}
-		if value == "" {
+		if value == "" || passwordScheme(value) {
 			continue
 		}
 		id, err := g.opts.Introspector.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
@@ -259,6 +259,13 @@ func (g *loginGate) holder(ctx context.Context, r *http.Request) (string, error)
 		}
 	}
 	return "", nil
+}
+
+// passwordScheme: an Authorization value that carries a password (Basic,
+// Digest), never a session that went through the gate.
+func passwordScheme(v string) bool {
+	scheme, _, _ := strings.Cut(strings.TrimSpace(v), " ")
+	return strings.EqualFold(scheme, "Basic") || strings.EqualFold(scheme, "Digest")
 }
 
 func identityUser(id identity.Identity, err error) (string, error) {

@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"encoding/base64"
 	"html"
 	"mime"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // An answer the gate cannot parse as JSON may still carry a session: a
@@ -18,22 +22,65 @@ import (
 
 var (
 	// key: value and key=value, quoted or not (JSON, JS, query strings).
-	textPair = regexp.MustCompile(`["']?([A-Za-z][A-Za-z0-9_.\-]{1,63})["']?\s*[:=]\s*["']?([A-Za-z0-9._~+/\-]{6,}=*)`)
-	// <input name="id_token" value="..."> in either attribute order.
-	inputNameValue = regexp.MustCompile(`(?i)name\s*=\s*["']([^"']{1,64})["'][^>]*?value\s*=\s*["']([^"']{6,})["']`)
-	inputValueName = regexp.MustCompile(`(?i)value\s*=\s*["']([^"']{6,})["'][^>]*?name\s*=\s*["']([^"']{1,64})["']`)
-	// <access_token>...</access_token>
-	xmlElement = regexp.MustCompile(`<([A-Za-z][A-Za-z0-9_.\-]{1,63})>\s*([^<\s]{6,})\s*</`)
+	textPair = regexp.MustCompile(`["']?([A-Za-z][A-Za-z0-9_.\-]{1,63})["']?\s*[:=]\s*["']?([A-Za-z0-9._~+/%\-]{4,}=*)`)
+	// <input name="id_token" value="..."> in either attribute order, quoted
+	// or not (HTML5 allows unquoted attributes).
+	inputNameValue = regexp.MustCompile(`(?i)name\s*=\s*["']?([^"'\s>]{1,64})["']?[^>]*?value\s*=\s*["']?([^"'\s>]{4,})`)
+	inputValueName = regexp.MustCompile(`(?i)value\s*=\s*["']?([^"'\s>]{4,})["']?[^>]*?name\s*=\s*["']?([^"'\s>]{1,64})`)
+	// <access_token type="bearer">...</access_token>, CDATA too.
+	xmlElement = regexp.MustCompile(`<([A-Za-z][A-Za-z0-9_.\-]{1,63})(?:\s[^>]*)?>\s*(?:<!\[CDATA\[)?\s*([^<\s\]]{4,})`)
+	// base64 runs long enough to hide a JSON state (data-page="...", atob).
+	base64Run = regexp.MustCompile(`[A-Za-z0-9+/_\-]{24,}={0,2}`)
+	// \uXXXX escapes of JSON and JavaScript strings.
+	unicodeEscape = regexp.MustCompile(`\\u([0-9a-fA-F]{4})`)
 )
 
+// readableText is body as text with the layers a credential hides under
+// peeled off: HTML entities, JSON and JavaScript escapes (\/ and \uXXXX),
+// percent-encoding, and one level of base64. ok is false for a body that
+// is not UTF-8 text (UTF-16, NUL bytes): the gate cannot read it.
+func readableText(body []byte) (string, bool) {
+	if !utf8.Valid(body) || bytes.IndexByte(body, 0) >= 0 || bytes.HasPrefix(body, []byte("\xff\xfe")) || bytes.HasPrefix(body, []byte("\xfe\xff")) {
+		return "", false
+	}
+	s := html.UnescapeString(string(body))
+	s = strings.ReplaceAll(s, `\/`, "/")
+	s = unicodeEscape.ReplaceAllStringFunc(s, func(m string) string {
+		n, err := strconv.ParseUint(m[2:], 16, 32)
+		if err != nil {
+			return m
+		}
+		return string(rune(n))
+	})
+	layers := []string{s}
+	if d, err := url.QueryUnescape(strings.ReplaceAll(s, "+", "%2B")); err == nil && d != s {
+		layers = append(layers, d)
+	}
+	for _, run := range base64Run.FindAllString(s, 32) {
+		for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.RawURLEncoding} {
+			if d, err := enc.DecodeString(run); err == nil && utf8.Valid(d) {
+				layers = append(layers, html.UnescapeString(string(d)))
+				break
+			}
+		}
+	}
+	return strings.Join(layers, "\n"), true
+}
+
 // textKind says how a body that is not JSON is read: "text" for markup and
-// text (scanned for credential pairs), "binary" for everything else
-// (searched for credential words), "" for an empty body.
+// text in UTF-8 (scanned for credential pairs), "binary" for everything
+// else, whatever the Content-Type claims, "" for an empty body.
 func textKind(contentType string, body []byte) string {
 	if len(bytes.TrimSpace(body)) == 0 {
 		return ""
 	}
-	mt, _, _ := mime.ParseMediaType(contentType)
+	mt, params, _ := mime.ParseMediaType(contentType)
+	if cs := strings.ToLower(params["charset"]); cs != "" && cs != "utf-8" && cs != "utf8" && cs != "us-ascii" {
+		return "binary"
+	}
+	if _, ok := readableText(body[:min(len(body), 4096)]); !ok && utf8.FullRune(body) {
+		return "binary"
+	}
 	switch {
 	case strings.HasPrefix(mt, "text/"), mt == "application/xml", strings.HasSuffix(mt, "+xml"),
 		mt == "application/javascript", mt == "application/x-www-form-urlencoded", mt == "":
@@ -45,7 +92,7 @@ func textKind(contentType string, body []byte) string {
 // textPairs lists the name/value pairs of a text or markup body that look
 // like credentials (or that are named in want), entities decoded.
 func textPairs(body []byte, want map[string]Credential) (pairs [][2]string) {
-	s := html.UnescapeString(string(body))
+	s, _ := readableText(body)
 	add := func(name, value string) {
 		if _, ok := want[name]; ok || credentialParam(name) && !harmlessTokenName(name) {
 			pairs = append(pairs, [2]string{name, value})

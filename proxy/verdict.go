@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -103,20 +104,22 @@ func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 	if a.Status < 200 || a.Status > 599 {
 		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
 	}
-	if a.Status >= p.refused.MinStatus || (p.refused.Header != "" && len(a.Header.Values(p.refused.Header)) > 0) {
-		return p.refusedByApp(a, l)
+	refused := a.Status >= p.refused.MinStatus || (p.refused.Header != "" && len(a.Header.Values(p.refused.Header)) > 0)
+	var facts jsonFacts
+	var isJSON bool
+	var scanErr error
+	if a.Unreadable == "" {
+		facts, isJSON, scanErr = p.scan(a)
 	}
-	if a.Unreadable != "" {
+	if !refused && p.refused.Pointer != "" && isJSON && scanErr == nil {
+		vs := facts.At[p.refused.Pointer]
+		refused = len(vs) == 1 && matchesRefusal(vs[0], p.refused.Value)
+	}
+	if refused {
+		return p.refusedByApp(a, facts, isJSON && scanErr == nil, l)
+	}
+	if a.Unreadable != "" || scanErr != nil {
 		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
-	}
-	facts, isJSON, err := p.scan(a)
-	if err != nil {
-		return Verdict{Action: Refuse, Reason: ReasonUnreadable}
-	}
-	if p.refused.Pointer != "" && isJSON {
-		if vs := facts.At[p.refused.Pointer]; len(vs) == 1 && vs[0].Kind != 'o' && vs[0].Text == p.refused.Value {
-			return Verdict{Action: Release, Reason: ReasonAppRefused}
-		}
 	}
 
 	v := Verdict{}
@@ -129,7 +132,7 @@ func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 		v.Marker = sessionMarker(a, facts, p.nonSessionCookies, p.creds)
 		if !isJSON {
 			// A body the gate does not parse may still carry the session.
-			textFound, marker, readable := p.fromText(a)
+			textFound, marker, readable := p.fromText(a, true)
 			if !readable {
 				return Verdict{Action: Refuse, Reason: ReasonUnreadable, Marker: marker}
 			}
@@ -170,19 +173,48 @@ func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 }
 
 // refusedByApp releases an answer the app marked as a refused login,
-// unless it still carries a configured session credential that turns out
-// to be the session of a user who needs a second factor (some apps set a
-// session on a 4xx).
-func (p *policy) refusedByApp(a *answer, l Lookups) Verdict {
-	if p.creds.empty() || l.Whose == nil {
-		return Verdict{Action: Release, Reason: ReasonAppRefused}
+// unless it still carries the session of a user who needs a second factor
+// (some apps set a session on a 4xx): a configured credential the app says
+// is such a session, or a possible session in an answer that names an
+// enrolled user.
+func (p *policy) refusedByApp(a *answer, facts jsonFacts, isJSON bool, l Lookups) Verdict {
+	if !p.creds.empty() && l.Whose != nil {
+		found := p.creds.fromHeaders(a.Header)
+		if isJSON {
+			found = append(found, p.creds.fromJSON(facts)...)
+		}
+		if len(found) > 0 {
+			if v := p.attribute(found, l, false); v.Action != Release {
+				return v
+			}
+		}
 	}
-	if found := p.creds.fromHeaders(a.Header); len(found) > 0 {
-		if v := p.attribute(found, l, false); v.Action != Release {
-			return v
+	if user, source, ok := p.answerUser(a, facts); ok && user != "" && sessionMarker(a, facts, p.nonSessionCookies, p.creds) != "" {
+		enrolled, err := l.Enrolled(user)
+		switch {
+		case err != nil:
+			return Verdict{Action: Refuse, Reason: ReasonUnavailable, User: user, UserSource: source, Err: err}
+		case enrolled:
+			return Verdict{Action: Hold, Reason: ReasonEnrolled, User: user, UserSource: source}
 		}
 	}
 	return Verdict{Action: Release, Reason: ReasonAppRefused}
+}
+
+// matchesRefusal compares a JSON value with login.refused_value: a JSON
+// literal (true, false, null, a number) matches only that literal, any
+// other text only a string, so "false" the string is not false.
+func matchesRefusal(v jsonValue, want string) bool {
+	switch want {
+	case "true", "false":
+		return v.Kind == 'b' && v.Text == want
+	case "null":
+		return v.Kind == 'z'
+	}
+	if _, err := strconv.ParseFloat(want, 64); err == nil {
+		return v.Kind == 'n' && v.Text == want
+	}
+	return v.Kind == 's' && v.Text == want
 }
 
 // JudgeCredentials decides on an answer of any route that carries the
@@ -258,7 +290,11 @@ func (p *policy) attribute(found []Found, l Lookups, requiredByApp bool) Verdict
 // fromText reads a body that is not JSON: configured json credentials
 // found in text or markup, a marker for other credential-looking members,
 // and readable false for a binary body that names a credential.
-func (p *policy) fromText(a *answer) (found []Found, marker string, readable bool) {
+//
+// strict (login routes) refuses every body that is not readable text; off
+// (body routes, which may serve files) only one that names a configured
+// credential.
+func (p *policy) fromText(a *answer, strict bool) (found []Found, marker string, readable bool) {
 	var keys map[string]Credential
 	if !p.creds.empty() {
 		keys = p.creds.jsonKeys
@@ -273,8 +309,10 @@ func (p *policy) fromText(a *answer) (found []Found, marker string, readable boo
 			}
 		}
 	case "binary":
-		if binaryCredentialWord(a.Body, keys) {
-			return nil, "a credential in a body the gate cannot read", false
+		// Not text the gate can read (msgpack, UTF-16, protobuf): it may
+		// carry the session in a form no scan sees.
+		if strict || binaryCredentialWord(a.Body, keys) {
+			return nil, "a body the gate cannot read", false
 		}
 	}
 	return found, marker, true
@@ -378,6 +416,21 @@ func (p *policy) requiredByApp(facts jsonFacts, isJSON bool) bool {
 	return false
 }
 
+// redirectTargets are the URLs an answer sends the browser to: Location,
+// and Refresh ("0; url=…"), which every browser follows too.
+func redirectTargets(h http.Header) []string {
+	var out []string
+	if loc := h.Get("Location"); loc != "" {
+		out = append(out, loc)
+	}
+	for _, r := range h.Values("Refresh") {
+		if i := strings.Index(strings.ToLower(r), "url="); i >= 0 {
+			out = append(out, strings.Trim(strings.TrimSpace(r[i+4:]), `"'`))
+		}
+	}
+	return out
+}
+
 // paramPattern finds key=value pairs anywhere in a Location's query or
 // fragment (#access_token=…, #/app?token=…, ?code=…).
 var paramPattern = regexp.MustCompile(`([A-Za-z0-9_.\-]+)=`)
@@ -406,7 +459,7 @@ func sessionMarker(a *answer, facts jsonFacts, harmless map[string]bool, known *
 			return "header " + name
 		}
 	}
-	if loc := a.Header.Get("Location"); loc != "" {
+	for _, loc := range redirectTargets(a.Header) {
 		rest := loc
 		if u, err := url.Parse(loc); err == nil {
 			rest = u.RawQuery + "#" + u.Fragment

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Imported is one user's TOTP secret read from an import file. Secret is
@@ -17,6 +18,7 @@ import (
 type Imported struct {
 	Line   int
 	UserID string
+	Issuer string // as the entry names it; empty when it names none
 	Secret []byte
 	Params Params
 }
@@ -45,9 +47,11 @@ const maxImportLine = 1 << 20
 // unspecified takes defaults. A secret shorter than MinSecretSize bytes
 // (RFC 4226 asks for at least 128 bits), a malformed line, a HOTP entry
 // and a user named twice are refused with their line numbers.
-func ParseImport(r io.Reader, defaults Params) ([]Imported, []ImportError) {
-	var out []Imported
-	var errs []ImportError
+//
+// With issuer set, entries that name another issuer (an authenticator
+// export holds every account of the phone: GitHub's, the bank's) are
+// skipped, and reported in skipped; "*" takes every issuer.
+func ParseImport(r io.Reader, defaults Params, issuer string) (out []Imported, errs []ImportError, skipped []ImportError) {
 	seen := map[string]int{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), maxImportLine)
@@ -78,6 +82,10 @@ func ParseImport(r io.Reader, defaults Params) ([]Imported, []ImportError) {
 		}
 		for _, rec := range recs {
 			rec.Line = line
+			if issuer != "" && issuer != "*" && rec.Issuer != "" && !strings.EqualFold(rec.Issuer, issuer) {
+				skipped = append(skipped, ImportError{Line: line, Reason: fmt.Sprintf("%q of issuer %q (not %q)", rec.UserID, rec.Issuer, issuer)})
+				continue
+			}
 			if msg := checkImported(rec); msg != "" {
 				errs = append(errs, ImportError{Line: line, Reason: msg})
 				continue
@@ -93,15 +101,19 @@ func ParseImport(r io.Reader, defaults Params) ([]Imported, []ImportError) {
 	if err := sc.Err(); err != nil {
 		errs = append(errs, ImportError{Line: line + 1, Reason: "unreadable: " + err.Error()})
 	}
-	return out, errs
+	return out, errs, skipped
 }
 
 func checkImported(rec Imported) string {
 	switch {
 	case rec.UserID == "":
 		return "no user id"
-	case strings.ContainsFunc(rec.UserID, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return "the user id holds control characters"
+	case strings.ContainsFunc(rec.UserID, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }):
+		// C0 and C1 controls, bidi overrides, zero-width characters: ids
+		// that print as another user's, or move the operator's cursor.
+		return "the user id holds control or format characters"
+	case guessable(rec.Secret):
+		return "the secret is not random (repeated bytes, a known test key): have the user enroll again"
 	case len(rec.Secret) < MinSecretSize:
 		return fmt.Sprintf("the secret has %d bits; at least %d are required (RFC 4226): have the user enroll again", len(rec.Secret)*8, MinSecretSize*8)
 	case len(rec.Secret) > maxSecretSize:
@@ -111,6 +123,29 @@ func checkImported(rec Imported) string {
 		return err.Error()
 	}
 	return ""
+}
+
+// guessable reports a secret anyone could try: few distinct bytes (all
+// zeros, all 0xff), or a repetition of a short key (the RFC 4226/6238 test
+// seed "1234567890…", a documentation example typed twice).
+func guessable(b []byte) bool {
+	distinct := map[byte]bool{}
+	for _, c := range b {
+		distinct[c] = true
+	}
+	if len(distinct) < 8 {
+		return true
+	}
+	for period := 1; period <= len(b)/2; period++ {
+		repeats := true
+		for i := period; i < len(b) && repeats; i++ {
+			repeats = b[i] == b[i-period]
+		}
+		if repeats {
+			return true
+		}
+	}
+	return string(b) == "12345678901234567890" || strings.HasPrefix(string(b), "1234567890")
 }
 
 var errSecretEncoding = errors.New("the secret is not base32")
@@ -135,11 +170,15 @@ func parseURI(text string, defaults Params) (Imported, error) {
 		return Imported{}, fmt.Errorf("%q entries are not supported (only totp)", u.Host)
 	}
 	label := strings.TrimPrefix(u.Path, "/")
-	account := label
+	account, labelIssuer := label, ""
 	if i := strings.LastIndexByte(label, ':'); i >= 0 {
-		account = label[i+1:]
+		account, labelIssuer = label[i+1:], strings.TrimSpace(label[:i])
 	}
 	q := u.Query()
+	issuer := q.Get("issuer")
+	if issuer == "" {
+		issuer = labelIssuer
+	}
 	secret, err := decodeSecret(q.Get("secret"))
 	if err != nil {
 		return Imported{}, err
@@ -157,7 +196,7 @@ func parseURI(text string, defaults Params) (Imported, error) {
 			*dst = n
 		}
 	}
-	return Imported{UserID: strings.TrimSpace(account), Secret: secret, Params: p}, nil
+	return Imported{UserID: strings.TrimSpace(account), Issuer: issuer, Secret: secret, Params: p}, nil
 }
 
 func parseCSV(text string, defaults Params) (Imported, error) {
@@ -232,6 +271,8 @@ func parseOtpParameters(b []byte, defaults Params) (Imported, error) {
 			rec.Secret = append([]byte(nil), val...)
 		case num == 2 && wire == 2:
 			name = string(val)
+		case num == 3 && wire == 2:
+			rec.Issuer = string(val)
 		case num == 4 && wire == 0:
 			algs := map[uint64]string{0: defaults.Algorithm, 1: SHA1, 2: SHA256, 3: SHA512}
 			a, ok := algs[v]
@@ -260,6 +301,9 @@ func parseOtpParameters(b []byte, defaults Params) (Imported, error) {
 		return Imported{}, errors.New("an entry is HOTP; only TOTP is supported")
 	}
 	if i := strings.LastIndexByte(name, ':'); i >= 0 {
+		if rec.Issuer == "" {
+			rec.Issuer = strings.TrimSpace(name[:i])
+		}
 		name = name[i+1:]
 	}
 	rec.UserID = strings.TrimSpace(name)

@@ -142,6 +142,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	}
 	introspect.ForwardHost(cfg.Upstream.PreserveHost)
 	introspect.ForwardContext(cfg.Identity.ContextHeaders)
+	introspect.NoSessionStatuses(cfg.Identity.NoSession)
 	peers := proxy.NewPeers(trusted)
 	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
 	if cfg.Login.RevokePath != "" {

@@ -27,10 +27,11 @@ func importCommand(ctx context.Context, args []string, getenv func(string) strin
 	}
 	file := args[0]
 	var dryRun bool
-	var codesOut string
+	var codesOut, issuer string
 	cfg, err := loadConfigWith("users import", args[1:], getenv, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&dryRun, "dry-run", false, "check every line and report what would be imported; write nothing")
 		fs.StringVar(&codesOut, "recovery-codes", "", "also make recovery codes, written once to this new file (mode 0600) for the operator to hand out")
+		fs.StringVar(&issuer, "issuer", "", "import only entries of this issuer (default: mfa.issuer; * for every issuer); entries of other services are skipped")
 	})
 	if err != nil {
 		return &exitError{exitUsage, err}
@@ -40,7 +41,13 @@ func importCommand(ctx context.Context, args []string, getenv func(string) strin
 		return &exitError{exitUsage, fmt.Errorf("users import: %w", err)}
 	}
 	defer in.Close()
-	recs, bad := totp.ParseImport(in, mfaParams(cfg.MFA))
+	if issuer == "" {
+		issuer = cfg.MFA.Issuer
+	}
+	recs, bad, skipped := totp.ParseImport(in, mfaParams(cfg.MFA), issuer)
+	for _, sk := range skipped {
+		fmt.Fprintf(stderr, "%s: line %d: skipped %s\n", file, sk.Line, sk.Reason)
+	}
 	defer func() {
 		for _, r := range recs {
 			clear(r.Secret)

@@ -80,13 +80,18 @@ func TestUsersImport(t *testing.T) {
 	if code != exitRefused || !strings.Contains(errOut, "line 2: the secret has 80 bits") || !strings.Contains(errOut, "line 3:") || !strings.Contains(errOut, "line 4:") || strings.Contains(errOut, "line 1:") {
 		t.Fatalf("bad file: exit %d\n%s", code, errOut)
 	}
+	// The file's entries are of issuer Shop: by default (mfa.issuer) they are skipped.
 	out, errOut, code = runCLIExit(t, dir, "users", "import", goodFile, "--dry-run")
+	if code != 0 || !strings.Contains(errOut, `skipped "imp1" of issuer "Shop"`) || !strings.Contains(out, "would import 1, unchanged 0") {
+		t.Fatalf("another issuer's entries: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = runCLIExit(t, dir, "users", "import", goodFile, "--dry-run", "--issuer", "Shop")
 	noSecret(out + errOut)
 	if code != 0 || !strings.Contains(out, "would import 3, unchanged 0") {
 		t.Fatalf("dry run: exit %d\n%s%s", code, out, errOut)
 	}
 	codesFile := filepath.Join(dir, "codes.txt")
-	out, errOut, code = runCLIExit(t, dir, "users", "import", goodFile, "--recovery-codes", codesFile)
+	out, errOut, code = runCLIExit(t, dir, "users", "import", goodFile, "--issuer", "Shop", "--recovery-codes", codesFile)
 	noSecret(out + errOut)
 	if code != 0 || !strings.Contains(out, "imported 3, unchanged 0") || !strings.Contains(out, "line 2: imported imp1 (SHA256, 8 digits, 60 s)") {
 		t.Fatalf("import (the dry run must have written nothing): exit %d\n%s%s", code, out, errOut)
@@ -96,7 +101,7 @@ func TestUsersImport(t *testing.T) {
 	if err != nil || strings.Count(string(codes), "\n") != 3 || st.Mode().Perm() != 0o600 {
 		t.Fatalf("recovery codes file: %v %v\n%s", err, st.Mode(), codes)
 	}
-	out, _, code = runCLIExit(t, dir, "users", "import", goodFile)
+	out, _, code = runCLIExit(t, dir, "users", "import", goodFile, "--issuer", "Shop")
 	if code != 0 || !strings.Contains(out, "imported 0, unchanged 3") {
 		t.Fatalf("rerun: exit %d\n%s", code, out)
 	}

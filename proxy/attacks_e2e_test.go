@@ -58,15 +58,22 @@ func attackFront(t *testing.T, app http.Handler, creds ...string) string {
 	return srv.URL
 }
 
-// the identity endpoint is rate limited (per client IP, X-Forwarded-For
-// is what the app sees, or globally). Its 429 is read as "not a session" and
-// a fresh session of an enrolled user goes out.
+// The identity endpoint is rate limited (per client IP, which a client can
+// exhaust through the gate): its 429 (express-rate-limit) or 403
+// (django-ratelimit) must not read as "not a session" and let a fresh
+// session of an enrolled user out.
 func TestAttackIdentityEndpointRateLimited(t *testing.T) {
+	for _, limited := range []int{http.StatusTooManyRequests, http.StatusForbidden} {
+		t.Run(http.StatusText(limited), func(t *testing.T) { identityRateLimited(t, limited) })
+	}
+}
+
+func identityRateLimited(t *testing.T, limited int) {
 	var meCalls atomic.Int64
 	app := http.NewServeMux()
 	app.HandleFunc("/api/me", func(w http.ResponseWriter, r *http.Request) {
-		if meCalls.Add(1) > 5 { // express-rate-limit style: 5 per window
-			http.Error(w, "Too many requests", http.StatusTooManyRequests)
+		if meCalls.Add(1) > 5 { // 5 per window
+			http.Error(w, "Too many requests", limited)
 			return
 		}
 		if strings.Contains(r.Header.Get("Cookie"), "sid=S-alice") {

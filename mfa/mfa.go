@@ -596,3 +596,40 @@ func (s *Service) Import(ctx context.Context, rec totp.Imported, recovery, dryRu
 	}
 	return Imported, codes, nil
 }
+
+// Export hands every active user's TOTP secret and parameters to fn, for
+// leaving totpgate (the inverse of Import). The secret is cleared after fn
+// returns; fn must not keep it.
+func (s *Service) Export(ctx context.Context, fn func(user string, secret []byte, p totp.Params) error) error {
+	after := ""
+	for {
+		// A backend no row has: every stored secret is "not at" it.
+		page, err := s.store.SecretsPage(ctx, after, store.KeyRef{Backend: "\x00all"}, 500)
+		if err != nil {
+			return unavailable("export", err)
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		for _, ref := range page {
+			after = ref.UserID
+			u, err := s.store.GetUser(ctx, ref.UserID)
+			if err != nil {
+				return unavailable("export", err)
+			}
+			if u.State != store.StateActive {
+				continue
+			}
+			secret, err := s.keys.Decrypt(ctx, u.ID, u.Ciphertext)
+			if err != nil {
+				return unavailable("decrypt secret", err)
+			}
+			p := totp.Params{Algorithm: u.Params.Algorithm, Digits: u.Params.Digits, Period: u.Params.Period, Skew: u.Params.Skew}
+			err = fn(u.ID, secret, p)
+			clear(secret)
+			if err != nil {
+				return err
+			}
+		}
+	}
+}

@@ -36,7 +36,8 @@ func (e *exitError) Unwrap() error { return e.err }
 func (e *exitError) ExitCode() int { return e.code }
 
 const usersUsage = `usage: totpgate users get|reset|unlock USER [flags]
-       totpgate users import FILE [--dry-run] [--recovery-codes OUT]
+       totpgate users import FILE [--dry-run] [--recovery-codes OUT] [--issuer NAME]
+       totpgate users export --out FILE --i-understand-this-writes-secrets
 
   get USER      print the user's MFA record as JSON (state, failures, lock, codes left; never a secret)
   reset USER    remove the user's MFA (they enroll again); held logins of the user are revoked
@@ -46,6 +47,8 @@ const usersUsage = `usage: totpgate users get|reset|unlock USER [flags]
                 Works on the store and keyring directly. Every line is checked first: one bad line
                 (weak or malformed secret, a user with a different second factor) imports nothing (exit 5).
                 Rerunning changes nothing. Secrets are never printed.
+  export        write every active user's secret as an otpauth:// URI to a new 0600 file, for leaving
+                totpgate (users import reads it back). Needs the explicit flag.
 
 Flags:
   --admin-url URL     the admin listener (default: http://<admin_listen> of the configuration)
@@ -57,6 +60,9 @@ Exit codes: 0 done, 1 failed, 2 usage, 3 no such user, 4 admin token refused, 5 
 
 // usersCommand runs the admin user operations over the admin API.
 func usersCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) >= 1 && args[0] == "export" {
+		return exportCommand(ctx, args[1:], getenv, stdout, stderr)
+	}
 	if len(args) < 2 || strings.HasPrefix(args[1], "-") {
 		fmt.Fprint(stderr, usersUsage)
 		return &exitError{exitUsage, errUsage}

@@ -113,3 +113,51 @@ func importCommand(ctx context.Context, args []string, getenv func(string) strin
 	fmt.Fprintf(stdout, "%s %d, unchanged %d\n", what, counts[mfa.Imported], counts[mfa.ImportUnchanged])
 	return nil
 }
+
+// exportCommand writes every active user's secret as an otpauth:// URI to
+// a new file, for leaving totpgate (users import reads it back). It prints
+// secrets by nature, so it wants an explicit flag and never writes to the
+// terminal.
+func exportCommand(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var out string
+	var confirm bool
+	cfg, err := loadConfigWith("users export", args, getenv, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&out, "out", "", "new file (mode 0600) to write the otpauth:// URIs to")
+		fs.BoolVar(&confirm, "i-understand-this-writes-secrets", false, "required: the file holds every user's TOTP secret in the clear")
+	})
+	if err != nil {
+		return &exitError{exitUsage, err}
+	}
+	if out == "" || !confirm {
+		fmt.Fprint(stderr, usersUsage)
+		return &exitError{exitUsage, errors.New("users export: needs --out FILE and --i-understand-this-writes-secrets")}
+	}
+	_, st, keys, closeState, err := openState(ctx, cfg, stderr)
+	if err != nil {
+		return err
+	}
+	defer closeState()
+	svc, err := newMFA(ctx, cfg.MFA, st, keys)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return &exitError{exitUsage, fmt.Errorf("users export: --out: %w", err)}
+	}
+	n := 0
+	err = svc.Export(ctx, func(user string, secret []byte, p totp.Params) error {
+		n++
+		_, err := fmt.Fprintln(f, totp.URI(cfg.MFA.Issuer, user, secret, p))
+		return err
+	})
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(out) // never leave half the secrets behind
+		return fmt.Errorf("users export: %w", err)
+	}
+	fmt.Fprintf(stdout, "exported %d users to %s\n", n, out)
+	return nil
+}

@@ -138,4 +138,25 @@ func TestUsersImport(t *testing.T) {
 		t.Fatalf("imported user without a code: %d, want 401", res.StatusCode)
 	}
 	noSecret(s.logs.String())
+
+	// Leaving: export writes what import reads back, only with the flag.
+	exported := filepath.Join(dir, "export.txt")
+	if _, _, code := runCLIExit(t, dir, "users", "export", "--out", exported); code != exitUsage {
+		t.Fatalf("export without the explicit flag: exit %d, want %d", code, exitUsage)
+	}
+	out, errOut, code = runCLIExit(t, dir, "users", "export", "--out", exported, "--i-understand-this-writes-secrets")
+	noSecret(out + errOut)
+	if code != 0 || !strings.Contains(out, "exported 3 users") {
+		t.Fatalf("export: exit %d\n%s%s", code, out, errOut)
+	}
+	if st, _ := os.Stat(exported); st.Mode().Perm() != 0o600 {
+		t.Fatalf("export file mode %v", st.Mode())
+	}
+	f, _ := os.Open(exported)
+	back, bad, _ := totp.ParseImport(f, totp.DefaultParams(), "totpgate")
+	f.Close()
+	if len(bad) > 0 || len(back) != 3 || back[0].UserID != "imp1" || totp.EncodeSecret(back[0].Secret) != b1 ||
+		back[0].Params.Algorithm != "SHA256" || back[0].Params.Digits != 8 || back[0].Params.Period != 60 || totp.EncodeSecret(back[1].Secret) != b2 {
+		t.Fatalf("the export does not read back: %v %+v", bad, back)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/totpgate/totpgate/config"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/totp"
 )
@@ -59,15 +60,11 @@ func importCommand(ctx context.Context, args []string, getenv func(string) strin
 		}
 		return &exitError{exitRefused, fmt.Errorf("users import: %d line(s) refused; nothing imported", len(bad))}
 	}
-	_, st, keys, closeState, err := openState(ctx, cfg, stderr)
+	svc, closeState, err := openMFA(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer closeState()
-	svc, err := newMFA(ctx, cfg.MFA, st, keys)
-	if err != nil {
-		return err
-	}
 	// First pass: every user is checked against what is stored (a user
 	// with a different second factor on refuses the whole import).
 	var conflicts []string
@@ -132,15 +129,11 @@ func exportCommand(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprint(stderr, usersUsage)
 		return &exitError{exitUsage, errors.New("users export: needs --out FILE and --i-understand-this-writes-secrets")}
 	}
-	_, st, keys, closeState, err := openState(ctx, cfg, stderr)
+	svc, closeState, err := openMFA(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer closeState()
-	svc, err := newMFA(ctx, cfg.MFA, st, keys)
-	if err != nil {
-		return err
-	}
 	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return &exitError{exitUsage, fmt.Errorf("users export: --out: %w", err)}
@@ -160,4 +153,19 @@ func exportCommand(ctx context.Context, args []string, getenv func(string) strin
 	}
 	fmt.Fprintf(stdout, "exported %d users to %s\n", n, out)
 	return nil
+}
+
+// openMFA opens the store and keyring of cfg and the second-factor service
+// on them, for the one-shot user commands.
+func openMFA(ctx context.Context, cfg config.Config, stderr io.Writer) (*mfa.Service, func(), error) {
+	_, st, keys, closeState, err := openState(ctx, cfg, stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := newMFA(ctx, cfg.MFA, st, keys)
+	if err != nil {
+		closeState()
+		return nil, nil, err
+	}
+	return svc, closeState, nil
 }

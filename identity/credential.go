@@ -90,16 +90,38 @@ func bearer(value string) string {
 	return "Bearer " + value
 }
 
+// PresentedIn returns the value r presents as this credential (its cookie,
+// its header, or an Authorization that reads "Bearer …"), and whether r
+// presents one at all.
+func (c Credential) PresentedIn(r *http.Request) (string, bool) {
+	switch c.As {
+	case "cookie":
+		ck, err := r.Cookie(c.AsName)
+		if err != nil {
+			return "", false
+		}
+		return ck.Value, true
+	case "header":
+		vs := r.Header.Values(c.AsName)
+		if len(vs) == 0 {
+			return "", false
+		}
+		return vs[0], true
+	}
+	a := r.Header.Get("Authorization")
+	if len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
+		return a, true
+	}
+	return "", false
+}
+
 // PresentedBy reports whether r already carries value as this credential:
 // an answer that hands the client back what it sent (a rolling session
 // cookie) grants nothing new.
 func (c Credential) PresentedBy(r *http.Request, value string) bool {
-	switch c.As {
-	case "cookie":
-		ck, err := r.Cookie(c.AsName)
-		return err == nil && ck.Value == value
-	case "header":
-		return r.Header.Get(c.AsName) == value
+	got, ok := c.PresentedIn(r)
+	if c.As != "cookie" && c.As != "header" {
+		value = bearer(value)
 	}
-	return r.Header.Get("Authorization") == bearer(value)
+	return ok && got == value
 }

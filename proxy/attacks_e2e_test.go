@@ -33,7 +33,7 @@ func attackFront(t *testing.T, app http.Handler, creds ...string) string {
 	}
 	var cs []proxy.Credential
 	for _, s := range creds {
-		c, err := proxy.ParseCredential(s)
+		c, err := identity.ParseCredential(s)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,7 +156,7 @@ func TestBodyRoutesHoldATokenInJSON(t *testing.T) {
 			t.Cleanup(up.Close)
 			u, _ := url.Parse(up.URL + base)
 			in, _ := identity.NewIntrospector(&http.Client{}, up.URL+base+"/api/me", []string{"Authorization"}, "/id", "")
-			c, _ := proxy.ParseCredential("json:sessionToken as bearer")
+			c, _ := identity.ParseCredential("json:sessionToken as bearer")
 			f, err := proxy.New(proxy.Options{
 				Upstream: u, Transport: proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 8}),
 				APIPrefix: "/mfa", API: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler),

@@ -11,14 +11,14 @@ import (
 // Credential is the app's session credential (identity.Credential).
 type Credential = identity.Credential
 
-// ParseCredential reads one credential spec (identity.ParseCredential).
-func ParseCredential(spec string) (Credential, error) { return identity.ParseCredential(spec) }
-
 // Found is one credential value in one answer. Its value is never logged.
 type Found struct {
 	Credential Credential
 	Value      string
 }
+
+// marker names the credential for a log line, never its value.
+func (f Found) marker() string { return f.Credential.In + " " + f.Credential.Name }
 
 // credentials is the compiled set of configured credentials.
 type credentials struct {

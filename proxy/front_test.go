@@ -67,7 +67,7 @@ func (stubIdentity) IdentifyWith(_ context.Context, present func(http.Header), _
 }
 
 func watchOptions(t *testing.T) *proxy.LoginOptions {
-	c, err := proxy.ParseCredential("cookie:sid")
+	c, err := identity.ParseCredential("cookie:sid")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -236,20 +236,8 @@ func (g *loginGate) lookups(r *http.Request, holder bool) Lookups {
 // apps accept) must not pass for a session that went through the gate.
 func (g *loginGate) holder(ctx context.Context, r *http.Request) (string, error) {
 	for _, c := range g.policy.creds.list {
-		value := ""
-		switch c.As {
-		case "cookie":
-			if ck, err := r.Cookie(c.AsName); err == nil {
-				value = ck.Value
-			}
-		case "header":
-			value = r.Header.Get(c.AsName)
-		default:
-			if a := r.Header.Get("Authorization"); len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
-				value = a
-			}
-		}
-		if value == "" || passwordScheme(value) {
+		value, ok := c.PresentedIn(r)
+		if !ok || value == "" || passwordScheme(value) {
 			continue
 		}
 		id, err := g.opts.Introspector.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)

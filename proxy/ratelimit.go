@@ -101,10 +101,3 @@ func (l *RateLimit) allow(key netip.Prefix) (time.Duration, bool) {
 	}
 	return 0, true
 }
-
-// tracked reports how many buckets are held (tests).
-func (l *RateLimit) tracked() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lru.Len()
-}

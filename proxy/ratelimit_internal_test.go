@@ -42,3 +42,10 @@ func BenchmarkRateLimitFull(b *testing.B) {
 		l.allow(netip.PrefixFrom(netip.AddrFrom4([4]byte{11, byte(i >> 16), byte(i >> 8), byte(i)}), 32))
 	}
 }
+
+// tracked reports how many buckets are held.
+func (l *RateLimit) tracked() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lru.Len()
+}

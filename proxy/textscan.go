@@ -40,7 +40,7 @@ var (
 // percent-encoding, and one level of base64. ok is false for a body that
 // is not UTF-8 text (UTF-16, NUL bytes): the gate cannot read it.
 func readableText(body []byte) (string, bool) {
-	if !utf8.Valid(body) || bytes.IndexByte(body, 0) >= 0 || bytes.HasPrefix(body, []byte("\xff\xfe")) || bytes.HasPrefix(body, []byte("\xfe\xff")) {
+	if !plainText(body) {
 		return "", false
 	}
 	s := html.UnescapeString(string(body))
@@ -67,6 +67,12 @@ func readableText(body []byte) (string, bool) {
 	return strings.Join(layers, "\n"), true
 }
 
+// plainText reports UTF-8 without NUL bytes or a UTF-16 byte-order mark:
+// text the scans can read.
+func plainText(b []byte) bool {
+	return utf8.Valid(b) && bytes.IndexByte(b, 0) < 0 && !bytes.HasPrefix(b, []byte("\xff\xfe")) && !bytes.HasPrefix(b, []byte("\xfe\xff"))
+}
+
 // textKind says how a body that is not JSON is read: "text" for markup and
 // text in UTF-8 (scanned for credential pairs), "binary" for everything
 // else, whatever the Content-Type claims, "" for an empty body.
@@ -78,7 +84,7 @@ func textKind(contentType string, body []byte) string {
 	if cs := strings.ToLower(params["charset"]); cs != "" && cs != "utf-8" && cs != "utf8" && cs != "us-ascii" {
 		return "binary"
 	}
-	if _, ok := readableText(body[:min(len(body), 4096)]); !ok && utf8.FullRune(body) {
+	if !plainText(body) {
 		return "binary"
 	}
 	switch {

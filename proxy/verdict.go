@@ -150,7 +150,7 @@ func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 			return p.attribute(found, l, p.requiredByApp(facts, isJSON))
 		case !p.requestField || !req.UserSet || req.User == "":
 			if v.Marker == "" {
-				v.Marker = found[0].Credential.In + " " + found[0].Credential.Name
+				v.Marker = found[0].marker()
 			}
 			v.Reason = ReasonUnattributed
 			return v
@@ -178,15 +178,9 @@ func (p *policy) Judge(req loginRequest, a *answer, l Lookups) Verdict {
 // is such a session, or a possible session in an answer that names an
 // enrolled user.
 func (p *policy) refusedByApp(a *answer, facts jsonFacts, isJSON bool, l Lookups) Verdict {
-	if !p.creds.empty() && l.Whose != nil {
-		found := p.creds.fromHeaders(a.Header)
-		if isJSON {
-			found = append(found, p.creds.fromJSON(facts)...)
-		}
-		if len(found) > 0 {
-			if v := p.attribute(found, l, false); v.Action != Release {
-				return v
-			}
+	if found := p.found(a, facts, isJSON); len(found) > 0 && l.Whose != nil {
+		if v := p.attribute(found, l, false); v.Action != Release {
+			return v
 		}
 	}
 	if user, source, ok := p.answerUser(a, facts); ok && user != "" && sessionMarker(a, facts, p.nonSessionCookies, p.creds) != "" {
@@ -236,7 +230,7 @@ func (p *policy) JudgeCredentials(a *answer, found []Found, l Lookups) Verdict {
 // who needs a second factor is held, two are ambiguous.
 func (p *policy) attribute(found []Found, l Lookups, requiredByApp bool) Verdict {
 	if l.Whose == nil {
-		return Verdict{Action: Refuse, Reason: ReasonUnattributed, Marker: found[0].Credential.In + " " + found[0].Credential.Name}
+		return Verdict{Action: Refuse, Reason: ReasonUnattributed, Marker: found[0].marker()}
 	}
 	seen := map[string]bool{}
 	var users []string

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/http"
 	"testing"
+
+	"github.com/totpgate/totpgate/identity"
 )
 
 // users: alice has MFA, bob has none, carol's state cannot be read.
@@ -33,7 +35,7 @@ func mustCredentials(t *testing.T, specs ...string) *credentials {
 	t.Helper()
 	var list []Credential
 	for _, s := range specs {
-		c, err := ParseCredential(s)
+		c, err := identity.ParseCredential(s)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -37,18 +37,7 @@ func TestIdentityAnswersMeanWhatTheySay(t *testing.T) {
 	}))
 	t.Cleanup(up.Close)
 	s := startSidecar(t, []string{"TOTPGATE_IDENTITY_CONTEXT_HEADERS=X-App-Id", "TOTPGATE_IDENTITY_FORWARD_HEADERS=Cookie,X-App-Id"}, "--upstream", up.URL)
-	status := func(h ...string) int {
-		req, _ := http.NewRequest("GET", s.main+"/mfa/status", nil)
-		for i := 0; i < len(h); i += 2 {
-			req.Header.Set(h[i], h[i+1])
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res.StatusCode
-	}
+	status := func(h ...string) int { return call(t, "GET", s.main+"/mfa/status", "", h...).StatusCode }
 	if got := status("Cookie", "sid=expired"); got != 401 {
 		t.Errorf("identity endpoint answered 419: status = %d, want 401", got)
 	}
@@ -179,14 +168,7 @@ func TestRateLimitKeysIPv6BySlash64(t *testing.T) {
 	t.Cleanup(up.Close)
 	s := startSidecar(t, []string{"TOTPGATE_TRUSTED_PROXIES=127.0.0.1/32", "TOTPGATE_API_RATE_BURST=3", "TOTPGATE_API_RATE_PER_SECOND=0.01"}, "--upstream", up.URL)
 	status := func(client string) int {
-		req, _ := http.NewRequest("GET", s.main+"/mfa/status", nil)
-		req.Header.Set("X-Forwarded-For", client)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res.StatusCode
+		return call(t, "GET", s.main+"/mfa/status", "", "X-Forwarded-For", client).StatusCode
 	}
 	limited := 0
 	for i := range 20 {
@@ -309,22 +291,10 @@ func TestCrossOriginAppsAndCSRF(t *testing.T) {
 	e.enroll(t, "uma")
 	do := func(method, path, origin, body string, h ...string) *http.Response {
 		t.Helper()
-		req, _ := http.NewRequest(method, s.main+path, strings.NewReader(body))
-		if body != "" {
-			req.Header.Set("Content-Type", "application/json")
-		}
 		if origin != "" {
-			req.Header.Set("Origin", origin)
+			h = append(h, "Origin", origin)
 		}
-		for i := 0; i < len(h); i += 2 {
-			req.Header.Set(h[i], h[i+1])
-		}
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
-		return res
+		return call(t, method, s.main+path, body, h...)
 	}
 	// The preflight on the login route is the app's.
 	if res := do("OPTIONS", "/login", spa, "", "Access-Control-Request-Method", "POST"); res.StatusCode != 204 || res.Header.Get("Access-Control-Allow-Origin") != spa {
@@ -357,7 +327,26 @@ func TestCrossOriginAppsAndCSRF(t *testing.T) {
 	if res := do("POST", "/mfa/enroll", spa, "", "Cookie", "session=vic"); res.StatusCode != 201 || res.Header.Get("Access-Control-Allow-Origin") != spa {
 		t.Errorf("enroll from the SPA = %d %v", res.StatusCode, res.Header)
 	}
-	if res := do("POST", "/mfa/enroll", strings.Replace(s.main, "http://", "http://", 1), "", "Cookie", "session=wes"); res.StatusCode != 201 {
+	if res := do("POST", "/mfa/enroll", s.main, "", "Cookie", "session=wes"); res.StatusCode != 201 {
 		t.Errorf("same-origin enroll = %d", res.StatusCode)
 	}
+}
+
+// call sends one request with the given headers (name, value pairs) and
+// a JSON body when body is set, and returns the answer, its body closed.
+func call(t *testing.T, method, url, body string, h ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i < len(h); i += 2 {
+		req.Header.Set(h[i], h[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res
 }

@@ -10,8 +10,6 @@ import (
 	"strings"
 
 	"github.com/totpgate/totpgate/audit"
-	"github.com/totpgate/totpgate/gen"
-	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 )
 
@@ -76,28 +74,24 @@ func (g *loginGate) watchAnswer(res *http.Response) error {
 		}
 		a, err := g.readAnswer(res)
 		if err != nil {
-			return g.refuseOversized(res, r, ev, err)
+			return g.oversized(res, r, ev, err)
 		}
 		return g.applyAnywhere(res, r, ev, a, v)
 	}
 	a, err := g.readAnswer(res)
 	if err != nil {
-		return g.refuseOversized(res, r, ev, err)
+		return g.oversized(res, r, ev, err)
 	}
 	facts, isJSON, err := g.policy.scan(a)
 	if err != nil || a.Unreadable != "" {
-		ev.record(audit.LoginRefused, "", "unreadable_answer")
-		g.log.ErrorContext(r.Context(), "answer on a credential body route could not be read; refused", "request_id", ev.requestID, "path", r.URL.Path)
-		return g.replace(res, r, http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked.")
+		return g.applyAnywhere(res, r, ev, a, Verdict{Action: Refuse, Reason: ReasonUnreadable, Marker: "an unreadable answer on a credential body route"})
 	}
 	if isJSON {
 		found = append(found, g.policy.creds.fromJSON(facts)...)
 	} else {
-		textFound, _, readable := g.policy.fromText(a, false)
+		textFound, marker, readable := g.policy.fromText(a, false)
 		if !readable {
-			ev.record(audit.LoginRefused, "", "unreadable_answer")
-			g.log.ErrorContext(r.Context(), "answer on a credential body route names a credential in a body the gate cannot read; refused", "request_id", ev.requestID, "path", r.URL.Path)
-			return g.replace(res, r, http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked.")
+			return g.applyAnywhere(res, r, ev, a, Verdict{Action: Refuse, Reason: ReasonUnreadable, Marker: marker})
 		}
 		found = append(found, textFound...)
 	}
@@ -121,13 +115,15 @@ func (g *loginGate) fresh(r *http.Request, found []Found) []Found {
 	return out
 }
 
-func (g *loginGate) refuseOversized(res *http.Response, r *http.Request, ev events, err error) error {
+// oversized answers for an app answer too large to be held.
+func (g *loginGate) oversized(res *http.Response, r *http.Request, ev events, err error) error {
 	if !errors.Is(err, errAnswerTooLarge) {
 		return err // the ErrorHandler answers 502
 	}
-	ev.record(audit.LoginRefused, "", "oversized_answer")
-	g.log.ErrorContext(r.Context(), "answer carrying a session larger than login.max_answer_bytes; refused", "request_id", ev.requestID, "path", r.URL.Path)
-	return g.replace(res, r, http.StatusBadGateway, gen.ProblemCodeUpstreamUnavailable, "The application's answer is too large to be checked.")
+	buf := newResponseBuffer()
+	g.refuseOversized(buf, r, ev, "")
+	buf.into(res)
+	return nil
 }
 
 func (g *loginGate) recordRelease(ev events, v Verdict) {
@@ -137,32 +133,21 @@ func (g *loginGate) recordRelease(ev events, v Verdict) {
 	}
 }
 
-// applyAnywhere carries out a verdict on an answer of any route; like
-// apply, its last branch refuses.
+// applyAnywhere carries out a verdict on an answer of any route: a release
+// goes out as read, anything else gets the gate's own answer.
 func (g *loginGate) applyAnywhere(res *http.Response, r *http.Request, ev events, a *answer, v Verdict) error {
-	ev.user = v.User
-	switch v.Action {
-	case Release:
+	if v.Action == Release {
 		g.recordRelease(ev, v)
 		releaseInto(res, a)
 		return nil
-	case Hold:
+	}
+	if v.Action == Hold {
 		g.log.InfoContext(r.Context(), "session issued on an unconfigured route held for a second factor", "request_id", ev.requestID, "path", r.URL.Path)
-		buf := newResponseBuffer()
-		g.secondFactor(buf, r, ev, loginRequest{}, mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}, v.Reason == ReasonEnrollmentRequired)
-		buf.into(res)
-		return nil
 	}
-	if v.Reason == ReasonUnavailable {
-		ev.record(audit.LoginError, "", "unavailable")
-		buf := newResponseBuffer()
-		g.unavailable(buf, r, v.Err)
-		buf.into(res)
-		return nil
-	}
-	ev.record(audit.LoginRefused, "", v.Reason)
-	g.log.ErrorContext(r.Context(), "answer carrying a session refused: the gate cannot tell it needs no second factor", "request_id", ev.requestID, "path", r.URL.Path, "reason", v.Reason)
-	return g.replace(res, r, http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked.")
+	buf := newResponseBuffer()
+	g.answerInstead(buf, r, ev, loginRequest{}, a, v)
+	buf.into(res)
+	return nil
 }
 
 // streaming answers (server-sent events) cannot be read whole: they are
@@ -192,13 +177,6 @@ func releaseInto(res *http.Response, a *answer) {
 	res.ContentLength = int64(len(a.Body))
 	res.TransferEncoding = nil
 	res.Trailer = nil
-}
-
-func (g *loginGate) replace(res *http.Response, r *http.Request, status int, code gen.ProblemCode, detail string) error {
-	buf := newResponseBuffer()
-	problem.Write(buf, r, problem.New(status, code, detail))
-	buf.into(res)
-	return nil
 }
 
 // responseBuffer is an in-memory ResponseWriter, so the gate's own answers

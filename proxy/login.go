@@ -200,9 +200,7 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a, err := g.fetch(out)
 	switch {
 	case errors.Is(err, errAnswerTooLarge):
-		ev.record(audit.LoginRefused, req.User, "oversized_answer")
-		g.log.ErrorContext(r.Context(), "login answer larger than login.max_answer_bytes; refused", "request_id", problem.RequestID(r), "limit", g.opts.MaxAnswerBytes)
-		problem.Write(w, r, problem.New(http.StatusBadGateway, gen.ProblemCodeUpstreamUnavailable, "The application's login answer is too large to be checked."))
+		g.refuseOversized(w, r, ev, req.User)
 		return
 	case err != nil:
 		ev.record(audit.LoginError, "", "upstream_unavailable")
@@ -276,28 +274,32 @@ func cookieNames(cs []Credential) []string {
 	return out
 }
 
-// apply carries out a verdict and records it. Its switch ends in the
-// refusing branch.
+// apply carries out a verdict and records it.
 func (g *loginGate) apply(w http.ResponseWriter, r *http.Request, ev events, req loginRequest, a *answer, v Verdict) {
-	held := mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}
 	ev.user = v.User
-	if v.Action != Release {
-		// The gate answers instead of the app: with the app's CORS
-		// headers, so a page on another origin can read the challenge.
-		copyCORS(w, a)
-	}
-	switch v.Action {
-	case Release:
+	if v.Action == Release {
 		switch v.Reason {
 		case ReasonAppRefused:
 			ev.record(audit.LoginRejectedByApp, req.User, "app_refused")
 		default: // no_session, no_mfa
 			ev.record(audit.LoginPassed, "", v.Reason)
 		}
-		ReleaseHeld(w, held)
+		ReleaseHeld(w, mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body})
 		return
-	case Hold:
-		g.secondFactor(w, r, ev, req, held, v.Reason == ReasonEnrollmentRequired)
+	}
+	// The gate answers instead of the app: with the app's CORS headers, so
+	// a page on another origin can read the challenge.
+	copyCORS(w, a)
+	g.answerInstead(w, r, ev, req, a, v)
+}
+
+// answerInstead is the gate's own answer for a verdict that does not
+// release (on a login route or any other): the challenge of a hold, 503
+// otherwise, recorded. Its last branch refuses.
+func (g *loginGate) answerInstead(w http.ResponseWriter, r *http.Request, ev events, req loginRequest, a *answer, v Verdict) {
+	ev.user = v.User
+	if v.Action == Hold {
+		g.secondFactor(w, r, ev, req, mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}, v.Reason == ReasonEnrollmentRequired)
 		return
 	}
 	if v.Reason == ReasonUnavailable {
@@ -306,9 +308,17 @@ func (g *loginGate) apply(w http.ResponseWriter, r *http.Request, ev events, req
 		return
 	}
 	ev.record(audit.LoginRefused, "", v.Reason)
-	g.log.ErrorContext(r.Context(), "login answer refused: the gate cannot tell it needs no second factor",
-		"request_id", problem.RequestID(r), "reason", v.Reason, "marker", v.Marker, "status", a.Status)
+	g.log.ErrorContext(r.Context(), "answer refused: the gate cannot tell it needs no second factor",
+		"request_id", problem.RequestID(r), "path", r.URL.Path, "reason", v.Reason, "marker", v.Marker, "status", a.Status)
 	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "The second factor could not be checked."))
+}
+
+// refuseOversized answers an app answer larger than login.max_answer_bytes:
+// 502, recorded and logged.
+func (g *loginGate) refuseOversized(w http.ResponseWriter, r *http.Request, ev events, user string) {
+	ev.record(audit.LoginRefused, user, "oversized_answer")
+	g.log.ErrorContext(r.Context(), "answer larger than login.max_answer_bytes; refused", "request_id", problem.RequestID(r), "path", r.URL.Path, "limit", g.opts.MaxAnswerBytes)
+	problem.Write(w, r, problem.New(http.StatusBadGateway, gen.ProblemCodeUpstreamUnavailable, "The application's answer is too large to be checked."))
 }
 
 // secondFactor checks the code sent with the login, or holds the answer

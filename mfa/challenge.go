@@ -64,21 +64,16 @@ type Revoker interface {
 	Revoke(ctx context.Context, user string, material []byte, why string)
 }
 
-// Revoke ends the app session of an answer held for user that will never
-// be released.
-func (cc ChallengeConfig) revoke(ctx context.Context, user string, a HeldAnswer, why string) {
+// RevokeAnswer ends the app session of an answer held for user that will
+// never be released (a challenge out of attempts, the login gate's lockout
+// refusal).
+func (cc ChallengeConfig) RevokeAnswer(ctx context.Context, user string, a HeldAnswer, why string) {
 	if cc.Revoker == nil {
 		return
 	}
 	if m := cc.Revoker.Material(a); m != nil {
 		cc.Revoker.Revoke(ctx, user, m, why)
 	}
-}
-
-// RevokeAnswer ends the app session of answer, held for user, which will
-// never be released (the login gate's lockout refusal).
-func (cc ChallengeConfig) RevokeAnswer(ctx context.Context, user string, answer HeldAnswer, why string) {
-	cc.revoke(ctx, user, answer, why)
 }
 
 // HoldLogin stores the app's answer for user, sealed under a key derived
@@ -183,7 +178,7 @@ func (s *Service) completeChallenge(ctx context.Context, token, code string, cc 
 	ce.Remaining = min(ce.Remaining, max(left, 0))
 	if left <= 0 {
 		if answer, oerr := openHeld(token, claimed.Sealed); oerr == nil {
-			cc.revoke(ctx, claimed.UserID, answer, "out_of_attempts")
+			cc.RevokeAnswer(ctx, claimed.UserID, answer, "out_of_attempts")
 		}
 		return HeldAnswer{}, "", err
 	}

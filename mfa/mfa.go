@@ -232,26 +232,13 @@ func (s *Service) StartEnrollment(ctx context.Context, user, account string) (En
 		return Enrollment{}, unavailable("generate secret", err)
 	}
 	defer clear(secret)
-	ct, err := s.keys.Encrypt(ctx, user, secret)
-	if err != nil {
-		return Enrollment{}, unavailable("encrypt secret", err)
-	}
-	_, version, err := keyring.ParseVersion(ct)
-	if err != nil {
-		return Enrollment{}, unavailable("encrypt secret", err)
-	}
-	now := s.now()
 	p := s.cfg.Params
-	err = s.store.StartEnrollment(ctx, store.User{
-		ID: user, State: store.StatePending, Ciphertext: ct, KeyVersion: version,
-		Params:           store.TOTPParams{Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, Skew: p.Skew},
-		PendingExpiresAt: now.Add(s.cfg.PendingTTL), UpdatedAt: now,
-	})
-	if errors.Is(err, store.ErrConflict) {
-		return Enrollment{}, ErrAlreadyEnrolled
-	}
-	if err != nil {
-		return Enrollment{}, unavailable("start enrollment", err)
+	now := s.now()
+	if _, err := s.storePending(ctx, user, secret, p, now); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return Enrollment{}, ErrAlreadyEnrolled
+		}
+		return Enrollment{}, err
 	}
 	uri := totp.URI(s.cfg.Issuer, account, secret, p)
 	png, err := totp.QRPNG(uri, s.cfg.QRSize)
@@ -259,6 +246,32 @@ func (s *Service) StartEnrollment(ctx context.Context, user, account string) (En
 		return Enrollment{}, fmt.Errorf("mfa: qr: %w", err)
 	}
 	return Enrollment{Secret: totp.EncodeSecret(secret), URI: uri, QRPNG: png, Params: p, ExpiresAt: now.Add(s.cfg.PendingTTL)}, nil
+}
+
+// storePending encrypts secret for user and stores it as a pending
+// enrollment with parameters p, replacing an earlier pending one. It
+// returns the ciphertext; store.ErrConflict when the user is active.
+func (s *Service) storePending(ctx context.Context, user string, secret []byte, p totp.Params, now time.Time) (string, error) {
+	ct, err := s.keys.Encrypt(ctx, user, secret)
+	if err != nil {
+		return "", unavailable("encrypt secret", err)
+	}
+	_, version, err := keyring.ParseVersion(ct)
+	if err != nil {
+		return "", unavailable("encrypt secret", err)
+	}
+	err = s.store.StartEnrollment(ctx, store.User{
+		ID: user, State: store.StatePending, Ciphertext: ct, KeyVersion: version,
+		Params:           store.TOTPParams{Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, Skew: p.Skew},
+		PendingExpiresAt: now.Add(s.cfg.PendingTTL), UpdatedAt: now,
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return "", err
+	}
+	if err != nil {
+		return "", unavailable("start enrollment", err)
+	}
+	return ct, nil
 }
 
 // ConfirmEnrollment turns a pending enrollment on with a current code and
@@ -562,25 +575,13 @@ func (s *Service) Import(ctx context.Context, rec totp.Imported, recovery, dryRu
 	if dryRun {
 		return Imported, nil, nil
 	}
-	ct, err := s.keys.Encrypt(ctx, rec.UserID, rec.Secret)
-	if err != nil {
-		return "", nil, unavailable("encrypt secret", err)
-	}
-	_, version, err := keyring.ParseVersion(ct)
-	if err != nil {
-		return "", nil, unavailable("encrypt secret", err)
-	}
 	now := s.now()
-	err = s.store.StartEnrollment(ctx, store.User{
-		ID: rec.UserID, State: store.StatePending, Ciphertext: ct, KeyVersion: version,
-		Params:           store.TOTPParams{Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, Skew: p.Skew},
-		PendingExpiresAt: now.Add(s.cfg.PendingTTL), UpdatedAt: now,
-	})
+	ct, err := s.storePending(ctx, rec.UserID, rec.Secret, p, now)
 	if errors.Is(err, store.ErrConflict) {
 		return "", nil, ErrImportConflict // turned on meanwhile
 	}
 	if err != nil {
-		return "", nil, unavailable("import", err)
+		return "", nil, err
 	}
 	var codes []string
 	var hashes [][]byte

@@ -86,7 +86,12 @@ func (i *Introspector) NoSessionStatuses(statuses []int) {
 // ForwardContext names request headers that are forwarded to the identity
 // endpoint but identify the application or tenant, not the user (an app-id
 // header): a caller who sends only these has sent no credential.
-func (i *Introspector) ForwardContext(headers []string) { i.context = headers }
+func (i *Introspector) ForwardContext(headers []string) {
+	i.context = make([]string, len(headers))
+	for n, h := range headers {
+		i.context[n] = http.CanonicalHeaderKey(h)
+	}
+}
 
 // ForwardHost makes introspection send the client's Host header (set it
 // when upstream.preserve_host is: the app then routes on the client's host).
@@ -103,8 +108,8 @@ func (i *Introspector) Identify(ctx context.Context, r *http.Request) (Identity,
 	sent := false
 	h := http.Header{}
 	for _, name := range i.forward {
-		if slices.ContainsFunc(i.context, func(c string) bool { return http.CanonicalHeaderKey(c) == http.CanonicalHeaderKey(name) }) {
-			continue // forwarded below, never a credential
+		if slices.Contains(i.context, http.CanonicalHeaderKey(name)) {
+			continue // forwarded by ask, never a credential
 		}
 		for _, v := range r.Header.Values(name) {
 			h.Add(name, v)
@@ -113,11 +118,6 @@ func (i *Introspector) Identify(ctx context.Context, r *http.Request) (Identity,
 	}
 	if !sent {
 		return Identity{}, ErrUnauthenticated
-	}
-	for _, name := range i.context {
-		for _, v := range r.Header.Values(name) {
-			h.Add(name, v)
-		}
 	}
 	return i.ask(ctx, h, r, false)
 }
@@ -131,13 +131,6 @@ func (i *Introspector) Identify(ctx context.Context, r *http.Request) (Identity,
 func (i *Introspector) IdentifyWith(ctx context.Context, present func(http.Header), in *http.Request) (Identity, error) {
 	h := http.Header{}
 	present(h)
-	if in != nil {
-		for _, name := range i.context {
-			for _, v := range in.Header.Values(name) {
-				h.Add(name, v)
-			}
-		}
-	}
 	return i.ask(ctx, h, in, true)
 }
 
@@ -151,6 +144,11 @@ func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request,
 	req.Header = h
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
+		for _, name := range i.context {
+			for _, v := range in.Header.Values(name) {
+				req.Header.Add(name, v)
+			}
+		}
 		if i.forwardHost && in.Host != "" {
 			req.Host = in.Host
 		}

@@ -197,22 +197,7 @@ func TestExpressApp(t *testing.T) {
 			if a.status != http.StatusOK {
 				t.Fatalf("login with the anonymous cookie: %d %q", a.status, a.body)
 			}
-			if mode == testenv.LoginInPlace {
-				if c := a.cookie("connect.sid"); c != nil && c.Value != anon.Value {
-					t.Fatalf("inplace login changed the session id")
-				}
-				me(t, base, anon, "frank")
-				if h := do(t, "GET", base+"/", "", "", anon); h.body != "home frank" {
-					t.Fatalf("GET / with the fixed cookie: %q", h.body)
-				}
-			} else {
-				fresh := a.cookie("connect.sid")
-				if fresh == nil || fresh.Value == anon.Value {
-					t.Fatalf("regenerate login kept the session id: %v", a.header["Set-Cookie"])
-				}
-				me(t, base, anon, "")
-				me(t, base, fresh, "frank")
-			}
+			sessionAfterLogin(t, base, mode, anon, a.cookie("connect.sid"), "frank")
 
 			// Logout ends the session.
 			if a := do(t, "POST", base+"/logout", "", "", sid); a.status != http.StatusOK {
@@ -340,21 +325,7 @@ func TestDjangoApp(t *testing.T) {
 			if got == nil {
 				t.Fatalf("login set no sessionid: %v", a.header["Set-Cookie"])
 			}
-			if tc.mode == testenv.LoginInPlace {
-				if got.Value != anon.Value {
-					t.Fatalf("inplace login changed the session key")
-				}
-				me(t, base, anon, "frank")
-				if h := do(t, "GET", base+"/", "", "", anon); h.body != "home frank" {
-					t.Fatalf("GET / with the fixed cookie: %q", h.body)
-				}
-			} else {
-				if got.Value == anon.Value {
-					t.Fatalf("regenerate login kept the session key")
-				}
-				me(t, base, anon, "")
-				me(t, base, got, "frank")
-			}
+			sessionAfterLogin(t, base, tc.mode, anon, got, "frank")
 
 			// Logout ends the session.
 			if a := do(t, "POST", base+"/logout/", "", "", sid); a.status != http.StatusOK {
@@ -371,4 +342,27 @@ func TestDjangoApp(t *testing.T) {
 			expectContinue(t, base, "/login/", form, "username=grace&password=pw", http.StatusFound)
 		})
 	}
+}
+
+// sessionAfterLogin checks what a login did to the anonymous session anon:
+// in place, the same session (fresh, the answer's cookie, is nil or the
+// same id) is now user's; regenerated, fresh is a new id that is user's
+// and anon stays anonymous.
+func sessionAfterLogin(t *testing.T, base, mode string, anon, fresh *http.Cookie, user string) {
+	t.Helper()
+	if mode == testenv.LoginInPlace {
+		if fresh != nil && fresh.Value != anon.Value {
+			t.Fatalf("inplace login changed the session id")
+		}
+		me(t, base, anon, user)
+		if h := do(t, "GET", base+"/", "", "", anon); h.body != "home "+user {
+			t.Fatalf("GET / with the fixed cookie: %q", h.body)
+		}
+		return
+	}
+	if fresh == nil || fresh.Value == anon.Value {
+		t.Fatalf("regenerate login kept the session id")
+	}
+	me(t, base, anon, "")
+	me(t, base, fresh, user)
 }

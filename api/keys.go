@@ -102,7 +102,7 @@ func keyStatus(st rotation.Status) gen.KeyStatus {
 		Backend: gen.KeyStatusBackend(st.Keys.Backend), KeyName: st.Keys.KeyName,
 		LatestVersion: st.Keys.LatestVersion, MinDecryptionVersion: st.Keys.MinDecryptionVersion,
 		MinEncryptionVersion: st.Keys.MinEncryptionVersion, SecretsTotal: st.Total,
-		SecretsByVersion: []gen.KeyVersionCount{},
+		SecretsUnnamespaced: st.BareTotal, SecretsByVersion: []gen.KeyVersionCount{},
 	}
 	for _, kc := range st.Versions() {
 		out.SecretsByVersion = append(out.SecretsByVersion, gen.KeyVersionCount{

@@ -252,7 +252,7 @@ func (s *Service) StartEnrollment(ctx context.Context, user, account string) (En
 // enrollment with parameters p, replacing an earlier pending one. It
 // returns the ciphertext; store.ErrConflict when the user is active.
 func (s *Service) storePending(ctx context.Context, user string, secret []byte, p totp.Params, now time.Time) (string, error) {
-	ct, err := s.keys.Encrypt(ctx, user, secret)
+	ct, err := s.keys.Encrypt(ctx, store.BindingUser.BindTo(user), secret)
 	if err != nil {
 		return "", unavailable("encrypt secret", err)
 	}
@@ -261,7 +261,7 @@ func (s *Service) storePending(ctx context.Context, user string, secret []byte, 
 		return "", unavailable("encrypt secret", err)
 	}
 	err = s.store.StartEnrollment(ctx, store.User{
-		ID: user, State: store.StatePending, Ciphertext: ct, KeyVersion: version,
+		ID: user, State: store.StatePending, Ciphertext: ct, KeyVersion: version, Binding: store.BindingUser,
 		Params:           store.TOTPParams{Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, Skew: p.Skew},
 		PendingExpiresAt: now.Add(s.cfg.PendingTTL), UpdatedAt: now,
 	})
@@ -334,7 +334,7 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 		}
 	} else {
 		if _, ok := totp.NormalizeCode(code); ok {
-			secret, err = s.keys.Decrypt(ctx, u.ID, u.Ciphertext)
+			secret, err = s.keys.Decrypt(ctx, u.BindTo(), u.Ciphertext)
 			if err != nil {
 				return "", unavailable("decrypt secret", err)
 			}
@@ -402,7 +402,7 @@ func (s *Service) checkTOTP(ctx context.Context, u store.User, code string, now 
 	if !ok {
 		return 0, false, nil
 	}
-	secret, err := s.keys.Decrypt(ctx, u.ID, u.Ciphertext)
+	secret, err := s.keys.Decrypt(ctx, u.BindTo(), u.Ciphertext)
 	if err != nil {
 		return 0, false, unavailable("decrypt secret", err)
 	}
@@ -560,7 +560,7 @@ func (s *Service) Import(ctx context.Context, rec totp.Imported, recovery, dryRu
 	}
 	p := rec.Params
 	if u.State == store.StateActive {
-		have, err := s.keys.Decrypt(ctx, u.ID, u.Ciphertext)
+		have, err := s.keys.Decrypt(ctx, u.BindTo(), u.Ciphertext)
 		if err != nil {
 			return "", nil, unavailable("decrypt secret", err)
 		}
@@ -621,7 +621,7 @@ func (s *Service) Export(ctx context.Context, fn func(user string, secret []byte
 			if u.State != store.StateActive {
 				continue
 			}
-			secret, err := s.keys.Decrypt(ctx, u.ID, u.Ciphertext)
+			secret, err := s.keys.Decrypt(ctx, u.BindTo(), u.Ciphertext)
 			if err != nil {
 				return unavailable("decrypt secret", err)
 			}

@@ -198,7 +198,7 @@ func TestCrossUser(t *testing.T) {
 	}
 	// A's ciphertext copied into B's row does not decrypt for B.
 	ua, _ := e.st.GetUser(ctx, "a")
-	if _, err := e.keys.Decrypt(ctx, "b", ua.Ciphertext); !errors.Is(err, keyring.ErrDecrypt) {
+	if _, err := e.keys.Decrypt(ctx, store.BindingUser.BindTo("b"), ua.Ciphertext); !errors.Is(err, keyring.ErrDecrypt) {
 		t.Fatalf("A's ciphertext under B: %v, want ErrDecrypt", err)
 	}
 }
@@ -313,4 +313,59 @@ func FuzzCompleteChallenge(f *testing.F) {
 			t.Fatalf("a made-up challenge released something: %+v %v", answer, err)
 		}
 	})
+}
+
+// TestSecretsAreNamespaced: a user's secret is bound to "user:" + id, so
+// no user id (not even the recovery key's binding) shares a derivation
+// context with the sidecar's own keys; rows written before namespaces
+// (bound to the bare id) keep working until a rewrap moves them.
+func TestSecretsAreNamespaced(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	id := mfa.PepperBinding // the id namespaces make harmless
+	secret, codes := e.enroll(t, id)
+	u, err := e.st.GetUser(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Binding != store.BindingUser {
+		t.Fatalf("new secret stored under binding %v", u.Binding)
+	}
+	if _, err := e.keys.Decrypt(ctx, mfa.PepperBinding, u.Ciphertext); !errors.Is(err, keyring.ErrDecrypt) {
+		t.Fatalf("the user's secret opens under the recovery key's binding: %v", err)
+	}
+	pepper, err := e.st.Setting(ctx, mfa.PepperSetting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.keys.Decrypt(ctx, u.BindTo(), string(pepper)); !errors.Is(err, keyring.ErrDecrypt) {
+		t.Fatalf("the recovery key opens under the user's binding: %v", err)
+	}
+	if _, err := e.svc.Verify(ctx, id, e.code(secret, 0)); err != nil {
+		t.Fatalf("TOTP of the user named like the recovery key: %v", err)
+	}
+	if _, err := e.svc.Verify(ctx, id, codes[0]); err != nil {
+		t.Fatalf("recovery code of the user named like the recovery key: %v", err)
+	}
+
+	// A row as an earlier version wrote it: bound to the bare id.
+	old := []byte("0123456789abcdefghij")
+	ct, err := e.keys.Encrypt(ctx, "legacy", old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, v, _ := keyring.ParseVersion(ct)
+	p := totp.DefaultParams()
+	if err := e.st.StartEnrollment(ctx, store.User{ID: "legacy", State: store.StatePending, Ciphertext: ct, KeyVersion: v,
+		Binding: store.BindingBare, Params: store.TOTPParams{Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, Skew: p.Skew},
+		PendingExpiresAt: e.clock.now().Add(time.Hour), UpdatedAt: e.clock.now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.st.ConfirmEnrollment(ctx, "legacy", ct, 0, nil, e.clock.now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Verify(ctx, "legacy", e.code(old, 0)); err != nil {
+		t.Fatalf("TOTP of a row bound to the bare id: %v", err)
+	}
 }

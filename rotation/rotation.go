@@ -31,8 +31,12 @@ import (
 	"github.com/totpgate/totpgate/store"
 )
 
-// Keys is what rotation needs of the keyring.
+// Keys is what rotation needs of the keyring. Encrypt and Decrypt move a
+// secret still under the bare binding to its namespaced one, which a
+// rewrap cannot do (it keeps the derivation context).
 type Keys interface {
+	Encrypt(ctx context.Context, bindTo string, plaintext []byte) (string, error)
+	Decrypt(ctx context.Context, bindTo string, ciphertext string) ([]byte, error)
 	Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Result, error)
 	Rotate(ctx context.Context) (keyring.Status, error)
 	Status(ctx context.Context) (keyring.Status, error)
@@ -44,6 +48,7 @@ type Store interface {
 	SecretsPage(ctx context.Context, after string, target store.KeyRef, limit int) ([]store.SecretRef, error)
 	SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error)
 	CountByKey(ctx context.Context) (map[store.KeyRef]int, error)
+	CountBareBindings(ctx context.Context) (map[store.KeyRef]int, error)
 	Setting(ctx context.Context, key string) ([]byte, error)
 	SwapSetting(ctx context.Context, key string, old, replacement []byte) (bool, error)
 	AcquireJob(ctx context.Context, name, owner string, now, leaseUntil time.Time) (store.Job, bool, error)
@@ -197,6 +202,11 @@ type Status struct {
 	// per backend and version.
 	ByKey map[store.KeyRef]int
 	Total int
+	// Bare counts, per backend and version, the users' secrets still
+	// under the bare binding (store.BindingBare), written before
+	// namespaces: a rewrap moves them even when their key is current.
+	Bare      map[store.KeyRef]int
+	BareTotal int
 }
 
 // Versions lists ByKey sorted by backend, then version.
@@ -246,18 +256,43 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 		}
 		counts[store.KeyRef{Backend: backend, Version: version}]++
 	}
-	st := Status{Keys: ks, ByKey: counts}
+	bare, err := m.cfg.Store.CountBareBindings(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("rotation: count bare bindings: %w", err)
+	}
+	st := Status{Keys: ks, ByKey: counts, Bare: bare}
 	for _, n := range counts {
 		st.Total += n
+	}
+	for _, n := range bare {
+		st.BareTotal += n
 	}
 	return st, nil
 }
 
-// stale counts stored secrets not at target.
-func (s Status) stale(target store.KeyRef) int {
+// below reports whether k is not at target: another backend or an older
+// version.
+func below(k, target store.KeyRef) bool {
+	return k.Backend != target.Backend || k.Version < target.Version
+}
+
+// olderThan counts stored secrets whose key is not at target.
+func (s Status) olderThan(target store.KeyRef) int {
 	n := 0
 	for k, c := range s.ByKey {
-		if k.Backend != target.Backend || k.Version < target.Version {
+		if below(k, target) {
+			n += c
+		}
+	}
+	return n
+}
+
+// stale counts stored secrets a rewrap to target still has to move: on
+// an older key, or under the bare binding.
+func (s Status) stale(target store.KeyRef) int {
+	n := s.olderThan(target)
+	for k, c := range s.Bare {
+		if !below(k, target) {
 			n += c
 		}
 	}
@@ -280,7 +315,7 @@ func (m *Manager) RaiseMinDecryptionVersion(ctx context.Context, v int) (Status,
 	if err != nil {
 		return Status{}, err
 	}
-	if n := st.stale(store.KeyRef{Backend: st.Keys.Backend, Version: v}); n > 0 {
+	if n := st.olderThan(store.KeyRef{Backend: st.Keys.Backend, Version: v}); n > 0 {
 		return st, &OldVersionsError{Remaining: n, Version: v}
 	}
 	if _, err := m.cfg.Keys.SetMinDecryptionVersion(ctx, v); err != nil {
@@ -626,18 +661,11 @@ func (r *run) fetch(ctx context.Context, cursor string, ch chan<- fetched) {
 				}
 			}
 		}
-		items := make([]keyring.Item, len(page))
-		for i, ref := range page {
-			items[i] = keyring.Item{BindTo: ref.UserID, Ciphertext: ref.Ciphertext}
-		}
 		var results []keyring.Result
 		err = retry(ctx, batchRetries, func() error {
 			var err error
-			results, err = m.cfg.Keys.Rewrap(ctx, items)
-			if err != nil {
-				return fmt.Errorf("rotation: rewrap: %w", err)
-			}
-			return nil
+			results, err = r.rewrapPage(ctx, page)
+			return err
 		}, m.log)
 		select {
 		case ch <- fetched{page: page, results: results, err: err}:
@@ -652,6 +680,67 @@ func (r *run) fetch(ctx context.Context, cursor string, ch chan<- fetched) {
 	}
 }
 
+// rewrapPage answers the page's secrets under the target key and the
+// namespaced binding, in page order: one batch rewrap for the secrets
+// already namespaced, and for each one still under the bare binding a
+// decrypt under that binding and an encrypt under store.BindingUser (a
+// rewrap keeps the derivation context, so it cannot change the binding).
+func (r *run) rewrapPage(ctx context.Context, page []store.SecretRef) ([]keyring.Result, error) {
+	keys := r.m.cfg.Keys
+	results := make([]keyring.Result, len(page))
+	var items []keyring.Item
+	var at []int // page index of each item
+	for i, ref := range page {
+		if ref.Binding == store.BindingBare {
+			res, err := rebind(ctx, keys, ref)
+			if err != nil {
+				return nil, err
+			}
+			results[i] = res
+			continue
+		}
+		items = append(items, keyring.Item{BindTo: ref.BindTo(), Ciphertext: ref.Ciphertext})
+		at = append(at, i)
+	}
+	if len(items) == 0 {
+		return results, nil
+	}
+	rewrapped, err := keys.Rewrap(ctx, items)
+	if err != nil {
+		return nil, fmt.Errorf("rotation: rewrap: %w", err)
+	}
+	if len(rewrapped) != len(items) {
+		return nil, fmt.Errorf("rotation: rewrap: %d results for %d secrets", len(rewrapped), len(items))
+	}
+	for j, res := range rewrapped {
+		results[at[j]] = res
+	}
+	return results, nil
+}
+
+// rebind moves one secret from the bare binding to the namespaced one.
+// A secret that does not open is that secret's failure; a keyring that
+// does not answer fails the batch (it is retried).
+func rebind(ctx context.Context, keys Keys, ref store.SecretRef) (keyring.Result, error) {
+	pt, err := keys.Decrypt(ctx, ref.BindTo(), ref.Ciphertext)
+	if err != nil {
+		if errors.Is(err, keyring.ErrUnavailable) || ctx.Err() != nil {
+			return keyring.Result{}, fmt.Errorf("rotation: rebind: %w", err)
+		}
+		return keyring.Result{Err: err}, nil
+	}
+	defer clear(pt)
+	ct, err := keys.Encrypt(ctx, store.BindingUser.BindTo(ref.UserID), pt)
+	if err != nil {
+		return keyring.Result{}, fmt.Errorf("rotation: rebind: %w", err)
+	}
+	_, version, err := keyring.ParseVersion(ct)
+	if err != nil {
+		return keyring.Result{}, fmt.Errorf("rotation: rebind: %w", err)
+	}
+	return keyring.Result{Ciphertext: ct, Version: version}, nil
+}
+
 // swap stores one rewrapped page with compare-and-swap on each row.
 func (r *run) swap(ctx context.Context, f fetched) error {
 	m := r.m
@@ -662,7 +751,9 @@ func (r *run) swap(ctx context.Context, f fetched) error {
 			m.log.Warn("secret not rewrapped", "job", r.job.ID, "user", f.page[i].UserID, "error", res.Err.Error())
 			continue
 		}
-		swaps = append(swaps, store.Swap{UserID: f.page[i].UserID, Old: f.page[i].Ciphertext, New: res.Ciphertext, Version: res.Version})
+		// Every secret leaves under the namespaced binding: rewrapped ones
+		// had it already, bare ones were rebound.
+		swaps = append(swaps, store.Swap{UserID: f.page[i].UserID, Old: f.page[i].Ciphertext, New: res.Ciphertext, Version: res.Version, Binding: store.BindingUser})
 	}
 	var swapped int
 	err := retry(ctx, batchRetries, func() error {

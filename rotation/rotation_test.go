@@ -57,6 +57,22 @@ func newEnvOn(t *testing.T, keys keyring.Keyring, open func(t *testing.T) (store
 	return &env{st: st, keys: keys, plain: map[string]string{}}
 }
 
+// vaultKeys opens the transit keyring of a fresh Vault dev server.
+func vaultKeys(t *testing.T) *vaultkeys.Keys {
+	t.Helper()
+	v := testenv.StartVault(t)
+	vk, err := vaultkeys.Open(context.Background(), vaultkeys.Config{
+		Address: v.Addr, Mount: "transit", KeyName: "totpgate", CreateKey: true, Timeout: 5 * time.Second,
+		MaxRetries: 2, RetryWaitMin: 20 * time.Millisecond, RetryWaitMax: 200 * time.Millisecond,
+		Auth: vaultkeys.Token{Value: testenv.RootToken},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vk.Close() })
+	return vk
+}
+
 func localKeys(t *testing.T) *keyring.Local {
 	t.Helper()
 	k, err := keyring.OpenLocal(filepath.Join(t.TempDir(), "keys.json"), keyring.WithReloadInterval(0))
@@ -66,16 +82,24 @@ func localKeys(t *testing.T) *keyring.Local {
 	return k
 }
 
-// enroll stores a pending secret for user, encrypted with the current key.
+// enroll stores a pending secret for user, encrypted with the current key
+// under the namespaced binding, as the sidecar writes secrets.
 func (e *env) enroll(t testing.TB, user, plaintext string) {
 	t.Helper()
+	e.enrollBound(t, user, plaintext, store.BindingUser)
+}
+
+// enrollBound stores a pending secret sealed under binding b (BindingBare:
+// as versions before namespaces wrote it).
+func (e *env) enrollBound(t testing.TB, user, plaintext string, b store.Binding) {
+	t.Helper()
 	ctx := context.Background()
-	ct, err := e.keys.Encrypt(ctx, user, []byte(plaintext))
+	ct, err := e.keys.Encrypt(ctx, b.BindTo(user), []byte(plaintext))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, v, _ := keyring.ParseVersion(ct)
-	if err := e.st.StartEnrollment(ctx, store.User{ID: user, State: store.StatePending, Ciphertext: ct, KeyVersion: v,
+	if err := e.st.StartEnrollment(ctx, store.User{ID: user, State: store.StatePending, Ciphertext: ct, KeyVersion: v, Binding: b,
 		Params:           store.TOTPParams{Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1},
 		PendingExpiresAt: time.Now().Add(time.Hour), UpdatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
@@ -110,7 +134,10 @@ func (e *env) verify(t *testing.T, wantBackend string, wantVersion int) {
 		if err != nil {
 			t.Fatalf("%s: %v", user, err)
 		}
-		pt, err := e.keys.Decrypt(ctx, user, u.Ciphertext)
+		if u.Binding != store.BindingUser {
+			t.Fatalf("%s is still under binding %v", user, u.Binding)
+		}
+		pt, err := e.keys.Decrypt(ctx, store.UserBindingPrefix+user, u.Ciphertext)
 		if err != nil || string(pt) != want {
 			t.Fatalf("%s decrypts to %q, %v; want %q", user, pt, err, want)
 		}
@@ -327,17 +354,8 @@ func TestInterruptedJobIsReportedAndResumedAfterTheLease(t *testing.T) {
 
 func TestRewrapOnVaultAndMigration(t *testing.T) {
 	t.Parallel()
-	v := testenv.StartVault(t)
 	ctx := context.Background()
-	vk, err := vaultkeys.Open(ctx, vaultkeys.Config{
-		Address: v.Addr, Mount: "transit", KeyName: "totpgate", CreateKey: true, Timeout: 5 * time.Second,
-		MaxRetries: 2, RetryWaitMin: 20 * time.Millisecond, RetryWaitMax: 200 * time.Millisecond,
-		Auth: vaultkeys.Token{Value: testenv.RootToken},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vk.Close() })
+	vk := vaultKeys(t)
 	local := localKeys(t)
 
 	// Secrets start in the local keyring, then move to Vault while the
@@ -388,4 +406,60 @@ func TestRewrapOnVaultAndMigration(t *testing.T) {
 		t.Fatalf("migration back = %+v, %v", job, err)
 	}
 	e.verify(t, "local", lst.LatestVersion)
+}
+
+// TestRewrapRebindsBareSecrets: secrets written before key namespaces are
+// sealed under the bare user id, so a user named like an internal binding
+// shared its derivation context. A rewrap moves them to "user:" + id even
+// when their key is current, on the local keyring and on Vault's derived
+// keys, without losing one, while namespaced rows are only rewrapped.
+func TestRewrapRebindsBareSecrets(t *testing.T) {
+	t.Parallel()
+	vk := vaultKeys(t)
+	for _, tc := range []struct {
+		name    string
+		keys    keyring.Keyring
+		backend string
+	}{
+		{"local", localKeys(t), "local"},
+		{"vault", vk, "vault"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.keys)
+			ctx := context.Background()
+			e.seed(t, 120) // namespaced, at the current key
+			for i := range 130 {
+				e.enrollBound(t, fmt.Sprintf("old-%05d", i), fmt.Sprintf("old-secret-%d", i), store.BindingBare)
+			}
+			// The collision namespaces end: a user id equal to the
+			// recovery-code key's binding.
+			e.enrollBound(t, pepperBind, "not the pepper", store.BindingBare)
+			m := newManager(t, e, nil, 0)
+			st, err := m.Status(ctx)
+			if err != nil || st.BareTotal != 131 {
+				t.Fatalf("status before = bare %d, %v; want 131", st.BareTotal, err)
+			}
+			job, err := m.Rewrap(ctx, rotation.Options{BatchSize: 40}, nil)
+			if err != nil || job.State != rotation.StateSucceeded || job.Total != 131 || job.Done != 131 || job.Failed != 0 {
+				t.Fatalf("Rewrap = %+v, %v", job, err)
+			}
+			st, err = m.Status(ctx)
+			if err != nil || st.BareTotal != 0 {
+				t.Fatalf("status after = bare %d, %v; want 0", st.BareTotal, err)
+			}
+			e.verify(t, tc.backend, 1) // every row under "user:", every plaintext kept
+			u, err := e.st.GetUser(ctx, pepperBind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := e.keys.Decrypt(ctx, pepperBind, u.Ciphertext); err == nil {
+				t.Fatal("the rebound secret still opens under the bare id (the recovery key's binding)")
+			}
+			// Nothing left to do: a second run moves nothing.
+			job, err = m.Rewrap(ctx, rotation.Options{}, nil)
+			if err != nil || job.Total != 0 {
+				t.Fatalf("second Rewrap = %+v, %v", job, err)
+			}
+		})
+	}
 }

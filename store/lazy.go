@@ -314,6 +314,14 @@ func (lz *Lazy) CountByKey(ctx context.Context) (map[KeyRef]int, error) {
 	return st.CountByKey(ctx)
 }
 
+func (lz *Lazy) CountBareBindings(ctx context.Context) (map[KeyRef]int, error) {
+	st, err := lz.get()
+	if err != nil {
+		return nil, err
+	}
+	return st.CountBareBindings(ctx)
+}
+
 func (lz *Lazy) CountByState(ctx context.Context) (map[State]int, error) {
 	st, err := lz.get()
 	if err != nil {

@@ -47,13 +47,44 @@ type TOTPParams struct {
 	Skew      int    // steps accepted either side of now
 }
 
+// Binding is how the keyring binding (Vault's derivation context, the
+// local keyring's associated data) of a stored secret is made from its
+// user id. It is stored with the ciphertext, so rows written before
+// namespaces keep decrypting until a rewrap moves them.
+type Binding int
+
+const (
+	// BindingBare binds to the bare user id, as rows written before
+	// namespaces do: an id could equal an internal binding
+	// ("totpgate/recovery-pepper"), so a rewrap moves these rows to
+	// BindingUser.
+	BindingBare Binding = 0
+	// BindingUser binds to UserBindingPrefix + id, a namespace no internal
+	// binding may use. Every new secret is stored so.
+	BindingUser Binding = 1
+)
+
+// UserBindingPrefix starts every user binding; internal bindings (the
+// recovery-code key, revocation material) must not start with it.
+const UserBindingPrefix = "user:"
+
+// BindTo returns the keyring binding of userID's secret under b.
+func (b Binding) BindTo(userID string) string {
+	if b == BindingBare {
+		return userID
+	}
+	return UserBindingPrefix + userID
+}
+
 // User is one user's MFA row.
 type User struct {
 	ID         string
 	State      State
 	Ciphertext string // keyring ciphertext of the TOTP secret, e.g. "vault:v2:..."
 	KeyVersion int    // the keyring version of Ciphertext, kept for status counts
-	Params     TOTPParams
+	// Binding says which keyring binding Ciphertext is sealed under.
+	Binding Binding
+	Params  TOTPParams
 	// LastStep is the last accepted TOTP time step (RFC 6238 §5.2); 0 if none.
 	LastStep int64
 	// Failures counts attempts in the current window, including in-flight ones.
@@ -67,6 +98,9 @@ type User struct {
 	// RecoveryRemaining is the number of unused recovery codes.
 	RecoveryRemaining int
 }
+
+// BindTo returns the keyring binding of the user's secret.
+func (u User) BindTo() string { return u.Binding.BindTo(u.ID) }
 
 // Limits is the brute-force policy applied by BeginAttempt and FailAttempt.
 type Limits struct {
@@ -114,7 +148,11 @@ type SecretRef struct {
 	UserID     string
 	Ciphertext string
 	KeyVersion int
+	Binding    Binding
 }
+
+// BindTo returns the keyring binding of the secret.
+func (r SecretRef) BindTo() string { return r.Binding.BindTo(r.UserID) }
 
 // KeyRef names one key version of one keyring backend, as the prefix of a
 // ciphertext does ("vault:v3:..." is {vault 3}).
@@ -123,12 +161,14 @@ type KeyRef struct {
 	Version int
 }
 
-// Swap replaces one user's ciphertext Old by New (at key Version).
+// Swap replaces one user's ciphertext Old by New (at key Version, sealed
+// under Binding).
 type Swap struct {
 	UserID  string
 	Old     string
 	New     string
 	Version int
+	Binding Binding
 }
 
 // Job is a lease on work that one process does at a time (a rewrap),
@@ -231,7 +271,8 @@ type Store interface {
 	GetJob(ctx context.Context, name string) (Job, error)
 
 	// SecretsPage lists stored secrets not yet at target (on another
-	// backend, or on a version below target.Version), with user id > after,
+	// backend, or on a version below target.Version, or still under
+	// BindingBare), with user id > after,
 	// in id order. Ids compare by their bytes, as Go compares strings
 	// (PostgreSQL needs COLLATE "C"). limit must be positive.
 	SecretsPage(ctx context.Context, after string, target KeyRef, limit int) ([]SecretRef, error)
@@ -241,6 +282,9 @@ type Store interface {
 	SwapSecrets(ctx context.Context, swaps []Swap) (int, error)
 	// CountByKey counts stored secrets per backend and key version.
 	CountByKey(ctx context.Context) (map[KeyRef]int, error)
+	// CountBareBindings counts, per backend and key version, the stored
+	// secrets still under BindingBare.
+	CountBareBindings(ctx context.Context) (map[KeyRef]int, error)
 	// CountByState counts users per MFA state.
 	CountByState(ctx context.Context) (map[State]int, error)
 

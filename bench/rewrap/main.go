@@ -29,6 +29,7 @@ import (
 	_ "modernc.org/sqlite"
 
 	"github.com/totpgate/totpgate/rotation"
+	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/vaultkeys"
 )
@@ -123,7 +124,7 @@ func measure(client *vault.Client, addr, token, dir string, n, batch, loginRate 
 		end := min(i+batch, sample)
 		items := make([]map[string]any, 0, end-i)
 		for j := i; j < end; j++ {
-			items = append(items, map[string]any{"ciphertext": cts[j], "context": b64(userID(j))})
+			items = append(items, map[string]any{"ciphertext": cts[j], "context": b64(store.BindingUser.BindTo(userID(j)))})
 		}
 		if _, err := client.Logical().Write("transit/rewrap/"+key, map[string]any{"batch_input": items}); err != nil {
 			return res, fmt.Errorf("ceiling: %w", err)
@@ -168,7 +169,7 @@ func measure(client *vault.Client, addr, token, dir string, n, batch, loginRate 
 			u, err := st.GetUser(ctx, user)
 			if err == nil {
 				var pt []byte
-				pt, err = keys.Decrypt(ctx, user, u.Ciphertext)
+				pt, err = keys.Decrypt(ctx, u.BindTo(), u.Ciphertext)
 				clear(pt)
 			}
 			lat = append(lat, time.Since(began))
@@ -235,7 +236,7 @@ func seed(ctx context.Context, client *vault.Client, key, dbPath string, n int) 
 				for j := i; j < end; j++ {
 					secret := make([]byte, 20)
 					_, _ = rand.Read(secret)
-					items = append(items, map[string]any{"plaintext": base64.StdEncoding.EncodeToString(secret), "context": b64(userID(j))})
+					items = append(items, map[string]any{"plaintext": base64.StdEncoding.EncodeToString(secret), "context": b64(store.BindingUser.BindTo(userID(j)))})
 				}
 				s, err := client.Logical().Write("transit/encrypt/"+key, map[string]any{"batch_input": items})
 				if err != nil {
@@ -274,8 +275,8 @@ func seed(ctx context.Context, client *vault.Client, key, dbPath string, n int) 
 		if err != nil {
 			return nil, err
 		}
-		stmt, err := tx.Prepare(`INSERT INTO users (id, state, ciphertext, key_version, algorithm, digits, period, skew, confirmed_at, updated_at)
-VALUES (?, 'active', ?, 1, 'SHA1', 6, 30, 1, 1, 1)`)
+		stmt, err := tx.Prepare(`INSERT INTO users (id, state, ciphertext, key_version, binding, algorithm, digits, period, skew, confirmed_at, updated_at)
+VALUES (?, 'active', ?, 1, 1, 'SHA1', 6, 30, 1, 1, 1)`)
 		if err != nil {
 			return nil, err
 		}

@@ -257,6 +257,9 @@ func printStatus(w io.Writer, s rotation.Status) {
 	for _, kc := range s.Versions() {
 		fmt.Fprintf(w, "  %s v%-4d %d\n", kc.Backend, kc.Version, kc.Secrets)
 	}
+	if s.BareTotal > 0 {
+		fmt.Fprintf(w, "unnamespaced secrets     %d (written before key namespaces; run `totpgate keys rewrap` to move them)\n", s.BareTotal)
+	}
 }
 
 // progress draws a bar on a terminal and prints a line every few seconds

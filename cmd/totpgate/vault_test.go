@@ -24,6 +24,7 @@ import (
 	"github.com/totpgate/totpgate/internal/testenv"
 	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/totp"
 	"github.com/totpgate/totpgate/vaultkeys"
@@ -395,15 +396,22 @@ func cliCommand(dir string, env []string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// openSidecarStore opens the SQLite store a sidecar in dir uses.
+func openSidecarStore(t *testing.T, dir string) *sqlite.Store {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "totpgate.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
 // seedUsers enrolls n users straight through the mfa service on the
 // sidecar's store and keyring, and returns each user's TOTP secret.
 func seedUsers(t *testing.T, dir string, keys keyring.Keyring, n int) map[string][]byte {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "totpgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openSidecarStore(t, dir)
 	defer st.Close()
 	// One fixed instant for the whole seeding: it takes long enough under
 	// load to cross TOTP steps, which would invalidate a precomputed code.
@@ -475,7 +483,7 @@ func checkSecrets(t *testing.T, dir string, keys keyring.Keyring, want map[strin
 		if !strings.HasPrefix(ct, prefix) {
 			t.Fatalf("%s on %.9s, want %s", user, ct, prefix)
 		}
-		pt, err := keys.Decrypt(context.Background(), user, ct)
+		pt, err := keys.Decrypt(context.Background(), store.BindingUser.BindTo(user), ct)
 		if err != nil || !bytes.Equal(pt, secret) {
 			t.Fatalf("%s decrypts to another secret or fails: %v", user, err)
 		}
@@ -554,7 +562,7 @@ func TestRewrapCommandSurvivesSIGKILL(t *testing.T) {
 	// enrolled secrets (v1 is still allowed).
 	checkMixed := storedCiphertexts(t, dir)
 	for user, secret := range secrets {
-		pt, err := keys.Decrypt(context.Background(), user, checkMixed[user])
+		pt, err := keys.Decrypt(context.Background(), store.BindingUser.BindTo(user), checkMixed[user])
 		if err != nil || !bytes.Equal(pt, secret) {
 			t.Fatalf("%s after the kill: %v", user, err)
 		}
@@ -585,6 +593,91 @@ func TestRewrapCommandSurvivesSIGKILL(t *testing.T) {
 	if res.StatusCode != 200 || !granted(res, body) {
 		t.Fatalf("login after the rewrap: %d %s", res.StatusCode, body)
 	}
+}
+
+// seedBareUsers stores n active users the way versions before key
+// namespaces did: each secret bound to the bare user id (binding 0).
+func seedBareUsers(t *testing.T, dir string, keys keyring.Keyring, n int) map[string][]byte {
+	t.Helper()
+	ctx := context.Background()
+	st := openSidecarStore(t, dir)
+	defer st.Close()
+	p := totp.DefaultParams()
+	now := time.Now()
+	secrets := make(map[string][]byte, n)
+	for i := range n {
+		user := fmt.Sprintf("bare-%05d", i)
+		secret, err := totp.GenerateSecret(20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ct, err := keys.Encrypt(ctx, user, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, v, _ := keyring.ParseVersion(ct)
+		if err := st.StartEnrollment(ctx, store.User{ID: user, State: store.StatePending, Ciphertext: ct, KeyVersion: v, Binding: store.BindingBare,
+			Params:           store.TOTPParams{Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, Skew: p.Skew},
+			PendingExpiresAt: now.Add(time.Hour), UpdatedAt: now}); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.ConfirmEnrollment(ctx, user, ct, 0, nil, now); err != nil {
+			t.Fatal(err)
+		}
+		secrets[user] = secret
+	}
+	return secrets
+}
+
+// TestUpgradeMovesSecretsIntoTheUserNamespace: a database written before
+// key namespaces holds secrets bound to the bare user id (on Vault, the
+// bare id is the derivation context). The sidecar keeps logging those
+// users in; `keys status` counts them; `keys rewrap` rebinds every one to
+// "user:" + id with no key rotation, losing none, while logins go on.
+func TestUpgradeMovesSecretsIntoTheUserNamespace(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartVault(t)
+	dir := t.TempDir()
+	keys := vaultKeys(t, v)
+	const bare = 300
+	secrets := seedBareUsers(t, dir, keys, bare)
+	for user, secret := range seedUsers(t, dir, keys, 20) {
+		secrets[user] = secret
+	}
+	env := vaultEnv(v)
+	e := newLoginEnvIn(t, dir, env...)
+	p := totp.DefaultParams()
+	login := func(user string, step int64) {
+		t.Helper()
+		res, body := e.login(t, "/login", `{"user":"`+user+`","password":"pw"}`,
+			http.Header{"X-Totp-Code": {totp.Code(secrets[user], step, p)}})
+		if res.StatusCode != 200 || !granted(res, body) {
+			t.Fatalf("login of %s: %d %s", user, res.StatusCode, body)
+		}
+	}
+	login("bare-00042", p.Step(time.Now())) // bound to the bare id, still works
+
+	out, errOut, err := runCLI(t, dir, env, "keys", "status")
+	if err != nil || !strings.Contains(out, fmt.Sprintf("unnamespaced secrets     %d", bare)) {
+		t.Fatalf("keys status before: %v\n%s%s", err, out, errOut)
+	}
+	out, errOut, err = runCLI(t, dir, env, "keys", "rewrap", "--batch-size", "64")
+	if err != nil || !strings.Contains(out, fmt.Sprintf("%d of %d secrets moved to vault v1, 0 failed", bare, bare)) {
+		t.Fatalf("keys rewrap: %v\n%s%s", err, out, errOut)
+	}
+	checkSecrets(t, dir, keys, secrets, "vault:v1:")
+	for user := range secrets {
+		if _, err := keys.Decrypt(context.Background(), user, storedCiphertexts(t, dir)[user]); err == nil {
+			t.Fatalf("%s still opens under the bare id after the rewrap", user)
+		}
+		break
+	}
+	out, _, err = runCLI(t, dir, env, "keys", "status")
+	if err != nil || strings.Contains(out, "unnamespaced") {
+		t.Fatalf("keys status after: %v\n%s", err, out)
+	}
+	login("bare-00042", p.Step(time.Now())+1) // the next step: the first is spent
+	login("bare-00299", p.Step(time.Now()))
 }
 
 // A pod may restart while Vault is down: the sidecar still starts and

@@ -333,7 +333,7 @@ func nowOr(t time.Time) time.Time {
 
 // ---- users ----
 
-const userColumns = `id, state, ciphertext, key_version, algorithm, digits, period, skew,
+const userColumns = `id, state, ciphertext, key_version, binding, algorithm, digits, period, skew,
 	last_step, failures, failure_window_start, locked_until, pending_expires_at,
 	confirmed_at, last_used_at, updated_at,
 	(SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = users.id AND r.used_at IS NULL)`
@@ -343,10 +343,11 @@ func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
 	var (
 		u                                                       store.User
 		state                                                   string
+		binding                                                 int16
 		fws, locked, pendingExp, confirmed, lastUsed, updatedAt int64
 	)
 	err := s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id).Scan(
-		&u.ID, &state, &u.Ciphertext, &u.KeyVersion,
+		&u.ID, &state, &u.Ciphertext, &u.KeyVersion, &binding,
 		&u.Params.Algorithm, &u.Params.Digits, &u.Params.Period, &u.Params.Skew,
 		&u.LastStep, &u.Failures, &fws, &locked, &pendingExp,
 		&confirmed, &lastUsed, &updatedAt, &u.RecoveryRemaining)
@@ -356,6 +357,7 @@ func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
 	if err != nil {
 		return store.User{}, fmt.Errorf("postgres: get user: %w", err)
 	}
+	u.Binding = store.Binding(binding)
 	u.State = store.State(state)
 	u.FailureWindowStart = fromMS(fws)
 	u.LockedUntil = fromMS(locked)
@@ -377,14 +379,15 @@ func (s *Store) StartEnrollment(ctx context.Context, u store.User) error {
 		return fmt.Errorf("postgres: start enrollment: empty user id")
 	}
 	n, err := s.execCount(ctx, "start enrollment", `
-INSERT INTO users (id, state, ciphertext, key_version, algorithm, digits, period, skew,
+INSERT INTO users (id, state, ciphertext, key_version, binding, algorithm, digits, period, skew,
 	last_step, failures, failure_window_start, locked_until, pending_expires_at,
 	confirmed_at, last_used_at, updated_at)
-VALUES (@id, 'pending', @ct, @kv, @alg, @digits, @period, @skew, 0, 0, 0, 0, @exp, 0, 0, @updated)
+VALUES (@id, 'pending', @ct, @kv, @binding, @alg, @digits, @period, @skew, 0, 0, 0, 0, @exp, 0, 0, @updated)
 ON CONFLICT (id) DO UPDATE SET
 	state = 'pending',
 	ciphertext = EXCLUDED.ciphertext,
 	key_version = EXCLUDED.key_version,
+	binding = EXCLUDED.binding,
 	algorithm = EXCLUDED.algorithm,
 	digits = EXCLUDED.digits,
 	period = EXCLUDED.period,
@@ -398,7 +401,7 @@ ON CONFLICT (id) DO UPDATE SET
 	last_used_at = 0,
 	updated_at = EXCLUDED.updated_at
 WHERE users.state = 'pending'`, pgx.StrictNamedArgs{
-		"id": u.ID, "ct": u.Ciphertext, "kv": u.KeyVersion,
+		"id": u.ID, "ct": u.Ciphertext, "kv": u.KeyVersion, "binding": int16(u.Binding),
 		"alg": u.Params.Algorithm, "digits": u.Params.Digits, "period": u.Params.Period, "skew": u.Params.Skew,
 		"exp": ms(u.PendingExpiresAt), "updated": ms(nowOr(u.UpdatedAt)),
 	})
@@ -981,10 +984,11 @@ func scanJob(row pgx.Row) (store.Job, error) {
 // ---- key rotation ----
 
 // notAtTarget is the SQL condition "this row's secret is not yet at the
-// target key": another backend, or a version below. The backend test is a
-// prefix comparison on the ciphertext ("vault:"), which the key_version
-// column does not carry.
-const notAtTarget = `NOT (left(ciphertext, length(@backend::text) + 1) = @backend::text || ':' AND key_version >= @version)`
+// target key": another backend, or a version below, or still under the
+// bare binding (store.BindingBare). The backend test is a prefix
+// comparison on the ciphertext ("vault:"), which the key_version column
+// does not carry.
+const notAtTarget = `NOT (left(ciphertext, length(@backend::text) + 1) = @backend::text || ':' AND key_version >= @version AND binding = 1)`
 
 // SecretsPage lists up to limit stored secrets (pending and active) not yet
 // at target, with user id > after in id order (byte order: the id column
@@ -994,7 +998,7 @@ func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyR
 		return nil, fmt.Errorf("postgres: secrets page: limit must be positive")
 	}
 	rows, err := s.pool.Query(ctx, `
-SELECT id, ciphertext, key_version FROM users
+SELECT id, ciphertext, key_version, binding FROM users
 WHERE id > @after AND `+notAtTarget+`
 ORDER BY id
 LIMIT @limit`, pgx.StrictNamedArgs{
@@ -1007,9 +1011,11 @@ LIMIT @limit`, pgx.StrictNamedArgs{
 	var out []store.SecretRef
 	for rows.Next() {
 		var r store.SecretRef
-		if err := rows.Scan(&r.UserID, &r.Ciphertext, &r.KeyVersion); err != nil {
+		var binding int16
+		if err := rows.Scan(&r.UserID, &r.Ciphertext, &r.KeyVersion, &binding); err != nil {
 			return nil, fmt.Errorf("postgres: secrets page: %w", err)
 		}
+		r.Binding = store.Binding(binding)
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
@@ -1034,8 +1040,8 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 		return 0, nil
 	}
 	type candidate struct {
-		id, old, new string
-		version, n   int64
+		id, old, new        string
+		version, n, binding int64
 	}
 	byUser := map[string][]int{}
 	var order []string
@@ -1055,10 +1061,10 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 				continue // an earlier swap with this Old would apply first
 			}
 			seen[swaps[i].Old] = true
-			c := candidate{id: id, old: swaps[i].Old, new: swaps[i].New, version: int64(swaps[i].Version), n: 1}
+			c := candidate{id: id, old: swaps[i].Old, new: swaps[i].New, version: int64(swaps[i].Version), binding: int64(swaps[i].Binding), n: 1}
 			for _, j := range idx[p+1:] {
 				if swaps[j].Old == c.new {
-					c.new, c.version = swaps[j].New, int64(swaps[j].Version)
+					c.new, c.version, c.binding = swaps[j].New, int64(swaps[j].Version), int64(swaps[j].Binding)
 					c.n++
 				}
 			}
@@ -1070,20 +1076,21 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 	news := make([]string, len(cands))
 	versions := make([]int64, len(cands))
 	counts := make([]int64, len(cands))
+	bindings := make([]int64, len(cands))
 	for i, c := range cands {
-		ids[i], olds[i], news[i], versions[i], counts[i] = c.id, c.old, c.new, c.version, c.n
+		ids[i], olds[i], news[i], versions[i], counts[i], bindings[i] = c.id, c.old, c.new, c.version, c.n, c.binding
 	}
 	var swapped int64
 	err := s.pool.QueryRow(ctx, `
 WITH swapped AS (
-	UPDATE users AS u SET ciphertext = s.new, key_version = s.version
-	FROM unnest(@ids::text[], @olds::text[], @news::text[], @versions::bigint[], @counts::bigint[])
-		AS s(id, old, new, version, n)
+	UPDATE users AS u SET ciphertext = s.new, key_version = s.version, binding = s.binding
+	FROM unnest(@ids::text[], @olds::text[], @news::text[], @versions::bigint[], @counts::bigint[], @bindings::bigint[])
+		AS s(id, old, new, version, n, binding)
 	WHERE u.id = s.id AND u.ciphertext = s.old
 	RETURNING s.n
 )
 SELECT COALESCE(SUM(n), 0)::bigint FROM swapped`, pgx.StrictNamedArgs{
-		"ids": ids, "olds": olds, "news": news, "versions": versions, "counts": counts,
+		"ids": ids, "olds": olds, "news": news, "versions": versions, "counts": counts, "bindings": bindings,
 	}).Scan(&swapped)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: swap secrets: %w", err)
@@ -1094,11 +1101,21 @@ SELECT COALESCE(SUM(n), 0)::bigint FROM swapped`, pgx.StrictNamedArgs{
 // CountByKey counts stored secrets (pending and active) per backend (the
 // ciphertext up to its first ':') and key version.
 func (s *Store) CountByKey(ctx context.Context) (map[store.KeyRef]int, error) {
+	return s.countByKey(ctx, "count by key", "")
+}
+
+// CountBareBindings counts the stored secrets still under
+// store.BindingBare per backend and key version.
+func (s *Store) CountBareBindings(ctx context.Context) (map[store.KeyRef]int, error) {
+	return s.countByKey(ctx, "count bare bindings", "WHERE binding = 0")
+}
+
+func (s *Store) countByKey(ctx context.Context, op, where string) (map[store.KeyRef]int, error) {
 	rows, err := s.pool.Query(ctx, `
 SELECT split_part(ciphertext, ':', 1), key_version, COUNT(*)
-FROM users GROUP BY 1, 2`)
+FROM users `+where+` GROUP BY 1, 2`)
 	if err != nil {
-		return nil, fmt.Errorf("postgres: count by key: %w", err)
+		return nil, fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	defer rows.Close()
 	out := map[store.KeyRef]int{}
@@ -1106,12 +1123,12 @@ FROM users GROUP BY 1, 2`)
 		var k store.KeyRef
 		var n int
 		if err := rows.Scan(&k.Backend, &k.Version, &n); err != nil {
-			return nil, fmt.Errorf("postgres: count by key: %w", err)
+			return nil, fmt.Errorf("postgres: %s: %w", op, err)
 		}
 		out[k] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: count by key: %w", err)
+		return nil, fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	return out, nil
 }

@@ -330,7 +330,7 @@ func nowOr(t time.Time) time.Time {
 
 // ---- users ----
 
-const userColumns = `id, state, ciphertext, key_version, algorithm, digits, period, skew,
+const userColumns = `id, state, ciphertext, key_version, binding, algorithm, digits, period, skew,
 	last_step, failures, failure_window_start, locked_until, pending_expires_at,
 	confirmed_at, last_used_at, updated_at,
 	(SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = users.id AND r.used_at IS NULL)`
@@ -343,7 +343,7 @@ func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
 		fws, locked, pendingExp, confirmed, lastUsed, updatedAt int64
 	)
 	err := s.r.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id).Scan(
-		&u.ID, &state, &u.Ciphertext, &u.KeyVersion,
+		&u.ID, &state, &u.Ciphertext, &u.KeyVersion, &u.Binding,
 		&u.Params.Algorithm, &u.Params.Digits, &u.Params.Period, &u.Params.Skew,
 		&u.LastStep, &u.Failures, &fws, &locked, &pendingExp,
 		&confirmed, &lastUsed, &updatedAt, &u.RecoveryRemaining)
@@ -373,14 +373,15 @@ func (s *Store) StartEnrollment(ctx context.Context, u store.User) error {
 		return fmt.Errorf("sqlite: start enrollment: empty user id")
 	}
 	n, err := s.execCount(ctx, "start enrollment", `
-INSERT INTO users (id, state, ciphertext, key_version, algorithm, digits, period, skew,
+INSERT INTO users (id, state, ciphertext, key_version, binding, algorithm, digits, period, skew,
 	last_step, failures, failure_window_start, locked_until, pending_expires_at,
 	confirmed_at, last_used_at, updated_at)
-VALUES (:id, 'pending', :ct, :kv, :alg, :digits, :period, :skew, 0, 0, 0, 0, :exp, 0, 0, :updated)
+VALUES (:id, 'pending', :ct, :kv, :binding, :alg, :digits, :period, :skew, 0, 0, 0, 0, :exp, 0, 0, :updated)
 ON CONFLICT (id) DO UPDATE SET
 	state = 'pending',
 	ciphertext = excluded.ciphertext,
 	key_version = excluded.key_version,
+	binding = excluded.binding,
 	algorithm = excluded.algorithm,
 	digits = excluded.digits,
 	period = excluded.period,
@@ -394,7 +395,7 @@ ON CONFLICT (id) DO UPDATE SET
 	last_used_at = 0,
 	updated_at = excluded.updated_at
 WHERE users.state = 'pending'`,
-		sql.Named("id", u.ID), sql.Named("ct", u.Ciphertext), sql.Named("kv", u.KeyVersion),
+		sql.Named("id", u.ID), sql.Named("ct", u.Ciphertext), sql.Named("kv", u.KeyVersion), sql.Named("binding", u.Binding),
 		sql.Named("alg", u.Params.Algorithm), sql.Named("digits", u.Params.Digits),
 		sql.Named("period", u.Params.Period), sql.Named("skew", u.Params.Skew),
 		sql.Named("exp", ms(u.PendingExpiresAt)), sql.Named("updated", ms(nowOr(u.UpdatedAt))))
@@ -953,10 +954,11 @@ func (s *Store) getJob(ctx context.Context, db *sql.DB, name string) (store.Job,
 // ---- key rotation ----
 
 // notAtTarget is the SQL condition "this row's secret is not yet at the
-// target key": another backend, or a version below. The backend test is a
-// prefix comparison on the ciphertext ("vault:"), which the key_version
-// column does not carry.
-const notAtTarget = `NOT (substr(ciphertext, 1, length(:backend) + 1) = :backend || ':' AND key_version >= :version)`
+// target key": another backend, or a version below, or still under the
+// bare binding (store.BindingBare). The backend test is a prefix
+// comparison on the ciphertext ("vault:"), which the key_version column
+// does not carry.
+const notAtTarget = `NOT (substr(ciphertext, 1, length(:backend) + 1) = :backend || ':' AND key_version >= :version AND binding = 1)`
 
 // SecretsPage lists up to limit stored secrets (pending and active) not yet
 // at target, with user id > after in id order (byte order).
@@ -965,7 +967,7 @@ func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyR
 		return nil, fmt.Errorf("sqlite: secrets page: limit must be positive")
 	}
 	rows, err := s.r.QueryContext(ctx, `
-SELECT id, ciphertext, key_version FROM users
+SELECT id, ciphertext, key_version, binding FROM users
 WHERE id > :after AND `+notAtTarget+`
 ORDER BY id
 LIMIT :limit`, sql.Named("after", after), sql.Named("backend", target.Backend), sql.Named("version", target.Version), sql.Named("limit", limit))
@@ -976,7 +978,7 @@ LIMIT :limit`, sql.Named("after", after), sql.Named("backend", target.Backend), 
 	var out []store.SecretRef
 	for rows.Next() {
 		var r store.SecretRef
-		if err := rows.Scan(&r.UserID, &r.Ciphertext, &r.KeyVersion); err != nil {
+		if err := rows.Scan(&r.UserID, &r.Ciphertext, &r.KeyVersion, &r.Binding); err != nil {
 			return nil, fmt.Errorf("sqlite: secrets page: %w", err)
 		}
 		out = append(out, r)
@@ -995,13 +997,13 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 	}
 	swapped := 0
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		stmt, err := tx.PrepareContext(ctx, `UPDATE users SET ciphertext = ?, key_version = ? WHERE id = ? AND ciphertext = ?`)
+		stmt, err := tx.PrepareContext(ctx, `UPDATE users SET ciphertext = ?, key_version = ?, binding = ? WHERE id = ? AND ciphertext = ?`)
 		if err != nil {
 			return err
 		}
 		defer stmt.Close()
 		for _, sw := range swaps {
-			res, err := stmt.ExecContext(ctx, sw.New, sw.Version, sw.UserID, sw.Old)
+			res, err := stmt.ExecContext(ctx, sw.New, sw.Version, sw.Binding, sw.UserID, sw.Old)
 			if err != nil {
 				return err
 			}
@@ -1022,11 +1024,21 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 // CountByKey counts stored secrets (pending and active) per backend and
 // key version.
 func (s *Store) CountByKey(ctx context.Context) (map[store.KeyRef]int, error) {
+	return s.countByKey(ctx, "count by key", "")
+}
+
+// CountBareBindings counts the stored secrets still under
+// store.BindingBare per backend and key version.
+func (s *Store) CountBareBindings(ctx context.Context) (map[store.KeyRef]int, error) {
+	return s.countByKey(ctx, "count bare bindings", "WHERE binding = 0")
+}
+
+func (s *Store) countByKey(ctx context.Context, op, where string) (map[store.KeyRef]int, error) {
 	rows, err := s.r.QueryContext(ctx, `
 SELECT substr(ciphertext, 1, instr(ciphertext, ':') - 1), key_version, COUNT(*)
-FROM users GROUP BY 1, 2`)
+FROM users `+where+` GROUP BY 1, 2`)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: count by key: %w", err)
+		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
 	}
 	defer rows.Close()
 	out := map[store.KeyRef]int{}
@@ -1034,12 +1046,12 @@ FROM users GROUP BY 1, 2`)
 		var k store.KeyRef
 		var n int
 		if err := rows.Scan(&k.Backend, &k.Version, &n); err != nil {
-			return nil, fmt.Errorf("sqlite: count by key: %w", err)
+			return nil, fmt.Errorf("sqlite: %s: %w", op, err)
 		}
 		out[k] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: count by key: %w", err)
+		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
 	}
 	return out, nil
 }

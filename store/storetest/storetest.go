@@ -144,6 +144,7 @@ func Run(t *testing.T, h Harness) {
 		{"Rewrap/SwapSecretsConcurrent", testSwapSecretsConcurrent},
 		{"Rewrap/SwapSecretAfterReenroll", testSwapSecretAfterReenroll},
 		{"Rewrap/CountByKey", testCountByKey},
+		{"Rewrap/BareBindings", testBareBindings},
 		{"Rewrap/SwapSetting", testSwapSetting},
 		{"Jobs/Lease", testJobLease},
 		{"Jobs/LeaseConcurrent", testJobLeaseConcurrent},
@@ -179,6 +180,7 @@ func pendingUser(id string, version int, now time.Time) store.User {
 		State:            store.StatePending,
 		Ciphertext:       ct(id, version),
 		KeyVersion:       version,
+		Binding:          store.BindingUser,
 		Params:           params,
 		PendingExpiresAt: now.Add(10 * time.Minute),
 		UpdatedAt:        now,
@@ -1580,13 +1582,18 @@ func testSecretsPage(t *testing.T, h Harness) {
 		backend string
 		version int
 		active  bool
+		binding store.Binding
 	}{
-		{"b", "vault", 1, true}, {"B", "vault", 2, false}, {"a", "vault", 3, true}, {"A-1", "local", 1, false},
-		{"user-10", "vault", 2, true}, {"user-9", "local", 3, true}, {"Zed", "vault", 1, true}, {"_x", "local", 2, false},
+		{"b", "vault", 1, true, store.BindingUser}, {"B", "vault", 2, false, store.BindingUser},
+		{"a", "vault", 3, true, store.BindingUser}, {"A-1", "local", 1, false, store.BindingBare},
+		{"user-10", "vault", 2, true, store.BindingUser}, {"user-9", "local", 3, true, store.BindingBare},
+		{"Zed", "vault", 1, true, store.BindingUser}, {"_x", "local", 2, false, store.BindingUser},
+		{"v", "vault", 4, true, store.BindingBare},
 	}
 	want := map[string]store.SecretRef{}
 	for _, u := range users {
 		p := pendingUser(u.id, u.version, t0)
+		p.Binding = u.binding
 		p.Ciphertext = fmt.Sprintf("%s:v%d:%s-secret", u.backend, u.version, u.id)
 		if err := s.StartEnrollment(ctxOf(t), p); err != nil {
 			t.Fatalf("StartEnrollment(%s): %v", u.id, err)
@@ -1596,12 +1603,14 @@ func testSecretsPage(t *testing.T, h Harness) {
 				t.Fatalf("ConfirmEnrollment(%s): %v", u.id, err)
 			}
 		}
-		want[u.id] = store.SecretRef{UserID: u.id, Ciphertext: p.Ciphertext, KeyVersion: u.version}
+		want[u.id] = store.SecretRef{UserID: u.id, Ciphertext: p.Ciphertext, KeyVersion: u.version, Binding: u.binding}
 	}
+	// A secret at the target key but under the bare binding still needs
+	// the rewrap (which rebinds it).
 	expect := func(target store.KeyRef, after string) []store.SecretRef {
 		var ids []string
 		for id, r := range want {
-			atTarget := strings.HasPrefix(r.Ciphertext, target.Backend+":") && r.KeyVersion >= target.Version
+			atTarget := strings.HasPrefix(r.Ciphertext, target.Backend+":") && r.KeyVersion >= target.Version && r.Binding == store.BindingUser
 			if id > after && !atTarget {
 				ids = append(ids, id)
 			}
@@ -1730,6 +1739,71 @@ func testSwapSecretAfterReenroll(t *testing.T, h Harness) {
 	}
 	if got := mustGet(t, s, "alice"); got.Ciphertext != second.Ciphertext {
 		t.Errorf("rewrap overwrote a newer enrollment: %q", got.Ciphertext)
+	}
+}
+
+// testBareBindings: rows written before namespaces (store.BindingBare)
+// are told apart, counted, listed for the rewrap even at the current key,
+// and leave the bare binding only through a swap or a new enrollment.
+func testBareBindings(t *testing.T, h Harness) {
+	s := h.Open(t)
+	old := pendingUser("old", 2, t0)
+	old.Binding = store.BindingBare
+	if err := s.StartEnrollment(ctxOf(t), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ConfirmEnrollment(ctxOf(t), "old", old.Ciphertext, 1, hashes("o", 1), t0); err != nil {
+		t.Fatal(err)
+	}
+	mustStart(t, s, "new", 2, t0)
+	if got := mustGet(t, s, "old"); got.Binding != store.BindingBare || got.BindTo() != "old" {
+		t.Errorf("old row: binding %v, bound to %q", got.Binding, got.BindTo())
+	}
+	if got := mustGet(t, s, "new"); got.Binding != store.BindingUser || got.BindTo() != "user:new" {
+		t.Errorf("new row: binding %v, bound to %q", got.Binding, got.BindTo())
+	}
+	bare := func() map[store.KeyRef]int {
+		t.Helper()
+		c, err := s.CountBareBindings(ctxOf(t))
+		if err != nil {
+			t.Fatalf("CountBareBindings: %v", err)
+		}
+		return c
+	}
+	if c := bare(); c[store.KeyRef{Backend: "vault", Version: 2}] != 1 || len(c) != 1 {
+		t.Errorf("CountBareBindings = %v, want one at vault v2", c)
+	}
+	target := store.KeyRef{Backend: "vault", Version: 2}
+	page, err := s.SecretsPage(ctxOf(t), "", target, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page) != 1 || page[0].UserID != "old" || page[0].Binding != store.BindingBare || page[0].BindTo() != "old" {
+		t.Fatalf("SecretsPage at the current key = %+v, want only the bare row", page)
+	}
+	if !swapOne(t, s, store.Swap{UserID: "old", Old: old.Ciphertext, New: "vault:v2:rebound", Version: 2, Binding: store.BindingUser}) {
+		t.Fatal("swap of the bare row did not apply")
+	}
+	got := mustGet(t, s, "old")
+	if got.Binding != store.BindingUser || got.Ciphertext != "vault:v2:rebound" || got.State != store.StateActive || got.RecoveryRemaining != 1 {
+		t.Errorf("after the rebinding swap: %+v", got)
+	}
+	if c := bare(); len(c) != 0 {
+		t.Errorf("CountBareBindings after the swap = %v, want none", c)
+	}
+	if page, err := s.SecretsPage(ctxOf(t), "", target, 10); err != nil || len(page) != 0 {
+		t.Errorf("SecretsPage after the swap = %+v, %v; want empty", page, err)
+	}
+	// A new pending enrollment over a bare pending row takes the
+	// binding it is written with.
+	p := pendingUser("pend", 1, t0)
+	p.Binding = store.BindingBare
+	if err := s.StartEnrollment(ctxOf(t), p); err != nil {
+		t.Fatal(err)
+	}
+	mustStart(t, s, "pend", 1, t0)
+	if got := mustGet(t, s, "pend"); got.Binding != store.BindingUser {
+		t.Errorf("re-enrolled pending row keeps binding %v", got.Binding)
 	}
 }
 

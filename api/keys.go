@@ -72,6 +72,9 @@ func (a *API) AdminStartRewrap(ctx context.Context, req gen.AdminStartRewrapRequ
 		if req.Body.RatePerSecond != nil {
 			opts.Rate = *req.Body.RatePerSecond
 		}
+		if req.Body.InFlight != nil {
+			opts.InFlight = *req.Body.InFlight
+		}
 	}
 	job, err := a.keys.Start(ctx, opts)
 	var running *rotation.RunningError

@@ -130,7 +130,17 @@ func (j Job) Remaining() int { return max(0, j.Total-j.Done-j.Failed) }
 type Options struct {
 	BatchSize int // secrets per Vault request; 1..1000, default 200
 	Rate      int // most secrets per second; 0: no limit
+	// InFlight is how many batches the keyring works on at once; 1..16,
+	// default 4. One in flight leaves the keyring idle while a page is
+	// read and while the previous one is answered.
+	InFlight int
 }
+
+// DefaultInFlight and MaxInFlight bound Options.InFlight.
+const (
+	DefaultInFlight = 4
+	MaxInFlight     = 16
+)
 
 func (o Options) withDefaults() (Options, error) {
 	if o.BatchSize == 0 {
@@ -141,6 +151,12 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.Rate < 0 {
 		return o, fmt.Errorf("rotation: rate %d must not be negative", o.Rate)
+	}
+	if o.InFlight == 0 {
+		o.InFlight = DefaultInFlight
+	}
+	if o.InFlight < 1 || o.InFlight > MaxInFlight {
+		return o, fmt.Errorf("rotation: in flight %d must be 1..%d", o.InFlight, MaxInFlight)
 	}
 	return o, nil
 }
@@ -407,10 +423,11 @@ func (m *Manager) Rewrap(ctx context.Context, opts Options, progress func(Job)) 
 }
 
 type run struct {
-	m      *Manager
-	job    Job
-	saved  Job // copy of job as last saved, readable under m.mu
-	target store.KeyRef
+	m        *Manager
+	job      Job
+	saved    Job // copy of job as last saved, readable under m.mu
+	target   store.KeyRef
+	inFlight int
 }
 
 // begin takes the lease and sets up the job: a fresh one, or the one an
@@ -484,7 +501,7 @@ func (m *Manager) claim(ctx context.Context, opts Options, r *run) (*run, error)
 	} else {
 		m.log.Info("starting rewrap", "job", job.ID, "target_backend", target.Backend, "target_version", target.Version, "total", job.Total)
 	}
-	r.job, r.target = job, target
+	r.job, r.target, r.inFlight = job, target, opts.InFlight
 	if err := r.save(ctx, false); err != nil {
 		return nil, err
 	}
@@ -587,23 +604,29 @@ type fetched struct {
 	err     error
 }
 
-// rows moves every stale row. Two stages overlap: a fetcher reads the next
-// page and has the keyring rewrap it while the previous page is swapped
-// into the store, so the store's writes (and fsyncs) hide behind the
-// keyring's work.
+// rows moves every stale row through three overlapping stages: a reader
+// fetches pages in id order, up to InFlight pages are rewrapped by the
+// keyring at once, and this goroutine swaps each page into the store in
+// page order (so the saved cursor only ever covers pages that are done).
+// The keyring is never idle waiting for the store's fsyncs, nor for the
+// next page to be read.
 func (r *run) rows(ctx context.Context, progress func(Job)) error {
 	m := r.m
 	ctx, cancel := context.WithCancel(ctx)
-	ch := make(chan fetched, 1)
-	go r.fetch(ctx, r.job.Cursor, ch)
+	order := make(chan chan fetched, r.inFlight)
+	var wg sync.WaitGroup
+	wg.Go(func() { r.fetch(ctx, r.job.Cursor, order) })
 	defer func() {
 		cancel()
-		for range ch { // let the fetcher finish before returning
+		for pending := range order { // let the reader and rewraps finish
+			<-pending
 		}
+		wg.Wait()
 	}()
 	lastSave := m.cfg.Now()
 	saveEvery := min(time.Second, m.cfg.Lease/3)
-	for f := range ch {
+	for pending := range order {
+		f := <-pending
 		if f.err != nil {
 			return f.err
 		}
@@ -632,21 +655,46 @@ func (r *run) rows(ctx context.Context, progress func(Job)) error {
 	return ctx.Err()
 }
 
-// fetch reads pages from cursor on and rewraps each, sending them to ch
-// in order; an empty page means the end. It paces itself to the job's rate.
-func (r *run) fetch(ctx context.Context, cursor string, ch chan<- fetched) {
-	defer close(ch)
+// fetch reads pages from cursor on and starts a rewrap of each, at most
+// r.inFlight at once; it sends each page's answer channel to order in
+// page order, so the swapper takes them in order whatever order the
+// rewraps finish in. An empty page means the end; an error ends the
+// stream after it. It paces itself to the job's rate.
+func (r *run) fetch(ctx context.Context, cursor string, order chan<- chan fetched) {
+	defer close(order)
 	m := r.m
 	start := m.cfg.Now()
 	handled := 0 // secrets fetched in this run, for the rate limit
+	slots := make(chan struct{}, r.inFlight)
+	var rewraps sync.WaitGroup
+	defer rewraps.Wait()
+	// send queues one answer; false when the job is over.
+	send := func(f fetched) bool {
+		done := make(chan fetched, 1)
+		done <- f
+		select {
+		case order <- done:
+			return f.err == nil && len(f.page) > 0
+		case <-ctx.Done():
+			return false
+		}
+	}
 	for {
+		// A slot first: it bounds the pages read ahead, not only the
+		// rewraps.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			send(fetched{err: ctx.Err()})
+			return
+		}
 		page, err := m.cfg.Store.SecretsPage(ctx, cursor, r.target, r.job.BatchSize)
 		if err != nil {
-			ch <- fetched{err: fmt.Errorf("rotation: list secrets: %w", err)}
+			send(fetched{err: fmt.Errorf("rotation: list secrets: %w", err)})
 			return
 		}
 		if len(page) == 0 {
-			ch <- fetched{}
+			send(fetched{})
 			return
 		}
 		if r.job.Rate > 0 {
@@ -655,26 +703,28 @@ func (r *run) fetch(ctx context.Context, cursor string, ch chan<- fetched) {
 			if wait := due.Sub(m.cfg.Now()); wait > 0 {
 				select {
 				case <-ctx.Done():
-					ch <- fetched{err: ctx.Err()}
+					send(fetched{err: ctx.Err()})
 					return
 				case <-time.After(wait):
 				}
 			}
 		}
-		var results []keyring.Result
-		err = retry(ctx, batchRetries, func() error {
-			var err error
-			results, err = r.rewrapPage(ctx, page)
-			return err
-		}, m.log)
+		done := make(chan fetched, 1)
 		select {
-		case ch <- fetched{page: page, results: results, err: err}:
+		case order <- done:
 		case <-ctx.Done():
 			return
 		}
-		if err != nil {
-			return
-		}
+		rewraps.Go(func() {
+			defer func() { <-slots }()
+			var results []keyring.Result
+			err := retry(ctx, batchRetries, func() error {
+				var err error
+				results, err = r.rewrapPage(ctx, page)
+				return err
+			}, m.log)
+			done <- fetched{page: page, results: results, err: err}
+		})
 		handled += len(page)
 		cursor = page[len(page)-1].UserID
 	}

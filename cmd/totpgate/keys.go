@@ -136,7 +136,7 @@ var encryptedSettings = []rotation.EncryptedSetting{{Key: mfa.PepperSetting, Bin
 const keysUsage = `Usage:
   totpgate keys status [flags]                     key versions and stored secrets per version
   totpgate keys rotate [flags]                     add a key version; new secrets use it at once
-  totpgate keys rewrap [--batch-size N] [--rate N] [--min-decryption-version] [flags]
+  totpgate keys rewrap [--batch-size N] [--rate N] [--in-flight N] [--min-decryption-version] [flags]
                                                    move every stored secret to the newest version
   totpgate keys min-decryption-version VERSION [flags]
                                                    retire older versions (refused while secrets use them)
@@ -162,6 +162,7 @@ func keysCommand(ctx context.Context, args []string, getenv func(string) string,
 		extra = func(fs *flag.FlagSet) {
 			fs.IntVar(&opts.BatchSize, "batch-size", 200, "secrets per keyring request (1..1000)")
 			fs.IntVar(&opts.Rate, "rate", 0, "most secrets per second; 0: no limit")
+			fs.IntVar(&opts.InFlight, "in-flight", rotation.DefaultInFlight, fmt.Sprintf("batches the keyring works on at once (1..%d)", rotation.MaxInFlight))
 			fs.DurationVar(&lease, "lease", 30*time.Second, "how long the job's lease lasts without a heartbeat; a killed job resumes after it")
 			fs.BoolVar(&raise, "min-decryption-version", false, "when every secret is on the newest version, retire the older ones")
 		}

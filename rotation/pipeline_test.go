@@ -1,0 +1,117 @@
+package rotation_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/rotation"
+	"github.com/totpgate/totpgate/store"
+)
+
+// unevenKeys is a real local keyring whose batch rewraps finish in a
+// shuffled order (a random delay each), and fail as unavailable while
+// broken names a user in the batch. It counts the batches in flight.
+type unevenKeys struct {
+	keyring.Keyring
+	mu               sync.Mutex
+	broken           string
+	inFlight, peak   int
+	finishedOutOfSeq bool
+	lastFirst        string
+}
+
+func (k *unevenKeys) Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Result, error) {
+	k.mu.Lock()
+	k.inFlight++
+	k.peak = max(k.peak, k.inFlight)
+	broken := k.broken != "" && slices.ContainsFunc(items, func(it keyring.Item) bool { return it.BindTo == store.BindingUser.BindTo(k.broken) })
+	k.mu.Unlock()
+	defer func() {
+		k.mu.Lock()
+		k.inFlight--
+		if items[0].BindTo < k.lastFirst {
+			k.finishedOutOfSeq = true
+		}
+		k.lastFirst = items[0].BindTo
+		k.mu.Unlock()
+	}()
+	time.Sleep(time.Duration(rand.IntN(4000)) * time.Microsecond)
+	if broken {
+		return nil, fmt.Errorf("test: %w", keyring.ErrUnavailable)
+	}
+	return k.Keyring.Rewrap(ctx, items)
+}
+
+func (k *unevenKeys) heal() { k.mu.Lock(); k.broken = ""; k.mu.Unlock() }
+
+// TestRewrapPipelineKeepsOrderAndLosesNothing: with several batches in
+// flight finishing in any order, every secret is moved, at most InFlight
+// batches run at once, and a batch that keeps failing stops the job with
+// its saved cursor before that batch, so the resumed job moves the rest.
+func TestRewrapPipelineKeepsOrderAndLosesNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	t.Run("uneven", func(t *testing.T) {
+		t.Parallel()
+		keys := &unevenKeys{Keyring: localKeys(t)}
+		e := newEnv(t, keys)
+		e.seed(t, 600)
+		m := newManager(t, e, nil, 0)
+		if _, err := m.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		job, err := m.Rewrap(ctx, rotation.Options{BatchSize: 10, InFlight: 6}, nil)
+		if err != nil || job.State != rotation.StateSucceeded || job.Done != 601 {
+			t.Fatalf("Rewrap = %+v, %v", job, err)
+		}
+		e.verify(t, "local", 2)
+		if keys.peak < 2 || keys.peak > 6 {
+			t.Fatalf("peak batches in flight = %d, want 2..6", keys.peak)
+		}
+		if !keys.finishedOutOfSeq {
+			t.Fatal("every batch finished in page order; the test proves nothing about ordering")
+		}
+	})
+	t.Run("a failing batch", func(t *testing.T) {
+		t.Parallel()
+		keys := &unevenKeys{Keyring: localKeys(t), broken: "user-00150"}
+		e := newEnv(t, keys)
+		e.seed(t, 300)
+		m := newManager(t, e, nil, 0)
+		if _, err := m.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		job, err := m.Rewrap(ctx, rotation.Options{BatchSize: 10, InFlight: 4}, nil)
+		if err == nil || job.State != rotation.StateFailed {
+			t.Fatalf("Rewrap with a broken batch = %+v, %v", job, err)
+		}
+		if job.Cursor >= "user-00150" {
+			t.Fatalf("saved cursor %q passes the batch that failed", job.Cursor)
+		}
+		for i := range 300 {
+			user := fmt.Sprintf("user-%05d", i)
+			if user > job.Cursor {
+				break
+			}
+			if u, err := e.st.GetUser(ctx, user); err != nil || u.KeyVersion != 2 {
+				t.Fatalf("%s is before the cursor %q but on v%d (%v)", user, job.Cursor, u.KeyVersion, err)
+			}
+		}
+		// A failed job is not resumed: the next one counts what is left,
+		// which is at least the broken batch, everything after it and the
+		// recovery key (batches rewrapped after the broken one were never
+		// stored).
+		keys.heal()
+		job, err = m.Rewrap(ctx, rotation.Options{BatchSize: 10, InFlight: 4}, nil)
+		if err != nil || job.State != rotation.StateSucceeded || job.Total < 151 || job.Done != job.Total || job.Failed != 0 {
+			t.Fatalf("next Rewrap = %+v, %v", job, err)
+		}
+		e.verify(t, "local", 2)
+	})
+}

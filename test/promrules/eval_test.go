@@ -47,6 +47,7 @@ type outcome struct {
 	active     bool          // pending or firing at some step
 	fired      bool          // firing at some step
 	firedAfter time.Duration // since the scenario's start, first firing
+	summary    string        // the description of the first alert that fired
 }
 
 // loadCommand writes the scrapes as a promqltest "load" command (the
@@ -152,7 +153,7 @@ func evaluate(t *testing.T, sc scenario, groups *rulefmt.RuleGroups) (map[string
 				if a.State != rules.StateFiring || o.fired {
 					continue
 				}
-				o.fired, o.firedAfter = true, ts.Sub(start)
+				o.fired, o.firedAfter, o.summary = true, ts.Sub(start), a.Annotations.Get("description")
 				errs = append(errs, checkExpanded(r, a)...)
 			}
 			out[r.Name()] = o

@@ -145,7 +145,7 @@ func TestAlertsFireOnScenarios(t *testing.T) {
 			}
 			for _, name := range slices.Sorted(maps.Keys(out)) {
 				if o := out[name]; o.fired {
-					t.Logf("%s fired %s after the start", name, o.firedAfter)
+					t.Logf("%s fired %s after the start: %s", name, o.firedAfter, o.summary)
 				}
 			}
 		})

@@ -30,9 +30,12 @@ run: ## Run the sidecar with embedded defaults in front of http://127.0.0.1:3000
 test-deps: ## Install the outside tools the tests use (Debian packages: oathtool, zbar-tools, chromium), if missing.
 	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null && command -v chromium >/dev/null || { echo "installing oathtool, zbar-tools and chromium (TOTP, QR and browser tests)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools chromium >/dev/null; }
 
+# test/promrules is a module of its own (Prometheus's dependencies stay out
+# of go.mod), so ./... does not reach it: test runs it after the rest.
 .PHONY: test
-test: test-deps app-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL, helm and the Express and Django upstream apps.
+test: test-deps app-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL, helm and the Express and Django upstream apps, then the alert rules against Prometheus (test/promrules).
 	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 ./...
+	cd test/promrules && go test -race -shuffle=on -count=1 ./...
 
 $(HELM):
 	@echo "installing helm v3.19.0 into .tools/bin (first build takes minutes, then cached)"

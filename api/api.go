@@ -1,7 +1,12 @@
 // Package api implements the sidecar's own HTTP API: the strict server
-// generated from openapi.yaml (gen.StrictServerInterface). Expected outcomes
-// are typed responses declared in the spec; a returned error means something
-// unexpected and becomes a problem+json answer that says nothing internal.
+// generated from openapi.yaml (gen.StrictServerInterface). Expected outcomes,
+// refusals included, are the typed responses the spec declares for each
+// operation (refusal.go classifies the service's errors once), so the
+// compiler checks that an operation answers only what its part of the spec
+// lists. Only the refusals made before any operation runs (the caller is not
+// logged in) go through the error handler; any other returned error means
+// something unexpected and becomes a 500 problem+json that says nothing
+// internal.
 package api
 
 import (
@@ -123,7 +128,7 @@ func (a *API) Handler() http.Handler {
 		},
 		ResponseErrorHandlerFunc: a.responseError,
 	})
-	return gen.HandlerWithOptions(strict, gen.StdHTTPServerOptions{
+	return noStore(gen.HandlerWithOptions(strict, gen.StdHTTPServerOptions{
 		ErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			var detail string
 			var pe *gen.InvalidParamFormatError
@@ -133,26 +138,24 @@ func (a *API) Handler() http.Handler {
 			p := problem.New(http.StatusBadRequest, gen.ProblemCodeValidationFailed, "The request does not match the API description. "+detail)
 			problem.Write(w, r, p)
 		},
+	}))
+}
+
+// noStore marks every answer of the API uncacheable and not to be
+// sniffed, as problem.Write does for the sidecar's other answers: the
+// generated typed responses set only what the spec declares per answer.
+func noStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
 	})
 }
 
 func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
 	var o *outcome
 	if errors.As(err, &o) {
-		if o.cause != nil {
-			a.log.LogAttrs(r.Context(), slog.LevelError, "api: dependency failed",
-				slog.String("request_id", problem.RequestID(r)), slog.String("path", r.URL.Path), slog.String("error", o.cause.Error()))
-		}
-		if o.wwwAuth != "" {
-			w.Header().Set("WWW-Authenticate", o.wwwAuth)
-		}
-		if o.retryAfter > 0 {
-			w.Header().Set("Retry-After", problem.RetryAfter(o.retryAfter))
-		}
-		if o.ext != nil {
-			problem.WriteExtended(w, r, problem.New(o.status, o.code, o.detail), o.ext)
-			return
-		}
 		problem.Write(w, r, problem.New(o.status, o.code, o.detail))
 		return
 	}
@@ -169,22 +172,28 @@ func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
 
 var _ gen.StrictServerInterface = (*API)(nil)
 
-// meta is what an audit event needs to know of the request.
-type meta struct{ clientIP, requestID, operation string }
+// meta is what an audit event and a problem body need to know of the
+// request.
+type meta struct{ clientIP, requestID, operation, path string }
 
 type metaKey struct{}
+
+func metaOf(ctx context.Context) meta {
+	m, _ := ctx.Value(metaKey{}).(meta)
+	return m
+}
 
 // requestMeta is listed last, so it wraps outermost and identifyCaller
 // and the handlers see it.
 func (a *API) requestMeta(f gen.StrictHandlerFunc, operationID string) gen.StrictHandlerFunc {
 	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
-		m := meta{clientIP: a.clientIP(r), requestID: problem.RequestID(r), operation: operationID}
+		m := meta{clientIP: a.clientIP(r), requestID: problem.RequestID(r), operation: operationID, path: r.URL.EscapedPath()}
 		return f(context.WithValue(ctx, metaKey{}, m), w, r, req)
 	}
 }
 
 // record writes one audit event for the request in ctx.
 func (a *API) record(ctx context.Context, name, user, outcome string) {
-	m, _ := ctx.Value(metaKey{}).(meta)
+	m := metaOf(ctx)
 	a.audit.Record(ctx, audit.Event{Name: name, UserID: user, ClientIP: m.clientIP, Route: m.operation, Outcome: outcome, RequestID: m.requestID})
 }

@@ -40,7 +40,8 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 	}
 	answer, method, user, err := a.challenges.CompleteChallenge(ctx, req.Body.ChallengeId, code, a.challengeCfg)
 	if errors.Is(err, mfa.ErrCodeRequired) {
-		return nil, &outcome{status: http.StatusBadRequest, code: gen.ProblemCodeValidationFailed, detail: "code is required for this challenge."}
+		return gen.CompleteChallenge400ApplicationProblemPlusJSONResponse{BadRequestApplicationProblemPlusJSONResponse: gen.BadRequestApplicationProblemPlusJSONResponse(
+			problemAt(ctx, http.StatusBadRequest, gen.ProblemCodeValidationFailed, "code is required for this challenge."))}, nil
 	}
 	if err != nil {
 		a.recordFailure(ctx, audit.LoginFailed, user, err)
@@ -50,17 +51,22 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 			a.record(ctx, audit.RecoveryCodeUsed, user, "challenge")
 		}
 	}
-	if errors.Is(err, mfa.ErrChallengeNotFound) {
-		return nil, &outcome{status: http.StatusNotFound, code: gen.ProblemCodeChallengeNotFound, detail: "This login challenge is unknown, expired or already used. Log in again."}
+	if err == nil {
+		return heldAnswer{answer: answer, release: a.release}, nil
 	}
 	var ce *mfa.CodeError
 	if errors.As(err, &ce) && !ce.Locked {
-		return nil, challengeCodeInvalid(req.Body.ChallengeId, ce.Remaining)
+		return gen.CompleteChallenge401ApplicationProblemPlusJSONResponse{MfaInvalidApplicationProblemPlusJSONResponse: challengeCodeInvalid(ctx, req.Body.ChallengeId, ce.Remaining)}, nil
 	}
-	if err != nil {
-		return nil, mfaOutcome(err)
+	switch rf := a.refuse(ctx, err); rf.kind {
+	case refusedChallengeNotFound:
+		return gen.CompleteChallenge404ApplicationProblemPlusJSONResponse{ChallengeNotFoundApplicationProblemPlusJSONResponse: gen.ChallengeNotFoundApplicationProblemPlusJSONResponse(rf.problem)}, nil
+	case refusedLocked:
+		return gen.CompleteChallenge429ApplicationProblemPlusJSONResponse{MfaLockedApplicationProblemPlusJSONResponse: challengeLocked(rf)}, nil
+	case refusedUnavailable:
+		return gen.CompleteChallenge503ApplicationProblemPlusJSONResponse{MfaUnavailableApplicationProblemPlusJSONResponse: challengeUnavailable(rf)}, nil
 	}
-	return heldAnswer{answer: answer, release: a.release}, nil
+	return nil, err
 }
 
 // StartChallengeEnrollment lets a user who must have MFA set it up inside
@@ -68,7 +74,17 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 func (a *API) StartChallengeEnrollment(ctx context.Context, req gen.StartChallengeEnrollmentRequestObject) (gen.StartChallengeEnrollmentResponseObject, error) {
 	en, user, err := a.challenges.StartChallengeEnrollment(ctx, req.Body.ChallengeId)
 	if err != nil {
-		return nil, challengeOutcome(err)
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedChallengeNotFound:
+			return gen.StartChallengeEnrollment404ApplicationProblemPlusJSONResponse{ChallengeNotFoundApplicationProblemPlusJSONResponse: gen.ChallengeNotFoundApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedAlreadyEnrolled:
+			return gen.StartChallengeEnrollment409ApplicationProblemPlusJSONResponse{AlreadyEnrolledApplicationProblemPlusJSONResponse: gen.AlreadyEnrolledApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedLocked:
+			return gen.StartChallengeEnrollment429ApplicationProblemPlusJSONResponse{MfaLockedApplicationProblemPlusJSONResponse: challengeLocked(rf)}, nil
+		case refusedUnavailable:
+			return gen.StartChallengeEnrollment503ApplicationProblemPlusJSONResponse{MfaUnavailableApplicationProblemPlusJSONResponse: challengeUnavailable(rf)}, nil
+		}
+		return nil, err
 	}
 	a.record(ctx, audit.EnrollStarted, user, "in_login")
 	return gen.StartChallengeEnrollment201JSONResponse{EnrollmentStartedJSONResponse: enrollmentStarted(en)}, nil
@@ -82,33 +98,44 @@ func (a *API) ConfirmChallengeEnrollment(ctx context.Context, req gen.ConfirmCha
 		a.recordFailure(ctx, audit.EnrollFailed, user, err)
 		var ce *mfa.CodeError
 		if errors.As(err, &ce) && !ce.Locked {
-			return nil, challengeCodeInvalid(req.Body.ChallengeId, -1)
+			return gen.ConfirmChallengeEnrollment401ApplicationProblemPlusJSONResponse{MfaInvalidApplicationProblemPlusJSONResponse: challengeCodeInvalid(ctx, req.Body.ChallengeId, -1)}, nil
 		}
-		return nil, challengeOutcome(err)
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedChallengeNotFound:
+			return gen.ConfirmChallengeEnrollment404ApplicationProblemPlusJSONResponse{ChallengeNotFoundApplicationProblemPlusJSONResponse: gen.ChallengeNotFoundApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedNotPending:
+			return gen.ConfirmChallengeEnrollment409ApplicationProblemPlusJSONResponse{NotPendingApplicationProblemPlusJSONResponse: gen.NotPendingApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedLocked:
+			return gen.ConfirmChallengeEnrollment429ApplicationProblemPlusJSONResponse{MfaLockedApplicationProblemPlusJSONResponse: challengeLocked(rf)}, nil
+		case refusedUnavailable:
+			return gen.ConfirmChallengeEnrollment503ApplicationProblemPlusJSONResponse{MfaUnavailableApplicationProblemPlusJSONResponse: challengeUnavailable(rf)}, nil
+		}
+		return nil, err
 	}
 	a.record(ctx, audit.EnrollConfirmed, user, "in_login")
 	return gen.ConfirmChallengeEnrollment200JSONResponse{RecoveryCodesIssuedJSONResponse: recoveryCodes(codes)}, nil
 }
 
-func challengeOutcome(err error) error {
-	switch {
-	case errors.Is(err, mfa.ErrChallengeNotFound), errors.Is(err, mfa.ErrNotEnrollChallenge):
-		return &outcome{status: http.StatusNotFound, code: gen.ProblemCodeChallengeNotFound, detail: "This login challenge is unknown, expired or already used. Log in again."}
-	}
-	return mfaOutcome(err)
-}
-
-// challengeCodeInvalid is the 401 for a wrong code on a live challenge; the
-// challenge stays usable, so WWW-Authenticate names it again.
 // challengeCodeInvalid is the wrong-code answer of a challenge, with what
 // the spec's MfaInvalid declares: the challenge id and the attempts left
-// (0: the challenge is gone, log in again; -1: not known, left out).
-func challengeCodeInvalid(token string, remaining int) error {
-	ext := map[string]any{"challenge_id": token}
+// (0: the challenge is gone, log in again; -1: not known, left out). The
+// challenge stays usable, so WWW-Authenticate names it again.
+func challengeCodeInvalid(ctx context.Context, token string, remaining int) gen.MfaInvalidApplicationProblemPlusJSONResponse {
+	body := loginProblem(problemAt(ctx, http.StatusUnauthorized, gen.ProblemCodeMfaInvalid, "The code is not valid. Check the time on your device and try again."))
+	id := gen.ChallengeId(token)
+	body.ChallengeId = &id
 	if remaining >= 0 {
-		ext["attempts_remaining"] = remaining
+		body.AttemptsRemaining = &remaining
 	}
-	return &outcome{status: http.StatusUnauthorized, code: gen.ProblemCodeMfaInvalid,
-		detail:  "The code is not valid. Check the time on your device and try again.",
-		wwwAuth: `TOTP realm="totpgate", challenge="` + token + `"`, ext: ext}
+	return gen.MfaInvalidApplicationProblemPlusJSONResponse{Body: body, Headers: gen.MfaInvalidResponseHeaders{
+		CacheControl: "no-store", WWWAuthenticate: `TOTP realm="totpgate", challenge="` + token + `"`,
+	}}
+}
+
+func challengeLocked(rf refusal) gen.MfaLockedApplicationProblemPlusJSONResponse {
+	return gen.MfaLockedApplicationProblemPlusJSONResponse{Body: loginProblem(rf.problem), Headers: gen.MfaLockedResponseHeaders{CacheControl: "no-store", RetryAfter: rf.retryAfter}}
+}
+
+func challengeUnavailable(rf refusal) gen.MfaUnavailableApplicationProblemPlusJSONResponse {
+	return gen.MfaUnavailableApplicationProblemPlusJSONResponse{Body: loginProblem(rf.problem), Headers: gen.MfaUnavailableResponseHeaders{CacheControl: "no-store", RetryAfter: &rf.retryAfter}}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/gen"
@@ -24,15 +23,15 @@ type Keys interface {
 
 const rewrapPath = "/admin/keys/rewrap"
 
-func keysUnavailable(err error) error {
-	return &outcome{status: http.StatusServiceUnavailable, code: gen.ProblemCodeMfaUnavailable,
-		detail: "The key backend or the store is not answering. Nothing was changed; try again shortly.", retryAfter: 5 * time.Second, cause: err}
+// keysUnavailable is the 503 of every key operation.
+func (a *API) keysUnavailable(ctx context.Context, err error) gen.UnavailableApplicationProblemPlusJSONResponse {
+	return unavailableResponse(a.unavailable(ctx, err, "The key backend or the store is not answering. Nothing was changed; try again shortly."))
 }
 
 func (a *API) AdminKeyStatus(ctx context.Context, _ gen.AdminKeyStatusRequestObject) (gen.AdminKeyStatusResponseObject, error) {
 	st, err := a.keys.Status(ctx)
 	if err != nil {
-		return nil, keysUnavailable(err)
+		return gen.AdminKeyStatus503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: a.keysUnavailable(ctx, err)}, nil
 	}
 	return gen.AdminKeyStatus200JSONResponse{KeyStatusJSONResponse: gen.KeyStatusJSONResponse(keyStatus(st))}, nil
 }
@@ -40,7 +39,7 @@ func (a *API) AdminKeyStatus(ctx context.Context, _ gen.AdminKeyStatusRequestObj
 func (a *API) AdminRotateKey(ctx context.Context, _ gen.AdminRotateKeyRequestObject) (gen.AdminRotateKeyResponseObject, error) {
 	st, err := a.keys.Rotate(ctx)
 	if err != nil {
-		return nil, keysUnavailable(err)
+		return gen.AdminRotateKey503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: a.keysUnavailable(ctx, err)}, nil
 	}
 	a.record(ctx, audit.KeyRotated, "", fmt.Sprintf("%s v%d", st.Keys.Backend, st.Keys.LatestVersion))
 	return gen.AdminRotateKey200JSONResponse{KeyStatusJSONResponse: gen.KeyStatusJSONResponse(keyStatus(st))}, nil
@@ -51,13 +50,14 @@ func (a *API) AdminSetMinDecryptionVersion(ctx context.Context, req gen.AdminSet
 	var old *rotation.OldVersionsError
 	switch {
 	case errors.As(err, &old):
-		return nil, &outcome{status: http.StatusConflict, code: gen.ProblemCodeOldVersionsRemain,
-			detail: fmt.Sprintf("%d stored secrets use key versions below %d; run a rewrap first.", old.Remaining, old.Version)}
+		return gen.AdminSetMinDecryptionVersion409ApplicationProblemPlusJSONResponse(problemAt(ctx, http.StatusConflict, gen.ProblemCodeOldVersionsRemain,
+			fmt.Sprintf("%d stored secrets use key versions below %d; run a rewrap first.", old.Remaining, old.Version))), nil
 	case errors.Is(err, keyring.ErrInvalidMinVersion):
-		return nil, &outcome{status: http.StatusBadRequest, code: gen.ProblemCodeValidationFailed,
-			detail: fmt.Sprintf("version %d must be between the current minimum and the latest version.", req.Body.Version)}
+		return gen.AdminSetMinDecryptionVersion400ApplicationProblemPlusJSONResponse{BadRequestApplicationProblemPlusJSONResponse: gen.BadRequestApplicationProblemPlusJSONResponse(
+			problemAt(ctx, http.StatusBadRequest, gen.ProblemCodeValidationFailed,
+				fmt.Sprintf("version %d must be between the current minimum and the latest version.", req.Body.Version)))}, nil
 	case err != nil:
-		return nil, keysUnavailable(err)
+		return gen.AdminSetMinDecryptionVersion503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: a.keysUnavailable(ctx, err)}, nil
 	}
 	a.record(ctx, audit.KeyMinVersionRaised, "", fmt.Sprint(st.Keys.MinDecryptionVersion))
 	return gen.AdminSetMinDecryptionVersion200JSONResponse{KeyStatusJSONResponse: gen.KeyStatusJSONResponse(keyStatus(st))}, nil
@@ -80,10 +80,13 @@ func (a *API) AdminStartRewrap(ctx context.Context, req gen.AdminStartRewrapRequ
 	var running *rotation.RunningError
 	switch {
 	case errors.As(err, &running):
-		return nil, &outcome{status: http.StatusConflict, code: gen.ProblemCodeRewrapRunning,
-			detail: fmt.Sprintf("Rewrap job %s is running; wait for it to finish.", running.Job.ID)}
+		return gen.AdminStartRewrap409ApplicationProblemPlusJSONResponse(problemAt(ctx, http.StatusConflict, gen.ProblemCodeRewrapRunning,
+			fmt.Sprintf("Rewrap job %s is running; wait for it to finish.", running.Job.ID))), nil
+	case errors.Is(err, rotation.ErrInvalidOptions):
+		return gen.AdminStartRewrap400ApplicationProblemPlusJSONResponse{BadRequestApplicationProblemPlusJSONResponse: gen.BadRequestApplicationProblemPlusJSONResponse(
+			problemAt(ctx, http.StatusBadRequest, gen.ProblemCodeValidationFailed, err.Error()))}, nil
 	case err != nil:
-		return nil, keysUnavailable(err)
+		return gen.AdminStartRewrap503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: a.keysUnavailable(ctx, err)}, nil
 	}
 	a.record(ctx, audit.RewrapStarted, "", job.ID)
 	return gen.AdminStartRewrap202JSONResponse{Body: rewrapJob(job), Headers: gen.AdminStartRewrap202ResponseHeaders{Location: rewrapPath}}, nil
@@ -93,9 +96,9 @@ func (a *API) AdminGetRewrap(ctx context.Context, _ gen.AdminGetRewrapRequestObj
 	job, err := a.keys.LatestJob(ctx)
 	switch {
 	case errors.Is(err, rotation.ErrNoJob):
-		return nil, &outcome{status: http.StatusNotFound, code: gen.ProblemCodeRewrapNotFound, detail: "No rewrap has been started yet."}
+		return gen.AdminGetRewrap404ApplicationProblemPlusJSONResponse(problemAt(ctx, http.StatusNotFound, gen.ProblemCodeRewrapNotFound, "No rewrap has been started yet.")), nil
 	case err != nil:
-		return nil, keysUnavailable(err)
+		return gen.AdminGetRewrap503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: a.keysUnavailable(ctx, err)}, nil
 	}
 	return gen.AdminGetRewrap200JSONResponse(rewrapJob(job)), nil
 }

@@ -15,17 +15,14 @@ import (
 	"github.com/totpgate/totpgate/totp"
 )
 
-// outcome is an expected refusal (wrong code, locked, not enrolled...) with
-// the status and code openapi.yaml declares for it; the response error
-// handler renders it as problem+json.
+// outcome is a refusal made before any operation runs (the caller is not
+// logged in, or the app cannot say who it is), the same for every user
+// operation; the response error handler renders it as problem+json.
+// Refusals of an operation itself are its typed responses (refusal.go).
 type outcome struct {
-	status     int
-	code       gen.ProblemCode
-	detail     string
-	retryAfter time.Duration
-	cause      error // logged, never answered
-	wwwAuth    string
-	ext        map[string]any // problem extension members the spec declares
+	status int
+	code   gen.ProblemCode
+	detail string
 }
 
 func (o *outcome) Error() string { return string(o.code) }
@@ -63,30 +60,13 @@ func caller(ctx context.Context) identity.Identity {
 	return id
 }
 
-// mfaOutcome maps the service's errors to the spec's answers.
-func mfaOutcome(err error) error {
-	var ce *mfa.CodeError
-	switch {
-	case errors.As(err, &ce) && ce.Locked:
-		return &outcome{status: http.StatusTooManyRequests, code: gen.ProblemCodeMfaLocked, detail: "Too many failed attempts. Try again later.", retryAfter: time.Until(ce.LockedUntil)}
-	case errors.Is(err, mfa.ErrInvalidCode):
-		return &outcome{status: http.StatusForbidden, code: gen.ProblemCodeMfaInvalid, detail: "The code is not valid. Check the time on your device and try again."}
-	case errors.Is(err, mfa.ErrNotEnrolled):
-		return &outcome{status: http.StatusConflict, code: gen.ProblemCodeNotEnrolled, detail: "Two-factor authentication is not on for this account."}
-	case errors.Is(err, mfa.ErrAlreadyEnrolled):
-		return &outcome{status: http.StatusConflict, code: gen.ProblemCodeAlreadyEnrolled, detail: "Two-factor authentication is already on. Disable it first to enroll again."}
-	case errors.Is(err, mfa.ErrNotPending):
-		return &outcome{status: http.StatusConflict, code: gen.ProblemCodeNotPending, detail: "There is no enrollment waiting for confirmation. Start again."}
-	case errors.Is(err, mfa.ErrUnavailable):
-		return &outcome{status: http.StatusServiceUnavailable, code: gen.ProblemCodeMfaUnavailable, detail: "Two-factor authentication is temporarily unavailable. Try again shortly.", retryAfter: 5 * time.Second, cause: err}
-	}
-	return err
-}
-
 func (a *API) GetStatus(ctx context.Context, _ gen.GetStatusRequestObject) (gen.GetStatusResponseObject, error) {
 	u, err := a.mfa.Status(ctx, caller(ctx).UserID)
 	if err != nil {
-		return nil, mfaOutcome(err)
+		if rf := a.refuse(ctx, err); rf.kind == refusedUnavailable {
+			return gen.GetStatus503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	s := gen.GetStatus200JSONResponse{
 		UserId:                 u.ID,
@@ -109,7 +89,13 @@ func (a *API) StartEnrollment(ctx context.Context, _ gen.StartEnrollmentRequestO
 	who := caller(ctx)
 	en, err := a.mfa.StartEnrollment(ctx, who.UserID, who.Account)
 	if err != nil {
-		return nil, mfaOutcome(err)
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedAlreadyEnrolled:
+			return gen.StartEnrollment409ApplicationProblemPlusJSONResponse{AlreadyEnrolledApplicationProblemPlusJSONResponse: gen.AlreadyEnrolledApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedUnavailable:
+			return gen.StartEnrollment503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	a.record(ctx, audit.EnrollStarted, who.UserID, "ok")
 	return gen.StartEnrollment201JSONResponse{EnrollmentStartedJSONResponse: enrollmentStarted(en)}, nil
@@ -131,7 +117,17 @@ func (a *API) ConfirmEnrollment(ctx context.Context, req gen.ConfirmEnrollmentRe
 	codes, err := a.mfa.ConfirmEnrollment(ctx, user, req.Body.Code)
 	if err != nil {
 		a.recordFailure(ctx, audit.EnrollFailed, user, err)
-		return nil, mfaOutcome(err)
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedInvalidCode:
+			return gen.ConfirmEnrollment403ApplicationProblemPlusJSONResponse{InvalidCodeApplicationProblemPlusJSONResponse: gen.InvalidCodeApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedNotPending:
+			return gen.ConfirmEnrollment409ApplicationProblemPlusJSONResponse{NotPendingApplicationProblemPlusJSONResponse: gen.NotPendingApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedLocked:
+			return gen.ConfirmEnrollment429ApplicationProblemPlusJSONResponse{RateLimitedApplicationProblemPlusJSONResponse: lockedResponse(rf)}, nil
+		case refusedUnavailable:
+			return gen.ConfirmEnrollment503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	a.record(ctx, audit.EnrollConfirmed, user, "ok")
 	return gen.ConfirmEnrollment200JSONResponse{RecoveryCodesIssuedJSONResponse: recoveryCodes(codes)}, nil
@@ -141,7 +137,17 @@ func (a *API) DisableMfa(ctx context.Context, req gen.DisableMfaRequestObject) (
 	user := caller(ctx).UserID
 	if err := a.mfa.Disable(ctx, user, req.Body.Code); err != nil {
 		a.recordFailure(ctx, audit.Disabled, user, err)
-		return nil, mfaOutcome(err)
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedInvalidCode:
+			return gen.DisableMfa403ApplicationProblemPlusJSONResponse{InvalidCodeApplicationProblemPlusJSONResponse: gen.InvalidCodeApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedNotEnrolled:
+			return gen.DisableMfa409ApplicationProblemPlusJSONResponse{NotEnrolledApplicationProblemPlusJSONResponse: gen.NotEnrolledApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedLocked:
+			return gen.DisableMfa429ApplicationProblemPlusJSONResponse{RateLimitedApplicationProblemPlusJSONResponse: lockedResponse(rf)}, nil
+		case refusedUnavailable:
+			return gen.DisableMfa503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	a.record(ctx, audit.Disabled, user, "ok")
 	return gen.DisableMfa204Response{}, nil
@@ -152,7 +158,17 @@ func (a *API) RegenerateRecoveryCodes(ctx context.Context, req gen.RegenerateRec
 	codes, err := a.mfa.RegenerateRecoveryCodes(ctx, user, req.Body.Code)
 	if err != nil {
 		a.recordFailure(ctx, audit.RecoveryRegenerated, user, err)
-		return nil, mfaOutcome(err)
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedInvalidCode:
+			return gen.RegenerateRecoveryCodes403ApplicationProblemPlusJSONResponse{InvalidCodeApplicationProblemPlusJSONResponse: gen.InvalidCodeApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedNotEnrolled:
+			return gen.RegenerateRecoveryCodes409ApplicationProblemPlusJSONResponse{NotEnrolledApplicationProblemPlusJSONResponse: gen.NotEnrolledApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedLocked:
+			return gen.RegenerateRecoveryCodes429ApplicationProblemPlusJSONResponse{RateLimitedApplicationProblemPlusJSONResponse: lockedResponse(rf)}, nil
+		case refusedUnavailable:
+			return gen.RegenerateRecoveryCodes503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	a.record(ctx, audit.RecoveryRegenerated, user, "ok")
 	return gen.RegenerateRecoveryCodes200JSONResponse{RecoveryCodesIssuedJSONResponse: recoveryCodes(codes)}, nil
@@ -179,10 +195,13 @@ func timePtr(t time.Time) *time.Time {
 func (a *API) AdminGetUser(ctx context.Context, req gen.AdminGetUserRequestObject) (gen.AdminGetUserResponseObject, error) {
 	u, err := a.mfa.Status(ctx, req.UserId)
 	if err != nil {
-		return nil, mfaOutcome(err)
+		if rf := a.refuse(ctx, err); rf.kind == refusedUnavailable {
+			return gen.AdminGetUser503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	if u.State == store.StateNone {
-		return nil, userNotFound()
+		return gen.AdminGetUser404ApplicationProblemPlusJSONResponse{UserNotFoundApplicationProblemPlusJSONResponse: userNotFound(ctx)}, nil
 	}
 	return gen.AdminGetUser200JSONResponse{
 		UserId: u.ID, State: gen.MfaState(u.State), KeyVersion: u.KeyVersion, Failures: u.Failures,
@@ -192,10 +211,14 @@ func (a *API) AdminGetUser(ctx context.Context, req gen.AdminGetUserRequestObjec
 }
 
 func (a *API) AdminResetUser(ctx context.Context, req gen.AdminResetUserRequestObject) (gen.AdminResetUserResponseObject, error) {
-	if err := a.mfa.Reset(ctx, req.UserId); errors.Is(err, mfa.ErrNotEnrolled) {
-		return nil, userNotFound()
-	} else if err != nil {
-		return nil, mfaOutcome(err)
+	if err := a.mfa.Reset(ctx, req.UserId); err != nil {
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedNotEnrolled:
+			return gen.AdminResetUser404ApplicationProblemPlusJSONResponse{UserNotFoundApplicationProblemPlusJSONResponse: userNotFound(ctx)}, nil
+		case refusedUnavailable:
+			return gen.AdminResetUser503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	a.record(ctx, audit.AdminReset, req.UserId, "ok")
 	// Logins held for this user can no longer be released (there is no
@@ -207,16 +230,19 @@ func (a *API) AdminResetUser(ctx context.Context, req gen.AdminResetUserRequestO
 }
 
 func (a *API) AdminUnlockUser(ctx context.Context, req gen.AdminUnlockUserRequestObject) (gen.AdminUnlockUserResponseObject, error) {
-	if err := a.mfa.Unlock(ctx, req.UserId); errors.Is(err, mfa.ErrNotEnrolled) {
-		return nil, userNotFound()
-	} else if err != nil {
-		return nil, mfaOutcome(err)
+	if err := a.mfa.Unlock(ctx, req.UserId); err != nil {
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedNotEnrolled:
+			return gen.AdminUnlockUser404ApplicationProblemPlusJSONResponse{UserNotFoundApplicationProblemPlusJSONResponse: userNotFound(ctx)}, nil
+		case refusedUnavailable:
+			return gen.AdminUnlockUser503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	a.record(ctx, audit.AdminUnlock, req.UserId, "ok")
 	return gen.AdminUnlockUser204Response{}, nil
 }
 
-// outcomeName names a refusal for the audit log, bounded and code-free.
 // recordFailure records a refused operation and, when that refusal locked
 // the user, the start of the lockout.
 func (a *API) recordFailure(ctx context.Context, name, user string, err error) {
@@ -227,6 +253,7 @@ func (a *API) recordFailure(ctx context.Context, name, user string, err error) {
 	}
 }
 
+// outcomeName names a refusal for the audit log, bounded and code-free.
 func outcomeName(err error) string {
 	var ce *mfa.CodeError
 	switch {
@@ -244,6 +271,14 @@ func outcomeName(err error) string {
 	return "refused"
 }
 
-func userNotFound() error {
-	return &outcome{status: http.StatusNotFound, code: gen.ProblemCodeUserNotFound, detail: "No MFA record for this user."}
+func userNotFound(ctx context.Context) gen.UserNotFoundApplicationProblemPlusJSONResponse {
+	return gen.UserNotFoundApplicationProblemPlusJSONResponse(problemAt(ctx, http.StatusNotFound, gen.ProblemCodeUserNotFound, "No MFA record for this user."))
+}
+
+func unavailableResponse(rf refusal) gen.UnavailableApplicationProblemPlusJSONResponse {
+	return gen.UnavailableApplicationProblemPlusJSONResponse{Body: rf.problem, Headers: gen.UnavailableResponseHeaders{RetryAfter: rf.retryAfter}}
+}
+
+func lockedResponse(rf refusal) gen.RateLimitedApplicationProblemPlusJSONResponse {
+	return gen.RateLimitedApplicationProblemPlusJSONResponse{Body: rf.problem, Headers: gen.RateLimitedResponseHeaders{RetryAfter: rf.retryAfter}}
 }

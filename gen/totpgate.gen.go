@@ -3026,6 +3026,11 @@ type AdminKeyStatusResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AdminKeyStatusResponse503Headers the declared response headers of an HTTP 503 response for AdminKeyStatus
+type AdminKeyStatusResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminKeyStatusResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3039,6 +3044,8 @@ type AdminKeyStatusResponse struct {
 	ApplicationproblemJSON503 *Unavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminKeyStatusResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminKeyStatusResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3095,6 +3102,11 @@ type AdminSetMinDecryptionVersionResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AdminSetMinDecryptionVersionResponse503Headers the declared response headers of an HTTP 503 response for AdminSetMinDecryptionVersion
+type AdminSetMinDecryptionVersionResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminSetMinDecryptionVersionResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3114,6 +3126,8 @@ type AdminSetMinDecryptionVersionResponse struct {
 	ApplicationproblemJSON503 *Unavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminSetMinDecryptionVersionResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminSetMinDecryptionVersionResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3185,6 +3199,11 @@ type AdminGetRewrapResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AdminGetRewrapResponse503Headers the declared response headers of an HTTP 503 response for AdminGetRewrap
+type AdminGetRewrapResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminGetRewrapResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3200,6 +3219,8 @@ type AdminGetRewrapResponse struct {
 	ApplicationproblemJSON503 *Unavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminGetRewrapResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminGetRewrapResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3266,6 +3287,11 @@ type AdminStartRewrapResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AdminStartRewrapResponse503Headers the declared response headers of an HTTP 503 response for AdminStartRewrap
+type AdminStartRewrapResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminStartRewrapResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3287,6 +3313,8 @@ type AdminStartRewrapResponse struct {
 	Headers202 *AdminStartRewrapResponse202Headers
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminStartRewrapResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminStartRewrapResponse503Headers
 }
 
 // GetJSON202 returns the response for an HTTP 202 `application/json` response
@@ -3358,6 +3386,11 @@ type AdminRotateKeyResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AdminRotateKeyResponse503Headers the declared response headers of an HTTP 503 response for AdminRotateKey
+type AdminRotateKeyResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminRotateKeyResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3371,6 +3404,8 @@ type AdminRotateKeyResponse struct {
 	ApplicationproblemJSON503 *Unavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminRotateKeyResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminRotateKeyResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3427,6 +3462,11 @@ type AdminGetUserResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AdminGetUserResponse503Headers the declared response headers of an HTTP 503 response for AdminGetUser
+type AdminGetUserResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminGetUserResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3444,6 +3484,8 @@ type AdminGetUserResponse struct {
 	ApplicationproblemJSON503 *Unavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminGetUserResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminGetUserResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -3510,6 +3552,11 @@ type AdminResetUserResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AdminResetUserResponse503Headers the declared response headers of an HTTP 503 response for AdminResetUser
+type AdminResetUserResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminResetUserResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3525,6 +3572,8 @@ type AdminResetUserResponse struct {
 	ApplicationproblemJSON503 *Unavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminResetUserResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminResetUserResponse503Headers
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
@@ -3586,6 +3635,11 @@ type AdminUnlockUserResponse401Headers struct {
 	WWWAuthenticate *string
 }
 
+// AdminUnlockUserResponse503Headers the declared response headers of an HTTP 503 response for AdminUnlockUser
+type AdminUnlockUserResponse503Headers struct {
+	RetryAfter int
+}
+
 type AdminUnlockUserResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -3601,6 +3655,8 @@ type AdminUnlockUserResponse struct {
 	ApplicationproblemJSON503 *Unavailable
 	// Headers401 the parsed response headers for an HTTP 401 response
 	Headers401 *AdminUnlockUserResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminUnlockUserResponse503Headers
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
@@ -3752,6 +3808,7 @@ type CompleteChallengeResponse429Headers struct {
 // CompleteChallengeResponse503Headers the declared response headers of an HTTP 503 response for CompleteChallenge
 type CompleteChallengeResponse503Headers struct {
 	CacheControl string
+	RetryAfter   *int
 }
 
 type CompleteChallengeResponse struct {
@@ -3873,6 +3930,7 @@ type StartChallengeEnrollmentResponse429Headers struct {
 // StartChallengeEnrollmentResponse503Headers the declared response headers of an HTTP 503 response for StartChallengeEnrollment
 type StartChallengeEnrollmentResponse503Headers struct {
 	CacheControl string
+	RetryAfter   *int
 }
 
 type StartChallengeEnrollmentResponse struct {
@@ -3991,6 +4049,7 @@ type ConfirmChallengeEnrollmentResponse429Headers struct {
 // ConfirmChallengeEnrollmentResponse503Headers the declared response headers of an HTTP 503 response for ConfirmChallengeEnrollment
 type ConfirmChallengeEnrollmentResponse503Headers struct {
 	CacheControl string
+	RetryAfter   *int
 }
 
 type ConfirmChallengeEnrollmentResponse struct {
@@ -4108,6 +4167,11 @@ type DisableMfaResponse429Headers struct {
 	RetryAfter int
 }
 
+// DisableMfaResponse503Headers the declared response headers of an HTTP 503 response for DisableMfa
+type DisableMfaResponse503Headers struct {
+	RetryAfter int
+}
+
 type DisableMfaResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4135,6 +4199,8 @@ type DisableMfaResponse struct {
 	Headers401 *DisableMfaResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *DisableMfaResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *DisableMfaResponse503Headers
 }
 
 // GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
@@ -4231,6 +4297,11 @@ type StartEnrollmentResponse429Headers struct {
 	RetryAfter int
 }
 
+// StartEnrollmentResponse503Headers the declared response headers of an HTTP 503 response for StartEnrollment
+type StartEnrollmentResponse503Headers struct {
+	RetryAfter int
+}
+
 type StartEnrollmentResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4256,6 +4327,8 @@ type StartEnrollmentResponse struct {
 	Headers401 *StartEnrollmentResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *StartEnrollmentResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *StartEnrollmentResponse503Headers
 }
 
 // GetJSON201 returns the response for an HTTP 201 `application/json` response
@@ -4342,6 +4415,11 @@ type ConfirmEnrollmentResponse429Headers struct {
 	RetryAfter int
 }
 
+// ConfirmEnrollmentResponse503Headers the declared response headers of an HTTP 503 response for ConfirmEnrollment
+type ConfirmEnrollmentResponse503Headers struct {
+	RetryAfter int
+}
+
 type ConfirmEnrollmentResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4373,6 +4451,8 @@ type ConfirmEnrollmentResponse struct {
 	Headers401 *ConfirmEnrollmentResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *ConfirmEnrollmentResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ConfirmEnrollmentResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4515,6 +4595,11 @@ type RegenerateRecoveryCodesResponse429Headers struct {
 	RetryAfter int
 }
 
+// RegenerateRecoveryCodesResponse503Headers the declared response headers of an HTTP 503 response for RegenerateRecoveryCodes
+type RegenerateRecoveryCodesResponse503Headers struct {
+	RetryAfter int
+}
+
 type RegenerateRecoveryCodesResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4546,6 +4631,8 @@ type RegenerateRecoveryCodesResponse struct {
 	Headers401 *RegenerateRecoveryCodesResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *RegenerateRecoveryCodesResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RegenerateRecoveryCodesResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -4642,6 +4729,11 @@ type GetStatusResponse429Headers struct {
 	RetryAfter int
 }
 
+// GetStatusResponse503Headers the declared response headers of an HTTP 503 response for GetStatus
+type GetStatusResponse503Headers struct {
+	RetryAfter int
+}
+
 type GetStatusResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4663,6 +4755,8 @@ type GetStatusResponse struct {
 	Headers401 *GetStatusResponse401Headers
 	// Headers429 the parsed response headers for an HTTP 429 response
 	Headers429 *GetStatusResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *GetStatusResponse503Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5342,6 +5436,16 @@ func ParseAdminKeyStatusResponse(rsp *http.Response) (*AdminKeyStatusResponse, e
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminKeyStatusResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5423,6 +5527,16 @@ func ParseAdminSetMinDecryptionVersionResponse(rsp *http.Response) (*AdminSetMin
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminSetMinDecryptionVersionResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5490,6 +5604,16 @@ func ParseAdminGetRewrapResponse(rsp *http.Response) (*AdminGetRewrapResponse, e
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminGetRewrapResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5581,6 +5705,16 @@ func ParseAdminStartRewrapResponse(rsp *http.Response) (*AdminStartRewrapRespons
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminStartRewrapResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5641,6 +5775,16 @@ func ParseAdminRotateKeyResponse(rsp *http.Response) (*AdminRotateKeyResponse, e
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminRotateKeyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5715,6 +5859,16 @@ func ParseAdminGetUserResponse(rsp *http.Response) (*AdminGetUserResponse, error
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminGetUserResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5785,6 +5939,16 @@ func ParseAdminResetUserResponse(rsp *http.Response) (*AdminResetUserResponse, e
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminResetUserResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -5855,6 +6019,16 @@ func ParseAdminUnlockUserResponse(rsp *http.Response) (*AdminUnlockUserResponse,
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminUnlockUserResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6035,6 +6209,13 @@ func ParseCompleteChallengeResponse(rsp *http.Response) (*CompleteChallengeRespo
 			}
 			headers.CacheControl = value
 		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
 		response.Headers503 = &headers
 	}
 
@@ -6149,6 +6330,13 @@ func ParseStartChallengeEnrollmentResponse(rsp *http.Response) (*StartChallengeE
 				return nil, err
 			}
 			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
 		}
 		response.Headers503 = &headers
 	}
@@ -6289,6 +6477,13 @@ func ParseConfirmChallengeEnrollmentResponse(rsp *http.Response) (*ConfirmChalle
 			}
 			headers.CacheControl = value
 		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
 		response.Headers503 = &headers
 	}
 
@@ -6405,6 +6600,16 @@ func ParseDisableMfaResponse(rsp *http.Response) (*DisableMfaResponse, error) {
 			headers.RetryAfter = value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers DisableMfaResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6513,6 +6718,16 @@ func ParseStartEnrollmentResponse(rsp *http.Response) (*StartEnrollmentResponse,
 			headers.RetryAfter = value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers StartEnrollmentResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6642,6 +6857,16 @@ func ParseConfirmEnrollmentResponse(rsp *http.Response) (*ConfirmEnrollmentRespo
 			headers.RetryAfter = value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ConfirmEnrollmentResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6797,6 +7022,16 @@ func ParseRegenerateRecoveryCodesResponse(rsp *http.Response) (*RegenerateRecove
 			headers.RetryAfter = value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers RegenerateRecoveryCodesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6888,6 +7123,16 @@ func ParseGetStatusResponse(rsp *http.Response) (*GetStatusResponse, error) {
 			headers.RetryAfter = value
 		}
 		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers GetStatusResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -7540,6 +7785,7 @@ type MfaRequiredApplicationProblemPlusJSONResponse struct {
 
 type MfaUnavailableResponseHeaders struct {
 	CacheControl string
+	RetryAfter   *int
 }
 type MfaUnavailableApplicationProblemPlusJSONResponse struct {
 	Body LoginChallengeProblem
@@ -7598,7 +7844,14 @@ type UnauthenticatedApplicationProblemPlusJSONResponse struct {
 	Headers UnauthenticatedResponseHeaders
 }
 
-type UnavailableApplicationProblemPlusJSONResponse Problem
+type UnavailableResponseHeaders struct {
+	RetryAfter int
+}
+type UnavailableApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers UnavailableResponseHeaders
+}
 
 type UnsupportedMediaTypeApplicationProblemPlusJSONResponse Problem
 
@@ -7667,10 +7920,11 @@ type AdminKeyStatus503ApplicationProblemPlusJSONResponse struct {
 func (response AdminKeyStatus503ApplicationProblemPlusJSONResponse) VisitAdminKeyStatusResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -7786,10 +8040,11 @@ type AdminSetMinDecryptionVersion503ApplicationProblemPlusJSONResponse struct {
 func (response AdminSetMinDecryptionVersion503ApplicationProblemPlusJSONResponse) VisitAdminSetMinDecryptionVersionResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -7872,10 +8127,11 @@ type AdminGetRewrap503ApplicationProblemPlusJSONResponse struct {
 func (response AdminGetRewrap503ApplicationProblemPlusJSONResponse) VisitAdminGetRewrapResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -7999,10 +8255,11 @@ type AdminStartRewrap503ApplicationProblemPlusJSONResponse struct {
 func (response AdminStartRewrap503ApplicationProblemPlusJSONResponse) VisitAdminStartRewrapResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -8071,10 +8328,11 @@ type AdminRotateKey503ApplicationProblemPlusJSONResponse struct {
 func (response AdminRotateKey503ApplicationProblemPlusJSONResponse) VisitAdminRotateKeyResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -8176,10 +8434,11 @@ type AdminGetUser503ApplicationProblemPlusJSONResponse struct {
 func (response AdminGetUser503ApplicationProblemPlusJSONResponse) VisitAdminGetUserResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -8275,10 +8534,11 @@ type AdminResetUser503ApplicationProblemPlusJSONResponse struct {
 func (response AdminResetUser503ApplicationProblemPlusJSONResponse) VisitAdminResetUserResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -8374,10 +8634,11 @@ type AdminUnlockUser503ApplicationProblemPlusJSONResponse struct {
 func (response AdminUnlockUser503ApplicationProblemPlusJSONResponse) VisitAdminUnlockUserResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -8578,6 +8839,9 @@ func (response CompleteChallenge503ApplicationProblemPlusJSONResponse) VisitComp
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -8716,6 +8980,9 @@ func (response StartChallengeEnrollment503ApplicationProblemPlusJSONResponse) Vi
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -8874,6 +9141,9 @@ func (response ConfirmChallengeEnrollment503ApplicationProblemPlusJSONResponse) 
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -9034,10 +9304,11 @@ type DisableMfa503ApplicationProblemPlusJSONResponse struct {
 func (response DisableMfa503ApplicationProblemPlusJSONResponse) VisitDisableMfaResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -9172,10 +9443,11 @@ type StartEnrollment503ApplicationProblemPlusJSONResponse struct {
 func (response StartEnrollment503ApplicationProblemPlusJSONResponse) VisitStartEnrollmentResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -9361,10 +9633,11 @@ type ConfirmEnrollment503ApplicationProblemPlusJSONResponse struct {
 func (response ConfirmEnrollment503ApplicationProblemPlusJSONResponse) VisitConfirmEnrollmentResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -9577,10 +9850,11 @@ type RegenerateRecoveryCodes503ApplicationProblemPlusJSONResponse struct {
 func (response RegenerateRecoveryCodes503ApplicationProblemPlusJSONResponse) VisitRegenerateRecoveryCodesResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -9698,10 +9972,11 @@ type GetStatus503ApplicationProblemPlusJSONResponse struct {
 func (response GetStatus503ApplicationProblemPlusJSONResponse) VisitGetStatusResponse(w http.ResponseWriter) error {
 
 	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -10415,289 +10690,291 @@ var swaggerSpec = []string{
 	"78z540xJHFmXrX3fn/2j5rNJzCihgtd6P2pjggOSwD/3sD8me4yKhEVH7EywhMiPA8L9JIxFyGitV+tH",
 	"MzznyKOsweUT3i4SY4Iw5TOSoMmUC0SZQAOCfDlc0Kw5tYR8n4YJCWo9kUyJU+P+mEywHJtc40kckVqv",
 	"ZsarOTUxj+UnXCQhHdVub53aKRHJvD8UJClP6Iz4jAYcTakII4QRJTOEhSCTWCAfU8Snvk9Wnken1XJq",
-	"k5CGk+mk1mulkwmpICOSwGw+f/7cn4oxoSL0sSDnTMTlaZ2PCTo/Pj9B/hhHEaEj0kMefJAQHE1+dWuC",
-	"iXiEBXFrTvbQr27NnbZaHT/95CIM4BPi1rxVN3Ol9ySd/dbxq8bLwQfeOkto/+Qiuv79uP0y3t/En3Y6",
-	"oyDa/DL6MP1wft5yaxXHcuvUYpzgCRGafj5ykhwE1VuB4/gXjsIADVkCBDPlJHEQ5igiOKEkQFigiI1C",
-	"KteYreTFcKNLupvDmlML5VgxFuOaU6N4Ir+Vg1yEwdJdmeDr94SOxLjWa29uweGavzcqFyWHIly8ZEFI",
-	"1L1gAXnJgrn8t8+oIFTIf+I4jiQBhIyuf+NypekRwM8S4rMrksDP+HQywfKftVP9KfJZIIn9CkdTokYO",
-	"5Ewut4ff242d60lXNDrjWRI04hdXAwqEJzSlZaMpCqseqbvTbnV21Jqy7fg/CRnWerV/rWdsYF19y9fl",
-	"Qk/V6tXPClcf+dMkIVSg9LWIJQhTNKVTTgKU2Gsr0+qtU5N35f7bWbGon7ikOs4vBIUcJWQoV7hWsSig",
-	"GB4zytWx96OE4GC+TxMWRSRYsso4YYOITJ4vXi1WY10QM5icv8BhJI9+xhpD7AuWqHsjp6mfR9gX4RVp",
-	"olchx4OIoFCgYZhwgQRDaizNKANyFfpwVCHlAlNfvnV9MsTr6rFaeh3kNevVWhu/vep83fp951330/aH",
-	"9uGLo82TjdPO+dbnmlPjAospr/W6rR2nJkIBF1hvB7KWoO/cWIiY99bXDX9qBuTK7AlfLy195SM/UUNU",
-	"HbdXHNXrocPX/fLWaTYVcuBTTfnylzh4gwWZ4fmjjnQac5EQPLmYUnyFw0ieT8X26718yPZvttrW9scx",
-	"yr9ppd2vnOWTnEDVyF5P6RBxjHw2jQKjQSQEVAjJZEb4iiDK0FQRtFI3zLmYC37vc+FKQERDlkzUVc1Y",
-	"66H5GA0ksyrz1wEOLvTp5O7lWE4cPoZfSuKS67nCURig386Oj6quW6Bu6gPvWys78Jc4QNmsVjpseyHy",
-	"xGCmWB2YvSOf0s/REIfqLhc3JfvtRfrM4q0JGFGbM8HCHwMR9E8OkDzEBPsCVIEkYVK9+PeP2jAkkdwU",
-	"+dOmFnoTwjkeyTdrpQ0pUY4ikPFy87dqt38s4m/rPqPDMJk8ft81DaKrik1a6RTKO3cPyb3sxlnHqy+a",
-	"OYPiZQtQPb0MQKkOEoy5NMLJiKw1kVeao9eTsqV0jCFPz3AXcUJc6qlz9JoulZd2z+ihR0y8ZlP6ODGZ",
-	"6cqUiYshjFcgOyUi0wezKZPrkAvJYeCaoojREUnUKTbRezZCIUV4hJVeWiSidLwH0k83o5/3hQnKuZmV",
-	"rEQ/VZvwJPRTMbCmo2y2UlDSS8pm1EHkOpbqkYPYVCA2dKm2xjgoi1rMSm2qic7HhEtDkROOcEJQQKJw",
-	"QBIsSDSHHRAsClyKY5yIwmloOmIJP0nIMApHY1FhrKK949MzFJsnUN07Pjk/OD4689AsFGPk9X2fcN7Q",
-	"Vm9D3+LGIRFjFnhrLh0mbCJVXJaEoGRR5OE4bPos4RfqM27EVxSxGQnQBH7LEaaBS7V57ajX+QkJpNmI",
-	"I95EfTpHTIxJYsYeEcGR1211pPYxCIOAULgvjm2kFybcly9t7GXjLrbYpbYKFmRGEmVLu3L4Y5hftWGn",
-	"yV6yXLUMBxF/zJTBvfhN8l17CeP8LBTkVGnXj+IB6ZbZNx/e0OChSOfJ0QQr0vLHWFKuyNRoToRcB39y",
-	"dbiTXfPX1jRXutbZup7kMmeU1UMYySmSBuyEPEAfRxFSBI8GCZtxkqAYjwhiFGEKtOpSTaxijIVRbSov",
-	"BarL6168gHJ0lzIqxckRE2P52hnm+jQCOSk/OzR4uY+pfAkXOBEOSkgcYZ/IeSCtNCEMWvovHHHwBSF9",
-	"nnDlxJiECfIZuwwJ11xD2WYTQsWZHHQp5RmKW23rCyNXHcEJoYFcNUkflWwBC80P5RoSIhz08fRAshD0",
-	"4VRZoZI/8jGbUZeCgGXUJ/AAJVckybiiU3Lpmdu8aPL6+fUq/x8sQNs95+GEsKl4GvNH6MGe2PTp5k0f",
-	"+ZYAqffcz/Ax83tao0ePahk8Qag0MO1AlTcrnBCwbA6oIAnF0b5UnR6166Ee6al329J/zWQRKHqrbnc6",
-	"sSfZZjOa5G0UTSm5jokvSKDm1ESvQC4oVSNioxEJ0JQGJEFetnjPMRcKDkTKMTgK0Aj3YDsfcRCTIb4I",
-	"1VhFDdW4mlJbsYn2xsS/BEqRNCG58JxNE+20gbsvkvli7fRJTJyOfcTKhtWm10oHbC/4Sc7YGtBooXrj",
-	"ZgmjIyenYcJ1kswS9o8LEjuISRk2RBhdhnIDgZXGUueUJltqFmDfJ7Fooj02pYIjwWY4CVLH9S/cpRHz",
-	"L9lUaJHyjszP9J49kSjJRqzYBkkwl2SO1DkBiYIBofXXBytUMH1C5ZYW3CF9ivTni/whU8qnccykPL2Y",
-	"kCDEF0AhFpnv6wEsH0CoNf9szyW/ptpeS9hUkJI+Bt89jJw3NjNy/pjNFx3K+aJzNd/VBEX1apU7OAZ5",
-	"XthABP4LNAqvCEViFvrkfk4ltSUUTwhoTGqcCUuI1MUo6ANPuFNFn9LpY3xKT3Hz+4YmNPHIu8jDgPhY",
-	"anpRBCT0bRqMiJPybjQgQ7VBIGxdygnhKBQ9lPOKoHq31ZKqZ+mEwDEg/80QqJ3ccSlG36ckmcuvwIkF",
-	"mrBWUo0fRb5whueplJ+BpwW+CgWMMZgL0mCJlD4TnFzK0XylekldOMG+IAlX/Ms++l3U3ej0EHYpvBs8",
-	"M4kiAE+Fzyb42izsQr6Ee2vA87xqipWL39gEgWnfb0cq4mOccCKQVvzhJR/PXzdeSCaqLVr9Uh2IS18M",
-	"G+nJQbItCrkLe6QcS1gauRO57Mk0EqG08Nc0L1XG9xETfWVRP07iwmDgutAGev5ehVwb7Eb2GjOeadER",
-	"YzFuPq3i1G1ZbEitVhpDqJ9OcDXZWl7a04jY0rha0sqtUA4z7sAHeueM1AQ5dDjEmRV0msbKHnKExnF0",
-	"kZAJDmlIR7XeplOzQ+O13n3i2DX7x9MkKvnxMjvfUtgyS+0ijf1ZNHRGBJrG8gLhLCtA2r5xnIWRsO9L",
-	"TQIJBtc8pFOiAt1xmBB+gUWtV2u32puNjY1Gu33e2uxttnqt1tcFDF37mGq9f6ug8B8PI8ONjAzPcqaz",
-	"ZZxaS15Z46vasZVJExSZ1EG8hFDhwQboCCYghLwFr/d6KGZR6M/Nejg6fN13aS7O56DZmKExlsRMiTLH",
-	"VeKCsc44GpMo2DVBVMkCJWO0XaF17+T47BxV0pUH14a6dMkzRl/31tTDKCERwZxYgkC9tmoM7yd4ACDh",
-	"pWFnvNw1TFWCDJzf4RBrI+LpGELnpzKEPCf4aabbEj7Q3azgA8U5FvmBk2afXMD0H88f/jLjb+Xrf5cp",
-	"KHULqSgvNAhdKi1Cdc3VxeICz80VT88n9SMiLnVvz6Y2z6WzcRgR5JVJ04O0ggG7IuiGJGwVWxLV+xFn",
-	"2U3PMTcQJlivDVbKJX82s5OjWPpxc+3vzgneM//ywTZqlP44s7A+cpIg/YVlWVUxjVbuWqe/yW51evgh",
-	"RZtoEtIqQ/QJQoBtK1XmnDE0wXRuHTG/z1XTywATFAvyPpyEJSt0LwpBqGNBUKQfKFuh8uuL7Ou/Ys0m",
-	"PrPqgnNTvIeFeT/2orZUcpeKs0EF5QFD5AJxwnnIqDQVfdhtCAVC4CL0Md9FRJqXGPksSYgvijlmKpHV",
-	"pR4kvTYg69UDpSTGnKtsGKlrBpOQoigcSo4C/MK/bCLP3hav51JR3F8V31EhephdEx3L2VgOF2O1Ss6U",
-	"V3zQAPuXsJogYXFMgp+iblgLv2sEKzHYsJX/NJMjr2FUGRj7VJAkk29wgKBNlOyNh6gSi0yKp1ch8ibG",
-	"Q+yK/w1jwrIgjDcndVQqo5jzGUsCRxkCkhXAbT183XeUomdn3OAkCUmAKFM5siUTw6WpjcEJDYBNBESa",
-	"jV6OjLxqO0P7epQHsmAxpBT0t7cRPlpJh4+NtuSTH6sFPEYTJq3Fp3OfbtpxkzzdS/7CEpyE0fwhmZnF",
-	"Nf0kwVfOzszH1jN/py8tHRLohyQ5QGxe6AiFlBiSkEMO+XAhHTk5160eCFyjknSxEEk4yEkho//WGSXa",
-	"2wruVHmZ5ggbgYsGU+FSiifgjFJOTJgIFihMPbQBkcSxpr4ywhEOWgUiQurSOGGjhHCuA/J6pkOIHfoR",
-	"42a1ad61HDgi8sIlbDoaO1JuQlgX8hvkjcbRsDFLQiEIbaKM+CIsSPKTovZH7Gzqj/dpELOQPi5qX5lW",
-	"d8QQn/pjRPQbqrRjyuInyI07YgK9vk8u3BNnwNl5b1h5QVXc2CSsxgkZhtdAU0x57I16xgWhJAHZAAw5",
-	"5Chg/hQ8a8rRZEUfhyxpInlombamYtGQCK3ki5Tyyk1+xMSTFBnI1VnZ+U+bmbyTP8X7VgHk5vZkZ1nO",
-	"/lfhxwWZ/0dMHMg9k4f2BHsdWmPltxuIZv2SzPl6QmYJjh8oezbym55/4cr7bv/sybbeGtQkI08pheQz",
-	"RofhaFoMxMcJuwqlBpQL1Jtz0clUjz6TWI9ju/UFToTtCP+5eRa5i4LiUpLYfU7OrObJTk0PqE4s0b7O",
-	"iknq8IbcBlSnUlzPMHcpV1l2jhTDWXZwIv+0HXT6lyQwgcDTvBfj57qJnsgf9Ch2+R/pDXpMIPR/1RW0",
-	"jOrzfhS0ghvFpff1GFV6gsAAzLmC0EM8QUWV8hE+FVOxuidXcMD59AnzZXNjVx2ElM9KMO8iQSgULeaq",
-	"M7mjsmJRlhRbZzSaq8Rfl44xH+sco0sSizWVd09wEoUk0aeS1X3MWHL5k9TxMxINz0hyFfrkBCqWclso",
-	"yLVY9znPb105Px+eG4tJtNKD3/AVVru5/PHStn+G3A4ch01OouEFV/PuIaghcJD3Zv8c/VBa7+06BDqU",
-	"iRgNG/pZl0LytrSDvPRJSbaCrz/zUCg4Ui+ER7iYR8RBZDIgQWDCNMSlg5DiZK5zTTDUdvkC7al9a5wR",
-	"f5qEYt44gdCuMtfgtVNOJDFEc6U0p3oDR2yY18K1qPlILWfag8UNXMVC2hfczv7JgYMGOECCXULufzl5",
-	"Lv/+RYph7dFeODUhmAeahJyryg2UhTZXTH/Lz1eSkORpFaIW1g4Z/OGI6rNlxrpfaSsynSwc0fzvVV3z",
-	"k+fnFDTodOYP356nySPPD+uB7z71OvZPDsp55SEUBg3n6j75OIpIgury+oWSR/GY+KBwGyu+mJDevr42",
-	"t0++xKVhsJa+Fhvi7ll/DghOpG0MFBZym8hAFJb4a5XrML/w8uu8l+otRZCLBjyjoTKqoDHu+F0VzoVi",
-	"Dz/JI/mk+fh/O6fjA9yMUmKipQ7EtHLIpVbpkB2xT91qcHRp2iNk+UKS76NKWO7Mcz4j2u0PyY/Swiko",
-	"SD/LilyU3gzTROIJ0pufhotVJqLma5Pt0nmvuH8e2P9SujxJ/TBkr9o+zrLslY/wdQuN5pEuTZCM967x",
-	"LUz0aU4jN6a5hdrnrV2UUguXWncSlNxj6RxUdarcrI9aD8httDbtC2HJ1nlrp7fR7bU6X2tOTd7vaSJV",
-	"qZZTuyTziyuScJhmx6lFmIsLaRVVRTY7G72N9tdizDIXxd1RJwGwKmBQ1JwUP8jCGbp1anEi9UWh0X/y",
-	"Uy9Kps9jQm0HCDAk84tdhAeQozOlEeEceerFXh7iaNFmsGQCKw2keBLhpAIay96y0swssxNyT0lgpx6Z",
-	"lCN7Ku3l0FeFMym+8B2ZI/2lCroQ6ifzWFulwNcDXd2Ye2vHeutG1VvzJ1987XvMhQL54nw4jXScytT0",
-	"QnQqPYdwqBzqCw4gT0qrHYCy9y/AUi9P7iQhKkkLksRSTS3k2gGFikeQm8xWr2WSgFebzGLqt27jzl2n",
-	"rK/JcpZyOMRn8NytdY1+VCN3la3TDEPp3xaIl3pxnswsEl+yvj/Sl7DBN+KLHMZElo6+p26mhRdj86hH",
-	"5XgU4akKTCQ39h2QVebZA+Dwvq45vAvlqrSvuXfqcVbcpyffoKfbkGWLXLq6KmS6fgkXJAxQvdNGCaYB",
-	"m0CRDpeGOydb3WmiEr7ZVKAYB0FIR2v5u3s/krGA6bqdHC6d/DPGQpBETvL/+3e/8RU3blqNnYvGHz+6",
-	"ndv/U3X304X+F1J35cHrkYsnbgG9bUk74wUKwlEo+Bq4UwvQb3XvWv6vUfp/b63p0rMY+0Rl943n8ZiY",
-	"FIIRBVknP4+IgEIu+bmPOWmElBPKQ6kHOIgzl3rdnTZqdXY85St7t/36Qxvt/H7YPUedt59PX6GTF59e",
-	"Hnkwgkk8UiZ0Rnj6YHI0tdXN0dRWFclY4Hh3oO0VdaKHntoiJlQETqg4OEpmachJqxHg8ANvr/ZWKL3j",
-	"iiQ608r4JUtKx4+lpTcmT46JGE/F+GKahHK26i+tna/vq7F6OAp98v/qkZs+m/w/6n2//vby7POXzquT",
-	"/bcn7zonv58U/3anrVZ7K+R8SpJf9WjqMxyNWBKK8eTXs7f9DfWZotJft9RfMUlCFvzakbfze3IRSxlf",
-	"Cz+9PD6dtd69GbF+v98/Ovs43v846vf7r/bl39fw//3+m68v3r3q9/t7s4/R/odPp93299Mve5+39w/6",
-	"s8PwZGd9chaHV78ff/0eHXwLvvIPh6+233zZPNmcv/+4vtG5+v2EfOJDFtCr8ZeTb5/eru+8+LqzPthc",
-	"314Pv367oXR73BZHZ29u3n5/83I9+f75/cFLsTnwuX+zcf39y963553L78fr/TdHSTTzv54Ot7cPvo3Y",
-	"53n3c/DxeqO10279NuTv17++Ya1X7w/68zfHl53LzrcXO63nL/ZHx5ODT+J8fr0/PI0/hNtTtn7a+Rpu",
-	"/fbl9Nvl+eGbnf4hvWwFrz9O4sPTvdfr7yiNP7z69Nt+Euy12/z1wYv4S3987ff9s/lvx0nn27tT/v5q",
-	"KzqZHx9/2J6+f/fx66vBx+73b9+f7+ycH577AaNHo9+mo3d7hxutwSf69rl/Ntx6sxMEyaet2YgfHr49",
-	"fdl9yY7C69ZBcv7+Veflb62gtRPFR6evw/aH9pcYXw42321+3P4+mXzjyV7sf3r3dtg9OmoLsnN9/eIm",
-	"7p8NyfXGu+cvye/f6JtuTPxpa3u4N/3OXx9f73yZ8U+TTfq+H/3+Pt7v05vDF99/988GO/gmYt3L6Q4b",
-	"X+5stWc7yXmYHN58Ze9edo+vTlsx+XzM38zeD998mJARE+PW26A/+vzmdTgfvui2X4/F983vbPrqU/d0",
-	"e/Pbzvpv63vHB99Orp9/uzzHX88Hx18/bF4fxuHZl8tWi/nfyeBwuE2+d+abbPTquH128nbva3fr5Ztk",
-	"c3vcD9aD7tdpQD7tvByMP7HjK/bpKpqdH7d++71/eBz//urN59bl8HefjCbX355/276ZzOb++Hjj/Ojl",
-	"YWvvU+vd9veNaH+62RFXV5fdTx+fv313czX8ttfd+P5icv77xqvhG3HDn2+83Atf77V28Dre2WatwYtX",
-	"N19/f/mNj4b+l09701MevH3z6c0N+340vfnw9nhysrk+Ofj85fJmne183D7s9F8Fh3y48X58/hv/2Bn/",
-	"/mb4/du36em7oBW/67/7PmFbl/N2iGcnm4Or7b3zs53Tm60ddvr5+c3byfhkvDU7br1rtV6uD95dtS+j",
-	"t5P24ODF/NXNy/7W9d7R698+3JxesTY+6Xf83/h31tm/+sTj1yS4evO8fzN+s/5uPXi++fzV8ZtL3jmc",
-	"bZy9Hex8aU2eX+Gj9+vPh0fxZLB5sHG6PT77+ttpd9S9mXweXp73+6/W17dH+8PN7aMvo/VTuMX70evz",
-	"y7Pph8nenlSdgeXUerW7mE4tg5FNuUytV5N8pubUFJMBaaE4TK3Xad2W+L/NOystYkiMLacH6N8Zezg1",
-	"lJfZYykzXs0EyrHsKsAqr8DGIaKZ9HSBpuHdzWYzx56bzaYHkDxyZQaSRxVM8/zs/65SIt0+uTMVG2ek",
-	"SMmEPXqDwgmgQA0RTtfOhulOyr32jJbc0FXk+U35RzL9I5n+kUz/lZIp5TvSmK5iPEZ0VTFrA4YmeUun",
-	"jeqnr/dQd6v7woH8M22EO+CUnmA6xREiVCTzPPNZQSRahlKnXTK+243tP55XGt1GlC4zhM6ZiE9wgie8",
-	"ZA7ppeelVsqKHVOIY4nbKtvpdUiiIAUJK0ZOCdLhAxXGZfIDnAiVCJHGW+SO5WW8RtutEO8J6SEPQHg9",
-	"NGQaLmMwRxigPVR+dEh1jN7k4bvUA9iUpucgDzA1PGlweyoOXBop7SwAqCdFe9dGAC6dSQoJXJ66gizU",
-	"QFGSaGLCpDjODb4ESPguV6bas2wKVaf1luBI0lnO3jYxohq7LFvbPAWWInQ6ke9hl3JoS+e4vHNqepCq",
-	"GeWwq6xJ6cgroDpPI6Eds7r1gglQ1ZxahAXhIgsMKMfDRUDA/R8ymn21ob7SkYHcVy3DCfjFwIoy/Ltq",
-	"HvrBWm+jvdl+4dSyONGts/T5zkbberp7+0f2UsEEjuSIL7rWVKaqoCTGvtzGVuls0ncVic2LmA9IdJdk",
-	"DnQ0DCMCEMrTSHg99En+F4kEUx4q14Q+W/gdpMXIueeO2SynRPLZuVQFZQAyqq5fJecDybdmXvLbgh/T",
-	"OttyvKNw2BbFdO8K5CyiCmuMjVXGqCKf4sJbaEIw1RmRMGcTnMqttXVnMKSCJn/UQkEmfAUEt0/qJ1D5",
-	"D/JCjY+TBM/t0TXxFRexD57IXOisl0aR+C/Kl6nHQHVjcGEa6JzJNVWIJH+h98zq0tEAPf6SzAvcVd+A",
-	"1bYlfz+K8/+opmlmyEUYRYgTHKXIiyAicGLiYgG0hNEbzV2q8bsuNRVz5XCdJUzVh03AAzhHmqjkb9Uv",
-	"dhF2qaqhQBN2pfyAE5M3BjHvnpcN6SBAXcBCtRiAmbgUugeNwe+KApKEV6o0AdIMroUFC6GC5b9wxGZU",
-	"zpUXdvTulkI2pzYsxbrWpWu38C4tvCCVlFwkwAXnukBo5Ij7LtGxjGWvylPfaZZlUoK0CmPuNTrTdKZr",
-	"sBS4tn7YpTiOCU50KBajSTjStSYDImaEUMMROap7+p9N9RC5GCZs4q1Bbrai2xk21+YRbDvdk1JPK/vG",
-	"c+vuapoLeSUz01u7/OZWcd07QvALCbRER5Wkkq88VXhnVQ5+AORkw0KlaVpsreBP0riPLTMXFaznRVrV",
-	"EVRXxYJzLDoegvqxUmKN86NAxFVAAstSNFQpQRqHVKxSrT3vYNq864AfE43LIxVU6v6SiXKT4KaCZFBK",
-	"q/18a45dbK5KukigKyTzakYJB8F2UTUSMiQJoX6lFrKSAzLbTf34rlW1C53qoDAJMYD7HQodP1rmjOze",
-	"zxmZYipUmiL5OVad9WLKXkkBqbx4JS3ktnRl/yhjbxobMkXWDCkXULM9tAq11daqZyw6YDGhBp4ou78Q",
-	"vMvWD7aTCpTGadaMKo8xzwD/lYOhOlZNDRgtgDQ4KAcLpZowLASFWysI6r8V/scqQB4rgHb8dCgOhdlw",
-	"Jioztz3KKPF6Uq/KsfUm8rKiQitCkJYKUibQnAiXZkGCNH+uVxARIZVKW14ey/fWnFpW2KmT/nJSIU0E",
-	"LN1cvaKSTbxaIuPSLMRSq8JiVuK94zP/NyQyPj6PzrDwirq7vyjFrmD8VDRFzM/kzky8xMIyKh0XaLcV",
-	"oJbFFF3rhYrg9HsGjEUE0wdl/N3X75nLEVyhO6iqU1nYCvS+CYUWg7tXCuFhSF+lNpY2d6oTZiyfUvHe",
-	"PcBVUliQGaFqipbKWpDZFJ2+3kM73c3tVHqnRW+1h2T06FepxJ6s3KHktLiOI0yVaWWq7Ziv+mxKU3uR",
-	"3/VpkDTLqqJuILeIpcjpVDQ2gxKNVZQsy/te4eDJKgmWNE9KMaYLunGpJGR1BdkuTyi++SAoOP8NzHjm",
-	"yIjYqMA0l5Y4lC3bVHaWF/32/PxENy5I6cP0c7TeCK0nJvhaXZLNHZtZbrQq2aXWbkrW9JglAumqxMX0",
-	"V41wasV6dOFQQcFZrir9kKPdFgTl6qipqx95gWWYWh/YkfQ8lmQB25e7wh+BBxFx0AT745CSRkJwAJ2X",
-	"4HJpKLOXCab+2OCm2+Z5vqlBVYvIcs2n3c/LLs2pxHNfWJJVxlupaKlbAMDJ44EUlPL84SxGB8/BSFT3",
-	"JyzAKpSKkJT78kLjo2Qf2M+wKDDOPCPL9MvzVX4Lus5WdmPSHXlyinJ+2aWrcUpwEFLCS9qy5N2qeacO",
-	"G5ke7/mAV/q1LnFe8K2ZbvEJy8qpwelWpSirmazouk8XBNKn0nNfCsqpNyv6Uf/ObaH5eqUwnWMmXHVV",
-	"C5PLb/nSfS6mcVXHjBW/TAjmjCobXBde7kozDgdBQjgn3LHbGSLonwc+wDyvu7LjXGhKAcoqX3ua0VF1",
-	"DAucJarSE6DmUN2D5UljXxKM/K8hDa8QyjL7sERCWUFVVWyitcF7hVe1m35JlNWGuqjyfjKqjI68wdBD",
-	"7ZbdEIQNkWR6iY85QXsJ8y+HLAl0foRL6xutFhpANntI0VAqSqOETWP44TC8KkXSF7Wbz+dAtBo7uDH+",
-	"djmhcUNcNW7++LF5W29Ufrz2Y0F9Qh7qo7QBRwuBPaCxDdrH/hjgORTIhyPXBy1ZVFpamtVfyPIeEQr9",
-	"RCurBrsbvdZ22V6X57l4X7r0xY3f+D5uz4LG9nxyed0gm0kLyyV/61wNGlsb8Yg0rmc733nD707GkmG+",
-	"SC7b88ZVsDkUjUmL3owbne8zci13eWs044329bcdvzEedEXS2KaXG1c1p3bjtyZBY/P7izFuzOad4WVD",
-	"jLZAqG1cjbdpgwyS7nVjhwft743J5aa4qTm1WWd+jRut0XDLb8Q3LyZXjW9JeyxnvRV8vxSNyfXG7KbR",
-	"9Qdkp3E13h5JRjPHm/Gw0aFXraQxunwxCxpt8X1rUvujxC7ye/ljsZPUbOtDLOp7sGjrPt2Cqnigfreh",
-	"4m3WXyWHp311C+938uusvspSEP/GBgXeGzBKar3NttROtWoj7fq0RLjbetne2/704l3naOvDzvnG5+6X",
-	"7a8txTaSRTRq3BPGTZTpAwInI5LPu7CTGErnp6ZnzVjNdLkLYoGM+DxWzY2+sYHuc70rr2ui4FxMmVSl",
-	"RLCL+iuxCPLVrSRfV3jnhIchDfl4gZerP7DcSJ7eSm+px7/ba2+sTszFKsilx14llJIV7tf9PFapcydV",
-	"VFIKgrJZEiiF2+jivrRXQRfO6y8Z3ZUsowIhLq8MVkSjlFmOBMtbfXflfyzIlDCh3wGJ2Ax5+Rl5Sosx",
-	"r9a73Lxn0kOBbeQcTIUdMNN01J2zNtc64cWcpdrFNMDCH1/w8IbUenBxQ3phGl93tTkRk+RC+cZrvc2q",
-	"bKVsCLmDQ4hMq9Gq9zOGCLrw8+4JxTeMbb7RyrGRymOz5mq9uFt87Uv5Kl21ZRKUjNBHWGhd4JgSFBF8",
-	"lX/QpWEQEctFTMm1UHBQAKmGgxSOO07IVcimHLIhVXpNQTHq2uvbumt1pb231lja2kPGU86or0FMAthp",
-	"9fNdZJKXKFOwfPkA8N10WqIryxdb6ZMB9SnNuVTbmkeXh3jplBf1q3vEKArx8eyHGWfSI5y97bc3t9Q/",
-	"NjfaeT6knykxIfPadLQt54X9w62qgzMTLO2J6Rcq1Ux1Knkp1mndy4ObrTadaPryKj7wUZszEMHtg3NM",
-	"4YsFoZwhjk6szVRe/UVedalC5+OyuqGUlL4aO6eJDgRHfIxjorHcIF3mF4iY25DFGkT7krIZCkUpepqQ",
-	"IEzkEnq19QDz8YDhxPg24GQmCiCnVAxT01pSFr0qU7FKmAHAtzOpA1qQa+eAqlYdWrDgzjRmo+3ozKHO",
-	"NtERSEPJbIhUCV3qafwXqP/JkJrreXxnHUcG1RRCKwAylQ+nymPFcazwp5aFQeSB2Rha4LGc4UROLAov",
-	"CcDhnCnMc8+CQvuFu7Qa06uJ+lQ+0ZDfhMPQtyx3pBKw5cmiAdHhVpWzkbY8SpOdVlmgntldKzSg7aoz",
-	"O6pDkmp6GoOIrOXR1wNGdP9I8AKgUKBQcBINe/Kfeoe4/Le9I3mQM5emKGf1IUuQJkAFZ7iO43B9Qrw1",
-	"OUBEcEKhG1wWjUKhzusL5WrUvGtO6nDRy86MjTh8R+YKciekQ1beEOP+hT5RKJEUx0kjTtj1PF02JCXi",
-	"IOCKRUMBxFa782INiRnTICcmtSIECqeQ2o+patQIApQMADbcNJtAl4TEHCAYTfMKrhIlTOua3RwIELy+",
-	"1AKg6VKX/utf6L2+A1z+/Wd6JdCfSItA4zFCfyJOEim0/5QPNhoNlPt/+eEEhxT9ibzei9aLlofq4F3v",
-	"ra9Ddt2YcaG+WEN/5mDvUF3gEVd5nZ6jm5LqBnq51BTVUBjVwcup8socxAlBAo+sn0k9ARiAziGEkgYN",
-	"umphD06pYFN/TAI1ecUT/kTeRnu72Wq2mhu9ndZOy9OTTdHrUN3mKg5Sc4dPLJeWzQLWHOStj6Fw4EY+",
-	"sg7ORPXPCRFJ6HMP9gB5LOZye+RhgMsEpq6aIkDykzkeICx9HiFEgCQ9yJvpwacJ93QtjT7nc3u/VTqX",
-	"/Cb3cRReEZMhiXO3OYXI99YnQ+yhwdyQRxOdYDEG3lUQNjghSPdMQJiryQZZVpH+/S7ChlJz3EuBFlJ9",
-	"gPB2NMFA94hRwcxM6vCgfsBbv5C30nNcqpgC/KlB+VKc00wOmOlBYhzmmpNkOH6QYfTx9D3PXah4CvCL",
-	"sONKKHNUL/R3WUM6xUl1uVDojaV8On02n8fMzE3xKnMyBRwvXeQK3kB93CUISbk/wP644X8pbGTI5blp",
-	"Xis5S/ZCKUozmVLP7l2ez0NnDOT1p2LMkvAGNtHTIsgxeMa2oFJfra0k5pYyddWCC6fTTrO8QSnITqKJ",
-	"+oB5qQElNBWhMDBImgZUQq17F2E612CEJOLAy71uawOVoToP0ky5fLdoYCDwjem15VJvs9VGVUEbz0Gh",
-	"PDurU73+FdU9Db3NVhcVAzueoRQIVAOrVrUFKoAHEdhyukDdW4Sj5zlI+eFc6unIobdmhwA9nwXEA9kc",
-	"cmlxSx4gz6AYQnR0ip7qRS13b7WAKvIgtqlRU1QuAoCkqJ6uKsCr3zjXGJFNvXzdVcNnVGCl30tbzNGZ",
-	"uFKg+mE8Jokg14IbkBGCKKMNszVq37LuaN5mq+MpBTPjztAcUu5HIo1akUhDyliiSuTrQA5UycERvSTy",
-	"ynKLHrji2UoplRw95T5y6+a6ZZtcpOkgtZh4oOKukj4yD4mkT0mCVqgGgjsRm6G6VE5CEhg5auxpRdNR",
-	"lGdzE3xJ+JpuhuNttjZQsQOEyummFkNd3hFCKYC6JYQ6GHItCAWlBXnXjRTO1Wqf2UgIj5nUbUw6qPUc",
-	"pvPyU3LD5Ux4dgaDuU5ZMBdJO0gMo7UqcZAqNAAOT66xL6I5kI8aqoe8dmvDy2yRLH6sGyXkOnulfYOX",
-	"dRVea6LTXOgkLXZQoRJztnMQqRMM0XoGjE2tDmSMS70c0nkPUdZQgTal95rkUas8LHX51VrNjSbgfLGY",
-	"UByHtV6t02w1OyqSNAZbzcaxhnhClYdWT6kA/+qYD37JyoOUnjZmM5Xvp/w4UonVVRPyslxarkeDR6hW",
-	"k9LcgTQ8YWZZIaS03jU5yCm2W61F4Yj0ufXs17dOrdvauPsXRdDxW6e2ucqbDnSMPs062mx1VnpbBuBr",
-	"GdMQnrfN6H//oeoiQQuEbwtHlLN9m9K+h7xmravntV8VnU8Rwd8QqEBEaZxbKr8QcJNE8Yecl90GZxLS",
-	"Rlbl1LA8zDHjFdRzCo0TOMp+oyS4RQapj9g4h5um774GjIfbQlm+7E7y+EIZjuRbkdR0DX3VlTPPpYBJ",
-	"rs2I9DXAoiX7Itc+0RK/UJi4iC7PiKjKRMxQaF+yYL5CT4ZF+YqrgcguS4a8zTu8RDIlt09wh1b4xUsc",
-	"pJN4+LXrtnYehSBcnYeTAkJ3Ntp5coLc3Cqq7O5K8Qe6ARQvVsLb331BHt2D6CxXsiknq2jdnvKq5QJV",
-	"m/Mk0MUVA3u94kZnK8DpTS1yACCBjc1VSKcCTPy/gG2fEVWuZLARLP5qxbyWsnLd0WwVuT9hXKCE+NCb",
-	"SN2Db2zgpIohS5CJ8jarOeYbIk6zDmplLrQao1Q4GGkMOtuO1yacl/auULH1DkTCdMh8SaDbjKkyBeyA",
-	"dUUqBYARP20OQRqOvCuFQDJxHffNbcBpGgwu7MDfJvnh1o5u5w9P73d58joIbM1+6dmYzICnXaIdk79z",
-	"kSuz0SxlpYKRnmeqSHbdmo+Tp91HydOKVNenb5RY6DFqrX3lzmPFaT5N77HCqKp8Ts9uDBgHhJosBjQn",
-	"ovnfYjmIKkItSx5ngXUA0LIcYeDKo0TuLSSEgC88IY0UsJ6UcTdSv7NLKZnJGViqEGQjDlTugqMzEHRP",
-	"YXkFQjrVWQuQ+TKl0kAXCKuKFuwnjHOEowglBC4J3wWXozyrZAoGh8qY4dMJ4U30GpCSUChcCpPSns7i",
-	"nfCUG9Z7z/ycn3VtsZ0h9+e0cKHub1uUElWqU1Puw7gsO6NsV7TvNz3F6/8uKXpPwL7Vl3Zak9VcyZz+",
-	"kmp+hbxl0qOatYoS1YpGSpVMeOVqldv/LPuuVIuRmnanKR9Ci+kHEpDUb3fRDKuAtY5VKxWj+ZMknGXS",
-	"9Q3PDLOWq6WkvpXknfnVU0o7k4vZS2N2GYdHYxYFVnPLf8y1u8w18CMbJ8LdphkzKaLVcrMfBFJqWgKv",
-	"iY7ILDWxcUKKzrFQmHS9XZemmQiMEmOQG8gmI1bDzI+mup6mmXEuNQ7xsohbLMtOYU3vyPwfX+7PojK1",
-	"xcYxv4zKVPesH7ow+3YlJ4B8+BdV0A5y1ckrXLorjGptpFot6I5GLj2C8B62BtM6HGBd5MrxF5HPGyKg",
-	"jdVj3AcPaXzVfmjjqzx+wiKMg6doj7Uay886gS0wOK3zVa3Fmn+5z7e7wu/sHnP/JVYWLp+NdblVj1sw",
-	"stJ84YU4WdkjsJMHQe32j4VsQe6F4goPHNlZGBVKMQDN0jRDqCtaR5AxQDWacKEMzaWLeU2WFWV1ygMc",
-	"EpWOCPkHUy5cqkK1uj9lXaM/QYY6GIoQpE1IFZ7HEhkn96uaTXXLu6BOU+5EsJulwEBetz25f67h30G0",
-	"ypPNXcSKG7j4Ik2pJNCfcJP2IshssC7SkrtxpjyZ0trgLE1CcKmB7qFMaPiehRT+ERayMom/V6+GZvgk",
-	"KCoJvpw8+UfO/B0I/H04tOhbk8wCGteJr3dqje1Wy6r+iRPmE86VtRteEY0kA1w6IJLbE+rPy/GjERFv",
-	"9Qsfq/wViu9XU5w0PniF1tSHZRTP7Cce0RWB5DRp/hPrbFhstHude7zwZE4SNiFiTKYcAWQuuY4ZhwoW",
-	"pDxFqO7JL9bjCId012j3v8o5dcG4O4Q36ARm7ajyjHPiwp22Wh2fTwd8zgWZwJ/mU/mT3AdTGgr1gQdA",
-	"BhEekMilplEYNimhVcxoRMShXuudRJEtKO8w+xd6u//+BKWTB7l/oXAeFP4uOiv3LuXSjtYqwmAOTuBI",
-	"2jj/QudfTvaXjqa6viYuXfLQDzXgr66CZXFrt2ij1d5e8TcaEkT+qrORVYgAjZc8fqU6OLWhKKSoSCeK",
-	"OP46UrfeP0mPuYLcc7iNC90lOsAoSUpVHQiD9pmmY5MogCCEcn9AwnAOxtKlLMkjWfYMOQiTbaja8ED+",
-	"5LQCak5uoktzGKO/KEg4KaUdxKjpmptWhKnBYXI4jtN80mfP0kKxZ89QXXE1R0cT5Pn50RTyqr0zIhp7",
-	"kOjtOZDTuua4NMuB9EugnyppHeAbAzSNIbmyDzB+IVU5nDYmYX1JEqRByfLWdMq6/Q7j7uRYhHwYkqCn",
-	"IGy/TVWiJ/JsgE+viQ6oS+0CEIDbwGgScg4LhexmnevdQhXoYbAQC4IQ6cR7qwNzXvaB6gS5a4wSjc9l",
-	"reIXyQcUNGkVf5JyJCKC7Fmoog+K36iaOnkCWUfGfPh8L0OsLe6qZFAV52YH2h/TQ9bCiihkI9h0/0Rv",
-	"S1FZFyGB3FowiNlU0pv51NMwrThXD/mXGsKunqS3uorztBWfqy2sqjh2gZMpjxOrKrh0HZxK3X/2TNfN",
-	"FIplXaoeePbMsbj1YJ4vjKMBomxWUVDbc2kI1d04QkV+Wa9mmKpERTJNVcUwG2MBfkyTYM8JFU10PBRE",
-	"SxTJftqtlqfTUVX3HdVvB3OXKvScMUmIqqxBXqfV9ta9TqvjIXNu5rf5Mp1dV8dg1Nx1pr+mCiQluyod",
-	"RGKcsOlojDBP88sle/qJBtbhEGugvpVtq/Qi2AbWgyOCfz1CtJZweaDoati5NCx5RgSaxlBOlSvjl4SU",
-	"4sPqcjDdM0MS/khSZai7Cizuj2vcyXbEsghqXYSm/uMpclKty2zpBQ/Br67av5U5UHXXgKro5iLk8V61",
-	"Bw7SfVFdeQFdmoP1NcU2lruRkrUmUoIaLrJLl5WJ6OqXFXQoR2llPo4iTSngtlSvgH7LFUoTqCVW5kGu",
-	"mGTRjurn1+Fh/ewRg/4Xaj8fFefttndW4ijvFVLjz/W7HA7xEtfLUtvmEC8zbfLF0QXTZk9rhqkxYt9R",
-	"Y+LAN1VGjmE9i20dkCxqZJCTyqBZRPaGtHMObkeZKXm67qnyMYQLPb8ziOiCVaPKzEzQLxSOLn5SkAml",
-	"iqomgiA59EuSxC0vG+DJ8VzzWtNofE/djLtvWXqHqtR0SNFJ+ca+rSE/ONvqMRr1vVXJbMr3UipXkOuF",
-	"BvDGdfoAJeKRGsHyX/aVzbNv4GL/4VCP5lAqWcUS58EUcJ80W7kHm0qRsheyK+0CxkjBkQtlmwMD0J6A",
-	"ArcxWbZ3S1copNceFZDXIUfPVHjxmYMEAQ5jBxYhbSbtp6KYlZHxOe/FBCeXUNiYeS/gmSgEbdxIal5Z",
-	"I6qtA+PpcGleaiPBoNIivCIL+rg0Uc6PIa0BqQMYHwVa3UUBZ/P34X4l0/oR3FCLh6cuh8thpkKj8uA/",
-	"yLZa/ssjJk40yvY/TPQJ1DylnzyEjQYhh6kuqarN8idSuI+8a6Vuat9psePJmsqHcCn4r9WMDPddxY/d",
-	"RJ+tzIiCTZTqjbMwitCAIMwvFUZPLt/CSrfQYEkFrnaXd7aKoeltOxziMgOrJhHzSCgvDgsIPH17z9yN",
-	"vz583VnlqgDbMFi8qzKAv1aNOsWCvNd4+4/gAe2Vdv4NFmSmoOLvH5WXv1mB+ep3nGvw/nIw30Jj+/cf",
-	"t84PG4Duruj+I5jRK3UzCmkr4BLOuM5dluWhNv8omeXQNeoY8Im4QO0WSjAN2AQN5oLwNUdV7HCojMny",
-	"kTFHz7RW9wxV24iYmw7zglwL+BtTl3q6LXtvfd1DH08P1K/lpD6cat6UNyKNJ03rOoAKtNSsPLc+s1i3",
-	"9r0hLFzqZY44b9eMjELtuS0Ztrb96dLzcchT1CoaGYwY5T9WIDg6/J1lyS40XAsa2xNZeI8q6Li/sfYP",
-	"o/gbMYqi6XcXt3iogZeC7RSc4WW7z8DHLLPmlJVGKCrbcyZsRALFWnaR8ZaG4Nsaa7PvksSiUgVx6b10",
-	"EL0fy2ypu1WRcybiJerI389O+Yu1lL/UTPmH9/xFvKdsMS3mPhrTqjnHk2iF4pWQo+OY0P7JQQpmqXSM",
-	"aRgJFFINZqjDyBoAU0d9NaBkEeUyA6hUoJWAWSq/1uP/wl1qTWdtQRKbntZZTPz7ZTealVtNcdSe9BDA",
-	"fLk0pEPWcylCEK7rpZlp8iOd19dDgBJ230QxqSQV97P5VxnWquw85ACNaY+6KEHMCIVG2s5kkVGt9UJV",
-	"+J2TJOr0CQXll1ECUGd5R+HdNrWUL/mMMJ1znXZUl3a1S+vp0BjymTrIzjtbu8tSVvncy8VUQkxPlXwX",
-	"oH+E1T8m9T/SahU2dJreoAKvWCy0sg5nS8XVTHcSVhJpREnQUP20VTBW6r511cXbyXp2A0iq6QK95qSD",
-	"FKO70sROARqr1OWIDHXLIGsa5d7OTbSopnOBoFuK43ifVEhVC5nL8YNkDFMjmSX5/ed0Bk/bbS9al2O2",
-	"fnFL7fsv/bEVqhutv3SHqO6Wle3PEdMerXThiyebm+sQR9yarG5NX/ne1dEY0wb1CzSm1FFvKqin/HGQ",
-	"Tv/Ig7+RPDBoSBWnXC0RFCb1ijVUGgoa3KlOEYrXRn1eAsaOE8nIFcT3ZqujEulnIS9iD4/xFVEJQNBr",
-	"xEu7m3qQy7qLPMDTg2z7rMNcDsGbu/TurqTVcuJUbcujy/z/FxvdroogZFr0ViII4WDetC7Sz1i5gUVc",
-	"1hF2we6Yrqz33KKsE+/TbNMRg7a4wbyH0iAEo0R3pJGTBLR45XIPSBQOQGOLFO4vdmmxD39P1dap9GpF",
-	"mylCvBzYugwuVe2ZhixBA+v+QLr1X1Qmlc5mUUng7crcrpf1m1DtQnRbtmF4jerG56GcHbk2LlbjllxL",
-	"F6tnC3RjQNCMwcDVZ90j7uSyzvINQ/WIsdgUA+iJrvWy5i6Q5x+JsWOh+wMKgKorayJJRBOCKYA/DYiq",
-	"iSQBGpA5M+3pWCA5l5zVKgekD6Gq31JeoU9bL1mR+15an5A5wjIIBJfqVrwq2B3SUROdqT4sGqx/Yp9q",
-	"6SxdWjxMXQGWNhRJu2oEproiq8TIOLlL64bAVeMJwvNtsFgCfyvJqyyS0B/bbjboC6FQGRZ3iMpaZkGL",
-	"jCwiF3IkZgxawvFeRTppKs5UwDKNVXKXqpBiZSxRhxFV6UcavMxFLHdzWWeFGJ+p3lgh2OFSlU8r9YRc",
-	"ICM1qUoBDUeX7BUTZUtBTrQsxgly1zBtwINxKht8L2jVpAOWcia52hsuMA243fMKlIhJVQ6dOVSu4p4K",
-	"cc0kxmQ9dCTBaGeTitJYzKbYUCf9yoBF6h+m1TozNo0CJEUUnKdOmAsFz7XxsZdq+YGRlExYPhBSSVEs",
-	"meAovCEBVMaiuo85UfnOH2mo3HKYE3SFkxDLZQ5ZFJDAyb6Vw4lwEEbyAskxoOgzJhiWxiMVmZqQZCR/",
-	"JhIlbxF84aCACcTJSF4E7iBvFxAjVDcNKdW8pqrX9RCfDiUD15kqDorlHlHRIJKNyAGnNGCUrDmIM+Sp",
-	"MgrotbQOG7EODa3Uv+GfERv9z9ZO+u+QNqH5jALWX39//OZ/9rr/87J15CEcRXJjAYOCm6c9u5OXqkcB",
-	"lmPJkDpnEzgwIDskyTvF1NQLRN+nJJnvKgWWozGjbJro4RryuiRhQEx111rTUIohiBEjNseR05vyKY4c",
-	"dXmhR7uqGuM95U/l+Spw7bkV+JJQxKYCNs+MpvRgToBx7CJv/1pyMs+l2tebtQ6si0I/KPm3KjdTYXK1",
-	"WSZeqRtAysuCI3MLlfPX0W/FyNu4vvbWdq2+MToBS/V1cemUStIDzdxwGlT3+uCAbuxrquhpISDm3i7C",
-	"aHQTxpKfB2QYQfwg67ITELkbAVJ1KcpiWNvNGySFUjbu0rpq7NbUX1zoL7w1uGopsXKmu08pLqEusCIK",
-	"cy48bWGsk29NCawCKIRdZSjkfEq0IGCUGFkUcuBQqk5Ci0F5ttCfSFKhJD6XPjMdGb3fG+fH5yeNPRaQ",
-	"Htpod7qbW54DnrdnaBiSKFBICBe6GJnqEkBHMQno2RqJMMaJ0FWBLNFrUSTtUoRU1MWRLy60q1HN9eug",
-	"ayr4BZyUOjT29URG4RWhLhWzULfml8JSyYT0tVJ8xiSSjIWjujV1B3lyoRd7x6/2vTUg3QT6eARpeXxL",
-	"X2XOVLNEzTctnmsoW7XWcino0PKLGZ4XmHIdMg2BliBNCTbDQRjSiBoskZs/wcmlA6xaJCySFzTBvlDl",
-	"7hqIUs6AagJUF0kyA5dqapvg6wtT8Ab5SbpefKMDa0HAE4mu+IQqGvkSToRiNJJWMEUfz183Xugfbnqo",
-	"bsxU5AHz1MEI1fYk8NaMMHtF6NxSUA1PUhdE3yerg7LZPNO3HReyO4EpzMZEE6jZTnNK2X7UFbtQKiUg",
-	"QCYID9gVRAH1xuhfXegOeQ7qtlrWXCW9OIqBSK6sGmCqGbdbLTkOowbYxymOCWKeJN66Zz4BX53yV5dm",
-	"oC6a1BbVpbKasJm0KMqUOQHT8IF8BsSql61TZlqYDgjkjyCUniGCI5Sj7p2dvjYMSVKQnghl9KLIlRxE",
-	"mRwlU34bkfyKjtI+eRakcwreJHcaCoAnZDIgSW5N5ngvKZtl4E2WomiTRV0XEuutdICPI/Nt1qpPZcml",
-	"pqxUZjDgcnOWCAfAR9XtBA6xpsYI1EbC6ylgQ1FW0Va0T20rTt5XIwPSFsRKFABwm7w1DvCs7JQUrsvc",
-	"OqnBVGg+Rplmh+YXuj3mjMHE+Bqw6jwL2tRh0Vw3tcwRZSrAm6oJKg/FVHUt+9PMvNjzVP65+B79WToX",
-	"Jysut358T2I1jBMERIxH8gK93e+/khwJ7R2fnoHZBn3a11aZQwH5zjHxn7Q5ofaBy3P7s4LUjDxXLQ1n",
-	"mKNMXVgrvALGNzSlViyVMwiSpjnk+Xj3k7wSLrhUwXRzOj2DPwG1xVOljlZ9Y8agD4f41HxeObIVVc+N",
-	"ZkLvhcEOTERejVVVSJmvocyPWl2OmXtDvrrPnnhVBCirI5dvBTGvtSIIU0YqDACTaO/oSagYkIfWkQeg",
-	"8Pohbch6p0Qk8wYAwBTnpmo30vmkN8Wch1QLJoNwNGVT7sB8I5yMgCiMpP1TaRLy5VIKq/+uIFRz+i10",
-	"oJaGZdU1tLp6ggcHC5GEg6kgwa5xptuO9Pon8B7JJ5W8yHDJkHZ57mZbrxsKaFhluRroOemV2FJ+46yo",
-	"h7fWU15K5Efgc7K5UHZHQq72TssvS59RDxh1BmbQ9pBX3Wsyx+LKHU/XwahhTHWWvGOsdWhbaX+dNq6E",
-	"VsfHumG7InhHkZyjx9TtJzueUkUqmIJ2gbl0JUwjyAV9lqKCPHvWRAqzCKvXuxQ4Syh4uVgZOjvYSdgh",
-	"L4gQl9YtzwXkfgeOtPugrbcusIPbZl+CnLrc3tEAUnLRMN0gYXEsxwHoJwU1mrkhHAtjREmKULjUT8A9",
-	"ANj15IpdGuQUxVO028jIWe/z58+NvhUz7KlEpITgaPKrm/aMdGtOthm/ujUFzRYGCpjNrWVOhUqMBRUT",
-	"0uvMFTI6qNBA2cmnzjvIKyN3eJnpaHKiPI1bodoCpm4l3YZ5WYdMULxfS2Le6KmwADglXHpGjEdKsvo0",
-	"sy/Hv3ryQc+D5rcuVQ4/9cDb8/OT9Y3mhkv3VFCmcT6PSQ8V4zIuzdmLqqhRjvrDBb8b4OHVeshVWDzy",
-	"INya6f+uvmg2m27tFuah8Kss4VpfXKG1hiIieOlayY0DdJhd22IGV4WxM2eW40/h29jb2O6BTga1rfLz",
-	"98oWz4wUneVmsKZIoOTfSM6mjKmmnaXFCtgm6vNLSylWphiUBUuDU54dNGrI/U4SWNWR5Upv73F0cEr2",
-	"tNSB3KOcVZ2nnLf6qT5/6zithPYKmDd1zRULsvQ8B+Xg2wqgZsZ3nG52qrqkVG4uHYrIUOwWsdm4wHOO",
-	"WEwM6n+YFb/UMRqSGZqEdKqqe5Ip5ZoRujTHCZUOEgAtTKk0c6hjeKf8Hmg2V1PtdVtdayJWs6UcCXZ6",
-	"VTgzKSSjfPTzItxm3Y5cXhPwAjFFXGBiVFyWCU4uubSpzFvWqhFfHIt52Pvv0oVanokSmNVasNXqeY4S",
-	"qfMDq5NKiu0HAIEAtL7RXNaFGP2w6ffWq8jVctDH0wNpCNrBD1SHhshrTZe2l77ARD3yL1Jdu289lIY3",
-	"1At0HpM9iUL+WR3As9Z0j/BEQyumY8Mwacl906Wd6tmV1l03FgOFNm6IstlairAIo1ZcP6C6vaqIBb4k",
-	"YIOk7oBeESEgcIB3atct06CPBh1A0eoIYgmOCZsMc+pDSFGcsJE0gnLhGlUoXI7XHOtINewyk5eSgsCT",
-	"FNVDIYVomjTWOBFSG51IrQsSVFhKzy4tIY+vOQDcDO49AyGdizXiXCjWji3mo6JSZdfojWljceVtyEYZ",
-	"QKTQpYJdEorqXgZ8bJqK6E1QSMTlTdinaddVqdNPMMUj6GsOm6t7h1mFizyLtEK/lZBRx6W6yQ0bFtuW",
-	"6ohBVa8xqLHGIVemPnHp4q6cylRQPpaECKSx3HQzV0ZJE31mmvRdCgk4ln7i40i+WZWR0wB9sjM3Kg/H",
-	"peZ0Vj0BdOcBQDJIef9PsswJQSIykaZjNaGgumcwpCGSlLXn9wyCsbdm4oZSWdYurcoQt0vrqt9asS7E",
-	"W2uiI3kL1DqxdWPhcmdzQFwKvSqM6t1sduoh5e9CAUPSmvjGBi6tVxiSoDODI0mn0qzlQrvK+EkPVh6z",
-	"S4uJVirtK3WwQTyEJf6YcKHTUuSQMWFxRNIMFZ2VAgKFk+ywM74V0jgLWc0h2wvYmWJPkBMkL2FW2GEf",
-	"PYs5ZDgsb9hf6/2obbY2FgLc5/LjDyZxRJTDEoaGZMN/3yfb8A+dOvjv++YO/nGbX0kc5tcAZQF3jrqX",
-	"MM7PQkG0f6I0LnDtqj2CCoc7x69wgcCauyvtsOX0gjt7D8CRFR4uO6jU1DY6j1nYxuZjft3eWW1bDPjI",
-	"w2mus9qLcmmuT0WsUwoEFTTKeZJ3Dn1GoqGUFaFPTvBITaq90qT2WMJPjEdaU+ED74jGs1mBRZxN/fG+",
-	"1r/0D1chkEPwGxwx0Y8iNlP38vb/DwAA//8=",
+	"k5CGk+mk1mulkwmpICOSFGbzeUzogXhLopjfb2ITPDcT20V4wAkVaDYmFM1wKEI6QgEjHDZyTKJYzr1i",
+	"rpt3zvTz58/9qRgTKkIfC3LORFye5/mYoPPj8xPkj3EUEToiPeTBBwnB0eRXtyaYiEdYELfmZA/96tbc",
+	"aavV8dNPLsIAPiFuzVv12Fd6T9LZbx2/arwcfOCts4T2Ty6i69+P2y/j/U38aaczCqLNL6MP0w/n5y23",
+	"VkFAt04txgmeEKEp/SMnyUFQvRU4jn/hKAzQkCVA2lNOEgdhjiKCE0oChAWK2Cikco3ZSl4MN7qkuzms",
+	"ObVQjhVjMa45NYon8ls5yEUYLN2VCb5+T+hIjGu99uYWHK75e6NyUXIowsVLFoRE3WAWkJcsmMt/+4wK",
+	"QoX8J47jSBJAyOj6Ny5Xmh4B/CwhPrsiCfyMTycTLP9ZO9WfIp8F8lpe4WhK1MiBnMnl9vB7u7FzPemK",
+	"Rmc8S4JG/OJqQIHwhKa0bDRFYdUjdXfarc6OWlO2Hf8nIcNar/av9Yxhratv+bpc6KlavfpZgUkhf5ok",
+	"8lKlr0UsQZiiKZ1yEqDEXluZVm+dmrwr99/OikX9xCXVcX4hKOQoIUO5wrWKRQHF8JhRro69HyUEB/N9",
+	"mrAoIsGSVcYJG0Rk8nzxarEa64KYweT8BQ4jefQz1hhiX7BE3Rs5Tf08wr4Ir0gTvQo5HkQEhQINw4QL",
+	"JBhSY2nOGZCr0IejCikXmPryreuTIV5Xj9XS6yCvWa/W2vjtVefr1u8777qftj+0D18cbZ5snHbOtz5L",
+	"ZiqwmPJar9vacWoiFHCB9XYgawn6zo2FiHlvfd3wp2ZArsye8PXS0lc+8hM1RNVxe8VRvR46fN0vb51m",
+	"UyEHPtWUL3+JgzdYkBmeP+pIpzEXCcGTiynFVziM5PlUbL/ey4ds/2arbW1/HKP8m1ba/cpZPskJVI3s",
+	"9ZS2E8fIZ9MoMLpOQkDZkUxmhK8IogxNFUErxcici7ng9z4XrgRENGTJRF3VjLUemo/RQDKrMn8d4OBC",
+	"n07uXo7lxOFj+KUkLrmeKxyFAfrt7Pio6roF6qY+8L61sgN/iQOUzWqlw7YXIk8MZorVgdk78in9HA1x",
+	"qO5ycVOy316kzyzemlQfm2Dhj4EI+icHSB5ign0BqkCSMKle/PtHbRiSSG6K/GlTC70J4RyP5Ju10oaU",
+	"KEcRyHi5+Vu12z8W8bd1n9FhmEwev++aBtFVxSatdArlnbuH5F5246zj1RfNnEHxsgWonl4GoFQHCcZc",
+	"GuFkRNaayCvN0etJ2VI6xpCnZ7iLOCEu9dQ5ek2Xyku7Z/TQIyZesyl9nJjMdGXKxMUQxiuQnRKR6YPZ",
+	"lMl1yIXkMHBNUcToiCTqFJvoPRuhkCI8wkovLRJROt4D6aeb0c/7wgTl3MxKVqKfqk14EvqpGFjTUTZb",
+	"KSjpJWUz6iByHUv1yEFsKhAbulSbZxyURS1mpTbVROdjwqVJywlHOCEoIFE4IAkWJJrDDggWBS7FMU5E",
+	"4TQ0HbGEnyRkGIWjsagwq9He8ekZis0TqO4dn5wfHB+deWgWijHy+r5POG9o+7yhb3HjkIgxC7w1lw4T",
+	"NpEqLktCULIo8nAcNn2W8Av1GTfiK4rYjARoAr/lCNPApdoR4KjX+QkJpNmII95EfTpHTIxJYsYeEcGR",
+	"1211pPYxCIOAULgvju1OKEy4L1/a2MvGXexbkNqqlzd6yz6ByuGPYX7Vhp0me8ly1TIcRPwxU66BxW+S",
+	"79pLGOdnoSCnSrt+FA9It8y++fCGBg9FOk8OTgJJWv4YS8oVmRrNiZDr4E+uDneya/7amuZK1zpb15Nc",
+	"5oyyeggjOUXSgJ2QB+jjKEKK4NEgYTNOEhTjEUGMIkyBVl2qiVWMsTCqTeWlQHV53YsXUI7uUkalODli",
+	"YixfO8Ncn0YgJ+VnhwYv9zGVL+ECJ8JBCYkj7BM5D6SVJoRBS/+FIw7OIaTPE66cGJMwQT5jlyHhmmso",
+	"22xCqDiTgy6lPENxq219YeSqIzghNJCrJumjki1gofmhXENChIM+nh5IFoI+nCorVPJHPmYz6lIQsIz6",
+	"BB6g5IokGVd0Ss5Hc5sXTV4/v17lqYQFaLvnPJwQNhVPY/4IPdgTmz7dvOkj3xIg9Z77GT5mfk9r9OhR",
+	"LYMnCJUGpl298maFEwKWzQEVJKE42peq06N2PdQjPfVuW/qvmSwCRW/V7U4n9iTbbEaTvI2iKSXXMfEF",
+	"CdScmugVyAWlakRsNCIBmtKAJMjLFu855kLBgUg5BkcBGuEebOcjDmIyxBehGquooRpXU2orNtHemPiX",
+	"QCmSJiQXnrNpop02cPdFMl+snT6JidOxj1jZsNr0WumA7QU/yRlbAxotVG/cLGF05OQ0TLhOklnC/nFB",
+	"YgcxKcOGCKPLUG4gsNJY6pzSZEvNAuz7JBZNtMemVHAk2AwnQeq4/oW7NGL+JZsKLVLekfmZ3rMnEiXZ",
+	"iBXbIAnmksyROicgUTAgtP76YIUKpk+o3NKCO6RPkf58kT9kSvk0jpmUpxcTEoT4AijEIvN9PYDlAwi1",
+	"5p/tueTXVNtrCZsKUtLH4LuHkfPGZkbOH7P5okM5X3Su5ruaoKherXIHxyDPCxuIwH+BRuEVoUjMQp/c",
+	"z6mktoTiCQGNSY0zYQmRuhgFfeAJd6roUzp9jE/pKW5+39CEJh55F3kYEB9LTS+KgIS+TYMRcVLejQZk",
+	"qDYIhK1LOSEchaKHcl4RVO+2WlL1LJ0QOAbkvxkCtZM7LsXo+5Qkc/kVOLFAE9ZKqvGjyBfO8DyV8jPw",
+	"tMBXoYAxBnNBGiyR0meCk0s5mq9UL6kLJ9gXJOGKf9lHv4u6G50ewi6Fd4NnJlEE4Knw2QRfm4VdyJdw",
+	"bw14nldNsXLxG5sgMO377UhFfIwTTgTSij+85OP568YLyUS1RatfqgNx6YthIz05SLZFIXdhj5RjCUsj",
+	"dyKXPZlGIpQW/prmpcr4PmKiryzqx0lcGAxcF9pAz9+rkGuD3cheY8YzLTpiLMbNp1Wcui2LDanVSmMI",
+	"9dMJriZby0t7GhFbGldLWrkVymHGHfhA75yRmiCHDoc4s4JO01jZQ47QOI4uEjLBIQ3pCMLzdmi81rtP",
+	"HLtm/3iaRCU/XmbnWwpbZqldpLE/i4bOiEDTWF4gnGUFSNs3jrMwEvZ9qUkgweCah3RKVKA7DhPCL7Co",
+	"9WrtVnuzsbHRaLfPW5u9zVav1fq6gKFrH1Ot928VFP7jYWS4kZHhWc50toxTa8kra3xVO7YyaYIikzqI",
+	"lxAqPNgAHcEEhJC34PVeD8UsCv25WQ9Hh6/7Ls3F+Rw0GzM0xpKYKVHmuEpcMNYZR2MSBbsmiCpZoGSM",
+	"tiu07p0cn52jSrry4NpQly55xujr3pp6GCUkIpgTSxCo11aN4f0EDwAkvDTsjJe7hqlKkIHzOxxibUQ8",
+	"HUPo/FSGkOcEP810W8IHupsVfKA4xyI/cNLskwuY/uP5w19m/K18/e8yBaVuIRXlhQahS6VFqK65ulhc",
+	"4Lm54un5pH5ExKXu7dnU5rl0Ng4jgrwyaXqQVjBgVwTdkIStYkuiej/iLLvpOeYGwgTrtcFKVYKbnp0c",
+	"xdKPm2t/d07wnvmXD7ZRo/THmYX1kZME6S8sy6qKabRy1zr9TXar08MPKdpEk5BWGaJPEAJsW6ky54yh",
+	"CaZz64j5fa6aXgaYoFiQ9+EkLFmhe1EIQh0LgiL9QNkKlV9fZF//FWs28ZlVF5yb4j0szPuxF7WlkrtU",
+	"nA0qKA8YIheIE85DRqWp6MNuQygQAhehj/kuItK8xMhnSUJ8UcwxU5mtLvUgIbYBGbEeKCUx5lxlw0hd",
+	"M5iEFEXhUHIU4Bf+ZRN59rZ4PZeK4v6q+I4K0cPsmuhYzsZyuBirVXKmvOKDBti/hNUECYtjEvwUdcNa",
+	"+F0jWCnMhq38p5kceQ2jysDYp4IkmXyDAwRtomRvPESVWGRSPL0KkTcxHmJX/G8YE5YFYbw5qaNSGcWc",
+	"z1gSOMoQkKwAbuvh676jFD074wYnSUgCRJnKkS2ZGC5NbQxOaABsIiDSbPRyZORV2xna16M8kAWLIaWg",
+	"v72N8NFKOnxstCWf/Fgt4DGaMGktPp37dNOOm+TpXvIXluAkjOYPycwsruknCb5ydmY+tp75O31p6ZBA",
+	"PyTJAWLzQkcopMSQhBxyyIcL6cjJuW71QOAalaSLhUjCQU4KGf23zijR3lZwp8rLNEfYCFw0mAqXUjwB",
+	"Z5RyYsJEsEBh6qENiCSONfWVEY5w0CoQEVKXxgkbJYRzHZDXMx1C7NCPGDerTfOu5cARkRcuYdPR2JFy",
+	"E8K6kN8gbzSOho1ZEgpBaBNlxBdhydrrOVnvQM2KS03Rio8p1KuAj5ZNBSRkVExeQAhgF5QDzUvkJCUJ",
+	"mcVnm5t6zHUazGBuimTW/j4y3S4EAkI9YmdTf7xPg5iF9HGJCJWZgkcM8ak/RkS/oUrhpyx+gnS/IybQ",
+	"6/uk9z1xUp+dyoeVY1eFwk0ObpyQYXgN14SpIITROLkglCQg7kDGhBwFzJ+Cs1D5zqyA6pAlTSQPLVNA",
+	"VXgdcrsVhUrFRXn+j5h4kroJuTqr4OBpk6138qd438KG3Nye7CzLBQ0qorqgmOGIiQO5Z/LQnmCvQ2us",
+	"/HYD0axfkjlfT8gswfEDxelGftPzL1x53+2fPdnWW4Oa/OoppcC5GR2Go2kxtyBO2FUolbpc7oE5F50f",
+	"9ugzifU4dqRC4ETYvv2fmzqSuygoLuW93efkzGqe7NT0gOrEEu2+rZikjtjIbUB1KjWQGeYu5Spx0JGa",
+	"RZbwnMg/bZ+j/iUJTGzzNO+Y+bmerydycT2KXf5HOrgeE9v9X/VuLaP6vGsIreAZcul9nWCVzi2waXPe",
+	"LfQQ51ZRLX2Em8gU4e7JFRxwPn3CFODc2FUHIeWzEsy7SBAKdZi5glPuqERflOX51hmN5iqX2aVjzMc6",
+	"beqSxGJNlRIQnEQhSfSpZKUsM5Zc/qS84DMSDc9IchX65ASKsHJbKMi1WPc5z29dueQAnhuLSbTSg9/w",
+	"FVa7ufzx0rZ/hnQVHIdNTqLhBVfz7iEoi3CQ92b/HP1QWu/tOsRulNUbDRv6WZdCPro07bz0SUm2gq8/",
+	"81AoOFIvhEe4mEfEQWQyIEFgIk/EpYOQ4mSu02cwlKv5Au2pfWucEX+ahGLeOIFotbJA4bVTTiQxRHOl",
+	"NKd6A0dsmNfCtaj5SC3/4IPFDVzFQiYb3M7+yYGDBjhAgl1COUM5HzD//kWKYe3RjkU1IZgHmoScq2IU",
+	"lEVrV8zoy89XkpDkaRWiFtYORQnhiOqzZcZhsdJWZDpZOKL536tS7SdPOSpo0OnMH749T5Manx/Wg3BE",
+	"6kjtnxyUU+VDqHUaztV98nEUkQTV5fULJY/iMfFB4TZWfDHHvn19bW6ffIlLw2AtfS02xN2z/hwQnEjb",
+	"GCgs5DaRgSgs8dcqb2h+4eXXeS/VW4q4HQ14RqN/VKF93PG7KugOxR5+kpP1SUsM/nZ+1Ad4TqXEREt9",
+	"omkxlEutaig7CQE8hU+pA1npz5D9DMnPjyrtuTP/+4zocAgkhUozqaBl/SxTdFHaN0wTiSdI+34aVliZ",
+	"oJuv2bYhBbzi/nngRJAi6knqqiGr13aUlgW4fISvWyg9j/SLgni9d+1zYaJPcxq5Mc1V1rEA7eeUqrxU",
+	"3ZOg5GNL56CqduVmfdTKRG6jtX+gEK5tnbd2ehvdXqvztebUJJOYJlIfazm1SzK/uCIJh2l2nFqEubiQ",
+	"plVVxLez0dtofy3GcnPR7R11EgA3A1ZJzUlxlSz8pVunFidS6RQaFSk/9aJ4+zwm1PaiAFczv0jBuaY0",
+	"IpwjT73Yy0M/LdoMlkxgpYGUcSKcVICb2VtWmpllu0JOLgnslCyTimVPpb0cEqxwJsUXviNzpL9UwShC",
+	"/WQea9MWhEOgqz5zb+1Yb92oemv+5IuvfY+5UGhonA+nkY7fmVpniNql5xAOlVd+wQHkSWm1A1BOgwsw",
+	"98uTO0mIRmcLI5KpeyHXXixUPILcZLZ6LZMcvdpkFlO/dRt37jplfU2Ws5TDIT6D526ta/SjGtGsbOJm",
+	"2FL/tsDN1IvzZGaR+JL1/ZG+hA2+EV/ksDeyNP09dTMtHB2bRz0q96UI21VgIrmx74DyMs8eAIf3dS3m",
+	"XehfpX3NvVOPs+I+PfkGPd2GLFvk0tVVIfb1S3gpYYDqnTZKMA3YBIqXuLT+OdnqThOVCM+mAsU4CCCG",
+	"nLu79yMZC7Cv28nh9ck/YywESeQk/79/9xtfceOm1di5aPzxo9u5/T9Vdz9d6H8hdVcevB65eOIWAN6W",
+	"NFZeoCAchYKvgU+2AIlX967l/xql//fWmi49i7FPVNbjeB6PiUmtGFGQdfLziAgocJOf+5iTRkg5oTyU",
+	"eoCDOHOp191po1Znx1MOt3fbrz+00c7vh91z1Hn7+fQVOnnx6eWRByOYhCxlH2WEpw8mR1Nb3RxNbVWR",
+	"jAUaeAcKYVEneuipLWJCRUCJioOjZJbGrbQaAV5DcBlrl4fSO65IojPQjHOzpHT8WFqSZPIHmYjxVIwv",
+	"pkkoZ6v+0tr5+r4aq4ej0Cf/rx656bPJ/6Pe9+tvL88+f+m8Otl/e/Kuc/L7SfFvd9pqtbdCzqck+VWP",
+	"pj7D0YgloRhPfj17299Qnykq/XVL/RWTJGTBrx15O78nF7GU8bXw08vj01nr3ZsR6/f7/aOzj+P9j6N+",
+	"v/9qX/59Df/f77/5+uLdq36/vzf7GO1/+HTabX8//bL3eXv/oD87DE921idncXj1+/HX79HBt+Ar/3D4",
+	"avvNl82Tzfn7j+sbnavfT8gnPmQBvRp/Ofn26e36zouvO+uDzfXt9fDrtxtKt8dtcXT25ubt9zcv15Pv",
+	"n98fvBSbA5/7NxvX37/sfXveufx+vN5/c5REM//r6XB7++DbiH2edz8HH683Wjvt1m9D/n796xvWevX+",
+	"oD9/c3zZuex8e7HTev5if3Q8OfgkzufX+8PT+EO4PWXrp52v4dZvX06/XZ4fvtnpH9LLVvD64yQ+PN17",
+	"vf6O0vjDq0+/7SfBXrvNXx+8iL/0x9d+3z+b/3acdL69O+Xvr7aik/nx8Yft6ft3H7++Gnzsfv/2/fnO",
+	"zvnhuR8wejT6bTp6t3e40Rp8om+f+2fDrTc7QZB82pqN+OHh29OX3ZfsKLxuHSTn7191Xv7WClo7UXx0",
+	"+jpsf2h/ifHlYPPd5sft75PJN57sxf6nd2+H3aOjtiA719cvbuL+2ZBcb7x7/pL8/o2+6cbEn7a2h3vT",
+	"7/z18fXOlxn/NNmk7/vR7+/j/T69OXzx/Xf/bLCDbyLWvZzusPHlzlZ7tpOch8nhzVf27mX3+Oq0FZPP",
+	"x/zN7P3wzYcJGTExbr0N+qPPb16H8+GLbvv1WHzf/M6mrz51T7c3v+2s/7a+d3zw7eT6+bfLc/z1fHD8",
+	"9cPm9WEcnn25bLWY/50MDofb5HtnvslGr47bZydv9752t16+STa3x/1gPeh+nQbk087LwfgTO75in66i",
+	"2flx67ff+4fH8e+v3nxuXQ5/98locv3t+bftm8ls7o+PN86PXh629j613m1/34j2p5sdcXV12f308fnb",
+	"dzdXw2973Y3vLybnv2+8Gr4RN/z5xsu98PVeawev451t1hq8eHXz9feX3/ho6H/5tDc95cHbN5/e3LDv",
+	"R9ObD2+PJyeb65ODz18ub9bZzsftw07/VXDIhxvvx+e/8Y+d8e9vht+/fZuevgta8bv+u+8TtnU5b4d4",
+	"drI5uNreOz/bOb3Z2mGnn5/fvJ2MT8Zbs+PWu1br5frg3VX7Mno7aQ8OXsxf3bzsb13vHb3+7cPN6RVr",
+	"45N+x/+Nf2ed/atPPH5Ngqs3z/s34zfr79aD55vPXx2/ueSdw9nG2dvBzpfW5PkVPnq//nx4FE8Gmwcb",
+	"p9vjs6+/nXZH3ZvJ5+Hleb//an19e7Q/3Nw++jJaP4VbvB+9Pr88m36Y7O1J1RlYTq1Xu4vp1DJ43ZTL",
+	"1Ho1yWdqTk0xGZAWisPUep3WbYn/27yz0iKGhOFyjoH+nbGHU0N5mT2WMuPVTKAcy64C8vIKbBzCoklP",
+	"F64a3t1sNnPsudlsegBVJFdmoIpUITnPz/7vKiXS7ZM7U7FxRoqUTNijNyicQDLmEOF07WyY7qTca89o",
+	"yQ1dXZ/flH8k0z+S6R/J9F8pmVK+I43pKsZjRFcVszYgcZK3dNqofvp6D3W3ui8cSGLTRrgDTukJplMc",
+	"IUJFMs8znxVEomUoddol47vd2P7jeaXRbUTpMkPonIn4BCd4wkvmkF56XmqlrNgxBUqWuK2ynV6HJApS",
+	"8LRi+JUgHT5QsWAmP8CJUNkUabxF7lhexmsU4grxnpAe8gCc2ENDpmFEBnOEAfJEJVmHVAf6TX2CSz2A",
+	"k2l6DvIAa8STBrenwnalkdKOC4AGU7R3bWTk0pmkUMnlqSsoRw2gJYkmJkyK49zgSwCW73Jlqj3LplB1",
+	"Wm8JjiSd5extEyOqscuytc1TwC1CpxP5HnYph7Z0jss7p6YHqZpRDtPLmpQO3wLa9TQS2jGrW1KYAFXN",
+	"qUVYEC6ywIByPFwEBNz/IaPZVxvqKx0ZyH3VMpyAXwysKMO/q+ahH6z1Ntqb7RdOLYsT3TpLn+9stK2n",
+	"u7d/ZC8VTOBIjviia01lqgptYuzLbWyVziZ9V5HYvIj5gNB3SeZAR8MwIgAtPY2E10Of5H+RSDDloXJN",
+	"6LOF30FujZx77pjNckokn51LVVAGoLTq+lVyPpDBa+Ylvy34Ma2zLcc7CodtUUz3rkDOIqqwxthYZYwq",
+	"8ikuvIUmBFOdVglzNsGp3FpbdwZDKmjyRy0UZMJXQLb7pH4CiAggL9T4OEnw3B5dE19xEfvgicyFznpp",
+	"FIn/onyZegxUNwYXpoFOvFxTBVryF3rPrO4lDdDjL8m8wF31DVhtW/L3ozj/j2qaZoZchFGEOMFRikgJ",
+	"IgInJi4WQKscvdHcpRrX7FJTMVcO11nCVN3cBDyAc6SJSv5W/WIXYZeqQgw0YVfKDzgxyWcQ8+552ZAO",
+	"AjQKLFTrBZiJS6H/0xj8riggSXil6hsgzeBaWHAZKlj+C0dsRuVceWFH724KZXNqw1Ksa126dgvv0sIL",
+	"UknJRQJccK4LhEaOuO8SHctY9qo89Z1mWSavSKsw5l6jM01nupBLgY7rh12K45jgRIdiMZqEI12wMiBi",
+	"Rgg1HJGjuqf/2VQPkYthwibeGiR4K7qdYXNtHsG20z0pNf+ybzy37q6muZBXMjO9tctvbhXXvSMEv5BA",
+	"S3RUSSr5ilyFA1fl4AegUjYsVOCmRegKFiaN+9gyc1Ehf16kVR1BdbUwOMei4yGoHysl1jg/CkRcBbCw",
+	"LEVD1SOkcUjFKtXa8w6mzbsO+DHRuDyCQ6XuL5koNwluKkgGVbraz7fm2EX4qi6MBLrMMq9mlPAhbBdV",
+	"IyFDkhDqV2ohKzkgs93Uj+9a1czQaxCqmxADGOSh0PGjZc7I7v2ckSnWRKUpkp9j1VkvpuyVFJDKi1fS",
+	"Qm5LV/aPMiapsSFTxNGQcgG17EOrgF1trXrGogMWE2pgm7L7C8G7bP1gO6lAaZxmzagaG/MM8F85GKpj",
+	"1eyB0QJ4hYNycFmqOcVCsLy1gqD+W+GirAJwsgKYyU+HKFFYFmeiMv3bo4wSryf1qhxbbyIvq0y0IgRp",
+	"vSFlAs2JcGkWJEjz53oFERFSqbTl5bF8b82pZdWhOukvJxXSRMDSzdUrKtnEqyUyLs1CLLVwLGYl3js+",
+	"839DIuPj8+gMC68o3vuLUuwKxk9Fs8j8TO7MxEssjKfScYF2WwH2WUzRtV6oCE6/Z8BYRDB9UMbfff2e",
+	"uRzBFbqmqmKXhS1S75tQaDG4e6UQHob0VWpjaXOnOmHG8ikV790DXCWFBZkRqqZoqawFmU3R6es9tNPd",
+	"3E6ld1o5V3tIRo9+lUrsycodSk6L6zjCVJlWpmSP+ar/qDS1F/ldnwZhtKwq6sZ6i1iKnE5Fwzco0VhF",
+	"ybK87xUOnqySYElTqRR7u6Abl0pCVleQ7fKE4psPgoLz38CvZ46MiI0KTHNpiUPZsk1lZ3nRb8/PT3RD",
+	"h5Q+TJ9L643QkmOCr9Ul2dyxmeVGq5Jdau2mZE2PWSKQLm1cTH/VyK9WrEcXDhUUnOWq0g852m1BUK6O",
+	"Jrv6kRdYhqn1gR1Jz2NJFrB9uSv8EXgQEQdNsD8OKWkkBAfQkQoul4Z4e5lg6o8NnrxtnuebPVS1ziwX",
+	"jtp9zuzSnEqc+4UlWWXQlopWwwUUnTyoSEEpzx/OYtT0HBZFdd/GAjZDqQhJuS8vNMhK9oH9DIsC48wz",
+	"sky/PF8quKAbb2WXKt2pKKco55dduhqnBAchJbykLUverZqa6rCR6dKfD3ilX+s66QXfmukWn7CsnBqc",
+	"blWKsprJiq77dEEgfSo996WgnHqzoh/179wWmq9XCtM5ZsJVV7UwufyWL93nYhpXdcxY8cuEYM6ossF1",
+	"9eauNONwECSEc8Idu80jgr6C4APM87orO86FphTwsPIFrBkdVcewwFmiykUBgg/VPVieNPYlwcj/GtLw",
+	"CqEssw9LJJQVVFXFJlobvFd4Vbvpl0RZbbyMKu8no8royBsMPdRu2Y1S2BBJppf4mBO0lzD/csiSQOdH",
+	"uLS+0WqhAWSzhxQNpaI0Stg0hh8Ow6tSJH1RG/58DkSrsYMb42+XExo3xFXj5o8fm7f1RuXHaz8W1Cfk",
+	"8UJKG3C0EB0EGv6gfeyPAeNDIYU4cn3QqkalpaVZ/YUs7xGh0Ge1smqwu9FrbZftdXmei/elS1/c+I3v",
+	"4/YsaGzPJ5fXDbKZtLBc8rfO1aCxtRGPSON6tvOdN/zuZCwZ5ovksj1vXAWbQ9GYtOjNuNH5PiPXcpe3",
+	"RjPeaF9/2/Eb40FXJI1terlxVXNqN35rEjQ2v78Y48Zs3hleNsRoC4TaxtV4mzbIIOleN3Z40P7emFxu",
+	"ipuaU5t15te40RoNt/xGfPNictX4lrTHctZbwfdL0Zhcb8xuGl1/QHYaV+PtkWQ0c7wZDxsdetVKGqPL",
+	"F7Og0Rbftya1P0rsIr+XPxY7Sc22PsSivgeLtu7TLaiKB+p3GyreZv1VcnjaV7fwfie/zuqrLAXxb2xQ",
+	"4L0Bo6TW22xL7VSrNtKuT0uEu62X7b3tTy/edY62Puycb3zuftn+2lJsI1lEo8Y9YdxEmT4gcDIi+bwL",
+	"O4mhdH5qetaM1UyXuyAWyIjPY9X06Rsb6P7fu/K6JgoTxpRJVUoEGxmgEtAgX91K8nWFd054GNKQjxd4",
+	"ufoDy43k6a30lnr8u732xurEXKyCXHrsVUIpWeF+3c9jlTp3UkUlpSAomyWBUriNLu5LexV04bz+ktFd",
+	"yTIqEOLyymBFNEqZ5UiwvNV3V/7HgkwJE/odkIjNkJefkae0GPNqvcvNeyY9FNhGzsFU2AEzTUfdOWtz",
+	"rRNezFmqXUwDLPzxBQ9vSK0HFzekF6YheFebEzFJLpRvvNbbrMpWyoaQOziEyLQarXo/Y4igCz/vnlB8",
+	"w9jmG60cG6k8Nmuu1ou7xde+lK/SVVsmQckIfYP820THlKCI4Kv8gy4Ng4hYLmJKroXClAJcNhykMOVx",
+	"Qq5CNuWQDanSawqKUdde39ZdqyvtvbXG0tYeMp5yRn0NYhLATquf7yKTvESZwvbLB4DvptMSXVm+2Eqf",
+	"DKhPac6l2tY86j7ES6e8qF/dI0ZRiI9nP8w4kx7h7G2/vbml/rG50c7zIf1MiQmZ16ajbTkv7B9uVR2c",
+	"mWBpT0wfValmqlPJS7FO614e3Gy16UTTl1fxgY/anIEIbh+cYwqkLAjlDHF0Ym2m8uov8qpLFTofl9WN",
+	"tqT01QA8TXQgOOJjHBMNCAfpMr9AxNzGPdb42peUzVAoStHThARhIpfQq60HmI8HDCfGtwEnM1EAOaVi",
+	"mJrWkrLoVZmKVcIMoMadSR3Qwm07B2i26tCChZmmgR9tR2cOuraJjkAaSmZDpEroUk/jv0D9Twb3XM+D",
+	"ROs4MqimEFoBpKp8OFUeK45jBWK1LAwiD8wG4gKP5QwncmJReEkADudMYcF7Fp7aL9yl1cBgTdSn8omG",
+	"/CYchr5luSOVgA3o6wOiw60qZyNtBZUmO62yQD2zu1ZowOxVx3pUhyTV9DQGEVnLo9IHjOi+muAFQKFA",
+	"oeAkGvbkP/UOcflve0fySGkuTaHS6kOWIE2AChNxHcfh+oR4a3KAiOCEQpe8LBqFQp3XF8rVqHnXnNTh",
+	"opedGRtx+I7MFeROSIesvCHG/Qv9s1AiKY6TRpyw63m6bEhKxEHAFYuGAoitdufFGhIzpkFOTGpFCBRO",
+	"IbUfU9XAEgQoGQD2uGnCgS4JiTngOJqmHlwlSpiWPrs5ECB4fak1QtOlLv3Xv9B7fQe4/PvP9EqgP5EW",
+	"gcZjhP5EnCRSaP8pH2w0Gij3//LDCQ4p+hN5vRetFy0P1cG73ltfh+y6MeNCfbGG/sxh56G6wCOu8jo9",
+	"Rzdr1Y0Fc6kpqtEyqoOXU+WVOYgTggQeWT+TegIwAJ1DCCUNGrnVAjCcUsGm/pgEavKKJ/yJvI32drPV",
+	"bDU3ejutnZanJ5tC4KG6zVUcpOYOn1guLZsFrDnIWx9D4cCNfGQdnInqnxMiktDnHuwB8ljM5fbIwwCX",
+	"CUxdNYuA5CdzPEBY+jxCiABJepA304NPE+7pWhp9zuf2fqt0LvlN7uMovCImQxLnbnOKs++tT4bYQ4O5",
+	"IY8mOsFiDLyrIGxwQpDuJYEwV5MNsqwi/ftdhA2l5riXQj6k+gDh7WiCge4Ro4KZmdThQf2At34hb6Xn",
+	"uFQxBfhTI/ulYKmZHDDTg8Q4zDUnycAAIcPo4+l7nrtQ8RQwHGHHlVDmqF7oe7OGdIqT6v6hICBL+XT6",
+	"bD6PmZmb4lXmZAo4XrrIFbyB+rhLOJRyf4D9ccP/UuzJkMtz07xWcpbshVKUZjKlnt27PJ+HjiHI60/F",
+	"mCXhDWyip0WQY0CRbUGlvlpbScwtZeqqNRlOp51meYNSkJ1EE/UBOFMDSmgqQmFg4DgNqIRa9y7CdK4R",
+	"DUnEgZd73dYGKuN9HqSZcvku2sBA4BvTg8yl3marjaqCNp6DQnl2Vgd//Suqez16m60uKgZ2PEMpEKgG",
+	"Vq1qC1QADyKw5XSBurcIR89zkPLDudTTkUNvzQ4Bej4LiAeyOeTS4pY8QJ5BMYTo6BQ91aNb7t5qAVXk",
+	"QWxTo6aoXAQASVG9blWAV79xroEmm3r5ujWHz6jASr+XtpijM3GlQPXDeEwSQa4FNyAjBFFGG2Zr1L5l",
+	"XeO8zVbHUwpmxp2haabcj0QatSKRhpSxRJXI14EcqJKDI3pJ5JXlFj1wxbOVUio5esp95NbNdSs7uUjT",
+	"DWcx8UDFXSV9ZB4SSZ+SBK1QDQR3IjZDdamchCQwctTY04qmoyjP5ib4kvA13STI22xtoGIbCZXTTS2G",
+	"urythFIAdV8JdTDkWhAKSgvyrhspJqzVVrSREB4zqduYdFDrOUzn5afkhsuZ8OwMBnOdsmAuknaQGEZr",
+	"VeIgVWgAHJ5cY19EcyAfNVQPee3WhpfZIln8WHdbyHU8S/spL+u2vNZEp7nQSVrsoEIl5mznIFInGKL1",
+	"DBibWh3IGJd6Obj0HqKsoQJtSu81yaNWeVjq8qu1mhtNwPliMaE4Dmu9WqfZanZUJGkMtpoNhg3xhCoP",
+	"rZ5SAUPWMR/8kpUHKT1tzGYq30/5caQSq6sm5GW5tFyPBo9QrSaluQNpeMLMskJIab1rcpBTbLdai8IR",
+	"6XPr2a9vnVq3tXH3L4rI5bdObXOVNx3oGH2adbTZ6qz0tgwF2DKmITxvm9H//kPVRYIWCN8Wjihn+zal",
+	"fQ95zVpXz2u/Kjqfwoq/IVCBiNI4t1R+IeAmieIPOS+7l84kpI2syqlheZhjxiuo5xS6L3CU/UZJcIsM",
+	"Uh+xcQ43UV9XHivUebgtlOXL7iSPL5ThSL4VSU3X0FddOfNcCsDm2oxIXwMsWrIvcu0TLfELhYmL6PKM",
+	"iKpMxAyF9iUL5is0dliUr7gaiOyyZMjbvMNLJFNy+wR3aIVfvMRBOomHX7tua+dRCMLVeTgpIHRno50n",
+	"J8jNraLK7q4Uf6AbQPFiJUb+3Rfk0Y2MznIlm3KyitbtKa9aLlC1OU8CXVwxsNcrbnS2Apze1CIHABLY",
+	"2FyFdCrAxP8L2PYZUeVKBhvB4q9WzGspK9dt0VaR+xPGBUqIDw2O1D34xgZOqhiyBJkob7OaY74h4jRr",
+	"w1bmQqsxSoWDkcags+14bcJ5aQMMFVvvQCRMh8yXBLrNmCpTwA5YV6RSABjx0+YQpOHIu1IIJBPXcd/c",
+	"BpymweDCDvxtkh9u7eh2/vD0fpcnr4PA1uyXno3JDHjaJdox+TsXuTIbzVJWKhjpeaaKZNet+Th52n2U",
+	"PK1IdX36bouFRqXW2lduX1ac5tM0MCuMqsrn9OzGgHFAqMliQHMimv8tloOoItSy5HEWWAcALcsRBq48",
+	"SuTeQkII+MIT0kgB60kZdyP1O7uUkpmcgaUKQTbiQOUuODoDQbcrllcgpFOdtQCZL1MqDXSBsKpowX7C",
+	"OEc4ilBC4JJwaG4MMYpkCgaHypjh0wnhTfQakJJQKFwKk9KezuKd8JQb1nvP/JyfdW2xnSH357Rwoe5v",
+	"W5QSVapTU+7DuCw7o2xXtO83PcXr/y4pek/AvtWXdlqT1TnHnP6San6FvGXSo5q1ihLVim5MlUx45WqV",
+	"2/8s+65Ui5GadqcpH0KL6QcSkNRvd6H/ODg+VaxaqRjNnyThLJOub3hmmPVtLSX1rSTvzK+eUtqZXMxe",
+	"GrPLODwasyiwOmT+Y67dZa6BH9k4Ee42zZhJEa2Wm/0gkFLTEnhNdERmqYmNE1J0joUibdTv0jQTgVFi",
+	"DHID2WTEapj50VTr1DQzzqXGIV4WcYtl2Sms6R2Z/+PL/VlUprbYOOaXUZnqnvVDF2bfruQEkA//ogra",
+	"Qa46eYVLd4VRrY1UqwXd0cilRxDew9ZgWocDrItcOf4i8nlDBLSxeoz74CGNr9oPbXyVx09YhHHwFO2x",
+	"VmP5WSewBQandb6qtVjzL/f5dlf4nd1j7r/EysLls7Eut2qUC0ZWmi+8ECcrewR28iCo3f6xkC3IvVBc",
+	"4YEjOwujQikGoFmaZgh1ResIMgaoRhMulKG5dDGvybKirE55gEOi0hEh/2DKhUtVqFY3uaxr9CfIUAdD",
+	"EYK0CanC81gi4+R+VbOpbnkX1GnKnQh2sxQYyOu2J/fPNfw7iFZ5srmLWHEDF1+kKZUE+hNu0l4EmQ3W",
+	"RVpyN86UJ1NaG5ylSQguNdA9lAkN37OQwj/CQlYm8ffq1dBRnwRFJcGXkyf/yJm/A4G/D4cWfWuSWUDj",
+	"OvH1Tq2x3WpZ1T9xwnzCubJ2wyuikWSASwdEcntC/Xk5fjQi4q1+4WOVv0Lx/WqKk8YHr9Ca+rCM4pn9",
+	"xCO6IpCcJs1/Yp0Ni412r3OPF57MScImRIzJlCOAzCXXMeNQwYKUpwjVPfnFehzhkO4a7f5XOacuGHeH",
+	"8AadwKwdVZ5xTly401ar4/PpgM+5IBP403wqf5L7YEpDoT7wAMggwgMSudQ0CsMmJbSKGY2IONRrvZMo",
+	"sgXlHWb/Qm/335+gdPIg9y8UzoPC30Vn5d6lXNrRWkUYzMEJHEkb51/o/MvJ/tLRVNfXxKVLHvqhBvzV",
+	"VbAsbu0WbbTa2yv+RkOCyF91NrIKEaDxksevVAenNhSFFBXpRBHHX0fq1vsn6TFXkHsOt3Ghu0QHGCVJ",
+	"qaoDYdA+03RsEgUQhFDuD0gYzsFYupQleSTLniEHYbINVRseyJ+cVkDNyU10aQ5j9BcFCSeltIMYNV1z",
+	"04owNThMDsdxmk/67FlaKPbsGaorruboaII8Pz+aQl61d0ZEYw8SvT0HclrXHJdmOZB+CfRTJa0DfGOA",
+	"pjEkV0LvdhRSlcNpYxLWlyRBGpQsb02nrNvvMO5OjkXIhyEJegrC9ttUJXoizwb49JrogLrULgABuA2M",
+	"JiHnsFDIbta53i1UgR4GC7EgCJFOvLc6MOdlH6hOkLvGKNH4XNYqfpF8QEGTVvEnKUciIsiehSr6oPiN",
+	"qqmTJ5B1ZMyHz/cyxNrirkoGVXFudqD9MT1kLayIQjaCTfdP9LYUlXUREsitBYOYTSW9mU89DdOKc/WQ",
+	"f6kh7OpJequrOE9b8bnawqqKYxc4mfI4saqCS9fBqdT9Z8903UyhWNal6oFnzxyLWw/m+cI4GiDKZhUF",
+	"tT2XhlDdjSNU5Jf1aoapSlQk01RVDLMxFuDHNAn2nFDRRMdDQbREkeyn3Wp5Oh1Vdd9R/XYwd6lCzxmT",
+	"hKjKGuR1Wm1v3eu0Oh4y52Z+my/T2XV1DEbNXWf6a6pAUrKr0kEkxgmbjsYI8zS/XLKnn2hgHQ6xBupb",
+	"2bZKL4JtYD04IvjXI0RrCZcHiq6GnUvDkmdEoGkM5VS5Mn5JSCk+rC4H0z0zJOGPJFWGuqvA4v64xp1s",
+	"RyyLoNZFaOo/niIn1brMll7wEPzqqv1bmQNVdw2oim4uQh7vVXvgIN0X1ZUX0KU5WF9TbGO5GylZayIl",
+	"qOEiu3RZmYiufllBh3KUVubjKNKUAm5L9Qrot1yhNIFaYmUe5IpJFu2ofn4dHtbPHjHof6H281Fx3m57",
+	"ZyWO8l4hNf5cv8vhEC9xvSy1bQ7xMtMmXxxdMG32tGaYGiP2HTUmDnxTZeQY1rPY1gHJokYGOakMmkVk",
+	"b0g75+B2lJmSp+ueKh9DuNDzO4OILlg1qszMBP1C4ejiJwWZUKqoaiIIkkO/JEnc8rIBnhzPNa81jcb3",
+	"1M24+5ald6hKTYcUnZRv7Nsa8oOzrR6jUd9blcymfC+lcgW5XmgAb1ynD1AiHqkRLP9lX9k8+wYu9h8O",
+	"9WgOpZJVLHEeTAH3SbOVe7CpFCl7IbvSLmCMFBy5ULY5MADtCShwG5Nle7d0hUJ67VEBeR1y9EyFF585",
+	"SBDgMHZgEdJm0n4qilkZGZ/zXkxwcgmFjZn3Ap6JQtDGjaTmlTWi2jowng6X5qU2EgwqLcIrsqCPSxPl",
+	"/BjSGpA6gPFRoNVdFHA2fx/uVzKtH8ENtXh46nK4HGYqNCoP/oNsq+W/PGLiRKNs/8NEn0DNU/rJQ9ho",
+	"EHKY6pKq2ix/IoX7yLtW6qb2nRY7nqypfAiXgv9azchw31X82E302cqMKNhEqd44C6MIDQjC/FJh9OTy",
+	"Lax0Cw2WVOBqd3lnqxia3rbDIS4zsGoSMY+E8uKwgMDTt/fM3fjrw9edVa4KsA2DxbsqA/hr1ahTLMh7",
+	"jbf/CB7QXmnn32BBZgoq/v5RefmbFZivfse5Bu8vB/MtNLZ//3Hr/LAB6O6K7j+CGb1SN6OQtgIu4Yzr",
+	"3GVZHmrzj5JZDl2jjgGfiAvUbqEE04BN0GAuCF9zVMUOh8qYLB8Zc/RMa3XPULWNiLnpMC/ItYC/MXWp",
+	"p9uy99bXPfTx9ED9Wk7qw6nmTXkj0njStK4DqEBLzcpz6zOLdWvfG8LCpV7miPN2zcgo1J7bkmFr258u",
+	"PR+HPEWtopHBiFH+YwWCo8PfWZbsQsO1oLE9kYX3qIKO+xtr/zCKvxGjKJp+d3GLhxp4KdhOwRletvsM",
+	"fMwya05ZaYSisj1nwkYkUKxlFxlvaQi+rbE2+y5JLCpVEJfeSwfR+7HMlrpbFTlnIl6ijvz97JS/WEv5",
+	"S82Uf3jPX8R7yhbTYu6jMa2aczyJViheCTk6jgntnxykYJZKx5iGkUAh1WCGOoysATB11FcDShZRLjOA",
+	"SgVaCZil8ms9/i/cpdZ01hYkselpncXEv192o1m51RRH7UkPAcyXS0M6ZD2XIgThul6amSY/0nl9PQQo",
+	"YfdNFJNKUnE/m3+VYa3KzkMO0Jj2qIsSxIxQaKTtTBYZ1VovVIXfOUmiTp9QUH4ZJQB1lncU3m1TS/mS",
+	"zwjTOddpR3VpV7u0ng6NIZ+pg+y8s7W7LGWVz71cTCXE9FTJdwH6R1j9Y1L/I61WYUOn6Q0q8IrFQivr",
+	"cLZUXM10J2ElkUaUBA3VT1sFY6XuW1ddvJ2sZzeApJou0GtOOkgxuitN7BSgsUpdjshQtwyyplHu7dxE",
+	"i2o6Fwi6pTiO90mFVLWQuRw/SMYwNZJZkt9/TmfwtN32onU5ZusXt9S+/9IfW6G60fpLd4jqblnZ/hwx",
+	"7dFKF754srm5DnHErcnq1vSV710djTFtUL9AY0od9aaCesofB+n0jzz4G8kDg4ZUccrVEkFhUq9YQ6Wh",
+	"oMGd6hSheG3U5yVg7DiRjFxBfG+2OiqRfhbyIvbwGF8RlQAEvUa8tLupB7msu8gDPD3Its86zOUQvLlL",
+	"7+5KWi0nTtW2PLrM/3+x0e2qCEKmRW8lghAO5k3rIv2MlRtYxGUdYRfsjunKes8tyjrxPs02HTFoixvM",
+	"eygNQjBKdEcaOUlAi1cu94BE4QA0tkjh/mKXFvvw91RtnUqvVrSZIsTLga3L4FLVnmnIEjSw7g+kW/9F",
+	"ZVLpbBaVBN6uzO16Wb8J1S5Et2UbhteobnweytmRa+NiNW7JtXSxerZANwYEzRgMXH3WPeJOLuss3zBU",
+	"jxiLTTGAnuhaL2vuAnn+kRg7Fro/oACourImkkQ0IZgC+NOAqJpIEqABmTPTno4FknPJWa1yQPoQqvot",
+	"5RX6tPWSFbnvpfUJmSMsg0BwqW7Fq4LdIR010Znqw6LB+if2qZbO0qXFw9QVYGlDkbSrRmCqK7JKjIyT",
+	"u7RuCFw1niA83waLJfC3krzKIgn9se1mg74QCpVhcYeorGUWtMjIInIhR2LGoCUc71Wkk6biTAUs01gl",
+	"d6kKKVbGEnUYUZV+pMHLXMRyN5d1VojxmeqNFYIdLlX5tFJPyAUyUpOqFNBwdMleMVG2FOREy2KcIHcN",
+	"0wY8GKeywfeCVk06YClnkqu94QLTgNs9r0CJmFTl0JlD5SruqRDXTGJM1kNHEox2NqkojcVsig110q8M",
+	"WKT+YVqtM2PTKEBSRMF56oS5UPBcGx97qZYfGEnJhOUDIZUUxZIJjsIbEkBlLKr7mBOV7/yRhsothzlB",
+	"VzgJsVzmkEUBCZzsWzmcCAdhJC+QHAOKPmOCYWk8UpGpCUlG8mciUfIWwRcOCphAnIzkReAO8nYBMUJ1",
+	"05BSzWuqel0P8elQMnCdqeKgWO4RFQ0i2YgccEoDRsmagzhDniqjgF5L67AR69DQSv0b/hmx0f9s7aT/",
+	"DmkTms8oYP3198dv/mev+z8vW0cewlEkNxYwKLh52rM7eal6FGA5lgypczaBAwOyQ5K8U0xNvUD0fUqS",
+	"+a5SYDkaM8qmiR6uIa9LEgbEVHetNQ2lGIIYMWJzHDm9KZ/iyFGXF3q0q6ox3lP+VJ6vAteeW4EvCUVs",
+	"KmDzzGhKD+YEGMcu8vavJSfzXKp9vVnrwLoo9IOSf6tyMxUmV5tl4pW6AaS8LDgyt1A5fx39Voy8jetr",
+	"b23X6hujE7BUXxeXTqkkPdDMDadBda8PDujGvqaKnhYCYu7tIoxGN2Es+XlAhhHED7IuOwGRuxEgVZei",
+	"LIa13bxBUihl4y6tq8ZuTf3Fhf7CW4OrlhIrZ7r7lOIS6gIrojDnwtMWxjr51pTAKoBC2FWGQs6nRAsC",
+	"RomRRSEHDqXqJLQYlGcL/YkkFUric+kz05HR+71xfnx+0thjAemhjXanu7nlOeB5e4aGIYkChYRwoYuR",
+	"qS4BdBSTgJ6tkQhjnAhdFcgSvRZF0i5FSEVdHPniQrsa1Vy/Drqmgl/ASalDY19PZBReEepSMQt1a34p",
+	"LJVMSF8rxWdMIslYOKpbU3eQJxd6sXf8at9bA9JNoI9HkJbHt/RV5kw1S9R80+K5hrJVay2Xgg4tv5jh",
+	"eYEp1yHTEGgJ0pRgMxyEIY2owRK5+ROcXDrAqkXCInlBE+wLVe6ugSjlDKgmQHWRJDNwqaa2Cb6+MAVv",
+	"kJ+k68U3OrAWBDyR6IpPqKKRL+FEKEYjaQVT9PH8deOF/uGmh+rGTEUeME8djFBtTwJvzQizV4TOLQXV",
+	"8CR1QfR9sjoom80zfdtxIbsTmMJsTDSBmu00p5TtR12xC6VSAgJkgvCAXUEUUG+M/tWF7pDnoG6rZc1V",
+	"0oujGIjkyqoBpppxu9WS4zBqgH2c4pgg5knirXvmE/DVKX91aQbqokltUV0qqwmbSYuiTJkTMA0fyGdA",
+	"rHrZOmWmhemAQP4IQukZIjhCOere2elrw5AkBemJUEYvilzJQZTJUTLltxHJr+go7ZNnQTqn4E1yp6EA",
+	"eEImA5Lk1mSO95KyWQbeZCmKNlnUdSGx3koH+Dgy32at+lSWXGrKSmUGAy43Z4lwAHxU3U7gEGtqjEBt",
+	"JLyeAjYUZRVtRfvUtuLkfTUyIG1BrEQBALfJW+MAz8pOSeG6zK2TGkyF5mOUaXZofqHbY84YTIyvAavO",
+	"s6BNHRbNdVPLHFGmArypmqDyUExV17I/zcyLPU/ln4vv0Z+lc3Gy4nLrx/ckVsM4QUDEeCQv0Nv9/ivJ",
+	"kdDe8ekZmG3Qp31tlTkUkO8cE/9JmxNqH7g8tz8rSM3Ic9XScIY5ytSFtcIrYHxDU2rFUjmDIGmaQ56P",
+	"dz/JK+GCSxVMN6fTM/gTUFs8Vepo1TdmDPpwiE/N55UjW1H13Ggm9F4Y7MBE5NVYVYWU+RrK/KjV5Zi5",
+	"N+Sr++yJV0WAsjpy+VYQ81orgjBlpMIAMIn2jp6EigF5aB15AAqvH9KGrHdKRDJvAABMcW6qdiOdT3pT",
+	"zHlItWAyCEdTNuUOzDfCyQiIwkjaP5UmIV8upbD67wpCNaffQgdqaVhWXUOrqyd4cLAQSTiYChLsGme6",
+	"7UivfwLvkXxSyYsMlwxpl+dutvW6oYCGVZargZ6TXokt5TfOinp4az3lpUR+BD4nmwtldyTkau+0/LL0",
+	"GfWAUWdgBm0PedW9JnMsrtzxdB2MGsZUZ8k7xlqHtpX212njSmh1fKwbtiuCdxTJOXpM3X6y4ylVpIIp",
+	"aBeYS1fCNIJc0GcpKsizZ02kMIuwer1LgbOEgpeLlaGzg52EHfKCCHFp3fJcQO534Ei7D9p66wI7uG32",
+	"Jcipy+0dDSAlFw3TDRIWx3IcgH5SUKOZG8KxMEaUpAiFS/0E3AOAXU+u2KVBTlE8RbuNjJz1Pn/+3Ohb",
+	"McOeSkRKCI4mv7ppz0i35mSb8atbU9BsYaCA2dxa5lSoxFhQMSG9zlwho4MKDZSdfOq8g7wycoeXmY4m",
+	"J8rTuBWqLWDqVtJtmJd1yATF+7Uk5o2eCguAU8KlZ8R4pCSrTzP7cvyrJx/0PGh+61Ll8FMPvD0/P1nf",
+	"aG64dE8FZRrn85j0UDEu49KcvaiKGuWoP1zwuwEeXq2HXIXFIw/CrZn+7+qLZrPp1m5hHgq/yhKu9cUV",
+	"WmsoIoKXrpXcOECH2bUtZnBVGDtzZjn+FL6NvY3tHuhkUNsqP3+vbPHMSNFZbgZrigRK/o3kbMqYatpZ",
+	"WqyAbaI+v7SUYmWKQVmwNDjl2UGjhtzvJIFVHVmu9PYeRwenZE9LHcg9ylnVecp5q5/q87eO00por4B5",
+	"U9dcsSBLz3NQDr6tAGpmfMfpZqeqS0rl5tKhiAzFbhGbjQs854jFxKD+h1nxSx2jIZmhSUinqronmVKu",
+	"GaFLc5xQ6SAB0MKUSjOHOoZ3yu+BZnM11V631bUmYjVbypFgp1eFM5NCMspHPy/CbdbtyOU1AS8QU8QF",
+	"JkbFZZng5JJLm8q8Za0a8cWxmIe9/y5dqOWZKIFZrQVbrZ7nKJE6P7A6qaTYfgAQCEDrG81lXYjRD5t+",
+	"b72KXC0HfTw9kIagHfxAdWiIvNZ0aXvpC0zUI/8i1bX71kNpeEO9QOcx2ZMo5J/VATxrTfcITzS0Yjo2",
+	"DJOW3Ddd2qmeXWnddWMxUGjjhiibraUIizBqxfUDqturiljgSwI2SOoO6BURAgIHeKd23TIN+mjQARSt",
+	"jiCW4JiwyTCnPoQUxQkbSSMoF65RhcLleM2xjlTDLjN5KSkIPElRPRRSiKZJY40TIbXRidS6IEGFpfTs",
+	"0hLy+JoDwM3g3jMQ0rlYI86FYu3YYj4qKlV2jd6YNhZX3oZslAFECl0q2CWhqO5lwMemqYjeBIVEXN6E",
+	"fZp2XZU6/QRTPIK+5rC5uneYVbjIs0gr9FsJGXVcqpvcsGGxbamOGFT1GoMaaxxyZeoTly7uyqlMBeVj",
+	"SYhAGstNN3NllDTRZ6ZJ36WQgGPpJz6O5JtVGTkN0Cc7c6PycFxqTmfVE0B3HgAkg5T3/yTLnBAkIhNp",
+	"OlYTCqp7BkMaIklZe37PIBh7ayZuKJVl7dKqDHG7tK76rRXrQry1JjqSt0CtE1s3Fi53NgfEpdCrwqje",
+	"zWanHlL+LhQwJK2Jb2zg0nqFIQk6MziSdCrNWi60q4yf9GDlMbu0mGil0r5SBxvEQ1jijwkXOi1FDhkT",
+	"FkckzVDRWSkgUDjJDjvjWyGNs5DVHLK9gJ0p9gQ5QfISZoUd9tGzmEOGw/KG/bXej9pma2MhwH0uP/5g",
+	"EkdEOSxhaEg2/Pd9sg3/0KmD/75v7uAft/mVxGF+DVAWcOeoewnj/CwURPsnSuMC167aI6hwuHP8ChcI",
+	"rLm70g5bTi+4s/cAHFnh4bKDSk1to/OYhW1sPubX7Z3VtsWAjzyc5jqrvSiX5vpUxDqlQFBBo5wneefQ",
+	"ZyQaSlkR+uQEj9Sk2itNao8l/MR4pDUVPvCOaDybFVjE2dQf72v9S/9wFQI5BL/BERP9KGIzdS9v//8A",
+	"AAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -75,8 +75,10 @@ func TestDashboardQueriesNameRealMetrics(t *testing.T) {
 	}
 }
 
-// promtool is not buildable here without the whole Prometheus module tree,
-// so the rules file is checked for shape and for the metrics it names.
+// TestAlertRules is the quick check of the rules file's shape and the
+// metrics it names, inside the main module; test/promrules (a module of
+// its own, run by make test) parses it with Prometheus's rule parser and
+// evaluates every alert against the golden scrapes.
 func TestAlertRules(t *testing.T) {
 	names := known(t)
 	b, err := os.ReadFile("../charts/totpgate/files/alerts.yaml")

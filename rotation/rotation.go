@@ -72,6 +72,8 @@ var (
 	// ErrOldVersionsRemain: stored secrets still use versions below the
 	// requested minimum decryption version.
 	ErrOldVersionsRemain = errors.New("rotation: stored secrets use older key versions")
+	// ErrInvalidOptions: a rewrap option is out of range.
+	ErrInvalidOptions = errors.New("rotation: invalid rewrap options")
 	// ErrNoJob: no rewrap was ever started.
 	ErrNoJob = errors.New("rotation: no rewrap job")
 )
@@ -147,16 +149,16 @@ func (o Options) withDefaults() (Options, error) {
 		o.BatchSize = 200
 	}
 	if o.BatchSize < 1 || o.BatchSize > 1000 {
-		return o, fmt.Errorf("rotation: batch size %d must be 1..1000", o.BatchSize)
+		return o, fmt.Errorf("%w: batch size %d must be 1..1000", ErrInvalidOptions, o.BatchSize)
 	}
 	if o.Rate < 0 {
-		return o, fmt.Errorf("rotation: rate %d must not be negative", o.Rate)
+		return o, fmt.Errorf("%w: rate %d must not be negative", ErrInvalidOptions, o.Rate)
 	}
 	if o.InFlight == 0 {
 		o.InFlight = DefaultInFlight
 	}
 	if o.InFlight < 1 || o.InFlight > MaxInFlight {
-		return o, fmt.Errorf("rotation: in flight %d must be 1..%d", o.InFlight, MaxInFlight)
+		return o, fmt.Errorf("%w: in flight %d must be 1..%d", ErrInvalidOptions, o.InFlight, MaxInFlight)
 	}
 	return o, nil
 }

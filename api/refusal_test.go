@@ -61,8 +61,12 @@ func (f failing) ConfirmChallengeEnrollment(context.Context, string, string, mfa
 
 type failingKeys struct{ err error }
 
-func (f failingKeys) Status(context.Context) (rotation.Status, error) { return rotation.Status{}, f.err }
-func (f failingKeys) Rotate(context.Context) (rotation.Status, error) { return rotation.Status{}, f.err }
+func (f failingKeys) Status(context.Context) (rotation.Status, error) {
+	return rotation.Status{}, f.err
+}
+func (f failingKeys) Rotate(context.Context) (rotation.Status, error) {
+	return rotation.Status{}, f.err
+}
 func (f failingKeys) RaiseMinDecryptionVersion(context.Context, int) (rotation.Status, error) {
 	return rotation.Status{}, f.err
 }
@@ -80,8 +84,10 @@ func serve(t *testing.T, err error, logs io.Writer) http.Handler {
 	a, nerr := api.New(api.Deps{
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), Gatherer: prometheus.NewRegistry(), Spec: totpgate.OpenAPISpec(),
 		MFA: failing{err}, Keys: failingKeys{err}, Challenges: failing{err}, Release: func(http.ResponseWriter, mfa.HeldAnswer) {},
-		Identify: func(context.Context, *http.Request) (identity.Identity, error) { return identity.Identity{UserID: "alice"}, nil },
-		Audit:    discardAudit{}, ClientIP: func(*http.Request) string { return "192.0.2.1" },
+		Identify: func(context.Context, *http.Request) (identity.Identity, error) {
+			return identity.Identity{UserID: "alice"}, nil
+		},
+		Audit: discardAudit{}, ClientIP: func(*http.Request) string { return "192.0.2.1" },
 	})
 	if nerr != nil {
 		t.Fatal(nerr)

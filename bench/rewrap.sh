@@ -8,7 +8,9 @@
 #   bench/rewrap.sh --write          # ... and update docs/benchmarks.md
 #   SIZES=10000 bench/rewrap.sh      # other sizes (default 100000,1000000)
 #
-# Environment: SIZES, BATCH (default 1000), LOGIN_RATE (default 50/s).
+# Environment: SIZES, BATCH (default 1000), LOGIN_RATE (sidecar logins per
+# second, default 50), IN_FLIGHT (batches at Vault at once, default 4),
+# QUIET (how long logins are measured without a rewrap first, default 10s).
 #
 # It builds the test Vault (bin/vault, `make vault`) if needed, starts a dev
 # server on a free loopback port with transit enabled, runs bench/rewrap and
@@ -19,6 +21,8 @@ set -euo pipefail
 SIZES="${SIZES:-100000,1000000}"
 BATCH="${BATCH:-1000}"
 LOGIN_RATE="${LOGIN_RATE:-50}"
+IN_FLIGHT="${IN_FLIGHT:-4}"
+QUIET="${QUIET:-10s}"
 WRITE=0
 for arg in "$@"; do
 	case "$arg" in
@@ -54,11 +58,13 @@ for _ in $(seq 1 100); do
 	sleep 0.2
 done
 bin/vault secrets enable transit >/dev/null
+go build -o "$tmp/totpgate" ./cmd/totpgate
 
 {
 	echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), Vault $(bin/vault version | awk '{print $2}') dev server (in-memory storage) on loopback, SQLite store; \`bench/rewrap.sh\`."
 	echo
-	go run ./bench/rewrap -vault-addr "$VAULT_ADDR" -token "$VAULT_TOKEN" -n "$SIZES" -batch "$BATCH" -login-rate "$LOGIN_RATE" -dir "$tmp"
+	go run ./bench/rewrap -vault-addr "$VAULT_ADDR" -token "$VAULT_TOKEN" -n "$SIZES" -batch "$BATCH" -login-rate "$LOGIN_RATE" \
+		-in-flight "$IN_FLIGHT" -quiet "$QUIET" -sidecar "$tmp/totpgate" -dir "$tmp"
 } >"$tmp/table.md"
 cat "$tmp/table.md"
 

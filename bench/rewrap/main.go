@@ -1,7 +1,10 @@
 // Command rewrap measures the rewrap job against a running Vault: secrets
 // per second for N stored secrets, beside Vault's own batch rewrap rate
-// (the ceiling) measured in the same run, while a login-like load (read the
-// user's row, decrypt the secret in Vault) keeps going.
+// (the ceiling) measured in the same run, while real logins go through a
+// totpgate sidecar on the same database and Vault key: the app's password
+// step, then the TOTP code checked (decrypt in Vault, the step accepted in
+// SQLite). Login latency is measured without a rewrap first, then during
+// it, side by side.
 //
 // bench/rewrap.sh starts a Vault dev server and runs this; see there.
 package main
@@ -11,13 +14,17 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
-	mrand "math/rand/v2"
+	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -31,6 +38,7 @@ import (
 	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/sqlite"
+	"github.com/totpgate/totpgate/totp"
 	"github.com/totpgate/totpgate/vaultkeys"
 )
 
@@ -42,12 +50,17 @@ func main() {
 }
 
 type result struct {
-	n                   int
-	seed                time.Duration
-	ceiling, job        float64 // secrets per second
-	jobTook             time.Duration
-	logins, loginErrors int
-	loginP50, loginP99  time.Duration
+	n               int
+	seed            time.Duration
+	ceiling, job    float64 // secrets per second
+	jobTook         time.Duration
+	quiet, during   loginStats
+	inFlight, batch int
+}
+
+type loginStats struct {
+	logins, errors int
+	p50, p99       time.Duration
 }
 
 func run() error {
@@ -55,7 +68,10 @@ func run() error {
 	token := flag.String("token", "root", "Vault token")
 	sizes := flag.String("n", "100000,1000000", "stored secrets, comma separated")
 	batch := flag.Int("batch", 1000, "rewrap batch size (job and ceiling)")
-	loginRate := flag.Int("login-rate", 50, "login-like operations per second during the rewrap")
+	loginRate := flag.Int("login-rate", 50, "sidecar logins per second, without and during the rewrap")
+	inFlight := flag.Int("in-flight", rotation.DefaultInFlight, "batches the job keeps at Vault at once")
+	sidecar := flag.String("sidecar", "", "totpgate binary (built by bench/rewrap.sh)")
+	quiet := flag.Duration("quiet", 10*time.Second, "how long logins are measured without a rewrap")
 	dir := flag.String("dir", "", "work directory (default: a temp dir)")
 	flag.Parse()
 	if *dir == "" {
@@ -79,34 +95,44 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		r, err := measure(client, *addr, *token, *dir, n, *batch, *loginRate)
+		r, err := measure(client, benchConfig{addr: *addr, token: *token, dir: *dir, n: n, batch: *batch, loginRate: *loginRate,
+			inFlight: *inFlight, sidecar: *sidecar, quiet: *quiet})
 		if err != nil {
 			return err
 		}
 		results = append(results, r)
 		fmt.Fprintf(os.Stderr, "n=%d done: job %.0f/s, ceiling %.0f/s\n", n, r.job, r.ceiling)
 	}
-	fmt.Printf("Batch size %d; login-like load %d/s (read the row, decrypt in Vault) during each rewrap.\n\n", *batch, *loginRate)
-	fmt.Println("| Stored secrets | Seeding | Vault batch rewrap alone (ceiling) | Rewrap job | Job / ceiling | Job time | Logins during the job | Login p50 / p99 | Login errors |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	fmt.Printf("Batch size %d, %d batches in flight; %d sidecar logins/s (password at the app, TOTP checked by the sidecar: Vault decrypt, SQLite write), %s without a rewrap, then during it.\n\n", *batch, *inFlight, *loginRate, *quiet)
+	fmt.Println("| Stored secrets | Seeding | Vault batch rewrap, 1 in flight (ceiling) | Rewrap job | Job / ceiling | Job time | Logins p50 / p99 without rewrap | Logins p50 / p99 during | p99 during / without | Login errors |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
-		fmt.Printf("| %d | %s | %.0f/s | %.0f/s | %.2f | %s | %d | %s / %s | %d |\n",
+		fmt.Printf("| %d | %s | %.0f/s | %.0f/s | %.2f | %s | %s / %s (%d) | %s / %s (%d) | %.2f | %d |\n",
 			r.n, r.seed.Round(time.Second), r.ceiling, r.job, r.job/r.ceiling, r.jobTook.Round(100*time.Millisecond),
-			r.logins, r.loginP50.Round(10*time.Microsecond), r.loginP99.Round(10*time.Microsecond), r.loginErrors)
+			ms(r.quiet.p50), ms(r.quiet.p99), r.quiet.logins, ms(r.during.p50), ms(r.during.p99), r.during.logins,
+			float64(r.during.p99)/float64(max(r.quiet.p99, 1)), r.quiet.errors+r.during.errors)
 	}
 	return nil
 }
 
-func measure(client *vault.Client, addr, token, dir string, n, batch, loginRate int) (result, error) {
+type benchConfig struct {
+	addr, token, dir, sidecar string
+	n, batch, loginRate       int
+	inFlight                  int
+	quiet                     time.Duration
+}
+
+func measure(client *vault.Client, c benchConfig) (result, error) {
 	ctx := context.Background()
-	res := result{n: n}
+	n := c.n
+	res := result{n: n, inFlight: c.inFlight, batch: c.batch}
 	key := fmt.Sprintf("bench-%d-%d", n, time.Now().UnixNano())
 	if _, err := client.Logical().Write("transit/keys/"+key, map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
 		return res, fmt.Errorf("create key: %w", err)
 	}
-	dbPath := filepath.Join(dir, key+".db")
+	dbPath := filepath.Join(c.dir, key+".db")
 	start := time.Now()
-	cts, err := seed(ctx, client, key, dbPath, n)
+	cts, secrets, err := seed(ctx, client, key, dbPath, n)
 	if err != nil {
 		return res, fmt.Errorf("seed: %w", err)
 	}
@@ -115,13 +141,13 @@ func measure(client *vault.Client, addr, token, dir string, n, batch, loginRate 
 		return res, err
 	}
 
-	// Ceiling: Vault's batch rewrap alone, one request in flight like the
-	// job, over the first secrets (rewrap does not store, so this does not
-	// change what the job has to do).
+	// Ceiling: Vault's batch rewrap alone, one request in flight, over the
+	// first secrets (rewrap does not store, so this does not change what
+	// the job has to do).
 	sample := min(n, 100_000)
 	start = time.Now()
-	for i := 0; i < sample; i += batch {
-		end := min(i+batch, sample)
+	for i := 0; i < sample; i += c.batch {
+		end := min(i+c.batch, sample)
 		items := make([]map[string]any, 0, end-i)
 		for j := i; j < end; j++ {
 			items = append(items, map[string]any{"ciphertext": cts[j], "context": b64(store.BindingUser.BindTo(userID(j)))})
@@ -132,15 +158,20 @@ func measure(client *vault.Client, addr, token, dir string, n, batch, loginRate 
 	}
 	res.ceiling = float64(sample) / time.Since(start).Seconds()
 
+	sc, err := startSidecar(c, key, dbPath)
+	if err != nil {
+		return res, err
+	}
+	defer sc.stop()
 	st, err := sqlite.Open(ctx, dbPath)
 	if err != nil {
 		return res, err
 	}
 	defer st.Close()
 	keys, err := vaultkeys.Open(ctx, vaultkeys.Config{
-		Address: addr, Mount: "transit", KeyName: key, Timeout: 30 * time.Second,
+		Address: c.addr, Mount: "transit", KeyName: key, Timeout: 30 * time.Second,
 		MaxRetries: 2, RetryWaitMin: 50 * time.Millisecond, RetryWaitMax: time.Second,
-		Auth: vaultkeys.Token{Value: token}, Logger: slog.New(slog.DiscardHandler),
+		Auth: vaultkeys.Token{Value: c.token}, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		return res, err
@@ -151,38 +182,20 @@ func measure(client *vault.Client, addr, token, dir string, n, batch, loginRate 
 		return res, err
 	}
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var lat []time.Duration
-	var loginErrs int
-	wg.Go(func() {
-		t := time.NewTicker(time.Second / time.Duration(loginRate))
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-			}
-			user := userID(mrand.IntN(n))
-			began := time.Now()
-			u, err := st.GetUser(ctx, user)
-			if err == nil {
-				var pt []byte
-				pt, err = keys.Decrypt(ctx, u.BindTo(), u.Ciphertext)
-				clear(pt)
-			}
-			lat = append(lat, time.Since(began))
-			if err != nil {
-				loginErrs++
-			}
+	// Each login is a user's first, so every code is fresh.
+	load := &logins{url: sc.url, secrets: secrets, rate: c.loginRate}
+	res.quiet = load.run(func(stop <-chan struct{}) {
+		select {
+		case <-stop:
+		case <-time.After(c.quiet):
 		}
 	})
-	start = time.Now()
-	job, err := m.Rewrap(ctx, rotation.Options{BatchSize: batch}, nil)
-	res.jobTook = time.Since(start)
-	close(stop)
-	wg.Wait()
+	var job rotation.Job
+	res.during = load.run(func(<-chan struct{}) {
+		start = time.Now()
+		job, err = m.Rewrap(ctx, rotation.Options{BatchSize: c.batch, InFlight: c.inFlight}, nil)
+		res.jobTook = time.Since(start)
+	})
 	if err != nil {
 		return res, fmt.Errorf("rewrap job: %w", err)
 	}
@@ -190,24 +203,171 @@ func measure(client *vault.Client, addr, token, dir string, n, batch, loginRate 
 		return res, fmt.Errorf("rewrap job: %+v", job)
 	}
 	res.job = float64(n) / res.jobTook.Seconds()
-	res.logins, res.loginErrors = len(lat), loginErrs
-	slices.Sort(lat)
-	if len(lat) > 0 {
-		res.loginP50 = lat[len(lat)/2]
-		res.loginP99 = lat[int(math.Ceil(float64(len(lat))*0.99))-1]
-	}
 	counts, err := st.CountByKey(ctx)
 	if err != nil {
 		return res, err
 	}
-	for k, c := range counts {
+	for k, cnt := range counts {
 		if k.Version != 2 {
-			return res, fmt.Errorf("%d secrets left on %v", c, k)
+			return res, fmt.Errorf("%d secrets left on %v", cnt, k)
 		}
 	}
 	_ = os.Remove(dbPath)
 	return res, nil
 }
+
+// logins sends real logins through the sidecar at rate per second, each
+// for the next user not yet logged in.
+type logins struct {
+	url     string
+	secrets [][]byte
+	rate    int
+	next    int
+}
+
+// run keeps logging in while during runs, and answers the latencies.
+func (l *logins) run(during func(stop <-chan struct{})) loginStats {
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	var lat []time.Duration
+	var errs int
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 10 * time.Second}
+	p := totp.DefaultParams()
+	wg.Go(func() {
+		t := time.NewTicker(time.Second / time.Duration(l.rate))
+		defer t.Stop()
+		var inflight sync.WaitGroup
+		defer inflight.Wait()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			i := l.next
+			l.next++
+			if i >= len(l.secrets) {
+				return
+			}
+			inflight.Go(func() {
+				user := userID(i)
+				code := totp.Code(l.secrets[i], p.Step(time.Now()), p)
+				req, _ := http.NewRequest(http.MethodPost, l.url+"/login", strings.NewReader(`{"user":"`+user+`","password":"pw"}`))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("X-TOTP-Code", code)
+				began := time.Now()
+				resp, err := client.Do(req)
+				took := time.Since(began)
+				ok := err == nil && resp.StatusCode == http.StatusOK && len(resp.Cookies()) > 0
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				mu.Lock()
+				lat = append(lat, took)
+				if !ok {
+					errs++
+				}
+				mu.Unlock()
+			})
+		}
+	})
+	during(stop)
+	close(stop)
+	wg.Wait()
+	slices.Sort(lat)
+	st := loginStats{logins: len(lat), errors: errs}
+	if len(lat) > 0 {
+		st.p50 = lat[len(lat)/2]
+		st.p99 = lat[int(math.Ceil(float64(len(lat))*0.99))-1]
+	}
+	return st
+}
+
+type sidecar struct {
+	url  string
+	cmd  *exec.Cmd
+	app  *http.Server
+	logs *os.File
+}
+
+func (s *sidecar) stop() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	_ = s.cmd.Wait()
+	_ = s.app.Close()
+	_ = s.logs.Close()
+}
+
+// startSidecar starts the app (a login that accepts password "pw" for
+// anyone and names the user in its answer) and totpgate in front of it,
+// on the benchmark's database and Vault key.
+func startSidecar(c benchConfig, key, dbPath string) (*sidecar, error) {
+	if c.sidecar == "" {
+		return nil, errors.New("-sidecar is required (bench/rewrap.sh builds it)")
+	}
+	appLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var creds struct{ User, Password string }
+		_ = json.NewDecoder(r.Body).Decode(&creds)
+		if r.URL.Path != "/login" || creds.Password != "pw" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		http.SetCookie(w, &http.Cookie{Name: "session", Value: creds.User})
+		_ = json.NewEncoder(w).Encode(map[string]any{"user": map[string]string{"id": creds.User}})
+	})}
+	go func() { _ = app.Serve(appLn) }()
+	port := func() (int, error) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, err
+		}
+		defer ln.Close()
+		return ln.Addr().(*net.TCPAddr).Port, nil
+	}
+	mainPort, err := port()
+	if err != nil {
+		return nil, err
+	}
+	adminPort, err := port()
+	if err != nil {
+		return nil, err
+	}
+	logs, err := os.Create(filepath.Join(c.dir, key+"-sidecar.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(c.sidecar, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", mainPort), "--admin-listen", fmt.Sprintf("127.0.0.1:%d", adminPort),
+		"--upstream", "http://"+appLn.Addr().String())
+	cmd.Dir = c.dir
+	cmd.Env = append(os.Environ(), "TOTPGATE_STORE_PATH="+dbPath, "TOTPGATE_KEYRING_BACKEND=vault",
+		"TOTPGATE_KEYRING_VAULT_ADDRESS="+c.addr, "TOTPGATE_KEYRING_VAULT_AUTH_TOKEN="+c.token, "TOTPGATE_KEYRING_VAULT_KEY="+key,
+		"TOTPGATE_LOG_LEVEL=warn")
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	s := &sidecar{url: fmt.Sprintf("http://127.0.0.1:%d", mainPort), cmd: cmd, app: app, logs: logs}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("sidecar not ready after 30 s; see %s", logs.Name())
+		}
+	}
+}
+
+func ms(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }
 
 func userID(i int) string { return fmt.Sprintf("user-%07d", i) }
 
@@ -217,13 +377,14 @@ func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) 
 // flight) and bulk-inserts them as active users. The schema comes from
 // sqlite.Open; the rows go in with plain SQL because a million
 // enrollments through the API would only measure enrollment.
-func seed(ctx context.Context, client *vault.Client, key, dbPath string, n int) ([]string, error) {
+func seed(ctx context.Context, client *vault.Client, key, dbPath string, n int) ([]string, [][]byte, error) {
 	st, err := sqlite.Open(ctx, dbPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	st.Close()
 	cts := make([]string, n)
+	secrets := make([][]byte, n) // kept for the logins' codes
 	const chunk = 1000
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
@@ -236,6 +397,7 @@ func seed(ctx context.Context, client *vault.Client, key, dbPath string, n int) 
 				for j := i; j < end; j++ {
 					secret := make([]byte, 20)
 					_, _ = rand.Read(secret)
+					secrets[j] = secret
 					items = append(items, map[string]any{"plaintext": base64.StdEncoding.EncodeToString(secret), "context": b64(store.BindingUser.BindTo(userID(j)))})
 				}
 				s, err := client.Logical().Write("transit/encrypt/"+key, map[string]any{"batch_input": items})
@@ -255,43 +417,43 @@ func seed(ctx context.Context, client *vault.Client, key, dbPath string, n int) 
 		case err := <-errs:
 			close(next)
 			wg.Wait()
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	close(next)
 	wg.Wait()
 	select {
 	case err := <-errs:
-		return nil, err
+		return nil, nil, err
 	default:
 	}
 	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer db.Close()
 	for i := 0; i < n; i += 50_000 {
 		tx, err := db.Begin()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		stmt, err := tx.Prepare(`INSERT INTO users (id, state, ciphertext, key_version, binding, algorithm, digits, period, skew, confirmed_at, updated_at)
 VALUES (?, 'active', ?, 1, 1, 'SHA1', 6, 30, 1, 1, 1)`)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		for j := i; j < min(i+50_000, n); j++ {
 			if _, err := stmt.Exec(userID(j), cts[j]); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		stmt.Close()
 		if err := tx.Commit(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if cts[n-1] == "" {
-		return nil, errors.New("seeding left gaps")
+		return nil, nil, errors.New("seeding left gaps")
 	}
-	return cts, nil
+	return cts, secrets, nil
 }

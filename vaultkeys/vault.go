@@ -1,9 +1,10 @@
 // Package vaultkeys implements keyring.Keyring on HashiCorp Vault's transit
 // secrets engine.
 //
-// The transit key is derived (derived=true) and every call passes the user
-// id as the derivation context, so each user's secret is sealed under its
-// own key and a ciphertext copied into another user's row does not decrypt.
+// The transit key is derived (derived=true) and every call passes the
+// binding (for a user's secret "user:" + the user id, see store.Binding)
+// as the derivation context, so each user's secret is sealed under its own
+// key and a ciphertext copied into another user's row does not decrypt.
 // Ciphertexts are stored exactly as Vault returns them ("vault:vN:..."),
 // which keyring.ParseVersion reads without asking Vault. Rotation, rewrap
 // (batch_input, plaintext never leaves Vault) and the minimum decryption

@@ -28,6 +28,7 @@ type Imported struct {
 // never quotes the secret; Code says the same for programs.
 type ImportError struct {
 	Line   int
+	UserID string // when the line names one (not for ImportBadUserID)
 	Code   ImportCode
 	Reason string
 }
@@ -113,15 +114,19 @@ func ParseImport(r io.Reader, defaults Params, issuer string) (out []Imported, e
 		for _, rec := range recs {
 			rec.Line = line
 			if issuer != "" && issuer != "*" && rec.Issuer != "" && !strings.EqualFold(rec.Issuer, issuer) {
-				skipped = append(skipped, ImportError{Line: line, Code: ImportOtherIssuer, Reason: fmt.Sprintf("%q of issuer %q (not %q)", rec.UserID, rec.Issuer, issuer)})
+				skipped = append(skipped, ImportError{Line: line, UserID: rec.UserID, Code: ImportOtherIssuer, Reason: fmt.Sprintf("%q of issuer %q (not %q)", rec.UserID, rec.Issuer, issuer)})
 				continue
 			}
 			if err := checkImported(rec); err != nil {
-				errs = append(errs, ImportError{Line: line, Code: codeOf(err), Reason: err.Error()})
+				e := ImportError{Line: line, UserID: rec.UserID, Code: codeOf(err), Reason: err.Error()}
+				if e.Code == ImportBadUserID {
+					e.UserID = ""
+				}
+				errs = append(errs, e)
 				continue
 			}
 			if first, dup := seen[rec.UserID]; dup {
-				errs = append(errs, ImportError{Line: line, Code: ImportDuplicateUser, Reason: fmt.Sprintf("user %q is already on line %d", rec.UserID, first)})
+				errs = append(errs, ImportError{Line: line, UserID: rec.UserID, Code: ImportDuplicateUser, Reason: fmt.Sprintf("user %q is already on line %d", rec.UserID, first)})
 				continue
 			}
 			seen[rec.UserID] = line

@@ -26,6 +26,39 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for ExportRequestFormat.
+const (
+	ExportRequestFormatCsv     ExportRequestFormat = "csv"
+	ExportRequestFormatOtpauth ExportRequestFormat = "otpauth"
+)
+
+// Valid indicates whether the value is a known member of the ExportRequestFormat enum.
+func (e ExportRequestFormat) Valid() bool {
+	switch e {
+	case ExportRequestFormatCsv:
+		return true
+	case ExportRequestFormatOtpauth:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportRequestIUnderstandThisReturnsSecrets.
+const (
+	ExportRequestIUnderstandThisReturnsSecretsTrue ExportRequestIUnderstandThisReturnsSecrets = true
+)
+
+// Valid indicates whether the value is a known member of the ExportRequestIUnderstandThisReturnsSecrets enum.
+func (e ExportRequestIUnderstandThisReturnsSecrets) Valid() bool {
+	switch e {
+	case ExportRequestIUnderstandThisReturnsSecretsTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
 	HealthStatusOk HealthStatus = "ok"
@@ -35,6 +68,78 @@ const (
 func (e HealthStatus) Valid() bool {
 	switch e {
 	case HealthStatusOk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ImportLineOutcome.
+const (
+	ImportLineOutcomeImported    ImportLineOutcome = "imported"
+	ImportLineOutcomeRefused     ImportLineOutcome = "refused"
+	ImportLineOutcomeSkipped     ImportLineOutcome = "skipped"
+	ImportLineOutcomeUnchanged   ImportLineOutcome = "unchanged"
+	ImportLineOutcomeWouldImport ImportLineOutcome = "would_import"
+)
+
+// Valid indicates whether the value is a known member of the ImportLineOutcome enum.
+func (e ImportLineOutcome) Valid() bool {
+	switch e {
+	case ImportLineOutcomeImported:
+		return true
+	case ImportLineOutcomeRefused:
+		return true
+	case ImportLineOutcomeSkipped:
+		return true
+	case ImportLineOutcomeUnchanged:
+		return true
+	case ImportLineOutcomeWouldImport:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ImportReason.
+const (
+	ImportReasonConflict          ImportReason = "conflict"
+	ImportReasonDuplicateUser     ImportReason = "duplicate_user"
+	ImportReasonInvalidParameters ImportReason = "invalid_parameters"
+	ImportReasonInvalidUserId     ImportReason = "invalid_user_id"
+	ImportReasonMalformed         ImportReason = "malformed"
+	ImportReasonOtherIssuer       ImportReason = "other_issuer"
+	ImportReasonSecretNotBase32   ImportReason = "secret_not_base32"
+	ImportReasonSecretTooLong     ImportReason = "secret_too_long"
+	ImportReasonUnreadable        ImportReason = "unreadable"
+	ImportReasonUnsupported       ImportReason = "unsupported"
+	ImportReasonWeakSecret        ImportReason = "weak_secret"
+)
+
+// Valid indicates whether the value is a known member of the ImportReason enum.
+func (e ImportReason) Valid() bool {
+	switch e {
+	case ImportReasonConflict:
+		return true
+	case ImportReasonDuplicateUser:
+		return true
+	case ImportReasonInvalidParameters:
+		return true
+	case ImportReasonInvalidUserId:
+		return true
+	case ImportReasonMalformed:
+		return true
+	case ImportReasonOtherIssuer:
+		return true
+	case ImportReasonSecretNotBase32:
+		return true
+	case ImportReasonSecretTooLong:
+		return true
+	case ImportReasonUnreadable:
+		return true
+	case ImportReasonUnsupported:
+		return true
+	case ImportReasonWeakSecret:
 		return true
 	default:
 		return false
@@ -121,7 +226,9 @@ const (
 	ProblemCodeAlreadyEnrolled       ProblemCode = "already_enrolled"
 	ProblemCodeBadRequest            ProblemCode = "bad_request"
 	ProblemCodeChallengeNotFound     ProblemCode = "challenge_not_found"
+	ProblemCodeExportUnrepresentable ProblemCode = "export_unrepresentable"
 	ProblemCodeForbidden             ProblemCode = "forbidden"
+	ProblemCodeImportRefused         ProblemCode = "import_refused"
 	ProblemCodeInternal              ProblemCode = "internal"
 	ProblemCodeMethodNotAllowed      ProblemCode = "method_not_allowed"
 	ProblemCodeMfaEnrollmentRequired ProblemCode = "mfa_enrollment_required"
@@ -154,7 +261,11 @@ func (e ProblemCode) Valid() bool {
 		return true
 	case ProblemCodeChallengeNotFound:
 		return true
+	case ProblemCodeExportUnrepresentable:
+		return true
 	case ProblemCodeForbidden:
+		return true
+	case ProblemCodeImportRefused:
 		return true
 	case ProblemCodeInternal:
 		return true
@@ -436,6 +547,29 @@ type EnrollmentStart struct {
 	Totp TotpParams `json:"totp"`
 }
 
+// ExportRequest Example: {"format":"csv","i_understand_this_returns_secrets":true}
+type ExportRequest struct {
+	// Format `otpauth`: one `otpauth://totp/` URI a user. `csv`: `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	//
+	// Example: csv
+	Format *ExportRequestFormat `json:"format,omitempty"`
+
+	// IUnderstandThisReturnsSecrets Must be `true`. The answer holds every active user's TOTP secret in the clear.
+	//
+	// Example: true
+	IUnderstandThisReturnsSecrets ExportRequestIUnderstandThisReturnsSecrets `json:"i_understand_this_returns_secrets"`
+}
+
+// ExportRequestFormat `otpauth`: one `otpauth://totp/` URI a user. `csv`: `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+//
+// Example: csv
+type ExportRequestFormat string
+
+// ExportRequestIUnderstandThisReturnsSecrets Must be `true`. The answer holds every active user's TOTP secret in the clear.
+//
+// Example: true
+type ExportRequestIUnderstandThisReturnsSecrets bool
+
 // FieldError One problem with one part of the request.
 type FieldError struct {
 	// Field Where: `body.` followed by a JSON path into the body, or
@@ -459,6 +593,173 @@ type Health struct {
 
 // HealthStatus Example: ok
 type HealthStatus string
+
+// ImportLine What the import did with one account of the file. Never holds the
+// secret.
+//
+// Example: {"line":2,"outcome":"imported","totp":{"algorithm":"SHA256","digits":8,"period":60},"user_id":"alice"}
+type ImportLine struct {
+	// Detail Why, for people (with `reason`). Never quotes the secret.
+	//
+	// Example: the secret has 80 bits; at least 128 are required (RFC 4226)
+	Detail *string `json:"detail,omitempty"`
+
+	// Line Line number in the file (a migration export's accounts share their line).
+	//
+	// Example: 2
+	Line int `json:"line"`
+
+	// Outcome `imported`: active now. `would_import`: with `dry_run`, would
+	// be. `unchanged`: the same secret and parameters were already
+	// active. `skipped`: another issuer's entry. `refused`: see
+	// `reason`.
+	//
+	//
+	// Example: imported
+	Outcome ImportLineOutcome `json:"outcome"`
+
+	// Reason Why a line was refused (or skipped):
+	// `malformed` (not an otpauth URI, migration export or CSV line),
+	// `secret_not_base32`, `weak_secret` (under 128 bits, or guessable:
+	// repeated bytes, a published test key), `secret_too_long`,
+	// `unsupported` (a HOTP entry), `invalid_parameters` (algorithm,
+	// digits or period), `invalid_user_id` (empty, or with control or
+	// format characters), `duplicate_user` (named twice in the file),
+	// `unreadable` (a line over 1 MiB), `conflict` (the user already has a
+	// different second factor: reset them first); skipped:
+	// `other_issuer`.
+	//
+	//
+	// Example: weak_secret
+	Reason *ImportReason `json:"reason,omitempty"`
+
+	// RecoveryCodes With `recovery_codes`, the imported user's new codes, shown this once.
+	RecoveryCodes *[]RecoveryCode `json:"recovery_codes,omitempty"`
+
+	// Totp The TOTP parameters the authenticator must use.
+	//
+	// Example: {"algorithm":"SHA1","digits":6,"period":30}
+	Totp *TotpParams `json:"totp,omitempty"`
+
+	// UserId The user, where the line names one.
+	//
+	// Example: alice
+	UserId *string `json:"user_id,omitempty"`
+}
+
+// ImportLineOutcome `imported`: active now. `would_import`: with `dry_run`, would
+// be. `unchanged`: the same secret and parameters were already
+// active. `skipped`: another issuer's entry. `refused`: see
+// `reason`.
+//
+// Example: imported
+type ImportLineOutcome string
+
+// ImportProblem A problem about an import, with the lines it concerns.
+type ImportProblem struct {
+	// Code Stable, machine-readable error code. Branch on this.
+	//
+	// Example: mfa_invalid
+	Code ProblemCode `json:"code"`
+
+	// Detail Explanation of this occurrence, for people.
+	//
+	// Example: The code is not valid. Check the time on your device and try again.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors Present for `validation_failed`.
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path.
+	//
+	// Example: /mfa/enroll/confirm
+	Instance *string `json:"instance,omitempty"`
+
+	// Lines `import_refused`: the refused lines. `mfa_unavailable`: the
+	// users imported before the failure.
+	Lines *[]ImportLine `json:"lines,omitempty"`
+
+	// RequestId Id of the request in the sidecar's logs.
+	//
+	// Example: 01JD3Z6X9K4V7Q2M8N5P1R3T6W
+	RequestId *string `json:"request_id,omitempty"`
+
+	// Status The HTTP status of this answer.
+	//
+	// Example: 403
+	Status int `json:"status"`
+
+	// Title Short summary, for people.
+	//
+	// Example: Invalid code
+	Title string `json:"title"`
+
+	// Type `https://totpgate.dev/problems/{code}`.
+	//
+	// Example: https://totpgate.dev/problems/mfa_invalid
+	Type string `json:"type"`
+}
+
+// ImportReason Why a line was refused (or skipped):
+// `malformed` (not an otpauth URI, migration export or CSV line),
+// `secret_not_base32`, `weak_secret` (under 128 bits, or guessable:
+// repeated bytes, a published test key), `secret_too_long`,
+// `unsupported` (a HOTP entry), `invalid_parameters` (algorithm,
+// digits or period), `invalid_user_id` (empty, or with control or
+// format characters), `duplicate_user` (named twice in the file),
+// `unreadable` (a line over 1 MiB), `conflict` (the user already has a
+// different second factor: reset them first); skipped:
+// `other_issuer`.
+//
+// Example: weak_secret
+type ImportReason string
+
+// ImportReport Example: {"dry_run":false,"imported":2,"lines":[{"line":2,"outcome":"imported","totp":{"algorithm":"SHA256","digits":8,"period":60},"user_id":"alice"},{"line":3,"outcome":"imported","totp":{"algorithm":"SHA1","digits":6,"period":30},"user_id":"bob"},{"detail":"\"alice@github\" of issuer \"GitHub\" (not \"Shop\")","line":4,"outcome":"skipped","reason":"other_issuer","user_id":"alice@github"}],"skipped":1,"unchanged":0}
+type ImportReport struct {
+	// DryRun Nothing was written.
+	//
+	// Example: false
+	DryRun bool `json:"dry_run"`
+
+	// Imported Users turned on (with `dry_run`, that would be).
+	//
+	// Example: 2
+	Imported int          `json:"imported"`
+	Lines    []ImportLine `json:"lines"`
+
+	// Skipped Entries of other issuers.
+	//
+	// Example: 1
+	Skipped int `json:"skipped"`
+
+	// Unchanged Example: 0
+	Unchanged int `json:"unchanged"`
+}
+
+// ImportRequest An import file with its options, for clients that send JSON.
+//
+// Example: {"data":"otpauth://totp/Shop:alice?secret=HEZE5NDZAF3EI6UNMGPCO4EJJXXQMFYE\u0026issuer=Shop\u0026algorithm=SHA256\u0026digits=8\u0026period=60\nbob,PJR3YOIJBZET6AUPTQDGLFGCM5Z577J7\n","dry_run":true,"issuer":"Shop"}
+type ImportRequest struct {
+	// Data The import file's text, lines separated by newlines.
+	//
+	// Example: bob,PJR3YOIJBZET6AUPTQDGLFGCM5Z577J7
+	Data string `json:"data"`
+
+	// DryRun Check every line and report what would be imported; write nothing.
+	//
+	// Example: true
+	DryRun *bool `json:"dry_run,omitempty"`
+
+	// Issuer Import only entries of this issuer (`*`, every issuer); default `mfa.issuer`.
+	//
+	// Example: Shop
+	Issuer *string `json:"issuer,omitempty"`
+
+	// RecoveryCodes Make new recovery codes for each imported user, answered once.
+	//
+	// Example: false
+	RecoveryCodes *bool `json:"recovery_codes,omitempty"`
+}
 
 // KeyStatus Example: {"backend":"vault","key_name":"totpgate","latest_version":4,"min_decryption_version":1,"min_encryption_version":0,"secrets_by_version":[{"backend":"vault","secrets":12528,"version":3},{"backend":"vault","secrets":312,"version":4}],"secrets_total":12840}
 type KeyStatus struct {
@@ -848,6 +1149,16 @@ type EnrollmentStarted = EnrollmentStart
 // GatewayTimeout An RFC 9457 problem document.
 type GatewayTimeout = Problem
 
+// ImportRefused A problem about an import, with the lines it concerns.
+//
+// Example: {"code":"import_refused","lines":[{"detail":"not user_id,secret[,algorithm,digits,period], an otpauth:// URI or an otpauth-migration:// export","line":3,"outcome":"refused","reason":"malformed"}],"status":422,"title":"Unprocessable Entity","type":"https://totpgate.dev/problems/import_refused"}
+type ImportRefused = ImportProblem
+
+// ImportUnavailable A problem about an import, with the lines it concerns.
+//
+// Example: {"code":"import_refused","lines":[{"detail":"not user_id,secret[,algorithm,digits,period], an otpauth:// URI or an otpauth-migration:// export","line":3,"outcome":"refused","reason":"malformed"}],"status":422,"title":"Unprocessable Entity","type":"https://totpgate.dev/problems/import_refused"}
+type ImportUnavailable = ImportProblem
+
 // InternalError An RFC 9457 problem document.
 type InternalError = Problem
 
@@ -912,6 +1223,9 @@ type NotImplemented = Problem
 // NotPending An RFC 9457 problem document.
 type NotPending = Problem
 
+// PayloadTooLarge An RFC 9457 problem document.
+type PayloadTooLarge = Problem
+
 // RateLimited An RFC 9457 problem document.
 type RateLimited = Problem
 
@@ -938,11 +1252,39 @@ type CodeBody = CodeRequest
 // TotpCodeBody Example: {"code":"492039"}
 type TotpCodeBody = CodeRequest
 
+// AdminImportUsersTextBody defines parameters for AdminImportUsers.
+type AdminImportUsersTextBody = string
+
+// AdminImportUsersParams defines parameters for AdminImportUsers.
+type AdminImportUsersParams struct {
+	// DryRun Check every line and report what would be imported; write
+	// nothing. Absent means false. `text/plain` bodies only.
+	DryRun *bool `form:"dry_run,omitempty" json:"dry_run,omitempty"`
+
+	// Issuer Import only entries of this issuer (`*`: every issuer). Default:
+	// the configured `mfa.issuer`. Entries that name no issuer (CSV
+	// lines) are always taken. `text/plain` bodies only.
+	Issuer *string `form:"issuer,omitempty" json:"issuer,omitempty"`
+
+	// RecoveryCodes Make new recovery codes for each imported user, answered once.
+	// Absent means false. `text/plain` bodies only.
+	RecoveryCodes *bool `form:"recovery_codes,omitempty" json:"recovery_codes,omitempty"`
+}
+
 // AdminSetMinDecryptionVersionJSONRequestBody defines body for AdminSetMinDecryptionVersion for application/json ContentType.
 type AdminSetMinDecryptionVersionJSONRequestBody = MinDecryptionVersionRequest
 
 // AdminStartRewrapJSONRequestBody defines body for AdminStartRewrap for application/json ContentType.
 type AdminStartRewrapJSONRequestBody = RewrapRequest
+
+// AdminExportUsersJSONRequestBody defines body for AdminExportUsers for application/json ContentType.
+type AdminExportUsersJSONRequestBody = ExportRequest
+
+// AdminImportUsersJSONRequestBody defines body for AdminImportUsers for application/json ContentType.
+type AdminImportUsersJSONRequestBody = ImportRequest
+
+// AdminImportUsersTextRequestBody defines body for AdminImportUsers for text/plain ContentType.
+type AdminImportUsersTextRequestBody = AdminImportUsersTextBody
 
 // CompleteChallengeJSONRequestBody defines body for CompleteChallenge for application/json ContentType.
 type CompleteChallengeJSONRequestBody = ChallengeRequest
@@ -1105,6 +1447,172 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /admin/keys/rotate (the `AdminRotateKey` operationId).
 	AdminRotateKey(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminExportUsersWithBody Export every active user's TOTP secret
+	//
+	// For leaving totpgate: answers every active user's secret, in the
+	// clear, one line a user, as `otpauth://` URIs (with the configured
+	// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	// `POST /admin/secrets/import` (or `totpgate users import`, or the
+	// app) reads it back. The same as `totpgate users export`, over the
+	// admin API.
+	//
+	// Only a request that says so gets it: the body must carry
+	// `i_understand_this_returns_secrets: true` (otherwise `400
+	// validation_failed`). Every line is read back before it is answered;
+	// a user id a format would change (an `otpauth` label holds no colon
+	// and no runs of spaces) refuses the export with `422
+	// export_unrepresentable`: export as `csv` then. The answer is all or
+	// nothing: a store or key backend failure midway answers `503` and
+	// no secret.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+	AdminExportUsersWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminExportUsers Export every active user's TOTP secret
+	//
+	// For leaving totpgate: answers every active user's secret, in the
+	// clear, one line a user, as `otpauth://` URIs (with the configured
+	// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	// `POST /admin/secrets/import` (or `totpgate users import`, or the
+	// app) reads it back. The same as `totpgate users export`, over the
+	// admin API.
+	//
+	// Only a request that says so gets it: the body must carry
+	// `i_understand_this_returns_secrets: true` (otherwise `400
+	// validation_failed`). Every line is read back before it is answered;
+	// a user id a format would change (an `otpauth` label holds no colon
+	// and no runs of spaces) refuses the export with `422
+	// export_unrepresentable`: export as `csv` then. The answer is all or
+	// nothing: a store or key backend failure midway answers `503` and
+	// no secret.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+	AdminExportUsers(ctx context.Context, body AdminExportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminImportUsersWithBody Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithBody(ctx context.Context, params *AdminImportUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminImportUsers Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsers(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminImportUsersWithTextBody Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes a body of the `text/plain` content type.
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithTextBody(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AdminGetUser Get a user's MFA record
 	//
@@ -1485,6 +1993,222 @@ func (c *Client) AdminStartRewrap(ctx context.Context, body AdminStartRewrapJSON
 // Corresponds with POST /admin/keys/rotate (the `AdminRotateKey` operationId).
 func (c *Client) AdminRotateKey(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminRotateKeyRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminExportUsersWithBody Export every active user's TOTP secret
+//
+// For leaving totpgate: answers every active user's secret, in the
+// clear, one line a user, as `otpauth://` URIs (with the configured
+// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+// `POST /admin/secrets/import` (or `totpgate users import`, or the
+// app) reads it back. The same as `totpgate users export`, over the
+// admin API.
+//
+// Only a request that says so gets it: the body must carry
+// `i_understand_this_returns_secrets: true` (otherwise `400
+// validation_failed`). Every line is read back before it is answered;
+// a user id a format would change (an `otpauth` label holds no colon
+// and no runs of spaces) refuses the export with `422
+// export_unrepresentable`: export as `csv` then. The answer is all or
+// nothing: a store or key backend failure midway answers `503` and
+// no secret.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+func (c *Client) AdminExportUsersWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminExportUsersRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminExportUsers Export every active user's TOTP secret
+//
+// For leaving totpgate: answers every active user's secret, in the
+// clear, one line a user, as `otpauth://` URIs (with the configured
+// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+// `POST /admin/secrets/import` (or `totpgate users import`, or the
+// app) reads it back. The same as `totpgate users export`, over the
+// admin API.
+//
+// Only a request that says so gets it: the body must carry
+// `i_understand_this_returns_secrets: true` (otherwise `400
+// validation_failed`). Every line is read back before it is answered;
+// a user id a format would change (an `otpauth` label holds no colon
+// and no runs of spaces) refuses the export with `422
+// export_unrepresentable`: export as `csv` then. The answer is all or
+// nothing: a store or key backend failure midway answers `503` and
+// no secret.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+func (c *Client) AdminExportUsers(ctx context.Context, body AdminExportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminExportUsersRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminImportUsersWithBody Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *Client) AdminImportUsersWithBody(ctx context.Context, params *AdminImportUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminImportUsersRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminImportUsers Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *Client) AdminImportUsers(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminImportUsersRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminImportUsersWithTextBody Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes a body of the `text/plain` content type.
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *Client) AdminImportUsersWithTextBody(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminImportUsersRequestWithTextBody(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2114,6 +2838,148 @@ func NewAdminRotateKeyRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewAdminExportUsersRequest calls the generic AdminExportUsers builder with application/json body
+func NewAdminExportUsersRequest(server string, body AdminExportUsersJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminExportUsersRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAdminExportUsersRequestWithBody constructs an http.Request for the AdminExportUsers method, with any body, and a specified content type
+func NewAdminExportUsersRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/secrets/export")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminImportUsersRequest calls the generic AdminImportUsers builder with application/json body
+func NewAdminImportUsersRequest(server string, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminImportUsersRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewAdminImportUsersRequestWithTextBody calls the generic AdminImportUsers builder with text/plain body
+func NewAdminImportUsersRequestWithTextBody(server string, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	if stringer, ok := interface{}(body).(fmt.Stringer); ok {
+		bodyReader = strings.NewReader(stringer.String())
+	} else {
+		bodyReader = strings.NewReader(fmt.Sprint(body))
+	}
+	return NewAdminImportUsersRequestWithBody(server, params, "text/plain", bodyReader)
+}
+
+// NewAdminImportUsersRequestWithBody constructs an http.Request for the AdminImportUsers method, with any body, and a specified content type
+func NewAdminImportUsersRequestWithBody(server string, params *AdminImportUsersParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/secrets/import")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.DryRun != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "dry_run", *params.DryRun, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Issuer != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "issuer", *params.Issuer, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.RecoveryCodes != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "recovery_codes", *params.RecoveryCodes, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewAdminGetUserRequest constructs an http.Request for the AdminGetUser method
 func NewAdminGetUserRequest(server string, userId UserId) (*http.Request, error) {
 	var err error
@@ -2737,6 +3603,172 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /admin/keys/rotate (the `AdminRotateKey` operationId).
 	AdminRotateKeyWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminRotateKeyResponse, error)
+
+	// AdminExportUsersWithBodyWithResponse Export every active user's TOTP secret
+	//
+	// For leaving totpgate: answers every active user's secret, in the
+	// clear, one line a user, as `otpauth://` URIs (with the configured
+	// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	// `POST /admin/secrets/import` (or `totpgate users import`, or the
+	// app) reads it back. The same as `totpgate users export`, over the
+	// admin API.
+	//
+	// Only a request that says so gets it: the body must carry
+	// `i_understand_this_returns_secrets: true` (otherwise `400
+	// validation_failed`). Every line is read back before it is answered;
+	// a user id a format would change (an `otpauth` label holds no colon
+	// and no runs of spaces) refuses the export with `422
+	// export_unrepresentable`: export as `csv` then. The answer is all or
+	// nothing: a store or key backend failure midway answers `503` and
+	// no secret.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+	AdminExportUsersWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminExportUsersResponse, error)
+
+	// AdminExportUsersWithResponse Export every active user's TOTP secret
+	//
+	// For leaving totpgate: answers every active user's secret, in the
+	// clear, one line a user, as `otpauth://` URIs (with the configured
+	// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	// `POST /admin/secrets/import` (or `totpgate users import`, or the
+	// app) reads it back. The same as `totpgate users export`, over the
+	// admin API.
+	//
+	// Only a request that says so gets it: the body must carry
+	// `i_understand_this_returns_secrets: true` (otherwise `400
+	// validation_failed`). Every line is read back before it is answered;
+	// a user id a format would change (an `otpauth` label holds no colon
+	// and no runs of spaces) refuses the export with `422
+	// export_unrepresentable`: export as `csv` then. The answer is all or
+	// nothing: a store or key backend failure midway answers `503` and
+	// no secret.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+	AdminExportUsersWithResponse(ctx context.Context, body AdminExportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminExportUsersResponse, error)
+
+	// AdminImportUsersWithBodyWithResponse Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithBodyWithResponse(ctx context.Context, params *AdminImportUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error)
+
+	// AdminImportUsersWithResponse Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithResponse(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error)
+
+	// AdminImportUsersWithTextBodyWithResponse Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithTextBodyWithResponse(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error)
 
 	// AdminGetUserWithResponse Get a user's MFA record
 	//
@@ -3400,6 +4432,207 @@ func (r AdminRotateKeyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminRotateKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminExportUsersResponse200Headers the declared response headers of an HTTP 200 response for AdminExportUsers
+type AdminExportUsersResponse200Headers struct {
+	CacheControl string
+}
+
+// AdminExportUsersResponse401Headers the declared response headers of an HTTP 401 response for AdminExportUsers
+type AdminExportUsersResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+type AdminExportUsersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *Problem
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *AdminExportUsersResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminExportUsersResponse401Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON422() *Problem {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminExportUsersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminExportUsersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminExportUsersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminExportUsersResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminImportUsersResponse200Headers the declared response headers of an HTTP 200 response for AdminImportUsers
+type AdminImportUsersResponse200Headers struct {
+	CacheControl string
+}
+
+// AdminImportUsersResponse401Headers the declared response headers of an HTTP 401 response for AdminImportUsers
+type AdminImportUsersResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// AdminImportUsersResponse503Headers the declared response headers of an HTTP 503 response for AdminImportUsers
+type AdminImportUsersResponse503Headers struct {
+	CacheControl string
+}
+
+type AdminImportUsersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ImportReport
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ImportRefused
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ImportUnavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *AdminImportUsersResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminImportUsersResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminImportUsersResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminImportUsersResponse) GetJSON200() *ImportReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON422() *ImportRefused {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON503() *ImportUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminImportUsersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminImportUsersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminImportUsersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminImportUsersResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4879,6 +6112,202 @@ func (c *ClientWithResponses) AdminRotateKeyWithResponse(ctx context.Context, re
 	return ParseAdminRotateKeyResponse(rsp)
 }
 
+// AdminExportUsersWithBodyWithResponse Export every active user's TOTP secret
+//
+// For leaving totpgate: answers every active user's secret, in the
+// clear, one line a user, as `otpauth://` URIs (with the configured
+// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+// `POST /admin/secrets/import` (or `totpgate users import`, or the
+// app) reads it back. The same as `totpgate users export`, over the
+// admin API.
+//
+// Only a request that says so gets it: the body must carry
+// `i_understand_this_returns_secrets: true` (otherwise `400
+// validation_failed`). Every line is read back before it is answered;
+// a user id a format would change (an `otpauth` label holds no colon
+// and no runs of spaces) refuses the export with `422
+// export_unrepresentable`: export as `csv` then. The answer is all or
+// nothing: a store or key backend failure midway answers `503` and
+// no secret.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+func (c *ClientWithResponses) AdminExportUsersWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminExportUsersResponse, error) {
+	rsp, err := c.AdminExportUsersWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminExportUsersResponse(rsp)
+}
+
+// AdminExportUsersWithResponse Export every active user's TOTP secret
+//
+// For leaving totpgate: answers every active user's secret, in the
+// clear, one line a user, as `otpauth://` URIs (with the configured
+// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+// `POST /admin/secrets/import` (or `totpgate users import`, or the
+// app) reads it back. The same as `totpgate users export`, over the
+// admin API.
+//
+// Only a request that says so gets it: the body must carry
+// `i_understand_this_returns_secrets: true` (otherwise `400
+// validation_failed`). Every line is read back before it is answered;
+// a user id a format would change (an `otpauth` label holds no colon
+// and no runs of spaces) refuses the export with `422
+// export_unrepresentable`: export as `csv` then. The answer is all or
+// nothing: a store or key backend failure midway answers `503` and
+// no secret.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+func (c *ClientWithResponses) AdminExportUsersWithResponse(ctx context.Context, body AdminExportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminExportUsersResponse, error) {
+	rsp, err := c.AdminExportUsers(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminExportUsersResponse(rsp)
+}
+
+// AdminImportUsersWithBodyWithResponse Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *ClientWithResponses) AdminImportUsersWithBodyWithResponse(ctx context.Context, params *AdminImportUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error) {
+	rsp, err := c.AdminImportUsersWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminImportUsersResponse(rsp)
+}
+
+// AdminImportUsersWithResponse Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *ClientWithResponses) AdminImportUsersWithResponse(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error) {
+	rsp, err := c.AdminImportUsers(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminImportUsersResponse(rsp)
+}
+
+// AdminImportUsersWithTextBodyWithResponse Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *ClientWithResponses) AdminImportUsersWithTextBodyWithResponse(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error) {
+	rsp, err := c.AdminImportUsersWithTextBody(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminImportUsersResponse(rsp)
+}
+
 // AdminGetUserWithResponse Get a user's MFA record
 //
 // Answers the user's MFA state, key version, failure count and lockout.
@@ -5625,6 +7054,198 @@ func ParseAdminRotateKeyResponse(rsp *http.Response) (*AdminRotateKeyResponse, e
 			headers.WWWAuthenticate = &value
 		}
 		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminExportUsersResponse parses an HTTP response from a AdminExportUsersWithResponse call
+func ParseAdminExportUsersResponse(rsp *http.Response) (*AdminExportUsersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminExportUsersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers AdminExportUsersResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers AdminExportUsersResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminImportUsersResponse parses an HTTP response from a AdminImportUsersWithResponse call
+func ParseAdminImportUsersResponse(rsp *http.Response) (*AdminImportUsersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminImportUsersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ImportReport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ImportRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ImportUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers AdminImportUsersResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers AdminImportUsersResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminImportUsersResponse503Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers503 = &headers
 	}
 
 	return response, nil
@@ -6927,6 +8548,12 @@ type ServerInterface interface {
 	// AdminRotateKey Rotate the key
 	// (POST /admin/keys/rotate)
 	AdminRotateKey(w http.ResponseWriter, r *http.Request)
+	// AdminExportUsers Export every active user's TOTP secret
+	// (POST /admin/secrets/export)
+	AdminExportUsers(w http.ResponseWriter, r *http.Request)
+	// AdminImportUsers Import users' existing TOTP secrets
+	// (POST /admin/secrets/import)
+	AdminImportUsers(w http.ResponseWriter, r *http.Request, params AdminImportUsersParams)
 	// AdminGetUser Get a user's MFA record
 	// (GET /admin/users/{user_id})
 	AdminGetUser(w http.ResponseWriter, r *http.Request, userId UserId)
@@ -7044,6 +8671,79 @@ func (siw *ServerInterfaceWrapper) AdminRotateKey(w http.ResponseWriter, r *http
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AdminRotateKey(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminExportUsers operation middleware
+func (siw *ServerInterfaceWrapper) AdminExportUsers(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminExportUsers(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminImportUsers operation middleware
+func (siw *ServerInterfaceWrapper) AdminImportUsers(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminImportUsersParams
+
+	// ------------- Optional query parameter "dry_run" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "dry_run", r.URL.Query(), &params.DryRun, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "dry_run"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "dry_run", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "issuer" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "issuer", r.URL.Query(), &params.Issuer, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "issuer"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "issuer", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "recovery_codes" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "recovery_codes", r.URL.Query(), &params.RecoveryCodes, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "recovery_codes"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "recovery_codes", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminImportUsers(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -7431,6 +9131,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/users/{user_id}", wrapper.AdminGetUser)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/users/{user_id}/reset", wrapper.AdminResetUser)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/users/{user_id}/unlock", wrapper.AdminUnlockUser)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/secrets/import", wrapper.AdminImportUsers)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/secrets/export", wrapper.AdminExportUsers)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/keys", wrapper.AdminKeyStatus)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/keys/rotate", wrapper.AdminRotateKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/keys/rewrap", wrapper.AdminGetRewrap)
@@ -7471,6 +9173,17 @@ type EnrollmentStartedJSONResponse struct {
 }
 
 type GatewayTimeoutApplicationProblemPlusJSONResponse Problem
+
+type ImportRefusedApplicationProblemPlusJSONResponse ImportProblem
+
+type ImportUnavailableResponseHeaders struct {
+	CacheControl string
+}
+type ImportUnavailableApplicationProblemPlusJSONResponse struct {
+	Body ImportProblem
+
+	Headers ImportUnavailableResponseHeaders
+}
 
 type InternalErrorApplicationProblemPlusJSONResponse Problem
 
@@ -7538,6 +9251,8 @@ type NotEnrolledApplicationProblemPlusJSONResponse Problem
 type NotImplementedApplicationProblemPlusJSONResponse Problem
 
 type NotPendingApplicationProblemPlusJSONResponse Problem
+
+type PayloadTooLargeApplicationProblemPlusJSONResponse Problem
 
 type RateLimitedResponseHeaders struct {
 	RetryAfter int
@@ -8059,6 +9774,278 @@ func (response AdminRotateKey503ApplicationProblemPlusJSONResponse) VisitAdminRo
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsersRequestObject struct {
+	Body *AdminExportUsersJSONRequestBody
+}
+
+type AdminExportUsersResponseObject interface {
+	VisitAdminExportUsersResponse(w http.ResponseWriter) error
+}
+
+type AdminExportUsers200ResponseHeaders struct {
+	CacheControl string
+}
+
+type AdminExportUsers200TextResponse struct {
+	Body    string
+	Headers AdminExportUsers200ResponseHeaders
+}
+
+func (response AdminExportUsers200TextResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(200)
+
+	_, err := w.Write([]byte(fmt.Sprint(response.Body)))
+	return err
+}
+
+type AdminExportUsers400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers400ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers401ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers415ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers422ApplicationProblemPlusJSONResponse Problem
+
+func (response AdminExportUsers422ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers500ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers503ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsersRequestObject struct {
+	Params   AdminImportUsersParams
+	JSONBody *AdminImportUsersJSONRequestBody
+	TextBody *AdminImportUsersTextRequestBody
+}
+
+type AdminImportUsersResponseObject interface {
+	VisitAdminImportUsersResponse(w http.ResponseWriter) error
+}
+
+type AdminImportUsers200ResponseHeaders struct {
+	CacheControl string
+}
+
+type AdminImportUsers200JSONResponse struct {
+	Body    ImportReport
+	Headers AdminImportUsers200ResponseHeaders
+}
+
+func (response AdminImportUsers200JSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers400ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers401ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers413ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers415ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers422ApplicationProblemPlusJSONResponse struct {
+	ImportRefusedApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers422ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers500ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers503ApplicationProblemPlusJSONResponse struct {
+	ImportUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers503ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
 	return err
@@ -9759,6 +11746,12 @@ type StrictServerInterface interface {
 	// AdminRotateKey Rotate the key
 	// (POST /admin/keys/rotate)
 	AdminRotateKey(ctx context.Context, request AdminRotateKeyRequestObject) (AdminRotateKeyResponseObject, error)
+	// AdminExportUsers Export every active user's TOTP secret
+	// (POST /admin/secrets/export)
+	AdminExportUsers(ctx context.Context, request AdminExportUsersRequestObject) (AdminExportUsersResponseObject, error)
+	// AdminImportUsers Import users' existing TOTP secrets
+	// (POST /admin/secrets/import)
+	AdminImportUsers(ctx context.Context, request AdminImportUsersRequestObject) (AdminImportUsersResponseObject, error)
 	// AdminGetUser Get a user's MFA record
 	// (GET /admin/users/{user_id})
 	AdminGetUser(ctx context.Context, request AdminGetUserRequestObject) (AdminGetUserResponseObject, error)
@@ -9975,6 +11968,82 @@ func (sh *strictHandler) AdminRotateKey(w http.ResponseWriter, r *http.Request) 
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminRotateKeyResponseObject); ok {
 		if err := validResponse.VisitAdminRotateKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminExportUsers operation middleware
+func (sh *strictHandler) AdminExportUsers(w http.ResponseWriter, r *http.Request) {
+	var request AdminExportUsersRequestObject
+
+	var body AdminExportUsersJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminExportUsers(ctx, request.(AdminExportUsersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminExportUsers")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminExportUsersResponseObject); ok {
+		if err := validResponse.VisitAdminExportUsersResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminImportUsers operation middleware
+func (sh *strictHandler) AdminImportUsers(w http.ResponseWriter, r *http.Request, params AdminImportUsersParams) {
+	var request AdminImportUsersRequestObject
+
+	request.Params = params
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+
+		var body AdminImportUsersJSONRequestBody
+		if err := runtime.BindJSONBody(r, &body); err != nil {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+		request.JSONBody = &body
+
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain") {
+		data, err := io.ReadAll(r.Body)
+		if err != nil {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't read body: %w", err))
+			return
+		}
+		body := AdminImportUsersTextRequestBody(data)
+		request.TextBody = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminImportUsers(ctx, request.(AdminImportUsersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminImportUsers")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminImportUsersResponseObject); ok {
+		if err := validResponse.VisitAdminImportUsersResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -10395,289 +12464,350 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L15d9s40jf6VXA073NaTihZm+1YPn3uVZzNnXiJ7SSdDPuaEAlJjCmAISDLctrf/R4UABJcJMux00/P",
-	"Oz1/TMcSBWIp1F6/+l7z2TRmlFDBa/3vtQnBAUngn/vYn5B9RkXCoiN2JlhC5McB4X4SxiJktNavDaI5",
-	"XnDkUdbg8glvD4kJQZjyOUnQdMYFokygIUG+HC5o1pxaQr7NwoQEtb5IZsSpcX9CpliOTa7xNI5IrV8z",
-	"49WcmljE8hMukpCOa7e3Tu2UiGQxGAmSlCd0RnxGA45mVIQRwoiSOcJCkGkskI8p4jPfJ2vPo9tqObVp",
-	"SMPpbFrrt9LJhFSQMUlgNp8+fRrMxIRQEfpYkHMm4vK0zicEnR+fnyB/gqOI0DHpIw8+SAiOpr+6NcFE",
-	"PMaCuDUne+hXt+bOWq2un35yEQbwCXFr3rqbudZ7ku7L1vGLxvPhe946S+jg5CK6/v248zx+uYU/7nbH",
-	"QbT1efx+9v78vOXWKo7l1qnFOMFTIjT9fOAkOQiqtwLH8S8chQEasQQIZsZJ4iDMUURwQkmAsEARG4dU",
-	"rjFbybNRu0d6W6OaUwvlWDEWk5pTo3gqv5WDXITByl2Z4ut3hI7FpNbvbG3D4Zq/25WLkkMRLp6zICTq",
-	"XrCAPGfBQv7bZ1QQKuQ/cRxHkgBCRje/crnS9AjgZwnx2RVJ4Gd8Np1i+c/aqf4U+SyQxH6FoxlRIwdy",
-	"Jpc7o2+dxu71tCca3ck8CRrxs6shBcITmtKy0RSFVY/U2+20urtqTdl2/J+EjGr92r82Mzawqb7lm3Kh",
-	"p2r16meFq4/8WZIQKlD6WsQShCma0RknAUrstZVp9dapybty/+2sWNRPXFId5xeCQo4SMpIr3KhYFFAM",
-	"jxnl6tgHUUJwsHhJExZFJFixyjhhw4hMny5fLVZjXRAzmJy/wGEkj37OGiPsC5aoeyOnqZ9H2BfhFWmi",
-	"FyHHw4igUKBRmHCBBENqLM0oA3IV+nBUIeUCU1++dXM6wpvqsVp6HeQ169da7d9edL9s/777tvdx533n",
-	"8NnR1kn7tHu+/anm1LjAYsZr/V5r16mJUMAF1tuBrCXoOzcRIub9zU3Dn5oBuTJ7wjdLS1/7yE/UEFXH",
-	"7RVH9fro8NWgvHWaTYUc+FRTvvw5Dl5jQeZ48aAjncVcJARPL2YUX+EwkudTsf16L39k+7daHWv74xjl",
-	"37TW7lfO8lFOoGpkr690iDhGPptFgdEgEgIqhGQyY3xFEGVopghaqRvmXMwFv/e5cCUgohFLpuqqZqz1",
-	"0HyMhpJZlfnrEAcX+nRy93IiJw4fwy8lccn1XOEoDNBvZ8dHVdctUDf1B+9bKzvw5zhA2azWOmx7IfLE",
-	"YKZYHZi9Ix/Tz9EIh+ouFzcl++1F+szyrQkYUZszxcKfABEMTg6QPMQE+wJUgSRhUr349/faKCSR3BT5",
-	"06YWelPCOR7LN2ulDSlRjiKQ8XLzt2u3fyzjb5s+o6MwmT583zUNoquKTVrrFMo7dw/JverGWcerL5o5",
-	"g+JlC1A9vQxAqQ4SjLk0wsmYbDSRV5qj15eypXSMIU/PcA9xQlzqqXP0mi6Vl3bf6KFHTLxiM/owMZnp",
-	"ypSJixGMVyA7JSLTB7Mpk+uQC8lh4JqiiNExSdQpNtE7NkYhRXiMlV5aJKJ0vB+kn15GP+8KE5RzMytZ",
-	"i36qNuFR6KdiYE1H2WyloKSXlM2pg8h1LNUjB7GZQGzkUm2NcVAWtZiV2lQTnU8Il4YiJxzhhKCAROGQ",
-	"JFiQaAE7IFgUuBTHOBGF09B0xBJ+kpBRFI4nosJYRfvHp2coNk+gund8cn5wfHTmoXkoJsgb+D7hvKGt",
-	"3oa+xY1DIiYs8DZcOkrYVKq4LAlByaLIw3HY9FnCL9Rn3IivKGJzEqAp/JYjTAOXavPaUa/zExJIsxFH",
-	"vIkGdIGYmJDEjD0mgiOv1+pK7WMYBgGhcF8c20gvTHggX9rYz8ZdbrFLbRUsyIwkypZ25fDHML9qw06T",
-	"vWS5ahkOIv6EKYN7+Zvku/YTxvlZKMip0q4fxAPSLbNvPryhwUORzpOjKVak5U+wpFyRqdGcCLkO/ujq",
-	"cDe75q+saa51rbN1PcplziirjzCSUyQN2Al5gD6OIqQIHg0TNuckQTEeE8QowhRo1aWaWMUEC6PaVF4K",
-	"VJfXvXgB5eguZVSKkyMmJvK1c8z1aQRyUn52aPByH1P5Ei5wIhyUkDjCPpHzQFppQhi09F844uALQvo8",
-	"4cqJCQkT5DN2GRKuuYayzaaEijM56ErKMxS33tYXRq46ghNCA7lqkj4q2QIWmh/KNSREOOjD6YFkIej9",
-	"qbJCJX/kEzanLgUBy6hP4AFKrkiScUWn5NIzt3nZ5PXzm1X+P1iAtnvOwylhM/E45o/Qgz2y6dPLmz7y",
-	"LQFS77mf4WPm97hGjx7VMniCUGlg2oEqb1Y4JWDZHFBBEoqjl1J1etCuh3qkx95tS/81k0Wg6K273enE",
-	"HmWbzWiSt1E0o+Q6Jr4ggZpTE70AuaBUjYiNxyRAMxqQBHnZ4j3HXCg4ECnH4ChAI9yH7XzAQUxH+CJU",
-	"YxU1VONqSm3FJtqfEP8SKEXShOTCCzZLtNMG7r5IFsu100cxcbr2ESsbVpteax2wveBHOWNrQKOF6o2b",
-	"J4yOnZyGCddJMkvYPy5I7CAmZdgIYXQZyg0EVhpLnVOabKlZgH2fxKKJ9tmMCo4Em+MkSB3Xv3CXRsy/",
-	"ZDOhRcpbsjjTe/ZIoiQbsWIbJMFckgVS5wQkCgaE1l9/WKGC6RMqt7TgDhlQpD9f5g+ZUT6LYybl6cWU",
-	"BCG+AAqxyPylHsDyAYRa88/2XPJrqu21hM0EKelj8N2PkXN7KyPnD9l80aGcLzpX811PUFSvVrmDY5Dn",
-	"hQ1E4L9A4/CKUCTmoU/u51RSW0LxlIDGpMaZsoRIXYyCPvCIO1X0KZ0+xKf0GDd/YGhCE4+8izwMiI+l",
-	"phdFQEJfZ8GYOCnvRkMyUhsEwtalnBCOQtFHOa8IqvdaLal6lk4IHAPy3wyB2skdl2L0bUaShfwKnFig",
-	"CWsl1fhR5AvneJFK+Tl4WuCrUMAYw4UgDZZI6TPFyaUczVeql9SFE+wLknDFv+yj30O9drePsEvh3eCZ",
-	"SRQBeCp8NsXXZmEX8iXc2wCe51VTrFx8ewsEpn2/HamIT3DCiUBa8YeXfDh/1Xgmmai2aPVLdSAufTFs",
-	"pCcHybYo5C7skXIsYWnkTuWyp7NIhNLC39C8VBnfR0wMlEX9MIkLg4HrQhvo+XsVcm2wG9lrzHimRUeM",
-	"xaT5uIpTr2WxIbVaaQyhQTrB9WRreWmPI2JL42pJK7dCOcy4Ax/onTNSE+TQ4QhnVtBpGiv7kSM0jqOL",
-	"hExxSEM6rvW3nJodGq/17xPHrtk/niVRyY+X2fmWwpZZahdp7M+ioTMi0CyWFwhnWQHS9o3jLIyEfV9q",
-	"EkgwuOYhnREV6I7DhPALLGr9WqfV2Wq0241O57y11d9q9VutL0sYuvYx1fr/VkHhP36MDNsZGZ7lTGfL",
-	"OLWWvLbGV7Vja5MmKDKpg3gFocKDDdARTEAIeUte7/VRzKLQX5j1cHT4auDSXJzPQfMJQxMsiZkSZY6r",
-	"xAVjnXE0IVGwZ4KokgVKxmi7QuveyfHZOaqkKw+uDXXpimeMvu5tqIdRQiKCObEEgXpt1RjeT/AAQMJL",
-	"w854uWuYqgQZOL/DEdZGxOMxhO5PZQh5TvDTTLcVfKC3VcEHinMs8gMnzT65gOk/nD/8Zcbf2tf/LlNQ",
-	"6hZSUV5qELpUWoTqmquLxQVemCuenk/qR0Rc6t6eTW2eS+eTMCLIK5OmB2kFQ3ZF0A1J2Dq2JKoPIs6y",
-	"m55jbiBMsF4brJRL/mxmJ0ex9OPmxt+dE7xj/uUP26hR+uPMwvrASYL0F5ZlVcU0Wrlrnf4mu9Xp4YcU",
-	"baFpSKsM0UcIAXasVJlzxtAU04V1xPw+V00vA0xQLMi7cBqWrND9KAShjgVBkX6gbIXKry+yr/+KNZv4",
-	"zLoLzk3xHhbm/diL2lLJXSrOBhWUBwyRC8QJ5yGj0lT0YbchFAiBi9DHfA8RaV5i5LMkIb4o5pipRFaX",
-	"epD02oCsVw+UkhhzrrJhpK4ZTEOKonAkOQrwC/+yiTx7W7y+S0Vxf1V8R4XoYXZNdCxnYzlcjNUqOVNe",
-	"8UFD7F/CaoKExTEJfoq6YS38rhGsxGDDVv7TTI68hlFlYLykgiSZfIMDBG2iZG/8iCqxzKR4fBUib2L8",
-	"iF3xv2FMWBaE8eakjkplFHM+Z0ngKENAsgK4rYevBo5S9OyMG5wkIQkQZSpHtmRiuDS1MTihAbCJgEiz",
-	"0cuRkVdtZ2hfj/JAFiyGlIL+9jbCByvp8KHRlnzyY7WAx2jKpLX4eO7TLTtukqd7yV9YgpMwWvxIZmZx",
-	"TT9J8JWzM/Ox9czf6UtLhwT6IUkOEJsXOkIhJYYk5JBDPlxIx07OdasHAteoJF0sRBIOc1LI6L91Ron2",
-	"toI7VV6mBcJG4KLhTLiU4ik4o5QTEyaCBQpTD21AJHFsqK+McISDVoGIkLo0Ttg4IZzrgLye6Qhih37E",
-	"uFltmnctB46IvHAJm40njpSbENaF/AZ5o3E0asyTUAhCmygjvggLkvykqP0RO5v5k5c0iFlIHxa1r0yr",
-	"O2KIz/wJIvoNVdoxZfEj5MYdMYFe3ScX7pEz4Oy8N6y8oCpubBJW44SMwmugKaY89kY944JQkoBsAIYc",
-	"chQwfwaeNeVosqKPI5Y0kTy0TFtTsWhIhFbyRUp55SY/YuJRigzk6qzs/MfNTN7Nn+J9qwByc3u0syxn",
-	"/6vw45LM/yMmDuSeyUN7hL0OrbHy2w1Es3lJFnwzIfMExz8oe9r5Tc+/cO19t3/2aFtvDWqSkWeUQvIZ",
-	"o6NwPCsG4uOEXYVSA8oF6s256GSqB59JrMex3foCJ8J2hP/cPIvcRUFxKUnsPidnVvNop6YHVCeWaF9n",
-	"xSR1eENuA6pTKa7nmLuUqyw7R4rhLDs4kX/aDjr9SxKYQOBp3ovxc91Ej+QPehC7/I/0Bj0kEPq/6gpa",
-	"RfV5Pwpaw43i0vt6jCo9QWAA5lxB6Ec8QUWV8gE+FVOxui9XcMD57BHzZXNjVx2ElM9KMO8hQSgULeaq",
-	"M7mjsmJRlhRbZzRaqMRfl04wn+gco0sSiw2Vd09wEoUk0aeS1X3MWXL5k9TxMxKNzkhyFfrkBCqWclso",
-	"yLXY9DnPb105Px+em4hptNaDX/EVVru5+vHStn+C3A4ch01OotEFV/PuI6ghcJD3+uU5+q603ttNCHQo",
-	"EzEaNfSzLoXkbWkHeemTkmwF33zioVBwpF4Ij3CxiIiDyHRIgsCEaYhLhyHFyULnmmCo7fIF2lf71jgj",
-	"/iwJxaJxAqFdZa7Ba2ecSGKIFkppTvUGjtgor4VrUfOBWs60HxY3cBULaV9wOwcnBw4a4gAJdgm5/+Xk",
-	"ufz7lymGtQd74dSEYB5oGnKuKjdQFtpcM/0tP19JQpKnVYhaWDtk8Idjqs+WGet+ra3IdLJwTPO/V3XN",
-	"j56fU9Cg05n/+PY8Th55flgPfPep13FwclDOKw+hMGi0UPfJx1FEElSX1y+UPIrHxAeF21jxxYT0zvW1",
-	"uX3yJS4Ng430tdgQd9/6c0hwIm1joLCQ20QGorDEX6tch/mFl1/nPVdvKYJcNOAZDZVRBY1xx++qcC4U",
-	"e/hJHslHzcf/2zkdf8DNKCUmWulATCuHXGqVDtkR+9StBkeXpj1Cli8k+T6ohOXOPOczot3+kPwoLZyC",
-	"gvSzrMhl6c0wTSQeIb35cbhYZSJqvjbZLp33ivvngf0vpcuj1A9D9qrt4yzLXvkI37TQaB7o0gTJeO8a",
-	"38JEH+c0cmOaW6h93tpFKbVwqXUnQck9ls5BVafKzfqg9YDcRmvTvhCWbJ23dvvtXr/V/VJzavJ+zxKp",
-	"SrWc2iVZXFyRhMM0u04twlxcSKuoKrLZbffbnS/FmGUuirurTgJgVcCgqDkpfpCFM3Tr1OJE6otCo//k",
-	"p16UTJ8mhNoOEGBI5hd7CA8hR2dGI8I58tSLvTzE0bLNYMkUVhpI8STCaQU0lr1lpZlZZifknpLATj0y",
-	"KUf2VDqroa8KZ1J84VuyQPpLFXQh1E8WsbZKga8Hurox99au9dZ21VvzJ1987TvMhQL54nw0i3ScytT0",
-	"QnQqPYdwpBzqSw4gT0rrHYCy9y/AUi9P7iQhKkkLksRSTS3k2gGFikeQm8x2v2WSgNebzHLqt27j7l2n",
-	"rK/JapZyOMJn8NytdY2+VyN3la3TDEPp3xaIl3pxnswsEl+xvj/Sl7DhV+KLHMZElo6+r26mhRdj86gH",
-	"5XgU4akKTCQ39h2QVebZA+Dwvq45vAvlqrSvuXfqcdbcp0ffoMfbkFWLXLm6KmS6QQkXJAxQvdtBCaYB",
-	"m0KRDpeGOyfbvVmiEr7ZTKAYB0FIxxv5u3s/krGA6XrdHC6d/DPGQpBETvL/+/eg8QU3blqN3YvGH997",
-	"3dv/U3X304X+F1J35cHrkYsnbgG9bUs74xkKwnEo+Aa4UwvQb3XvWv6vUfp/b6Pp0rMY+0Rl900W8YSY",
-	"FIIxBVknP4+IgEIu+bmPOWmElBPKQ6kHOIgzl3q93Q5qdXc95St7u/PqfQft/n7YO0fdN59OX6CTZx+f",
-	"H3kwgkk8UiZ0Rnj6YHI0td3L0dR2FclY4Hh3oO0VdaIfPbVlTKgInFBxcJTM05CTViPA4QfeXu2tUHrH",
-	"FUl0ppXxS5aUju8rS29MnhwTMZ6JycUsCeVs1V9aO998qcbq4yj0yf+rR276bPr/qPf9+tvzs0+fuy9O",
-	"Xr45eds9+f2k+Lc7a7U62yHnM5L8qkdTn+FozJJQTKa/nr0ZtNVnikp/3VZ/xSQJWfBrV97Ob8lFLGV8",
-	"Lfz4/Ph03nr7eswGg8Hg6OzD5OWH8WAwePFS/n0N/z8YvP7y7O2LwWCwP/8QvXz/8bTX+Xb6ef/TzsuD",
-	"wfwwPNndnJ7F4dXvx1++RQdfgy/8/eGLndeft062Fu8+bLa7V7+fkI98xAJ6Nfl88vXjm83dZ192N4db",
-	"mzub4ZevN5TuTDri6Oz1zZtvr59vJt8+vTt4LraGPvdv2tffPu9/fdq9/Ha8OXh9lERz/8vpaGfn4OuY",
-	"fVr0PgUfrtut3U7rtxF/t/nlNWu9eHcwWLw+vuxedr8+2209ffZyfDw9+CjOF9cvR6fx+3BnxjZPu1/C",
-	"7d8+n369PD98vTs4pJet4NWHaXx4uv9q8y2l8fsXH397mQT7nQ5/dfAs/jyYXPsD/2zx23HS/fr2lL+7",
-	"2o5OFsfH73dm795++PJi+KH37eu3p7u754fnfsDo0fi32fjt/mG7NfxI3zz1z0bbr3eDIPm4PR/zw8M3",
-	"p897z9lReN06SM7fveg+/60VtHaj+Oj0Vdh53/kc48vh1tutDzvfptOvPNmP/Y9v34x6R0cdQXavr5/d",
-	"xIOzEbluv336nPz+lb7uxcSftXZG+7Nv/NXx9e7nOf843aLvBtHv7+KXA3pz+Ozb7/7ZcBffRKx3Odtl",
-	"k8vd7c58NzkPk8ObL+zt897x1WkrJp+O+ev5u9Hr91MyZmLSehMMxp9evwoXo2e9zquJ+Lb1jc1efOyd",
-	"7mx93d38bXP/+ODryfXTr5fn+Mv58PjL+63rwzg8+3zZajH/GxkejnbIt+5ii41fHHfOTt7sf+ltP3+d",
-	"bO1MBsFm0PsyC8jH3efDyUd2fMU+XkXz8+PWb78PDo/j31+8/tS6HP3uk/H0+uvTrzs30/nCnxy3z4+e",
-	"H7b2P7be7nxrRy9nW11xdXXZ+/jh6Zu3N1ejr/u99rdn0/Pf2y9Gr8UNf9p+vh++2m/t4k28u8Naw2cv",
-	"br78/vwrH4/8zx/3Z6c8ePP64+sb9u1odvP+zfH0ZGtzevDp8+XNJtv9sHPYHbwIDvmo/W5y/hv/0J38",
-	"/nr07evX2enboBW/Hbz9NmXbl4tOiOcnW8Ornf3zs93Tm+1ddvrp6c2b6eRksj0/br1ttZ5vDt9edS6j",
-	"N9PO8ODZ4sXN88H29f7Rq9/e35xesQ4+GXT93/g31n159ZHHr0hw9frp4GbyevPtZvB06+mL49eXvHs4",
-	"b5+9Ge5+bk2fXuGjd5tPR0fxdLh10D7dmZx9+e20N+7dTD+NLs8Hgxebmzvjl6OtnaPP481TuMUvo1fn",
-	"l2ez99P9fak6A8up9Wt3MZ1aBiObcplavyb5TM2pKSYD0kJxmFq/27ot8X+bd1ZaxJAYW04P0L8z9nBq",
-	"KK+yx1JmvJ4JlGPZVYBVXoGNQ0Qz6esCTcO7m81mjj03m00PIHnkygwkjyqY5vnZ/12lRLp9cmcqNs5I",
-	"kZIJe/QahVNAgRohnK6djdKdlHvtGS25oavI85vyj2T6RzL9I5n+KyVTynekMV3FeIzoqmLWBgxN8pZu",
-	"B9VPX+2j3nbvmQP5Z9oId8ApPcV0hiNEqEgWeeazhki0DKVup2R8dxo7fzytNLqNKF1lCJ0zEZ/gBE95",
-	"yRzSS89LrZQVO6YQxxK3VbbTq5BEQQoSVoycEqTDByqMy+QHOBEqESKNt8gdy8t4jbZbId4T0kcegPB6",
-	"aMQ0XMZwgTBAe6j86JDqGL3Jw3epB7ApTc9BHmBqeNLg9lQcuDRS2lkAUE+K9q6NAFw6kxQSuDx1BVmo",
-	"gaIk0cSESXGcG3wFkPBdrky1Z9kUqk7rDcGRpLOcvW1iRDV2Wba2eQosRehsKt/DLuXQls5xeefU9CBV",
-	"M8phV1mT0pFXQHWeRUI7ZnXrBROgqjm1CAvCRRYYUI6Hi4CA+z9kNPuqrb7SkYHcVy3DCfjF0Ioy/Ltq",
-	"HvrBWr/d2eo8c2pZnOjWWfl8t92xnu7d/pG9VDCBIznis16rdATpkEWa8iLmA+DcJVkAuYzCiABS8iwS",
-	"Xh99lP9FIsGUh8oDoY8QfgfZL3KKudM0sy5Rdrb9VbEXQIaq61fJ+UCOrZmX/LbgrrSOsBzWKJypRRi9",
-	"u+I1yw7fGqO9zhhVVFJceAtNCaY68RHmbGJQubW27ox5VJDe91ooyJSvAdT2Uf0ECvxBLKjxcZLghT26",
-	"prHiIl6CwzEXIeunwSL+i3JZ6jFQ3dhVmAY6NXJD1RvJX+g9s5pxNEBdvySLAhMFQr+z143NQswlsAix",
-	"RChLT3/pkVbufXHLlrCt3L7fxbxWMY11r/tbfZtMUooWoobk0Jk+JF0FpOCd9cMuxXFMcKKDgRhNw7Gu",
-	"dhgSMSeEmsvKUd3T/2yqh8jFKGFTbwOyg1Xt0RybE30AR0n3pNRVySZGbpGVriQNeeU901u7+q5VMYQ7",
-	"gsBLKbFEMJWkkq99VIhbVS5mgIRko0KtY1ruqwA40siDzc6XlUznuW3VEVTXZYJ7JjoegQBcK7XD+V4g",
-	"4qpS9lVJAiqZPY2EcRFGkV573sWxddcBPyQelK+Vr9Q+kWCqODotia9DMaf2NG04drmzKioiga7Ry0vA",
-	"UiW+7SRpJGREEkL9SgG5lgss2039+J5VNwq90qA0BjEAnB0JHcFY5Q7r3c8dllb1VyrD+TlWnfVyyl5L",
-	"NlZevJKAvC1d2T/K6I/GikmxHUPKBVQNj6xSYbW16hmLDlhMqAHIye4vhI+y9YP2rkJ1cZq3oQo0zDPA",
-	"f+VgqI4VrD6jBZgAB+WAiVQbgKWwZBsFqfy3QqBYB0piDdiInw4GoVADzkRl7rBHGSVeH1GWZ+tN5GVl",
-	"bZaPOi1Wo0ygBREuzdzUaQZXvyAiQip1tbw8lu+VVnVaWqjTznJSIU1FK91cvaKSVbZeKt3KPLhSs7xi",
-	"Xty9IwT/N6TSPTyTy7DwisqvvyjJKz/nDxVt+fIzuTMXLLHQdErHBdptBaxiMUnUeqEiOP2eIWMRwfSH",
-	"cs7u63nLZamt0Z9SVUosbUZ535Q2i8HdK4ntMKQvUmNKmzvVKRuWV6N4737Aii8syIxQNUVLZS3IbIpO",
-	"X+2j3d7WTiq907Kr2o/klOhXqdSSLOG+ZE9fxxGmyrQy9V7MV50efbLc8/c4WI5lVVG3MFvGUuR0Klpr",
-	"QZHAOkqW5f+t8D1kuewr2vekKMcF3bhUlLC+gmwnyBfffBAU3M8G6FrnnStFrsA0VybZly3bVHaWF/3m",
-	"/PxEQ+en9GE6ClpvhOYHU3ytLsnWrs0s261Kdqm1m5I1PWGJQLoubjn9VWNsWtEGXbpSUHBWq0rf5Wi3",
-	"BUG5Pm7n+kdeYBmm2gR2JD2PFXmo9uWu8EfgYUQcNMX+JKSkkRAcQO8fuFwaTOt5gqk/Mcjdtnmeh9Wv",
-	"alJYrjq0O0rZxSGViOJLi4LKiB8VTV0LECx5RIqCUp4/nOX41Dkgg+oOeYXC/lIZjAIhudAIHdkH9jMs",
-	"CozXzsgy/fJ8ndmSvqeV/YB0T5icopxfdulqnBIchJTwkrYsebdqH6kDF6bLeD7kkn6ti2yXfGumW3zC",
-	"snJqcLpVSbJqJmt6ldMFgfSpdCqXwkLqzYp+1L9zW2i+XitQ5JgJV13VwuTyW75yn4uJRNVRS8UvE4I5",
-	"o8oG16V/e9KMw0GQEM4Jd+yGegg6uIEPMM/rruwQDJpRAFPKVz9mdFQdXgFniao1BLAzVPdU83sHeZJg",
-	"5H8NaXiFKMuSrvZOdVhPlTtobfBeAT7tj18R57PBFqq8n4wqoyNvMPRRp2W3pGAjJJle4mNO0H7C/MsR",
-	"SwIdoXdpvd1qoSHkU4cUjaSiNE7YLIYfjsKrUix3WcPzfBS+1djFjcnXyymNG+KqcfPH963beqPy443v",
-	"SzLk82ATpQ04WgotAa1V0EvsTwAgQsFMOHJ90BREJUaleeWFPOMxodDRsrJurdfut3bK9ro8z+X70qPP",
-	"bvzGt0lnHjR2FtPL6wbZSlpYLvlr92rY2G7HY9K4nu9+4w2/N51IhvksuewsGlfB1kg0pi16M2l0v83J",
-	"tdzl7fGcNzrXX3f9xmTYE0ljh162r2pO7cZvTYPG1rdnE9yYL7qjy4YYb4NQa19NdmiDDJPedWOXB51v",
-	"jenllripObV5d3GNG63xaNtvxDfPpleNr0lnIme9HXy7FI3pdXt+0+j5Q7LbuJrsjCWjWeCteNTo0qtW",
-	"0hhfPpsHjY74tj2t/VFiF/m9/L7cSWq29Ucs6nuwaOs+3YKqeKB+11aBNeuvksPTvrqF9zv5dVZfZSmI",
-	"f2PDAu8NGCW1/lZHaqdatZF2fVqk2ms97+zvfHz2tnu0/X73vP2p93nnS0uxjWQZjRr3hHETZfqAwMmY",
-	"5CP/K8PoanrWjNVMV7sglsiITxPVXucrG+pOy3vyuiYKUMQU6lRKBLusvLIaPl9fSfKVbXdOeBTSkE+W",
-	"eLkGQ8uN5Omt9FZ6/Hv9Tnt9Yi7W4a089iqhlKxxv+7nsUqdO6miklIQFG6SQCncRhf3pb0KunBef8no",
-	"rmQZFQhxdW2qIhqlzHIkWN7quys1YUkQ34R+hyRic+TlZ+QpLca8Wu9y82Hx+JyDqbADZpqOunPW5lon",
-	"vJyzVLuYhlj4kwse3pBaHy4uGBAxSS6UN7zW36pKncl+JPdsBLFo9fvqHYwhZi78vENCcQpjjbdbOcZR",
-	"eVCl2VmvL738kPGUW2jSiEkAc1E/30Mm14QyBZaWD4refXalvbb8k5V+ClAp0kw4leSSx/yGGOKMF3WO",
-	"e/jtCzHj7IfZbdUjnL0ZdLa21T+22p383dTPlC6meW062rbzzP7hdtXBmQmW9sR0cZSqlzqVPGfvtu7l",
-	"1cxWm040fXnV3figVXyIag7AYaRQn4JQzhBHJ9ZmKk/3Mk+zVCvzsUrd5kdKJI1o0kQHgiM+wTHRCFuQ",
-	"QvILRJFtIFkNbXxJ2RyFohRRTEgQJnIJ/dpmgPlkyHBi7H04mamCLSmVKNS05pBFdMpUrJJIAIbrTOpF",
-	"FhDWOWBdVbvbLRAqjaRnO/9yWKBNdAQSAjEKpX0Ll3oalQOqMjL83HoedVfHVkFdg3ADQP/kQ4zyWHEc",
-	"K1SgVaEBeWA2shF48eY4kROLwksCICVnConaswCqfuEurUZaaqIBlU805DfhKPQtaxaptFh5smhIdAhS",
-	"5TGkjWjSBKB1FqhndtcKDZS26peN6pBTmJ7GMCIbeUzsgBHd1Q8sYxQKFApOolFf/lPvEJf/tnckDz3l",
-	"0hR7qj5iCdIEqEDmNnEcbk6JtyEHiAhOKPToyiI0KORqF0K5GjXvmpM6IfSyMwU8Dt+ShQJCCemIlTfE",
-	"uEShew9KJMVx0ogTdr1Ilw1lpjgIuGLRkJa+3ek+27DayZt0gxAonELCNaaqfR50PSdDAHM2LQDQJSEx",
-	"B2A801KAq+QB01BkLwfNAq8vAbM3XerSf/0LvdN3gMu//0yvBPoTaRFovCjoT8RJckU4+lM+2Gg0UO7/",
-	"5YdTHFL0J/L6z1rPWh6qg8e5v7kJGWcTxoX6YgP9mQMjQ3WBxxwBwozn6FaRuq1ZLl1DtXlFdfD8qVwr",
-	"B3FCkMBj62dSrwcGoPPqINFcQ2FaiHAzKtjMn5BATV7xhD+R1+7sNFvNVrPd323ttjw92RRTDNVtruIg",
-	"NXf4xHLz2Cxgw0He5gTSuW/kI5vgYFP/nBKRhD73YA+Qx2Iut0ceBrgRYOoKqh4SgszxAGHp8wghKiLp",
-	"Qd5MDz5NuKcrHPQ5n9v7rVKc5De5j6PwipisQZy7zSlwubc5HWEPDReGPJroBIsJ8K6CsMEJQRrJHmGu",
-	"JhtkmTb693sIG0rNcS8FJUf1AcLb0RQD3SNGBTMzqcOD+gFv80LeSs9xqWIK8KeGSkvRJzM5YKYHyWKY",
-	"a06SoatB1s2H03c8d6HiGYDiwY4rocxRvdB1YwPptB/Ve0Bh6pVyzPTZfJowMzfFq8zJFNCVdOkheMj0",
-	"cZeA/eT+APvjhv+lYH4hl+emea3kLNkLpSjNZEo9u3d5Pg/9CpA3mIkJS8Ib2ERPiyDHoMzagkp9tbGW",
-	"mFvJ1FVjJJxOW+VUBC4FpSA7iSYaABKhLvPXVITCwOAbmlJ/te49hOlCQ8SRiAMv93qtNioDKB6k2WP5",
-	"Hr7AQOAb0wHJpd5Wq4OqAhmeg0J5dlb/8Fw7f/hpDxWDHZ6hFAjeAqtWqeAqqAVRyXIIve4tQzfzHKR8",
-	"Uy71dDTN27DDYp7PAuKBbA65tEIlD5BnUAyrOTptTXUIlru3XpAReRDv01gWKj4P0BWq06YKeuo3LjRy",
-	"X1MvX/c68BkVWOn30hZzdHaqFKh+GE9IIsi14Ab6gSDKaMNsjdq3rGeVt9XqekrBzLgztOyT+5H4E8JF",
-	"Ig0prhqQYCXydXADapfgiJ4TeWW5RQ9c8WyllEqOnnIfuXUL3UhLLtL09VlOPFAHVUkfmddA0qckQSt8",
-	"AQGPiM1RXSonIQmMHDW1AIqmoyjP5qb4kvAN3aLE22q1URGXX+U5U4uhrsbpVwqgBupXB0OuBaGgtCDv",
-	"upGCbFpNDRsJ4TGTuo1JkbSew3RRfkpuuJwJz85gmHbA1xdJuxAMo7UKJ5BKvgcOT66xL6IFkI8aqo+8",
-	"TqvtZbZIFlPV8PW5fktpN9dVvV43mug0F05ICwBU+MCc7QJE6hRDBJsBY1OrAxnjUi+HP91HlDVU8Enp",
-	"vSah0qrmSd1gtVaz3QT0JRYTiuOw1q91m61mV0VXJmCr2ejC4GOv8lrqKRVAOR3zwS9pOQBXetqEzVUO",
-	"nKpqkUqsriSQl+XScscZlDi1mpTmDqThCTPLytOk9a7JQU6x02otc9Gnz21mv751ar1W++5fFKGgb53a",
-	"1jpvOtBx6zQTZ6vVXettGayqZUxDyNo2o//9h6pWAy0Qvi0cUc72bUr7HnJ9ta6e135VxDrFaX5NoGAM",
-	"pbFfqfxCEEoSxR9yXnZzkmlIG1mJT8PyusaMV1DPKcDZc5T9RklwiwxSv6lxmDZNN3QN4w23hbJ8lZTk",
-	"8YXSFMm3IqnpGvqqK2eeSwEpWpsR6WuARUv2Ra59oiV+oY5sGV2eEVGVnZdhgz5nwWINpPxlOXzrQXuu",
-	"ShC8zTu8RDIjt49wh9b4xXMcpJP48WvXa+0+CNe1Ojclhenttjt5coJ81Sqq7O1J8Qe6gaSlatDxuy/I",
-	"gzvDGA+5qs2Rk1W0bk953RT6qs15FEDZioG9fnGjsxXg9KYWOQCQQHtrHdKpgHj+L2DbZ0SV8JiKdYu/",
-	"WnGglaxc95laR+5PGRcoIT50jFH34CsbOqliyBJkIp/Nao75mojTrK9VmQutxygVOkEal82245UJcaUd",
-	"BVS8uQuxIh1GXhH8NWOq6LkdxK1ILwCI2MeNq6churvC6pKJ61hobgNO0wBpYQf+NgkBt3bEN394er/L",
-	"k9eBUWv2K8/GRMsfd4l2nPrORa7NRrM0jgpGep6pItl1az5MnvYeJE8r0j8fv31dofOjtfa1+0EVp/k4",
-	"HaEKo6qSMj27CZaqAqEmso8WRDT/WywHUUWoZcnjLLEOAPCTIwxceZzIvYUkCfCFJ6SRwoiTMkxC6nd2",
-	"KSVzOQNLFYIMPUgkINzRGTe606u8AiGdkSY6pjobZEalgS4QVlUeupk7jiKrczumCGIUyQwMDpVFwmdT",
-	"wpvoFeDXoFC4FCalPZ3FO+EpN6z3jvk5P+vGcjtD7s9p4ULd37ZYM3njPozLsjPKdkXnftNTvP7vkrb2",
-	"COxbfWmn+lgtb8zpr6hwV3hIJmWoWaso26xob1PJhNeu4Lj9z7LvSvUJqWl3mvIhtJx+UMiN8rqH5lgF",
-	"rHWsWqkYzZ8k4SyTbmB4Zpg1wiwluq0l78yvHlPamfzEfhqzyzg8mrAosFoO/mOu3WWugR/ZOBHuNs2Y",
-	"SZuslpuDIJBS0xJ4TXRE5qmJjRNSdI6FAmEB7uc9l6aZCIwSY5BrCzIVq2HmR1O9KNPMOJcah3hZxC2X",
-	"Zaewprdk8Y8v92dRmdpi45hfRWWqp9F3Xax8u5YTQD78iyryBrnq5BUu3atDNZxRAPi6z4xLjyC8h63B",
-	"tA4H+A+5EvVl5POaCGgu9BD3wY+0I+r8aDuiPKbAsrr/x2hatB7Lz/ozLTE4rfNVDZ+af7nPt7fG7+zO",
-	"X/8lVhYun411uVXnUTCy0nzhpdhR2SOwkwdB7faPpWxB7oXiCj84srM0KjRlVyTHVjRDqOtW/JAxQDXG",
-	"a6E0y6XLeU2WFWX1LwNsDpWOCPkHMy5cqkK1umtgXSMiUXItlKEIQdqEVGFcrJBxcr+q2VSvvAvqNOVO",
-	"BHtZCgzkdduT++ca/h1EqzzZ3EWsuIHLL9KMSgL9CTdpP4LMBusirbgbZ8qTKa0NztIkBJcaOBvKhIa0",
-	"WUrhH2Aha5P4O/VqaFFOgqKS4MvJk3/kzN+BwN+FI4u+NcksoXGd+Hqn1thptSzQpDhhPuFcWbvhFdHo",
-	"KsClAyK5PaH+ohw/GhPxRr/wocpfoSB9PcVJozZXaE0DWEbxzH7iEV0RSE6T5j+xzobFRrvXucdLT+Yk",
-	"YVMiJmTGkZCijlzHjEMFC1KeIlT3oH18HOGQ7hnt/lc5px4Yd4fwBp3ArB1VnnFOXLizVqvr89mQL7gg",
-	"U/jTfCp/kvtgRkOhPvCguD/CQxK51LRvwiYltIoZjYk41Gu9kyiyBeUdZv9Cb16+O0Hp5EHuXyjsAwU+",
-	"i87KHSW5tKO1ijBcgBM4kjbOv9D555OXK0dTvTgTl6546Lsa8FdXQZW4tVvUbnV21vyNhsmQv+q2swqR",
-	"9Tr/6w1FIUVFOlHE8deRuvX+aXrMFeSewzJc6i7RAUZJUqrqQBgEzDQdm0QBBCGU+wMShnPQji5lSR7d",
-	"sW/IQZhsQ9UcBfInZxXwa3ITXZrD3fxFwaRJKe0gRk0v07QiTA0Ok8NxnOaTPnmSFoo9eYLqiqs5Opog",
-	"z8+PZpBX7Z0R0diHRG/PgZzWDcelWQ6kXwLCVEnrAGkYoFkMyZUDgLYLqcrhtHH66iuSIA1ylLehU9bt",
-	"dxh3J8ci5KOQBH0F6/p1phI9kWeDXnpNdEBdaheAAAQFThvMq+xmnevdQhWIWrAQC5YP6cR7qy9uXvaB",
-	"6gS5a4wSjVllreIXyQcUXGcVf5JyJCKC7FtImz8Uv1E1dfIEsj55+fD5fobiWtxVyaAqzs0OtD+ks6eF",
-	"n1DIRrDp/pHeliKVLkPHuLWgAbOppDfzsadhGiSuH/IvtelcP0lvfRXncSs+11tYVXHsEidTHjtVVXDp",
-	"OjiVuv/kia6bKRTLulQ98OSJY3Hr4SJfGEcDRNm8oqC279IQqrtxhIr8sl7NMFWJiurjnxCXzidYgB/T",
-	"JNhzQkUTHY8E0RJFsp9Oq+XpdFTVE0V1QcHcpQpRZkISoiprkNdtdbxNr9vqesicm/ltvkxnz9UxGDV3",
-	"nemvqQK6+6vSQSQmCZuNJwjzNL9csqefaGAdjrAGr1vbtkovgm1g/XBE8K9HTdYSLg+eXA3FloYlz4hA",
-	"sxjKqXJl/JKQUsxUXQ6GhmTEEshYGEuqDDXS/vKupcadbEcsi0DPRbjmPx4jJ9W6zJZe8COYzlX7tzYH",
-	"qkbSr4puLkPj7ld74CDdF9WVF9ClOahbU2xjuRsp2WgiJajhIrt0VZmIrn5ZQ4dylFbm4yjSlAJuS/UK",
-	"6IJboTSBWmJlHuSKSZbtqH5+Ex7Wzx4x6Amh9vNBcd5eZ3ctjvJOoRf+XL/L4QivcL2stG0O8SrTJl8c",
-	"XTBt9rVmmBoj9h01Jg58U2XkGNaz3NYByaJGBjmpDJplZG9IO+fgdpSZkqfrviofQ7jQiTmDTS5YNarM",
-	"zAT9QuHo4icFmVCqqGoiCJJDextJ3PKyAcYaz7UUNe2fdT//u29Zeoeq1HRI0anogv+QbKuH9cq/pypZ",
-	"bty/llK5hlwvtOU2rtMfUCIeqBGs/uVA2TwvDYTqPxzqwRxKJatY4jyYQecjzVbuwaZS9Oil7Eq7gDFS",
-	"EN1C2ebAALQnoMBtTJbt3dIVCum1RwXkdcjRExVefOIgQYDD2IFF1Wff9BhRzMrI+Jz3YoqTSyhszLwX",
-	"8EwUgjZuJDWvrBHV1oHxdLg0L7WRYFBpEV6RJb1Nmijnx5DWgNQBjI8Cre+igLP5+3C/kmn9AG6oxcNj",
-	"l8PlcEShfXTwH2Rbrf7lERMnGnn6Hyb6CGqe0k9+hI0GIYeprqiqzfInUriPvGulbmrfabELyIbKh3Ap",
-	"+K/VjAz3XceP3USfrMyIgk2U6o3zMIrQkCDMLxVGTy7fwkq30GBJBa52l3e2iqHpbTsc4TIDqyYR80go",
-	"Lw4LCDx9e8/cjb8+fN1d56oA2zD4tOsygL9WjTrFgrzTGPQP4AGdtXb+NRZkruDT7x+Vl79Zg/nqd5xr",
-	"QPtyMN9CY/v3H7fOdxuA7q7o/gOY0Qt1MwppK+ASzrjOXZbloTb/KJnn0DXqGPCJuECdFkowDdgUDReC",
-	"8A1HVexwqIzJ8pExR0+0VvcEVduImJu+34JcC/gbU5d6ull2f3PTQx9OD9Sv5aTen2relDcijSdN6zqA",
-	"CrTSrDy3PrNYt/a9ISxc6mWOOG/PjIxC7bktGba2/enS80nIU9QqGhmMGOU/ViA4OvydZckuNVwLGtsj",
-	"WXgPKui4v7H2D6P4GzGKoul3F7f4UQMvBdspOMPLdp+Bj1llzSkrjVBUtudM2IgEirXsIeMtDcG3NdFm",
-	"3yWJRaUK4tJ76SB6P1bZUnerIudMxCvUkb+fnfIXayl/qZnyD+/5i3hP2WJazn00plVzgafRGsUrIUfH",
-	"MaGDk4MUzFLpGLMwEiikGsxQh5E1AKaO+mpAySLKZQZQqUArAbNUfq3H/4W71JrOxpIkNj2ts5j498tu",
-	"NCu3GsWoPekjgPlyaUhHrO9ShCBc108z0+RHOq+vjwAl7L6JYlJJKu5n868yrFXZecgBGtMedVmCWK4b",
-	"Pl9lVGu9UBV+5ySJOn1CQflllADUWd5ReLdNLeVLPiNM51ynXcalXe3Sejo0hnymLrLzzjbuspRVPvdq",
-	"MZUQ02ck3xnnH2H1j0n9j7Rahw2dpjeowCuWC62s69dKcTXX3XWVRBpTEjRUj2kVjJW6b111tnayPtYA",
-	"kmo6I2846SDF6K40sVOAxip1OSIj3UbHmka533ETLavpXCLoVuI43icVUtVC5nL8IBnD1EhmSX7/Od2y",
-	"0xbUy9blmK1f3mb6/kt/aIVqu/WX7hDVHaSy/Tli2qOVLnz5ZHNzHeGIW5PV7dor37s+GmPatH2JxpQ6",
-	"6k0F9Yw/DNLpH3nwN5IHBg2p4pSrJYLCpF6zhkpDQYM71SlC8dqozyvA2HEiGbmC+N5qdVUi/TzkRezh",
-	"Cb4iKgEIeo14acdPD3JZ95AHeHqQbZ91XcsheHOX3t2ps1pOnKpteXCZ//9i89d1EYRM29pKBCEcLJrW",
-	"RfoZKzewiKu6pC7ZHdOp9J5blHWnfZxtOmLQKjZY9FEahGCU6I40cpKAFq9c7gGJwiFobJHC/cUuLfam",
-	"76vaOpVerWgzRYiXA1uXwaWqPdOIJWho3R9It/6LyqTS2SwrCbxdm9v1s34Tql2IKtkEH0fd+DyUsyPX",
-	"xsVq3JJr6WL1bIFuDAiaMRi4+qx7xJ1c1lm9YageMRabYgA90Y1+1twF8vwjMXEsdH9AAVB1ZU0kiWhK",
-	"MAXwpyFRNZEkQEOyYJqxxiyQnEvOap0D0odQ1W8pr9CnrZesyH0/rU/IHGEZBIJLdXtaFewO6biJzlQf",
-	"Fg3WP7VPtXSWLi0epq4ASxuKpF01AlNdkVViZJzcpXVD4KrxBOH5Nlgsgb+V5FUWSehPbDcb9IVQqAzL",
-	"O0RlLbOgRUYWkQs5EnMGLeF4vyKdNBVnKmCZxiq5S1VIsTKWqMOIqvQjDV7mIpZ7uayzQozPVG+sEexw",
-	"qcqnlXpCLpCRmlSlgIajS/aKibKlICdaFeMEuWuYNuDBOJVNr5e0atIBSzmTXO0NF5gG3O55BUrEtCqH",
-	"zhwqV3FPhbhmEmOyHjqSYLSzSUVpLGZTbKiTfmXAIvUP02qdOZtFAZIiCs5TJ8yFgufa+NhLtfzASEom",
-	"LB8IqaQolkxxFN6QACpjUd3HnKh85w80VG45zAm6wkmI5TJHLApI4GTfyuFEOAwjeYHkGFD0GRMMS+OR",
-	"ikxNSTKWPxOJkrcIvnBQwATiZCwvAneQtweIEaqbhpRqXlPV63qIz0aSgetMFQfFco+oaBDJRuSAMxow",
-	"SjYcxBnyVBkF9FrahI3YhIZW6t/wz4iN/2d7N/13SJvQfEYB62++O379P/u9/3neOvIQjiK5sYBBwc3T",
-	"nt3JS9WjAMuxZEidsykcGJAdkuSdYmrqBaJvM5Is9pQCy9GEUTZL9HANeV2SMCCmumujaSjFEMSYEZvj",
-	"yOnN+AxHjrq80LdcVY3xvvKn8nwVuPbcCnxJKGIzAZtnRlN6MCfAOPaQ9/JacjLPpdrXm7UOrItCPyj5",
-	"tyo3U2FytVkmXqkbQMrLgiNzC5Xz19FvxchrX197G3tW3xidgKX6urh0RiXpgWZuOA2qewNwQDdeaqro",
-	"ayEgFt4ewmh8E8aSnwdkFEH8IOuyExC5GwFSdSnKYtjYyxskhVI27tK6auzW1F9c6C+8DbhqKbFyprtP",
-	"KS6hLrAiCnMuPG3rq5NvTQmsAiiEXWUo5HxGtCBglBhZFHLgUKpOQotBebbQn0hSoSQ+lz4xHRm93xvn",
-	"x+cnjX1ojd/udHtb254DnrcnaBSSKFBICBe6GJnqEkBHMQno2RqJMMaJ0FWBLNFrUSTtUoRU1MWRLy60",
-	"q1EN5+ugayr4BZyUOjQO9ETG4RWhLhXzULerl8JSyYT0tVJ8xiSSjIWjujV1B3lyoRf7xy9eehtAugn0",
-	"8QjS8viWvsqcqWaJmm9aPNdQtmqt5VLQoeUXc7woMOU6ZBoCLUGaEmyGgzCkETVYIjd/ipNLB1i1SFgk",
-	"L2iCfaHK3TUQpZwB1QSoLpJkBi7V1DbF1xem4A3yk3S9eLsLa0HAE4mu+IQqGvkSToRiNJJWMEUfzl81",
-	"nukfbnmobsxU5AHz1MEI1fYk8DaMMHtB6MJSUA1PUhdE36eIYJPUaTbP9DLHhexOYArzCdEEarbTnFK2",
-	"H3XFLpRKCQiQCcJDdgVRQL0x+lcXukOeg3qtljVXSS+OYiCSK6sGmGrGnVZLjsOoAfZximOCmCeJt+mZ",
-	"T8BXp/zVpRmoiya1RXWprCZsJi2KMmVOwDR8IJ8hsepl65SZFqZDAvkjCKVniOAI5aj7Z6evDEOSFKQn",
-	"Qhm9KHIlB1EmR8mU30Ykv6LjtE+eBemcgjfJnYYC4CmZDkmSW5M53kvK5hl4k6Uo2mRR14XEeisd4OPI",
-	"fJu16lNZcqkpK5UZDLjcnCXCAfBRdTuBQ2yoMQK1kfB6CthQlFW0FR1Q24qT99XIgLQFsRIFANwmb40D",
-	"PCs7JYXrsrBOajgTmo9Rptmh+YVujzlnMDG+Aaw6z4K2dFg0100tc0SZCvCmaoLKQzFTXcv+NDMv9jyV",
-	"fy6/R3+WzsXJisutH9+TWA3jBAER47G8QG9eDl5IjoT2j0/PwGyLwvFEbKwzhwLynWPiP2lzQu0Dl+f2",
-	"ZwWpGXmuWhrOMUeZurBReAWMb2hKrVgqZxAkTXPI8/HuR3klXHCpgunmdHoGfwJqi6dKHa36xoxBH47w",
-	"qfm8cmQrqp4bzYTeC4MdmIi8GquqkDJfQ5kftbocM/eGfHWfPfGqCFBWRy7fCmJea0UQpoxUGAAm0dnV",
-	"k1AxIA9tIg9A4fVD2pD1TolIFg0AgCnOTdVupPNJb4o5D6kWTIfheMZm3IH5RjgZA1EYSfun0iTky6UU",
-	"Vv9dQ6jm9FvoQC0Ny6praHX1BA8OFiIJhzNBgj3jTLcd6fWP4D2STyp5keGSIe3y3Mu2XjcU0LDKcjXQ",
-	"c9IrsaX8xllRD2+jr7yUyI/A52RzoeyOhFztnZZflj6jHjDqDMyg4yGvutdkjsWVO55uglHDmOosecdY",
-	"m9C20v46bVwJrY6PdcN2RfCOIjlHj6nbT3Y9pYpUMAXtAnPpWphGkAv6JEUFefKkiRRmEVavdylwllDw",
-	"crEydHawk7BDXhAhLq1bngvI/Q4cafdBW29dYAe3zb4EOXW5s6sBpOSiYbpBwuJYjgPQTwpqNHNDOBbG",
-	"iJIUoXCpn4B7ALDryRW7NMgpiqdot5GRs96nT58aAytm2FeJSAnB0fRXN+0Z6dacbDN+dWsKmi0MFDCb",
-	"W8ucCpUYCyompNeZK2R0UKGBspNPnXeQV0bu8DLT0eREeRq3QrUFTN1Kug3zqg6ZoHi/ksTc7quwADgl",
-	"XHpGjEdKsvo0sy/Hv/ryQc+D5rcuVQ4/9cCb8/OTzXaz7dJ9FZRpnC9i0kfFuIxLc/aiKmqUo353we8G",
-	"eHi1PnIVFo88CLdm+r+rL5rNplu7hXko/CpLuNaXV2htoIgIXrpWcuMAHWbPtpjBVWHszLnl+FP4NvY2",
-	"dvqgk0Ftq/z8nbLFMyNFZ7kZrCkSKPk3lrMpY6ppZ2mxAraJBvzSUoqVKQZlwdLglGcHjRpyv5MEVnVk",
-	"udLbexwdnJI9LXUg9yhnVecp561+qs/fOk4rob0C5k1dc8WCLD3PQTn4tgKomfEdp5udqi4plZtLhyIy",
-	"EntFbDYu8IIjFhOD+h9mxS91jEZkjqYhnanqnmRGuWaELs1xQqWDBEALMyrNHOoY3im/B5rN1VR7vVbP",
-	"mojVbClHgt1+Fc5MCskoH/20DLdZtyOX1wS8QEwRF5gYFZdlipNLLm0q85aNasQXx2Ie9v67dKmWZ6IE",
-	"ZrUWbLV6nqNE6vzA6qSSYvsBQCAArbebq7oQo+82/d56FblaDvpweiANQTv4gerQEHmj6dLOyheYqEf+",
-	"Rapr962H0vCGeoHOY7InUcg/qwN41obuEZ5oaMV0bBgmLblvurRbPbvSuuvGYqDQxg1RNt9IERZh1Irr",
-	"B1S3XxWxwJcEbJDUHdAvIgQEDvBO7bplGvTRoAMoWh1DLMExYZNRTn0IKYoTNpZGUC5cowqFy/GaYx2p",
-	"hl1m8lJSEHiSovoopBBNk8YaJ0Jqo1OpdUGCCkvp2aUl5PENB4Cbwb1nIKRzsUacC8XascV8VFSq7Bq9",
-	"MW0srrwN2ShDiBS6VLBLQlHdy4CPTVMRvQkKibi8CS9p2nVV6vRTTPEY+prD5ureYVbhIs8irdBvJWTU",
-	"calucsNGxbalOmJQ1WsMaqxxyJWpT1y6vCunMhWUjyUhAmksN93MlVHSRJ+YJn2XQgKOpZ/4OJJvVmXk",
-	"NEAf7cyNysNxqTmddU8A3XkAkAxS3v+TLHNCkIhMpelYTSio7hkMaYgkZe35PYNg7G2YuKFUlrVLqzLE",
-	"7dK66rdWrAvxNproSN4CtU5s3Vi43NkcEJdCrwqjei+bnXpI+btQwJC0Jr6yoUvrFYYk6MzgSNKpNBu5",
-	"0K4yftKDlcfs0mKilUr7Sh1sEA9hiT8hXOi0FDlkTFgckTRDRWelgEDhJDvsjG+FNM5CVgvI9gJ2ptgT",
-	"5ATJS5gVdthHz2IOGQ6rG/bX+t9rW632UoD7XH78wTSOiHJYwtCQbPjv+2Qb/qFTB/9939zBP27zK4nD",
-	"/BqgLODOUfcTxvlZKIj2T5TGBa5dtUdQ4XDn+BUuEFhzb60dtpxecGfvATiyxsNlB5WaWrv7kIW1tx7y",
-	"687uettiwEd+nOa6670ol+b6WMQ6o0BQQaOcJ3nn0GckGklZEfrkBI/VpDprTWqfJfzEeKQ1Ff7gHdF4",
-	"NmuwiLOZP3mp9S/9w3UI5BD8BkdMDKKIzdW9vP3/AwAA//8=",
+	"7L15d9s2ty/8VbB07lmVWkqW5SGxvLrudRwncRIPsZ2kTdnXhERIYkwBCgFZVtJ893dhb4AEB8nykN4+",
+	"9/T5o08sUSCGjT3v3/5W64vxRHDGlax1v9VGjIYsgX/u0/6I7QuuEhEfi3MlEqY/DpnsJ9FERYLXurW9",
+	"eEbnkgRcNKV+ItglasQI5XLGEjKeSkW4UKTHSF8PF7ZqXi1hX6ZRwsJaVyVT5tVkf8TGVI/Nbuh4ErNa",
+	"t2bHq3k1NZ/oT6RKIj6sff/u1c6YSuZ7A8WS8oTOWV/wUJIpV1FMKOFsRqhSbDxRpE85kdN+n608j412",
+	"26uNIx6Np+Nat51OJuKKDVkCs/n48ePeVI0YV1GfKnYh1KQ8rYsRIxcnF6ekP6JxzPiQdUkAHySMxuNf",
+	"/ZoSajKkivk1L3voV7/mT9vtjX76yWUUwifMrwWrbuZK70k2Dtonz5vPeu9k+zzhe6eX8c1vJ51nk4Mt",
+	"+mFnYxjGW78P303fXVy0/VrFsXz3ahOa0DFThn7eS5YchtVbQSeTnySJQjIQCRDMVLLEI1SSmNGEs5BQ",
+	"RWIxjLheY7aSp4P1Tba5Nah5tUiPNaFqVPNqnI71t3qQyyhcuitjevOW8aEa1bqdrW04XPv3euWi9FBM",
+	"qmcijBjeCxGyZyKc63/3BVeMK/1POpnEmgAiwdc+S73S9AjgZwnri2uWwM/kdDym+p+1M/Mp6YtQE/s1",
+	"jacMRw71TK6eDL50mjs3403V3BjNkrA5eXrd40B4ylBaNhpSWPVImzud9sYOrinbjv+VsEGtW/uvtYwN",
+	"rOG3ck0v9AxXjz8rXH3SnyYJ44qkryUiIZSTKZ9KFpLEXVuZVr97NX1X7r6dFYv6gUuq0/xCSCRJwgZ6",
+	"hY2KRQHFyIngEo99L04YDecHPBFxzMIlq5wkohez8S+LV0txrEtmB9PzVzSK9dHPRHNA+0okeG/0NM3z",
+	"hPZVdM1a5HkkaS9mJFJkECVSESUIjmUYZciuoz4cVcSloryv37o2HtA1fKyWXgd9zbq19vrr5xuftn/b",
+	"ebP54cm7ztHT463T9bONi+2PNa8mFVVTWetutne8mooUXGCzHcRZgrlzI6Umsru2ZvlTK2TXdk/kWmnp",
+	"Kx/5KQ5RddxBcdSgS45e7JW3zrCpSAKfaumXP6PhS6rYjM4fdKTTiVQJo+PLKafXNIr1+VRsv9nL+2z/",
+	"VrvjbP9kQvJvWmn3K2f5KCdQNXLQRR1iMiF9MY1Dq0EkDFQIzWSG9JoRLsgUCRrVDXsu9oLf+VwkCoh4",
+	"IJIxXtWMtR7Zj0lPM6syf+3R8NKcTu5ejvTE4WP4pSYuvZ5rGkcheX1+clx13UK8qfe8b+3swJ/RkGSz",
+	"Wumw3YXoE4OZUjwwd0c+pJ+TAY3wLhc3JfvtZfrM4q0JBcPNGVPVHwER7J0eEn2ICe0rUAWSRGj14o9v",
+	"tUHEYr0p+qctI/TGTEo61G82ShtBUU5ikPF687dr3/9cxN/W+oIPomT88H03NEiuKzZppVMo79wdJPey",
+	"G+ccr7lo9gyKly0k9fQyAKV6RAnh85gmQ9ZokaA0x6CrZUvpGCOZnuEukYz5PMBzDFo+15d23+qhx0K9",
+	"EFP+MDGZ6cpcqMsBjFcgOxSR6YPZlNlNJJXmMHBNSSz4kCV4ii3yVgxJxAkdUtRLi0SUjndP+tnM6Odt",
+	"YYJ6bnYlK9FP1SY8Cv1UDGzoKJutFpT8iosZ9wi7mWj1yCNiqogY+NxYYxKURSNmtTbVIhcjJrWhKJkk",
+	"NGEkZHHUYwlVLJ7DDigRhz6nE5qowmkYOhKJPE3YII6GI1VhrJL9k7NzMrFPkHpwcnpxeHJ8HpBZpEYk",
+	"2Ov3mZRNY/U2zS1uHjE1EmHQ8PkgEWOt4ookAiWLk4BOolZfJPISP5NWfMWxmLGQjOG3klAe+tyY1x6+",
+	"rp+wUJuNNJYtssfnRKgRS+zYQ6YkCTbbG1r76EVhyDjcF8810gsT3tMvbe5n4y622LW2ChZkRhJlS7ty",
+	"+BOYX7VhZ8hes1xchkdYfyTQ4F78Jv2u/URIeR4pdoba9YN4QLpl7s2HNzRlpNJ5SjKmSFr9EdWUqzI1",
+	"WjKl1yEfXR3eyK75C2eaK13rbF2PcpkzyuoSSvQUWRN2Qh9gn8YxQYInvUTMJEvIhA4ZEZxQDrTqc0Os",
+	"akSVVW0qLwWp6+tevIB6dJ8LrsXJsVAj/doZleY0Qj2pfnZo8PI+5folUtFEeSRhk5j2mZ4HMUoToaCl",
+	"/ySJBF8QMecJV06NWJSQvhBXEZOGa6BtNmZcnetBl1KepbjVtr4wctURnDIe6lWz9FHNFqgy/FCvIWHK",
+	"I+/PDjULIe/O0ArV/FGOxIz7HASs4H0GD3B2zZKMK3oll569zYsmb55fq/L/wQKM3XMRjZmYqscxf5QZ",
+	"7JFNn8286aPfEhJ8z90MHzu/xzV6zKiOwRNGqIEZB6q+WdGYgWVzOJ6IRD0Gc4xgpEvjxXA5ZIfEEWfW",
+	"wQGzwod39azS64mfIVN3z4uG44ivIcnKNXyq5tVgTNDZ0xeplLTJiErytE16kZK74PZjVCqy3nkKNG7d",
+	"K6R+9mKfbHY6240uGWnzz7oNUxeGJnnztlp3w6uJqeoLcAxmK00YhW2pzRi9usQZ1L57zsxgSL/Wp4mI",
+	"/VqqoehZUhJGgwEDB1Get9QTJpnSUxqja6WRTuTJLRPRJkcc9fU+Wf9lF98Ohso9BEzHMfjf80kitAwH",
+	"znjAVaTmqxJ/gUxWJn0k1GUXID9y0DVUJwZwqIMoZlUUGMBTAeF0zKTPGe2PSF1/Rvh03GOJRwLc1cAj",
+	"AZ5n0ECe6NDuLImUYrxFXkQ3IDYSNhZITmN4WDIeZvNw1Utc2HvHB/KQWzge0ILXJ6XBdb0VHaDu7LKR",
+	"HhuIBLcEYiPE+M6v2Jz0aP+KAT1qO2w3W4Sk48zCq7Rcbr20SMcdl47tnGqZF5rGQ5FEajSudWvnr/Y6",
+	"W9t6RdEwUrLWferVJiyJRFjrbre/u5RO46jP7knpW64qdc6S66jPyPu7u7eKJ/GIlF4Y2nD6W46vRT6O",
+	"GCeR8jl+QMZROKNzL70CcaR1V8sByzQSKTQxtHKgFZ6cB1uSOmgOJFUcGgsIxudAMTDpuWHH5kXBlBsl",
+	"LfCMF0GCBpjKhh+jfBxyxRJO44MkEcnDpKAZ6bF1DscLZCdLwN2xMt+1E3sUZcOOpjV8Tqac3UxYX58g",
+	"zKlFngPTQYM7FsMhC8mUhyzRzNQuPvCsWglqiRb8cBTgF9mH7XwgI4xwrKKfxgZcUo9pi+yPWP8KKE5r",
+	"RtoWmYtpYkIXwMBVMl/so3kUR9+Ge8ToyTUOyJX5jV3wo5yxM6D1xZiNmyWCD72cnwWUSn3zYf+kYhOP",
+	"CG3JDQglVxGwAc0XJixBx2XqHKP9PpuoFtkXU67Zj5jRJEy50E/S57HoX4mpMvLyDZufmz17JIMqG7Fi",
+	"Gy4MM8VzAhIFN5rx4txbc4bpM663tBAU2OPEfL4oKjDlcjpBhng5ZmFEL4FCHDI/MAM4nvDI+L+yPddW",
+	"Czdey0RMFSt5JeC7+5Hz+parL6bzJUd6vuQC57uauVS9WgyKTsCqLWwgAS8+GUbXjBM107rAnUIruCVa",
+	"IwTlDscZo5pEOQi3R9ypYmTl7CGRlce4+XuWJgzxgACPQtanCZlFcQwk9HkaDpmX8m5Xj6STic8lY5JE",
+	"qktysQFS32y3u4SWTwjc4/rfgoDzRXo+p+TLVOsXIsFQDviDjKvGRhP0C2d0ntq6M4g3wFeRgjF6c8Wa",
+	"ItHSZ0yTKz1aH3UA0h/RhPYVKDschsiOfpdsrm90CfU5vBviEwkSQIBJJGN6Yxd2qV8igwbwvKCaYvXi",
+	"17dAYLr32yMU5qFNPeP+gpe8v3jRfKqZqPHrmpcaJTd9MWxkoAfJtiiSPuwRhlcoGYhkrJc9nsYqmtBE",
+	"NQwvRRf0sVB76Fd+mMSFwcCBb9zU+XsVSeO2trLXOrOFER0Tqkatx1WcNtsOG8LVkmOhyF46wdVka3lp",
+	"jyNiS+MaSau3AsNGEhVhs3NWaoIcOhrQzBd4lmaM3OcIbfjkMmFjGvGID2vdLa/mJojVunfJ5qq5P54m",
+	"cSmalXm7HYUt81dephkwDg2dM0WmE32BaJYbJxK492kyBe33tSZBlIBrHvEpw3SvSZQweUlVrVvrtDtb",
+	"zfX1Zqdz0d7qbrW77fanBQzdRFpq3T/QKL2f96S97tqUrpPHcdE6S15Z46vasZVJExSZNEy6hFDhwSbo",
+	"CDYtggQLXh90yUTEUX9u1yPJ0Ys9n+eyXTwyGwlwf3HBGTqlMX3P+iglGbE43LV+uNTudAKC9eD05PyC",
+	"VNIV2o/c50uesfp60MCHScJiRo1/CAUBvrZqjOAHmKKQ9tl08z5vG6YqTRTO72hAjRHxeAxh44cyhDwn",
+	"+GGm2xI+sLlVwQeKcyzyAy/NwbyE6T+cP/xtxt/K1/82U1DrFlpRXmgQ+lxbhHjN8WJJRef2iqfnk0bT",
+	"0F8UuNQW+Hw2imJGgjJpBpBc1xPXjHxliVjFliT1vViK7KbnmBsIE2rWBiuVmj/b2elRHP241finc4K3",
+	"on91bxs1Tn+cWVjvJUuI+cKxrKqYRjt3rdPfZLc6PfyIky0yjniVIfoIiTAdJ2H0QggypnzuHLG8y1Uz",
+	"ywATlCr2NhpHJSt0P45AqFPFSGweKFuh+uvL7Ou/Y802S2HVBeemeAcL827sBbdUc5eKsyEF5YFC/J5I",
+	"JmUkuDYV+7DbkBAD4fuoT+UuYdq8pKQvkoT1VTHTGss5fB5A6UcTaj8CUEomVErMCdW6ZjiOOImjgXGO",
+	"65m2SOBuS9D1uSruL2Y5YKIazK5FTvRsHIeLtVo1Z8orPuC8h9WEiZhMfojn29S8NNOil2UjOOUxlq38",
+	"p5kceQ2jysA44IolmXyDAwRtomRv3EeVWGRSPL4KkTcx7mNX/N8wJhwLwnpzUkclGsVSzkQSemgIQExd",
+	"39ajF3seKnpu3ilNkoiFhAusFCmZGD5PbQwIU1E8cyVcvWOaxEG1nWF8PeiBLFgMKQX9422EvyHsnBPw",
+	"lIyFthYfz31aCNe6dK/5i0hoEsXz+9Qn3DuAezfBVxHIza0i83f2taXDQifaC6kGxXBvJCHiG/Ghl3Pd",
+	"moHANapJlyqVRL2cFLL6b11wZryt4E7Vl2lOqBW4pDdVPoeMCcIFOjFhIlSRKPXQhkwTRwO/ssIRDhoD",
+	"ERH3+SQRw4RJadLSzEwHEDvsx0La1abVR3rgGJJiEjEdjjwtN7NUDH2jaTxopukYGfHFVLHkB4WPj8X5",
+	"tD864OFERPxhuWuVyeXHgshpf0SYeUOVdszF5BEyxI+FIi/ukhH+yHngbvY3RS8oxo1t2cYkYYPoBmhK",
+	"oMfeqmdSMc4SkA3AkCNJQtGfgmcNHU1O9HEgkhbRh5ZpaxiLhnIglC9ayqOb/FioRym106tzatQetz5n",
+	"J3+Kd62Fy83t0c6yXAOH4ccF9W/HQh3qPdOH9gh7HTljVaUnXbG5XEvYLKGTe8qe9fym51+48r67P3u0",
+	"rXcGtSU5U84hBVvwQTScFgPxk0RcR1oDygXq7bmYlOIHn8nEjOO69RVNlOsI/7F5FrmLQialVOm7nJxd",
+	"zaOdmhkQTywxvs6KSZrwht4GUudaXM+o9LnEXHNPi+GsRibRf7oOOvNLFtpA4Cmdx4KGF0K8pcnwYbrg",
+	"HWoW3aDq5vrO5kZ7E8K1csV0wvvkJWyU6+kwg5VcCEFw+fcJvf/YMrqqHQPFyMg9YylJUrdJqkSCh1XM",
+	"8DeaBMZ0TnqsAVf6LO+3+rGOwUfyAD5IQP5H+v8eEvr+v+r8W0blec8ZWcFx5vO7+ggrfX9g8uecf+Q+",
+	"vr+iEfEAL5pF6tjXKziUcvqIdUK5sasOQmtkqIrtEsU4gDXkc3o9Usjp1ZZhPMeCJ5+PqByZrLIrNlEN",
+	"rDdkNIkjlphTyepdZyK5+kEG2DmLByZV+5SWxJdiN2qtL2V+68p1ifDcSI3jlR78TK8p7ubyx0vb/hGy",
+	"eegkakkWDy4lzrtLoHbSI8HLgwvyDe2c72sQ2kKnQDxommd9DkVr2vIN0ic12Sq59nNAIiUJvhBLD9Q8",
+	"Zh5h4x4LQxuYYz7vRZwmc5NdRKGmva/IPu5b85z1p0mk5s1TCOajgQ6vnUqmiSGeo5mUaoqm1MKxu4xy",
+	"8Z477tN7ixu4ioVEP7ide6eHHunRkChxBTWP5XTJ/PsXmQK1B/tdcUIwDzKOpMSKVZIFs1dMeMzP97up",
+	"bagQtbB2qFyMhtycrbD+nJW2ItPCoyHP/x6Ljh49I6tgM6Uzv//2PE79XH7YAKI1qZ957/SwXE8XQUH0",
+	"YI73qU/jmCWkrq9fpHmUnLA+mFjWb1MsxOvc3Njbp1/i8yhspK+llri7zp89RhOt/gGFRdIlMhCFJf5a",
+	"5SzOL7z8uuAZvqUI7tWEZwxEWBUk2C2/q8L3Qvbwg3zQj1qB8Y9zMz9ihVDmMk4rpn3ulEy7ORqpIxWO",
+	"Lk10hbxuSOt+UOnurZnt57akCCwibdMWFKQf5TdYlNAO0yTqERLaH4eLVaYeVxuTmhUFxf0LwDzU0uVR",
+	"cFMgX9n1apdlL1SbrTkofA90YoNkvDO2SWGij3MauTHtLTRRDuOU1lq41rqTsOQQTeeAqBx6s94bPSC3",
+	"0caZUwhEty/aO931zW5741PNq+n7PU20KtX2aldsfnnNEgnT3PBqMZXqUltFVbHsjfXueudTMUqdi9vv",
+	"4EkAnBwYFLm64/Rkv3u1SaL1RWVQD/NTL0omqFd0XF7AkOwvdgntQVbWlMdMShLgi4M8tOOizRDJGFYa",
+	"avGkonEFJKi7ZaWZOWYnZBuz0E02s0lm7lQ6yyE/C2dSfOEbNifmSwyzMd5P5hNjlQJfD03pe+6tG85b",
+	"16vemj/54mvfUqkQ3FTKwTQ2kUmLZQLxyPQcogGGUBYcQJ6UVjsAtPcvwVIvT+40YZiWB2mBqaYWSeOA",
+	"IsUjyE1mu9u2ad+rTWYx9Tu3cee2UzbXZDlLORrQc3jOLWr+Vo1YWrZOM+zIPxzwUnxxnswcEl+yvj/T",
+	"l4jeZ9ZXOWytrABhH2+mg5Pn8qgHZfUUYTkLTCQ39i1QnfbZQ+DwfVNlehu6Z2lfc+8046y4T4++QY+3",
+	"IcsWuXR1VYi8eyU8tCgk9Y0OSSgPxRj9/Npwl2x7c5pgir+YKjKhYRjxYSN/d+9GMg4g7+ZGDo9X/zmh",
+	"SrFET/L/+2Ov+Yk2v7abO5fNP79tbnz/X1V3P13o/0Dqrjx4M3LxxB2A221tZzwliNXQAHdqAfK2Htzo",
+	"/zVL/w0aLZ+fT2ifYT7naD4ZMZs0MuQg6/TnMVNQuqc/71PJmhGXjMtI6wEekcLnweZOh7Q3dgL0lb15",
+	"8uJdh+z8drR5QTZefTx7Tk6ffnh2HMAINtUMTeiM8MzB5GhqezNHU9tVJOOAAt+CMlzUie57aouYUBEw",
+	"quLgOJulQUajRoDDD7y9xluBesc1S0xunfVLlpSOb0uLrWxmpFATOlWjy2kS6dniX0Y7XzvAsboA5PF/",
+	"zMitvhj/b3zfr6+fnX/8feP56cGr0zcbp7+dFv/2p+12ZzuScsqSX81o+FkKKfLr+au9dfwMqfTXbfwL",
+	"QUV+3dC380tyOdEyvhZ9eHZyNmu/eTkUe3t7e8fn70cH74d7e3vPD/TfN/Dfvb2Xn56+eb63t7c/ex8f",
+	"vPtwttn5cvb7/scnB4d7s6PodGdtfD6Jrn87+fQlPvwcfpLvjp4/efn71unW/O37tfWN699O2Qc5ECG/",
+	"Hv1++vnDq7Wdp5921npba0/Wok+fv3L+ZNRRx+cvv7768vLZWvLl49vDZ2qr15f9r+s3X37f//zLxtWX",
+	"k7W9l8dJPOt/Ohs8eXL4eSg+zjc/hu9v1ts7nfbrgXy79umlaD9/e7g3f3lytXG18fnpTvuXpwfDk/Hh",
+	"B3UxvzkYnE3eRU+mYu1s41O0/fr3s89XF0cvd/aO+FU7fPF+PDk623+x9obzybvnH14fJOF+pyNfHD6d",
+	"/L43uunv9c/nr0+Sjc9vzuTb6+34dH5y8u7J9O2b95+e995vfvn85ZednYuji34o+PHw9XT4Zv9ovd37",
+	"wF/90j8fbL/cCcPkw/ZsKI+OXp0923wmjqOb9mFy8fb5xrPX7bC9E0+Oz15EnXed3yf0qrf1Zuv9ky/j",
+	"8WeZ7E/6H968GmweH3cU27m5efp1snc+YDfrb355xn77zF9uTlh/2n4y2J9+kS9ObnZ+n8kP4y3+di/+",
+	"7e3kYI9/PXr65bf+eW+Hfo3F5tV0R4yudrY7s53kIkqOvn4Sb55tnlyftSfs44l8OXs7ePluzIZCjdqv",
+	"wr3hx5cvovng6WbnxUh92foips8/bJ492fq8s/Z6bf/k8PPpzS+fry7op4veyad3WzdHk+j896t2W/S/",
+	"sN7R4An7sjHfEsPnJ53z01f7nza3n71Mtp6M9sK1cPPTNGQfdp71Rh/EybX4cB3PLk7ar3/bOzqZ/Pb8",
+	"5cf21eC3PhuObz7/8vnJ1/Fs3h+drF8cPztq739ov3nyZT0+mG5tqOvrq80P73959ebr9eDz/ub6l6fj",
+	"i9/Wnw9eqq/yl/Vn+9GL/fYOXaM7T0S79/T510+/Pfssh4P+7x/2p2cyfPXyw8uv4svx9Ou7Vyfj0621",
+	"8eHH36++romd90+ONvaeh0dysP52dPFavt8Y/fZy8OXz5+nZm7A9ebP35stYbF/NOxGdnW71rp/sX5zv",
+	"nH3d3hFnH3/5+mo8Oh1tz07ab9rtZ2u9N9edq/jVuNM7fDp//vXZ3vbN/vGL1+++nl2LDj3d2+i/ll/E",
+	"xsH1Bzl5wcLrl7/sfR29XHuzFv6y9cvzk5dXcuNotn7+qrfze3v8yzU9frv2y+B4Mu5tHa6fPRmdf3p9",
+	"tjnc/Dr+OLi62Nt7vrb2ZHgw2Hpy/Ptw7Qxu8UH84uLqfPpuvL+vVWcE9OrWbmM6i4GL1h3You0Mtmij",
+	"/b3E/13eWWkRQyp0OSHE/M7aw6mhvMweS5nxaiZQjmVXAXUGBTYOEc2ka0pyLe9utVo59txqtQKAItQr",
+	"s1CEWCIv87P/p0qJdPv0zlRsnJUiJRP2+CWJxoB+OSA0XbsYpDup9zqwWnLT4AbkN+VfyfSvZPpXMv2P",
+	"lEwp39HGdBXjsaKrillbEFjNWzY6Bgpze/OpBxmHxgj3wCk9pnxKY8K4SuZ55rOCSHQMpY1OyfjuNJ/8",
+	"+Uul0W1F6TJD6EKoySlN6FiWzCGz9LzUSlmxZ0uvHHFbaTvdID5qasjpfdGbSONTR2wPaCxZzgRKj6Yv",
+	"r2teLbqEPHapKA8v1SiSlwlT04RLAxcq0/Y1eW3ADqMPcECnscqkYK0UbjBfBF0ieFkYo4zFUHOLBH15",
+	"HXRJ4FsfoV/zzg/2zw4uvL23L0/ODi9eHXnPD18eXpx7pwdnhyfP0bXOp2O9u9kc9Pr+dEkCF1w6zhV2",
+	"oEilR1MJhS8GVhxLuNAYHYk4lGCNpu1UDD4z+CAMCqwB9enHjCbO7PVw7pSxnZOZcU+ImFFeoqfb519F",
+	"Py8iFocprGAx8s6ICT9hGoA+tQlNlMUstQXmtRJVYJeKCvUwYV0SQPOKgAyEAdjpzQkFMCCsqIi4yfGw",
+	"lTs+DwBoqRV4JAAUnoCIhASYR1AaKe3IBThJRX+J2zmjRARpK43y1BHq20DLaaYzYUKrc7nBlzTguM0V",
+	"jnuWTaHqtF4xGms+lfPX2BhjTVyVvTUyhaJLb8ZV/jqIq1unZgapmhGCgb4FsNTKPcuwbCG7JKUjC4Pj",
+	"wN+2yDG4b/DuQM6K8d7kj/DvAWct7qSN8JdXOXfpgdQRDcuA8jbsor5MhVrsknoQNHRlaKryRN5muMGW",
+	"9wDeb52ScTQ0BRcMRMpPKVKRJHJEETotSgC0uLEwclgZw0sP6Vs1JDKkzBomycWsRQIASbvEb4OuwRcL",
+	"k/llMuWBhxhqPu+xlovI2s2QOcxOUh5mzECSGUuYLTHwue0PFsiraDLBOSC+P0GD6ydpFAp9mBazGRu5",
+	"mMM1dGkulkOB7vxrXi2dozbW8W0Q0EJoxtxtdMm4HOGjJo3hdnjeM3y2FBesoF9Dru5TBt02Bdg1oouz",
+	"2YK8W0hqUWws75L0Cww34of4u4x0aJLQ+X00rFw0sqxQWmAnZnAAEUUbqkQFLzByZAK3MUa4ZRmBL2aQ",
+	"NgkDuFJ8MgCI6ZWyNrxvBT5kIKq/3QovjhIak8nhR6aMvZR35fPFmNsmAIuUvtIJOxLhe/FIv5c26M8y",
+	"uKNVOWhPTPUdNvPystJ1BE6PFOlr2ku4LLj3FyH+V0Dyc6GIIRoPucYfXio3PBQWHgqKPz3ogZMqraCu",
+	"Yhq++bCZMlH9NfLRlbH5sxZselN+OK6901vBcpWSXCMU78iMZmUJdZEQw8MaXZ8H6bQDUsfUUbsben+8",
+	"klzRO7Z//gHliOfzAHcdspDQ0tNKntOoICB1LLHVElALRSgYG07NNnQtxgFofxCypWQy7cWRHLGQKCYV",
+	"uWLzhkfsm5QQl7Hgw8DLQ2EGWgy+0to5sH39C5MYfZkJEf1QSh4+RwIhIP01jbg/MmQVkDobTxSWoGMH",
+	"JIPuqRVbtJ8coE89QjjFDDYGY+iNpWO9FsAhdeR2A1egBRrcZr0AODDNYsk6OYqe6eFss4WA1NMslFyH",
+	"B72OyhYPXVJq8bBrT18fPojLSxSXBWmYkbO18p0j1iLSaUWRPmGPBmRmejCQlFc8COfDLIkkv3Ewit0c",
+	"iGSnTSfciecFcH5eJRls7wxc7bwebvST1NhORbnWkP7exgLetyqmc/trFocB3Jf0RC/fPcTH9/6fYaRG",
+	"055f00o97i3xay8j9Qo+BPbg185HYuLXslYhm+4UXe3I8MXcUZXWat6JPNP8WKsSmcrVbZdVeXtSRZ53",
+	"XNEywxUt5mSLlrh71sUh34No1YY4IsnWi8oshK0RFbi3RLOuzNZKdYEHS2Zn94orOOAKouliQFz1OC90",
+	"12+bqnMgzq25vdG4q27Zc/NcUq5WrnFnFitkq3rMCsqJVUbQbIKjBP4PD0i0Ay3UFxwsQPfYhqcus6CK",
+	"lgNG+m5gtMhGiF4dfDrYOn7+ae/FxsHh9vvjo5en+yebB69f//bbu6MXvx/kIkRwtcrhoc7Wdi5A9DQX",
+	"INpu+7wnet7p67ON308OXz/7dHCxvff+9OLd85dvX7zcP9r6tPXkyesnwN3Tm4MuKXMru3CpK0xmWGSV",
+	"Ku7s4k+SKHajPKPVSaZ5PEpzbXCg5lrw4Kw426Vtzr08GzDOy8pjRwhPdOaBfDUobnoJM/f6pir0LrAP",
+	"ZoFfcvOv9uZlm1ncLyRYTHVh2V0E28tw2Xrwc+CZCeJHjV1i1gRKf8vK6NxGwql5d+sOX21QLtu9I3rF",
+	"Kmo34a5AO6OcmelAtlvD8jb2W+QSmuqqbn6uM4NzF02VCXTu1cvAJFTTXt9q05qnUK1NZknQmGR1GTJI",
+	"dY4Ez75CdnhpsqBzX7WttiMve05G9R9V80g9z+udrc5Tr5blxGv5u+T5jfWO8/QmSEfzUiUUjfWITzfL",
+	"kjEdsmRexqIP7VSu2Bxcm+iwC+DNQZd8AFJTCeUyUq4jHn4HlX56ijlVy866RGHZ9lflmUPfg7p5lZ4P",
+	"aNZ2XvrbQmqmc4RlP1nhTB3C2LzNr7Xo8L9Vi8WFY1RRSXHhbTJmlJsib5izzbfPrbV9a353BemtqD68",
+	"YfMP+BOAr63UIfI0VtIk4PbnqgG6WT+nn9zQiCR1m0OimS066xqIpqV/YfYMWoggV2lCasIVmxe8xUDo",
+	"d1Iz7CVwCLFEKAtPf+GRVu59ccsWsK3cvt/GvJYxjVWv+xtzm2wBnvHSW5Ij5+aQDMYV6oXmYZ/TyYTR",
+	"xBQ+uK7lHlMzxri9rJLUA/PPFj7ELgeJGAcNQEJAs39G53nL8j4cZWEI79wlRumQlXE2RbLynpmtXX7X",
+	"qhjCLQUvCymxRDCVpJJH9sN+ElXptNDwSAwKSH4pmCXCS6dZ1i47XwQImue2VUdQjTr4CA7RKqDWZQVR",
+	"CNyRZv1LFcWxhafJHfLWbQf8kNz3PBJsZaSUKJF1qMOUdIAqNFl1Dc8F80TILBYaBLq8BCzhzLoJYc2E",
+	"ge+nXykgV0r3y3bTPL7roCKOp9J0Lka/FB0ok629LPVv826pfylm7cIgZDbHqrNeTNkrycbKi/dA97dV",
+	"gyMuFWBiDhwgTNxafMahAzFh3MK/Z/cXEhOy9UOkGcsSJmmNGoLR2GeA/+rBSJ1i63TBCyC4HsnB7mOr",
+	"94VNNxqlGO4/CF95FaDkFUCRfzjUMWLinqtKnISAC86CLuEiz9ZbJMhA25x83BSKjQtF5kz5PEvJTatV",
+	"uwUREXGtq+XlsX5vzatlwHmmxDYnFdKy29LNNSsqWWWrlQ0vrfnNRCna3KUa4Ae5Qf9Ty4YfXrVqWXgF",
+	"ytXfVNBa8LFyCE3l/Qu5mdxa95o4WPGl4wLttqJpULEgfgUnz53rax85Bo7SI7K1/IwgKkz+2B5Qvusw",
+	"uDsV7B5F/HlqTBlzp7o8zfFqFO/dPaz4woLsCFVTdFTWklf47MU+2dncepJK7xRiqnaf+jnzKpsksSj1",
+	"6OBmElOOppX1CIp+f5qANrc4S+1xOhWVVcUkEYlczFL0dAJ4F0z5Ets8Byvnjji5ihW+hwy3o4ruLbSI",
+	"7eFX0I1LACyrK8guGEjJdRsWUiVt9NZgbKAiV2CaSwFFypZtKjvLi351cXFqGsOm9GE6GrhvhNa+Y3qD",
+	"l2Rrx2WW6+1Kdmm0m5I1PRKJIgYDbDH9VXeQcjKrDUxPQcFZrip906N9LwjK1btSrX7kBZZhkXVgR9Lz",
+	"WFJz717uCn8E7cXMI2PaH0WcNW34GhtXm1YRzxLK+yPbl9I1z/PYtqW7BuGyIsLaQCS9KAwBms4Fwqns",
+	"l7kQAKmMZ21SDFxE8QLAeB5vuaCU5w9ncffFHGhrZgC4KymAmJYgfxBi+9LgT2cfuM+IOLReOyvL0jik",
+	"k2KESS6XU54wY1uZ5IMy+td0IlXC6HjRx5oJi6mCRAfTGz2nUuc3qHSJzhgNI85kSa/WXB5TEUyIAxyy",
+	"DlgRJhKnXxvowQXf2ukWn3DsoRrQQRV0AM7k26qpg2ZBIKcq3c+lZGd8M1Ia/ju3hfbrldKfPTvhqktd",
+	"mFx+y5fuc7G8sjoXHzkrJkWgtW4A0Xa1wUfDMGFSMumRfsIA9Y/GkJZkvIV5rnjtBmsI5Mj0R3lMuIyO",
+	"qgMx4FZBBDZo+kHqASwv8EigCUb/vyWNoBCPsfuwRJY5yeoIAmP0xjulrRvP/ZLs9Vw2aoWfVHA0T/Km",
+	"RZd02m5rZjEgmj0mfSoZ2U9E/2ogktDULfm8vt7GbO6Glv4DrVINEzGdwA8H0XWpQuHqyeBLp7lzM95U",
+	"zY3RLAmbk6fXPf2MW5vUbu7Q5ujz1ZhPmuq6+fXPb1vf683KjxvfFuCG5CF4y+kwCwF3ITRLDmh/BLC5",
+	"mATs6fVBc2wsF03RNgq5D0PGGYT4Kx0u6932k7Jlr89z8b5s8qdf+80vo84sbD6Zj69ummwraVO95M8b",
+	"173m9vpkyJo3s50vstnfHI80w3yaXHXmzetwa6Ca4zb/OmpufJmxG73L28OZbHZuPu/0m6PepkqaT/jV",
+	"+nXNq33tt8dhc+vL0xFtzuYbg6umGm6D+Fu/Hj3hTdZLNm+aOzLsfGmOr7bU15pXm23Mb2izPRxs95uT",
+	"r0/H183PSWekZ70dfrlSzfHN+uxrc7PfYzvN69GToWY0c7o1GTQ3+HU7aQ6vns7CZkd92R7X/iyxi/xe",
+	"flvsTrXbeh/b+w4supDdTW9sdnc7l+vdrnCNule38H4vv87qq6xF9mvRK2blCc5q3a2O1mONEtRte7UU",
+	"um+z/ayz/+TD0zcbx9vvdi7WP27+/uRTG9lGsohGrSPDOpQyzUHRZMjyOQJLA+44PWfGONPlzooFMuLj",
+	"CNvMfxY9gkvd1dc1wUIIC19UKRFcsM1KjNA86tzdsri82iDikI5b6Q/b6zkOp8BsZbA0NrDZ7ayvTsxF",
+	"dLKlx14llJIV7tfdfFupGyhVVFIKAjg7FqJqbrX2vrZsQWvO6y8Z3ZVsqAIhLkfsQ6JBtVcSJfL24W1J",
+	"DAvC/TZI3GOxmJEgP6MAtRj7arPLrYdF7nOuqMIO2Gl6eOeczXVOeDFnqXZG9ajqjy5l9JXVunBxwdSY",
+	"sOQS/ea17lZVkk32Iyd5Cn5fvYMTiK6rft51gZzC2u3r7RzjqDyo0uyc15defiRkyi0MaUxYCHPBn+8S",
+	"m5XCBbaQyIdPbz+70l47nsxKjwaoFE5JFwTEcr0vIdo4lUWd4w4e/kJ0OfthdlvNCGli9vmrva31Tv5u",
+	"mmfKWYfmtelo295T94fbVQdnJ1jaE62cSsUmWvXCU8lz9o32nfyf2WrTiaYvr7ob742KD/HPPXAtLU6p",
+	"RZ/4Ip+0VivzUU3T7l5LJJPi2yKHWI44YabvACSb/ATxZrehmmnxd8XFjETl+tGEhVGil9CtrYVUjnqC",
+	"JtYzACczxsT2EnBLzWgOWeynTMWYbgLNCc61XuS0B7iADgDVjnkHmt/0F3HdhLmeWC1yDBKCCI5Jnz4P",
+	"DFYxYNVkfeTq+e5zJgoL6hoEJgAQPR+M1MdKJxPESl8WRNAH5uK9g79vRpMQ6s2uGEA3n2NHxsCB7f9J",
+	"+rwaf75F9rh+oqm/iQZR37FmCRZ765MlPWaClZjxkJZ9pqlCqyzQzOy2FdqWkn0hriKGpTjZafRi1sj3",
+	"hgwFkz4QH1jGJFIkUpLFg67+p9khKF5zdyQPyO/zFJG/DlmySIDYemONTqK1MQsaeoCY0YST2Ug4sRwS",
+	"SVOup1eD8655qRPCLDtTwCfRGzZHeOiID0R5Q6zzFLrYk0RTnGTNSSJu5umyIdmdhqHBN4Di5O3OxtMG",
+	"UTNhAHltYkIEFI6135QTdhNJBVUXrAdNDW0rXHLF2ERCgr1trSsxzcA21t7NAVbD60sNSls+9/l//Rd5",
+	"a+6A1H//lTWm+itNlDZeFPIXkSy5ZpL8pR9sNpsk91/94ZhGnPxFgu7T9tN2QOrgm+6urUFu2khIhV80",
+	"yF+5Fg2kruhQEsDdDjwSwH4EDa+U2AHdhyWpg+cPs7I8Ihkjig6dn2m9HrO+MQMP4BNMgyCnT8aUKzHt",
+	"j1iIk0ee8BcJ1jtPWu1Wu7Xe3WnvtAMz2bTTAqm7XMUjOHf4xHHzuCyg4ZFgbQQgBV/1I2vgYMN/jplK",
+	"or4MYA9IICZSb48+DHAjwNSxGDfXN8xUUcB5RBA/gYKLGScBfJrIwJRpm3O+cPcbk6H0N7mP4+ia2fxC",
+	"mrvNaQPPYG08oAHpzS15tMgpVSPgXQVhQxNmq4UIlTjZMMvJMb/fJdRSao57YYMNU3mObydjCnRPBFfC",
+	"zgQLh8wDwdqlvpVQwghMAf40DSTSnjyZHLDTg7QyKg0nyXpOQH7O+7O3MnehJlNoFQI7jkJZknqh+3SD",
+	"mAQh7MGLnUZK2WjmbD6OhJ0b8ip7MgXM+RR5QAzscZfanej9AfYnLf9LW5xEUp+b4bWas2Qv1KI0kyn1",
+	"7N7l+Tz07SXB3lSNRBJ9hU0MjAjybO8tV1DhV42VxNxSpo6lJTSdNmZfhD4HpSA7iRbZg/4sBm/GUBGJ",
+	"Qtv1xQKg4rp3CeVz0ziDxRJ4ebDZXifltjKHaZ6Z09sZXMRG1ppXRtLnwVa7Q6oCGYFHIn12WftO+ysO",
+	"0WX46SYpBjsCSykQ5gVWjUnjGP6C+GU52F4PFvV8CDyCvimfBybuFjTcAFrQFyELQDZHUluhmgfoMygG",
+	"4DyT4AbtKmD3VgtHkgAigwbh1/Y+pAmD2l8LGoJvnJt+Ji2zfNPzty+4oqjfa1vMM3msWqD2o8mIJYrd",
+	"KGkBcRnhgjft1uC+pSdGgq32RoAKZsadfT4bRXo/kv6ISZVoQ0piI26KIt8ENwCRB47oGdNXVjr0IJFn",
+	"o1KqOXrKffTWzVGkwSJtf/vFxAPoPpX0kXkNNH1qEnTCFxDwiMWM1LVyErHQylFbNYA0Hcd5NjemV0w2",
+	"TKvuYKu9Tor9aTEjmjsMdXm/WlQATcNaPBh2oxgHpYUEN8209RCI8iZMs5kwORFat7HJlM5zlM/LT+kN",
+	"1zOR2Rn05ibgby+ScSHov4oMVFmD2sKlQNo+cHx2Q/sqniNSDwzdJUGnvR4YPoQlGPlcQlIPTk/OjVjB",
+	"L7Xgzz5LBYf9VgudYnun9Bf5lqoYVw3SdbrIWohfATwcEeP0OWIfQAHUi6kXqEloUSUFYTeaYUQqnvu8",
+	"HtyKnWW63zVa5CxfxGZKHSD8oa8REuccdIIxDRmp01gKfSyVyzIQN2hDZMeoJZmWpkGu/WCXcNHEKBsq",
+	"+DbH1ClwSv19tXZrvQXg+2LCOJ1EtW5to9VubWAYaQRGqdtcDoIJVe5Zs+OFnkye/eCntEJC4s6PxAzT",
+	"ArHQx4I4SeQKV47f0TYJwdWkl+sQqrv1zLKKPa+W0r2eYqfdXhSLSJ9by3793attttdv/0WxE+B3r7a1",
+	"ypsOTYA+TU7aam+s9Lasq5bjNYDYvOsv+ONPLOADddfgl+SOKGfkt2peDdOfjVGSV/MxNJ+26XvJoIaO",
+	"pEFureVDtE0TxZ96Xm438nHEm1nVU9NxL0+ErKCeM8iMkCT7DaoqDhmkDmLrGW6RPQPnhl0c4VZxkS8c",
+	"08KsUK2jGXSsVXpLX3X0WvocoSuQPNPXgCzSfJrd9JlRbQqldYvo8pypqoTFrDXUMxHOV2iUuiitcbXO",
+	"TstyJr/nPXsGu/HBd2iFXzyj4VnWc/q+126zvfOgtl7V6TopYsXGeidPTpDCW0WVm7tazoMY0bRU3XPy",
+	"9gvy4FbwNhSA5Up6skjr7pRXrSqo2pxH6SdWMXDQLW50tgKa3tQiBwASWN9ahXQqOvz9D2Db54jKQyzg",
+	"pMNfnYDXUlaOBL2S3B8LqUjC+tAwHO/BZ9HzUg1YJMSGeFvVHPMlUxhHWyDJV2OUCC6aBqCz7XhhY3lp",
+	"Q1kMrG9AUMzEy5dEue2YmCbgRqsr8iigQ9jjJhCkscjb8gc0EzdB39wGnKWR4MIO/GMyH767oe384Zn9",
+	"Lk/eRICd2S89G5sW8LhLdAPyty5yZTaa5atUMNKLTBXJrlvrYfJ080HytCIjdoEATLJr/qAumcfCWfuq",
+	"kq00zUcRa8VRscrOzG5EtarAuE1hIHOmWv9TLAdVRahlyeMtsA6g35MkFLjyMNF7C9kgYKonrJl2kWRl",
+	"5IjUwe5zzmYG5s8KP0hFhIwJJj2TWgSuFoikqohPWYuccJP2MuXS51QRioUvtJ8IKQmNY5IwuCRyF3yr",
+	"+qySKRgcmC4jp2MmW+QFwE+TSPkc0b3QpVu8EwZ/L3gr+jmHcmOxnaH356xwoe5uW6yYpXIXxuXYGWW7",
+	"onO36SGv/6fk5z0C+8Yv3Zwmp+O5Pf0lRf8IZ25zo1q1ikrWiu7mlUx45aKW7/9Z9l2pZCM17c5SPkQW",
+	"0w+JpFVed8mMYmTeBOVRxWj9IAnnmHR7lmdGMsXjLGX0rSTv7K8eU9rZRMwMFjvj8BlEO1QF/2uu3Wqu",
+	"gYPcOhFuN82EzQ+tlpt7YailpiPwWuSYzVITmyas6ByLFKEK/NS7Pk9TLgRA7oFBbizIVKxGmR8NSsWz",
+	"FECf13PObFfELZZlZ7CmN2z+ry/3R1EZbrF1zC+jsnxYZTGhvRAJiRm9hmi04UDdyiAMKcRgsNDV59Db",
+	"xINAEkInWpQ/6TaAgd4v0uQ45AFtEFTEAhg2LH70nRrD+HxZ9AVgdYI0y8kFQw8g2G/zDBsQCYXMDK2w",
+	"msQvOsaUisIAJmLlIegNDmGDXC0Mx8XzReGpob7FkUFH64lwjnmtEBXy+crxKlIHzj2LJCPBZrvt83L5",
+	"daNFDjJky8jEffX6LA48xsYtHs2uz6nNSiCUGABrRMDE8DWpU54ebkBi2mOxkRhckL6IBcdYqzaiphyy",
+	"PCS0020YmHEULQYwHFXqzU5H862q6sqgax/Vx9CX14H+Oc/144lQnxcJhGZHER92CUWDwqAHpp4hA3lP",
+	"xlE4S6PVNnIOgVmEWEkbk1QwO2zLBNi/d1bcV5Pg+cZPq7v7nZcrdqPWJjGNSi62vrzOu2j2zz9k3hmL",
+	"9+zXvNvgaT1Mkfaeetttn/s1xTjlqrvZ8Wu3Qrjq3657295G2+dOd8f8xByseenMsICrm7Ku+2Pr2iHu",
+	"ha+7aDo90bOTuRXQdsXJLO8F6SNcakZiJTPAq2gClWPcCAEEt18kIYoox7zJRawXEbF5fg0eNs8eC8Di",
+	"q/3tlshD9NbNTudBZszCcvHUnNE8hOQujpOV5WQd2osgBUoSzbRBhEn9bZoirY9u18ISQwEvToGFLXKQ",
+	"MtG+vK62fwp6w71MoMfqaLFg7x7FBlooaDLRVz4Fq/KYPUEgRS0cVziTFjHY8z7Xh5IK26JkayEv/H9d",
+	"kzWkeEv/PEfDhYlVqrimC9NCFfdC600WyDSPdiYGRpebjYTTMeOa2eJmfIdJCYb0Mi+tswT3pc2Q6mLy",
+	"y8LUhWLarEUz1lpSJMnPuAU/WxPOQfwzuyJmWqdKO5MQ05gEOmAB81+urFpt1+dWWyV5ZfXC6qGYgung",
+	"t6NuDynYtl9MvRdTfmUA3fUU4F8+B4cY8B1Q6f4L8iBJNOQiwW4yPv95UY9mPc9Sg+Y7ieFg1x0+16tH",
+	"DAZ6iv87pIr+isnulBcKy0xKL7E3si41ddLYSVbmqZnTgHeBnbJqd6FAj2i7QiJ2QAO2/lwrpRGygExl",
+	"C1zQR+g+oB+ANolOgRzmKkufB0VNMyD1INcKIWiURzR0rQ8e1H7o0QhkAI9Wv41DYn0/ppqQC4/4HFrN",
+	"STlhscq6YDQ8NDywxZBR+NttUgEWlaUEW3vFIlAYa8XmOWO3RuzhQfZI2o8GbIAZo1f2Ni5tL9TwiNsU",
+	"yDMCwOdOSx5cNgqGPKeQhJIFrXW0mMhMndlIxGlXhNTgIYWeXh7hdAxt1Wl/5PO0FcFsNM9kurvsRa07",
+	"tIXm8zx9G7LONy7N9WicjARnDbizptGGzy1MoTHPswqOKJF62xOWTLmxC2U6x7rTtk8T+cdcT5SKpRAW",
+	"wfxndN4i+mlowldoWVduJoB2NK+AsYi4zx08LMg0A9rCbo3W6KPW0CMpAxzTuRb60wlRgmySo+gZqWOr",
+	"sq02aWsb27a3ko1dIidxpEhMkyFLgF0uTnbE22htRqfTUVm03rshRWr9togpu8cCXuis0Mrzl54IgXZw",
+	"Z8rghlBeBvc7qy7LOrSUTAynXcM9O1x08x0uWuQ5VtZ09VHmMJBzLS/SWwA6GNTvcZGOu3/+AW+SRMo2",
+	"1SyKXukLtOKG2E4aVVuSdi7KduRODTfK2/Wwhho+/yEnX0LsWEIAf/4Yl0i+sw9U5lZ5OPTPjdpjGJuI",
+	"Qy3eS3b6P74dj0NSS0noHs6hhx8DqN0VxtWhpc66sNDVTjssI80bGJ5HtTLiJIArCoUYPq+UTgPEqzWw",
+	"VNo0M2ITXBbwLforYOf+sz0WK5hxp3QeCxpeCPFWC5/H8nTcYnGaozc9Jn+onWrE5T/BWjXyy3QxSYNr",
+	"bjuTpaYq/HDtm7EUvq+UkmnsvqMXe5C6z7x8+ot1YuMVARtM9K/EVLWKKo7TeRoAynMYyot0lZcMFJUH",
+	"JXOuDvJtFiOhI94Vc1rXbHi1mEp1qemtKhNkY727DumaedDrRcDUS9HES+jh1VDgqzFJIDfYwgXpf875",
+	"6lklYetvz8DfXOF3kiXHQr2wuXb/E3LeaPlsKm53SYOvWl32COzkYVj7/udCtrAGvVjBkXW/kb2FNTpj",
+	"cc1ybMWaxsb1BoWqgNPa8IqmlM8X85qsGN8UdustA/B4RMGAstepVD5HVxmCS5O6adnB2Y3CtD3btrsC",
+	"hH1JxoHer2o2tVneBTxNvRPhblYnCWFXd3L/XsN/QqIDdCV2L+Jd5OvalGsC/QE3aT+GAlrnIi25G+eY",
+	"Vy4JVIja0lEsZrXI7Ci2FlL4e1jIyiT+Fl9N4mgAgCL5yUGmBvtXzvwTCPxtNHDo25DMAho3eCu3ao2d",
+	"dtvp6mHibpgYEV0zA/8PXDpkmtsz3p+Xq3mGTL0yL3yo8lfAQV5NccKXV2lNe7CM4pn9wCO6ZoCJMElE",
+	"jzlnIyY218pA3iw8mdNEjJkasSm2wAUXrATgNBs5rDt+mV2r3f+q57QJjtMjeIPxupq04TS2c+lP2+2N",
+	"vpz25FwqNoY/7af6J7kPpjxS+EEAmNKQtoOF6BGTWeCzihkNmToya71f1gn4ZF4dvD1Ns8wuQe5fIuQ2",
+	"dkck2EvJoEmhp0ASmqoIvTmk5MfaxvkvcvH76cHS0YDrscTnSx76hgP+6iOWvl/7TtbbnScr/sags+tf",
+	"baz7lV7RxYkXZkNJxEmRTpA4/j5Sd94/To+5gtxzzbYW5xRiCZcmKQS7UrZFW4oCxGKTgWZDQesk13vM",
+	"5yLJtx/rWnJIQS2gwYmNR5X7A6EnKdcY7ifs46OltEcEJ1D4JWUKRIiDw+ToZJLCmPz8cxrM+PlnUkeu",
+	"5pnaDn1+/XgKcD7BOVPNfcAXCjwIJjQ8n2dQG/1SpzbESoKEm5BMJxCg2IPeSxFH6BAXhaO+BGvDtjYJ",
+	"GibW7L7DBqwkVZEcRCzsYt/Bz1PEFyGB25UtaJFDbp1wGFYC5HMM7MFCAVTHQAwtjOLtOX2jiAmhKqEN",
+	"A1eBMrIPVCcIlwnOjMvPWcVPmg9gP7kq/qTlSMwU23dawd2rmgahHPUJHKT7XsiUy9oMFndVM6iKc3PL",
+	"Hh/Q/e67A9tdqA116f6R3pa20lsEyv7d6V2VTSW9mY89jc2dTntjp3aHAsz0oB6UQ3mLivO4QKOrLawK",
+	"k3WBkymf7oLAgbm02Z9/NnBtBYxWn+MDP//sOdy6N8/jMUKK76wCx7Xr8whAhWlMivyyXs0wERkNIrAA",
+	"njUbUcXSXJXJRHMs1SInA8WMRNHsp9Num0QJJ3nBg4wIbGQwYomN3wcb7U6wFmy0NwJiz83+No8Ot+ub",
+	"ihicu0lyMVRBtGRHxEqiRomYDkcm2wtmbhK4fpSBdTSgprvSyrZVehFcA+ve9Vl/f1tPI+Hy3T2rewWl",
+	"WZXnTJHppDLJJ2vqZwNMJrEkFsMhZCWYVtALe4ZuWXeymz9Z7ERa7Cf652MghDiX2dEL7tN0tGr/VuZA",
+	"1a2eq/IsF7WL7VZ74AB8hdTRC4iJlmkvRovx5rgbOWu0CApquMhpGUglGpkBXVtBh/JQK+vTODaUAm5L",
+	"fAUCj5WVph8UdnxYTG9nJY7yFttr/Vi/y9GALnG9LLVtjugy0yaPyVswbfaNZpgaI+4dtSYOfFNl5FjW",
+	"s7R+yo4MchINmkVkb0k75+D20EzJ03UXUQsJtY5567JP+3oWrBqsuLFBv0h5JpEUkbpLwH0tcm6TNYG4",
+	"9WWD1j6oDuRf2iL7eDNuv2XpHapS0yE/NOUbB66GfO/a94do1HdWJbMp30mpXEGuZyOfY1X5vZWIB2oE",
+	"y3+5hzbPge3x9y+HejCHwtJhR5yHU0wNR7ZyBzaVtjddyK6MC5gS7CGr0DYHBmA8AQVuYzFPbpeugN9s",
+	"PCogr520do8oBhwmD62ZsHzqmpfK+Jz3YkyTK4CZzLwX8EwcgTZuJbWshCI11oH1dPg8L7WJEoB7FV2z",
+	"Bc33WyTnx9DWgNYBrI+CrO6igLP553C/kmn9AG5oxMNjgxPm2tdBnUD4H2RbLf/lsVCnpjXqv0z0EdQ8",
+	"1E/uw0bDCCoBlmGcZvkTKcp83rViSzswT9tlcw3Mh/A5+K9xRpb7ruLHbpGPTmZEwSZK9cZZFMekxwiV",
+	"V9gaIpdv4aRbmB4dBa52m3e2iqGZbTsa0DIDqyYR+0ikL44IGTz9/Y65G39/+HqVXEVkG7Yt4qoM4O9V",
+	"o86oYm9Nk+QH8IDOSjv/kio2w669d4/K69+swHzNOy5MH+VyMN9pAvTHn9+9b27fo9ui+w9gRs/xZhTS",
+	"VsAlnHGd2yzLI2P+cTbLgbjXKbTFkIp02iShPBRj0psrJhsewh1IwCnL6g+pJD8bre5nUm0jUmkK0iD8",
+	"CH9T7vMifgf+Wk/q3ZnhTXkj0nrSjK4D1a5LzcoL5zOHdRvfG6HK50HmiAt27cgkslVURcPWtT99foEV",
+	"JlgEAHAc6PYG/zH2XjDh7yxLdqHhWtDYHsnCexC81t2NtX8ZxT+IURRNv9u4xX0NvLSlQ8EZXrb7LJj/",
+	"MmsOrTTGSdmes2EjFiJr2SXWWxqBb2tkzL4rNlGVKojP76SDmP1YZkvdropcCDVZoo788+yUv1lL+VvN",
+	"lH95z9/Ee8oW02LuYzqMtOZ0HK9QvBJJcjJhfO/0MO2hhjrGNIoVibjpoWXCyKbvmon6mnLgYnO1rC8a",
+	"9kqDVnn6azP+T9LnznQaC5LYzLTOJ6x/t+xGu/Isnc3sSZdA0xWfR3wguj4nBMJ13TQzTX9k8vq6BHq2",
+	"3DVRTCtJxf1s/V2GNYIARxIaCrmjLkoQs0KhmXaWX2RUG70QYXhzkgRPn3FQfgVn0is5Cm+3qbE63c0I",
+	"MznXtI8NFyE3wOf1dGgK+UwbxM07a9xmKafNiZaIqYTZ9vY5SfGvsPrXpP5XWq3Ehs7SG1TgFYuFls2h",
+	"uEVczUYMUn1QIg05C5sWAW1EUfetB1xwFngkMFpyABgjAerDQcNLBylGd7WJnbbLqlKXYzZQBuIjm4Yt",
+	"EMHiEALFJItqOhcIuqVdte6SCom1kLkcP0jGsDWSWZLfSpWeSwswSyDYxYJMm294h2bvVTWc32256KJ1",
+	"eXbrQcwQJQSeYCYH5N2X/tAK1fX237pDHEDb3f05FsajlS588WRzcwUIimyyMPKC967eG2tALV5wtcaU",
+	"OuptBfVUPqzBxr/y4B8kD2xviopTrpYI2Ap1xRoq04EU3KlesTGi22x0SQ9gmmhGjp1lt9obJAXqbZFn",
+	"AprZ4RtH9JphAhBgtwVnthdrgLBcJIDuRpBtL0cAFcjDfONY6XPT2lxryln7Ywn9UhGfYIGcOMNteXCZ",
+	"P7id4IhtG3pIYfMKNWDp1wBYvfBb2xW2+MSfzt9woLU79HMw21rdz4GG85ZzkX7Eym2TqmuwZ1VCuYwU",
+	"cbrbZlg7xd0Z0ChGD8ydtogLdfmY23QMmCs0nHdJGoQQnGFlDhSbQpNidLmHLI56oLHF2IWR+tw2LbZW",
+	"bBdr6zC9GmkzbUysB3Yug8/liE6gqof0nPvTsoi3f0OZVDqbRSWB31fmdt2sSy+i02HJJvg46tbngc6O",
+	"hudkpkCLGmO+YpYKdkDG1Bko2UFoNegBbrskZ03Lb+Wy3vINI/VYiIktBjATbXTd9r5Yruo5TaUBBQDr",
+	"ygAGFZCpoBVHD0HAJaD7zYVhrBMRas6lZ7XKAZlD+FZV/5BT6E2BQy5y303rEzJHWAaB4HMDJ4fBbsBV",
+	"O8f2/wZQdOyeauksfV48TFMBlvaxT5u5h7a6IqvEyDi5z+uWwLHfOZMkyGQv9tNOJS9aJFF/5LrZoB05",
+	"ojK4PexJtfhCGMYsIhdJomaCSMUmsluRTuoA6vG0TwWpU+lzDClWxhJNGBFLP9LgZS5iuZvLOivE+Gz1",
+	"xgrBDp9jPq3WE3KBjNSkKgU0PFOyV0yULQU5ybIYJ8hdy7QBD8Yr9wUyCRpu9lna2dzAF/ZZrvYGWgNA",
+	"8eggEQCSBUrEuCqHzh6qQcjD/jc2Mcb2Ef8IBGOcTRilcZiNhYi1r0+/slCSWZcDrNZBgEItouA8TcJc",
+	"pGQOBtddquMHJloyAbxoxDVFiWRM4+irAVwm9T6VDPOd3/MI3XJUMnJNk4jqZQ5EHLLQy77Vw6moF8X6",
+	"AukxoOhzwigsTcYYmRqzZKh/phKUtwS+8EgoFJFsqC+C9EiwC4gR2MRdS7WghfW6AZHTgWbgJlPFIxO9",
+	"R1w1mWYjesApDwVnDY9IQQIsowg8nwdrsBFrgUeCNfw3/DMWw//e3kn/HfEWIrtCm+O1tycv/3t/87+f",
+	"tY8DQuNYbyxgUEj7dOBIBYL1KMByHBlSl2IMBwZkB6iZaYczs0CEeN1FBVaSkeBimpjhmvq6JFHIbHVX",
+	"IwUTtgQxFMzlOHp6UzmlsUGGG+jBDHxoF/2pMl8Fbjy3ANhIxFR5CLeNo6EeLBkwjl0SHNxoThb43Ph6",
+	"Dc/TK80VIBt4biw3wzC521be9AP5SerLQmN7C9H565m3UhKs39wEjd10NpE0CVgDyOfy+ZRr0gPN3HIa",
+	"Ug/2wAHdPDBU0TVCQM2DXULJ8Gs00fw8ZIMY4gdZh4uQ6d0ICdaloMXQ2M0bJIVSNunzeoC0Y764NF8E",
+	"iIeZEqsUUC41mRiQPbjASBT2XHBgJ/k2RcIFUFnYVYO8aQSB4MzKokgCh8I6CSMG9dmOqea3YwbE5/Of",
+	"DSmR4LfmxcnFaXNfhKxL1jsbm1vb0K5FPzOIWBwiEsKlKUbmpgTQQyYhEjKexiqa0ESZqkCRWMBjIGmf",
+	"E4JRF0+/OOIkK9VmBDg6qYOuifALNMkwSAE6uEX2zESG0TXjPjdowfolM4EjyPS1WnxOWKwZiyR1Z+oe",
+	"CfRCL/dPnh8EDSDdElKyucpSAI1ZvunwXEvZiFrvc9ChAXmYzgtMuW4RnEUIaUqwGR6hkEbUBAxFyLn2",
+	"gFWrRMT6gia0r7Dc3bQF0zPghgDxImlm4HNDbWN6c2kL3iA/ydSLr28g+DbwRGYqPqGKRr9EMoWMRtMK",
+	"5eT9xYvmU/PDrYDUrZlKAmCeJhhhAAmDhhVmzxmfOwqq5Ul4Qcx9ihm1SZ128yy0Oy3ixGumMBsxQ6B2",
+	"O+0pZftRR3aBKiWAuSeE9sQ1RAHNxphfXeJDgUc2221nrppePGQgmivDXTQz7rTbehzBLbCPVxwTxDxL",
+	"grXAfgK+OvRXl2aAF01ri3ipVFYXbNOiLFIzTKNvQYezetk6NPzR/IT0GOSPEJKeIYEj1KPun5+9sAwJ",
+	"0T5hIlzwyyJX8ggXepRM+W3G+is+NIzBcxtspuBNeqehAHjMxj2W5NZkj/eKi1kG3uQoii5Z1E0hsdlK",
+	"D/g4sd/aKQjscEVTU1YrMxS6pEqRKM/p+wQcooFjhLiR8HoO2FDYaiijNURO4K4Vp++rlQHKtqVAUQDA",
+	"bfrWIEh/dkqI6zJ3Tqo3VYaPcWHYof2FwfSeCUS4bACrzrOgLRMWdbpqB44jylaAw+z/IjJSUzgg8ped",
+	"+V/682azScx/9Z+L79FfpXPxsuJy58d3JFbLOEFATOhQX6BXB3vPNUci+ydn52C2xdFwpBqrzKGAfOfZ",
+	"+E8omEWoBR+4Pre/KkjNyvNoAAmNVJJMXWgUXgHjW5rCFWvlDIKkaQ55Pt79KK+EC65VMLzJdgZ/AWpL",
+	"gKWOTn1jxqCPBvTMfl45shNVz41mQ++FwQ5tRB7HqiqkzNdQ5ketLsfMvSFf3edOvCoClNWRIwq31lVR",
+	"K4IwZYxhAJhEZ8dMAmNAAVkjAbToNQ8ZQzY4YyqZNwEApjg3rN1I55PeFHseWi0Y96LhVEylB/MFTHoC",
+	"leJ45H+hJqFfrqUw/v8KQjWn32qqBu9F1TW0DXPQgZcQqlQS9aYAT2+c6a4jvf4BvEf6SZQXGS4ZMS7P",
+	"3WzrTXtn0yFFrwYatgUltpTfOCfqETS66KUk/Rh8Ti4Xyu5IJC2eP8gvR5/BB6w6AzPoBCSwvtj8NHIs",
+	"Lrc3/RELyRoYNUIQGYvZbWOt6a833a8VRmTgNT4/4cbKA4L3kOQ8MyZYi9jcTqsiFUzBuMB8vhKmEeSC",
+	"/pyigvz8c4sgZhHF1/scOEukZLlYGfpsu0nYmqRyIsTndcdzAbnfoaftPiIGaYGd7dqYXoKcutzZMQBS",
+	"etEw3TARk4keB6CfEGo0c0N4DsYISopI+byfgHsAG5dciyuLnII8xbiNrJwNPn782NxzYoZdTERKGI3H",
+	"v/q1NBus5mWb8atfQ2i2KERgNr+WORUqMRYCpzlLvpDRc/+eJjG4FZzUeY8EZeSOIDMdbU5UYHArghbZ",
+	"i+PUrUTMMnOgBl3CRRPudWAV7xeamNe7GBYAp4Tpb6OsuZdm9uX4F/QGCoJgpNTE5+jwwwdeXVycrq23",
+	"1n2+j0GZ5sV8wrqkGJfxec5exKJGPeo3bCQKeHi1Lsl6GxK/NqFSzkQS4hetVsuvfYd5IH6VI1zriyu0",
+	"GiRmSpauld44QIfZdS1mcFVYO3PmOP4Q38bdxk4XdDKobdWfv0VbPDNSTJabxZrK9UQpY6oZZ2mxArZF",
+	"9uSVoxSjKQZlwdrgNL2JlMj9ThNY1ZHlSm/vcHRwSu608EDuUM6K56nnjT815+8cp5PQXgHzhtccWZCj",
+	"53kkB99WADVLW4fazU5Vl5TK7aUjMRuo3SI2m1R0LomYMNuDOcqKX+qUDNiMjCM+xeoebKU6RV9vjhOi",
+	"DhICLUy5NnO4Z3mn/h5oNldTHWy2N52JXHKhLgdiysP8Td7oVuHMpJCM+tGPi3CbSR36lehrAl4ggcSF",
+	"jTnKl2VMkytocWXf0qhGfPEc5uHuv88Xank2SmBX68BW4/OSJFrnB1aXMC/nBwCBALS+3iJLCuDJN5d+",
+	"vwcVuVoeeX92qA1BN/hB6kGnvQ6ui87SF9ioR/5FHgzyPSBpeANfYPKY3EkU8s/qAJ6Fu4ybn5PUMExa",
+	"ct/y+Ub17ErrrluLQRu4DBDCGinCIoxacf2A6varIhbQC0c47oBuESEg9IB3GtetMKCPFh0AaXUIsQTP",
+	"hk0GOfUh4mSSiKE2gnLhGiwULsdrTkykGnZZ8LQxnKaoLok4RNO0sSaZ0troWGtdkKAiUnr2eQl5vOEB",
+	"cDO49yCVeNd4pEH/7druYRYA05bqSOu2dduS6UPINShseLYBGIhzAMc0jb+LIU1aiPimEcx87DVo7KYg",
+	"kTatxDg1slF6EJAkSlwxTupBBq9sG8mbrUa84/JWH2AZYyR4U1sOY8rpkAEz0kcIukeY68ORxXOhx34k",
+	"uOdz7F0PbajxF3bnTFyCs5m2oXINNqCSm0YSHQrM5+OIR+Pp2PbR16u1/fPBIEmbRhODGEdEHELojrXI",
+	"R2EumM8hzcfRgvo0zrWD/ODmh1Sejc/t4eySxzoASDkp7/9plp+hWMzG2kBdRCeBRaqGeBUmXGF0ywT/",
+	"g4aNTmqV3DjOKgPpPq8HLw8Mq3GrT4JGixzru4brpA5fABaSzQFbrVchYe9ms8OH0KtGQkG0zfJZ9Hxe",
+	"rzBXQTMHd5VJ2GnkAshoYqUHq4/Z58V0LkwuS914EHURSX/EpDLJL9jRU0xilubBmNwXEFuSZYedcceI",
+	"T7LAmGlhqpkmMkHIPPK5Eln5iHv0YiIhj+Kmaa2UJuXzJkRlm7m8sK32+kIY/VwW/uF4EjN0i8LQkNL4",
+	"x11yGv80CYp/3DVD8c/v+ZVMovwaoPjg1lH3EyHleaRY2uuoMC7Ihqo9gjqKW8evcLTAmjdX2mHHtQZ3",
+	"9g6wJis8XHaD4dTWNx6ysPWth/y6s7PatliIk/vT3MZqL8ol0z4WsU45EFTYLGdj3jr0OYsHWlZEfXZK",
+	"hzipzkqT2heJPLV+b0OF97wjBjVnBRZxPu2PDoyWZ364CoEcgXfiWKi9OBYzvJff//8AAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -691,8 +692,10 @@ func (s *Service) ExportLines(ctx context.Context, format totp.ExportFormat, fn 
 func (s *Service) Export(ctx context.Context, fn func(user string, secret []byte, p totp.Params) error) error {
 	after := ""
 	for {
-		// A backend no row has: every stored secret is "not at" it.
-		page, err := s.store.SecretsPage(ctx, after, store.KeyRef{Backend: "\x00all"}, 500)
+		// A key version no secret reaches: every stored secret is "not at"
+		// it. (A made-up backend name with a NUL byte, as here before,
+		// is refused by PostgreSQL as a text parameter.)
+		page, err := s.store.SecretsPage(ctx, after, store.KeyRef{Backend: keyring.BackendLocal, Version: math.MaxInt32}, 500)
 		if err != nil {
 			return unavailable("export", err)
 		}

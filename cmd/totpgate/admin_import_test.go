@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/totpgate/totpgate/api"
+	"github.com/totpgate/totpgate/internal/testenv"
 	"github.com/totpgate/totpgate/totp"
 )
 
@@ -64,6 +65,35 @@ func callAdmin(t *testing.T, s *sidecar, path, contentType string, body []byte) 
 
 func jsonBytes(v any) []byte { b, _ := json.Marshal(v); return b }
 
+// importFile holds imp1 (otpauth URI of issuer Shop, SHA256, 8 digits,
+// 60 s; secret b1), imp2 (CSV, the secret in lower case) and imp3 (an
+// authenticator's migration export of secret s3), as importedUsersLogIn
+// expects them.
+func importFile(b1, b2 string, s3 []byte) string {
+	return strings.Join([]string{
+		"# users of the old app",
+		"otpauth://totp/Shop:imp1?secret=" + b1 + "&issuer=Shop&algorithm=SHA256&digits=8&period=60",
+		"imp2," + strings.ToLower(b2),
+		migrationPayload("imp3", s3, false, false),
+		"",
+	}, "\n")
+}
+
+// recoveryCodes are the codes each imported user got, ten each.
+func (a importAnswer) recoveryCodes(t *testing.T) map[string][]string {
+	t.Helper()
+	codes := map[string][]string{}
+	for _, l := range a.Lines {
+		if l.Outcome == "imported" {
+			codes[l.UserID] = l.RecoveryCodes
+		}
+	}
+	if len(codes) != 3 || len(codes["imp2"]) != 10 {
+		t.Fatalf("recovery codes per imported user: %v", codes)
+	}
+	return codes
+}
+
 func randomSecret() ([]byte, string) {
 	b := make([]byte, 20)
 	rand.Read(b)
@@ -87,14 +117,7 @@ func TestAdminImportExport(t *testing.T) {
 	_, b2 := randomSecret()
 	s3, b3 := randomSecret()
 	_, b4 := randomSecret()
-	good := strings.Join([]string{
-		"# users of the old app",
-		"otpauth://totp/Shop:imp1?secret=" + b1 + "&issuer=Shop&algorithm=SHA256&digits=8&period=60",
-		"imp2," + strings.ToLower(b2),
-		migrationPayload("imp3", s3, false, false),
-		"otpauth://totp/GitHub:imp1?secret=" + b4 + "&issuer=GitHub",
-		"",
-	}, "\n")
+	good := importFile(b1, b2, s3) + "otpauth://totp/GitHub:imp1?secret=" + b4 + "&issuer=GitHub\n"
 	secrets := []string{b1, b2, strings.ToLower(b2), b3, b4, "JBSWY3DPEHPK3PXP"}
 	noSecret := func(what string, b []byte) {
 		t.Helper()
@@ -158,16 +181,8 @@ func TestAdminImportExport(t *testing.T) {
 	if imp.status != 200 || got.DryRun || got.Imported != 3 || got.Unchanged != 0 || imp.header.Get("Cache-Control") != "no-store" {
 		t.Fatalf("import: %d %v\n%s", imp.status, imp.header, imp.body)
 	}
-	codes := map[string][]string{}
-	for _, l := range got.Lines {
-		if l.Outcome == "imported" {
-			codes[l.UserID] = l.RecoveryCodes
-		}
-	}
-	if len(codes) != 3 || len(codes["imp2"]) != 10 {
-		t.Fatalf("recovery codes per imported user: %v", codes)
-	}
-	rerun := callAdmin(t, s, "/admin/secrets/import?issuer=Shop&recovery_codes=true", "text/plain", []byte(good))
+	codes := got.recoveryCodes(t)
+	rerun := callAdmin(t, s, "/admin/secrets/import?issuer=Shop&recovery_codes=true", "text/plain; charset=utf-8", []byte(good))
 	if got := rerun.decode(t); rerun.status != 200 || got.Imported != 0 || got.Unchanged != 3 || got.Lines[0].RecoveryCodes != nil {
 		t.Fatalf("rerun: %d\n%s", rerun.status, rerun.body)
 	}
@@ -249,5 +264,40 @@ func TestAdminImportExport(t *testing.T) {
 	}
 	if n := strings.Count(logs, `"event":"admin_import","user_id":"imp`); n != 3 {
 		t.Errorf("%d admin_import events for users, want 3 (the dry run and the rerun changed nothing)", n)
+	}
+}
+
+// The admin import on PostgreSQL and Vault transit (the store and keyring
+// of a cluster): imported, rerun unchanged, logged in with the old
+// authenticators' codes, exported back, no secret in the log.
+func TestAdminImportOnPostgresAndVault(t *testing.T) {
+	t.Parallel()
+	v := testenv.StartVault(t)
+	e := newLoginEnv(t, vaultEnv(v, "TOTPGATE_STORE_DRIVER=postgres", "TOTPGATE_STORE_DSN="+testenv.Postgres(t))...)
+	_, b1 := randomSecret()
+	_, b2 := randomSecret()
+	s3, b3 := randomSecret()
+	file := []byte(importFile(b1, b2, s3))
+	imp := callAdmin(t, e.s, "/admin/secrets/import?issuer=Shop&recovery_codes=true", "text/plain", file)
+	got := imp.decode(t)
+	if imp.status != 200 || got.Imported != 3 {
+		t.Fatalf("import: %d\n%s", imp.status, imp.body)
+	}
+	codes := got.recoveryCodes(t)
+	if rerun := callAdmin(t, e.s, "/admin/secrets/import?issuer=Shop", "text/plain", file); rerun.status != 200 || rerun.decode(t).Unchanged != 3 {
+		t.Fatalf("rerun: %d\n%s", rerun.status, rerun.body)
+	}
+	importedUsersLogIn(t, e, b1, s3, codes["imp2"][0])
+	c := callAdmin(t, e.s, "/admin/secrets/export", "application/json", []byte(`{"i_understand_this_returns_secrets": true, "format": "csv"}`))
+	back, bad, _ := totp.ParseImport(bytes.NewReader(c.body), totp.DefaultParams(), "*")
+	if c.status != 200 || len(bad) > 0 || len(back) != 3 || totp.EncodeSecret(back[0].Secret) != b1 || back[0].Params.Period != 60 ||
+		totp.EncodeSecret(back[1].Secret) != b2 || totp.EncodeSecret(back[2].Secret) != b3 {
+		t.Fatalf("export: %d %v\n%s", c.status, bad, c.body)
+	}
+	logs := e.s.logs.String()
+	for _, sec := range []string{b1, b2, strings.ToLower(b2), b3} {
+		if strings.Contains(logs, sec) {
+			t.Fatalf("the log holds a secret:\n%s", logs)
+		}
 	}
 }

@@ -55,13 +55,7 @@ func TestUsersImport(t *testing.T) {
 	_, b1 := secret()
 	s2, b2 := secret()
 	s3, _ := secret()
-	good := strings.Join([]string{
-		"# users of the old app",
-		"otpauth://totp/Shop:imp1?secret=" + b1 + "&issuer=Shop&algorithm=SHA256&digits=8&period=60",
-		"imp2," + strings.ToLower(b2),
-		migrationPayload("imp3", s3, false, false),
-		"",
-	}, "\n")
+	good := importFile(b1, b2, s3)
 	goodFile := filepath.Join(dir, "users.txt")
 	os.WriteFile(goodFile, []byte(good), 0o600)
 	badFile := filepath.Join(dir, "bad.txt")

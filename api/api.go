@@ -12,6 +12,7 @@ package api
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/totp"
 )
 
 // ErrNotImplemented marks an operation of the contract this build does not
@@ -47,6 +49,11 @@ type MFA interface {
 	Unlock(ctx context.Context, user string) error
 	// RevokeHeld ends at the app the sessions still held for user.
 	RevokeHeld(ctx context.Context, user string, cc mfa.ChallengeConfig) (int, error)
+	// ParseImport, ImportAll and ExportLines serve the admin import and
+	// export, as they serve `totpgate users import|export`.
+	ParseImport(r io.Reader, issuer string) (recs []totp.Imported, refused, skipped []totp.ImportError)
+	ImportAll(ctx context.Context, recs []totp.Imported, recovery, dryRun bool, each func(mfa.ImportResult) error) error
+	ExportLines(ctx context.Context, format totp.ExportFormat, fn func(line string) error) (int, error)
 }
 
 // Deps are the API's collaborators, all injected.
@@ -122,7 +129,7 @@ func New(d Deps) (*API, error) {
 // Handler serves every operation of the spec through the strict wrapper,
 // with error handlers that answer problem+json instead of echoing Go errors.
 func (a *API) Handler() http.Handler {
-	strict := gen.NewStrictHandlerWithOptions(a, []gen.StrictMiddlewareFunc{a.identifyCaller, a.requestMeta}, gen.StrictHTTPServerOptions{
+	strict := gen.NewStrictHandlerWithOptions(a, []gen.StrictMiddlewareFunc{a.identifyCaller, a.importQuery, a.requestMeta}, gen.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			problem.Write(w, r, problem.New(http.StatusBadRequest, gen.ProblemCodeBadRequest, "The request body could not be read as the operation expects."))
 		},

@@ -26,6 +26,7 @@ import (
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/totp"
 )
 
 // failing is a second-factor service (and key rotation) whose every call
@@ -47,6 +48,15 @@ func (f failing) RegenerateRecoveryCodes(context.Context, string, string) ([]str
 func (f failing) Reset(context.Context, string) error  { return f.err }
 func (f failing) Unlock(context.Context, string) error { return f.err }
 func (f failing) RevokeHeld(context.Context, string, mfa.ChallengeConfig) (int, error) {
+	return 0, f.err
+}
+func (f failing) ParseImport(io.Reader, string) ([]totp.Imported, []totp.ImportError, []totp.ImportError) {
+	return nil, nil, nil
+}
+func (f failing) ImportAll(context.Context, []totp.Imported, bool, bool, func(mfa.ImportResult) error) error {
+	return f.err
+}
+func (f failing) ExportLines(context.Context, totp.ExportFormat, func(string) error) (int, error) {
 	return 0, f.err
 }
 func (f failing) CompleteChallenge(context.Context, string, string, mfa.ChallengeConfig) (mfa.HeldAnswer, mfa.Method, string, error) {
@@ -157,6 +167,8 @@ func TestRefusalsAreTheDeclaredAnswers(t *testing.T) {
 		{"keys down", "GET", "/admin/keys", "", errors.New("vault: 10.0.0.8: sealed"), 503, "mfa_unavailable", "Retry-After"},
 		{"rewrap running", "POST", "/admin/keys/rewrap", "", &rotation.RunningError{Job: rotation.Job{ID: "j1"}}, 409, "rewrap_running", ""},
 		{"rewrap never started", "GET", "/admin/keys/rewrap", "", rotation.ErrNoJob, 404, "rewrap_not_found", ""},
+		{"import down", "POST", "/admin/secrets/import", `{"data":""}`, down, 503, "mfa_unavailable", "Retry-After"},
+		{"export down", "POST", "/admin/secrets/export", `{"i_understand_this_returns_secrets":true}`, down, 503, "mfa_unavailable", "Retry-After"},
 		{"min version too early", "POST", "/admin/keys/min-decryption-version", `{"version":2}`, &rotation.OldVersionsError{Remaining: 3, Version: 2}, 409, "old_versions_remain", ""},
 	}
 	for _, tc := range cases {

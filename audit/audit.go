@@ -32,7 +32,9 @@ const (
 	Disabled            = "mfa_disabled"
 	AdminReset          = "admin_reset"
 	AdminUnlock         = "admin_unlock"
-	KeyRotated          = "key_rotated" // outcome: backend and new version, e.g. "vault v4"
+	AdminImport         = "admin_import" // a user's existing secret turned on (outcome ok); with no user, an import refused (outcome refused)
+	AdminExport         = "admin_export" // every active user's secret handed out; outcome: format and count, e.g. "csv 12"
+	KeyRotated          = "key_rotated"  // outcome: backend and new version, e.g. "vault v4"
 	KeyMinVersionRaised = "key_min_version_raised"
 	RewrapStarted       = "rewrap_started" // outcome: job id
 )

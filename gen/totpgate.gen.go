@@ -26,6 +26,39 @@ import (
 	"github.com/oapi-codegen/runtime"
 )
 
+// Defines values for ExportRequestFormat.
+const (
+	ExportRequestFormatCsv     ExportRequestFormat = "csv"
+	ExportRequestFormatOtpauth ExportRequestFormat = "otpauth"
+)
+
+// Valid indicates whether the value is a known member of the ExportRequestFormat enum.
+func (e ExportRequestFormat) Valid() bool {
+	switch e {
+	case ExportRequestFormatCsv:
+		return true
+	case ExportRequestFormatOtpauth:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ExportRequestIUnderstandThisReturnsSecrets.
+const (
+	ExportRequestIUnderstandThisReturnsSecretsTrue ExportRequestIUnderstandThisReturnsSecrets = true
+)
+
+// Valid indicates whether the value is a known member of the ExportRequestIUnderstandThisReturnsSecrets enum.
+func (e ExportRequestIUnderstandThisReturnsSecrets) Valid() bool {
+	switch e {
+	case ExportRequestIUnderstandThisReturnsSecretsTrue:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for HealthStatus.
 const (
 	HealthStatusOk HealthStatus = "ok"
@@ -35,6 +68,78 @@ const (
 func (e HealthStatus) Valid() bool {
 	switch e {
 	case HealthStatusOk:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ImportLineOutcome.
+const (
+	ImportLineOutcomeImported    ImportLineOutcome = "imported"
+	ImportLineOutcomeRefused     ImportLineOutcome = "refused"
+	ImportLineOutcomeSkipped     ImportLineOutcome = "skipped"
+	ImportLineOutcomeUnchanged   ImportLineOutcome = "unchanged"
+	ImportLineOutcomeWouldImport ImportLineOutcome = "would_import"
+)
+
+// Valid indicates whether the value is a known member of the ImportLineOutcome enum.
+func (e ImportLineOutcome) Valid() bool {
+	switch e {
+	case ImportLineOutcomeImported:
+		return true
+	case ImportLineOutcomeRefused:
+		return true
+	case ImportLineOutcomeSkipped:
+		return true
+	case ImportLineOutcomeUnchanged:
+		return true
+	case ImportLineOutcomeWouldImport:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for ImportReason.
+const (
+	ImportReasonConflict          ImportReason = "conflict"
+	ImportReasonDuplicateUser     ImportReason = "duplicate_user"
+	ImportReasonInvalidParameters ImportReason = "invalid_parameters"
+	ImportReasonInvalidUserId     ImportReason = "invalid_user_id"
+	ImportReasonMalformed         ImportReason = "malformed"
+	ImportReasonOtherIssuer       ImportReason = "other_issuer"
+	ImportReasonSecretNotBase32   ImportReason = "secret_not_base32"
+	ImportReasonSecretTooLong     ImportReason = "secret_too_long"
+	ImportReasonUnreadable        ImportReason = "unreadable"
+	ImportReasonUnsupported       ImportReason = "unsupported"
+	ImportReasonWeakSecret        ImportReason = "weak_secret"
+)
+
+// Valid indicates whether the value is a known member of the ImportReason enum.
+func (e ImportReason) Valid() bool {
+	switch e {
+	case ImportReasonConflict:
+		return true
+	case ImportReasonDuplicateUser:
+		return true
+	case ImportReasonInvalidParameters:
+		return true
+	case ImportReasonInvalidUserId:
+		return true
+	case ImportReasonMalformed:
+		return true
+	case ImportReasonOtherIssuer:
+		return true
+	case ImportReasonSecretNotBase32:
+		return true
+	case ImportReasonSecretTooLong:
+		return true
+	case ImportReasonUnreadable:
+		return true
+	case ImportReasonUnsupported:
+		return true
+	case ImportReasonWeakSecret:
 		return true
 	default:
 		return false
@@ -121,7 +226,9 @@ const (
 	ProblemCodeAlreadyEnrolled       ProblemCode = "already_enrolled"
 	ProblemCodeBadRequest            ProblemCode = "bad_request"
 	ProblemCodeChallengeNotFound     ProblemCode = "challenge_not_found"
+	ProblemCodeExportUnrepresentable ProblemCode = "export_unrepresentable"
 	ProblemCodeForbidden             ProblemCode = "forbidden"
+	ProblemCodeImportRefused         ProblemCode = "import_refused"
 	ProblemCodeInternal              ProblemCode = "internal"
 	ProblemCodeMethodNotAllowed      ProblemCode = "method_not_allowed"
 	ProblemCodeMfaEnrollmentRequired ProblemCode = "mfa_enrollment_required"
@@ -154,7 +261,11 @@ func (e ProblemCode) Valid() bool {
 		return true
 	case ProblemCodeChallengeNotFound:
 		return true
+	case ProblemCodeExportUnrepresentable:
+		return true
 	case ProblemCodeForbidden:
+		return true
+	case ProblemCodeImportRefused:
 		return true
 	case ProblemCodeInternal:
 		return true
@@ -436,6 +547,29 @@ type EnrollmentStart struct {
 	Totp TotpParams `json:"totp"`
 }
 
+// ExportRequest Example: {"format":"csv","i_understand_this_returns_secrets":true}
+type ExportRequest struct {
+	// Format `otpauth`: one `otpauth://totp/` URI a user. `csv`: `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	//
+	// Example: csv
+	Format *ExportRequestFormat `json:"format,omitempty"`
+
+	// IUnderstandThisReturnsSecrets Must be `true`. The answer holds every active user's TOTP secret in the clear.
+	//
+	// Example: true
+	IUnderstandThisReturnsSecrets ExportRequestIUnderstandThisReturnsSecrets `json:"i_understand_this_returns_secrets"`
+}
+
+// ExportRequestFormat `otpauth`: one `otpauth://totp/` URI a user. `csv`: `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+//
+// Example: csv
+type ExportRequestFormat string
+
+// ExportRequestIUnderstandThisReturnsSecrets Must be `true`. The answer holds every active user's TOTP secret in the clear.
+//
+// Example: true
+type ExportRequestIUnderstandThisReturnsSecrets bool
+
 // FieldError One problem with one part of the request.
 type FieldError struct {
 	// Field Where: `body.` followed by a JSON path into the body, or
@@ -459,6 +593,173 @@ type Health struct {
 
 // HealthStatus Example: ok
 type HealthStatus string
+
+// ImportLine What the import did with one account of the file. Never holds the
+// secret.
+//
+// Example: {"line":2,"outcome":"imported","totp":{"algorithm":"SHA256","digits":8,"period":60},"user_id":"alice"}
+type ImportLine struct {
+	// Detail Why, for people (with `reason`). Never quotes the secret.
+	//
+	// Example: the secret has 80 bits; at least 128 are required (RFC 4226)
+	Detail *string `json:"detail,omitempty"`
+
+	// Line Line number in the file (a migration export's accounts share their line).
+	//
+	// Example: 2
+	Line int `json:"line"`
+
+	// Outcome `imported`: active now. `would_import`: with `dry_run`, would
+	// be. `unchanged`: the same secret and parameters were already
+	// active. `skipped`: another issuer's entry. `refused`: see
+	// `reason`.
+	//
+	//
+	// Example: imported
+	Outcome ImportLineOutcome `json:"outcome"`
+
+	// Reason Why a line was refused (or skipped):
+	// `malformed` (not an otpauth URI, migration export or CSV line),
+	// `secret_not_base32`, `weak_secret` (under 128 bits, or guessable:
+	// repeated bytes, a published test key), `secret_too_long`,
+	// `unsupported` (a HOTP entry), `invalid_parameters` (algorithm,
+	// digits or period), `invalid_user_id` (empty, or with control or
+	// format characters), `duplicate_user` (named twice in the file),
+	// `unreadable` (a line over 1 MiB), `conflict` (the user already has a
+	// different second factor: reset them first); skipped:
+	// `other_issuer`.
+	//
+	//
+	// Example: weak_secret
+	Reason *ImportReason `json:"reason,omitempty"`
+
+	// RecoveryCodes With `recovery_codes`, the imported user's new codes, shown this once.
+	RecoveryCodes *[]RecoveryCode `json:"recovery_codes,omitempty"`
+
+	// Totp The TOTP parameters the authenticator must use.
+	//
+	// Example: {"algorithm":"SHA1","digits":6,"period":30}
+	Totp *TotpParams `json:"totp,omitempty"`
+
+	// UserId The user, where the line names one.
+	//
+	// Example: alice
+	UserId *string `json:"user_id,omitempty"`
+}
+
+// ImportLineOutcome `imported`: active now. `would_import`: with `dry_run`, would
+// be. `unchanged`: the same secret and parameters were already
+// active. `skipped`: another issuer's entry. `refused`: see
+// `reason`.
+//
+// Example: imported
+type ImportLineOutcome string
+
+// ImportProblem A problem about an import, with the lines it concerns.
+type ImportProblem struct {
+	// Code Stable, machine-readable error code. Branch on this.
+	//
+	// Example: mfa_invalid
+	Code ProblemCode `json:"code"`
+
+	// Detail Explanation of this occurrence, for people.
+	//
+	// Example: The code is not valid. Check the time on your device and try again.
+	Detail *string `json:"detail,omitempty"`
+
+	// Errors Present for `validation_failed`.
+	Errors *[]FieldError `json:"errors,omitempty"`
+
+	// Instance The request path.
+	//
+	// Example: /mfa/enroll/confirm
+	Instance *string `json:"instance,omitempty"`
+
+	// Lines `import_refused`: the refused lines. `mfa_unavailable`: the
+	// users imported before the failure.
+	Lines *[]ImportLine `json:"lines,omitempty"`
+
+	// RequestId Id of the request in the sidecar's logs.
+	//
+	// Example: 01JD3Z6X9K4V7Q2M8N5P1R3T6W
+	RequestId *string `json:"request_id,omitempty"`
+
+	// Status The HTTP status of this answer.
+	//
+	// Example: 403
+	Status int `json:"status"`
+
+	// Title Short summary, for people.
+	//
+	// Example: Invalid code
+	Title string `json:"title"`
+
+	// Type `https://totpgate.dev/problems/{code}`.
+	//
+	// Example: https://totpgate.dev/problems/mfa_invalid
+	Type string `json:"type"`
+}
+
+// ImportReason Why a line was refused (or skipped):
+// `malformed` (not an otpauth URI, migration export or CSV line),
+// `secret_not_base32`, `weak_secret` (under 128 bits, or guessable:
+// repeated bytes, a published test key), `secret_too_long`,
+// `unsupported` (a HOTP entry), `invalid_parameters` (algorithm,
+// digits or period), `invalid_user_id` (empty, or with control or
+// format characters), `duplicate_user` (named twice in the file),
+// `unreadable` (a line over 1 MiB), `conflict` (the user already has a
+// different second factor: reset them first); skipped:
+// `other_issuer`.
+//
+// Example: weak_secret
+type ImportReason string
+
+// ImportReport Example: {"dry_run":false,"imported":2,"lines":[{"line":2,"outcome":"imported","totp":{"algorithm":"SHA256","digits":8,"period":60},"user_id":"alice"},{"line":3,"outcome":"imported","totp":{"algorithm":"SHA1","digits":6,"period":30},"user_id":"bob"},{"detail":"\"alice@github\" of issuer \"GitHub\" (not \"Shop\")","line":4,"outcome":"skipped","reason":"other_issuer","user_id":"alice@github"}],"skipped":1,"unchanged":0}
+type ImportReport struct {
+	// DryRun Nothing was written.
+	//
+	// Example: false
+	DryRun bool `json:"dry_run"`
+
+	// Imported Users turned on (with `dry_run`, that would be).
+	//
+	// Example: 2
+	Imported int          `json:"imported"`
+	Lines    []ImportLine `json:"lines"`
+
+	// Skipped Entries of other issuers.
+	//
+	// Example: 1
+	Skipped int `json:"skipped"`
+
+	// Unchanged Example: 0
+	Unchanged int `json:"unchanged"`
+}
+
+// ImportRequest An import file with its options, for clients that send JSON.
+//
+// Example: {"data":"otpauth://totp/Shop:alice?secret=HEZE5NDZAF3EI6UNMGPCO4EJJXXQMFYE\u0026issuer=Shop\u0026algorithm=SHA256\u0026digits=8\u0026period=60\nbob,PJR3YOIJBZET6AUPTQDGLFGCM5Z577J7\n","dry_run":true,"issuer":"Shop"}
+type ImportRequest struct {
+	// Data The import file's text, lines separated by newlines.
+	//
+	// Example: bob,PJR3YOIJBZET6AUPTQDGLFGCM5Z577J7
+	Data string `json:"data"`
+
+	// DryRun Check every line and report what would be imported; write nothing.
+	//
+	// Example: true
+	DryRun *bool `json:"dry_run,omitempty"`
+
+	// Issuer Import only entries of this issuer (`*`, every issuer); default `mfa.issuer`.
+	//
+	// Example: Shop
+	Issuer *string `json:"issuer,omitempty"`
+
+	// RecoveryCodes Make new recovery codes for each imported user, answered once.
+	//
+	// Example: false
+	RecoveryCodes *bool `json:"recovery_codes,omitempty"`
+}
 
 // KeyStatus Example: {"backend":"vault","key_name":"totpgate","latest_version":4,"min_decryption_version":1,"min_encryption_version":0,"secrets_by_version":[{"backend":"vault","secrets":12528,"version":3},{"backend":"vault","secrets":312,"version":4}],"secrets_total":12840,"secrets_unnamespaced":0}
 type KeyStatus struct {
@@ -864,6 +1165,16 @@ type EnrollmentStarted = EnrollmentStart
 // GatewayTimeout An RFC 9457 problem document.
 type GatewayTimeout = Problem
 
+// ImportRefused A problem about an import, with the lines it concerns.
+//
+// Example: {"code":"import_refused","lines":[{"detail":"not user_id,secret[,algorithm,digits,period], an otpauth:// URI or an otpauth-migration:// export","line":3,"outcome":"refused","reason":"malformed"}],"status":422,"title":"Unprocessable Entity","type":"https://totpgate.dev/problems/import_refused"}
+type ImportRefused = ImportProblem
+
+// ImportUnavailable A problem about an import, with the lines it concerns.
+//
+// Example: {"code":"import_refused","lines":[{"detail":"not user_id,secret[,algorithm,digits,period], an otpauth:// URI or an otpauth-migration:// export","line":3,"outcome":"refused","reason":"malformed"}],"status":422,"title":"Unprocessable Entity","type":"https://totpgate.dev/problems/import_refused"}
+type ImportUnavailable = ImportProblem
+
 // InternalError An RFC 9457 problem document.
 type InternalError = Problem
 
@@ -928,6 +1239,9 @@ type NotImplemented = Problem
 // NotPending An RFC 9457 problem document.
 type NotPending = Problem
 
+// PayloadTooLarge An RFC 9457 problem document.
+type PayloadTooLarge = Problem
+
 // RateLimited An RFC 9457 problem document.
 type RateLimited = Problem
 
@@ -954,11 +1268,39 @@ type CodeBody = CodeRequest
 // TotpCodeBody Example: {"code":"492039"}
 type TotpCodeBody = CodeRequest
 
+// AdminImportUsersTextBody defines parameters for AdminImportUsers.
+type AdminImportUsersTextBody = string
+
+// AdminImportUsersParams defines parameters for AdminImportUsers.
+type AdminImportUsersParams struct {
+	// DryRun Check every line and report what would be imported; write
+	// nothing. Absent means false. `text/plain` bodies only.
+	DryRun *bool `form:"dry_run,omitempty" json:"dry_run,omitempty"`
+
+	// Issuer Import only entries of this issuer (`*`: every issuer). Default:
+	// the configured `mfa.issuer`. Entries that name no issuer (CSV
+	// lines) are always taken. `text/plain` bodies only.
+	Issuer *string `form:"issuer,omitempty" json:"issuer,omitempty"`
+
+	// RecoveryCodes Make new recovery codes for each imported user, answered once.
+	// Absent means false. `text/plain` bodies only.
+	RecoveryCodes *bool `form:"recovery_codes,omitempty" json:"recovery_codes,omitempty"`
+}
+
 // AdminSetMinDecryptionVersionJSONRequestBody defines body for AdminSetMinDecryptionVersion for application/json ContentType.
 type AdminSetMinDecryptionVersionJSONRequestBody = MinDecryptionVersionRequest
 
 // AdminStartRewrapJSONRequestBody defines body for AdminStartRewrap for application/json ContentType.
 type AdminStartRewrapJSONRequestBody = RewrapRequest
+
+// AdminExportUsersJSONRequestBody defines body for AdminExportUsers for application/json ContentType.
+type AdminExportUsersJSONRequestBody = ExportRequest
+
+// AdminImportUsersJSONRequestBody defines body for AdminImportUsers for application/json ContentType.
+type AdminImportUsersJSONRequestBody = ImportRequest
+
+// AdminImportUsersTextRequestBody defines body for AdminImportUsers for text/plain ContentType.
+type AdminImportUsersTextRequestBody = AdminImportUsersTextBody
 
 // CompleteChallengeJSONRequestBody defines body for CompleteChallenge for application/json ContentType.
 type CompleteChallengeJSONRequestBody = ChallengeRequest
@@ -1121,6 +1463,172 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /admin/keys/rotate (the `AdminRotateKey` operationId).
 	AdminRotateKey(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminExportUsersWithBody Export every active user's TOTP secret
+	//
+	// For leaving totpgate: answers every active user's secret, in the
+	// clear, one line a user, as `otpauth://` URIs (with the configured
+	// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	// `POST /admin/secrets/import` (or `totpgate users import`, or the
+	// app) reads it back. The same as `totpgate users export`, over the
+	// admin API.
+	//
+	// Only a request that says so gets it: the body must carry
+	// `i_understand_this_returns_secrets: true` (otherwise `400
+	// validation_failed`). Every line is read back before it is answered;
+	// a user id a format would change (an `otpauth` label holds no colon
+	// and no runs of spaces) refuses the export with `422
+	// export_unrepresentable`: export as `csv` then. The answer is all or
+	// nothing: a store or key backend failure midway answers `503` and
+	// no secret.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+	AdminExportUsersWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminExportUsers Export every active user's TOTP secret
+	//
+	// For leaving totpgate: answers every active user's secret, in the
+	// clear, one line a user, as `otpauth://` URIs (with the configured
+	// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	// `POST /admin/secrets/import` (or `totpgate users import`, or the
+	// app) reads it back. The same as `totpgate users export`, over the
+	// admin API.
+	//
+	// Only a request that says so gets it: the body must carry
+	// `i_understand_this_returns_secrets: true` (otherwise `400
+	// validation_failed`). Every line is read back before it is answered;
+	// a user id a format would change (an `otpauth` label holds no colon
+	// and no runs of spaces) refuses the export with `422
+	// export_unrepresentable`: export as `csv` then. The answer is all or
+	// nothing: a store or key backend failure midway answers `503` and
+	// no secret.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+	AdminExportUsers(ctx context.Context, body AdminExportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminImportUsersWithBody Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithBody(ctx context.Context, params *AdminImportUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminImportUsers Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsers(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// AdminImportUsersWithTextBody Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes a body of the `text/plain` content type.
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithTextBody(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// AdminGetUser Get a user's MFA record
 	//
@@ -1501,6 +2009,222 @@ func (c *Client) AdminStartRewrap(ctx context.Context, body AdminStartRewrapJSON
 // Corresponds with POST /admin/keys/rotate (the `AdminRotateKey` operationId).
 func (c *Client) AdminRotateKey(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewAdminRotateKeyRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminExportUsersWithBody Export every active user's TOTP secret
+//
+// For leaving totpgate: answers every active user's secret, in the
+// clear, one line a user, as `otpauth://` URIs (with the configured
+// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+// `POST /admin/secrets/import` (or `totpgate users import`, or the
+// app) reads it back. The same as `totpgate users export`, over the
+// admin API.
+//
+// Only a request that says so gets it: the body must carry
+// `i_understand_this_returns_secrets: true` (otherwise `400
+// validation_failed`). Every line is read back before it is answered;
+// a user id a format would change (an `otpauth` label holds no colon
+// and no runs of spaces) refuses the export with `422
+// export_unrepresentable`: export as `csv` then. The answer is all or
+// nothing: a store or key backend failure midway answers `503` and
+// no secret.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+func (c *Client) AdminExportUsersWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminExportUsersRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminExportUsers Export every active user's TOTP secret
+//
+// For leaving totpgate: answers every active user's secret, in the
+// clear, one line a user, as `otpauth://` URIs (with the configured
+// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+// `POST /admin/secrets/import` (or `totpgate users import`, or the
+// app) reads it back. The same as `totpgate users export`, over the
+// admin API.
+//
+// Only a request that says so gets it: the body must carry
+// `i_understand_this_returns_secrets: true` (otherwise `400
+// validation_failed`). Every line is read back before it is answered;
+// a user id a format would change (an `otpauth` label holds no colon
+// and no runs of spaces) refuses the export with `422
+// export_unrepresentable`: export as `csv` then. The answer is all or
+// nothing: a store or key backend failure midway answers `503` and
+// no secret.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+func (c *Client) AdminExportUsers(ctx context.Context, body AdminExportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminExportUsersRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminImportUsersWithBody Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *Client) AdminImportUsersWithBody(ctx context.Context, params *AdminImportUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminImportUsersRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminImportUsers Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *Client) AdminImportUsers(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminImportUsersRequest(c.Server, params, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// AdminImportUsersWithTextBody Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes a body of the `text/plain` content type.
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *Client) AdminImportUsersWithTextBody(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewAdminImportUsersRequestWithTextBody(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -2130,6 +2854,148 @@ func NewAdminRotateKeyRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewAdminExportUsersRequest calls the generic AdminExportUsers builder with application/json body
+func NewAdminExportUsersRequest(server string, body AdminExportUsersJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminExportUsersRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewAdminExportUsersRequestWithBody constructs an http.Request for the AdminExportUsers method, with any body, and a specified content type
+func NewAdminExportUsersRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/secrets/export")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewAdminImportUsersRequest calls the generic AdminImportUsers builder with application/json body
+func NewAdminImportUsersRequest(server string, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewAdminImportUsersRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewAdminImportUsersRequestWithTextBody calls the generic AdminImportUsers builder with text/plain body
+func NewAdminImportUsersRequestWithTextBody(server string, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	if stringer, ok := interface{}(body).(fmt.Stringer); ok {
+		bodyReader = strings.NewReader(stringer.String())
+	} else {
+		bodyReader = strings.NewReader(fmt.Sprint(body))
+	}
+	return NewAdminImportUsersRequestWithBody(server, params, "text/plain", bodyReader)
+}
+
+// NewAdminImportUsersRequestWithBody constructs an http.Request for the AdminImportUsers method, with any body, and a specified content type
+func NewAdminImportUsersRequestWithBody(server string, params *AdminImportUsersParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/admin/secrets/import")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.DryRun != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "dry_run", *params.DryRun, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Issuer != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "issuer", *params.Issuer, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.RecoveryCodes != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "recovery_codes", *params.RecoveryCodes, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "boolean", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewAdminGetUserRequest constructs an http.Request for the AdminGetUser method
 func NewAdminGetUserRequest(server string, userId UserId) (*http.Request, error) {
 	var err error
@@ -2753,6 +3619,172 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /admin/keys/rotate (the `AdminRotateKey` operationId).
 	AdminRotateKeyWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*AdminRotateKeyResponse, error)
+
+	// AdminExportUsersWithBodyWithResponse Export every active user's TOTP secret
+	//
+	// For leaving totpgate: answers every active user's secret, in the
+	// clear, one line a user, as `otpauth://` URIs (with the configured
+	// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	// `POST /admin/secrets/import` (or `totpgate users import`, or the
+	// app) reads it back. The same as `totpgate users export`, over the
+	// admin API.
+	//
+	// Only a request that says so gets it: the body must carry
+	// `i_understand_this_returns_secrets: true` (otherwise `400
+	// validation_failed`). Every line is read back before it is answered;
+	// a user id a format would change (an `otpauth` label holds no colon
+	// and no runs of spaces) refuses the export with `422
+	// export_unrepresentable`: export as `csv` then. The answer is all or
+	// nothing: a store or key backend failure midway answers `503` and
+	// no secret.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+	AdminExportUsersWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminExportUsersResponse, error)
+
+	// AdminExportUsersWithResponse Export every active user's TOTP secret
+	//
+	// For leaving totpgate: answers every active user's secret, in the
+	// clear, one line a user, as `otpauth://` URIs (with the configured
+	// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+	// `POST /admin/secrets/import` (or `totpgate users import`, or the
+	// app) reads it back. The same as `totpgate users export`, over the
+	// admin API.
+	//
+	// Only a request that says so gets it: the body must carry
+	// `i_understand_this_returns_secrets: true` (otherwise `400
+	// validation_failed`). Every line is read back before it is answered;
+	// a user id a format would change (an `otpauth` label holds no colon
+	// and no runs of spaces) refuses the export with `422
+	// export_unrepresentable`: export as `csv` then. The answer is all or
+	// nothing: a store or key backend failure midway answers `503` and
+	// no secret.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+	AdminExportUsersWithResponse(ctx context.Context, body AdminExportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminExportUsersResponse, error)
+
+	// AdminImportUsersWithBodyWithResponse Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithBodyWithResponse(ctx context.Context, params *AdminImportUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error)
+
+	// AdminImportUsersWithResponse Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithResponse(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error)
+
+	// AdminImportUsersWithTextBodyWithResponse Import users' existing TOTP secrets
+	//
+	// Turns on the second factor of users who already have a TOTP secret
+	// in the app, without re-enrollment: each secret is encrypted with the
+	// configured keyring and is *active* at once, with the user's own
+	// algorithm, digits and period. The same as `totpgate users import`,
+	// over the admin API.
+	//
+	// The body is an import file, one entry a line (blank lines and lines
+	// starting with `#` are ignored):
+	//
+	// * `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+	// * `otpauth-migration://offline?data=...`, an authenticator app's
+	//   export (several accounts on one line);
+	// * CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+	//
+	// Send it as `text/plain` with the options as query parameters, or as
+	// `application/json` (`ImportRequest`) with the options in the body;
+	// a JSON body with query parameters, or an undeclared query parameter
+	// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+	//
+	// Every line is checked before anything is written. A malformed or
+	// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+	// named twice, or a user who already has a different second factor
+	// refuses the whole import with `422 import_refused`, naming each
+	// line and why; nothing is written. Entries of other issuers (an
+	// authenticator export holds every account of the phone) are skipped
+	// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+	// With `dry_run` nothing is written either way. With
+	// `recovery_codes`, each imported user gets new recovery codes, in
+	// this answer only.
+	//
+	// Never answers a secret. The body may be up to 4 MiB (about 50 000
+	// CSV lines); split larger files.
+	//
+	// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+	AdminImportUsersWithTextBodyWithResponse(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error)
 
 	// AdminGetUserWithResponse Get a user's MFA record
 	//
@@ -3451,6 +4483,215 @@ func (r AdminRotateKeyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r AdminRotateKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminExportUsersResponse200Headers the declared response headers of an HTTP 200 response for AdminExportUsers
+type AdminExportUsersResponse200Headers struct {
+	CacheControl string
+}
+
+// AdminExportUsersResponse401Headers the declared response headers of an HTTP 401 response for AdminExportUsers
+type AdminExportUsersResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// AdminExportUsersResponse503Headers the declared response headers of an HTTP 503 response for AdminExportUsers
+type AdminExportUsersResponse503Headers struct {
+	RetryAfter int
+}
+
+type AdminExportUsersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *Problem
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *AdminExportUsersResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminExportUsersResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminExportUsersResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON422() *Problem {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminExportUsersResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminExportUsersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminExportUsersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminExportUsersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminExportUsersResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// AdminImportUsersResponse200Headers the declared response headers of an HTTP 200 response for AdminImportUsers
+type AdminImportUsersResponse200Headers struct {
+	CacheControl string
+}
+
+// AdminImportUsersResponse401Headers the declared response headers of an HTTP 401 response for AdminImportUsers
+type AdminImportUsersResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// AdminImportUsersResponse503Headers the declared response headers of an HTTP 503 response for AdminImportUsers
+type AdminImportUsersResponse503Headers struct {
+	CacheControl string
+	RetryAfter   int
+}
+
+type AdminImportUsersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *ImportReport
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *PayloadTooLarge
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON422 the response for an HTTP 422 `application/problem+json` response
+	ApplicationproblemJSON422 *ImportRefused
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *ImportUnavailable
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *AdminImportUsersResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *AdminImportUsersResponse401Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *AdminImportUsersResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r AdminImportUsersResponse) GetJSON200() *ImportReport {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON413() *PayloadTooLarge {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON422 returns the response for an HTTP 422 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON422() *ImportRefused {
+	return r.ApplicationproblemJSON422
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r AdminImportUsersResponse) GetApplicationproblemJSON503() *ImportUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r AdminImportUsersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r AdminImportUsersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r AdminImportUsersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r AdminImportUsersResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -4989,6 +6230,202 @@ func (c *ClientWithResponses) AdminRotateKeyWithResponse(ctx context.Context, re
 	return ParseAdminRotateKeyResponse(rsp)
 }
 
+// AdminExportUsersWithBodyWithResponse Export every active user's TOTP secret
+//
+// For leaving totpgate: answers every active user's secret, in the
+// clear, one line a user, as `otpauth://` URIs (with the configured
+// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+// `POST /admin/secrets/import` (or `totpgate users import`, or the
+// app) reads it back. The same as `totpgate users export`, over the
+// admin API.
+//
+// Only a request that says so gets it: the body must carry
+// `i_understand_this_returns_secrets: true` (otherwise `400
+// validation_failed`). Every line is read back before it is answered;
+// a user id a format would change (an `otpauth` label holds no colon
+// and no runs of spaces) refuses the export with `422
+// export_unrepresentable`: export as `csv` then. The answer is all or
+// nothing: a store or key backend failure midway answers `503` and
+// no secret.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+func (c *ClientWithResponses) AdminExportUsersWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminExportUsersResponse, error) {
+	rsp, err := c.AdminExportUsersWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminExportUsersResponse(rsp)
+}
+
+// AdminExportUsersWithResponse Export every active user's TOTP secret
+//
+// For leaving totpgate: answers every active user's secret, in the
+// clear, one line a user, as `otpauth://` URIs (with the configured
+// `mfa.issuer`) or CSV `"user_id",SECRET,ALGORITHM,DIGITS,PERIOD`.
+// `POST /admin/secrets/import` (or `totpgate users import`, or the
+// app) reads it back. The same as `totpgate users export`, over the
+// admin API.
+//
+// Only a request that says so gets it: the body must carry
+// `i_understand_this_returns_secrets: true` (otherwise `400
+// validation_failed`). Every line is read back before it is answered;
+// a user id a format would change (an `otpauth` label holds no colon
+// and no runs of spaces) refuses the export with `422
+// export_unrepresentable`: export as `csv` then. The answer is all or
+// nothing: a store or key backend failure midway answers `503` and
+// no secret.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/export (the `AdminExportUsers` operationId).
+func (c *ClientWithResponses) AdminExportUsersWithResponse(ctx context.Context, body AdminExportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminExportUsersResponse, error) {
+	rsp, err := c.AdminExportUsers(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminExportUsersResponse(rsp)
+}
+
+// AdminImportUsersWithBodyWithResponse Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *ClientWithResponses) AdminImportUsersWithBodyWithResponse(ctx context.Context, params *AdminImportUsersParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error) {
+	rsp, err := c.AdminImportUsersWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminImportUsersResponse(rsp)
+}
+
+// AdminImportUsersWithResponse Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *ClientWithResponses) AdminImportUsersWithResponse(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersJSONRequestBody, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error) {
+	rsp, err := c.AdminImportUsers(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminImportUsersResponse(rsp)
+}
+
+// AdminImportUsersWithTextBodyWithResponse Import users' existing TOTP secrets
+//
+// Turns on the second factor of users who already have a TOTP secret
+// in the app, without re-enrollment: each secret is encrypted with the
+// configured keyring and is *active* at once, with the user's own
+// algorithm, digits and period. The same as `totpgate users import`,
+// over the admin API.
+//
+// The body is an import file, one entry a line (blank lines and lines
+// starting with `#` are ignored):
+//
+//   - `otpauth://totp/Issuer:user?secret=...&algorithm=SHA256&digits=8&period=60`;
+//   - `otpauth-migration://offline?data=...`, an authenticator app's
+//     export (several accounts on one line);
+//   - CSV `user_id,secret[,algorithm,digits,period]` (secret in base32).
+//
+// Send it as `text/plain` with the options as query parameters, or as
+// `application/json` (`ImportRequest`) with the options in the body;
+// a JSON body with query parameters, or an undeclared query parameter
+// (a misspelt `dry_run`), is refused with `400 validation_failed`.
+//
+// Every line is checked before anything is written. A malformed or
+// weak secret (under 128 bits, or guessable), a HOTP entry, a user
+// named twice, or a user who already has a different second factor
+// refuses the whole import with `422 import_refused`, naming each
+// line and why; nothing is written. Entries of other issuers (an
+// authenticator export holds every account of the phone) are skipped
+// unless `issuer` names theirs. A rerun changes nothing (`unchanged`).
+// With `dry_run` nothing is written either way. With
+// `recovery_codes`, each imported user gets new recovery codes, in
+// this answer only.
+//
+// Never answers a secret. The body may be up to 4 MiB (about 50 000
+// CSV lines); split larger files.
+//
+// Takes a body of the `text/plain` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /admin/secrets/import (the `AdminImportUsers` operationId).
+func (c *ClientWithResponses) AdminImportUsersWithTextBodyWithResponse(ctx context.Context, params *AdminImportUsersParams, body AdminImportUsersTextRequestBody, reqEditors ...RequestEditorFn) (*AdminImportUsersResponse, error) {
+	rsp, err := c.AdminImportUsersWithTextBody(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseAdminImportUsersResponse(rsp)
+}
+
 // AdminGetUserWithResponse Get a user's MFA record
 //
 // Answers the user's MFA state, key version, failure count and lockout.
@@ -5777,6 +7214,215 @@ func ParseAdminRotateKeyResponse(rsp *http.Response) (*AdminRotateKeyResponse, e
 		response.Headers401 = &headers
 	case rsp.StatusCode == 503:
 		var headers AdminRotateKeyResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminExportUsersResponse parses an HTTP response from a AdminExportUsersWithResponse call
+func ParseAdminExportUsersResponse(rsp *http.Response) (*AdminExportUsersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminExportUsersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers AdminExportUsersResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers AdminExportUsersResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminExportUsersResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseAdminImportUsersResponse parses an HTTP response from a AdminImportUsersWithResponse call
+func ParseAdminImportUsersResponse(rsp *http.Response) (*AdminImportUsersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &AdminImportUsersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest ImportReport
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest PayloadTooLarge
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest ImportRefused
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest ImportUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers AdminImportUsersResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers AdminImportUsersResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 503:
+		var headers AdminImportUsersResponse503Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
@@ -7188,6 +8834,12 @@ type ServerInterface interface {
 	// AdminRotateKey Rotate the key
 	// (POST /admin/keys/rotate)
 	AdminRotateKey(w http.ResponseWriter, r *http.Request)
+	// AdminExportUsers Export every active user's TOTP secret
+	// (POST /admin/secrets/export)
+	AdminExportUsers(w http.ResponseWriter, r *http.Request)
+	// AdminImportUsers Import users' existing TOTP secrets
+	// (POST /admin/secrets/import)
+	AdminImportUsers(w http.ResponseWriter, r *http.Request, params AdminImportUsersParams)
 	// AdminGetUser Get a user's MFA record
 	// (GET /admin/users/{user_id})
 	AdminGetUser(w http.ResponseWriter, r *http.Request, userId UserId)
@@ -7305,6 +8957,79 @@ func (siw *ServerInterfaceWrapper) AdminRotateKey(w http.ResponseWriter, r *http
 
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		siw.Handler.AdminRotateKey(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminExportUsers operation middleware
+func (siw *ServerInterfaceWrapper) AdminExportUsers(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminExportUsers(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// AdminImportUsers operation middleware
+func (siw *ServerInterfaceWrapper) AdminImportUsers(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params AdminImportUsersParams
+
+	// ------------- Optional query parameter "dry_run" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "dry_run", r.URL.Query(), &params.DryRun, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "dry_run"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "dry_run", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "issuer" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "issuer", r.URL.Query(), &params.Issuer, runtime.BindQueryParameterOptions{Type: "string", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "issuer"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "issuer", Err: err})
+		}
+		return
+	}
+
+	// ------------- Optional query parameter "recovery_codes" -------------
+
+	err = runtime.BindQueryParameterWithOptions("form", true, false, "recovery_codes", r.URL.Query(), &params.RecoveryCodes, runtime.BindQueryParameterOptions{Type: "boolean", Format: ""})
+	if err != nil {
+		var requiredError *runtime.RequiredParameterError
+		if errors.As(err, &requiredError) {
+			siw.ErrorHandlerFunc(w, r, &RequiredParamError{ParamName: "recovery_codes"})
+		} else {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "recovery_codes", Err: err})
+		}
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.AdminImportUsers(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -7692,6 +9417,8 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/users/{user_id}", wrapper.AdminGetUser)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/users/{user_id}/reset", wrapper.AdminResetUser)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/users/{user_id}/unlock", wrapper.AdminUnlockUser)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/secrets/import", wrapper.AdminImportUsers)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/secrets/export", wrapper.AdminExportUsers)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/keys", wrapper.AdminKeyStatus)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/keys/rotate", wrapper.AdminRotateKey)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/keys/rewrap", wrapper.AdminGetRewrap)
@@ -7732,6 +9459,18 @@ type EnrollmentStartedJSONResponse struct {
 }
 
 type GatewayTimeoutApplicationProblemPlusJSONResponse Problem
+
+type ImportRefusedApplicationProblemPlusJSONResponse ImportProblem
+
+type ImportUnavailableResponseHeaders struct {
+	CacheControl string
+	RetryAfter   int
+}
+type ImportUnavailableApplicationProblemPlusJSONResponse struct {
+	Body ImportProblem
+
+	Headers ImportUnavailableResponseHeaders
+}
 
 type InternalErrorApplicationProblemPlusJSONResponse Problem
 
@@ -7800,6 +9539,8 @@ type NotEnrolledApplicationProblemPlusJSONResponse Problem
 type NotImplementedApplicationProblemPlusJSONResponse Problem
 
 type NotPendingApplicationProblemPlusJSONResponse Problem
+
+type PayloadTooLargeApplicationProblemPlusJSONResponse Problem
 
 type RateLimitedResponseHeaders struct {
 	RetryAfter int
@@ -8332,6 +10073,280 @@ func (response AdminRotateKey503ApplicationProblemPlusJSONResponse) VisitAdminRo
 		return err
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsersRequestObject struct {
+	Body *AdminExportUsersJSONRequestBody
+}
+
+type AdminExportUsersResponseObject interface {
+	VisitAdminExportUsersResponse(w http.ResponseWriter) error
+}
+
+type AdminExportUsers200ResponseHeaders struct {
+	CacheControl string
+}
+
+type AdminExportUsers200TextResponse struct {
+	Body    string
+	Headers AdminExportUsers200ResponseHeaders
+}
+
+func (response AdminExportUsers200TextResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(200)
+
+	_, err := w.Write([]byte(fmt.Sprint(response.Body)))
+	return err
+}
+
+type AdminExportUsers400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers400ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers401ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers415ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers422ApplicationProblemPlusJSONResponse Problem
+
+func (response AdminExportUsers422ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers500ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminExportUsers503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminExportUsers503ApplicationProblemPlusJSONResponse) VisitAdminExportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsersRequestObject struct {
+	Params   AdminImportUsersParams
+	JSONBody *AdminImportUsersJSONRequestBody
+	TextBody *AdminImportUsersTextRequestBody
+}
+
+type AdminImportUsersResponseObject interface {
+	VisitAdminImportUsersResponse(w http.ResponseWriter) error
+}
+
+type AdminImportUsers200ResponseHeaders struct {
+	CacheControl string
+}
+
+type AdminImportUsers200JSONResponse struct {
+	Body    ImportReport
+	Headers AdminImportUsers200ResponseHeaders
+}
+
+func (response AdminImportUsers200JSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers400ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers401ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers413ApplicationProblemPlusJSONResponse struct {
+	PayloadTooLargeApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers413ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(413)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers415ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers422ApplicationProblemPlusJSONResponse struct {
+	ImportRefusedApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers422ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(422)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers500ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type AdminImportUsers503ApplicationProblemPlusJSONResponse struct {
+	ImportUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response AdminImportUsers503ApplicationProblemPlusJSONResponse) VisitAdminImportUsersResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
 	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
 	w.WriteHeader(503)
 	_, err := buf.WriteTo(w)
@@ -10050,6 +12065,12 @@ type StrictServerInterface interface {
 	// AdminRotateKey Rotate the key
 	// (POST /admin/keys/rotate)
 	AdminRotateKey(ctx context.Context, request AdminRotateKeyRequestObject) (AdminRotateKeyResponseObject, error)
+	// AdminExportUsers Export every active user's TOTP secret
+	// (POST /admin/secrets/export)
+	AdminExportUsers(ctx context.Context, request AdminExportUsersRequestObject) (AdminExportUsersResponseObject, error)
+	// AdminImportUsers Import users' existing TOTP secrets
+	// (POST /admin/secrets/import)
+	AdminImportUsers(ctx context.Context, request AdminImportUsersRequestObject) (AdminImportUsersResponseObject, error)
 	// AdminGetUser Get a user's MFA record
 	// (GET /admin/users/{user_id})
 	AdminGetUser(ctx context.Context, request AdminGetUserRequestObject) (AdminGetUserResponseObject, error)
@@ -10266,6 +12287,82 @@ func (sh *strictHandler) AdminRotateKey(w http.ResponseWriter, r *http.Request) 
 		sh.options.ResponseErrorHandlerFunc(w, r, err)
 	} else if validResponse, ok := response.(AdminRotateKeyResponseObject); ok {
 		if err := validResponse.VisitAdminRotateKeyResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminExportUsers operation middleware
+func (sh *strictHandler) AdminExportUsers(w http.ResponseWriter, r *http.Request) {
+	var request AdminExportUsersRequestObject
+
+	var body AdminExportUsersJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminExportUsers(ctx, request.(AdminExportUsersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminExportUsers")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminExportUsersResponseObject); ok {
+		if err := validResponse.VisitAdminExportUsersResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// AdminImportUsers operation middleware
+func (sh *strictHandler) AdminImportUsers(w http.ResponseWriter, r *http.Request, params AdminImportUsersParams) {
+	var request AdminImportUsersRequestObject
+
+	request.Params = params
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {
+
+		var body AdminImportUsersJSONRequestBody
+		if err := runtime.BindJSONBody(r, &body); err != nil {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+			return
+		}
+		request.JSONBody = &body
+
+	}
+	if strings.HasPrefix(r.Header.Get("Content-Type"), "text/plain") {
+		data, err := io.ReadAll(r.Body)
+		if err != nil {
+			sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't read body: %w", err))
+			return
+		}
+		body := AdminImportUsersTextRequestBody(data)
+		request.TextBody = &body
+	}
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.AdminImportUsers(ctx, request.(AdminImportUsersRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "AdminImportUsers")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(AdminImportUsersResponseObject); ok {
+		if err := validResponse.VisitAdminImportUsersResponse(w); err != nil {
 			sh.options.ResponseErrorHandlerFunc(w, r, err)
 		}
 	} else if response != nil {
@@ -10686,295 +12783,356 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L17V9u49j/8VrRyft81oXVCSAKUsGY9T0ppy7RcCrSd9ngerNhK4uJIrqUQQof3/ixtSbZ8SQiXznfO",
-	"78z540xJHFmXrX3fn/2j5rNJzCihgtd6P2pjggOSwD/3sD8me4yKhEVH7EywhMiPA8L9JIxFyGitV+tH",
-	"MzznyKOsweUT3i4SY4Iw5TOSoMmUC0SZQAOCfDlc0Kw5tYR8n4YJCWo9kUyJU+P+mEywHJtc40kckVqv",
-	"ZsarOTUxj+UnXCQhHdVub53aKRHJvD8UJClP6Iz4jAYcTakII4QRJTOEhSCTWCAfU8Snvk9Wnken1XJq",
-	"k5CGk+mk1mulkwmpICOSFGbzeUzogXhLopjfb2ITPDcT20V4wAkVaDYmFM1wKEI6QgEjHDZyTKJYzr1i",
-	"rpt3zvTz58/9qRgTKkIfC3LORFye5/mYoPPj8xPkj3EUEToiPeTBBwnB0eRXtyaYiEdYELfmZA/96tbc",
-	"aavV8dNPLsIAPiFuzVv12Fd6T9LZbx2/arwcfOCts4T2Ty6i69+P2y/j/U38aaczCqLNL6MP0w/n5y23",
-	"VkFAt04txgmeEKEp/SMnyUFQvRU4jn/hKAzQkCVA2lNOEgdhjiKCE0oChAWK2Cikco3ZSl4MN7qkuzms",
-	"ObVQjhVjMa45NYon8ls5yEUYLN2VCb5+T+hIjGu99uYWHK75e6NyUXIowsVLFoRE3WAWkJcsmMt/+4wK",
-	"QoX8J47jSBJAyOj6Ny5Xmh4B/CwhPrsiCfyMTycTLP9ZO9WfIp8F8lpe4WhK1MiBnMnl9vB7u7FzPemK",
-	"Rmc8S4JG/OJqQIHwhKa0bDRFYdUjdXfarc6OWlO2Hf8nIcNar/av9Yxhratv+bpc6KlavfpZgUkhf5ok",
-	"8lKlr0UsQZiiKZ1yEqDEXluZVm+dmrwr99/OikX9xCXVcX4hKOQoIUO5wrWKRQHF8JhRro69HyUEB/N9",
-	"mrAoIsGSVcYJG0Rk8nzxarEa64KYweT8BQ4jefQz1hhiX7BE3Rs5Tf08wr4Ir0gTvQo5HkQEhQINw4QL",
-	"JBhSY2nOGZCr0IejCikXmPryreuTIV5Xj9XS6yCvWa/W2vjtVefr1u8777qftj+0D18cbZ5snHbOtz5L",
-	"ZiqwmPJar9vacWoiFHCB9XYgawn6zo2FiHlvfd3wp2ZArsye8PXS0lc+8hM1RNVxe8VRvR46fN0vb51m",
-	"UyEHPtWUL3+JgzdYkBmeP+pIpzEXCcGTiynFVziM5PlUbL/ey4ds/2arbW1/HKP8m1ba/cpZPskJVI3s",
-	"9ZS2E8fIZ9MoMLpOQkDZkUxmhK8IogxNFUErxcici7ng9z4XrgRENGTJRF3VjLUemo/RQDKrMn8d4OBC",
-	"n07uXo7lxOFj+KUkLrmeKxyFAfrt7Pio6roF6qY+8L61sgN/iQOUzWqlw7YXIk8MZorVgdk78in9HA1x",
-	"qO5ycVOy316kzyzemlQfm2Dhj4EI+icHSB5ign0BqkCSMKle/PtHbRiSSG6K/GlTC70J4RyP5Ju10oaU",
-	"KEcRyHi5+Vu12z8W8bd1n9FhmEwev++aBtFVxSatdArlnbuH5F5246zj1RfNnEHxsgWonl4GoFQHCcZc",
-	"GuFkRNaayCvN0etJ2VI6xpCnZ7iLOCEu9dQ5ek2Xyku7Z/TQIyZesyl9nJjMdGXKxMUQxiuQnRKR6YPZ",
-	"lMl1yIXkMHBNUcToiCTqFJvoPRuhkCI8wkovLRJROt4D6aeb0c/7wgTl3MxKVqKfqk14EvqpGFjTUTZb",
-	"KSjpJWUz6iByHUv1yEFsKhAbulSbZxyURS1mpTbVROdjwqVJywlHOCEoIFE4IAkWJJrDDggWBS7FMU5E",
-	"4TQ0HbGEnyRkGIWjsagwq9He8ekZis0TqO4dn5wfHB+deWgWijHy+r5POG9o+7yhb3HjkIgxC7w1lw4T",
-	"NpEqLktCULIo8nAcNn2W8Av1GTfiK4rYjARoAr/lCNPApdoR4KjX+QkJpNmII95EfTpHTIxJYsYeEcGR",
-	"1211pPYxCIOAULgvju1OKEy4L1/a2MvGXexbkNqqlzd6yz6ByuGPYX7Vhp0me8ly1TIcRPwxU66BxW+S",
-	"79pLGOdnoSCnSrt+FA9It8y++fCGBg9FOk8OTgJJWv4YS8oVmRrNiZDr4E+uDneya/7amuZK1zpb15Nc",
-	"5oyyeggjOUXSgJ2QB+jjKEKK4NEgYTNOEhTjEUGMIkyBVl2qiVWMsTCqTeWlQHV53YsXUI7uUkalODli",
-	"YixfO8Ncn0YgJ+VnhwYv9zGVL+ECJ8JBCYkj7BM5D6SVJoRBS/+FIw7OIaTPE66cGJMwQT5jlyHhmmso",
-	"22xCqDiTgy6lPENxq219YeSqIzghNJCrJumjki1gofmhXENChIM+nh5IFoI+nCorVPJHPmYz6lIQsIz6",
-	"BB6g5IokGVd0Ss5Hc5sXTV4/v17lqYQFaLvnPJwQNhVPY/4IPdgTmz7dvOkj3xIg9Z77GT5mfk9r9OhR",
-	"LYMnCJUGpl298maFEwKWzQEVJKE42peq06N2PdQjPfVuW/qvmSwCRW/V7U4n9iTbbEaTvI2iKSXXMfEF",
-	"CdScmugVyAWlakRsNCIBmtKAJMjLFu855kLBgUg5BkcBGuEebOcjDmIyxBehGquooRpXU2orNtHemPiX",
-	"QCmSJiQXnrNpop02cPdFMl+snT6JidOxj1jZsNr0WumA7QU/yRlbAxotVG/cLGF05OQ0TLhOklnC/nFB",
-	"YgcxKcOGCKPLUG4gsNJY6pzSZEvNAuz7JBZNtMemVHAk2AwnQeq4/oW7NGL+JZsKLVLekfmZ3rMnEiXZ",
-	"iBXbIAnmksyROicgUTAgtP76YIUKpk+o3NKCO6RPkf58kT9kSvk0jpmUpxcTEoT4AijEIvN9PYDlAwi1",
-	"5p/tueTXVNtrCZsKUtLH4LuHkfPGZkbOH7P5okM5X3Su5ruaoKherXIHxyDPCxuIwH+BRuEVoUjMQp/c",
-	"z6mktoTiCQGNSY0zYQmRuhgFfeAJd6roUzp9jE/pKW5+39CEJh55F3kYEB9LTS+KgIS+TYMRcVLejQZk",
-	"qDYIhK1LOSEchaKHcl4RVO+2WlL1LJ0QOAbkvxkCtZM7LsXo+5Qkc/kVOLFAE9ZKqvGjyBfO8DyV8jPw",
-	"tMBXoYAxBnNBGiyR0meCk0s5mq9UL6kLJ9gXJOGKf9lHv4u6G50ewi6Fd4NnJlEE4Knw2QRfm4VdyJdw",
-	"bw14nldNsXLxG5sgMO377UhFfIwTTgTSij+85OP568YLyUS1RatfqgNx6YthIz05SLZFIXdhj5RjCUsj",
-	"dyKXPZlGIpQW/prmpcr4PmKiryzqx0lcGAxcF9pAz9+rkGuD3cheY8YzLTpiLMbNp1Wcui2LDanVSmMI",
-	"9dMJriZby0t7GhFbGldLWrkVymHGHfhA75yRmiCHDoc4s4JO01jZQ47QOI4uEjLBIQ3pCMLzdmi81rtP",
-	"HLtm/3iaRCU/XmbnWwpbZqldpLE/i4bOiEDTWF4gnGUFSNs3jrMwEvZ9qUkgweCah3RKVKA7DhPCL7Co",
-	"9WrtVnuzsbHRaLfPW5u9zVav1fq6gKFrH1Ot928VFP7jYWS4kZHhWc50toxTa8kra3xVO7YyaYIikzqI",
-	"lxAqPNgAHcEEhJC34PVeD8UsCv25WQ9Hh6/7Ls3F+Rw0GzM0xpKYKVHmuEpcMNYZR2MSBbsmiCpZoGSM",
-	"tiu07p0cn52jSrry4NpQly55xujr3pp6GCUkIpgTSxCo11aN4f0EDwAkvDTsjJe7hqlKkIHzOxxibUQ8",
-	"HUPo/FSGkOcEP810W8IHupsVfKA4xyI/cNLskwuY/uP5w19m/K18/e8yBaVuIRXlhQahS6VFqK65ulhc",
-	"4Lm54un5pH5ExKXu7dnU5rl0Ng4jgrwyaXqQVjBgVwTdkIStYkuiej/iLLvpOeYGwgTrtcFKVYKbnp0c",
-	"xdKPm2t/d07wnvmXD7ZRo/THmYX1kZME6S8sy6qKabRy1zr9TXar08MPKdpEk5BWGaJPEAJsW6ky54yh",
-	"CaZz64j5fa6aXgaYoFiQ9+EkLFmhe1EIQh0LgiL9QNkKlV9fZF//FWs28ZlVF5yb4j0szPuxF7WlkrtU",
-	"nA0qKA8YIheIE85DRqWp6MNuQygQAhehj/kuItK8xMhnSUJ8UcwxU5mtLvUgIbYBGbEeKCUx5lxlw0hd",
-	"M5iEFEXhUHIU4Bf+ZRN59rZ4PZeK4v6q+I4K0cPsmuhYzsZyuBirVXKmvOKDBti/hNUECYtjEvwUdcNa",
-	"+F0jWCnMhq38p5kceQ2jysDYp4IkmXyDAwRtomRvPESVWGRSPL0KkTcxHmJX/G8YE5YFYbw5qaNSGcWc",
-	"z1gSOMoQkKwAbuvh676jFD074wYnSUgCRJnKkS2ZGC5NbQxOaABsIiDSbPRyZORV2xna16M8kAWLIaWg",
-	"v72N8NFKOnxstCWf/Fgt4DGaMGktPp37dNOOm+TpXvIXluAkjOYPycwsruknCb5ydmY+tp75O31p6ZBA",
-	"PyTJAWLzQkcopMSQhBxyyIcL6cjJuW71QOAalaSLhUjCQU4KGf23zijR3lZwp8rLNEfYCFw0mAqXUjwB",
-	"Z5RyYsJEsEBh6qENiCSONfWVEY5w0CoQEVKXxgkbJYRzHZDXMx1C7NCPGDerTfOu5cARkRcuYdPR2JFy",
-	"E8K6kN8gbzSOho1ZEgpBaBNlxBdhydrrOVnvQM2KS03Rio8p1KuAj5ZNBSRkVExeQAhgF5QDzUvkJCUJ",
-	"mcVnm5t6zHUazGBuimTW/j4y3S4EAkI9YmdTf7xPg5iF9HGJCJWZgkcM8ak/RkS/oUrhpyx+gnS/IybQ",
-	"6/uk9z1xUp+dyoeVY1eFwk0ObpyQYXgN14SpIITROLkglCQg7kDGhBwFzJ+Cs1D5zqyA6pAlTSQPLVNA",
-	"VXgdcrsVhUrFRXn+j5h4kroJuTqr4OBpk6138qd438KG3Nye7CzLBQ0qorqgmOGIiQO5Z/LQnmCvQ2us",
-	"/HYD0axfkjlfT8gswfEDxelGftPzL1x53+2fPdnWW4Oa/OoppcC5GR2Go2kxtyBO2FUolbpc7oE5F50f",
-	"9ugzifU4dqRC4ETYvv2fmzqSuygoLuW93efkzGqe7NT0gOrEEu2+rZikjtjIbUB1KjWQGeYu5Spx0JGa",
-	"RZbwnMg/bZ+j/iUJTGzzNO+Y+bmerydycT2KXf5HOrgeE9v9X/VuLaP6vGsIreAZcul9nWCVzi2waXPe",
-	"LfQQ51ZRLX2Em8gU4e7JFRxwPn3CFODc2FUHIeWzEsy7SBAKdZi5glPuqERflOX51hmN5iqX2aVjzMc6",
-	"beqSxGJNlRIQnEQhSfSpZKUsM5Zc/qS84DMSDc9IchX65ASKsHJbKMi1WPc5z29dueQAnhuLSbTSg9/w",
-	"FVa7ufzx0rZ/hnQVHIdNTqLhBVfz7iEoi3CQ92b/HP1QWu/tOsRulNUbDRv6WZdCPro07bz0SUm2gq8/",
-	"81AoOFIvhEe4mEfEQWQyIEFgIk/EpYOQ4mSu02cwlKv5Au2pfWucEX+ahGLeOIFotbJA4bVTTiQxRHOl",
-	"NKd6A0dsmNfCtaj5SC3/4IPFDVzFQiYb3M7+yYGDBjhAgl1COUM5HzD//kWKYe3RjkU1IZgHmoScq2IU",
-	"lEVrV8zoy89XkpDkaRWiFtYORQnhiOqzZcZhsdJWZDpZOKL536tS7SdPOSpo0OnMH749T5Manx/Wg3BE",
-	"6kjtnxyUU+VDqHUaztV98nEUkQTV5fULJY/iMfFB4TZWfDHHvn19bW6ffIlLw2AtfS02xN2z/hwQnEjb",
-	"GCgs5DaRgSgs8dcqb2h+4eXXeS/VW4q4HQ14RqN/VKF93PG7KugOxR5+kpP1SUsM/nZ+1Ad4TqXEREt9",
-	"omkxlEutaig7CQE8hU+pA1npz5D9DMnPjyrtuTP/+4zocAgkhUozqaBl/SxTdFHaN0wTiSdI+34aVliZ",
-	"oJuv2bYhBbzi/nngRJAi6knqqiGr13aUlgW4fISvWyg9j/SLgni9d+1zYaJPcxq5Mc1V1rEA7eeUqrxU",
-	"3ZOg5GNL56CqduVmfdTKRG6jtX+gEK5tnbd2ehvdXqvztebUJJOYJlIfazm1SzK/uCIJh2l2nFqEubiQ",
-	"plVVxLez0dtofy3GcnPR7R11EgA3A1ZJzUlxlSz8pVunFidS6RQaFSk/9aJ4+zwm1PaiAFczv0jBuaY0",
-	"IpwjT73Yy0M/LdoMlkxgpYGUcSKcVICb2VtWmpllu0JOLgnslCyTimVPpb0cEqxwJsUXviNzpL9UwShC",
-	"/WQea9MWhEOgqz5zb+1Yb92oemv+5IuvfY+5UGhonA+nkY7fmVpniNql5xAOlVd+wQHkSWm1A1BOgwsw",
-	"98uTO0mIRmcLI5KpeyHXXixUPILcZLZ6LZMcvdpkFlO/dRt37jplfU2Ws5TDIT6D526ta/SjGtGsbOJm",
-	"2FL/tsDN1IvzZGaR+JL1/ZG+hA2+EV/ksDeyNP09dTMtHB2bRz0q96UI21VgIrmx74DyMs8eAIf3dS3m",
-	"XehfpX3NvVOPs+I+PfkGPd2GLFvk0tVVIfb1S3gpYYDqnTZKMA3YBIqXuLT+OdnqThOVCM+mAsU4CCCG",
-	"nLu79yMZC7Cv28nh9ck/YywESeQk/79/9xtfceOm1di5aPzxo9u5/T9Vdz9d6H8hdVcevB65eOIWAN6W",
-	"NFZeoCAchYKvgU+2AIlX967l/xql//fWmi49i7FPVNbjeB6PiUmtGFGQdfLziAgocJOf+5iTRkg5oTyU",
-	"eoCDOHOp191po1Znx1MOt3fbrz+00c7vh91z1Hn7+fQVOnnx6eWRByOYhCxlH2WEpw8mR1Nb3RxNbVWR",
-	"jAUaeAcKYVEneuipLWJCRUCJioOjZJbGrbQaAV5DcBlrl4fSO65IojPQjHOzpHT8WFqSZPIHmYjxVIwv",
-	"pkkoZ6v+0tr5+r4aq4ej0Cf/rx656bPJ/6Pe9+tvL88+f+m8Otl/e/Kuc/L7SfFvd9pqtbdCzqck+VWP",
-	"pj7D0YgloRhPfj17299Qnykq/XVL/RWTJGTBrx15O78nF7GU8bXw08vj01nr3ZsR6/f7/aOzj+P9j6N+",
-	"v/9qX/59Df/f77/5+uLdq36/vzf7GO1/+HTabX8//bL3eXv/oD87DE921idncXj1+/HX79HBt+Ar/3D4",
-	"avvNl82Tzfn7j+sbnavfT8gnPmQBvRp/Ofn26e36zouvO+uDzfXt9fDrtxtKt8dtcXT25ubt9zcv15Pv",
-	"n98fvBSbA5/7NxvX37/sfXveufx+vN5/c5REM//r6XB7++DbiH2edz8HH683Wjvt1m9D/n796xvWevX+",
-	"oD9/c3zZuex8e7HTev5if3Q8OfgkzufX+8PT+EO4PWXrp52v4dZvX06/XZ4fvtnpH9LLVvD64yQ+PN17",
-	"vf6O0vjDq0+/7SfBXrvNXx+8iL/0x9d+3z+b/3acdL69O+Xvr7aik/nx8Yft6ft3H7++Gnzsfv/2/fnO",
-	"zvnhuR8wejT6bTp6t3e40Rp8om+f+2fDrTc7QZB82pqN+OHh29OX3ZfsKLxuHSTn7191Xv7WClo7UXx0",
-	"+jpsf2h/ifHlYPPd5sft75PJN57sxf6nd2+H3aOjtiA719cvbuL+2ZBcb7x7/pL8/o2+6cbEn7a2h3vT",
-	"7/z18fXOlxn/NNmk7/vR7+/j/T69OXzx/Xf/bLCDbyLWvZzusPHlzlZ7tpOch8nhzVf27mX3+Oq0FZPP",
-	"x/zN7P3wzYcJGTExbr0N+qPPb16H8+GLbvv1WHzf/M6mrz51T7c3v+2s/7a+d3zw7eT6+bfLc/z1fHD8",
-	"9cPm9WEcnn25bLWY/50MDofb5HtnvslGr47bZydv9752t16+STa3x/1gPeh+nQbk087LwfgTO75in66i",
-	"2flx67ff+4fH8e+v3nxuXQ5/98locv3t+bftm8ls7o+PN86PXh629j613m1/34j2p5sdcXV12f308fnb",
-	"dzdXw2973Y3vLybnv2+8Gr4RN/z5xsu98PVeawev451t1hq8eHXz9feX3/ho6H/5tDc95cHbN5/e3LDv",
-	"R9ObD2+PJyeb65ODz18ub9bZzsftw07/VXDIhxvvx+e/8Y+d8e9vht+/fZuevgta8bv+u+8TtnU5b4d4",
-	"drI5uNreOz/bOb3Z2mGnn5/fvJ2MT8Zbs+PWu1br5frg3VX7Mno7aQ8OXsxf3bzsb13vHb3+7cPN6RVr",
-	"45N+x/+Nf2ed/atPPH5Ngqs3z/s34zfr79aD55vPXx2/ueSdw9nG2dvBzpfW5PkVPnq//nx4FE8Gmwcb",
-	"p9vjs6+/nXZH3ZvJ5+Hleb//an19e7Q/3Nw++jJaP4VbvB+9Pr88m36Y7O1J1RlYTq1Xu4vp1DJ43ZTL",
-	"1Ho1yWdqTk0xGZAWisPUep3WbYn/27yz0iKGhOFyjoH+nbGHU0N5mT2WMuPVTKAcy64C8vIKbBzCoklP",
-	"F64a3t1sNnPsudlsegBVJFdmoIpUITnPz/7vKiXS7ZM7U7FxRoqUTNijNyicQDLmEOF07WyY7qTca89o",
-	"yQ1dXZ/flH8k0z+S6R/J9F8pmVK+I43pKsZjRFcVszYgcZK3dNqofvp6D3W3ui8cSGLTRrgDTukJplMc",
-	"IUJFMs8znxVEomUoddol47vd2P7jeaXRbUTpMkPonIn4BCd4wkvmkF56XmqlrNgxBUqWuK2ynV6HJApS",
-	"8LRi+JUgHT5QsWAmP8CJUNkUabxF7lhexmsU4grxnpAe8gCc2ENDpmFEBnOEAfJEJVmHVAf6TX2CSz2A",
-	"k2l6DvIAa8STBrenwnalkdKOC4AGU7R3bWTk0pmkUMnlqSsoRw2gJYkmJkyK49zgSwCW73Jlqj3LplB1",
-	"Wm8JjiSd5extEyOqscuytc1TwC1CpxP5HnYph7Z0jss7p6YHqZpRDtPLmpQO3wLa9TQS2jGrW1KYAFXN",
-	"qUVYEC6ywIByPFwEBNz/IaPZVxvqKx0ZyH3VMpyAXwysKMO/q+ahH6z1Ntqb7RdOLYsT3TpLn+9stK2n",
-	"u7d/ZC8VTOBIjviia01lqgptYuzLbWyVziZ9V5HYvIj5gNB3SeZAR8MwIgAtPY2E10Of5H+RSDDloXJN",
-	"6LOF30FujZx77pjNckokn51LVVAGoLTq+lVyPpDBa+Ylvy34Ma2zLcc7CodtUUz3rkDOIqqwxthYZYwq",
-	"8ikuvIUmBFOdVglzNsGp3FpbdwZDKmjyRy0UZMJXQLb7pH4CiAggL9T4OEnw3B5dE19xEfvgicyFznpp",
-	"FIn/onyZegxUNwYXpoFOvFxTBVryF3rPrO4lDdDjL8m8wF31DVhtW/L3ozj/j2qaZoZchFGEOMFRikgJ",
-	"IgInJi4WQKscvdHcpRrX7FJTMVcO11nCVN3cBDyAc6SJSv5W/WIXYZeqQgw0YVfKDzgxyWcQ8+552ZAO",
-	"AjQKLFTrBZiJS6H/0xj8riggSXil6hsgzeBaWHAZKlj+C0dsRuVceWFH724KZXNqw1Ksa126dgvv0sIL",
-	"UknJRQJccK4LhEaOuO8SHctY9qo89Z1mWSavSKsw5l6jM01nupBLgY7rh12K45jgRIdiMZqEI12wMiBi",
-	"Rgg1HJGjuqf/2VQPkYthwibeGiR4K7qdYXNtHsG20z0pNf+ybzy37q6muZBXMjO9tctvbhXXvSMEv5BA",
-	"S3RUSSr5ilyFA1fl4AegUjYsVOCmRegKFiaN+9gyc1Ehf16kVR1BdbUwOMei4yGoHysl1jg/CkRcBbCw",
-	"LEVD1SOkcUjFKtXa8w6mzbsO+DHRuDyCQ6XuL5koNwluKkgGVbraz7fm2EX4qi6MBLrMMq9mlPAhbBdV",
-	"IyFDkhDqV2ohKzkgs93Uj+9a1czQaxCqmxADGOSh0PGjZc7I7v2ckSnWRKUpkp9j1VkvpuyVFJDKi1fS",
-	"Qm5LV/aPMiapsSFTxNGQcgG17EOrgF1trXrGogMWE2pgm7L7C8G7bP1gO6lAaZxmzagaG/MM8F85GKpj",
-	"1eyB0QJ4hYNycFmqOcVCsLy1gqD+W+GirAJwsgKYyU+HKFFYFmeiMv3bo4wSryf1qhxbbyIvq0y0IgRp",
-	"vSFlAs2JcGkWJEjz53oFERFSqbTl5bF8b82pZdWhOukvJxXSRMDSzdUrKtnEqyUyLs1CLLVwLGYl3js+",
-	"839DIuPj8+gMC68o3vuLUuwKxk9Fs8j8TO7MxEssjKfScYF2WwH2WUzRtV6oCE6/Z8BYRDB9UMbfff2e",
-	"uRzBFbqmqmKXhS1S75tQaDG4e6UQHob0VWpjaXOnOmHG8ikV790DXCWFBZkRqqZoqawFmU3R6es9tNPd",
-	"3E6ld1o5V3tIRo9+lUrsycodSk6L6zjCVJlWpmSP+ar/qDS1F/ldnwZhtKwq6sZ6i1iKnE5Fwzco0VhF",
-	"ybK87xUOnqySYElTqRR7u6Abl0pCVleQ7fKE4psPgoLz38CvZ46MiI0KTHNpiUPZsk1lZ3nRb8/PT3RD",
-	"h5Q+TJ9L643QkmOCr9Ul2dyxmeVGq5Jdau2mZE2PWSKQLm1cTH/VyK9WrEcXDhUUnOWq0g852m1BUK6O",
-	"Jrv6kRdYhqn1gR1Jz2NJFrB9uSv8EXgQEQdNsD8OKWkkBAfQkQoul4Z4e5lg6o8NnrxtnuebPVS1ziwX",
-	"jtp9zuzSnEqc+4UlWWXQlopWwwUUnTyoSEEpzx/OYtT0HBZFdd/GAjZDqQhJuS8vNMhK9oH9DIsC48wz",
-	"sky/PF8quKAbb2WXKt2pKKco55dduhqnBAchJbykLUverZqa6rCR6dKfD3ilX+s66QXfmukWn7CsnBqc",
-	"blWKsprJiq77dEEgfSo996WgnHqzoh/179wWmq9XCtM5ZsJVV7UwufyWL93nYhpXdcxY8cuEYM6ossF1",
-	"9eauNONwECSEc8Idu80jgr6C4APM87orO86FphTwsPIFrBkdVcewwFmiykUBgg/VPVieNPYlwcj/GtLw",
-	"CqEssw9LJJQVVFXFJlobvFd4Vbvpl0RZbbyMKu8no8royBsMPdRu2Y1S2BBJppf4mBO0lzD/csiSQOdH",
-	"uLS+0WqhAWSzhxQNpaI0Stg0hh8Ow6tSJH1RG/58DkSrsYMb42+XExo3xFXj5o8fm7f1RuXHaz8W1Cfk",
-	"8UJKG3C0EB0EGv6gfeyPAeNDIYU4cn3QqkalpaVZ/YUs7xGh0Ge1smqwu9FrbZftdXmei/elS1/c+I3v",
-	"4/YsaGzPJ5fXDbKZtLBc8rfO1aCxtRGPSON6tvOdN/zuZCwZ5ovksj1vXAWbQ9GYtOjNuNH5PiPXcpe3",
-	"RjPeaF9/2/Eb40FXJI1terlxVXNqN35rEjQ2v78Y48Zs3hleNsRoC4TaxtV4mzbIIOleN3Z40P7emFxu",
-	"ipuaU5t15te40RoNt/xGfPNictX4lrTHctZbwfdL0Zhcb8xuGl1/QHYaV+PtkWQ0c7wZDxsdetVKGqPL",
-	"F7Og0Rbftya1P0rsIr+XPxY7Sc22PsSivgeLtu7TLaiKB+p3GyreZv1VcnjaV7fwfie/zuqrLAXxb2xQ",
-	"4L0Bo6TW22xL7VSrNtKuT0uEu62X7b3tTy/edY62Puycb3zuftn+2lJsI1lEo8Y9YdxEmT4gcDIi+bwL",
-	"O4mhdH5qetaM1UyXuyAWyIjPY9X06Rsb6P7fu/K6JgoTxpRJVUoEGxmgEtAgX91K8nWFd054GNKQjxd4",
-	"ufoDy43k6a30lnr8u732xurEXKyCXHrsVUIpWeF+3c9jlTp3UkUlpSAomyWBUriNLu5LexV04bz+ktFd",
-	"yTIqEOLyymBFNEqZ5UiwvNV3V/7HgkwJE/odkIjNkJefkae0GPNqvcvNeyY9FNhGzsFU2AEzTUfdOWtz",
-	"rRNezFmqXUwDLPzxBQ9vSK0HFzekF6YheFebEzFJLpRvvNbbrMpWyoaQOziEyLQarXo/Y4igCz/vnlB8",
-	"w9jmG60cG6k8Nmuu1ou7xde+lK/SVVsmQckIfYP820THlKCI4Kv8gy4Ng4hYLmJKroXClAJcNhykMOVx",
-	"Qq5CNuWQDanSawqKUdde39ZdqyvtvbXG0tYeMp5yRn0NYhLATquf7yKTvESZwvbLB4DvptMSXVm+2Eqf",
-	"DKhPac6l2tY86j7ES6e8qF/dI0ZRiI9nP8w4kx7h7G2/vbml/rG50c7zIf1MiQmZ16ajbTkv7B9uVR2c",
-	"mWBpT0wfValmqlPJS7FO614e3Gy16UTTl1fxgY/anIEIbh+cYwqkLAjlDHF0Ym2m8uov8qpLFTofl9WN",
-	"tqT01QA8TXQgOOJjHBMNCAfpMr9AxNzGPdb42peUzVAoStHThARhIpfQq60HmI8HDCfGtwEnM1EAOaVi",
-	"mJrWkrLoVZmKVcIMoMadSR3Qwm07B2i26tCChZmmgR9tR2cOuraJjkAaSmZDpEroUk/jv0D9Twb3XM+D",
-	"ROs4MqimEFoBpKp8OFUeK45jBWK1LAwiD8wG4gKP5QwncmJReEkADudMYcF7Fp7aL9yl1cBgTdSn8omG",
-	"/CYchr5luSOVgA3o6wOiw60qZyNtBZUmO62yQD2zu1ZowOxVx3pUhyTV9DQGEVnLo9IHjOi+muAFQKFA",
-	"oeAkGvbkP/UOcflve0fySGkuTaHS6kOWIE2AChNxHcfh+oR4a3KAiOCEQpe8LBqFQp3XF8rVqHnXnNTh",
-	"opedGRtx+I7MFeROSIesvCHG/Qv9s1AiKY6TRpyw63m6bEhKxEHAFYuGAoitdufFGhIzpkFOTGpFCBRO",
-	"IbUfU9XAEgQoGQD2uGnCgS4JiTngOJqmHlwlSpiWPrs5ECB4fak1QtOlLv3Xv9B7fQe4/PvP9EqgP5EW",
-	"gcZjhP5EnCRSaP8pH2w0Gij3//LDCQ4p+hN5vRetFy0P1cG73ltfh+y6MeNCfbGG/sxh56G6wCOu8jo9",
-	"Rzdr1Y0Fc6kpqtEyqoOXU+WVOYgTggQeWT+TegIwAJ1DCCUNGrnVAjCcUsGm/pgEavKKJ/yJvI32drPV",
-	"bDU3ejutnZanJ5tC4KG6zVUcpOYOn1guLZsFrDnIWx9D4cCNfGQdnInqnxMiktDnHuwB8ljM5fbIwwCX",
-	"CUxdNYuA5CdzPEBY+jxCiABJepA304NPE+7pWhp9zuf2fqt0LvlN7uMovCImQxLnbnOKs++tT4bYQ4O5",
-	"IY8mOsFiDLyrIGxwQpDuJYEwV5MNsqwi/ftdhA2l5riXQj6k+gDh7WiCge4Ro4KZmdThQf2At34hb6Xn",
-	"uFQxBfhTI/ulYKmZHDDTg8Q4zDUnycAAIcPo4+l7nrtQ8RQwHGHHlVDmqF7oe7OGdIqT6v6hICBL+XT6",
-	"bD6PmZmb4lXmZAo4XrrIFbyB+rhLOJRyf4D9ccP/UuzJkMtz07xWcpbshVKUZjKlnt27PJ+HjiHI60/F",
-	"mCXhDWyip0WQY0CRbUGlvlpbScwtZeqqNRlOp51meYNSkJ1EE/UBOFMDSmgqQmFg4DgNqIRa9y7CdK4R",
-	"DUnEgZd73dYGKuN9HqSZcvku2sBA4BvTg8yl3marjaqCNp6DQnl2Vgd//Suqez16m60uKgZ2PEMpEKgG",
-	"Vq1qC1QADyKw5XSBurcIR89zkPLDudTTkUNvzQ4Bej4LiAeyOeTS4pY8QJ5BMYTo6BQ91aNb7t5qAVXk",
-	"QWxTo6aoXAQASVG9blWAV79xroEmm3r5ujWHz6jASr+XtpijM3GlQPXDeEwSQa4FNyAjBFFGG2Zr1L5l",
-	"XeO8zVbHUwpmxp2haabcj0QatSKRhpSxRJXI14EcqJKDI3pJ5JXlFj1wxbOVUio5esp95NbNdSs7uUjT",
-	"DWcx8UDFXSV9ZB4SSZ+SBK1QDQR3IjZDdamchCQwctTY04qmoyjP5ib4kvA13STI22xtoGIbCZXTTS2G",
-	"urythFIAdV8JdTDkWhAKSgvyrhspJqzVVrSREB4zqduYdFDrOUzn5afkhsuZ8OwMBnOdsmAuknaQGEZr",
-	"VeIgVWgAHJ5cY19EcyAfNVQPee3WhpfZIln8WHdbyHU8S/spL+u2vNZEp7nQSVrsoEIl5mznIFInGKL1",
-	"DBibWh3IGJd6Obj0HqKsoQJtSu81yaNWeVjq8qu1mhtNwPliMaE4Dmu9WqfZanZUJGkMtpoNhg3xhCoP",
-	"rZ5SAUPWMR/8kpUHKT1tzGYq30/5caQSq6sm5GW5tFyPBo9QrSaluQNpeMLMskJIab1rcpBTbLdai8IR",
-	"6XPr2a9vnVq3tXH3L4rI5bdObXOVNx3oGH2adbTZ6qz0tgwF2DKmITxvm9H//kPVRYIWCN8Wjihn+zal",
-	"fQ95zVpXz2u/Kjqfwoq/IVCBiNI4t1R+IeAmieIPOS+7l84kpI2syqlheZhjxiuo5xS6L3CU/UZJcIsM",
-	"Uh+xcQ43UV9XHivUebgtlOXL7iSPL5ThSL4VSU3X0FddOfNcCsDm2oxIXwMsWrIvcu0TLfELhYmL6PKM",
-	"iKpMxAyF9iUL5is0dliUr7gaiOyyZMjbvMNLJFNy+wR3aIVfvMRBOomHX7tua+dRCMLVeTgpIHRno50n",
-	"J8jNraLK7q4Uf6AbQPFiJUb+3Rfk0Y2MznIlm3KyitbtKa9aLlC1OU8CXVwxsNcrbnS2Apze1CIHABLY",
-	"2FyFdCrAxP8L2PYZUeVKBhvB4q9WzGspK9dt0VaR+xPGBUqIDw2O1D34xgZOqhiyBJkob7OaY74h4jRr",
-	"w1bmQqsxSoWDkcags+14bcJ5aQMMFVvvQCRMh8yXBLrNmCpTwA5YV6RSABjx0+YQpOHIu1IIJBPXcd/c",
-	"BpymweDCDvxtkh9u7eh2/vD0fpcnr4PA1uyXno3JDHjaJdox+TsXuTIbzVJWKhjpeaaKZNet+Th52n2U",
-	"PK1IdX36bouFRqXW2lduX1ac5tM0MCuMqsrn9OzGgHFAqMliQHMimv8tloOoItSy5HEWWAcALcsRBq48",
-	"SuTeQkII+MIT0kgB60kZdyP1O7uUkpmcgaUKQTbiQOUuODoDQbcrllcgpFOdtQCZL1MqDXSBsKpowX7C",
-	"OEc4ilBC4JJwaG4MMYpkCgaHypjh0wnhTfQakJJQKFwKk9KezuKd8JQb1nvP/JyfdW2xnSH357Rwoe5v",
-	"W5QSVapTU+7DuCw7o2xXtO83PcXr/y4pek/AvtWXdlqT1TnHnP6San6FvGXSo5q1ihLVim5MlUx45WqV",
-	"2/8s+65Ui5GadqcpH0KL6QcSkNRvd6H/ODg+VaxaqRjNnyThLJOub3hmmPVtLSX1rSTvzK+eUtqZXMxe",
-	"GrPLODwasyiwOmT+Y67dZa6BH9k4Ee42zZhJEa2Wm/0gkFLTEnhNdERmqYmNE1J0joUibdTv0jQTgVFi",
-	"DHID2WTEapj50VTr1DQzzqXGIV4WcYtl2Sms6R2Z/+PL/VlUprbYOOaXUZnqnvVDF2bfruQEkA//ogra",
-	"Qa46eYVLd4VRrY1UqwXd0cilRxDew9ZgWocDrItcOf4i8nlDBLSxeoz74CGNr9oPbXyVx09YhHHwFO2x",
-	"VmP5WSewBQandb6qtVjzL/f5dlf4nd1j7r/EysLls7Eut2qUC0ZWmi+8ECcrewR28iCo3f6xkC3IvVBc",
-	"4YEjOwujQikGoFmaZgh1ResIMgaoRhMulKG5dDGvybKirE55gEOi0hEh/2DKhUtVqFY3uaxr9CfIUAdD",
-	"EYK0CanC81gi4+R+VbOpbnkX1GnKnQh2sxQYyOu2J/fPNfw7iFZ5srmLWHEDF1+kKZUE+hNu0l4EmQ3W",
-	"RVpyN86UJ1NaG5ylSQguNdA9lAkN37OQwj/CQlYm8ffq1dBRnwRFJcGXkyf/yJm/A4G/D4cWfWuSWUDj",
-	"OvH1Tq2x3WpZ1T9xwnzCubJ2wyuikWSASwdEcntC/Xk5fjQi4q1+4WOVv0Lx/WqKk8YHr9Ca+rCM4pn9",
-	"xCO6IpCcJs1/Yp0Ni412r3OPF57MScImRIzJlCOAzCXXMeNQwYKUpwjVPfnFehzhkO4a7f5XOacuGHeH",
-	"8AadwKwdVZ5xTly401ar4/PpgM+5IBP403wqf5L7YEpDoT7wAMggwgMSudQ0CsMmJbSKGY2IONRrvZMo",
-	"sgXlHWb/Qm/335+gdPIg9y8UzoPC30Vn5d6lXNrRWkUYzMEJHEkb51/o/MvJ/tLRVNfXxKVLHvqhBvzV",
-	"VbAsbu0WbbTa2yv+RkOCyF91NrIKEaDxksevVAenNhSFFBXpRBHHX0fq1vsn6TFXkHsOt3Ghu0QHGCVJ",
-	"qaoDYdA+03RsEgUQhFDuD0gYzsFYupQleSTLniEHYbINVRseyJ+cVkDNyU10aQ5j9BcFCSeltIMYNV1z",
-	"04owNThMDsdxmk/67FlaKPbsGaorruboaII8Pz+aQl61d0ZEYw8SvT0HclrXHJdmOZB+CfRTJa0DfGOA",
-	"pjEkV0LvdhRSlcNpYxLWlyRBGpQsb02nrNvvMO5OjkXIhyEJegrC9ttUJXoizwb49JrogLrULgABuA2M",
-	"JiHnsFDIbta53i1UgR4GC7EgCJFOvLc6MOdlH6hOkLvGKNH4XNYqfpF8QEGTVvEnKUciIsiehSr6oPiN",
-	"qqmTJ5B1ZMyHz/cyxNrirkoGVXFudqD9MT1kLayIQjaCTfdP9LYUlXUREsitBYOYTSW9mU89DdOKc/WQ",
-	"f6kh7OpJequrOE9b8bnawqqKYxc4mfI4saqCS9fBqdT9Z8903UyhWNal6oFnzxyLWw/m+cI4GiDKZhUF",
-	"tT2XhlDdjSNU5Jf1aoapSlQk01RVDLMxFuDHNAn2nFDRRMdDQbREkeyn3Wp5Oh1Vdd9R/XYwd6lCzxmT",
-	"hKjKGuR1Wm1v3eu0Oh4y52Z+my/T2XV1DEbNXWf6a6pAUrKr0kEkxgmbjsYI8zS/XLKnn2hgHQ6xBupb",
-	"2bZKL4JtYD04IvjXI0RrCZcHiq6GnUvDkmdEoGkM5VS5Mn5JSCk+rC4H0z0zJOGPJFWGuqvA4v64xp1s",
-	"RyyLoNZFaOo/niIn1brMll7wEPzqqv1bmQNVdw2oim4uQh7vVXvgIN0X1ZUX0KU5WF9TbGO5GylZayIl",
-	"qOEiu3RZmYiufllBh3KUVubjKNKUAm5L9Qrot1yhNIFaYmUe5IpJFu2ofn4dHtbPHjHof6H281Fx3m57",
-	"ZyWO8l4hNf5cv8vhEC9xvSy1bQ7xMtMmXxxdMG32tGaYGiP2HTUmDnxTZeQY1rPY1gHJokYGOakMmkVk",
-	"b0g75+B2lJmSp+ueKh9DuNDzO4OILlg1qszMBP1C4ejiJwWZUKqoaiIIkkO/JEnc8rIBnhzPNa81jcb3",
-	"1M24+5ald6hKTYcUnZRv7Nsa8oOzrR6jUd9blcymfC+lcgW5XmgAb1ynD1AiHqkRLP9lX9k8+wYu9h8O",
-	"9WgOpZJVLHEeTAH3SbOVe7CpFCl7IbvSLmCMFBy5ULY5MADtCShwG5Nle7d0hUJ67VEBeR1y9EyFF585",
-	"SBDgMHZgEdJm0n4qilkZGZ/zXkxwcgmFjZn3Ap6JQtDGjaTmlTWi2jowng6X5qU2EgwqLcIrsqCPSxPl",
-	"/BjSGpA6gPFRoNVdFHA2fx/uVzKtH8ENtXh46nK4HGYqNCoP/oNsq+W/PGLiRKNs/8NEn0DNU/rJQ9ho",
-	"EHKY6pKq2ix/IoX7yLtW6qb2nRY7nqypfAiXgv9azchw31X82E302cqMKNhEqd44C6MIDQjC/FJh9OTy",
-	"Lax0Cw2WVOBqd3lnqxia3rbDIS4zsGoSMY+E8uKwgMDTt/fM3fjrw9edVa4KsA2DxbsqA/hr1ahTLMh7",
-	"jbf/CB7QXmnn32BBZgoq/v5RefmbFZivfse5Bu8vB/MtNLZ//3Hr/LAB6O6K7j+CGb1SN6OQtgIu4Yzr",
-	"3GVZHmrzj5JZDl2jjgGfiAvUbqEE04BN0GAuCF9zVMUOh8qYLB8Zc/RMa3XPULWNiLnpMC/ItYC/MXWp",
-	"p9uy99bXPfTx9ED9Wk7qw6nmTXkj0njStK4DqEBLzcpz6zOLdWvfG8LCpV7miPN2zcgo1J7bkmFr258u",
-	"PR+HPEWtopHBiFH+YwWCo8PfWZbsQsO1oLE9kYX3qIKO+xtr/zCKvxGjKJp+d3GLhxp4KdhOwRletvsM",
-	"fMwya05ZaYSisj1nwkYkUKxlFxlvaQi+rbE2+y5JLCpVEJfeSwfR+7HMlrpbFTlnIl6ijvz97JS/WEv5",
-	"S82Uf3jPX8R7yhbTYu6jMa2aczyJViheCTk6jgntnxykYJZKx5iGkUAh1WCGOoysATB11FcDShZRLjOA",
-	"SgVaCZil8ms9/i/cpdZ01hYkselpncXEv192o1m51RRH7UkPAcyXS0M6ZD2XIgThul6amSY/0nl9PQQo",
-	"YfdNFJNKUnE/m3+VYa3KzkMO0Jj2qIsSxIxQaKTtTBYZ1VovVIXfOUmiTp9QUH4ZJQB1lncU3m1TS/mS",
-	"zwjTOddpR3VpV7u0ng6NIZ+pg+y8s7W7LGWVz71cTCXE9FTJdwH6R1j9Y1L/I61WYUOn6Q0q8IrFQivr",
-	"cLZUXM10J2ElkUaUBA3VT1sFY6XuW1ddvJ2sZzeApJou0GtOOkgxuitN7BSgsUpdjshQtwyyplHu7dxE",
-	"i2o6Fwi6pTiO90mFVLWQuRw/SMYwNZJZkt9/TmfwtN32onU5ZusXt9S+/9IfW6G60fpLd4jqblnZ/hwx",
-	"7dFKF754srm5DnHErcnq1vSV710djTFtUL9AY0od9aaCesofB+n0jzz4G8kDg4ZUccrVEkFhUq9YQ6Wh",
-	"oMGd6hSheG3U5yVg7DiRjFxBfG+2OiqRfhbyIvbwGF8RlQAEvUa8tLupB7msu8gDPD3Its86zOUQvLlL",
-	"7+5KWi0nTtW2PLrM/3+x0e2qCEKmRW8lghAO5k3rIv2MlRtYxGUdYRfsjunKes8tyjrxPs02HTFoixvM",
-	"eygNQjBKdEcaOUlAi1cu94BE4QA0tkjh/mKXFvvw91RtnUqvVrSZIsTLga3L4FLVnmnIEjSw7g+kW/9F",
-	"ZVLpbBaVBN6uzO16Wb8J1S5Et2UbhteobnweytmRa+NiNW7JtXSxerZANwYEzRgMXH3WPeJOLuss3zBU",
-	"jxiLTTGAnuhaL2vuAnn+kRg7Fro/oACourImkkQ0IZgC+NOAqJpIEqABmTPTno4FknPJWa1yQPoQqvot",
-	"5RX6tPWSFbnvpfUJmSMsg0BwqW7Fq4LdIR010Znqw6LB+if2qZbO0qXFw9QVYGlDkbSrRmCqK7JKjIyT",
-	"u7RuCFw1niA83waLJfC3krzKIgn9se1mg74QCpVhcYeorGUWtMjIInIhR2LGoCUc71Wkk6biTAUs01gl",
-	"d6kKKVbGEnUYUZV+pMHLXMRyN5d1VojxmeqNFYIdLlX5tFJPyAUyUpOqFNBwdMleMVG2FOREy2KcIHcN",
-	"0wY8GKeywfeCVk06YClnkqu94QLTgNs9r0CJmFTl0JlD5SruqRDXTGJM1kNHEox2NqkojcVsig110q8M",
-	"WKT+YVqtM2PTKEBSRMF56oS5UPBcGx97qZYfGEnJhOUDIZUUxZIJjsIbEkBlLKr7mBOV7/yRhsothzlB",
-	"VzgJsVzmkEUBCZzsWzmcCAdhJC+QHAOKPmOCYWk8UpGpCUlG8mciUfIWwRcOCphAnIzkReAO8nYBMUJ1",
-	"05BSzWuqel0P8elQMnCdqeKgWO4RFQ0i2YgccEoDRsmagzhDniqjgF5L67AR69DQSv0b/hmx0f9s7aT/",
-	"DmkTms8oYP3198dv/mev+z8vW0cewlEkNxYwKLh52rM7eal6FGA5lgypczaBAwOyQ5K8U0xNvUD0fUqS",
-	"+a5SYDkaM8qmiR6uIa9LEgbEVHetNQ2lGIIYMWJzHDm9KZ/iyFGXF3q0q6ox3lP+VJ6vAteeW4EvCUVs",
-	"KmDzzGhKD+YEGMcu8vavJSfzXKp9vVnrwLoo9IOSf6tyMxUmV5tl4pW6AaS8LDgyt1A5fx39Voy8jetr",
-	"b23X6hujE7BUXxeXTqkkPdDMDadBda8PDujGvqaKnhYCYu7tIoxGN2Es+XlAhhHED7IuOwGRuxEgVZei",
-	"LIa13bxBUihl4y6tq8ZuTf3Fhf7CW4OrlhIrZ7r7lOIS6gIrojDnwtMWxjr51pTAKoBC2FWGQs6nRAsC",
-	"RomRRSEHDqXqJLQYlGcL/YkkFUric+kz05HR+71xfnx+0thjAemhjXanu7nlOeB5e4aGIYkChYRwoYuR",
-	"qS4BdBSTgJ6tkQhjnAhdFcgSvRZF0i5FSEVdHPniQrsa1Vy/Drqmgl/ASalDY19PZBReEepSMQt1a34p",
-	"LJVMSF8rxWdMIslYOKpbU3eQJxd6sXf8at9bA9JNoI9HkJbHt/RV5kw1S9R80+K5hrJVay2Xgg4tv5jh",
-	"eYEp1yHTEGgJ0pRgMxyEIY2owRK5+ROcXDrAqkXCInlBE+wLVe6ugSjlDKgmQHWRJDNwqaa2Cb6+MAVv",
-	"kJ+k68U3OrAWBDyR6IpPqKKRL+FEKEYjaQVT9PH8deOF/uGmh+rGTEUeME8djFBtTwJvzQizV4TOLQXV",
-	"8CR1QfR9sjoom80zfdtxIbsTmMJsTDSBmu00p5TtR12xC6VSAgJkgvCAXUEUUG+M/tWF7pDnoG6rZc1V",
-	"0oujGIjkyqoBpppxu9WS4zBqgH2c4pgg5knirXvmE/DVKX91aQbqokltUV0qqwmbSYuiTJkTMA0fyGdA",
-	"rHrZOmWmhemAQP4IQukZIjhCOere2elrw5AkBemJUEYvilzJQZTJUTLltxHJr+go7ZNnQTqn4E1yp6EA",
-	"eEImA5Lk1mSO95KyWQbeZCmKNlnUdSGx3koH+Dgy32at+lSWXGrKSmUGAy43Z4lwAHxU3U7gEGtqjEBt",
-	"JLyeAjYUZRVtRfvUtuLkfTUyIG1BrEQBALfJW+MAz8pOSeG6zK2TGkyF5mOUaXZofqHbY84YTIyvAavO",
-	"s6BNHRbNdVPLHFGmArypmqDyUExV17I/zcyLPU/ln4vv0Z+lc3Gy4nLrx/ckVsM4QUDEeCQv0Nv9/ivJ",
-	"kdDe8ekZmG3Qp31tlTkUkO8cE/9JmxNqH7g8tz8rSM3Ic9XScIY5ytSFtcIrYHxDU2rFUjmDIGmaQ56P",
-	"dz/JK+GCSxVMN6fTM/gTUFs8Vepo1TdmDPpwiE/N55UjW1H13Ggm9F4Y7MBE5NVYVYWU+RrK/KjV5Zi5",
-	"N+Sr++yJV0WAsjpy+VYQ81orgjBlpMIAMIn2jp6EigF5aB15AAqvH9KGrHdKRDJvAABMcW6qdiOdT3pT",
-	"zHlItWAyCEdTNuUOzDfCyQiIwkjaP5UmIV8upbD67wpCNaffQgdqaVhWXUOrqyd4cLAQSTiYChLsGme6",
-	"7UivfwLvkXxSyYsMlwxpl+dutvW6oYCGVZargZ6TXokt5TfOinp4az3lpUR+BD4nmwtldyTkau+0/LL0",
-	"GfWAUWdgBm0PedW9JnMsrtzxdB2MGsZUZ8k7xlqHtpX212njSmh1fKwbtiuCdxTJOXpM3X6y4ylVpIIp",
-	"aBeYS1fCNIJc0GcpKsizZ02kMIuwer1LgbOEgpeLlaGzg52EHfKCCHFp3fJcQO534Ei7D9p66wI7uG32",
-	"Jcipy+0dDSAlFw3TDRIWx3IcgH5SUKOZG8KxMEaUpAiFS/0E3AOAXU+u2KVBTlE8RbuNjJz1Pn/+3Ohb",
-	"McOeSkRKCI4mv7ppz0i35mSb8atbU9BsYaCA2dxa5lSoxFhQMSG9zlwho4MKDZSdfOq8g7wycoeXmY4m",
-	"J8rTuBWqLWDqVtJtmJd1yATF+7Uk5o2eCguAU8KlZ8R4pCSrTzP7cvyrJx/0PGh+61Ll8FMPvD0/P1nf",
-	"aG64dE8FZRrn85j0UDEu49KcvaiKGuWoP1zwuwEeXq2HXIXFIw/CrZn+7+qLZrPp1m5hHgq/yhKu9cUV",
-	"WmsoIoKXrpXcOECH2bUtZnBVGDtzZjn+FL6NvY3tHuhkUNsqP3+vbPHMSNFZbgZrigRK/o3kbMqYatpZ",
-	"WqyAbaI+v7SUYmWKQVmwNDjl2UGjhtzvJIFVHVmu9PYeRwenZE9LHcg9ylnVecp5q5/q87eO00por4B5",
-	"U9dcsSBLz3NQDr6tAGpmfMfpZqeqS0rl5tKhiAzFbhGbjQs854jFxKD+h1nxSx2jIZmhSUinqronmVKu",
-	"GaFLc5xQ6SAB0MKUSjOHOoZ3yu+BZnM11V631bUmYjVbypFgp1eFM5NCMspHPy/CbdbtyOU1AS8QU8QF",
-	"JkbFZZng5JJLm8q8Za0a8cWxmIe9/y5dqOWZKIFZrQVbrZ7nKJE6P7A6qaTYfgAQCEDrG81lXYjRD5t+",
-	"b72KXC0HfTw9kIagHfxAdWiIvNZ0aXvpC0zUI/8i1bX71kNpeEO9QOcx2ZMo5J/VATxrTfcITzS0Yjo2",
-	"DJOW3Ddd2qmeXWnddWMxUGjjhiibraUIizBqxfUDqturiljgSwI2SOoO6BURAgIHeKd23TIN+mjQARSt",
-	"jiCW4JiwyTCnPoQUxQkbSSMoF65RhcLleM2xjlTDLjN5KSkIPElRPRRSiKZJY40TIbXRidS6IEGFpfTs",
-	"0hLy+JoDwM3g3jMQ0rlYI86FYu3YYj4qKlV2jd6YNhZX3oZslAFECl0q2CWhqO5lwMemqYjeBIVEXN6E",
-	"fZp2XZU6/QRTPIK+5rC5uneYVbjIs0gr9FsJGXVcqpvcsGGxbamOGFT1GoMaaxxyZeoTly7uyqlMBeVj",
-	"SYhAGstNN3NllDTRZ6ZJ36WQgGPpJz6O5JtVGTkN0Cc7c6PycFxqTmfVE0B3HgAkg5T3/yTLnBAkIhNp",
-	"OlYTCqp7BkMaIklZe37PIBh7ayZuKJVl7dKqDHG7tK76rRXrQry1JjqSt0CtE1s3Fi53NgfEpdCrwqje",
-	"zWanHlL+LhQwJK2Jb2zg0nqFIQk6MziSdCrNWi60q4yf9GDlMbu0mGil0r5SBxvEQ1jijwkXOi1FDhkT",
-	"FkckzVDRWSkgUDjJDjvjWyGNs5DVHLK9gJ0p9gQ5QfISZoUd9tGzmEOGw/KG/bXej9pma2MhwH0uP/5g",
-	"EkdEOSxhaEg2/Pd9sg3/0KmD/75v7uAft/mVxGF+DVAWcOeoewnj/CwURPsnSuMC167aI6hwuHP8ChcI",
-	"rLm70g5bTi+4s/cAHFnh4bKDSk1to/OYhW1sPubX7Z3VtsWAjzyc5jqrvSiX5vpUxDqlQFBBo5wneefQ",
-	"ZyQaSlkR+uQEj9Sk2itNao8l/MR4pDUVPvCOaDybFVjE2dQf72v9S/9wFQI5BL/BERP9KGIzdS9v//8A",
-	"AAD//w==",
+	"7L15d9s2ty/8VbB07lmVWkqW5SGxvLrudRxnaOKhtpO0KfuakAhJjCmAISDLSprv/i7sDZDgIFse0tvn",
+	"nj5/9IklCsSwsef9218bQzFNBGdcyUb/a2PCaMhS+Oc+HU7YvuAqFfGROFMiZfrjkMlhGiUqErzRb+zF",
+	"c7qQJOCiLfUTwS5RE0Yol3OWkulMKsKFIgNGhnq4sNPwGin7PItSFjb6Kp0xryGHEzalemx2TadJzBr9",
+	"hh2v4TXUItGfSJVGfNz49s1rnDKVLvZGiqXVCZ2xoeChJDOuophQwtmcUKXYNFFkSDmRs+GQrTyPjW7X",
+	"a0wjHk1n00a/m00m4oqNWVqazYcJ46/VKxYn8m4Tm9KFndguoQPJuCLzCeNkTiMV8TEJBZOwkRMWJ3ru",
+	"NXPdunWmHz582JupCeMqGlLFzoVKqvM8nzByfnx+QoYTGseMj1mfBPBBymg8/dlvKKGSMVXMb3j5Qz/7",
+	"DX/W7W4Ms08uohA+YX4jWPXYV3pPunHQPX7efjb4VXbPUr53chFf/3bce5YcbNH3OxvjMN76ffzr7Nfz",
+	"867fqCGgb14joSmdMmUo/Z1k6euwfitokvwgSRSSkUiBtGeSpR6hksSMppyFhCoSi3HE9RrzlTwdrW+y",
+	"za1Rw2tEeqyEqknDa3A61d/qQS6i8MZdmdLrt4yP1aTR721tw+Hav9drF6WHYlI9E2HE8AaLkD0T4UL/",
+	"eyi4Ylzpf9IkiTUBRIKvfZJ6pdkRwM9SNhRXLIWfydl0SvU/G6fmUzIUob6WVzSeMRw51DO5fDL63Gvv",
+	"XE83VXtjMk/DdvL0asCB8JShtHw0pLD6kTZ3et2NHVxTvh3/K2WjRr/xX2s5w1rDb+WaXugprh5/VmJS",
+	"ZDhLU32pstcSkRLKyYzPJAtJ6q6tSqvfvIa+K3ffzppFfcclNWlxISSSJGUjvcJWzaKAYmQiuMRj34tT",
+	"RsPFAU9FHLPwhlUmqRjEbPrT8tVSHOuC2cH0/BWNYn30c9Ee0aESKd4bPU3zPKFDFV2xDnkeSTqIGYkU",
+	"GUWpVEQJgmMZzhmyq2gIRxVxqSgf6reuTUd0DR9rZNdBX7N+o7v+y/ONj9u/7bzZfP/k197h06Otk/XT",
+	"jfPtD5qZKqpmstHf7O54DRUpuMBmO4izBHPnJkolsr+2ZvlTJ2RXdk/kWmXpKx/5CQ5Rd9xBedSgTw5f",
+	"7FW3zrCpSAKf6uiXP6PhS6rYnC4edKSzRKqU0enFjNMrGsX6fGq23+zlfbZ/q9tztj9JSPFNK+1+7Swf",
+	"5QTqRg76qO0kCRmKWRxaXSdloOxoJjOmV4xwQWZI0KgY2XOxF/zO5yJRQMQjkU7xquas9dB+TAaaWVX5",
+	"64CGF+Z0CvdyoicOH8MvNXHp9VzROArJL2fHR3XXLcSbes/71s0P/BkNST6rlQ7bXYg+MZgpxQNzd+R9",
+	"9jkZ0QjvcnlT8t9eZM8s35pMH5tSNZwAEeydvCb6EFM6VKAKpKnQ6sUfXxujiMV6U/RPO0boTZmUdKzf",
+	"bJQ2gqKcxCDj9eZvN779uYy/rQ0FH0Xp9OH7bmiQXNVs0kqnUN25O0jum26cc7zmotkzKF+2kDSzywCU",
+	"6hElhM9jmo5Zq0OCyhyDvpYtlWOMZHaGu0Qy5vMAzzHo+Fxf2n2rhx4J9ULM+MPEZK4rc6EuRjBeiexQ",
+	"RGYP5lNm15FUmsPANSWx4GOW4il2yFsxJhEndExRLy0TUTbePelnM6eft6UJ6rnZlaxEP3Wb8Cj0UzOw",
+	"oaN8tlpQ8ksu5twj7DrR6pFHxEwRMfK5Mc8kKItGzGptqkPOJ0xqk1YySWjKSMjiaMBSqli8gB1QIg59",
+	"ThOaqtJpGDoSqTxJ2SiOxhNVY1aT/ePTM5LYJ0gzOD45f318dBaQeaQmJNgbDpmUbWOft80tbh8yNRFh",
+	"0PL5KBVTreKKNAIli5OAJlFnKFJ5gZ9JK77iWMxZSKbwW0koD31uHAEevm6YslCbjTSWHbLHF0SoCUvt",
+	"2GOmJAk2uxta+xhEYcg43BfPdSeUJrynX9rez8dd7lvQ2mpQNHqrPoHa4Y9hfvWGnSF7zXJxGR5hw4lA",
+	"18DyN+l37adCyrNIsVPUrh/EA7Itc28+vKEtI5XNU4KTQJPWcEI15apcjZZM6XXIR1eHN/Jr/sKZ5krX",
+	"Ol/Xo1zmnLL6hBI9RdaGndAHOKRxTJDgySAVc8lSktAxI4ITyoFWfW6IVU2osqpN7aUgTX3dyxdQj+5z",
+	"wbU4ORJqol87p9KcRqgnNcwPDV4+pFy/RCqaKo+kLInpkOl5EKM0EQpa+g+SSHAOEXOecOXUhEUpGQpx",
+	"GTFpuAbaZlPG1Zke9EbKsxS32taXRq47ghPGQ71qlj2q2QJVhh/qNaRMeeTd6WvNQsivp2iFav4oJ2LO",
+	"fQ4CVvAhgwc4u2JpzhW9ivPR3uZlkzfPr9V5KmEBxu45j6ZMzNTjmD/KDPbIps9m0fTRbwkJvuduho+d",
+	"3+MaPWZUx+AJI9TAjKtX36xoysCyeT1NRKoegzlGMNKF8WK4HLJH4ogz6+CAWeHDu3pW2fXEz5Cpu+dF",
+	"w2nE15Bk5Ro+1fAaMCbo7NmLVEbaZEIledolg0jJXXD7MSoVWe89BRq37hXSPH2xTzZ7ve1Wn0y0+Wfd",
+	"hpkLQ5O8eVujv+E1xEwNBTgG85WmjMK2NOaMXl7gDBrfPGdmMKTfGNJUxH4j01D0LCkJo9GIgYOoyFua",
+	"KZNM6SlN0bXSyiby5JaJaJMjjoZ6n6z/so9vB0PlHgKm5xj873iSCi3DgTMecBWpxarEXyKTlUkfCfWm",
+	"C1AcOegbqhMjONRRFLM6CgzgqYBwOmXS54wOJ6SpPyN8Nh2w1CMB7mrgkQDPM2ghT3Rod55GSjHeIS+i",
+	"axAbKZsKJKcpPCwZD/N5uOolLuyd4wN5yC2cjmjJ65PR4Lreih5Qd37ZyICNRIpbAlEcYnznl2xBBnR4",
+	"yYAetR22my9C0mlu4dVaLrdeWqTjnkvHdk6N3AtN47FIIzWZNvqNs1d7va1tvaJoHCnZ6D/1GglLIxE2",
+	"+tvdby6l0zgasntS+parSp2x9CoaMvLu7u6t8kk8IqWXhjac/pbj65APE8ZJpHyOH5BpFM7pwsuuQBxp",
+	"3dVywCqNRApNDK0caIWn4MGWpAmaA8kUh9YSgvE5UAxMemHYsXlRMONGSQs840WQoAFmsuHxlQ8TFWxn",
+	"QcqbRnDCmXAwr7liKafxQZqK9GHi04z02MqK4z6ykyXgJ1mZYduJPYqWYkfTpgEnM86uEzbURw9z6pDn",
+	"wK3QUo/FeMxCMuMhSzUXtosPPKuPgj6jNQY4CnCo7MN2PpCDRjhW2cFjIzWZq7VD9idseAmkqlUqbcQs",
+	"xCw1MQ/g/CpdLHfuPIqHcMM9YnQBG8/lyozKLvhRztgZ0DpxzMbNU8HHXsFBA9qoZhmwf1KxxCNCm4Aj",
+	"QsllBPxDM5SEpejxzLxqdDhkieqQfTHjmm+JOU3DjH39IH0ei+GlmCkjaN+wxZnZs0eyxPIRa7bh3HBh",
+	"PCcgUfC/GffPvVVumD7jektL0YQ9Tszny8IJMy5nCXLSiykLI3oBFOKQ+YEZwHGhR8Zxlu+5Nne4cXem",
+	"YqZYxZ0B392PnNe3XEUzmy851PMl5zjf1eys+tViNDUBc7i0gQTc/2QcXTFO1FwrEXeKyeCWaFUStEIc",
+	"Z4r6FeUgFR9xp8ohmdOHhGQe4+bvWZowxAOSPwrZkKZkHsUxkNCnWThmXsa7XQWUJonPJWOSRKpPCkEF",
+	"0tzsdvuEVk8I/Or634KA10Z6Pqfk80wrJiLFGBA4koyPx4Yh9AvndJEZyXMIVMBXkYIxBgvF2iLV0mdK",
+	"00s92hCVBzKc0JQOFWhJHIbIj36XbK5v9An1ObwbAhspEkCA2SdTem0XdqFfIoMW8LygnmL14te3QGC6",
+	"99sjFOahbUTjN4OXvDt/0X6qmahxCJuXGu04ezFsZKAHybcokj7sEcZlKBmJdKqXPZ3FKkpoqlqGl6Lv",
+	"+kioPXRIP0ziwmDg+Tf+7eK9iqTxd1vZa73gwoiOhKpJ53EVp82uw4ZwteRIKLKXTXA12Vpd2uOI2Mq4",
+	"RtLqrcB4k0QN2uyclZoghw5HNHcinmapJvc5Qht3uUjZlEY84mPIbnMzyxr9u6SBNdwfz9K4EgbL3eSO",
+	"wpY7Oi+y1BmHhs6YIrNEXyCaJ9WJFO59loVBh0OtSRAl4JpHfMYwTyyJUiYvqGr0G71ub6u9vt7u9c67",
+	"W/2tbr/b/biEoZsQTaP/B1qz93O7dNddY9T1Djm+XWfJK2t8dTu2MmmCIpPFV28gVHiwDTqCzacgwZLX",
+	"B32SiDgaLux6JDl8sefzQpqMR+YTAX4zLjhDbzbm/VnnpiQTFoe71oGXGaxOJLEZnByfnZNaukLDk/v8",
+	"hmesvh608GGSsphR41hCQYCvrRsj+C427IcPH9puwuhtw9Tll8L5HY6oMSIejyFsfFeGUOQE3810u4EP",
+	"bG7V8IHyHMv8wMuSNy9g+g/nD3+b8bfy9b/NFNS6hVaUlxqEPtcWIV5zvFhS0YW94tn5ZGE4dDQFLrUF",
+	"Pp9PopiRoEqaAWTlDcQVI19YKlaxJUlzL5Yiv+kF5gbChJq1wUoxP9zMTo/i6Med1j+dE7wVw8t726hx",
+	"9uPcwnonWUrMF45lVcc0uoVrnf0mv9XZ4UecbJFpxOsM0UfIoOk5mabnQpAp5QvniOVdrppZBpigVLG3",
+	"0TSqWKH7cQRCnSpGYvNA1QrVX1/kX/8da7bpDasuuDDFO1iYd2MvuKWau9ScDSkpDxQC/0QyKSPBtak4",
+	"hN2GTBqI+0dDKncJ0+YlJUORpmyoyinaWBji88DxHAeglCRUSkwm1bpmOI04iaOR8arrmXZI4G5L0Pe5",
+	"Ku8vpkdghhvMrkOO9Wwch4u1WjVnKio+4PWH1YSpSJJ/nsv8cET/00yOooZRZ2AccMXSXL7BAYI2UbE3",
+	"7qNKLDMpHl+FKJoY97Er/m8YE44FYb05maMSjWIp5yINPTQEIBivb+vhiz0PFT03YZWmacRCwgWWmFRM",
+	"DJ9nNgbEtyieuRKu3jFL46DezjC+HvRAliyGjIL+8TbC3xCvLgh4SqZCW4uP5z4txXldutf8RaQ0jeLF",
+	"fQob7h35vZvgq4kAF1aR+zuH2tJhoRMmhhyFcpw4khAqjvjYK7huzUDgGtWkS5VKo0FBCln9tyk4M95W",
+	"cKfqy7Qg1ApcMpgpn0OqBeECnZgwEapIlHloQ6aJo4VfWeEIB42BiIj7PEnFOGVSmnw2M9MRxA6HsZB2",
+	"tVnZkh44hmyaVMzGE0/LzTyHQ99oGo/aWR5HTnwx1ay9WZD1HpR8+tzWfA4ph3JP8NGKmYJ8xprJKwgB",
+	"7IJyYHiJnqQmIbv4fHMzj7nJIh0sbI1p658j0906WiDUI3E2G04OeJiIiD8sj6820f5IEDkbTggzb6hT",
+	"+LlIHiFb/kgo8uIu2fGPnBPvZsJTdOxiKNyWsCQpG0XXcE0EBiGsxikV4ywFcQcyJpIkFMMZOAvRd+YE",
+	"VEci7RB9aLkCiuF1KI1CCtWKC3r+j4R6lLJDvTqnXu9xa5V2iqd417rAwtwe7Syr9YAYUV1SC3gk1Gu9",
+	"Z/rQHmGvI2esulStS7aQaymbpzS5pzhdL2568YUr77v7s0fbemdQW5404xw4t+CjaDwr5xYkqbiKtFJX",
+	"yD2w52LSqx98JokZx41UKJoq17f/fVNHCheFJJW08bucnF3No52aGRBPLDXu25pJmoiN3gbS5FoDmVPp",
+	"c4l5957WLPJ6oVT/6foczS9ZaGObJ3QRCxqeC/GWpuOHqbd3qN9048Sb6zubG91NiEDLFVMr75NqsVGt",
+	"LcRsXnIuBMHl3yeb4PuWFNbtGOh6Ru4Z40+Spk3YJRKcxmKOv9EkMKULMmAtuNKnRVfc9/V1PpJT80EC",
+	"8j/SpfmQaP7/VX/mTVRedAaSFXyBPr+r27PWnQlejII/k9zHnVk2RB7gGLSoJft6Ba+lnD1izVRh7LqD",
+	"0BoZqmK7RDEOwBXF/GaPlPKbtbEbL7D4y+cTKicmUe6SJaqFtZeMpnHEUnMqee3vXKSX36mQ6ozFI5O2",
+	"fkIr4kuxa7U2lLK4ddUaTXhuoqbxSg9+olcUd/Pmxyvb/gESlGgSdSSLRxcS590nUEfqkeDlwTn5inbO",
+	"tzWI1qGfIx61zbM+hwI+bcwH2ZOabJVc+zEgkZIEX4hlGGoRM4+w6YCFoY01Mp8PIk7ThUmYolDfP1Rk",
+	"H/etfcaGszRSi/YJ5CegzwFeO5NME0O8QDMp0xRN2Yljdxnl4h13PML3FjdwFUu5i3A7905ee2RAQ6LE",
+	"JdR/VjNAi+9fZgo0HuxKxgnBPMg0khKrd0ken18xh7M432+mzqNG1MLaoYozGnNztsK6qFbailwLj8a8",
+	"+HsswHr0JLOSzZTN/P7b8zi1hMVhAwhAZa7zvZPX1drCCIrDRwu8T0MaxywlTX39Is2jZMKGYGJZv025",
+	"KLF3fW1vn36Jz6Owlb2WWuLuO38OGE21+gcUFkmXyEAUVvhrnf+7uPDq64Jn+JYy0FkbnjFwaXXwaLf8",
+	"rg7rDNnDd3KrP2pRyT/Oc/6I1VK5FzyrHve5Uz7upp2Ab/gxdSAn4R3y3SHd/UG10Ldm/J/ZGi0wq7Rh",
+	"XNKyvpfzYVmiP0yTqEdI9H8cVlibkl1vkWp+FpT3LwAbU4uoRwGigTxu1zVeFeBQvrfmwBo+0BMO4vXO",
+	"YDGliT7OaRTGtFfZRH+MZ1ur8lp1T8OKVzWbA8Kc6M16Z5SJwkYbj1ApQN897+701zf73Y2PDa+hmcQs",
+	"1fpY12tcssXFFUslTHPDa8RUqgttWtXF+DfW++u9j+XofSGfYQdPAvD5wCopFHJnJ/vNaySpVjqVgZEs",
+	"Tr0s3qAA1PGbAVezv8jQTGc8ZlKSAF8cFLEyl22GSKew0lDLOBVNa9Bg3S2rzMyxXSELm4VuEp5NvnOn",
+	"0rsZQ7V0JuUXvmELYr7E8CPjw3SRGNMWhENosAQKb91w3rpe99biyZdf+5ZKhfCxUo5msYnYWnAYiNNm",
+	"5xCNMA6z5ACKpLTaAaDT4ALM/erkTlJm4Gyj2EFCiKTxYpHyERQms93v2nT41SaznPqd27hz2ymba3Iz",
+	"Szkc0TN4zq0S/1oPAVs1cXMwzj8cNFh8cZHMHBK/YX1/Zi8Rg09sqApgZXlhxj7eTAd40OVRD8p2KuOc",
+	"lphIYexbsE/ts6+Bww9N9e1tcKmVfS2804yz4j49+gY93obctMgbV1cHcbxXAZiLQtLc6JGU8lBMMVig",
+	"rX/JtjdnKZY+iJkiCQ1DyBoo3N27kYyDcLy5UQA41n8mVCmW6kn+f3/stT/S9pdue+ei/efXzY1v/6vu",
+	"7mcL/R9I3bUHb0Yun7iDGLytjZWnBMEvWuCTLWEIN4Nr/b925b9Bq+Pzs4QOGea5ThbJhNlkmjEHWac/",
+	"j5mCkkb9+ZBK1o64ZFxGWg/wiBQ+DzZ3eqS7sROgw+3Nkxe/9sjOb4eb52Tj1YfT5+Tk6ftnRwGMYFPw",
+	"0D7KCc8cTIGmtjcLNLVdRzIOyvItsM1lnei+p7aMCZURuGoOjrN5Fqk0agR4DcFlbFweqHdcsdTkHFrn",
+	"ZkXp+HpjEZrNGBUqoTM1uZilkZ4t/mW087UDHKsPyCj/x4zcGYrp/8b3/fzLs7MPv288Pzl4dfJm4+S3",
+	"k/Lf/qzb7W1HUs5Y+rMZDT/LMFp+Pnu1t46fIZX+vI1/IUrLzxv6dn5OLxIt4xvR+2fHp/Pum5djsbe3",
+	"t3d09m5y8G68t7f3/ED/fQ3/3dt7+fHpm+d7e3v783fxwa/vTzd7n09/3//w5OD13vwwOtlZm54l0dVv",
+	"xx8/x68/hR/lr4fPn7z8fetka/H23dr6xtVvJ+y9HImQX01+P/n0/tXaztOPO2uDrbUna9HHT184fzLp",
+	"qaOzl19efX75bC39/OHt62dqazCUwy/r159/3//008bl5+O1vZdHaTwffjwdPXny+tNYfFhsfgjfXa93",
+	"d3rdX0by7drHl6L7/O3rvcXL48uNy41PT3e6Pz09GB9PX79X54vrg9Fp8mv0ZCbWTjc+Rtu//H766fL8",
+	"8OXO3iG/7IYv3k2Tw9P9F2tvOE9+ff7+l4M03O/15IvXT5Pf9ybXw73h2eKX43Tj05tT+fZqOz5ZHB//",
+	"+mT29s27j88H7zY/f/r8087O+eH5MBT8aPzLbPxm/3C9O3jPX/00PBttv9wJw/T99nwsDw9fnT7bfCaO",
+	"ouvu6/T87fONZ790w+5OnBydvoh6v/Z+T+jlYOvN1rsnn6fTTzLdT4bv37wabR4d9RTbub5++iXZOxux",
+	"6/U3Pz1jv33iLzcTNpx1n4z2Z5/li+Prnd/n8v10i7/di397mxzs8S+HTz//Njwb7NAvsdi8nO2IyeXO",
+	"dm++k55H6eGXj+LNs83jq9Nuwj4cy5fzt6OXv07ZWKhJ91W4N/7w8kW0GD3d7L2YqM9bn8Xs+fvN0ydb",
+	"n3bWflnbP3796eT6p0+X5/Tj+eD4469b14dJdPb7Zbcrhp/Z4HD0hH3eWGyJ8fPj3tnJq/2Pm9vPXqZb",
+	"TyZ74Vq4+XEWsvc7zwaT9+L4Sry/iufnx91ffts7PE5+e/7yQ/dy9NuQjafXn3769OTLdL4YTo7Xz4+e",
+	"HXb333ffPPm8Hh/MtjbU1dXl5vt3P7168+Vq9Gl/c/3z0+n5b+vPRy/VF/nT+rP96MV+d4eu0Z0nojt4",
+	"+vzLx9+efZLj0fD39/uzUxm+evn+5Rfx+Wj25ddXx9OTrbXp6w+/X35ZEzvvnhxu7D0PD+Vo/e3k/Bf5",
+	"bmPy28vR50+fZqdvwm7yZu/N56nYvlz0Ijo/2RpcPdk/P9s5/bK9I04//PTl1XRyMtmeH3ffdLvP1gZv",
+	"rnqX8atpb/D66eL5l2d729f7Ry9++fXL6ZXo0ZO9jeEv8rPYOLh6L5MXLLx6+dPel8nLtTdr4U9bPz0/",
+	"fnkpNw7n62evBju/d6c/XdGjt2s/jY6S6WDr9frpk8nZx19ON8ebX6YfRpfne3vP19aejA9GW0+Ofh+v",
+	"ncItPohfnF+ezX6d7u9r1RkR0vqN25jOciSodQcHajvHgdrofqvwf5d31lrEkCJezSoxv7P2cGYo32SP",
+	"Zcx4NROowLLrkE+DEhuHsGjaN6XKlnd3Op0Ce+50OgFgO+qVWWxHhA6Qxdn/U6VEtn16Z2o2zkqRigl7",
+	"9JJEU0i/HRGarV2Msp3Uex1YLblt8BSKm/KvZPpXMv0rmf5HSqaM72hjuo7xWNFVx6wtqq7mLRs9gy26",
+	"vfnUg7RFY4R74JSeUj6jMWFcpYsi81lBJDqG0kavYnz32k/+/KnW6Lai9CZD6Fyo5ISmdCor5pBZelFq",
+	"ZazYsyVpjrittZ2uEXA2M+T0vuhNpPGJI7ZHNJasYAJlRzOUVw2vEV1AMrxUlIcXahLJi5SpWcqlwV+V",
+	"WT+gojZgh9EHOKKzWOVSsFEJN5gvgj4RvCqMUcZivLpDgqG8Cvok8K2P0G94Zwf7pwfn3t7bl8enr89f",
+	"HXrPX798fX7mnRycvj5+jq51Ppvq3c3noNf3p0sSuODKca6wA2UqPZxJKAgyOO1Y2obG6ETEoQRrNOtP",
+	"YwCvwQdhYHUN2NEwZjR1Zq+Hc6eM/bHMjAdCxIzyCj3dPv86+nkRsTjM4BbL4XtGTPgJcwn0qSU0VRYE",
+	"1hbeNypUgW0/atTDlPVJAN1AAjISBnhosCAUQJKwLCPiJlHEVjT5PAAAqk7gkQDQiQIiUhJg2LcyUtbi",
+	"DPCjyv4StxVJhQiy3iTVqSN2uoHc00wnYUKrc4XBb+hocpsrHPcsn0Ldab1iNNZ8quCvsTHGhrisemtk",
+	"BtGX3YzL4nUQl7dOzQxSNyNEV30L6LO1e5aDA0OKSkZHFh7IwRPukCNw3+DdgcQX470pHuHfg3Zb3kkb",
+	"4a+ucuHSA2kiSphBOW7ZRX2eCbXcJfUgrO3a0FTtibzNgZgt7wEA5SYl02hsqjYYiJQfMgQnSeSEIqRc",
+	"lAIKdGtp5LA2hpcd0td6jGnIuzVMkot5hwQAHneB3wZ9g7sWpouLdMYDD7HlfD5gHRfitp8jlpidpDzM",
+	"mYEkc5YyW6fgc9twLZCXUZLgHLBhAkGD6wdpFAp9mBYEGzvjmMM1dGkulkOB7vwbXiObozbW8W0Q0ELI",
+	"ysJtdMm4GuGjJo3hdrzjU3y2EhesoV9Dru5TBi44Qyw2oouz+ZLkXUhqUWwq75I5DAw34q/xdznp0DSl",
+	"i/toWIVoZFWhtIBXzOAjIiw5VM8KXmLkyARuY4xwy3ICX84gbRIGcKX4eASY3StlbXhfS3zIYH5/vRWv",
+	"HSU0ZqTDj0x5fyV5y+fLQcxNABYpfaUTdiTCt/KRfqts0J9V0EurctCBmOk7bObl5SX9iEQfKTLUtJdy",
+	"WXLvL2uhUNPjgAtFDNF4yDX+8DK54aGw8FBQ/OlBOXKmtIK6irn85sN2xkT118hHV252kPe005vy3RsF",
+	"OM0qLFepyDVC8Y7MaV7b0BQpMTys1fd5kE07IE3MP7W7offHq8gVvWP7Z+9Rjng+D3DXIQsJLT2t5Dmd",
+	"HwLSxDpdLQG1UISqs/HMbEPfYj+A9gchW0qS2SCO5ISFRDGpyCVbtDxi36SEuIgFHwdeESI00GLwldbO",
+	"ge3rX5js6otciOiHMvLwORIIAemvacT9kSGrgDTZNFFYmo8tpQzqqVZs0X5yAFD1COEMM9gYjKE3lk71",
+	"WgCf1ZHbLVyBFmhwm/UC4MA0iyXr5DB6poez3SsC0syyUAotM/Q6antm9EmlZ8auPX19+CAuL1BclqRh",
+	"Ts7WyneOWItIp7dH9oQ9GpCZ2cFAUl75IJwP8ySS4sbBKHZzIJKddfFwJ14UwMV5VWSwvTNwtYt6uNFP",
+	"MmM7E+VaQ/p7OzV4X+uYzu2vWR4GcF8yEINiOxYf3/t/xpGazAZ+Qyv1uLfEb7yM1Cv4ENiD3zibiMRv",
+	"5L1XNt0putqR4YuFo6qs1bwTeab5sVYlcpWr362q8vakyjzvqKYHiStazMmWLXH3rMtDvgPRqg1xRNht",
+	"lpVZCFsjWvLgBs26Nlsr0wUeLJmd3Suv4IAriKaLEXHV46LQXb9tqs6BOLfm9h7zrrplz81zSbleucad",
+	"Wa6QreoxKyknVhlBswmOEvg/PCDRDrQQaHCwAGlkO8i6zIIqWg0Y6buB0SIbIXp18PFg6+j5x70XGwev",
+	"t98dHb482T/ePPjll99++/Xwxe8HhQgRXK1qeKi3tV0IED0tBIi2uz4fiIF38svpxu/Hr3959vHgfHvv",
+	"3cn5r89fvn3xcv9w6+PWkye/PAHunt0cdEmZW9mHS11jMsMi61RxZxd/kESxa+UZrU4yzeNRmmuDAzXX",
+	"kgdnxdne2DfeK7IB47ysPXaENkVnHshXg26nlzB3r2+mQu8C+2AWEKcw/3pvXr6Z5f1CgsVUF5bfRbC9",
+	"DJdtBj8GnpkgftTaJWZNoPR3rIwubCScmne3dvv1BuVNu3dIL1lNASjcFegPVTAzHSh7a1jexn7LXEJT",
+	"Xd3NL3SscO6iKVWBVsh6GZiEqnWuRj+rNNI8hWptMk+CxiSri5BBqnMkeP4VssMLkwVd+KprtR15MXAy",
+	"qv+om0fmeV7vbfWeeo08J17L3xue31jvOU9vgnQ0L1VC0ViP+HTTmcoMYaQSOqwXmdm7KnZnLIbQf+aS",
+	"LcDniZ68AKYU9Ml7oEGVUi4j5Xro4XdQR6jnXtDB7HIqpJefS10COjSKaJpX6fmAym3npb8t5Ww6Z1t1",
+	"oJUO26GYzdscXsuo4mu9vFw6Rh35lBfeJVNGuSkhhznbRPzCWru3Jn7X0OSKesUbtniPPwG831rlokh8",
+	"FRUD2EKhTKCfd876wY2ZSNK0ySWaC6MXr4XwY/oXZs+g5wqymzbkLFyyRcmNbG7AattSvB+1St4P2Qyl",
+	"iuKYSEbjrN8ShDNoamsAQo9QaQ9K+tx4XC4NFUtMLp2nAlHhphBbWhBDVPq3+ItdbbwhzBCZiit0ME9t",
+	"oS3U9/SDfEiPANYyVdiXH2bi8yHlxsVLScjS6ArtdSipulYOGDQWBv0giZhzPVdZ2tG7aXOWpTjXunLt",
+	"lt6lpReklpLLBLjkXJcIjQJx3yY6bmLZq/LUN4Zl2RpKEyOx95qcGTozMGWolZuHfU6ThNHUlJ24jv0B",
+	"U3PGuOWIkjQD888OPsQuRqmYBi0As0C6ndNF0a6/D9teGkA9c2+8dO6uoblI1jIzs7U339w6rntLudFS",
+	"Aq3QUS2pFPEmsctJXTIztOESoxK+ZAaxiqDnWY67KzOXwdQWRVrdEdRjYT6CO7oOPvimcjTEXslqLpBV",
+	"GoShwiFv3XbAD6k8KOIT18apNRPNGi5iQQBgUJqcxpbnQswi6hkLDYhgUc2ooB+76XjtlIHnbVirhayU",
+	"bJnvpnl818HqnM6kacSNXkE6UiZX/qbEy827JV5mSMpLQ8D5HOvOejllr6SA1F68BwYfrBEScakAqXXk",
+	"wLPi1uIzDh2IhHHblCC/v5AWkq8f4vxYFJJkFYKIJ2SfAf6rByNNGs/pAjh9EZrZI4VmEFoXMkhGda1g",
+	"WpUI+j8I9XsV+O4VoLq/OwA3IjWfqVqoi4ALzoK+1qsKbL1Dghx3z8mGztD0uFBkwZTP84TorFa4XxIR",
+	"EddKW1Ee6/c2vEaOfWgKnAtSISt6rtxcs6KKTbxa0faNFde5KEWPR6UC+0FO6P/Uou2H1wxbFl4DVPY3",
+	"lROXjB8OgcGid6cwk1urjlOng0HluEC7rWllVYYjWMHFdufq5kfOQEDpEVkkBUYQ2Kd4bA8onnYY3J3K",
+	"pQ8j/jyzsYy5U18c6PiUyvfuHq6S0oLsCHVTdFTWik/+9MU+2dncepJJ7wwlrHGf6kXzKpuisizx6+A6",
+	"iSlH08r6Y8VwOEtBm1ueI/g4/bOqqmKailQuZyl6OgG8C6Z8gV3Lg5Uzd5xM0RoHT46aUkf3FtjFdpYs",
+	"6cYV+JvVFWQXiqXiOA9Liao2dp47MmIxLjHNG+FcqpZtJjuri351fn5i2hVn9GH6bLhvhIbTU3qNl2Rr",
+	"x2WW691admm0m4o1PRGpIgbGbTn91fc1c/LaDUhSScG5WVX6qkf7VhKUq/dKW/3ISyzD4hrBjmTncQPi",
+	"gXu5a/wRdBAzj0zpcBJx1rbJA9hO3TQweZZSPpzYbqmueV6EJ67cNQhWlkHyRiIdRGEI6IIuDFFtF9el",
+	"8FNVSHKT4OGCwpcw4ouQ2SWlvHg4y3uCFnB3cwPAXUkJh7YCuITuywsDIZ5/4D4j4tA686wsy6LAToIX",
+	"phhdzHjKjG1lUj+qAG6zRKqU0emyjzUTFjMFaSamY39BpS5uUOUSnTIaRpzJil6tuTwmgpgAE3i9Hago",
+	"TOPOvjbokUu+tdMtP+HYQw2ggzrgBpzJ11UTN82CQE7V+vgrqeb4ZqQ0/HdhC+3XKyWfe3bCdZe6NLni",
+	"lt+4z+Xi1vpKCOSsmJKC1rrBtNvVBh8Nw5RJyaRHhikD4EYaQ1KY8RYWueKVGxEjkKE0nBRh/XI6qo92",
+	"gVsFQfSgFQ1pBrC8wCOBJhj9/5Y0glLQy+7DDbLMKRVACB6jN96paMA49G+oHSjkAtf4SQVH86RoWvRJ",
+	"r+s2DBcjotljOqSSkf1UDC9HIg1N1ZjPm+tdzKVvaek/0irVOBWzBH44iq4q9SGXT0afe+2d6+mmam9M",
+	"5mnYTp5eDfQzbmVYt71D25NPl1OetNVV+8ufX7e+Ndu1H7e+LkFtKaIoV5ORlmImQ2CcHNDhBJCPMQXb",
+	"0+uDlu1YrJthnZQyT8aMM0iwqHW4rPe7T6qWvT7P5fuyyZ9+GbY/T3rzsP1kMb28brOttEv1kj9tXA3a",
+	"2+vJmLWv5zufZXu4OZ1ohvk0vewt2lfh1ki1p13+ZdLe+Dxn13qXt8dz2e5df9oZtieDTZW2n/DL9auG",
+	"1/gy7E7D9tbnpxPani82RpdtNd4G8bd+NXnC22yQbl63d2TY+9yeXm6pLw2vMd9YXNN2dzzaHraTL0+n",
+	"V+1PaW+iZ70dfr5U7en1+vxLe3M4YDvtq8mTsWY0C7qVjNob/KqbtseXT+dhu6c+b08bf1bYRXEvvy53",
+	"p9ptvY/tfQcWXcqtp9c2t75byLTv1rhG3atber9XXGf9VdYi+xcxKOdECs4a/a2e1mONEtTveo0MOHGz",
+	"+6y3/+T90zcbR9u/7pyvf9j8/cnHLrKNdBmNWkeGdSjlmoOi6ZgVMzTcdIdqgpLgrDBjnOnNzoolMuLD",
+	"BMB6yScxILjUXX1dUyxDseBRtRLBxUuthXktYv7dLYfOa4wiDsnQtf6wvYHjcArMVgY3xgY2+7311Ym5",
+	"jA1347HXCaV0hft1N99W5gbKFJWMggBMkIWomlutfagtW9Cai/pLTncVG6pEiDfjJSLRoNoriRJF+/C2",
+	"TJElORU2SDxgsZiToDijALUY+2qzy507pkeUK1BdV1RpB+w0PbxzzuY6J7ycs9Q7owZUDScXMvrCGn24",
+	"uBG/GMXReKJg28DwSFh6gV70Rn+rLq8pH8JJZIPR6vczgVi7GhYdGcg3rBW/3i2wkdpjc+bqvHiz/Npn",
+	"+lWmcNCmMlmhbzvgdcgxZyRm9Kr4oM+jMGaOM5mza4VI+9CtgoZZu84kZVeRmEEllEnEKSlGm+76tm9b",
+	"XWXvnTVWtvZQyIwzmmuQsBB2Gn++S2yaExfY8aQYKr6dTit05Xhta703oD45xYMQ/Ct0n4XI6kyW9as7",
+	"RDNKkfT8hzlnMiNkJQBnr/a21ntFPmSeqea3mtdmo217T90fbtcdnJ1gZU+0Ii4VS7SaiadSlGIb3Tv5",
+	"evPVZhPNXl7HB94ZcwZivXvgRluevI3+/2X+d61CFyO4KYsZxc4tJpm8Q15j4WvCTJsMSKz5AWLrbv8/",
+	"02fykos5iaqVyikLo1Qvod9YC6mcDARNrRcETmaKJRQViKCG0ZLyOFeVijG1BnppnGkd0OlmcQ4NK+qD",
+	"EE4nCdMOx3WJFlq4dcgRSEPNbCC92OeBQcUGVKS87WGz2CzRRJxBNYUgDOD3FwOv+lhpkiC0/00BE31g",
+	"bnsC8G3OaRpCZeMlA5DwM+yJGjhdJn6QPq9vl9Ahe1w/0dbfRKNo6FjuBGEFoAvpgJnALGZ3ZAXGWVrU",
+	"Kgs0M7tthbap61CIy4hh0Vd+GoOYtYrdWUPBpM+xoykbXpJIkUhJFo/6+p9mh6BM0t2RYv8In2cNJJqQ",
+	"j40EiJ1i1mgSrU1Z0NIDxIymnMwnwolbkchkAEZ6NTjvhpc5XMyyc2Mjid6wBQKRR3wkqhtiHcX6ylGS",
+	"aoqTrJ2k4nqRLRvSF2kYGiQNKIPf7m08bRE1Fwb62SZhREDhiDJAOWHXkYQGs3M2gB6cthk1uWQskVDK",
+	"YZtbS0ypsK3tdwvQ6PD6Sovgjs99/l//Rd6aOyD133/lfdT+ylLyjceI/EUkS7XQ/ks/2G63SeG/+sMp",
+	"jTj5iwT9p92n3YA0wQ/fX1uDPLyJkAq/aJG/Ch1FSFPRscQM0MAjAexH0PIqSSzQ/1uSJng5MQPNI5Ix",
+	"oujY+ZnWE7C+ALMNAajD9LNy2rrMuBKz4YSFOHnkCX+RYL33pNPtdDvr/Z3uTjcwk80ag5Cmy1U8gnOH",
+	"TxyXlssCWh4J1iYAh/FFP7IGzkT855SpNBrKAPaABCKRenv0YYDLBKaOZd+FNnemXgfOI4JYEZT2zDkJ",
+	"4NNUBgYQwJzzubvfmPilvyl8HEdXzOZS0sJtzvrNBmvTEQ3IYGHJo0NOqJoA7yoJG5oyW5dGqMTJhnn+",
+	"kfn9LqGWUgvcC/vBGIwDfDuZUqB7IrgSdiZYomYeCNYu9K2EYllgCvCn6XeStZDK5YCdHqTQUWk4Sd4i",
+	"BXKR3p2+lYULlcygsw3sOAplSZql/u8tYpKhsAs2NsapZN6Zs/kwEXZuyKvsyZS6G2QYF2Jkj7vSnUfv",
+	"D7A/aflf1pEnkvrcDK/VnCV/oRaluUxp5veuyOehczYJ9mZqItLoC2xiYESQZ1vFuYIKv2qtJOZuZOpY",
+	"xESzaWf54KAU5CfRIXvQTsggGxkqIlFomxRZqF1c9y6hfGH6vLBYAi8PNrvrpNoF6XWWU+d0Vwd3uJG1",
+	"5pWR9Hmw1e2RuqBN4JFIn13ebdb+ikMkHX66ScqBncBSCoS0gVVjFQKG+iBWW00saAbLuosEHkE/nM8D",
+	"E2MMWm6wMBiKkAUgmyOpLW7NA/QZlIONnknmg8YosHurhV5JAFFQgyVtW3XSlEGVuYWnwTcuTPudjlm+",
+	"aVE9FFxR1O+1LeaZnF0tUIdRMmGpYtdKWuhlRrjgbbs1uG/ZiZFgq7sRoIKZc2efzyeR3o9UG7Uq1YaU",
+	"tURR5JtADmA/wRE9Y/rKSoceJPJsVEo1R8+4j966BYo0WKTtCr+ceABHqpY+cg+Jpk9Ngk6oBoI7sZiT",
+	"plZOIhZaOWrtaaTpOC6yuSm9ZLJlmuUHW911Um6njNnf3GGoN7dXRgXQ9FfGg2HXinFQWkhw3c46ZYEo",
+	"b8M02ymTidC6jU0cdZ6jfFF9Sm+4nonMz2CwMMkN9iIZB4n+q8xAlTWoLTAPlCgAx2fXdKjiBWJCwdB9",
+	"EvS664HhQ1jTU8ybJM3g5PjMiBX8Ugv+/LNMcNhvtdApdyPLflHsAIwx5CBbp4vhhkgpwMMRm1CfI7at",
+	"FEC9mGaCmoQWVVIQdq0ZRqTihc+bwa0obaZZY6tDTovlkqasA0I9+hohcS5AJ5jSkJEmjaXQx1K7LAOm",
+	"hDZEfoxakmlpGhS6ZfYJF22MKKKCb/NpnYq5zLfZ6HbWO9DmQSSM0yRq9BsbnW5nA0NmEzBK3V6IEDip",
+	"c0WbHS+1EPPsBz/kFVO48xMxxxRIdFhZuDCJXOHS8bHadjS4muxyvQYcAT2zvDbUa2R0r6fY63aXxV2y",
+	"59byX3/zGpvd9dt/UW5c+c1rbK3yptcmGSFLxNrqbqz0trwJnOM1gDwE11/wx59YKgrqrkHKKRxRwcjv",
+	"NLwGpnobo6So5mMaQtZV8iWDokySBfS1lg+RRU0Uf+p5uc3zpxFv54VfbceVnghZQz2nkAUiSf4bVFUc",
+	"Msic4dYL3iF7BjgQm47CreKiWImohVmpMkkz6Fir9Ja+mui19DmCpCB5Zq8BWaT5NLseMqPalGo1l9Hl",
+	"GVN1yZl5E7JnIlys0Nd3WQrnaj3EbsoP/Vb07BmU0AffoRV+8YyGp3mL9Pteu83uzoMayNWnJmXYKBvr",
+	"vSI5QbpyHVVu7mo5D2IE6jlrW6TefkHu155up1Az4VSx6skirbtTXrWCom5zHqVzXc3AQb+80fkKaHZT",
+	"yxwASGB9axXSqekl+T+AbZ8h/hOx0KYOf3WCezeyciToleT+VEhFUjaE/vZ4Dz6JgZdpwCIlNpzdqeeY",
+	"L5nCmOESSb4ao0QY2yzYnm/HCxu3zPofYxLBBoT8TG7ADRF9OyamRLiR+ZqcEehF97jJElnc9bZcCc3E",
+	"TYC7sAGnWdS7tAP/mCyPb24Yv3h4Zr+rkzfRbmf2N56NTYF43CW6yQe3LnJlNprn5tQw0vNcFcmvW+dh",
+	"8nTzQfK0Jvt3iQBM82v+oH6sR8JZ+6qSrTLNRxFr5VGxotDMbgKwD4zbdA2yYKrzP8VyUHWEWpU83hLr",
+	"ADqLSUKBK49TvbeQ+QKmesraWb9SVoUiyRzsPudsbgAlrfCDtMsBJml4JtUCXC0QSVURn5n0DEjxmXHp",
+	"c6oIxSIfOkyFlITGMUkZXBK5C75VfVbpDAwOTA2SsymTHfICgM5JpHyOOHLo0i3fCYP0GLwVw4JDubXc",
+	"ztD7c1q6UHe3LSoZOfU5OHdhXI6dUbUrenebHvL6f0ou4iOwb/zSzd9yGqfb078B4ACB820eWKdRU7Vb",
+	"04y/lgmvXMDz7T/LvquUp2Sm3WnGh8hy+oFMK/ztLplTjMyboDyqGJ3vJOEck27P8sxIZsivlezFleSd",
+	"/dVjSjubdJoDsOccPm8GABXQ/5prt5pr4CC3ToTbTTNhc2Hr5eZeGGqp6Qi8Djli88zEpikrO8ciZfMS",
+	"d32epVwIAHcEg9yiWFmxGuV+NCiLz1MAfd4sOLNdEbdclp3Cmt6wxb++3O9FZbjF1jF/E5UVwyrLCe2F",
+	"SCGDFaLRhgP1a4MwpBSDwaJen0MXHQ8CSQjSafEkpdtqCLoMSZPjUATvQQAVC5XZskjld2pB5POboi8A",
+	"IRRkWU4u7H4AwX6bZ9iCSChkZmiF1SR+0SmmVJQGMBErDwF+cAgb5OpgOC5eLAtPjfUtjgzc3kCEC8xr",
+	"haiQz1eOV5EmcO55JBkJNrtdn1dLzVsdcpBjqNoMZL0+23EAY+MWe2fX59RmJRBKDFQ6Yq1i+Jo0Kc8O",
+	"NyAxHbDYSAwuyFDEgmOsVRtRMw5ZHoit1zKA9ihaDDQ9qtSbvZ7mW3WVpEHfPqqPYSivAv1zXuj8FKE+",
+	"L1IIzU4iPu4TigaFgaPMPEOmuQKZRuE8i1bbyDkEZhFOJmuBU8PssAEYABDeWXFfTYIXW4yt7u53Xq7Y",
+	"tVpLYhpVXGxDeVV00eyfvc+9MxZZ3G94twEhe5gi7T31trs+9xuKccpVf7PnN24FC9a/Xfe2vY2uz50+",
+	"osWJOV0NpDPDEoJzxrruj+Jsh7gXkvOy6QzEwE7mVujkFSdzc9dRH4F5cxKrmAFeTbuxAuNGuCO4/SIN",
+	"UUQ55k0hYr2MiM3za/CwefZIAO5g42+3RB6it272eg8yY5aWxmfmjOYhpHBxnKwsJ+vQXgQLJaqZNogw",
+	"qb/NUqT10e1aAGwoVsYpsLBDDjImOpRX9fZPSW+4lwn0WL1Tluzdo9hASwVNLvqqp2BVHrMnCBqpheMK",
+	"Z9IhpsuBz/WhZMK2LNk6yAv/X9dkDSne0qnR0XBhYrUqrun3tVTFPdd6kwVtLSK7iZHR5eYT4fRmuWK2",
+	"kBvfYVKCIb3My2pKwX1pM6T6mPyyNHWhnDZra8q0lhRJ8iNuwY/WhHPQDc2uiLnWqbIeOMS0wIFea8D8",
+	"b1ZWrbbrc6utkqKyem71UEzBdDoFoG4PKdi2M1FzEFN+aVoH6CnAv3wODjHgO6DS/RfkQZJozEWKfYt8",
+	"/uOybuB6npVW4HcSw8GuO3yhK5QYjfQU/3dIFf0Zk90pLxWWmZReYm9kU2rqpLGTrMwzM6cF7wI7ZdU+",
+	"VoEe0fYfRZyEFmz9mVZKI2QBucoWuACX0OdCPwANOZ0COcxVlj4PyppmQJpBoelG0KqOaOhaHzyo/dAN",
+	"FMgAHq1/G4fE+mFMNSGXHvE5NDWUMmGxyvuttDw0PLCZlVH4u11SA4yVpwRbe8WibRhrxeY5Y19Q7BZD",
+	"9kjW+QhsgDmjl/Y23tjIquURt/2UZwSAz53mT7hsFAxFTiEJJUuaOGkxkZs684mIs/4bmcFDSt3jPMLp",
+	"FBr40+HE51nTi/lkkct0d9nLmsRoC83nRfo2ZF1skVvoBppMBGctuLOmpYvPLSSjMc/zCo4olXrbU5bO",
+	"uLELZTbHptMgUhP5h0L3nZqlEBbB/Od00SH6aWj3WGqOWG1bgXY0r4HsiLjPHewvyDQD2sK+oNboo9bQ",
+	"IxkDnNKFFvqzhChBNslh9Iw0sSneVpd0tY1tG6nJ1i6RSRwpEtN0zFJgl8uTHfE2WpvR6alVFa33bn2S",
+	"Wb8dYiAGsIAXenh0ivxlIEKgHdyZKpAjlJfB/c6ry/JeQBUTw2kMcs9eKv1iL5UOeY6VNX19lAW850Jz",
+	"lewWIMS+loBcZOPun73HmySRsk01i6KX+gKtuCG2Z0vdlmQ9svIduVNrl+p2Pax1i8+/y8lX0EluIIA/",
+	"v49LpNhDCipz6zwc+udG7TGMTcShFu8VO/0f3/jJIakbSegezqGHHwOo3TXG1WtLnU1hYbqdxmtGmrcw",
+	"PI9qZcRJAFcUCjF8XiudRginYCC4tGlmxCa4LOBb9FfAzv1neyxWMONO6CIWNDwX4q0WPo/l6bjF4jRH",
+	"b7qZflc71YjLf4K1auSXaYuTBdfc/jg3mqrww7WvxlL4tlJKprH7Dl/sQeo+84rpL9aJjVcEbDAxvBQz",
+	"1SmrOE6PcwBjL+BFL9NVXjJQVB6UzLk6oLlZjITei5fM6YW04TViKtWFpre6TJCN9f46pGsWAb6XgXDf",
+	"iJxeQUqvhz1fjUkCucEWLkn/c85XzyoNO397Bv7mCr+TLD0S6oXNtfufkPNGq2dTc7srGnzd6vJHYCdf",
+	"h41vfy5lC2vQ9RccWfcb2Vtao5M1qSpGcUnTuN6gUBUwaVte2ZTy+XJekxfjm8JuvWUAlI8oGFD2OpPK",
+	"5+gqQyBt0jTtSQAYCdL2bIP4GsD5GzIO9H7Vs6nN6i7gaeqdCHfzOkkIu7qT+/ca/hMSHaD/tXsR7yJf",
+	"12ZcE+h3uEn7MRTQOhfphrtxhnnlkkCFqC0dxWJWi0KPYmsphb+DhaxM4m/x1SSORgAoUpwcZGqwf+XM",
+	"P4HA30Yjh74NySyhcYO3cqvW2Ot2HdA5E3fDxIjoiplWB8ClQ6a5PePDRbWaZ8zUK/PChyp/Jczn1RQn",
+	"fHmd1rQHyyif2Xc8oisGmAhJKgbMORuR2FwrA3mz9GROUjFlasJm2GwZXLASgNNs5LDp+GV2rXb/s57T",
+	"JjhOD+ENxutq0oaz2M6FP+t2N4ZyNpALqdgU/rSf6p8UPpjxSOEHAeBnQ9oOFqJHTOaBzzpmNGbq0Kz1",
+	"flkn4JN5dfD2JMsyuwC5f4Hw4tggkmDfKIMmhZ4CSWimIgwWkJIfaxvnv8j57ycHN44GXI+lPr/hoa84",
+	"4M8+9g3wG9/Ierf3ZMXfGCR6/auNdb/WK7o88cJsKIk4KdMJEsffR+rO+6fZMdeQe6Gx2PKcQizh0iSF",
+	"YFfKtqPLUIBYbDLQbChonRT6rPlcpMVWa31LDhmoBTRzsfGoai8k9CQVmuD9gD2LtJT2iOAECr+kzIAI",
+	"cXCYHE2SDMbkxx+zYMaPP5ImcjXP1Hbo8xvGM4DzCc6Yau8DvlDgQTCh5fk8h9oYVrrSIVYSJNyEZJZA",
+	"gGIP+kxFHKFDXBSO5g1YG7aNS9AysWb3HTZgJamK5ChiYR97LH6aIb4ICdwOdEGHvObWCYdhJUB5x8Ae",
+	"LBRAdQzE0NIo3p7TI4uYEKoS2jBwFSgj+0B1gnCZ4My4/JxV/KD5APbOq+NPWo7ETLF9p+3dvappEMpR",
+	"n8BBtu+lTLm8pWJ5VzWDqjk3t+zxAZ3+vjkQ5aXaUJfuH+ltWdvAZQD035w+XflUspv52NPY3Ol1N3Ya",
+	"dyjAzA7qQTmUt6g4jws0utrC6jBZlziZiukuCBxYSJv98UcD11bCaPU5PvDjj57DrQeLIh4jpPjOa3Bc",
+	"+z6PAFSYxqTML5v1DBOR0SACC+BZ8wlVLMtVSRLNsVSHHI8UMxJFs59et2sSJZzkBQ8yIrBpw4SlNn4f",
+	"bHR7wVqw0d0IiD03+9siOtyubypicO4mycVQBdGSHREriZqkYjaemGwvmLlJ4PpeBtbhiJpOUivbVtlF",
+	"cA2se9dn/f0tTI2EK3Yyre+LlGVVnjFFZkltkk/ewNAGmExiSSzGY8hKMG2vl/ZH3bLuZDd/stx1tdw7",
+	"9c/HQAhxLrOjF9ynwWrd/q3MgerbWtflWS5rjduv98AB+AppohcQEy2zvpMW481xN3LW6hAU1HCRszKQ",
+	"WjQyA7q2gg7loVY2pHFsKAXclvgKBB6rKk3fKez4sJjezkoc5S22Evu+fpfDEb3B9XKjbXNIbzJtipi8",
+	"JdNm32iGmTHi3lFr4sA3dUaOZT031k/ZkUFOokGzjOwtaRcc3B6aKUW67iNqIaHWMW9d9lkP05JVgxU3",
+	"NugXKc8kkiJSdwW4r0PObLImELe+bNDGCNWB4ks7ZB9vxu23LLtDdWo65IdmfOPA1ZDvXfv+EI36zqpk",
+	"PuU7KZUryPV85DOsKr+3EvFAjeDmX+6hzXNg+xn+y6EezKGwdNgR5+EMU8ORrdyBTWWtXJeyK+MCpgT7",
+	"5Sq0zYEBGE9AidtYzJPbpSvgNxuPCshrJ63dI4oBhylCa6asmLrmZTK+4L2Y0vQSYCZz7wU8E0egjVtJ",
+	"LWuhSI11YD0dPi9KbaIE4F5FV6yC0Z7jMDt+DG0NaB3A+ijI6i4KOJt/DvermNYP4IZGPDw2OGGhVR/U",
+	"CYT/QbbVzb88EurEtIH9l4k+gpqH+sl92GgYQSXATRinef5EhjJfdK3Y0g7M03bZXAvzIXwO/muckeW+",
+	"q/ixO+SDkxlRsokyvXEexTEZMELlJbaGKORbOOkWpkdHiavd5p2tY2hm2w5HtMrA6knEPhLpiyNCBk9/",
+	"u2Puxt8fvl4lVxHZhm0BuSoD+HvVqFOq2FvTEPoBPKC30s6/pIrNsUPx3aPy+jcrMF/zjnPTM7oazHea",
+	"AP3x5zfvq9v36Lbo/gOY0XO8GaW0FXAJ51znNsvy0Jh/nM0LIO5NCm0xpCK9LkkpD8WUDBaKyZaHcAcS",
+	"cMry+kMqyY9Gq/uR1NuIVJqCNAg/wt+U+7yM34G/1pP69dTwpqIRaT1pRteBatcbzcpz5zOHdRvfG6HK",
+	"50HuiAt27cgkslVUZcPWtT99fo4VJlgEAHAc6PYG/zH2XjDh7zxLdqnhWtLYHsnCexC81t2NtX8ZxT+I",
+	"UZRNv9u4xX0NvKylQ8kZXrX7LJj/TdYcWmmMk6o9Z8NGLETWskustzQC39bEmH2XLFG1KojP76SDmP24",
+	"yZa6XRU5Fyq5QR3559kpf7OW8reaKf/ynr+J91QtpuXcx3QY6SzoNF6heCWS5DhhfO/kddZDDXWMWRQr",
+	"EnHTQ8uEkU3fNRP1NeXA5eZqeV807JUGrfL012b8H6TPnem0liSxmWmdJWx4t+xGu/I8nc3sSZ9A0xWf",
+	"R3wk+j4nBMJ1/SwzTX9k8vr6BHq23DVRTCtJ5f3s/F2GNYIARxIaCrmjLksQs0KhnXXRX2ZUG70QYXgL",
+	"kgRPn3FQfgVn0qs4Cm+3qbE63c0IMznXdIgNFyE3wOfNbGgK+UwbxM07a91mKWfNiW4QUymzrfwLkuJf",
+	"YfWvSf2vtFqJDZ1mN6jEK5YLLZtDcYu4mk8YpPqgRBpzFrYtAtqEou7bDLjgLPBIYLTkADBGAtSHg5aX",
+	"DVKO7moTO2uXVacux2ykDMRHPg1bIILFIQSKSZbVdC4RdDd21bpLKiTWQhZy/CAZw9ZI5kl+K1V63liA",
+	"WQHBLhdk2nzDOzR7r6vh/GbLRZety7NbD2KGKCHwBHM5IO++9IdWqK53/9Yd4gDa7u7PkTAerWzhyydb",
+	"mCtAUOSThZGXvHf13lgjavGC6zWmzFFvK6hn8mENNv6VB/8geWB7U9Sccr1EwFaoK9ZQmQ6k4E71yo0R",
+	"3WajN/QApqlm5NhZdqu7QTKg3g55JqCZHb5xQq8YJgABdltwanuxBgjLRQLobgTZ9nICUIE8LDaOlT43",
+	"rc21ppy3P5bQLxXxCZbIiVPclgeX+YPbCY7YtqGHFDavVAOWfQ2A1Uu/tV1hy0/86fwNB9q4Qz8Hs631",
+	"/RxouOg4F+l7rNw2qboCe1allMtIEae7bY61U96dEY1i9MDcaYu4UBePuU1HgLlCw0WfZEEIwRlW5kCx",
+	"KTQpRpd7yOJoABpbjF0Yqc9t02Jrxfaxtg7Tq5E2s8bEemDnMvhcTmgCVT1k4NyfjkW8/RvKpLLZLCsJ",
+	"/LYyt+vnXXoRnQ5LNsHH0bQ+D3R2tDwnMwVa1BjzFbNUsAMyps5AyQ5Cq0EPcNslOW9afiuX9W7eMNKM",
+	"hUhsMYCZaKvvtvfFclXPaSoNKABYVwYwqIBMBa04BggCLgHdbyEMY01EqDmXntUqB2QO4Wtd/UNBoTcF",
+	"DoXIfT+rT8gdYTkEgs8NnBwGuwFX7Qzb/xtA0al7qpWz9Hn5ME0FWNbHPmvmHtrqirwSI+fkPm9aAsd+",
+	"50ySIJe92E87k7xokUTDietmg3bkiMrg9rAn9eILYRjziFwkiZoLIhVLZL8mndQB1ONZnwrSpNLnGFKs",
+	"jSWaMCKWfmTBy0LEcreQdVaK8dnqjRWCHT7HfFqtJxQCGZlJVQloeKZkr5woWwlykptinCB3LdMGPBiv",
+	"2hfIJGi42WdZZ3MDXzhkhdobaA0AxaOjVABIFigR07ocOnuoBiEP+9/YxBjbR/wDEIxxNmGUxmE2FiLW",
+	"vj77ykJJ5l0OsFoHAQq1iILzNAlzkZIFGFx3qY4fmGjJBPCiEdcUJdIpjaMvBnCZNIdUMsx3fscjdMtR",
+	"ycgVTSOqlzkScchCL/9WD6eiQRTrC6THgKLPhFFYmowxMjVl6Vj/TKUobwl84ZFQKCLZWF8E6ZFgFxAj",
+	"sIm7lmpBB+t1AyJnI83ATaaKRxK9R1y1mWYjesAZDwVnLY9IQQIsowg8nwdrsBFrgUeCNfw3/DMW4//e",
+	"3sn+HfEOIrtCm+O1t8cv/3t/87+fdY8CQuNYbyxgUEj7dOBIBYL1KMByHBnSlGIKBwZkB6iZWYczs0CE",
+	"eN1FBVaSieBilprh2vq6pFHIbHVXKwMTtgQxFszlOHp6MzmjsUGGG+nBDHxoH/2pslgFbjy3ANhIxEx5",
+	"CLeNo6EeLBkwjl0SHFxrThb43Ph6Dc/TKy0UIBt4biw3wzC521be9AP5QerLQmN7C9H565m3UhKsX18H",
+	"rd1sNpE0CVgjyOfy+Yxr0gPN3HIa0gz2wAHdPjBU0TdCQC2CXULJ+EuUaH4eslEM8YO8w0XI9G6EBOtS",
+	"0GJo7RYNklIpm/R5M0DaMV9cmC8CxMPMiFUKKJdKEgOyBxcYicKeCw7sJN9mSLgAKgu7apA3jSAQnFlZ",
+	"FEngUFgnYcSgPtsp1fx2yoD4fP6jISUS/NY+Pz4/ae+LkPXJem9jc2sb2rXoZ0YRi0NEQrgwxcjclAB6",
+	"yCRESqazWEUJTZWpChSpBTwGkvY5IRh18fSLI07yUm1GgKOTJuiaCL9A0xyDFKCDO2TPTGQcXTHuc4MW",
+	"rF8yFziCzF6rxWfCYs1YJGk6U/dIoBd6sX/8/CBoAelWkJLNVZYCaMzyTYfnWspG1Hqfgw4NyMN0UWLK",
+	"TYvgLEJIU4LN8AiFNKI2YChCzrUHrFqlItYXNKVDheXupi2YngE3BIgXSTMDnxtqm9LrC1vwBvlJpl58",
+	"fQPBt4EnMlPxCVU0+iWSKWQ0mlYoJ+/OX7Sfmh9uBaRpzVQSAPM0wQgDSBi0rDB7zvjCUVAtT8ILYu5T",
+	"zKhN6rSbZ6HdaRknXjOF+YQZArXbaU8p348msgtUKQHMPSV0IK4gCmg2xvzqAh8KPLLZ7Tpz1fTiIQPR",
+	"XBnuoplxr9vV4whugX288pgg5lkarAX2E/DVob+6MgO8aFpbxEul8rpgmxZlkZphGkMLOpzXyzah4Y/m",
+	"J2TAIH+EkOwMCRyhHnX/7PSFZUiI9gkT4YJflLmSR7jQo+TKbzvWX/GxYQye22AzA2/SOw0FwFM2HbC0",
+	"sCZ7vJdczHPwJkdRdMmiaQqJzVZ6wMeJ/dZOQWCHK5qZslqZodAlVYpUeU7fJ+AQLRwjxI2E13PAhsJW",
+	"QzmtIXICd604fV+tDFC2LQWKAgBu07cGQfrzU0Jcl4VzUoOZMnyMC8MO7S8MpvdcIMJlC1h1kQVtmbCo",
+	"01U7cBxRtgIcZv8XkZGawQGRv+zM/9Kft9ttYv6r/1x+j/6qnIuXF5c7P74jsVrGCQIioWN9gV4d7D3X",
+	"HInsH5+egdkWR+OJaq0yhxLynWfjP6FgFqEWfOD63P6qITUrz6MRJDRSSXJ1oVV6BYxvaQpXrJUzCJJm",
+	"OeTFePejvBIuuFbB8CbbGfwFqC0Bljo69Y05gz4c0VP7ee3ITlS9MJoNvZcGe20j8jhWXSFlsYayOGp9",
+	"OWbhDcXqPnfidRGgvI4cUbi1ropaEYQpYwwDwCR6O2YSGAMKyBoJoEWvecgYssEpU+miDQAw5blh7UY2",
+	"n+ym2PPQasF0EI1nYiY9mC9g0hOoFMcj/ws1Cf1yLYXx/1cQqgX9VlM1eC/qrqFtmIMOvJRQpdJoMAN4",
+	"euNMdx3pzffgPdJPorzIccmIcXnu5ltv2jubDil6NdCwLaiwpeLGOVGPoNVHLyUZxuBzcrlQfkciafH8",
+	"QX45+gw+YNUZmEEvIIH1xRanUWBxhb0ZTlhI1sCoEYLIWMxvG2tNf73pfq0wIgOv8fkxN1YeELyHJOeZ",
+	"McFaxOZ2WhWpYQrGBebzlTCNIBf0xwwV5McfOwQxiyi+3ufAWSIlq8XK0GfbTcLWJFUQIT5vOp4LyP0O",
+	"PW33ETHKCuxs18bsEhTU5d6OAZDSi4bphqlIEj0OQD8h1GjuhvAcjBGUFJHy+TAF9wA2LrkSlxY5BXmK",
+	"cRtZORt8+PChvefEDPuYiJQyGk9/9htZNljDyzfjZ7+B0GxRiMBsfiN3KtRiLAROc5ZiIaPn/j1LY3Ar",
+	"OKnzHgmqyB1BbjranKjA4FYEHbIXx5lbiZhlFkAN+oSLNtzrwCreLzQxr/cxLABOCdPfRllzL8vsK/Av",
+	"6A0UBMFEqcTn6PDDB16dn5+srXfWfb6PQZn2+SJhfVKOy/i8YC9iUaMe9Ss2EgU8vEaf5L0Nid9IqJRz",
+	"kYb4RafT8RvfYB6IX+UI1+byCq0WiZmSlWulNw7QYXZdixlcFdbOnDuOP8S3cbex1wedDGpb9edv0RbP",
+	"jRST5Waxpgo9UaqYasZZWq6A7ZA9eekoxWiKQVmwNjhNbyIlCr/TBFZ3ZIXS2zscHZySOy08kDuUs+J5",
+	"6nnjT835O8fpJLTXwLzhNUcW5Oh5HinAt5VAzbLWoXazM9Ulo3J76UjMRmq3jM0mFV1IIhJmezBHefFL",
+	"k5IRm5NpxGdY3YOtVGfo6y1wQtRBQqCFGddmDvcs79TfA80WaqqDze6mM5ELLtTFSMx4WLzJG/06nJkM",
+	"klE/+mEZbjNpQr8SfU3ACySQuLAxR/WyTGl6CS2u7Fta9YgvnsM83P33+VItz0YJ7God2Gp8XpJU6/zA",
+	"6lLmFfwAIBCA1tc75IYCePLVpd9vQU2ulkfenb7WhqAb/CDNoNddB9dF78YX2KhH8UUeDPItIFl4A19g",
+	"8pjcSZTyz5oAnoW7jJtfkNQwTFZy3/H5Rv3sKutuWotBG7gMEMJaGcIijFpz/YDq9usiFtALRzjugH4Z",
+	"ISD0gHca160woI8WHQBpdQyxBM+GTUYF9SHiJEnFWBtBhXANFgpX4zXHJlINuyx41hhOU1SfRByiadpY",
+	"k0xpbXSqtS5IUBEZPfu8gjze8gC4Gdx7kEq8azzSoP/2bfcwC4BpS3Wkddu6bcn0IRQaFLY82wAMxDmA",
+	"Y5rG3+WQJi1FfLMIZjH2GrR2M5BIm1ZinBr5KAMISBIlLhknzSCHV7aN5M1WI95xdasPsIwxErytLYcp",
+	"5XTMgBnpIwTdIyz04cjjudBjPxLc8zn2roc21PgLu3MmLsHZXNtQhQYbUMlNI4kOBebzacSj6Wxq++jr",
+	"1dr++WCQZE2jiUGMIyIOIXTHOuSDMBfM55Dm42hBQxoX2kG+d/NDas/G5/ZwdsljHQCknFT3/yTPz1As",
+	"ZlNtoC6jk8AiVUO8ChOuMLplgv9By0YntUpuHGe1gXSfN4OXB4bVuNUnQatDjvRdw3VShy8AC8nngK3W",
+	"65Cwd/PZ4UPoVSOhINpm+SQGPm/WmKugmYO7yiTstAoBZDSxsoPVx+zzcjoXJpdlbjyIuoh0OGFSmeQX",
+	"7OgpkphleTAm9wXElmT5YefcMeJJHhgzLUw100QmCJlHPlciLx9xj14kEvIortvWSmlTvmhDVLZdyAvb",
+	"6q4vhdEvZOG/niYxQ7coDA0pjX/cJafxT5Og+MddMxT//FZcSRIV1wDFB7eOup8KKc8ixbJeR6VxQTbU",
+	"7RHUUdw6fo2jBda8udIOO641uLN3gDVZ4eGqGwyntr7xkIWtbz3k172d1bbFQpzcn+Y2VntRIZn2sYh1",
+	"xoGgwnY1G/PWoc9YPNKyIhqyEzrGSfVWmtS+SOWJ9XsbKrznHTGoOSuwiLPZcHJgtDzzw1UI5BC8E0dC",
+	"7cWxmOO9/Pb/BwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

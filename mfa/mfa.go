@@ -9,6 +9,8 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -598,14 +600,102 @@ func (s *Service) Import(ctx context.Context, rec totp.Imported, recovery, dryRu
 	return Imported, codes, nil
 }
 
+// ImportRefusedError lists the lines of an import that refuse it: users
+// who already have a different second factor. Nothing was written for
+// them; it matches ErrImportConflict.
+type ImportRefusedError struct{ Lines []totp.ImportError }
+
+func (e *ImportRefusedError) Error() string {
+	return fmt.Sprintf("mfa: import refused: %d user(s) already have a different second factor", len(e.Lines))
+}
+
+func (e *ImportRefusedError) Unwrap() error { return ErrImportConflict }
+
+// ImportResult is what ImportAll did (with dryRun: would do) with one
+// record. RecoveryCodes are the new codes, shown this once.
+type ImportResult struct {
+	Line          int
+	UserID        string
+	Params        totp.Params
+	Outcome       ImportOutcome
+	RecoveryCodes []string
+}
+
+// ParseImport reads an import file (totp.ParseImport) with the service's
+// TOTP parameters as the defaults; an empty issuer is the service's own.
+func (s *Service) ParseImport(r io.Reader, issuer string) (recs []totp.Imported, refused, skipped []totp.ImportError) {
+	if issuer == "" {
+		issuer = s.cfg.Issuer
+	}
+	return totp.ParseImport(r, s.cfg.Params, issuer)
+}
+
+// ImportAll imports a parsed file, the one way the command line and the
+// admin API do it. Every record is first compared with what is stored: a
+// user who already has a different second factor refuses the whole batch
+// (*ImportRefusedError) and nothing is written. Then each record is
+// imported in order and its result handed to each at once, so recovery
+// codes already made are not lost when a later record fails (the store or
+// keyring going away; a rerun reports the users done so far unchanged).
+func (s *Service) ImportAll(ctx context.Context, recs []totp.Imported, recovery, dryRun bool, each func(ImportResult) error) error {
+	var conflicts []totp.ImportError
+	for _, r := range recs {
+		if _, _, err := s.Import(ctx, r, false, true); errors.Is(err, ErrImportConflict) {
+			conflicts = append(conflicts, importConflict(r))
+		} else if err != nil {
+			return fmt.Errorf("line %d: %w", r.Line, err)
+		}
+	}
+	if len(conflicts) > 0 {
+		return &ImportRefusedError{Lines: conflicts}
+	}
+	for _, r := range recs {
+		outcome, codes, err := s.Import(ctx, r, recovery, dryRun)
+		if errors.Is(err, ErrImportConflict) { // enrolled since the first pass
+			return &ImportRefusedError{Lines: []totp.ImportError{importConflict(r)}}
+		}
+		if err != nil {
+			return fmt.Errorf("line %d: %w", r.Line, err)
+		}
+		if err := each(ImportResult{Line: r.Line, UserID: r.UserID, Params: r.Params, Outcome: outcome, RecoveryCodes: codes}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func importConflict(r totp.Imported) totp.ImportError {
+	return totp.ImportError{Line: r.Line, UserID: r.UserID, Code: totp.ImportConflict,
+		Reason: fmt.Sprintf("user %q already has a different second factor (reset them first)", r.UserID)}
+}
+
+// ExportLines writes every active user's secret as one line of an import
+// file in format (totp.ExportLine, with the service's issuer) and hands it
+// to fn; it returns how many. A user id the format cannot hold stops it
+// with totp.ErrNotRepresentable (CSV holds more than otpauth labels).
+func (s *Service) ExportLines(ctx context.Context, format totp.ExportFormat, fn func(line string) error) (int, error) {
+	n := 0
+	err := s.Export(ctx, func(user string, secret []byte, p totp.Params) error {
+		line, err := totp.ExportLine(format, s.cfg.Issuer, user, secret, p)
+		if err != nil {
+			return err
+		}
+		n++
+		return fn(line)
+	})
+	return n, err
+}
+
 // Export hands every active user's TOTP secret and parameters to fn, for
 // leaving totpgate (the inverse of Import). The secret is cleared after fn
 // returns; fn must not keep it.
 func (s *Service) Export(ctx context.Context, fn func(user string, secret []byte, p totp.Params) error) error {
 	after := ""
 	for {
-		// A backend no row has: every stored secret is "not at" it.
-		page, err := s.store.SecretsPage(ctx, after, store.KeyRef{Backend: "\x00all"}, 500)
+		// A key version no secret reaches: every stored secret is "not at"
+		// it. (A made-up backend name with a NUL byte, as here before,
+		// is refused by PostgreSQL as a text parameter.)
+		page, err := s.store.SecretsPage(ctx, after, store.KeyRef{Backend: keyring.BackendLocal, Version: math.MaxInt32}, 500)
 		if err != nil {
 			return unavailable("export", err)
 		}

@@ -369,3 +369,64 @@ func TestSecretsAreNamespaced(t *testing.T) {
 		t.Fatalf("TOTP of a row bound to the bare id: %v", err)
 	}
 }
+
+// ImportAll, as the command line and the admin API use it: a user who
+// already has another second factor refuses the whole batch before
+// anything is written; a dry run writes nothing; a rerun is unchanged;
+// ExportLines writes back what was imported.
+func TestImportAllAndExportLines(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	enrolled, _ := e.enroll(t, "carol")
+	s1, s2 := []byte("q7Zp2Lx9Kd4Vr8Ws1Ny6"), []byte("Hh3kT9wQz2Lm5Rx8Vb1N")
+	file := "imp1," + totp.EncodeSecret(s1) + ",SHA256,8,60\n" + "imp2," + totp.EncodeSecret(s2) + "\n"
+	parse := func(f string) []totp.Imported {
+		t.Helper()
+		recs, refused, _ := e.svc.ParseImport(strings.NewReader(f), "")
+		if len(refused) > 0 {
+			t.Fatalf("refused %v", refused)
+		}
+		return recs
+	}
+	var got []mfa.ImportResult
+	collect := func(r mfa.ImportResult) error { got = append(got, r); return nil }
+
+	err := e.svc.ImportAll(ctx, parse(file+"carol,"+totp.EncodeSecret(s2)+"\n"), true, false, collect)
+	var refused *mfa.ImportRefusedError
+	if !errors.As(err, &refused) || !errors.Is(err, mfa.ErrImportConflict) || len(refused.Lines) != 1 ||
+		refused.Lines[0].Line != 3 || refused.Lines[0].Code != totp.ImportConflict || len(got) != 0 {
+		t.Fatalf("conflict: %v %+v %+v", err, refused, got)
+	}
+	if err := e.svc.ImportAll(ctx, parse(file), true, true, collect); err != nil || len(got) != 2 || got[0].Outcome != mfa.Imported || got[0].RecoveryCodes != nil {
+		t.Fatalf("dry run: %v %+v", err, got)
+	}
+	for _, u := range []string{"imp1", "imp2"} {
+		if st, _ := e.svc.Status(ctx, u); st.State != store.StateNone {
+			t.Fatalf("the dry run wrote %s: %+v", u, st)
+		}
+	}
+	got = nil
+	if err := e.svc.ImportAll(ctx, parse(file), true, false, collect); err != nil || len(got) != 2 || got[1].Outcome != mfa.Imported || len(got[1].RecoveryCodes) != 10 {
+		t.Fatalf("import: %v %+v", err, got)
+	}
+	got = nil
+	if err := e.svc.ImportAll(ctx, parse(file), true, false, collect); err != nil || got[0].Outcome != mfa.ImportUnchanged || got[0].RecoveryCodes != nil {
+		t.Fatalf("rerun: %v %+v", err, got)
+	}
+	p := totp.Params{Algorithm: totp.SHA256, Digits: 8, Period: 60, Skew: 1}
+	if _, err := e.svc.Verify(ctx, "imp1", totp.Code(s1, p.Step(e.clock.now()), p)); err != nil {
+		t.Fatalf("imported SHA256/8/60 code: %v", err)
+	}
+
+	var lines []string
+	n, err := e.svc.ExportLines(ctx, totp.ExportCSV, func(l string) error { lines = append(lines, l); return nil })
+	if err != nil || n != 3 {
+		t.Fatalf("export: %d %v", n, err)
+	}
+	back, bad, _ := totp.ParseImport(strings.NewReader(strings.Join(lines, "\n")), totp.DefaultParams(), "*")
+	if len(bad) > 0 || len(back) != 3 || back[0].UserID != "carol" || string(back[0].Secret) != string(enrolled) ||
+		back[1].UserID != "imp1" || string(back[1].Secret) != string(s1) || back[1].Params.Period != 60 {
+		t.Fatalf("export reads back as %+v %v", back, bad)
+	}
+}

@@ -2,6 +2,7 @@ package totp
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"encoding/csv"
 	"errors"
@@ -23,10 +24,53 @@ type Imported struct {
 	Params Params
 }
 
-// ImportError is a refused line. Reason never quotes the secret.
+// ImportError is a refused (or skipped) line. Reason is for people and
+// never quotes the secret; Code says the same for programs.
 type ImportError struct {
 	Line   int
+	UserID string // when the line names one (not for ImportBadUserID)
+	Code   ImportCode
 	Reason string
+}
+
+// ImportCode classifies a refused or skipped line. The values are part of
+// the admin API (openapi.yaml, ImportReason): add, never rename.
+type ImportCode string
+
+// Why a line was refused (or, ImportOtherIssuer, skipped).
+const (
+	ImportMalformed     ImportCode = "malformed" // not a URI, export or CSV line this reads
+	ImportNotBase32     ImportCode = "secret_not_base32"
+	ImportWeakSecret    ImportCode = "weak_secret" // under 128 bits, or guessable
+	ImportSecretTooLong ImportCode = "secret_too_long"
+	ImportUnsupported   ImportCode = "unsupported"        // an entry of another kind (HOTP)
+	ImportBadParameters ImportCode = "invalid_parameters" // algorithm, digits or period
+	ImportBadUserID     ImportCode = "invalid_user_id"    // empty, or with control or format characters
+	ImportDuplicateUser ImportCode = "duplicate_user"     // the file names the user twice
+	ImportUnreadable    ImportCode = "unreadable"         // a line longer than the bound
+	ImportConflict      ImportCode = "conflict"           // the user has a different second factor (decided by mfa)
+	ImportOtherIssuer   ImportCode = "other_issuer"       // skipped: another service's entry
+)
+
+// importFault is a refusal with its code, from the line parsers.
+type importFault struct {
+	code ImportCode
+	msg  string
+}
+
+func (e *importFault) Error() string { return e.msg }
+
+func fault(code ImportCode, format string, args ...any) error {
+	return &importFault{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// codeOf is the code of a parser's error; a plain error is malformed.
+func codeOf(err error) ImportCode {
+	var f *importFault
+	if errors.As(err, &f) {
+		return f.code
+	}
+	return ImportMalformed
 }
 
 func (e ImportError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Reason) }
@@ -62,36 +106,27 @@ func ParseImport(r io.Reader, defaults Params, issuer string) (out []Imported, e
 		if text == "" || strings.HasPrefix(text, "#") {
 			continue
 		}
-		var recs []Imported
-		var err error
-		switch {
-		case strings.HasPrefix(text, "otpauth-migration://"):
-			recs, err = parseMigration(text, defaults)
-		case strings.HasPrefix(text, "otpauth://"):
-			var rec Imported
-			rec, err = parseURI(text, defaults)
-			recs = []Imported{rec}
-		default:
-			var rec Imported
-			rec, err = parseCSV(text, defaults)
-			recs = []Imported{rec}
-		}
+		recs, err := parseLine(text, defaults)
 		if err != nil {
-			errs = append(errs, ImportError{Line: line, Reason: err.Error()})
+			errs = append(errs, ImportError{Line: line, Code: codeOf(err), Reason: err.Error()})
 			continue
 		}
 		for _, rec := range recs {
 			rec.Line = line
 			if issuer != "" && issuer != "*" && rec.Issuer != "" && !strings.EqualFold(rec.Issuer, issuer) {
-				skipped = append(skipped, ImportError{Line: line, Reason: fmt.Sprintf("%q of issuer %q (not %q)", rec.UserID, rec.Issuer, issuer)})
+				skipped = append(skipped, ImportError{Line: line, UserID: rec.UserID, Code: ImportOtherIssuer, Reason: fmt.Sprintf("%q of issuer %q (not %q)", rec.UserID, rec.Issuer, issuer)})
 				continue
 			}
-			if msg := checkImported(rec); msg != "" {
-				errs = append(errs, ImportError{Line: line, Reason: msg})
+			if err := checkImported(rec); err != nil {
+				e := ImportError{Line: line, UserID: rec.UserID, Code: codeOf(err), Reason: err.Error()}
+				if e.Code == ImportBadUserID {
+					e.UserID = ""
+				}
+				errs = append(errs, e)
 				continue
 			}
 			if first, dup := seen[rec.UserID]; dup {
-				errs = append(errs, ImportError{Line: line, Reason: fmt.Sprintf("user %q is already on line %d", rec.UserID, first)})
+				errs = append(errs, ImportError{Line: line, UserID: rec.UserID, Code: ImportDuplicateUser, Reason: fmt.Sprintf("user %q is already on line %d", rec.UserID, first)})
 				continue
 			}
 			seen[rec.UserID] = line
@@ -99,30 +134,44 @@ func ParseImport(r io.Reader, defaults Params, issuer string) (out []Imported, e
 		}
 	}
 	if err := sc.Err(); err != nil {
-		errs = append(errs, ImportError{Line: line + 1, Reason: "unreadable: " + err.Error()})
+		errs = append(errs, ImportError{Line: line + 1, Code: ImportUnreadable, Reason: "unreadable: " + err.Error()})
 	}
 	return out, errs, skipped
 }
 
-func checkImported(rec Imported) string {
+// parseLine reads one line that is neither blank nor a comment.
+func parseLine(text string, defaults Params) ([]Imported, error) {
+	switch {
+	case strings.HasPrefix(text, "otpauth-migration://"):
+		return parseMigration(text, defaults)
+	case strings.HasPrefix(text, "otpauth://"):
+		rec, err := parseURI(text, defaults)
+		return []Imported{rec}, err
+	default:
+		rec, err := parseCSV(text, defaults)
+		return []Imported{rec}, err
+	}
+}
+
+func checkImported(rec Imported) error {
 	switch {
 	case rec.UserID == "":
-		return "no user id"
+		return fault(ImportBadUserID, "no user id")
 	case strings.ContainsFunc(rec.UserID, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }):
 		// C0 and C1 controls, bidi overrides, zero-width characters: ids
 		// that print as another user's, or move the operator's cursor.
-		return "the user id holds control or format characters"
+		return fault(ImportBadUserID, "the user id holds control or format characters")
 	case guessable(rec.Secret):
-		return "the secret is not random (repeated bytes, a known test key): have the user enroll again"
+		return fault(ImportWeakSecret, "the secret is not random (repeated bytes, a known test key): have the user enroll again")
 	case len(rec.Secret) < MinSecretSize:
-		return fmt.Sprintf("the secret has %d bits; at least %d are required (RFC 4226): have the user enroll again", len(rec.Secret)*8, MinSecretSize*8)
+		return fault(ImportWeakSecret, "the secret has %d bits; at least %d are required (RFC 4226): have the user enroll again", len(rec.Secret)*8, MinSecretSize*8)
 	case len(rec.Secret) > maxSecretSize:
-		return "the secret is too long"
+		return fault(ImportSecretTooLong, "the secret is too long")
 	}
 	if err := rec.Params.Validate(); err != nil {
-		return err.Error()
+		return fault(ImportBadParameters, "%s", err.Error())
 	}
-	return ""
+	return nil
 }
 
 // guessable reports a secret anyone could try: few distinct bytes (all
@@ -148,7 +197,64 @@ func guessable(b []byte) bool {
 	return string(b) == "12345678901234567890" || strings.HasPrefix(string(b), "1234567890")
 }
 
-var errSecretEncoding = errors.New("the secret is not base32")
+// ExportFormat is how ExportLine writes a user's secret.
+type ExportFormat string
+
+// The export formats; ParseImport reads both.
+const (
+	ExportOTPAuth ExportFormat = "otpauth" // otpauth://totp/Issuer:user?secret=...&algorithm=...&digits=...&period=...
+	ExportCSV     ExportFormat = "csv"     // "user",SECRET,ALGORITHM,DIGITS,PERIOD
+)
+
+// ErrNotRepresentable: a user id the export format would change, so that
+// the line would import as another user (a colon or a run of spaces in an
+// otpauth label, surrounding spaces, control characters). The error is a
+// *NotRepresentableError.
+var ErrNotRepresentable = errors.New("totp: the user id does not survive the export format")
+
+// NotRepresentableError names the user ExportLine could not write.
+type NotRepresentableError struct {
+	User   string
+	Format ExportFormat
+}
+
+func (e *NotRepresentableError) Error() string {
+	return fmt.Sprintf("totp: user %q cannot be written as %s so that it imports as the same user", e.User, e.Format)
+}
+
+// Is matches ErrNotRepresentable.
+func (e *NotRepresentableError) Is(target error) bool { return target == ErrNotRepresentable }
+
+// ExportLine writes one user's secret as one line of an import file. The
+// line is read back before it is returned: one that ParseImport would not
+// read as the same user, secret and parameters is ErrNotRepresentable
+// instead of a different user on the other side.
+func ExportLine(format ExportFormat, issuer, user string, secret []byte, p Params) (string, error) {
+	var line string
+	switch format {
+	case ExportOTPAuth:
+		line = URI(issuer, user, secret, p)
+	case ExportCSV:
+		// Always quoted: an id starting with # or otpauth:// is then not
+		// read as a comment or a URI.
+		line = `"` + strings.ReplaceAll(user, `"`, `""`) + `",` + EncodeSecret(secret) + "," +
+			p.Algorithm + "," + strconv.Itoa(p.Digits) + "," + strconv.Itoa(p.Period)
+	default:
+		return "", fmt.Errorf("totp: unknown export format %q", format)
+	}
+	back, err := parseLine(line, p)
+	same := err == nil && len(back) == 1 && !strings.ContainsAny(line, "\r\n") && checkImported(back[0]) == nil &&
+		back[0].UserID == user && bytes.Equal(back[0].Secret, secret) && back[0].Params == p
+	for _, b := range back {
+		clear(b.Secret)
+	}
+	if !same {
+		return "", &NotRepresentableError{User: user, Format: format}
+	}
+	return line, nil
+}
+
+var errSecretEncoding = fault(ImportNotBase32, "the secret is not base32")
 
 // decodeSecret reads base32 the way authenticator apps accept it: any
 // case, spaces and padding ignored.
@@ -167,7 +273,7 @@ func parseURI(text string, defaults Params) (Imported, error) {
 		return Imported{}, errors.New("not a valid otpauth URI")
 	}
 	if !strings.EqualFold(u.Host, "totp") {
-		return Imported{}, fmt.Errorf("%q entries are not supported (only totp)", u.Host)
+		return Imported{}, fault(ImportUnsupported, "%q entries are not supported (only totp)", u.Host)
 	}
 	label := strings.TrimPrefix(u.Path, "/")
 	account, labelIssuer := label, ""
@@ -277,7 +383,7 @@ func parseOtpParameters(b []byte, defaults Params) (Imported, error) {
 			algs := map[uint64]string{0: defaults.Algorithm, 1: SHA1, 2: SHA256, 3: SHA512}
 			a, ok := algs[v]
 			if !ok {
-				return errors.New("an entry uses an unsupported algorithm (MD5)")
+				return fault(ImportBadParameters, "an entry uses an unsupported algorithm (MD5)")
 			}
 			rec.Params.Algorithm = a
 		case num == 5 && wire == 0:
@@ -287,7 +393,7 @@ func parseOtpParameters(b []byte, defaults Params) (Imported, error) {
 			case 2:
 				rec.Params.Digits = 8
 			default:
-				return errors.New("an entry has an unsupported digit count")
+				return fault(ImportBadParameters, "an entry has an unsupported digit count")
 			}
 		case num == 6 && wire == 0:
 			otpType = v
@@ -298,7 +404,7 @@ func parseOtpParameters(b []byte, defaults Params) (Imported, error) {
 		return Imported{}, err
 	}
 	if otpType == 1 {
-		return Imported{}, errors.New("an entry is HOTP; only TOTP is supported")
+		return Imported{}, fault(ImportUnsupported, "an entry is HOTP; only TOTP is supported")
 	}
 	if i := strings.LastIndexByte(name, ':'); i >= 0 {
 		if rec.Issuer == "" {

@@ -220,10 +220,16 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if err != nil {
 		return nil, err
 	}
+	// The admin listener has its own body bound: an import file is larger
+	// than anything the user API takes.
+	adminValidator, err := proxy.NewValidator(doc, api.MaxAdminBodyBytes)
+	if err != nil {
+		return nil, err
+	}
 	return &app{
 		main:         front,
 		upstreamHost: upstreamAddr,
-		admin:        adminHandler(apiHandler, cfg.Admin, peers),
+		admin:        adminHandler(adminValidator.Wrap(a.Handler()), cfg.Admin, peers),
 		closers:      closers,
 		background:   append(background, sweepChallenges(st, svc, challengeCfg, cfg.Login.SweepInterval, log), rotator.Serve),
 	}, nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/config"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/totp"
@@ -60,25 +61,11 @@ func importCommand(ctx context.Context, args []string, getenv func(string) strin
 		}
 		return &exitError{exitRefused, fmt.Errorf("users import: %d line(s) refused; nothing imported", len(bad))}
 	}
-	svc, closeState, err := openMFA(ctx, cfg, stderr)
+	svc, rec, closeState, err := openMFA(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
 	defer closeState()
-	// First pass: every user is checked against what is stored (a user
-	// with a different second factor on refuses the whole import).
-	var conflicts []string
-	for _, r := range recs {
-		if _, _, err := svc.Import(ctx, r, false, true); errors.Is(err, mfa.ErrImportConflict) {
-			conflicts = append(conflicts, fmt.Sprintf("%s: line %d: user %q already has a different second factor (reset them first)", file, r.Line, r.UserID))
-		} else if err != nil {
-			return fmt.Errorf("users import: %w", err)
-		}
-	}
-	if len(conflicts) > 0 {
-		fmt.Fprintln(stderr, strings.Join(conflicts, "\n"))
-		return &exitError{exitRefused, fmt.Errorf("users import: %d user(s) refused; nothing imported", len(conflicts))}
-	}
 	var codesFile *os.File
 	if codesOut != "" && !dryRun {
 		// O_EXCL: codes are written once; an existing file is never overwritten.
@@ -88,20 +75,37 @@ func importCommand(ctx context.Context, args []string, getenv func(string) strin
 		defer codesFile.Close()
 	}
 	counts := map[mfa.ImportOutcome]int{}
-	for _, r := range recs {
-		outcome, codes, err := svc.Import(ctx, r, codesFile != nil, dryRun)
-		if err != nil {
-			return fmt.Errorf("users import: line %d (%s): %w", r.Line, r.UserID, err)
-		}
-		counts[outcome]++
-		verb := string(outcome)
-		if dryRun && outcome == mfa.Imported {
+	err = svc.ImportAll(ctx, recs, codesFile != nil, dryRun, func(r mfa.ImportResult) error {
+		counts[r.Outcome]++
+		verb := string(r.Outcome)
+		if dryRun && r.Outcome == mfa.Imported {
 			verb = "would import"
 		}
 		fmt.Fprintf(stdout, "line %d: %s %s (%s, %d digits, %d s)\n", r.Line, verb, r.UserID, r.Params.Algorithm, r.Params.Digits, r.Params.Period)
-		if len(codes) > 0 {
-			fmt.Fprintf(codesFile, "%s %s\n", r.UserID, strings.Join(codes, " "))
+		if r.Outcome == mfa.Imported && !dryRun {
+			rec.Record(ctx, audit.Event{Name: audit.AdminImport, UserID: r.UserID, Route: "users import", Outcome: "ok"})
 		}
+		if len(r.RecoveryCodes) > 0 {
+			_, err := fmt.Fprintf(codesFile, "%s %s\n", r.UserID, strings.Join(r.RecoveryCodes, " "))
+			return err
+		}
+		return nil
+	})
+	var refused *mfa.ImportRefusedError
+	if errors.As(err, &refused) {
+		for _, e := range refused.Lines {
+			fmt.Fprintf(stderr, "%s: %s\n", file, e.Error())
+		}
+	}
+	if refused != nil && len(counts) == 0 {
+		if codesFile != nil {
+			os.Remove(codesOut) // ours (O_EXCL), and empty: a corrected rerun may use the name
+		}
+		rec.Record(ctx, audit.Event{Name: audit.AdminImport, Route: "users import", Outcome: "refused"})
+		return &exitError{exitRefused, fmt.Errorf("users import: %d user(s) refused; nothing imported", len(refused.Lines))}
+	}
+	if err != nil {
+		return fmt.Errorf("users import: %w", err)
 	}
 	what := "imported"
 	if dryRun {
@@ -129,7 +133,7 @@ func exportCommand(ctx context.Context, args []string, getenv func(string) strin
 		fmt.Fprint(stderr, usersUsage)
 		return &exitError{exitUsage, errors.New("users export: needs --out FILE and --i-understand-this-writes-secrets")}
 	}
-	svc, closeState, err := openMFA(ctx, cfg, stderr)
+	svc, rec, closeState, err := openMFA(ctx, cfg, stderr)
 	if err != nil {
 		return err
 	}
@@ -138,10 +142,8 @@ func exportCommand(ctx context.Context, args []string, getenv func(string) strin
 	if err != nil {
 		return &exitError{exitUsage, fmt.Errorf("users export: --out: %w", err)}
 	}
-	n := 0
-	err = svc.Export(ctx, func(user string, secret []byte, p totp.Params) error {
-		n++
-		_, err := fmt.Fprintln(f, totp.URI(cfg.MFA.Issuer, user, secret, p))
+	n, err := svc.ExportLines(ctx, totp.ExportOTPAuth, func(line string) error {
+		_, err := fmt.Fprintln(f, line)
 		return err
 	})
 	if cerr := f.Close(); err == nil {
@@ -151,21 +153,23 @@ func exportCommand(ctx context.Context, args []string, getenv func(string) strin
 		os.Remove(out) // never leave half the secrets behind
 		return fmt.Errorf("users export: %w", err)
 	}
+	rec.Record(ctx, audit.Event{Name: audit.AdminExport, Route: "users export", Outcome: fmt.Sprintf("%s %d", totp.ExportOTPAuth, n)})
 	fmt.Fprintf(stdout, "exported %d users to %s\n", n, out)
 	return nil
 }
 
 // openMFA opens the store and keyring of cfg and the second-factor service
-// on them, for the one-shot user commands.
-func openMFA(ctx context.Context, cfg config.Config, stderr io.Writer) (*mfa.Service, func(), error) {
-	_, st, keys, closeState, err := openState(ctx, cfg, stderr)
+// on them, for the one-shot user commands, with an audit log on their
+// logger.
+func openMFA(ctx context.Context, cfg config.Config, stderr io.Writer) (*mfa.Service, audit.Recorder, func(), error) {
+	log, st, keys, closeState, err := openState(ctx, cfg, stderr)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	svc, err := newMFA(ctx, cfg.MFA, st, keys)
 	if err != nil {
 		closeState()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return svc, closeState, nil
+	return svc, audit.NewLog(log), closeState, nil
 }

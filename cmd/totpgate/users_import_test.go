@@ -55,13 +55,7 @@ func TestUsersImport(t *testing.T) {
 	_, b1 := secret()
 	s2, b2 := secret()
 	s3, _ := secret()
-	good := strings.Join([]string{
-		"# users of the old app",
-		"otpauth://totp/Shop:imp1?secret=" + b1 + "&issuer=Shop&algorithm=SHA256&digits=8&period=60",
-		"imp2," + strings.ToLower(b2),
-		migrationPayload("imp3", s3, false, false),
-		"",
-	}, "\n")
+	good := importFile(b1, b2, s3)
 	goodFile := filepath.Join(dir, "users.txt")
 	os.WriteFile(goodFile, []byte(good), 0o600)
 	badFile := filepath.Join(dir, "bad.txt")
@@ -119,24 +113,7 @@ func TestUsersImport(t *testing.T) {
 	s := startSidecarIn(t, dir, nil, "--upstream", app.URL)
 	c, _ := gen.NewClientWithResponses(s.main)
 	e := &loginEnv{s: s, app: app, c: c}
-	oath, err := exec.Command("oathtool", "--totp=sha256", "-d", "8", "-s", "60", "-b", b1).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res, body := e.login(t, "/login", `{"user":"imp1","password":"pw"}`, http.Header{"X-Totp-Code": {strings.TrimSpace(string(oath))}}); res.StatusCode != 200 {
-		t.Fatalf("imported SHA256/8/60 user with oathtool's code: %d %s", res.StatusCode, body)
-	}
-	p := totp.DefaultParams()
-	if res, body := e.login(t, "/login", `{"user":"imp3","password":"pw"}`, http.Header{"X-Totp-Code": {totp.Code(s3, p.Step(time.Now()), p)}}); res.StatusCode != 200 {
-		t.Fatalf("user from a migration export: %d %s", res.StatusCode, body)
-	}
-	recovery := strings.Fields(strings.Split(string(codes), "\n")[1])[1]
-	if res, body := e.login(t, "/login", `{"user":"imp2","password":"pw"}`, http.Header{"X-Totp-Code": {recovery}}); res.StatusCode != 200 {
-		t.Fatalf("imported user with a recovery code from the file: %d %s", res.StatusCode, body)
-	}
-	if res, _ := e.login(t, "/login", `{"user":"imp2","password":"pw"}`, nil); res.StatusCode != 401 {
-		t.Fatalf("imported user without a code: %d, want 401", res.StatusCode)
-	}
+	importedUsersLogIn(t, e, b1, s3, strings.Fields(strings.Split(string(codes), "\n")[1])[1])
 	noSecret(s.logs.String())
 
 	// Leaving: export writes what import reads back, only with the flag.
@@ -158,5 +135,31 @@ func TestUsersImport(t *testing.T) {
 	if len(bad) > 0 || len(back) != 3 || back[0].UserID != "imp1" || totp.EncodeSecret(back[0].Secret) != b1 ||
 		back[0].Params.Algorithm != "SHA256" || back[0].Params.Digits != 8 || back[0].Params.Period != 60 || totp.EncodeSecret(back[1].Secret) != b2 {
 		t.Fatalf("the export does not read back: %v %+v", bad, back)
+	}
+}
+
+// importedUsersLogIn checks what an import of imp1 (otpauth URI, SHA256,
+// 8 digits, 60 s, base32 secret b1), imp2 (recovery code given) and imp3
+// (a migration export of secret s3) turned on: each logs in with what
+// their old authenticator makes (oathtool for imp1) or the recovery code,
+// and imp2 not without a code.
+func importedUsersLogIn(t *testing.T, e *loginEnv, b1 string, s3 []byte, recovery string) {
+	t.Helper()
+	oath, err := exec.Command("oathtool", "--totp=sha256", "-d", "8", "-s", "60", "-b", b1).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, body := e.login(t, "/login", `{"user":"imp1","password":"pw"}`, http.Header{"X-Totp-Code": {strings.TrimSpace(string(oath))}}); res.StatusCode != 200 {
+		t.Fatalf("imported SHA256/8/60 user with oathtool's code: %d %s", res.StatusCode, body)
+	}
+	p := totp.DefaultParams()
+	if res, body := e.login(t, "/login", `{"user":"imp3","password":"pw"}`, http.Header{"X-Totp-Code": {totp.Code(s3, p.Step(time.Now()), p)}}); res.StatusCode != 200 {
+		t.Fatalf("user from a migration export: %d %s", res.StatusCode, body)
+	}
+	if res, body := e.login(t, "/login", `{"user":"imp2","password":"pw"}`, http.Header{"X-Totp-Code": {recovery}}); res.StatusCode != 200 {
+		t.Fatalf("imported user with a recovery code: %d %s", res.StatusCode, body)
+	}
+	if res, _ := e.login(t, "/login", `{"user":"imp2","password":"pw"}`, nil); res.StatusCode != 401 {
+		t.Fatalf("imported user without a code: %d, want 401", res.StatusCode)
 	}
 }

@@ -1,0 +1,232 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/totpgate/totpgate/store"
+)
+
+// Settling attempts: one durable write per login, shared by concurrent ones.
+//
+// SettleAttempt reads the user's counter, decides (store.Counter) and
+// writes the outcome inside one BEGIN IMMEDIATE transaction, so an attempt
+// costs one commit (one fsync under synchronous=FULL) instead of the two of
+// counting it first and accepting the step afterwards.
+//
+// Group commit: attempts go to one committer goroutine, which runs every
+// attempt waiting when it gets the write connection in one transaction,
+// each inside a SAVEPOINT of its own and in arrival order (each sees the
+// effect of the ones before it, so the limit holds exactly as if they ran
+// one by one), and commits once. No caller hears its answer before that
+// commit returned, so whatever a caller was told (a failure counted, a lock
+// set, a step or code spent) is on disk: a crash can lose only attempts
+// whose callers got no answer. When the commit fails every attempt of the
+// batch fails (closed) and none of them took effect. Nothing waits to fill
+// a batch: a lone login commits at once, and a batch is whatever queued
+// behind the commit before it, so batching only ever shortens waits.
+
+// maxBatch bounds how many attempts share one commit.
+const maxBatch = 64
+
+// errClosed: SettleAttempt after Close.
+var errClosed = errors.New("sqlite: store closed")
+
+type settleReq struct {
+	ctx  context.Context
+	id   string
+	m    store.Match
+	now  time.Time
+	l    store.Limits
+	res  store.Settled
+	err  error
+	done chan struct{}
+}
+
+// committer is the group-commit loop; it runs from Open until Close.
+type committer struct {
+	w       *sql.DB
+	queue   chan *settleReq
+	quit    chan struct{}
+	stopped chan struct{}
+	once    sync.Once
+}
+
+func startCommitter(w *sql.DB) *committer {
+	c := &committer{w: w, queue: make(chan *settleReq, maxBatch), quit: make(chan struct{}), stopped: make(chan struct{})}
+	go c.run()
+	return c
+}
+
+// stop ends the loop after the batch in progress and fails what is queued.
+func (c *committer) stop() {
+	c.once.Do(func() { close(c.quit) })
+	<-c.stopped
+}
+
+func (c *committer) run() {
+	defer close(c.stopped)
+	batch := make([]*settleReq, 0, maxBatch)
+	for {
+		select {
+		case <-c.quit:
+			c.drain()
+			return
+		case r := <-c.queue:
+			batch = append(batch[:0], r)
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-c.queue:
+				batch = append(batch, r)
+			default:
+				break more
+			}
+		}
+		c.commit(batch)
+		clear(batch)
+	}
+}
+
+// drain fails every queued attempt at Close.
+func (c *committer) drain() {
+	for {
+		select {
+		case r := <-c.queue:
+			r.err = errClosed
+			close(r.done)
+		default:
+			return
+		}
+	}
+}
+
+// commit settles batch in one transaction. The statements run under a
+// context of the store's own, not of any caller: one caller giving up
+// must not undo the others' attempts. A caller whose context ended before
+// its turn is skipped and changes nothing.
+func (c *committer) commit(batch []*settleReq) {
+	ctx := context.Background()
+	err := inTx(ctx, c.w, func(tx *sql.Tx) error {
+		for _, r := range batch {
+			if r.err = r.ctx.Err(); r.err != nil {
+				continue
+			}
+			r.res, r.err = settleSaved(ctx, tx, r)
+		}
+		return nil
+	})
+	for _, r := range batch {
+		if err != nil && r.err == nil {
+			r.res, r.err = store.Settled{}, err
+		}
+		if r.err != nil && !errors.Is(r.err, store.ErrNotFound) {
+			r.err = fmt.Errorf("sqlite: settle attempt: %w", r.err)
+		}
+		close(r.done)
+	}
+}
+
+// settleSaved settles one attempt inside a savepoint, so an error undoes
+// that attempt alone.
+func settleSaved(ctx context.Context, tx *sql.Tx, r *settleReq) (store.Settled, error) {
+	if _, err := tx.ExecContext(ctx, `SAVEPOINT attempt`); err != nil {
+		return store.Settled{}, err
+	}
+	res, err := settleOne(ctx, tx, r.id, r.m, r.now, r.l)
+	if err != nil {
+		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO attempt`); rerr != nil {
+			return store.Settled{}, errors.Join(err, rerr)
+		}
+	}
+	if _, rerr := tx.ExecContext(ctx, `RELEASE attempt`); rerr != nil {
+		return store.Settled{}, errors.Join(err, rerr)
+	}
+	return res, err
+}
+
+// settleOne reads id's row, refuses, accepts or counts a failure.
+func settleOne(ctx context.Context, tx *sql.Tx, id string, m store.Match, now time.Time, l store.Limits) (store.Settled, error) {
+	var (
+		state       string
+		last        int64
+		c           store.Counter
+		fws, locked int64
+	)
+	err := tx.QueryRowContext(ctx, `SELECT state, last_step, failures, failure_window_start, locked_until FROM users WHERE id = ?`, id).
+		Scan(&state, &last, &c.Failures, &fws, &locked)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Settled{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Settled{}, err
+	}
+	c.WindowStart, c.LockedUntil = fromMS(fws), fromMS(locked)
+	if ok, until := c.Admit(now, l); !ok {
+		return store.Settled{LockedUntil: until}, nil
+	}
+	active := state == string(store.StateActive)
+	accepted := active && m.Step > last
+	if active && !accepted && m.RecoveryCodeID > 0 {
+		res, err := tx.ExecContext(ctx, `UPDATE recovery_codes SET used_at = ? WHERE id = ? AND user_id = ? AND used_at IS NULL`,
+			ms(now), m.RecoveryCodeID, id)
+		if err != nil {
+			return store.Settled{}, err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return store.Settled{}, err
+		}
+		accepted = n == 1
+	}
+	if accepted {
+		// A recovery code leaves last_step as it is (max with 0).
+		_, err = tx.ExecContext(ctx, `
+UPDATE users SET last_step = max(last_step, :step), failures = 0, failure_window_start = 0,
+	last_used_at = :now, updated_at = :now
+WHERE id = :id`, sql.Named("step", m.Step), sql.Named("now", ms(now)), sql.Named("id", id))
+		return store.Settled{Allowed: true, Accepted: true}, err
+	}
+	c, res := c.Fail(now, l, m.Step > 0)
+	_, err = tx.ExecContext(ctx, `UPDATE users SET failures = ?, failure_window_start = ?, locked_until = ? WHERE id = ?`,
+		c.Failures, ms(c.WindowStart), ms(c.LockedUntil), id)
+	return res, err
+}
+
+// SettleAttempt counts, checks and settles one attempt in one transaction,
+// shared with the attempts queued with it (see the top of this file). It
+// returns once the commit holding it is durable.
+func (s *Store) SettleAttempt(ctx context.Context, id string, m store.Match, now time.Time, l store.Limits) (store.Settled, error) {
+	if err := ctx.Err(); err != nil {
+		return store.Settled{}, fmt.Errorf("sqlite: settle attempt: %w", err)
+	}
+	// Whole milliseconds, as stored, so the rules compare what SQL would.
+	r := &settleReq{ctx: ctx, id: id, m: m, now: fromMS(ms(now)), l: l, done: make(chan struct{})}
+	c := s.settle
+	select {
+	case c.queue <- r:
+	case <-c.quit:
+		return store.Settled{}, errClosed
+	case <-ctx.Done():
+		return store.Settled{}, fmt.Errorf("sqlite: settle attempt: %w", ctx.Err())
+	}
+	select {
+	case <-r.done:
+		return r.res, r.err
+	case <-c.stopped:
+		select {
+		case <-r.done:
+			return r.res, r.err
+		default:
+			return store.Settled{}, errClosed
+		}
+	case <-ctx.Done():
+		// The attempt may still be settled; the caller fails closed.
+		return store.Settled{}, fmt.Errorf("sqlite: settle attempt: %w", ctx.Err())
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/totpgate/totpgate/store"
@@ -47,25 +48,75 @@ type settleReq struct {
 	done chan struct{}
 }
 
+// The statements of a settlement, prepared once on the write connection:
+// parsing them anew for every login cost more CPU than running them.
+const (
+	sqlReadCounter = `SELECT state, last_step, failures, failure_window_start, locked_until FROM users WHERE id = ?`
+	sqlSpendCode   = `UPDATE recovery_codes SET used_at = ? WHERE id = ? AND user_id = ? AND used_at IS NULL`
+	// A recovery code leaves last_step as it is (max with 0).
+	sqlAccept = `UPDATE users SET last_step = max(last_step, :step), failures = 0, failure_window_start = 0,
+	last_used_at = :now, updated_at = :now
+WHERE id = :id`
+	sqlFail = `UPDATE users SET failures = ?, failure_window_start = ?, locked_until = ? WHERE id = ?`
+)
+
+type settleStmts struct {
+	read, spend, accept, fail, save, release, undo *sql.Stmt
+}
+
+func prepareSettle(ctx context.Context, w *sql.DB) (*settleStmts, error) {
+	var st settleStmts
+	for _, p := range []struct {
+		to  **sql.Stmt
+		sql string
+	}{
+		{&st.read, sqlReadCounter}, {&st.spend, sqlSpendCode}, {&st.accept, sqlAccept}, {&st.fail, sqlFail},
+		{&st.save, `SAVEPOINT attempt`}, {&st.release, `RELEASE attempt`}, {&st.undo, `ROLLBACK TO attempt`},
+	} {
+		stmt, err := w.PrepareContext(ctx, p.sql)
+		if err != nil {
+			st.close()
+			return nil, fmt.Errorf("sqlite: prepare: %w", err)
+		}
+		*p.to = stmt
+	}
+	return &st, nil
+}
+
+func (st *settleStmts) close() {
+	for _, s := range []*sql.Stmt{st.read, st.spend, st.accept, st.fail, st.save, st.release, st.undo} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
 // committer is the group-commit loop; it runs from Open until Close.
 type committer struct {
 	w       *sql.DB
+	stmts   *settleStmts
 	queue   chan *settleReq
 	quit    chan struct{}
 	stopped chan struct{}
 	once    sync.Once
+	commits atomic.Int64 // batches committed (or tried), for the benchmark
 }
 
-func startCommitter(w *sql.DB) *committer {
-	c := &committer{w: w, queue: make(chan *settleReq, maxBatch), quit: make(chan struct{}), stopped: make(chan struct{})}
+func startCommitter(ctx context.Context, w *sql.DB) (*committer, error) {
+	st, err := prepareSettle(ctx, w)
+	if err != nil {
+		return nil, err
+	}
+	c := &committer{w: w, stmts: st, queue: make(chan *settleReq, maxBatch), quit: make(chan struct{}), stopped: make(chan struct{})}
 	go c.run()
-	return c
+	return c, nil
 }
 
 // stop ends the loop after the batch in progress and fails what is queued.
 func (c *committer) stop() {
 	c.once.Do(func() { close(c.quit) })
 	<-c.stopped
+	c.stmts.close()
 }
 
 func (c *committer) run() {
@@ -109,15 +160,25 @@ func (c *committer) drain() {
 // commit settles batch in one transaction. The statements run under a
 // context of the store's own, not of any caller: one caller giving up
 // must not undo the others' attempts. A caller whose context ended before
-// its turn is skipped and changes nothing.
+// its turn is skipped and changes nothing. A lone attempt needs no
+// savepoint: its error rolls the whole transaction back.
 func (c *committer) commit(batch []*settleReq) {
+	c.commits.Add(1)
 	ctx := context.Background()
 	err := inTx(ctx, c.w, func(tx *sql.Tx) error {
+		if len(batch) == 1 {
+			r := batch[0]
+			if r.err = r.ctx.Err(); r.err != nil {
+				return r.err
+			}
+			r.res, r.err = settleOne(ctx, tx, c.stmts, r)
+			return r.err
+		}
 		for _, r := range batch {
 			if r.err = r.ctx.Err(); r.err != nil {
 				continue
 			}
-			r.res, r.err = settleSaved(ctx, tx, r)
+			r.res, r.err = c.settleSaved(ctx, tx, r)
 		}
 		return nil
 	})
@@ -134,32 +195,31 @@ func (c *committer) commit(batch []*settleReq) {
 
 // settleSaved settles one attempt inside a savepoint, so an error undoes
 // that attempt alone.
-func settleSaved(ctx context.Context, tx *sql.Tx, r *settleReq) (store.Settled, error) {
-	if _, err := tx.ExecContext(ctx, `SAVEPOINT attempt`); err != nil {
+func (c *committer) settleSaved(ctx context.Context, tx *sql.Tx, r *settleReq) (store.Settled, error) {
+	if _, err := tx.StmtContext(ctx, c.stmts.save).ExecContext(ctx); err != nil {
 		return store.Settled{}, err
 	}
-	res, err := settleOne(ctx, tx, r.id, r.m, r.now, r.l)
+	res, err := settleOne(ctx, tx, c.stmts, r)
 	if err != nil {
-		if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO attempt`); rerr != nil {
+		if _, rerr := tx.StmtContext(ctx, c.stmts.undo).ExecContext(ctx); rerr != nil {
 			return store.Settled{}, errors.Join(err, rerr)
 		}
 	}
-	if _, rerr := tx.ExecContext(ctx, `RELEASE attempt`); rerr != nil {
+	if _, rerr := tx.StmtContext(ctx, c.stmts.release).ExecContext(ctx); rerr != nil {
 		return store.Settled{}, errors.Join(err, rerr)
 	}
 	return res, err
 }
 
-// settleOne reads id's row, refuses, accepts or counts a failure.
-func settleOne(ctx context.Context, tx *sql.Tx, id string, m store.Match, now time.Time, l store.Limits) (store.Settled, error) {
+// settleOne reads r's row, refuses, accepts or counts a failure.
+func settleOne(ctx context.Context, tx *sql.Tx, st *settleStmts, r *settleReq) (store.Settled, error) {
 	var (
 		state       string
 		last        int64
 		c           store.Counter
 		fws, locked int64
 	)
-	err := tx.QueryRowContext(ctx, `SELECT state, last_step, failures, failure_window_start, locked_until FROM users WHERE id = ?`, id).
-		Scan(&state, &last, &c.Failures, &fws, &locked)
+	err := tx.StmtContext(ctx, st.read).QueryRowContext(ctx, r.id).Scan(&state, &last, &c.Failures, &fws, &locked)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Settled{}, store.ErrNotFound
 	}
@@ -167,14 +227,13 @@ func settleOne(ctx context.Context, tx *sql.Tx, id string, m store.Match, now ti
 		return store.Settled{}, err
 	}
 	c.WindowStart, c.LockedUntil = fromMS(fws), fromMS(locked)
-	if ok, until := c.Admit(now, l); !ok {
+	if ok, until := c.Admit(r.now, r.l); !ok {
 		return store.Settled{LockedUntil: until}, nil
 	}
 	active := state == string(store.StateActive)
-	accepted := active && m.Step > last
-	if active && !accepted && m.RecoveryCodeID > 0 {
-		res, err := tx.ExecContext(ctx, `UPDATE recovery_codes SET used_at = ? WHERE id = ? AND user_id = ? AND used_at IS NULL`,
-			ms(now), m.RecoveryCodeID, id)
+	accepted := active && r.m.Step > last
+	if active && !accepted && r.m.RecoveryCodeID > 0 {
+		res, err := tx.StmtContext(ctx, st.spend).ExecContext(ctx, ms(r.now), r.m.RecoveryCodeID, r.id)
 		if err != nil {
 			return store.Settled{}, err
 		}
@@ -185,16 +244,11 @@ func settleOne(ctx context.Context, tx *sql.Tx, id string, m store.Match, now ti
 		accepted = n == 1
 	}
 	if accepted {
-		// A recovery code leaves last_step as it is (max with 0).
-		_, err = tx.ExecContext(ctx, `
-UPDATE users SET last_step = max(last_step, :step), failures = 0, failure_window_start = 0,
-	last_used_at = :now, updated_at = :now
-WHERE id = :id`, sql.Named("step", m.Step), sql.Named("now", ms(now)), sql.Named("id", id))
+		_, err = tx.StmtContext(ctx, st.accept).ExecContext(ctx, sql.Named("step", r.m.Step), sql.Named("now", ms(r.now)), sql.Named("id", r.id))
 		return store.Settled{Allowed: true, Accepted: true}, err
 	}
-	c, res := c.Fail(now, l, m.Step > 0)
-	_, err = tx.ExecContext(ctx, `UPDATE users SET failures = ?, failure_window_start = ?, locked_until = ? WHERE id = ?`,
-		c.Failures, ms(c.WindowStart), ms(c.LockedUntil), id)
+	c, res := c.Fail(r.now, r.l, r.m.Step > 0)
+	_, err = tx.StmtContext(ctx, st.fail).ExecContext(ctx, c.Failures, ms(c.WindowStart), ms(c.LockedUntil), r.id)
 	return res, err
 }
 

@@ -94,6 +94,9 @@ type Store struct {
 	w      *sql.DB // exactly one connection: all writes
 	r      *sql.DB // read-only connections: plain reads
 	settle *committer
+	// getUser is prepared once: it is read twice per login, and parsing
+	// it cost more than running it.
+	getUser *sql.Stmt
 }
 
 // Open opens (creating it if needed, with mode 0600) the SQLite database at
@@ -196,7 +199,20 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
-	return &Store{w: w, r: r, settle: startCommitter(w)}, nil
+	getUser, err := r.PrepareContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open: prepare: %w", err)
+	}
+	settle, err := startCommitter(ctx, w)
+	if err != nil {
+		getUser.Close()
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	return &Store{w: w, r: r, getUser: getUser, settle: settle}, nil
 }
 
 func cloneValues(v url.Values) url.Values {
@@ -344,7 +360,7 @@ func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
 		state                                                   string
 		fws, locked, pendingExp, confirmed, lastUsed, updatedAt int64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id).Scan(
+	err := s.getUser.QueryRowContext(ctx, id).Scan(
 		&u.ID, &state, &u.Ciphertext, &u.KeyVersion,
 		&u.Params.Algorithm, &u.Params.Digits, &u.Params.Period, &u.Params.Skew,
 		&u.LastStep, &u.Failures, &fws, &locked, &pendingExp,
@@ -938,6 +954,7 @@ func (s *Store) Ping(ctx context.Context) error {
 // WAL into the main file.
 func (s *Store) Close() error {
 	s.settle.stop()
+	s.getUser.Close()
 	errR := s.r.Close()
 	errW := s.w.Close()
 	if err := errors.Join(errR, errW); err != nil {

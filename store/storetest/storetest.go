@@ -20,12 +20,15 @@
 //     ("B" < "a"); a PostgreSQL implementation needs COLLATE "C".
 //   - StartEnrollment replacing a pending row also lifts a lock: failures
 //     and lock were counted against a secret that is gone.
-//   - ConfirmEnrollment and SpendRecoveryCode clear the failure count like
-//     AcceptStep does.
-//   - AcceptStep and SpendRecoveryCode answer false (no error) for a user who
-//     is unknown or not active; ReplaceRecoveryCodes and ConfirmEnrollment
+//   - ConfirmEnrollment clears the failure count like an accepted
+//     SettleAttempt does.
+//   - SettleAttempt answers ErrNotFound for an unknown user and counts an
+//     attempt of a user who is not active as a failure (a step is then
+//     reported as a replay); ReplaceRecoveryCodes and ConfirmEnrollment
 //     answer ErrConflict for an unknown user; FailChallenge answers 0 (no
 //     error) for an unknown challenge.
+//   - What SettleAttempt answered survives a crash right after the answer
+//     (Durability/Crash, with Harness.Crash).
 //   - A call whose context is cancelled returns an error that is neither
 //     ErrNotFound nor ErrConflict (callers fail closed on it).
 package storetest

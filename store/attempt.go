@@ -35,8 +35,6 @@ func (c Counter) Admit(now time.Time, l Limits) (bool, time.Time) {
 		return false, c.LockedUntil
 	case c.fresh(now, l) || c.Failures < l.MaxFailures:
 		return true, time.Time{}
-	case c.WindowStart.IsZero():
-		return false, now.Add(l.Window)
 	default:
 		return false, c.WindowStart.Add(l.Window)
 	}

@@ -22,7 +22,7 @@ func TestCounterAdmit(t *testing.T) {
 		{"lock ends now", Counter{Failures: 3, WindowStart: now.Add(-time.Hour), LockedUntil: now}, l, true, time.Time{}},
 		{"limit reached, no lock, window on", Counter{Failures: 3, WindowStart: now.Add(-time.Second)}, l, false, now.Add(time.Minute - time.Second)},
 		{"limit reached, window over", Counter{Failures: 3, WindowStart: now.Add(-time.Minute)}, l, true, time.Time{}},
-		{"limit reached, no window start", Counter{Failures: 3}, l, false, now.Add(time.Minute)},
+		{"limit reached, no window start (a window that never began is over)", Counter{Failures: 3}, l, true, time.Time{}},
 		{"no attempts allowed", Counter{}, Limits{Window: time.Minute}, false, now.Add(time.Minute)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

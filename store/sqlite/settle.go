@@ -21,15 +21,16 @@ import (
 //
 // Group commit: attempts go to one committer goroutine, which runs every
 // attempt waiting when it gets the write connection in one transaction,
-// each inside a SAVEPOINT of its own and in arrival order (each sees the
-// effect of the ones before it, so the limit holds exactly as if they ran
-// one by one), and commits once. No caller hears its answer before that
-// commit returned, so whatever a caller was told (a failure counted, a lock
-// set, a step or code spent) is on disk: a crash can lose only attempts
-// whose callers got no answer. When the commit fails every attempt of the
-// batch fails (closed) and none of them took effect. Nothing waits to fill
-// a batch: a lone login commits at once, and a batch is whatever queued
-// behind the commit before it, so batching only ever shortens waits.
+// in arrival order (each sees the effect of the ones before it, so the
+// limit holds exactly as if they ran one by one), and commits once. No
+// caller hears its answer before that commit returned, so whatever a caller
+// was told (a failure counted, a lock set, a step or code spent) is on
+// disk: a crash can lose only attempts whose callers got no answer. When a
+// statement or the commit fails, the whole batch rolls back and every
+// attempt in it fails (closed): none of them took effect. Nothing waits to
+// fill a batch: a lone login commits at once, and a batch is whatever
+// queued behind the commit before it, so batching only ever shortens
+// waits.
 
 // maxBatch bounds how many attempts share one commit.
 const maxBatch = 64
@@ -61,7 +62,7 @@ WHERE id = :id`
 )
 
 type settleStmts struct {
-	read, spend, accept, fail, save, release, undo *sql.Stmt
+	read, spend, accept, fail *sql.Stmt
 }
 
 func prepareSettle(ctx context.Context, w *sql.DB) (*settleStmts, error) {
@@ -71,7 +72,6 @@ func prepareSettle(ctx context.Context, w *sql.DB) (*settleStmts, error) {
 		sql string
 	}{
 		{&st.read, sqlReadCounter}, {&st.spend, sqlSpendCode}, {&st.accept, sqlAccept}, {&st.fail, sqlFail},
-		{&st.save, `SAVEPOINT attempt`}, {&st.release, `RELEASE attempt`}, {&st.undo, `ROLLBACK TO attempt`},
 	} {
 		stmt, err := w.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -84,7 +84,7 @@ func prepareSettle(ctx context.Context, w *sql.DB) (*settleStmts, error) {
 }
 
 func (st *settleStmts) close() {
-	for _, s := range []*sql.Stmt{st.read, st.spend, st.accept, st.fail, st.save, st.release, st.undo} {
+	for _, s := range []*sql.Stmt{st.read, st.spend, st.accept, st.fail} {
 		if s != nil {
 			s.Close()
 		}
@@ -160,55 +160,32 @@ func (c *committer) drain() {
 // commit settles batch in one transaction. The statements run under a
 // context of the store's own, not of any caller: one caller giving up
 // must not undo the others' attempts. A caller whose context ended before
-// its turn is skipped and changes nothing. A lone attempt needs no
-// savepoint: its error rolls the whole transaction back.
+// its turn is skipped and changes nothing; an unknown user is found
+// before anything is written. Any other error ends the transaction.
 func (c *committer) commit(batch []*settleReq) {
 	c.commits.Add(1)
 	ctx := context.Background()
 	err := inTx(ctx, c.w, func(tx *sql.Tx) error {
-		if len(batch) == 1 {
-			r := batch[0]
-			if r.err = r.ctx.Err(); r.err != nil {
-				return r.err
-			}
-			r.res, r.err = settleOne(ctx, tx, c.stmts, r)
-			return r.err
-		}
 		for _, r := range batch {
 			if r.err = r.ctx.Err(); r.err != nil {
 				continue
 			}
-			r.res, r.err = c.settleSaved(ctx, tx, r)
+			r.res, r.err = settleOne(ctx, tx, c.stmts, r)
+			if r.err != nil && !errors.Is(r.err, store.ErrNotFound) {
+				return r.err
+			}
 		}
 		return nil
 	})
 	for _, r := range batch {
 		if err != nil && r.err == nil {
-			r.res, r.err = store.Settled{}, err
+			r.res, r.err = store.Settled{}, err // rolled back with the rest
 		}
 		if r.err != nil && !errors.Is(r.err, store.ErrNotFound) {
 			r.err = fmt.Errorf("sqlite: settle attempt: %w", r.err)
 		}
 		close(r.done)
 	}
-}
-
-// settleSaved settles one attempt inside a savepoint, so an error undoes
-// that attempt alone.
-func (c *committer) settleSaved(ctx context.Context, tx *sql.Tx, r *settleReq) (store.Settled, error) {
-	if _, err := tx.StmtContext(ctx, c.stmts.save).ExecContext(ctx); err != nil {
-		return store.Settled{}, err
-	}
-	res, err := settleOne(ctx, tx, c.stmts, r)
-	if err != nil {
-		if _, rerr := tx.StmtContext(ctx, c.stmts.undo).ExecContext(ctx); rerr != nil {
-			return store.Settled{}, errors.Join(err, rerr)
-		}
-	}
-	if _, rerr := tx.StmtContext(ctx, c.stmts.release).ExecContext(ctx); rerr != nil {
-		return store.Settled{}, errors.Join(err, rerr)
-	}
-	return res, err
 }
 
 // settleOne reads r's row, refuses, accepts or counts a failure.

@@ -308,10 +308,12 @@ func (s *Service) ConfirmEnrollment(ctx context.Context, user, code string) ([]s
 	return codes, nil
 }
 
-// Verify checks a TOTP or recovery code of an active user. Every attempt is
-// counted before it is checked, so concurrent guesses cannot pass the limit;
-// a success clears the count. A correct TOTP code is accepted once per time
-// step, and a recovery code once.
+// Verify checks a TOTP or recovery code of an active user. The code is
+// compared in memory first, then the attempt is counted, checked and, when
+// the code still holds, accepted in one store transaction
+// (store.SettleAttempt): concurrent guesses cannot pass the limit, a locked
+// user is refused even a correct code, a success clears the count, and a
+// correct TOTP code is accepted once per time step, a recovery code once.
 func (s *Service) Verify(ctx context.Context, user, code string) (Method, error) {
 	return s.verify(ctx, user, code, true)
 }
@@ -325,10 +327,9 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 		return "", ErrNotEnrolled
 	}
 	now := s.now()
-	// The secret is decrypted before the attempt is counted: when the
+	// The secret is decrypted before the attempt is settled: when the
 	// keyring is down the login is refused without charging the user an
-	// attempt (an outage must not lock everybody out), and the count still
-	// comes before the code is compared.
+	// attempt (an outage must not lock everybody out).
 	var secret, pepper []byte
 	if allowRecovery && totp.LooksLikeRecoveryCode(code) {
 		if pepper, err = s.recoveryKey(ctx); err != nil {
@@ -343,60 +344,27 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 			defer clear(secret)
 		}
 	}
-	att, err := s.store.BeginAttempt(ctx, user, now, s.cfg.Limits)
-	if err != nil {
-		return "", unavailable("begin attempt", err)
-	}
-	if !att.Allowed {
-		return "", &CodeError{Locked: true, LockedUntil: att.LockedUntil}
-	}
-	method, replay, err := s.check(ctx, u, code, secret, pepper, now, allowRecovery)
+	m, method, err := s.match(ctx, u, code, secret, pepper, now)
 	if err != nil {
 		return "", err
 	}
-	if method != "" {
+	res, err := s.store.SettleAttempt(ctx, user, m, now, s.cfg.Limits)
+	if err != nil {
+		return "", unavailable("settle attempt", err)
+	}
+	switch {
+	case !res.Allowed:
+		return "", &CodeError{Locked: true, LockedUntil: res.LockedUntil}
+	case res.Accepted:
 		return method, nil
+	case res.LockStarted:
+		// Only the failure that reaches the limit sets the lock; the
+		// attempts behind it are refused above and must not announce it
+		// again.
+		return "", &CodeError{Locked: true, LockedUntil: res.LockedUntil, Replay: res.Replay, LockStarted: true}
+	default:
+		return "", &CodeError{Remaining: res.Remaining, Replay: res.Replay}
 	}
-	lockedUntil, err := s.store.FailAttempt(ctx, user, now, s.cfg.Limits)
-	if err != nil {
-		return "", unavailable("fail attempt", err)
-	}
-	if !lockedUntil.IsZero() {
-		// BeginAttempt counted attempts before any was checked, so exactly
-		// one attempt per window is the last one allowed: its failure is
-		// the one that starts the lock. Concurrent failures behind it find
-		// the lock and must not announce it again.
-		return "", &CodeError{Locked: true, LockedUntil: lockedUntil, Replay: replay, LockStarted: att.Remaining == 0}
-	}
-	return "", &CodeError{Remaining: att.Remaining, Replay: replay}
-}
-
-// check spends a matching code; "" means no match. secret is the user's
-// decrypted TOTP secret (nil when code is not a TOTP code), pepper the
-// recovery key (nil when code is not a recovery code).
-func (s *Service) check(ctx context.Context, u store.User, code string, secret, pepper []byte, now time.Time, allowRecovery bool) (m Method, replay bool, err error) {
-	if allowRecovery && totp.LooksLikeRecoveryCode(code) {
-		ok, err := s.spendRecoveryCode(ctx, u.ID, code, pepper, now)
-		if err != nil || !ok {
-			return "", false, err
-		}
-		return MethodRecovery, false, nil
-	}
-	if secret == nil {
-		return "", false, nil
-	}
-	step, ok := verifyTOTP(u, secret, code, now)
-	if !ok {
-		return "", false, nil
-	}
-	accepted, err := s.store.AcceptStep(ctx, u.ID, step, now)
-	if err != nil {
-		return "", false, unavailable("accept step", err)
-	}
-	if !accepted {
-		return "", true, nil
-	}
-	return MethodTOTP, false, nil
 }
 
 func (s *Service) checkTOTP(ctx context.Context, u store.User, code string, now time.Time) (int64, bool, error) {
@@ -424,31 +392,44 @@ func verifyTOTP(u store.User, secret []byte, code string, now time.Time) (int64,
 	return totp.Verify(secret, norm, now, p)
 }
 
-func (s *Service) spendRecoveryCode(ctx context.Context, user, code string, pepper []byte, now time.Time) (bool, error) {
+// match compares code with the user's TOTP secret (secret, nil when code
+// is not a TOTP code) or unused recovery codes (pepper, nil when code is
+// not a recovery code) and returns what it matched, for SettleAttempt to
+// spend, and the method it would be.
+func (s *Service) match(ctx context.Context, u store.User, code string, secret, pepper []byte, now time.Time) (store.Match, Method, error) {
+	if pepper != nil {
+		id, err := s.matchRecoveryCode(ctx, u.ID, code, pepper)
+		return store.Match{RecoveryCodeID: id}, MethodRecovery, err
+	}
+	var m store.Match
+	if secret != nil {
+		if step, ok := verifyTOTP(u, secret, code, now); ok {
+			m.Step = step
+		}
+	}
+	return m, MethodTOTP, nil
+}
+
+// matchRecoveryCode returns the id of the user's unused recovery code
+// that code is (0: none). Every stored hash is compared, each in constant
+// time; spending the code is left to SettleAttempt.
+func (s *Service) matchRecoveryCode(ctx context.Context, user, code string, pepper []byte) (int64, error) {
 	norm, ok := totp.NormalizeRecoveryCode(code)
 	if !ok {
-		return false, nil
+		return 0, nil
 	}
 	want := totp.HashRecoveryCode(pepper, user, norm)
 	stored, err := s.store.RecoveryCodes(ctx, user)
 	if err != nil {
-		return false, unavailable("recovery codes", err)
+		return 0, unavailable("recovery codes", err)
 	}
 	var match int64
-	found := 0
-	for _, c := range stored { // compare with all, in constant time each
+	for _, c := range stored {
 		if subtle.ConstantTimeCompare(c.Hash, want) == 1 {
-			match, found = c.ID, 1
+			match = c.ID
 		}
 	}
-	if found == 0 {
-		return false, nil
-	}
-	spent, err := s.store.SpendRecoveryCode(ctx, user, match, now)
-	if err != nil {
-		return false, unavailable("spend recovery code", err)
-	}
-	return spent, nil
+	return match, nil
 }
 
 func (s *Service) newRecoveryCodes(ctx context.Context, user string) ([]string, [][]byte, error) {

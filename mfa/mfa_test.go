@@ -251,50 +251,58 @@ func TestRecoveryKeyIsShared(t *testing.T) {
 // that a store fault in the middle of a check fails closed.
 type failingStore struct {
 	*sqlite.Store
-	failAccept, failBegin bool
+	failSettle, failCodes bool
 }
 
 var errDiskGone = errors.New("disk I/O error")
 
-func (f *failingStore) AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error) {
-	if f.failAccept {
-		return false, errDiskGone
+func (f *failingStore) SettleAttempt(ctx context.Context, id string, m store.Match, now time.Time, l store.Limits) (store.Settled, error) {
+	if f.failSettle {
+		return store.Settled{}, errDiskGone
 	}
-	return f.Store.AcceptStep(ctx, id, step, now)
+	return f.Store.SettleAttempt(ctx, id, m, now, l)
 }
 
-func (f *failingStore) BeginAttempt(ctx context.Context, id string, now time.Time, l store.Limits) (store.Attempt, error) {
-	if f.failBegin {
-		return store.Attempt{}, errDiskGone
+func (f *failingStore) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryCode, error) {
+	if f.failCodes {
+		return nil, errDiskGone
 	}
-	return f.Store.BeginAttempt(ctx, id, now, l)
+	return f.Store.RecoveryCodes(ctx, id)
 }
 
 func TestStoreFailureMidCheckFailsClosed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	secret, _ := e.enroll(t, "ivy")
+	secret, codes := e.enroll(t, "ivy")
 	for _, tc := range []struct {
 		name string
 		fs   *failingStore
+		code string
 	}{
-		{"counting the attempt fails", &failingStore{Store: e.st, failBegin: true}},
-		{"accepting the step fails", &failingStore{Store: e.st, failAccept: true}},
+		{"settling the attempt fails", &failingStore{Store: e.st, failSettle: true}, e.code(secret, 0)},
+		{"settling a recovery code fails", &failingStore{Store: e.st, failSettle: true}, codes[0]},
+		{"reading the recovery codes fails", &failingStore{Store: e.st, failCodes: true}, codes[0]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			svc, err := mfa.New(context.Background(), tc.fs, e.keys, mfa.DefaultConfig(), e.clock.now)
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = svc.Verify(context.Background(), "ivy", e.code(secret, 0))
+			_, err = svc.Verify(context.Background(), "ivy", tc.code)
 			if !errors.Is(err, mfa.ErrUnavailable) {
 				t.Fatalf("Verify with a failing store = %v, want ErrUnavailable (refused)", err)
 			}
 		})
 	}
-	// The store recovered: the same code still works, nothing was half-written.
+	// The store recovered: the same codes still work, nothing was half-written.
 	if _, err := e.svc.Verify(context.Background(), "ivy", e.code(secret, 0)); err != nil {
 		t.Fatalf("after the fault: %v", err)
+	}
+	if m, err := e.svc.Verify(context.Background(), "ivy", codes[0]); err != nil || m != mfa.MethodRecovery {
+		t.Fatalf("recovery code after the fault = %q, %v", m, err)
+	}
+	if u, err := e.svc.Status(context.Background(), "ivy"); err != nil || u.Failures != 0 {
+		t.Fatalf("after the faults: Failures %d, %v; want 0 (no attempt was charged)", u.Failures, err)
 	}
 }
 

@@ -130,28 +130,12 @@ func (lz *Lazy) DeleteUser(ctx context.Context, id string) error {
 	return st.DeleteUser(ctx, id)
 }
 
-func (lz *Lazy) BeginAttempt(ctx context.Context, id string, now time.Time, l Limits) (Attempt, error) {
+func (lz *Lazy) SettleAttempt(ctx context.Context, id string, m Match, now time.Time, l Limits) (Settled, error) {
 	st, err := lz.get()
 	if err != nil {
-		return Attempt{}, err
+		return Settled{}, err
 	}
-	return st.BeginAttempt(ctx, id, now, l)
-}
-
-func (lz *Lazy) FailAttempt(ctx context.Context, id string, now time.Time, l Limits) (time.Time, error) {
-	st, err := lz.get()
-	if err != nil {
-		return time.Time{}, err
-	}
-	return st.FailAttempt(ctx, id, now, l)
-}
-
-func (lz *Lazy) AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error) {
-	st, err := lz.get()
-	if err != nil {
-		return false, err
-	}
-	return st.AcceptStep(ctx, id, step, now)
+	return st.SettleAttempt(ctx, id, m, now, l)
 }
 
 func (lz *Lazy) Unlock(ctx context.Context, id string) error {
@@ -168,14 +152,6 @@ func (lz *Lazy) RecoveryCodes(ctx context.Context, id string) ([]RecoveryCode, e
 		return nil, err
 	}
 	return st.RecoveryCodes(ctx, id)
-}
-
-func (lz *Lazy) SpendRecoveryCode(ctx context.Context, id string, codeID int64, now time.Time) (bool, error) {
-	st, err := lz.get()
-	if err != nil {
-		return false, err
-	}
-	return st.SpendRecoveryCode(ctx, id, codeID, now)
 }
 
 func (lz *Lazy) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) error {

@@ -87,7 +87,7 @@ type User struct {
 	Params  TOTPParams
 	// LastStep is the last accepted TOTP time step (RFC 6238 §5.2); 0 if none.
 	LastStep int64
-	// Failures counts attempts in the current window, including in-flight ones.
+	// Failures counts failed attempts in the current window.
 	Failures           int
 	FailureWindowStart time.Time
 	LockedUntil        time.Time // zero when not locked
@@ -102,18 +102,45 @@ type User struct {
 // BindTo returns the keyring binding of the user's secret.
 func (u User) BindTo() string { return u.Binding.BindTo(u.ID) }
 
-// Limits is the brute-force policy applied by BeginAttempt and FailAttempt.
+// Limits is the brute-force policy applied by SettleAttempt.
 type Limits struct {
-	MaxFailures int           // attempts allowed in Window
+	MaxFailures int           // failures allowed in Window
 	Window      time.Duration // failures older than this are forgotten
 	LockFor     time.Duration // how long the user is locked once MaxFailures is reached
 }
 
-// Attempt is the answer of BeginAttempt.
-type Attempt struct {
-	Allowed     bool
-	LockedUntil time.Time // when not allowed: when to try again
-	Remaining   int       // attempts left in the window after this one
+// Match is what the code of one attempt was found to match before the
+// attempt is settled: the caller compares the code with the user's secret
+// or recovery code hashes (in memory, in constant time) and the store then
+// decides, atomically, whether that match still buys a success. Both zero:
+// the code matched nothing.
+type Match struct {
+	// Step > 0: a TOTP code valid for this time step.
+	Step int64
+	// RecoveryCodeID > 0: the stored recovery code (its id) the code equals.
+	RecoveryCodeID int64
+}
+
+// Settled is the answer of SettleAttempt.
+type Settled struct {
+	// Allowed is false when the attempt was refused without being counted
+	// or checked: the user is locked, or MaxFailures failures are already
+	// counted in the window. LockedUntil then says when to try again.
+	Allowed bool
+	// Accepted: the match was spent (the step recorded, the recovery code
+	// marked used) and the failure count cleared.
+	Accepted bool
+	// Replay: Match.Step was not newer than the last accepted step (a
+	// code used again, or a concurrent acceptance); counted as a failure.
+	Replay bool
+	// Remaining is the number of failures still allowed in the window
+	// after a counted failure (0 once locked).
+	Remaining int
+	// LockedUntil: when refused, when to try again; after a failure, the
+	// lock that failure set (zero when none).
+	LockedUntil time.Time
+	// LockStarted: this failure was the MaxFailures-th and set the lock.
+	LockStarted bool
 }
 
 // RecoveryCode is a stored recovery code: its id and keyed hash only.
@@ -200,29 +227,26 @@ type Store interface {
 	// ErrNotFound when there was nothing to delete.
 	DeleteUser(ctx context.Context, id string) error
 
-	// BeginAttempt counts one second-factor attempt before it is checked,
-	// so concurrent guesses cannot exceed the limit. Not allowed when the
-	// user is locked or MaxFailures attempts are already counted in the
-	// window. ErrNotFound when the user has no row.
-	BeginAttempt(ctx context.Context, id string, now time.Time, l Limits) (Attempt, error)
-	// FailAttempt finishes a failed attempt: when the count has reached
-	// MaxFailures the user is locked until now+LockFor. It returns the lock
-	// end (zero when not locked).
-	FailAttempt(ctx context.Context, id string, now time.Time, l Limits) (time.Time, error)
-	// AcceptStep records step as used and clears the failure count, atomically
-	// and only when the user is active and step is newer than the last
-	// accepted one. false means a replay (or a concurrent acceptance), and
-	// also an unknown or non-active user.
-	AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error)
+	// SettleAttempt counts, checks and settles one second-factor attempt
+	// whose code the caller already compared (m), in one atomic
+	// transaction: one durable write per attempt, and none when refused.
+	// It refuses without counting when the user is locked or MaxFailures
+	// failures are counted in the window. Otherwise it accepts m when m
+	// still holds (Step newer than the last accepted step, or
+	// RecoveryCodeID an unused code of this user, of an active user),
+	// clearing the failure count; anything else (no match, a replay, a code
+	// spent meanwhile, a user not active) is counted as a failure, and the
+	// MaxFailures-th failure in the window locks the user until
+	// now+LockFor. Concurrent attempts are settled one after the other, so
+	// together they never get past MaxFailures failures, and a step or code
+	// is spent once. It returns only once its effect is durable.
+	// ErrNotFound when the user has no row.
+	SettleAttempt(ctx context.Context, id string, m Match, now time.Time, l Limits) (Settled, error)
 	// Unlock clears failures and any lock. ErrNotFound when no row.
 	Unlock(ctx context.Context, id string) error
 
 	// RecoveryCodes lists the user's unused recovery codes.
 	RecoveryCodes(ctx context.Context, id string) ([]RecoveryCode, error)
-	// SpendRecoveryCode marks code codeID used and clears the failure count,
-	// atomically and only if it was unused and belongs to id. false when
-	// already spent, another user's, or unknown.
-	SpendRecoveryCode(ctx context.Context, id string, codeID int64, now time.Time) (bool, error)
 	// ReplaceRecoveryCodes drops every recovery code of an active user and
 	// stores new hashes, in one transaction. ErrConflict when not active.
 	ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) error

@@ -15,7 +15,7 @@
 // on the newest version of the row, so concurrent callers, in this process
 // or in other replicas, see each other's effects: a time step is accepted
 // once, a recovery code or challenge is spent once, and no more than
-// MaxFailures attempts are counted.
+// MaxFailures failures are counted.
 //
 // Transactions that touch a user and their recovery codes lock the users
 // row before any recovery_codes row, so they cannot deadlock each other.
@@ -486,114 +486,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 	return nil
 }
 
-// ---- attempts and lockout ----
-
-// freshWindow is true when BeginAttempt starts a new failure window: nothing
-// counted, the window over, or an earlier lock run out. SET expressions all
-// see the row as it was before the UPDATE.
-const freshWindow = `(failures = 0
-		OR failure_window_start + @window <= @now
-		OR (locked_until <> 0 AND locked_until <= @now))`
-
-// BeginAttempt counts one attempt before it is checked.
-//
-// The failure window starts at the first counted attempt and lasts
-// l.Window; a new window starts (count 1) when the old one has ended or an
-// earlier lock has run out. The increment is a single UPDATE whose WHERE
-// clause is the admission check; concurrent callers queue for the row lock
-// and each re-evaluates the check and the new count on the row the one
-// before it left, so together they cannot exceed l.MaxFailures. When it
-// updates nothing, a SELECT tells "no row" from "locked" from "limit
-// reached"; it decides nothing, so it needs no transaction with the UPDATE.
-func (s *Store) BeginAttempt(ctx context.Context, id string, now time.Time, l store.Limits) (store.Attempt, error) {
-	var failures int
-	err := s.pool.QueryRow(ctx, `
-UPDATE users SET
-	failures             = CASE WHEN `+freshWindow+` THEN 1    ELSE failures + 1 END,
-	failure_window_start = CASE WHEN `+freshWindow+` THEN @now ELSE failure_window_start END,
-	locked_until         = CASE WHEN `+freshWindow+` THEN 0    ELSE locked_until END
-WHERE id = @id
-	AND locked_until <= @now
-	AND (`+freshWindow+` OR failures < @max)
-	AND @max > 0
-RETURNING failures`, pgx.StrictNamedArgs{
-		"id": id, "now": ms(now), "window": l.Window.Milliseconds(), "max": int64(l.MaxFailures),
-	}).Scan(&failures)
-	if err == nil {
-		return store.Attempt{Allowed: true, Remaining: max(l.MaxFailures-failures, 0)}, nil
-	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return store.Attempt{}, fmt.Errorf("postgres: begin attempt: %w", err)
-	}
-	var fws, locked int64
-	err = s.pool.QueryRow(ctx, `SELECT failure_window_start, locked_until FROM users WHERE id = $1`, id).Scan(&fws, &locked)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Attempt{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Attempt{}, fmt.Errorf("postgres: begin attempt: %w", err)
-	}
-	if locked > ms(now) {
-		return store.Attempt{LockedUntil: fromMS(locked)}, nil
-	}
-	// MaxFailures attempts are counted (some perhaps still in flight) but
-	// no lock is set: the window ending frees the user.
-	if fws == 0 {
-		return store.Attempt{LockedUntil: now.Add(l.Window)}, nil
-	}
-	return store.Attempt{LockedUntil: fromMS(fws).Add(l.Window)}, nil
-}
-
-// FailAttempt finishes a failed attempt (already counted by BeginAttempt):
-// when the count in the current window has reached l.MaxFailures the user
-// is locked until now+l.LockFor (an existing later lock is kept). It
-// returns the lock end, zero when not locked. One UPDATE.
-func (s *Store) FailAttempt(ctx context.Context, id string, now time.Time, l store.Limits) (time.Time, error) {
-	var locked int64
-	err := s.pool.QueryRow(ctx, `
-UPDATE users SET
-	locked_until = CASE
-		WHEN failures >= @max AND failure_window_start + @window > @now
-		THEN GREATEST(locked_until, @lockend)
-		ELSE locked_until END
-WHERE id = @id
-RETURNING locked_until`, pgx.StrictNamedArgs{
-		"id": id, "now": ms(now), "max": int64(l.MaxFailures),
-		"window": l.Window.Milliseconds(), "lockend": ms(now.Add(l.LockFor)),
-	}).Scan(&locked)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return time.Time{}, store.ErrNotFound
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("postgres: fail attempt: %w", err)
-	}
-	if locked <= ms(now) {
-		return time.Time{}, nil
-	}
-	return fromMS(locked), nil
-}
-
-// AcceptStep records step and clears the failure count, only when the user
-// is active and step is newer than the last accepted one: one conditional
-// UPDATE, re-checked on the newest row version when concurrent callers
-// queue for the row. false for a replay, a concurrent acceptance, or a user
-// who is not active (or has no row). A lock is left alone: it is only ever
-// set by FailAttempt and runs its course.
-func (s *Store) AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error) {
-	n, err := s.execCount(ctx, "accept step", `
-UPDATE users SET
-	last_step = @step,
-	failures = 0,
-	failure_window_start = 0,
-	last_used_at = @now,
-	updated_at = @now
-WHERE id = @id AND state = 'active' AND last_step < @step`,
-		pgx.StrictNamedArgs{"id": id, "step": step, "now": ms(now)})
-	if err != nil {
-		return false, err
-	}
-	return n == 1, nil
-}
+// ---- attempts and lockout (SettleAttempt: settle.go) ----
 
 // Unlock clears failures and any lock. store.ErrNotFound when no row.
 func (s *Store) Unlock(ctx context.Context, id string) error {
@@ -631,46 +524,6 @@ func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryC
 		return nil, fmt.Errorf("postgres: recovery codes: %w", err)
 	}
 	return out, nil
-}
-
-// SpendRecoveryCode marks code codeID of user id used and clears the
-// user's failure count, in one transaction, only if the code belongs to
-// that (active) user and is unused. false otherwise.
-//
-// The transaction locks the user's row first (SELECT ... FOR NO KEY
-// UPDATE), as every other transaction on a user and their codes does, so
-// it cannot deadlock with ReplaceRecoveryCodes or DeleteUser. The code's
-// UPDATE then re-checks used_at IS NULL on the newest row version: of
-// concurrent spenders one sees the code unused.
-func (s *Store) SpendRecoveryCode(ctx context.Context, id string, codeID int64, now time.Time) (bool, error) {
-	var spent bool
-	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
-		var one int
-		err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 AND state = 'active' FOR NO KEY UPDATE`, id).Scan(&one)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil // unknown or not active
-		}
-		if err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, `UPDATE recovery_codes SET used_at = $1 WHERE id = $2 AND user_id = $3 AND used_at IS NULL`,
-			ms(now), codeID, id)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return nil
-		}
-		spent = true
-		_, err = tx.Exec(ctx, `
-UPDATE users SET failures = 0, failure_window_start = 0, last_used_at = $1, updated_at = $1
-WHERE id = $2`, ms(now), id)
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("postgres: spend recovery code: %w", err)
-	}
-	return spent, nil
 }
 
 // ReplaceRecoveryCodes drops every recovery code of an active user and

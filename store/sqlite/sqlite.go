@@ -26,9 +26,10 @@
 // fsynced before it returns. NORMAL would survive a crash of the process but
 // could lose the last commits on power loss or an OS crash, and a lost
 // commit here can be a spent recovery code or an accepted time step coming
-// back to life (a replay) or a forgotten lockout. The store's write rate is
-// a handful of commits per login, so the fsync is cheap; WithSynchronous
-// lets an operator trade that away.
+// back to life (a replay) or a forgotten lockout. A login with a code costs
+// one commit (SettleAttempt counts, checks and accepts in one transaction),
+// and concurrent logins share commits (group commit, see settle.go), so the
+// fsync stays cheap; WithSynchronous lets an operator trade that away.
 //
 // # Encoding
 //
@@ -90,8 +91,12 @@ func WithSynchronous(mode string) Option {
 // Store is a store.Store backed by one SQLite file. It is safe for
 // concurrent use.
 type Store struct {
-	w *sql.DB // exactly one connection: all writes
-	r *sql.DB // read-only connections: plain reads
+	w      *sql.DB // exactly one connection: all writes
+	r      *sql.DB // read-only connections: plain reads
+	settle *committer
+	// getUser is prepared once: it is read twice per login, and parsing
+	// it cost more than running it.
+	getUser *sql.Stmt
 }
 
 // Open opens (creating it if needed, with mode 0600) the SQLite database at
@@ -194,7 +199,20 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
-	return &Store{w: w, r: r}, nil
+	getUser, err := r.PrepareContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`)
+	if err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open: prepare: %w", err)
+	}
+	settle, err := startCommitter(ctx, w)
+	if err != nil {
+		getUser.Close()
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("sqlite: open: %w", err)
+	}
+	return &Store{w: w, r: r, getUser: getUser, settle: settle}, nil
 }
 
 func cloneValues(v url.Values) url.Values {
@@ -342,7 +360,7 @@ func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
 		state                                                   string
 		fws, locked, pendingExp, confirmed, lastUsed, updatedAt int64
 	)
-	err := s.r.QueryRowContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`, id).Scan(
+	err := s.getUser.QueryRowContext(ctx, id).Scan(
 		&u.ID, &state, &u.Ciphertext, &u.KeyVersion, &u.Binding,
 		&u.Params.Algorithm, &u.Params.Digits, &u.Params.Period, &u.Params.Skew,
 		&u.LastStep, &u.Failures, &fws, &locked, &pendingExp,
@@ -482,123 +500,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string) error {
 	return nil
 }
 
-// ---- attempts and lockout ----
-
-// freshWindow is true when BeginAttempt starts a new failure window: nothing
-// counted, the window over, or an earlier lock run out. SET expressions all
-// see the row as it was before the UPDATE.
-const freshWindow = `(failures = 0
-		OR failure_window_start + :window <= :now
-		OR (locked_until <> 0 AND locked_until <= :now))`
-
-// BeginAttempt counts one attempt before it is checked.
-//
-// The failure window starts at the first counted attempt and lasts
-// l.Window; a new window starts (count 1) when the old one has ended or an
-// earlier lock has run out. The increment is a single UPDATE whose WHERE
-// clause is the admission check, so concurrent callers cannot together
-// exceed l.MaxFailures. When it updates nothing, a SELECT inside the same
-// transaction tells "no row" from "locked" from "limit reached".
-func (s *Store) BeginAttempt(ctx context.Context, id string, now time.Time, l store.Limits) (store.Attempt, error) {
-	var a store.Attempt
-	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		var failures int
-		err := tx.QueryRowContext(ctx, `
-UPDATE users SET
-	failures             = CASE WHEN `+freshWindow+` THEN 1    ELSE failures + 1 END,
-	failure_window_start = CASE WHEN `+freshWindow+` THEN :now ELSE failure_window_start END,
-	locked_until         = CASE WHEN `+freshWindow+` THEN 0    ELSE locked_until END
-WHERE id = :id
-	AND locked_until <= :now
-	AND (`+freshWindow+` OR failures < :max)
-	AND :max > 0
-RETURNING failures`,
-			sql.Named("id", id), sql.Named("now", ms(now)),
-			sql.Named("window", l.Window.Milliseconds()), sql.Named("max", l.MaxFailures)).Scan(&failures)
-		if err == nil {
-			a = store.Attempt{Allowed: true, Remaining: max(l.MaxFailures-failures, 0)}
-			return nil
-		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return err
-		}
-		var fws, locked int64
-		err = tx.QueryRowContext(ctx, `SELECT failure_window_start, locked_until FROM users WHERE id = ?`, id).Scan(&fws, &locked)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		if locked > ms(now) {
-			a = store.Attempt{LockedUntil: fromMS(locked)}
-			return nil
-		}
-		// MaxFailures attempts are counted (some perhaps still in flight)
-		// but no lock is set: the window ending frees the user.
-		a = store.Attempt{LockedUntil: fromMS(fws).Add(l.Window)}
-		if fws == 0 {
-			a.LockedUntil = now.Add(l.Window)
-		}
-		return nil
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Attempt{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Attempt{}, fmt.Errorf("sqlite: begin attempt: %w", err)
-	}
-	return a, nil
-}
-
-// FailAttempt finishes a failed attempt (already counted by BeginAttempt):
-// when the count in the current window has reached l.MaxFailures the user
-// is locked until now+l.LockFor (an existing later lock is kept). It
-// returns the lock end, zero when not locked.
-func (s *Store) FailAttempt(ctx context.Context, id string, now time.Time, l store.Limits) (time.Time, error) {
-	var locked int64
-	err := s.w.QueryRowContext(ctx, `
-UPDATE users SET
-	locked_until = CASE
-		WHEN failures >= :max AND failure_window_start + :window > :now
-		THEN max(locked_until, :lockend)
-		ELSE locked_until END
-WHERE id = :id
-RETURNING locked_until`,
-		sql.Named("id", id), sql.Named("now", ms(now)), sql.Named("max", l.MaxFailures),
-		sql.Named("window", l.Window.Milliseconds()), sql.Named("lockend", ms(now.Add(l.LockFor)))).Scan(&locked)
-	if errors.Is(err, sql.ErrNoRows) {
-		return time.Time{}, store.ErrNotFound
-	}
-	if err != nil {
-		return time.Time{}, fmt.Errorf("sqlite: fail attempt: %w", err)
-	}
-	if locked <= ms(now) {
-		return time.Time{}, nil
-	}
-	return fromMS(locked), nil
-}
-
-// AcceptStep records step and clears the failure count, only when the user
-// is active and step is newer than the last accepted one: one conditional
-// UPDATE. false for a replay, a concurrent acceptance, or a user who is not
-// active (or has no row). A lock is left alone: it is only ever set by
-// FailAttempt and runs its course.
-func (s *Store) AcceptStep(ctx context.Context, id string, step int64, now time.Time) (bool, error) {
-	n, err := s.execCount(ctx, "accept step", `
-UPDATE users SET
-	last_step = :step,
-	failures = 0,
-	failure_window_start = 0,
-	last_used_at = :now,
-	updated_at = :now
-WHERE id = :id AND state = 'active' AND last_step < :step`,
-		sql.Named("id", id), sql.Named("step", step), sql.Named("now", ms(now)))
-	if err != nil {
-		return false, err
-	}
-	return n == 1, nil
-}
+// ---- attempts and lockout (SettleAttempt: settle.go) ----
 
 // Unlock clears failures and any lock. store.ErrNotFound when no row.
 func (s *Store) Unlock(ctx context.Context, id string) error {
@@ -636,39 +538,6 @@ func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryC
 		return nil, fmt.Errorf("sqlite: recovery codes: %w", err)
 	}
 	return out, nil
-}
-
-// SpendRecoveryCode marks code codeID of user id used and clears the
-// user's failure count, in one transaction, only if the code belongs to
-// that (active) user and is unused. false otherwise.
-func (s *Store) SpendRecoveryCode(ctx context.Context, id string, codeID int64, now time.Time) (bool, error) {
-	var spent bool
-	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `
-UPDATE recovery_codes SET used_at = :now
-WHERE id = :code AND user_id = :id AND used_at IS NULL
-	AND EXISTS (SELECT 1 FROM users WHERE users.id = :id AND users.state = 'active')`,
-			sql.Named("now", ms(now)), sql.Named("code", codeID), sql.Named("id", id))
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
-		spent = true
-		_, err = tx.ExecContext(ctx, `
-UPDATE users SET failures = 0, failure_window_start = 0, last_used_at = :now, updated_at = :now
-WHERE id = :id`, sql.Named("now", ms(now)), sql.Named("id", id))
-		return err
-	})
-	if err != nil {
-		return false, fmt.Errorf("sqlite: spend recovery code: %w", err)
-	}
-	return spent, nil
 }
 
 // ReplaceRecoveryCodes drops every recovery code of an active user and
@@ -1096,6 +965,8 @@ func (s *Store) Ping(ctx context.Context) error {
 // Close closes both pools. The last connection to close checkpoints the
 // WAL into the main file.
 func (s *Store) Close() error {
+	s.settle.stop()
+	s.getUser.Close()
 	errR := s.r.Close()
 	errW := s.w.Close()
 	if err := errors.Join(errR, errW); err != nil {

@@ -20,12 +20,15 @@
 //     ("B" < "a"); a PostgreSQL implementation needs COLLATE "C".
 //   - StartEnrollment replacing a pending row also lifts a lock: failures
 //     and lock were counted against a secret that is gone.
-//   - ConfirmEnrollment and SpendRecoveryCode clear the failure count like
-//     AcceptStep does.
-//   - AcceptStep and SpendRecoveryCode answer false (no error) for a user who
-//     is unknown or not active; ReplaceRecoveryCodes and ConfirmEnrollment
+//   - ConfirmEnrollment clears the failure count like an accepted
+//     SettleAttempt does.
+//   - SettleAttempt answers ErrNotFound for an unknown user and counts an
+//     attempt of a user who is not active as a failure (a step is then
+//     reported as a replay); ReplaceRecoveryCodes and ConfirmEnrollment
 //     answer ErrConflict for an unknown user; FailChallenge answers 0 (no
 //     error) for an unknown challenge.
+//   - What SettleAttempt answered survives a crash right after the answer
+//     (Durability/Crash, with Harness.Crash).
 //   - A call whose context is cancelled returns an error that is neither
 //     ErrNotFound nor ErrConflict (callers fail closed on it).
 package storetest
@@ -58,6 +61,13 @@ type Harness struct {
 	// durability subtest is skipped. The cleanup Open registered for s runs
 	// too, so Close must tolerate being called on a closed store.
 	Reopen func(t *testing.T, s store.Store) store.Store
+	// Crash ends s as a crash would, skipping every graceful step of its
+	// Close (SQLite: the files exactly as a killed process leaves them, no
+	// checkpoint; a server: its sessions cut, or the server itself killed),
+	// opens the same database again and returns the new store, registering
+	// its Close with t.Cleanup. Optional: without it the crash subtest is
+	// skipped. The subtest calls it with no call of s in flight.
+	Crash func(t *testing.T, s store.Store) store.Store
 }
 
 // Concurrency is how many goroutines race in the concurrency subtests.
@@ -98,19 +108,19 @@ func Run(t *testing.T, h Harness) {
 		{"DeleteUser", testDeleteUser},
 		{"IndependentUsersConcurrent", testIndependentUsersConcurrent},
 
-		{"AcceptStep/OnlyNewer", testAcceptStepOnlyNewer},
-		{"AcceptStep/OnlyActive", testAcceptStepOnlyActive},
-		{"AcceptStep/ConcurrentSameStep", testAcceptStepConcurrentSame},
-		{"AcceptStep/ConcurrentSteps", testAcceptStepConcurrentSteps},
-		{"AcceptStep/ClearsFailures", testAcceptStepClearsFailures},
+		{"Step/OnlyNewer", testStepOnlyNewer},
+		{"Step/OnlyActive", testStepOnlyActive},
+		{"Step/ConcurrentSameStep", testStepConcurrentSame},
+		{"Step/ConcurrentSteps", testStepConcurrentSteps},
+		{"Step/ClearsFailures", testStepClearsFailures},
 
 		{"Attempts/UnknownUser", testAttemptsUnknownUser},
-		{"Attempts/Limit", testAttemptsLimit},
 		{"Attempts/Lockout", testAttemptsLockout},
 		{"Attempts/WindowForgets", testAttemptsWindowForgets},
 		{"Attempts/WindowCountsRecent", testAttemptsWindowCountsRecent},
+		{"Attempts/LimitLowered", testAttemptsLimitLowered},
 		{"Attempts/Concurrent", testAttemptsConcurrent},
-		{"Attempts/ConcurrentFailuresLock", testAttemptsConcurrentFailuresLock},
+		{"Attempts/ConcurrentUsers", testAttemptsConcurrentUsers},
 		{"Attempts/Unlock", testUnlock},
 		{"Attempts/PerUser", testAttemptsPerUser},
 
@@ -151,6 +161,7 @@ func Run(t *testing.T, h Harness) {
 		{"CountByState", testCountByState},
 
 		{"Durability/Reopen", testReopen},
+		{"Durability/Crash", testCrash},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -224,22 +235,37 @@ func mustCodes(t *testing.T, s store.Store, id string) []store.RecoveryCode {
 	return cs
 }
 
-func mustBegin(t *testing.T, s store.Store, id string, now time.Time) store.Attempt {
+// loose is a policy no subtest reaches, for subtests about something
+// other than the lockout: their refused codes count as failures too.
+var loose = store.Limits{MaxFailures: 1000, Window: time.Hour, LockFor: time.Hour}
+
+func mustSettle(t *testing.T, s store.Store, id string, m store.Match, now time.Time, l store.Limits) store.Settled {
 	t.Helper()
-	a, err := s.BeginAttempt(ctxOf(t), id, now, limits)
+	r, err := s.SettleAttempt(ctxOf(t), id, m, now, l)
 	if err != nil {
-		t.Fatalf("BeginAttempt(%s): %v", id, err)
+		t.Fatalf("SettleAttempt(%s, %+v): %v", id, m, err)
 	}
-	return a
+	return r
 }
 
-func mustFail(t *testing.T, s store.Store, id string, now time.Time) time.Time {
+// mustFail settles an attempt whose code matched nothing, under limits.
+func mustFail(t *testing.T, s store.Store, id string, now time.Time) store.Settled {
 	t.Helper()
-	lock, err := s.FailAttempt(ctxOf(t), id, now, limits)
-	if err != nil {
-		t.Fatalf("FailAttempt(%s): %v", id, err)
-	}
-	return lock
+	return mustSettle(t, s, id, store.Match{}, now, limits)
+}
+
+// accept settles a code valid for step, under loose limits, and reports
+// whether it was accepted.
+func accept(ctx context.Context, s store.Store, id string, step int64, now time.Time) (bool, error) {
+	r, err := s.SettleAttempt(ctx, id, store.Match{Step: step}, now, loose)
+	return r.Accepted, err
+}
+
+// spend settles recovery code codeID, under loose limits, and reports
+// whether it was spent.
+func spend(ctx context.Context, s store.Store, id string, codeID int64, now time.Time) (bool, error) {
+	r, err := s.SettleAttempt(ctx, id, store.Match{RecoveryCodeID: codeID}, now, loose)
+	return r.Accepted, err
 }
 
 // sortedHashes returns the codes' hashes, sorted.
@@ -307,11 +333,10 @@ func testCanceledContext(t *testing.T, h Harness) {
 	if _, err := s.GetUser(ctx, "nobody"); err == nil || isSentinel(err) {
 		t.Errorf("GetUser(unknown) with cancelled ctx: err = %v, want a non-sentinel error", err)
 	}
-	if ok, err := s.AcceptStep(ctx, "alice", 200, t0); err == nil || ok {
-		t.Errorf("AcceptStep with cancelled ctx = %v, %v; want false and an error", ok, err)
-	}
-	if a, err := s.BeginAttempt(ctx, "alice", t0, limits); err == nil || a.Allowed || isSentinel(err) {
-		t.Errorf("BeginAttempt with cancelled ctx = %+v, %v; want not allowed and a non-sentinel error", a, err)
+	for _, m := range []store.Match{{Step: 200}, {}, {RecoveryCodeID: mustCodes(t, s, "alice")[0].ID}} {
+		if r, err := s.SettleAttempt(ctx, "alice", m, t0, limits); err == nil || r.Allowed || r.Accepted || isSentinel(err) {
+			t.Errorf("SettleAttempt(%+v) with cancelled ctx = %+v, %v; want not allowed and a non-sentinel error", m, r, err)
+		}
 	}
 	if _, err := s.SpendChallenge(ctx, []byte("x"), t0); err == nil || isSentinel(err) {
 		t.Errorf("SpendChallenge with cancelled ctx: err = %v, want a non-sentinel error", err)
@@ -320,8 +345,8 @@ func testCanceledContext(t *testing.T, h Harness) {
 		t.Errorf("ConfirmEnrollment with cancelled ctx: err = %v, want a non-sentinel error", err)
 	}
 	// Nothing changed.
-	if u := mustGet(t, s, "alice"); u.LastStep != 100 || u.Failures != 0 {
-		t.Errorf("after cancelled calls: LastStep %d Failures %d, want 100 and 0", u.LastStep, u.Failures)
+	if u := mustGet(t, s, "alice"); u.LastStep != 100 || u.Failures != 0 || u.RecoveryRemaining != 2 {
+		t.Errorf("after cancelled calls: LastStep %d Failures %d RecoveryRemaining %d, want 100, 0 and 2", u.LastStep, u.Failures, u.RecoveryRemaining)
 	}
 }
 
@@ -364,10 +389,9 @@ func testStartReplacesPending(t *testing.T, h Harness) {
 	first := mustStart(t, s, "alice", 1, t0)
 	// Five failures lock the pending user.
 	for range limits.MaxFailures {
-		if a := mustBegin(t, s, "alice", t0); !a.Allowed {
-			t.Fatalf("BeginAttempt refused early: %+v", a)
+		if a := mustFail(t, s, "alice", t0); !a.Allowed {
+			t.Fatalf("attempt refused early: %+v", a)
 		}
-		mustFail(t, s, "alice", t0)
 	}
 	if u := mustGet(t, s, "alice"); u.Failures != limits.MaxFailures || u.LockedUntil.IsZero() {
 		t.Fatalf("before replacing: Failures %d LockedUntil %v, want %d and a lock", u.Failures, u.LockedUntil, limits.MaxFailures)
@@ -390,8 +414,8 @@ func testStartReplacesPending(t *testing.T, h Harness) {
 	if got.Failures != 0 || !got.LockedUntil.IsZero() {
 		t.Errorf("after replace: Failures %d LockedUntil %v, want 0 and no lock", got.Failures, got.LockedUntil)
 	}
-	if a := mustBegin(t, s, "alice", now); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
-		t.Errorf("BeginAttempt after replace = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
+	if a := mustFail(t, s, "alice", now); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Errorf("failed attempt after replace = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
 	}
 	// The replaced secret can no longer be confirmed; the new one can.
 	if err := s.ConfirmEnrollment(ctxOf(t), "alice", first.Ciphertext, 10, nil, now); !errors.Is(err, store.ErrConflict) {
@@ -447,7 +471,7 @@ func testConfirmActivates(t *testing.T, h Harness) {
 		ids[c.ID] = true
 	}
 	// The confirming step is used: it cannot be accepted again.
-	if ok, err := s.AcceptStep(ctxOf(t), "alice", 12345, now); err != nil || ok {
+	if ok, err := accept(ctxOf(t), s, "alice", 12345, now); err != nil || ok {
 		t.Errorf("AcceptStep(confirming step) = %v, %v; want false (replay)", ok, err)
 	}
 }
@@ -517,11 +541,9 @@ func testConfirmNoCodes(t *testing.T, h Harness) {
 func testConfirmClearsFailures(t *testing.T, h Harness) {
 	s := h.Open(t)
 	u := mustStart(t, s, "alice", 1, t0)
-	for range 3 {
-		mustBegin(t, s, "alice", t0)
+	for range 4 {
 		mustFail(t, s, "alice", t0)
 	}
-	mustBegin(t, s, "alice", t0) // the confirming attempt
 	if err := s.ConfirmEnrollment(ctxOf(t), "alice", u.Ciphertext, 7, nil, t0); err != nil {
 		t.Fatalf("ConfirmEnrollment: %v", err)
 	}
@@ -592,7 +614,7 @@ func testDeleteUser(t *testing.T, h Harness) {
 		t.Fatalf("ConfirmEnrollment after delete: %v", err)
 	}
 	for _, c := range aliceCodes {
-		if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", c.ID, t0); err != nil || ok {
+		if ok, err := spend(ctxOf(t), s, "alice", c.ID, t0); err != nil || ok {
 			t.Errorf("SpendRecoveryCode(pre-delete code %d) = %v, %v; want false", c.ID, ok, err)
 		}
 	}
@@ -623,11 +645,11 @@ func testIndependentUsersConcurrent(t *testing.T, h Harness) {
 			errs[i] = fmt.Errorf("confirm: %w", err)
 			return
 		}
-		if a, err := s.BeginAttempt(ctx, id, t0, limits); err != nil || !a.Allowed {
-			errs[i] = fmt.Errorf("begin: %+v, %v", a, err)
+		if a, err := s.SettleAttempt(ctx, id, store.Match{}, t0, limits); err != nil || !a.Allowed || a.Accepted {
+			errs[i] = fmt.Errorf("fail: %+v, %v", a, err)
 			return
 		}
-		if ok, err := s.AcceptStep(ctx, id, 101, t0); err != nil || !ok {
+		if ok, err := accept(ctx, s, id, 101, t0); err != nil || !ok {
 			errs[i] = fmt.Errorf("accept: %v, %v", ok, err)
 			return
 		}
@@ -649,9 +671,9 @@ func testIndependentUsersConcurrent(t *testing.T, h Harness) {
 	}
 }
 
-// ---- AcceptStep ----
+// ---- settling attempts: TOTP steps ----
 
-func testAcceptStepOnlyNewer(t *testing.T, h Harness) {
+func testStepOnlyNewer(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", nil) // LastStep 100
 	now := t0.Add(time.Minute)
@@ -659,11 +681,11 @@ func testAcceptStepOnlyNewer(t *testing.T, h Harness) {
 		step int64
 		want bool
 	}{
-		{100, false}, {99, false}, {0, false}, {101, true}, {101, false}, {105, true}, {103, false}, {106, true},
+		{100, false}, {99, false}, {101, true}, {101, false}, {105, true}, {103, false}, {106, true},
 	} {
-		ok, err := s.AcceptStep(ctxOf(t), "alice", tc.step, now)
-		if err != nil || ok != tc.want {
-			t.Errorf("AcceptStep(%d) = %v, %v; want %v", tc.step, ok, err, tc.want)
+		r := mustSettle(t, s, "alice", store.Match{Step: tc.step}, now, limits)
+		if !r.Allowed || r.Accepted != tc.want || r.Replay == tc.want {
+			t.Errorf("SettleAttempt(step %d) = %+v; want accepted %v, a replay otherwise", tc.step, r, tc.want)
 		}
 	}
 	got := mustGet(t, s, "alice")
@@ -673,59 +695,81 @@ func testAcceptStepOnlyNewer(t *testing.T, h Harness) {
 	if !sameTime(got.LastUsedAt, now) {
 		t.Errorf("LastUsedAt = %v, want %v", got.LastUsedAt, now)
 	}
+	// The replay of 103 was counted, then cleared by 106.
+	if got.Failures != 0 {
+		t.Errorf("Failures = %d, want 0 (cleared by the acceptance of 106)", got.Failures)
+	}
+	if r := mustSettle(t, s, "alice", store.Match{Step: 106}, now, limits); r.Accepted || !r.Replay || r.Remaining != limits.MaxFailures-1 {
+		t.Errorf("replay of 106 = %+v, want a replay counted as a failure", r)
+	}
 }
 
-func testAcceptStepOnlyActive(t *testing.T, h Harness) {
+func testStepOnlyActive(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustStart(t, s, "alice", 1, t0)
-	if ok, err := s.AcceptStep(ctxOf(t), "alice", 1000, t0); err != nil || ok {
-		t.Errorf("AcceptStep(pending) = %v, %v; want false, nil", ok, err)
+	if r := mustSettle(t, s, "alice", store.Match{Step: 1000}, t0, limits); r.Accepted || !r.Allowed {
+		t.Errorf("SettleAttempt(pending user) = %+v; want not accepted, counted", r)
 	}
-	if ok, err := s.AcceptStep(ctxOf(t), "nobody", 1000, t0); err != nil || ok {
-		t.Errorf("AcceptStep(unknown) = %v, %v; want false, nil", ok, err)
+	if got := mustGet(t, s, "alice"); got.LastStep != 0 || got.State != store.StatePending || got.Failures != 1 {
+		t.Errorf("pending row after an attempt: %+v, want LastStep 0, still pending, one failure", got)
 	}
-	if got := mustGet(t, s, "alice"); got.LastStep != 0 || got.State != store.StatePending {
-		t.Errorf("pending row changed: %+v", got)
+	for _, m := range []store.Match{{Step: 1000}, {}, {RecoveryCodeID: 1}} {
+		if r, err := s.SettleAttempt(ctxOf(t), "nobody", m, t0, limits); !errors.Is(err, store.ErrNotFound) || r.Accepted {
+			t.Errorf("SettleAttempt(unknown, %+v) = %+v, %v; want ErrNotFound", m, r, err)
+		}
 	}
 	if _, err := s.GetUser(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("AcceptStep created a row for an unknown user")
+		t.Errorf("SettleAttempt created a row for an unknown user")
 	}
 }
 
-func testAcceptStepConcurrentSame(t *testing.T, h Harness) {
+// Concurrent logins with the same code: the first settled takes the step,
+// every later one is a replay and counts, so after MaxFailures replays the
+// user is locked and the rest are refused.
+func testStepConcurrentSame(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", nil)
 	var (
-		mu   sync.Mutex
-		wins int
+		mu                          sync.Mutex
+		wins, replays, refused, set int
 	)
 	race(Concurrency, func(i int) {
-		ok, err := s.AcceptStep(ctxOf(t), "alice", 101, t0)
+		r, err := s.SettleAttempt(ctxOf(t), "alice", store.Match{Step: 101}, t0, limits)
 		if err != nil {
-			t.Errorf("AcceptStep #%d: %v", i, err)
+			t.Errorf("SettleAttempt #%d: %v", i, err)
+			return
 		}
-		if ok {
-			mu.Lock()
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case r.Accepted:
 			wins++
-			mu.Unlock()
+		case !r.Allowed:
+			refused++
+		case r.Replay:
+			replays++
+		}
+		if r.LockStarted {
+			set++
 		}
 	})
-	if wins != 1 {
-		t.Fatalf("%d of %d concurrent AcceptStep(same step) calls succeeded, want exactly 1", wins, Concurrency)
+	if wins != 1 || replays != limits.MaxFailures || set != 1 || refused != Concurrency-1-limits.MaxFailures {
+		t.Fatalf("%d concurrent logins with one code: %d accepted, %d replays counted (%d set the lock), %d refused; want 1, %d (1), %d",
+			Concurrency, wins, replays, set, refused, limits.MaxFailures, Concurrency-1-limits.MaxFailures)
 	}
-	if got := mustGet(t, s, "alice"); got.LastStep != 101 {
-		t.Errorf("LastStep = %d, want 101", got.LastStep)
+	if got := mustGet(t, s, "alice"); got.LastStep != 101 || got.Failures != limits.MaxFailures || !sameTime(got.LockedUntil, t0.Add(limits.LockFor)) {
+		t.Errorf("after the race: LastStep %d Failures %d LockedUntil %v", got.LastStep, got.Failures, got.LockedUntil)
 	}
 }
 
-func testAcceptStepConcurrentSteps(t *testing.T, h Harness) {
+func testStepConcurrentSteps(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", nil) // LastStep 100
 	accepted := make([]bool, Concurrency)
 	race(Concurrency, func(i int) {
-		ok, err := s.AcceptStep(ctxOf(t), "alice", 101+int64(i), t0)
+		ok, err := accept(ctxOf(t), s, "alice", 101+int64(i), t0)
 		if err != nil {
-			t.Errorf("AcceptStep(%d): %v", 101+i, err)
+			t.Errorf("SettleAttempt(step %d): %v", 101+i, err)
 		}
 		accepted[i] = ok
 	})
@@ -738,62 +782,35 @@ func testAcceptStepConcurrentSteps(t *testing.T, h Harness) {
 	}
 }
 
-func testAcceptStepClearsFailures(t *testing.T, h Harness) {
+func testStepClearsFailures(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", nil)
-	for range 3 {
-		mustBegin(t, s, "alice", t0)
+	for range limits.MaxFailures - 1 {
 		mustFail(t, s, "alice", t0)
 	}
-	mustBegin(t, s, "alice", t0)
-	if got := mustGet(t, s, "alice"); got.Failures != 4 {
-		t.Fatalf("Failures = %d, want 4", got.Failures)
+	if got := mustGet(t, s, "alice"); got.Failures != limits.MaxFailures-1 {
+		t.Fatalf("Failures = %d, want %d", got.Failures, limits.MaxFailures-1)
 	}
-	if ok, err := s.AcceptStep(ctxOf(t), "alice", 101, t0); err != nil || !ok {
-		t.Fatalf("AcceptStep = %v, %v", ok, err)
+	if r := mustSettle(t, s, "alice", store.Match{Step: 101}, t0, limits); !r.Accepted {
+		t.Fatalf("the last attempt of the window, with a valid step = %+v, want accepted", r)
 	}
-	if got := mustGet(t, s, "alice"); got.Failures != 0 {
-		t.Errorf("Failures after AcceptStep = %d, want 0", got.Failures)
+	if got := mustGet(t, s, "alice"); got.Failures != 0 || !got.LockedUntil.IsZero() {
+		t.Errorf("after an accepted step: Failures %d LockedUntil %v, want 0 and none", got.Failures, got.LockedUntil)
 	}
-	if a := mustBegin(t, s, "alice", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
-		t.Errorf("BeginAttempt after AcceptStep = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
+	if a := mustFail(t, s, "alice", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Errorf("failure after an accepted step = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
 	}
 }
 
-// ---- attempts and lockout ----
+// ---- settling attempts: lockout ----
 
 func testAttemptsUnknownUser(t *testing.T, h Harness) {
 	s := h.Open(t)
-	if _, err := s.BeginAttempt(ctxOf(t), "nobody", t0, limits); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("BeginAttempt(unknown): err = %v, want ErrNotFound", err)
-	}
-	if _, err := s.FailAttempt(ctxOf(t), "nobody", t0, limits); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("FailAttempt(unknown): err = %v, want ErrNotFound", err)
+	if _, err := s.SettleAttempt(ctxOf(t), "nobody", store.Match{}, t0, limits); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SettleAttempt(unknown): err = %v, want ErrNotFound", err)
 	}
 	if err := s.Unlock(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Unlock(unknown): err = %v, want ErrNotFound", err)
-	}
-}
-
-func testAttemptsLimit(t *testing.T, h Harness) {
-	s := h.Open(t)
-	mustActive(t, s, "alice", nil)
-	for i := range limits.MaxFailures {
-		a := mustBegin(t, s, "alice", t0)
-		if !a.Allowed || a.Remaining != limits.MaxFailures-1-i {
-			t.Fatalf("attempt %d = %+v, want allowed with %d remaining", i+1, a, limits.MaxFailures-1-i)
-		}
-	}
-	// In flight, not yet failed: still no more than MaxFailures.
-	a := mustBegin(t, s, "alice", t0.Add(time.Second))
-	if a.Allowed {
-		t.Fatalf("attempt %d allowed, want refused", limits.MaxFailures+1)
-	}
-	if !a.LockedUntil.After(t0) {
-		t.Errorf("refused attempt: LockedUntil %v, want a time after now", a.LockedUntil)
-	}
-	if got := mustGet(t, s, "alice"); got.Failures != limits.MaxFailures {
-		t.Errorf("Failures = %d, want %d (refused attempts are not counted)", got.Failures, limits.MaxFailures)
 	}
 }
 
@@ -802,15 +819,15 @@ func testAttemptsLockout(t *testing.T, h Harness) {
 	mustActive(t, s, "alice", nil)
 	now := t0
 	for i := range limits.MaxFailures {
-		if a := mustBegin(t, s, "alice", now); !a.Allowed {
-			t.Fatalf("attempt %d refused: %+v", i+1, a)
+		r := mustFail(t, s, "alice", now)
+		if !r.Allowed || r.Accepted || r.Remaining != limits.MaxFailures-1-i {
+			t.Fatalf("failure %d = %+v, want counted with %d remaining", i+1, r, limits.MaxFailures-1-i)
 		}
-		lock := mustFail(t, s, "alice", now)
-		if i < limits.MaxFailures-1 && !lock.IsZero() {
-			t.Fatalf("FailAttempt %d locked until %v, want no lock yet", i+1, lock)
+		if i < limits.MaxFailures-1 && (r.LockStarted || !r.LockedUntil.IsZero()) {
+			t.Fatalf("failure %d = %+v, want no lock yet", i+1, r)
 		}
-		if i == limits.MaxFailures-1 && !sameTime(lock, now.Add(limits.LockFor)) {
-			t.Fatalf("FailAttempt %d = %v, want lock until %v", i+1, lock, now.Add(limits.LockFor))
+		if i == limits.MaxFailures-1 && (!r.LockStarted || !sameTime(r.LockedUntil, now.Add(limits.LockFor))) {
+			t.Fatalf("failure %d = %+v, want it to set the lock until %v", i+1, r, now.Add(limits.LockFor))
 		}
 		if i < limits.MaxFailures-1 {
 			now = now.Add(10 * time.Second)
@@ -820,26 +837,29 @@ func testAttemptsLockout(t *testing.T, h Harness) {
 	if got := mustGet(t, s, "alice"); !sameTime(got.LockedUntil, lockEnd) {
 		t.Errorf("LockedUntil = %v, want %v", got.LockedUntil, lockEnd)
 	}
-	// Locked: refused, even long after the window, and the lock is not extended.
+	// Locked: refused, even with a valid step, even long after the window;
+	// nothing is counted or spent and the lock is not extended.
 	for _, at := range []time.Time{now, now.Add(time.Minute), now.Add(limits.Window + time.Minute), lockEnd.Add(-time.Second)} {
-		a := mustBegin(t, s, "alice", at)
-		if a.Allowed || !sameTime(a.LockedUntil, lockEnd) {
-			t.Errorf("BeginAttempt at %v while locked = %+v, want refused until %v", at, a, lockEnd)
+		for _, m := range []store.Match{{}, {Step: 200}} {
+			r := mustSettle(t, s, "alice", m, at, limits)
+			if r.Allowed || r.Accepted || r.LockStarted || !sameTime(r.LockedUntil, lockEnd) {
+				t.Errorf("SettleAttempt(%+v) at %v while locked = %+v, want refused until %v", m, at, r, lockEnd)
+			}
 		}
 	}
-	if got := mustGet(t, s, "alice"); !sameTime(got.LockedUntil, lockEnd) || got.Failures != limits.MaxFailures {
-		t.Errorf("after refused attempts: LockedUntil %v Failures %d, want %v and %d", got.LockedUntil, got.Failures, lockEnd, limits.MaxFailures)
+	if got := mustGet(t, s, "alice"); !sameTime(got.LockedUntil, lockEnd) || got.Failures != limits.MaxFailures || got.LastStep != 100 {
+		t.Errorf("after refused attempts: LockedUntil %v Failures %d LastStep %d, want %v, %d and 100", got.LockedUntil, got.Failures, got.LastStep, lockEnd, limits.MaxFailures)
 	}
 	// At the lock's end the user starts afresh.
-	a := mustBegin(t, s, "alice", lockEnd)
-	if !a.Allowed || a.Remaining != limits.MaxFailures-1 {
-		t.Fatalf("BeginAttempt at lock end = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
+	r := mustFail(t, s, "alice", lockEnd)
+	if !r.Allowed || r.Remaining != limits.MaxFailures-1 || !r.LockedUntil.IsZero() {
+		t.Fatalf("failure at lock end = %+v, want counted with %d remaining and no lock", r, limits.MaxFailures-1)
 	}
-	if lock := mustFail(t, s, "alice", lockEnd); !lock.IsZero() {
-		t.Errorf("first failure after the lock: locked until %v, want no lock", lock)
+	if got := mustGet(t, s, "alice"); got.Failures != 1 || !got.LockedUntil.IsZero() {
+		t.Errorf("after the lock: Failures %d LockedUntil %v, want 1 and none", got.Failures, got.LockedUntil)
 	}
-	if got := mustGet(t, s, "alice"); got.Failures != 1 {
-		t.Errorf("Failures after the lock = %d, want 1", got.Failures)
+	if r := mustSettle(t, s, "alice", store.Match{Step: 200}, lockEnd, limits); !r.Accepted {
+		t.Errorf("valid step after the lock = %+v, want accepted", r)
 	}
 }
 
@@ -847,19 +867,15 @@ func testAttemptsWindowForgets(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", nil)
 	for range limits.MaxFailures - 1 {
-		mustBegin(t, s, "alice", t0)
 		mustFail(t, s, "alice", t0)
 	}
 	later := t0.Add(limits.Window)
-	a := mustBegin(t, s, "alice", later)
-	if !a.Allowed || a.Remaining != limits.MaxFailures-1 {
-		t.Fatalf("BeginAttempt after the window = %+v, want allowed with %d remaining (old failures forgotten)", a, limits.MaxFailures-1)
+	r := mustFail(t, s, "alice", later)
+	if !r.Allowed || r.Remaining != limits.MaxFailures-1 || !r.LockedUntil.IsZero() {
+		t.Fatalf("failure after the window = %+v, want counted with %d remaining, no lock (old failures forgotten)", r, limits.MaxFailures-1)
 	}
-	if lock := mustFail(t, s, "alice", later); !lock.IsZero() {
-		t.Errorf("FailAttempt after the window locked until %v, want no lock", lock)
-	}
-	if got := mustGet(t, s, "alice"); got.Failures != 1 {
-		t.Errorf("Failures = %d, want 1", got.Failures)
+	if got := mustGet(t, s, "alice"); got.Failures != 1 || !sameTime(got.FailureWindowStart, later) {
+		t.Errorf("Failures = %d, window from %v; want 1 from %v", got.Failures, got.FailureWindowStart, later)
 	}
 }
 
@@ -867,84 +883,121 @@ func testAttemptsWindowCountsRecent(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", nil)
 	for range limits.MaxFailures - 1 {
-		mustBegin(t, s, "alice", t0)
 		mustFail(t, s, "alice", t0)
 	}
 	inside := t0.Add(limits.Window - time.Second)
-	a := mustBegin(t, s, "alice", inside)
-	if !a.Allowed || a.Remaining != 0 {
-		t.Fatalf("last attempt in the window = %+v, want allowed with 0 remaining", a)
-	}
-	if lock := mustFail(t, s, "alice", inside); !sameTime(lock, inside.Add(limits.LockFor)) {
-		t.Errorf("FailAttempt = %v, want lock until %v", lock, inside.Add(limits.LockFor))
+	r := mustFail(t, s, "alice", inside)
+	if !r.Allowed || r.Remaining != 0 || !r.LockStarted || !sameTime(r.LockedUntil, inside.Add(limits.LockFor)) {
+		t.Errorf("last failure in the window = %+v, want it to lock until %v", r, inside.Add(limits.LockFor))
 	}
 }
 
+// Lowering MaxFailures below what a window already counted refuses
+// without a lock until the window ends.
+func testAttemptsLimitLowered(t *testing.T, h Harness) {
+	s := h.Open(t)
+	mustActive(t, s, "alice", nil)
+	for range 3 {
+		mustFail(t, s, "alice", t0)
+	}
+	lower := limits
+	lower.MaxFailures = 2
+	for _, m := range []store.Match{{}, {Step: 200}} {
+		if r := mustSettle(t, s, "alice", m, t0.Add(time.Second), lower); r.Allowed || !sameTime(r.LockedUntil, t0.Add(limits.Window)) {
+			t.Errorf("SettleAttempt(%+v) over the lowered limit = %+v, want refused until the window ends (%v)", m, r, t0.Add(limits.Window))
+		}
+	}
+	if r := mustSettle(t, s, "alice", store.Match{Step: 200}, t0.Add(limits.Window), lower); !r.Accepted {
+		t.Errorf("valid step once the window ended = %+v, want accepted", r)
+	}
+}
+
+// Concurrent wrong codes: exactly MaxFailures are counted, the last of
+// them sets the lock, and the rest are refused without being counted.
 func testAttemptsConcurrent(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", nil)
 	var (
-		mu      sync.Mutex
-		allowed int
-		rem     []int
+		mu           sync.Mutex
+		counted, set int
+		rem          []int
 	)
 	race(Concurrency, func(i int) {
-		a, err := s.BeginAttempt(ctxOf(t), "alice", t0, limits)
+		r, err := s.SettleAttempt(ctxOf(t), "alice", store.Match{}, t0, limits)
 		if err != nil {
-			t.Errorf("BeginAttempt #%d: %v", i, err)
+			t.Errorf("SettleAttempt #%d: %v", i, err)
 			return
 		}
-		if a.Allowed {
-			mu.Lock()
-			allowed++
-			rem = append(rem, a.Remaining)
-			mu.Unlock()
+		mu.Lock()
+		defer mu.Unlock()
+		if r.Allowed {
+			counted++
+			rem = append(rem, r.Remaining)
+		}
+		if r.LockStarted {
+			set++
 		}
 	})
-	if allowed != limits.MaxFailures {
-		t.Fatalf("%d of %d concurrent BeginAttempt calls allowed, want exactly %d", allowed, Concurrency, limits.MaxFailures)
+	if counted != limits.MaxFailures || set != 1 {
+		t.Fatalf("%d concurrent wrong codes: %d counted, %d set the lock; want exactly %d and 1", Concurrency, counted, set, limits.MaxFailures)
 	}
 	sort.Ints(rem)
 	if want := []int{0, 1, 2, 3, 4}; !slices.Equal(rem, want) {
 		t.Errorf("Remaining values = %v, want %v", rem, want)
 	}
-	if got := mustGet(t, s, "alice"); got.Failures != limits.MaxFailures {
-		t.Errorf("Failures = %d, want %d", got.Failures, limits.MaxFailures)
+	got := mustGet(t, s, "alice")
+	if got.Failures != limits.MaxFailures || !sameTime(got.LockedUntil, t0.Add(limits.LockFor)) {
+		t.Errorf("Failures %d LockedUntil %v, want %d and %v", got.Failures, got.LockedUntil, limits.MaxFailures, t0.Add(limits.LockFor))
+	}
+	if r := mustSettle(t, s, "alice", store.Match{Step: 200}, t0.Add(time.Minute), limits); r.Allowed {
+		t.Errorf("valid step while locked = %+v, want refused", r)
 	}
 }
 
-func testAttemptsConcurrentFailuresLock(t *testing.T, h Harness) {
+// Concurrent wrong codes for several users, settled together (a store may
+// batch them into one commit): each user gets exactly MaxFailures, and a
+// valid code of a user who is not locked still passes among them.
+func testAttemptsConcurrentUsers(t *testing.T, h Harness) {
 	s := h.Open(t)
-	mustActive(t, s, "alice", nil)
-	var (
-		mu      sync.Mutex
-		allowed int
-	)
-	race(Concurrency, func(i int) {
-		a, err := s.BeginAttempt(ctxOf(t), "alice", t0, limits)
+	const users, each = 5, 2 * 5
+	for u := range users {
+		mustActive(t, s, fmt.Sprintf("user-%d", u), nil)
+	}
+	mustActive(t, s, "lucky", nil)
+	counted := make([]atomic.Int32, users)
+	var luckyOK atomic.Bool
+	race(users*each+1, func(i int) {
+		if i == users*each {
+			ok, err := accept(ctxOf(t), s, "lucky", 101, t0)
+			if err != nil {
+				t.Errorf("lucky: %v", err)
+			}
+			luckyOK.Store(ok)
+			return
+		}
+		u := i % users
+		r, err := s.SettleAttempt(ctxOf(t), fmt.Sprintf("user-%d", u), store.Match{}, t0, limits)
 		if err != nil {
-			t.Errorf("BeginAttempt #%d: %v", i, err)
+			t.Errorf("SettleAttempt #%d: %v", i, err)
 			return
 		}
-		if !a.Allowed {
-			return
-		}
-		mu.Lock()
-		allowed++
-		mu.Unlock()
-		if _, err := s.FailAttempt(ctxOf(t), "alice", t0, limits); err != nil {
-			t.Errorf("FailAttempt #%d: %v", i, err)
+		if r.Allowed {
+			counted[u].Add(1)
 		}
 	})
-	if allowed != limits.MaxFailures {
-		t.Errorf("%d attempts allowed, want %d", allowed, limits.MaxFailures)
+	for u := range users {
+		if n := counted[u].Load(); int(n) != limits.MaxFailures {
+			t.Errorf("user-%d: %d of %d wrong codes counted, want %d", u, n, each, limits.MaxFailures)
+		}
+		if got := mustGet(t, s, fmt.Sprintf("user-%d", u)); got.Failures != limits.MaxFailures || got.LockedUntil.IsZero() {
+			t.Errorf("user-%d: Failures %d LockedUntil %v, want %d and a lock", u, got.Failures, got.LockedUntil, limits.MaxFailures)
+		}
 	}
-	got := mustGet(t, s, "alice")
-	if !sameTime(got.LockedUntil, t0.Add(limits.LockFor)) {
-		t.Errorf("LockedUntil = %v, want %v", got.LockedUntil, t0.Add(limits.LockFor))
+	if !luckyOK.Load() {
+		t.Errorf("a valid code of another user was not accepted among the failures")
 	}
-	if a := mustBegin(t, s, "alice", t0.Add(time.Minute)); a.Allowed {
-		t.Errorf("BeginAttempt while locked allowed")
+	if got := mustGet(t, s, "lucky"); got.LastStep != 101 || got.Failures != 0 {
+		t.Errorf("lucky: LastStep %d Failures %d, want 101 and 0", got.LastStep, got.Failures)
 	}
 }
 
@@ -952,10 +1005,9 @@ func testUnlock(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", nil)
 	for range limits.MaxFailures {
-		mustBegin(t, s, "alice", t0)
 		mustFail(t, s, "alice", t0)
 	}
-	if a := mustBegin(t, s, "alice", t0); a.Allowed {
+	if a := mustFail(t, s, "alice", t0); a.Allowed {
 		t.Fatalf("not locked after %d failures", limits.MaxFailures)
 	}
 	if err := s.Unlock(ctxOf(t), "alice"); err != nil {
@@ -965,8 +1017,8 @@ func testUnlock(t *testing.T, h Harness) {
 	if got.Failures != 0 || !got.LockedUntil.IsZero() {
 		t.Errorf("after Unlock: Failures %d LockedUntil %v, want 0 and zero", got.Failures, got.LockedUntil)
 	}
-	if a := mustBegin(t, s, "alice", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
-		t.Errorf("BeginAttempt after Unlock = %+v, want allowed with %d remaining", a, limits.MaxFailures-1)
+	if a := mustFail(t, s, "alice", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Errorf("failure after Unlock = %+v, want counted with %d remaining", a, limits.MaxFailures-1)
 	}
 	// Unlocking a user who is not locked is fine.
 	if err := s.Unlock(ctxOf(t), "alice"); err != nil {
@@ -979,11 +1031,10 @@ func testAttemptsPerUser(t *testing.T, h Harness) {
 	mustActive(t, s, "alice", nil)
 	mustActive(t, s, "bob", nil)
 	for range limits.MaxFailures {
-		mustBegin(t, s, "alice", t0)
 		mustFail(t, s, "alice", t0)
 	}
-	if a := mustBegin(t, s, "bob", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
-		t.Errorf("bob's BeginAttempt = %+v: alice's failures leaked to bob", a)
+	if a := mustFail(t, s, "bob", t0); !a.Allowed || a.Remaining != limits.MaxFailures-1 {
+		t.Errorf("bob's failure = %+v: alice's failures leaked to bob", a)
 	}
 	if got := mustGet(t, s, "bob"); !got.LockedUntil.IsZero() {
 		t.Errorf("bob locked by alice's failures")
@@ -1000,7 +1051,7 @@ func testRecoveryListsUnused(t *testing.T, h Harness) {
 	if len(cs) != 3 {
 		t.Fatalf("RecoveryCodes = %d codes, want 3", len(cs))
 	}
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", cs[1].ID, t0); err != nil || !ok {
+	if ok, err := spend(ctxOf(t), s, "alice", cs[1].ID, t0); err != nil || !ok {
 		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
 	}
 	left := mustCodes(t, s, "alice")
@@ -1035,17 +1086,17 @@ func testRecoverySpendOnce(t *testing.T, h Harness) {
 	mustActive(t, s, "alice", hashes("alice", 2))
 	id := mustCodes(t, s, "alice")[0].ID
 	now := t0.Add(time.Hour)
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id, now); err != nil || !ok {
+	if ok, err := spend(ctxOf(t), s, "alice", id, now); err != nil || !ok {
 		t.Fatalf("first SpendRecoveryCode = %v, %v; want true", ok, err)
 	}
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id, now); err != nil || ok {
+	if ok, err := spend(ctxOf(t), s, "alice", id, now); err != nil || ok {
 		t.Errorf("second SpendRecoveryCode = %v, %v; want false", ok, err)
 	}
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id+1_000_000, now); err != nil || ok {
+	if ok, err := spend(ctxOf(t), s, "alice", id+1_000_000, now); err != nil || ok {
 		t.Errorf("SpendRecoveryCode(unknown id) = %v, %v; want false", ok, err)
 	}
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "nobody", id, now); err != nil || ok {
-		t.Errorf("SpendRecoveryCode(unknown user) = %v, %v; want false", ok, err)
+	if ok, err := spend(ctxOf(t), s, "nobody", id, now); !errors.Is(err, store.ErrNotFound) || ok {
+		t.Errorf("SpendRecoveryCode(unknown user) = %v, %v; want ErrNotFound", ok, err)
 	}
 	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 1 || !sameTime(got.LastUsedAt, now) {
 		t.Errorf("after spending: RecoveryRemaining %d LastUsedAt %v, want 1 and %v", got.RecoveryRemaining, got.LastUsedAt, now)
@@ -1061,7 +1112,7 @@ func testRecoverySpendConcurrent(t *testing.T, h Harness) {
 		wins int
 	)
 	race(Concurrency, func(i int) {
-		ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id, t0)
+		ok, err := spend(ctxOf(t), s, "alice", id, t0)
 		if err != nil {
 			t.Errorf("SpendRecoveryCode #%d: %v", i, err)
 		}
@@ -1084,7 +1135,7 @@ func testRecoveryCrossUser(t *testing.T, h Harness) {
 	mustActive(t, s, "alice", hashes("alice", 2))
 	mustActive(t, s, "bob", hashes("bob", 2))
 	aliceCode := mustCodes(t, s, "alice")[0]
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "bob", aliceCode.ID, t0); err != nil || ok {
+	if ok, err := spend(ctxOf(t), s, "bob", aliceCode.ID, t0); err != nil || ok {
 		t.Fatalf("SpendRecoveryCode(bob, alice's code) = %v, %v; want false", ok, err)
 	}
 	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 2 {
@@ -1098,7 +1149,7 @@ func testRecoveryCrossUser(t *testing.T, h Harness) {
 			t.Errorf("bob's codes include alice's code")
 		}
 	}
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", aliceCode.ID, t0); err != nil || !ok {
+	if ok, err := spend(ctxOf(t), s, "alice", aliceCode.ID, t0); err != nil || !ok {
 		t.Errorf("SpendRecoveryCode(alice, own code) = %v, %v; want true", ok, err)
 	}
 }
@@ -1106,26 +1157,23 @@ func testRecoveryCrossUser(t *testing.T, h Harness) {
 func testRecoverySpendClearsFailures(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", hashes("alice", 2))
-	for range 3 {
-		mustBegin(t, s, "alice", t0)
+	for range limits.MaxFailures - 1 {
 		mustFail(t, s, "alice", t0)
 	}
-	mustBegin(t, s, "alice", t0)
 	id := mustCodes(t, s, "alice")[0].ID
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", id, t0); err != nil || !ok {
-		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
+	if r := mustSettle(t, s, "alice", store.Match{RecoveryCodeID: id}, t0, limits); !r.Accepted {
+		t.Fatalf("SpendRecoveryCode = %+v", r)
 	}
 	if got := mustGet(t, s, "alice"); got.Failures != 0 {
 		t.Errorf("Failures after SpendRecoveryCode = %d, want 0", got.Failures)
 	}
-	// A failed spend does not clear them.
-	mustBegin(t, s, "alice", t0)
+	// A spent code is a failure, and does not clear the count.
 	mustFail(t, s, "alice", t0)
-	if ok, _ := s.SpendRecoveryCode(ctxOf(t), "alice", id, t0); ok {
-		t.Fatalf("spent code accepted twice")
+	if r := mustSettle(t, s, "alice", store.Match{RecoveryCodeID: id}, t0, limits); r.Accepted || !r.Allowed || r.Remaining != limits.MaxFailures-2 {
+		t.Fatalf("spent code again = %+v, want a counted failure", r)
 	}
-	if got := mustGet(t, s, "alice"); got.Failures != 1 {
-		t.Errorf("Failures after a refused SpendRecoveryCode = %d, want 1", got.Failures)
+	if got := mustGet(t, s, "alice"); got.Failures != 2 {
+		t.Errorf("Failures after a refused SpendRecoveryCode = %d, want 2", got.Failures)
 	}
 }
 
@@ -1133,7 +1181,7 @@ func testRecoveryReplace(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustActive(t, s, "alice", hashes("old", 3))
 	old := mustCodes(t, s, "alice")
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", old[0].ID, t0); err != nil || !ok {
+	if ok, err := spend(ctxOf(t), s, "alice", old[0].ID, t0); err != nil || !ok {
 		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
 	}
 	fresh := hashes("new", 4)
@@ -1148,11 +1196,11 @@ func testRecoveryReplace(t *testing.T, h Harness) {
 		t.Errorf("after replace: %+v, want active, LastStep 100, 4 codes", got)
 	}
 	for _, c := range old {
-		if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", c.ID, t0); err != nil || ok {
+		if ok, err := spend(ctxOf(t), s, "alice", c.ID, t0); err != nil || ok {
 			t.Errorf("SpendRecoveryCode(replaced code %d) = %v, %v; want false", c.ID, ok, err)
 		}
 	}
-	if ok, err := s.SpendRecoveryCode(ctxOf(t), "alice", cs[0].ID, t0); err != nil || !ok {
+	if ok, err := spend(ctxOf(t), s, "alice", cs[0].ID, t0); err != nil || !ok {
 		t.Errorf("SpendRecoveryCode(new code) = %v, %v; want true", ok, err)
 	}
 	// Replacing with nothing leaves no codes.
@@ -1969,15 +2017,14 @@ func testReopen(t *testing.T, h Harness) {
 	ctx := ctxOf(t)
 	mustActive(t, s, "alice", hashes("alice", 3))
 	code := mustCodes(t, s, "alice")[0]
-	if ok, err := s.SpendRecoveryCode(ctx, "alice", code.ID, t0); err != nil || !ok {
+	if ok, err := spend(ctx, s, "alice", code.ID, t0); err != nil || !ok {
 		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
 	}
-	if ok, err := s.AcceptStep(ctx, "alice", 200, t0); err != nil || !ok {
+	if ok, err := accept(ctx, s, "alice", 200, t0); err != nil || !ok {
 		t.Fatalf("AcceptStep = %v, %v", ok, err)
 	}
 	mustActive(t, s, "bob", nil)
 	for range limits.MaxFailures {
-		mustBegin(t, s, "bob", t0)
 		mustFail(t, s, "bob", t0)
 	}
 	mustStart(t, s, "carol", 2, t0)
@@ -1999,13 +2046,13 @@ func testReopen(t *testing.T, h Harness) {
 	if a.State != store.StateActive || a.LastStep != 200 || a.RecoveryRemaining != 2 {
 		t.Errorf("alice after reopen: %+v", a)
 	}
-	if ok, err := s.AcceptStep(ctx, "alice", 200, t0); err != nil || ok {
+	if ok, err := accept(ctx, s, "alice", 200, t0); err != nil || ok {
 		t.Errorf("AcceptStep(used step) after reopen = %v, %v; want false", ok, err)
 	}
-	if ok, err := s.SpendRecoveryCode(ctx, "alice", code.ID, t0); err != nil || ok {
+	if ok, err := spend(ctx, s, "alice", code.ID, t0); err != nil || ok {
 		t.Errorf("SpendRecoveryCode(spent) after reopen = %v, %v; want false", ok, err)
 	}
-	if at := mustBegin(t, s, "bob", t0.Add(time.Minute)); at.Allowed || !sameTime(at.LockedUntil, t0.Add(limits.LockFor)) {
+	if at := mustSettle(t, s, "bob", store.Match{Step: 200}, t0.Add(time.Minute), limits); at.Allowed || !sameTime(at.LockedUntil, t0.Add(limits.LockFor)) {
 		t.Errorf("bob's lock after reopen: %+v", at)
 	}
 	if u := mustGet(t, s, "carol"); u.State != store.StatePending || u.KeyVersion != 2 {
@@ -2019,5 +2066,107 @@ func testReopen(t *testing.T, h Harness) {
 	}
 	if v, err := s.Setting(ctx, "k"); err != nil || string(v) != "v" {
 		t.Errorf("setting after reopen = %q, %v", v, err)
+	}
+}
+
+// RunCrash runs only the crash subtest, for a harness whose Crash takes
+// down more than the one store (a private database server).
+func RunCrash(t *testing.T, h Harness) {
+	t.Helper()
+	testCrash(t, h)
+}
+
+// testCrash: whatever SettleAttempt answered survives a crash right after
+// it: a counted failure or a lock is never forgotten, a spent step or
+// recovery code never comes back. Concurrent attempts are included, since
+// a store may settle them in one shared commit.
+func testCrash(t *testing.T, h Harness) {
+	if h.Crash == nil {
+		t.Skip("storetest: Harness.Crash not set")
+	}
+	s := h.Open(t)
+	ctx := ctxOf(t)
+	mustActive(t, s, "alice", hashes("alice", 3))
+	mustActive(t, s, "bob", nil)
+	mustActive(t, s, "carol", hashes("carol", 2))
+	mustActive(t, s, "dave", nil)
+	code := mustCodes(t, s, "alice")[0]
+	if r := mustSettle(t, s, "alice", store.Match{Step: 200}, t0, limits); !r.Accepted {
+		t.Fatalf("accept step 200 = %+v", r)
+	}
+	if r := mustSettle(t, s, "alice", store.Match{RecoveryCodeID: code.ID}, t0, limits); !r.Accepted {
+		t.Fatalf("spend recovery code = %+v", r)
+	}
+	for range limits.MaxFailures - 2 {
+		mustFail(t, s, "bob", t0)
+	}
+	// Concurrently: carol's one code raced, dave's wrong codes raced, and
+	// a step of alice's raced.
+	carolCode := mustCodes(t, s, "carol")[0]
+	var carolWins, daveCounted, aliceWins atomic.Int32
+	race(3*Concurrency, func(i int) {
+		var (
+			r   store.Settled
+			err error
+		)
+		switch i % 3 {
+		case 0:
+			r, err = s.SettleAttempt(ctx, "carol", store.Match{RecoveryCodeID: carolCode.ID}, t0, loose)
+			if r.Accepted {
+				carolWins.Add(1)
+			}
+		case 1:
+			r, err = s.SettleAttempt(ctx, "dave", store.Match{}, t0, limits)
+			if r.Allowed {
+				daveCounted.Add(1)
+			}
+		default:
+			r, err = s.SettleAttempt(ctx, "alice", store.Match{Step: 300}, t0, loose)
+			if r.Accepted {
+				aliceWins.Add(1)
+			}
+		}
+		if err != nil {
+			t.Errorf("SettleAttempt #%d: %v", i, err)
+		}
+	})
+	if carolWins.Load() != 1 || aliceWins.Load() != 1 || int(daveCounted.Load()) != limits.MaxFailures {
+		t.Fatalf("before the crash: carol's code spent %d times, alice's step %d times, %d of dave's failures counted; want 1, 1, %d",
+			carolWins.Load(), aliceWins.Load(), daveCounted.Load(), limits.MaxFailures)
+	}
+
+	s = h.Crash(t, s)
+	a := mustGet(t, s, "alice")
+	if a.LastStep != 300 || a.RecoveryRemaining != 2 {
+		t.Errorf("alice after the crash: LastStep %d RecoveryRemaining %d, want 300 and 2", a.LastStep, a.RecoveryRemaining)
+	}
+	for _, m := range []store.Match{{Step: 200}, {Step: 300}, {RecoveryCodeID: code.ID}} {
+		if r := mustSettle(t, s, "alice", m, t0, loose); r.Accepted {
+			t.Errorf("alice's spent %+v accepted again after the crash", m)
+		}
+	}
+	if r := mustSettle(t, s, "carol", store.Match{RecoveryCodeID: carolCode.ID}, t0, loose); r.Accepted {
+		t.Errorf("carol's spent recovery code accepted again after the crash")
+	}
+	if got := mustGet(t, s, "bob"); got.Failures != limits.MaxFailures-2 {
+		t.Errorf("bob after the crash: Failures %d, want %d", got.Failures, limits.MaxFailures-2)
+	}
+	d := mustGet(t, s, "dave")
+	if d.Failures != limits.MaxFailures || !sameTime(d.LockedUntil, t0.Add(limits.LockFor)) {
+		t.Errorf("dave after the crash: Failures %d LockedUntil %v, want %d and %v", d.Failures, d.LockedUntil, limits.MaxFailures, t0.Add(limits.LockFor))
+	}
+	if r := mustSettle(t, s, "dave", store.Match{Step: 400}, t0.Add(time.Minute), limits); r.Allowed {
+		t.Errorf("dave's valid step after the crash = %+v, want refused (locked)", r)
+	}
+	// Bob's count goes on where it was: two more failures lock him.
+	mustFail(t, s, "bob", t0)
+	if r := mustFail(t, s, "bob", t0); !r.LockStarted {
+		t.Errorf("bob's %d-th failure, across the crash = %+v, want it to lock", limits.MaxFailures, r)
+	}
+
+	// And once more, right after the lock was set.
+	s = h.Crash(t, s)
+	if r := mustSettle(t, s, "bob", store.Match{Step: 400}, t0.Add(time.Minute), limits); r.Allowed || !sameTime(r.LockedUntil, t0.Add(limits.LockFor)) {
+		t.Errorf("bob after the second crash = %+v, want locked until %v", r, t0.Add(limits.LockFor))
 	}
 }

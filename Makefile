@@ -34,8 +34,8 @@ test-deps: ## Install the outside tools the tests use (Debian packages: oathtool
 # of go.mod), so ./... does not reach it: test runs it after the rest.
 .PHONY: test
 test: test-deps app-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL, helm and the Express and Django upstream apps, then the alert rules against Prometheus (test/promrules).
-	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 ./...
-	cd test/promrules && go test -race -shuffle=on -count=1 ./...
+	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 -timeout 45m ./...
+	cd test/promrules && go test -race -shuffle=on -count=1 -timeout 20m ./...
 
 $(HELM):
 	@echo "installing helm v3.19.0 into .tools/bin (first build takes minutes, then cached)"
@@ -80,8 +80,9 @@ fmt-check: ## Fail when a Go file is not gofmt-clean.
 	@out=$$(gofmt -l $(GO_FILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: vet
-vet: ## go vet every package.
+vet: ## go vet every package, the test-only modules included.
 	go vet ./...
+	cd test/promrules && go vet ./...
 
 $(REDOCLY): .ci/npm/package.json .ci/npm/package-lock.json
 	mkdir -p $(NPM_DIR)

@@ -10,6 +10,8 @@ REDOCLY := $(NPM_DIR)/node_modules/.bin/redocly
 # module (test/vault) so Vault's dependencies stay out of go.mod.
 VAULT := bin/vault
 HELM := .tools/bin/helm
+# staticcheck, the linter made for Go, installed project-locally like helm.
+STATICCHECK := .tools/bin/staticcheck
 TS_DEPS := examples/typescript/node_modules/.package-lock.json
 # Real web apps (test/apps) the differential tests put behind totpgate.
 EXPRESS_DEPS := test/apps/express/node_modules/.package-lock.json
@@ -95,7 +97,15 @@ lint-spec: $(REDOCLY) ## Lint openapi.yaml with Redocly (installed project-local
 	$(REDOCLY) lint --config .redocly.yaml openapi.yaml
 
 .PHONY: lint
-lint: fmt-check vet lint-spec ## All static checks.
+lint: fmt-check vet staticcheck lint-spec ## All static checks.
+
+.PHONY: staticcheck
+staticcheck: $(STATICCHECK) ## staticcheck's default checks (bugs, simplifications, deprecated APIs, style) over every package.
+	$(STATICCHECK) ./...
+
+$(STATICCHECK):
+	@echo "installing staticcheck v0.8.2 into .tools/bin (first build takes a minute, then cached)"
+	GOBIN=$(abspath .tools/bin) go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: bench
 bench: ## Go benchmarks, wrk pass-through, rewrap and replica benchmarks (results go to docs/benchmarks.md).

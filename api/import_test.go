@@ -51,7 +51,7 @@ func (nopAudit) Record(context.Context, audit.Event) {}
 // codes made for it (shown nowhere else), in the shape the spec declares.
 func TestImportFailingMidwayAnswersWhatWasWritten(t *testing.T) {
 	t.Parallel()
-	doc, err := gen.GetSwagger()
+	doc, err := gen.GetSpec()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,6 @@ type Lazy struct {
 	open   func(context.Context) (Store, error)
 	log    *slog.Logger
 	every  time.Duration
-	once   sync.Once
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     sync.Mutex

@@ -50,7 +50,7 @@ var contract *contractChecker
 // installContract wraps http.DefaultTransport (every client of these tests
 // uses it) with the checker.
 func installContract() error {
-	doc, err := gen.GetSwagger()
+	doc, err := gen.GetSpec()
 	if err != nil {
 		return err
 	}

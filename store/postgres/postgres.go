@@ -155,8 +155,8 @@ func Open(ctx context.Context, dsn string, opts Options) (*Store, error) {
 	if cfg.ConnConfig.RuntimeParams == nil {
 		cfg.ConnConfig.RuntimeParams = map[string]string{}
 	}
-	timeoutMS := (opts.StatementTimeout + time.Millisecond - 1) / time.Millisecond
-	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(int64(timeoutMS), 10)
+	millis := int64((opts.StatementTimeout + time.Millisecond - 1) / time.Millisecond)
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = strconv.FormatInt(millis, 10)
 	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
 		cfg.ConnConfig.RuntimeParams["application_name"] = "totpgate"
 	}

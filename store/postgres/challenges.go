@@ -1,0 +1,195 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/totpgate/totpgate/store"
+)
+
+// CreateChallenge stores c. An existing challenge with the same IDHash is
+// never overwritten: store.ErrConflict.
+func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
+	n, err := s.execCount(ctx, "create challenge", `
+INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (id_hash) DO NOTHING`,
+		blob(c.IDHash), c.UserID, blob(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), int64(c.Attempts),
+		ms(c.CreatedAt), ms(c.ExpiresAt), nullBlob(c.Revoke))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrConflict
+	}
+	return nil
+}
+
+const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke`
+
+func scanChallenge(row pgx.Row) (store.Challenge, error) {
+	var (
+		c                  store.Challenge
+		enroll, satisfied  int16
+		created, expiresAt int64
+	)
+	if err := row.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt, &c.Revoke); err != nil {
+		return store.Challenge{}, err
+	}
+	c.Enroll = enroll != 0
+	c.Satisfied = satisfied != 0
+	c.CreatedAt = fromMS(created)
+	c.ExpiresAt = fromMS(expiresAt)
+	return c, nil
+}
+
+// GetChallenge returns a challenge live at now, or store.ErrNotFound.
+func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
+	c, err := scanChallenge(s.pool.QueryRow(ctx,
+		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = $1 AND expires_at > $2`, blob(idHash), ms(now)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Challenge{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Challenge{}, fmt.Errorf("postgres: get challenge: %w", err)
+	}
+	return c, nil
+}
+
+// FailChallenge counts a wrong code and deletes the challenge once
+// maxAttempts are counted. It returns the attempts left; 0 when the
+// challenge is gone now, or was already (unknown ids are not an error:
+// there is nothing left to try).
+//
+// The count only grows, so this needs no transaction: an UPDATE counts the
+// attempt when it leaves attempts to spare (re-checked on the newest row
+// version, so concurrent callers count one after the other), and when it
+// would not, the attempt that reaches maxAttempts deletes the challenge
+// instead of counting it.
+func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts int) (int, error) {
+	var attempts int
+	err := s.pool.QueryRow(ctx, `UPDATE challenges SET attempts = attempts + 1 WHERE id_hash = $1 AND attempts + 1 < $2 RETURNING attempts`,
+		blob(idHash), int64(maxAttempts)).Scan(&attempts)
+	if err == nil {
+		return maxAttempts - attempts, nil
+	}
+	if !errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("postgres: fail challenge: %w", err)
+	}
+	// Out of attempts, or already gone.
+	if _, err := s.pool.Exec(ctx, `DELETE FROM challenges WHERE id_hash = $1`, blob(idHash)); err != nil {
+		return 0, fmt.Errorf("postgres: fail challenge: %w", err)
+	}
+	return 0, nil
+}
+
+// SatisfyChallenge marks a challenge live at now satisfied.
+// store.ErrNotFound if it is gone or expired.
+func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error {
+	n, err := s.execCount(ctx, "satisfy challenge", `UPDATE challenges SET satisfied = 1 WHERE id_hash = $1 AND expires_at > $2`,
+		blob(idHash), ms(now))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// SpendChallenge deletes a challenge live at now and returns it, in one
+// DELETE ... RETURNING statement: of concurrent callers exactly one gets
+// it, the others wait for its commit, find the row gone and get
+// store.ErrNotFound.
+func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
+	c, err := scanChallenge(s.pool.QueryRow(ctx,
+		`DELETE FROM challenges WHERE id_hash = $1 AND expires_at > $2 RETURNING `+challengeColumns,
+		blob(idHash), ms(now)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Challenge{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Challenge{}, fmt.Errorf("postgres: spend challenge: %w", err)
+	}
+	return c, nil
+}
+
+// expiredBatch is how many challenges DeleteExpiredChallenges deletes per
+// statement (and transaction).
+const expiredBatch = 1000
+
+// DeleteExpiredChallenges removes challenges expired at now and returns
+// how many. It deletes in batches of expiredBatch, each its own short
+// transaction, and skips rows another transaction has locked (a login
+// spending or failing that challenge right now), so the sweep never holds
+// many locks for long nor waits behind a login. It stops after a batch
+// that was not full; rows skipped are left for the next sweep. On error it
+// returns how many the batches before had deleted.
+// TakeRevocations clears and returns the revocation material of user's
+// challenges, or of the expired ones when user is "", in one statement
+// per batch; rows a live transaction holds are skipped, never waited for.
+func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time) ([]store.Challenge, error) {
+	where, arg := `expires_at <= $1`, any(ms(now))
+	if user != "" {
+		where, arg = `user_id = $1`, user
+	}
+	var out []store.Challenge
+	for {
+		// RETURNING gives the new (cleared) row: the old material comes
+		// from the locked selection.
+		rows, err := s.pool.Query(ctx, `
+WITH taken AS (
+	SELECT id_hash, user_id, revoke FROM challenges WHERE revoke IS NOT NULL AND `+where+` LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+UPDATE challenges c SET revoke = NULL FROM taken WHERE c.id_hash = taken.id_hash
+RETURNING taken.user_id, taken.revoke`, arg, int64(expiredBatch))
+		if err != nil {
+			return out, fmt.Errorf("postgres: take revocations: %w", err)
+		}
+		n := 0
+		for rows.Next() {
+			var c store.Challenge
+			if err := rows.Scan(&c.UserID, &c.Revoke); err != nil {
+				rows.Close()
+				return out, fmt.Errorf("postgres: take revocations: %w", err)
+			}
+			out = append(out, c)
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return out, fmt.Errorf("postgres: take revocations: %w", err)
+		}
+		if n < expiredBatch {
+			return out, nil
+		}
+	}
+}
+
+func nullBlob(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
+	total := 0
+	for {
+		n, err := s.execCount(ctx, "delete expired challenges", `
+DELETE FROM challenges WHERE id_hash IN (
+	SELECT id_hash FROM challenges WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED
+)`, ms(now), int64(expiredBatch))
+		if err != nil {
+			return total, err
+		}
+		total += int(n)
+		if n < expiredBatch {
+			return total, nil
+		}
+	}
+}

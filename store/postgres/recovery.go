@@ -1,0 +1,58 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/totpgate/totpgate/store"
+)
+
+// RecoveryCodes lists the user's unused recovery codes in id order (none
+// for an unknown user).
+func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryCode, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, hash FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL ORDER BY id`, id)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: recovery codes: %w", err)
+	}
+	defer rows.Close()
+	var out []store.RecoveryCode
+	for rows.Next() {
+		var c store.RecoveryCode
+		if err := rows.Scan(&c.ID, &c.Hash); err != nil {
+			return nil, fmt.Errorf("postgres: recovery codes: %w", err)
+		}
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("postgres: recovery codes: %w", err)
+	}
+	return out, nil
+}
+
+// ReplaceRecoveryCodes drops every recovery code of an active user and
+// stores hashes, in one transaction that starts by locking the user's row
+// (so concurrent replacements run one after the other and leave one whole
+// set). store.ErrConflict when the user is not active (or has no row).
+func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) error {
+	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE users SET updated_at = $1 WHERE id = $2 AND state = 'active'`, ms(now), id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return store.ErrConflict
+		}
+		return insertRecoveryCodes(ctx, tx, id, hashes, now)
+	})
+	if errors.Is(err, store.ErrConflict) {
+		return store.ErrConflict
+	}
+	if err != nil {
+		return fmt.Errorf("postgres: replace recovery codes: %w", err)
+	}
+	return nil
+}

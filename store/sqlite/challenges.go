@@ -1,0 +1,174 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/totpgate/totpgate/store"
+)
+
+// CreateChallenge stores c. An existing challenge with the same IDHash is
+// never overwritten: store.ErrConflict.
+func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
+	n, err := s.execCount(ctx, "create challenge", `
+INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id_hash) DO NOTHING`,
+		blob(c.IDHash), c.UserID, blob(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), c.Attempts,
+		ms(c.CreatedAt), ms(c.ExpiresAt), nullBlob(c.Revoke))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrConflict
+	}
+	return nil
+}
+
+const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke`
+
+type scanner interface{ Scan(...any) error }
+
+func scanChallenge(sc scanner) (store.Challenge, error) {
+	var (
+		c                  store.Challenge
+		enroll, satisfied  int
+		created, expiresAt int64
+	)
+	if err := sc.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt, &c.Revoke); err != nil {
+		return store.Challenge{}, err
+	}
+	c.Enroll = enroll != 0
+	c.Satisfied = satisfied != 0
+	c.CreatedAt = fromMS(created)
+	c.ExpiresAt = fromMS(expiresAt)
+	return c, nil
+}
+
+// GetChallenge returns a challenge live at now, or store.ErrNotFound.
+func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
+	c, err := scanChallenge(s.r.QueryRowContext(ctx,
+		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = ? AND expires_at > ?`, blob(idHash), ms(now)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Challenge{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Challenge{}, fmt.Errorf("sqlite: get challenge: %w", err)
+	}
+	return c, nil
+}
+
+// FailChallenge counts a wrong code and deletes the challenge once
+// maxAttempts are counted, in one transaction. It returns the attempts
+// left; 0 when the challenge is gone now, or was already (unknown ids are
+// not an error: there is nothing left to try).
+func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts int) (int, error) {
+	var left int
+	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
+		var attempts int
+		err := tx.QueryRowContext(ctx, `UPDATE challenges SET attempts = attempts + 1 WHERE id_hash = ? RETURNING attempts`,
+			blob(idHash)).Scan(&attempts)
+		if errors.Is(err, sql.ErrNoRows) {
+			left = 0
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if attempts < maxAttempts {
+			left = maxAttempts - attempts
+			return nil
+		}
+		left = 0
+		_, err = tx.ExecContext(ctx, `DELETE FROM challenges WHERE id_hash = ?`, blob(idHash))
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: fail challenge: %w", err)
+	}
+	return left, nil
+}
+
+// SatisfyChallenge marks a challenge live at now satisfied.
+// store.ErrNotFound if it is gone or expired.
+func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error {
+	n, err := s.execCount(ctx, "satisfy challenge", `UPDATE challenges SET satisfied = 1 WHERE id_hash = ? AND expires_at > ?`,
+		blob(idHash), ms(now))
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// SpendChallenge deletes a challenge live at now and returns it, in one
+// DELETE ... RETURNING statement: of concurrent callers exactly one gets
+// it, the others store.ErrNotFound.
+func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
+	c, err := scanChallenge(s.w.QueryRowContext(ctx,
+		`DELETE FROM challenges WHERE id_hash = ? AND expires_at > ? RETURNING `+challengeColumns,
+		blob(idHash), ms(now)))
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Challenge{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Challenge{}, fmt.Errorf("sqlite: spend challenge: %w", err)
+	}
+	return c, nil
+}
+
+// DeleteExpiredChallenges removes challenges expired at now and returns
+// how many.
+// TakeRevocations clears and returns the revocation material of user's
+// challenges, or of the expired ones when user is "", in one write
+// transaction (RETURNING would give the cleared values).
+func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time) ([]store.Challenge, error) {
+	where, arg := `revoke IS NOT NULL AND expires_at <= ?`, any(ms(now))
+	if user != "" {
+		where, arg = `revoke IS NOT NULL AND user_id = ?`, user
+	}
+	var out []store.Challenge
+	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT user_id, revoke FROM challenges WHERE `+where, arg)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var c store.Challenge
+			if err := rows.Scan(&c.UserID, &c.Revoke); err != nil {
+				return err
+			}
+			out = append(out, c)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE challenges SET revoke = NULL WHERE `+where, arg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: take revocations: %w", err)
+	}
+	return out, nil
+}
+
+func nullBlob(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
+	n, err := s.execCount(ctx, "delete expired challenges", `DELETE FROM challenges WHERE expires_at <= ?`, ms(now))
+	if err != nil {
+		return 0, err
+	}
+	return int(n), nil
+}

@@ -1,0 +1,61 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/totpgate/totpgate/store"
+)
+
+// AcquireJob takes the lease in one statement: the upsert only overwrites
+// the owner when the lease is free, so concurrent callers cannot both win.
+func (s *Store) AcquireJob(ctx context.Context, name, owner string, now, leaseUntil time.Time) (store.Job, bool, error) {
+	n, err := s.execCount(ctx, "acquire job", `
+INSERT INTO jobs (name, owner, lease_until, state) VALUES (:name, :owner, :until, x'')
+ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
+WHERE jobs.lease_until < :now OR jobs.owner = excluded.owner`,
+		sql.Named("name", name), sql.Named("owner", owner), sql.Named("until", ms(leaseUntil)), sql.Named("now", ms(now)))
+	if err != nil {
+		return store.Job{}, false, err
+	}
+	j, err := s.getJob(ctx, s.w, name)
+	if err != nil {
+		return store.Job{}, false, err
+	}
+	return j, n == 1 && j.Owner == owner, nil
+}
+
+// UpdateJob saves state and moves the lease, while owner holds it.
+func (s *Store) UpdateJob(ctx context.Context, name, owner string, state []byte, leaseUntil time.Time) error {
+	n, err := s.execCount(ctx, "update job", `UPDATE jobs SET state = ?, lease_until = ? WHERE name = ? AND owner = ?`,
+		blob(state), ms(leaseUntil), name, owner)
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return fmt.Errorf("sqlite: update job %q: lease lost: %w", name, store.ErrConflict)
+	}
+	return nil
+}
+
+// GetJob returns the named job, or store.ErrNotFound.
+func (s *Store) GetJob(ctx context.Context, name string) (store.Job, error) {
+	return s.getJob(ctx, s.r, name)
+}
+
+func (s *Store) getJob(ctx context.Context, db *sql.DB, name string) (store.Job, error) {
+	var j store.Job
+	var until int64
+	err := db.QueryRowContext(ctx, `SELECT name, owner, lease_until, state FROM jobs WHERE name = ?`, name).Scan(&j.Name, &j.Owner, &until, &j.State)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.Job{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Job{}, fmt.Errorf("sqlite: get job: %w", err)
+	}
+	j.LeaseUntil = fromMS(until)
+	return j, nil
+}

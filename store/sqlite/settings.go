@@ -1,0 +1,44 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/totpgate/totpgate/store"
+)
+
+// Setting returns the value stored under key, or store.ErrNotFound.
+func (s *Store) Setting(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := s.r.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, store.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: setting: %w", err)
+	}
+	return v, nil
+}
+
+// PutSettingIfAbsent stores value under key unless key exists and returns
+// the stored value, in one statement (the no-op DO UPDATE makes RETURNING
+// yield the existing row).
+func (s *Store) PutSettingIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error) {
+	var v []byte
+	err := s.w.QueryRowContext(ctx, `
+INSERT INTO settings (key, value) VALUES (?, ?)
+ON CONFLICT (key) DO UPDATE SET value = settings.value
+RETURNING value`, key, blob(value)).Scan(&v)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: put setting: %w", err)
+	}
+	return v, nil
+}
+
+// SwapSetting replaces a setting only if it still holds old.
+func (s *Store) SwapSetting(ctx context.Context, key string, old, replacement []byte) (bool, error) {
+	n, err := s.execCount(ctx, "swap setting", `UPDATE settings SET value = ? WHERE key = ? AND value = ?`, blob(replacement), key, blob(old))
+	return n == 1, err
+}

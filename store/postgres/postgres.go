@@ -187,7 +187,6 @@ func dsnError(err error) error {
 	return fmt.Errorf("postgres: open: invalid DSN: %s", strings.TrimPrefix(c.Error(), "cannot parse `"+marker+"`: "))
 }
 
-
 // execCount runs one statement and returns how many rows it changed, with
 // errors wrapped for op.
 func (s *Store) execCount(ctx context.Context, op, query string, args ...any) (int64, error) {
@@ -253,7 +252,6 @@ func nowOr(t time.Time) time.Time {
 	}
 	return t
 }
-
 
 // Ping checks that the database answers on a pooled connection.
 func (s *Store) Ping(ctx context.Context) error {

@@ -221,7 +221,6 @@ func cloneValues(v url.Values) url.Values {
 	return out
 }
 
-
 // execCount runs one write statement on the writer and returns how many
 // rows it changed, with errors wrapped for op.
 func (s *Store) execCount(ctx context.Context, op, query string, args ...any) (int64, error) {
@@ -289,7 +288,6 @@ func nowOr(t time.Time) time.Time {
 	}
 	return t
 }
-
 
 // Ping checks that both the read pool and the write connection answer.
 func (s *Store) Ping(ctx context.Context) error {

@@ -167,7 +167,6 @@ func Run(t *testing.T, h Harness) {
 	}
 }
 
-
 func ctxOf(t *testing.T) context.Context { return t.Context() }
 
 func ct(id string, n int) string { return fmt.Sprintf("vault:v%d:%s-secret-%d", n, id, n) }

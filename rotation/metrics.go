@@ -1,0 +1,75 @@
+package rotation
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the rewrap's Prometheus metrics.
+type Metrics struct {
+	secrets   *prometheus.CounterVec
+	remaining prometheus.Gauge
+	runningG  prometheus.Gauge
+	batch     prometheus.Histogram
+}
+
+// NewMetrics registers the rotation metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		secrets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_rewrap_secrets_total",
+			Help: "Secrets handled by rewrap jobs: rewrapped (stored under the new version), changed (a login or re-enrollment replaced the row meanwhile; left alone), failed.",
+		}, []string{"result"}),
+		remaining: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "totpgate_rewrap_remaining_secrets",
+			Help: "Secrets the current or last rewrap job has not handled yet.",
+		}),
+		runningG: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "totpgate_rewrap_running",
+			Help: "1 while this process runs a rewrap job.",
+		}),
+		batch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "totpgate_rewrap_batch_duration_seconds",
+			Help:    "Time to rewrap and store one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
+		}),
+	}
+	for _, r := range []string{"rewrapped", "changed", "failed"} {
+		m.secrets.WithLabelValues(r)
+	}
+	reg.MustRegister(m.secrets, m.remaining, m.runningG, m.batch)
+	return m
+}
+
+func (m *Metrics) count(rewrapped, changed, failed int) {
+	if m == nil {
+		return
+	}
+	m.secrets.WithLabelValues("rewrapped").Add(float64(rewrapped))
+	m.secrets.WithLabelValues("changed").Add(float64(changed))
+	m.secrets.WithLabelValues("failed").Add(float64(failed))
+}
+
+func (m *Metrics) running(on bool) {
+	if m == nil {
+		return
+	}
+	if on {
+		m.runningG.Set(1)
+	} else {
+		m.runningG.Set(0)
+	}
+}
+
+func (m *Metrics) batchSeconds(d time.Duration) {
+	if m != nil {
+		m.batch.Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) observeJob(j Job) {
+	if m != nil {
+		m.remaining.Set(float64(j.Remaining()))
+	}
+}

@@ -60,17 +60,7 @@ func newEnvOn(t *testing.T, keys keyring.Keyring, open func(t *testing.T) (store
 // vaultKeys opens the transit keyring of a fresh Vault dev server.
 func vaultKeys(t *testing.T) *vaultkeys.Keys {
 	t.Helper()
-	v := testenv.StartVault(t)
-	vk, err := vaultkeys.Open(context.Background(), vaultkeys.Config{
-		Address: v.Addr, Mount: "transit", KeyName: "totpgate", CreateKey: true, Timeout: 5 * time.Second,
-		MaxRetries: 2, RetryWaitMin: 20 * time.Millisecond, RetryWaitMax: 200 * time.Millisecond,
-		Auth: vaultkeys.Token{Value: testenv.RootToken},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { vk.Close() })
-	return vk
+	return testenv.StartVault(t).Keys(t)
 }
 
 func localKeys(t *testing.T) *keyring.Local {

@@ -453,19 +453,7 @@ func seedUsers(t *testing.T, dir string, keys keyring.Keyring, n int) map[string
 	return secrets
 }
 
-func vaultKeys(t *testing.T, v *testenv.Vault) *vaultkeys.Keys {
-	t.Helper()
-	k, err := vaultkeys.Open(context.Background(), vaultkeys.Config{
-		Address: v.Addr, Mount: "transit", KeyName: "totpgate", CreateKey: true, Timeout: 10 * time.Second,
-		MaxRetries: 2, RetryWaitMin: 20 * time.Millisecond, RetryWaitMax: 200 * time.Millisecond,
-		Auth: vaultkeys.Token{Value: testenv.RootToken},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { k.Close() })
-	return k
-}
+func vaultKeys(t *testing.T, v *testenv.Vault) *vaultkeys.Keys { t.Helper(); return v.Keys(t) }
 
 // checkSecrets decrypts every stored secret and compares it with what was
 // enrolled: a lost row or a double-wrapped ciphertext fails here.

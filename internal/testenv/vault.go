@@ -25,6 +25,7 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/totpgate/totpgate/vaultkeys"
 )
 
 // RootToken is the dev server's root token.
@@ -256,4 +257,20 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Keys opens the "totpgate" transit key of v (created if missing) with the
+// root token and short timeouts, the keyring most Vault tests need.
+func (v *Vault) Keys(t testing.TB) *vaultkeys.Keys {
+	t.Helper()
+	k, err := vaultkeys.Open(context.Background(), vaultkeys.Config{
+		Address: v.Addr, Mount: "transit", KeyName: "totpgate", CreateKey: true, Timeout: 10 * time.Second,
+		MaxRetries: 2, RetryWaitMin: 20 * time.Millisecond, RetryWaitMax: 200 * time.Millisecond,
+		Auth: vaultkeys.Token{Value: RootToken},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() })
+	return k
 }

@@ -12,13 +12,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/totpgate/totpgate/internal/backoff"
 )
 
 // Webhook headers. The signature follows the common "t=<unix>,v1=<hex>"
@@ -170,13 +170,9 @@ func (w *Webhook) deliver(ctx context.Context, p Payload) {
 			w.log.Warn("audit webhook delivery failed", "event", p.Event, "delivery", delivery, "attempts", attempt, "error", err.Error())
 			return
 		}
-		wait := min(w.cfg.RetryMin<<min(attempt-1, 16), w.cfg.RetryMax)
-		wait = wait/2 + mrand.N(wait/2+1) // jitter
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, backoff.Policy{Min: w.cfg.RetryMin, Max: w.cfg.RetryMax}.Wait(attempt)) != nil {
 			w.results.WithLabelValues("failed").Inc()
 			return
-		case <-time.After(wait):
 		}
 	}
 }

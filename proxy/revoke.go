@@ -4,12 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"time"
 
 	"github.com/totpgate/totpgate/audit"
+	"github.com/totpgate/totpgate/internal/backoff"
 	"github.com/totpgate/totpgate/mfa"
 )
 
@@ -101,7 +101,6 @@ func (r *Revoker) Revoke(ctx context.Context, user string, material []byte, why 
 }
 
 func (r *Revoker) call(ctx context.Context, list []presented) string {
-	wait := r.o.Backoff
 	for attempt := 1; ; attempt++ {
 		req, err := http.NewRequestWithContext(ctx, r.o.Method, r.target, http.NoBody)
 		if err != nil {
@@ -126,8 +125,9 @@ func (r *Revoker) call(ctx context.Context, list []presented) string {
 		if !retry || attempt >= r.o.Attempts {
 			return "failed"
 		}
-		time.Sleep(wait/2 + rand.N(wait/2+1))
-		wait *= 2
+		if backoff.Sleep(ctx, backoff.Policy{Min: r.o.Backoff, Max: 30 * r.o.Backoff}.Wait(attempt)) != nil {
+			return "failed"
+		}
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/totpgate/totpgate/internal/backoff"
 	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/store"
 )
@@ -461,19 +462,16 @@ func (r *run) swap(ctx context.Context, f fetched) error {
 }
 
 func retry(ctx context.Context, attempts int, fn func() error, log *slog.Logger) error {
-	wait := 200 * time.Millisecond
 	for i := 1; ; i++ {
 		err := fn()
 		if err == nil || i == attempts || ctx.Err() != nil {
 			return err
 		}
+		wait := backoff.Policy{Min: 200 * time.Millisecond, Max: 5 * time.Second}.Wait(i)
 		log.Warn("rewrap batch failed; retrying", "attempt", i, "error", err.Error(), "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
+		if err := backoff.Sleep(ctx, wait); err != nil {
+			return err
 		}
-		wait = min(2*wait, 5*time.Second)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/totpgate/totpgate/internal/backoff"
 )
 
 // Auth is a way to obtain a Vault token.
@@ -281,12 +282,10 @@ func (s *session) loginUntilDone(ctx context.Context) bool {
 		if err == nil {
 			return true
 		}
-		wait := backoff(200*time.Millisecond, 30*time.Second, failures, nil)
+		wait := backoff.Policy{Min: 200 * time.Millisecond, Max: 30 * time.Second}.Wait(failures)
 		s.log.Error("vault login failed", "method", s.auth.Name(), "error", err, "retry_in", wait.String())
-		select {
-		case <-ctx.Done():
+		if backoff.Sleep(ctx, wait) != nil {
 			return false
-		case <-time.After(wait):
 		}
 	}
 }

@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/totpgate/totpgate/internal/backoff"
 	"github.com/totpgate/totpgate/keyring"
 )
 
@@ -173,7 +173,10 @@ func newClient(cfg Config) (*vault.Client, error) {
 	vc.MaxRetryWait = cfg.RetryWaitMax
 	vc.Timeout = cfg.Timeout
 	vc.CheckRetry = retryPolicy
-	vc.Backoff = backoff
+	// The client counts its retries from 0.
+	vc.Backoff = func(minWait, maxWait time.Duration, attempt int, _ *http.Response) time.Duration {
+		return backoff.Policy{Min: minWait, Max: maxWait}.Wait(attempt + 1)
+	}
 	if err := vc.ConfigureTLS(&vault.TLSConfig{
 		CACert: cfg.CACert, ClientCert: cfg.ClientCert, ClientKey: cfg.ClientKey, TLSServerName: cfg.TLSServerName,
 	}); err != nil {
@@ -196,19 +199,6 @@ func retryPolicy(ctx context.Context, resp *http.Response, err error) (bool, err
 		return false, ctx.Err()
 	}
 	return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
-}
-
-// backoff is exponential with full jitter, so replicas retrying after a
-// Vault hiccup spread out instead of arriving together.
-func backoff(minWait, maxWait time.Duration, attempt int, _ *http.Response) time.Duration {
-	ceiling := minWait << min(attempt, 16)
-	if ceiling <= 0 || ceiling > maxWait {
-		ceiling = maxWait
-	}
-	if ceiling <= minWait {
-		return minWait
-	}
-	return minWait + rand.N(ceiling-minWait)
 }
 
 func (k *Keys) path(op string) string {

@@ -10,6 +10,19 @@ REDOCLY := $(NPM_DIR)/node_modules/.bin/redocly
 # module (test/vault) so Vault's dependencies stay out of go.mod.
 VAULT := bin/vault
 HELM := .tools/bin/helm
+# A real Kubernetes API server and its etcd for the chart and Vault
+# Kubernetes-auth tests, built from Go modules in their own module (test/k8s)
+# so Kubernetes' dependencies stay out of go.mod. No kubelet: pods never run.
+KUBE_APISERVER := bin/kube-apiserver
+ETCD := bin/etcd
+KUBE_VERSION := v1.37.2
+# helm checks the chart's kubeVersion against what the server reports, and an
+# unstamped build reports v0.0.0-master.
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
+# Vault's Kubernetes auth as an external plugin (the Vault build is -tags
+# minimal, without it), in the version Vault 1.19.5 pins.
+VAULT_PLUGIN_DIR := bin/vault-plugins
+VAULT_K8S_AUTH := $(VAULT_PLUGIN_DIR)/vault-plugin-auth-kubernetes
 TS_DEPS := examples/typescript/node_modules/.package-lock.json
 # Real web apps (test/apps) the differential tests put behind totpgate.
 EXPRESS_DEPS := test/apps/express/node_modules/.package-lock.json
@@ -31,8 +44,8 @@ test-deps: ## Install the outside tools the tests use (Debian packages: oathtool
 	@command -v oathtool >/dev/null && command -v zbarimg >/dev/null && command -v chromium >/dev/null || { echo "installing oathtool, zbar-tools and chromium (TOTP, QR and browser tests)"; apt-get update -qq && apt-get install -y -qq oathtool zbar-tools chromium >/dev/null; }
 
 .PHONY: test
-test: test-deps app-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL, helm and the Express and Django upstream apps.
-	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 ./...
+test: test-deps app-deps $(REDOCLY) $(VAULT) $(VAULT_K8S_AUTH) $(KUBE_APISERVER) $(ETCD) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, a real Kubernetes API server, SQLite, PostgreSQL, helm and the Express and Django upstream apps.
+	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_VAULT_PLUGIN_DIR=$(abspath $(VAULT_PLUGIN_DIR)) TOTPGATE_KUBE_APISERVER=$(abspath $(KUBE_APISERVER)) TOTPGATE_ETCD=$(abspath $(ETCD)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 ./...
 
 $(HELM):
 	@echo "installing helm v3.19.0 into .tools/bin (first build takes minutes, then cached)"
@@ -62,6 +75,21 @@ $(VAULT): test/vault/go.mod test/vault/go.sum test/vault/main.go
 
 .PHONY: vault
 vault: $(VAULT) ## Build the Vault dev server the tests use (bin/vault).
+
+$(VAULT_K8S_AUTH): test/k8s/vaultplugin/go.mod test/k8s/vaultplugin/go.sum
+	@echo "building Vault's Kubernetes auth plugin for the tests (first build takes minutes, then cached)"
+	cd test/k8s/vaultplugin && go build -trimpath -o $(abspath $@) github.com/hashicorp/vault-plugin-auth-kubernetes/cmd/vault-plugin-auth-kubernetes
+
+$(KUBE_APISERVER): test/k8s/go.mod test/k8s/go.sum
+	@echo "building kube-apiserver $(KUBE_VERSION) for the tests (first build takes minutes, then cached)"
+	cd test/k8s && go build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(abspath $@) k8s.io/kubernetes/cmd/kube-apiserver
+
+$(ETCD): test/k8s/go.mod test/k8s/go.sum
+	@echo "building etcd for the tests (first build takes minutes, then cached)"
+	cd test/k8s && go build -trimpath -o $(abspath $@) go.etcd.io/etcd/server/v3
+
+.PHONY: k8s
+k8s: $(KUBE_APISERVER) $(ETCD) $(VAULT_K8S_AUTH) ## Build the Kubernetes API server, etcd and Vault's Kubernetes auth plugin the tests use (bin/).
 
 .PHONY: generate
 generate: ## Regenerate gen/ from openapi.yaml.

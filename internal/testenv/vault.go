@@ -58,6 +58,12 @@ func VaultBinary(t testing.TB) string {
 // and AppRole enabled, and stops it when the test ends.
 func StartVault(t testing.TB) *Vault {
 	t.Helper()
+	return startVault(t)
+}
+
+// startVault is StartVault with more arguments for the dev server.
+func startVault(t testing.TB, args ...string) *Vault {
+	t.Helper()
 	bin := VaultBinary(t)
 	if _, err := os.Stat(bin); err != nil {
 		if os.Getenv("TOTPGATE_SKIP_VAULT") == "1" {
@@ -67,7 +73,7 @@ func StartVault(t testing.TB) *Vault {
 	}
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id="+RootToken, "-dev-listen-address="+addr, "-dev-no-store-token")
+	cmd := exec.Command(bin, append([]string{"server", "-dev", "-dev-root-token-id=" + RootToken, "-dev-listen-address=" + addr, "-dev-no-store-token"}, args...)...)
 	cmd.Env = []string{"HOME=" + t.TempDir(), "VAULT_LOG_LEVEL=warn", "PATH=" + os.Getenv("PATH")}
 	logs := &lockedBuffer{}
 	pr, pw := io.Pipe()

@@ -136,7 +136,6 @@ func StartKube(t testing.TB) *Kube {
 	startProcess(t, "kube-apiserver", apiserverBin,
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
-		"--cert-dir="+filepath.Join(dir, "certs"),
 		"--tls-cert-file="+write("server.crt", certPEM), "--tls-private-key-file="+write("server.key", keyPEM),
 		"--token-auth-file="+write("tokens.csv", []byte(k.Token+",admin,admin,system:masters\n")),
 		"--authorization-mode=RBAC",

@@ -1,3 +1,6 @@
+// Kubernetes for totpgate's tests only: kube-apiserver and the etcd it pins,
+// built by `make k8s` (tool lines below) into bin/. Its own module, so
+// Kubernetes' dependency tree never reaches the project's go.mod.
 module github.com/totpgate/totpgate/test/k8s
 
 go 1.26.0

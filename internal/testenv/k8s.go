@@ -123,7 +123,7 @@ func StartKube(t testing.TB) *Kube {
 	etcdClient, etcdPeer := freePort(t), freePort(t)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
-	startProcess(t, "etcd", etcdBin,
+	etcdExited := startProcess(t, "etcd", etcdBin,
 		"--name=test", "--data-dir="+filepath.Join(dir, "etcd"),
 		"--listen-client-urls="+etcdURL, "--advertise-client-urls="+etcdURL,
 		"--listen-peer-urls="+peerURL, "--initial-advertise-peer-urls="+peerURL,
@@ -133,7 +133,7 @@ func StartKube(t testing.TB) *Kube {
 
 	port := freePort(t)
 	k.URL = fmt.Sprintf("https://127.0.0.1:%d", port)
-	startProcess(t, "kube-apiserver", apiserverBin,
+	apiExited := startProcess(t, "kube-apiserver", apiserverBin,
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
 		"--tls-cert-file="+write("server.crt", certPEM), "--tls-private-key-file="+write("server.key", keyPEM),
@@ -153,31 +153,27 @@ func StartKube(t testing.TB) *Kube {
 	k.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	k.Kubeconfig = write("kubeconfig", k.kubeconfig(t))
 
-	// readyz includes etcd and the post-start hooks that create the
-	// bootstrap RBAC roles and the system namespaces.
+	// readyz includes etcd and the post-start hooks, among them the one
+	// that creates the bootstrap RBAC roles (system:auth-delegator).
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		status, body, err := k.Do(context.Background(), http.MethodGet, "/readyz", nil)
 		if err == nil && status == http.StatusOK {
 			break
 		}
+		select {
+		case <-etcdExited:
+			t.Fatal("testenv: etcd exited at start")
+		case <-apiExited:
+			t.Fatal("testenv: kube-apiserver exited at start")
+		default:
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("testenv: kube-apiserver not ready: %v %d %s", err, status, body)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// The default namespace is made by a controller loop shortly after
-	// readyz; tests create objects in it.
-	for {
-		status, _, err := k.Do(context.Background(), http.MethodGet, "/api/v1/namespaces/default", nil)
-		if err == nil && status == http.StatusOK {
-			return k
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("testenv: namespace default not created: %v %d", err, status)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return k
 }
 
 // Do sends one request to the API server as the admin; body, if not nil,
@@ -271,8 +267,8 @@ func (k *Kube) kubeconfig(t testing.TB) []byte {
 }
 
 // startProcess runs a server until the test ends, and shows its output if
-// the test failed.
-func startProcess(t testing.TB, name, bin string, args ...string) {
+// the test failed. The channel closes when the process exits.
+func startProcess(t testing.TB, name, bin string, args ...string) <-chan struct{} {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
@@ -290,6 +286,7 @@ func startProcess(t testing.TB, name, bin string, args ...string) {
 			t.Logf("%s logs:\n%s", name, tail(logs.String(), 8000))
 		}
 	})
+	return exited
 }
 
 func tail(s string, n int) string {
@@ -371,6 +368,8 @@ func StartVaultWithKubernetesAuth(t testing.TB, k *Kube) *Vault {
 		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:auth-delegator"},
 		"subjects": []any{map[string]any{"kind": "ServiceAccount", "name": "token-reviewer", "namespace": "vault"}},
 	})
+	// Ten minutes, the shortest the server issues: longer than any one
+	// test's Vault lives.
 	reviewer := k.ServiceAccountToken(t, "vault", "token-reviewer", k.ServiceAccountIssuer)
 	ctx := context.Background()
 	if err := v.Client.Sys().EnableAuthWithOptionsWithContext(ctx, "kubernetes", &vault.EnableAuthOptions{Type: VaultKubernetesPlugin}); err != nil {

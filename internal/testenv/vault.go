@@ -1,11 +1,12 @@
 // Package testenv starts the real services totpgate's tests run against: a
-// Vault dev server built from Go modules (test/vault) and the PostgreSQL
-// server named by TOTPGATE_TEST_POSTGRES_DSN.
+// Vault dev server built from Go modules (test/vault), a Kubernetes API
+// server with its etcd and Vault's Kubernetes auth plugin (test/k8s), and
+// the PostgreSQL server named by TOTPGATE_TEST_POSTGRES_DSN.
 //
 // Missing services fail the test with the command that provides them; they
 // are skipped only when the developer says so explicitly
-// (TOTPGATE_SKIP_VAULT=1), never silently, so CI cannot go green without
-// them.
+// (TOTPGATE_SKIP_VAULT=1, TOTPGATE_SKIP_K8S=1), never silently, so CI
+// cannot go green without them.
 package testenv
 
 import (

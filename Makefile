@@ -29,7 +29,7 @@ EXPRESS_DEPS := test/apps/express/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## List the targets.
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: demo
 demo: ## See it work: a demo app behind the sidecar on 127.0.0.1:8080, embedded defaults.

@@ -12,13 +12,26 @@ VAULT := bin/vault
 HELM := .tools/bin/helm
 # staticcheck, the linter made for Go, installed project-locally like helm.
 STATICCHECK := .tools/bin/staticcheck
+# A real Kubernetes API server and its etcd for the chart and Vault
+# Kubernetes-auth tests, built from Go modules in their own module (test/k8s)
+# so Kubernetes' dependencies stay out of go.mod. No kubelet: pods never run.
+KUBE_APISERVER := bin/kube-apiserver
+ETCD := bin/etcd
+KUBE_VERSION := v1.37.2
+# helm checks the chart's kubeVersion against what the server reports, and an
+# unstamped build reports v0.0.0-master.
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=37
+# Vault's Kubernetes auth as an external plugin (the Vault build is -tags
+# minimal, without it), in the version Vault 1.19.5 pins.
+VAULT_PLUGIN_DIR := bin/vault-plugins
+VAULT_K8S_AUTH := $(VAULT_PLUGIN_DIR)/vault-plugin-auth-kubernetes
 TS_DEPS := examples/typescript/node_modules/.package-lock.json
 # Real web apps (test/apps) the differential tests put behind totpgate.
 EXPRESS_DEPS := test/apps/express/node_modules/.package-lock.json
 
 .PHONY: help
 help: ## List the targets.
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 .PHONY: demo
 demo: ## See it work: a demo app behind the sidecar on 127.0.0.1:8080, embedded defaults.
@@ -35,8 +48,8 @@ test-deps: ## Install the outside tools the tests use (Debian packages: oathtool
 # test/promrules is a module of its own (Prometheus's dependencies stay out
 # of go.mod), so ./... does not reach it: test runs it after the rest.
 .PHONY: test
-test: test-deps app-deps $(REDOCLY) $(VAULT) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, SQLite, PostgreSQL, helm and the Express and Django upstream apps, then the alert rules against Prometheus (test/promrules).
-	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 -timeout 45m ./...
+test: test-deps app-deps $(REDOCLY) $(VAULT) $(VAULT_K8S_AUTH) $(KUBE_APISERVER) $(ETCD) $(HELM) $(TS_DEPS) ## Run every test (race detector, shuffled) against real Vault, a real Kubernetes API server, SQLite, PostgreSQL, helm and the Express and Django upstream apps, then the alert rules against Prometheus (test/promrules).
+	TOTPGATE_VAULT_BIN=$(abspath $(VAULT)) TOTPGATE_VAULT_PLUGIN_DIR=$(abspath $(VAULT_PLUGIN_DIR)) TOTPGATE_KUBE_APISERVER=$(abspath $(KUBE_APISERVER)) TOTPGATE_ETCD=$(abspath $(ETCD)) TOTPGATE_HELM=$(abspath $(HELM)) go test -race -shuffle=on -count=1 -timeout 45m ./...
 	cd test/promrules && go test -race -shuffle=on -count=1 -timeout 20m ./...
 
 $(HELM):
@@ -67,6 +80,21 @@ $(VAULT): test/vault/go.mod test/vault/go.sum test/vault/main.go
 
 .PHONY: vault
 vault: $(VAULT) ## Build the Vault dev server the tests use (bin/vault).
+
+$(VAULT_K8S_AUTH): test/k8s/vaultplugin/go.mod test/k8s/vaultplugin/go.sum
+	@echo "building Vault's Kubernetes auth plugin for the tests (first build takes minutes, then cached)"
+	cd test/k8s/vaultplugin && go build -trimpath -o $(abspath $@) github.com/hashicorp/vault-plugin-auth-kubernetes/cmd/vault-plugin-auth-kubernetes
+
+$(KUBE_APISERVER): test/k8s/go.mod test/k8s/go.sum
+	@echo "building kube-apiserver $(KUBE_VERSION) for the tests (first build takes minutes, then cached)"
+	cd test/k8s && go build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(abspath $@) k8s.io/kubernetes/cmd/kube-apiserver
+
+$(ETCD): test/k8s/go.mod test/k8s/go.sum
+	@echo "building etcd for the tests (first build takes minutes, then cached)"
+	cd test/k8s && go build -trimpath -o $(abspath $@) go.etcd.io/etcd/server/v3
+
+.PHONY: k8s
+k8s: $(KUBE_APISERVER) $(ETCD) $(VAULT_K8S_AUTH) ## Build the Kubernetes API server, etcd and Vault's Kubernetes auth plugin the tests use (bin/).
 
 .PHONY: generate
 generate: ## Regenerate gen/ from openapi.yaml.

@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"database/sql"
 	"encoding/base32"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -715,4 +720,174 @@ func TestSidecarStartsWhileVaultIsDown(t *testing.T) {
 	if res.StatusCode != 200 || !granted(res, body) {
 		t.Fatalf("recovery code after Vault came back: %d %s", res.StatusCode, body)
 	}
+}
+
+// Vault's Kubernetes auth end to end: the auth plugin Vault 1.19.5 pins,
+// built as an external plugin (the test Vault is a minimal build without
+// it), reviews tokens with a real API server, and the real sidecar logs in
+// with a token the API server issued for its service account.
+func TestVaultKubernetesAuth(t *testing.T) {
+	t.Parallel()
+	k := testenv.StartKube(t)
+	v := testenv.StartVaultWithKubernetesAuth(t, k)
+	for _, sa := range []string{"totpgate", "stranger", "leaver"} {
+		k.ServiceAccount(t, "apps", sa)
+	}
+	v.Write(t, "sys/policies/acl/totpgate", map[string]any{"policy": testenv.Policy("transit", "totpgate")})
+	v.Write(t, "auth/kubernetes/role/totpgate", map[string]any{
+		"bound_service_account_names":      []string{"totpgate", "leaver"},
+		"bound_service_account_namespaces": []string{"apps"},
+		"audience":                         "vault",
+		"token_policies":                   []string{"totpgate"},
+		"token_ttl":                        "10m",
+	})
+	token := func(sa string) string { return k.ServiceAccountToken(t, "apps", sa, "vault") }
+	good := token("totpgate")
+	forged := resign(t, good)
+
+	t.Run("refused", func(t *testing.T) {
+		tests := []struct{ name, jwt string }{
+			{"service account the role does not bind", token("stranger")},
+			{"signed by another key", forged},
+			{"issued for another audience", k.ServiceAccountToken(t, "apps", "totpgate", "not-vault")},
+		}
+		for _, tc := range tests {
+			t.Run(tc.name, func(t *testing.T) {
+				if status, meta := v.KubernetesLogin(t, "totpgate", tc.jwt); status != http.StatusForbidden {
+					t.Fatalf("login: %d %v, want 403", status, meta)
+				}
+			})
+		}
+		if status, meta := v.KubernetesLogin(t, "totpgate", good); status != http.StatusOK || meta["service_account_name"] != "totpgate" {
+			t.Fatalf("the same role refuses the sidecar's own token: %d %v", status, meta)
+		}
+	})
+
+	t.Run("deleted service account", func(t *testing.T) {
+		jwt := token("leaver")
+		if status, _ := v.KubernetesLogin(t, "totpgate", jwt); status != http.StatusOK {
+			t.Fatalf("login before the deletion: %d", status)
+		}
+		if status, body, err := k.Do(context.Background(), http.MethodDelete, "/api/v1/namespaces/apps/serviceaccounts/leaver", nil); err != nil || status != http.StatusOK {
+			t.Fatalf("delete service account: %v %d %s", err, status, body)
+		}
+		// The API server caches a successful review for about 10 s, so
+		// the refusal comes within that, not at once.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			status, _ := v.KubernetesLogin(t, "totpgate", jwt)
+			if status == http.StatusForbidden {
+				break
+			}
+			if status != http.StatusOK || time.Now().After(deadline) {
+				t.Fatalf("token of a deleted service account: %d", status)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+	})
+
+	t.Run("sidecar", func(t *testing.T) {
+		dir := t.TempDir()
+		tokenFile := filepath.Join(dir, "token")
+		env := []string{
+			"TOTPGATE_KEYRING_BACKEND=vault",
+			"TOTPGATE_KEYRING_VAULT_ADDRESS=" + v.Addr,
+			"TOTPGATE_KEYRING_VAULT_AUTH_METHOD=kubernetes",
+			"TOTPGATE_KEYRING_VAULT_AUTH_ROLE=totpgate",
+			"TOTPGATE_KEYRING_VAULT_AUTH_SERVICE_ACCOUNT_TOKEN_FILE=" + tokenFile,
+			"TOTPGATE_KEYRING_VAULT_CREATE_KEY=true",
+			"TOTPGATE_ADMIN_TOKEN=" + adminToken,
+		}
+		// A refused login is a configuration error, not an outage: the
+		// sidecar does not start, says why, and does not log the token.
+		if err := os.WriteFile(tokenFile, []byte(forged+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := cliCommand(dir, env, "serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--upstream", "http://127.0.0.1:9")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		timer := time.AfterFunc(60*time.Second, func() { _ = cmd.Process.Kill() })
+		err := cmd.Wait()
+		timer.Stop()
+		logs := stderr.String()
+		if err == nil || !strings.Contains(logs, "login (kubernetes)") || !strings.Contains(logs, "permission denied") {
+			t.Fatalf("sidecar with a forged token: %v\n%s", err, logs)
+		}
+		if strings.Contains(logs, forged) || strings.Contains(logs, strings.Split(forged, ".")[2]) {
+			t.Fatal("the sidecar logged the service-account token")
+		}
+
+		// The token the API server issued: the sidecar logs in, creates
+		// the transit key and protects a user with it.
+		if err := os.WriteFile(tokenFile, []byte(good+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		e := newLoginEnvIn(t, dir, env...)
+		code, _ := e.enroll(t, "alice")
+		res, body := e.login(t, "/login", `{"user":"alice","password":"pw"}`, http.Header{"X-Totp-Code": {code(0)}})
+		if res.StatusCode != 200 || !granted(res, body) {
+			t.Fatalf("login with the sidecar on Kubernetes auth: %d %s", res.StatusCode, body)
+		}
+		if ct := storedCiphertexts(t, dir)["alice"]; !strings.HasPrefix(ct, "vault:v1:") {
+			t.Fatalf("alice's secret is stored as %.12q..., want a vault:v1: ciphertext", ct)
+		}
+		// Its Vault token came from the Kubernetes login, for its own
+		// service account: it was given no other credential.
+		if !kubernetesTokenOf(t, v, "totpgate") {
+			t.Fatal("no Vault token from auth/kubernetes for service account totpgate")
+		}
+	})
+}
+
+// kubernetesTokenOf reports whether Vault holds a token issued by
+// auth/kubernetes/login for the service account apps/sa.
+func kubernetesTokenOf(t *testing.T, v *testenv.Vault, sa string) bool {
+	t.Helper()
+	list, err := v.Client.Logical().List("auth/token/accessors")
+	if err != nil || list == nil {
+		t.Fatalf("list token accessors: %v", err)
+	}
+	keys, _ := list.Data["keys"].([]any)
+	for _, a := range keys {
+		s, err := v.Client.Logical().Write("auth/token/lookup-accessor", map[string]any{"accessor": a})
+		if err != nil || s == nil {
+			continue
+		}
+		meta, _ := s.Data["meta"].(map[string]any)
+		if s.Data["path"] == "auth/kubernetes/login" && meta["service_account_name"] == sa && meta["service_account_namespace"] == "apps" {
+			return true
+		}
+	}
+	return false
+}
+
+// resign signs jwt's header and claims again with a key of the same kind
+// (ES256) that the API server does not know: the same token in every
+// other respect, which only the signature check can refuse.
+func resign(t *testing.T, jwt string) string {
+	t.Helper()
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %d parts", len(parts))
+	}
+	header, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil || !strings.Contains(string(header), `"ES256"`) {
+		t.Fatalf("token header %s: %v, want ES256 (the test API server's key is P-256)", header, err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
+	r, s, err := ecdsa.Sign(rand.Reader, key, digest[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 64)
+	r.FillBytes(sig[:32])
+	s.FillBytes(sig[32:])
+	return parts[0] + "." + parts[1] + "." + base64.RawURLEncoding.EncodeToString(sig)
 }

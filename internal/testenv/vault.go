@@ -1,11 +1,12 @@
 // Package testenv starts the real services totpgate's tests run against: a
-// Vault dev server built from Go modules (test/vault) and the PostgreSQL
-// server named by TOTPGATE_TEST_POSTGRES_DSN.
+// Vault dev server built from Go modules (test/vault), a Kubernetes API
+// server with its etcd and Vault's Kubernetes auth plugin (test/k8s), and
+// the PostgreSQL server named by TOTPGATE_TEST_POSTGRES_DSN.
 //
 // Missing services fail the test with the command that provides them; they
 // are skipped only when the developer says so explicitly
-// (TOTPGATE_SKIP_VAULT=1), never silently, so CI cannot go green without
-// them.
+// (TOTPGATE_SKIP_VAULT=1, TOTPGATE_SKIP_K8S=1), never silently, so CI
+// cannot go green without them.
 package testenv
 
 import (
@@ -59,6 +60,12 @@ func VaultBinary(t testing.TB) string {
 // and AppRole enabled, and stops it when the test ends.
 func StartVault(t testing.TB) *Vault {
 	t.Helper()
+	return startVault(t)
+}
+
+// startVault is StartVault with more arguments for the dev server.
+func startVault(t testing.TB, args ...string) *Vault {
+	t.Helper()
 	bin := VaultBinary(t)
 	if _, err := os.Stat(bin); err != nil {
 		if os.Getenv("TOTPGATE_SKIP_VAULT") == "1" {
@@ -68,7 +75,7 @@ func StartVault(t testing.TB) *Vault {
 	}
 	port := freePort(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	cmd := exec.Command(bin, "server", "-dev", "-dev-root-token-id="+RootToken, "-dev-listen-address="+addr, "-dev-no-store-token")
+	cmd := exec.Command(bin, append([]string{"server", "-dev", "-dev-root-token-id=" + RootToken, "-dev-listen-address=" + addr, "-dev-no-store-token"}, args...)...)
 	cmd.Env = []string{"HOME=" + t.TempDir(), "VAULT_LOG_LEVEL=warn", "PATH=" + os.Getenv("PATH")}
 	logs := &lockedBuffer{}
 	pr, pw := io.Pipe()

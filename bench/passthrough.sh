@@ -29,6 +29,9 @@
 #                 totpgate run, a CPU profile (DIR/cpu-rN.prof, most of the
 #                 run) and an allocation profile (DIR/allocs-rN.prof)
 #   SIDECAR_ARGS  extra arguments appended to `totpgate serve` (word-split)
+#   BASE_REV=REV  also measure totpgate as built from git revision REV
+#                 (target totpgate-base, added to TARGETS after totpgate), to
+#                 see a change's effect in the same rounds
 #   KEEP_TMP=1    keep the temp dir (logs, configs, wrk output) after exit
 #
 # Requirements: go, wrk, nginx, curl, ss, taskset; wrk and nginx are
@@ -62,6 +65,10 @@ WAIT_QUIET="${WAIT_QUIET:-0}"
 QUIET_LOAD="${QUIET_LOAD:-1.0}"
 PROFILE="${PROFILE:-}"
 SIDECAR_ARGS="${SIDECAR_ARGS:-}"
+BASE_REV="${BASE_REV:-}"
+if [[ -n "$BASE_REV" && " $TARGETS " != *" totpgate-base "* ]]; then
+	TARGETS="${TARGETS/totpgate/totpgate totpgate-base}"
+fi
 
 WRITE=0
 ORIG_ARGS=("$@")
@@ -284,13 +291,28 @@ log "building bench/upstream, bench/bareproxy and ./cmd/totpgate"
 (cd "$repo_root" && timeout 300 go build -o "$tmp/upstream" ./bench/upstream && timeout 300 go build -o "$tmp/bareproxy" ./bench/bareproxy)
 tags=()
 [[ -n "$PROFILE" ]] && tags=(-tags benchpprof)
-status_totpgate="" status_caddy="" status_oauth2_proxy="" status_nginx="" status_upstream="" status_go_reverseproxy="" status_go_ownclient=""
+status_totpgate="" status_caddy="" status_oauth2_proxy="" status_nginx="" status_upstream="" status_go_reverseproxy="" status_go_ownclient="" status_totpgate_base=""
 if ! (cd "$repo_root" && timeout 300 go build "${tags[@]}" -o "$tmp/totpgate" ./cmd/totpgate) >"$tmp/totpgate-build.log" 2>&1; then
 	head -n 20 "$tmp/totpgate-build.log" >&2
 	status_totpgate="not measured: \`go build ./cmd/totpgate\` failed"
 fi
 
 wants() { [[ " $TARGETS " == *" $1 "* ]]; }
+
+if wants totpgate-base; then
+	if [[ -z "$BASE_REV" ]]; then
+		status_totpgate_base="not measured: BASE_REV not set"
+	else
+		base_sha="$(git -C "$repo_root" rev-parse --short "$BASE_REV^{commit}")"
+		mkdir -p "$tmp/base-src"
+		log "building totpgate at $BASE_REV ($base_sha)"
+		if ! { git -C "$repo_root" archive "$base_sha" | tar -x -C "$tmp/base-src" &&
+			(cd "$tmp/base-src" && timeout 300 go build -o "$tmp/totpgate-base" ./cmd/totpgate); } >"$tmp/base-build.log" 2>&1; then
+			head -n 20 "$tmp/base-build.log" >&2
+			status_totpgate_base="not measured: build of $BASE_REV failed"
+		fi
+	fi
+fi
 
 # build_peer NAME PACKAGE: build a peer from bench/peers into .tools/bench,
 # unless the binary there is newer than the module's go.mod and go.sum.
@@ -346,15 +368,31 @@ if wants nginx; then
 	wait_http nginx "http://127.0.0.1:${port[nginx]}/" "$pid_nginx" "$tmp/nginx/error.log" || set_status nginx "not measured: did not start"
 fi
 
-if wants totpgate && [[ -z "$status_totpgate" ]]; then
-	port[totpgate]="$(free_port)"
-	adm_port="$(free_port)"
-	mkdir -p "$tmp/sidecar"
-	sc_args=(serve --listen "127.0.0.1:${port[totpgate]}" --admin-listen "127.0.0.1:$adm_port"
+# sidecar_args NAME: the serve arguments of a totpgate target.
+sidecar_args() {
+	local adm
+	adm="$(free_port)"
+	mkdir -p "$tmp/state-$1"
+	sc_args=(serve --listen "127.0.0.1:${port[$1]}" --admin-listen "127.0.0.1:$adm"
 		--upstream "http://127.0.0.1:$up_port"
-		--store.path "$tmp/sidecar/totpgate.db" --keyring.local-path "$tmp/sidecar/totpgate-keyring.json")
+		--store.path "$tmp/state-$1/totpgate.db" --keyring.local-path "$tmp/state-$1/totpgate-keyring.json")
 	# shellcheck disable=SC2206 # intentional word splitting of SIDECAR_ARGS
 	[[ -n "$SIDECAR_ARGS" ]] && sc_args+=($SIDECAR_ARGS)
+	return 0
+}
+
+if wants totpgate-base && [[ -z "$status_totpgate_base" ]]; then
+	port[totpgate-base]="$(free_port)"
+	sidecar_args totpgate-base
+	log "starting totpgate at $BASE_REV (core $PROXY_CPU)"
+	start totpgate_base "$tmp/totpgate-base.log" "$PROXY_CPU" "$tmp/totpgate-base" "${sc_args[@]}"
+	wait_http totpgate-base "http://127.0.0.1:${port[totpgate-base]}/" "$pid_totpgate_base" "$tmp/totpgate-base.log" ||
+		set_status totpgate-base "not measured: did not start"
+fi
+
+if wants totpgate && [[ -z "$status_totpgate" ]]; then
+	port[totpgate]="$(free_port)"
+	sidecar_args totpgate
 	pprof_port=""
 	env_args=()
 	if [[ -n "$PROFILE" ]]; then
@@ -414,7 +452,7 @@ fi
 order=()
 for t in $TARGETS; do
 	case "$t" in
-	upstream | nginx | totpgate | caddy | oauth2-proxy | go-reverseproxy | go-ownclient) ;;
+	upstream | nginx | totpgate | totpgate-base | caddy | oauth2-proxy | go-reverseproxy | go-ownclient) ;;
 	*)
 		log "unknown target $t"
 		exit 2
@@ -564,6 +602,7 @@ label() {
 	upstream) echo "upstream alone (\`bench/upstream\`, no proxy)" ;;
 	nginx) echo "nginx $ngx_ver, 1 worker, keepalive 64" ;;
 	totpgate) echo "**totpgate** serve (pass-through)" ;;
+	totpgate-base) echo "totpgate at $BASE_REV ($base_sha)" ;;
 	caddy) echo "Caddy ${caddy_ver:-?} reverse_proxy" ;;
 	oauth2-proxy) echo "oauth2-proxy ${o2p_ver:-?}, auth skipped" ;;
 	go-ownclient) echo "bare \`httputil.ReverseProxy\` with a minimal client of its own (\`bench/bareproxy -client own\`)" ;;
@@ -585,7 +624,7 @@ go_ver="$(go version | awk '{print $3}')"
 wrk_ver="$(wrk -v 2>&1 | head -n1 | awk '{print $2}' || true)"
 cpu_model="$(lscpu 2>/dev/null | awk -F: '/^Model name/ { gsub(/^ +/, "", $2); print $2; exit }' || true)"
 cmd="bench/passthrough.sh${ORIG_ARGS[*]:+ ${ORIG_ARGS[*]}}"
-for v in SIDECAR_ARGS PROFILE WAIT_QUIET CONNECTIONS THREADS DURATION ROUNDS TARGETS; do
+for v in BASE_REV SIDECAR_ARGS PROFILE WAIT_QUIET CONNECTIONS THREADS DURATION ROUNDS TARGETS; do
 	case "$v" in
 	TARGETS) [[ "$TARGETS" == "upstream nginx totpgate caddy oauth2-proxy go-reverseproxy" ]] && continue ;;
 	ROUNDS) [[ "$ROUNDS" == 3 ]] && continue ;;

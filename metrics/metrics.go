@@ -368,6 +368,15 @@ func NewTransport(reg prometheus.Registerer, next http.RoundTripper) *Transport 
 	return t
 }
 
+// With returns a Transport that sends through next and counts into the
+// same series as t (the pass-through's own client and the transport
+// behind it are one upstream to the metrics).
+func (t *Transport) With(next http.RoundTripper) *Transport {
+	c := *t
+	c.next = next
+	return &c
+}
+
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	start := time.Now()

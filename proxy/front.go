@@ -24,9 +24,14 @@ const SpecPrefix = "/mfa"
 
 // Options configures a Front. Everything is parsed before it gets here.
 type Options struct {
-	Upstream       *url.URL
-	PreserveHost   bool
-	Transport      http.RoundTripper
+	Upstream     *url.URL
+	PreserveHost bool
+	// Transport carries every request to the upstream: the login gate's,
+	// and the pass-through's unless PassThrough is set.
+	Transport http.RoundTripper
+	// PassThrough, when set, carries the pass-through's requests
+	// (an UpstreamClient in front of Transport).
+	PassThrough    http.RoundTripper
 	TrustedProxies []netip.Prefix
 	// APIPrefix is the configured user API prefix, e.g. /mfa.
 	APIPrefix string
@@ -69,11 +74,15 @@ func New(o Options) (*Front, error) {
 	}
 	peers := NewPeers(o.TrustedProxies)
 	rewrite := newRewrite(o.Upstream, o.PreserveHost, peers)
+	pass := o.PassThrough
+	if pass == nil {
+		pass = o.Transport
+	}
 	f := &Front{
 		prefix: o.APIPrefix,
 		api:    o.API,
 		peers:  peers,
-		proxy:  newReverseProxy(rewrite, o.Transport, o.Logger),
+		proxy:  newReverseProxy(rewrite, pass, o.Logger),
 	}
 	if o.Login != nil {
 		g, err := newLoginGate(*o.Login, o.Transport, rewrite, peers, o.Logger)

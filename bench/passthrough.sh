@@ -256,11 +256,15 @@ tree_pids() {
 }
 
 # cpu_ticks PID...: utime+stime of the given processes, in clock ticks.
-cpu_ticks() {
-	local p sum=0 t
+cpu_ticks() { stat_ticks '$12 + $13' "$@"; }
+# sys_ticks PID...: their stime alone (time in the kernel), in clock ticks.
+sys_ticks() { stat_ticks '$13' "$@"; }
+stat_ticks() {
+	local expr="$1" p sum=0 t
+	shift
 	for p in "$@"; do
 		# Fields after the ")" that ends comm: utime and stime are the 12th and 13th.
-		t="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}')" || t=0
+		t="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | awk "{print $expr}")" || t=0
 		sum=$((sum + ${t:-0}))
 	done
 	echo "$sum"
@@ -503,7 +507,7 @@ results="$tmp/results.tsv" # target round rps p50 p99 reqs errors cpu_us others_
 
 # run_wrk TARGET ROUND: warm up, then one measured run; appends to $results.
 run_wrk() {
-	local t="$1" r="$2" out="$tmp/wrk-$1-r$2.txt" tp cpu0 cpu1 up0 up1 ch0 ch1 b0 b1 s0 s1 prof_pid=""
+	local t="$1" r="$2" out="$tmp/wrk-$1-r$2.txt" tp cpu0 cpu1 ks0 ks1 up0 up1 ch0 ch1 b0 b1 s0 s1 prof_pid=""
 	log "round $r, $t: warm-up $WARMUP"
 	bounded 60 /dev/null taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${url[$t]}" || true
 	mapfile -t tp < <(tree_pids "${serve_pid[$t]}")
@@ -514,6 +518,7 @@ run_wrk() {
 		prof_pid=$!
 	fi
 	cpu0="$(cpu_ticks "${tp[@]}")"
+	ks0="$(sys_ticks "${tp[@]}")"
 	up0="$(cpu_ticks "${serve_pid[upstream]}")"
 	children_ticks ch0
 	read -r b0 s0 < <(busy_ticks)
@@ -526,6 +531,7 @@ run_wrk() {
 	read -r b1 s1 < <(busy_ticks)
 	children_ticks ch1
 	cpu1="$(cpu_ticks "${tp[@]}")"
+	ks1="$(sys_ticks "${tp[@]}")"
 	up1="$(cpu_ticks "${serve_pid[upstream]}")"
 	if [[ -n "$prof_pid" ]]; then
 		wait "$prof_pid" || log "CPU profile of round $r failed"
@@ -534,7 +540,7 @@ run_wrk() {
 	# The upstream is the target itself in the direct run: count it once.
 	local proxy=$((cpu1 - cpu0)) upstream=$((up1 - up0))
 	[[ "$t" == upstream ]] && upstream=0
-	awk -v t="$t" -v r="$r" -v cpu="$proxy" -v ours=$((proxy + upstream + ch1 - ch0)) \
+	awk -v t="$t" -v r="$r" -v cpu="$proxy" -v ksys=$((ks1 - ks0)) -v ours=$((proxy + upstream + ch1 - ch0)) \
 		-v busy=$((b1 - b0)) -v steal=$((s1 - s0)) -v hz="$hz" -v secs="$dur_s" -v ncpu="$(nproc)" '
 		function ms(v,   n, u) {
 			n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
@@ -553,8 +559,8 @@ run_wrk() {
 		END {
 			if (rps == "" || reqs == 0) exit 1
 			others = (busy - ours) / hz / secs; if (others < 0) others = 0
-			printf "%s\t%d\t%.0f\t%.3f\t%.3f\t%d\t%d\t%.1f\t%.2f\t%.1f\n", t, r, rps, p50, p99, reqs,
-				serr + non2xx, cpu * 1e6 / hz / reqs, others, 100 * steal / (hz * secs * ncpu)
+			printf "%s\t%d\t%.0f\t%.3f\t%.3f\t%d\t%d\t%.1f\t%.2f\t%.1f\t%.1f\n", t, r, rps, p50, p99, reqs,
+				serr + non2xx, cpu * 1e6 / hz / reqs, others, 100 * steal / (hz * secs * ncpu), ksys * 1e6 / hz / reqs
 		}' "$out" >>"$results" || {
 		log "$t: could not parse wrk output"
 		cat "$out" >&2
@@ -610,8 +616,9 @@ label() {
 	esac
 }
 
-declare -A m_rps m_p50 m_p99 m_cpu
+declare -A m_rps m_p50 m_p99 m_cpu m_sys
 for t in "${order[@]}"; do
+	m_sys[$t]="$(median "$t" 11)"
 	m_rps[$t]="$(median "$t" 3)"
 	m_p50[$t]="$(median "$t" 4)"
 	m_p99[$t]="$(median "$t" 5)"
@@ -638,7 +645,7 @@ for v in BASE_REV SIDECAR_ARGS PROFILE WAIT_QUIET CONNECTIONS THREADS DURATION R
 done
 
 {
-	echo "| target | req/s | vs nginx | CPU µs/req | p50 ms | p99 ms | peak RSS MiB | errors |"
+	echo "| target | req/s | vs nginx | CPU µs/req (kernel) | p50 ms | p99 ms | peak RSS MiB | errors |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|"
 	for t in $TARGETS; do
 		st="$(status_of "$t")"
@@ -649,7 +656,7 @@ done
 		r="–"
 		[[ -n "${rss[$t]:-}" ]] && r="$(mib "${rss[$t]}")"
 		printf '| %s | %s | %s | %s | %s | %s | %s | %s%s |\n' "$(label "$t")" "$(printf "%.0f" "${m_rps[$t]}")" \
-			"$(ratio "${m_rps[$t]}" "${m_rps[nginx]:-}")" "${m_cpu[$t]}" "${m_p50[$t]}" "${m_p99[$t]}" "$r" \
+			"$(ratio "${m_rps[$t]}" "${m_rps[nginx]:-}")" "${m_cpu[$t]} (${m_sys[$t]})" "${m_p50[$t]}" "${m_p99[$t]}" "$r" \
 			"$(sum_col "$t" 7)" "${st:+ ($st)}"
 	done
 	echo
@@ -671,9 +678,9 @@ done
 	fi
 	echo "<details><summary>every round</summary>"
 	echo
-	echo "| round | target | req/s | CPU µs/req | p50 ms | p99 ms | requests | errors | other CPU (cores) | steal % |"
-	echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-	sort -t$'\t' -k2,2n -s "$results" | awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $2, $1, $3, $8, $4, $5, $6, $7, $9, $10 }'
+	echo "| round | target | req/s | CPU µs/req | of which kernel | p50 ms | p99 ms | requests | errors | other CPU (cores) | steal % |"
+	echo "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	sort -t$'\t' -k2,2n -s "$results" | awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $2, $1, $3, $8, $11, $4, $5, $6, $7, $9, $10 }'
 	echo
 	echo "</details>"
 	echo

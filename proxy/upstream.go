@@ -120,8 +120,10 @@ func (c *UpstreamClient) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		// An idle connection the app closed just as it was reused fails
 		// before the first byte of the answer: like http.Transport, try
-		// again, on another connection, until a new one fails.
-		if !reused || pc.read > 0 {
+		// again, on another connection, until a new one fails. A timeout
+		// is the app's slowness, not a closed connection: no retry.
+		var ne net.Error
+		if !reused || pc.read > 0 || (errors.As(err, &ne) && ne.Timeout()) {
 			return nil, err
 		}
 	}

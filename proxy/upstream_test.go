@@ -305,7 +305,12 @@ func TestUpstreamClientRefusesOversizedHeaders(t *testing.T) {
 func TestUpstreamClientTimesOutAndCancels(t *testing.T) {
 	t.Parallel()
 	release := make(chan struct{})
+	var slow atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fast" {
+			return
+		}
+		slow.Add(1)
 		select {
 		case <-release:
 		case <-r.Context().Done():
@@ -315,10 +320,17 @@ func TestUpstreamClientTimesOutAndCancels(t *testing.T) {
 	t.Cleanup(func() { close(release) })
 
 	c, _ := newUpstreamClient(t, srv.URL, func(tr *http.Transport) { tr.ResponseHeaderTimeout = 50 * time.Millisecond })
+	if _, _, err := get(t, c, "GET", srv.URL+"/fast", nil); err != nil {
+		t.Fatal(err)
+	}
+	// On the reused connection: a timeout, and no second try.
 	_, _, err := get(t, c, "GET", srv.URL+"/", nil)
 	var ne net.Error
 	if !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("slow app: %v, want a timeout (answered 504)", err)
+	}
+	if n := slow.Load(); n > 1 {
+		t.Fatalf("the slow request reached the app %d times, want once", n)
 	}
 
 	c2, _ := newUpstreamClient(t, srv.URL, nil)

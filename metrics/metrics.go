@@ -339,13 +339,20 @@ func (k *Keyring) Ping(ctx context.Context) error {
 // Transport instruments the round trips to the app: latency to the
 // response headers and answers by status class.
 type Transport struct {
-	next     http.RoundTripper
-	seconds  prometheus.Histogram
-	requests *prometheus.CounterVec
+	next    http.RoundTripper
+	seconds prometheus.Histogram
+	// byClass holds the counters of 1xx..5xx (index 1..5) and error
+	// (index 0), looked up once: a lookup by label values per request
+	// costs a hash, a lock and a string concatenation.
+	byClass [6]prometheus.Counter
 }
 
 // NewTransport registers the upstream metrics on reg and wraps next.
 func NewTransport(reg prometheus.Registerer, next http.RoundTripper) *Transport {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "totpgate_upstream_requests_total",
+		Help: "Requests sent to the app (pass-through, intercepted logins, identity lookups), by status class of its answer: 1xx..5xx, or error when it did not answer.",
+	}, []string{"class"})
 	t := &Transport{
 		next: next,
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -353,16 +360,21 @@ func NewTransport(reg prometheus.Registerer, next http.RoundTripper) *Transport 
 			Help:    "Time from sending a request to the app to its response headers.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "totpgate_upstream_requests_total",
-			Help: "Requests sent to the app (pass-through, intercepted logins, identity lookups), by status class of its answer: 1xx..5xx, or error when it did not answer.",
-		}, []string{"class"}),
 	}
-	for _, c := range []string{"1xx", "2xx", "3xx", "4xx", "5xx", "error"} {
-		t.requests.WithLabelValues(c)
+	for i, c := range []string{"error", "1xx", "2xx", "3xx", "4xx", "5xx"} {
+		t.byClass[i] = requests.WithLabelValues(c)
 	}
-	reg.MustRegister(t.seconds, t.requests)
+	reg.MustRegister(t.seconds, requests)
 	return t
+}
+
+// With returns a Transport that sends through next and counts into the
+// same series as t (the pass-through's own client and the transport
+// behind it are one upstream to the metrics).
+func (t *Transport) With(next http.RoundTripper) *Transport {
+	c := *t
+	c.next = next
+	return &c
 }
 
 // RoundTrip implements http.RoundTripper.
@@ -371,14 +383,14 @@ func (t *Transport) RoundTrip(r *http.Request) (*http.Response, error) {
 	res, err := t.next.RoundTrip(r)
 	t.seconds.Observe(time.Since(start).Seconds())
 	if err != nil {
-		t.requests.WithLabelValues("error").Inc()
+		t.byClass[0].Inc()
 		return res, err
 	}
-	class := "5xx"
+	class := 5 // a status outside 100..599 is counted as a server error
 	if c := res.StatusCode / 100; c >= 1 && c <= 5 {
-		class = strconv.Itoa(c) + "xx"
+		class = c
 	}
-	t.requests.WithLabelValues(class).Inc()
+	t.byClass[class].Inc()
 	return res, nil
 }
 

@@ -39,8 +39,9 @@ func attackFront(t *testing.T, app http.Handler, creds ...string) string {
 		}
 		cs = append(cs, c)
 	}
+	tr := proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 8})
 	f, err := proxy.New(proxy.Options{
-		Upstream: u, Transport: proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 8}),
+		Upstream: u, Transport: tr, PassThrough: passThroughClient(tr, u),
 		APIPrefix: "/mfa", API: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler),
 		Login: &proxy.LoginOptions{
 			Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code",
@@ -157,8 +158,9 @@ func TestBodyRoutesHoldATokenInJSON(t *testing.T) {
 			u, _ := url.Parse(up.URL + base)
 			in, _ := identity.NewIntrospector(&http.Client{}, up.URL+base+"/api/me", []string{"Authorization"}, "/id", "")
 			c, _ := identity.ParseCredential("json:sessionToken as bearer")
+			tr := proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 8})
 			f, err := proxy.New(proxy.Options{
-				Upstream: u, Transport: proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 8}),
+				Upstream: u, Transport: tr, PassThrough: passThroughClient(tr, u),
 				APIPrefix: "/mfa", API: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler),
 				Login: &proxy.LoginOptions{
 					Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code", UserIDPointer: "/user/id",

@@ -24,9 +24,14 @@ const SpecPrefix = "/mfa"
 
 // Options configures a Front. Everything is parsed before it gets here.
 type Options struct {
-	Upstream       *url.URL
-	PreserveHost   bool
-	Transport      http.RoundTripper
+	Upstream     *url.URL
+	PreserveHost bool
+	// Transport carries every request to the upstream: the login gate's,
+	// and the pass-through's unless PassThrough is set.
+	Transport http.RoundTripper
+	// PassThrough, when set, carries the pass-through's requests
+	// (an UpstreamClient in front of Transport).
+	PassThrough    http.RoundTripper
 	TrustedProxies []netip.Prefix
 	// APIPrefix is the configured user API prefix, e.g. /mfa.
 	APIPrefix string
@@ -69,11 +74,15 @@ func New(o Options) (*Front, error) {
 	}
 	peers := NewPeers(o.TrustedProxies)
 	rewrite := newRewrite(o.Upstream, o.PreserveHost, peers)
+	pass := o.PassThrough
+	if pass == nil {
+		pass = o.Transport
+	}
 	f := &Front{
 		prefix: o.APIPrefix,
 		api:    o.API,
 		peers:  peers,
-		proxy:  newReverseProxy(rewrite, o.Transport, o.Logger),
+		proxy:  newReverseProxy(rewrite, pass, o.Logger),
 	}
 	if o.Login != nil {
 		g, err := newLoginGate(*o.Login, o.Transport, rewrite, peers, o.Logger)
@@ -148,13 +157,20 @@ func withPath(r *http.Request, p string) *http.Request {
 
 // AssignRequestID gives r an id (a trusted proxy's, or a new one), on the
 // inbound request for handlers and the upstream, and on the answer for the client.
+//
+// It runs on every request, so it allocates little: the new id's string
+// and one backing array for both headers' values, each header getting its
+// own capped slice of it so neither can append into the other's.
 func (p Peers) AssignRequestID(w http.ResponseWriter, r *http.Request) {
 	id := r.Header.Get(problem.RequestIDHeader)
-	if !p.Trusted(RemoteAddr(r)) || !validRequestID(id) {
-		id = newRequestID()
-		r.Header.Set(problem.RequestIDHeader, id)
+	if len(p.trusted) > 0 && p.Trusted(RemoteAddr(r)) && validRequestID(id) {
+		w.Header()[problem.RequestIDHeader] = []string{id}
+		return
 	}
-	w.Header().Set(problem.RequestIDHeader, id)
+	id = newRequestID()
+	vs := []string{id, id}
+	r.Header[problem.RequestIDHeader] = vs[0:1:1]
+	w.Header()[problem.RequestIDHeader] = vs[1:2:2]
 }
 
 func validRequestID(s string) bool {
@@ -171,10 +187,14 @@ func validRequestID(s string) bool {
 	return true
 }
 
+// newRequestID is 12 random bytes in hex. On Linux 6.11 and later
+// crypto/rand reads getrandom through the vDSO, without a system call per id.
 func newRequestID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
-	return hex.EncodeToString(b[:])
+	var h [24]byte
+	hex.Encode(h[:], b[:])
+	return string(h[:])
 }
 
 var _ http.Handler = (*Front)(nil)

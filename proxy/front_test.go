@@ -98,10 +98,12 @@ func newFront(t *testing.T, upstream string, o frontOpts) string {
 	if o.watch {
 		login = watchOptions(t)
 	}
+	tr := proxy.NewTransport(proxy.TransportOptions{DialTimeout: 2 * time.Second, ResponseHeaderTimeout: o.headerTimout, IdleConnTimeout: time.Minute, MaxIdleConns: 128})
 	f, err := proxy.New(proxy.Options{
 		Upstream:       u,
 		PreserveHost:   true,
-		Transport:      proxy.NewTransport(proxy.TransportOptions{DialTimeout: 2 * time.Second, ResponseHeaderTimeout: o.headerTimout, IdleConnTimeout: time.Minute, MaxIdleConns: 128}),
+		Transport:      tr,
+		PassThrough:    passThroughClient(tr, u),
 		TrustedProxies: o.trusted,
 		APIPrefix:      "/mfa",
 		API:            o.api,
@@ -598,12 +600,14 @@ func BenchmarkFrontPassThrough(b *testing.B) {
 	}))
 	defer up.Close()
 	u, _ := url.Parse(up.URL)
+	tr := proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 64})
 	f, err := proxy.New(proxy.Options{
-		Upstream:  u,
-		Transport: proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 64}),
-		APIPrefix: "/mfa",
-		API:       http.NotFoundHandler(),
-		Logger:    slog.New(slog.DiscardHandler),
+		Upstream:    u,
+		Transport:   tr,
+		PassThrough: passThroughClient(tr, u),
+		APIPrefix:   "/mfa",
+		API:         http.NotFoundHandler(),
+		Logger:      slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -39,6 +39,11 @@ func NewTransport(o TransportOptions) *http.Transport {
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
 		ForceAttemptHTTP2:     false,
+		// The app gets the client's Accept-Encoding as sent: the transport
+		// must not ask for gzip on the client's behalf and unpack the
+		// answer (the pass-through changes no answer, and the upstream
+		// client, which asks for nothing, must get the same answers).
+		DisableCompression: true,
 	}
 }
 

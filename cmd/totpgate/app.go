@@ -135,6 +135,10 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		return nil, err
 	}
 	upstreamRT := metrics.NewTransport(reg, transport)
+	passClient := proxy.NewUpstreamClient(transport, upstream)
+	if c, ok := passClient.(*proxy.UpstreamClient); ok {
+		closers = append(closers, func() error { c.CloseIdleConnections(); return nil })
+	}
 	introspect, err := identity.NewIntrospector(&http.Client{Transport: upstreamRT, Timeout: cfg.Upstream.ResponseHeaderTimeout},
 		upstream.JoinPath(cfg.Identity.IntrospectPath).String(), cfg.Identity.ForwardHeaders, cfg.Identity.UserIDPointer, cfg.Identity.AccountPointer)
 	if err != nil {
@@ -185,6 +189,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Upstream:       upstream,
 		PreserveHost:   cfg.Upstream.PreserveHost,
 		Transport:      upstreamRT,
+		PassThrough:    upstreamRT.With(passClient),
 		TrustedProxies: trusted,
 		APIPrefix:      cfg.API.Prefix,
 		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now).Wrap(proxy.NewCORS(cfg.API.CORSOrigins).Wrap(userAPI)),

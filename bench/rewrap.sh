@@ -10,7 +10,10 @@
 #
 # Environment: SIZES, BATCH (default 1000), LOGIN_RATE (sidecar logins per
 # second, default 50), IN_FLIGHT (batches at Vault at once, default 4),
-# QUIET (how long logins are measured without a rewrap first, default 10s).
+# QUIET (how long logins are measured without a rewrap first, default 10s),
+# JOB_IN (sidecar: the job runs inside the sidecar, POST /admin/keys/rewrap,
+# sharing its store; process: in the bench's own process, as `totpgate keys
+# rewrap` runs it).
 #
 # It builds the test Vault (bin/vault, `make vault`) if needed, starts a dev
 # server on a free loopback port with transit enabled, runs bench/rewrap and
@@ -23,6 +26,7 @@ BATCH="${BATCH:-1000}"
 LOGIN_RATE="${LOGIN_RATE:-50}"
 IN_FLIGHT="${IN_FLIGHT:-4}"
 QUIET="${QUIET:-10s}"
+JOB_IN="${JOB_IN:-sidecar}"
 WRITE=0
 for arg in "$@"; do
 	case "$arg" in
@@ -64,7 +68,7 @@ go build -o "$tmp/totpgate" ./cmd/totpgate
 	echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), Vault $(bin/vault version | awk '{print $2}') dev server (in-memory storage) on loopback, SQLite store; \`bench/rewrap.sh\`."
 	echo
 	go run ./bench/rewrap -vault-addr "$VAULT_ADDR" -token "$VAULT_TOKEN" -n "$SIZES" -batch "$BATCH" -login-rate "$LOGIN_RATE" \
-		-in-flight "$IN_FLIGHT" -quiet "$QUIET" -sidecar "$tmp/totpgate" -dir "$tmp"
+		-in-flight "$IN_FLIGHT" -quiet "$QUIET" -job-in "$JOB_IN" -sidecar "$tmp/totpgate" -dir "$tmp"
 } >"$tmp/table.md"
 cat "$tmp/table.md"
 

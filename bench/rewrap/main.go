@@ -72,6 +72,7 @@ func run() error {
 	inFlight := flag.Int("in-flight", rotation.DefaultInFlight, "batches the job keeps at Vault at once")
 	sidecar := flag.String("sidecar", "", "totpgate binary (built by bench/rewrap.sh)")
 	quiet := flag.Duration("quiet", 10*time.Second, "how long logins are measured without a rewrap")
+	jobIn := flag.String("job-in", "sidecar", "where the job runs: sidecar (POST /admin/keys/rewrap, sharing its store) or process (this one, as `totpgate keys rewrap`)")
 	dir := flag.String("dir", "", "work directory (default: a temp dir)")
 	flag.Parse()
 	if *dir == "" {
@@ -96,14 +97,14 @@ func run() error {
 			return err
 		}
 		r, err := measure(client, benchConfig{addr: *addr, token: *token, dir: *dir, n: n, batch: *batch, loginRate: *loginRate,
-			inFlight: *inFlight, sidecar: *sidecar, quiet: *quiet})
+			inFlight: *inFlight, sidecar: *sidecar, quiet: *quiet, jobInSidecar: *jobIn == "sidecar"})
 		if err != nil {
 			return err
 		}
 		results = append(results, r)
 		fmt.Fprintf(os.Stderr, "n=%d done: job %.0f/s, ceiling %.0f/s\n", n, r.job, r.ceiling)
 	}
-	fmt.Printf("Batch size %d, %d batches in flight; %d sidecar logins/s (password at the app, TOTP checked by the sidecar: Vault decrypt, SQLite write), %s without a rewrap, then during it.\n\n", *batch, *inFlight, *loginRate, *quiet)
+	fmt.Printf("Job run in the %s; batch size %d, %d batches in flight; %d sidecar logins/s (password at the app, TOTP checked by the sidecar: Vault decrypt, SQLite write), %s without a rewrap, then during it.\n\n", *jobIn, *batch, *inFlight, *loginRate, *quiet)
 	fmt.Println("| Stored secrets | Seeding | Vault batch rewrap, 1 in flight (ceiling) | Rewrap job | Job / ceiling | Job time | Logins p50 / p99 without rewrap | Logins p50 / p99 during | p99 during / without | Login errors |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
@@ -120,6 +121,51 @@ type benchConfig struct {
 	n, batch, loginRate       int
 	inFlight                  int
 	quiet                     time.Duration
+	// jobInSidecar runs the job inside the sidecar (POST /admin/keys/rewrap),
+	// sharing its store; otherwise in this process, as `totpgate keys
+	// rewrap` runs it.
+	jobInSidecar bool
+}
+
+const benchAdminToken = "bench-admin-token-0123456789abcdef"
+
+// rewrap starts the job in the sidecar and waits for its end.
+func (s *sidecar) rewrap(batch, inFlight int) (rotation.Job, error) {
+	call := func(method, path, body string) (map[string]any, int, error) {
+		req, _ := http.NewRequest(method, s.admin+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+benchAdminToken)
+		if body != "" {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, 0, err
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return out, resp.StatusCode, nil
+	}
+	if out, code, err := call("POST", "/admin/keys/rewrap", fmt.Sprintf(`{"batch_size":%d,"in_flight":%d}`, batch, inFlight)); err != nil || code != http.StatusAccepted {
+		return rotation.Job{}, fmt.Errorf("start rewrap in the sidecar: %d %v %v", code, out, err)
+	}
+	for {
+		time.Sleep(50 * time.Millisecond)
+		out, code, err := call("GET", "/admin/keys/rewrap", "")
+		if err != nil || code != http.StatusOK {
+			return rotation.Job{}, fmt.Errorf("rewrap status: %d %v %v", code, out, err)
+		}
+		switch out["state"] {
+		case rotation.StateRunning:
+			continue
+		case rotation.StateSucceeded:
+			done, _ := out["done"].(float64)
+			failed, _ := out["failed"].(float64)
+			return rotation.Job{State: rotation.StateSucceeded, Done: int(done), Failed: int(failed)}, nil
+		default:
+			return rotation.Job{}, fmt.Errorf("rewrap in the sidecar: %v", out)
+		}
+	}
 }
 
 func measure(client *vault.Client, c benchConfig) (result, error) {
@@ -193,7 +239,11 @@ func measure(client *vault.Client, c benchConfig) (result, error) {
 	var job rotation.Job
 	res.during = load.run(func(<-chan struct{}) {
 		start = time.Now()
-		job, err = m.Rewrap(ctx, rotation.Options{BatchSize: c.batch, InFlight: c.inFlight}, nil)
+		if c.jobInSidecar {
+			job, err = sc.rewrap(c.batch, c.inFlight)
+		} else {
+			job, err = m.Rewrap(ctx, rotation.Options{BatchSize: c.batch, InFlight: c.inFlight}, nil)
+		}
 		res.jobTook = time.Since(start)
 	})
 	if err != nil {
@@ -286,10 +336,11 @@ func (l *logins) run(during func(stop <-chan struct{})) loginStats {
 }
 
 type sidecar struct {
-	url  string
-	cmd  *exec.Cmd
-	app  *http.Server
-	logs *os.File
+	url   string
+	admin string
+	cmd   *exec.Cmd
+	app   *http.Server
+	logs  *os.File
 }
 
 func (s *sidecar) stop() {
@@ -346,12 +397,12 @@ func startSidecar(c benchConfig, key, dbPath string) (*sidecar, error) {
 	cmd.Dir = c.dir
 	cmd.Env = append(os.Environ(), "TOTPGATE_STORE_PATH="+dbPath, "TOTPGATE_KEYRING_BACKEND=vault",
 		"TOTPGATE_KEYRING_VAULT_ADDRESS="+c.addr, "TOTPGATE_KEYRING_VAULT_AUTH_TOKEN="+c.token, "TOTPGATE_KEYRING_VAULT_KEY="+key,
-		"TOTPGATE_LOG_LEVEL=warn")
+		"TOTPGATE_LOG_LEVEL=warn", "TOTPGATE_ADMIN_TOKEN="+benchAdminToken)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &sidecar{url: fmt.Sprintf("http://127.0.0.1:%d", mainPort), cmd: cmd, app: app, logs: logs}
+	s := &sidecar{url: fmt.Sprintf("http://127.0.0.1:%d", mainPort), admin: fmt.Sprintf("http://127.0.0.1:%d", adminPort), cmd: cmd, app: app, logs: logs}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", adminPort))
 		if err == nil {

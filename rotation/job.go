@@ -478,19 +478,13 @@ func retry(ctx context.Context, attempts int, fn func() error, log *slog.Logger)
 // settings moves the encrypted settings to the target key.
 func (r *run) settings(ctx context.Context) error {
 	m := r.m
-	for _, s := range m.cfg.Settings {
-		v, err := m.cfg.Store.Setting(ctx, s.Key)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("rotation: read setting: %w", err)
-		}
-		backend, version, err := keyring.ParseVersion(string(v))
-		if err != nil {
-			return fmt.Errorf("rotation: setting %s: %w", s.Key, err)
-		}
-		if backend == r.target.Backend && version >= r.target.Version {
+	settings, err := m.storedSettings(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range settings {
+		v := s.value
+		if !below(s.key, r.target) {
 			continue
 		}
 		res, err := m.cfg.Keys.Rewrap(ctx, []keyring.Item{{BindTo: s.BindTo, Ciphertext: string(v)}})

@@ -255,19 +255,12 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("rotation: count secrets: %w", err)
 	}
-	for _, s := range m.cfg.Settings {
-		v, err := m.cfg.Store.Setting(ctx, s.Key)
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return Status{}, fmt.Errorf("rotation: read setting: %w", err)
-		}
-		backend, version, err := keyring.ParseVersion(string(v))
-		if err != nil {
-			return Status{}, fmt.Errorf("rotation: setting %s: %w", s.Key, err)
-		}
-		counts[store.KeyRef{Backend: backend, Version: version}]++
+	settings, err := m.storedSettings(ctx)
+	if err != nil {
+		return Status{}, err
+	}
+	for _, s := range settings {
+		counts[s.key]++
 	}
 	bare, err := m.cfg.Store.CountBareBindings(ctx)
 	if err != nil {
@@ -281,6 +274,34 @@ func (m *Manager) Status(ctx context.Context) (Status, error) {
 		st.BareTotal += n
 	}
 	return st, nil
+}
+
+// storedSetting is an encrypted setting as stored, with its key version.
+type storedSetting struct {
+	EncryptedSetting
+	value []byte
+	key   store.KeyRef
+}
+
+// storedSettings reads the encrypted settings that exist (status counts
+// them, the rewrap moves them).
+func (m *Manager) storedSettings(ctx context.Context) ([]storedSetting, error) {
+	var out []storedSetting
+	for _, s := range m.cfg.Settings {
+		v, err := m.cfg.Store.Setting(ctx, s.Key)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("rotation: read setting: %w", err)
+		}
+		backend, version, err := keyring.ParseVersion(string(v))
+		if err != nil {
+			return nil, fmt.Errorf("rotation: setting %s: %w", s.Key, err)
+		}
+		out = append(out, storedSetting{EncryptedSetting: s, value: v, key: store.KeyRef{Backend: backend, Version: version}})
+	}
+	return out, nil
 }
 
 // below reports whether k is not at target: another backend or an older

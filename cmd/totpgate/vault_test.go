@@ -25,7 +25,6 @@ import (
 
 	_ "modernc.org/sqlite"
 
-	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/internal/testenv"
 	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/mfa"
@@ -51,19 +50,6 @@ func vaultEnv(v *testenv.Vault, extra ...string) []string {
 	}, extra...)
 }
 
-// newLoginEnvIn is newLoginEnv with the sidecar's working directory (and so
-// its SQLite file) chosen by the test.
-func newLoginEnvIn(t *testing.T, dir string, env ...string) *loginEnv {
-	t.Helper()
-	app := newLoginApp(t)
-	s := startSidecarIn(t, dir, env, "--upstream", app.URL)
-	c, err := gen.NewClientWithResponses(s.main)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &loginEnv{s: s, app: app, c: c}
-}
-
 // storedCiphertexts reads every ciphertext the sidecar stored, straight
 // from its database file.
 func storedCiphertexts(t *testing.T, dir string) map[string]string {
@@ -87,23 +73,6 @@ func storedCiphertexts(t *testing.T, dir string) map[string]string {
 		out[id] = ct
 	}
 	return out
-}
-
-func (e *loginEnv) admin(t *testing.T, method, path, body string) (int, map[string]any) {
-	t.Helper()
-	req, _ := http.NewRequest(method, e.s.admin+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	var out map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&out)
-	return res.StatusCode, out
 }
 
 func TestVaultKeyringBindsSecretsToUsers(t *testing.T) {

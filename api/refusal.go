@@ -47,7 +47,7 @@ func (a *API) refuse(ctx context.Context, err error) refusal {
 	var ce *mfa.CodeError
 	switch {
 	case errors.As(err, &ce) && ce.Locked:
-		return refusal{kind: refusedLocked, retryAfter: seconds(time.Until(ce.LockedUntil)),
+		return refusal{kind: refusedLocked, retryAfter: problem.RetrySeconds(time.Until(ce.LockedUntil)),
 			problem: problemAt(ctx, http.StatusTooManyRequests, gen.ProblemCodeMfaLocked, "Too many failed attempts. Try again later.")}
 	case errors.Is(err, mfa.ErrInvalidCode):
 		return refusal{kind: refusedInvalidCode,
@@ -84,19 +84,12 @@ func (a *API) unavailable(ctx context.Context, cause error, detail string) refus
 // problem.Write gives every other answer of the sidecar.
 func problemAt(ctx context.Context, status int, code gen.ProblemCode, detail string) gen.Problem {
 	m := metaOf(ctx)
-	p := gen.Problem{Type: problem.TypeBase + string(code), Title: http.StatusText(status), Status: status, Code: code, Detail: &detail}
-	if m.requestID != "" {
-		p.RequestId = &m.requestID
-	}
-	if m.path != "" {
-		p.Instance = &m.path
-	}
-	return p
+	p := problem.New(status, code, detail)
+	p.RequestID, p.Instance = m.requestID, m.path
+	return p.Model()
 }
 
 // loginProblem is p as the body of a login-challenge answer.
 func loginProblem(p gen.Problem) gen.LoginChallengeProblem {
 	return gen.LoginChallengeProblem{Type: p.Type, Title: p.Title, Status: p.Status, Code: p.Code, Detail: p.Detail, Instance: p.Instance, RequestId: p.RequestId}
 }
-
-func seconds(d time.Duration) int { return max(1, int(d.Round(time.Second)/time.Second)) }

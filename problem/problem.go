@@ -5,10 +5,11 @@ package problem
 
 import (
 	"encoding/json"
-	"github.com/totpgate/totpgate/gen"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/totpgate/totpgate/gen"
 )
 
 // ContentType is the media type of every error answer.
@@ -94,6 +95,31 @@ func WriteExtended(w http.ResponseWriter, r *http.Request, p Details, ext any) {
 }
 
 // RetryAfter renders a wait as a Retry-After value: whole seconds, at least 1.
-func RetryAfter(d time.Duration) string {
-	return strconv.Itoa(max(1, int(d.Round(time.Second)/time.Second)))
+func RetryAfter(d time.Duration) string { return strconv.Itoa(RetrySeconds(d)) }
+
+// RetrySeconds is a wait in the whole seconds of Retry-After, at least 1,
+// for the generated typed responses that declare the header as an integer.
+func RetrySeconds(d time.Duration) int { return max(1, int(d.Round(time.Second)/time.Second)) }
+
+// Model is p as the generated model, for the strict server's typed
+// responses: the same members Write sends.
+func (p Details) Model() gen.Problem {
+	m := gen.Problem{Type: p.Type, Title: p.Title, Status: p.Status, Code: gen.ProblemCode(p.Code)}
+	if p.Detail != "" {
+		m.Detail = &p.Detail
+	}
+	if p.Instance != "" {
+		m.Instance = &p.Instance
+	}
+	if p.RequestID != "" {
+		m.RequestId = &p.RequestID
+	}
+	if len(p.Errors) > 0 {
+		errs := make([]gen.FieldError, len(p.Errors))
+		for i, e := range p.Errors {
+			errs[i] = gen.FieldError{Field: e.Field, Message: e.Message}
+		}
+		m.Errors = &errs
+	}
+	return m
 }

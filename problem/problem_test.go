@@ -65,3 +65,28 @@ func TestRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// Model gives the typed responses the members Write sends.
+func TestModelMatchesWrite(t *testing.T) {
+	p := problem.New(http.StatusBadRequest, gen.ProblemCodeValidationFailed, "Bad field.")
+	p.RequestID, p.Instance = "req-9", "/admin/keys"
+	p.Errors = []problem.FieldError{{Field: "body.version", Message: "must be at least 1"}}
+	w := httptest.NewRecorder()
+	problem.Write(w, nil, p)
+	var written, modelled map[string]any
+	if err := json.Unmarshal(w.Body.Bytes(), &written); err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(p.Model())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &modelled); err != nil {
+		t.Fatal(err)
+	}
+	wj, _ := json.Marshal(written)
+	mj, _ := json.Marshal(modelled)
+	if string(wj) != string(mj) {
+		t.Fatalf("Model %s, Write %s", mj, wj)
+	}
+}

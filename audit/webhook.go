@@ -13,12 +13,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/totpgate/totpgate/internal/backoff"
+	"github.com/totpgate/totpgate/internal/setting"
 )
 
 // Webhook headers. The signature follows the common "t=<unix>,v1=<hex>"
@@ -68,17 +68,38 @@ type WebhookConfig struct {
 	Now         func() time.Time
 }
 
+// SettingErrors checks the settings a configuration file gives under
+// audit.webhook_ (not the retry waits, client, logger or clock): every
+// problem.
+func (c WebhookConfig) SettingErrors() setting.Errors {
+	var errs setting.Errors
+	add := errs.Add
+	if !setting.IsHTTPURL(c.URL) {
+		add("url", "%q must be an http(s) URL", c.URL)
+	}
+	if len(c.Secret) < 16 {
+		add("secret", "must be at least 16 bytes")
+	}
+	if c.QueueSize < 1 {
+		add("queue", "must be at least 1")
+	}
+	if c.MaxAttempts < 1 {
+		add("max_attempts", "must be at least 1")
+	}
+	if c.Timeout <= 0 {
+		add("timeout", "must be positive")
+	}
+	return errs
+}
+
 // Validate reports every problem at once.
 func (c WebhookConfig) Validate() error {
 	var errs []error
-	if u, err := url.Parse(c.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("audit webhook: url %q must be an http(s) URL", c.URL))
+	for _, e := range c.SettingErrors() {
+		errs = append(errs, fmt.Errorf("audit webhook: %w", e))
 	}
-	if len(c.Secret) < 16 {
-		errs = append(errs, errors.New("audit webhook: the signing secret must be at least 16 bytes"))
-	}
-	if c.QueueSize < 1 || c.MaxAttempts < 1 || c.Timeout <= 0 || c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
-		errs = append(errs, errors.New("audit webhook: queue size, attempts, timeout and retry waits must be positive (retry max >= min)"))
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		errs = append(errs, errors.New("audit webhook: retry waits must be positive (retry max >= min)"))
 	}
 	return errors.Join(errs...)
 }

@@ -16,7 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/vaultkeys"
 )
 
 // Config is the whole configuration of one sidecar process.
@@ -245,20 +247,21 @@ func (a Audit) Validate() error {
 	if a.WebhookURL == "" {
 		return nil
 	}
+	// The webhook's rules are audit.NewWebhook's own; the configuration
+	// adds the choice between an inline secret and a file (read at start,
+	// and checked then by NewWebhook).
 	var errs []error
-	if u, err := url.Parse(a.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("audit.webhook_url: %q must be an http(s) URL", a.WebhookURL))
-	}
 	if (a.WebhookSecret == "") == (a.WebhookSecretFile == "") {
 		errs = append(errs, errors.New("audit.webhook_secret, audit.webhook_secret_file: set exactly one with a webhook"))
 	}
-	if a.WebhookSecret != "" && len(a.WebhookSecret) < 16 {
-		errs = append(errs, errors.New("audit.webhook_secret: must be at least 16 bytes"))
+	settings := audit.WebhookConfig{URL: a.WebhookURL, Secret: []byte(a.WebhookSecret), QueueSize: a.WebhookQueue,
+		MaxAttempts: a.WebhookMaxAttempts, Timeout: a.WebhookTimeout}
+	for _, e := range settings.SettingErrors() {
+		if e.Name == "secret" && a.WebhookSecret == "" {
+			continue
+		}
+		errs = append(errs, fmt.Errorf("audit.webhook_%w", e))
 	}
-	if a.WebhookQueue < 1 || a.WebhookMaxAttempts < 1 {
-		errs = append(errs, errors.New("audit.webhook_queue, audit.webhook_max_attempts: must be at least 1"))
-	}
-	errs = append(errs, positive("audit.webhook_timeout", a.WebhookTimeout))
 	return errors.Join(errs...)
 }
 
@@ -376,23 +379,18 @@ func (k Keyring) Validate() error {
 
 // Validate reports every missing or contradictory Vault setting.
 func (v Vault) Validate() error {
+	// The connection rules are vaultkeys.Open's own; only the names and
+	// the hint about Vault's environment are the configuration's.
 	var errs []error
-	if u, err := url.Parse(v.Address); v.Address == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("keyring.vault.address: %q must be an http(s) URL (or set VAULT_ADDR)", v.Address))
+	settings := vaultkeys.Config{Address: v.Address, ClientCert: v.ClientCert, ClientKey: v.ClientKey,
+		Mount: v.Mount, KeyName: v.Key, Timeout: v.Timeout, MaxRetries: v.MaxRetries}
+	for _, e := range settings.SettingErrors() {
+		hint := ""
+		if e.Name == "address" {
+			hint = " (or set VAULT_ADDR)"
+		}
+		errs = append(errs, fmt.Errorf("keyring.vault.%w%s", e, hint))
 	}
-	if v.Mount == "" || strings.Trim(v.Mount, "/") != v.Mount {
-		errs = append(errs, fmt.Errorf("keyring.vault.mount: %q must be a path without leading or trailing slashes", v.Mount))
-	}
-	if v.Key == "" || strings.ContainsAny(v.Key, "/ ") {
-		errs = append(errs, fmt.Errorf("keyring.vault.key: %q must be one path segment", v.Key))
-	}
-	if (v.ClientCert == "") != (v.ClientKey == "") {
-		errs = append(errs, errors.New("keyring.vault.client_cert and client_key: set both or neither"))
-	}
-	if v.MaxRetries < 0 {
-		errs = append(errs, errors.New("keyring.vault.max_retries: must not be negative"))
-	}
-	errs = append(errs, positive("keyring.vault.timeout", v.Timeout))
 	a := v.Auth
 	switch a.Method {
 	case "token":

@@ -16,7 +16,6 @@ import (
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/metrics"
-	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
 )
 
@@ -41,7 +40,7 @@ func allMetrics(t *testing.T) *prometheus.Registry {
 	metrics.NewKeyringMetrics(reg).Wrap(nil, "local")
 	metrics.NewTransport(reg, http.DefaultTransport)
 	metrics.NewState(reg, fixedCounts{}, time.Minute, time.Now)
-	rotation.NewMetrics(reg)
+	metrics.NewRewrap(reg)
 	if _, err := audit.NewWebhook(audit.WebhookConfig{URL: "http://127.0.0.1:1", Secret: []byte("0123456789abcdef"), QueueSize: 1,
 		MaxAttempts: 1, Timeout: time.Second, RetryMin: time.Second, RetryMax: time.Second}, reg); err != nil {
 		t.Fatal(err)

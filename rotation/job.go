@@ -173,8 +173,8 @@ const batchRetries = 5
 func (r *run) loop(ctx context.Context, progress func(Job)) (Job, error) {
 	m := r.m
 	defer m.release(r)
-	m.cfg.Metrics.running(true)
-	defer m.cfg.Metrics.running(false)
+	m.cfg.Metrics.Running(true)
+	defer m.cfg.Metrics.Running(false)
 	err := r.rows(ctx, progress)
 	if err == nil {
 		err = r.settings(ctx)
@@ -209,7 +209,7 @@ func (r *run) loop(ctx context.Context, progress func(Job)) (Job, error) {
 	if serr := r.save(saveCtx, true); serr != nil {
 		err = errors.Join(err, serr)
 	}
-	m.cfg.Metrics.observeJob(r.job)
+	m.cfg.Metrics.Remaining(r.job.Remaining())
 	if progress != nil {
 		progress(r.job)
 	}
@@ -274,7 +274,7 @@ func (r *run) rows(ctx context.Context, progress func(Job)) error {
 		if err := r.swap(ctx, f); err != nil {
 			return err
 		}
-		m.cfg.Metrics.batchSeconds(time.Since(began))
+		m.cfg.Metrics.BatchSeconds(time.Since(began))
 		r.job.Cursor = f.page[len(f.page)-1].UserID
 		// The saved cursor and counts may lag a little: resuming skips rows
 		// already at the target anyway, and recounts what is done.
@@ -284,7 +284,7 @@ func (r *run) rows(ctx context.Context, progress func(Job)) error {
 			}
 			lastSave = now
 		}
-		m.cfg.Metrics.observeJob(r.job)
+		m.cfg.Metrics.Remaining(r.job.Remaining())
 		if progress != nil {
 			progress(r.job)
 		}
@@ -457,7 +457,7 @@ func (r *run) swap(ctx context.Context, f fetched) error {
 	// A row that changed meanwhile was re-enrolled or rewrapped by a login
 	// path with the latest key: it is done, just not by us.
 	r.job.Done += len(swaps)
-	m.cfg.Metrics.count(swapped, len(swaps)-swapped, len(f.results)-len(swaps))
+	m.cfg.Metrics.Count(swapped, len(swaps)-swapped, len(f.results)-len(swaps))
 	return nil
 }
 

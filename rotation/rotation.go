@@ -158,13 +158,29 @@ func (o Options) withDefaults() (Options, error) {
 	return o, nil
 }
 
+// Observer is told how a rewrap job goes (metrics.Rewrap implements it).
+type Observer interface {
+	Count(rewrapped, changed, failed int)
+	Running(on bool)
+	BatchSeconds(d time.Duration)
+	Remaining(n int)
+}
+
+// noObserver stands in when Config.Metrics is nil.
+type noObserver struct{}
+
+func (noObserver) Count(int, int, int)        {}
+func (noObserver) Running(bool)               {}
+func (noObserver) BatchSeconds(time.Duration) {}
+func (noObserver) Remaining(int)              {}
+
 // Config is the Manager's wiring.
 type Config struct {
 	Store    Store
 	Keys     Keys
 	Settings []EncryptedSetting
 	Logger   *slog.Logger
-	Metrics  *Metrics // nil: no metrics
+	Metrics  Observer // nil: no metrics
 	Now      func() time.Time
 	// Lease is how long a rewrap's lease lasts without a heartbeat; a
 	// killed job can be resumed by another process after this. Default 30 s.
@@ -194,6 +210,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Lease <= 0 {
 		cfg.Lease = 30 * time.Second
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noObserver{}
 	}
 	if cfg.Owner == "" {
 		host, _ := os.Hostname()

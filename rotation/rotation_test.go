@@ -15,6 +15,7 @@ import (
 
 	"github.com/totpgate/totpgate/internal/testenv"
 	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/metrics"
 	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/postgres"
@@ -149,13 +150,13 @@ func (e *env) verify(t *testing.T, wantBackend string, wantVersion int) {
 
 func newManager(t *testing.T, e *env, reg prometheus.Registerer, lease time.Duration) *rotation.Manager {
 	t.Helper()
-	var metrics *rotation.Metrics
+	var observer rotation.Observer
 	if reg != nil {
-		metrics = rotation.NewMetrics(reg)
+		observer = metrics.NewRewrap(reg)
 	}
 	m, err := rotation.New(rotation.Config{
 		Store: e.st, Keys: e.keys, Settings: []rotation.EncryptedSetting{{Key: pepperKey, BindTo: pepperBind}},
-		Metrics: metrics, Lease: lease,
+		Metrics: observer, Lease: lease,
 	})
 	if err != nil {
 		t.Fatal(err)

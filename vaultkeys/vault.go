@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/totpgate/totpgate/internal/backoff"
+	"github.com/totpgate/totpgate/internal/setting"
 	"github.com/totpgate/totpgate/keyring"
 )
 
@@ -55,23 +55,38 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// SettingErrors checks the settings a configuration file gives under
+// keyring.vault (not Auth, Logger or the retry waits, which the caller
+// builds): every problem.
+func (c Config) SettingErrors() setting.Errors {
+	var errs setting.Errors
+	add := errs.Add
+	if !setting.IsHTTPURL(c.Address) {
+		add("address", "%q must be an http(s) URL", c.Address)
+	}
+	if c.Mount == "" || strings.Trim(c.Mount, "/") != c.Mount {
+		add("mount", "%q must be a path without leading or trailing slashes", c.Mount)
+	}
+	if c.KeyName == "" || strings.ContainsAny(c.KeyName, "/ ") {
+		add("key", "%q must be one path segment", c.KeyName)
+	}
+	if (c.ClientCert == "") != (c.ClientKey == "") {
+		add("client_cert", "set client_cert and client_key both or neither")
+	}
+	if c.Timeout <= 0 {
+		add("timeout", "must be positive")
+	}
+	if c.MaxRetries < 0 {
+		add("max_retries", "must not be negative")
+	}
+	return errs
+}
+
 // Validate reports every missing or out-of-range setting.
 func (c Config) Validate() error {
 	var errs []error
-	if u, err := url.Parse(c.Address); c.Address == "" || err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		errs = append(errs, fmt.Errorf("vaultkeys: address %q must be an http(s) URL", c.Address))
-	}
-	if c.Mount == "" || strings.Trim(c.Mount, "/") != c.Mount {
-		errs = append(errs, fmt.Errorf("vaultkeys: mount %q must be a path without leading or trailing slashes", c.Mount))
-	}
-	if c.KeyName == "" || strings.ContainsAny(c.KeyName, "/ ") {
-		errs = append(errs, fmt.Errorf("vaultkeys: key name %q must be a single path segment", c.KeyName))
-	}
-	if c.Timeout <= 0 {
-		errs = append(errs, errors.New("vaultkeys: timeout must be positive"))
-	}
-	if c.MaxRetries < 0 {
-		errs = append(errs, errors.New("vaultkeys: max retries must not be negative"))
+	for _, e := range c.SettingErrors() {
+		errs = append(errs, fmt.Errorf("vaultkeys: %w", e))
 	}
 	if c.RetryWaitMin < 0 || c.RetryWaitMax < c.RetryWaitMin {
 		errs = append(errs, errors.New("vaultkeys: retry waits must satisfy 0 <= min <= max"))

@@ -124,7 +124,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	keys := metrics.NewKeyringMetrics(reg).Wrap(rawKeys, cfg.Keyring.Backend)
 	metrics.NewState(reg, st, cfg.Server.StateMetricsAge, time.Now)
 	rotator, err := rotation.New(rotation.Config{
-		Store: st, Keys: keys, Settings: encryptedSettings, Logger: log, Metrics: rotation.NewMetrics(reg),
+		Store: st, Keys: keys, Settings: encryptedSettings, Logger: log, Metrics: metrics.NewRewrap(reg),
 	})
 	if err != nil {
 		return nil, err

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/totpgate/totpgate/internal/testenv"
 )
 
 // startDemo runs `totpgate demo` on free loopback ports and returns the
@@ -21,7 +23,7 @@ func startDemo(t *testing.T) (open, metrics string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr syncBuffer
+	var stderr testenv.LockedBuffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

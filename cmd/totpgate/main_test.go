@@ -16,10 +16,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/totpgate/totpgate/internal/testenv"
 )
 
 // The test binary doubles as the totpgate binary: a child started with
@@ -49,26 +50,9 @@ func TestMain(m *testing.M) {
 type sidecar struct {
 	cmd         *exec.Cmd
 	main, admin string // base URLs
-	logs        *syncBuffer
+	logs        *testenv.LockedBuffer
 	exited      chan struct{} // closed when the process has exited
 	exitErr     error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startSidecar runs `totpgate serve` on random loopback ports with a clean
@@ -88,7 +72,7 @@ func startSidecarIn(t *testing.T, dir string, env []string, args ...string) *sid
 	encoded, _ := json.Marshal(args)
 	cmd.Env = append([]string{"TOTPGATE_TEST_AS_MAIN=1", "TOTPGATE_TEST_ARGS=" + string(encoded), "HOME=" + cmd.Dir}, env...)
 	pr, pw := io.Pipe()
-	logs := &syncBuffer{}
+	logs := &testenv.LockedBuffer{}
 	cmd.Stderr = io.MultiWriter(logs, pw) // logs first: a line is in logs before the scanner sees it
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -162,7 +162,7 @@ func startApp(t testing.TB, name, dir string, argv []string, env func(port int) 
 		cmd.Dir = dir
 		cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "LANG=C.UTF-8"}, env(port)...)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		logs := &lockedBuffer{}
+		logs := &LockedBuffer{}
 		cmd.Stdout = logs
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {

@@ -272,7 +272,7 @@ func startProcess(t testing.TB, name, bin string, args ...string) <-chan struct{
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = []string{"HOME=" + t.TempDir(), "PATH=" + os.Getenv("PATH")}
-	logs := &lockedBuffer{}
+	logs := &LockedBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("testenv: start %s: %v", name, err)

@@ -20,7 +20,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -38,7 +37,7 @@ type Vault struct {
 	UnsealKey string
 	Client    *vault.Client // root token
 	cmd       *exec.Cmd
-	logs      *lockedBuffer
+	logs      *LockedBuffer
 }
 
 // VaultBinary is the path of the vault binary the tests use:
@@ -77,7 +76,7 @@ func startVault(t testing.TB, args ...string) *Vault {
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	cmd := exec.Command(bin, append([]string{"server", "-dev", "-dev-root-token-id=" + RootToken, "-dev-listen-address=" + addr, "-dev-no-store-token"}, args...)...)
 	cmd.Env = []string{"HOME=" + t.TempDir(), "VAULT_LOG_LEVEL=warn", "PATH=" + os.Getenv("PATH")}
-	logs := &lockedBuffer{}
+	logs := &LockedBuffer{}
 	pr, pw := io.Pipe()
 	cmd.Stdout = io.MultiWriter(logs, pw)
 	cmd.Stderr = logs
@@ -247,23 +246,6 @@ func moduleRoot() (string, error) {
 		}
 		dir = parent
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // Keys opens the "totpgate" transit key of v (created if missing) with the

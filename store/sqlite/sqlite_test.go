@@ -14,7 +14,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"testing/fstest"
 	"time"
 
 	"github.com/totpgate/totpgate/store"
@@ -256,75 +255,27 @@ func TestSchemaTooNew(t *testing.T) {
 	}
 }
 
-func TestMigrateStepwise(t *testing.T) {
-	t.Parallel()
-	ctx := t.Context()
+// migrationHarness is the storetest migration harness on a fresh SQLite file.
+func migrationHarness(t *testing.T) storetest.Migrations {
 	db := rawDB(t, filepath.Join(t.TempDir(), "m.db"))
 	db.SetMaxOpenConns(1)
-	load := func(files fstest.MapFS) []migration.Migration {
-		t.Helper()
-		ms, err := migration.Load(files)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ms
-	}
-	v1 := fstest.MapFS{"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);\nINSERT INTO t1 VALUES (1);")}}
-	v2 := fstest.MapFS{
-		"0001_one.sql": v1["0001_one.sql"],
-		"0002_two.sql": {Data: []byte("CREATE TABLE t2 (y INTEGER);\nINSERT INTO t2 SELECT x FROM t1;")},
-	}
-	if err := migrate(ctx, db, load(v1)); err != nil {
-		t.Fatalf("migrate v1: %v", err)
-	}
-	// v1 creates t1 without IF NOT EXISTS: running it twice would fail.
-	if err := migrate(ctx, db, load(v1)); err != nil {
-		t.Fatalf("migrate v1 again: %v", err)
-	}
-	if err := migrate(ctx, db, load(v2)); err != nil {
-		t.Fatalf("migrate v1 -> v2: %v", err)
-	}
-	var n int
-	if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM t1`).Scan(&n); err != nil || n != 1 {
-		t.Errorf("t1 has %d rows (%v), want 1: v1 ran more than once", n, err)
-	}
-	if !tableExists(t, db, "t2") {
-		t.Errorf("v2 not applied")
-	}
-	if got := applied(t, db); len(got) != 2 {
-		t.Errorf("schema_migrations = %v, want versions 1 and 2", got)
-	}
-	// A binary that knows only v1 refuses the v2 database.
-	if err := migrate(ctx, db, load(v1)); !errors.Is(err, ErrSchemaTooNew) {
-		t.Errorf("migrate with older migrations: err = %v, want ErrSchemaTooNew", err)
+	return storetest.Migrations{
+		Migrate: func(ctx context.Context, ms []migration.Migration) error { return migrate(ctx, db, ms) },
+		Count: func(t *testing.T, query string) int {
+			var n int
+			if err := db.QueryRowContext(t.Context(), query).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
+		TableExists: func(t *testing.T, table string) bool { return tableExists(t, db, table) },
+		ErrSchemaTooNew: ErrSchemaTooNew,
 	}
 }
 
-func TestMigrationFailureRollsBack(t *testing.T) {
+func TestMigrations(t *testing.T) {
 	t.Parallel()
-	ctx := t.Context()
-	db := rawDB(t, filepath.Join(t.TempDir(), "m.db"))
-	db.SetMaxOpenConns(1)
-	ms, err := migration.Load(fstest.MapFS{
-		"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);")},
-		"0002_bad.sql": {Data: []byte("CREATE TABLE t2 (y INTEGER);\nINSERT INTO no_such_table VALUES (1);")},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = migrate(ctx, db, ms)
-	if err == nil || !strings.Contains(err.Error(), "0002_bad.sql") {
-		t.Fatalf("migrate with a broken migration: err = %v, want an error naming 0002_bad.sql", err)
-	}
-	if tableExists(t, db, "t2") {
-		t.Errorf("half of the broken migration was applied")
-	}
-	if !tableExists(t, db, "t1") {
-		t.Errorf("the good migration before it was not kept")
-	}
-	if got := applied(t, db); len(got) != 1 || got[0].version != 1 {
-		t.Errorf("schema_migrations = %v, want only version 1", got)
-	}
+	storetest.RunMigrations(t, migrationHarness)
 }
 
 func TestFileMode(t *testing.T) {

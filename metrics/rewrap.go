@@ -1,4 +1,4 @@
-package rotation
+package metrics
 
 import (
 	"time"
@@ -6,17 +6,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the rewrap's Prometheus metrics.
-type Metrics struct {
+// Rewrap is the rewrap job's metrics; it implements rotation.Observer.
+// A nil *Rewrap records nothing.
+type Rewrap struct {
 	secrets   *prometheus.CounterVec
 	remaining prometheus.Gauge
 	runningG  prometheus.Gauge
 	batch     prometheus.Histogram
 }
 
-// NewMetrics registers the rotation metrics on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+// NewRewrap registers the rewrap metrics on reg.
+func NewRewrap(reg prometheus.Registerer) *Rewrap {
+	m := &Rewrap{
 		secrets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_rewrap_secrets_total",
 			Help: "Secrets handled by rewrap jobs: rewrapped (stored under the new version), changed (a login or re-enrollment replaced the row meanwhile; left alone), failed.",
@@ -42,7 +43,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) count(rewrapped, changed, failed int) {
+// Count adds the outcome of one batch.
+func (m *Rewrap) Count(rewrapped, changed, failed int) {
 	if m == nil {
 		return
 	}
@@ -51,7 +53,8 @@ func (m *Metrics) count(rewrapped, changed, failed int) {
 	m.secrets.WithLabelValues("failed").Add(float64(failed))
 }
 
-func (m *Metrics) running(on bool) {
+// Running says whether this process runs a job.
+func (m *Rewrap) Running(on bool) {
 	if m == nil {
 		return
 	}
@@ -62,14 +65,16 @@ func (m *Metrics) running(on bool) {
 	}
 }
 
-func (m *Metrics) batchSeconds(d time.Duration) {
+// BatchSeconds observes the time one batch took.
+func (m *Rewrap) BatchSeconds(d time.Duration) {
 	if m != nil {
 		m.batch.Observe(d.Seconds())
 	}
 }
 
-func (m *Metrics) observeJob(j Job) {
+// Remaining sets the secrets the job has not handled yet.
+func (m *Rewrap) Remaining(n int) {
 	if m != nil {
-		m.remaining.Set(float64(j.Remaining()))
+		m.remaining.Set(float64(n))
 	}
 }

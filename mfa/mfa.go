@@ -454,7 +454,7 @@ func (s *Service) Disable(ctx context.Context, user, code string) error {
 	if _, err := s.Verify(ctx, user, code); err != nil {
 		return err
 	}
-	if err := s.store.DeleteUser(ctx, user); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.store.DeleteUser(ctx, user); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return unavailable("disable", err)
 	}
 	return nil
@@ -471,7 +471,7 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, user, code string
 	if err != nil {
 		return nil, err
 	}
-	if err := s.store.ReplaceRecoveryCodes(ctx, user, hashes, s.now()); err != nil {
+	if _, err := s.store.ReplaceRecoveryCodes(ctx, user, hashes, s.now()); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, ErrNotEnrolled
 		}
@@ -482,7 +482,7 @@ func (s *Service) RegenerateRecoveryCodes(ctx context.Context, user, code string
 
 // Reset removes a user's MFA without a code (admin).
 func (s *Service) Reset(ctx context.Context, user string) error {
-	err := s.store.DeleteUser(ctx, user)
+	_, err := s.store.DeleteUser(ctx, user)
 	if errors.Is(err, store.ErrNotFound) {
 		return ErrNotEnrolled
 	}

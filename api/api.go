@@ -43,9 +43,9 @@ type MFA interface {
 	Status(ctx context.Context, user string) (store.User, error)
 	StartEnrollment(ctx context.Context, user, account string) (mfa.Enrollment, error)
 	ConfirmEnrollment(ctx context.Context, user, code string) ([]string, error)
-	Disable(ctx context.Context, user, code string) error
-	RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, error)
-	Reset(ctx context.Context, user string) error
+	Disable(ctx context.Context, user, code string) (int, error)
+	RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, int, error)
+	Reset(ctx context.Context, user string) (int, error)
 	Unlock(ctx context.Context, user string) error
 	// RevokeHeld ends at the app the sessions still held for user.
 	RevokeHeld(ctx context.Context, user string, cc mfa.ChallengeConfig) (int, error)

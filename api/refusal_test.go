@@ -41,11 +41,11 @@ func (f failing) StartEnrollment(context.Context, string, string) (mfa.Enrollmen
 func (f failing) ConfirmEnrollment(context.Context, string, string) ([]string, error) {
 	return nil, f.err
 }
-func (f failing) Disable(context.Context, string, string) error { return f.err }
-func (f failing) RegenerateRecoveryCodes(context.Context, string, string) ([]string, error) {
-	return nil, f.err
+func (f failing) Disable(context.Context, string, string) (int, error) { return 0, f.err }
+func (f failing) RegenerateRecoveryCodes(context.Context, string, string) ([]string, int, error) {
+	return nil, 0, f.err
 }
-func (f failing) Reset(context.Context, string) error  { return f.err }
+func (f failing) Reset(context.Context, string) (int, error) { return 0, f.err }
 func (f failing) Unlock(context.Context, string) error { return f.err }
 func (f failing) RevokeHeld(context.Context, string, mfa.ChallengeConfig) (int, error) {
 	return 0, f.err

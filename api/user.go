@@ -135,7 +135,7 @@ func (a *API) ConfirmEnrollment(ctx context.Context, req gen.ConfirmEnrollmentRe
 
 func (a *API) DisableMfa(ctx context.Context, req gen.DisableMfaRequestObject) (gen.DisableMfaResponseObject, error) {
 	user := caller(ctx).UserID
-	if err := a.mfa.Disable(ctx, user, req.Body.Code); err != nil {
+	if _, err := a.mfa.Disable(ctx, user, req.Body.Code); err != nil {
 		a.recordFailure(ctx, audit.Disabled, user, err)
 		switch rf := a.refuse(ctx, err); rf.kind {
 		case refusedInvalidCode:
@@ -155,7 +155,7 @@ func (a *API) DisableMfa(ctx context.Context, req gen.DisableMfaRequestObject) (
 
 func (a *API) RegenerateRecoveryCodes(ctx context.Context, req gen.RegenerateRecoveryCodesRequestObject) (gen.RegenerateRecoveryCodesResponseObject, error) {
 	user := caller(ctx).UserID
-	codes, err := a.mfa.RegenerateRecoveryCodes(ctx, user, req.Body.Code)
+	codes, _, err := a.mfa.RegenerateRecoveryCodes(ctx, user, req.Body.Code)
 	if err != nil {
 		a.recordFailure(ctx, audit.RecoveryRegenerated, user, err)
 		switch rf := a.refuse(ctx, err); rf.kind {
@@ -211,7 +211,7 @@ func (a *API) AdminGetUser(ctx context.Context, req gen.AdminGetUserRequestObjec
 }
 
 func (a *API) AdminResetUser(ctx context.Context, req gen.AdminResetUserRequestObject) (gen.AdminResetUserResponseObject, error) {
-	if err := a.mfa.Reset(ctx, req.UserId); err != nil {
+	if _, err := a.mfa.Reset(ctx, req.UserId); err != nil {
 		switch rf := a.refuse(ctx, err); rf.kind {
 		case refusedNotEnrolled:
 			return gen.AdminResetUser404ApplicationProblemPlusJSONResponse{UserNotFoundApplicationProblemPlusJSONResponse: userNotFound(ctx)}, nil

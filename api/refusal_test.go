@@ -46,7 +46,7 @@ func (f failing) RegenerateRecoveryCodes(context.Context, string, string) ([]str
 	return nil, 0, f.err
 }
 func (f failing) Reset(context.Context, string) (int, error) { return 0, f.err }
-func (f failing) Unlock(context.Context, string) error { return f.err }
+func (f failing) Unlock(context.Context, string) error       { return f.err }
 func (f failing) RevokeHeld(context.Context, string, mfa.ChallengeConfig) (int, error) {
 	return 0, f.err
 }

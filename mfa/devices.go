@@ -86,13 +86,9 @@ func (s *Service) TrustDevice(ctx context.Context, user, userAgent string) (stri
 	if !s.DevicesOn() {
 		return "", Device{}, ErrDevicesOff
 	}
-	key, err := s.subkey(ctx, purposeDeviceToken)
+	key, token, err := s.newDeviceToken(ctx)
 	if err != nil {
 		return "", Device{}, err
-	}
-	token, err := randomToken(32)
-	if err != nil {
-		return "", Device{}, unavailable("device token", err)
 	}
 	id, err := randomToken(16)
 	if err != nil {
@@ -132,13 +128,9 @@ func (s *Service) UseTrustedDevice(ctx context.Context, user, token string) (str
 	if u.State != store.StateActive || u.LockedUntil.After(now) {
 		return "", Device{}, ErrDeviceNotTrusted
 	}
-	key, err := s.subkey(ctx, purposeDeviceToken)
+	key, next, err := s.newDeviceToken(ctx)
 	if err != nil {
 		return "", Device{}, err
-	}
-	next, err := randomToken(32)
-	if err != nil {
-		return "", Device{}, unavailable("device token", err)
 	}
 	d, err := s.store.RotateDevice(ctx, user, deviceHash(key, user, token), deviceHash(key, user, next), now)
 	switch {
@@ -214,6 +206,20 @@ func (s *Service) RevokeOtherDevices(ctx context.Context, user, currentToken str
 		return 0, unavailable("revoke devices", err)
 	}
 	return n, nil
+}
+
+// newDeviceToken makes a device token and returns it with the key its
+// stored hash is made with.
+func (s *Service) newDeviceToken(ctx context.Context) ([]byte, string, error) {
+	key, err := s.subkey(ctx, purposeDeviceToken)
+	if err != nil {
+		return nil, "", err
+	}
+	token, err := randomToken(32)
+	if err != nil {
+		return nil, "", unavailable("device token", err)
+	}
+	return key, token, nil
 }
 
 // currentHash is the stored hash currentToken would have for user; nil

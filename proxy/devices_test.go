@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,22 +50,11 @@ func (l *eventLog) has(name, user, outcome string) bool {
 	return slices.ContainsFunc(l.evs, func(e audit.Event) bool { return e.Name == name && e.UserID == user && e.Outcome == outcome })
 }
 
-type settableClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *settableClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *settableClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type deviceEnv struct {
 	front  string
 	svc    *mfa.Service
-	clock  *settableClock
+	start  time.Time
+	ahead  atomic.Int64 // how far the service's clock is ahead of start
 	events *eventLog
 	// cookies are the Cookie headers and gate headers the app received.
 	mu      sync.Mutex
@@ -94,7 +84,7 @@ func newDeviceEnv(t *testing.T, cfg func(*mfa.Config, *proxy.LoginOptions)) *dev
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &deviceEnv{clock: &settableClock{t: time.Now().UTC()}, events: &eventLog{}, secrets: map[string][]byte{}}
+	e := &deviceEnv{start: time.Now().UTC(), events: &eventLog{}, secrets: map[string][]byte{}}
 	mc := mfa.DefaultConfig()
 	app := http.NewServeMux()
 	app.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -147,7 +137,7 @@ func newDeviceEnv(t *testing.T, cfg func(*mfa.Config, *proxy.LoginOptions)) *dev
 	if cfg != nil {
 		cfg(&mc, lo)
 	}
-	if e.svc, err = mfa.New(context.Background(), st, keys, mc, e.clock.now); err != nil {
+	if e.svc, err = mfa.New(context.Background(), st, keys, mc, e.now); err != nil {
 		t.Fatal(err)
 	}
 	lo.MFA = e.svc
@@ -171,6 +161,10 @@ func newDeviceEnv(t *testing.T, cfg func(*mfa.Config, *proxy.LoginOptions)) *dev
 	return e
 }
 
+// now is the service's clock, moved by advance.
+func (e *deviceEnv) now() time.Time          { return e.start.Add(time.Duration(e.ahead.Load())) }
+func (e *deviceEnv) advance(d time.Duration) { e.ahead.Add(int64(d)) }
+
 func (e *deviceEnv) enroll(t *testing.T, user string) {
 	t.Helper()
 	ctx := context.Background()
@@ -179,7 +173,7 @@ func (e *deviceEnv) enroll(t *testing.T, user string) {
 		t.Fatal(err)
 	}
 	secret, _ := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.Secret)
-	if _, err := e.svc.ConfirmEnrollment(ctx, user, totp.Code(secret, totp.DefaultParams().Step(e.clock.now())-1, totp.DefaultParams())); err != nil {
+	if _, err := e.svc.ConfirmEnrollment(ctx, user, totp.Code(secret, totp.DefaultParams().Step(e.now())-1, totp.DefaultParams())); err != nil {
 		t.Fatal(err)
 	}
 	e.secrets[user] = secret
@@ -187,8 +181,8 @@ func (e *deviceEnv) enroll(t *testing.T, user string) {
 
 func (e *deviceEnv) code(user string) string {
 	p := totp.DefaultParams()
-	e.clock.add(time.Duration(p.Period) * time.Second) // a fresh step each time
-	return totp.Code(e.secrets[user], p.Step(e.clock.now()), p)
+	e.advance(time.Duration(p.Period) * time.Second) // a fresh step each time
+	return totp.Code(e.secrets[user], p.Step(e.now()), p)
 }
 
 // login posts user's password to path with header, and the device token
@@ -196,7 +190,13 @@ func (e *deviceEnv) code(user string) string {
 func (e *deviceEnv) login(t *testing.T, path, user, device string, header ...string) *http.Response {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"user": user, "password": "pw"})
-	req, _ := http.NewRequest("POST", e.front+path, strings.NewReader(string(body)))
+	return e.post(t, path, string(body), device, header...)
+}
+
+// post sends a JSON login body to path, as login does.
+func (e *deviceEnv) post(t *testing.T, path, body, device string, header ...string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", e.front+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "devices-test/1.0")
 	for i := 0; i+1 < len(header); i += 2 {
@@ -252,16 +252,17 @@ func deviceToken(t *testing.T, res *http.Response, maxAge int) string {
 	return c.Value
 }
 
-func (e *deviceEnv) appSawGateCookie() []string {
+// appNeverSawGateCookies fails the test when the app received the gate's
+// cookie or one of its request fields as a header.
+func (e *deviceEnv) appNeverSawGateCookies(t *testing.T) {
+	t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var out []string
 	for _, c := range e.cookies {
 		if strings.Contains(c, proxy.GateCookiePrefix) || strings.HasPrefix(c, "header ") {
-			out = append(out, c)
+			t.Errorf("the app received the gate's cookie or fields: %q", c)
 		}
 	}
-	return out
 }
 
 const thirtyDays = 30 * 24 * 60 * 60
@@ -282,7 +283,7 @@ func TestTrustedDeviceAtTheGate(t *testing.T) {
 		t.Error("no device_trusted event")
 	}
 	// Without a code, the device passes and its token rotates.
-	e.clock.add(time.Hour)
+	e.advance(time.Hour)
 	res = e.login(t, "/login", "alice", t1)
 	if !passed(res, "alice") {
 		t.Fatalf("login on the trusted device: status %d", res.StatusCode)
@@ -314,9 +315,7 @@ func TestTrustedDeviceAtTheGate(t *testing.T) {
 	}
 	challenged(t, e.login(t, "/login", "alice", t3))
 
-	if seen := e.appSawGateCookie(); len(seen) > 0 {
-		t.Errorf("the app received the gate's cookie or headers: %q", seen)
-	}
+	e.appNeverSawGateCookies(t)
 }
 
 // The flag in the body works as the header; a request that says false,
@@ -332,13 +331,7 @@ func TestTrustedDeviceFromBodyField(t *testing.T) {
 		remember string
 		trust    bool
 	}{{"true", true}, {"false", false}, {`"1"`, true}} {
-		req, _ := http.NewRequest("POST", e.front+"/login", strings.NewReader(body(tc.remember)))
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		res.Body.Close()
+		res := e.post(t, "/login", body(tc.remember), "")
 		if !passed(res, "alice") || (cookie(res, proxy.DeviceCookie) != nil) != tc.trust {
 			t.Errorf("totp_remember_device %s: status %d, device cookie %v; want passed, cookie %v", tc.remember, res.StatusCode, cookie(res, proxy.DeviceCookie), tc.trust)
 		}
@@ -347,9 +340,7 @@ func TestTrustedDeviceFromBodyField(t *testing.T) {
 	if res.StatusCode != http.StatusBadRequest || cookie(res, "session") != nil {
 		t.Errorf("remember: maybe: status %d, want 400 and no session", res.StatusCode)
 	}
-	if seen := e.appSawGateCookie(); len(seen) > 0 {
-		t.Errorf("the app received the gate's fields: %q", seen)
-	}
+	e.appNeverSawGateCookies(t)
 }
 
 // On a route nobody configured (a signup that logs in), a held session
@@ -368,9 +359,7 @@ func TestTrustedDeviceOnAnyRoute(t *testing.T) {
 	if next := cookie(res, proxy.DeviceCookie); next == nil || next.Value == token {
 		t.Errorf("signup on a trusted device: device cookie %v, want a rotated token", next)
 	}
-	if seen := e.appSawGateCookie(); len(seen) > 0 {
-		t.Errorf("the app received the gate's cookie: %q", seen)
-	}
+	e.appNeverSawGateCookies(t)
 }
 
 func TestTrustedDeviceExpiresAtTheGate(t *testing.T) {
@@ -378,13 +367,13 @@ func TestTrustedDeviceExpiresAtTheGate(t *testing.T) {
 	e := newDeviceEnv(t, func(c *mfa.Config, _ *proxy.LoginOptions) { c.TrustedDeviceTTL = time.Hour })
 	e.enroll(t, "alice")
 	token := deviceToken(t, e.login(t, "/login", "alice", "", "X-TOTP-Code", e.code("alice"), "X-TOTP-Remember-Device", "true"), 3600)
-	e.clock.add(time.Hour - time.Minute)
+	e.advance(time.Hour - time.Minute)
 	res := e.login(t, "/login", "alice", token)
 	if !passed(res, "alice") {
 		t.Fatalf("a minute before the expiry: status %d", res.StatusCode)
 	}
 	token = deviceToken(t, res, 60)
-	e.clock.add(time.Minute)
+	e.advance(time.Minute)
 	challenged(t, e.login(t, "/login", "alice", token))
 }
 

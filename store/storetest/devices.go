@@ -52,6 +52,22 @@ func deviceIDs(ds []store.TrustedDevice) []string {
 	return out
 }
 
+// wantDevices checks that user's devices live at now are exactly ids, in order.
+func wantDevices(t *testing.T, s store.Store, user string, now time.Time, why string, ids ...string) {
+	t.Helper()
+	if got := deviceIDs(mustDevices(t, s, user, now)); !slices.Equal(got, ids) && (len(got) > 0 || len(ids) > 0) {
+		t.Errorf("%s: %s's devices = %v, want %v", why, user, got, ids)
+	}
+}
+
+// wantNotRotated checks that tokenHash rotates nothing of user's at now.
+func wantNotRotated(t *testing.T, s store.Store, user string, tokenHash []byte, now time.Time, why string) {
+	t.Helper()
+	if _, err := s.RotateDevice(ctxOf(t), user, tokenHash, []byte("never stored"), now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RotateDevice (%s): err = %v, want ErrNotFound", why, err)
+	}
+}
+
 func sameDevice(a, b store.TrustedDevice) bool {
 	return a.ID == b.ID && a.UserID == b.UserID && string(a.TokenHash) == string(b.TokenHash) &&
 		string(a.PrevHash) == string(b.PrevHash) && a.Label == b.Label && sameTime(a.CreatedAt, b.CreatedAt) &&
@@ -72,13 +88,9 @@ func testDeviceCreateList(t *testing.T, h Harness) {
 	if got[0].PrevHash != nil {
 		t.Errorf("new device PrevHash = %q, want nil", got[0].PrevHash)
 	}
-	if ds := mustDevices(t, s, "nobody", t0); len(ds) != 0 {
-		t.Errorf("Devices(unknown) = %v, want none", deviceIDs(ds))
-	}
+	wantDevices(t, s, "nobody", t0, "an unknown user")
 	// Deadlines are exclusive: at ExpiresAt a device is gone.
-	if ds := mustDevices(t, s, "alice", a1.ExpiresAt); !slices.Equal(deviceIDs(ds), []string{a2.ID}) {
-		t.Errorf("Devices(alice) at the first one's expiry = %v, want [%s]", deviceIDs(ds), a2.ID)
-	}
+	wantDevices(t, s, "alice", a1.ExpiresAt, "at the first one's expiry", a2.ID)
 }
 
 func testDeviceCreateConflicts(t *testing.T, h Harness) {
@@ -129,22 +141,14 @@ func testDeviceRotate(t *testing.T, h Harness) {
 	}
 	// The new token rotates again; another user never matches, and the
 	// device is untouched by trying.
-	if _, err := s.RotateDevice(ctxOf(t), "bob", tokenHash("alice", "1", 1), []byte("bob-new"), now); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("RotateDevice(bob, alice's token): err = %v, want ErrNotFound", err)
-	}
-	if _, err := s.RotateDevice(ctxOf(t), "bob", tokenHash("alice", "1", 0), []byte("bob-new"), now); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("RotateDevice(bob, alice's rotated-away token): err = %v, want ErrNotFound", err)
-	}
+	wantNotRotated(t, s, "bob", tokenHash("alice", "1", 1), now, "bob, alice's token")
+	wantNotRotated(t, s, "bob", tokenHash("alice", "1", 0), now, "bob, alice's rotated-away token")
 	if _, err := s.RotateDevice(ctxOf(t), "alice", tokenHash("alice", "1", 1), tokenHash("alice", "1", 2), now.Add(time.Minute)); err != nil {
 		t.Errorf("second RotateDevice: %v", err)
 	}
-	if _, err := s.RotateDevice(ctxOf(t), "alice", []byte("never issued"), []byte("x"), now); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("RotateDevice(unknown token): err = %v, want ErrNotFound", err)
-	}
+	wantNotRotated(t, s, "alice", []byte("never issued"), now, "unknown token")
 	// Expired: the live token no longer rotates (exclusive deadline).
-	if _, err := s.RotateDevice(ctxOf(t), "alice", tokenHash("alice", "1", 2), tokenHash("alice", "1", 3), d.ExpiresAt); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("RotateDevice at expiry: err = %v, want ErrNotFound", err)
-	}
+	wantNotRotated(t, s, "alice", tokenHash("alice", "1", 2), d.ExpiresAt, "at expiry")
 }
 
 // A token rotated away and presented again (it was copied) revokes the
@@ -161,15 +165,9 @@ func testDeviceReuse(t *testing.T, h Harness) {
 	if _, err := s.RotateDevice(ctxOf(t), "alice", tokenHash("alice", "1", 0), []byte("x"), now); !errors.Is(err, store.ErrDeviceReused) {
 		t.Fatalf("RotateDevice(rotated-away token): err = %v, want ErrDeviceReused", err)
 	}
-	if _, err := s.RotateDevice(ctxOf(t), "alice", tokenHash("alice", "1", 1), []byte("y"), now); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("RotateDevice(current token after the reuse): err = %v, want ErrNotFound", err)
-	}
-	if _, err := s.RotateDevice(ctxOf(t), "alice", tokenHash("alice", "1", 0), []byte("z"), now); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("RotateDevice(rotated-away token again): err = %v, want ErrNotFound (the device is gone)", err)
-	}
-	if ds := mustDevices(t, s, "alice", now); !slices.Equal(deviceIDs(ds), []string{keep.ID}) {
-		t.Errorf("Devices after the reuse = %v, want only the other device %s", deviceIDs(ds), keep.ID)
-	}
+	wantNotRotated(t, s, "alice", tokenHash("alice", "1", 1), now, "current token after the reuse")
+	wantNotRotated(t, s, "alice", tokenHash("alice", "1", 0), now, "rotated-away token again")
+	wantDevices(t, s, "alice", now, "after the reuse", keep.ID)
 }
 
 // Two (or fifty) requests presenting the same token at once: exactly one
@@ -212,12 +210,8 @@ func testDeviceDelete(t *testing.T, h Harness) {
 	if _, err := s.DeleteDevice(ctxOf(t), "alice", a1.ID); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("second DeleteDevice: err = %v, want ErrNotFound", err)
 	}
-	if _, err := s.RotateDevice(ctxOf(t), "alice", a1.TokenHash, []byte("x"), t0); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("RotateDevice of a deleted device: err = %v, want ErrNotFound", err)
-	}
-	if ds := mustDevices(t, s, "alice", t0); !slices.Equal(deviceIDs(ds), []string{a2.ID}) {
-		t.Errorf("Devices after delete = %v, want [%s]", deviceIDs(ds), a2.ID)
-	}
+	wantNotRotated(t, s, "alice", a1.TokenHash, t0, "of a deleted device")
+	wantDevices(t, s, "alice", t0, "after the delete", a2.ID)
 }
 
 func testDeviceDeleteOthers(t *testing.T, h Harness) {
@@ -236,18 +230,14 @@ func testDeviceDeleteOthers(t *testing.T, h Harness) {
 	if err != nil || n != 2 {
 		t.Fatalf("DeleteDevices(alice, except 2) = %d, %v; want 2 (the expired one is not counted)", n, err)
 	}
-	if ds := mustDevices(t, s, "alice", t0); !slices.Equal(deviceIDs(ds), []string{"alice-dev-2"}) {
-		t.Errorf("alice's devices (expired included) after DeleteDevices = %v, want [alice-dev-2]", deviceIDs(ds))
-	}
+	wantDevices(t, s, "alice", t0, "after DeleteDevices (expired ones included)", "alice-dev-2")
 	if n, err := s.DeleteDevices(ctxOf(t), "alice", "", now); err != nil || n != 1 {
 		t.Errorf("DeleteDevices(alice, none spared) = %d, %v; want 1", n, err)
 	}
 	if n, err := s.DeleteDevices(ctxOf(t), "nobody", "", now); err != nil || n != 0 {
 		t.Errorf("DeleteDevices(unknown) = %d, %v; want 0", n, err)
 	}
-	if ds := mustDevices(t, s, "bob", now); !slices.Equal(deviceIDs(ds), []string{bob.ID}) {
-		t.Errorf("bob's devices = %v, want [%s] untouched", deviceIDs(ds), bob.ID)
-	}
+	wantDevices(t, s, "bob", now, "another user's", bob.ID)
 }
 
 func testDeviceDeleteExpired(t *testing.T, h Harness) {
@@ -261,9 +251,7 @@ func testDeviceDeleteExpired(t *testing.T, h Harness) {
 	if err != nil || n != 1 {
 		t.Fatalf("DeleteExpiredDevices = %d, %v; want 1", n, err)
 	}
-	if ds := mustDevices(t, s, "alice", t0); !slices.Equal(deviceIDs(ds), []string{long.ID}) {
-		t.Errorf("Devices after the sweep (at t0) = %v, want [%s]", deviceIDs(ds), long.ID)
-	}
+	wantDevices(t, s, "alice", t0, "after the sweep", long.ID)
 }
 
 // Disabling MFA or an admin reset (DeleteUser) ends every device in the
@@ -280,12 +268,8 @@ func testDeviceDeleteUserRevokes(t *testing.T, h Harness) {
 		t.Fatalf("DeleteUser = %d, %v; want 2 devices revoked", n, err)
 	}
 	mustActive(t, s, "alice", nil)
-	if ds := mustDevices(t, s, "alice", t0); len(ds) != 0 {
-		t.Errorf("re-enrolled alice has devices %v", deviceIDs(ds))
-	}
-	if _, err := s.RotateDevice(ctxOf(t), "alice", tokenHash("alice", "1", 0), []byte("x"), t0); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("RotateDevice(old device of a re-enrolled user): err = %v, want ErrNotFound", err)
-	}
+	wantDevices(t, s, "alice", t0, "re-enrolled")
+	wantNotRotated(t, s, "alice", tokenHash("alice", "1", 0), t0, "old device of a re-enrolled user")
 	if n, err := s.DeleteUser(ctxOf(t), "alice"); err != nil || n != 0 {
 		t.Errorf("DeleteUser(no devices) = %d, %v; want 0", n, err)
 	}
@@ -302,9 +286,7 @@ func testDeviceRecoveryReplaceRevokes(t *testing.T, h Harness) {
 	if err != nil || n != 1 {
 		t.Fatalf("ReplaceRecoveryCodes = %d, %v; want 1 device revoked", n, err)
 	}
-	if ds := mustDevices(t, s, "alice", t0); len(ds) != 0 {
-		t.Errorf("devices after regenerating recovery codes: %v", deviceIDs(ds))
-	}
+	wantDevices(t, s, "alice", t0, "after regenerating recovery codes")
 	if n, err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", hashes("again", 2), t0); err != nil || n != 0 {
 		t.Errorf("ReplaceRecoveryCodes(no devices) = %d, %v; want 0", n, err)
 	}
@@ -331,9 +313,7 @@ func testDeviceLockoutRevokes(t *testing.T, h Harness) {
 	if !r.LockStarted || r.DevicesRevoked != 2 {
 		t.Fatalf("locking failure = %+v, want LockStarted and 2 devices revoked", r)
 	}
-	if ds := mustDevices(t, s, "alice", t0); len(ds) != 0 {
-		t.Errorf("devices after the lock: %v", deviceIDs(ds))
-	}
+	wantDevices(t, s, "alice", t0, "after the lock")
 	if r := mustFail(t, s, "alice", t0); r.Allowed || r.DevicesRevoked != 0 {
 		t.Errorf("attempt while locked = %+v, want refused, nothing revoked", r)
 	}

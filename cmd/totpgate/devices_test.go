@@ -241,6 +241,24 @@ func trustedDeviceScenario(t *testing.T, tg *deviceTarget) {
 	if res, err := c.RevokeTrustedDeviceWithResponse(ctx, current.Id, bob.editor("")); err != nil || res.StatusCode() != http.StatusNotFound {
 		t.Errorf("%s: bob revoking alice's device: %v %d, want 404", tg.name, err, res.StatusCode())
 	}
+	// A page on another site cannot revoke with the user's cookies (the
+	// user API's cross-site rule holds for the device operations).
+	for _, req := range []*http.Request{
+		httptest.NewRequest("DELETE", tg.sidecar.main+"/mfa/devices/"+string(current.Id), nil),
+		httptest.NewRequest("POST", tg.sidecar.main+"/mfa/devices/revoke-others", nil),
+	} {
+		req.RequestURI = ""
+		req.Header.Set("Origin", "https://evil.example")
+		alice.editor(d5)(ctx, req)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: cross-site %s %s = %d, want 403", tg.name, req.Method, req.URL.Path, res.StatusCode)
+		}
+	}
 	res, err := c.RevokeTrustedDeviceWithResponse(ctx, current.Id, alice.editor(d5))
 	if err != nil || res.StatusCode() != http.StatusNoContent || !strings.HasPrefix(res.HTTPResponse.Header.Get("Set-Cookie"), proxy.DeviceCookie+"=;") {
 		t.Fatalf("%s: revoke the current device: %v %d Set-Cookie %q", tg.name, err, res.StatusCode(), res.HTTPResponse.Header.Get("Set-Cookie"))

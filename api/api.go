@@ -21,6 +21,7 @@ import (
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/internal/gatecookie"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
 	"github.com/totpgate/totpgate/store"
@@ -43,9 +44,9 @@ type MFA interface {
 	Status(ctx context.Context, user string) (store.User, error)
 	StartEnrollment(ctx context.Context, user, account string) (mfa.Enrollment, error)
 	ConfirmEnrollment(ctx context.Context, user, code string) ([]string, error)
-	Disable(ctx context.Context, user, code string) error
-	RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, error)
-	Reset(ctx context.Context, user string) error
+	Disable(ctx context.Context, user, code string) (int, error)
+	RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, int, error)
+	Reset(ctx context.Context, user string) (int, error)
 	Unlock(ctx context.Context, user string) error
 	// RevokeHeld ends at the app the sessions still held for user.
 	RevokeHeld(ctx context.Context, user string, cc mfa.ChallengeConfig) (int, error)
@@ -77,6 +78,8 @@ type Deps struct {
 	// Audit records security events; ClientIP attributes them.
 	Audit    audit.Recorder
 	ClientIP func(*http.Request) string
+	// Devices serves the trusted-device operations (nil: they answer 501).
+	Devices Devices
 }
 
 // API implements gen.StrictServerInterface.
@@ -95,6 +98,7 @@ type API struct {
 	release      func(http.ResponseWriter, mfa.HeldAnswer)
 	audit        audit.Recorder
 	clientIP     func(*http.Request) string
+	devices      Devices
 }
 
 // New builds the API.
@@ -123,7 +127,7 @@ func New(d Deps) (*API, error) {
 	}
 	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec, mfa: d.MFA, keys: d.Keys, identify: d.Identify, required: d.Required,
 		challenges: d.Challenges, challengeCfg: d.ChallengeConfig, release: d.Release,
-		audit: d.Audit, clientIP: d.ClientIP}, nil
+		audit: d.Audit, clientIP: d.ClientIP, devices: d.Devices}, nil
 }
 
 // Handler serves every operation of the spec through the strict wrapper,
@@ -179,9 +183,10 @@ func (a *API) responseError(w http.ResponseWriter, r *http.Request, err error) {
 
 var _ gen.StrictServerInterface = (*API)(nil)
 
-// meta is what an audit event and a problem body need to know of the
-// request.
-type meta struct{ clientIP, requestID, operation, path string }
+// meta is what an audit event, a problem body and the trusted-device
+// operations need to know of the request: the device is labelled from its
+// User-Agent and known by its __Host-totpgate-device cookie.
+type meta struct{ clientIP, requestID, operation, path, userAgent, deviceToken string }
 
 type metaKey struct{}
 
@@ -194,7 +199,8 @@ func metaOf(ctx context.Context) meta {
 // and the handlers see it.
 func (a *API) requestMeta(f gen.StrictHandlerFunc, operationID string) gen.StrictHandlerFunc {
 	return func(ctx context.Context, w http.ResponseWriter, r *http.Request, req any) (any, error) {
-		m := meta{clientIP: a.clientIP(r), requestID: problem.RequestID(r), operation: operationID, path: r.URL.EscapedPath()}
+		m := meta{clientIP: a.clientIP(r), requestID: problem.RequestID(r), operation: operationID, path: r.URL.EscapedPath(),
+			userAgent: r.UserAgent(), deviceToken: gatecookie.Value(r, gatecookie.Device)}
 		return f(context.WithValue(ctx, metaKey{}, m), w, r, req)
 	}
 }

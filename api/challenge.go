@@ -52,6 +52,9 @@ func (a *API) CompleteChallenge(ctx context.Context, req gen.CompleteChallengeRe
 		}
 	}
 	if err == nil {
+		if req.Body.RememberDevice != nil && *req.Body.RememberDevice {
+			answer = a.trustOnChallenge(ctx, user, answer)
+		}
 		return heldAnswer{answer: answer, release: a.release}, nil
 	}
 	var ce *mfa.CodeError

@@ -34,6 +34,7 @@ const (
 	refusedAlreadyEnrolled
 	refusedNotPending
 	refusedChallengeNotFound
+	refusedDeviceNotFound
 	refusedUnavailable
 )
 
@@ -64,6 +65,9 @@ func (a *API) refuse(ctx context.Context, err error) refusal {
 	case errors.Is(err, mfa.ErrChallengeNotFound), errors.Is(err, mfa.ErrNotEnrollChallenge):
 		return refusal{kind: refusedChallengeNotFound,
 			problem: problemAt(ctx, http.StatusNotFound, gen.ProblemCodeChallengeNotFound, "This login challenge is unknown, expired or already used. Log in again.")}
+	case errors.Is(err, mfa.ErrDeviceNotFound):
+		return refusal{kind: refusedDeviceNotFound,
+			problem: problemAt(ctx, http.StatusNotFound, gen.ProblemCodeDeviceNotFound, "You have no trusted device with this id.")}
 	case errors.Is(err, mfa.ErrUnavailable):
 		return a.unavailable(ctx, err, "Two-factor authentication is temporarily unavailable. Try again shortly.")
 	}

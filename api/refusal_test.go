@@ -41,12 +41,12 @@ func (f failing) StartEnrollment(context.Context, string, string) (mfa.Enrollmen
 func (f failing) ConfirmEnrollment(context.Context, string, string) ([]string, error) {
 	return nil, f.err
 }
-func (f failing) Disable(context.Context, string, string) error { return f.err }
-func (f failing) RegenerateRecoveryCodes(context.Context, string, string) ([]string, error) {
-	return nil, f.err
+func (f failing) Disable(context.Context, string, string) (int, error) { return 0, f.err }
+func (f failing) RegenerateRecoveryCodes(context.Context, string, string) ([]string, int, error) {
+	return nil, 0, f.err
 }
-func (f failing) Reset(context.Context, string) error  { return f.err }
-func (f failing) Unlock(context.Context, string) error { return f.err }
+func (f failing) Reset(context.Context, string) (int, error) { return 0, f.err }
+func (f failing) Unlock(context.Context, string) error       { return f.err }
 func (f failing) RevokeHeld(context.Context, string, mfa.ChallengeConfig) (int, error) {
 	return 0, f.err
 }
@@ -68,6 +68,19 @@ func (f failing) StartChallengeEnrollment(context.Context, string) (mfa.Enrollme
 func (f failing) ConfirmChallengeEnrollment(context.Context, string, string, mfa.ChallengeConfig) ([]string, string, error) {
 	return nil, "u", f.err
 }
+
+func (f failing) DevicesOn() bool { return true }
+func (f failing) TrustDevice(context.Context, string, string) (string, mfa.Device, error) {
+	return "", mfa.Device{}, f.err
+}
+func (f failing) ListDevices(context.Context, string, string) ([]mfa.Device, error) {
+	return nil, f.err
+}
+func (f failing) CountDevices(context.Context, string) (int, error) { return 0, f.err }
+func (f failing) RevokeDevice(context.Context, string, string, string) (bool, error) {
+	return false, f.err
+}
+func (f failing) RevokeOtherDevices(context.Context, string, string) (int, error) { return 0, f.err }
 
 type failingKeys struct{ err error }
 
@@ -97,7 +110,7 @@ func serve(t *testing.T, err error, logs io.Writer) http.Handler {
 		Identify: func(context.Context, *http.Request) (identity.Identity, error) {
 			return identity.Identity{UserID: "alice"}, nil
 		},
-		Audit: discardAudit{}, ClientIP: func(*http.Request) string { return "192.0.2.1" },
+		Audit: discardAudit{}, ClientIP: func(*http.Request) string { return "192.0.2.1" }, Devices: failing{err},
 	})
 	if nerr != nil {
 		t.Fatal(nerr)
@@ -161,6 +174,10 @@ func TestRefusalsAreTheDeclaredAnswers(t *testing.T) {
 		{"challenge down", "POST", "/mfa/challenge", challenge, down, 503, "mfa_unavailable", "Retry-After"},
 		{"challenge enroll gone", "POST", "/mfa/challenge/enroll", `{"challenge_id":"` + strings.Repeat("A", 43) + `"}`, mfa.ErrNotEnrollChallenge, 404, "challenge_not_found", ""},
 		{"challenge confirm wrong", "POST", "/mfa/challenge/enroll/confirm", challenge, invalid, 401, "mfa_invalid", "WWW-Authenticate"},
+		{"devices down", "GET", "/mfa/devices", "", down, 503, "mfa_unavailable", "Retry-After"},
+		{"revoke unknown device", "DELETE", "/mfa/devices/" + strings.Repeat("A", 22), "", mfa.ErrDeviceNotFound, 404, "device_not_found", "Cache-Control"},
+		{"revoke device down", "DELETE", "/mfa/devices/" + strings.Repeat("A", 22), "", down, 503, "mfa_unavailable", "Retry-After"},
+		{"revoke others down", "POST", "/mfa/devices/revoke-others", "", down, 503, "mfa_unavailable", "Retry-After"},
 		{"admin get down", "GET", "/admin/users/alice", "", down, 503, "mfa_unavailable", "Retry-After"},
 		{"admin reset unknown", "POST", "/admin/users/alice/reset", "", mfa.ErrNotEnrolled, 404, "user_not_found", ""},
 		{"admin unlock unknown", "POST", "/admin/users/alice/unlock", "", mfa.ErrNotEnrolled, 404, "user_not_found", ""},

@@ -34,6 +34,7 @@ type identityKey struct{}
 var needsIdentity = map[string]bool{
 	"GetStatus": true, "StartEnrollment": true, "ConfirmEnrollment": true,
 	"DisableMfa": true, "RegenerateRecoveryCodes": true,
+	"ListTrustedDevices": true, "RevokeTrustedDevice": true, "RevokeOtherTrustedDevices": true,
 }
 
 // identify asks the app who the caller is before an operation that needs it.
@@ -81,6 +82,12 @@ func (a *API) GetStatus(ctx context.Context, _ gen.GetStatusRequestObject) (gen.
 	if u.State != store.StateNone {
 		p := totpParams(totp.Params{Algorithm: u.Params.Algorithm, Digits: u.Params.Digits, Period: u.Params.Period})
 		s.Totp = &p
+	}
+	if s.TrustedDevices, err = a.deviceCount(ctx, u); err != nil {
+		if rf := a.refuse(ctx, err); rf.kind == refusedUnavailable {
+			return gen.GetStatus503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
 	}
 	return s, nil
 }
@@ -135,7 +142,8 @@ func (a *API) ConfirmEnrollment(ctx context.Context, req gen.ConfirmEnrollmentRe
 
 func (a *API) DisableMfa(ctx context.Context, req gen.DisableMfaRequestObject) (gen.DisableMfaResponseObject, error) {
 	user := caller(ctx).UserID
-	if err := a.mfa.Disable(ctx, user, req.Body.Code); err != nil {
+	revoked, err := a.mfa.Disable(ctx, user, req.Body.Code)
+	if err != nil {
 		a.recordFailure(ctx, audit.Disabled, user, err)
 		switch rf := a.refuse(ctx, err); rf.kind {
 		case refusedInvalidCode:
@@ -150,12 +158,13 @@ func (a *API) DisableMfa(ctx context.Context, req gen.DisableMfaRequestObject) (
 		return nil, err
 	}
 	a.record(ctx, audit.Disabled, user, "ok")
+	a.recordRevoked(ctx, user, revoked, "disabled")
 	return gen.DisableMfa204Response{}, nil
 }
 
 func (a *API) RegenerateRecoveryCodes(ctx context.Context, req gen.RegenerateRecoveryCodesRequestObject) (gen.RegenerateRecoveryCodesResponseObject, error) {
 	user := caller(ctx).UserID
-	codes, err := a.mfa.RegenerateRecoveryCodes(ctx, user, req.Body.Code)
+	codes, revoked, err := a.mfa.RegenerateRecoveryCodes(ctx, user, req.Body.Code)
 	if err != nil {
 		a.recordFailure(ctx, audit.RecoveryRegenerated, user, err)
 		switch rf := a.refuse(ctx, err); rf.kind {
@@ -171,6 +180,7 @@ func (a *API) RegenerateRecoveryCodes(ctx context.Context, req gen.RegenerateRec
 		return nil, err
 	}
 	a.record(ctx, audit.RecoveryRegenerated, user, "ok")
+	a.recordRevoked(ctx, user, revoked, "recovery_regenerated")
 	return gen.RegenerateRecoveryCodes200JSONResponse{RecoveryCodesIssuedJSONResponse: recoveryCodes(codes)}, nil
 }
 
@@ -203,15 +213,23 @@ func (a *API) AdminGetUser(ctx context.Context, req gen.AdminGetUserRequestObjec
 	if u.State == store.StateNone {
 		return gen.AdminGetUser404ApplicationProblemPlusJSONResponse{UserNotFoundApplicationProblemPlusJSONResponse: userNotFound(ctx)}, nil
 	}
+	devices, err := a.deviceCount(ctx, u)
+	if err != nil {
+		if rf := a.refuse(ctx, err); rf.kind == refusedUnavailable {
+			return gen.AdminGetUser503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
+	}
 	return gen.AdminGetUser200JSONResponse{
 		UserId: u.ID, State: gen.MfaState(u.State), KeyVersion: u.KeyVersion, Failures: u.Failures,
 		RecoveryCodesRemaining: u.RecoveryRemaining, ConfirmedAt: timePtr(u.ConfirmedAt),
-		LockedUntil: timePtr(u.LockedUntil), LastUsedAt: timePtr(u.LastUsedAt),
+		LockedUntil: timePtr(u.LockedUntil), LastUsedAt: timePtr(u.LastUsedAt), TrustedDevices: devices,
 	}, nil
 }
 
 func (a *API) AdminResetUser(ctx context.Context, req gen.AdminResetUserRequestObject) (gen.AdminResetUserResponseObject, error) {
-	if err := a.mfa.Reset(ctx, req.UserId); err != nil {
+	revoked, err := a.mfa.Reset(ctx, req.UserId)
+	if err != nil {
 		switch rf := a.refuse(ctx, err); rf.kind {
 		case refusedNotEnrolled:
 			return gen.AdminResetUser404ApplicationProblemPlusJSONResponse{UserNotFoundApplicationProblemPlusJSONResponse: userNotFound(ctx)}, nil
@@ -221,6 +239,7 @@ func (a *API) AdminResetUser(ctx context.Context, req gen.AdminResetUserRequestO
 		return nil, err
 	}
 	a.record(ctx, audit.AdminReset, req.UserId, "ok")
+	a.recordRevoked(ctx, req.UserId, revoked, "reset")
 	// Logins held for this user can no longer be released (there is no
 	// second factor to give): end their app sessions now.
 	if _, err := a.mfa.RevokeHeld(ctx, req.UserId, a.challengeCfg); err != nil {
@@ -250,6 +269,7 @@ func (a *API) recordFailure(ctx context.Context, name, user string, err error) {
 	var ce *mfa.CodeError
 	if errors.As(err, &ce) && ce.LockStarted {
 		a.record(ctx, audit.LockoutStarted, user, "api")
+		a.recordRevoked(ctx, user, ce.DevicesRevoked, "lockout")
 	}
 }
 

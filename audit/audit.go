@@ -17,7 +17,7 @@ const (
 	EnrollStarted       = "enroll_started"
 	EnrollConfirmed     = "enroll_confirmed"
 	EnrollFailed        = "enroll_failed"
-	LoginPassed         = "login_passed"          // outcome: no_mfa, totp, recovery_code
+	LoginPassed         = "login_passed"          // outcome: no_mfa, totp, recovery_code, trusted_device
 	LoginMFARequired    = "login_mfa_required"    // answer held, challenge issued
 	LoginFailed         = "login_failed"          // wrong code
 	LoginReplayRefused  = "login_replay_refused"  // correct code, already used in its step
@@ -37,6 +37,13 @@ const (
 	KeyRotated          = "key_rotated"  // outcome: backend and new version, e.g. "vault v4"
 	KeyMinVersionRaised = "key_min_version_raised"
 	RewrapStarted       = "rewrap_started" // outcome: job id
+	// Trusted devices. None carries the device's token; device_trusted
+	// and device_revoked tell the app (through the webhook) to tell its
+	// user.
+	DeviceTrusted       = "device_trusted"        // a device of the user is remembered; outcome: login (one-call login), challenge
+	DeviceUsed          = "device_used"           // a login passed on a trusted device (with login_passed outcome trusted_device); outcome: login
+	DeviceRevoked       = "device_revoked"        // devices no longer trusted; outcome: user (one, by its user), others (sign out every other device), disabled, recovery_regenerated, reset, lockout
+	DeviceReuseDetected = "device_reuse_detected" // a rotated-away device token came back (a copy exists); outcome: revoked (the device is)
 )
 
 // Event is one security event.

@@ -82,6 +82,8 @@ type Login struct {
 	Paths             []string      `yaml:"paths" doc:"The app's login routes (at least one). Matched on a normalized path (case and Unicode case variants, slashes, dot segments, percent-encoding, ;params, a .format suffix such as .json) and every method."`
 	CodeHeader        string        `yaml:"code_header" doc:"Request header that may carry the TOTP or recovery code in the login call; removed before the app sees it."`
 	CodeField         string        `yaml:"code_field" doc:"JSON body, form, multipart or query field that may carry the code; removed before the app sees it. Given twice (or in two places), the login is refused with 400."`
+	RememberHeader    string        `yaml:"remember_device_header" doc:"Request header with which a one-call login asks to trust the device once the code passed (true or 1; false or 0 do not); removed before the app sees it. The device then gets the gate's __Host-totpgate-device cookie (see mfa.trusted_device_ttl). Any other value is refused with 400."`
+	RememberField     string        `yaml:"remember_device_field" doc:"JSON body, form, multipart or query field that asks the same as remember_device_header (a JSON boolean, or true, false, 1, 0); removed before the app sees it. Given twice, in two places or with the header, the login is refused with 400."`
 	UserIDPointer     string        `yaml:"user_id_pointer" doc:"JSON pointer to the user id in the app's successful login answer. The safe choice: it is the app's own id for the user it let in."`
 	UserIDField       string        `yaml:"user_id_request_field" doc:"Last resort: login request field (JSON, form, multipart or query) holding the user id, used only when the answer names nobody but could carry a session. Only safe when user ids are the login names the app authenticates, normalized as the app does (user_id_normalize). Repeated or ambiguous fields are refused."`
 	UserIDNormalize   []string      `yaml:"user_id_normalize" doc:"How the app normalizes the login name before it looks the user up, applied in order to user_id_request_field: trim, nfkc, casefold (e.g. [trim, nfkc] for Django, [casefold] for an app that lower-cases emails)."`
@@ -116,6 +118,17 @@ func (l Login) Validate() error {
 	}
 	if l.CodeHeader == "" || l.CodeField == "" {
 		errs = append(errs, errors.New("login.code_header and login.code_field: must not be empty"))
+	}
+	if l.RememberHeader == "" || l.RememberField == "" {
+		errs = append(errs, errors.New("login.remember_device_header and login.remember_device_field: must not be empty"))
+	}
+	if l.RememberHeader != "" && strings.EqualFold(l.RememberHeader, l.CodeHeader) {
+		errs = append(errs, errors.New("login.remember_device_header: must differ from login.code_header"))
+	}
+	for _, f := range []string{l.CodeField, l.UserIDField} {
+		if l.RememberField != "" && strings.EqualFold(strings.TrimSpace(l.RememberField), strings.TrimSpace(f)) {
+			errs = append(errs, errors.New("login.remember_device_field: must differ from login.code_field and login.user_id_request_field"))
+		}
 	}
 	if l.UserIDPointer == "" && l.UserIDHeader == "" && l.UserIDField == "" {
 		errs = append(errs, errors.New("login: set user_id_pointer, user_id_header or user_id_request_field"))
@@ -200,18 +213,19 @@ func (s Session) Validate() error {
 
 // MFA is the second-factor policy.
 type MFA struct {
-	Issuer        string        `yaml:"issuer" doc:"Issuer shown in authenticator apps."`
-	Policy        string        `yaml:"policy" doc:"optional: only enrolled users are challenged; required: every user must have MFA."`
-	Algorithm     string        `yaml:"algorithm" doc:"TOTP hash for new enrollments: SHA1, SHA256 or SHA512 (enrolled users keep theirs)."`
-	Digits        int           `yaml:"digits" doc:"TOTP code length for new enrollments: 6 or 8."`
-	Period        int           `yaml:"period" doc:"TOTP time step in seconds for new enrollments."`
-	Skew          int           `yaml:"skew" doc:"Time steps accepted either side of now."`
-	SecretSize    int           `yaml:"secret_size" doc:"Bytes of randomness in a new TOTP secret."`
-	RecoveryCodes int           `yaml:"recovery_codes" doc:"Recovery codes issued at enrollment."`
-	PendingTTL    time.Duration `yaml:"pending_ttl" doc:"How long a started enrollment waits for confirmation."`
-	MaxFailures   int           `yaml:"max_failures" doc:"Failed codes per user within failure_window before a lock."`
-	FailureWindow time.Duration `yaml:"failure_window" doc:"Window in which failures are counted."`
-	LockFor       time.Duration `yaml:"lock_for" doc:"How long a user is locked after max_failures."`
+	Issuer           string        `yaml:"issuer" doc:"Issuer shown in authenticator apps."`
+	Policy           string        `yaml:"policy" doc:"optional: only enrolled users are challenged; required: every user must have MFA."`
+	Algorithm        string        `yaml:"algorithm" doc:"TOTP hash for new enrollments: SHA1, SHA256 or SHA512 (enrolled users keep theirs)."`
+	Digits           int           `yaml:"digits" doc:"TOTP code length for new enrollments: 6 or 8."`
+	Period           int           `yaml:"period" doc:"TOTP time step in seconds for new enrollments."`
+	Skew             int           `yaml:"skew" doc:"Time steps accepted either side of now."`
+	SecretSize       int           `yaml:"secret_size" doc:"Bytes of randomness in a new TOTP secret."`
+	RecoveryCodes    int           `yaml:"recovery_codes" doc:"Recovery codes issued at enrollment."`
+	PendingTTL       time.Duration `yaml:"pending_ttl" doc:"How long a started enrollment waits for confirmation."`
+	MaxFailures      int           `yaml:"max_failures" doc:"Failed codes per user within failure_window before a lock."`
+	FailureWindow    time.Duration `yaml:"failure_window" doc:"Window in which failures are counted."`
+	LockFor          time.Duration `yaml:"lock_for" doc:"How long a user is locked after max_failures."`
+	TrustedDeviceTTL time.Duration `yaml:"trusted_device_ttl" doc:"How long a device stays trusted after the second factor that trusted it (the login asked with login.remember_device_header or _field, or the challenge with remember_device): a later login of the same user on it passes without a code. Each use rotates its token; a rotated-away token used again revokes the device. Disabling MFA, an admin reset, new recovery codes and a lockout revoke them all. 0 turns the feature off."`
 }
 
 // Store is where state is kept.
@@ -332,6 +346,9 @@ func (m MFA) Validate() error {
 		errs = append(errs, errors.New("mfa.max_failures: must be at least 1"))
 	}
 	errs = append(errs, positive("mfa.pending_ttl", m.PendingTTL), positive("mfa.failure_window", m.FailureWindow), positive("mfa.lock_for", m.LockFor))
+	if m.TrustedDeviceTTL < 0 {
+		errs = append(errs, fmt.Errorf("mfa.trusted_device_ttl: %s must not be negative (0 turns trusted devices off)", m.TrustedDeviceTTL))
+	}
 	return errors.Join(errs...)
 }
 
@@ -475,6 +492,7 @@ func Default() Config {
 		},
 		Login: Login{
 			Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code",
+			RememberHeader: "X-TOTP-Remember-Device", RememberField: "totp_remember_device",
 			UserIDPointer: "/user/id", ChallengeTTL: 5 * time.Minute, ChallengeAttempts: 5,
 			MaxAnswerBytes: 1 << 20, MaxRequestBytes: 64 << 10, MaxConcurrent: 64, RefusedStatus: 400,
 			RevokeMethod: "POST", SweepInterval: time.Minute,
@@ -485,6 +503,7 @@ func Default() Config {
 			Issuer: "totpgate", Policy: "optional", Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1,
 			SecretSize: 20, RecoveryCodes: 10, PendingTTL: 15 * time.Minute,
 			MaxFailures: 5, FailureWindow: 5 * time.Minute, LockFor: 15 * time.Minute,
+			TrustedDeviceTTL: 30 * 24 * time.Hour,
 		},
 		Store: Store{Driver: "sqlite", Path: "totpgate.db", MaxConns: 10, StatementTimeout: 5 * time.Second},
 		Keyring: Keyring{Backend: "local", LocalPath: "totpgate-keyring.json", Vault: Vault{

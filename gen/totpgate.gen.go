@@ -226,6 +226,7 @@ const (
 	ProblemCodeAlreadyEnrolled       ProblemCode = "already_enrolled"
 	ProblemCodeBadRequest            ProblemCode = "bad_request"
 	ProblemCodeChallengeNotFound     ProblemCode = "challenge_not_found"
+	ProblemCodeDeviceNotFound        ProblemCode = "device_not_found"
 	ProblemCodeExportUnrepresentable ProblemCode = "export_unrepresentable"
 	ProblemCodeForbidden             ProblemCode = "forbidden"
 	ProblemCodeImportRefused         ProblemCode = "import_refused"
@@ -260,6 +261,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeBadRequest:
 		return true
 	case ProblemCodeChallengeNotFound:
+		return true
+	case ProblemCodeDeviceNotFound:
 		return true
 	case ProblemCodeExportUnrepresentable:
 		return true
@@ -413,7 +416,7 @@ func (e TotpParamsDigits) Valid() bool {
 	}
 }
 
-// AdminUser Example: {"confirmed_at":"2025-11-20T09:14:03Z","failures":0,"key_version":3,"last_used_at":"2025-11-22T05:31:12Z","recovery_codes_remaining":9,"state":"active","user_id":"8f14e45f"}
+// AdminUser Example: {"confirmed_at":"2025-11-20T09:14:03Z","failures":0,"key_version":3,"last_used_at":"2025-11-22T05:31:12Z","recovery_codes_remaining":9,"state":"active","trusted_devices":1,"user_id":"8f14e45f"}
 type AdminUser struct {
 	// ConfirmedAt When enrollment was confirmed; absent unless `active`.
 	//
@@ -449,6 +452,11 @@ type AdminUser struct {
 	//
 	// Example: active
 	State MfaState `json:"state"`
+
+	// TrustedDevices Live trusted devices of the user.
+	//
+	// Example: 1
+	TrustedDevices *int `json:"trusted_devices,omitempty"`
 
 	// UserId Example: 8f14e45f
 	UserId string `json:"user_id"`
@@ -497,6 +505,14 @@ type ChallengeRequest struct {
 	//
 	// Example: 492039
 	Code *Code `json:"code,omitempty"`
+
+	// RememberDevice Trust this device once the code passed: later logins of this
+	// user from it pass without a code (see *Trusted devices* in tag
+	// `login`).
+	//
+	//
+	// Example: true
+	RememberDevice *bool `json:"remember_device,omitempty"`
 }
 
 // Code A TOTP code (6 or 8 digits) or a recovery code (`xxxxx-xxxxx-xxxxx-xxxxx`).
@@ -515,6 +531,19 @@ type CodeRequest struct {
 	//
 	// Example: 492039
 	Code Code `json:"code"`
+}
+
+// DeviceId A trusted device's id (16 random bytes, base64url without padding).
+//
+// Example: Yx3CqS0Wb1n9dE4tQ2mZ8A
+type DeviceId = string
+
+// DevicesRevoked Example: {"revoked":2}
+type DevicesRevoked struct {
+	// Revoked How many live trusted devices were revoked.
+	//
+	// Example: 2
+	Revoked int `json:"revoked"`
 }
 
 // EnrollmentStart A new pending secret. The only answer that ever carries the secret.
@@ -913,7 +942,7 @@ type LoginChallengeProblem struct {
 // Example: active
 type MfaState string
 
-// MfaStatus Example: {"confirmed_at":"2025-11-20T09:14:03Z","recovery_codes_remaining":9,"required":true,"state":"active","totp":{"algorithm":"SHA1","digits":6,"period":30},"user_id":"8f14e45f"}
+// MfaStatus Example: {"confirmed_at":"2025-11-20T09:14:03Z","recovery_codes_remaining":9,"required":true,"state":"active","totp":{"algorithm":"SHA1","digits":6,"period":30},"trusted_devices":2,"user_id":"8f14e45f"}
 type MfaStatus struct {
 	// ConfirmedAt When enrollment was confirmed; absent unless `active`.
 	//
@@ -946,6 +975,11 @@ type MfaStatus struct {
 	//
 	// Example: {"algorithm":"SHA1","digits":6,"period":30}
 	Totp *TotpParams `json:"totp,omitempty"`
+
+	// TrustedDevices Live trusted devices (`GET /mfa/devices` lists them).
+	//
+	// Example: 2
+	TrustedDevices *int `json:"trusted_devices,omitempty"`
 
 	// UserId The app's id for the caller.
 	//
@@ -1133,6 +1167,45 @@ type TotpParamsAlgorithm string
 // TotpParamsDigits Example: 6
 type TotpParamsDigits int
 
+// TrustedDevice A device (a browser) the user chose to remember after a second factor.
+type TrustedDevice struct {
+	// CreatedAt When the device was trusted.
+	//
+	// Example: 2025-11-20T09:14:03Z
+	CreatedAt time.Time `json:"created_at"`
+
+	// Current The device this request comes from (its cookie).
+	//
+	// Example: true
+	Current bool `json:"current"`
+
+	// ExpiresAt When it stops being trusted (`mfa.trusted_device_ttl` after `created_at`).
+	//
+	// Example: 2025-12-20T09:14:03Z
+	ExpiresAt time.Time `json:"expires_at"`
+
+	// Id A trusted device's id (16 random bytes, base64url without padding).
+	//
+	// Example: Yx3CqS0Wb1n9dE4tQ2mZ8A
+	Id DeviceId `json:"id"`
+
+	// Label From the `User-Agent` of the login that trusted it (printable, at most 120 characters), or `unknown device`.
+	//
+	// Example: Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0
+	Label string `json:"label"`
+
+	// LastUsedAt The last login that passed on it (or when it was trusted).
+	//
+	// Example: 2025-11-22T05:31:12Z
+	LastUsedAt time.Time `json:"last_used_at"`
+}
+
+// TrustedDeviceList Example: {"devices":[{"created_at":"2025-11-20T09:14:03Z","current":true,"expires_at":"2025-12-20T09:14:03Z","id":"Yx3CqS0Wb1n9dE4tQ2mZ8A","label":"Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0","last_used_at":"2025-11-22T05:31:12Z"}]}
+type TrustedDeviceList struct {
+	// Devices Live trusted devices, oldest first.
+	Devices []TrustedDevice `json:"devices"`
+}
+
 // UpstreamLoginAnswer The app's own login answer, released unchanged. Its shape is the
 // app's; this document cannot know it.
 //
@@ -1156,6 +1229,9 @@ type ChallengeNotFound = Problem
 
 // CrossSiteRefused An RFC 9457 problem document.
 type CrossSiteRefused = Problem
+
+// DeviceNotFound An RFC 9457 problem document.
+type DeviceNotFound = Problem
 
 // EnrollmentStarted A new pending secret. The only answer that ever carries the secret.
 //
@@ -1686,6 +1762,13 @@ type ClientInterface interface {
 	// A wrong code counts toward the user's lockout and uses one of the
 	// challenge's attempts.
 	//
+	// With `remember_device: true` the device is trusted once the code
+	// passed (see *Trusted devices* in tag `login`): the released answer
+	// also carries a `Set-Cookie` of the sidecar's
+	// `__Host-totpgate-device` cookie, and the device is labelled from
+	// the request's `User-Agent`. Where trusted devices are off the flag
+	// is ignored.
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /mfa/challenge (the `CompleteChallenge` operationId).
@@ -1705,6 +1788,13 @@ type ClientInterface interface {
 	//
 	// A wrong code counts toward the user's lockout and uses one of the
 	// challenge's attempts.
+	//
+	// With `remember_device: true` the device is trusted once the code
+	// passed (see *Trusted devices* in tag `login`): the released answer
+	// also carries a `Set-Cookie` of the sidecar's
+	// `__Host-totpgate-device` cookie, and the device is labelled from
+	// the request's `User-Agent`. Where trusted devices are off the flag
+	// is ignored.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1764,6 +1854,37 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /mfa/challenge/enroll/confirm (the `ConfirmChallengeEnrollment` operationId).
 	ConfirmChallengeEnrollment(ctx context.Context, body ConfirmChallengeEnrollmentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// ListTrustedDevices List the caller's trusted devices
+	//
+	// Answers the caller's trusted devices that are still live, oldest
+	// first: id, label (from the `User-Agent` of the login that trusted
+	// it), when it was trusted, last used and expires. `current` marks
+	// the device whose `__Host-totpgate-device` cookie this request
+	// carries. Never answers a device token.
+	//
+	// Corresponds with GET /mfa/devices (the `ListTrustedDevices` operationId).
+	ListTrustedDevices(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RevokeOtherTrustedDevices Sign out every other device
+	//
+	// Revokes every trusted device of the caller except the one whose
+	// `__Host-totpgate-device` cookie this request carries (all of them
+	// when it carries none of theirs): their next login needs a code
+	// again. Answers how many live devices were revoked.
+	//
+	// Corresponds with POST /mfa/devices/revoke-others (the `RevokeOtherTrustedDevices` operationId).
+	RevokeOtherTrustedDevices(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RevokeTrustedDevice Revoke a trusted device
+	//
+	// Revokes one of the caller's trusted devices: its next login needs a
+	// code again. When it is the device this request comes from, the
+	// answer also clears the `__Host-totpgate-device` cookie. A device of
+	// another user is `404 device_not_found`, as an unknown one is.
+	//
+	// Corresponds with DELETE /mfa/devices/{device_id} (the `RevokeTrustedDevice` operationId).
+	RevokeTrustedDevice(ctx context.Context, deviceId DeviceId, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// DisableMfaWithBody Disable MFA
 	//
@@ -2341,6 +2462,13 @@ func (c *Client) GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) 
 // A wrong code counts toward the user's lockout and uses one of the
 // challenge's attempts.
 //
+// With `remember_device: true` the device is trusted once the code
+// passed (see *Trusted devices* in tag `login`): the released answer
+// also carries a `Set-Cookie` of the sidecar's
+// `__Host-totpgate-device` cookie, and the device is labelled from
+// the request's `User-Agent`. Where trusted devices are off the flag
+// is ignored.
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /mfa/challenge (the `CompleteChallenge` operationId).
@@ -2370,6 +2498,13 @@ func (c *Client) CompleteChallengeWithBody(ctx context.Context, contentType stri
 //
 // A wrong code counts toward the user's lockout and uses one of the
 // challenge's attempts.
+//
+// With `remember_device: true` the device is trusted once the code
+// passed (see *Trusted devices* in tag `login`): the released answer
+// also carries a `Set-Cookie` of the sidecar's
+// `__Host-totpgate-device` cookie, and the device is labelled from
+// the request's `User-Agent`. Where trusted devices are off the flag
+// is ignored.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2470,6 +2605,67 @@ func (c *Client) ConfirmChallengeEnrollmentWithBody(ctx context.Context, content
 // Corresponds with POST /mfa/challenge/enroll/confirm (the `ConfirmChallengeEnrollment` operationId).
 func (c *Client) ConfirmChallengeEnrollment(ctx context.Context, body ConfirmChallengeEnrollmentJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewConfirmChallengeEnrollmentRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// ListTrustedDevices List the caller's trusted devices
+//
+// Answers the caller's trusted devices that are still live, oldest
+// first: id, label (from the `User-Agent` of the login that trusted
+// it), when it was trusted, last used and expires. `current` marks
+// the device whose `__Host-totpgate-device` cookie this request
+// carries. Never answers a device token.
+//
+// Corresponds with GET /mfa/devices (the `ListTrustedDevices` operationId).
+func (c *Client) ListTrustedDevices(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewListTrustedDevicesRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RevokeOtherTrustedDevices Sign out every other device
+//
+// Revokes every trusted device of the caller except the one whose
+// `__Host-totpgate-device` cookie this request carries (all of them
+// when it carries none of theirs): their next login needs a code
+// again. Answers how many live devices were revoked.
+//
+// Corresponds with POST /mfa/devices/revoke-others (the `RevokeOtherTrustedDevices` operationId).
+func (c *Client) RevokeOtherTrustedDevices(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRevokeOtherTrustedDevicesRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RevokeTrustedDevice Revoke a trusted device
+//
+// Revokes one of the caller's trusted devices: its next login needs a
+// code again. When it is the device this request comes from, the
+// answer also clears the `__Host-totpgate-device` cookie. A device of
+// another user is `404 device_not_found`, as an unknown one is.
+//
+// Corresponds with DELETE /mfa/devices/{device_id} (the `RevokeTrustedDevice` operationId).
+func (c *Client) RevokeTrustedDevice(ctx context.Context, deviceId DeviceId, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRevokeTrustedDeviceRequest(c.Server, deviceId)
 	if err != nil {
 		return nil, err
 	}
@@ -3272,6 +3468,94 @@ func NewConfirmChallengeEnrollmentRequestWithBody(server string, contentType str
 	return req, nil
 }
 
+// NewListTrustedDevicesRequest constructs an http.Request for the ListTrustedDevices method
+func NewListTrustedDevicesRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/mfa/devices")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRevokeOtherTrustedDevicesRequest constructs an http.Request for the RevokeOtherTrustedDevices method
+func NewRevokeOtherTrustedDevicesRequest(server string) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/mfa/devices/revoke-others")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewRevokeTrustedDeviceRequest constructs an http.Request for the RevokeTrustedDevice method
+func NewRevokeTrustedDeviceRequest(server string, deviceId DeviceId) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "device_id", deviceId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/mfa/devices/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
 // NewDisableMfaRequest calls the generic DisableMfa builder with application/json body
 func NewDisableMfaRequest(server string, body DisableMfaJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -3852,6 +4136,13 @@ type ClientWithResponsesInterface interface {
 	// A wrong code counts toward the user's lockout and uses one of the
 	// challenge's attempts.
 	//
+	// With `remember_device: true` the device is trusted once the code
+	// passed (see *Trusted devices* in tag `login`): the released answer
+	// also carries a `Set-Cookie` of the sidecar's
+	// `__Host-totpgate-device` cookie, and the device is labelled from
+	// the request's `User-Agent`. Where trusted devices are off the flag
+	// is ignored.
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /mfa/challenge (the `CompleteChallenge` operationId).
@@ -3871,6 +4162,13 @@ type ClientWithResponsesInterface interface {
 	//
 	// A wrong code counts toward the user's lockout and uses one of the
 	// challenge's attempts.
+	//
+	// With `remember_device: true` the device is trusted once the code
+	// passed (see *Trusted devices* in tag `login`): the released answer
+	// also carries a `Set-Cookie` of the sidecar's
+	// `__Host-totpgate-device` cookie, and the device is labelled from
+	// the request's `User-Agent`. Where trusted devices are off the flag
+	// is ignored.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -3930,6 +4228,43 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /mfa/challenge/enroll/confirm (the `ConfirmChallengeEnrollment` operationId).
 	ConfirmChallengeEnrollmentWithResponse(ctx context.Context, body ConfirmChallengeEnrollmentJSONRequestBody, reqEditors ...RequestEditorFn) (*ConfirmChallengeEnrollmentResponse, error)
+
+	// ListTrustedDevicesWithResponse List the caller's trusted devices
+	//
+	// Answers the caller's trusted devices that are still live, oldest
+	// first: id, label (from the `User-Agent` of the login that trusted
+	// it), when it was trusted, last used and expires. `current` marks
+	// the device whose `__Host-totpgate-device` cookie this request
+	// carries. Never answers a device token.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /mfa/devices (the `ListTrustedDevices` operationId).
+	ListTrustedDevicesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListTrustedDevicesResponse, error)
+
+	// RevokeOtherTrustedDevicesWithResponse Sign out every other device
+	//
+	// Revokes every trusted device of the caller except the one whose
+	// `__Host-totpgate-device` cookie this request carries (all of them
+	// when it carries none of theirs): their next login needs a code
+	// again. Answers how many live devices were revoked.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/devices/revoke-others (the `RevokeOtherTrustedDevices` operationId).
+	RevokeOtherTrustedDevicesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*RevokeOtherTrustedDevicesResponse, error)
+
+	// RevokeTrustedDeviceWithResponse Revoke a trusted device
+	//
+	// Revokes one of the caller's trusted devices: its next login needs a
+	// code again. When it is the device this request comes from, the
+	// answer also clears the `__Host-totpgate-device` cookie. A device of
+	// another user is `404 device_not_found`, as an unknown one is.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with DELETE /mfa/devices/{device_id} (the `RevokeTrustedDevice` operationId).
+	RevokeTrustedDeviceWithResponse(ctx context.Context, deviceId DeviceId, reqEditors ...RequestEditorFn) (*RevokeTrustedDeviceResponse, error)
 
 	// DisableMfaWithBodyWithResponse Disable MFA
 	//
@@ -5398,6 +5733,354 @@ func (r ConfirmChallengeEnrollmentResponse) ContentType() string {
 	return ""
 }
 
+// ListTrustedDevicesResponse200Headers the declared response headers of an HTTP 200 response for ListTrustedDevices
+type ListTrustedDevicesResponse200Headers struct {
+	CacheControl string
+}
+
+// ListTrustedDevicesResponse401Headers the declared response headers of an HTTP 401 response for ListTrustedDevices
+type ListTrustedDevicesResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// ListTrustedDevicesResponse429Headers the declared response headers of an HTTP 429 response for ListTrustedDevices
+type ListTrustedDevicesResponse429Headers struct {
+	RetryAfter int
+}
+
+// ListTrustedDevicesResponse503Headers the declared response headers of an HTTP 503 response for ListTrustedDevices
+type ListTrustedDevicesResponse503Headers struct {
+	RetryAfter int
+}
+
+type ListTrustedDevicesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *TrustedDeviceList
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListTrustedDevicesResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *ListTrustedDevicesResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *ListTrustedDevicesResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *ListTrustedDevicesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r ListTrustedDevicesResponse) GetJSON200() *TrustedDeviceList {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r ListTrustedDevicesResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r ListTrustedDevicesResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r ListTrustedDevicesResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r ListTrustedDevicesResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r ListTrustedDevicesResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r ListTrustedDevicesResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r ListTrustedDevicesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r ListTrustedDevicesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r ListTrustedDevicesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r ListTrustedDevicesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RevokeOtherTrustedDevicesResponse200Headers the declared response headers of an HTTP 200 response for RevokeOtherTrustedDevices
+type RevokeOtherTrustedDevicesResponse200Headers struct {
+	CacheControl string
+}
+
+// RevokeOtherTrustedDevicesResponse401Headers the declared response headers of an HTTP 401 response for RevokeOtherTrustedDevices
+type RevokeOtherTrustedDevicesResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// RevokeOtherTrustedDevicesResponse429Headers the declared response headers of an HTTP 429 response for RevokeOtherTrustedDevices
+type RevokeOtherTrustedDevicesResponse429Headers struct {
+	RetryAfter int
+}
+
+// RevokeOtherTrustedDevicesResponse503Headers the declared response headers of an HTTP 503 response for RevokeOtherTrustedDevices
+type RevokeOtherTrustedDevicesResponse503Headers struct {
+	RetryAfter int
+}
+
+type RevokeOtherTrustedDevicesResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DevicesRevoked
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *RevokeOtherTrustedDevicesResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *RevokeOtherTrustedDevicesResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RevokeOtherTrustedDevicesResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RevokeOtherTrustedDevicesResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r RevokeOtherTrustedDevicesResponse) GetJSON200() *DevicesRevoked {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RevokeOtherTrustedDevicesResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RevokeOtherTrustedDevicesResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r RevokeOtherTrustedDevicesResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r RevokeOtherTrustedDevicesResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RevokeOtherTrustedDevicesResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r RevokeOtherTrustedDevicesResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r RevokeOtherTrustedDevicesResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RevokeOtherTrustedDevicesResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RevokeOtherTrustedDevicesResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RevokeOtherTrustedDevicesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// RevokeTrustedDeviceResponse204Headers the declared response headers of an HTTP 204 response for RevokeTrustedDevice
+type RevokeTrustedDeviceResponse204Headers struct {
+	CacheControl string
+	SetCookie    *string
+}
+
+// RevokeTrustedDeviceResponse401Headers the declared response headers of an HTTP 401 response for RevokeTrustedDevice
+type RevokeTrustedDeviceResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// RevokeTrustedDeviceResponse404Headers the declared response headers of an HTTP 404 response for RevokeTrustedDevice
+type RevokeTrustedDeviceResponse404Headers struct {
+	CacheControl string
+}
+
+// RevokeTrustedDeviceResponse429Headers the declared response headers of an HTTP 429 response for RevokeTrustedDevice
+type RevokeTrustedDeviceResponse429Headers struct {
+	RetryAfter int
+}
+
+// RevokeTrustedDeviceResponse503Headers the declared response headers of an HTTP 503 response for RevokeTrustedDevice
+type RevokeTrustedDeviceResponse503Headers struct {
+	RetryAfter int
+}
+
+type RevokeTrustedDeviceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *DeviceNotFound
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers204 the parsed response headers for an HTTP 204 response
+	Headers204 *RevokeTrustedDeviceResponse204Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *RevokeTrustedDeviceResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *RevokeTrustedDeviceResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *RevokeTrustedDeviceResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RevokeTrustedDeviceResponse503Headers
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RevokeTrustedDeviceResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RevokeTrustedDeviceResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RevokeTrustedDeviceResponse) GetApplicationproblemJSON404() *DeviceNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r RevokeTrustedDeviceResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r RevokeTrustedDeviceResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r RevokeTrustedDeviceResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RevokeTrustedDeviceResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r RevokeTrustedDeviceResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r RevokeTrustedDeviceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RevokeTrustedDeviceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RevokeTrustedDeviceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RevokeTrustedDeviceResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // DisableMfaResponse401Headers the declared response headers of an HTTP 401 response for DisableMfa
 type DisableMfaResponse401Headers struct {
 	WWWAuthenticate *string
@@ -6522,6 +7205,13 @@ func (c *ClientWithResponses) GetMetricsWithResponse(ctx context.Context, reqEdi
 // A wrong code counts toward the user's lockout and uses one of the
 // challenge's attempts.
 //
+// With `remember_device: true` the device is trusted once the code
+// passed (see *Trusted devices* in tag `login`): the released answer
+// also carries a `Set-Cookie` of the sidecar's
+// `__Host-totpgate-device` cookie, and the device is labelled from
+// the request's `User-Agent`. Where trusted devices are off the flag
+// is ignored.
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /mfa/challenge (the `CompleteChallenge` operationId).
@@ -6547,6 +7237,13 @@ func (c *ClientWithResponses) CompleteChallengeWithBodyWithResponse(ctx context.
 //
 // A wrong code counts toward the user's lockout and uses one of the
 // challenge's attempts.
+//
+// With `remember_device: true` the device is trusted once the code
+// passed (see *Trusted devices* in tag `login`): the released answer
+// also carries a `Set-Cookie` of the sidecar's
+// `__Host-totpgate-device` cookie, and the device is labelled from
+// the request's `User-Agent`. Where trusted devices are off the flag
+// is ignored.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
@@ -6635,6 +7332,61 @@ func (c *ClientWithResponses) ConfirmChallengeEnrollmentWithResponse(ctx context
 		return nil, err
 	}
 	return ParseConfirmChallengeEnrollmentResponse(rsp)
+}
+
+// ListTrustedDevicesWithResponse List the caller's trusted devices
+//
+// Answers the caller's trusted devices that are still live, oldest
+// first: id, label (from the `User-Agent` of the login that trusted
+// it), when it was trusted, last used and expires. `current` marks
+// the device whose `__Host-totpgate-device` cookie this request
+// carries. Never answers a device token.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /mfa/devices (the `ListTrustedDevices` operationId).
+func (c *ClientWithResponses) ListTrustedDevicesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListTrustedDevicesResponse, error) {
+	rsp, err := c.ListTrustedDevices(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseListTrustedDevicesResponse(rsp)
+}
+
+// RevokeOtherTrustedDevicesWithResponse Sign out every other device
+//
+// Revokes every trusted device of the caller except the one whose
+// `__Host-totpgate-device` cookie this request carries (all of them
+// when it carries none of theirs): their next login needs a code
+// again. Answers how many live devices were revoked.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/devices/revoke-others (the `RevokeOtherTrustedDevices` operationId).
+func (c *ClientWithResponses) RevokeOtherTrustedDevicesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*RevokeOtherTrustedDevicesResponse, error) {
+	rsp, err := c.RevokeOtherTrustedDevices(ctx, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRevokeOtherTrustedDevicesResponse(rsp)
+}
+
+// RevokeTrustedDeviceWithResponse Revoke a trusted device
+//
+// Revokes one of the caller's trusted devices: its next login needs a
+// code again. When it is the device this request comes from, the
+// answer also clears the `__Host-totpgate-device` cookie. A device of
+// another user is `404 device_not_found`, as an unknown one is.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with DELETE /mfa/devices/{device_id} (the `RevokeTrustedDevice` operationId).
+func (c *ClientWithResponses) RevokeTrustedDeviceWithResponse(ctx context.Context, deviceId DeviceId, reqEditors ...RequestEditorFn) (*RevokeTrustedDeviceResponse, error) {
+	rsp, err := c.RevokeTrustedDevice(ctx, deviceId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRevokeTrustedDeviceResponse(rsp)
 }
 
 // DisableMfaWithBodyWithResponse Disable MFA
@@ -8136,6 +8888,366 @@ func ParseConfirmChallengeEnrollmentResponse(rsp *http.Response) (*ConfirmChalle
 	return response, nil
 }
 
+// ParseListTrustedDevicesResponse parses an HTTP response from a ListTrustedDevicesWithResponse call
+func ParseListTrustedDevicesResponse(rsp *http.Response) (*ListTrustedDevicesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &ListTrustedDevicesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest TrustedDeviceList
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListTrustedDevicesResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers ListTrustedDevicesResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers ListTrustedDevicesResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers ListTrustedDevicesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRevokeOtherTrustedDevicesResponse parses an HTTP response from a RevokeOtherTrustedDevicesWithResponse call
+func ParseRevokeOtherTrustedDevicesResponse(rsp *http.Response) (*RevokeOtherTrustedDevicesResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RevokeOtherTrustedDevicesResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DevicesRevoked
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers RevokeOtherTrustedDevicesResponse200Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers RevokeOtherTrustedDevicesResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers RevokeOtherTrustedDevicesResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers RevokeOtherTrustedDevicesResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRevokeTrustedDeviceResponse parses an HTTP response from a RevokeTrustedDeviceWithResponse call
+func ParseRevokeTrustedDeviceResponse(rsp *http.Response) (*RevokeTrustedDeviceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RevokeTrustedDeviceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		break // No content-type
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest DeviceNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 204:
+		var headers RevokeTrustedDeviceResponse204Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Set-Cookie"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Set-Cookie", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.SetCookie = &value
+		}
+		response.Headers204 = &headers
+	case rsp.StatusCode == 401:
+		var headers RevokeTrustedDeviceResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers RevokeTrustedDeviceResponse404Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers RevokeTrustedDeviceResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers RevokeTrustedDeviceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseDisableMfaResponse parses an HTTP response from a DisableMfaWithResponse call
 func ParseDisableMfaResponse(rsp *http.Response) (*DisableMfaResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -8864,6 +9976,15 @@ type ServerInterface interface {
 	// ConfirmChallengeEnrollment Confirm enrollment during a login
 	// (POST /mfa/challenge/enroll/confirm)
 	ConfirmChallengeEnrollment(w http.ResponseWriter, r *http.Request)
+	// ListTrustedDevices List the caller's trusted devices
+	// (GET /mfa/devices)
+	ListTrustedDevices(w http.ResponseWriter, r *http.Request)
+	// RevokeOtherTrustedDevices Sign out every other device
+	// (POST /mfa/devices/revoke-others)
+	RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request)
+	// RevokeTrustedDevice Revoke a trusted device
+	// (DELETE /mfa/devices/{device_id})
+	RevokeTrustedDevice(w http.ResponseWriter, r *http.Request, deviceId DeviceId)
 	// DisableMfa Disable MFA
 	// (POST /mfa/disable)
 	DisableMfa(w http.ResponseWriter, r *http.Request)
@@ -9187,6 +10308,60 @@ func (siw *ServerInterfaceWrapper) ConfirmChallengeEnrollment(w http.ResponseWri
 	handler.ServeHTTP(w, r)
 }
 
+// ListTrustedDevices operation middleware
+func (siw *ServerInterfaceWrapper) ListTrustedDevices(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.ListTrustedDevices(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RevokeOtherTrustedDevices operation middleware
+func (siw *ServerInterfaceWrapper) RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RevokeOtherTrustedDevices(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
+// RevokeTrustedDevice operation middleware
+func (siw *ServerInterfaceWrapper) RevokeTrustedDevice(w http.ResponseWriter, r *http.Request) {
+
+	var err error
+	_ = err
+
+	// ------------- Path parameter "device_id" -------------
+	var deviceId DeviceId
+
+	err = runtime.BindStyledParameterWithOptions("simple", "device_id", r.PathValue("device_id"), &deviceId, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationPath, Explode: false, Required: true, Type: "string", Format: "", ValueIsUnescaped: true})
+	if err != nil {
+		siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "device_id", Err: err})
+		return
+	}
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.RevokeTrustedDevice(w, r, deviceId)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // DisableMfa operation middleware
 func (siw *ServerInterfaceWrapper) DisableMfa(w http.ResponseWriter, r *http.Request) {
 
@@ -9410,6 +10585,9 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/enroll/confirm", wrapper.ConfirmEnrollment)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/disable", wrapper.DisableMfa)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/recovery-codes", wrapper.RegenerateRecoveryCodes)
+	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/mfa/devices", wrapper.ListTrustedDevices)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/devices/revoke-others", wrapper.RevokeOtherTrustedDevices)
+	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/mfa/devices/{device_id}", wrapper.RevokeTrustedDevice)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge", wrapper.CompleteChallenge)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge/enroll", wrapper.StartChallengeEnrollment)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge/enroll/confirm", wrapper.ConfirmChallengeEnrollment)
@@ -9448,6 +10626,15 @@ type CorsPreflightResponse struct {
 }
 
 type CrossSiteRefusedApplicationProblemPlusJSONResponse Problem
+
+type DeviceNotFoundResponseHeaders struct {
+	CacheControl string
+}
+type DeviceNotFoundApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers DeviceNotFoundResponseHeaders
+}
 
 type EnrollmentStartedResponseHeaders struct {
 	CacheControl string
@@ -11164,6 +12351,426 @@ func (response ConfirmChallengeEnrollment503ApplicationProblemPlusJSONResponse) 
 	return err
 }
 
+type ListTrustedDevicesRequestObject struct {
+}
+
+type ListTrustedDevicesResponseObject interface {
+	VisitListTrustedDevicesResponse(w http.ResponseWriter) error
+}
+
+type ListTrustedDevices200ResponseHeaders struct {
+	CacheControl string
+}
+
+type ListTrustedDevices200JSONResponse struct {
+	Body    TrustedDeviceList
+	Headers ListTrustedDevices200ResponseHeaders
+}
+
+func (response ListTrustedDevices200JSONResponse) VisitListTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTrustedDevices401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response ListTrustedDevices401ApplicationProblemPlusJSONResponse) VisitListTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTrustedDevices429ApplicationProblemPlusJSONResponse struct {
+	RateLimitedApplicationProblemPlusJSONResponse
+}
+
+func (response ListTrustedDevices429ApplicationProblemPlusJSONResponse) VisitListTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTrustedDevices500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response ListTrustedDevices500ApplicationProblemPlusJSONResponse) VisitListTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTrustedDevices502ApplicationProblemPlusJSONResponse struct {
+	BadGatewayApplicationProblemPlusJSONResponse
+}
+
+func (response ListTrustedDevices502ApplicationProblemPlusJSONResponse) VisitListTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTrustedDevices503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response ListTrustedDevices503ApplicationProblemPlusJSONResponse) VisitListTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type ListTrustedDevices504ApplicationProblemPlusJSONResponse struct {
+	GatewayTimeoutApplicationProblemPlusJSONResponse
+}
+
+func (response ListTrustedDevices504ApplicationProblemPlusJSONResponse) VisitListTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeOtherTrustedDevicesRequestObject struct {
+}
+
+type RevokeOtherTrustedDevicesResponseObject interface {
+	VisitRevokeOtherTrustedDevicesResponse(w http.ResponseWriter) error
+}
+
+type RevokeOtherTrustedDevices200ResponseHeaders struct {
+	CacheControl string
+}
+
+type RevokeOtherTrustedDevices200JSONResponse struct {
+	Body    DevicesRevoked
+	Headers RevokeOtherTrustedDevices200ResponseHeaders
+}
+
+func (response RevokeOtherTrustedDevices200JSONResponse) VisitRevokeOtherTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeOtherTrustedDevices401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeOtherTrustedDevices401ApplicationProblemPlusJSONResponse) VisitRevokeOtherTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeOtherTrustedDevices429ApplicationProblemPlusJSONResponse struct {
+	RateLimitedApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeOtherTrustedDevices429ApplicationProblemPlusJSONResponse) VisitRevokeOtherTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeOtherTrustedDevices500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeOtherTrustedDevices500ApplicationProblemPlusJSONResponse) VisitRevokeOtherTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeOtherTrustedDevices502ApplicationProblemPlusJSONResponse struct {
+	BadGatewayApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeOtherTrustedDevices502ApplicationProblemPlusJSONResponse) VisitRevokeOtherTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeOtherTrustedDevices503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeOtherTrustedDevices503ApplicationProblemPlusJSONResponse) VisitRevokeOtherTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeOtherTrustedDevices504ApplicationProblemPlusJSONResponse struct {
+	GatewayTimeoutApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeOtherTrustedDevices504ApplicationProblemPlusJSONResponse) VisitRevokeOtherTrustedDevicesResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeTrustedDeviceRequestObject struct {
+	DeviceId DeviceId `json:"device_id"`
+}
+
+type RevokeTrustedDeviceResponseObject interface {
+	VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error
+}
+
+type RevokeTrustedDevice204ResponseHeaders struct {
+	CacheControl string
+	SetCookie    *string
+}
+
+type RevokeTrustedDevice204Response struct {
+	Headers RevokeTrustedDevice204ResponseHeaders
+}
+
+func (response RevokeTrustedDevice204Response) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	if response.Headers.SetCookie != nil {
+		w.Header().Set("Set-Cookie", fmt.Sprint(*response.Headers.SetCookie))
+	}
+	w.WriteHeader(204)
+	return nil
+}
+
+type RevokeTrustedDevice400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeTrustedDevice400ApplicationProblemPlusJSONResponse) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeTrustedDevice401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeTrustedDevice401ApplicationProblemPlusJSONResponse) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeTrustedDevice404ApplicationProblemPlusJSONResponse struct {
+	DeviceNotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeTrustedDevice404ApplicationProblemPlusJSONResponse) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeTrustedDevice429ApplicationProblemPlusJSONResponse struct {
+	RateLimitedApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeTrustedDevice429ApplicationProblemPlusJSONResponse) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeTrustedDevice500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeTrustedDevice500ApplicationProblemPlusJSONResponse) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeTrustedDevice502ApplicationProblemPlusJSONResponse struct {
+	BadGatewayApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeTrustedDevice502ApplicationProblemPlusJSONResponse) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeTrustedDevice503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeTrustedDevice503ApplicationProblemPlusJSONResponse) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type RevokeTrustedDevice504ApplicationProblemPlusJSONResponse struct {
+	GatewayTimeoutApplicationProblemPlusJSONResponse
+}
+
+func (response RevokeTrustedDevice504ApplicationProblemPlusJSONResponse) VisitRevokeTrustedDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type DisableMfaRequestObject struct {
 	Body *DisableMfaJSONRequestBody
 }
@@ -12095,6 +13702,15 @@ type StrictServerInterface interface {
 	// ConfirmChallengeEnrollment Confirm enrollment during a login
 	// (POST /mfa/challenge/enroll/confirm)
 	ConfirmChallengeEnrollment(ctx context.Context, request ConfirmChallengeEnrollmentRequestObject) (ConfirmChallengeEnrollmentResponseObject, error)
+	// ListTrustedDevices List the caller's trusted devices
+	// (GET /mfa/devices)
+	ListTrustedDevices(ctx context.Context, request ListTrustedDevicesRequestObject) (ListTrustedDevicesResponseObject, error)
+	// RevokeOtherTrustedDevices Sign out every other device
+	// (POST /mfa/devices/revoke-others)
+	RevokeOtherTrustedDevices(ctx context.Context, request RevokeOtherTrustedDevicesRequestObject) (RevokeOtherTrustedDevicesResponseObject, error)
+	// RevokeTrustedDevice Revoke a trusted device
+	// (DELETE /mfa/devices/{device_id})
+	RevokeTrustedDevice(ctx context.Context, request RevokeTrustedDeviceRequestObject) (RevokeTrustedDeviceResponseObject, error)
 	// DisableMfa Disable MFA
 	// (POST /mfa/disable)
 	DisableMfa(ctx context.Context, request DisableMfaRequestObject) (DisableMfaResponseObject, error)
@@ -12589,6 +14205,80 @@ func (sh *strictHandler) ConfirmChallengeEnrollment(w http.ResponseWriter, r *ht
 	}
 }
 
+// ListTrustedDevices operation middleware
+func (sh *strictHandler) ListTrustedDevices(w http.ResponseWriter, r *http.Request) {
+	var request ListTrustedDevicesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.ListTrustedDevices(ctx, request.(ListTrustedDevicesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "ListTrustedDevices")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(ListTrustedDevicesResponseObject); ok {
+		if err := validResponse.VisitListTrustedDevicesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RevokeOtherTrustedDevices operation middleware
+func (sh *strictHandler) RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request) {
+	var request RevokeOtherTrustedDevicesRequestObject
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RevokeOtherTrustedDevices(ctx, request.(RevokeOtherTrustedDevicesRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RevokeOtherTrustedDevices")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RevokeOtherTrustedDevicesResponseObject); ok {
+		if err := validResponse.VisitRevokeOtherTrustedDevicesResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
+// RevokeTrustedDevice operation middleware
+func (sh *strictHandler) RevokeTrustedDevice(w http.ResponseWriter, r *http.Request, deviceId DeviceId) {
+	var request RevokeTrustedDeviceRequestObject
+
+	request.DeviceId = deviceId
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.RevokeTrustedDevice(ctx, request.(RevokeTrustedDeviceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "RevokeTrustedDevice")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(RevokeTrustedDeviceResponseObject); ok {
+		if err := validResponse.VisitRevokeTrustedDeviceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // DisableMfa operation middleware
 func (sh *strictHandler) DisableMfa(w http.ResponseWriter, r *http.Request) {
 	var request DisableMfaRequestObject
@@ -12783,356 +14473,392 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L15d9s2ty/8VbB07lmVWkqW5SGxvLrudRxnaOKhtpO0KfuakAhJjCmAISDLSprv/i7sDZDgIFse0tvn",
-	"nj5/9IklCsSwsef9218bQzFNBGdcyUb/a2PCaMhS+Oc+HU7YvuAqFfGROFMiZfrjkMlhGiUqErzRb+zF",
-	"c7qQJOCiLfUTwS5RE0Yol3OWkulMKsKFIgNGhnq4sNPwGin7PItSFjb6Kp0xryGHEzalemx2TadJzBr9",
-	"hh2v4TXUItGfSJVGfNz49s1rnDKVLvZGiqXVCZ2xoeChJDOuophQwtmcUKXYNFFkSDmRs+GQrTyPjW7X",
-	"a0wjHk1n00a/m00m4oqNWVqazYcJ46/VKxYn8m4Tm9KFndguoQPJuCLzCeNkTiMV8TEJBZOwkRMWJ3ru",
-	"NXPdunWmHz582JupCeMqGlLFzoVKqvM8nzByfnx+QoYTGseMj1mfBPBBymg8/dlvKKGSMVXMb3j5Qz/7",
-	"DX/W7W4Ms08uohA+YX4jWPXYV3pPunHQPX7efjb4VXbPUr53chFf/3bce5YcbNH3OxvjMN76ffzr7Nfz",
-	"867fqCGgb14joSmdMmUo/Z1k6euwfitokvwgSRSSkUiBtGeSpR6hksSMppyFhCoSi3HE9RrzlTwdrW+y",
-	"za1Rw2tEeqyEqknDa3A61d/qQS6i8MZdmdLrt4yP1aTR721tw+Hav9drF6WHYlI9E2HE8AaLkD0T4UL/",
-	"eyi4Ylzpf9IkiTUBRIKvfZJ6pdkRwM9SNhRXLIWfydl0SvU/G6fmUzIUob6WVzSeMRw51DO5fDL63Gvv",
-	"XE83VXtjMk/DdvL0asCB8JShtHw0pLD6kTZ3et2NHVxTvh3/K2WjRr/xX2s5w1rDb+WaXugprh5/VmJS",
-	"ZDhLU32pstcSkRLKyYzPJAtJ6q6tSqvfvIa+K3ffzppFfcclNWlxISSSJGUjvcJWzaKAYmQiuMRj34tT",
-	"RsPFAU9FHLPwhlUmqRjEbPrT8tVSHOuC2cH0/BWNYn30c9Ee0aESKd4bPU3zPKFDFV2xDnkeSTqIGYkU",
-	"GUWpVEQJgmMZzhmyq2gIRxVxqSgf6reuTUd0DR9rZNdBX7N+o7v+y/ONj9u/7bzZfP/k197h06Otk/XT",
-	"jfPtD5qZKqpmstHf7O54DRUpuMBmO4izBHPnJkolsr+2ZvlTJ2RXdk/kWmXpKx/5CQ5Rd9xBedSgTw5f",
-	"7FW3zrCpSAKf6uiXP6PhS6rYnC4edKSzRKqU0enFjNMrGsX6fGq23+zlfbZ/q9tztj9JSPFNK+1+7Swf",
-	"5QTqRg76qO0kCRmKWRxaXSdloOxoJjOmV4xwQWZI0KgY2XOxF/zO5yJRQMQjkU7xquas9dB+TAaaWVX5",
-	"64CGF+Z0CvdyoicOH8MvNXHp9VzROArJL2fHR3XXLcSbes/71s0P/BkNST6rlQ7bXYg+MZgpxQNzd+R9",
-	"9jkZ0QjvcnlT8t9eZM8s35pMH5tSNZwAEeydvCb6EFM6VKAKpKnQ6sUfXxujiMV6U/RPO0boTZmUdKzf",
-	"bJQ2gqKcxCDj9eZvN779uYy/rQ0FH0Xp9OH7bmiQXNVs0kqnUN25O0jum26cc7zmotkzKF+2kDSzywCU",
-	"6hElhM9jmo5Zq0OCyhyDvpYtlWOMZHaGu0Qy5vMAzzHo+Fxf2n2rhx4J9ULM+MPEZK4rc6EuRjBeiexQ",
-	"RGYP5lNm15FUmsPANSWx4GOW4il2yFsxJhEndExRLy0TUTbePelnM6eft6UJ6rnZlaxEP3Wb8Cj0UzOw",
-	"oaN8tlpQ8ksu5twj7DrR6pFHxEwRMfK5Mc8kKItGzGptqkPOJ0xqk1YySWjKSMjiaMBSqli8gB1QIg59",
-	"ThOaqtJpGDoSqTxJ2SiOxhNVY1aT/ePTM5LYJ0gzOD45f318dBaQeaQmJNgbDpmUbWOft80tbh8yNRFh",
-	"0PL5KBVTreKKNAIli5OAJlFnKFJ5gZ9JK77iWMxZSKbwW0koD31uHAEevm6YslCbjTSWHbLHF0SoCUvt",
-	"2GOmJAk2uxta+xhEYcg43BfPdSeUJrynX9rez8dd7lvQ2mpQNHqrPoHa4Y9hfvWGnSF7zXJxGR5hw4lA",
-	"18DyN+l37adCyrNIsVPUrh/EA7Itc28+vKEtI5XNU4KTQJPWcEI15apcjZZM6XXIR1eHN/Jr/sKZ5krX",
-	"Ol/Xo1zmnLL6hBI9RdaGndAHOKRxTJDgySAVc8lSktAxI4ITyoFWfW6IVU2osqpN7aUgTX3dyxdQj+5z",
-	"wbU4ORJqol87p9KcRqgnNcwPDV4+pFy/RCqaKo+kLInpkOl5EKM0EQpa+g+SSHAOEXOecOXUhEUpGQpx",
-	"GTFpuAbaZlPG1Zke9EbKsxS32taXRq47ghPGQ71qlj2q2QJVhh/qNaRMeeTd6WvNQsivp2iFav4oJ2LO",
-	"fQ4CVvAhgwc4u2JpzhW9ivPR3uZlkzfPr9V5KmEBxu45j6ZMzNTjmD/KDPbIps9m0fTRbwkJvuduho+d",
-	"3+MaPWZUx+AJI9TAjKtX36xoysCyeT1NRKoegzlGMNKF8WK4HLJH4ogz6+CAWeHDu3pW2fXEz5Cpu+dF",
-	"w2nE15Bk5Ro+1fAaMCbo7NmLVEbaZEIledolg0jJXXD7MSoVWe89BRq37hXSPH2xTzZ7ve1Wn0y0+Wfd",
-	"hpkLQ5O8eVujv+E1xEwNBTgG85WmjMK2NOaMXl7gDBrfPGdmMKTfGNJUxH4j01D0LCkJo9GIgYOoyFua",
-	"KZNM6SlN0bXSyiby5JaJaJMjjoZ6n6z/so9vB0PlHgKm5xj873iSCi3DgTMecBWpxarEXyKTlUkfCfWm",
-	"C1AcOegbqhMjONRRFLM6CgzgqYBwOmXS54wOJ6SpPyN8Nh2w1CMB7mrgkQDPM2ghT3Rod55GSjHeIS+i",
-	"axAbKZsKJKcpPCwZD/N5uOolLuyd4wN5yC2cjmjJ65PR4Lreih5Qd37ZyICNRIpbAlEcYnznl2xBBnR4",
-	"yYAetR22my9C0mlu4dVaLrdeWqTjnkvHdk6N3AtN47FIIzWZNvqNs1d7va1tvaJoHCnZ6D/1GglLIxE2",
-	"+tvdby6l0zgasntS+parSp2x9CoaMvLu7u6t8kk8IqWXhjac/pbj65APE8ZJpHyOH5BpFM7pwsuuQBxp",
-	"3dVywCqNRApNDK0caIWn4MGWpAmaA8kUh9YSgvE5UAxMemHYsXlRMONGSQs840WQoAFmsuHxlQ8TFWxn",
-	"QcqbRnDCmXAwr7liKafxQZqK9GHi04z02MqK4z6ykyXgJ1mZYduJPYqWYkfTpgEnM86uEzbURw9z6pDn",
-	"wK3QUo/FeMxCMuMhSzUXtosPPKuPgj6jNQY4CnCo7MN2PpCDRjhW2cFjIzWZq7VD9idseAmkqlUqbcQs",
-	"xCw1MQ/g/CpdLHfuPIqHcMM9YnQBG8/lyozKLvhRztgZ0DpxzMbNU8HHXsFBA9qoZhmwf1KxxCNCm4Aj",
-	"QsllBPxDM5SEpejxzLxqdDhkieqQfTHjmm+JOU3DjH39IH0ei+GlmCkjaN+wxZnZs0eyxPIRa7bh3HBh",
-	"PCcgUfC/GffPvVVumD7jektL0YQ9Tszny8IJMy5nCXLSiykLI3oBFOKQ+YEZwHGhR8Zxlu+5Nne4cXem",
-	"YqZYxZ0B392PnNe3XEUzmy851PMl5zjf1eys+tViNDUBc7i0gQTc/2QcXTFO1FwrEXeKyeCWaFUStEIc",
-	"Z4r6FeUgFR9xp8ohmdOHhGQe4+bvWZowxAOSPwrZkKZkHsUxkNCnWThmXsa7XQWUJonPJWOSRKpPCkEF",
-	"0tzsdvuEVk8I/Or634KA10Z6Pqfk80wrJiLFGBA4koyPx4Yh9AvndJEZyXMIVMBXkYIxBgvF2iLV0mdK",
-	"00s92hCVBzKc0JQOFWhJHIbIj36XbK5v9An1ObwbAhspEkCA2SdTem0XdqFfIoMW8LygnmL14te3QGC6",
-	"99sjFOahbUTjN4OXvDt/0X6qmahxCJuXGu04ezFsZKAHybcokj7sEcZlKBmJdKqXPZ3FKkpoqlqGl6Lv",
-	"+kioPXRIP0ziwmDg+Tf+7eK9iqTxd1vZa73gwoiOhKpJ53EVp82uw4ZwteRIKLKXTXA12Vpd2uOI2Mq4",
-	"RtLqrcB4k0QN2uyclZoghw5HNHcinmapJvc5Qht3uUjZlEY84mPIbnMzyxr9u6SBNdwfz9K4EgbL3eSO",
-	"wpY7Oi+y1BmHhs6YIrNEXyCaJ9WJFO59loVBh0OtSRAl4JpHfMYwTyyJUiYvqGr0G71ub6u9vt7u9c67",
-	"W/2tbr/b/biEoZsQTaP/B1qz93O7dNddY9T1Djm+XWfJK2t8dTu2MmmCIpPFV28gVHiwDTqCzacgwZLX",
-	"B32SiDgaLux6JDl8sefzQpqMR+YTAX4zLjhDbzbm/VnnpiQTFoe71oGXGaxOJLEZnByfnZNaukLDk/v8",
-	"hmesvh608GGSsphR41hCQYCvrRsj+C427IcPH9puwuhtw9Tll8L5HY6oMSIejyFsfFeGUOQE3810u4EP",
-	"bG7V8IHyHMv8wMuSNy9g+g/nD3+b8bfy9b/NFNS6hVaUlxqEPtcWIV5zvFhS0YW94tn5ZGE4dDQFLrUF",
-	"Pp9PopiRoEqaAWTlDcQVI19YKlaxJUlzL5Yiv+kF5gbChJq1wUoxP9zMTo/i6Med1j+dE7wVw8t726hx",
-	"9uPcwnonWUrMF45lVcc0uoVrnf0mv9XZ4UecbJFpxOsM0UfIoOk5mabnQpAp5QvniOVdrppZBpigVLG3",
-	"0TSqWKH7cQRCnSpGYvNA1QrVX1/kX/8da7bpDasuuDDFO1iYd2MvuKWau9ScDSkpDxQC/0QyKSPBtak4",
-	"hN2GTBqI+0dDKncJ0+YlJUORpmyoyinaWBji88DxHAeglCRUSkwm1bpmOI04iaOR8arrmXZI4G5L0Pe5",
-	"Ku8vpkdghhvMrkOO9Wwch4u1WjVnKio+4PWH1YSpSJJ/nsv8cET/00yOooZRZ2AccMXSXL7BAYI2UbE3",
-	"7qNKLDMpHl+FKJoY97Er/m8YE44FYb05maMSjWIp5yINPTQEIBivb+vhiz0PFT03YZWmacRCwgWWmFRM",
-	"DJ9nNgbEtyieuRKu3jFL46DezjC+HvRAliyGjIL+8TbC3xCvLgh4SqZCW4uP5z4txXldutf8RaQ0jeLF",
-	"fQob7h35vZvgq4kAF1aR+zuH2tJhoRMmhhyFcpw4khAqjvjYK7huzUDgGtWkS5VKo0FBCln9tyk4M95W",
-	"cKfqy7Qg1ApcMpgpn0OqBeECnZgwEapIlHloQ6aJo4VfWeEIB42BiIj7PEnFOGVSmnw2M9MRxA6HsZB2",
-	"tVnZkh44hmyaVMzGE0/LzTyHQ99oGo/aWR5HTnwx1ay9WZD1HpR8+tzWfA4ph3JP8NGKmYJ8xprJKwgB",
-	"7IJyYHiJnqQmIbv4fHMzj7nJIh0sbI1p658j0906WiDUI3E2G04OeJiIiD8sj6820f5IEDkbTggzb6hT",
-	"+LlIHiFb/kgo8uIu2fGPnBPvZsJTdOxiKNyWsCQpG0XXcE0EBiGsxikV4ywFcQcyJpIkFMMZOAvRd+YE",
-	"VEci7RB9aLkCiuF1KI1CCtWKC3r+j4R6lLJDvTqnXu9xa5V2iqd417rAwtwe7Syr9YAYUV1SC3gk1Gu9",
-	"Z/rQHmGvI2esulStS7aQaymbpzS5pzhdL2568YUr77v7s0fbemdQW5404xw4t+CjaDwr5xYkqbiKtFJX",
-	"yD2w52LSqx98JokZx41UKJoq17f/fVNHCheFJJW08bucnF3No52aGRBPLDXu25pJmoiN3gbS5FoDmVPp",
-	"c4l5957WLPJ6oVT/6foczS9ZaGObJ3QRCxqeC/GWpuOHqbd3qN9048Sb6zubG91NiEDLFVMr75NqsVGt",
-	"LcRsXnIuBMHl3yeb4PuWFNbtGOh6Ru4Z40+Spk3YJRKcxmKOv9EkMKULMmAtuNKnRVfc9/V1PpJT80EC",
-	"8j/SpfmQaP7/VX/mTVRedAaSFXyBPr+r27PWnQlejII/k9zHnVk2RB7gGLSoJft6Ba+lnD1izVRh7LqD",
-	"0BoZqmK7RDEOwBXF/GaPlPKbtbEbL7D4y+cTKicmUe6SJaqFtZeMpnHEUnMqee3vXKSX36mQ6ozFI5O2",
-	"fkIr4kuxa7U2lLK4ddUaTXhuoqbxSg9+olcUd/Pmxyvb/gESlGgSdSSLRxcS590nUEfqkeDlwTn5inbO",
-	"tzWI1qGfIx61zbM+hwI+bcwH2ZOabJVc+zEgkZIEX4hlGGoRM4+w6YCFoY01Mp8PIk7ThUmYolDfP1Rk",
-	"H/etfcaGszRSi/YJ5CegzwFeO5NME0O8QDMp0xRN2Yljdxnl4h13PML3FjdwFUu5i3A7905ee2RAQ6LE",
-	"JdR/VjNAi+9fZgo0HuxKxgnBPMg0khKrd0ken18xh7M432+mzqNG1MLaoYozGnNztsK6qFbailwLj8a8",
-	"+HsswHr0JLOSzZTN/P7b8zi1hMVhAwhAZa7zvZPX1drCCIrDRwu8T0MaxywlTX39Is2jZMKGYGJZv025",
-	"KLF3fW1vn36Jz6Owlb2WWuLuO38OGE21+gcUFkmXyEAUVvhrnf+7uPDq64Jn+JYy0FkbnjFwaXXwaLf8",
-	"rg7rDNnDd3KrP2pRyT/Oc/6I1VK5FzyrHve5Uz7upp2Ab/gxdSAn4R3y3SHd/UG10Ldm/J/ZGi0wq7Rh",
-	"XNKyvpfzYVmiP0yTqEdI9H8cVlibkl1vkWp+FpT3LwAbU4uoRwGigTxu1zVeFeBQvrfmwBo+0BMO4vXO",
-	"YDGliT7OaRTGtFfZRH+MZ1ur8lp1T8OKVzWbA8Kc6M16Z5SJwkYbj1ApQN897+701zf73Y2PDa+hmcQs",
-	"1fpY12tcssXFFUslTHPDa8RUqgttWtXF+DfW++u9j+XofSGfYQdPAvD5wCopFHJnJ/vNaySpVjqVgZEs",
-	"Tr0s3qAA1PGbAVezv8jQTGc8ZlKSAF8cFLEyl22GSKew0lDLOBVNa9Bg3S2rzMyxXSELm4VuEp5NvnOn",
-	"0rsZQ7V0JuUXvmELYr7E8CPjw3SRGNMWhENosAQKb91w3rpe99biyZdf+5ZKhfCxUo5msYnYWnAYiNNm",
-	"5xCNMA6z5ACKpLTaAaDT4ALM/erkTlJm4Gyj2EFCiKTxYpHyERQms93v2nT41SaznPqd27hz2ymba3Iz",
-	"Szkc0TN4zq0S/1oPAVs1cXMwzj8cNFh8cZHMHBK/YX1/Zi8Rg09sqApgZXlhxj7eTAd40OVRD8p2KuOc",
-	"lphIYexbsE/ts6+Bww9N9e1tcKmVfS2804yz4j49+gY93obctMgbV1cHcbxXAZiLQtLc6JGU8lBMMVig",
-	"rX/JtjdnKZY+iJkiCQ1DyBoo3N27kYyDcLy5UQA41n8mVCmW6kn+f3/stT/S9pdue+ei/efXzY1v/6vu",
-	"7mcL/R9I3bUHb0Yun7iDGLytjZWnBMEvWuCTLWEIN4Nr/b925b9Bq+Pzs4QOGea5ThbJhNlkmjEHWac/",
-	"j5mCkkb9+ZBK1o64ZFxGWg/wiBQ+DzZ3eqS7sROgw+3Nkxe/9sjOb4eb52Tj1YfT5+Tk6ftnRwGMYFPw",
-	"0D7KCc8cTIGmtjcLNLVdRzIOyvItsM1lnei+p7aMCZURuGoOjrN5Fqk0agR4DcFlbFweqHdcsdTkHFrn",
-	"ZkXp+HpjEZrNGBUqoTM1uZilkZ4t/mW087UDHKsPyCj/x4zcGYrp/8b3/fzLs7MPv288Pzl4dfJm4+S3",
-	"k/Lf/qzb7W1HUs5Y+rMZDT/LMFp+Pnu1t46fIZX+vI1/IUrLzxv6dn5OLxIt4xvR+2fHp/Pum5djsbe3",
-	"t3d09m5y8G68t7f3/ED/fQ3/3dt7+fHpm+d7e3v783fxwa/vTzd7n09/3//w5OD13vwwOtlZm54l0dVv",
-	"xx8/x68/hR/lr4fPn7z8fetka/H23dr6xtVvJ+y9HImQX01+P/n0/tXaztOPO2uDrbUna9HHT184fzLp",
-	"qaOzl19efX75bC39/OHt62dqazCUwy/r159/3//008bl5+O1vZdHaTwffjwdPXny+tNYfFhsfgjfXa93",
-	"d3rdX0by7drHl6L7/O3rvcXL48uNy41PT3e6Pz09GB9PX79X54vrg9Fp8mv0ZCbWTjc+Rtu//H766fL8",
-	"8OXO3iG/7IYv3k2Tw9P9F2tvOE9+ff7+l4M03O/15IvXT5Pf9ybXw73h2eKX43Tj05tT+fZqOz5ZHB//",
-	"+mT29s27j88H7zY/f/r8087O+eH5MBT8aPzLbPxm/3C9O3jPX/00PBttv9wJw/T99nwsDw9fnT7bfCaO",
-	"ouvu6/T87fONZ790w+5OnBydvoh6v/Z+T+jlYOvN1rsnn6fTTzLdT4bv37wabR4d9RTbub5++iXZOxux",
-	"6/U3Pz1jv33iLzcTNpx1n4z2Z5/li+Prnd/n8v10i7/di397mxzs8S+HTz//Njwb7NAvsdi8nO2IyeXO",
-	"dm++k55H6eGXj+LNs83jq9Nuwj4cy5fzt6OXv07ZWKhJ91W4N/7w8kW0GD3d7L2YqM9bn8Xs+fvN0ydb",
-	"n3bWflnbP3796eT6p0+X5/Tj+eD4469b14dJdPb7Zbcrhp/Z4HD0hH3eWGyJ8fPj3tnJq/2Pm9vPXqZb",
-	"TyZ74Vq4+XEWsvc7zwaT9+L4Sry/iufnx91ffts7PE5+e/7yQ/dy9NuQjafXn3769OTLdL4YTo7Xz4+e",
-	"HXb333ffPPm8Hh/MtjbU1dXl5vt3P7168+Vq9Gl/c/3z0+n5b+vPRy/VF/nT+rP96MV+d4eu0Z0nojt4",
-	"+vzLx9+efZLj0fD39/uzUxm+evn+5Rfx+Wj25ddXx9OTrbXp6w+/X35ZEzvvnhxu7D0PD+Vo/e3k/Bf5",
-	"bmPy28vR50+fZqdvwm7yZu/N56nYvlz0Ijo/2RpcPdk/P9s5/bK9I04//PTl1XRyMtmeH3ffdLvP1gZv",
-	"rnqX8atpb/D66eL5l2d729f7Ry9++fXL6ZXo0ZO9jeEv8rPYOLh6L5MXLLx6+dPel8nLtTdr4U9bPz0/",
-	"fnkpNw7n62evBju/d6c/XdGjt2s/jY6S6WDr9frpk8nZx19ON8ebX6YfRpfne3vP19aejA9GW0+Ofh+v",
-	"ncItPohfnF+ezX6d7u9r1RkR0vqN25jOciSodQcHajvHgdrofqvwf5d31lrEkCJezSoxv7P2cGYo32SP",
-	"Zcx4NROowLLrkE+DEhuHsGjaN6XKlnd3Op0Ce+50OgFgO+qVWWxHhA6Qxdn/U6VEtn16Z2o2zkqRigl7",
-	"9JJEU0i/HRGarV2Msp3Uex1YLblt8BSKm/KvZPpXMv0rmf5HSqaM72hjuo7xWNFVx6wtqq7mLRs9gy26",
-	"vfnUg7RFY4R74JSeUj6jMWFcpYsi81lBJDqG0kavYnz32k/+/KnW6Lai9CZD6Fyo5ISmdCor5pBZelFq",
-	"ZazYsyVpjrittZ2uEXA2M+T0vuhNpPGJI7ZHNJasYAJlRzOUVw2vEV1AMrxUlIcXahLJi5SpWcqlwV+V",
-	"WT+gojZgh9EHOKKzWOVSsFEJN5gvgj4RvCqMUcZivLpDgqG8Cvok8K2P0G94Zwf7pwfn3t7bl8enr89f",
-	"HXrPX798fX7mnRycvj5+jq51Ppvq3c3noNf3p0sSuODKca6wA2UqPZxJKAgyOO1Y2obG6ETEoQRrNOtP",
-	"YwCvwQdhYHUN2NEwZjR1Zq+Hc6eM/bHMjAdCxIzyCj3dPv86+nkRsTjM4BbL4XtGTPgJcwn0qSU0VRYE",
-	"1hbeNypUgW0/atTDlPVJAN1AAjISBnhosCAUQJKwLCPiJlHEVjT5PAAAqk7gkQDQiQIiUhJg2LcyUtbi",
-	"DPCjyv4StxVJhQiy3iTVqSN2uoHc00wnYUKrc4XBb+hocpsrHPcsn0Ldab1iNNZ8quCvsTHGhrisemtk",
-	"BtGX3YzL4nUQl7dOzQxSNyNEV30L6LO1e5aDA0OKSkZHFh7IwRPukCNw3+DdgcQX470pHuHfg3Zb3kkb",
-	"4a+ucuHSA2kiSphBOW7ZRX2eCbXcJfUgrO3a0FTtibzNgZgt7wEA5SYl02hsqjYYiJQfMgQnSeSEIqRc",
-	"lAIKdGtp5LA2hpcd0td6jGnIuzVMkot5hwQAHneB3wZ9g7sWpouLdMYDD7HlfD5gHRfitp8jlpidpDzM",
-	"mYEkc5YyW6fgc9twLZCXUZLgHLBhAkGD6wdpFAp9mBYEGzvjmMM1dGkulkOB7vwbXiObozbW8W0Q0ELI",
-	"ysJtdMm4GuGjJo3hdrzjU3y2EhesoV9Dru5TBi44Qyw2oouz+ZLkXUhqUWwq75I5DAw34q/xdznp0DSl",
-	"i/toWIVoZFWhtIBXzOAjIiw5VM8KXmLkyARuY4xwy3ICX84gbRIGcKX4eASY3StlbXhfS3zIYH5/vRWv",
-	"HSU0ZqTDj0x5fyV5y+fLQcxNABYpfaUTdiTCt/KRfqts0J9V0EurctCBmOk7bObl5SX9iEQfKTLUtJdy",
-	"WXLvL2uhUNPjgAtFDNF4yDX+8DK54aGw8FBQ/OlBOXKmtIK6irn85sN2xkT118hHV252kPe005vy3RsF",
-	"OM0qLFepyDVC8Y7MaV7b0BQpMTys1fd5kE07IE3MP7W7offHq8gVvWP7Z+9Rjng+D3DXIQsJLT2t5Dmd",
-	"HwLSxDpdLQG1UISqs/HMbEPfYj+A9gchW0qS2SCO5ISFRDGpyCVbtDxi36SEuIgFHwdeESI00GLwldbO",
-	"ge3rX5js6otciOiHMvLwORIIAemvacT9kSGrgDTZNFFYmo8tpQzqqVZs0X5yAFD1COEMM9gYjKE3lk71",
-	"WgCf1ZHbLVyBFmhwm/UC4MA0iyXr5DB6poez3SsC0syyUAotM/Q6antm9EmlZ8auPX19+CAuL1BclqRh",
-	"Ts7WyneOWItIp7dH9oQ9GpCZ2cFAUl75IJwP8ySS4sbBKHZzIJKddfFwJ14UwMV5VWSwvTNwtYt6uNFP",
-	"MmM7E+VaQ/p7OzV4X+uYzu2vWR4GcF8yEINiOxYf3/t/xpGazAZ+Qyv1uLfEb7yM1Cv4ENiD3zibiMRv",
-	"5L1XNt0putqR4YuFo6qs1bwTeab5sVYlcpWr362q8vakyjzvqKYHiStazMmWLXH3rMtDvgPRqg1xRNht",
-	"lpVZCFsjWvLgBs26Nlsr0wUeLJmd3Suv4IAriKaLEXHV46LQXb9tqs6BOLfm9h7zrrplz81zSbleucad",
-	"Wa6QreoxKyknVhlBswmOEvg/PCDRDrQQaHCwAGlkO8i6zIIqWg0Y6buB0SIbIXp18PFg6+j5x70XGwev",
-	"t98dHb482T/ePPjll99++/Xwxe8HhQgRXK1qeKi3tV0IED0tBIi2uz4fiIF38svpxu/Hr3959vHgfHvv",
-	"3cn5r89fvn3xcv9w6+PWkye/PAHunt0cdEmZW9mHS11jMsMi61RxZxd/kESxa+UZrU4yzeNRmmuDAzXX",
-	"kgdnxdne2DfeK7IB47ysPXaENkVnHshXg26nlzB3r2+mQu8C+2AWEKcw/3pvXr6Z5f1CgsVUF5bfRbC9",
-	"DJdtBj8GnpkgftTaJWZNoPR3rIwubCScmne3dvv1BuVNu3dIL1lNASjcFegPVTAzHSh7a1jexn7LXEJT",
-	"Xd3NL3SscO6iKVWBVsh6GZiEqnWuRj+rNNI8hWptMk+CxiSri5BBqnMkeP4VssMLkwVd+KprtR15MXAy",
-	"qv+om0fmeV7vbfWeeo08J17L3xue31jvOU9vgnQ0L1VC0ViP+HTTmcoMYaQSOqwXmdm7KnZnLIbQf+aS",
-	"LcDniZ68AKYU9Ml7oEGVUi4j5Xro4XdQR6jnXtDB7HIqpJefS10COjSKaJpX6fmAym3npb8t5Ww6Z1t1",
-	"oJUO26GYzdscXsuo4mu9vFw6Rh35lBfeJVNGuSkhhznbRPzCWru3Jn7X0OSKesUbtniPPwG831rlokh8",
-	"FRUD2EKhTKCfd876wY2ZSNK0ySWaC6MXr4XwY/oXZs+g5wqymzbkLFyyRcmNbG7AattSvB+1St4P2Qyl",
-	"iuKYSEbjrN8ShDNoamsAQo9QaQ9K+tx4XC4NFUtMLp2nAlHhphBbWhBDVPq3+ItdbbwhzBCZiit0ME9t",
-	"oS3U9/SDfEiPANYyVdiXH2bi8yHlxsVLScjS6ArtdSipulYOGDQWBv0giZhzPVdZ2tG7aXOWpTjXunLt",
-	"lt6lpReklpLLBLjkXJcIjQJx3yY6bmLZq/LUN4Zl2RpKEyOx95qcGTozMGWolZuHfU6ThNHUlJ24jv0B",
-	"U3PGuOWIkjQD888OPsQuRqmYBi0As0C6ndNF0a6/D9teGkA9c2+8dO6uoblI1jIzs7U339w6rntLudFS",
-	"Aq3QUS2pFPEmsctJXTIztOESoxK+ZAaxiqDnWY67KzOXwdQWRVrdEdRjYT6CO7oOPvimcjTEXslqLpBV",
-	"GoShwiFv3XbAD6k8KOIT18apNRPNGi5iQQBgUJqcxpbnQswi6hkLDYhgUc2ooB+76XjtlIHnbVirhayU",
-	"bJnvpnl818HqnM6kacSNXkE6UiZX/qbEy827JV5mSMpLQ8D5HOvOejllr6SA1F68BwYfrBEScakAqXXk",
-	"wLPi1uIzDh2IhHHblCC/v5AWkq8f4vxYFJJkFYKIJ2SfAf6rByNNGs/pAjh9EZrZI4VmEFoXMkhGda1g",
-	"WpUI+j8I9XsV+O4VoLq/OwA3IjWfqVqoi4ALzoK+1qsKbL1Dghx3z8mGztD0uFBkwZTP84TorFa4XxIR",
-	"EddKW1Ee6/c2vEaOfWgKnAtSISt6rtxcs6KKTbxa0faNFde5KEWPR6UC+0FO6P/Uou2H1wxbFl4DVPY3",
-	"lROXjB8OgcGid6cwk1urjlOng0HluEC7rWllVYYjWMHFdufq5kfOQEDpEVkkBUYQ2Kd4bA8onnYY3J3K",
-	"pQ8j/jyzsYy5U18c6PiUyvfuHq6S0oLsCHVTdFTWik/+9MU+2dncepJJ7wwlrHGf6kXzKpuisizx6+A6",
-	"iSlH08r6Y8VwOEtBm1ueI/g4/bOqqmKailQuZyl6OgG8C6Z8gV3Lg5Uzd5xM0RoHT46aUkf3FtjFdpYs",
-	"6cYV+JvVFWQXiqXiOA9Liao2dp47MmIxLjHNG+FcqpZtJjuri351fn5i2hVn9GH6bLhvhIbTU3qNl2Rr",
-	"x2WW691admm0m4o1PRGpIgbGbTn91fc1c/LaDUhSScG5WVX6qkf7VhKUq/dKW/3ISyzD4hrBjmTncQPi",
-	"gXu5a/wRdBAzj0zpcBJx1rbJA9hO3TQweZZSPpzYbqmueV6EJ67cNQhWlkHyRiIdRGEI6IIuDFFtF9el",
-	"8FNVSHKT4OGCwpcw4ouQ2SWlvHg4y3uCFnB3cwPAXUkJh7YCuITuywsDIZ5/4D4j4tA686wsy6LAToIX",
-	"phhdzHjKjG1lUj+qAG6zRKqU0emyjzUTFjMFaSamY39BpS5uUOUSnTIaRpzJil6tuTwmgpgAE3i9Hago",
-	"TOPOvjbokUu+tdMtP+HYQw2ggzrgBpzJ11UTN82CQE7V+vgrqeb4ZqQ0/HdhC+3XKyWfe3bCdZe6NLni",
-	"lt+4z+Xi1vpKCOSsmJKC1rrBtNvVBh8Nw5RJyaRHhikD4EYaQ1KY8RYWueKVGxEjkKE0nBRh/XI6qo92",
-	"gVsFQfSgFQ1pBrC8wCOBJhj9/5Y0glLQy+7DDbLMKRVACB6jN96paMA49G+oHSjkAtf4SQVH86RoWvRJ",
-	"r+s2DBcjotljOqSSkf1UDC9HIg1N1ZjPm+tdzKVvaek/0irVOBWzBH44iq4q9SGXT0afe+2d6+mmam9M",
-	"5mnYTp5eDfQzbmVYt71D25NPl1OetNVV+8ufX7e+Ndu1H7e+LkFtKaIoV5ORlmImQ2CcHNDhBJCPMQXb",
-	"0+uDlu1YrJthnZQyT8aMM0iwqHW4rPe7T6qWvT7P5fuyyZ9+GbY/T3rzsP1kMb28brOttEv1kj9tXA3a",
-	"2+vJmLWv5zufZXu4OZ1ohvk0vewt2lfh1ki1p13+ZdLe+Dxn13qXt8dz2e5df9oZtieDTZW2n/DL9auG",
-	"1/gy7E7D9tbnpxPani82RpdtNd4G8bd+NXnC22yQbl63d2TY+9yeXm6pLw2vMd9YXNN2dzzaHraTL0+n",
-	"V+1PaW+iZ70dfr5U7en1+vxLe3M4YDvtq8mTsWY0C7qVjNob/KqbtseXT+dhu6c+b08bf1bYRXEvvy53",
-	"p9ptvY/tfQcWXcqtp9c2t75byLTv1rhG3atber9XXGf9VdYi+xcxKOdECs4a/a2e1mONEtTveo0MOHGz",
-	"+6y3/+T90zcbR9u/7pyvf9j8/cnHLrKNdBmNWkeGdSjlmoOi6ZgVMzTcdIdqgpLgrDBjnOnNzoolMuLD",
-	"BMB6yScxILjUXX1dUyxDseBRtRLBxUuthXktYv7dLYfOa4wiDsnQtf6wvYHjcArMVgY3xgY2+7311Ym5",
-	"jA1347HXCaV0hft1N99W5gbKFJWMggBMkIWomlutfagtW9Cai/pLTncVG6pEiDfjJSLRoNoriRJF+/C2",
-	"TJElORU2SDxgsZiToDijALUY+2qzy507pkeUK1BdV1RpB+w0PbxzzuY6J7ycs9Q7owZUDScXMvrCGn24",
-	"uBG/GMXReKJg28DwSFh6gV70Rn+rLq8pH8JJZIPR6vczgVi7GhYdGcg3rBW/3i2wkdpjc+bqvHiz/Npn",
-	"+lWmcNCmMlmhbzvgdcgxZyRm9Kr4oM+jMGaOM5mza4VI+9CtgoZZu84kZVeRmEEllEnEKSlGm+76tm9b",
-	"XWXvnTVWtvZQyIwzmmuQsBB2Gn++S2yaExfY8aQYKr6dTit05Xhta703oD45xYMQ/Ct0n4XI6kyW9as7",
-	"RDNKkfT8hzlnMiNkJQBnr/a21ntFPmSeqea3mtdmo217T90fbtcdnJ1gZU+0Ii4VS7SaiadSlGIb3Tv5",
-	"evPVZhPNXl7HB94ZcwZivXvgRluevI3+/2X+d61CFyO4KYsZxc4tJpm8Q15j4WvCTJsMSKz5AWLrbv8/",
-	"02fykos5iaqVyikLo1Qvod9YC6mcDARNrRcETmaKJRQViKCG0ZLyOFeVijG1BnppnGkd0OlmcQ4NK+qD",
-	"EE4nCdMOx3WJFlq4dcgRSEPNbCC92OeBQcUGVKS87WGz2CzRRJxBNYUgDOD3FwOv+lhpkiC0/00BE31g",
-	"bnsC8G3OaRpCZeMlA5DwM+yJGjhdJn6QPq9vl9Ahe1w/0dbfRKNo6FjuBGEFoAvpgJnALGZ3ZAXGWVrU",
-	"Kgs0M7tthbap61CIy4hh0Vd+GoOYtYrdWUPBpM+xoykbXpJIkUhJFo/6+p9mh6BM0t2RYv8In2cNJJqQ",
-	"j40EiJ1i1mgSrU1Z0NIDxIymnMwnwolbkchkAEZ6NTjvhpc5XMyyc2Mjid6wBQKRR3wkqhtiHcX6ylGS",
-	"aoqTrJ2k4nqRLRvSF2kYGiQNKIPf7m08bRE1Fwb62SZhREDhiDJAOWHXkYQGs3M2gB6cthk1uWQskVDK",
-	"YZtbS0ypsK3tdwvQ6PD6Sovgjs99/l//Rd6aOyD133/lfdT+ylLyjceI/EUkS7XQ/ks/2G63SeG/+sMp",
-	"jTj5iwT9p92n3YA0wQ/fX1uDPLyJkAq/aJG/Ch1FSFPRscQM0MAjAexH0PIqSSzQ/1uSJng5MQPNI5Ix",
-	"oujY+ZnWE7C+ALMNAajD9LNy2rrMuBKz4YSFOHnkCX+RYL33pNPtdDvr/Z3uTjcwk80ag5Cmy1U8gnOH",
-	"TxyXlssCWh4J1iYAh/FFP7IGzkT855SpNBrKAPaABCKRenv0YYDLBKaOZd+FNnemXgfOI4JYEZT2zDkJ",
-	"4NNUBgYQwJzzubvfmPilvyl8HEdXzOZS0sJtzvrNBmvTEQ3IYGHJo0NOqJoA7yoJG5oyW5dGqMTJhnn+",
-	"kfn9LqGWUgvcC/vBGIwDfDuZUqB7IrgSdiZYomYeCNYu9K2EYllgCvCn6XeStZDK5YCdHqTQUWk4Sd4i",
-	"BXKR3p2+lYULlcygsw3sOAplSZql/u8tYpKhsAs2NsapZN6Zs/kwEXZuyKvsyZS6G2QYF2Jkj7vSnUfv",
-	"D7A/aflf1pEnkvrcDK/VnCV/oRaluUxp5veuyOehczYJ9mZqItLoC2xiYESQZ1vFuYIKv2qtJOZuZOpY",
-	"xESzaWf54KAU5CfRIXvQTsggGxkqIlFomxRZqF1c9y6hfGH6vLBYAi8PNrvrpNoF6XWWU+d0Vwd3uJG1",
-	"5pWR9Hmw1e2RuqBN4JFIn13ebdb+ikMkHX66ScqBncBSCoS0gVVjFQKG+iBWW00saAbLuosEHkE/nM8D",
-	"E2MMWm6wMBiKkAUgmyOpLW7NA/QZlIONnknmg8YosHurhV5JAFFQgyVtW3XSlEGVuYWnwTcuTPudjlm+",
-	"aVE9FFxR1O+1LeaZnF0tUIdRMmGpYtdKWuhlRrjgbbs1uG/ZiZFgq7sRoIKZc2efzyeR3o9UG7Uq1YaU",
-	"tURR5JtADmA/wRE9Y/rKSoceJPJsVEo1R8+4j966BYo0WKTtCr+ceABHqpY+cg+Jpk9Ngk6oBoI7sZiT",
-	"plZOIhZaOWrtaaTpOC6yuSm9ZLJlmuUHW911Um6njNnf3GGoN7dXRgXQ9FfGg2HXinFQWkhw3c46ZYEo",
-	"b8M02ymTidC6jU0cdZ6jfFF9Sm+4nonMz2CwMMkN9iIZB4n+q8xAlTWoLTAPlCgAx2fXdKjiBWJCwdB9",
-	"EvS664HhQ1jTU8ybJM3g5PjMiBX8Ugv+/LNMcNhvtdApdyPLflHsAIwx5CBbp4vhhkgpwMMRm1CfI7at",
-	"FEC9mGaCmoQWVVIQdq0ZRqTihc+bwa0obaZZY6tDTovlkqasA0I9+hohcS5AJ5jSkJEmjaXQx1K7LAOm",
-	"hDZEfoxakmlpGhS6ZfYJF22MKKKCb/NpnYq5zLfZ6HbWO9DmQSSM0yRq9BsbnW5nA0NmEzBK3V6IEDip",
-	"c0WbHS+1EPPsBz/kFVO48xMxxxRIdFhZuDCJXOHS8bHadjS4muxyvQYcAT2zvDbUa2R0r6fY63aXxV2y",
-	"59byX3/zGpvd9dt/UW5c+c1rbK3yptcmGSFLxNrqbqz0trwJnOM1gDwE11/wx59YKgrqrkHKKRxRwcjv",
-	"NLwGpnobo6So5mMaQtZV8iWDokySBfS1lg+RRU0Uf+p5uc3zpxFv54VfbceVnghZQz2nkAUiSf4bVFUc",
-	"Msic4dYL3iF7BjgQm47CreKiWImohVmpMkkz6Fir9Ja+mui19DmCpCB5Zq8BWaT5NLseMqPalGo1l9Hl",
-	"GVN1yZl5E7JnIlys0Nd3WQrnaj3EbsoP/Vb07BmU0AffoRV+8YyGp3mL9Pteu83uzoMayNWnJmXYKBvr",
-	"vSI5QbpyHVVu7mo5D2IE6jlrW6TefkHu155up1Az4VSx6skirbtTXrWCom5zHqVzXc3AQb+80fkKaHZT",
-	"yxwASGB9axXSqekl+T+AbZ8h/hOx0KYOf3WCezeyciToleT+VEhFUjaE/vZ4Dz6JgZdpwCIlNpzdqeeY",
-	"L5nCmOESSb4ao0QY2yzYnm/HCxu3zPofYxLBBoT8TG7ADRF9OyamRLiR+ZqcEehF97jJElnc9bZcCc3E",
-	"TYC7sAGnWdS7tAP/mCyPb24Yv3h4Zr+rkzfRbmf2N56NTYF43CW6yQe3LnJlNprn5tQw0vNcFcmvW+dh",
-	"8nTzQfK0Jvt3iQBM82v+oH6sR8JZ+6qSrTLNRxFr5VGxotDMbgKwD4zbdA2yYKrzP8VyUHWEWpU83hLr",
-	"ADqLSUKBK49TvbeQ+QKmesraWb9SVoUiyRzsPudsbgAlrfCDtMsBJml4JtUCXC0QSVURn5n0DEjxmXHp",
-	"c6oIxSIfOkyFlITGMUkZXBK5C75VfVbpDAwOTA2SsymTHfICgM5JpHyOOHLo0i3fCYP0GLwVw4JDubXc",
-	"ztD7c1q6UHe3LSoZOfU5OHdhXI6dUbUrenebHvL6f0ou4iOwb/zSzd9yGqfb078B4ACB820eWKdRU7Vb",
-	"04y/lgmvXMDz7T/LvquUp2Sm3WnGh8hy+oFMK/ztLplTjMyboDyqGJ3vJOEck27P8sxIZsivlezFleSd",
-	"/dVjSjubdJoDsOccPm8GABXQ/5prt5pr4CC3ToTbTTNhc2Hr5eZeGGqp6Qi8Djli88zEpikrO8ciZfMS",
-	"d32epVwIAHcEg9yiWFmxGuV+NCiLz1MAfd4sOLNdEbdclp3Cmt6wxb++3O9FZbjF1jF/E5UVwyrLCe2F",
-	"SCGDFaLRhgP1a4MwpBSDwaJen0MXHQ8CSQjSafEkpdtqCLoMSZPjUATvQQAVC5XZskjld2pB5POboi8A",
-	"IRRkWU4u7H4AwX6bZ9iCSChkZmiF1SR+0SmmVJQGMBErDwF+cAgb5OpgOC5eLAtPjfUtjgzc3kCEC8xr",
-	"haiQz1eOV5EmcO55JBkJNrtdn1dLzVsdcpBjqNoMZL0+23EAY+MWe2fX59RmJRBKDFQ6Yq1i+Jo0Kc8O",
-	"NyAxHbDYSAwuyFDEgmOsVRtRMw5ZHoit1zKA9ihaDDQ9qtSbvZ7mW3WVpEHfPqqPYSivAv1zXuj8FKE+",
-	"L1IIzU4iPu4TigaFgaPMPEOmuQKZRuE8i1bbyDkEZhFOJmuBU8PssAEYABDeWXFfTYIXW4yt7u53Xq7Y",
-	"tVpLYhpVXGxDeVV00eyfvc+9MxZZ3G94twEhe5gi7T31trs+9xuKccpVf7PnN24FC9a/Xfe2vY2uz50+",
-	"osWJOV0NpDPDEoJzxrruj+Jsh7gXkvOy6QzEwE7mVujkFSdzc9dRH4F5cxKrmAFeTbuxAuNGuCO4/SIN",
-	"UUQ55k0hYr2MiM3za/CwefZIAO5g42+3RB6it272eg8yY5aWxmfmjOYhpHBxnKwsJ+vQXgQLJaqZNogw",
-	"qb/NUqT10e1aAGwoVsYpsLBDDjImOpRX9fZPSW+4lwn0WL1Tluzdo9hASwVNLvqqp2BVHrMnCBqpheMK",
-	"Z9IhpsuBz/WhZMK2LNk6yAv/X9dkDSne0qnR0XBhYrUqrun3tVTFPdd6kwVtLSK7iZHR5eYT4fRmuWK2",
-	"kBvfYVKCIb3My2pKwX1pM6T6mPyyNHWhnDZra8q0lhRJ8iNuwY/WhHPQDc2uiLnWqbIeOMS0wIFea8D8",
-	"b1ZWrbbrc6utkqKyem71UEzBdDoFoG4PKdi2M1FzEFN+aVoH6CnAv3wODjHgO6DS/RfkQZJozEWKfYt8",
-	"/uOybuB6npVW4HcSw8GuO3yhK5QYjfQU/3dIFf0Zk90pLxWWmZReYm9kU2rqpLGTrMwzM6cF7wI7ZdU+",
-	"VoEe0fYfRZyEFmz9mVZKI2QBucoWuACX0OdCPwANOZ0COcxVlj4PyppmQJpBoelG0KqOaOhaHzyo/dAN",
-	"FMgAHq1/G4fE+mFMNSGXHvE5NDWUMmGxyvuttDw0PLCZlVH4u11SA4yVpwRbe8WibRhrxeY5Y19Q7BZD",
-	"9kjW+QhsgDmjl/Y23tjIquURt/2UZwSAz53mT7hsFAxFTiEJJUuaOGkxkZs684mIs/4bmcFDSt3jPMLp",
-	"FBr40+HE51nTi/lkkct0d9nLmsRoC83nRfo2ZF1skVvoBppMBGctuLOmpYvPLSSjMc/zCo4olXrbU5bO",
-	"uLELZTbHptMgUhP5h0L3nZqlEBbB/Od00SH6aWj3WGqOWG1bgXY0r4HsiLjPHewvyDQD2sK+oNboo9bQ",
-	"IxkDnNKFFvqzhChBNslh9Iw0sSneVpd0tY1tG6nJ1i6RSRwpEtN0zFJgl8uTHfE2WpvR6alVFa33bn2S",
-	"Wb8dYiAGsIAXenh0ivxlIEKgHdyZKpAjlJfB/c6ry/JeQBUTw2kMcs9eKv1iL5UOeY6VNX19lAW850Jz",
-	"lewWIMS+loBcZOPun73HmySRsk01i6KX+gKtuCG2Z0vdlmQ9svIduVNrl+p2Pax1i8+/y8lX0EluIIA/",
-	"v49LpNhDCipz6zwc+udG7TGMTcShFu8VO/0f3/jJIakbSegezqGHHwOo3TXG1WtLnU1hYbqdxmtGmrcw",
-	"PI9qZcRJAFcUCjF8XiudRginYCC4tGlmxCa4LOBb9FfAzv1neyxWMONO6CIWNDwX4q0WPo/l6bjF4jRH",
-	"b7qZflc71YjLf4K1auSXaYuTBdfc/jg3mqrww7WvxlL4tlJKprH7Dl/sQeo+84rpL9aJjVcEbDAxvBQz",
-	"1SmrOE6PcwBjL+BFL9NVXjJQVB6UzLk6oLlZjITei5fM6YW04TViKtWFpre6TJCN9f46pGsWAb6XgXDf",
-	"iJxeQUqvhz1fjUkCucEWLkn/c85XzyoNO397Bv7mCr+TLD0S6oXNtfufkPNGq2dTc7srGnzd6vJHYCdf",
-	"h41vfy5lC2vQ9RccWfcb2Vtao5M1qSpGcUnTuN6gUBUwaVte2ZTy+XJekxfjm8JuvWUAlI8oGFD2OpPK",
-	"5+gqQyBt0jTtSQAYCdL2bIP4GsD5GzIO9H7Vs6nN6i7gaeqdCHfzOkkIu7qT+/ca/hMSHaD/tXsR7yJf",
-	"12ZcE+h3uEn7MRTQOhfphrtxhnnlkkCFqC0dxWJWi0KPYmsphb+DhaxM4m/x1SSORgAoUpwcZGqwf+XM",
-	"P4HA30Yjh74NySyhcYO3cqvW2Ot2HdA5E3fDxIjoiplWB8ClQ6a5PePDRbWaZ8zUK/PChyp/Jczn1RQn",
-	"fHmd1rQHyyif2Xc8oisGmAhJKgbMORuR2FwrA3mz9GROUjFlasJm2GwZXLASgNNs5LDp+GV2rXb/s57T",
-	"JjhOD+ENxutq0oaz2M6FP+t2N4ZyNpALqdgU/rSf6p8UPpjxSOEHAeBnQ9oOFqJHTOaBzzpmNGbq0Kz1",
-	"flkn4JN5dfD2JMsyuwC5f4Hw4tggkmDfKIMmhZ4CSWimIgwWkJIfaxvnv8j57ycHN44GXI+lPr/hoa84",
-	"4M8+9g3wG9/Ierf3ZMXfGCR6/auNdb/WK7o88cJsKIk4KdMJEsffR+rO+6fZMdeQe6Gx2PKcQizh0iSF",
-	"YFfKtqPLUIBYbDLQbChonRT6rPlcpMVWa31LDhmoBTRzsfGoai8k9CQVmuD9gD2LtJT2iOAECr+kzIAI",
-	"cXCYHE2SDMbkxx+zYMaPP5ImcjXP1Hbo8xvGM4DzCc6Yau8DvlDgQTCh5fk8h9oYVrrSIVYSJNyEZJZA",
-	"gGIP+kxFHKFDXBSO5g1YG7aNS9AysWb3HTZgJamK5ChiYR97LH6aIb4ICdwOdEGHvObWCYdhJUB5x8Ae",
-	"LBRAdQzE0NIo3p7TI4uYEKoS2jBwFSgj+0B1gnCZ4My4/JxV/KD5APbOq+NPWo7ETLF9p+3dvappEMpR",
-	"n8BBtu+lTLm8pWJ5VzWDqjk3t+zxAZ3+vjkQ5aXaUJfuH+ltWdvAZQD035w+XflUspv52NPY3Ol1N3Ya",
-	"dyjAzA7qQTmUt6g4jws0utrC6jBZlziZiukuCBxYSJv98UcD11bCaPU5PvDjj57DrQeLIh4jpPjOa3Bc",
-	"+z6PAFSYxqTML5v1DBOR0SACC+BZ8wlVLMtVSRLNsVSHHI8UMxJFs59et2sSJZzkBQ8yIrBpw4SlNn4f",
-	"bHR7wVqw0d0IiD03+9siOtyubypicO4mycVQBdGSHREriZqkYjaemGwvmLlJ4PpeBtbhiJpOUivbVtlF",
-	"cA2se9dn/f0tTI2EK3Yyre+LlGVVnjFFZkltkk/ewNAGmExiSSzGY8hKMG2vl/ZH3bLuZDd/stx1tdw7",
-	"9c/HQAhxLrOjF9ynwWrd/q3MgerbWtflWS5rjduv98AB+AppohcQEy2zvpMW481xN3LW6hAU1HCRszKQ",
-	"WjQyA7q2gg7loVY2pHFsKAXclvgKBB6rKk3fKez4sJjezkoc5S22Evu+fpfDEb3B9XKjbXNIbzJtipi8",
-	"JdNm32iGmTHi3lFr4sA3dUaOZT031k/ZkUFOokGzjOwtaRcc3B6aKUW67iNqIaHWMW9d9lkP05JVgxU3",
-	"NugXKc8kkiJSdwW4r0PObLImELe+bNDGCNWB4ks7ZB9vxu23LLtDdWo65IdmfOPA1ZDvXfv+EI36zqpk",
-	"PuU7KZUryPV85DOsKr+3EvFAjeDmX+6hzXNg+xn+y6EezKGwdNgR5+EMU8ORrdyBTWWtXJeyK+MCpgT7",
-	"5Sq0zYEBGE9AidtYzJPbpSvgNxuPCshrJ63dI4oBhylCa6asmLrmZTK+4L2Y0vQSYCZz7wU8E0egjVtJ",
-	"LWuhSI11YD0dPi9KbaIE4F5FV6yC0Z7jMDt+DG0NaB3A+ijI6i4KOJt/DvermNYP4IZGPDw2OGGhVR/U",
-	"CYT/QbbVzb88EurEtIH9l4k+gpqH+sl92GgYQSXATRinef5EhjJfdK3Y0g7M03bZXAvzIXwO/muckeW+",
-	"q/ixO+SDkxlRsokyvXEexTEZMELlJbaGKORbOOkWpkdHiavd5p2tY2hm2w5HtMrA6knEPhLpiyNCBk9/",
-	"u2Puxt8fvl4lVxHZhm0BuSoD+HvVqFOq2FvTEPoBPKC30s6/pIrNsUPx3aPy+jcrMF/zjnPTM7oazHea",
-	"AP3x5zfvq9v36Lbo/gOY0XO8GaW0FXAJ51znNsvy0Jh/nM0LIO5NCm0xpCK9LkkpD8WUDBaKyZaHcAcS",
-	"cMry+kMqyY9Gq/uR1NuIVJqCNAg/wt+U+7yM34G/1pP69dTwpqIRaT1pRteBatcbzcpz5zOHdRvfG6HK",
-	"50HuiAt27cgkslVUZcPWtT99fo4VJlgEAHAc6PYG/zH2XjDh7zxLdqnhWtLYHsnCexC81t2NtX8ZxT+I",
-	"UZRNv9u4xX0NvKylQ8kZXrX7LJj/TdYcWmmMk6o9Z8NGLETWskustzQC39bEmH2XLFG1KojP76SDmP24",
-	"yZa6XRU5Fyq5QR3559kpf7OW8reaKf/ynr+J91QtpuXcx3QY6SzoNF6heCWS5DhhfO/kddZDDXWMWRQr",
-	"EnHTQ8uEkU3fNRP1NeXA5eZqeV807JUGrfL012b8H6TPnem0liSxmWmdJWx4t+xGu/I8nc3sSZ9A0xWf",
-	"R3wk+j4nBMJ1/SwzTX9k8vr6BHq23DVRTCtJ5f3s/F2GNYIARxIaCrmjLksQs0KhnXXRX2ZUG70QYXgL",
-	"kgRPn3FQfgVn0qs4Cm+3qbE63c0IMznXdIgNFyE3wOfNbGgK+UwbxM07a91mKWfNiW4QUymzrfwLkuJf",
-	"YfWvSf2vtFqJDZ1mN6jEK5YLLZtDcYu4mk8YpPqgRBpzFrYtAtqEou7bDLjgLPBIYLTkADBGAtSHg5aX",
-	"DVKO7moTO2uXVacux2ykDMRHPg1bIILFIQSKSZbVdC4RdDd21bpLKiTWQhZy/CAZw9ZI5kl+K1V63liA",
-	"WQHBLhdk2nzDOzR7r6vh/GbLRZety7NbD2KGKCHwBHM5IO++9IdWqK53/9Yd4gDa7u7PkTAerWzhyydb",
-	"mCtAUOSThZGXvHf13lgjavGC6zWmzFFvK6hn8mENNv6VB/8geWB7U9Sccr1EwFaoK9ZQmQ6k4E71yo0R",
-	"3WajN/QApqlm5NhZdqu7QTKg3g55JqCZHb5xQq8YJgABdltwanuxBgjLRQLobgTZ9nICUIE8LDaOlT43",
-	"rc21ppy3P5bQLxXxCZbIiVPclgeX+YPbCY7YtqGHFDavVAOWfQ2A1Uu/tV1hy0/86fwNB9q4Qz8Hs631",
-	"/RxouOg4F+l7rNw2qboCe1allMtIEae7bY61U96dEY1i9MDcaYu4UBePuU1HgLlCw0WfZEEIwRlW5kCx",
-	"KTQpRpd7yOJoABpbjF0Yqc9t02Jrxfaxtg7Tq5E2s8bEemDnMvhcTmgCVT1k4NyfjkW8/RvKpLLZLCsJ",
-	"/LYyt+vnXXoRnQ5LNsHH0bQ+D3R2tDwnMwVa1BjzFbNUsAMyps5AyQ5Cq0EPcNslOW9afiuX9W7eMNKM",
-	"hUhsMYCZaKvvtvfFclXPaSoNKABYVwYwqIBMBa04BggCLgHdbyEMY01EqDmXntUqB2QO4Wtd/UNBoTcF",
-	"DoXIfT+rT8gdYTkEgs8NnBwGuwFX7Qzb/xtA0al7qpWz9Hn5ME0FWNbHPmvmHtrqirwSI+fkPm9aAsd+",
-	"50ySIJe92E87k7xokUTDietmg3bkiMrg9rAn9eILYRjziFwkiZoLIhVLZL8mndQB1ONZnwrSpNLnGFKs",
-	"jSWaMCKWfmTBy0LEcreQdVaK8dnqjRWCHT7HfFqtJxQCGZlJVQloeKZkr5woWwlykptinCB3LdMGPBiv",
-	"2hfIJGi42WdZZ3MDXzhkhdobaA0AxaOjVABIFigR07ocOnuoBiEP+9/YxBjbR/wDEIxxNmGUxmE2FiLW",
-	"vj77ykJJ5l0OsFoHAQq1iILzNAlzkZIFGFx3qY4fmGjJBPCiEdcUJdIpjaMvBnCZNIdUMsx3fscjdMtR",
-	"ycgVTSOqlzkScchCL/9WD6eiQRTrC6THgKLPhFFYmowxMjVl6Vj/TKUobwl84ZFQKCLZWF8E6ZFgFxAj",
-	"sIm7lmpBB+t1AyJnI83ATaaKRxK9R1y1mWYjesAZDwVnLY9IQQIsowg8nwdrsBFrgUeCNfw3/DMW4//e",
-	"3sn+HfEOIrtCm+O1t8cv/3t/87+fdY8CQuNYbyxgUEj7dOBIBYL1KMByHBnSlGIKBwZkB6iZWYczs0CE",
-	"eN1FBVaSieBilprh2vq6pFHIbHVXKwMTtgQxFszlOHp6MzmjsUGGG+nBDHxoH/2pslgFbjy3ANhIxEx5",
-	"CLeNo6EeLBkwjl0SHFxrThb43Ph6Dc/TKy0UIBt4biw3wzC521be9AP5QerLQmN7C9H565m3UhKsX18H",
-	"rd1sNpE0CVgjyOfy+Yxr0gPN3HIa0gz2wAHdPjBU0TdCQC2CXULJ+EuUaH4eslEM8YO8w0XI9G6EBOtS",
-	"0GJo7RYNklIpm/R5M0DaMV9cmC8CxMPMiFUKKJdKEgOyBxcYicKeCw7sJN9mSLgAKgu7apA3jSAQnFlZ",
-	"FEngUFgnYcSgPtsp1fx2yoD4fP6jISUS/NY+Pz4/ae+LkPXJem9jc2sb2rXoZ0YRi0NEQrgwxcjclAB6",
-	"yCRESqazWEUJTZWpChSpBTwGkvY5IRh18fSLI07yUm1GgKOTJuiaCL9A0xyDFKCDO2TPTGQcXTHuc4MW",
-	"rF8yFziCzF6rxWfCYs1YJGk6U/dIoBd6sX/8/CBoAelWkJLNVZYCaMzyTYfnWspG1Hqfgw4NyMN0UWLK",
-	"TYvgLEJIU4LN8AiFNKI2YChCzrUHrFqlItYXNKVDheXupi2YngE3BIgXSTMDnxtqm9LrC1vwBvlJpl58",
-	"fQPBt4EnMlPxCVU0+iWSKWQ0mlYoJ+/OX7Sfmh9uBaRpzVQSAPM0wQgDSBi0rDB7zvjCUVAtT8ILYu5T",
-	"zKhN6rSbZ6HdaRknXjOF+YQZArXbaU8p348msgtUKQHMPSV0IK4gCmg2xvzqAh8KPLLZ7Tpz1fTiIQPR",
-	"XBnuoplxr9vV4whugX288pgg5lkarAX2E/DVob+6MgO8aFpbxEul8rpgmxZlkZphGkMLOpzXyzah4Y/m",
-	"J2TAIH+EkOwMCRyhHnX/7PSFZUiI9gkT4YJflLmSR7jQo+TKbzvWX/GxYQye22AzA2/SOw0FwFM2HbC0",
-	"sCZ7vJdczHPwJkdRdMmiaQqJzVZ6wMeJ/dZOQWCHK5qZslqZodAlVYpUeU7fJ+AQLRwjxI2E13PAhsJW",
-	"QzmtIXICd604fV+tDFC2LQWKAgBu07cGQfrzU0Jcl4VzUoOZMnyMC8MO7S8MpvdcIMJlC1h1kQVtmbCo",
-	"01U7cBxRtgIcZv8XkZGawQGRv+zM/9Kft9ttYv6r/1x+j/6qnIuXF5c7P74jsVrGCQIioWN9gV4d7D3X",
-	"HInsH5+egdkWR+OJaq0yhxLynWfjP6FgFqEWfOD63P6qITUrz6MRJDRSSXJ1oVV6BYxvaQpXrJUzCJJm",
-	"OeTFePejvBIuuFbB8CbbGfwFqC0Bljo69Y05gz4c0VP7ee3ITlS9MJoNvZcGe20j8jhWXSFlsYayOGp9",
-	"OWbhDcXqPnfidRGgvI4cUbi1ropaEYQpYwwDwCR6O2YSGAMKyBoJoEWvecgYssEpU+miDQAw5blh7UY2",
-	"n+ym2PPQasF0EI1nYiY9mC9g0hOoFMcj/ws1Cf1yLYXx/1cQqgX9VlM1eC/qrqFtmIMOvJRQpdJoMAN4",
-	"euNMdx3pzffgPdJPorzIccmIcXnu5ltv2jubDil6NdCwLaiwpeLGOVGPoNVHLyUZxuBzcrlQfkciafH8",
-	"QX45+gw+YNUZmEEvIIH1xRanUWBxhb0ZTlhI1sCoEYLIWMxvG2tNf73pfq0wIgOv8fkxN1YeELyHJOeZ",
-	"McFaxOZ2WhWpYQrGBebzlTCNIBf0xwwV5McfOwQxiyi+3ufAWSIlq8XK0GfbTcLWJFUQIT5vOp4LyP0O",
-	"PW33ETHKCuxs18bsEhTU5d6OAZDSi4bphqlIEj0OQD8h1GjuhvAcjBGUFJHy+TAF9wA2LrkSlxY5BXmK",
-	"cRtZORt8+PChvefEDPuYiJQyGk9/9htZNljDyzfjZ7+B0GxRiMBsfiN3KtRiLAROc5ZiIaPn/j1LY3Ar",
-	"OKnzHgmqyB1BbjranKjA4FYEHbIXx5lbiZhlFkAN+oSLNtzrwCreLzQxr/cxLABOCdPfRllzL8vsK/Av",
-	"6A0UBMFEqcTn6PDDB16dn5+srXfWfb6PQZn2+SJhfVKOy/i8YC9iUaMe9Ss2EgU8vEaf5L0Nid9IqJRz",
-	"kYb4RafT8RvfYB6IX+UI1+byCq0WiZmSlWulNw7QYXZdixlcFdbOnDuOP8S3cbex1wedDGpb9edv0RbP",
-	"jRST5Waxpgo9UaqYasZZWq6A7ZA9eekoxWiKQVmwNjhNbyIlCr/TBFZ3ZIXS2zscHZySOy08kDuUs+J5",
-	"6nnjT835O8fpJLTXwLzhNUcW5Oh5HinAt5VAzbLWoXazM9Ulo3J76UjMRmq3jM0mFV1IIhJmezBHefFL",
-	"k5IRm5NpxGdY3YOtVGfo6y1wQtRBQqCFGddmDvcs79TfA80WaqqDze6mM5ELLtTFSMx4WLzJG/06nJkM",
-	"klE/+mEZbjNpQr8SfU3ACySQuLAxR/WyTGl6CS2u7Fta9YgvnsM83P33+VItz0YJ7God2Gp8XpJU6/zA",
-	"6lLmFfwAIBCA1tc75IYCePLVpd9vQU2ulkfenb7WhqAb/CDNoNddB9dF78YX2KhH8UUeDPItIFl4A19g",
-	"8pjcSZTyz5oAnoW7jJtfkNQwTFZy3/H5Rv3sKutuWotBG7gMEMJaGcIijFpz/YDq9usiFtALRzjugH4Z",
-	"ISD0gHca160woI8WHQBpdQyxBM+GTUYF9SHiJEnFWBtBhXANFgpX4zXHJlINuyx41hhOU1SfRByiadpY",
-	"k0xpbXSqtS5IUBEZPfu8gjze8gC4Gdx7kEq8azzSoP/2bfcwC4BpS3Wkddu6bcn0IRQaFLY82wAMxDmA",
-	"Y5rG3+WQJi1FfLMIZjH2GrR2M5BIm1ZinBr5KAMISBIlLhknzSCHV7aN5M1WI95xdasPsIwxErytLYcp",
-	"5XTMgBnpIwTdIyz04cjjudBjPxLc8zn2roc21PgLu3MmLsHZXNtQhQYbUMlNI4kOBebzacSj6Wxq++jr",
-	"1dr++WCQZE2jiUGMIyIOIXTHOuSDMBfM55Dm42hBQxoX2kG+d/NDas/G5/ZwdsljHQCknFT3/yTPz1As",
-	"ZlNtoC6jk8AiVUO8ChOuMLplgv9By0YntUpuHGe1gXSfN4OXB4bVuNUnQatDjvRdw3VShy8AC8nngK3W",
-	"65Cwd/PZ4UPoVSOhINpm+SQGPm/WmKugmYO7yiTstAoBZDSxsoPVx+zzcjoXJpdlbjyIuoh0OGFSmeQX",
-	"7OgpkphleTAm9wXElmT5YefcMeJJHhgzLUw100QmCJlHPlciLx9xj14kEvIortvWSmlTvmhDVLZdyAvb",
-	"6q4vhdEvZOG/niYxQ7coDA0pjX/cJafxT5Og+MddMxT//FZcSRIV1wDFB7eOup8KKc8ixbJeR6VxQTbU",
-	"7RHUUdw6fo2jBda8udIOO641uLN3gDVZ4eGqGwyntr7xkIWtbz3k172d1bbFQpzcn+Y2VntRIZn2sYh1",
-	"xoGgwnY1G/PWoc9YPNKyIhqyEzrGSfVWmtS+SOWJ9XsbKrznHTGoOSuwiLPZcHJgtDzzw1UI5BC8E0dC",
-	"7cWxmOO9/Pb/BwAA//8=",
+	"7L15d9s2ty/8VbD03LsqpZQsy0NieXXd6zjO0MRDbSdpU/Y1IRGSGFMAQ0CWlTbf/V3YGyDBQbY8pLfn",
+	"nD5/9IklCsSwsef92382hmKaCM64ko3+n40JoyFL4Z/7dDhh+4KrVMRH4kyJlOmPQyaHaZSoSPBGv7EX",
+	"z+lCkoCLttRPBLtETRihXM5ZSqYzqQgXigwYGerhwk7Da6TsyyxKWdjoq3TGvIYcTtiU6rHZNZ0mMWv0",
+	"G3a8htdQi0R/IlUa8XHj2zevccpUutgbKZZWJ3TGhoKHksy4imJCCWdzQpVi00SRIeVEzoZDtvI8Nrpd",
+	"rzGNeDSdTRv9bjaZiCs2ZmlpNh8njL9Rr1mcyLtNbEoXdmK7hA4k44rMJ4yTOY1UxMckFEzCRk5YnOi5",
+	"18x169aZfvz4cW+mJoyraEgVOxcqqc7zfMLI+fH5CRlOaBwzPmZ9EsAHKaPx9Ce/oYRKxlQxv+HlD/3k",
+	"N/xZt7sxzD65iEL4hPmNYNVjX+k96cZB9/hF+/ngF9k9S/neyUV8/etx73lysEU/7GyMw3jrt/Evs1/O",
+	"z7t+o4aAvnmNhKZ0ypSh9BfsKhqyN2ENeROVzqRiIQnhmR8kiUKPUEmCVwfnZG06omv4jQxIHEklSaT0",
+	"YiP964SqScNrcDrV78fnLqLwxr34XykbNfqN/6zl93INv5Vr2Tz1Et5LltZNWZ8fTRKYKRmJFO7jTLIU",
+	"ph0zmnIWEqpILMYR13PNt//ZaH2TbW6N6hegB7lt+lN6/Y7xsZo0+r2tbaBI+/d67UnooZhUz0UYMWQ7",
+	"ImTPRbjQ/x4KrhhX+p80SWJNtZHga5+lXmlGN/CzlA3FFUvhZ3I2nVL9z8ap+ZQMRah5yRWNZwxHDvVM",
+	"Lp+OvvTaO9fTTdXemMzTsJ08uxpw2GBlrkc+Gl6L+pE2d3rdjR1c02qnqRd6iqvHn5VJbzhLU80JstcS",
+	"kRLKyYzPJAtJ6q6tesG+eQ19we++nTWL+o5LatLiQkgkScpGeoWtmkUBxchEcInHvhenjIaLA56KOGbh",
+	"DatMUjGI2fTH5aulONYFs4Pp+Ssaxfro56I9okMlUrw3eprmeUKHKrpiHfIiknQQMxIpMopSqYgSBMcy",
+	"7B45ALIHqSgf6rcCD8HHGtl10Nes3+iu//xi49P2rztvNz88/aV3+Oxo62T9dON8+6OWAIqqmWz0N7s7",
+	"XkNFCi6w2Q7iLMHcuYlSieyvrVmm2gnZld0TuVZZ+spHfoJD1B13UB416JPDl3vVrTNsKpLApzr65c9p",
+	"+IoqNqeLBx3pLJEqZXR6MeP0ikaxPp+a7Td7eZ/t3+r2nO1PElJ800q7XzvLRzmBupGDPqpoSUKGYhaH",
+	"VkFLGWhomsmM6RUjXJAZEjRqc/Zc7AW/87lIFBDxSKRTvKo5az20H5OBZlZV/jqg4YU5ncK9nOiJw8fw",
+	"S01cej1XNI5C8vPZ8VHddQvxpt7zvnXzA39OQ5LPaqXDdheiTwxmSvHA3B35kH1ORjTCu1zelPy3F9kz",
+	"y7cmUyKnVA0nQAR7J2+IPsSUDkFtYWkqtE70+5+NUcRivSn6px0j9KZMSjrWbzaaJkFRTmKQ8Xrztxvf",
+	"/ljG39aGgo+idPrwfTc0SK5qNmmlU6ju3B0k9003zjlec9HsGZQvW0ia2WUASvWIEsLnMU3HrNUhQWWO",
+	"QV/LlsoxRjI7w10iGfN5gOcYdHyuL+2+VZ6PhHopZvxhYjJX8LlQFyMYr0R2KCKzB/Mps+tIKs1h4JqS",
+	"WPAxS/EUO+SdGJOIEzqmqJeWiSgb7570s5nTz7vSBPXc7EpWop+6TXgU+qkZ2NBRPlstKPklF3PuEXad",
+	"aPXII2KmiBj53NiUEpRFI2a1NtUh5xMmtR0umSQ0ZSRkcTRgKVUsXsAOKBGHPqcJTVXpNAwdiVSepGwU",
+	"R+OJqjOW9o9Pz0hinyDN4Pjk/M3x0VlA5pGakGBvOGRSto1ToW1ucfuQqYkIg5bPR6mYahVXpBEoWZwE",
+	"NIk6Q5HKC/xMWvEVx2LOQjKF30pCeehz473w8HXDlIXa1qWx7JA9viBCTVhqxx4zJUmw2d3Q2scgCkPG",
+	"4b54rg+kNOE9/dL2fj7ucoeI1laDoqVedWTUDn8M86s37AzZa5aLy/AIG04E+jOWv0m/az8VUp5Fip2i",
+	"dv0gHpBtmXvz4Q1tGalsnhI8G5q0hhOqKVflarRkSq9DPro6vJFf85fONFe61vm6HuUy55TVJ5ToKbI2",
+	"7IQ+wCGNY4IETwapmEuWkoSOGRGcUA606nNDrGpClVVtai8FaerrXr6AenSfC67FyZFQE/3aOZXmNEI9",
+	"qWF+aPDyIeX6JVLRVHkkZUlMh0zPgxiliVDQ0n+QRIJHi5jzhCunJixKyVCIy4hJwzXQa/Eoose4UGrl",
+	"zm9iRiZGby06bezUIkmisFYdRA/O2m/XG/tfzrofB+t8JzzYVL/0pp+e7T1c2hwJRV7eRbpU1vko1Fge",
+	"1coVLVZSMqHylq3zeTMTO1aypOxKXIL4SS3RGvLoZyKFgERpVZgrOJgt81u2MPP8Wp03GhaJpv+UcXWm",
+	"afZGxmYpa7W9LI1ct6cnjIf6UrHsUS11qDLiVl+RlCmPvD99oyUU+eUUnRxa/MqJmHOfw+YKPmTwAGdX",
+	"LM2F7nfYL2NWn0dTJmbqcaxrZQZ7ZMt6s2hZ67eEBN9zN7vazu9xbWozqmNPhxEq+Cb8oRl3NGVgOL+Z",
+	"JiJVjyF7IxjpwjjJXBbYI3HEmfWfwazw4V09q4z742eswgppOI34GpKsXMOnGl4DxgSTMHuRykgb2Maz",
+	"LhlESu6CV5lRqch67xnQuPXekebpy32y2ettt/rIpa1XOvOQaZI3b2v0N7yGmKmhAL9zvtKUUdiWxpzR",
+	"ywucQeOb58wMhvQbQ5qK2G9kbErPkpIwGo0Y+B+LoquZMsmUntIUPXetbCJPb5mItmjjaKj3ybrH+/h2",
+	"sIPvITh6jj/pPU9SoVVEELwHXEVqsSrxl8hkZdJHQr3pAhRHDvqG6sQIDnUUxayOAgN4KiCcTpn0OaPD",
+	"CWnqzwifTQcs9UiAuxp4JMDzDFrIEx3anaeRUox3yMvoGrSSlE0FktMUHpaMh/k8XOsFF/becbE95BZO",
+	"R7TkVMxocF1vRQ+oO79sZMBGIsUtgcgmMaGZS7YgAzq8ZECP2szfzRch6TR3INQaxrdeWqTjnkvHdk6N",
+	"PMhB47FIIzWZNvqNs9d7va1tvaJoHCnZ6D/zGglLIxE2+tvdby6l0zgasntS+parqZ+xFPSN93f3npZP",
+	"4hEpvTS04fS3HF+HfJwwTiLlc/yATKNwThdedgUwUGg5YJVGIoUWrFYOtD5dCJBI0gTNgWSKQ2sJwfgc",
+	"KAYmvTDs2LwomHFjAwSecVJJMDAy2fD4yoeJlLezwP1NIzghfjiYN1yxlNP4IE1F+jDxaUZ6bGXF8U7a",
+	"yRJww63MsO3EHkVLsaNpy5OTGWfXCRvqo4c5dcgL4FboCIrFeMxCMuMhSzUXtosPPKuPgj6jNQY4CvDX",
+	"7cN2PpCDRjhW2X9oA4GZJ79D9idseAmkqlUqbSMvxCy1Zorm/CpdLPcdPooDesM9YowwGMf4yozKLvhR",
+	"ztgZ0NpyZuPmqeBjr+D/A21UswzYP6lYoo02n4sRoeQyAv6hGUrCUnSoZ05bOhyyRHXIvphxzbfEnKZh",
+	"xr5+kD6PxfBSzJQRtG/Z4szs2SNZYvmINdtwbrgwnhOQKLh3jXfx3io3TJ9xvaWlYNUeJ+bzZdGqGZez",
+	"BDnpxZSFEb0ACnHI/MAM4ERoIuOXzfdcmzvceNNTMVOs4i2D7+5HzutbrqKZzZcc6vmSc5zvanZW/Wox",
+	"WJ+AOVzaQALRJTKOrhgnaq6ViDuF/HBLtCoJWiGOM0X9inKQio+4U+WI3+lDIn6PcfP3LE0Y4gHJH4Vs",
+	"SFMyj+IYSOjzLBwzL+PdrgJKk8TnkjFJItUnhZgVaW52u31CqycEYRv9b0HAKSg9n1PyZaYVE5FiiBH8",
+	"lMaFaKNc+oVzusiM5DnEweCrSMEYg4VibZFq6TOl6aUebYjKAxlOaEqHCrQkDkPkR79LNtc3+oT6HN4N",
+	"cbMUCSDA5KYpvbYLu9AvkUELeF5QT7F68etbIDDd++0RCvPQNqJxy8JL3p+/bD/TTNTEG8xLjXacvRg2",
+	"MtCD5FsUSR/2CMN+lIxEOtXLns5iFWXesm9eA0MjR0LtYbzjYRIXBgMHoAmfFO9VJE04xcpeG2QRRnQk",
+	"VE06j6s4bXYdNoSrJUdCkb1sgqvJ1urSHkfEVsY1klZvBYYzJWrQZues1AQ5dDiiuRPxNMtkus8R2rDe",
+	"RcqmNOIRH0PGp5tt2ejfJTWy4f54lsaVKGsehXEUttzReZFlZjk0dMYUmSX6AtE80VSkcO+zJB86HGpN",
+	"gigB1zziM4ZpiEmUMnlBVaPf6HV7W+319Xavd97d6m91+93upyUM3UQAG/3f0Zq9n9ulu+4ao653yPHt",
+	"OkteWeOr27GVSRMUmSx8fwOhwoNt0BFsug4Jlrw+6JNExNFwYdcjyeHLPZ8XsrA8Mp8IExTgDL3ZmFZq",
+	"nZuSTFgc7loHXmawOoHqZnByfGbSZMt0hYYn9/kNz1h9PWjhwyRlMaPGsYSCAF9bN0bwXWzYjx8/tt0k",
+	"6tuGqcu5hvM7HFFjRDweQ9j4rgyhyAm+m+l2Ax/Y3KrhA+U5lvmBl+UGX8D0H84f/jbjb+Xrf5spqHUL",
+	"rSgvNQh9ri1CvOZ4saSiC3vFs/PJorzoaApcagt8Pp9EMSNBlTQDSPociCtGvrJUrGJLkuZeLEV+0wvM",
+	"DYQJNWuDlWLNhJmdHsXRjzutfzoneCeGl/e2UePsx7mF9V6ylJgvHMuqjml0C9c6+01+q7PDjzjZItOI",
+	"1xmij5Cg1XMSmc+FIFPKF84Ry7tcNbMMMEGpYu+iaVSxQvfjCIQ6VYzE5oGqFaq/vsi//jvWbLNnVl1w",
+	"YYp3sDDvxl5wSzV3qTkbUlIeKOSVEMmkjATXpuIQdhsStSCtJBpSuUuYNi8pGYo0ZUNVrgDAYimfB47n",
+	"OAClJKFSYq6y1jXDacRJHI2MV13PtEMCd1uCvs9VeX8x+wYTKGF2HXKsZ+M4XKzVqjlTUfEBrz+sJkxF",
+	"kvzzXOaHI/pfzeQoahh1BsYBVyzN5RscIGgTFXvjPqrEMpPi8VWIoolxH7vi/4Ux4VgQ1puTOSrRKJZy",
+	"LtLQQ0MAgvH6th6+3PNQ0XPzoWmaRiwkXGAFU8XE8HlmY0B8i+KZK+HqHbM0DurtDOPrQQ9kyWLIKOgf",
+	"byP8DfHqgoCnZCq0tfh47tNSnNele81fRErTKF7cp27m3pHfuwm+mghwYRW5v3OoLR0WOmFiyFEox4kj",
+	"CaHiiI+9guvWDASuUU26VKk0GhSkkNV/m4Iz420Fd6q+TAtCrcAlg5nyOaRaEC7QiQkToYpEmYc2ZJo4",
+	"WviVFY5w0BiIiLjPk1SMUyalyWczMx1B7HAYC2lXm1XF6YFjyKZJxWw88bTczHM49I2m8aid5XHkxBdT",
+	"zdqbBVnvQRm0z20d9JByKIEGH62YKUiXrZm8ghDALigHhpfoSWoSsovPNzfzmJsk5cHC1l23/jky3a0t",
+	"B0I9Emez4eSAh4mI+MPy+GrzaY8EkbPhhDDzhjqFn4uE/T9Ij33kvFg3IZaiYxdD4bZCKknZKLqGayIw",
+	"CGE1TqkYZymIO5AxkSShGM7AWWgSavOA6kikHaIPLVdAMbwOlXdIoVpxQc//kVCPUtWqV+eUgz5uKdxO",
+	"8RTvWnZamNujnWW13BQjqktKTY+EeqP3TB/aI+x15IxVl6p1yRZyLWXzlCb3FKfrxU0vvnDlfXd/9mhb",
+	"7wxqq99mnAPnFnwUjWfl3IIkFVeRVuoKuQf2XEx69YPPJDHjuJEKRVPl+va/b+pI4aKQpJI2fpeTs6t5",
+	"tFMzA+KJpcZ9WzNJE7HR20CaXGsgcyp9LjHv3tOaRV6Oluo/XZ+j+SULbWzzhC5iQcNzId7RdPww9fYO",
+	"5cFunHhzfWdzo7sJEWi5YmrlfVItNqqlq5jNS86FILj8+2QTfN+K1bodA13PyD1j/EnStAm7RILTWMzx",
+	"N5oEpnRBBqwFV/q06Ir7vr7OR3JqPkhA/pd0aT4kmv//1J95E5UXnYFkBV+gz+/q9qx1Z4IXo+DPJPdx",
+	"Z5YNkQc4Bi0ozr5ewRspZ49YM1UYu+4gtEaGqtguUYwDLkoxv9kjpfxmbezGC6wt9PmEyolJlLtkiWph",
+	"aS+jaRyx1JxKXlo+F+nldyqkOmPxyKStn9CK+FLsWq0NpSxuXbUEGJ6bqGm80oOf6RXF3bz58cq2f4QE",
+	"JZpEHcni0YXEefcJlCl7iGb1J9o539YgWod+jnjUNs/6HOpDtTEfZE9qslVy7UlAIiUJvhDLMNQiZh5h",
+	"0wELQxtrZD4fRJymC5MwRQE+YqjIPu5b+4wNZ2mkFu0TyE9AnwO8diaZJoZ4gWZSpimashPH7jLKxXvu",
+	"eITvLW7gKpZyF+F27p288ciAhkSJSygvrmaAFt+/zBRoPNiVjBOCeZBpJCUWh5M8Pr9iDmdxvt9MnUeN",
+	"qIW1Q5FwNObmbIV1Ua20FbkWHo158fdYgPXoSWYlmymb+f2353FqCYvDBhCAylzneydvqrWFEWAPjBZ4",
+	"n0zxblNfv0jzKJmwIZhY1m9TLkrsXV/b26df4vMobGWvpZa4+86fA0ZTrf4BhUXSJTIQhRX+Wuf/Li68",
+	"+rrgOb6lDP7XhmcMhGAdZOAtv6vD/0P28J3c6o9aVPKP85w/YrVU7gXPwAl87qATuGkn4Bt+TB3ISXiH",
+	"fHdId39QLfStGf9ntkYLzCptGJe0rO/lfFiW6A/TJOoREv0fhxXWpmTXW6SanwXl/QvAxtQi6lHAJiCP",
+	"23WNVwU4lO+tOaiZD/SEg3i9MxZRaaKPcxqFMe1VNtEf49nWqrxW3dOw4lXN5oAoOnqz3htlorDRxiNU",
+	"CtB3z7s7/fXNfnfjU8NraCYxS7U+1vUal2xxccVSCdPc8BoxlepCm1Z1Mf6N9f5671M5el/IZ9jBkwD4",
+	"R7BK9KYjBMaFgQUB5NK85DU77W9eI0m1IqoMcmlxOWWRB0Whji8NOJ39RYb6O+Mxk5IEOJmgCM+6bINE",
+	"OoXVh1ruqWhag5rsbmNlZo49C5nZLHQT82xCnjuV3s1Yw6VzKr/wLVsQ8yWGJBkfpovEmLsgMEKDL1B4",
+	"64bz1vW6txapofzad1QqhFmWcjSLTRTX4hFB7DY7h2iEsZklB1Akr9UOAB0JF+ACqE7uJGUG9jmKHXSE",
+	"SBrPFikfQWEy2/2uTZFfbTLLb4RzQ3duO2VzdW5mM4cjegbPfau5WpUziq5YCYMmQxZA3uJswfpt88tu",
+	"7Z/1IMdVKzuHm/3dwTvGdRap2rlRN2znH9lLxOAzG6oCHF9eG7KPjMCB1nTZ5IMSrspIviWeVRj7FnRf",
+	"++wbEDJDUwB8GyBwZV8L7zTjrLhPj75Bj7chNy3yxtXV446XIRSjkDQ3eiSlPBRTjFd4ZEAl296cpVh9",
+	"IWaKJDQMIXGhwCruRjIOhvfmRgHCW/+ZUKVYqif5//2+1/5E21+77Z2L9h9/bm58+191rCZb6H9T6tbn",
+	"PmXTAUsNW8PjHNFZrBr9EY0lq5QsawZn3FZYBQF+ziytEd3BfZMSY5JajKPL5yAYwF0dKXg0O32TIdeU",
+	"jJEn50Uu+gT8LHTsc6xTDExyS3YUCOVujm8gRMwovwdZm30r07OD+L2trcFnBNFFWuD0LmGAN4Nr/b92",
+	"5b8w6bOEaqlAeUgmi2TCbLbSmIPioD+PmYKaUf35kErWjrhkXEZaqfKIFD4PNnd6pLuxE6BH8+3Tl7/0",
+	"yM6vh5vnZOP1x9MX5OTZh+dHAYxgcxxLG2bJrnBjtjcLN2a77kI4KOm3wK6XFcz7ctxlLPaOnQ9Ic337",
+	"nixoKbae2zGgV9g7/edSbtPr1XMbXJE8RVy60v6m9tNeZW/T/AfFjXgt5ia3rE41mTOAVYHf3kVDLh2Q",
+	"fXvdGZVh6GqOirN5Fq43ejO4ziFuYvx+qGhfsdQk3loPf0XL/vPGSkybNi1UQmdqcjFLIz1b/MuYqGsH",
+	"OFYf4IH+rxm5MxTT/4Pv++nn52cff9t4cXLw+uTtxsmvJ+W//Vm329uOpJyx9CczGn6WARX9dPZ6bx0/",
+	"Q07y0zb+hVBFP21o+fAlvUi0UtuIPjw/Pp13374ai729vb2js/eTg/fjvb29Fwf672v4797eq0/P3r7Y",
+	"29vbn7+PD375cLrZ+3L62/7Hpwdv9uaH0cnO2vQsia5+Pf70JX7zOfwkfzl88fTVb1snW4t379fWN65+",
+	"PWEf5EiE/Gry28nnD6/Xdp592lkbbK09XYs+ff7K+dNJTx2dvfr6+sur52vpl4/v3jxXW4OhHH5dv/7y",
+	"2/7nHzcuvxyv7b06SuP58NPp6OnTN5/H4uNi82P4/nq9u9Pr/jyS79Y+vRLdF+/e7C1eHV9uXG58frbT",
+	"/fHZwfh4+uaDOl9cH4xOk1+ipzOxdrrxKdr++bfTz5fnh6929g75ZTd8+X6aHJ7uv1x7y3nyy4sPPx+k",
+	"4X6vJ1++eZb8tje5Hu4NzxY/H6cbn9+eyndX2/HJ4vj4l6ezd2/ff3oxeL/55fOXH3d2zg/Ph6HgR+Of",
+	"Z+O3+4fr3cEH/vrH4dlo+9VOGKYftudjeXj4+vT55nNxFF1336Tn715sPP+5G3Z34uTo9GXU+6X3W0Iv",
+	"B1tvt94//TKdfpbpfjL88Pb1aPPoqKfYzvX1s6/J3tmIXa+//fE5+/Uzf7WZsOGs+3S0P/siXx5f7/w2",
+	"lx+mW/zdXvzru+Rgj389fPbl1+HZYId+jcXm5WxHTC53tnvznfQ8Sg+/fhJvn28eX512E/bxWL6avxu9",
+	"+mXKxkJNuq/DvfHHVy+jxejZZu/lRH3Z+iJmLz5snj7d+ryz9vPa/vGbzyfXP36+PKefzgfHn37Zuj5M",
+	"orPfLrtdMfzCBoejp+zLxmJLjF8c985OXu9/2tx+/irdejrZC9fCzU+zkH3YeT6YfBDHV+LDVTw/P+7+",
+	"/Ove4XHy64tXH7uXo1+HbDy9/vzj56dfp/PFcHK8fn70/LC7/6H79umX9fhgtrWhrq4uNz+8//H1269X",
+	"o8/7m+tfnk3Pf11/MXqlvsof15/vRy/3uzt0je48Fd3BsxdfP/36/LMcj4a/fdifncrw9asPr76KL0ez",
+	"r7+8Pp6ebK1N33z87fLrmth5//RwY+9FeChH6+8m5z/L9xuTX1+Nvnz+PDt9G3aTt3tvv0zF9uWiF9H5",
+	"ydbg6un++dnO6dftHXH68cevr6eTk8n2/Lj7ttt9vjZ4e9W7jF9Pe4M3zxYvvj7f277eP3r58y9fT69E",
+	"j57sbQx/ll/ExsHVB5m8ZOHVqx/3vk5erb1dC3/c+vHF8atLuXE4Xz97Pdj5rTv98YoevVv7cXSUTAdb",
+	"b9ZPn07OPv18ujne/Dr9OLo839t7sbb2dHww2np69Nt47RRu8UH88vzybPbLdH9fG28IE9hv3MZ0lsOh",
+	"rTtgaNs5GNpG91tFjri8s9YFBHUS1dQq8zvrAMo8Qzc5IDJmvJrNX2DZdejSQYmNQ25A2jf1+pZ3dzqd",
+	"AnvudDoBAJzqlVmAU8TPkMXZ/1OlRLZ9emdqNs5KkYrP5ugViaaQgz4iNFu7GGU7qfc6sEpS24CKFDfl",
+	"X8n0r2T6VzL9j5RMGd/RtlQd47Giq45ZW2hpzVs2egZgd3vzmQe5u8YG8yAyM6V8RmPCuEoXReazgkh0",
+	"DLKNqkHWaz/948daQ8yK0puM1XOhkhOa0qmsWERm6UWplbFiz9ZlOuK21na6RtTlzNjW+6I3kcYnjtg2",
+	"ThrHBMqOZiivGl4juoCKEKkoDy/UJJIXKVOzlEsDQiyznmtFbcAO4ziE7IIalZib+SLoE8GrwhhlLCZt",
+	"dEgwlFdBnwS+9VL7De/sYP/04Nzbe/fq+PTN+etD78WbV2/Oz7yTg9M3xy8wlsS1Pfq7Mwe9vj9cksAF",
+	"V45zhR0oU+nhTEJVnOmFgfWdaIxORBxKsEazHmCmqQD4iQy2tEH8GsaMps7s9XB/3NVxdfv86+jnZcTi",
+	"MMMcLeewMGJisJhQo08toamy8QqLPtGoUAW2VqpRD1PWJwF0XArISBj0rcGCUEAKw9qkiJtsKVvW5/MA",
+	"UNg6gUcCgOgKiEhJgLkPlZGy3pcAolb2abntnipEkPV/qk4d+1MY3EnNdBImtDpXGPyGrlG3BWNwz/Ip",
+	"1J3Wa0ZjzacKPh8baG+Iy6pHTWY4ldnNuCxeB3F569TMIHUzQojhdwDBXLtnOUI25GlldGQxshxQ7Q45",
+	"AvcN3h3I/jLem+IR/j2Qz+WdtGku1VUuXHogTYTKM1DfLbuoLzOhlrukHgQ4XxuLrT2RdzkaueU9gCLe",
+	"pGQajU3pEgOR8kMGYyaJnFDEVYxSgEJvLXUE1gats0P6sx5oHZLPDZPkYt4hASAoXuC3Qd+AD4bp4iKd",
+	"8cBDgEWfD1jHxXnu57A9ZicpD3NmYFyZpljH57apZSAvoyTBOZj+Hmhw/SCNQqEP0yLBY/cxc7iGLs3F",
+	"cijQnX/Da2Rz1MY6vg1CqojbWriNLhlXQ9rU5PLcDvp9is9WAuE19GvI1X3KYGZnsN1GdHE2X5LBDpld",
+	"ik3lXdLngeFG/A3+LicdmqZ0cR8NqxAPryqUFvWNGZBQxOaHEnLBS4wcmcBtjBFuWU7gyxmkzUQCrhQf",
+	"jwC4fqXUJe/PEh8ywPd/3tq0ACU0lmXAjwzGRSWDEQNu9Uj+JgUAKX2lE3YkwrfykX6rbNAfVeRXq3LQ",
+	"AUT8uJmXl+NaYDuGSJGhpr2Uy5J7f1kfkZpGH1woYojGQ67xu5fJDQ+FhYeC4g8PavIzpRXUVSxoMR+2",
+	"Myaqv0Y+unLHj7xvqN6U794tw+nYYrlKRa4RindkTvMCn6ZIieFhrb7Pg2zaAWliErbdDb0/XkWu6B3b",
+	"P/uAcsTzeYC7Dql4aOlpJc9pfxKQJharawmohSKUXo5nZhv6FgAFtD+I2FGSzAZxJCcsJIpJRS7ZouUR",
+	"+yYlxEUs+Djwiji5gRaDr7V2Dmxf/8KUGFzkQkQ/lJGHz5FACEh/TSPujwxZBaTJpolCfAps22egf7Vi",
+	"i/aTgwKsRwhnmMbJYAy9sXSq1wIgxY7cbuEKtECD26wXAAemWSxZJ4fRcz2cbeESkGaWdlXoG6PXUds4",
+	"pk8qjWN27enrwwdxeYHisiQNc3K2Vr5zxFpEOg1usifs0YDMzA4GMlPLB+F8mKcxFTcORrGbA7kUWSsb",
+	"d+JFAVycV0UG2zsDV7uohxv9JDO2M1GuNaS/t12J92cd07n9NcvDAO5LBmJQ7Enk43v/7zhSk9nAb2il",
+	"HveW+I1XkXoNHwJ78BtnE5H4jbwB0aY7RVc7MnyxcFSVtZp3Is80P4Z01kzl6nerqrw9qTLPO6ppxOOK",
+	"FnOyZUvcPevykO9BtGpDHGGmm2VlFsLWCBk+uEGzrk3/y3SBB0tmZ/fKKzjgCqLpYkRc9VjeMVMxPxDn",
+	"1nTvlERgz81zSbleucadWa6QreoxKyknVhlBswmOEvg/PCDRDrQ4gHCwgOtlu3S7zIIqWg0Y6buB0SIb",
+	"IXp98Olg6+jFp72XGwdvtt8fHb462T/ePPj5519//eXw5W8HhQgRXK1qeKi3tV0IED0rBIi2uz4fiIF3",
+	"8vPpxm/Hb35+/ungfHvv/cn5Ly9evXv5av9w69PW06c/PwXunt0cdEmZW9mHS11jMsMi61RxZxd/kESx",
+	"a+UZrU4yzeNRmmuDAzXXkgdnxdk6nt31Gl5eYAM3ZbMhvi8680C+GohHvYS5e30zFXoX2AezqFCd29PQ",
+	"8s0s7xcSLKa6sPwuYs9K5LLN4EngmQniR61dYtYESn/HyujCRsKpFROUtrZv3bY6g/Km3Tukl6ymChru",
+	"CjRJK5iZTj8Ha1jexn7LXEJTXd3NL7Rtce6iqdeCdvN6GZgGrXWuRj8rt9M8hWptMs/6x0S4i5BBbn8k",
+	"eP4VssMLk/Zf+KprtR15MXBKCH6vm0fmeV7vbfWeeY28METL3xue31jvOU9vgnQ0L1VC0ViP+GzTmcoM",
+	"sdQSOqwXmdm7KnZnLIbQhOmSLcDniZ68AKYU9MkHoEGVUi4j5Xro4XdQTKvnXtDB7HIqpJefS13FBXRL",
+	"aZpX6fmAym3npb8tpew5Z1t1oJUO26GYzdscXsuo4s96ebl0jDryKS+8S6aMcoOjAHO2lSeFtXZvrXSo",
+	"ockV9Yq3bPEBfwKg17XKRZH4KioGsIVCXUw/bx/3gxszkaRpk0s0F0YvXgsx+PQvzJ5B4yFkN23IWbhk",
+	"i5Ib2dyA1baleD9qlbwfshlKFcUxkYzGWdMxCGfQ1Ba9hB6h0h6U9LnxuFwaKpaYADxPBUIjTiG2tCCG",
+	"qPRv8Re72nhDrC0yFVfoYJ7aanMocusH+ZAeAcBxqggXdiY+H1JuXLyUhCyNrtBeh7rCa+UgomN13A+S",
+	"iDnXc5WlHb2bNmdZinOtK9du6V1aekFqKblMgEvOdYnQKBD3baLjJpa9Kk99a1iWLSQ2MRJ7r8mZoTOD",
+	"1YdauXnY5zRJGE1NnZXr2B8wNWeMW44oSTMw/+zgQ+xilIpp0AJEF6TbOV0U7fr7sO2lAdQz98ZL5+7m",
+	"XbnrmJnZ2ptvbh3XvaW+bimBVuiollSKoKvY6qcumRl60YlRCWQ1wxlG5P+sDsGVmcuwmosire4I6gFh",
+	"H8EdXYehfVP9JQIQZVU/yCoNzFbhkLduO+CH1L4UQbpr49SaiWZdR7FoA4BYTU5jy3NxlhH6j4UGSbOo",
+	"ZlQgwN10vHbKwPM2rNVCVkq2zHfTPL7rANZOZ1IRALBDryAdKZMrf1Pi5ebdEi8zOPGlIeB8jnVnvZyy",
+	"V1JAai/eA4MP1giJuFQAVzxyMIpxa/EZhw5EwrjtzJHfX0gLydcPcX4s3EmyklgE1bLPAP/Vg5Emjed0",
+	"AZy+iE/ukUJHFK0LGTivun5IrUoE/R8Efb8Khv0KePXfHYUe4crPVC3eS8AFZ0Ff61UFtt4hQQ4+6WRD",
+	"Z5CSXCiyYMrneUJ0VhzfL4mIiGulrSiP9XsbXiMHADVV/gWpkFf+l2+uWVHFJl4NueBG2IFclKLHowpD",
+	"cHcndKW8uvffAbng4YXzlq3XIPj9TTX1JYOIQ7Cw6PEpzOTW0vvUae1ROS7QeGt6vJVxOlZwu929xP/O",
+	"WQn3AwVoAmYdQnTiR05j9ekdIwU3JkagUIssygkjCLpVpJwHoAo4fPdOOAKHEX+RmX7GCquvK3VcXeWr",
+	"fw8PTmlBdoS6KTqadCVUcPpyn+xsbj3NlIoMwa9xn8JX8yqbObMsH+3gOokpR4vPuonFcDhLQclcnrr4",
+	"OL3tqhpsmopULudqejoBvAumfDGiUczCYOWEIieBtcbvlCMa1dG9BV2yXV9LKnsFmmp1vd2FSar488NS",
+	"/qwN6ef+lViMS3z7RqilqsGdifTqol+fn5+YVuIZfZgeOO4boRn8lF7jJdnacfn1ereWxxilq2LkT0Sq",
+	"iIFYXE5/9T0HnXR7A2BW0rtu1uD+1KN9K8nq1fsYrn7kJZZhMcdgR7LzuAEKxL3cNW4SOoiZR6Z0OIk4",
+	"a9ucBgKXyzQXep5SPpzYTsau16AIHV65axBDLQNYjkQ6iMIQkD9diLDaDstLoeGq7QJM3onbsKHUv6EI",
+	"Z1+yFYqHs7xfbwETO7dLin1ANAcrfFSCja7go6Gj9cIg/ucfuM+IOLRuRyvesni1k4qGyVAXM54yYwWa",
+	"JJUq3uIskSpldLrsY82XxUxBQoxiKadxUfkv7lnlXp0yGkacyYoFoBk/pqyYUBj45x1kN0w4z742YK9L",
+	"vrXTLT/hWG4NII06kBOcyZ+rppiaBYHoqo1GVJLi8c1IfPjvwhbar1dKk/fshOvueWlyxS2/cZ/LZbj1",
+	"NRvIbDF5Bv0KBoJyV5umNAxTJiWTHhmmDHBWaQzpa8avWWSUV27sjkAu1XBSROHM6ag+LgcOIMS8hM5R",
+	"pBnA8gKPBJpg9P9b0ghK4Tm7DzeIN6eoAeGqjCp5p/IGE3q4ocqhkLVc49EVHI2mosHTJ72u299fjIjm",
+	"mOmQSkb2UzG8HIk0NPVtPm+udzHrv6UVgpHWssapmCXww1F0ValkuXw6+tJr71xPN1V7YzJPw3by7Gqg",
+	"n3Fr2LrtHdqefL6c8qStrtpf//hz61uzXftx688lCEdF0PNq2tRSiHMI4ZMDOpwAUDkmi3t6fUlMh6as",
+	"OEPOKeXIjBlnkApS6xpa73efVn0Q+jyX78smf/Z12P4y6c3D9tPF9PK6zbbSLtVL/rxxNWhvrydj1r6e",
+	"73yR7eHmdKIZ5rP0srdoX4VbI9WedvnXSXvjy5xd613eHs9lu3f9eWfYngw2Vdp+yi/Xrxpe4+uwOw3b",
+	"W1+eTWh7vtgYXbbVeBsk4vrV5Clvs0G6ed3ekWHvS3t6uaW+NrzGfGNxTdvd8Wh72E6+PptetT+nvYme",
+	"9Xb45VK1p9fr86/tzeGA7bSvJk/HmtEs6FYyam/wq27aHl8+m4ftnvqyPW38UWEXxb38c7nj127rfTwC",
+	"d2DRpSoAem2rALqFmoBujRO3CCtTeL9XXGf9VdYi+2cxKGdvCs4a/a2eVm2NXqQt6QzndLP7vLf/9MOz",
+	"txtH27/snK9/3Pzt6acuso10GY1a94p1feWag6LpmBVzSdzEjGoqleCsMGOc6c1G/xIZ8XEC2NrksxgQ",
+	"XOquvq4pFsxYlKNaieDCG9eiMhfhOO+W7ec1RhGHtO1aL93ewHGDBWYrgxujGJv93vrqxFzGUbzx2OuE",
+	"UrrC/bqbxy1zTmWKSkZBgPPJQtTWrSI/1MYuKNJF/SWnu4pZVSLEm6FMkWhQ7ZVEiaLJeFtOy5LsDxvO",
+	"HrBYzElQnFGAWox9tdnlzh0TOcq1sq53qrQDdpoe3jlnc50TXs5Z6v1TA6qGkwsZfWWNPlzciF+M4mg8",
+	"UbBtYHgkLL1Af3+jv1WXgZUP4aTcwWj1+5lAVoAaFn0byDesYb/eLbCR2mNz5uq8eLP82uf6VabE0SZd",
+	"WaFvG1Z2yDFnJGb0qvigz6MwZo6Lm7NrhY0xoLkMDbPuuknKriIxg5otkzJUUow23fVt37a6yt47a6xs",
+	"7aGQGWc01yBhIew0/nyX2IQsLrBBUTGofTudVujK8SXXOnRAfXLKHCFMWWgWDTHgmSzrV3eIu5Ri/vkP",
+	"c85kRsiKFc5e722t94p8yDxTzcQ1r81G2/aeuT/crjs4O8HKnmhFXCqWaDUTT6UoxTa6d3L/5qvNJpq9",
+	"vI4PGFjKFw5UZtFaML7TJiWDVMwlS1t5VGc4ERJSDyzkpons0FJYsepBTpmj3i3JFDBv1vaYiTY8YhQL",
+	"XcxLwDzMm8HbmPXHFlNm2lJBe4+hEJdRKUdzWdTm1sSISGnmkGipohmRDa40IRu6GJC5UCoOzD4H+T6W",
+	"zVHcnN79Nuf2FJUMqRKSTwesRlC+xA5ejATvJUvbe2PGVWCdyZh2gG1azWIjRZpJGnHjPqSKTAWUkneL",
+	"BWciJcGMX3JtseGWlNSqQ/E1imO6ttXpkuav6+u75F3EZ9fk+tn2xfbmLkmv+uub3U63RV6x4aVY63XX",
+	"u9317jp5GaVsJK7X4Ntiqvl6r1ubdnsTwPk5JLlK5S7WdhaDI2+KFPUF05rR7ETr0VDO6xQJPC3PvYKl",
+	"hRToNb8pt3KPd1FFk8hiiL8X7/yyu5vdSrxJNckWFYoGm2cpnKmhzcejiVU6HHz7owaP4Q7BVI+IONQ8",
+	"J2++tIqdWmTl324xRu2M6o71vfFxQarSHoRbltce4VEti9PqW1pMQEpZzCh23zO1UB3yBnEbEmZanUFe",
+	"6A+QGub2cDa9wvXdJ1EVaCNlYZTqJfQbayGVk4GgqXWNA2FOsQKwgnBnyShPyaiqNpgZCv3QzvSGOx3J",
+	"zqHpWH2w2ukGNrIMMQ+dFdrwdsgRmEiaO0B1jM8D09kEQP3y1tXNYsNrkzAFdACSB3owFfOG9LHSJMH2",
+	"TDcF1vWBuS2mIAY2p2kIhfmXDBq9nGFf+8DpFPaD9Hl9y6sO2eP6ibb+JhpFQ8edSxAVBzrJD5jJK8Lk",
+	"xAwfI8vqXWWBZma3rdA25kcpjjXL+WkMYtYqdtgPBZM+x670bHipOXakJItHff1Ps0NQ5e/uSLEHmM+z",
+	"JmBNKCdCAsRuf2s0idamLGjpAWJGU07mE+HkN5DIJLBHejU474aXeeHNsvNLn0Rv2QKbyUR8JKobYgOK",
+	"+spRkmqKk6ydpOJ6kS0bZBYNQwMEBSgu272NZy2i5sK06rA5hBFQOILkUE7YdSQVWFVsAH3UiTkBcslY",
+	"IqESUUvDudAbBxmBZhEmI9TOAV5vEGccndLnPv/Pf8g7cwek/vuvvBfuX1lFmQkjkL+IZKm25P7SD7bb",
+	"bVL4r/5wSiNO/iJB/1n3WTcgTYjX9tfWII18IqTCL1rkr0JXONJUdCyxgCHwiAV09yo5mKmYKSZJE0Jf",
+	"mEDtEckYUXTs/Ewbj1geh8nygDNlNAenNd+MKzEbTliIk0ee8BcJ1ntPO91Ot7Pe3+nudAMz2ay5G2m6",
+	"XMUjOHf4xIlzuCyg5ZFgbQJoTl/1I2sQYcJ/TplKo6EMYA9IIBKpt0cfBvjRYeqIWlJoVWzKTeE8Isgp",
+	"gMrUOScBfJrKwODZmHM+d/cb85b1N4WP4+iK2VIAWrjN5hcw4RENyGBhyaNDTqiaAO8qCRuaMltWTajE",
+	"yYZ5+qz5/a42dpBSC9wLe/oZiB58O5lSoHsiuBJ2JlhhbR4I1i70rQSsB2AK8KfpWZe1Ac3lgJ0eZIBT",
+	"SfIcLPMTLRnen76ThQuVzKA7Iew4CmVJmkEhHzZoEZPLO6RpapsbVhLHzdl8nAg7N+RV9mRKHaoyiCYx",
+	"ssdd6bCo9wfYn7T8L+uqGEl9bobXgpmUvVCL0lymNPN7V+Tzns8pJ8HeTE1EGn2FTQyMCPJsu19XUOFX",
+	"rZXE3I1MHWtwaTbtrJzJNI7IslrIHrSENMB8hopIFNpGkxYpHte9SyhfmF59LJbAy4PN7jqpdrJ8k6WE",
+	"WzVqwAjESI2sNa+MpM+DrW6P1EXyA49E+uxAHrptLPXtiaYMfrpJytH+wFIKpD4Bq8YiOkwJgZyeagJa",
+	"M1jWIS7wCCq9Pg9MLkrQcpNKgqEIWQCyOZJEgkkJZ1BOSvFMLjo0t4PdWy1FhwSQLWPaVdh26zRlAJJi",
+	"0dXwjQvTQrFjlo+trKBijaLTJ2VKeqbkRAvUYZRMWKrYtZK2cwAjXPC23Rrct+zESLDV3QhQwcy5s8/n",
+	"k0jvRzqcMKlSqvTL0T2JIt9E9wG6EI7oOdNXVjr0IJFno1KqOXrGffTWLVCkwSLx+ZuIB0z3WvrI3eaa",
+	"PqGrSh6/h4h/LOakqZWTiIVWjlonK9J0HBfZ3JReMtnysNgy2Oquk1KCT4DFS9xhqJDnhuGHom7uKIBJ",
+	"Kq6i0FRKsGvFOCgtJLhuZ91OQZS3YZrtlMlEaN3G1j04z1G+qD6lN1zPROZnMFiYJDh7kYzXXP9VZqDK",
+	"elktrhxU2AHHZ9d0qOIFQhrC0H0S9LrrgeFDWJJaTPsnzeDk+MyIFfxSC/78s0xw2G+10Cl3lM1+gZqH",
+	"ofk1TCwKsnW6EKQI9AU8HKF19Tli63EB1It+OdQktKiSgrBrzTAiFS983gxuBRk1DbdbHXJarPY3VYkQ",
+	"/9fXCIlzATrBlIaMNGkshT6W2mUZLEC0IfJj1JJMS9Og0PG8T7hoY5oJKvi2HMQp+M4CXo1uZ70DfbJE",
+	"wjhNoka/sdHpdjYwj2ICRqnbzxqi6XXxSbPjpTawnv3gh7zgF3d+YhuvYBTDol1K5AqXTuDNtg/E1WSX",
+	"6w3A4OiZ5dAGXiOjez3FXre7zMmRPbeW//qb19jsrt/+i3Lz8W9eY2uVN70xGWpZwu5Wd2Olt+WNfB2v",
+	"ATjBXH/B738g0gGouwborXBEBSO/0/AaWKlkjJKimo+5aVln8FcMMAVIluWltXxIN9FE8Yeel0Mla9OI",
+	"t/O65bYTX02ErKGeU0gNlCT/DaoqDhlkEVIbGu2QPYN7i43j4VZxUSyk18KsVFirGXSsVXpLX00MZfkc",
+	"Mb6QPLPXgCzSfJpdD5lRbUpQA8vo8oypuiT+vJHscxEubmhiW9O8tpDqv1of2JvqCL4VvXgG5PrBd2iF",
+	"XzynYTaJ+1+7ze7Og5oA1+erZtBeG+u9IjlBZU0dVW7uajkPYgTgCGrb3N9+Qe7XYninUPLngDDoySKt",
+	"u1NetQCwbnMepftwzcBBv7zR+QpodlPLHABIYH1rFdKp6Qf+P4BtnyF8IbHI3A5/dTI+bmTlSNAryX2I",
+	"r6VsqHU9cw8+i4GXacAiJTbHqVPPMV8xhYkkSyT5aowSUdizDKx8O17aZJYrGs+cxLcNyAMxCWM3pHnZ",
+	"MTFPzk3Xqkkk7GXRpEfLoMuScW5LoNNM3GQ9FTbgNEuFKu3APyb175ub21U8PLPf1cmbFChn9jeejc2L",
+	"e9wluhlpty5yZTaaJ2zWMNLzXBXJr1vnYfJ080HytKYkZIkATPNr/qCe+kfCWfuqkq0yzUcRa+VRsSDe",
+	"zG4CqEWM2xw+smCq8z/FclB1hFqVPN4S6wAaY0pCgSuPU723kA4JpnrK2ll/eVZF0soc7D7nbG7wkK3w",
+	"g1z8AWbueSb/zrTj1Vcg4jOTswd5nzMufU4VoVgMSoepkJLQOCYpg0sid8G3qs8qnYHBgfmicjZlskNe",
+	"Qp8OEimfIwwqunTLd8IAFQfvxLDgUG4ttzP0/pyWLtTdbYtKmmZ9YuZdGJdjZ1Ttit7dpoe8/p+SoP4I",
+	"7Bu/dJN68aBhe+zp34DPg31fbHJwp1EDOpFN0inurWPCKxd6fvuvZd9VahYz0+4040NkOf1A+i3+dpfM",
+	"KUbmTVAeVYzOd5Jwjkm3Z3lmJDPg8kpK+0ryzv7qMaWdrUTI+4fkHD7vZQNgHf+aa7eaa+Agt06E200z",
+	"YQsk6uXmXhhqqekIvA45YvPMxKYpKzvHImWT1Xd9nqVcCMAmBoPcgjBasRrlfjRAcMnzwn3eLDizXRG3",
+	"XJadwpressW/vtzvRWW4xdYxfxOVFcMqywntpUihrAGi0YYD9WuDMKQUg0HwB59DEzgPAkmIMW3hkKXb",
+	"KQ+a5EmT41DEnkP8L4v03LKNNu7UQc/nN0VfIL02yLKc3K4xAQT7bZ5hCyKhkJmhFVaT+EWnmFJRGsBE",
+	"rDzEp8MhbJCrg+G4eLEsPDXWtzgyaLEDES6w2AGiQj5fOV5FmsC555FkJNjsdn1ehSRpdchBDgFuy1L0",
+	"+mzDHIyNW+i4XZ9Tm5VAKDGdPhAqHMPXpEl5drgBgcxaIzG4IEMRC46xVm1EzThkeSA0bMv0Y0HRYjqr",
+	"oEq92etpvlUHLxD07aP6GIbyKtA/54XGhRHq8yKF0Owk4uM+oWhQGDTlzDNkegORaRTOs2i1jZxDYBbR",
+	"0LIObjXMDvtXAn7unRX31SR4sUPm6u5+5+WKXau1JKZRxcU2lFdFF83+2YfcO2MbY/gN7zYcfw/rZrxn",
+	"3nbX535DMU656m/2/MatWPf6t+vetrfR9bnTBrs4Macpj3RmWGpAkLGu+zchsEPcqxHBsukMxMBO5lbk",
+	"/xUnc3PTbB9x5XMSq5gBXk23zALjRrQ+uP0iDVFEOeZNIWK9jIjN82vwsHn2SABsbuNvt0Qeordu9noP",
+	"MmOW4qVk5ozmIaRwcZysLCfr0F4Ei4StmTaIMKm/zVKk9dHt2v4NUEuCU2BhhxxkTHQor+rtn5LecC8T",
+	"6LFafy3Zu0exgZYKmlz0VU/BqjxmTxDzWAvHFc6kQ0yTHp/rQ8mEbVmydZAX/nfXZA0p3tJo2NFwYWK1",
+	"Kq5pV7lUxT3XepPFHC8Ck4qR0eXmE+G0FrtiFt0D32FSgiG9zMuABsB9aTOk+pj8sjR1oZw2awuNtZYU",
+	"SfIEt+CJNeEccF6zK2KudaqshRsxHdygVSgw/5uVVavt+txqq6SorJ5bPRRTMJ1GN6jbQwq2bazXHMSU",
+	"X5rON3oK8C+fg0MM+A6odP+BPEgSjblIse2ez59U+me/AZHX1/O0srLT6dxDDAe77vCFpoZiNNJT/D8h",
+	"VfQnTHanvFRtbFJ6ib2RTampk8ZOsjLPzJwWvAvslFXbMAZ6RNs+G8FzWrD1Z1opjZAF5Cpb4OIzQ5sm",
+	"/QD0k3aqpjFXWfo8KGuaAWkGhZ5RQas6oqFrffCg9kMzayADeLT+bRwS64cx1YRcesTn0JNXyoTFKm8X",
+	"1vLQ8MBejEbh73ZJDYBinhJs7RULwWSsFZvnjG2tsdkZ2SNZ4z6wAeaMXtrbeGMfxpZH3O6JnhEAPnd6",
+	"F+KyUTAUOYUklCzpQajFRG7qzCciztpHZQYPKTU/9QinU700zUx8nvVsmk8WuUx3l72sx5m20HxepG9D",
+	"1sUO74Vm1slEcNaCO2s6kvncogcb8zyv4IhSqbc9ZemMG7tQZnNsOv2NNZF/LDSPq1kKYRHMf04XHaKf",
+	"hm7Fpd6+1a5LaEfzGhyniPvcwYiETDOgLWxrbY0+ag09kjHAKV1ooT9LiBJkkxxGz0kTe7pudUlX29i2",
+	"D6hs7RKZxJEiMU3HLAV2uTzZEW+jtRmdlpBV0Xrvzl2Z9dshBncGUR2gBVWnyF8GIgTawZ2pVq9DeRnc",
+	"77y6LG9lVzExnL5W92wF1i+2AuuQF1hZ09dHWWhXUOgNlt0C7BCjJSAX2bj7Zx/wJkmkbFPNouilvkAr",
+	"bohtOVa3JVmLx3xH7tSZrLpdD+s85vPvcvIVyKobCOCP7+MSKbZAhMrcOg+H/rlRewxjE3GoxXvFTv/H",
+	"9y10SOpGErqHc+jhxwBqd41x9cZSZ1PYLhNO31AjzVsYnke1MuIkgCsKhRg+r5VOI8TYMbiM2jQzYhNc",
+	"FvAt+itg5/5reyxWMONO6CIWNDwX4p0WPo/l6bjF4jRHb5pxf1c71YjLf4K1auSX6eqWBdfc9m43mqrw",
+	"w7U/jaXwbaWUTGP3Hb7cg9R95hXTX6wTG68I2GBieClmqlNWcYzZqzVh6CVSaG2wTFd5xUBReVAy5+r9",
+	"OMxisC/GJXNa+W2shrNR7kWxrF/EjY0/Ko0+6jt0rMYkgdxgC5ek/znnq2eVhp2/PQN/c4XfSZYeCfXS",
+	"5tr9T8h5o9WzqbndFQ2+bnX5I7CTb0JEhKlnC2vQtB4cWfcb2Vtao5P1WCxGcUnTuN6gUBWwy1te2ZTy",
+	"+XJekxfjm8JuvWWASIUoGFD2OpPK5+gqw4YLpGm6awFaHqTteWQOyVE1vVFuyDjQ+1XPpjaru4CnqXci",
+	"3M3rJCHs6k7u32v4T0h00CdbuIh3ka9rM64J9DvcpP0YCmidi3TD3TjDvHJJoELUlo5iMavtVoJiaymF",
+	"v4eFrEzi7/DVJI5GAChSnBxkarB/5cw/gcDfRSOHvg3JLKFxg7dyq9bY63YdJFITd8PEiOiKmZY4wKVD",
+	"prk948NFtZpnzNRr88KHKn+lRgCrKU748jqtaQ+WUT6z73hEVwwwEZJUDJhzNiKxuVYG8mbpyZykYsrU",
+	"hM0kgZbE7DoREoDTbOSw6fhldq12/5Oe0yY4Tg/hDcbratKGs9jOhT/rdjeGcjaQC6nYFP60n+qfFD6Y",
+	"8UjhBwE0VYC0HSxEj5jMA591zGjM1KFZ6/2yTsAn8/rg3UmWZXYBcv8Ce05gf2OCbQ8NmhR6CiShmYow",
+	"WEBKfqxtnP+Q899ODm4cDbgeS31+w0N/4oA/+dhfxm98I+vd3tMVf2Pak+hfbaz7tV7R5YkXZkNJxEmZ",
+	"TpA4/j5Sd94/zY65htwLfTGX5xRiCZcmKRfc00UBYrHJQLOhoHVSaBPqc5EWO4X2LTlkoBbQ9MvGo6pt",
+	"+9CTVOjh+gO219NS2iOCEyj8kjIDIsTBYXI0STIYkydPsmDGkyekiVzNM7Ud+vyG8QzgfIIzptr7gC8U",
+	"eBBMaHk+z6E2hpWmqoiVBAk3IZklEKDYA0DXiCN0iIvC0bwBa8O2+wpaJtbsvsMGrCRVkRxFLOxji+DP",
+	"M8QXIYHbQDXokDfcOuEwrAStPzCwBwsFUB0DMbQ0irfntHMkJoSqhDYMXAXKyD5QnSBcJjgzLj9nFT9o",
+	"PoCtX2FsDChZsGEDiGuTIh3I4CjDUoX9z5oi+9ygqDUlY+TJeRF28wkERh0ktr7pe2bwKi1lgGKXM1D3",
+	"/K3XMkN49HlwcfFaSJVjvhjMWgtJlaHY5HMHHh2zEAB9kJqNY/0HWUDT7RBTXFJqxkhTvZnGgRrTMbTo",
+	"NQH5OkavBXLMFNt32t/eqywJMTE1KR9kBFxKOcxbK5fJU3P6mgvg1o8+oOPvN6cBSKnI1mUgj/S2rH3w",
+	"svYuOB0k5OJ0MjbnmfifgdZGdDoEd33kSW7u9LobO418RuZqmaiC00a0ZprfaTJ3KLrNaOpBebO3qLWP",
+	"Cy672sLqcHiXOBaLKU7I5gqp0k+eGIi+Ei6vz/GBJ088R0IPFkUMTkjrntdg9/Z9HkF3ARqTsoxs1gtJ",
+	"RMODqDsAps0nVLEsPylJtJRSHXI8UsxoEVrk9LpdkxzjJKx4kAWD3Zs0JzQ5G8FGtxesBRvdjYDYc7O/",
+	"LSIC7vqmCgrnbhKbDFUQrc0hSilRk1TMxhOT4QczN0l738uoPhxR02VyZXs6uwiuUX3vmry/v+u60WqK",
+	"zdfreyZmmbRnTJFZUpvYlfdXtkFFk0wUi/EYMlF45+aW7ls2hODmzJYbxZfbvf/xGKgwzmV2dMH79ISv",
+	"27+VORBwnoysbsqtXdbNv1/vdQXAHdJEzy8m12Ztsa1G5LiYOWt1COoUcJGz0p9aBDoDtLeC3uyhJj6k",
+	"cWwoBVzV+AoEm6sqyt8p1PywOO7OShzlHbYZ/b6+tsMRvcHddqM9e0hvMmeLOMwlc3bfKLGZAereUWvW",
+	"wjd1hq1lPTfWzNmRQU6iEbuM7C1pF4IaHirzRbruI1IloTYYY8M0WX/zkiWLVVY20BspzyQPIzp7Bayx",
+	"Q85sgi4Qt75s0M8Q1YHiSztkH2/G7bcsu0N1FgXkBGd848BV5u+Nd/AQ5f/OqmQ+5TsplSvI9XzkM0QS",
+	"uLcS8UCN4OZf7qF5dmB7Hf/LoR7MobBc3BHn4QzLAZCt3IFNZW3el7Ir4/anxLRUQX8MMADj/SlxG4tz",
+	"c7t0Bcxu40UDee2UMnhEMeAwRTjVlBXTFXOvR8FjNaXpJUCL5h4reCaOQBu3klrWws8a68B6t3xelNrY",
+	"pmrIoN9KCZc/x952fFfaGtA6gPVLkSVuqRpvCpzNP4f7VUzrB3BDIx4eG5Cy0LMXakPC/0K21c2/PBLq",
+	"xLSI/5eJPoKah/rJfdio04Xp1ky8rLFA2bmKPVFSZgA24uiK2YZNBpK2T6LQMwXyzdHd2qD5PFItr64t",
+	"mIfNxGboig6JMVs7JDAsPgD+KVHHtM3zoEPfLT7oQqO7LDbYIeWiCdsWT1yyWhBdfaCFJlSy8R0Tkqu9",
+	"x5a4xpad5Hcqcb5nvsQqN/uUKvYumkYPBD7prcRTX1HF5nRxvwwL/ZsVmKp5xzm2AahJzHAaOv3+xzfv",
+	"T7eH1W2ZGg9gMu8MBP9S2nGYDDiAKzxmLWVX4pK1wbsob0LS1o/Z0qziWzLFA/ufsOshS3BaWiuBq31r",
+	"fKnUxNJErZqAmgGjTw0Sd5R/6yg9USoxDBalTt4e4ZjhZIJqmEFHLPfMkOI1a8zYplb+CG5KbQwKvzrW",
+	"2/X38RDzCjyEcBkDQQ+xG1yz6/iXg/zLQZbYetGYEzFThUZeWfTuFt7xp2n1aqoGQhYzxZbzDtdGWcKv",
+	"+tBjqHqDfZ7bhRBN5gYXSN3aBtcz6EcYXsKgeJ4oeQtb0rZWxuT0ILhBNkky2Oxumu8dfFaAl4LED+z+",
+	"KqBSeDkzKTbEXCWV8rwQh/9et9xr5NGwuvQxQKbIW+KYabjJDUYElPW2KYOT6bsHkTebNL83B1BKXMoz",
+	"tuoP7qddaJT209ouOaTXWo39qbtLXiuVHPN4sUvO9KVju+SMTtlZpNhP7+j1PwGPcgUWgvRRMOv+ZaX/",
+	"IFaKbI7QEk+rstG7FmfkTaz/yDhwBPgAN+lreVVFxmyLwXcL+IDZG64jrIVVEj6HrDa0Wa1/bpXsNpvv",
+	"Uxs1yyILc22WDhih8hIbRhaqMJwiDNO5s+T3ui1nq47fmm07HNGqi6ue6OwjEZNr+yJk8PS3O1Z0/P1J",
+	"7atUMKJjSS/qLi6iv9fR/i/z+puY1wu8GaVilpLed1vs8dAECDmbF1q7NSk0y5SK9LokpTwUUzJYKCZb",
+	"HoIgSkAvz1GJqCRPjN//CamPIlJpYGogKdmoXD4vo3rir/Wkfjk1vKkYZrS5FsYbDhhYNwYez53PHOee",
+	"cXMRqnwe5Kkawa4dGdxkEIsthz7dCKXPzxF3wihPsYWARO8bdmQ09m9eO7s0tFny6T9SDPBBoNt3D+f9",
+	"yyj+SQZjKTh4G7e4bwgw80eX0qWqkUHb4u+meB/G8Rgn1YifNQ1ZiKxll9h8mgiyHybGl3LJElWrgvj8",
+	"TjqI2Y+bom23qyLnQiU3qCP/vEjW36yl/K2BrH95z9/Ee6oxteXcx/Qd7SzoNF4hkBZJcpwwvnfyJuus",
+	"jjrGLIoVibjprG28FKYbu8kLNiBh5Zbrebd07KAODfT112b8H6TPnem0lpS2mWmdJWx4NxezXXnuMjF7",
+	"0ifQitXnER+Jvs8JgYTOflavpj8y1X59Ap1c71o+ppWk8n52/q7QK7YGiiS0GXZHXVY2ZoVCG9GjbjCq",
+	"jV6IzXkKkgRPn3FQfgVn0qukktxuUyNmnVsnZiqx6XDIQDPWdrXPm9nQFJyQG8StRmvdZilnLYtvEFMp",
+	"G+udp4oVJMW/wupfk/pfabWiP9DeoBKvWC60bJb9LeJqPmEQhkCJNOYsbFtc9AlF3bcZcMFZ4JHAaMkB",
+	"II8GqA8HmLoBg5Tzf7WJnYVG69TlmI2UAf7Mp2EjIggZQQBiYhnS0xJBd2Ov7bvU9SFCUqEKDNL1LXJS",
+	"Xga2Ev7TjbBMldZYZZgmW5GWgfBpG+r13nrDayACX6O/7TUQfq/R3+h+q0d2+mZBpJaty7NbD2KGKCHw",
+	"BHM5IO++9IfiVq13/9Yd4tDKzd2fI2E8WtnCl0+2MFcApswnCyMvee/qHbNH1HYRuiUDyOKqzeTD2m7+",
+	"Kw/+QfLAdqysOeV6iQCesFWRVUwQFtypnm3ClHWVsWnMBkY84ioVMmFDQPtgPExExDFbcAZ+YI9sdTdI",
+	"1r6nQ54LaHFvMmfoFcP0PUB0D04ZDSPOpAwQrJsE0PMYavDlBBoI8JBwdF4KrmgELS/DMGVSak15mLJQ",
+	"Uy6NJRGpRS1cIidOcVseDP4Hbic4YgMiC3vn1LohMkz2NbSxWvrtzNTAlp/4w/kbDrRxhy6PZlvruzzS",
+	"cNFxLtL3WLltXX0F9qxKKZeRIjOeMjqcmF4hS3ZnRKMYPTB32iIu1MVjbtMRILHScNEnWRBCcIZ4HQBB",
+	"JTvEutxDFkcD0NjiBZpdPjc1ipkV20fEHSzARdoUqWlbpQd2LoPP5YQmgPVBBs796dg+OH8DeEo2m2VA",
+	"Qd9W5nZ9VPK0UY2Y9QjkBD6OpvV5oLOj5Tm1C9C41pivmNSTiplCAznEvCMEXGexBGSo6wjjwWaIW7ms",
+	"d/OGkWYsRGLLxc1EW/28xQRUgsdq4sEp4m4BNiCizUBzFMCrhgadA2wNJgHzfyEMY01EqDmXntUqB2QO",
+	"oS6vp6jQmxL4QuS+n1Ww546wHBgRU6WkRzDYDWjrZ/qEQ9tmZOqeauUsfV4+TIMLg9md+qYAr7ZQGMVa",
+	"/ZyT+7xpCZzAVWWSBLns1fYI/I2SFy2SaDhx3Ww+HwmD1ZiTA1JUjfjC5gx5RC6SRM0FkYolsl9TcOhk",
+	"jPOseyVpUulzDCnWxhJNGBHBAbLgZSFiuVuoSyrF+Gx9/wrBDp9jxaXWEwqBjMykqgQ0PAPkUy6lrAQ5",
+	"yU0xTghDlhPzsrz6JiWDVMwlS1u56TeEBH6oXTI4INTmbayIYgPWYwSPDBY+xy7WTrZhYBJVMMlssCDB",
+	"i4N3B+cHZFlKYlA8h9qE5wCum1ySAdnx+Qt7iaAulmReMdzC4tZTbnhKigCR+qR8biGE8L3mLcXEaWjB",
+	"BMqOlZQAzetVWzSbrBi3KAyZad5JwuAIWUgM6NIIOF6jVABeOWhu07rSNnuTTPEItiK29SpAFf/5D/kI",
+	"t9R4+DA05nB4263Hvj77yqaO5w0nEUQDe0VovQAukckRjZQsdCRyl+o434lWB6DTS8T1NRbplMbRV9P7",
+	"ijSHVDIsQ37PI/SFUsnIFU0jqpc5EnHIQi//Vg+nokEUa66lxwD8rYRRWJqMMRw4ZelY/0ylqOQQ+MIj",
+	"oVBEsrHmPtIjwS7kcBnCpT4POgidFhA5G2mpadKDPJLoPeKqzTTv1gPOeCg4a3lEChIgukHg+TxYg41Y",
+	"CzwSrOG/4Z+xGP/v7Z3s3xHvYJMd/eJg7d3xq/+9v/m/n3ePAkLjWG8swIFK+3TgiGKCMBHA5x3B3ZRi",
+	"CgcGZAcNTLJm82aB2G1nF2+QJBPBxSw1w7X1RUmjkFnQlVbW18kSxFgwl83r6c3kjMYGpH+kBzOdXPro",
+	"xJZFQD7jLofeGfpCe9j5DEdD40My4Na7JDi41uIjAMQprekZQaNXWsCCM53SEAUGcxNws2yQGFqz/iD1",
+	"ZaGxvYXocffMWykJ1q+vg9ZuNptImqy3ESTR+XzGNemBOWTZO2kGe+D1bx8YqugbyasWwS6hZPw1SrQQ",
+	"DdkohqBN3mw0ZHo3QoJwEWimtXaLVmAJYUb6vImsuGO+uDBfBC1TS2CIVQrgdEli+h3ABUaisOeCAzs1",
+	"sVlTIujvA7tqmqAY6Ss4swpAhKVhCF9gdA99tlO6gLRuID6fPzGkRIJf2+fH5yftfRGyPlnvbWxubUPn",
+	"XP3MKGJxiKCUFwYXjhtkHg+ZhEjJdBarKKGpMmA9IrW9p4CkfU4Ihro8/eKIkxw1jxEQo6QJCj4iYdI0",
+	"bwcDXZw6ZM9MZBxdMe5z07hJv2QucASZvVbrLAmLNWORpOlM3SOBXujF/vGLg6AFpFtpWmWushRAY5Zv",
+	"OjzXUjY2EPQ5GC7QBIouSky5aZtpiRByw2AzPEIhd6sN7SyglM8DVq1SEesLmtKhQuRBp3SQGwLEi6SZ",
+	"gc8NtU3p9YXFoYGkMAPdt76BfdCAJzIDxATgFvolWsACo9G0Qjl5f/6y/cz8cCsgTesbIAEwTxMBMr0h",
+	"gpYVZi8YXzhWgeVJeEHMfYoZtZm0dvNslz1abtmnmcJ8wgyB2u20p5TvRxPZBerx0FcvJXQgriD0ajbG",
+	"/OoCHwo8stntOnPV9OIhA9FcGcs9cca9blePI7jFWPbKY4KYZ2mwFthPwEGKQYLKDPCiaRUdL5XK4bry",
+	"Wiy04WAaQ9v/KYexakLvZaj0GjBI2iEkO0MCR6hH3T87fWkZEjZegYlwwS/KXMkjXOhRcoujHeuv+Ngw",
+	"Bk+fPXpBgrwHnN5pwOVCNbWwJnu8l1zMcxxtRzt3yaJp8L3MVnrAx4n91k5BYLNxmvkPtDJDpVYHpUiV",
+	"57TgBg7RwjFC3Eh4PZbAYNfnnNYQxJK7prO+r1YGKNshFEUBYOjrW+OZggx7SlhGu3BOajBTho9xYdih",
+	"/YVprzYX2GykBay6yIK2TCx6ljtuA8f7Z4HZYPZ/ERmpGRwQ+cvO/C/9ebvdJua/+s/l9+ivyrl4Oeab",
+	"8+M7EqtlnCAgEjrWF+j1wd4LzZHI/vHpGdjKcTSeqNYqcyg1IfBs0C0UzDYLgsCDPre/akjNyvNoZIut",
+	"c3WhVXqFsVPcQkqtnEFkOkvcLyYZPMor4YJrFcxWA+EM/gIA3QARiBzYoZxBH47oqf28dmQnlaEwms13",
+	"KA32xqZB4Fh1+EZFaKPiqPUoSYU3FEF33InXhd1yeDdsiKZ1VdSKIDYcY+wFJtHbMZPAwFtA1kiQAs4z",
+	"PmS8B8EpU+miDVi85bkhpEI2n+ym2PPQasF0EI1nYiY9mC+0ByQA4IZH/hdqEvrlWgrj/68gVAv6raZq",
+	"cBnVXUPbuxi9pimhSqXRYAadAk0Ew41eND+Ay04/ac1zCxFPjJ95N996WK+0zWr1aqB3flBhS8WNc0JN",
+	"QauPrmEyjMHR53Kh/I4ABC60VgT55egz+IBVZ2AGvYAE1gFenEaBxRX2ZjhhIVkDo0YIImMxv22sNf31",
+	"pvu1wjAYvMbnx9xYeUDwHpKcZ8YEaxH2ClSRGqZg/I4+XwleGhJwn2RgnU+edAjCR1N8vc+Bs0RKVjHE",
+	"dkkuzCy2ZlGE+LzpeC4g4T70wJEjRhnuDdw29xIU1OXejsHy1ouG6YapSBI9DqBwY9eX3A3hOdCfKCki",
+	"5fNhCu4BtxITjBbkKcZXZ+Vs8PHjx/aeE6jtY/ZXymg8/clvZCl4DS/fjJ/8BqLkRyFi5PuN3KlQC30Y",
+	"OH1yi/hCnvv3LI3BreDUK3gkqAJqBrnpaBPRAgMnGXTIHhTpo1uJmGUWqk/7hIs23OvAKt4vNTGv9zEW",
+	"A04J02rYYmDn6ZQF/gVtmoMgmCiV+By9e/jA6/Pzk7X1zrrP9zES1j5fJKxPysEwnxfsRcQa0qP+6YPf",
+	"DVoTNPrER4hcfRB+I6FSzkUa4hedTsdvfIN5IJS4I1yby8viWiRmSlauld44AG3ddS1mcFVYO3PuOP4Q",
+	"dtZsY8mpmiO0FwS+M6w2oqm8LKi7rtcWDHgczcs6x8dUD2n4qhiRJ08K3eOfPEEVOVKAQYueITSPcEuy",
+	"mQMSjQOVb7e11SFvuC0XbiM9GMgreWmgvmos/lMz6/YLF2G9zvQvAUYHpAm6ewA/WAsg2yPImIWCokNi",
+	"vvZI9n0APLOrecWKXgTIrrWOhNu8CAYbMbsCNzkV+pkBXVqbtdYcm6/4PexLoLdcGQUeHDu2EConM2P0",
+	"mpu3i84LUuu7ADaKkQ1ufehgUXrOFa71V9iT97maCzh68zT0AFgGop8xB6RvUY8EFzhORguOn7VOQJy2",
+	"Akh+sQ4dwlkg0Ao8J5dzfbKkBh2ZNeAPIb+uFqX3tnZ63e6tpekZj5mIOMSkYVM/19vabg8ihShHRafl",
+	"JWOJNLVjWo9iIdSx+Bwc61o4z3gWYNUXuNUhe/q2OvccQxPWBM0uNAYXPWi1f2UglhDFO0vwc+OUNSqT",
+	"pjdzFiYSxtncDGRMB2AsxlnQDMyOBX3kglrpYiMFi8nBH36QJI5G2kybjmjHFGBbglcqDjyy0SUhXUjH",
+	"g7Kr1zOTLDfD2LXCdvcm5onTSoWiCvArjPI0k1o/wW99jl+HhM41b+Whtg0lWvpYYYitjjUzTBbYn1OW",
+	"2ykYZx7GtprIdO2dycg5dGI2uDumaZY+P5/jZLXy46BUoAsNtSM0/FyQBoNDDqIZuKardaN1nOmj6LCG",
+	"+wkuQyQfDLnkczTdsItusUga1m8NKouRDHHaPABtv/a5Mdoypc90fDdI8Zk/3wAlavJa1EAM5SgeHy0I",
+	"bh1tkC4yoBGjapZCEEGMRgZMnsjZcGL3Wy+EqYIO0+sDHwS8R/35O3SEF0Vgh+zZVhGF3vDV3jLmUpRR",
+	"ITtkzwht9EihHxQgUXiIrBJ4QeF3Wrur05cKPPIOehOoSO60UBu6A8QjKlOAxgQ/NcqXo0s5JXw17W5Q",
+	"hCD7cJwsHim0sSk1d7HR8myzM79BJkWsxgusZbfco0YqzTdEwrRap6JYb7Ut921SMmJzMo34DOuZ05kJ",
+	"JwNejGuGoAMgBFow0DCeezVBMBZwRoPN7qYzEQdipkCCG/067PWsNRV0pFnWv5I0oW+7ZmsQghFIXNig",
+	"vKqpAnIfoTJ7S6seBd0V++7++3ypi8XmRdjVOu078XlJ0mg8UcBgUuYVnPBgjQGtr3fIDaCw5E+Xfr8F",
+	"NdnpHnl/+karbW66B2kGve46xA16N77A5nkUX+TBIN8CkiV04AtM5rY7iVLGfRMaSuAu4+YXzGQYJoOh",
+	"7fh8o352lXU3rbuOMxYy6JrRyjpNwag11w+obr8uXYBeMnAAZr74fhk1N/TAcDFxU2GaX1nEXKTVMQTy",
+	"PZuzMCrY7hEnSSrGKZOykCuB4JnVZIljk5sHuyw4iG+taWuK6pOIQ/6QZ3I1mqgEY0purhj5vNKBteVB",
+	"A0uIrUFix64JB4PzqU8i7MZtG4HZ4mRpY6ZZJJRKOISUtfPr0AKGYH4/xSZhMaNXNUlctJTjluVsFbPN",
+	"gtZu1izLJtKaiEI+ygBSsKwqGeRtJoNWYaux72N1qw8QuCESvK0ViCnldMyAGekjBO0iLPQjzzPYQHmK",
+	"BPe0XjhPaaIVGPMLu3NW1WBzJlWx0TikBNFIojef+Xwa8Wg6m5KQ2SnZh9EbiGGUlCliuqgAJGqqKaND",
+	"PgpzwXwOOqjjghjSWL8ZAVx5SD64GbG1Z+Nzezi75LEOAJJsq/t/kmekKhazKVP6bfV0EtiOnZAsginm",
+	"mFpi0h2DllUzI5lFrWpTB33ezLO03HpbbVwe6buW4S9mfAFYSD4HIrVoresIupvPDh/CkBYJBUDEfRYD",
+	"nzdrfMXgFoNYkUlRbhVS5tC/mR2sPmaflxPYSY40qbVfcISIdDhhUpl0X1DzmUhilmX+mmxfEFuS5Yed",
+	"c8eIJ3lWygKy6IFpIhOEXGutxecFs+7Ri0RC5uh1rt5SvmhDSlS7kAm/1V1fiipVqDt8M01ihjFJGBqK",
+	"OH6/SxXHH6Yk4/e71mT88a24kiQqrgHKLW8ddT8VUmpT2YQgKuOCbKjbI6gcvXX8migHrHlzpR124lpw",
+	"Z+8A9b3Cw9UYFE5tfeMhC1vfesivezurbYuF/b4/zW2s9qJC+dBjEeuMA0GF7Wr9ya1Dn7F4pGVFNGQn",
+	"dIyT6q00qX2RyhMbdDZUeM87YvAGV2ARZ7Ph5MBoeeaHqxDIIYQGjoTai2Mxx3v57f8PAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

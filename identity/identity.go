@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/totpgate/totpgate/internal/gatecookie"
 )
 
 // Sentinel errors; check with errors.Is.
@@ -142,6 +144,7 @@ func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request,
 		return Identity{}, fmt.Errorf("%w: %w", ErrUpstream, err)
 	}
 	req.Header = h
+	gatecookie.Strip(req.Header) // the gate's own cookies never reach the app
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
 		for _, name := range i.context {

@@ -147,3 +147,34 @@ func TestIdentifyWithFailsClosedOnOther4xx(t *testing.T) {
 		}
 	}
 }
+
+// The gate's own cookies (__Host-totpgate-*) are never forwarded to the
+// app's identity endpoint; the app's cookies are, as sent.
+func TestIdentifyKeepsGateCookies(t *testing.T) {
+	t.Parallel()
+	app := newAppIdentity(t, func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"id": "alice"})
+	})
+	i, err := NewIntrospector(app.Client(), app.URL+"/api/me", []string{"Cookie"}, "/id", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caller, _ := http.NewRequest("GET", "http://app/x", nil)
+	caller.Header.Set("Cookie", "sid=1; __Host-totpgate-device=token; __Host-totpgate-step-up=proof; theme=dark")
+	if _, err := i.Identify(context.Background(), caller); err != nil {
+		t.Fatal(err)
+	}
+	onlyGate, _ := http.NewRequest("GET", "http://app/x", nil)
+	onlyGate.Header.Set("Cookie", "__Host-totpgate-device=token")
+	if _, err := i.Identify(context.Background(), onlyGate); err != nil {
+		t.Fatal(err)
+	}
+	app.mu.Lock()
+	defer app.mu.Unlock()
+	if got := app.seen[0].Header.Values("Cookie"); len(got) != 1 || got[0] != "sid=1; theme=dark" {
+		t.Errorf("identity endpoint got Cookie %q, want only the app's: sid=1; theme=dark", got)
+	}
+	if got := app.seen[1].Header.Values("Cookie"); len(got) != 0 {
+		t.Errorf("identity endpoint got Cookie %q, want none", got)
+	}
+}

@@ -35,6 +35,7 @@ type Recorder struct {
 	lockouts   prometheus.Counter
 	keyOps     *prometheus.CounterVec
 	revoked    *prometheus.CounterVec
+	devices    *prometheus.CounterVec
 }
 
 var _ audit.Recorder = (*Recorder)(nil)
@@ -42,9 +43,21 @@ var _ audit.Recorder = (*Recorder)(nil)
 // revokeReasons are the values of the reason label of revoked sessions.
 var revokeReasons = []string{"out_of_attempts", "locked", "expired", "reset"}
 
+// deviceEvents are the trusted-device events (audit.Device*) by the
+// values of the event label, each with the values of its reason label.
+var deviceEvents = map[string]struct {
+	name    string
+	reasons []string
+}{
+	audit.DeviceTrusted:       {"trusted", []string{"login", "challenge"}},
+	audit.DeviceUsed:          {"used", []string{"login"}},
+	audit.DeviceRevoked:       {"revoked", []string{"user", "others", "disabled", "recovery_regenerated", "reset", "lockout"}},
+	audit.DeviceReuseDetected: {"reuse_detected", []string{"revoked"}},
+}
+
 // Login outcomes, the values of the outcome label.
 var loginOutcomes = []string{
-	"passed_no_mfa", "passed_code", "passed_recovery_code", "mfa_required", "invalid",
+	"passed_no_mfa", "passed_code", "passed_recovery_code", "passed_trusted_device", "mfa_required", "invalid",
 	"replay_refused", "locked", "enrollment_required", "upstream_rejected", "error",
 	"passed_no_session", "refused", "bad_request",
 }
@@ -55,7 +68,7 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 	r := &Recorder{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_login_interceptions_total",
-			Help: "Logins through an intercepted route, by route and outcome: passed_no_mfa, passed_code, passed_recovery_code, mfa_required (challenge issued), invalid, replay_refused, locked, enrollment_required, upstream_rejected (the app refused the password), error (second factor or app could not be checked; refused), passed_no_session (the answer carried nothing that could be a session), refused (an answer the gate could not read or attribute, too large, or too many logins at once), bad_request (a login request the gate could not read unambiguously).",
+			Help: "Logins through an intercepted route, by route and outcome: passed_no_mfa, passed_code, passed_recovery_code, passed_trusted_device (no code: a trusted device of the user), mfa_required (challenge issued), invalid, replay_refused, locked, enrollment_required, upstream_rejected (the app refused the password), error (second factor or app could not be checked; refused), passed_no_session (the answer carried nothing that could be a session), refused (an answer the gate could not read or attribute, too large, or too many logins at once), bad_request (a login request the gate could not read unambiguously).",
 		}, []string{"route", "outcome"}),
 		challenges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_challenge_completions_total",
@@ -81,6 +94,10 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 			Name: "totpgate_sessions_revoked_total",
 			Help: "Held app sessions ended at the app (login.revoke_path), by reason (out_of_attempts, locked, expired, reset) and result (ok, refused: the app answered 4xx, failed: no answer after the retries).",
 		}, []string{"reason", "result"}),
+		devices: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_mfa_device_events_total",
+			Help: "Trusted-device events, by event and reason: trusted (login, challenge: where the user asked to remember the device), used (login: a login passed on one), revoked (user, others, disabled, recovery_regenerated, reset, lockout; one per revocation, whatever the number of devices), reuse_detected (revoked: a rotated-away token came back and its device was revoked).",
+		}, []string{"event", "reason"}),
 		keyOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_key_admin_operations_total",
 			Help: "Key administration through the admin API, by action: rotated, min_version_raised, rewrap_started.",
@@ -111,7 +128,12 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 			r.revoked.WithLabelValues(why, res)
 		}
 	}
-	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps, r.revoked)
+	for _, ev := range deviceEvents {
+		for _, why := range ev.reasons {
+			r.devices.WithLabelValues(ev.name, why)
+		}
+	}
+	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps, r.revoked, r.devices)
 	return r
 }
 
@@ -121,7 +143,8 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 	gate := strings.HasPrefix(e.Route, "/")
 	switch e.Name {
 	case audit.LoginPassed:
-		outcome := map[string]string{"no_mfa": "passed_no_mfa", "no_session": "passed_no_session", "totp": "passed_code", "recovery_code": "passed_recovery_code"}[e.Outcome]
+		outcome := map[string]string{"no_mfa": "passed_no_mfa", "no_session": "passed_no_session", "totp": "passed_code", "recovery_code": "passed_recovery_code",
+			"trusted_device": "passed_trusted_device"}[e.Outcome]
 		if outcome == "" {
 			return
 		}
@@ -192,6 +215,10 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 	case audit.SessionRevoked:
 		if slices.Contains(revokeReasons, e.Route) {
 			r.revoked.WithLabelValues(e.Route, e.Outcome).Inc()
+		}
+	case audit.DeviceTrusted, audit.DeviceUsed, audit.DeviceRevoked, audit.DeviceReuseDetected:
+		if ev := deviceEvents[e.Name]; slices.Contains(ev.reasons, e.Outcome) {
+			r.devices.WithLabelValues(ev.name, e.Outcome).Inc()
 		}
 	}
 }

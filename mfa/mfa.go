@@ -40,6 +40,9 @@ type CodeError struct {
 	Replay      bool      // a correct code already used in its time step
 	// LockStarted: this failure started the lock (the others found it).
 	LockStarted bool
+	// DevicesRevoked is how many trusted devices the lock revoked (with
+	// LockStarted).
+	DevicesRevoked int
 }
 
 func (e *CodeError) Error() string {
@@ -78,6 +81,9 @@ type Config struct {
 	PendingTTL    time.Duration
 	Limits        store.Limits
 	QRSize        int
+	// TrustedDeviceTTL is how long a trusted device stays trusted after
+	// the second factor that trusted it; 0 turns trusted devices off.
+	TrustedDeviceTTL time.Duration
 }
 
 // DefaultConfig is the documented default policy.
@@ -90,6 +96,8 @@ func DefaultConfig() Config {
 		PendingTTL:    15 * time.Minute,
 		Limits:        store.Limits{MaxFailures: 5, Window: 5 * time.Minute, LockFor: 15 * time.Minute},
 		QRSize:        256,
+
+		TrustedDeviceTTL: 30 * 24 * time.Hour,
 	}
 }
 
@@ -107,6 +115,9 @@ func (c Config) Validate() error {
 	}
 	if c.PendingTTL <= 0 {
 		errs = append(errs, errors.New("mfa.pending_ttl: must be positive"))
+	}
+	if c.TrustedDeviceTTL < 0 {
+		errs = append(errs, errors.New("mfa.trusted_device_ttl: must not be negative (0 turns trusted devices off)"))
 	}
 	if c.Limits.MaxFailures < 1 || c.Limits.Window <= 0 || c.Limits.LockFor <= 0 {
 		errs = append(errs, errors.New("mfa.lockout: max failures, window and lock duration must be positive"))
@@ -361,7 +372,7 @@ func (s *Service) verify(ctx context.Context, user, code string, allowRecovery b
 		// Only the failure that reaches the limit sets the lock; the
 		// attempts behind it are refused above and must not announce it
 		// again.
-		return "", &CodeError{Locked: true, LockedUntil: res.LockedUntil, Replay: res.Replay, LockStarted: true}
+		return "", &CodeError{Locked: true, LockedUntil: res.LockedUntil, Replay: res.Replay, LockStarted: true, DevicesRevoked: res.DevicesRevoked}
 	default:
 		return "", &CodeError{Remaining: res.Remaining, Replay: res.Replay}
 	}
@@ -449,47 +460,53 @@ func (s *Service) newRecoveryCodes(ctx context.Context, user string) ([]string, 
 	return codes, hashes, nil
 }
 
-// Disable removes the user's MFA after a valid TOTP or recovery code.
-func (s *Service) Disable(ctx context.Context, user, code string) error {
+// Disable removes the user's MFA after a valid TOTP or recovery code, and
+// with it every trusted device; it returns how many devices went.
+func (s *Service) Disable(ctx context.Context, user, code string) (int, error) {
 	if _, err := s.Verify(ctx, user, code); err != nil {
-		return err
+		return 0, err
 	}
-	if err := s.store.DeleteUser(ctx, user); err != nil && !errors.Is(err, store.ErrNotFound) {
-		return unavailable("disable", err)
+	n, err := s.store.DeleteUser(ctx, user)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return 0, unavailable("disable", err)
 	}
-	return nil
+	return n, nil
 }
 
 // RegenerateRecoveryCodes replaces every recovery code after a valid TOTP
 // code (not a recovery code: losing the device must not let a leaked code
-// mint new ones).
-func (s *Service) RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, error) {
+// mint new ones), and revokes every trusted device (whoever regenerates
+// codes may fear they leaked, and the devices with them); it returns the
+// codes and how many devices went.
+func (s *Service) RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, int, error) {
 	if _, err := s.verify(ctx, user, code, false); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	codes, hashes, err := s.newRecoveryCodes(ctx, user)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	if err := s.store.ReplaceRecoveryCodes(ctx, user, hashes, s.now()); err != nil {
+	n, err := s.store.ReplaceRecoveryCodes(ctx, user, hashes, s.now())
+	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
-			return nil, ErrNotEnrolled
+			return nil, 0, ErrNotEnrolled
 		}
-		return nil, unavailable("replace recovery codes", err)
+		return nil, 0, unavailable("replace recovery codes", err)
 	}
-	return codes, nil
+	return codes, n, nil
 }
 
-// Reset removes a user's MFA without a code (admin).
-func (s *Service) Reset(ctx context.Context, user string) error {
-	err := s.store.DeleteUser(ctx, user)
+// Reset removes a user's MFA and trusted devices without a code (admin);
+// it returns how many devices went.
+func (s *Service) Reset(ctx context.Context, user string) (int, error) {
+	n, err := s.store.DeleteUser(ctx, user)
 	if errors.Is(err, store.ErrNotFound) {
-		return ErrNotEnrolled
+		return 0, ErrNotEnrolled
 	}
 	if err != nil {
-		return unavailable("reset", err)
+		return 0, unavailable("reset", err)
 	}
-	return nil
+	return n, nil
 }
 
 // Unlock lifts a lockout (admin).

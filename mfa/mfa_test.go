@@ -120,18 +120,18 @@ func TestJourney(t *testing.T) {
 	if _, err := e.svc.Verify(ctx, "alice", codes[0]); !errors.Is(err, mfa.ErrInvalidCode) {
 		t.Fatalf("recovery code twice: %v", err)
 	}
-	if _, err := e.svc.RegenerateRecoveryCodes(ctx, "alice", codes[1]); !errors.Is(err, mfa.ErrInvalidCode) {
+	if _, _, err := e.svc.RegenerateRecoveryCodes(ctx, "alice", codes[1]); !errors.Is(err, mfa.ErrInvalidCode) {
 		t.Fatalf("regenerate with a recovery code: %v, want refusal", err)
 	}
 	e.clock.add(30 * time.Second)
-	fresh, err := e.svc.RegenerateRecoveryCodes(ctx, "alice", e.code(secret, 0))
+	fresh, _, err := e.svc.RegenerateRecoveryCodes(ctx, "alice", e.code(secret, 0))
 	if err != nil || len(fresh) != 10 {
 		t.Fatalf("regenerate: %d %v", len(fresh), err)
 	}
 	if _, err := e.svc.Verify(ctx, "alice", codes[2]); !errors.Is(err, mfa.ErrInvalidCode) {
 		t.Fatalf("old recovery code after regenerate: %v", err)
 	}
-	if err := e.svc.Disable(ctx, "alice", fresh[0]); err != nil {
+	if _, err := e.svc.Disable(ctx, "alice", fresh[0]); err != nil {
 		t.Fatalf("disable with recovery code: %v", err)
 	}
 	if u, _ := e.svc.Status(ctx, "alice"); u.State != store.StateNone {
@@ -251,7 +251,14 @@ func TestRecoveryKeyIsShared(t *testing.T) {
 // that a store fault in the middle of a check fails closed.
 type failingStore struct {
 	*sqlite.Store
-	failSettle, failCodes bool
+	failSettle, failCodes, failRotate bool
+}
+
+func (f *failingStore) RotateDevice(ctx context.Context, user string, tokenHash, newHash []byte, now time.Time) (store.TrustedDevice, error) {
+	if f.failRotate {
+		return store.TrustedDevice{}, errDiskGone
+	}
+	return f.Store.RotateDevice(ctx, user, tokenHash, newHash, now)
 }
 
 var errDiskGone = errors.New("disk I/O error")

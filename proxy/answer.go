@@ -12,6 +12,8 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
+
+	"github.com/totpgate/totpgate/internal/gatecookie"
 )
 
 // answer is the app's final answer to a gated request, read whole and
@@ -76,26 +78,7 @@ func stripCookies(h http.Header, names map[string]bool) {
 	if len(names) == 0 {
 		return
 	}
-	var kept []string
-	for _, line := range h.Values("Cookie") {
-		var parts []string
-		for part := range strings.SplitSeq(line, ";") {
-			name, _, _ := strings.Cut(strings.TrimSpace(part), "=")
-			if names[strings.TrimSpace(name)] {
-				continue
-			}
-			if strings.TrimSpace(part) != "" {
-				parts = append(parts, strings.TrimSpace(part))
-			}
-		}
-		if len(parts) > 0 {
-			kept = append(kept, strings.Join(parts, "; "))
-		}
-	}
-	h.Del("Cookie")
-	if len(kept) > 0 {
-		h.Set("Cookie", strings.Join(kept, "; "))
-	}
+	gatecookie.Filter(h, func(name string) bool { return names[name] })
 }
 
 // fetch sends out to the app and reads its final answer, bounded by limit.

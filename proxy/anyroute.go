@@ -157,16 +157,21 @@ func streaming(h http.Header) bool {
 	return mt == "text/event-stream"
 }
 
-// inboundPathKey carries the client's path to ModifyResponse, which sees
-// the request as rewritten for the upstream (its base path prepended).
-type inboundPathKey struct{}
+// inboundKey carries the client's request to ModifyResponse, which sees
+// the request as rewritten for the upstream: its base path prepended, the
+// gate's own cookies stripped.
+type inboundKey struct{}
 
-func inboundPath(out *http.Request) string {
-	if p, ok := out.Context().Value(inboundPathKey{}).(string); ok {
-		return p
+// inbound is the client's request behind out (out itself on a login
+// route, where the gate holds the client's request).
+func inbound(out *http.Request) *http.Request {
+	if in, ok := out.Context().Value(inboundKey{}).(*http.Request); ok {
+		return in
 	}
-	return out.URL.Path
+	return out
 }
+
+func inboundPath(out *http.Request) string { return inbound(out).URL.Path }
 
 // releaseInto puts a judged answer back into res, decoded as judged.
 func releaseInto(res *http.Response, a *answer) {

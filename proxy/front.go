@@ -112,7 +112,7 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Informational answers go out before ModifyResponse sees the
 		// final one: one that carries a session credential is dropped.
 		w = &informationalFilter{ResponseWriter: w, creds: f.login.policy.creds}
-		r = r.WithContext(context.WithValue(r.Context(), inboundPathKey{}, r.URL.Path))
+		r = r.WithContext(context.WithValue(r.Context(), inboundKey{}, r))
 	}
 	f.proxy.ServeHTTP(w, r)
 }

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"github.com/totpgate/totpgate/gen"
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/audit"
+	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/identity"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
@@ -24,6 +24,14 @@ type SecondFactor interface {
 	HoldLogin(ctx context.Context, user string, a mfa.HeldAnswer, cc mfa.ChallengeConfig, enroll bool) (mfa.Challenge, error)
 }
 
+// TrustedDevices is what the login gate needs of the mfa service for
+// trusted devices (mfa/devices.go).
+type TrustedDevices interface {
+	DevicesOn() bool
+	TrustDevice(ctx context.Context, user, userAgent string) (string, mfa.Device, error)
+	UseTrustedDevice(ctx context.Context, user, token string) (string, mfa.Device, error)
+}
+
 // LoginOptions configures login interception.
 type LoginOptions struct {
 	// Paths are the app's login routes; matched on a normalized form, any method.
@@ -31,6 +39,13 @@ type LoginOptions struct {
 	// CodeHeader and CodeField name where a client may put the code in the
 	// login call itself; both are removed before the app sees the request.
 	CodeHeader, CodeField string
+	// RememberHeader and RememberField name where a one-call login may ask
+	// to trust the device once its code passed; removed like the code.
+	RememberHeader, RememberField string
+	// Devices, when set, lets a login without a code pass on a trusted
+	// device of the user (the __Host-totpgate-device cookie), and trusts
+	// one when a login with a valid code asks to remember it.
+	Devices TrustedDevices
 	// UserIDPointer (JSON pointer into the app's answer) and UserIDHeader
 	// (a header of the answer) say which user the app let in.
 	UserIDPointer, UserIDHeader string
@@ -122,6 +137,10 @@ func newLoginGate(o LoginOptions, transport http.RoundTripper, rewrite func(*htt
 	if len(o.Paths) == 0 {
 		errs = append(errs, errors.New("proxy: login interception needs at least one login path"))
 	}
+	if (o.RememberHeader != "" && strings.EqualFold(o.RememberHeader, o.CodeHeader)) ||
+		(o.RememberField != "" && (foldField(o.RememberField) == foldField(o.CodeField) || foldField(o.RememberField) == foldField(o.UserIDRequestField))) {
+		errs = append(errs, errors.New("proxy: the remember-device header and field must differ from the code's and the user id field"))
+	}
 	if o.UserIDPointer == "" && o.UserIDHeader == "" && o.UserIDRequestField == "" {
 		errs = append(errs, errors.New("proxy: login interception needs a user id pointer, header or request field"))
 	}
@@ -144,7 +163,8 @@ func newLoginGate(o LoginOptions, transport http.RoundTripper, rewrite func(*htt
 			userIDHeader: o.UserIDHeader, userIDPointer: o.UserIDPointer, requestField: o.UserIDRequestField != "",
 			required: o.Required, requiredPointer: o.RequiredPointer, refused: o.Refused, nonSessionCookies: set(o.NonSessionCookies),
 		},
-		reader:         requestReader{codeHeader: o.CodeHeader, codeField: foldField(o.CodeField), maxBytes: o.MaxRequestBytes, normalize: o.UserIDNormalize},
+		reader: requestReader{codeHeader: o.CodeHeader, codeField: foldField(o.CodeField), rememberHeader: o.RememberHeader,
+			maxBytes: o.MaxRequestBytes, normalize: o.UserIDNormalize},
 		sessionCookies: set(append(cookieNames(o.Credentials), o.SessionCookies...)),
 		bodyRoutes:     bodyRoutes(o.BodyRoutes),
 		transport:      transport,
@@ -156,6 +176,9 @@ func newLoginGate(o LoginOptions, transport http.RoundTripper, rewrite func(*htt
 	}
 	if o.UserIDRequestField != "" {
 		g.reader.userField = foldField(o.UserIDRequestField)
+	}
+	if o.RememberField != "" {
+		g.reader.rememberField = foldField(o.RememberField)
 	}
 	return g, nil
 }
@@ -337,12 +360,18 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 			"Two-factor authentication is required. Set it up to finish logging in."), g.opts.ChallengeURL+"/enroll")
 		return
 	}
+	if req.Code == "" && g.passOnDevice(w, r, ev, held) {
+		return
+	}
 	if req.Code != "" {
 		method, err := g.opts.MFA.Verify(ctx, ev.user, req.Code)
 		if err == nil {
 			ev.record(audit.LoginPassed, "", string(method))
 			if method == mfa.MethodRecovery {
 				ev.record(audit.RecoveryCodeUsed, "", "login")
+			}
+			if req.Remember {
+				held = g.trustDevice(r, ev, held)
 			}
 			ReleaseHeld(w, held)
 			return
@@ -355,6 +384,9 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 		}
 		if ce.LockStarted {
 			ev.record(audit.LockoutStarted, "", "login")
+			if ce.DevicesRevoked > 0 {
+				ev.record(audit.DeviceRevoked, "", "lockout")
+			}
 		}
 		switch {
 		case ce.Locked:

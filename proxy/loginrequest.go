@@ -21,10 +21,13 @@ import (
 )
 
 // loginRequest is what the gate read from a login request: the second-factor
-// code (taken out before the app sees the request) and, when configured, the
-// user id request field, each read from exactly one source.
+// code and whether to trust the device (both taken out before the app sees
+// the request) and, when configured, the user id request field, each read
+// from exactly one source.
 type loginRequest struct {
 	Code string
+	// Remember: trust this device once the code passed.
+	Remember bool
 	// User is the normalized user id request field; UserSet says it was
 	// present (and unambiguous).
 	User    string
@@ -49,11 +52,45 @@ func badRequest(detail string) *requestError {
 // (NFKC, case folded): apps bind fields case-insensitively (Go's
 // encoding/json, ASP.NET), so two spellings of one field are a repeat.
 type requestReader struct {
-	codeHeader string
-	codeField  string // folded
-	userField  string // folded; empty: not configured
-	maxBytes   int64
-	normalize  []string
+	codeHeader     string
+	codeField      string // folded
+	rememberHeader string // empty: not configured
+	rememberField  string // folded; empty: not configured
+	userField      string // folded; empty: not configured
+	maxBytes       int64
+	normalize      []string
+}
+
+// fields are the values of the gate's fields found in one request, in
+// every place they were found.
+type fields struct{ codes, remembers, users []string }
+
+func (f *fields) add(o fields) {
+	f.codes = append(f.codes, o.codes...)
+	f.remembers = append(f.remembers, o.remembers...)
+	f.users = append(f.users, o.users...)
+}
+
+// collect files the value of the field named name (folded), and reports
+// whether the field is taken out of the request (the code and the remember
+// flag are the gate's; the user field stays for the app).
+func (rr *requestReader) collect(f *fields, name, val string) (taken bool) {
+	switch {
+	case name == rr.codeField:
+		f.codes = append(f.codes, val)
+		return true
+	case rr.rememberField != "" && name == rr.rememberField:
+		f.remembers = append(f.remembers, val)
+		return true
+	case rr.userField != "" && name == rr.userField:
+		f.users = append(f.users, val)
+	}
+	return false
+}
+
+// ours reports whether name (folded) is a field the gate reads.
+func (rr *requestReader) ours(name string) bool {
+	return name == rr.codeField || (rr.rememberField != "" && name == rr.rememberField) || (rr.userField != "" && name == rr.userField)
 }
 
 // normalizeOps are the names login.user_id_normalize accepts.
@@ -78,16 +115,21 @@ func (rr *requestReader) read(r *http.Request) (loginRequest, error) {
 		return out, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType,
 			Detail: "Encoded request bodies are not accepted on login routes."}
 	}
-	var codes, users []string
-	if vs := r.Header.Values(rr.codeHeader); len(vs) > 0 {
-		codes = append(codes, vs...)
-		r.Header.Del(rr.codeHeader)
+	var f fields
+	for _, h := range []struct {
+		name string
+		to   *[]string
+	}{{rr.codeHeader, &f.codes}, {rr.rememberHeader, &f.remembers}} {
+		if vs := r.Header.Values(h.name); h.name != "" && len(vs) > 0 {
+			*h.to = append(*h.to, vs...)
+			r.Header.Del(h.name)
+		}
 	}
-	rawQuery, qCodes, qUsers, err := rr.takeFields(r.URL.RawQuery)
+	rawQuery, q, err := rr.takeFields(r.URL.RawQuery)
 	if err != nil {
 		return out, badRequest("The login request's query string could not be read.")
 	}
-	codes, users = append(codes, qCodes...), append(users, qUsers...)
+	f.add(q)
 	r.URL.RawQuery = rawQuery
 
 	body, err := rr.readBody(r)
@@ -95,11 +137,11 @@ func (rr *requestReader) read(r *http.Request) (loginRequest, error) {
 		return out, err
 	}
 	if len(body) > 0 {
-		newBody, bCodes, bUsers, err := rr.takeBodyFields(r.Header.Get("Content-Type"), body)
+		newBody, b, err := rr.takeBodyFields(r.Header.Get("Content-Type"), body)
 		if err != nil {
 			return out, err
 		}
-		codes, users = append(codes, bCodes...), append(users, bUsers...)
+		f.add(b)
 		body = newBody
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
@@ -114,17 +156,28 @@ func (rr *requestReader) read(r *http.Request) (loginRequest, error) {
 		r.Header.Del("Content-Length")
 	}
 
-	switch len(codes) {
+	switch len(f.codes) {
 	case 0:
 	case 1:
-		out.Code = strings.TrimSpace(codes[0])
+		out.Code = strings.TrimSpace(f.codes[0])
 	default:
 		return out, badRequest("The second-factor code was given more than once.")
 	}
-	switch len(users) {
+	switch len(f.remembers) {
 	case 0:
 	case 1:
-		u, err := rr.normalizeUser(users[0])
+		remember, ok := parseFlag(f.remembers[0])
+		if !ok {
+			return out, badRequest("The request to remember the device must be true or false.")
+		}
+		out.Remember = remember
+	default:
+		return out, badRequest("The request to remember the device was given more than once.")
+	}
+	switch len(f.users) {
+	case 0:
+	case 1:
+		u, err := rr.normalizeUser(f.users[0])
 		if err != nil {
 			return out, err
 		}
@@ -156,16 +209,29 @@ func (rr *requestReader) readBody(r *http.Request) ([]byte, error) {
 	return b, nil
 }
 
-// takeFields removes the code field from a urlencoded list (a query or a
-// form body), keeping every other pair exactly as sent, and returns the
-// values of the code and user fields. A list Go cannot decode (bad escapes,
-// ';' separators) is refused: the app might read it otherwise.
-func (rr *requestReader) takeFields(raw string) (kept string, codes, users []string, err error) {
+// parseFlag reads the remember flag: true or 1, false or 0 (any case,
+// surrounding spaces ignored); anything else is no answer.
+func parseFlag(v string) (value, ok bool) {
+	switch v = strings.TrimSpace(v); {
+	case strings.EqualFold(v, "true") || v == "1":
+		return true, true
+	case strings.EqualFold(v, "false") || v == "0":
+		return false, true
+	}
+	return false, false
+}
+
+// takeFields removes the gate's fields (code, remember) from a urlencoded
+// list (a query or a form body), keeping every other pair exactly as sent,
+// and returns the values of the fields it reads. A list Go cannot decode
+// (bad escapes, ';' separators) is refused: the app might read it
+// otherwise.
+func (rr *requestReader) takeFields(raw string) (kept string, f fields, err error) {
 	if raw == "" {
-		return "", nil, nil, nil
+		return "", f, nil
 	}
 	if _, err := url.ParseQuery(raw); err != nil {
-		return "", nil, nil, err
+		return "", f, err
 	}
 	pairs := strings.Split(raw, "&")
 	keep := pairs[:0]
@@ -173,32 +239,26 @@ func (rr *requestReader) takeFields(raw string) (kept string, codes, users []str
 		k, v, _ := strings.Cut(pair, "=")
 		key, _ := url.QueryUnescape(k)
 		val, _ := url.QueryUnescape(v)
-		switch foldField(key) {
-		case rr.codeField:
-			codes = append(codes, val)
+		if rr.collect(&f, foldField(key), val) {
 			continue
-		case rr.userField:
-			if rr.userField != "" {
-				users = append(users, val)
-			}
 		}
 		keep = append(keep, pair)
 	}
-	return strings.Join(keep, "&"), codes, users, nil
+	return strings.Join(keep, "&"), f, nil
 }
 
-// takeBodyFields reads the code and user fields from the body by its real
-// content type, and returns the body without the code.
-func (rr *requestReader) takeBodyFields(contentType string, body []byte) ([]byte, []string, []string, error) {
+// takeBodyFields reads the gate's fields from the body by its real content
+// type, and returns the body without the fields it takes out.
+func (rr *requestReader) takeBodyFields(contentType string, body []byte) ([]byte, fields, error) {
 	mt, params, err := mime.ParseMediaType(contentType)
 	if contentType == "" {
 		mt, params, err = "", nil, nil
 	}
 	if err != nil {
-		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "The login request's Content-Type could not be read."}
+		return nil, fields{}, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "The login request's Content-Type could not be read."}
 	}
 	if cs := strings.ToLower(params["charset"]); cs != "" && cs != "utf-8" && cs != "utf8" && cs != "us-ascii" {
-		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "Login requests must be UTF-8."}
+		return nil, fields{}, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "Login requests must be UTF-8."}
 	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
 	switch {
@@ -208,67 +268,63 @@ func (rr *requestReader) takeBodyFields(contentType string, body []byte) ([]byte
 		(mt == "text/plain" || mt == "") && len(trimmed) > 0 && trimmed[0] == '{':
 		return rr.takeJSONFields(body)
 	case mt == "application/x-www-form-urlencoded":
-		kept, codes, users, err := rr.takeFields(string(body))
+		kept, f, err := rr.takeFields(string(body))
 		if err != nil {
-			return nil, nil, nil, badRequest("The login form could not be read.")
+			return nil, fields{}, badRequest("The login form could not be read.")
 		}
-		return []byte(kept), codes, users, nil
+		return []byte(kept), f, nil
 	case mt == "multipart/form-data":
 		return rr.takeMultipartFields(body, params["boundary"])
 	}
 	if rr.userField != "" {
 		// The gate would judge a user it could not read.
-		return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType,
+		return nil, fields{}, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType,
 			Detail: "Login requests must be JSON, a URL-encoded form or multipart/form-data."}
 	}
-	return body, nil, nil, nil
+	return body, fields{}, nil
 }
 
 // takeJSONFields walks the top-level object member by member (values kept
 // as raw bytes, no document tree), so a repeated key is seen rather than
 // silently resolved the way one parser or another would.
-func (rr *requestReader) takeJSONFields(body []byte) ([]byte, []string, []string, error) {
+func (rr *requestReader) takeJSONFields(body []byte) ([]byte, fields, error) {
 	bad := badRequest("The login request's JSON body could not be read.")
 	if !utf8.Valid(body) {
-		return nil, nil, nil, bad
+		return nil, fields{}, bad
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		if rr.userField != "" {
-			return nil, nil, nil, bad
+			return nil, fields{}, bad
 		}
-		return body, nil, nil, nil // not an object: the code cannot be in it
+		return body, fields{}, nil // not an object: the gate's fields cannot be in it
 	}
-	var codes, users []string
+	var f fields
 	var kept bytes.Buffer
 	kept.WriteByte('{')
-	members := 0
+	members, taken := 0, false
 	for dec.More() {
 		t, err := dec.Token()
 		if err != nil {
-			return nil, nil, nil, bad
+			return nil, fields{}, bad
 		}
 		key, _ := t.(string)
 		var raw json.RawMessage
 		if err := dec.Decode(&raw); err != nil {
-			return nil, nil, nil, bad
+			return nil, fields{}, bad
 		}
-		switch foldField(key) {
-		case rr.codeField:
+		if name := foldField(key); rr.ours(name) {
 			s, ok := jsonScalar(raw)
-			if !ok {
-				return nil, nil, nil, badRequest("The second-factor code must be a string.")
+			if !ok && name == rr.rememberField {
+				s, ok = jsonBool(raw)
 			}
-			codes = append(codes, s)
-			continue
-		case rr.userField:
-			if rr.userField != "" {
-				s, ok := jsonScalar(raw)
-				if !ok {
-					return nil, nil, nil, badRequest("The login name must be a string.")
-				}
-				users = append(users, s)
+			if !ok {
+				return nil, fields{}, badRequest(rr.mustBe(name))
+			}
+			if rr.collect(&f, name, s) {
+				taken = true
+				continue
 			}
 		}
 		if members > 0 {
@@ -281,16 +337,36 @@ func (rr *requestReader) takeJSONFields(body []byte) ([]byte, []string, []string
 		kept.Write(raw)
 	}
 	if t, err := dec.Token(); err != nil || t != json.Delim('}') {
-		return nil, nil, nil, bad
+		return nil, fields{}, bad
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, nil, nil, bad // trailing data: another parser might read it
+		return nil, fields{}, bad // trailing data: another parser might read it
 	}
 	kept.WriteByte('}')
-	if len(codes) == 0 {
-		return body, codes, users, nil // untouched, byte for byte
+	if !taken {
+		return body, f, nil // untouched, byte for byte
 	}
-	return kept.Bytes(), codes, users, nil
+	return kept.Bytes(), f, nil
+}
+
+// mustBe says what the JSON value of the gate's field name must be.
+func (rr *requestReader) mustBe(name string) string {
+	switch name {
+	case rr.codeField:
+		return "The second-factor code must be a string."
+	case rr.rememberField:
+		return "The request to remember the device must be true or false."
+	}
+	return "The login name must be a string."
+}
+
+// jsonBool reads a JSON true or false as text.
+func jsonBool(raw json.RawMessage) (string, bool) {
+	var b bool
+	if json.Unmarshal(raw, &b) != nil {
+		return "", false
+	}
+	return strconv.FormatBool(b), true
 }
 
 // jsonScalar reads a JSON string or number as text.
@@ -308,64 +384,61 @@ func jsonScalar(raw json.RawMessage) (string, bool) {
 
 // takeMultipartFields reads form-data parts as sent (NextRawPart: no
 // transfer decoding the app might not do) and rewrites the body without the
-// code part.
-func (rr *requestReader) takeMultipartFields(body []byte, boundary string) ([]byte, []string, []string, error) {
+// parts it takes out.
+func (rr *requestReader) takeMultipartFields(body []byte, boundary string) ([]byte, fields, error) {
 	bad := badRequest("The login request's multipart body could not be read.")
 	if boundary == "" {
-		return nil, nil, nil, bad
+		return nil, fields{}, bad
 	}
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	var out bytes.Buffer
 	mw := multipart.NewWriter(&out)
 	if err := mw.SetBoundary(boundary); err != nil {
-		return nil, nil, nil, bad
+		return nil, fields{}, bad
 	}
-	var codes, users []string
+	var f fields
+	taken := false
 	for {
 		p, err := mr.NextRawPart()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return nil, nil, nil, bad
+			return nil, fields{}, bad
 		}
 		if p.Header.Get("Content-Transfer-Encoding") != "" {
-			return nil, nil, nil, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "Encoded parts are not accepted on login routes."}
+			return nil, fields{}, &requestError{Status: http.StatusUnsupportedMediaType, Code: gen.ProblemCodeUnsupportedMediaType, Detail: "Encoded parts are not accepted on login routes."}
 		}
 		val, err := io.ReadAll(p)
 		if err != nil {
-			return nil, nil, nil, bad
+			return nil, fields{}, bad
 		}
 		if p.FormName() == "" {
 			// A part Go cannot name (odd Content-Disposition) may be a
 			// field to the app's parser.
-			return nil, nil, nil, bad
+			return nil, fields{}, bad
 		}
 		name := foldField(p.FormName())
-		isField := name != "" && (name == rr.codeField || (rr.userField != "" && name == rr.userField))
-		if isField && p.FileName() != "" {
-			return nil, nil, nil, bad
+		if name != "" && rr.ours(name) && p.FileName() != "" {
+			return nil, fields{}, bad
 		}
-		switch {
-		case name == rr.codeField:
-			codes = append(codes, string(val))
+		if name != "" && rr.collect(&f, name, string(val)) {
+			taken = true
 			continue
-		case rr.userField != "" && name == rr.userField:
-			users = append(users, string(val))
 		}
 		w, err := mw.CreatePart(textproto.MIMEHeader(p.Header))
 		if err != nil {
-			return nil, nil, nil, bad
+			return nil, fields{}, bad
 		}
 		_, _ = w.Write(val)
 	}
 	if err := mw.Close(); err != nil {
-		return nil, nil, nil, bad
+		return nil, fields{}, bad
 	}
-	if len(codes) == 0 {
-		return body, codes, users, nil
+	if !taken {
+		return body, f, nil
 	}
-	return out.Bytes(), codes, users, nil
+	return out.Bytes(), f, nil
 }
 
 // normalizeUser refuses what no login name should hold and applies the

@@ -9,7 +9,8 @@ import (
 
 func TestReadLoginRequest(t *testing.T) {
 	t.Parallel()
-	rr := requestReader{codeHeader: "X-TOTP-Code", codeField: foldField("totp_code"), userField: foldField("username"), maxBytes: 1024, normalize: []string{"trim", "nfkc", "casefold"}}
+	rr := requestReader{codeHeader: "X-TOTP-Code", codeField: foldField("totp_code"), userField: foldField("username"), maxBytes: 1024, normalize: []string{"trim", "nfkc", "casefold"},
+		rememberHeader: "X-TOTP-Remember-Device", rememberField: foldField("totp_remember_device")}
 	mp := func(parts ...string) string {
 		var b strings.Builder
 		for i := 0; i < len(parts); i += 2 {
@@ -22,6 +23,7 @@ func TestReadLoginRequest(t *testing.T) {
 		header                            http.Header
 		status                            int // 0: accepted
 		code, user                        string
+		remember                          bool
 		forwarded                         string // body the app gets ("" skips the check)
 		forwardedQuery                    string
 	}{
@@ -54,6 +56,36 @@ func TestReadLoginRequest(t *testing.T) {
 		{name: "gzip body", target: "/login", ctype: "application/json", body: "x", header: http.Header{"Content-Encoding": {"gzip"}}, status: 415},
 		{name: "byte-order mark", target: "/login", ctype: "application/json", body: "\ufeff{\"username\":\"alice\"}", status: 400},
 		{name: "too large", target: "/login", ctype: "application/json", body: `{"username":"` + strings.Repeat("a", 2000) + `"}`, status: 413},
+		// The remember-device flag is read like the code: one source, taken
+		// out before the app sees the request, true/1 or false/0, else 400.
+		{name: "remember header true", target: "/login", header: http.Header{"X-Totp-Remember-Device": {"true"}}, remember: true},
+		{name: "remember header 1", target: "/login", header: http.Header{"X-Totp-Remember-Device": {" 1 "}}, remember: true},
+		{name: "remember header TRUE", target: "/login", header: http.Header{"X-Totp-Remember-Device": {"TRUE"}}, remember: true},
+		{name: "remember header false", target: "/login", header: http.Header{"X-Totp-Remember-Device": {"false"}}},
+		{name: "remember header 0", target: "/login", header: http.Header{"X-Totp-Remember-Device": {"0"}}},
+		{name: "remember header yes", target: "/login", header: http.Header{"X-Totp-Remember-Device": {"yes"}}, status: 400},
+		{name: "remember header empty", target: "/login", header: http.Header{"X-Totp-Remember-Device": {""}}, status: 400},
+		{name: "remember header twice", target: "/login", header: http.Header{"X-Totp-Remember-Device": {"true", "true"}}, status: 400},
+		{name: "remember json boolean", target: "/login", ctype: "application/json", body: `{"username":"alice","totp_code":"1","totp_remember_device":true}`,
+			code: "1", user: "alice", remember: true, forwarded: `{"username":"alice"}`},
+		{name: "remember json false", target: "/login", ctype: "application/json", body: `{"username":"alice","totp_remember_device":false}`, user: "alice", forwarded: `{"username":"alice"}`},
+		{name: "remember json string", target: "/login", ctype: "application/json", body: `{"totp_remember_device":"1","username":"alice"}`, user: "alice", remember: true, forwarded: `{"username":"alice"}`},
+		{name: "remember json number", target: "/login", ctype: "application/json", body: `{"totp_remember_device":1}`, remember: true, forwarded: `{}`},
+		{name: "remember json upper case", target: "/login", ctype: "application/json", body: `{"TOTP_REMEMBER_DEVICE":true}`, remember: true, forwarded: `{}`},
+		{name: "remember json null", target: "/login", ctype: "application/json", body: `{"totp_remember_device":null}`, status: 400},
+		{name: "remember json object", target: "/login", ctype: "application/json", body: `{"totp_remember_device":{"x":1}}`, status: 400},
+		{name: "remember json 2", target: "/login", ctype: "application/json", body: `{"totp_remember_device":2}`, status: 400},
+		{name: "remember json twice", target: "/login", ctype: "application/json", body: `{"totp_remember_device":true,"totp_remember_device":false}`, status: 400},
+		{name: "remember json twice by case", target: "/login", ctype: "application/json", body: `{"totp_remember_device":true,"Totp_Remember_Device":true}`, status: 400},
+		{name: "remember header and body", target: "/login", ctype: "application/json", body: `{"totp_remember_device":true}`,
+			header: http.Header{"X-Totp-Remember-Device": {"true"}}, status: 400},
+		{name: "remember form", target: "/login", ctype: "application/x-www-form-urlencoded", body: "username=alice&totp_remember_device=true&password=pw",
+			user: "alice", remember: true, forwarded: "username=alice&password=pw"},
+		{name: "remember query", method: "GET", target: "/login?username=alice&totp_remember_device=1", user: "alice", remember: true, forwardedQuery: "username=alice"},
+		{name: "remember query and form", target: "/login?totp_remember_device=1", ctype: "application/x-www-form-urlencoded", body: "totp_remember_device=1", status: 400},
+		{name: "remember multipart", target: "/login", ctype: "multipart/form-data; boundary=B", body: mp("username", "alice", "totp_remember_device", "1"), user: "alice", remember: true},
+		{name: "json untouched without the gate's fields", target: "/login", ctype: "application/json", body: `{"username":"alice", "remember":true}`,
+			user: "alice", forwarded: `{"username":"alice", "remember":true}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,18 +116,20 @@ func TestReadLoginRequest(t *testing.T) {
 			if err != nil {
 				t.Fatalf("read: %v", err)
 			}
-			if got.Code != tc.code || got.User != tc.user || got.UserSet != (tc.user != "") {
-				t.Fatalf("read = %+v, want code %q user %q", got, tc.code, tc.user)
+			if got.Code != tc.code || got.User != tc.user || got.UserSet != (tc.user != "") || got.Remember != tc.remember {
+				t.Fatalf("read = %+v, want code %q user %q remember %v", got, tc.code, tc.user, tc.remember)
 			}
-			if r.Header.Get("X-Totp-Code") != "" {
-				t.Fatal("code header forwarded")
+			if len(r.Header.Values("X-Totp-Code")) > 0 || len(r.Header.Values("X-Totp-Remember-Device")) > 0 {
+				t.Fatal("code or remember header forwarded")
 			}
 			fwd, _ := io.ReadAll(r.Body)
 			if tc.forwarded != "" && string(fwd) != tc.forwarded {
 				t.Fatalf("forwarded body %q, want %q", fwd, tc.forwarded)
 			}
-			if strings.Contains(string(fwd), "totp_code") || strings.Contains(r.URL.RawQuery, "totp_code") {
-				t.Fatalf("code forwarded: %q %q", fwd, r.URL.RawQuery)
+			for _, field := range []string{"totp_code", "totp_remember_device"} {
+				if strings.Contains(strings.ToLower(string(fwd)), field) || strings.Contains(r.URL.RawQuery, field) {
+					t.Fatalf("%s forwarded: %q %q", field, fwd, r.URL.RawQuery)
+				}
 			}
 			if tc.forwardedQuery != "" && r.URL.RawQuery != tc.forwardedQuery {
 				t.Fatalf("forwarded query %q, want %q", r.URL.RawQuery, tc.forwardedQuery)

@@ -121,10 +121,10 @@ func (lz *Lazy) ConfirmEnrollment(ctx context.Context, id, ciphertext string, st
 	return st.ConfirmEnrollment(ctx, id, ciphertext, step, recoveryHashes, now)
 }
 
-func (lz *Lazy) DeleteUser(ctx context.Context, id string) error {
+func (lz *Lazy) DeleteUser(ctx context.Context, id string) (int, error) {
 	st, err := lz.get()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	return st.DeleteUser(ctx, id)
 }
@@ -153,12 +153,60 @@ func (lz *Lazy) RecoveryCodes(ctx context.Context, id string) ([]RecoveryCode, e
 	return st.RecoveryCodes(ctx, id)
 }
 
-func (lz *Lazy) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) error {
+func (lz *Lazy) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) (int, error) {
+	st, err := lz.get()
+	if err != nil {
+		return 0, err
+	}
+	return st.ReplaceRecoveryCodes(ctx, id, hashes, now)
+}
+
+func (lz *Lazy) CreateDevice(ctx context.Context, d TrustedDevice) error {
 	st, err := lz.get()
 	if err != nil {
 		return err
 	}
-	return st.ReplaceRecoveryCodes(ctx, id, hashes, now)
+	return st.CreateDevice(ctx, d)
+}
+
+func (lz *Lazy) RotateDevice(ctx context.Context, user string, tokenHash, newHash []byte, now time.Time) (TrustedDevice, error) {
+	st, err := lz.get()
+	if err != nil {
+		return TrustedDevice{}, err
+	}
+	return st.RotateDevice(ctx, user, tokenHash, newHash, now)
+}
+
+func (lz *Lazy) Devices(ctx context.Context, user string, now time.Time) ([]TrustedDevice, error) {
+	st, err := lz.get()
+	if err != nil {
+		return nil, err
+	}
+	return st.Devices(ctx, user, now)
+}
+
+func (lz *Lazy) DeleteDevice(ctx context.Context, user, id string) (TrustedDevice, error) {
+	st, err := lz.get()
+	if err != nil {
+		return TrustedDevice{}, err
+	}
+	return st.DeleteDevice(ctx, user, id)
+}
+
+func (lz *Lazy) DeleteDevices(ctx context.Context, user, except string, now time.Time) (int, error) {
+	st, err := lz.get()
+	if err != nil {
+		return 0, err
+	}
+	return st.DeleteDevices(ctx, user, except, now)
+}
+
+func (lz *Lazy) DeleteExpiredDevices(ctx context.Context, now time.Time) (int, error) {
+	st, err := lz.get()
+	if err != nil {
+		return 0, err
+	}
+	return st.DeleteExpiredDevices(ctx, now)
 }
 
 func (lz *Lazy) CreateChallenge(ctx context.Context, c Challenge) error {

@@ -1,5 +1,6 @@
 // Package store is totpgate's persistent state: per-user MFA state, recovery
-// code hashes, failure counters and pending login challenges.
+// code hashes, failure counters, pending login challenges and trusted
+// devices.
 //
 // Store is implemented twice (SQLite here in store/sqlite, PostgreSQL in
 // store/postgres) and both pass the same conformance suite in
@@ -8,8 +9,9 @@
 // spend a challenge once) is a single atomic statement or transaction, so
 // it holds across goroutines and across replicas sharing one database.
 //
-// The store never sees a plaintext secret, code, recovery code or challenge
-// token: it holds keyring ciphertexts, keyed hashes and token hashes.
+// The store never sees a plaintext secret, code, recovery code, challenge
+// token or device token: it holds keyring ciphertexts, keyed hashes and
+// token hashes.
 package store
 
 import (
@@ -26,6 +28,10 @@ var (
 	// ErrConflict: the row is not in the state the call requires
 	// (e.g. confirming an enrollment that is not pending).
 	ErrConflict = errors.New("store: conflict")
+	// ErrDeviceReused: a trusted-device token that was rotated away was
+	// presented again (a copy of it is in other hands); the device has
+	// been deleted.
+	ErrDeviceReused = errors.New("store: trusted-device token reused")
 )
 
 // State is a user's MFA state.
@@ -141,6 +147,29 @@ type Settled struct {
 	LockedUntil time.Time
 	// LockStarted: this failure was the MaxFailures-th and set the lock.
 	LockStarted bool
+	// DevicesRevoked is how many trusted devices of the user the lock
+	// deleted (in the same transaction); set only with LockStarted.
+	DevicesRevoked int
+}
+
+// TrustedDevice is a device (a browser) a user chose to remember after a
+// second factor: a later login of that user presenting its current token
+// passes without a code. The token itself is never stored, only a keyed
+// hash bound to the user; each use replaces it (rotation), and the hash
+// rotated away is kept so that its reuse is seen.
+type TrustedDevice struct {
+	// ID is public (random, base64url): the user names a device by it.
+	ID     string
+	UserID string
+	// TokenHash is the keyed hash of the current token (unique).
+	TokenHash []byte
+	// PrevHash is the hash of the token the last use rotated away; nil
+	// before the first use.
+	PrevHash   []byte
+	Label      string
+	CreatedAt  time.Time
+	LastUsedAt time.Time
+	ExpiresAt  time.Time
 }
 
 // RecoveryCode is a stored recovery code: its id and keyed hash only.
@@ -223,9 +252,10 @@ type Store interface {
 	// code hashes. ErrConflict otherwise (also for an unknown user). A pending
 	// row with a zero PendingExpiresAt counts as expired.
 	ConfirmEnrollment(ctx context.Context, id, ciphertext string, step int64, recoveryHashes [][]byte, now time.Time) error
-	// DeleteUser removes the user's MFA entirely (disable, admin reset).
-	// ErrNotFound when there was nothing to delete.
-	DeleteUser(ctx context.Context, id string) error
+	// DeleteUser removes the user's MFA entirely (disable, admin reset),
+	// their trusted devices with it in the same transaction, and returns
+	// how many devices went. ErrNotFound when there was nothing to delete.
+	DeleteUser(ctx context.Context, id string) (int, error)
 
 	// SettleAttempt counts, checks and settles one second-factor attempt
 	// whose code the caller already compared (m), in one atomic
@@ -237,7 +267,8 @@ type Store interface {
 	// clearing the failure count; anything else (no match, a replay, a code
 	// spent meanwhile, a user not active) is counted as a failure, and the
 	// MaxFailures-th failure in the window locks the user until
-	// now+LockFor. Concurrent attempts are settled one after the other, so
+	// now+LockFor and deletes the user's trusted devices in the same
+	// transaction (Settled.DevicesRevoked). Concurrent attempts are settled one after the other, so
 	// together they never get past MaxFailures failures, and a step or code
 	// is spent once. It returns only once its effect is durable.
 	// ErrNotFound when the user has no row.
@@ -248,8 +279,10 @@ type Store interface {
 	// RecoveryCodes lists the user's unused recovery codes.
 	RecoveryCodes(ctx context.Context, id string) ([]RecoveryCode, error)
 	// ReplaceRecoveryCodes drops every recovery code of an active user and
-	// stores new hashes, in one transaction. ErrConflict when not active.
-	ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) error
+	// stores new hashes, and deletes the user's trusted devices, in one
+	// transaction; it returns how many devices went. ErrConflict when not
+	// active.
+	ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) (int, error)
 
 	// CreateChallenge stores a new challenge; ErrConflict if the id exists.
 	CreateChallenge(ctx context.Context, c Challenge) error
@@ -272,6 +305,34 @@ type Store interface {
 	TakeRevocations(ctx context.Context, user string, now time.Time) ([]Challenge, error)
 	// DeleteExpiredChallenges removes challenges expired at now.
 	DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error)
+
+	// CreateDevice stores a new trusted device of d.UserID, only while that
+	// user is active and not locked at d.CreatedAt, checked atomically with
+	// the insert (so it cannot slip in beside a DeleteUser, a recovery-code
+	// replacement or a lockout). ErrConflict when the user is not active
+	// (or unknown) or locked, or the id or token hash exists.
+	CreateDevice(ctx context.Context, d TrustedDevice) error
+	// RotateDevice spends a device token once, atomically: the user's
+	// device whose TokenHash is tokenHash and that is live at now gets
+	// PrevHash = tokenHash, TokenHash = newHash, LastUsedAt = now and is
+	// returned as stored afterwards. When instead tokenHash is the PrevHash
+	// of a live device of the user (a rotated-away token presented again),
+	// that device is deleted and ErrDeviceReused returned. Else
+	// ErrNotFound (unknown, another user's, expired). Of concurrent callers
+	// with one token exactly one rotates it; the others get ErrNotFound or
+	// ErrDeviceReused.
+	RotateDevice(ctx context.Context, user string, tokenHash, newHash []byte, now time.Time) (TrustedDevice, error)
+	// Devices lists the user's devices live at now, oldest first.
+	Devices(ctx context.Context, user string, now time.Time) ([]TrustedDevice, error)
+	// DeleteDevice deletes the user's device id (whatever its expiry) and
+	// returns it as it was. ErrNotFound when the user has no such device.
+	DeleteDevice(ctx context.Context, user, id string) (TrustedDevice, error)
+	// DeleteDevices deletes every device of user except the one with id
+	// except ("": none spared) and returns how many of them were live at
+	// now.
+	DeleteDevices(ctx context.Context, user, except string, now time.Time) (int, error)
+	// DeleteExpiredDevices removes devices expired at now (the sweeper).
+	DeleteExpiredDevices(ctx context.Context, now time.Time) (int, error)
 
 	// Setting returns a stored setting, or ErrNotFound.
 	Setting(ctx context.Context, key string) ([]byte, error)

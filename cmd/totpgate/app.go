@@ -170,6 +170,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Release:         proxy.ReleaseHeld,
 		Audit:           auditRec,
 		ClientIP:        func(r *http.Request) string { return peers.ClientIP(r).String() },
+		Devices:         svc,
 		Checks: []api.Check{
 			{Name: "upstream", Run: dialCheck(upstreamAddr, cfg.Upstream.DialTimeout)},
 			{Name: "store", Run: func(ctx context.Context) error { return quiet(st.Ping(ctx), "store not answering") }},
@@ -198,6 +199,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			Paths:              cfg.Login.Paths,
 			CodeHeader:         cfg.Login.CodeHeader,
 			CodeField:          cfg.Login.CodeField,
+			RememberHeader:     cfg.Login.RememberHeader,
+			RememberField:      cfg.Login.RememberField,
+			Devices:            svc,
 			UserIDPointer:      cfg.Login.UserIDPointer,
 			UserIDHeader:       cfg.Login.UserIDHeader,
 			UserIDRequestField: cfg.Login.UserIDField,
@@ -251,6 +255,8 @@ func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring)
 		PendingTTL:    m.PendingTTL,
 		Limits:        store.Limits{MaxFailures: m.MaxFailures, Window: m.FailureWindow, LockFor: m.LockFor},
 		QRSize:        256,
+
+		TrustedDeviceTTL: m.TrustedDeviceTTL,
 	}, time.Now)
 }
 
@@ -274,8 +280,8 @@ func newWebhook(cfg config.Audit, reg prometheus.Registerer, log *slog.Logger) (
 }
 
 // sweepChallenges revokes the app sessions of expired login challenges and
-// deletes them, every interval; it touches only expired rows, never a
-// live challenge.
+// deletes them, and deletes expired trusted devices, every interval; it
+// touches only expired rows, never a live challenge or device.
 func sweepChallenges(st store.Store, svc *mfa.Service, cc mfa.ChallengeConfig, every time.Duration, log *slog.Logger) func(context.Context) {
 	return func(ctx context.Context) {
 		t := time.NewTicker(every)
@@ -292,6 +298,11 @@ func sweepChallenges(st store.Store, svc *mfa.Service, cc mfa.ChallengeConfig, e
 					log.Warn("sweep expired challenges", slog.String("error", err.Error()))
 				} else if n > 0 {
 					log.Debug("swept expired challenges", slog.Int("count", n))
+				}
+				if n, err := st.DeleteExpiredDevices(ctx, now); err != nil {
+					log.Warn("sweep expired trusted devices", slog.String("error", err.Error()))
+				} else if n > 0 {
+					log.Debug("swept expired trusted devices", slog.Int("count", n))
 				}
 			}
 		}

@@ -20,12 +20,13 @@ import (
 // loginApp is a real app on loopback with a lenient router: like many
 // frameworks it treats /Login, //login/, /login;x and /%6Cogin as /login.
 // It answers a good password with a session cookie and token, and records
-// whether it ever saw a second-factor code.
+// whether it ever saw a second-factor code, and every Cookie header it got.
 type loginApp struct {
 	*httptest.Server
 	mu      sync.Mutex
 	sawCode bool
 	revoked []string // sessions ended through /logout
+	cookies []string
 }
 
 func newLoginApp(t *testing.T) *loginApp {
@@ -36,6 +37,7 @@ func newLoginApp(t *testing.T) *loginApp {
 		if strings.Contains(string(body), "totp_code") || r.Header.Get("X-TOTP-Code") != "" || r.URL.Query().Has("totp_code") {
 			a.sawCode = true
 		}
+		a.cookies = append(a.cookies, r.Header.Values("Cookie")...)
 		a.mu.Unlock()
 		switch p := strings.ToLower(path.Clean("/" + strings.Split(r.URL.Path, ";")[0])); p {
 		case "/logout":

@@ -118,8 +118,8 @@ func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time
 	return c, nil
 }
 
-// expiredBatch is how many challenges DeleteExpiredChallenges deletes per
-// statement (and transaction).
+// expiredBatch is how many rows DeleteExpiredChallenges and
+// DeleteExpiredDevices delete per statement (and transaction).
 const expiredBatch = 1000
 
 // DeleteExpiredChallenges removes challenges expired at now and returns
@@ -178,11 +178,18 @@ func nullBlob(b []byte) any {
 }
 
 func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
+	return s.deleteExpired(ctx, "challenges", "id_hash", now)
+}
+
+// deleteExpired deletes the rows of table expired at now, in batches of
+// expiredBatch rows (keyed by key), skipping rows another transaction
+// holds, so the sweeper never holds many locks or waits for a login.
+func (s *Store) deleteExpired(ctx context.Context, table, key string, now time.Time) (int, error) {
 	total := 0
 	for {
-		n, err := s.execCount(ctx, "delete expired challenges", `
-DELETE FROM challenges WHERE id_hash IN (
-	SELECT id_hash FROM challenges WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED
+		n, err := s.execCount(ctx, "delete expired "+table, `
+DELETE FROM `+table+` WHERE `+key+` IN (
+	SELECT `+key+` FROM `+table+` WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED
 )`, ms(now), int64(expiredBatch))
 		if err != nil {
 			return total, err

@@ -73,6 +73,12 @@ WHERE id = @id`, pgx.StrictNamedArgs{"step": m.Step, "now": ms(now), "id": id})
 		c, res = c.Fail(now, l, m.Step > 0)
 		_, err = tx.Exec(ctx, `UPDATE users SET failures = $1, failure_window_start = $2, locked_until = $3 WHERE id = $4`,
 			c.Failures, ms(c.WindowStart), ms(c.LockedUntil), id)
+		if err != nil || !res.LockStarted {
+			return err
+		}
+		// The lock ends every trusted device of the user, in this
+		// transaction (the users row is locked, so none is added meanwhile).
+		res.DevicesRevoked, err = deleteUserDevices(ctx, tx, id)
 		return err
 	})
 	switch {

@@ -151,17 +151,36 @@ SELECT $1, c.hash, $2 FROM unnest($3::bytea[]) WITH ORDINALITY AS c(hash, n) ORD
 	return err
 }
 
-// DeleteUser removes the user's row; their recovery codes go with it
-// (ON DELETE CASCADE). store.ErrNotFound when there was no row.
-func (s *Store) DeleteUser(ctx context.Context, id string) error {
-	n, err := s.execCount(ctx, "delete user", `DELETE FROM users WHERE id = $1`, id)
-	if err != nil {
+// DeleteUser removes the user's row and their trusted devices in one
+// transaction (recovery codes go with the row, ON DELETE CASCADE), and
+// returns how many devices went. It locks the row first (FOR UPDATE), so a
+// CreateDevice, which locks it too, either committed before (its device
+// is deleted here) or waits and then finds no user.
+// store.ErrNotFound when there was no row.
+func (s *Store) DeleteUser(ctx context.Context, id string) (int, error) {
+	var devices int
+	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM users WHERE id = $1 FOR UPDATE`, id).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return store.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if devices, err = deleteUserDevices(ctx, tx, id); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM users WHERE id = $1`, id)
 		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, store.ErrNotFound
 	}
-	if n == 0 {
-		return store.ErrNotFound
+	if err != nil {
+		return 0, fmt.Errorf("postgres: delete user: %w", err)
 	}
-	return nil
+	return devices, nil
 }
 
 // Unlock clears failures and any lock. store.ErrNotFound when no row.

@@ -32,10 +32,12 @@ func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryC
 	return out, nil
 }
 
-// ReplaceRecoveryCodes drops every recovery code of an active user and
-// stores hashes, in one transaction. store.ErrConflict when the user is
-// not active (or has no row).
-func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) error {
+// ReplaceRecoveryCodes drops every recovery code of an active user, stores
+// hashes and deletes the user's trusted devices, in one transaction, and
+// returns how many devices went. store.ErrConflict when the user is not
+// active (or has no row).
+func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) (int, error) {
+	var devices int
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = ? WHERE id = ? AND state = 'active'`, ms(now), id)
 		if err != nil {
@@ -48,13 +50,17 @@ func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]
 		if n == 0 {
 			return store.ErrConflict
 		}
-		return insertRecoveryCodes(ctx, tx, id, hashes, now)
+		if err := insertRecoveryCodes(ctx, tx, id, hashes, now); err != nil {
+			return err
+		}
+		devices, err = deleteUserDevices(ctx, tx, id)
+		return err
 	})
 	if errors.Is(err, store.ErrConflict) {
-		return store.ErrConflict
+		return 0, store.ErrConflict
 	}
 	if err != nil {
-		return fmt.Errorf("sqlite: replace recovery codes: %w", err)
+		return 0, fmt.Errorf("sqlite: replace recovery codes: %w", err)
 	}
-	return nil
+	return devices, nil
 }

@@ -62,7 +62,7 @@ WHERE id = :id`
 )
 
 type settleStmts struct {
-	read, spend, accept, fail *sql.Stmt
+	read, spend, accept, fail, revokeDevices *sql.Stmt
 }
 
 func prepareSettle(ctx context.Context, w *sql.DB) (*settleStmts, error) {
@@ -72,6 +72,7 @@ func prepareSettle(ctx context.Context, w *sql.DB) (*settleStmts, error) {
 		sql string
 	}{
 		{&st.read, sqlReadCounter}, {&st.spend, sqlSpendCode}, {&st.accept, sqlAccept}, {&st.fail, sqlFail},
+		{&st.revokeDevices, sqlDeleteUserDevices},
 	} {
 		stmt, err := w.PrepareContext(ctx, p.sql)
 		if err != nil {
@@ -84,7 +85,7 @@ func prepareSettle(ctx context.Context, w *sql.DB) (*settleStmts, error) {
 }
 
 func (st *settleStmts) close() {
-	for _, s := range []*sql.Stmt{st.read, st.spend, st.accept, st.fail} {
+	for _, s := range []*sql.Stmt{st.read, st.spend, st.accept, st.fail, st.revokeDevices} {
 		if s != nil {
 			s.Close()
 		}
@@ -225,7 +226,16 @@ func settleOne(ctx context.Context, tx *sql.Tx, st *settleStmts, r *settleReq) (
 		return store.Settled{Allowed: true, Accepted: true}, err
 	}
 	c, res := c.Fail(r.now, r.l, r.m.Step > 0)
-	_, err = tx.StmtContext(ctx, st.fail).ExecContext(ctx, c.Failures, ms(c.WindowStart), ms(c.LockedUntil), r.id)
+	if _, err = tx.StmtContext(ctx, st.fail).ExecContext(ctx, c.Failures, ms(c.WindowStart), ms(c.LockedUntil), r.id); err != nil || !res.LockStarted {
+		return res, err
+	}
+	// The lock ends every trusted device of the user, in this transaction.
+	del, err := tx.StmtContext(ctx, st.revokeDevices).ExecContext(ctx, r.id)
+	if err != nil {
+		return res, err
+	}
+	n, err := del.RowsAffected()
+	res.DevicesRevoked = int(n)
 	return res, err
 }
 

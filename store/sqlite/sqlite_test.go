@@ -405,7 +405,7 @@ func crashChild() error {
 		if err := errors.Join(errs...); err != nil {
 			return fmt.Errorf("settle %d: %w", i, err)
 		}
-		if err := s.ReplaceRecoveryCodes(ctx, "alice", crashHashes(i), now); err != nil {
+		if _, err := s.ReplaceRecoveryCodes(ctx, "alice", crashHashes(i), now); err != nil {
 			return err
 		}
 		if _, err := s.PutSettingIfAbsent(ctx, fmt.Sprintf("k%06d", i), []byte(strconv.Itoa(i))); err != nil {

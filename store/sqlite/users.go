@@ -1,6 +1,7 @@
 package sqlite
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -149,17 +150,32 @@ func insertRecoveryCodes(ctx context.Context, tx *sql.Tx, id string, hashes [][]
 	return nil
 }
 
-// DeleteUser removes the user's row; their recovery codes go with it
-// (ON DELETE CASCADE). store.ErrNotFound when there was no row.
-func (s *Store) DeleteUser(ctx context.Context, id string) error {
-	n, err := s.execCount(ctx, "delete user", `DELETE FROM users WHERE id = ?`, id)
+// DeleteUser removes the user's row and their trusted devices in one
+// transaction (recovery codes go with the row, ON DELETE CASCADE), and
+// returns how many devices went. store.ErrNotFound when there was no row.
+func (s *Store) DeleteUser(ctx context.Context, id string) (int, error) {
+	var devices int
+	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
+		var err error
+		if devices, err = deleteUserDevices(ctx, tx, id); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, `DELETE FROM users WHERE id = ?`, id)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return cmp.Or(err, store.ErrNotFound)
+		}
+		return nil
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return 0, store.ErrNotFound
+	}
 	if err != nil {
-		return err
+		return 0, fmt.Errorf("sqlite: delete user: %w", err)
 	}
-	if n == 0 {
-		return store.ErrNotFound
-	}
-	return nil
+	return devices, nil
 }
 
 // Unlock clears failures and any lock. store.ErrNotFound when no row.

@@ -154,7 +154,7 @@ func testRecoveryReplace(t *testing.T, h Harness) {
 		t.Fatalf("SpendRecoveryCode = %v, %v", ok, err)
 	}
 	fresh := hashes("new", 4)
-	if err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", fresh, t0.Add(time.Minute)); err != nil {
+	if _, err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", fresh, t0.Add(time.Minute)); err != nil {
 		t.Fatalf("ReplaceRecoveryCodes: %v", err)
 	}
 	cs := mustCodes(t, s, "alice")
@@ -173,7 +173,7 @@ func testRecoveryReplace(t *testing.T, h Harness) {
 		t.Errorf("SpendRecoveryCode(new code) = %v, %v; want true", ok, err)
 	}
 	// Replacing with nothing leaves no codes.
-	if err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", nil, t0); err != nil {
+	if _, err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", nil, t0); err != nil {
 		t.Fatalf("ReplaceRecoveryCodes(nil): %v", err)
 	}
 	if got := mustGet(t, s, "alice"); got.RecoveryRemaining != 0 {
@@ -184,13 +184,13 @@ func testRecoveryReplace(t *testing.T, h Harness) {
 func testRecoveryReplaceConflict(t *testing.T, h Harness) {
 	s := h.Open(t)
 	mustStart(t, s, "alice", 1, t0)
-	if err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", hashes("x", 2), t0); !errors.Is(err, store.ErrConflict) {
+	if _, err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", hashes("x", 2), t0); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("ReplaceRecoveryCodes(pending): err = %v, want ErrConflict", err)
 	}
 	if cs := mustCodes(t, s, "alice"); len(cs) != 0 {
 		t.Errorf("pending user got %d codes", len(cs))
 	}
-	if err := s.ReplaceRecoveryCodes(ctxOf(t), "nobody", hashes("x", 2), t0); !errors.Is(err, store.ErrConflict) {
+	if _, err := s.ReplaceRecoveryCodes(ctxOf(t), "nobody", hashes("x", 2), t0); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("ReplaceRecoveryCodes(unknown): err = %v, want ErrConflict", err)
 	}
 	if cs := mustCodes(t, s, "nobody"); len(cs) != 0 {
@@ -203,7 +203,7 @@ func testRecoveryReplaceConcurrent(t *testing.T, h Harness) {
 	mustActive(t, s, "alice", hashes("old", 5))
 	const n = 20
 	race(n, func(i int) {
-		if err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", hashes(fmt.Sprintf("set%02d", i), 5), t0); err != nil {
+		if _, err := s.ReplaceRecoveryCodes(ctxOf(t), "alice", hashes(fmt.Sprintf("set%02d", i), 5), t0); err != nil {
 			t.Errorf("ReplaceRecoveryCodes #%d: %v", i, err)
 		}
 	})

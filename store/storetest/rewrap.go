@@ -381,7 +381,7 @@ func testCountByState(t *testing.T, h Harness) {
 	mustActive(t, s, "c", nil)
 	mustStart(t, s, "d", 1, t0)
 	mustStart(t, s, "e", 1, t0)
-	if err := s.DeleteUser(ctxOf(t), "c"); err != nil {
+	if _, err := s.DeleteUser(ctxOf(t), "c"); err != nil {
 		t.Fatal(err)
 	}
 	counts, err = s.CountByState(ctxOf(t))

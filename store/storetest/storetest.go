@@ -29,6 +29,8 @@
 //     error) for an unknown challenge.
 //   - What SettleAttempt answered survives a crash right after the answer
 //     (Durability/Crash, with Harness.Crash).
+//   - A trusted device is live while now < ExpiresAt; CreateDevice counts a
+//     user whose LockedUntil equals CreatedAt as not locked.
 //   - A call whose context is cancelled returns an error that is neither
 //     ErrNotFound nor ErrConflict (callers fail closed on it).
 package storetest
@@ -140,6 +142,19 @@ func Run(t *testing.T, h Harness) {
 		{"Challenge/SpendExpired", testChallengeSpendExpired},
 		{"Challenge/DeleteExpired", testChallengeDeleteExpired},
 		{"Challenge/TakeRevocations", testChallengeTakeRevocations},
+
+		{"Devices/CreateList", testDeviceCreateList},
+		{"Devices/CreateConflicts", testDeviceCreateConflicts},
+		{"Devices/Rotate", testDeviceRotate},
+		{"Devices/Reuse", testDeviceReuse},
+		{"Devices/RotateConcurrent", testDeviceRotateConcurrent},
+		{"Devices/Delete", testDeviceDelete},
+		{"Devices/DeleteOthers", testDeviceDeleteOthers},
+		{"Devices/DeleteExpired", testDeviceDeleteExpired},
+		{"Devices/DeleteUserRevokes", testDeviceDeleteUserRevokes},
+		{"Devices/RecoveryReplaceRevokes", testDeviceRecoveryReplaceRevokes},
+		{"Devices/LockoutRevokes", testDeviceLockoutRevokes},
+		{"Devices/CreateRacesRevocation", testDeviceCreateRacesRevocation},
 
 		{"Settings/NotFound", testSettingNotFound},
 		{"Settings/FirstWriterWins", testSettingFirstWriterWins},

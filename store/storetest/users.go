@@ -43,6 +43,16 @@ func testCanceledContext(t *testing.T, h Harness) {
 	if err := s.ConfirmEnrollment(ctx, "alice", "x", 1, nil, t0); err == nil || isSentinel(err) {
 		t.Errorf("ConfirmEnrollment with cancelled ctx: err = %v, want a non-sentinel error", err)
 	}
+	mustDevice(t, s, device("alice", "1", t0))
+	if err := s.CreateDevice(ctx, device("alice", "2", t0)); err == nil || isSentinel(err) {
+		t.Errorf("CreateDevice with cancelled ctx: err = %v, want a non-sentinel error", err)
+	}
+	if _, err := s.RotateDevice(ctx, "alice", tokenHash("alice", "1", 0), []byte("x"), t0); err == nil || isSentinel(err) || errors.Is(err, store.ErrDeviceReused) {
+		t.Errorf("RotateDevice with cancelled ctx: err = %v, want a non-sentinel error", err)
+	}
+	if ds := mustDevices(t, s, "alice", t0); len(ds) != 1 || string(ds[0].TokenHash) != string(tokenHash("alice", "1", 0)) {
+		t.Errorf("devices after cancelled calls = %+v, want device 1 unrotated", ds)
+	}
 	// Nothing changed.
 	if u := mustGet(t, s, "alice"); u.LastStep != 100 || u.Failures != 0 || u.RecoveryRemaining != 2 {
 		t.Errorf("after cancelled calls: LastStep %d Failures %d RecoveryRemaining %d, want 100, 0 and 2", u.LastStep, u.Failures, u.RecoveryRemaining)
@@ -285,7 +295,7 @@ func testDeleteUser(t *testing.T, h Harness) {
 	mustActive(t, s, "bob", hashes("bob", 3))
 	aliceCodes := mustCodes(t, s, "alice")
 
-	if err := s.DeleteUser(ctxOf(t), "alice"); err != nil {
+	if _, err := s.DeleteUser(ctxOf(t), "alice"); err != nil {
 		t.Fatalf("DeleteUser: %v", err)
 	}
 	if _, err := s.GetUser(ctxOf(t), "alice"); !errors.Is(err, store.ErrNotFound) {
@@ -294,10 +304,10 @@ func testDeleteUser(t *testing.T, h Harness) {
 	if cs := mustCodes(t, s, "alice"); len(cs) != 0 {
 		t.Errorf("RecoveryCodes after delete = %d codes, want none", len(cs))
 	}
-	if err := s.DeleteUser(ctxOf(t), "alice"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.DeleteUser(ctxOf(t), "alice"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("second DeleteUser: err = %v, want ErrNotFound", err)
 	}
-	if err := s.DeleteUser(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.DeleteUser(ctxOf(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("DeleteUser(unknown): err = %v, want ErrNotFound", err)
 	}
 	// Bob is untouched.
@@ -318,11 +328,11 @@ func testDeleteUser(t *testing.T, h Harness) {
 	if got := mustGet(t, s, "alice"); got.LastStep != 5 || got.RecoveryRemaining != 2 {
 		t.Errorf("re-enrolled alice: LastStep %d RecoveryRemaining %d, want 5 and 2", got.LastStep, got.RecoveryRemaining)
 	}
-	if err := s.DeleteUser(ctxOf(t), "alice"); err != nil {
+	if _, err := s.DeleteUser(ctxOf(t), "alice"); err != nil {
 		t.Errorf("DeleteUser(pending or active): %v", err)
 	}
 	mustStart(t, s, "carol", 1, t0)
-	if err := s.DeleteUser(ctxOf(t), "carol"); err != nil {
+	if _, err := s.DeleteUser(ctxOf(t), "carol"); err != nil {
 		t.Errorf("DeleteUser(pending): %v", err)
 	}
 }

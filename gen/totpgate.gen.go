@@ -235,6 +235,7 @@ const (
 	ProblemCodeMfaInvalid            ProblemCode = "mfa_invalid"
 	ProblemCodeMfaLocked             ProblemCode = "mfa_locked"
 	ProblemCodeMfaRequired           ProblemCode = "mfa_required"
+	ProblemCodeMfaStepUpRequired     ProblemCode = "mfa_step_up_required"
 	ProblemCodeMfaUnavailable        ProblemCode = "mfa_unavailable"
 	ProblemCodeNotEnrolled           ProblemCode = "not_enrolled"
 	ProblemCodeNotFound              ProblemCode = "not_found"
@@ -278,6 +279,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeMfaLocked:
 		return true
 	case ProblemCodeMfaRequired:
+		return true
+	case ProblemCodeMfaStepUpRequired:
 		return true
 	case ProblemCodeMfaUnavailable:
 		return true
@@ -456,7 +459,7 @@ type AdminUser struct {
 
 // ChallengeEnrollmentConfirmRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","code":"492039"}
 type ChallengeEnrollmentConfirmRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
@@ -472,20 +475,20 @@ type ChallengeEnrollmentConfirmRequest struct {
 
 // ChallengeEnrollmentRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0"}
 type ChallengeEnrollmentRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
 }
 
-// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 //
 // Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 type ChallengeId = string
 
 // ChallengeRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","code":"492039"}
 type ChallengeRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
@@ -840,15 +843,15 @@ type LoginChallengeMethod string
 
 // LoginChallengeProblem A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 type LoginChallengeProblem struct {
 	// AttemptsRemaining Wrong codes this challenge still accepts.
 	//
 	// Example: 5
 	AttemptsRemaining *int `json:"attempts_remaining,omitempty"`
 
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId *ChallengeId `json:"challenge_id,omitempty"`
@@ -1111,6 +1114,22 @@ type RewrapRequest struct {
 	RatePerSecond *int `json:"rate_per_second,omitempty"`
 }
 
+// StepUpRequest Example: {"challenge_id":"Xv3bq7Yc2mZ0kq1e8sTjW4pLrN6aD9fHgU5oQyBiC0E","code":"492039"}
+type StepUpRequest struct {
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
+	//
+	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
+	ChallengeId ChallengeId `json:"challenge_id"`
+
+	// Code A TOTP code (6 or 8 digits) or a recovery code (`xxxxx-xxxxx-xxxxx-xxxxx`).
+	// Spaces and hyphens are ignored and letters are case-insensitive, so
+	// `492 039` and `K7FQ2 9XM4T 3HWRD P8VBN` are accepted.
+	//
+	//
+	// Example: 492039
+	Code Code `json:"code"`
+}
+
 // TotpParams The TOTP parameters the authenticator must use.
 //
 // Example: {"algorithm":"SHA1","digits":6,"period":30}
@@ -1132,6 +1151,12 @@ type TotpParamsAlgorithm string
 
 // TotpParamsDigits Example: 6
 type TotpParamsDigits int
+
+// UpstreamAnswer The app's own answer to a held step-up request, released unchanged.
+// Its shape is the app's; this document cannot know it.
+//
+// Example: {"message":"Password changed.","ok":true}
+type UpstreamAnswer map[string]interface{}
 
 // UpstreamLoginAnswer The app's own login answer, released unchanged. Its shape is the
 // app's; this document cannot know it.
@@ -1189,40 +1214,48 @@ type MethodNotAllowed = Problem
 
 // MfaEnrollmentRequired A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaEnrollmentRequired = LoginChallengeProblem
 
 // MfaInvalid A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaInvalid = LoginChallengeProblem
 
 // MfaLocked A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaLocked = LoginChallengeProblem
 
 // MfaRequired A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaRequired = LoginChallengeProblem
 
+// MfaStepUpRequired A problem answered instead of the app's login answer, with the open
+// login challenge. The challenge fields are present when a challenge
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
+//
+// Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
+type MfaStepUpRequired = LoginChallengeProblem
+
 // MfaUnavailable A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaUnavailable = LoginChallengeProblem
@@ -1249,6 +1282,12 @@ type RateLimited = Problem
 //
 // Example: {"generated_at":"2025-11-22T05:41:07Z","recovery_codes":["k7fq2-9xm4t-3hwrd-p8vbn","4n8zc-qh2wd-7ymkx-e5r0a","tj3vb-61pge-xw9qs-c4mhd","8rk2y-vd5ft-m0nzh-3qwex","p6gws-2xj9c-hb4tr-7nk1v","zc0md-5q8ha-wy3fk-tg6pe","1vh7n-ebr4x-9sd2q-mk5tz","w3yxa-0gf6c-pz8mv-jr2hn","6dqkt-mx1wz-4cbe9-vh7gs","ya5pf-3nv0r-gk8wd-2tq6m"]}
 type RecoveryCodesIssued = RecoveryCodes
+
+// StepUpEnrollmentRequired An RFC 9457 problem document.
+type StepUpEnrollmentRequired = Problem
+
+// StepUpRequestRefused An RFC 9457 problem document.
+type StepUpRequestRefused = Problem
 
 // Unauthenticated An RFC 9457 problem document.
 type Unauthenticated = Problem
@@ -1319,6 +1358,9 @@ type ConfirmEnrollmentJSONRequestBody = CodeRequest
 
 // RegenerateRecoveryCodesJSONRequestBody defines body for RegenerateRecoveryCodes for application/json ContentType.
 type RegenerateRecoveryCodesJSONRequestBody = CodeRequest
+
+// CompleteStepUpJSONRequestBody defines body for CompleteStepUp for application/json ContentType.
+type CompleteStepUpJSONRequestBody = StepUpRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -1867,6 +1909,74 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /mfa/status (the `GetStatus` operationId).
 	GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CompleteStepUpWithBody Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CompleteStepUp Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUp(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetReadyz Readiness probe
 	//
@@ -2663,6 +2773,94 @@ func (c *Client) RegenerateRecoveryCodes(ctx context.Context, body RegenerateRec
 // Corresponds with GET /mfa/status (the `GetStatus` operationId).
 func (c *Client) GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetStatusRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CompleteStepUpWithBody Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *Client) CompleteStepUpWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteStepUpRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CompleteStepUp Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *Client) CompleteStepUp(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteStepUpRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3473,6 +3671,46 @@ func NewGetStatusRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewCompleteStepUpRequest calls the generic CompleteStepUp builder with application/json body
+func NewCompleteStepUpRequest(server string, body CompleteStepUpJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCompleteStepUpRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewCompleteStepUpRequestWithBody constructs an http.Request for the CompleteStepUp method, with any body, and a specified content type
+func NewCompleteStepUpRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/mfa/step-up")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetReadyzRequest constructs an http.Request for the GetReadyz method
 func NewGetReadyzRequest(server string) (*http.Request, error) {
 	var err error
@@ -4039,6 +4277,74 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /mfa/status (the `GetStatus` operationId).
 	GetStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetStatusResponse, error)
+
+	// CompleteStepUpWithBodyWithResponse Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
+
+	// CompleteStepUpWithResponse Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithResponse(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
 
 	// GetReadyzWithResponse Readiness probe
 	//
@@ -6064,6 +6370,141 @@ func (r GetStatusResponse) ContentType() string {
 	return ""
 }
 
+// CompleteStepUpResponse200Headers the declared response headers of an HTTP 200 response for CompleteStepUp
+type CompleteStepUpResponse200Headers struct {
+	SetCookie *string
+}
+
+// CompleteStepUpResponse401Headers the declared response headers of an HTTP 401 response for CompleteStepUp
+type CompleteStepUpResponse401Headers struct {
+	CacheControl    string
+	WWWAuthenticate string
+}
+
+// CompleteStepUpResponse429Headers the declared response headers of an HTTP 429 response for CompleteStepUp
+type CompleteStepUpResponse429Headers struct {
+	CacheControl string
+	RetryAfter   int
+}
+
+// CompleteStepUpResponse503Headers the declared response headers of an HTTP 503 response for CompleteStepUp
+type CompleteStepUpResponse503Headers struct {
+	CacheControl string
+	RetryAfter   *int
+}
+
+type CompleteStepUpResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UpstreamAnswer
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *MfaInvalid
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ChallengeNotFound
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *MfaLocked
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *MfaUnavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *CompleteStepUpResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CompleteStepUpResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CompleteStepUpResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CompleteStepUpResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CompleteStepUpResponse) GetJSON200() *UpstreamAnswer {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON401() *MfaInvalid {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON404() *ChallengeNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON429() *MfaLocked {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON503() *MfaUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r CompleteStepUpResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CompleteStepUpResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CompleteStepUpResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CompleteStepUpResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetReadyzResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -6798,6 +7239,86 @@ func (c *ClientWithResponses) GetStatusWithResponse(ctx context.Context, reqEdit
 		return nil, err
 	}
 	return ParseGetStatusResponse(rsp)
+}
+
+// CompleteStepUpWithBodyWithResponse Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *ClientWithResponses) CompleteStepUpWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
+	rsp, err := c.CompleteStepUpWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCompleteStepUpResponse(rsp)
+}
+
+// CompleteStepUpWithResponse Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *ClientWithResponses) CompleteStepUpWithResponse(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
+	rsp, err := c.CompleteStepUp(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCompleteStepUpResponse(rsp)
 }
 
 // GetReadyzWithResponse Readiness probe
@@ -8784,6 +9305,159 @@ func ParseGetStatusResponse(rsp *http.Response) (*GetStatusResponse, error) {
 	return response, nil
 }
 
+// ParseCompleteStepUpResponse parses an HTTP response from a CompleteStepUpWithResponse call
+func ParseCompleteStepUpResponse(rsp *http.Response) (*CompleteStepUpResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CompleteStepUpResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UpstreamAnswer
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest MfaInvalid
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ChallengeNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest MfaLocked
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest MfaUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers CompleteStepUpResponse200Headers
+		if values := rsp.Header.Values("Set-Cookie"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Set-Cookie", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.SetCookie = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers CompleteStepUpResponse401Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CompleteStepUpResponse429Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CompleteStepUpResponse503Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetReadyzResponse parses an HTTP response from a GetReadyzWithResponse call
 func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -8882,6 +9556,9 @@ type ServerInterface interface {
 	// GetStatus Get the caller's MFA status
 	// (GET /mfa/status)
 	GetStatus(w http.ResponseWriter, r *http.Request)
+	// CompleteStepUp Complete a step-up and send the held request
+	// (POST /mfa/step-up)
+	CompleteStepUp(w http.ResponseWriter, r *http.Request)
 	// GetReadyz Readiness probe
 	// (GET /readyz)
 	GetReadyz(w http.ResponseWriter, r *http.Request)
@@ -9271,6 +9948,20 @@ func (siw *ServerInterfaceWrapper) GetStatus(w http.ResponseWriter, r *http.Requ
 	handler.ServeHTTP(w, r)
 }
 
+// CompleteStepUp operation middleware
+func (siw *ServerInterfaceWrapper) CompleteStepUp(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CompleteStepUp(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetReadyz operation middleware
 func (siw *ServerInterfaceWrapper) GetReadyz(w http.ResponseWriter, r *http.Request) {
 
@@ -9413,6 +10104,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge", wrapper.CompleteChallenge)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge/enroll", wrapper.StartChallengeEnrollment)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge/enroll/confirm", wrapper.ConfirmChallengeEnrollment)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/step-up", wrapper.CompleteStepUp)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/mfa/openapi.yaml", wrapper.GetOpenAPISpec)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/users/{user_id}", wrapper.AdminGetUser)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/users/{user_id}/reset", wrapper.AdminResetUser)
@@ -9522,6 +10214,16 @@ type MfaRequiredApplicationProblemPlusJSONResponse struct {
 	Headers MfaRequiredResponseHeaders
 }
 
+type MfaStepUpRequiredResponseHeaders struct {
+	CacheControl    string
+	WWWAuthenticate string
+}
+type MfaStepUpRequiredApplicationProblemPlusJSONResponse struct {
+	Body LoginChallengeProblem
+
+	Headers MfaStepUpRequiredResponseHeaders
+}
+
 type MfaUnavailableResponseHeaders struct {
 	CacheControl string
 	RetryAfter   *int
@@ -9575,6 +10277,17 @@ type SelfServicePageTextjavascriptResponse struct {
 
 	ContentLength int64
 }
+
+type StepUpEnrollmentRequiredResponseHeaders struct {
+	CacheControl string
+}
+type StepUpEnrollmentRequiredApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers StepUpEnrollmentRequiredResponseHeaders
+}
+
+type StepUpRequestRefusedApplicationProblemPlusJSONResponse Problem
 
 type UnauthenticatedResponseHeaders struct {
 	WWWAuthenticate *string
@@ -12013,6 +12726,190 @@ func (response GetStatus504ApplicationProblemPlusJSONResponse) VisitGetStatusRes
 	return err
 }
 
+type CompleteStepUpRequestObject struct {
+	Body *CompleteStepUpJSONRequestBody
+}
+
+type CompleteStepUpResponseObject interface {
+	VisitCompleteStepUpResponse(w http.ResponseWriter) error
+}
+
+type CompleteStepUp200ResponseHeaders struct {
+	SetCookie *string
+}
+
+type CompleteStepUp200JSONResponse struct {
+	Body    UpstreamAnswer
+	Headers CompleteStepUp200ResponseHeaders
+}
+
+func (response CompleteStepUp200JSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.SetCookie != nil {
+		w.Header().Set("Set-Cookie", fmt.Sprint(*response.Headers.SetCookie))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp400ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp401ApplicationProblemPlusJSONResponse struct {
+	MfaInvalidApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp401ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.Header().Set("WWW-Authenticate", fmt.Sprint(response.Headers.WWWAuthenticate))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp404ApplicationProblemPlusJSONResponse struct {
+	ChallengeNotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp404ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp415ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp429ApplicationProblemPlusJSONResponse struct {
+	MfaLockedApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp429ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp500ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp502ApplicationProblemPlusJSONResponse struct {
+	BadGatewayApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp502ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp503ApplicationProblemPlusJSONResponse struct {
+	MfaUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp503ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp504ApplicationProblemPlusJSONResponse struct {
+	GatewayTimeoutApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp504ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetReadyzRequestObject struct {
 }
 
@@ -12113,6 +13010,9 @@ type StrictServerInterface interface {
 	// GetStatus Get the caller's MFA status
 	// (GET /mfa/status)
 	GetStatus(ctx context.Context, request GetStatusRequestObject) (GetStatusResponseObject, error)
+	// CompleteStepUp Complete a step-up and send the held request
+	// (POST /mfa/step-up)
+	CompleteStepUp(ctx context.Context, request CompleteStepUpRequestObject) (CompleteStepUpResponseObject, error)
 	// GetReadyz Readiness probe
 	// (GET /readyz)
 	GetReadyz(ctx context.Context, request GetReadyzRequestObject) (GetReadyzResponseObject, error)
@@ -12754,6 +13654,37 @@ func (sh *strictHandler) GetStatus(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// CompleteStepUp operation middleware
+func (sh *strictHandler) CompleteStepUp(w http.ResponseWriter, r *http.Request) {
+	var request CompleteStepUpRequestObject
+
+	var body CompleteStepUpJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CompleteStepUp(ctx, request.(CompleteStepUpRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CompleteStepUp")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CompleteStepUpResponseObject); ok {
+		if err := validResponse.VisitCompleteStepUpResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetReadyz operation middleware
 func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 	var request GetReadyzRequestObject
@@ -12783,356 +13714,399 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L15d9s2ty/8VbB07lmVWkqW5SGxvLrudRxnaOKhtpO0KfuakAhJjCmAISDLSprv/i7sDZDgIFse0tvn",
-	"nj5/9IklCsSwsef9218bQzFNBGdcyUb/a2PCaMhS+Oc+HU7YvuAqFfGROFMiZfrjkMlhGiUqErzRb+zF",
-	"c7qQJOCiLfUTwS5RE0Yol3OWkulMKsKFIgNGhnq4sNPwGin7PItSFjb6Kp0xryGHEzalemx2TadJzBr9",
-	"hh2v4TXUItGfSJVGfNz49s1rnDKVLvZGiqXVCZ2xoeChJDOuophQwtmcUKXYNFFkSDmRs+GQrTyPjW7X",
-	"a0wjHk1n00a/m00m4oqNWVqazYcJ46/VKxYn8m4Tm9KFndguoQPJuCLzCeNkTiMV8TEJBZOwkRMWJ3ru",
-	"NXPdunWmHz582JupCeMqGlLFzoVKqvM8nzByfnx+QoYTGseMj1mfBPBBymg8/dlvKKGSMVXMb3j5Qz/7",
-	"DX/W7W4Ms08uohA+YX4jWPXYV3pPunHQPX7efjb4VXbPUr53chFf/3bce5YcbNH3OxvjMN76ffzr7Nfz",
-	"867fqCGgb14joSmdMmUo/Z1k6euwfitokvwgSRSSkUiBtGeSpR6hksSMppyFhCoSi3HE9RrzlTwdrW+y",
-	"za1Rw2tEeqyEqknDa3A61d/qQS6i8MZdmdLrt4yP1aTR721tw+Hav9drF6WHYlI9E2HE8AaLkD0T4UL/",
-	"eyi4Ylzpf9IkiTUBRIKvfZJ6pdkRwM9SNhRXLIWfydl0SvU/G6fmUzIUob6WVzSeMRw51DO5fDL63Gvv",
-	"XE83VXtjMk/DdvL0asCB8JShtHw0pLD6kTZ3et2NHVxTvh3/K2WjRr/xX2s5w1rDb+WaXugprh5/VmJS",
-	"ZDhLU32pstcSkRLKyYzPJAtJ6q6tSqvfvIa+K3ffzppFfcclNWlxISSSJGUjvcJWzaKAYmQiuMRj34tT",
-	"RsPFAU9FHLPwhlUmqRjEbPrT8tVSHOuC2cH0/BWNYn30c9Ee0aESKd4bPU3zPKFDFV2xDnkeSTqIGYkU",
-	"GUWpVEQJgmMZzhmyq2gIRxVxqSgf6reuTUd0DR9rZNdBX7N+o7v+y/ONj9u/7bzZfP/k197h06Otk/XT",
-	"jfPtD5qZKqpmstHf7O54DRUpuMBmO4izBHPnJkolsr+2ZvlTJ2RXdk/kWmXpKx/5CQ5Rd9xBedSgTw5f",
-	"7FW3zrCpSAKf6uiXP6PhS6rYnC4edKSzRKqU0enFjNMrGsX6fGq23+zlfbZ/q9tztj9JSPFNK+1+7Swf",
-	"5QTqRg76qO0kCRmKWRxaXSdloOxoJjOmV4xwQWZI0KgY2XOxF/zO5yJRQMQjkU7xquas9dB+TAaaWVX5",
-	"64CGF+Z0CvdyoicOH8MvNXHp9VzROArJL2fHR3XXLcSbes/71s0P/BkNST6rlQ7bXYg+MZgpxQNzd+R9",
-	"9jkZ0QjvcnlT8t9eZM8s35pMH5tSNZwAEeydvCb6EFM6VKAKpKnQ6sUfXxujiMV6U/RPO0boTZmUdKzf",
-	"bJQ2gqKcxCDj9eZvN779uYy/rQ0FH0Xp9OH7bmiQXNVs0kqnUN25O0jum26cc7zmotkzKF+2kDSzywCU",
-	"6hElhM9jmo5Zq0OCyhyDvpYtlWOMZHaGu0Qy5vMAzzHo+Fxf2n2rhx4J9ULM+MPEZK4rc6EuRjBeiexQ",
-	"RGYP5lNm15FUmsPANSWx4GOW4il2yFsxJhEndExRLy0TUTbePelnM6eft6UJ6rnZlaxEP3Wb8Cj0UzOw",
-	"oaN8tlpQ8ksu5twj7DrR6pFHxEwRMfK5Mc8kKItGzGptqkPOJ0xqk1YySWjKSMjiaMBSqli8gB1QIg59",
-	"ThOaqtJpGDoSqTxJ2SiOxhNVY1aT/ePTM5LYJ0gzOD45f318dBaQeaQmJNgbDpmUbWOft80tbh8yNRFh",
-	"0PL5KBVTreKKNAIli5OAJlFnKFJ5gZ9JK77iWMxZSKbwW0koD31uHAEevm6YslCbjTSWHbLHF0SoCUvt",
-	"2GOmJAk2uxta+xhEYcg43BfPdSeUJrynX9rez8dd7lvQ2mpQNHqrPoHa4Y9hfvWGnSF7zXJxGR5hw4lA",
-	"18DyN+l37adCyrNIsVPUrh/EA7Itc28+vKEtI5XNU4KTQJPWcEI15apcjZZM6XXIR1eHN/Jr/sKZ5krX",
-	"Ol/Xo1zmnLL6hBI9RdaGndAHOKRxTJDgySAVc8lSktAxI4ITyoFWfW6IVU2osqpN7aUgTX3dyxdQj+5z",
-	"wbU4ORJqol87p9KcRqgnNcwPDV4+pFy/RCqaKo+kLInpkOl5EKM0EQpa+g+SSHAOEXOecOXUhEUpGQpx",
-	"GTFpuAbaZlPG1Zke9EbKsxS32taXRq47ghPGQ71qlj2q2QJVhh/qNaRMeeTd6WvNQsivp2iFav4oJ2LO",
-	"fQ4CVvAhgwc4u2JpzhW9ivPR3uZlkzfPr9V5KmEBxu45j6ZMzNTjmD/KDPbIps9m0fTRbwkJvuduho+d",
-	"3+MaPWZUx+AJI9TAjKtX36xoysCyeT1NRKoegzlGMNKF8WK4HLJH4ogz6+CAWeHDu3pW2fXEz5Cpu+dF",
-	"w2nE15Bk5Ro+1fAaMCbo7NmLVEbaZEIledolg0jJXXD7MSoVWe89BRq37hXSPH2xTzZ7ve1Wn0y0+Wfd",
-	"hpkLQ5O8eVujv+E1xEwNBTgG85WmjMK2NOaMXl7gDBrfPGdmMKTfGNJUxH4j01D0LCkJo9GIgYOoyFua",
-	"KZNM6SlN0bXSyiby5JaJaJMjjoZ6n6z/so9vB0PlHgKm5xj873iSCi3DgTMecBWpxarEXyKTlUkfCfWm",
-	"C1AcOegbqhMjONRRFLM6CgzgqYBwOmXS54wOJ6SpPyN8Nh2w1CMB7mrgkQDPM2ghT3Rod55GSjHeIS+i",
-	"axAbKZsKJKcpPCwZD/N5uOolLuyd4wN5yC2cjmjJ65PR4Lreih5Qd37ZyICNRIpbAlEcYnznl2xBBnR4",
-	"yYAetR22my9C0mlu4dVaLrdeWqTjnkvHdk6N3AtN47FIIzWZNvqNs1d7va1tvaJoHCnZ6D/1GglLIxE2",
-	"+tvdby6l0zgasntS+parSp2x9CoaMvLu7u6t8kk8IqWXhjac/pbj65APE8ZJpHyOH5BpFM7pwsuuQBxp",
-	"3dVywCqNRApNDK0caIWn4MGWpAmaA8kUh9YSgvE5UAxMemHYsXlRMONGSQs840WQoAFmsuHxlQ8TFWxn",
-	"QcqbRnDCmXAwr7liKafxQZqK9GHi04z02MqK4z6ykyXgJ1mZYduJPYqWYkfTpgEnM86uEzbURw9z6pDn",
-	"wK3QUo/FeMxCMuMhSzUXtosPPKuPgj6jNQY4CnCo7MN2PpCDRjhW2cFjIzWZq7VD9idseAmkqlUqbcQs",
-	"xCw1MQ/g/CpdLHfuPIqHcMM9YnQBG8/lyozKLvhRztgZ0DpxzMbNU8HHXsFBA9qoZhmwf1KxxCNCm4Aj",
-	"QsllBPxDM5SEpejxzLxqdDhkieqQfTHjmm+JOU3DjH39IH0ei+GlmCkjaN+wxZnZs0eyxPIRa7bh3HBh",
-	"PCcgUfC/GffPvVVumD7jektL0YQ9Tszny8IJMy5nCXLSiykLI3oBFOKQ+YEZwHGhR8Zxlu+5Nne4cXem",
-	"YqZYxZ0B392PnNe3XEUzmy851PMl5zjf1eys+tViNDUBc7i0gQTc/2QcXTFO1FwrEXeKyeCWaFUStEIc",
-	"Z4r6FeUgFR9xp8ohmdOHhGQe4+bvWZowxAOSPwrZkKZkHsUxkNCnWThmXsa7XQWUJonPJWOSRKpPCkEF",
-	"0tzsdvuEVk8I/Or634KA10Z6Pqfk80wrJiLFGBA4koyPx4Yh9AvndJEZyXMIVMBXkYIxBgvF2iLV0mdK",
-	"00s92hCVBzKc0JQOFWhJHIbIj36XbK5v9An1ObwbAhspEkCA2SdTem0XdqFfIoMW8LygnmL14te3QGC6",
-	"99sjFOahbUTjN4OXvDt/0X6qmahxCJuXGu04ezFsZKAHybcokj7sEcZlKBmJdKqXPZ3FKkpoqlqGl6Lv",
-	"+kioPXRIP0ziwmDg+Tf+7eK9iqTxd1vZa73gwoiOhKpJ53EVp82uw4ZwteRIKLKXTXA12Vpd2uOI2Mq4",
-	"RtLqrcB4k0QN2uyclZoghw5HNHcinmapJvc5Qht3uUjZlEY84mPIbnMzyxr9u6SBNdwfz9K4EgbL3eSO",
-	"wpY7Oi+y1BmHhs6YIrNEXyCaJ9WJFO59loVBh0OtSRAl4JpHfMYwTyyJUiYvqGr0G71ub6u9vt7u9c67",
-	"W/2tbr/b/biEoZsQTaP/B1qz93O7dNddY9T1Djm+XWfJK2t8dTu2MmmCIpPFV28gVHiwDTqCzacgwZLX",
-	"B32SiDgaLux6JDl8sefzQpqMR+YTAX4zLjhDbzbm/VnnpiQTFoe71oGXGaxOJLEZnByfnZNaukLDk/v8",
-	"hmesvh608GGSsphR41hCQYCvrRsj+C427IcPH9puwuhtw9Tll8L5HY6oMSIejyFsfFeGUOQE3810u4EP",
-	"bG7V8IHyHMv8wMuSNy9g+g/nD3+b8bfy9b/NFNS6hVaUlxqEPtcWIV5zvFhS0YW94tn5ZGE4dDQFLrUF",
-	"Pp9PopiRoEqaAWTlDcQVI19YKlaxJUlzL5Yiv+kF5gbChJq1wUoxP9zMTo/i6Med1j+dE7wVw8t726hx",
-	"9uPcwnonWUrMF45lVcc0uoVrnf0mv9XZ4UecbJFpxOsM0UfIoOk5mabnQpAp5QvniOVdrppZBpigVLG3",
-	"0TSqWKH7cQRCnSpGYvNA1QrVX1/kX/8da7bpDasuuDDFO1iYd2MvuKWau9ScDSkpDxQC/0QyKSPBtak4",
-	"hN2GTBqI+0dDKncJ0+YlJUORpmyoyinaWBji88DxHAeglCRUSkwm1bpmOI04iaOR8arrmXZI4G5L0Pe5",
-	"Ku8vpkdghhvMrkOO9Wwch4u1WjVnKio+4PWH1YSpSJJ/nsv8cET/00yOooZRZ2AccMXSXL7BAYI2UbE3",
-	"7qNKLDMpHl+FKJoY97Er/m8YE44FYb05maMSjWIp5yINPTQEIBivb+vhiz0PFT03YZWmacRCwgWWmFRM",
-	"DJ9nNgbEtyieuRKu3jFL46DezjC+HvRAliyGjIL+8TbC3xCvLgh4SqZCW4uP5z4txXldutf8RaQ0jeLF",
-	"fQob7h35vZvgq4kAF1aR+zuH2tJhoRMmhhyFcpw4khAqjvjYK7huzUDgGtWkS5VKo0FBCln9tyk4M95W",
-	"cKfqy7Qg1ApcMpgpn0OqBeECnZgwEapIlHloQ6aJo4VfWeEIB42BiIj7PEnFOGVSmnw2M9MRxA6HsZB2",
-	"tVnZkh44hmyaVMzGE0/LzTyHQ99oGo/aWR5HTnwx1ay9WZD1HpR8+tzWfA4ph3JP8NGKmYJ8xprJKwgB",
-	"7IJyYHiJnqQmIbv4fHMzj7nJIh0sbI1p658j0906WiDUI3E2G04OeJiIiD8sj6820f5IEDkbTggzb6hT",
-	"+LlIHiFb/kgo8uIu2fGPnBPvZsJTdOxiKNyWsCQpG0XXcE0EBiGsxikV4ywFcQcyJpIkFMMZOAvRd+YE",
-	"VEci7RB9aLkCiuF1KI1CCtWKC3r+j4R6lLJDvTqnXu9xa5V2iqd417rAwtwe7Syr9YAYUV1SC3gk1Gu9",
-	"Z/rQHmGvI2esulStS7aQaymbpzS5pzhdL2568YUr77v7s0fbemdQW5404xw4t+CjaDwr5xYkqbiKtFJX",
-	"yD2w52LSqx98JokZx41UKJoq17f/fVNHCheFJJW08bucnF3No52aGRBPLDXu25pJmoiN3gbS5FoDmVPp",
-	"c4l5957WLPJ6oVT/6foczS9ZaGObJ3QRCxqeC/GWpuOHqbd3qN9048Sb6zubG91NiEDLFVMr75NqsVGt",
-	"LcRsXnIuBMHl3yeb4PuWFNbtGOh6Ru4Z40+Spk3YJRKcxmKOv9EkMKULMmAtuNKnRVfc9/V1PpJT80EC",
-	"8j/SpfmQaP7/VX/mTVRedAaSFXyBPr+r27PWnQlejII/k9zHnVk2RB7gGLSoJft6Ba+lnD1izVRh7LqD",
-	"0BoZqmK7RDEOwBXF/GaPlPKbtbEbL7D4y+cTKicmUe6SJaqFtZeMpnHEUnMqee3vXKSX36mQ6ozFI5O2",
-	"fkIr4kuxa7U2lLK4ddUaTXhuoqbxSg9+olcUd/Pmxyvb/gESlGgSdSSLRxcS590nUEfqkeDlwTn5inbO",
-	"tzWI1qGfIx61zbM+hwI+bcwH2ZOabJVc+zEgkZIEX4hlGGoRM4+w6YCFoY01Mp8PIk7ThUmYolDfP1Rk",
-	"H/etfcaGszRSi/YJ5CegzwFeO5NME0O8QDMp0xRN2Yljdxnl4h13PML3FjdwFUu5i3A7905ee2RAQ6LE",
-	"JdR/VjNAi+9fZgo0HuxKxgnBPMg0khKrd0ken18xh7M432+mzqNG1MLaoYozGnNztsK6qFbailwLj8a8",
-	"+HsswHr0JLOSzZTN/P7b8zi1hMVhAwhAZa7zvZPX1drCCIrDRwu8T0MaxywlTX39Is2jZMKGYGJZv025",
-	"KLF3fW1vn36Jz6Owlb2WWuLuO38OGE21+gcUFkmXyEAUVvhrnf+7uPDq64Jn+JYy0FkbnjFwaXXwaLf8",
-	"rg7rDNnDd3KrP2pRyT/Oc/6I1VK5FzyrHve5Uz7upp2Ab/gxdSAn4R3y3SHd/UG10Ldm/J/ZGi0wq7Rh",
-	"XNKyvpfzYVmiP0yTqEdI9H8cVlibkl1vkWp+FpT3LwAbU4uoRwGigTxu1zVeFeBQvrfmwBo+0BMO4vXO",
-	"YDGliT7OaRTGtFfZRH+MZ1ur8lp1T8OKVzWbA8Kc6M16Z5SJwkYbj1ApQN897+701zf73Y2PDa+hmcQs",
-	"1fpY12tcssXFFUslTHPDa8RUqgttWtXF+DfW++u9j+XofSGfYQdPAvD5wCopFHJnJ/vNaySpVjqVgZEs",
-	"Tr0s3qAA1PGbAVezv8jQTGc8ZlKSAF8cFLEyl22GSKew0lDLOBVNa9Bg3S2rzMyxXSELm4VuEp5NvnOn",
-	"0rsZQ7V0JuUXvmELYr7E8CPjw3SRGNMWhENosAQKb91w3rpe99biyZdf+5ZKhfCxUo5msYnYWnAYiNNm",
-	"5xCNMA6z5ACKpLTaAaDT4ALM/erkTlJm4Gyj2EFCiKTxYpHyERQms93v2nT41SaznPqd27hz2ymba3Iz",
-	"Szkc0TN4zq0S/1oPAVs1cXMwzj8cNFh8cZHMHBK/YX1/Zi8Rg09sqApgZXlhxj7eTAd40OVRD8p2KuOc",
-	"lphIYexbsE/ts6+Bww9N9e1tcKmVfS2804yz4j49+gY93obctMgbV1cHcbxXAZiLQtLc6JGU8lBMMVig",
-	"rX/JtjdnKZY+iJkiCQ1DyBoo3N27kYyDcLy5UQA41n8mVCmW6kn+f3/stT/S9pdue+ei/efXzY1v/6vu",
-	"7mcL/R9I3bUHb0Yun7iDGLytjZWnBMEvWuCTLWEIN4Nr/b925b9Bq+Pzs4QOGea5ThbJhNlkmjEHWac/",
-	"j5mCkkb9+ZBK1o64ZFxGWg/wiBQ+DzZ3eqS7sROgw+3Nkxe/9sjOb4eb52Tj1YfT5+Tk6ftnRwGMYFPw",
-	"0D7KCc8cTIGmtjcLNLVdRzIOyvItsM1lnei+p7aMCZURuGoOjrN5Fqk0agR4DcFlbFweqHdcsdTkHFrn",
-	"ZkXp+HpjEZrNGBUqoTM1uZilkZ4t/mW087UDHKsPyCj/x4zcGYrp/8b3/fzLs7MPv288Pzl4dfJm4+S3",
-	"k/Lf/qzb7W1HUs5Y+rMZDT/LMFp+Pnu1t46fIZX+vI1/IUrLzxv6dn5OLxIt4xvR+2fHp/Pum5djsbe3",
-	"t3d09m5y8G68t7f3/ED/fQ3/3dt7+fHpm+d7e3v783fxwa/vTzd7n09/3//w5OD13vwwOtlZm54l0dVv",
-	"xx8/x68/hR/lr4fPn7z8fetka/H23dr6xtVvJ+y9HImQX01+P/n0/tXaztOPO2uDrbUna9HHT184fzLp",
-	"qaOzl19efX75bC39/OHt62dqazCUwy/r159/3//008bl5+O1vZdHaTwffjwdPXny+tNYfFhsfgjfXa93",
-	"d3rdX0by7drHl6L7/O3rvcXL48uNy41PT3e6Pz09GB9PX79X54vrg9Fp8mv0ZCbWTjc+Rtu//H766fL8",
-	"8OXO3iG/7IYv3k2Tw9P9F2tvOE9+ff7+l4M03O/15IvXT5Pf9ybXw73h2eKX43Tj05tT+fZqOz5ZHB//",
-	"+mT29s27j88H7zY/f/r8087O+eH5MBT8aPzLbPxm/3C9O3jPX/00PBttv9wJw/T99nwsDw9fnT7bfCaO",
-	"ouvu6/T87fONZ790w+5OnBydvoh6v/Z+T+jlYOvN1rsnn6fTTzLdT4bv37wabR4d9RTbub5++iXZOxux",
-	"6/U3Pz1jv33iLzcTNpx1n4z2Z5/li+Prnd/n8v10i7/di397mxzs8S+HTz//Njwb7NAvsdi8nO2IyeXO",
-	"dm++k55H6eGXj+LNs83jq9Nuwj4cy5fzt6OXv07ZWKhJ91W4N/7w8kW0GD3d7L2YqM9bn8Xs+fvN0ydb",
-	"n3bWflnbP3796eT6p0+X5/Tj+eD4469b14dJdPb7Zbcrhp/Z4HD0hH3eWGyJ8fPj3tnJq/2Pm9vPXqZb",
-	"TyZ74Vq4+XEWsvc7zwaT9+L4Sry/iufnx91ffts7PE5+e/7yQ/dy9NuQjafXn3769OTLdL4YTo7Xz4+e",
-	"HXb333ffPPm8Hh/MtjbU1dXl5vt3P7168+Vq9Gl/c/3z0+n5b+vPRy/VF/nT+rP96MV+d4eu0Z0nojt4",
-	"+vzLx9+efZLj0fD39/uzUxm+evn+5Rfx+Wj25ddXx9OTrbXp6w+/X35ZEzvvnhxu7D0PD+Vo/e3k/Bf5",
-	"bmPy28vR50+fZqdvwm7yZu/N56nYvlz0Ijo/2RpcPdk/P9s5/bK9I04//PTl1XRyMtmeH3ffdLvP1gZv",
-	"rnqX8atpb/D66eL5l2d729f7Ry9++fXL6ZXo0ZO9jeEv8rPYOLh6L5MXLLx6+dPel8nLtTdr4U9bPz0/",
-	"fnkpNw7n62evBju/d6c/XdGjt2s/jY6S6WDr9frpk8nZx19ON8ebX6YfRpfne3vP19aejA9GW0+Ofh+v",
-	"ncItPohfnF+ezX6d7u9r1RkR0vqN25jOciSodQcHajvHgdrofqvwf5d31lrEkCJezSoxv7P2cGYo32SP",
-	"Zcx4NROowLLrkE+DEhuHsGjaN6XKlnd3Op0Ce+50OgFgO+qVWWxHhA6Qxdn/U6VEtn16Z2o2zkqRigl7",
-	"9JJEU0i/HRGarV2Msp3Uex1YLblt8BSKm/KvZPpXMv0rmf5HSqaM72hjuo7xWNFVx6wtqq7mLRs9gy26",
-	"vfnUg7RFY4R74JSeUj6jMWFcpYsi81lBJDqG0kavYnz32k/+/KnW6Lai9CZD6Fyo5ISmdCor5pBZelFq",
-	"ZazYsyVpjrittZ2uEXA2M+T0vuhNpPGJI7ZHNJasYAJlRzOUVw2vEV1AMrxUlIcXahLJi5SpWcqlwV+V",
-	"WT+gojZgh9EHOKKzWOVSsFEJN5gvgj4RvCqMUcZivLpDgqG8Cvok8K2P0G94Zwf7pwfn3t7bl8enr89f",
-	"HXrPX798fX7mnRycvj5+jq51Ppvq3c3noNf3p0sSuODKca6wA2UqPZxJKAgyOO1Y2obG6ETEoQRrNOtP",
-	"YwCvwQdhYHUN2NEwZjR1Zq+Hc6eM/bHMjAdCxIzyCj3dPv86+nkRsTjM4BbL4XtGTPgJcwn0qSU0VRYE",
-	"1hbeNypUgW0/atTDlPVJAN1AAjISBnhosCAUQJKwLCPiJlHEVjT5PAAAqk7gkQDQiQIiUhJg2LcyUtbi",
-	"DPCjyv4StxVJhQiy3iTVqSN2uoHc00wnYUKrc4XBb+hocpsrHPcsn0Ldab1iNNZ8quCvsTHGhrisemtk",
-	"BtGX3YzL4nUQl7dOzQxSNyNEV30L6LO1e5aDA0OKSkZHFh7IwRPukCNw3+DdgcQX470pHuHfg3Zb3kkb",
-	"4a+ucuHSA2kiSphBOW7ZRX2eCbXcJfUgrO3a0FTtibzNgZgt7wEA5SYl02hsqjYYiJQfMgQnSeSEIqRc",
-	"lAIKdGtp5LA2hpcd0td6jGnIuzVMkot5hwQAHneB3wZ9g7sWpouLdMYDD7HlfD5gHRfitp8jlpidpDzM",
-	"mYEkc5YyW6fgc9twLZCXUZLgHLBhAkGD6wdpFAp9mBYEGzvjmMM1dGkulkOB7vwbXiObozbW8W0Q0ELI",
-	"ysJtdMm4GuGjJo3hdrzjU3y2EhesoV9Dru5TBi44Qyw2oouz+ZLkXUhqUWwq75I5DAw34q/xdznp0DSl",
-	"i/toWIVoZFWhtIBXzOAjIiw5VM8KXmLkyARuY4xwy3ICX84gbRIGcKX4eASY3StlbXhfS3zIYH5/vRWv",
-	"HSU0ZqTDj0x5fyV5y+fLQcxNABYpfaUTdiTCt/KRfqts0J9V0EurctCBmOk7bObl5SX9iEQfKTLUtJdy",
-	"WXLvL2uhUNPjgAtFDNF4yDX+8DK54aGw8FBQ/OlBOXKmtIK6irn85sN2xkT118hHV252kPe005vy3RsF",
-	"OM0qLFepyDVC8Y7MaV7b0BQpMTys1fd5kE07IE3MP7W7offHq8gVvWP7Z+9Rjng+D3DXIQsJLT2t5Dmd",
-	"HwLSxDpdLQG1UISqs/HMbEPfYj+A9gchW0qS2SCO5ISFRDGpyCVbtDxi36SEuIgFHwdeESI00GLwldbO",
-	"ge3rX5js6otciOiHMvLwORIIAemvacT9kSGrgDTZNFFYmo8tpQzqqVZs0X5yAFD1COEMM9gYjKE3lk71",
-	"WgCf1ZHbLVyBFmhwm/UC4MA0iyXr5DB6poez3SsC0syyUAotM/Q6antm9EmlZ8auPX19+CAuL1BclqRh",
-	"Ts7WyneOWItIp7dH9oQ9GpCZ2cFAUl75IJwP8ySS4sbBKHZzIJKddfFwJ14UwMV5VWSwvTNwtYt6uNFP",
-	"MmM7E+VaQ/p7OzV4X+uYzu2vWR4GcF8yEINiOxYf3/t/xpGazAZ+Qyv1uLfEb7yM1Cv4ENiD3zibiMRv",
-	"5L1XNt0putqR4YuFo6qs1bwTeab5sVYlcpWr362q8vakyjzvqKYHiStazMmWLXH3rMtDvgPRqg1xRNht",
-	"lpVZCFsjWvLgBs26Nlsr0wUeLJmd3Suv4IAriKaLEXHV46LQXb9tqs6BOLfm9h7zrrplz81zSbleucad",
-	"Wa6QreoxKyknVhlBswmOEvg/PCDRDrQQaHCwAGlkO8i6zIIqWg0Y6buB0SIbIXp18PFg6+j5x70XGwev",
-	"t98dHb482T/ePPjll99++/Xwxe8HhQgRXK1qeKi3tV0IED0tBIi2uz4fiIF38svpxu/Hr3959vHgfHvv",
-	"3cn5r89fvn3xcv9w6+PWkye/PAHunt0cdEmZW9mHS11jMsMi61RxZxd/kESxa+UZrU4yzeNRmmuDAzXX",
-	"kgdnxdne2DfeK7IB47ysPXaENkVnHshXg26nlzB3r2+mQu8C+2AWEKcw/3pvXr6Z5f1CgsVUF5bfRbC9",
-	"DJdtBj8GnpkgftTaJWZNoPR3rIwubCScmne3dvv1BuVNu3dIL1lNASjcFegPVTAzHSh7a1jexn7LXEJT",
-	"Xd3NL3SscO6iKVWBVsh6GZiEqnWuRj+rNNI8hWptMk+CxiSri5BBqnMkeP4VssMLkwVd+KprtR15MXAy",
-	"qv+om0fmeV7vbfWeeo08J17L3xue31jvOU9vgnQ0L1VC0ViP+HTTmcoMYaQSOqwXmdm7KnZnLIbQf+aS",
-	"LcDniZ68AKYU9Ml7oEGVUi4j5Xro4XdQR6jnXtDB7HIqpJefS10COjSKaJpX6fmAym3npb8t5Ww6Z1t1",
-	"oJUO26GYzdscXsuo4mu9vFw6Rh35lBfeJVNGuSkhhznbRPzCWru3Jn7X0OSKesUbtniPPwG831rlokh8",
-	"FRUD2EKhTKCfd876wY2ZSNK0ySWaC6MXr4XwY/oXZs+g5wqymzbkLFyyRcmNbG7AattSvB+1St4P2Qyl",
-	"iuKYSEbjrN8ShDNoamsAQo9QaQ9K+tx4XC4NFUtMLp2nAlHhphBbWhBDVPq3+ItdbbwhzBCZiit0ME9t",
-	"oS3U9/SDfEiPANYyVdiXH2bi8yHlxsVLScjS6ArtdSipulYOGDQWBv0giZhzPVdZ2tG7aXOWpTjXunLt",
-	"lt6lpReklpLLBLjkXJcIjQJx3yY6bmLZq/LUN4Zl2RpKEyOx95qcGTozMGWolZuHfU6ThNHUlJ24jv0B",
-	"U3PGuOWIkjQD888OPsQuRqmYBi0As0C6ndNF0a6/D9teGkA9c2+8dO6uoblI1jIzs7U339w6rntLudFS",
-	"Aq3QUS2pFPEmsctJXTIztOESoxK+ZAaxiqDnWY67KzOXwdQWRVrdEdRjYT6CO7oOPvimcjTEXslqLpBV",
-	"GoShwiFv3XbAD6k8KOIT18apNRPNGi5iQQBgUJqcxpbnQswi6hkLDYhgUc2ooB+76XjtlIHnbVirhayU",
-	"bJnvpnl818HqnM6kacSNXkE6UiZX/qbEy827JV5mSMpLQ8D5HOvOejllr6SA1F68BwYfrBEScakAqXXk",
-	"wLPi1uIzDh2IhHHblCC/v5AWkq8f4vxYFJJkFYKIJ2SfAf6rByNNGs/pAjh9EZrZI4VmEFoXMkhGda1g",
-	"WpUI+j8I9XsV+O4VoLq/OwA3IjWfqVqoi4ALzoK+1qsKbL1Dghx3z8mGztD0uFBkwZTP84TorFa4XxIR",
-	"EddKW1Ee6/c2vEaOfWgKnAtSISt6rtxcs6KKTbxa0faNFde5KEWPR6UC+0FO6P/Uou2H1wxbFl4DVPY3",
-	"lROXjB8OgcGid6cwk1urjlOng0HluEC7rWllVYYjWMHFdufq5kfOQEDpEVkkBUYQ2Kd4bA8onnYY3J3K",
-	"pQ8j/jyzsYy5U18c6PiUyvfuHq6S0oLsCHVTdFTWik/+9MU+2dncepJJ7wwlrHGf6kXzKpuisizx6+A6",
-	"iSlH08r6Y8VwOEtBm1ueI/g4/bOqqmKailQuZyl6OgG8C6Z8gV3Lg5Uzd5xM0RoHT46aUkf3FtjFdpYs",
-	"6cYV+JvVFWQXiqXiOA9Liao2dp47MmIxLjHNG+FcqpZtJjuri351fn5i2hVn9GH6bLhvhIbTU3qNl2Rr",
-	"x2WW691admm0m4o1PRGpIgbGbTn91fc1c/LaDUhSScG5WVX6qkf7VhKUq/dKW/3ISyzD4hrBjmTncQPi",
-	"gXu5a/wRdBAzj0zpcBJx1rbJA9hO3TQweZZSPpzYbqmueV6EJ67cNQhWlkHyRiIdRGEI6IIuDFFtF9el",
-	"8FNVSHKT4OGCwpcw4ouQ2SWlvHg4y3uCFnB3cwPAXUkJh7YCuITuywsDIZ5/4D4j4tA686wsy6LAToIX",
-	"phhdzHjKjG1lUj+qAG6zRKqU0emyjzUTFjMFaSamY39BpS5uUOUSnTIaRpzJil6tuTwmgpgAE3i9Hago",
-	"TOPOvjbokUu+tdMtP+HYQw2ggzrgBpzJ11UTN82CQE7V+vgrqeb4ZqQ0/HdhC+3XKyWfe3bCdZe6NLni",
-	"lt+4z+Xi1vpKCOSsmJKC1rrBtNvVBh8Nw5RJyaRHhikD4EYaQ1KY8RYWueKVGxEjkKE0nBRh/XI6qo92",
-	"gVsFQfSgFQ1pBrC8wCOBJhj9/5Y0glLQy+7DDbLMKRVACB6jN96paMA49G+oHSjkAtf4SQVH86RoWvRJ",
-	"r+s2DBcjotljOqSSkf1UDC9HIg1N1ZjPm+tdzKVvaek/0irVOBWzBH44iq4q9SGXT0afe+2d6+mmam9M",
-	"5mnYTp5eDfQzbmVYt71D25NPl1OetNVV+8ufX7e+Ndu1H7e+LkFtKaIoV5ORlmImQ2CcHNDhBJCPMQXb",
-	"0+uDlu1YrJthnZQyT8aMM0iwqHW4rPe7T6qWvT7P5fuyyZ9+GbY/T3rzsP1kMb28brOttEv1kj9tXA3a",
-	"2+vJmLWv5zufZXu4OZ1ohvk0vewt2lfh1ki1p13+ZdLe+Dxn13qXt8dz2e5df9oZtieDTZW2n/DL9auG",
-	"1/gy7E7D9tbnpxPani82RpdtNd4G8bd+NXnC22yQbl63d2TY+9yeXm6pLw2vMd9YXNN2dzzaHraTL0+n",
-	"V+1PaW+iZ70dfr5U7en1+vxLe3M4YDvtq8mTsWY0C7qVjNob/KqbtseXT+dhu6c+b08bf1bYRXEvvy53",
-	"p9ptvY/tfQcWXcqtp9c2t75byLTv1rhG3atber9XXGf9VdYi+xcxKOdECs4a/a2e1mONEtTveo0MOHGz",
-	"+6y3/+T90zcbR9u/7pyvf9j8/cnHLrKNdBmNWkeGdSjlmoOi6ZgVMzTcdIdqgpLgrDBjnOnNzoolMuLD",
-	"BMB6yScxILjUXX1dUyxDseBRtRLBxUuthXktYv7dLYfOa4wiDsnQtf6wvYHjcArMVgY3xgY2+7311Ym5",
-	"jA1347HXCaV0hft1N99W5gbKFJWMggBMkIWomlutfagtW9Cai/pLTncVG6pEiDfjJSLRoNoriRJF+/C2",
-	"TJElORU2SDxgsZiToDijALUY+2qzy507pkeUK1BdV1RpB+w0PbxzzuY6J7ycs9Q7owZUDScXMvrCGn24",
-	"uBG/GMXReKJg28DwSFh6gV70Rn+rLq8pH8JJZIPR6vczgVi7GhYdGcg3rBW/3i2wkdpjc+bqvHiz/Npn",
-	"+lWmcNCmMlmhbzvgdcgxZyRm9Kr4oM+jMGaOM5mza4VI+9CtgoZZu84kZVeRmEEllEnEKSlGm+76tm9b",
-	"XWXvnTVWtvZQyIwzmmuQsBB2Gn++S2yaExfY8aQYKr6dTit05Xhta703oD45xYMQ/Ct0n4XI6kyW9as7",
-	"RDNKkfT8hzlnMiNkJQBnr/a21ntFPmSeqea3mtdmo217T90fbtcdnJ1gZU+0Ii4VS7SaiadSlGIb3Tv5",
-	"evPVZhPNXl7HB94ZcwZivXvgRluevI3+/2X+d61CFyO4KYsZxc4tJpm8Q15j4WvCTJsMSKz5AWLrbv8/",
-	"02fykos5iaqVyikLo1Qvod9YC6mcDARNrRcETmaKJRQViKCG0ZLyOFeVijG1BnppnGkd0OlmcQ4NK+qD",
-	"EE4nCdMOx3WJFlq4dcgRSEPNbCC92OeBQcUGVKS87WGz2CzRRJxBNYUgDOD3FwOv+lhpkiC0/00BE31g",
-	"bnsC8G3OaRpCZeMlA5DwM+yJGjhdJn6QPq9vl9Ahe1w/0dbfRKNo6FjuBGEFoAvpgJnALGZ3ZAXGWVrU",
-	"Kgs0M7tthbap61CIy4hh0Vd+GoOYtYrdWUPBpM+xoykbXpJIkUhJFo/6+p9mh6BM0t2RYv8In2cNJJqQ",
-	"j40EiJ1i1mgSrU1Z0NIDxIymnMwnwolbkchkAEZ6NTjvhpc5XMyyc2Mjid6wBQKRR3wkqhtiHcX6ylGS",
-	"aoqTrJ2k4nqRLRvSF2kYGiQNKIPf7m08bRE1Fwb62SZhREDhiDJAOWHXkYQGs3M2gB6cthk1uWQskVDK",
-	"YZtbS0ypsK3tdwvQ6PD6Sovgjs99/l//Rd6aOyD133/lfdT+ylLyjceI/EUkS7XQ/ks/2G63SeG/+sMp",
-	"jTj5iwT9p92n3YA0wQ/fX1uDPLyJkAq/aJG/Ch1FSFPRscQM0MAjAexH0PIqSSzQ/1uSJng5MQPNI5Ix",
-	"oujY+ZnWE7C+ALMNAajD9LNy2rrMuBKz4YSFOHnkCX+RYL33pNPtdDvr/Z3uTjcwk80ag5Cmy1U8gnOH",
-	"TxyXlssCWh4J1iYAh/FFP7IGzkT855SpNBrKAPaABCKRenv0YYDLBKaOZd+FNnemXgfOI4JYEZT2zDkJ",
-	"4NNUBgYQwJzzubvfmPilvyl8HEdXzOZS0sJtzvrNBmvTEQ3IYGHJo0NOqJoA7yoJG5oyW5dGqMTJhnn+",
-	"kfn9LqGWUgvcC/vBGIwDfDuZUqB7IrgSdiZYomYeCNYu9K2EYllgCvCn6XeStZDK5YCdHqTQUWk4Sd4i",
-	"BXKR3p2+lYULlcygsw3sOAplSZql/u8tYpKhsAs2NsapZN6Zs/kwEXZuyKvsyZS6G2QYF2Jkj7vSnUfv",
-	"D7A/aflf1pEnkvrcDK/VnCV/oRaluUxp5veuyOehczYJ9mZqItLoC2xiYESQZ1vFuYIKv2qtJOZuZOpY",
-	"xESzaWf54KAU5CfRIXvQTsggGxkqIlFomxRZqF1c9y6hfGH6vLBYAi8PNrvrpNoF6XWWU+d0Vwd3uJG1",
-	"5pWR9Hmw1e2RuqBN4JFIn13ebdb+ikMkHX66ScqBncBSCoS0gVVjFQKG+iBWW00saAbLuosEHkE/nM8D",
-	"E2MMWm6wMBiKkAUgmyOpLW7NA/QZlIONnknmg8YosHurhV5JAFFQgyVtW3XSlEGVuYWnwTcuTPudjlm+",
-	"aVE9FFxR1O+1LeaZnF0tUIdRMmGpYtdKWuhlRrjgbbs1uG/ZiZFgq7sRoIKZc2efzyeR3o9UG7Uq1YaU",
-	"tURR5JtADmA/wRE9Y/rKSoceJPJsVEo1R8+4j966BYo0WKTtCr+ceABHqpY+cg+Jpk9Ngk6oBoI7sZiT",
-	"plZOIhZaOWrtaaTpOC6yuSm9ZLJlmuUHW911Um6njNnf3GGoN7dXRgXQ9FfGg2HXinFQWkhw3c46ZYEo",
-	"b8M02ymTidC6jU0cdZ6jfFF9Sm+4nonMz2CwMMkN9iIZB4n+q8xAlTWoLTAPlCgAx2fXdKjiBWJCwdB9",
-	"EvS664HhQ1jTU8ybJM3g5PjMiBX8Ugv+/LNMcNhvtdApdyPLflHsAIwx5CBbp4vhhkgpwMMRm1CfI7at",
-	"FEC9mGaCmoQWVVIQdq0ZRqTihc+bwa0obaZZY6tDTovlkqasA0I9+hohcS5AJ5jSkJEmjaXQx1K7LAOm",
-	"hDZEfoxakmlpGhS6ZfYJF22MKKKCb/NpnYq5zLfZ6HbWO9DmQSSM0yRq9BsbnW5nA0NmEzBK3V6IEDip",
-	"c0WbHS+1EPPsBz/kFVO48xMxxxRIdFhZuDCJXOHS8bHadjS4muxyvQYcAT2zvDbUa2R0r6fY63aXxV2y",
-	"59byX3/zGpvd9dt/UW5c+c1rbK3yptcmGSFLxNrqbqz0trwJnOM1gDwE11/wx59YKgrqrkHKKRxRwcjv",
-	"NLwGpnobo6So5mMaQtZV8iWDokySBfS1lg+RRU0Uf+p5uc3zpxFv54VfbceVnghZQz2nkAUiSf4bVFUc",
-	"Msic4dYL3iF7BjgQm47CreKiWImohVmpMkkz6Fir9Ja+mui19DmCpCB5Zq8BWaT5NLseMqPalGo1l9Hl",
-	"GVN1yZl5E7JnIlys0Nd3WQrnaj3EbsoP/Vb07BmU0AffoRV+8YyGp3mL9Pteu83uzoMayNWnJmXYKBvr",
-	"vSI5QbpyHVVu7mo5D2IE6jlrW6TefkHu155up1Az4VSx6skirbtTXrWCom5zHqVzXc3AQb+80fkKaHZT",
-	"yxwASGB9axXSqekl+T+AbZ8h/hOx0KYOf3WCezeyciToleT+VEhFUjaE/vZ4Dz6JgZdpwCIlNpzdqeeY",
-	"L5nCmOESSb4ao0QY2yzYnm/HCxu3zPofYxLBBoT8TG7ADRF9OyamRLiR+ZqcEehF97jJElnc9bZcCc3E",
-	"TYC7sAGnWdS7tAP/mCyPb24Yv3h4Zr+rkzfRbmf2N56NTYF43CW6yQe3LnJlNprn5tQw0vNcFcmvW+dh",
-	"8nTzQfK0Jvt3iQBM82v+oH6sR8JZ+6qSrTLNRxFr5VGxotDMbgKwD4zbdA2yYKrzP8VyUHWEWpU83hLr",
-	"ADqLSUKBK49TvbeQ+QKmesraWb9SVoUiyRzsPudsbgAlrfCDtMsBJml4JtUCXC0QSVURn5n0DEjxmXHp",
-	"c6oIxSIfOkyFlITGMUkZXBK5C75VfVbpDAwOTA2SsymTHfICgM5JpHyOOHLo0i3fCYP0GLwVw4JDubXc",
-	"ztD7c1q6UHe3LSoZOfU5OHdhXI6dUbUrenebHvL6f0ou4iOwb/zSzd9yGqfb078B4ACB820eWKdRU7Vb",
-	"04y/lgmvXMDz7T/LvquUp2Sm3WnGh8hy+oFMK/ztLplTjMyboDyqGJ3vJOEck27P8sxIZsivlezFleSd",
-	"/dVjSjubdJoDsOccPm8GABXQ/5prt5pr4CC3ToTbTTNhc2Hr5eZeGGqp6Qi8Djli88zEpikrO8ciZfMS",
-	"d32epVwIAHcEg9yiWFmxGuV+NCiLz1MAfd4sOLNdEbdclp3Cmt6wxb++3O9FZbjF1jF/E5UVwyrLCe2F",
-	"SCGDFaLRhgP1a4MwpBSDwaJen0MXHQ8CSQjSafEkpdtqCLoMSZPjUATvQQAVC5XZskjld2pB5POboi8A",
-	"IRRkWU4u7H4AwX6bZ9iCSChkZmiF1SR+0SmmVJQGMBErDwF+cAgb5OpgOC5eLAtPjfUtjgzc3kCEC8xr",
-	"haiQz1eOV5EmcO55JBkJNrtdn1dLzVsdcpBjqNoMZL0+23EAY+MWe2fX59RmJRBKDFQ6Yq1i+Jo0Kc8O",
-	"NyAxHbDYSAwuyFDEgmOsVRtRMw5ZHoit1zKA9ihaDDQ9qtSbvZ7mW3WVpEHfPqqPYSivAv1zXuj8FKE+",
-	"L1IIzU4iPu4TigaFgaPMPEOmuQKZRuE8i1bbyDkEZhFOJmuBU8PssAEYABDeWXFfTYIXW4yt7u53Xq7Y",
-	"tVpLYhpVXGxDeVV00eyfvc+9MxZZ3G94twEhe5gi7T31trs+9xuKccpVf7PnN24FC9a/Xfe2vY2uz50+",
-	"osWJOV0NpDPDEoJzxrruj+Jsh7gXkvOy6QzEwE7mVujkFSdzc9dRH4F5cxKrmAFeTbuxAuNGuCO4/SIN",
-	"UUQ55k0hYr2MiM3za/CwefZIAO5g42+3RB6it272eg8yY5aWxmfmjOYhpHBxnKwsJ+vQXgQLJaqZNogw",
-	"qb/NUqT10e1aAGwoVsYpsLBDDjImOpRX9fZPSW+4lwn0WL1Tluzdo9hASwVNLvqqp2BVHrMnCBqpheMK",
-	"Z9IhpsuBz/WhZMK2LNk6yAv/X9dkDSne0qnR0XBhYrUqrun3tVTFPdd6kwVtLSK7iZHR5eYT4fRmuWK2",
-	"kBvfYVKCIb3My2pKwX1pM6T6mPyyNHWhnDZra8q0lhRJ8iNuwY/WhHPQDc2uiLnWqbIeOMS0wIFea8D8",
-	"b1ZWrbbrc6utkqKyem71UEzBdDoFoG4PKdi2M1FzEFN+aVoH6CnAv3wODjHgO6DS/RfkQZJozEWKfYt8",
-	"/uOybuB6npVW4HcSw8GuO3yhK5QYjfQU/3dIFf0Zk90pLxWWmZReYm9kU2rqpLGTrMwzM6cF7wI7ZdU+",
-	"VoEe0fYfRZyEFmz9mVZKI2QBucoWuACX0OdCPwANOZ0COcxVlj4PyppmQJpBoelG0KqOaOhaHzyo/dAN",
-	"FMgAHq1/G4fE+mFMNSGXHvE5NDWUMmGxyvuttDw0PLCZlVH4u11SA4yVpwRbe8WibRhrxeY5Y19Q7BZD",
-	"9kjW+QhsgDmjl/Y23tjIquURt/2UZwSAz53mT7hsFAxFTiEJJUuaOGkxkZs684mIs/4bmcFDSt3jPMLp",
-	"FBr40+HE51nTi/lkkct0d9nLmsRoC83nRfo2ZF1skVvoBppMBGctuLOmpYvPLSSjMc/zCo4olXrbU5bO",
-	"uLELZTbHptMgUhP5h0L3nZqlEBbB/Od00SH6aWj3WGqOWG1bgXY0r4HsiLjPHewvyDQD2sK+oNboo9bQ",
-	"IxkDnNKFFvqzhChBNslh9Iw0sSneVpd0tY1tG6nJ1i6RSRwpEtN0zFJgl8uTHfE2WpvR6alVFa33bn2S",
-	"Wb8dYiAGsIAXenh0ivxlIEKgHdyZKpAjlJfB/c6ry/JeQBUTw2kMcs9eKv1iL5UOeY6VNX19lAW850Jz",
-	"lewWIMS+loBcZOPun73HmySRsk01i6KX+gKtuCG2Z0vdlmQ9svIduVNrl+p2Pax1i8+/y8lX0EluIIA/",
-	"v49LpNhDCipz6zwc+udG7TGMTcShFu8VO/0f3/jJIakbSegezqGHHwOo3TXG1WtLnU1hYbqdxmtGmrcw",
-	"PI9qZcRJAFcUCjF8XiudRginYCC4tGlmxCa4LOBb9FfAzv1neyxWMONO6CIWNDwX4q0WPo/l6bjF4jRH",
-	"b7qZflc71YjLf4K1auSXaYuTBdfc/jg3mqrww7WvxlL4tlJKprH7Dl/sQeo+84rpL9aJjVcEbDAxvBQz",
-	"1SmrOE6PcwBjL+BFL9NVXjJQVB6UzLk6oLlZjITei5fM6YW04TViKtWFpre6TJCN9f46pGsWAb6XgXDf",
-	"iJxeQUqvhz1fjUkCucEWLkn/c85XzyoNO397Bv7mCr+TLD0S6oXNtfufkPNGq2dTc7srGnzd6vJHYCdf",
-	"h41vfy5lC2vQ9RccWfcb2Vtao5M1qSpGcUnTuN6gUBUwaVte2ZTy+XJekxfjm8JuvWUAlI8oGFD2OpPK",
-	"5+gqQyBt0jTtSQAYCdL2bIP4GsD5GzIO9H7Vs6nN6i7gaeqdCHfzOkkIu7qT+/ca/hMSHaD/tXsR7yJf",
-	"12ZcE+h3uEn7MRTQOhfphrtxhnnlkkCFqC0dxWJWi0KPYmsphb+DhaxM4m/x1SSORgAoUpwcZGqwf+XM",
-	"P4HA30Yjh74NySyhcYO3cqvW2Ot2HdA5E3fDxIjoiplWB8ClQ6a5PePDRbWaZ8zUK/PChyp/Jczn1RQn",
-	"fHmd1rQHyyif2Xc8oisGmAhJKgbMORuR2FwrA3mz9GROUjFlasJm2GwZXLASgNNs5LDp+GV2rXb/s57T",
-	"JjhOD+ENxutq0oaz2M6FP+t2N4ZyNpALqdgU/rSf6p8UPpjxSOEHAeBnQ9oOFqJHTOaBzzpmNGbq0Kz1",
-	"flkn4JN5dfD2JMsyuwC5f4Hw4tggkmDfKIMmhZ4CSWimIgwWkJIfaxvnv8j57ycHN44GXI+lPr/hoa84",
-	"4M8+9g3wG9/Ierf3ZMXfGCR6/auNdb/WK7o88cJsKIk4KdMJEsffR+rO+6fZMdeQe6Gx2PKcQizh0iSF",
-	"YFfKtqPLUIBYbDLQbChonRT6rPlcpMVWa31LDhmoBTRzsfGoai8k9CQVmuD9gD2LtJT2iOAECr+kzIAI",
-	"cXCYHE2SDMbkxx+zYMaPP5ImcjXP1Hbo8xvGM4DzCc6Yau8DvlDgQTCh5fk8h9oYVrrSIVYSJNyEZJZA",
-	"gGIP+kxFHKFDXBSO5g1YG7aNS9AysWb3HTZgJamK5ChiYR97LH6aIb4ICdwOdEGHvObWCYdhJUB5x8Ae",
-	"LBRAdQzE0NIo3p7TI4uYEKoS2jBwFSgj+0B1gnCZ4My4/JxV/KD5APbOq+NPWo7ETLF9p+3dvappEMpR",
-	"n8BBtu+lTLm8pWJ5VzWDqjk3t+zxAZ3+vjkQ5aXaUJfuH+ltWdvAZQD035w+XflUspv52NPY3Ol1N3Ya",
-	"dyjAzA7qQTmUt6g4jws0utrC6jBZlziZiukuCBxYSJv98UcD11bCaPU5PvDjj57DrQeLIh4jpPjOa3Bc",
-	"+z6PAFSYxqTML5v1DBOR0SACC+BZ8wlVLMtVSRLNsVSHHI8UMxJFs59et2sSJZzkBQ8yIrBpw4SlNn4f",
-	"bHR7wVqw0d0IiD03+9siOtyubypicO4mycVQBdGSHREriZqkYjaemGwvmLlJ4PpeBtbhiJpOUivbVtlF",
-	"cA2se9dn/f0tTI2EK3Yyre+LlGVVnjFFZkltkk/ewNAGmExiSSzGY8hKMG2vl/ZH3bLuZDd/stx1tdw7",
-	"9c/HQAhxLrOjF9ynwWrd/q3MgerbWtflWS5rjduv98AB+AppohcQEy2zvpMW481xN3LW6hAU1HCRszKQ",
-	"WjQyA7q2gg7loVY2pHFsKAXclvgKBB6rKk3fKez4sJjezkoc5S22Evu+fpfDEb3B9XKjbXNIbzJtipi8",
-	"JdNm32iGmTHi3lFr4sA3dUaOZT031k/ZkUFOokGzjOwtaRcc3B6aKUW67iNqIaHWMW9d9lkP05JVgxU3",
-	"NugXKc8kkiJSdwW4r0PObLImELe+bNDGCNWB4ks7ZB9vxu23LLtDdWo65IdmfOPA1ZDvXfv+EI36zqpk",
-	"PuU7KZUryPV85DOsKr+3EvFAjeDmX+6hzXNg+xn+y6EezKGwdNgR5+EMU8ORrdyBTWWtXJeyK+MCpgT7",
-	"5Sq0zYEBGE9AidtYzJPbpSvgNxuPCshrJ63dI4oBhylCa6asmLrmZTK+4L2Y0vQSYCZz7wU8E0egjVtJ",
-	"LWuhSI11YD0dPi9KbaIE4F5FV6yC0Z7jMDt+DG0NaB3A+ijI6i4KOJt/DvermNYP4IZGPDw2OGGhVR/U",
-	"CYT/QbbVzb88EurEtIH9l4k+gpqH+sl92GgYQSXATRinef5EhjJfdK3Y0g7M03bZXAvzIXwO/muckeW+",
-	"q/ixO+SDkxlRsokyvXEexTEZMELlJbaGKORbOOkWpkdHiavd5p2tY2hm2w5HtMrA6knEPhLpiyNCBk9/",
-	"u2Puxt8fvl4lVxHZhm0BuSoD+HvVqFOq2FvTEPoBPKC30s6/pIrNsUPx3aPy+jcrMF/zjnPTM7oazHea",
-	"AP3x5zfvq9v36Lbo/gOY0XO8GaW0FXAJ51znNsvy0Jh/nM0LIO5NCm0xpCK9LkkpD8WUDBaKyZaHcAcS",
-	"cMry+kMqyY9Gq/uR1NuIVJqCNAg/wt+U+7yM34G/1pP69dTwpqIRaT1pRteBatcbzcpz5zOHdRvfG6HK",
-	"50HuiAt27cgkslVUZcPWtT99fo4VJlgEAHAc6PYG/zH2XjDh7zxLdqnhWtLYHsnCexC81t2NtX8ZxT+I",
-	"UZRNv9u4xX0NvKylQ8kZXrX7LJj/TdYcWmmMk6o9Z8NGLETWskustzQC39bEmH2XLFG1KojP76SDmP24",
-	"yZa6XRU5Fyq5QR3559kpf7OW8reaKf/ynr+J91QtpuXcx3QY6SzoNF6heCWS5DhhfO/kddZDDXWMWRQr",
-	"EnHTQ8uEkU3fNRP1NeXA5eZqeV807JUGrfL012b8H6TPnem0liSxmWmdJWx4t+xGu/I8nc3sSZ9A0xWf",
-	"R3wk+j4nBMJ1/SwzTX9k8vr6BHq23DVRTCtJ5f3s/F2GNYIARxIaCrmjLksQs0KhnXXRX2ZUG70QYXgL",
-	"kgRPn3FQfgVn0qs4Cm+3qbE63c0IMznXdIgNFyE3wOfNbGgK+UwbxM07a91mKWfNiW4QUymzrfwLkuJf",
-	"YfWvSf2vtFqJDZ1mN6jEK5YLLZtDcYu4mk8YpPqgRBpzFrYtAtqEou7bDLjgLPBIYLTkADBGAtSHg5aX",
-	"DVKO7moTO2uXVacux2ykDMRHPg1bIILFIQSKSZbVdC4RdDd21bpLKiTWQhZy/CAZw9ZI5kl+K1V63liA",
-	"WQHBLhdk2nzDOzR7r6vh/GbLRZety7NbD2KGKCHwBHM5IO++9IdWqK53/9Yd4gDa7u7PkTAerWzhyydb",
-	"mCtAUOSThZGXvHf13lgjavGC6zWmzFFvK6hn8mENNv6VB/8geWB7U9Sccr1EwFaoK9ZQmQ6k4E71yo0R",
-	"3WajN/QApqlm5NhZdqu7QTKg3g55JqCZHb5xQq8YJgABdltwanuxBgjLRQLobgTZ9nICUIE8LDaOlT43",
-	"rc21ppy3P5bQLxXxCZbIiVPclgeX+YPbCY7YtqGHFDavVAOWfQ2A1Uu/tV1hy0/86fwNB9q4Qz8Hs631",
-	"/RxouOg4F+l7rNw2qboCe1allMtIEae7bY61U96dEY1i9MDcaYu4UBePuU1HgLlCw0WfZEEIwRlW5kCx",
-	"KTQpRpd7yOJoABpbjF0Yqc9t02Jrxfaxtg7Tq5E2s8bEemDnMvhcTmgCVT1k4NyfjkW8/RvKpLLZLCsJ",
-	"/LYyt+vnXXoRnQ5LNsHH0bQ+D3R2tDwnMwVa1BjzFbNUsAMyps5AyQ5Cq0EPcNslOW9afiuX9W7eMNKM",
-	"hUhsMYCZaKvvtvfFclXPaSoNKABYVwYwqIBMBa04BggCLgHdbyEMY01EqDmXntUqB2QO4Wtd/UNBoTcF",
-	"DoXIfT+rT8gdYTkEgs8NnBwGuwFX7Qzb/xtA0al7qpWz9Hn5ME0FWNbHPmvmHtrqirwSI+fkPm9aAsd+",
-	"50ySIJe92E87k7xokUTDietmg3bkiMrg9rAn9eILYRjziFwkiZoLIhVLZL8mndQB1ONZnwrSpNLnGFKs",
-	"jSWaMCKWfmTBy0LEcreQdVaK8dnqjRWCHT7HfFqtJxQCGZlJVQloeKZkr5woWwlykptinCB3LdMGPBiv",
-	"2hfIJGi42WdZZ3MDXzhkhdobaA0AxaOjVABIFigR07ocOnuoBiEP+9/YxBjbR/wDEIxxNmGUxmE2FiLW",
-	"vj77ykJJ5l0OsFoHAQq1iILzNAlzkZIFGFx3qY4fmGjJBPCiEdcUJdIpjaMvBnCZNIdUMsx3fscjdMtR",
-	"ycgVTSOqlzkScchCL/9WD6eiQRTrC6THgKLPhFFYmowxMjVl6Vj/TKUobwl84ZFQKCLZWF8E6ZFgFxAj",
-	"sIm7lmpBB+t1AyJnI83ATaaKRxK9R1y1mWYjesAZDwVnLY9IQQIsowg8nwdrsBFrgUeCNfw3/DMW4//e",
-	"3sn+HfEOIrtCm+O1t8cv/3t/87+fdY8CQuNYbyxgUEj7dOBIBYL1KMByHBnSlGIKBwZkB6iZWYczs0CE",
-	"eN1FBVaSieBilprh2vq6pFHIbHVXKwMTtgQxFszlOHp6MzmjsUGGG+nBDHxoH/2pslgFbjy3ANhIxEx5",
-	"CLeNo6EeLBkwjl0SHFxrThb43Ph6Dc/TKy0UIBt4biw3wzC521be9AP5QerLQmN7C9H565m3UhKsX18H",
-	"rd1sNpE0CVgjyOfy+Yxr0gPN3HIa0gz2wAHdPjBU0TdCQC2CXULJ+EuUaH4eslEM8YO8w0XI9G6EBOtS",
-	"0GJo7RYNklIpm/R5M0DaMV9cmC8CxMPMiFUKKJdKEgOyBxcYicKeCw7sJN9mSLgAKgu7apA3jSAQnFlZ",
-	"FEngUFgnYcSgPtsp1fx2yoD4fP6jISUS/NY+Pz4/ae+LkPXJem9jc2sb2rXoZ0YRi0NEQrgwxcjclAB6",
-	"yCRESqazWEUJTZWpChSpBTwGkvY5IRh18fSLI07yUm1GgKOTJuiaCL9A0xyDFKCDO2TPTGQcXTHuc4MW",
-	"rF8yFziCzF6rxWfCYs1YJGk6U/dIoBd6sX/8/CBoAelWkJLNVZYCaMzyTYfnWspG1Hqfgw4NyMN0UWLK",
-	"TYvgLEJIU4LN8AiFNKI2YChCzrUHrFqlItYXNKVDheXupi2YngE3BIgXSTMDnxtqm9LrC1vwBvlJpl58",
-	"fQPBt4EnMlPxCVU0+iWSKWQ0mlYoJ+/OX7Sfmh9uBaRpzVQSAPM0wQgDSBi0rDB7zvjCUVAtT8ILYu5T",
-	"zKhN6rSbZ6HdaRknXjOF+YQZArXbaU8p348msgtUKQHMPSV0IK4gCmg2xvzqAh8KPLLZ7Tpz1fTiIQPR",
-	"XBnuoplxr9vV4whugX288pgg5lkarAX2E/DVob+6MgO8aFpbxEul8rpgmxZlkZphGkMLOpzXyzah4Y/m",
-	"J2TAIH+EkOwMCRyhHnX/7PSFZUiI9gkT4YJflLmSR7jQo+TKbzvWX/GxYQye22AzA2/SOw0FwFM2HbC0",
-	"sCZ7vJdczHPwJkdRdMmiaQqJzVZ6wMeJ/dZOQWCHK5qZslqZodAlVYpUeU7fJ+AQLRwjxI2E13PAhsJW",
-	"QzmtIXICd604fV+tDFC2LQWKAgBu07cGQfrzU0Jcl4VzUoOZMnyMC8MO7S8MpvdcIMJlC1h1kQVtmbCo",
-	"01U7cBxRtgIcZv8XkZGawQGRv+zM/9Kft9ttYv6r/1x+j/6qnIuXF5c7P74jsVrGCQIioWN9gV4d7D3X",
-	"HInsH5+egdkWR+OJaq0yhxLynWfjP6FgFqEWfOD63P6qITUrz6MRJDRSSXJ1oVV6BYxvaQpXrJUzCJJm",
-	"OeTFePejvBIuuFbB8CbbGfwFqC0Bljo69Y05gz4c0VP7ee3ITlS9MJoNvZcGe20j8jhWXSFlsYayOGp9",
-	"OWbhDcXqPnfidRGgvI4cUbi1ropaEYQpYwwDwCR6O2YSGAMKyBoJoEWvecgYssEpU+miDQAw5blh7UY2",
-	"n+ym2PPQasF0EI1nYiY9mC9g0hOoFMcj/ws1Cf1yLYXx/1cQqgX9VlM1eC/qrqFtmIMOvJRQpdJoMAN4",
-	"euNMdx3pzffgPdJPorzIccmIcXnu5ltv2jubDil6NdCwLaiwpeLGOVGPoNVHLyUZxuBzcrlQfkciafH8",
-	"QX45+gw+YNUZmEEvIIH1xRanUWBxhb0ZTlhI1sCoEYLIWMxvG2tNf73pfq0wIgOv8fkxN1YeELyHJOeZ",
-	"McFaxOZ2WhWpYQrGBebzlTCNIBf0xwwV5McfOwQxiyi+3ufAWSIlq8XK0GfbTcLWJFUQIT5vOp4LyP0O",
-	"PW33ETHKCuxs18bsEhTU5d6OAZDSi4bphqlIEj0OQD8h1GjuhvAcjBGUFJHy+TAF9wA2LrkSlxY5BXmK",
-	"cRtZORt8+PChvefEDPuYiJQyGk9/9htZNljDyzfjZ7+B0GxRiMBsfiN3KtRiLAROc5ZiIaPn/j1LY3Ar",
-	"OKnzHgmqyB1BbjranKjA4FYEHbIXx5lbiZhlFkAN+oSLNtzrwCreLzQxr/cxLABOCdPfRllzL8vsK/Av",
-	"6A0UBMFEqcTn6PDDB16dn5+srXfWfb6PQZn2+SJhfVKOy/i8YC9iUaMe9Ss2EgU8vEaf5L0Nid9IqJRz",
-	"kYb4RafT8RvfYB6IX+UI1+byCq0WiZmSlWulNw7QYXZdixlcFdbOnDuOP8S3cbex1wedDGpb9edv0RbP",
-	"jRST5Waxpgo9UaqYasZZWq6A7ZA9eekoxWiKQVmwNjhNbyIlCr/TBFZ3ZIXS2zscHZySOy08kDuUs+J5",
-	"6nnjT835O8fpJLTXwLzhNUcW5Oh5HinAt5VAzbLWoXazM9Ulo3J76UjMRmq3jM0mFV1IIhJmezBHefFL",
-	"k5IRm5NpxGdY3YOtVGfo6y1wQtRBQqCFGddmDvcs79TfA80WaqqDze6mM5ELLtTFSMx4WLzJG/06nJkM",
-	"klE/+mEZbjNpQr8SfU3ACySQuLAxR/WyTGl6CS2u7Fta9YgvnsM83P33+VItz0YJ7God2Gp8XpJU6/zA",
-	"6lLmFfwAIBCA1tc75IYCePLVpd9vQU2ulkfenb7WhqAb/CDNoNddB9dF78YX2KhH8UUeDPItIFl4A19g",
-	"8pjcSZTyz5oAnoW7jJtfkNQwTFZy3/H5Rv3sKutuWotBG7gMEMJaGcIijFpz/YDq9usiFtALRzjugH4Z",
-	"ISD0gHca160woI8WHQBpdQyxBM+GTUYF9SHiJEnFWBtBhXANFgpX4zXHJlINuyx41hhOU1SfRByiadpY",
-	"k0xpbXSqtS5IUBEZPfu8gjze8gC4Gdx7kEq8azzSoP/2bfcwC4BpS3Wkddu6bcn0IRQaFLY82wAMxDmA",
-	"Y5rG3+WQJi1FfLMIZjH2GrR2M5BIm1ZinBr5KAMISBIlLhknzSCHV7aN5M1WI95xdasPsIwxErytLYcp",
-	"5XTMgBnpIwTdIyz04cjjudBjPxLc8zn2roc21PgLu3MmLsHZXNtQhQYbUMlNI4kOBebzacSj6Wxq++jr",
-	"1dr++WCQZE2jiUGMIyIOIXTHOuSDMBfM55Dm42hBQxoX2kG+d/NDas/G5/ZwdsljHQCknFT3/yTPz1As",
-	"ZlNtoC6jk8AiVUO8ChOuMLplgv9By0YntUpuHGe1gXSfN4OXB4bVuNUnQatDjvRdw3VShy8AC8nngK3W",
-	"65Cwd/PZ4UPoVSOhINpm+SQGPm/WmKugmYO7yiTstAoBZDSxsoPVx+zzcjoXJpdlbjyIuoh0OGFSmeQX",
-	"7OgpkphleTAm9wXElmT5YefcMeJJHhgzLUw100QmCJlHPlciLx9xj14kEvIortvWSmlTvmhDVLZdyAvb",
-	"6q4vhdEvZOG/niYxQ7coDA0pjX/cJafxT5Og+MddMxT//FZcSRIV1wDFB7eOup8KKc8ixbJeR6VxQTbU",
-	"7RHUUdw6fo2jBda8udIOO641uLN3gDVZ4eGqGwyntr7xkIWtbz3k172d1bbFQpzcn+Y2VntRIZn2sYh1",
-	"xoGgwnY1G/PWoc9YPNKyIhqyEzrGSfVWmtS+SOWJ9XsbKrznHTGoOSuwiLPZcHJgtDzzw1UI5BC8E0dC",
-	"7cWxmOO9/Pb/BwAA//8=",
+	"7L1rd9rI8i/8VXqxz38NZATGGDsxXrPOIY6TeBJfYjvJTLbmsRrUgGLRraiFMcnkuz+rq7ql1gWML5kz",
+	"++zZL2bHIFp9qa7rr6q+1YZiGgnOeCJrvW+1CaM+i+Gf+3Q4YfuCJ7EIj8V5ImKmPvaZHMZBlASC13q1",
+	"fjinC0k8LppSPeHtkWTCCOVyzmIyncmEcJGQASNDNZzfqjm1mH2ZBTHza70knjGnJocTNqVqbHZDp1HI",
+	"ar2aGa/m1JJFpD6RSRzwce37d6d2xpJ40R8lLC5P6JwNBfclmfEkCAklnM0JTRI2jRIypJzI2XDI1p7H",
+	"Vrvt1KYBD6azaa3XTicT8ISNWVyYzccJ44fJaxZG8m4Tm9KFmdgeoQPJeELmE8bJnAZJwMfEF0zCRk5Y",
+	"GKm5V8x1+9aZfvz4sT9LJownwZAm7EIkUXmeFxNGLk4uTslwQsOQ8THrEQ8+iBkNp7+4tUQk0ZgmzK05",
+	"2UO/uDV31m5vDdNPLgMfPmFuzVv32Nd6T7x10D550Xw+eCfb5zHvn16GN7+ddJ5HB9v0w+7W2A+3fx+/",
+	"m727uGi7tQoC+u7UIhrTKUs0pb+XLD70q7eCRtFPkgQ+GYkYSHsmWewQKknIaMyZT2hCQjEOuFpjtpJn",
+	"o80u626Pak4tUGNFNJnUnBqnU/WtGuQy8FfuypTevGV8nExqvc72Dhyu+XuzclFqKCaT58IPGN5g4bPn",
+	"wl+ofw8FTxhP1D9pFIWKAALBNz5LtdL0COBnMRuKaxbDz+RsOqXqn7Uz/SkZCl9dy2sazhiO7KuZXD0d",
+	"fek0d2+m3aS5NZnHfjN6dj3gQHiJprRsNKSw6pG6u5321i6uKduO/xWzUa1X+9dGxrA28Fu5oRZ6hqvH",
+	"nxWYFBnO4lhdqvS1RMSEcjLjM8l8EttrK9Pqd6em7srdt7NiUT9wSXWaXwgJJInZSK2wUbEooBgZCS7x",
+	"2PthzKi/OOCxCEPmr1hlFItByKY/L18txbEumRlMzT+hQaiOfi6aIzpMRIz3Rk1TP0/oMAmuWYu8CCQd",
+	"hIwECRkFsUxIIgiOpTmnz66DIRxVwGVC+VC9dWM6ohv4WC29Duqa9WrtzV9fbH3a+W33TffD03edo2fH",
+	"26ebZ1sXOx8VM01oMpO1Xre969SSIIELrLeDWEvQd26SJJHsbWwY/tTy2bXZE7lRWvraR36KQ1Qdt1cc",
+	"1euRo5f98tZpNhVI4FMt9fLn1H9FEzaniwcd6SySSczo9HLG6TUNQnU+Fduv9/I+27/d7ljbH0Uk/6a1",
+	"dr9ylo9yAlUjez3UdqKIDMUs9I2uEzNQdhSTGdNrRrggMyRoVIzMuZgLfudzkSggwpGIp3hVM9Z6ZD4m",
+	"A8Wsyvx1QP1LfTq5ezlRE4eP4ZeKuNR6rmkY+OTX85Pjquvm4029531rZwf+nPokm9Vah20vRJ0YzJTi",
+	"gdk78iH9nIxogHe5uCnZby/TZ5ZvTaqPTWkynAAR9E8PiTrEmA4TUAXiWCj14t/faqOAhWpT1E9bWuhN",
+	"mZR0rN6slTaCopyEIOPV5u/Uvv+xjL9tDAUfBfH04fuuaZBcV2zSWqdQ3rk7SO5VN846Xn3RzBkUL5tP",
+	"6ullAEp1SCKEy0Maj1mjRbzSHL2eki2lYwxkeoZ7RDLmcg/P0Wu5XF3afaOHHovkpZjxh4nJTFfmIrkc",
+	"wXgFskMRmT6YTZndBDJRHAauKQkFH7MYT7FF3ooxCTihY4p6aZGI0vHuST/djH7eFiao5mZWshb9VG3C",
+	"o9BPxcCajrLZKkHJr7iYc4ewm0ipRw4Rs4SIkcu1eSZBWdRiVmlTTrrtCaHWYGKEJMS4H4mAJ6ROXV48",
+	"QDDuEkG805PzC6JlJouas8hzCCX639kPXF7xi/Rbr6Em44DYT3/s4CJpGKbk4vIoZjiQFliSSakuezKh",
+	"iv59Bt9MWJiy4Ra5mDCpBpJMupzGjPgsDAYspgkLF7D8RIQ+oRGNkzzRkbqI1VJ9+966PBHwt1lkLGYJ",
+	"wx80zAUTsTyN2SgMxpOkwt9A9k/OzklkniB17+T04vDk+Nwj8yCZEK8/HDIpm9px0dTsrXnEkonwvYbL",
+	"R7GYKt1fxAFon5x4NApaQxHLS/xMGrkehmLOfDKF30pCue9y7SFx8HXDmPnKnqahbJE+XxCRTFhsxh6z",
+	"RBKv295S5zMIfJ9xYCSO7WcpTLivXtrcz8Zd7nRRaryX9waUnSWVw5/A/KotXn1YShbhMhzChhOBPpPl",
+	"b1Lv2o+FlOdBws7Q7HgQc0y3zGaJ8IamDJJ0nhK8J4oWhxOqLliS2ReSJWod8tHthK2M/720prkWv8vW",
+	"9ShcLqOsHnAAmrAm7IQ6QOABSPBkEIu5ZDGJqGJVnFAOtOpyTazACDRXq7wUcKdp8QKq0V0uuJKzxyKZ",
+	"qNfOqdSn4atJDbNDg5cPKVcvkQmNE4fELArpkKl5EK1NEgrmy0+SSPCaEX2ecOWSCQtiMhTiKmBScw00",
+	"WqeMJ+dq0JWUZyhuva0vjFx1BKeM+2rVLH1UsQWaMB84qFpDzBKHvD87VCyEvDtD81wxVDkRc+5yEBuC",
+	"Dxk8wNk1i7XwLnIL8Mqa27xs8vr5jSoXLixAG4QXwZSJWfI4dmGiB3tkm7CbtwnVW3yC77mbRWjm97jW",
+	"oB7VsgT9AFVT7QNXNyuYMjD5DqeRiJPHYI4BjHSp3Ts2h+yQMODMeH5gVvjwnppVej3xM2Tq9nlRfxrw",
+	"DSRZuYFP1ZwajAnGTPqiJCVtMqGSPGuTQZDIPfCHMioTstl5BjRu/E6kfvZyn3Q7nZ1Gj0yUXWz8qalv",
+	"R5G8flutt+XUxCwZCvCYZiuNGYVtqc0ZvbrEGdS+O9bMYEi3NqSxCN1aqrqpWVLiB6MRA89ZnrfUlX4E",
+	"6tEUfU6NdCJPb5mIssXCYKj2yTh2e/h2sODuIWA6lifkPY9ioWQ4cMYDngTJYl3iL5DJ2qSPhLrqAuRH",
+	"9nqa6kAFZmQUhKyKAj14yiOcTpVKyehwQurqM8Jn0wGLHeLhrnoO8fA8vQbyRIt253GQJIy3yMvgBsRG",
+	"zKYCyWkKD6eKJ8wjZaTpDXxvOYcecgunI1pwh6U0uKm2ogPUnV02MmAjETOtA6t/6aDCFVuQAR1eMaBH",
+	"ZaDuZYuQdJqZvpUm3a2XFum4Y9OxmVMtc8/TcCziIJlMa73a+et+Z3tHrSgYB4ms9Z45tYjFgfBrvZ32",
+	"d5vSaRgM2T0pfdtWpc5ZfB0MGXl/d79f8SQekdILQ2tOf8vxtcjHCeMkSFyOH5Bp4M/pwkmvQBgo3dVw",
+	"wDKNBAmaGEo5UApPzrUvSR00B5IqDo0lBONyoBiY9EKzY/0ib8a1kuY52kyToAGmsuHxlQ8dLm2m0dtV",
+	"I1hxXjiYQ56wmNPwII5F/DDxqUd6bGXF8quZyRJwIK3NsM3EHkVLMaMp04CTGWc3ERuqo4c5tcgL4FYS",
+	"yCIU4zHzyYz7LFZc2Czec4w+CvqM0hjgKMDTtA/b+UAOGuBYRc+XCWGlPugW2Z+w4RWQqlKplBGzELNY",
+	"B4OA8yfxYrnX61Fcp1v2EaNvXLt012ZUZsGPcsbWgMa7pTduHgs+dnKeK9BGFcuA/ZMJixwilAk4IpRc",
+	"BcA/FEOJWIyu4NTdSIdDFiUtsi9mXPEtMaexn7Kvn6TLQzG8ErNEC9o3bHGu9+yRLLFsxIptuNBcGM8J",
+	"SBQck9r9c2+VG6bPuNrSQpilz4n+fFmcZcblLEJOejllfkAvgUIsMj/QA1ixhYDhdcz2XJk7XPuBwWFW",
+	"cmfAd/cj581tW9FM50uO1HzJBc53PTurerUYZo7AHC5sIIG4CBkH14yTZK6UiDsFq3BLlCoJWiGOM0X9",
+	"inKQio+4U8VY1dlDYlWPcfP7hiY08YDkD3w2pDGZB2EIJPR55o+Zk/JuWwGlUeRyyZgkQdIjuWgLqXfb",
+	"7R6h5RMCz7f6tyDgtZGOyyn5MlOKiYgxOAaOJO3jMfEZ9cI5XaRG8hwiOPBVkMAYg0XCmiJW0mdK4ys1",
+	"2hCVBzKc0JgOE9CSOAyRHf0e6W5u9Qh1ObwbIj4xEoCHsJwpvTELu1QvkV4DeJ5XTbFq8ZvbIDDt++2g",
+	"pz9WNqL2m8FL3l+8bD5DHzz6n/GlWjtOXwwbCQ7+bIsC6cIeYcCKkpGIp2rZ01mYBBGNE+MTR9/1sUj6",
+	"6JB+mMSFwSAkov3b+XsVSO3vTiMc2gsutOiIaDJpPa7i1G1bbAhXS45FQvrpBNeTreWlPY6ILY2rJa3a",
+	"CgzESdSg9c4ZqQly6GhEMyfiWYrBuc8RmoDUZcymNOABHwPsz4bc1Xp3wcfV7B/P4rAUH8zc5JbCljk6",
+	"L1NMkUVD5ywhs0hdIJqhDUUM9z6Fp9DhUGkSJBFwzQM+Ywigi4KYyUua1Hq1Truz3dzcbHY6F+3t3na7",
+	"125/WsLQdYim1vs3WrP3c7u0N21j1PYOWb5da8lra3xVO7Y2aYIikwaeVxAqPNjUQTUEmhBvyeu9HolE",
+	"GAwXZj2SHL3suzyHH3LIfCLAb8YFZ+jNRkCkcW5KiBjuGQdearBaAc96VdxS0xUantzlK54x+rrXwIdJ",
+	"zEJGtWMJBQG+tjI++kNs2I8fPzZtJO1tw1QBb+H8jkZUGxGPxxC2fihDyHOCH2a6reAD3e0KPlCcY5Ef",
+	"OCmq9RKm/3D+8JcZf2tf/9tMQaVbKEV5qUHocmUR4jXHi1XXDq40YI971lB21sLc/fTgrOsPLijPpkOP",
+	"zCdByIhXplkPcIwDcc3IVxaLlsuXWZnEGJmk3g+lyFhAjuspKaNUSlw17AFC6nX4MK84txp/dxbxVgyv",
+	"7m28humPM9PrvWQx0V9YJlcVN2nn7nv6m+y6p4cfcLJNpgGvslAfAXPUsbC5F0KQKeUL64TlXe6gXgbY",
+	"pjRhb4NpUDJP98MApD1NGAn1A2XzVH19mX39V6zZ4B7WXXBuincwPe/Gd3BLFdupOBtS0CooIAIMBEnZ",
+	"kEPYbYDYACAgGFK5R5iyOykZijhmw6QIasdUGpd7lkvZA20lolIi/FYpof404CQMRtrdrmbaIp69LV7P",
+	"5UlxfxE3gZhAmF2LnKjZWJ4YY87+JF2e14ggHACr8WMRRX8/X/rRiP6n2SJ51aPK8jjgCYszwQcHCGpG",
+	"yRC5j46xzNZ4fN0ib3vcx+D4v2FlWKaFcfOkHky0lqWci9h3UEWAKL26rUcv+w5qgDbEl8ZxwHzCBSbl",
+	"lGwPl6fGBwS+KJ55Imy1YxaHXrUBop1A6JosmBIpBf3tjYfzhEXvo7/iIv92vTX48vT3YWf6qX31ZZM9",
+	"kxefP3ajt/HxDn2xO3o9fr8t3i2eB/vtg2UXWSuR+WusPrycRQ+8zndwI1RebQMU3DA0+pdc8/dcLUTE",
+	"wde7Xe7Snj3+JT/Hs6q65sW3G2w+PMkZ8yWh6mINyxibzPtjAZCX3HyXc6FzT6JYiJFG/CEjMM8Gkjx5",
+	"opjAkycOmXHJGCeD1Mu8B9jplDWkVxuMkxwGusQ0XF6vAGg31JOAXAoSMCkcjDL83dnEX4B3ydkBlEzF",
+	"VGlMjxZ+KeBEbKJS3EvENA7CxX0yxu6NHLmbflyBIMmtIouXDCdMqdIWzAQwTkWcSSABahLwsZML/eiB",
+	"ILQCZnCSxMEgp6waM7kuONPRGgjHqJu3IDS9FoNZ4nKAahEuMAgCE6GJon/9Ip8p4mjgV0aHhoPGQGbA",
+	"XR7FYhwzKTUeVs90BNiDYSikWW2aD6oGDgGNF4vZeOIo9TrDgCnBT8NRM8WBZcQXUiUy6jmTwIFcepeb",
+	"ZPoh5ZBHDzEeMUsAD10x+QQu9x7YEFrlUJNUJGQWn21uGnHTKPTBwiTvN/4+qr9doAAI9Vicz4aTA52v",
+	"8iDeUJnBdCyInA0naUZMlV+Ai+gR0pCORUJe3iXt6JGTjewUI4qBIYTSmNzAKGaj4AauicAgpjFMZcI4",
+	"i0ErBlU0kMQXwxkEG9D3bgEyRiJuEXVomZ2K8BzIOUUKVfYNRg6PRfIo+dxqdVYi9OMmge7mT/GuCde5",
+	"uT3aWZYTrRGRsSTJ+lgkh2rP1KE9wl4H1lhVUM8rtpAbMZvHNLqnON3Mb3r+hWvvu/2zR9t6a1CjW844",
+	"B84t+CgYz4rYpCgW1wEksNnYJXMuOj3jwWcS6XHsSGdC48SODf5Y6FnuopColHZyl5Mzq3m0U9MD4onF",
+	"OvxTMUltqqltIHWuNJA5lS6XmLfjKM0iS8SM1Z92zEL/kvkGG3FKF6Gg/oUQb2k8fph6e4fEeBtn0t3c",
+	"7W61u4BgkWtCs+8D1doqJ21jNgC5EILg8u+DRvqxudpVOwa6npZ72kckSd0A/omE2JKY428UCUzpggxY",
+	"A670Wd5j/2NDIo8U+3iQgPyPjHw8BA30fzXssYrK8zEDskbIwOV3jY5URj3A2ZkLe5D7RD2KhsgD4gem",
+	"HNS+WsGhlLNHzLnMjV11EEojQ1VsjySMQ0WgfH6EQwr5EcrYDReYPOryCZUTDbS9YlHSwNxtRuMwYLE+",
+	"layowlzEVz8oEfOchSOd9nJKS+IrYTfJxlDK/NaVc7zhuUkyDdd68DO9pribqx8vbftHADjSKGhJFo4u",
+	"Jc67RyAP3SHeq4ML8g3tnO8bENRHP0c4aupnXQ4JwMqY99InFdkmcuOJR4JEEnwhpnEli5A5hE0HzPcN",
+	"VoG5fBBwGi804JJC4ZRhQvZx35rnbDiLg2TRPAV8E/oc4LUzyRQxhAs0k1JNUaaVG4zdpZULdK8/Fnrv",
+	"zgg6K5Pd8niDFRjEMtFwqKUpD1VO7b862f3B4Lf7+ajXAry5HCJPplaGjkYpldSEoxTTtd3aeZ9dy+XH",
+	"lkeKhX6PSDw5xaCwcJntRk4xb+jOc7l9NYBEDcStWDnjhyaDZ0Gkh2RK3E2PVrxBCK3gJYIMdOkRXcck",
+	"t80/hqz/zup0PwP1C6smTIY5AB9k6nKciNDPMP4uz4P8yS0Yf+PtzUqZpMVimI+of4dorBW81wRssrJn",
+	"4GxOE6sVXSOww4DzSRmbr6NIVeh8zXwxOmbiGffV9UEPKiSegGrUPz10yID6JBFXwM/K6Tv59y/zw9Qe",
+	"HAfECcE8yDSQEkuvkAxcuWYCTn6+33WSboWdA2uHEhzBmGvBKsyZrrUVmagKxjz/e2R8j54hUHBYpTO/",
+	"//Y8TiGI/LAegIRSeEP/9LBcGCKAazZaoAzQoqeudJ9AMWcZsSEI+bSMVKGiROfmxqg+6iUuD/xG+lpq",
+	"iLtn/TlgNFY3DygskDaRgR1SEixVwcf8wsuv857jW4rle5vwjC4CXFX095bfVVXwRfbwg2Kaj5oR/LcL",
+	"Wz5iqnsWgkxL/7jcqv1jQ4MhMPeYBqiVrQjJipCr+KBCNrema54brQzEGQUYQ87E/VGe32VZmjBNkjxC",
+	"lubjsMLKfLpqd6DiZ15x/zxw8CkR9SjlFSEJz45LlgU41F7YsIp1PzAMCeL1ziUQCxN9nNPIjWmusg69",
+	"67CiMlNiNhSxXwpppXPAGnVqs95rZSK30dodX0BatS/au73Nbq+99anm1BSTmMVKH2s7tSu2uLxmsYRp",
+	"bjm1kMrkUpkcVWCtrc3eZudTEXqVg6rt4klA1WlwCeWq8KQn+92pRbGy+BNdHD0/9aJ4g+odVtACuJr5",
+	"RVqjf8ZDJiXx8MVevgL8ss0Q8RRW6isZlwTTih4H9paVZmY5DiGFTinpWZ6ESZCwp9JZ3RmgcCbFF75h",
+	"C6K/ROwH48N4EWm/IggHXxeCyr11y3rrZtVb8ydffO1bKhNsiiDlaBZqm9D4QwAkk55DMMIg+JIDyJPS",
+	"egeAHttL8LWWJ3eqi2liSkuq7gVShxBI8Qhyk9nptU0u43qTWU791m3cve2U9TVZzVIAVKqes0v8fKtu",
+	"bFD2L2Yl5v9t9TjAF+fJzCLxFev7I32JGHxmwyRXgjfzy+3jzbTKads86kGI9GL1/gITyY19S0V/8+wh",
+	"cPihLp1yWxOA0r7m3qnHWXOfHn2DHm9DVi1y5eqqGneY0ggiLtfTJYFP6lsdElPuiykGbR0yoJLtdGcx",
+	"prCKWUIi6vuA3spd47tRj9XCo7uV6+Ch/oxokrBYzff/+3e/+Yk2v7abu5fNP751t77/ryo2kK75v5DQ",
+	"K2lAj1w8fKslxo6igWcEi5g1IDZWaJJR927U/5ql/4Ij6jyiQ4ZpSZNFNGEG1DjmIPbU5yFLoDSF+nxI",
+	"JWsGXDIuA6USOEQKl3vd3Q5pb+16GPh48/Tluw7Z/e2oe0G2Xn88e0FOn314fuzBCCZjAk2ljPD0weRo",
+	"aqebo6mdKpKx2ojc0pekqB7d99SW8aNiJdWKg+NsniJGtEYB0RsI3WnvB6og1yzWQHETZCrpH99WFhMw",
+	"WQAiiegsmVzO4kDNFv/SivrGAY7Vgwp3/0eP3BqK6f/G9/3y6/Pzj79vvTg9eH36Zuv0t9Pi3+6s3e7s",
+	"BFLOWPyLHg0/S2vt/XL+ur+JnyGV/rKDf2G1vV+21O38El9GStzXgg/PT87m7TevxqLf7/ePz99PDt6P",
+	"+/3+iwP19w38t99/9enZmxf9fn9//j48ePfhrNv5cvb7/senB4f9+VFwursxPY+C699OPn0JDz/7n+S7",
+	"oxdPX/2+fbq9ePt+Y3Pr+rdT9kGOhM+vJ7+ffv7wemP32afdjcH2xtON4NPnr5w/nXSS4/NXX19/efV8",
+	"I/7y8e3h82R7MJTDr5s3X37f//zz1tWXk43+q+M4nA8/nY2ePj38PBYfF92P/vubzfZup/3rSL7d+PRK",
+	"tF+8PewvXp1cbV1tfX622/752cH4ZHr4IblY3ByMzqJ3wdOZ2Djb+hTs/Pr72eeri6NXu/0jftX2X76f",
+	"Rkdn+y833nAevXvx4deD2N/vdOTLw2fR7/3JzbA/PF/8ehJvfX5zJt9e74Sni5OTd09nb9+8//Ri8L77",
+	"5fOXn3d3L44uhr7gx+NfZ+M3+0eb7cEH/vrn4flo59Wu78cfduZjeXT0+ux597k4Dm7ah/HF2xdbz39t",
+	"++3dMDo+exl03nV+j+jVYPvN9vunX6bTzzLej4Yf3rwedY+POwnbvbl59jXqn4/Yzeabn5+z3z7zV92I",
+	"DWftp6P92Rf58uRm9/e5/DDd5m/74W9vo4M+/3r07Mtvw/PBLv0aiu7VbFdMrnZ3OvPd+CKIj75+Em+e",
+	"d0+uz9oR+3giX83fjl69m7KxSCbt135//PHVy2AxetbtvJwkX7a/iNmLD92zp9ufdzd+3dg/Ofx8evPz",
+	"56sL+ulicPLp3fbNURSc/37VbovhFzY4Gj1lX7YW22L84qRzfvp6/1N35/mrePvppO9v+N1PM5992H0+",
+	"mHwQJ9fiw3U4vzhp//pb/+gk+u3Fq4/tq9FvQzae3nz++fPTr9P5Yjg52bw4fn7U3v/QfvP0y2Z4MNve",
+	"Sq6vr7of3v/8+s3X69Hn/e7ml2fTi982X4xeJV/lz5vP94OX++1dukF3n4r24NmLr59+e/5ZjkfD3z/s",
+	"z86k//rVh1dfxZfj2dd3r0+mp9sb08OPv1993RC7758ebfVf+EdytPl2cvGrfL81+e3V6Mvnz7OzN347",
+	"etN/82Uqdq4WnYDOT7cH10/3L853z77u7Iqzjz9/fT2dnE525iftN+32843Bm+vOVfh62hkcPlu8+Pq8",
+	"v3Ozf/zy13dfz65Fh572t4a/yi9i6+D6g4xeMv/61c/9r5NXG282/J+3f35x8upKbh3NN89fD3Z/b09/",
+	"vqbHbzd+Hh1H08H24ebZ08n5p1/PuuPu1+nH0dVFv/9iY+Pp+GC0/fT49/HGGdzig/DlxdX57N10f19p",
+	"0Vjptle7jeksr+i5adXz3MnqeW61v5f4v807K41jyOgro/v074xpnNrMq0yzlBmvZw3lWHZVBXuvwMYB",
+	"nhL3dMkZw7tbrVaOPbdaLQ9qdKuVmRrdWAJK5mf/d5US6fapnanYOCNFStbs8SsSTCl2sKDp2sUo3Um1",
+	"157Rkpu6LlZ+U/6RTP9Ipn8k03+lZEr5jjKmqxiPEV1VzNp0R1C8Zauja8TvdJ85AB/XRjg2uJlSPqMh",
+	"YTyJF3nms4ZItAylrU7J+O40n/7xc6XRbUTpKkPoQiTRKY3pVJbMIb30vNRKWbFjUostcVtpO91g44DU",
+	"kFP7ojaRhqeW2B7RULKcCZQezVBe15xacAlJSTKh3L9MJoG8jFkyi7nUdfRl2vAyrw2YYdQBjugsTDIp",
+	"WCtFHvQXXo8IXhbGKGMxdN0i3lBeez3iucZd6Nac84P9s4MLp//21cnZ4cXrI+fF4avDi3Pn9ODs8OQF",
+	"etn5bKp2N5uDWt8fNknggkvHucYOFKn0aCYhMVP328FKBGiMTkToS7BG0waMulAR+CB0ewRdtHIYMhpb",
+	"s1fD2VPGBrB6xgMhQkZ5iZ5un38V/bwMWOinZbOLkXxGdCQKYQXq1CIaJ6aYv6mTVCtRBfa1q1APY9Yj",
+	"HrS788hI6AKSgwWhUOwS0+MC0w3KZJa63INCoi3PIR5UmfSIiImHEeDSSGkPX6gDWvSX2L32SkSQNt8r",
+	"Tx174OjSyYrpREwodS43+IqWfbd5xXHPsilUndZrRkPFp3L+GhNurImrsrdGpqWW05txlb8O4urWqelB",
+	"qmaEVfLfQheByj3LmjwAWiWlI1Pm0eoL0SLH4L7Bu6NxkOC9yR/hX9O1oLiTJthfXuXCpgdSx2qvultF",
+	"wyzqy0wky11SD+qZUhmlqjyRt1lDDcN7oBFGnZJpMNbZcwxEyk9pJU5J5IQiajCIoZtHY2kQsTKclx7S",
+	"t+peIQDB1UySi3mLeFAE+BK/9Xq6fq4fLy7jGfccrBHs8gFr2a0KelkJB72TlPsZM5BkzmJm8sVcbjoK",
+	"e/IqiCKcAza+Imhw/SS1QqEO0zQzwdaP+nA1XeqLZVGgPf+aU0vnqIx1fBvEthBQm7uNNhmXg31UIxpu",
+	"71txhs+WQoQV9KvJ1X5Kt31IO09o0cXZfEkSBeBbEjaVd8ngAIYb8EP8XUY6NI7p4j4aVi4wWVYoTeFS",
+	"piGw2F4GqhgIXmDkyARuY4xwyzICX84gDR4DuFJ4MoLeK2sBOJxvBT6ke7d8u7XvDkpozAyCH2kIfAnH",
+	"5fLlzWh0LBYpfa0TtiTC9+KRfi9t0B9lhLNROehAzNQd1vNyrCqN0FEoSMhQ0V7MZcG9v6wVVkWvKi4S",
+	"oonGQa7xbyeVGw4KCwcFxR8OlIVIlVZQVzGnSn/YTJmo+hr56NpNq7KmzWpTfnjDJ6vpmOEqJblGKN6R",
+	"Oc1yzKB9J/KwRs/lXjptj9QRimp2Q+2PU5Irasf2zz+gHHFc7uGuAyAJLT2l5FkdvDxSx3oJSgIqoQhZ",
+	"EuOZ3oaeKdUF2h+EbCmJZoMwkBPmk4TJhFyxRcMh5k2JEJeh4GPPyZd695QYfK20c2D76hcaaH2ZCRH1",
+	"UEoeLkcCISD9FY3YP9Jk5ZE6m0YJlkjB1qC6er1SbNF+sgrZqxH8GYLZGIyhNpZODeLeltsNXIESaHCb",
+	"1QLgwBSLJZvkKHiuhjNdyDxSTwEpudZnah2Vvc96pNT7bM+cvjp8EJeXKC4L0jAjZ2PlW0esRKTVoy19",
+	"whwNyMz0YACfVzwI68MMT5LfOBjFbA5EstNubPbE8wI4P6+SDDZ3Bq52Xg/X+klqbKeiXGlIf23HLedb",
+	"FdO5/TXLwwD2SwZikG+r5+J7/884SCazgVtTSj3uLXFrr4LkNXwI7MGtnU9E5NayHnpde4q2dqT5Yu6o",
+	"SmvV70SeqX+sVIlM5eq1y6q8Oakizzuu6CVnixZ9skVL3D7r4pDvQbQqQxw7JdSLyiyErbHrxWCFZl0J",
+	"3Ep1gQdLZmv3iis44AlE08WI2OpxXuhu3jZV60CsW9Ne/bOCumXOzbFJuVq5xp1ZrpCt6zErKCdGGUGz",
+	"CY4S+D88INEONBVr4WAhX+/X85Pjgori04SWA0bqbmC0yESIXh98Otg+fvGp/3Lr4HDn/fHRq9P9k+7B",
+	"r7/+9tu7o5e/H+QiRHC1yuGhzvZOLkD0LBcg2mm7fCAGzumvZ1u/nxz++vzTwcVO//3pxbsXr96+fLV/",
+	"tP1p++nTX58Cd09vDrqk9K3swaWuMJlhkVWquLWLP0mSsJvE0VqdZIrHozRXBgdqrgUPzpqztTy7mxW8",
+	"PMcGtPOy8tixRD0680C+6mLEaglz+/qmKvQesA9mCpPl5l/tzcs2s7hfSLAIdWHZXQTbS3PZuvfEc/QE",
+	"8aPGHtFrAqW/ZWR0biPh1HLAoc72zq3bVmVQrtq9I3rFKhLx4a5An8+cmWm1JDKG5W3st8glFNVV3fxc",
+	"5zHrLuqslVqvdg3LQDyq0rlqvTTpSPEUqrTJDA+NIKtLnwHqORA8+wrZ4aUGROe+ahttR14OLHD1v6vm",
+	"kXqeNzvbnWdOLYPHK/m74vmtzY71dBeko35pIhIaqhGfda2pzLCcX0SH1SIzfVfJ7gzFEPoIXrEF+DzR",
+	"k+fBlLwe+QA0mMSUyyCxPfTwO0gpVHPP6WBmOSXSy86lCosODb/q+lVqPqBym3mpbwuYTetsyw60wmFb",
+	"FNO9zeG1jCq+VcvLpWNUkU9x4W0yZZTrUh4wZ4PJz621fSsGvIIm19Qr3rDFB/wJdGeoVC7yxFdSMYAt",
+	"5DIGelkH1J/smIkkdQMuUVwYvXgNLAOpfqH3DHrnIbtpAmbhii0KbmR9A9bblvz9qFTyfkpnKJMgDIlk",
+	"NEz7ZkI4g8YmHcB3CJXmoGSamH2lqVgiuHQeC0zrnkJsaUE0Uanf4i/2sKLuPKYRmYprdDBPTc4tpPr0",
+	"vGxIna5NE8KFmYnLh5RrFy8lPouDa7TXIbvqxmqOoXOEfpJEzLmaqyzs6N20OcNSrGtdunZL79LSC1JJ",
+	"yUUCXHKuS4RGjrhvEx2rWPa6PPWNZlkmnVLHSMy9JueaznS5SNTK9cMup1HEaKwzUGzH/oAlc8a44YiS",
+	"1D39zxY+xC5HsZh6DSgqhHQ7p4u8XX8ftr00gHpu33hp3V1Nc4GsZGZ6a1ff3Cque0vm0VICLdFRJank",
+	"6/5it7oqMDO0UxWjQp3ftCI+VrpIMe62zFxWbjwv0qqOoLom8SO4o6uKxK/KTMMaWGnOBbJKXektd8jb",
+	"tx3wQzIP8lXoK+PUiomm1VYwIQBqAWtMY8OxOwJg9Unm62KueTWj1KzChuM1Ywaet2GlFrIW2DLbTf34",
+	"nlUzeTqTCYEaiugVpKNEY+VXAS+7dwNephXxl4aAszlWnfVyyl5LAam8eA8MPhgjJOAygYrZI6tMNm4t",
+	"PmPRgYgYdzl+md1fgIVk64c4PyaFRGmyINZ1M88A/1WDkToN53QBnD7fScMhuaZeji4nV1XeCHNLKgv0",
+	"N0qR9b9R85Z1WjWs0Yrhh/dRMQ03KqtheFxw5vWUvpWvXUS8rC6qhZJOq51ykZAFS1yeAaXTdOJeQXQE",
+	"XClzeTmt3ltzalltWp0DnZMWaV506UbrFZVs5fXyulcmZWciFj0hpSTtBzmn/1Pzuh+eVmxYe0Uhyb8o",
+	"47hgFHEIGOa9PrmZ3JqYHFtl9UrHBVpvRavSYsWCNVxvd06AfmRkAkqVwBRbMGXn8sf2gPxqi8HdKaP6",
+	"KOAvUttLm0HVSYOWr6l47+7hQiksyIxQNUVLlS356s9e7pPd7vbTVKqnVRxr98lq1K8y0JVlgLCDmyik",
+	"HE0u46cVw+EsBi1vOXbwcfqjllXIOBaxXM5S1HQ8eBdM+XJEg5D53tqIHgtBWuH4yQqrVNG9qf1iOocX",
+	"dOZShZz1FWe7WkvJoe4XAKwmpp45OEIxLjDNlRVfyhZvKjvLi359cXFK8IGUPnSNSvuNUF5zSm/wkmzv",
+	"2sxys13JLrV2U7KyJyJOiK70tpz+qvvWWnh3XUepoOCsVpW+qdG+FwTl+r1w1z/yAsswpY9gR9LzWFEU",
+	"wb7cFX4KOgiZQ6Z0OAk4axpQAYHLpfvQPY8pH05MN3zbbM+XvSzdNQhiFuvojayCqnalosou/UsrVJVb",
+	"Rmjgh920o9DDI9/SoKCU5w9necXaJR3ccuXSM7vAXmChfHipVBN6Oy9154fsA/sZEfrG92dEXBo0tvBg",
+	"iEi6nPGYaVNMI0XKpd9mkUxiRqfLPla8WcwSQKUkLOY0zGva+X0r3a0zRv2AM1lStxXzR9yIjkeBk9wq",
+	"MoWo7/RrXXdyybdmusUnLDOpBuRRVecBZ/JtXZynXhCIr8qQQAmZjm9GAsR/57bQfL0WVt0xE66664XJ",
+	"5bd85T4Xc2GrEyeQ4SKCBY17XQ1vT9mB1PdjJiWTjlVZFTBk2rmYZ5bXdgCNAKBpOMkXBMzoqDo4Bl4Y",
+	"LL8HHcRI3YPleQ7xFMGo/zek4RViZGYfVog4K7MAi/dodfJOOQba/78i1SAHHa5wqwqOVkve4uiRTtuC",
+	"1ymJq7hmPKSSkf1YDK9GIvZ1kpnL65tthN43lFIwUprWOBazCH44Cq5L6SRXT0dfOs3dm2k3aW5N5rHf",
+	"jJ5dD9QzdiJZu7lLm5PPV1MeNZPr5tc/vm1/rzcrP258W1LkJV/8voxdWlrqHuLo5IAOJ1CwHhHbjlpf",
+	"FNKhzu1NS6MUgCpjxhngMSr9MJu99tOywa/Oc/m+dPmzr8Pml0ln7jefLqZXN022HbepWvLnretBc2cz",
+	"GrPmzXz3i2wOu9OJYpjP4qvOonntb4+S5rTNv06aW1/m7Ebt8s54Lpudm8+7w+Zk0E3i5lN+tXldc2pf",
+	"h+2p39z+8mxCm/PF1uiqmYx3QCpuXk+e8iYbxN2b5q70O1+a06vt5GvNqc23Fje02R6PdobN6Ouz6XXz",
+	"c9yZqFnv+F+ukub0ZnP+tdkdDthu83rydKwYzYJuR6PmFr9ux83x1bO53+wkX3amtT9K7CK/l9+We1/N",
+	"tt7HJL8Diy5A8emNgeK3c8D8doUn1b66hfc7+XVWX2Ulsn8VgyKEUnBW6213lHqrdaNe26mlJRe77eed",
+	"/acfnr3ZOt55t3ux+bH7+9NPbWQb8TIaNf4N42fKNIeExmOWB3TY6IgynklwlpsxznS1D2OJjPg4wW6k",
+	"n8WA4FL31HWNMWvF1JqqlAh2pdXKArH5aoF3g9w5tVHAATtd6SbrDyw/lKe30lsZSuj2OpvrE3OxqtzK",
+	"Y68SSvEa9+tuLq/UO5QqKikFQRlC5qPGbpT5oTJ4QZnO6y8Z3ZVMqwIhrq60iESDaq8kicibjbcBS5ZA",
+	"MExMecBCMSdefkYeajHm1XqXW3dEUxQTVm0PVWEHzDQdvHPW5lonvJyzVPuoBjQZTi5l8JXVenBxA345",
+	"CoPxJIFtA8MjYvElOtdrve0qGFQ2hIV7g9Gq9zOC0HwyzPs3kG8Y436znWMjlcdmzdV6cbf42ufqVTrP",
+	"0CCfjNA3jUtb5IQzEjJ6nX/Q5YEfMsvHzNlNgg1SoMkQ9dMK/1HMrgMxg8QpjdspKEZde307t62utPfW",
+	"GktbeyRkyhn1NYiYDzuNP98jBhXFBTaqykeWb6fTEl3lWmGsLq93x4bo/7l1JC0Hd6WjC1RKK/8S4qe5",
+	"Bu0QnJ7Jos55h8BPAYyQ/TDj1nqENIvi/HV/e7OT5836mTJEWL82HW3HeWb/cKeKmM0ES3uijBOZsEip",
+	"3kipecm+1b6TWzxbbTrR9OVV5/Vem3h9cDYuh75jlGRZlEJZFKbiniAUu7OkjUjwgjgkZiGj2JNMw/Nb",
+	"Lj/EXOKImQ5QMOJeobOt7qB8xcWcBOXc7zRFv3aq27yYqvJqL8VVWqhi6foBLvDwTciDACoWTIrrBWzW",
+	"nRccMz+I1RJ6tQ2fyslA0Nh4xoAyp5iFU6oyVdOacxYSLe8KorOgLda54glWb5QLaH9SHa+y+pLozna2",
+	"9zzXjbVFjkFDUgIIEOou93SNdSislXUwruf7HmtwArAqiNdBN4h8jF4dK40ibBSxKramDsxudgFu8DmN",
+	"fUiOvWJQcv4cu9N4Vs+Sn6TLq5tvtEifqyea6ptgFAwtbw7ByhTQUHzAdAwfAUJpjnqKrFtngXpmt60w",
+	"7dgjxFXAMG8wO41ByBr5Ruu+YNLl2JycDa9IkJAgkSwc9dQ/9Q5Bpq29I/luJC5P25HUAdKPBIhN3zZo",
+	"FGxMmddQA4SMxpzMJ8LurBVoEGmgVoPzrjmpE04vOzNAo+ANW2BZ+4CPRHlDTExBXTlKYkVxkjWjWNws",
+	"0mUDApb6vi7GApUUdjpbzxpWYzWD4wmAwrFQBeWE3QQSesXP2QDaaRN9AuSKsUhCNpBpPwXVYe2eR3ah",
+	"fXh9qdt/y+Uu/9e/yFt9B6T6+8+sJeqfaVaH9iKSP4lksVLk/lQPNptNkvuv+nBKA07+JF7vWftZ2yN1",
+	"CNn0NjYAyjkRMsEvGuTPXH8aUk/oWCKI2HOIB/uh/qGZvYc9yXKQKGhEJUkdnOCIZ3SIZIwkdGxGaDjY",
+	"zs/uXSVJPX3KGl6pm5jVghhXKA+ju1lafYVmPBGz4YT5uF5kI38Sb7PztNVutVubvd32btvT60s705C6",
+	"zYgcgsuFTyzPqM01Gg7xNiZQhOWremQDfNL4zylL4mAoPdg24olIqh1V5weeN5g6FhvINbnVWWJwhAFE",
+	"IiGhbM6JB5/G0tNlKDRpXNhHhHBD9U3u4zC4ZgbBS3MMIO02721MR9Qjg4WhqBY5pckE2F1BPtGYmWxI",
+	"QiVO1s9Qb/r3e4Qa4s4xPGxIpCtr4NvJlMJVIYInwswEEyP1A97GpbrIgGsDPgJ/6oY7aQPJTHSY6QFw",
+	"k0rNfLIePYB0e3/2VubuYDSD1kqw4yjHJal7Obia1yAagjekcWw6M5XwnvpsPk6EmRuyN3MyhfYaaWUV",
+	"MTLHXWoPpfYHOKY0LDNtCRVIdW6aPStmlL1QSd9MDNWz+5kXDY7LKSdef5ZMRBx8hU30tNRyTKNYW7bh",
+	"V421JONKOYCpczSddpqFAHpEdhIt0od+VlrV1FREAt90yTIFnnHde4TyhW40xEIJ7N/rtjdJuQ3X4Shr",
+	"Uoea14ARiKpo8axfGUiXe9vtDqmK/XkOCdTZZb3mza844DTgp11SjA96hlIAMAHcHXNfMJAMSIAybKXu",
+	"LWtv4zkETTmXezqC7TXsULSnrDcPxHmgeC7wAHUGxVC2g8LKg848sHvrBfaJBzF2jTI1jbppzKC2gSmK",
+	"hG9caE29pZePvTkg0YSiSaRMekcjxZUMHgbRhMUJu0mkKfjNCBe8abYG9y09MeJtt7c81Ekz7uzy+SRQ",
+	"+xEPJ0wmsbI9jUMDtQQdD4SKY3BEz5m6stKiB4k8G/VYxdFT7qO2bqF7MKpF4vOriAeql1XSR+ZoU/Sp",
+	"SNCK+EGMMBRzUlf6TMB8IzxzjRdpGObZ3JReMdlwMEfK225vkgIswMOcA24xVEDHoMMyr85bOmMUi+vA",
+	"1wBndpMwDnoO8W6aaas2EPnYiLUZMxkJpQ4BW7cekna/VusxpCnrQcoXpYdcrs5FTVhmRzVYaISNuW/a",
+	"Haf+KvLZxLgqTNUoyJ8BwcBu6DAJF1iwDIbuEa/T3vQ0u8KEszx4t7qxq/VZKl/Mt0o2Fbvmpb9ABUVf",
+	"jQ1ELHjpOu0Cg1jGB1g9Fs5Uu4e9rQUQuW4cCgqHkmhSEHaj+EqQhAuX171bSwjqjs6NFjnL5/LqnCMI",
+	"LKrbhjS8ANVhSn1G6jSUQh1L5bJ0pS+0TrJjVAJPCV0v1862R7hoYvwaTQcD6rbSOVNPeq3d2mxBOxIR",
+	"MU6joNarbbXarS0M0E7A3LV7dkKYrirwoXe80OrOMR/8lKXz4c5PxBxxuOgeNbXsJDKPK8ujb9om4WrS",
+	"O3gIRS7UzLLEZaeWEr6aYqfdXubhS5/byH793al125u3/6LYYPW7U9te502HGvqSogG321trvS1rVmj5",
+	"IwD1Ynsi/v0H5jGDVqzLOOWOKOc+aNWcGuYbaHMnbw0g6CXtfvqKQcYwSeEjyhiAOLYiij/UvCwq2ZgG",
+	"vJllJTatwE0kZAX1YPNkSbLfoEZjkUEaejExlxbp66qW2JkcbhUX+TRZJfMKaXOKj4dK8zf0VUcfucux",
+	"gg+SZ/oaEFmKnbObIdMaUCGReBldnrOkCiGcNct7LvzFGs3/l+GI1+t1twqk/D3vM9WewQffoTV+8Zz6",
+	"Z1nj5/teu25790GNDquBcGnhnq3NTp6cADNfRZXdPaUOgBiBZOPKVr63X5D7tVHczSXuWCnWarJI6/aU",
+	"103jqdqcR+mwWDGw1ytudLYCmt7UIgcAEtjcXod0Knqe/hew7XMsTkZM3V2Lv1qh5JWsHAl6Lbk/FTIh",
+	"MRsqXU/fg89i4KSKsoiJAU+0qjnmK5ZghHqJJF+PUWKN5RTakW3HSxMlT/t0I2RlCwLMGomyAj9ixkQA",
+	"jo0DqUAoQc/Ex4XmpFH+25A5iolrOEVuA85SjEVhB/42mKLvNmgkf3h6v8uT19gKa/Yrz8YAbh53iTbU",
+	"5dZFrs1GMyRYBSO9yFSR7Lq1HiZPuw+SpxVY8yUCMM6u+YP6Bh8La+3rSrbSNB9FrBVHxbRWPbsJ1CRh",
+	"3ICDyIIlrf8WyyGpItSy5HGWWAfQ9k4SClx5HKu9BZwVmOoxa6Z9dVm5Tk7qh3c5Z3Nd7dQIPwD5DhAS",
+	"5GhgD3hkIEabBHymwUAAKJtx6XKaEIqZZnQYCykJDUMSM7gkcg9csOqs4hkYHAhEk7Mpky3yEqrwkyBx",
+	"ORY5RM9v8U7oMqTeWzHM+Z0by+0MtT9nhQt1d9uihP+qRnzdhXFZdkbZrujcbXrI6/8uyNdHYN/4pY0W",
+	"tBr8m9NfUX0DuzoY1GGrVpE6nk7SyhysYsJrZ5F9/8+y70rJUKlpd5byIbKcfgDXh7/dI3OKMX8d7kcV",
+	"o/WDJJxl0vUNzwxkWpa4hJVdS96ZXz2mtDMQ56w7QMbhs04VkIb/j7l2q7kGDnLjRLjdNBMGeV0tN/u+",
+	"r6SmJfBa5JjNUxObxqzoHAsSg4Ldc3kK5hBQeRQMclNizYjVIPOjQW2GDHDq8nrOmW2LuOWy7AzW9IYt",
+	"/vHl/igqwy02jvlVVJYPqywntJciBrw0BK01B+pVBmFIIQaDmeUuhxZPDgSSsIKsKXYq7T5Y0AJLaihE",
+	"vrIUFvgxdVwbpoz+nfpjuXxV9AXqW3kpfsruCeEBJsAgGBsQMAUAh1JYNaSMThF5URhAR6wcrD6FQ5gg",
+	"VwvDceFiWXhqrG5xoGtBDoS/QMQwRIVcvna8itSBc88DyYjXbbddXq530GiRg6zAr8G7q/WZdhgYQjeF",
+	"ofZcTg14gVCi6/hjIWCMcpM65enheiSkAxZqicEFGYpQcAzJKiNqxgEMgoUfG7rbAooW3TcBVepup6P4",
+	"VlXestczj6pjGMprT/2c59qSBajPixgiuJOAj3uEokGha6WmniHd+YNMA3+eBrVNgB2wAljTKO3PVMHs",
+	"sDsdVMe8s+K+ngTP979b391vvTxhN8lGFNKg5GIbyuu8i2b//EPmnTFl792ac1uVbgfB584zZ6ftcreW",
+	"ME550ut23NqtlazVbzedHWer7XKryW1+YlbLDWnNsFBePGVd9y8xboa4V5nxZdMZiIGZzK11vdeczOqW",
+	"uC5Wjc5IrGQGOBW98HKMG2tuwe0XsY8iyjJvchHrZUSsn9+Ah/WzxwKKYtb+ckvkIXprt9N5kBmztBBD",
+	"as4oHkJyF8cCb1ngRHMRTJ1bxbRBhEn1bQq+Vke3Z6qzQ2o8ToH5LXKQMtGhvK62fwp6w71MoMdq7LNk",
+	"7x7FBloqaDLRVz4Fo/LoPcGKpko4rnEmLaJbcLhcHUoqbIuSrYW88P91TVaT4i1tRC0NFyZWqeLqZnRL",
+	"VdwLpTeZisL58oJipHW5+URYjYOumSkbgO/QyGFAoTlpBjO4Lw1Cqofgl6XQhSK61mQwKi0pkOQJbsET",
+	"Y8JZpTf1roi50qnSBk1E92eCRoDA/Fcrq0bbdbnRVkleWb0weigiNa02FqjbA1LbtM2qD0LKr3RfCzUF",
+	"+JfLwSEGfAdUun8BXJIEYy5ibKrl8ifLWtWreZb61N9JDHt79vC5lmViNFJT/N8+TegviImnvJCyp5G/",
+	"xNzIulTUSUML08xTM6cB7wI7Zd0ma54a0TTHxaocDdj6c6WUBsgCMpXNs6uvQhMW9QB0i7VSDxHSLF3u",
+	"FTVNj9S9XEcYr1EeUdO1OnhQ+6FVLZABPFr9Ng74+2FIFSEXHnE5dNyUMmJhkjUDajhoeGCnNa3wt9uk",
+	"ojpbhhw29oqp7aKtFQOHxqa12MqI9EnalgtsgDmjV+Y2ruyy1nCI3RvN0QLA5VZnMlw2CoY8p5CEkiUd",
+	"xpSYyEyd+USEaXOY1OAhhdaGDuF0qpammInL044s88kik+n2spd1MFIWmsvz9K3JOt+/OdeqNpoIzhpw",
+	"Z3W/IZebuqDaPM8SPYJYqm2PWTzj2i6U6RzrVvdSReQfc62hKpZCWADzn9NFi6inoRdpoXNnuacK2tG8",
+	"okBMwF1uFaADpBnQFjatNUYfNYYeSRnglC6U0J9FJBGkS46C56SOHRu326StbGzT5U829oiMwiAhIY3H",
+	"LAZ2uRzsiLfR2IxWw7eyaL13X57U+m0RXdAC08WhwUwrz18GwgfawZ0pVxOFxDW431neWtaoqmRiWF1r",
+	"7tnop5dv9NMiLzABp6eOMleMPNf5J70F2P9BSUAu0nH3zz/gTZJI2TrpJaFX6gKtuSGmoVDVlqQN3LId",
+	"uVPfofJ2PayvkMt/yMmXauGsIIA/foxLJN/gDHJ+qzwc6uda7dGMTYS+Eu8lO/1v35XMIqmVJHQP59DD",
+	"jwHU7grj6tBQZ12YGvJWV0AtzRsYnke1MuDEgysK+Rour5ROIyzeoQu+KdNMi01wWcC36K+AnfvP9lis",
+	"Ycad0kUoqH8hxFslfB7L03GLxamPXrfa/aF2qhaXfwdrVcsv3bMpDa7ZzZtWmqrww41v2lL4vhYkU9t9",
+	"Ry/7AN1nTh7+YpzYeEXABhPDKzFLWkUVx2rADx0BckXLl+kqrxgoKg8Cc65fVV8vRkJj0CtmNeracmoh",
+	"lcmlorcqJMjWZm8T4Jr5KvPLKsGvLN9fKtdfXXt/PSYJ5AZbuAT+Z52vmlXst/5yBH53jd9JFh+L5KXB",
+	"2v03YN5o+WwqbndJg69aXfYI7OShX/v+x1K2sAEtqcGRdb+RnaU5OmkHtXwUl9S16w3yWaEwcsMpmlIu",
+	"X85rspx9nf+ttgy6NWB9DciOncnE5egqw2rupK5750AZLoDtOWQO4KiKrgcrEAdqv6rZVLe8C3iaaif8",
+	"vSxPEsKu9uT+uYZ/B6ADNGe3L+Jd5OvGjCsC/QE3aT+EBFrrIq24G+eIK5cEMkRN6igms5pWCCi2llL4",
+	"e1jI2iT+Fl9NwmAE9UnykwOkBvtHzvwdCPxtMLLoW5PMEhrXZVlu1Ro77bZV4lDH3RAYEVwz3W8DuLTP",
+	"FLdnfLgoZ/OMWfJav/Chyl+hwvh6ihO+vEpr6sMyimf2A4/omkHphCgWA2adjYgM1kpXxll6MqexmLJk",
+	"wmbYCRxcsBJKspnIYd3yy+wZ7f4XNacuOE6P4A3a66phw2ls59KdtdtbQzkbyIVM2BT+NJ+qn+Q+mPEg",
+	"wQ88qNYOsB1MRA+YzAKfVcxozJIjvdb7oU7AJ/P64O1pijK7BLl/icXssXspweZluk4VegokoamKMFgA",
+	"JD9UNs6/yMXvpwcrRwOux2KXr3joGw74i4vNK9zad7LZ7jxd8ze674H61damW+kVXQ680BtKAk6KdILE",
+	"8deRuvX+aXrMFeSe6263HFOIKVyKpLB2VmJ6JabFglioEWgmFLRJck0AXS7ifB/AniGHtKgFdBQy8ahy",
+	"Qy70JOU6NP6EjbOUlHaI4AQSv6RMSxzi4DA5GkVptZMnT9JgxpMnpI5czdG5Her8huEMqv545yxp7kMZ",
+	"Is+BYELDcXlWamNYapmIJZUAcOOTWQQBij40Ows4Vhixq3DUV9TaML2EvIaONdvvMAErSZNAjgLm97AB",
+	"6OcZ1hchnl0Z1WuRQ26ccBhWgp4CGNiDhULtHV2JaGkUr281aiM6hJoIZRjYCpSWfaA6QbhMcKZdftYq",
+	"flJ8ABs4VvEnJUdClrB9q/fivbJpsEikOoGDdN8LSLms32dxVxWDqjg3O+3xAe0mv1sF8Qu5oTbdP9Lb",
+	"0vq9y9odfLeaxWVTSW/mY0/DlBFePwEzPagHYShvUXEet4Tpegurqva6xMmUh7tgfcEcbPbJE7tgbVb9",
+	"1eX4wJMnjsWtB4t8pUeA+M4rKsT2XB5ACWsakiK/rFczTCygBhFYqLE1n9CEpViVKFIcK2mRk1HCtERR",
+	"7KfTbmughAVecAARgS1CJiw28Xtvq93xNryt9pZHzLmZ3+aLyO25OiMG565BLpoqiJLsWAuTJJNYzMYT",
+	"jfaCmWsA148ysI5GVLczW9u2Si+CbWDdOz/rr++jqyVcvp1udXOuFFV5zhIyiypBPlkXTRNg0sCSUIzH",
+	"gErQPdmXNundNu5kGz9ZbP1bbOD7x2NUCLEus6UX3KfLb9X+rc2BqnuuV+Esl7Vu7lV74KD4CqmjFxCB",
+	"lmnzU1MKznI3ctZoERTUcJHTNJDKamS6DuAaOpSDWtmQhqGmFHBb4iuw8FhZafpBYceHxfR21+Iob7Fx",
+	"3Y/1uxyN6ArXy0rb5oiuMm3y1X4Lps2+1gxTY8S+o8bEgW+qjBzDelbmT5mRQU6iQbO0Y3m9wsHtoJmS",
+	"p+seFjck1Djmjcs+baRbsGow48YE/YLE0UBSrAFeKtzXIucGrAnErS4bNM1CdSD/0hbZx5tx+y1L71CV",
+	"mg740JRvHNga8r1z3x+iUd9ZlcymfCelcg25no18jlnl91YiHqgRrP5lH22eA9NU8x8O9WAOhanDljj3",
+	"ZwgNR7ZyBzaV9hNeyq60C5gSbNqcoG0ODEB7AgrcxtQ8uV26Qpln7VEBeW3B2h2SMOAw+dKaMctD15xU",
+	"xue8F1MaX0GZycx7Ac+EAWjjRlLLylKk2jowng6X56U2SQTUvQquWanke1au2fJjKGtA6QDGR0HWd1HA",
+	"2fx9uF9Fh557c0MtHh67OGGuMSTkCfj/QbbV6l8ei+RU9yL+h4k+gpqH+sl92KgfQCbAqhqnGX4iLUaf",
+	"d62Y1A7EadtsroF4CJeD/xpnZLjvOn7sFvloISMKNlGqN86DMCQDRqi8wg4SObyFBbfQ3T8KXO0272wV",
+	"Q9PbdjSiZQZWTSLmkYBhfy54+vsdsRt/ffh6Hawisg3TcHRdBvDXqlFnNGFvdfvxB/CAzlo7/4ombI79",
+	"sO8elVe/WYP56ndc6A7l5WC+1V7o3398d77ZHZVui+4/gBm9wJtRgK2ASzjjOrdZlkfa/ONsniviXqfQ",
+	"PUMmpNMmMeW+mJLBImGy4WC5Awl1yrL8QyrJE63VPSHVNiKVOiENwo/wN+UuL9bvwF+rSb0707wpb0Qa",
+	"T5rWdSDbdaVZeWF9ZrFu7XsjNHG5lznivD0zMglMFlXRsLXtT5dfYIYJJgFAOQ7d321CMfmUmPB3hpJd",
+	"argWNLZHsvAeVF7r7sbaP4zib8QoiqbfbdzivgZe2tKh4Awv232mmP8qaw6tNMZJ2Z4zYSPmI2vZI8Zb",
+	"GoBva6LNvisWJZUqiMvvpIPo/VhlS92uilyIJFqhjvz97JS/WEv5S82Uf3jPX8R7yhbTcu6jO4y0FnQa",
+	"rpG8EkhyEjHePz1MW62hjjELwoQEXLfa0mFk3Z5NR311OnCxB1vWPg1bqkFPPfW1Hv8n6XJrOo0lIDY9",
+	"rfOIDe+GbjQrz+Bsek96BJquuDzgI9FzOSEQruulyDT1kcb19Qj0bLkrUEwpScX9bP1VhjUWAQ4kNBSy",
+	"R10GEDNCoYl5oiuMaq0XYhnenCTB02cclF/BmXRKjsLbbWrMTrcRYRpzTYfYvxGwAS6vp0NTwDNtERt3",
+	"1rjNUk6bE60QUzEbq52nCctJin+E1T8m9T/Sai02dJbeoAKvWC60DIbiFnE1nzCA+qBEGnPmN00FtAlF",
+	"3bfuccGZ5xBPa8ke1BjxUB/2Gk46SDG6q0zstF1WlbocslGiS3xk0zAJIpgcQiCZZFlO5xJBt7Kr1l2g",
+	"kJgLmcP4ARjD5EhmIL+1Mj1XJmCWimAXEzIN3vAObfSrcji/m3TRZetyzNaDmCGJEHiCmRyQd1/6QzNU",
+	"N9t/6Q5xKNpu78+x0B6tdOHLJ5ubK5SgyCYLIy957/q9sUbU1Auu1phSR73JoJ7JhzXY+Ece/I3kgelN",
+	"UXHKqyQCdONcK3MhrdoroIys1dE7S2eA+moW6qfb3nS5Uh7V85ezyIa7rZ+94HKTvlCJ83GIVFJI5r+0",
+	"e2JOGHe5TJ+BCVrLMXjaJ0+UKv3kiZOiWE3BQpcnMeUS6xJCQAtqC6Fb2KQE6BEr0cRQTPmntPZSIkzD",
+	"D/iJemUZMlxKrFAm1arMisxGjGIhRhq663Lv8vK1kEmpCatHqO+r93hH9KbZHzMPe8GqM/1JEm9Kby7p",
+	"mHmNtB4e4P8AnqhrRMIPnjzBInsASQbSf/LElHu099rl9bQCpKefbGUtrKXnEHXloIrawPjIzl/3m53t",
+	"nUYPfHYuz/ZbjwBYZsVBnTJQQhk30L+G1L1uu4uQapcrTQLUDChsPae6blcU0gXziU6dCATX+RxdDc5M",
+	"l5HrIB1FYIEh9ht0Egg9Yur0HT16VTkflXgKx+U0SwSDiChf0eoaJogVo3ymtDiXI/TdyXfBJt52u6Or",
+	"g2+r/cotHMrMqLuW6CqN2BsY6CBLY4fOaWiT4nZAxTikof1YSNmUQZKNORLxmMWLHqEkomNGBE+7L4g4",
+	"AHwiLsdktLg8Yz+GJWA90UOrRfcV1+1ELHpQN0rNFXts6oufgmbU1KnP7AVDHR1qcC+FeblcTyxm1G84",
+	"eTRu//QwLewNUr4JlxpaLAMyB4kZR5JKoZWBz4hHo6A1FLG81N94QLhbaqGDwPcZV5cdQ0rJRB1A1sY5",
+	"nnHZ2NOKMGL3BwEGkgxwMrcXM8lCJqVub1y6VquSis4TFr2PHpRR9LC8nd+utwZfnv4+7Ew/ta++bLJn",
+	"8uLzx270Nj7eoS92R6/H77fFu8XzYL998CPzdu41jbvn7eB2/8iknSmTko7V7E6plHMRm8L22NzwKn3N",
+	"3fJx7p6Kk96inIwGvgO3VKTC9LakHZOto36jjE4jX12e5eSQpSk5duYNsRNv4N04mTqgUHSWDeTdgE8X",
+	"smz2QGHCjBqHUOJ1b248IkYIbAaZEVt3zk6kWZpH03BcHoUzWZLwJaB9phuUNbplysAvmBMN42JS9B64",
+	"oX/Z2CNaPdCPaLVAP+Ty10kSnfBwsUfOlSLM9sg5nbLzIGG/vKU3wLCAuanl4oTNUSmlTNvrVe2dls20",
+	"/67f7/efR29arVZ5klvt9h5ZPae/uBnUo6Ho/jMgcT/GViui6P7jg01pFoZRZhTPgSTkIv+z7DdjsKEJ",
+	"B2CGdctgaAUREDFOsbd9ynd1zeeAJ7GQERsm2LXej0SgtLxY6TfqAByy3d4iaa+VFnkuoB85vnFCrxmy",
+	"OlT2zxj1A86k9LCyMvGgQS0kTMuJsapQXVS8kAbQn9D3YyYlkw6xrATFOXWJuSWuvjPclgdXagMDFY5d",
+	"V/yEvbOS0bCMR/o19Bxa+u1MC8XiE39Yf8OB1u7Qkk9va3VLPuovWtb9+hErN32GryEkCUZykJAZWki6",
+	"scOS3RnRIMQg+p22iIvk8jG36Vhr8MoCMTgyZXzBHkC9IKlUDURN+SwMBuB0D7GRPnW5TiJMA5E9LI+C",
+	"OgTSpoh1jyE1sHUZXC4nNELPxsC6Py3TtOQvqHSRzmZZVZfva3PAXmb7YIFxVFQgTF03YWuMVzccS12D",
+	"LqM6AomJBuCCkGhTQdUFrI7NQgmaz02AkF49xK2c11m9YaQeChGZfG490UYv6wcAemGYTBw4RdwtKOSG",
+	"pUGgkwUUFwYNdYB9nCQUaF8IzVgj4SvOpWa1zgHpQ/hWpTfnYjJa3c0p071Un82wDE7BnSYdgnhlKI19",
+	"rk7YNz0hpvapls7S5cXD1EU8wPOorkkAvNoUgMjr5Rknd3ndEDiBq8qkMoCNPPbUdnmpNMagUjCc2EgJ",
+	"l4+ELqyXkQNSVIX4wkr6GahS2QxzAfJX9ioyAq2a6DxtNUjqVLocUaGVcFCNBMXs/RR/mgOd7uUShwow",
+	"TZOAvwZezeVo2R+97OexaGlUrIRJc3TVlWKuYwmnSlbBVEHuGqYNJT2dcmtX7RO2E4jwXmcV6LVXypRP",
+	"gO5uUP9nFAuocwxKxLQqDcocqi5yji1MTW4DnPS//kU+AsFoNQqBdhazMV5N8/r0K9MNIGtUhzYb1phX",
+	"IgrOU/vogkTmOpnYS7WgPJlvM+CKokQ8pWHwVffMIfUhlQxTVt/zAN2FVDJyTeOAqmWOROgz38m+VcMl",
+	"wSAI1QVSY0DdnohRWJoMEVw4ZfEY/HwxylsCXzjEB8/dWF0E6RBvD4r+SQ/Jx+VeC0sueUTORoqB62QD",
+	"h0Rqj3jSZIqNqAFn3BecNRwiBfEwE95zXO5twEZseA7xNvDf8M9QjP9nZzf9d8Bb2JxDvdjbeHvy6n/2",
+	"u//zvH3sERqGamOhjKA0T3uWVCBYUgBYjiVD6lKgOxrIDhofpE2q9QKxS8ceKrCSTAQXs1gP11TXJVYW",
+	"qzapM/+3IYixYDbHUdObyRkNtQt+pAbTHSB66DWQ+UJeGnwDNfeJmCUOdkzC0VAPlgwYxx7xDm4UJ/PA",
+	"b40ebeB5aqW5GlLa5Y5+C0Q656MgJgoxCjgNzS1Ep7Rx1lLibd7ceNqRqGYTSJ1DMwKXBfhPxDQCzdxw",
+	"GlL3+oAhah5oquhpIZAsvD1CyfhrAC4Pn41CgIBlLmefqd3wCZYWQIuhsZc3SArVSKTL6x7Sjv7iUn/h",
+	"YUuDlFilAP9tFOk66XCBkSjMueDAlis4bWYCfUFgV3XzBC0IINaAsiiQwKEw1V2LQXW2U6r47ZQB8bn8",
+	"iSYl4v3WvDi5OG3uC5/1yGZnq7u9Ax031TOjQBl9UMzuUteT4tq/5CCTEDGZzsIkiGic6MIuIjY9a4Ck",
+	"XU4IOjUc9eKAk6zaFiPA0UkddE2soEfjrI0EdH9pkb6eyDi4ZtzluuGLeslc4Agyfa0SnxELFWORpG5N",
+	"3SGeWujl/smLA68BpFtqdqOvshRAY4ZvWjzXUDY62iHugkQxp4sCU66bJjzCh0wT2AyHUMgEaUIZfEib",
+	"dYBVJ7EI1QWN6TDBimW6s7OaAdcEiBdJMQOXa2qb0ptLU7MEUkx0ya/NLeyfBDyRadchFEJQL5EsQUaj",
+	"aIVy8v7iZfOZ/uG2R+rGTCUeME/tXtI15XX07V//Ii8YX1gKquFJucBiyKjJyzObZ7pz0WKrL8UU5hAa",
+	"VcRnttOcUrYfdWQXqFJCP66Y0IG4BiCn3hj9q0t8yHNIt9225qroxUEGorgy3EU94067rcYR3NRmdYpj",
+	"gphnsbfhmU/AH4+Qo9IM8KIpbREvlRXfMpktptkOTGNo+sZkJY/q0LMVHJUDBikAhKRnSOAI1aj752cv",
+	"DUPChg0wES74ZZErOYQLNUqm/DZD9RUfa8bgqLNHg9zLekepnQbv8pRNByzOrckc7xUX86z+rqUo2mRR",
+	"115qvZUO8HFivjVTENikmKamrFJmlD0cMyli8GOnUTvFIRo4ho8bCa/nUN4Xu8VmtIbF77htxdWzsFqQ",
+	"mBAfigKova1uDfZZy04JS3MurJMazBLNx7jQ7ND8QrdlmgtsUtAAVp1nQdsa2TrL/Iqe5YgyEQOY/Z9E",
+	"BskMI21/mpn/qT5vNptE/1f9ufwe/Vk6F8cK9mc/viOxGsYJAiKiY3WBXh/0XyiORPZPzs7BbAuD8SRp",
+	"rDOHQvFyx0D40tCqjj2pc/uzgtSMPA9GOrhOMnWhUXgFjG9oCleslDPwlaeAkDxk+VFeCRdcqWA8F9/+",
+	"ExArHlarsUrUZAz6aETPzOeVI1vR/txoBj1dGOzQgKpxrKpaOPkyOPlRqyvq5N6QL9BiT7wKxJeVAkNk",
+	"jdJVUSsCpGmISC6YRGdXTwJhfB7ZIF4M9WHxIW3IemcsiRdNqOFZnBvGGtL5pDfFnIdSC6aDYDwTM+nA",
+	"fKGtGIFiX3jkf6ImoV6upDD+/xpCNaffArxAGZZV19DCUoAHhyZJHAxm0GFMO9NtR3r9A3iP1JMoL7LS",
+	"0kS7PPeyrYf1StPkUq0Gem57JbaU3zgrEuI1euilJMMQfE42F8ruSCBNSzaQX5Y+gw8YdeZPDQHxjC82",
+	"P40ciyvjTDbAqBGCyFDMbxtrAzEm1tcJRmngNS4/4drKA4J3kOQcPSZYi9ifXKkiFUxBu8BcvlZZWkjn",
+	"e5IWdnzypEWw7CzF17scOEuQyDIObc/CiJg6jHkR4vK65bmA9F3fUXYfEaMM06Mb76eXIKcud3Z1DWC1",
+	"aJiuH4soUuNA9V7sFpG5IRyrTCRKiiBx+TAG9wD2nrwWV6b4JfIU7TYyctb7+PFjs2/BPnuI1IsZDae/",
+	"uLU0oafmZJvxi1vDMHHgY4TYrWVOhcoyeZ7VXzNfi8ax/57FIbgVrOxnh3jl4oteZjqatBZPlx70WqQf",
+	"hqlbiehl5urS9QgXTbjXnlG8Xypi3uxhWACcErpFaYqoSoF3Of4F7V09z5skSeRydPjhA68vLk43Nlub",
+	"Lt/HoEzzYhGxHinGZVyesxcROqJG/eaC3w1Kmtd6JGtPT9xapCEc+EWr1XJr32EeWILYEq715UU2GiRk",
+	"iSxdK7VxAEzYsy1mcFUYO3NuOf6wRKm9jZ0e6GQAglKfv0VbPDNSdKKSKReca2tZLoutnaXFIkYt0pdX",
+	"llKMphhUdjJB1iAhicj9ThFY1ZHlqifd4ejglOxp4YHcoSIRnqeaN/5Un791nFZOckWlbrzmyIIsPc8h",
+	"uQrchbrUxnecbnaquqRUbi4doCj3iuW1ZUIXkoiIKcpKglBttalfUKdkxOZkGvAZFmiIZwh/g0uZ44So",
+	"g/hACzOuzBzuGN6pvgeazaE9vW67a03kkovkEtCf+Zu81asqFZqCKdWjH5e13iF1aDmprgl4gQQSF/ZW",
+	"LF+WKY2voEuxeUujuminYzEPe/8RPF2p5ZkogVmt1XkIn5ckVjo/sLqYOTk/AAgEoPXNFllRw4x8s+n3",
+	"u1eRbuOQ92eHyhC0gx+k7nXam+C66Kx8gYl65F/kwCDfPZKGN/AFOhXFnkQhhagOOCzcZdz8nKSGYdKq",
+	"aS2Xb1XPrrTuurEYlIHLoMhzIy2SD6NWXD+EvFZFLKCdqbDcAb0SVtUhKVYVGFURqxqK8RhiCY4Jm4xy",
+	"6kPASRSLsTKCcuEarPVUjtecMy4DaH2lgzQafayWU/c0fr+F33kOYa2x3jqXb0iWJAEfyw0jepA8A062",
+	"06sOOwcehGGpM3TWmcDWV6b0Cg1fC49brIGdRj/hJy6XdCF1EZU07jKlCSinUPczF4eqZ0GYHkRbnDRu",
+	"sjRAAmi+QnCkHBRpQPNw62VkDjhfdLHnsidapI+xVt+EM6A70hBmLbFseCjmLG5izwHul+IUtgv2t6aS",
+	"UM0jfOREPwKaU+4rpTz9VnqssWeiJNYcMn8Clgt+f6F+fNq/2H+NQdoXB28PLg7sHyFpeIrfe5c4XQ89",
+	"FOg5ygJ0duYIuBg0Y1uebqJ+ephkQWa7DBkZLExqQoF2DCw0IzDQhvX9UyRemZBgoiKGsjXaXYIeQJ5T",
+	"GQxBLX8RjJlMGuuEoffUcEJftlRQuzxm6ObToZb0zplAyuVQ6amXSRJ6GZxis02UGL1iCwy2U5frjIk0",
+	"fSBdz90cWdiMSzMZjDSpzatA2KcvMBZMrJMvODMepyWBMxNGMVD5IMkszGV+KOzUT8PVI98+Tir4wYWw",
+	"taZHBbHYVU6VXD96kATlKdhVu/NuL5m6vWxk753XaLxb9lA5j1EpEavgWciw5riqfAJIaiQ/eZK93Hyp",
+	"7520mwdkFwzCSKQOyr/2mWPsHOMtqSPHG1DfxFgqdr7ox8Fp6FhNzsNhrk9FzOZP7Sy617tWgCi1AF4C",
+	"ntTen+VOnrIjR6nmOSR8HXmpQxK11CQDrFuxiYmImoNFcyIiqBSBXNvwWIPCwSOwnB+SUTC2AOxDYVk+",
+	"i4NrxY10TCHXQ8c3dzet/m4chVg8Vu6RJ08qI9op2MSYz0+eQO4Oele0ZyrTv4Dfgdk2i6/VwGk0LnvG",
+	"GA6e7cs0MkZDbbEohpYkYOZlip+RL9VaaBpTKaa5ubzu5XNivIad16h+X52deOfkRMfKTrQRPra1ndWa",
+	"yiVHSGPIr5sVWPcMaN6C0VvweYO5B6XiltTBHhnNYjs9UiuWQRbTV9qtVsjmE6Gun/m1NWuZBGFIpkyt",
+	"BRIkCh4DfdYXpWW63BtQyXa6szisR9givEHcWsutkeyL10f9/SZ2qq9fsYVDzJMNbH3gcv1BmlOVlSXw",
+	"lUpYELq2Hmsj3qr4ZYZuSoJpmvWXU5D3UlYTQFkf617iVb1iUUKyCocadWfxJrhhgdSCATPgjMEAZA1r",
+	"efLETKWc0emYiHEQMuDbFKxuxNaYQErx/B0rnob4EWRU8Lbs7wyHYVZvptSDOytCxvW5mnNXM7AzQKnL",
+	"9XNmqIxCRjGTE30bIc8oDasp5TuJZ6B9++w6GDKXpxoOGoqLjGv0AMgXzulC6kinGRv8olasCjGWOcPL",
+	"QPfLpteJBgmDgSuUmcDB14jrDziIEodAM2QlpabimmF6t0jJ0OWlvr0NB9qeArICskv3NNeB0EOPBNjD",
+	"3SRgm0J30iBmUhwMBUuJxKyZaUcN8MXo30/RgAsZva5Ak9IC2DYFj+Zhr56ymXSLtTSpEXc5G2UAWFCS",
+	"iCvGSd3LmpN6jdxmY7fQ8lYf4BUJBG+qyzGlnI4Z+IEUdYJY93Nd7DMobSwSmJOjNPV5TCMCbAl+YXZO",
+	"82vO5uqC59rTQ9o4DaTmHS6fBjyYzqbEZ2ZK5mGMBWEQPWYJ0f2WiAh9QE2yFvkotG9DmbzTnAN6SEP1",
+	"Ziz1zH3ywYbmV56Ny83h7JHHOgBA+5f3/zSDxicsZFOWqLdV04ln+rwCVBBzXRBYqHHXXpp1G8gUs1CJ",
+	"YVaC+tWBFvZ27Tav0SLH6q6Z61ywlrI5EKlufVUf2b1sdvgQAhqIL4BJfRYDl9crIoUgxgEpoHMlGjnJ",
+	"jkpierBYhqCYSYN5PSmCAgBvIlZGe6LzDtSQERNRyNIUBJ12AEqCZNlhZ46pgEcZJnEB6Tzgr0IND5I+",
+	"IIE6Lb5mH72IJEDYbzLVgvJFE2RDM5eSs93eXNqEOlfD6lDpWIhIgaEhyezfd8ky+0Pni/37rgljf3zP",
+	"ryQK8muA0l23jgqJ70p/0sZEaVzQaKv2CJISbx2/IsYNa+6utcMWqgHu7B3SGdd4uGws49Q2tx6ysM3t",
+	"h/y6s7vetphsyPvT3NZ6L8rlNj4WsWqV4/5kVWUH342u8v4E/duttV/9INpZOvt7nkp+c2dotPjNcpbh",
+	"7TNj4UgJ4mDITukYT7yz1onvi1ieGjzXHbazggHpVOQ1+O/5bDg50G4M/cN1bh86l49F0g9DMUem9/3/",
+	"DwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

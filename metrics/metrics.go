@@ -35,6 +35,10 @@ type Recorder struct {
 	lockouts   prometheus.Counter
 	keyOps     *prometheus.CounterVec
 	revoked    *prometheus.CounterVec
+	stepUp     *prometheus.CounterVec
+	// stepUpRoutes are the configured step-up paths: the only values of
+	// the step-up route label besides UnknownRoute.
+	stepUpRoutes map[string]bool
 }
 
 var _ audit.Recorder = (*Recorder)(nil)
@@ -49,9 +53,22 @@ var loginOutcomes = []string{
 	"passed_no_session", "refused", "bad_request",
 }
 
+// Step-up events, the values of the event label: the challenge issued, a
+// completion passed or refused, and a request refused without holding.
+var stepUpEvents = []string{
+	"required", "passed_code", "passed_recovery_code", "invalid", "replay_refused", "locked", "not_found", "error",
+	"refused_enrollment_required", "refused_too_large", "refused_unavailable", "refused_busy", "refused_bad_request",
+	"upstream_unavailable",
+}
+
+// UnknownRoute is the step-up route label of a completion whose challenge
+// was not found (no route is known).
+const UnknownRoute = "unknown"
+
 // NewRecorder registers the event counters on reg. routes are the
-// configured login routes, pre-created so every series exists from start.
-func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
+// configured login routes and stepUpRoutes the configured step-up paths,
+// pre-created so every series exists from start.
+func NewRecorder(reg prometheus.Registerer, routes, stepUpRoutes []string) *Recorder {
 	r := &Recorder{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_login_interceptions_total",
@@ -71,7 +88,7 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 		}, []string{"action"}),
 		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_recovery_codes_used_total",
-			Help: "Recovery codes spent, by flow: login, challenge, api.",
+			Help: "Recovery codes spent, by flow: login, challenge, step_up, api.",
 		}, []string{"flow"}),
 		lockouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "totpgate_lockouts_started_total",
@@ -81,6 +98,11 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 			Name: "totpgate_sessions_revoked_total",
 			Help: "Held app sessions ended at the app (login.revoke_path), by reason (out_of_attempts, locked, expired, reset) and result (ok, refused: the app answered 4xx, failed: no answer after the retries).",
 		}, []string{"reason", "result"}),
+		stepUp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_step_up_events_total",
+			Help: "Requests to step-up routes and their completions (POST {prefix}/step-up), by configured route (unknown: a completion whose challenge was not found) and event: required (held, challenge issued), passed_code, passed_recovery_code (sent to the app), invalid, replay_refused, locked, not_found, error (completion refused), refused_enrollment_required, refused_too_large, refused_unavailable, refused_busy, refused_bad_request (refused, nothing held), upstream_unavailable (passed, but the app could not be reached; not sent again).",
+		}, []string{"route", "event"}),
+		stepUpRoutes: map[string]bool{},
 		keyOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_key_admin_operations_total",
 			Help: "Key administration through the admin API, by action: rotated, min_version_raised, rewrap_started.",
@@ -100,7 +122,18 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 	for _, a := range []string{"disabled", "reset", "unlocked", "recovery_regenerated"} {
 		r.admin.WithLabelValues(a)
 	}
-	for _, f := range []string{"login", "challenge", "api"} {
+	for _, route := range stepUpRoutes {
+		r.stepUpRoutes[route] = true
+		for _, e := range stepUpEvents {
+			r.stepUp.WithLabelValues(route, e)
+		}
+	}
+	if len(stepUpRoutes) > 0 {
+		for _, e := range []string{"not_found", "error"} {
+			r.stepUp.WithLabelValues(UnknownRoute, e)
+		}
+	}
+	for _, f := range []string{"login", "challenge", "step_up", "api"} {
 		r.recovery.WithLabelValues(f)
 	}
 	for _, a := range []string{"rotated", "min_version_raised", "rewrap_started"} {
@@ -111,7 +144,7 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 			r.revoked.WithLabelValues(why, res)
 		}
 	}
-	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps, r.revoked)
+	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps, r.revoked, r.stepUp)
 	return r
 }
 
@@ -161,7 +194,7 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 		r.lockouts.Inc()
 	case audit.RecoveryCodeUsed:
 		flow := e.Outcome
-		if flow != "login" && flow != "challenge" {
+		if flow != "login" && flow != "challenge" && flow != "step_up" {
 			flow = "api"
 		}
 		r.recovery.WithLabelValues(flow).Inc()
@@ -193,7 +226,40 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 		if slices.Contains(revokeReasons, e.Route) {
 			r.revoked.WithLabelValues(e.Route, e.Outcome).Inc()
 		}
+	case audit.StepUpRequired, audit.StepUpPassed, audit.StepUpFailed, audit.StepUpRefused:
+		r.stepUpEvent(e)
 	}
+}
+
+// stepUpEvent counts a step-up event under its configured route; the
+// label never takes a path nobody configured.
+func (r *Recorder) stepUpEvent(e audit.Event) {
+	var event string
+	switch e.Name {
+	case audit.StepUpRequired:
+		event = "required"
+	case audit.StepUpPassed:
+		event = map[string]string{"totp": "passed_code", "recovery_code": "passed_recovery_code"}[e.Outcome]
+	case audit.StepUpFailed:
+		event = map[string]string{"invalid_code": "invalid", "replay_refused": "replay_refused", "locked": "locked",
+			"challenge_not_found": "not_found", "unavailable": "error"}[e.Outcome]
+		if event == "" {
+			event = "error"
+		}
+	case audit.StepUpRefused:
+		event = "refused_" + e.Outcome
+		if e.Outcome == "upstream_unavailable" {
+			event = e.Outcome
+		}
+	}
+	if !slices.Contains(stepUpEvents, event) {
+		return
+	}
+	route := e.Route
+	if !r.stepUpRoutes[route] {
+		route = UnknownRoute
+	}
+	r.stepUp.WithLabelValues(route, event).Inc()
 }
 
 func (r *Recorder) login(gate bool, route, outcome string) {

@@ -229,16 +229,24 @@ func (g *loginGate) lookups(r *http.Request, holder bool) Lookups {
 	return l
 }
 
-// holder is whose session r itself presents, read from the configured
-// session credentials only: a password sent along (HTTP Basic, which some
-// apps accept) must not pass for a session that went through the gate.
+// holder is whose session r itself presents (holderOf).
 func (g *loginGate) holder(ctx context.Context, r *http.Request) (string, error) {
-	for _, c := range g.policy.creds.list {
+	return holderOf(ctx, g.policy.creds, g.opts.Introspector, r)
+}
+
+// holderOf is whose session r presents, read from the configured session
+// credentials only: a password sent along (HTTP Basic, which some apps
+// accept) must not pass for a session that went through the gate. Each
+// credential r presents is shown to the app in turn; the first the app
+// knows answers, "" when it knows none. r is the request as the app gets
+// it (its Host and X-Forwarded-* go to the identity endpoint).
+func holderOf(ctx context.Context, cs *credentials, in Introspector, r *http.Request) (string, error) {
+	for _, c := range cs.list {
 		value, ok := c.PresentedIn(r)
 		if !ok || value == "" || passwordScheme(value) {
 			continue
 		}
-		id, err := g.opts.Introspector.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
+		id, err := in.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
 		user, err := identityUser(id, err)
 		if err != nil || user != "" {
 			return user, err
@@ -333,7 +341,7 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 			return
 		}
 		ev.record(audit.LoginMFARequired, "", "enrollment_required")
-		g.challengeAnswer(w, r, ch, problem.New(http.StatusUnauthorized, gen.ProblemCodeMfaEnrollmentRequired,
+		writeChallenge(w, r, ch, problem.New(http.StatusUnauthorized, gen.ProblemCodeMfaEnrollmentRequired,
 			"Two-factor authentication is required. Set it up to finish logging in."), g.opts.ChallengeURL+"/enroll")
 		return
 	}
@@ -384,7 +392,7 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 	} else {
 		ev.record(audit.LoginMFARequired, "", "challenge_issued")
 	}
-	g.challengeAnswer(w, r, ch, p, g.opts.ChallengeURL)
+	writeChallenge(w, r, ch, p, g.opts.ChallengeURL)
 }
 
 // events records the audit events of one gated request.
@@ -408,9 +416,9 @@ func (e events) record(name, user, outcome string) {
 	e.rec.Record(e.ctx, audit.Event{Name: name, UserID: user, ClientIP: e.ip, Route: e.route, Outcome: outcome, RequestID: e.requestID})
 }
 
-// challengeAnswer is the 401 that holds a login: the challenge id in
-// WWW-Authenticate and in the problem body.
-func (g *loginGate) challengeAnswer(w http.ResponseWriter, r *http.Request, ch mfa.Challenge, p problem.Details, next string) {
+// writeChallenge is the 401 that holds a login or a step-up request: the
+// challenge id in WWW-Authenticate and in the problem body.
+func writeChallenge(w http.ResponseWriter, r *http.Request, ch mfa.Challenge, p problem.Details, next string) {
 	w.Header().Set("WWW-Authenticate", `TOTP realm="totpgate", challenge="`+ch.Token+`"`)
 	problem.WriteExtended(w, r, p, map[string]any{
 		"challenge_id":       ch.Token,

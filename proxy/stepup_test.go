@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -494,5 +495,36 @@ func TestStepUpIdentityCache(t *testing.T) {
 	}
 	if !e.events.has(audit.StepUpRefused, "", "/settings/password", "unavailable") {
 		t.Error("no step_up_refused unavailable event")
+	}
+}
+
+// The app's answer to a released request is read bounded too: a larger
+// one is an error (the API answers 502), never held whole.
+func TestStepUpForwardReadsTheAnswerBounded(t *testing.T) {
+	t.Parallel()
+	var sent atomic.Int32
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sent.Add(1)
+		w.Write([]byte(strings.Repeat("x", 2048)))
+	}))
+	t.Cleanup(app.Close)
+	u, _ := url.Parse(app.URL)
+	cred, _ := identity.ParseCredential("cookie:sid")
+	for _, limit := range []int64{2048, 2047} {
+		fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{Upstream: u, Transport: http.DefaultTransport,
+			Credentials: []proxy.Credential{cred}, MaxAnswerBytes: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := fw.Forward(context.Background(), mfa.HeldRequest{Method: "POST", URI: "/settings/password?x=1", Header: http.Header{}, Body: []byte("b")})
+		if limit == 2048 && (err != nil || len(a.Body) != 2048 || a.Status != 200) {
+			t.Fatalf("an answer at the bound = %d bytes, %v", len(a.Body), err)
+		}
+		if limit == 2047 && err == nil {
+			t.Fatal("an answer over the bound was read whole")
+		}
+	}
+	if n := sent.Load(); n != 2 {
+		t.Fatalf("the app got %d requests, want one per forward", n)
 	}
 }

@@ -31,7 +31,7 @@ const (
 	StepUpRequired      = "step_up_required"      // a request to a step-up route held, challenge issued; route: the configured step-up path
 	StepUpPassed        = "step_up_passed"        // the held request released to the app after a code; outcome: totp, recovery_code
 	StepUpFailed        = "step_up_failed"        // a step-up completion refused; outcome: invalid_code, replay_refused, locked, challenge_not_found, unavailable
-	StepUpRefused       = "step_up_refused"       // a request to a step-up route refused, nothing held (outcome: enrollment_required, too_large, unavailable, busy, bad_request), or a released one the app did not get (upstream_unavailable)
+	StepUpRefused       = "step_up_refused"       // a request to a step-up route refused, nothing held (outcome: enrollment_required, too_large, unavailable, busy, bad_request, rate_limited), or a released one the app did not get (upstream_unavailable)
 	RecoveryRegenerated = "recovery_regenerated"
 	Disabled            = "mfa_disabled"
 	AdminReset          = "admin_reset"

@@ -57,7 +57,7 @@ var loginOutcomes = []string{
 // completion passed or refused, and a request refused without holding.
 var stepUpEvents = []string{
 	"required", "passed_code", "passed_recovery_code", "invalid", "replay_refused", "locked", "not_found", "error",
-	"refused_enrollment_required", "refused_too_large", "refused_unavailable", "refused_busy", "refused_bad_request",
+	"refused_enrollment_required", "refused_too_large", "refused_unavailable", "refused_busy", "refused_bad_request", "refused_rate_limited",
 	"upstream_unavailable",
 }
 
@@ -100,7 +100,7 @@ func NewRecorder(reg prometheus.Registerer, routes, stepUpRoutes []string) *Reco
 		}, []string{"reason", "result"}),
 		stepUp: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_step_up_events_total",
-			Help: "Requests to step-up routes and their completions (POST {prefix}/step-up), by configured route (unknown: a completion whose challenge was not found) and event: required (held, challenge issued), passed_code, passed_recovery_code (sent to the app), invalid, replay_refused, locked, not_found, error (completion refused), refused_enrollment_required, refused_too_large, refused_unavailable, refused_busy, refused_bad_request (refused, nothing held), upstream_unavailable (passed, but the app could not be reached; not sent again).",
+			Help: "Requests to step-up routes and their completions (POST {prefix}/step-up), by configured route (unknown: a completion whose challenge was not found) and event: required (held, challenge issued), passed_code, passed_recovery_code (sent to the app), invalid, replay_refused, locked, not_found, error (completion refused), refused_enrollment_required, refused_too_large, refused_unavailable, refused_busy, refused_bad_request, refused_rate_limited (refused, nothing held), upstream_unavailable (passed, but the app could not be reached; not sent again).",
 		}, []string{"route", "event"}),
 		stepUpRoutes: map[string]bool{},
 		keyOps: prometheus.NewCounterVec(prometheus.CounterOpts{

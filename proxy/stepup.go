@@ -46,6 +46,10 @@ type StepUpOptions struct {
 	ChallengeURL string
 	MFA          StepUpFactor
 	Audit        audit.Recorder
+	// RateLimit, when set, bounds the requests each client network may
+	// have held (the user API's limiter: a challenge is part of its
+	// budget), so no client fills the store with held requests.
+	RateLimit *RateLimit
 	// Now is the clock of the identity cache.
 	Now func() time.Time
 }
@@ -162,6 +166,14 @@ func (g *stepUpGate) whose(r *http.Request, session []byte) (string, error) {
 // hold reads the request (bounded), keeps it sealed as a challenge and
 // answers 401 mfa_step_up_required. The app sees nothing of it.
 func (g *stepUpGate) hold(w http.ResponseWriter, r *http.Request, rt *stepUpRoute, ev events, session []byte) {
+	if l := g.opts.RateLimit; l != nil {
+		if wait, ok := l.allow(l.key(g.peers.ClientIP(r))); !ok {
+			ev.record(audit.StepUpRefused, "", "rate_limited")
+			w.Header().Set("Retry-After", problem.RetryAfter(wait))
+			problem.Write(w, r, problem.New(http.StatusTooManyRequests, gen.ProblemCodeRateLimited, "Too many requests from this address. Slow down."))
+			return
+		}
+	}
 	select {
 	case g.slots <- struct{}{}:
 		defer func() { <-g.slots }()

@@ -134,7 +134,7 @@ var stepUpChallenge = mfa.ChallengeConfig{TTL: 5 * time.Minute, MaxAttempts: 3}
 
 // newStepUpEnv puts the gate, with a real mfa service on SQLite and a
 // local keyring and a real introspector, in front of a stepUpApp.
-func newStepUpEnv(t *testing.T, required bool, maxBody int64) *stepUpEnv {
+func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateLimit) *stepUpEnv {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -172,7 +172,7 @@ func newStepUpEnv(t *testing.T, required bool, maxBody int64) *stepUpEnv {
 		StepUp: &proxy.StepUpOptions{
 			Routes:          []proxy.StepUpRoute{{Path: "/settings/password", Methods: []string{"POST"}, MaxAge: 5 * time.Minute}},
 			MaxRequestBytes: maxBody, IdentityCacheTTL: 10 * time.Second, IdentityCacheEntries: 100, Required: required,
-			Challenge: stepUpChallenge, ChallengeURL: "/mfa/step-up", MFA: svc, Audit: events, Now: clock.now,
+			Challenge: stepUpChallenge, ChallengeURL: "/mfa/step-up", MFA: svc, Audit: events, Now: clock.now, RateLimit: limit,
 		},
 	})
 	if err != nil {
@@ -251,7 +251,7 @@ func (e *stepUpEnv) complete(id, user, sid string) (mfa.HeldAnswer, mfa.StepUp) 
 
 func TestStepUpHoldsUntilTheCodeAndReleasesOnce(t *testing.T) {
 	t.Parallel()
-	e := newStepUpEnv(t, false, 1024)
+	e := newStepUpEnv(t, false, 1024, nil)
 	e.enroll("alice")
 
 	res, p := e.change("sid=S1; __Host-totpgate-device=dev", `{"password":"new"}`)
@@ -298,7 +298,7 @@ func TestStepUpHoldsUntilTheCodeAndReleasesOnce(t *testing.T) {
 // The proof passes only for its user, its session and within max_age.
 func TestStepUpProofTable(t *testing.T) {
 	t.Parallel()
-	e := newStepUpEnv(t, false, 1024)
+	e := newStepUpEnv(t, false, 1024, nil)
 	e.enroll("alice")
 	e.enroll("bob")
 	_, p := e.change("sid=S1", `{}`)
@@ -356,7 +356,7 @@ func TestStepUpProofTable(t *testing.T) {
 func TestStepUpWhoPasses(t *testing.T) {
 	t.Parallel()
 	for _, required := range []bool{false, true} {
-		e := newStepUpEnv(t, required, 1024)
+		e := newStepUpEnv(t, required, 1024, nil)
 		e.enroll("alice")
 		for _, tc := range []struct {
 			name, cookie string
@@ -391,7 +391,7 @@ func TestStepUpWhoPasses(t *testing.T) {
 // route is the login gate's.
 func TestStepUpOnlyOnItsRoutes(t *testing.T) {
 	t.Parallel()
-	e := newStepUpEnv(t, false, 1024)
+	e := newStepUpEnv(t, false, 1024, nil)
 	e.enroll("alice")
 	for _, tc := range []struct {
 		method, path string
@@ -421,7 +421,7 @@ func TestStepUpOnlyOnItsRoutes(t *testing.T) {
 // reaches the app.
 func TestStepUpRequestBound(t *testing.T) {
 	t.Parallel()
-	e := newStepUpEnv(t, false, 1024)
+	e := newStepUpEnv(t, false, 1024, nil)
 	e.enroll("alice")
 	for _, size := range []int{1024, 1025, 1 << 20} {
 		res, p := e.change("sid=S1", strings.Repeat("x", size))
@@ -457,7 +457,7 @@ func TestStepUpRequestBound(t *testing.T) {
 // injected clock; negative answers and outages are not.
 func TestStepUpIdentityCache(t *testing.T) {
 	t.Parallel()
-	e := newStepUpEnv(t, false, 1024)
+	e := newStepUpEnv(t, false, 1024, nil)
 	e.enroll("alice")
 	asked := func() int { _, n := e.app.counts(); return n }
 	e.change("sid=S1", `{}`)
@@ -526,5 +526,26 @@ func TestStepUpForwardReadsTheAnswerBounded(t *testing.T) {
 	}
 	if n := sent.Load(); n != 2 {
 		t.Fatalf("the app got %d requests, want one per forward", n)
+	}
+}
+
+// Held requests come out of the client's rate-limit budget: no client
+// fills the store with them.
+func TestStepUpHoldsAreRateLimited(t *testing.T) {
+	t.Parallel()
+	e := newStepUpEnv(t, false, 1024, proxy.NewRateLimit(proxy.NewPeers(nil), 0.001, 2, 64, time.Now))
+	e.enroll("alice")
+	for i, want := range []int{401, 401, 429} {
+		res, p := e.change("sid=S1", `{}`)
+		if res.StatusCode != want || (want == 429 && (p["code"] != "rate_limited" || res.Header.Get("Retry-After") == "")) {
+			t.Fatalf("hold %d = %d %v, want %d", i+1, res.StatusCode, p, want)
+		}
+	}
+	if !e.events.has(audit.StepUpRefused, "alice", "/settings/password", "rate_limited") {
+		t.Error("no step_up_refused rate_limited event")
+	}
+	// What needs no hold is not limited: a user without MFA passes.
+	if res, _ := e.change("sid=SC", `{}`); res.StatusCode != http.StatusAccepted {
+		t.Fatalf("a user without MFA after the limit = %d", res.StatusCode)
 	}
 }

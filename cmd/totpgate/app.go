@@ -206,6 +206,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, now func()
 		userAPI = selfservice.Mount(proxy.SpecPrefix, apiHandler)
 	}
 
+	// One budget per client network for the user API and for requests
+	// held at step-up routes.
+	apiLimit := proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now)
 	front, err := proxy.New(proxy.Options{
 		Upstream:       upstream,
 		PreserveHost:   cfg.Upstream.PreserveHost,
@@ -213,7 +216,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, now func()
 		PassThrough:    upstreamRT.With(passClient),
 		TrustedProxies: trusted,
 		APIPrefix:      cfg.API.Prefix,
-		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now).Wrap(proxy.NewCORS(cfg.API.CORSOrigins).Wrap(userAPI)),
+		API:            apiLimit.Wrap(proxy.NewCORS(cfg.API.CORSOrigins).Wrap(userAPI)),
 		Logger:         log,
 		Login: &proxy.LoginOptions{
 			Paths:              cfg.Login.Paths,
@@ -255,6 +258,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, now func()
 			ChallengeURL: cfg.API.Prefix + "/step-up",
 			MFA:          svc,
 			Audit:        auditRec,
+			RateLimit:    apiLimit,
 			Now:          now,
 		},
 	})

@@ -49,19 +49,6 @@ func (a *API) stepUpSession(f gen.StrictHandlerFunc, operationID string) gen.Str
 	}
 }
 
-// releasedRequest is the app's answer to a released step-up request, as
-// the app gave it, with the proof cookie; the spec documents it as the
-// 200 of completeStepUp (the real status is the app's).
-type releasedRequest struct {
-	answer  mfa.HeldAnswer
-	release func(http.ResponseWriter, mfa.HeldAnswer)
-}
-
-func (h releasedRequest) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
-	h.release(w, h.answer)
-	return nil
-}
-
 // CompleteStepUp checks the code of a held step-up request and, on
 // success, sends the request to the app once and answers what the app
 // answered, with a proof cookie for the route's max_age.
@@ -114,7 +101,7 @@ func (a *API) CompleteStepUp(ctx context.Context, req gen.CompleteStepUpRequestO
 		answer.Header = http.Header{}
 	}
 	answer.Header.Add("Set-Cookie", a.stepUpGate.ProofCookie(up.Proof, up.Request.MaxAge))
-	return releasedRequest{answer: answer, release: a.release}, nil
+	return heldAnswer{answer: answer, release: a.release}, nil
 }
 
 // recordStepUp records a step-up event under the configured step-up route

@@ -113,7 +113,7 @@ func TestChallengeKindsAreSeparate(t *testing.T) {
 	if err != nil || string(answer.Body) != "SESSION" || method != mfa.MethodTOTP {
 		t.Fatalf("the login challenge after the step-up attempts: %q %q %v (its code must not have been spent)", answer.Body, method, err)
 	}
-	e.clock.add(30 * time.Second)
+	e.clock.Add(30 * time.Second)
 
 	up, err := e.svc.HoldStepUp(ctx, "carol", heldRequest("S"), cc)
 	if err != nil {
@@ -149,7 +149,7 @@ func proofFor(t *testing.T, e *env, user string, secret []byte, session string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.clock.add(30 * time.Second) // the code's step is spent
+	e.clock.Add(30 * time.Second) // the code's step is spent
 	return got.Proof
 }
 
@@ -161,7 +161,7 @@ func TestStepUpProofValidation(t *testing.T) {
 	secretB, _ := e.enroll(t, "erin")
 	proof := proofFor(t, e, "dave", secret, "S1") // made 30 s before now
 	erinProof := proofFor(t, e, "erin", secretB, "S1")
-	e.clock.add(-30 * time.Second) // dave's proof is 30 s old, erin's new
+	e.clock.Add(-30 * time.Second) // dave's proof is 30 s old, erin's new
 
 	payload, mac, _ := strings.Cut(proof, ".")
 	raw, _ := base64.RawURLEncoding.DecodeString(payload)
@@ -173,9 +173,9 @@ func TestStepUpProofValidation(t *testing.T) {
 	// dave's payload with erin's name: the MAC no longer fits.
 	renamed := base64.RawURLEncoding.EncodeToString(append(raw[:len(raw)-len("dave")], "erin"...)) + "." + mac
 	// A proof of the future: made with the clock an hour ahead.
-	e.clock.add(time.Hour)
+	e.clock.Add(time.Hour)
 	future := proofFor(t, e, "dave", secret, "S1")
-	e.clock.add(-time.Hour - 30*time.Second)
+	e.clock.Add(-time.Hour - 30*time.Second)
 
 	for _, tc := range []struct {
 		name, proof, user, session string
@@ -226,7 +226,7 @@ func TestStepUpKeyringDownFailsClosed(t *testing.T) {
 	}
 	// A fresh service on the same store whose keyring cannot open the
 	// recovery-code key (the proof key derives from it).
-	down, err := mfa.New(ctx, e.st, brokenKeys{}, mfa.DefaultConfig(), e.clock.now)
+	down, err := mfa.New(ctx, e.st, brokenKeys{}, mfa.DefaultConfig(), e.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

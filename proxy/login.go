@@ -87,13 +87,32 @@ type loginGate struct {
 	transport      http.RoundTripper
 	rewrite        func(*httputil.ProxyRequest)
 	upstreamError  func(http.ResponseWriter, *http.Request, error)
-	slots          chan struct{}
+	slots          slots
 	peers          Peers
 	log            *slog.Logger
 }
 
 // slotWait is how long a gated request waits for a free slot before 503.
 const slotWait = 2 * time.Second
+
+// slots bounds the gated requests in flight, and so the memory they hold.
+type slots chan struct{}
+
+// take waits up to slotWait for a free slot and returns its release. When
+// none frees up in time it answers 503 (Retry-After 1) and records event
+// with outcome busy; when the client goes away first it answers nothing.
+func (s slots) take(w http.ResponseWriter, r *http.Request, ev events, event, detail string) (release func(), ok bool) {
+	select {
+	case s <- struct{}{}:
+		return func() { <-s }, true
+	case <-time.After(slotWait):
+		ev.record(event, "", "busy")
+		w.Header().Set("Retry-After", "1")
+		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, detail))
+	case <-r.Context().Done():
+	}
+	return nil, false
+}
 
 // Defaults for the zero values of LoginOptions' limits.
 const (
@@ -150,7 +169,7 @@ func newLoginGate(o LoginOptions, transport http.RoundTripper, rewrite func(*htt
 		transport:      transport,
 		rewrite:        rewrite,
 		upstreamError:  upstreamErrorHandler(log),
-		slots:          make(chan struct{}, o.MaxConcurrent),
+		slots:          make(slots, o.MaxConcurrent),
 		peers:          peers,
 		log:            log,
 	}
@@ -175,17 +194,11 @@ func (g *loginGate) matches(r *http.Request) bool { return g.routes.matches(r) }
 // before the verdict.
 func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev := g.events(r)
-	select {
-	case g.slots <- struct{}{}:
-		defer func() { <-g.slots }()
-	case <-time.After(slotWait):
-		ev.record(audit.LoginRefused, "", "busy")
-		w.Header().Set("Retry-After", "1")
-		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "Too many logins in progress. Try again shortly."))
-		return
-	case <-r.Context().Done():
+	release, ok := g.slots.take(w, r, ev, audit.LoginRefused, "Too many logins in progress. Try again shortly.")
+	if !ok {
 		return
 	}
+	defer release()
 	req, err := g.reader.read(r)
 	if err != nil {
 		var re *requestError
@@ -430,11 +443,17 @@ func writeChallenge(w http.ResponseWriter, r *http.Request, ch mfa.Challenge, p 
 }
 
 func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	writeUnavailable(w, r, g.log, "second factor unavailable; login refused", err)
+}
+
+// writeUnavailable answers 503 mfa_unavailable (Retry-After 5) for a
+// second factor that could not be checked, and logs why with what.
+func writeUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, what string, err error) {
 	msg := "unknown"
 	if err != nil {
 		msg = err.Error()
 	}
-	g.log.ErrorContext(r.Context(), "second factor unavailable; login refused", "request_id", problem.RequestID(r), "error", msg)
+	log.ErrorContext(r.Context(), what, "request_id", problem.RequestID(r), "error", msg)
 	w.Header().Set("Retry-After", "5")
 	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "Two-factor authentication is temporarily unavailable. Try again shortly."))
 }

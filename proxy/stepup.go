@@ -61,7 +61,7 @@ type stepUpGate struct {
 	introspect Introspector
 	cache      *identityCache
 	rewrite    func(*httputil.ProxyRequest)
-	slots      chan struct{}
+	slots      slots
 	peers      Peers
 	log        *slog.Logger
 }
@@ -97,7 +97,7 @@ func newStepUpGate(o StepUpOptions, login *LoginOptions, rewrite func(*httputil.
 	return &stepUpGate{
 		opts: o, routes: newStepUpRoutes(o.Routes), creds: newCredentials(login.Credentials), introspect: login.Introspector,
 		cache:   newIdentityCache(o.IdentityCacheTTL, o.IdentityCacheEntries, o.Now),
-		rewrite: rewrite, slots: make(chan struct{}, o.MaxConcurrent), peers: peers, log: log,
+		rewrite: rewrite, slots: make(slots, o.MaxConcurrent), peers: peers, log: log,
 	}, nil
 }
 
@@ -174,17 +174,11 @@ func (g *stepUpGate) hold(w http.ResponseWriter, r *http.Request, rt *stepUpRout
 			return
 		}
 	}
-	select {
-	case g.slots <- struct{}{}:
-		defer func() { <-g.slots }()
-	case <-time.After(slotWait):
-		ev.record(audit.StepUpRefused, "", "busy")
-		w.Header().Set("Retry-After", "1")
-		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "Too many requests waiting for a second factor. Try again shortly."))
-		return
-	case <-r.Context().Done():
+	release, ok := g.slots.take(w, r, ev, audit.StepUpRefused, "Too many requests waiting for a second factor. Try again shortly.")
+	if !ok {
 		return
 	}
+	defer release()
 	body, err := readBody(r, g.opts.MaxRequestBytes)
 	if errors.Is(err, errRequestTooLarge) {
 		ev.record(audit.StepUpRefused, "", "too_large")
@@ -246,11 +240,5 @@ func readBody(r *http.Request, limit int64) ([]byte, error) {
 }
 
 func (g *stepUpGate) unavailable(w http.ResponseWriter, r *http.Request, err error) {
-	msg := "unknown"
-	if err != nil {
-		msg = err.Error()
-	}
-	g.log.ErrorContext(r.Context(), "second factor unavailable; step-up request refused", "request_id", problem.RequestID(r), "error", msg)
-	w.Header().Set("Retry-After", "5")
-	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "Two-factor authentication is temporarily unavailable. Try again shortly."))
+	writeUnavailable(w, r, g.log, "second factor unavailable; step-up request refused", err)
 }

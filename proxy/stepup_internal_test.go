@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/mfa/mfatest"
 )
 
 func TestStepUpRouteMatching(t *testing.T) {
@@ -127,22 +127,10 @@ func TestSessionOf(t *testing.T) {
 	}
 }
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 func TestIdentityCache(t *testing.T) {
 	t.Parallel()
-	clock := &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-	c := newIdentityCache(10*time.Second, 2, clock.now)
+	clock := mfatest.NewClock(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC))
+	c := newIdentityCache(10*time.Second, 2, clock.Now)
 	a, b, d := [32]byte{1}, [32]byte{2}, [32]byte{3}
 	if _, ok := c.get(a); ok {
 		t.Fatal("hit on an empty cache")
@@ -155,11 +143,11 @@ func TestIdentityCache(t *testing.T) {
 	if _, ok := c.get(b); ok || c.len() != 1 {
 		t.Fatal("a negative answer was kept")
 	}
-	clock.add(9 * time.Second)
+	clock.Add(9 * time.Second)
 	if _, ok := c.get(a); !ok {
 		t.Fatal("miss before the ttl")
 	}
-	clock.add(time.Second)
+	clock.Add(time.Second)
 	if _, ok := c.get(a); ok || c.len() != 0 {
 		t.Fatal("hit at the ttl, or the expired entry was kept")
 	}
@@ -178,7 +166,7 @@ func TestIdentityCache(t *testing.T) {
 	if c.len() != 2 {
 		t.Fatalf("%d entries after a refresh", c.len())
 	}
-	if newIdentityCache(0, 10, clock.now) != nil {
+	if newIdentityCache(0, 10, clock.Now) != nil {
 		t.Fatal("ttl 0 must turn the cache off")
 	}
 	var off *identityCache

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,10 +17,9 @@ import (
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/identity"
-	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/mfa/mfatest"
 	"github.com/totpgate/totpgate/proxy"
-	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/totp"
 )
 
@@ -112,22 +110,10 @@ type stepUpEnv struct {
 	front   string
 	app     *stepUpApp
 	svc     *mfa.Service
-	clock   *settableClock
+	clock   *mfatest.Clock
 	fw      *proxy.StepUpForwarder
 	secrets map[string][]byte
 	events  *recordedEvents
-}
-
-type settableClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *settableClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *settableClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
 }
 
 var stepUpChallenge = mfa.ChallengeConfig{TTL: 5 * time.Minute, MaxAttempts: 3}
@@ -136,22 +122,8 @@ var stepUpChallenge = mfa.ChallengeConfig{TTL: 5 * time.Minute, MaxAttempts: 3}
 // local keyring and a real introspector, in front of a stepUpApp.
 func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateLimit) *stepUpEnv {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "totpgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	keys, err := keyring.OpenLocal(filepath.Join(dir, "keyring.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clock := &settableClock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	svc, err := mfa.New(ctx, st, keys, mfa.DefaultConfig(), clock.now)
-	if err != nil {
-		t.Fatal(err)
-	}
+	clock := mfatest.NewClock(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+	svc := mfatest.New(t, clock.Now).Service
 	app := newStepUpApp(t)
 	u, _ := url.Parse(app.URL)
 	introspect, err := identity.NewIntrospector(&http.Client{Timeout: 5 * time.Second}, app.URL+"/api/me", []string{"Cookie"}, "/id", "")
@@ -172,7 +144,7 @@ func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateL
 		StepUp: &proxy.StepUpOptions{
 			Routes:          []proxy.StepUpRoute{{Path: "/settings/password", Methods: []string{"POST"}, MaxAge: 5 * time.Minute}},
 			MaxRequestBytes: maxBody, IdentityCacheTTL: 10 * time.Second, IdentityCacheEntries: 100, Required: required,
-			Challenge: stepUpChallenge, ChallengeURL: "/mfa/step-up", MFA: svc, Audit: events, Now: clock.now, RateLimit: limit,
+			Challenge: stepUpChallenge, ChallengeURL: "/mfa/step-up", MFA: svc, Audit: events, Now: clock.Now, RateLimit: limit,
 		},
 	})
 	if err != nil {
@@ -199,13 +171,13 @@ func (e *stepUpEnv) enroll(user string) {
 	if _, err := e.svc.ConfirmEnrollment(ctx, user, e.code(secret)); err != nil {
 		e.t.Fatal(err)
 	}
-	e.clock.add(30 * time.Second)
+	e.clock.Add(30 * time.Second)
 	e.secrets[user] = secret
 }
 
 func (e *stepUpEnv) code(secret []byte) string {
 	p := totp.DefaultParams()
-	return totp.Code(secret, p.Step(e.clock.now()), p)
+	return totp.Code(secret, p.Step(e.clock.Now()), p)
 }
 
 // change posts a password change through the gate with cookie.
@@ -241,7 +213,7 @@ func (e *stepUpEnv) complete(id, user, sid string) (mfa.HeldAnswer, mfa.StepUp) 
 	if err != nil {
 		e.t.Fatalf("complete: %v", err)
 	}
-	e.clock.add(30 * time.Second) // the code's step is spent
+	e.clock.Add(30 * time.Second) // the code's step is spent
 	answer, err := e.fw.Forward(context.Background(), up.Request)
 	if err != nil {
 		e.t.Fatalf("forward: %v", err)
@@ -311,10 +283,10 @@ func TestStepUpProofTable(t *testing.T) {
 		}
 		return 'A'
 	}, mac)
-	e.clock.add(time.Hour)
+	e.clock.Add(time.Hour)
 	_, p = e.change("sid=S1", `{}`)
 	_, future := e.complete(p["challenge_id"].(string), "alice", "S1")
-	e.clock.add(-time.Hour - 30*time.Second) // back to 30 s after the first proof
+	e.clock.Add(-time.Hour - 30*time.Second) // back to 30 s after the first proof
 
 	for _, tc := range []struct {
 		name, cookie string
@@ -343,11 +315,11 @@ func TestStepUpProofTable(t *testing.T) {
 		})
 	}
 	// Expired: past max_age the same proof is challenged again.
-	e.clock.add(5*time.Minute - 30*time.Second)
+	e.clock.Add(5*time.Minute - 30*time.Second)
 	if res, _ := e.change("sid=S1; "+proxy.StepUpCookie+"="+proof, `{}`); res.StatusCode != http.StatusAccepted {
 		t.Fatalf("at exactly max_age = %d, want passed", res.StatusCode)
 	}
-	e.clock.add(time.Second)
+	e.clock.Add(time.Second)
 	if res, p := e.change("sid=S1; "+proxy.StepUpCookie+"="+proof, `{}`); res.StatusCode != 401 || p["code"] != "mfa_step_up_required" {
 		t.Fatalf("past max_age = %d %v, want held", res.StatusCode, p)
 	}
@@ -469,7 +441,7 @@ func TestStepUpIdentityCache(t *testing.T) {
 	if n := asked(); n != 2 {
 		t.Fatalf("another session asked %d times in all, want 2 (a miss)", n)
 	}
-	e.clock.add(10 * time.Second)
+	e.clock.Add(10 * time.Second)
 	e.change("sid=S1", `{}`)
 	if n := asked(); n != 3 {
 		t.Fatalf("after the ttl the app was asked %d times in all, want 3 (expired)", n)

@@ -165,20 +165,21 @@ func (tg *stepUpTarget) enroll(user, cookie string) {
 // session in cookie; it answers the status and the decoded JSON body.
 func (tg *stepUpTarget) change(cookie string) (*http.Response, map[string]any) {
 	tg.t.Helper()
-	req, _ := http.NewRequest("POST", tg.s.main+"/settings/password/", strings.NewReader(`{"password":"n3w"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Cookie", cookie)
-	res, body := tg.do(req)
-	var out map[string]any
-	json.Unmarshal([]byte(body), &out)
-	return res, out
+	return tg.postJSON("/settings/password/", `{"password":"n3w"}`, cookie)
 }
 
 // completeStepUp sends the code to the step-up endpoint with cookie.
 func (tg *stepUpTarget) completeStepUp(id, code, cookie string) (*http.Response, map[string]any) {
 	tg.t.Helper()
 	body, _ := json.Marshal(map[string]string{"challenge_id": id, "code": code})
-	req, _ := http.NewRequest("POST", tg.s.main+"/mfa/step-up", strings.NewReader(string(body)))
+	return tg.postJSON("/mfa/step-up", string(body), cookie)
+}
+
+// postJSON posts body to the sidecar's path with cookie and decodes the
+// JSON answer.
+func (tg *stepUpTarget) postJSON(path, body, cookie string) (*http.Response, map[string]any) {
+	tg.t.Helper()
+	req, _ := http.NewRequest("POST", tg.s.main+path, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Cookie", cookie)
 	res, raw := tg.do(req)

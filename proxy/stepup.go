@@ -120,7 +120,7 @@ func (g *stepUpGate) intercept(w http.ResponseWriter, r *http.Request, rt *stepU
 	switch v.Reason {
 	case StepUpAmbiguous:
 		problem.Write(w, r, problem.New(http.StatusBadRequest, gen.ProblemCodeBadRequest,
-			"The request presents the application's session credential more than once."))
+			"The request presents more than one application session."))
 	case ReasonEnrollmentRequired:
 		problem.Write(w, r, problem.New(http.StatusForbidden, gen.ProblemCodeMfaEnrollmentRequired,
 			"Set up two-factor authentication first, then try again."))
@@ -156,11 +156,40 @@ func (g *stepUpGate) whose(r *http.Request, session []byte) (string, error) {
 	}
 	// Asked as the app would get the request: Host and X-Forwarded-*
 	// after the rewrite, never the client's own.
-	user, err := holderOf(r.Context(), g.creds, g.introspect, outboundRequest(r, g.rewrite))
+	user, err := soleHolder(r.Context(), g.creds, g.introspect, outboundRequest(r, g.rewrite))
 	if err == nil && user != "" {
 		g.cache.put(key, user)
 	}
 	return user, err
+}
+
+// ErrSessionsDisagree: a request presents sessions of two users (a cookie
+// of one, a bearer token of another). Which one the app acts on is the
+// app's choice, so the gate cannot tell whose second factor it needs.
+var ErrSessionsDisagree = errors.New("proxy: the request presents sessions of different users")
+
+// soleHolder is the user of every session credential r presents: each
+// one is shown to the app, and all it knows must name the same user
+// (ErrSessionsDisagree otherwise); "" when it knows none.
+func soleHolder(ctx context.Context, cs *credentials, in Introspector, r *http.Request) (string, error) {
+	user := ""
+	for _, c := range cs.list {
+		value, ok := c.PresentedIn(r)
+		if !ok || value == "" || passwordScheme(value) {
+			continue
+		}
+		id, err := in.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
+		u, err := identityUser(id, err)
+		switch {
+		case err != nil:
+			return "", err
+		case u != "" && user != "" && u != user:
+			return "", ErrSessionsDisagree
+		case u != "":
+			user = u
+		}
+	}
+	return user, nil
 }
 
 // hold reads the request (bounded), keeps it sealed as a challenge and

@@ -23,7 +23,8 @@ import (
 	"github.com/totpgate/totpgate/totp"
 )
 
-// stepUpApp is a real app on loopback: sessions are cookie sid=<id>, its
+// stepUpApp is a real app on loopback: sessions are cookie sid=<id> or a
+// bearer token (which wins when a request has both, as in many APIs), its
 // identity endpoint answers whose they are (and counts how often it is
 // asked), and POST /settings/password counts each change it makes.
 type stepUpApp struct {
@@ -38,13 +39,16 @@ type stepUpApp struct {
 }
 
 func newStepUpApp(t *testing.T) *stepUpApp {
-	a := &stepUpApp{sessions: map[string]string{"S1": "alice", "S2": "alice", "SB": "bob", "SC": "carol"}}
+	a := &stepUpApp{sessions: map[string]string{"S1": "alice", "S2": "alice", "SB": "bob", "SC": "carol", "TA": "alice", "TB": "bob"}}
 	a.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		defer a.mu.Unlock()
 		user := ""
 		if c, err := r.Cookie("sid"); err == nil {
 			user = a.sessions[c.Value]
+		}
+		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+			user = a.sessions[tok]
 		}
 		switch r.URL.Path {
 		case "/api/me":
@@ -131,6 +135,7 @@ func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateL
 		t.Fatal(err)
 	}
 	cred, _ := identity.ParseCredential("cookie:sid")
+	token, _ := identity.ParseCredential("json:token as bearer")
 	events := &recordedEvents{}
 	tr := proxy.NewTransport(proxy.TransportOptions{DialTimeout: 2 * time.Second, ResponseHeaderTimeout: 10 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 16})
 	f, err := proxy.New(proxy.Options{
@@ -139,7 +144,7 @@ func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateL
 		Login: &proxy.LoginOptions{
 			Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code", UserIDPointer: "/user/id",
 			Challenge: stepUpChallenge, ChallengeURL: "/mfa/challenge", MFA: svc, MaxAnswerBytes: 1 << 20, Audit: events,
-			Credentials: []proxy.Credential{cred}, Introspector: introspect,
+			Credentials: []proxy.Credential{cred, token}, Introspector: introspect,
 		},
 		StepUp: &proxy.StepUpOptions{
 			Routes:          []proxy.StepUpRoute{{Path: "/settings/password", Methods: []string{"POST"}, MaxAge: 5 * time.Minute}},
@@ -356,6 +361,42 @@ func TestStepUpWhoPasses(t *testing.T) {
 		if required && !e.events.has(audit.StepUpRefused, "carol", "/settings/password", "enrollment_required") {
 			t.Error("no step_up_refused enrollment_required event")
 		}
+	}
+}
+
+// A request that presents sessions of two users is refused: the gate
+// cannot know which one the app acts on (this app takes the bearer token),
+// so it cannot know whose second factor is needed.
+func TestStepUpSessionsOfTwoUsers(t *testing.T) {
+	t.Parallel()
+	e := newStepUpEnv(t, false, 1024, nil)
+	e.enroll("alice")
+	e.enroll("bob")
+	for _, tc := range []struct {
+		name, bearer string
+		status       int
+		code         string
+	}{
+		{"alice's cookie, bob's token", "TB", 400, "bad_request"},
+		{"alice's cookie and token", "TA", 401, "mfa_step_up_required"},
+		{"alice's cookie, a token nobody has", "T?", 401, "mfa_step_up_required"},
+	} {
+		req, _ := http.NewRequest("POST", e.front+"/settings/password", strings.NewReader(`{}`))
+		req.Header.Set("Cookie", "sid=S1")
+		req.Header.Set("Authorization", "Bearer "+tc.bearer)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p map[string]any
+		json.NewDecoder(res.Body).Decode(&p)
+		res.Body.Close()
+		if res.StatusCode != tc.status || p["code"] != tc.code {
+			t.Errorf("%s: %d %v, want %d %s", tc.name, res.StatusCode, p, tc.status, tc.code)
+		}
+	}
+	if n, _ := e.app.counts(); n != 0 {
+		t.Fatalf("the app ran %d times", n)
 	}
 }
 

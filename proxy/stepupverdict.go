@@ -13,7 +13,7 @@ const (
 	StepUpNotLoggedIn = "not_logged_in" // release: no session the app knows; the app refuses what needs one
 	StepUpProofValid  = "proof"         // release: a proof of a recent enough second factor for this user and session
 	StepUpNoProof     = "no_proof"      // hold: the user has MFA and no valid proof
-	StepUpAmbiguous   = "bad_request"   // refuse: a session credential presented twice or unreadably
+	StepUpAmbiguous   = "bad_request"   // refuse: a session credential presented twice or unreadably, or sessions of two users
 )
 
 // StepUpFacts are what a step-up verdict rests on: the session the request
@@ -28,7 +28,8 @@ type StepUpFacts struct {
 	Session []byte
 	// Required: every user must have MFA.
 	Required bool
-	// Whose is the user of the session ("" when the app knows none).
+	// Whose is the user of the session ("" when the app knows none;
+	// ErrSessionsDisagree when the request presents sessions of two).
 	Whose func() (string, error)
 	// Enrolled reports whether user has MFA on.
 	Enrolled func(user string) (bool, error)
@@ -61,6 +62,8 @@ func JudgeStepUp(f StepUpFacts) StepUpVerdict {
 	}
 	user, err := f.Whose()
 	switch {
+	case errors.Is(err, ErrSessionsDisagree):
+		return StepUpVerdict{Action: Refuse, Reason: StepUpAmbiguous, Err: err}
 	case err != nil:
 		return StepUpVerdict{Action: Refuse, Reason: ReasonUnavailable, Err: err}
 	case user == "":

@@ -31,6 +31,7 @@ func TestJudgeStepUp(t *testing.T) {
 		{"no session", facts{noSession: true}, proxy.Release, proxy.StepUpNotLoggedIn, ""},
 		{"a session the app does not know", facts{user: ""}, proxy.Release, proxy.StepUpNotLoggedIn, "w"},
 		{"the app cannot say whose", facts{whoseErr: down}, proxy.Refuse, proxy.ReasonUnavailable, "w"},
+		{"sessions of two users", facts{whoseErr: proxy.ErrSessionsDisagree}, proxy.Refuse, proxy.StepUpAmbiguous, "w"},
 		{"the store cannot say whether enrolled", facts{user: "alice", enrolledErr: down}, proxy.Refuse, proxy.ReasonUnavailable, "we"},
 		{"no MFA, optional", facts{user: "bob"}, proxy.Release, proxy.ReasonNoMFA, "we"},
 		{"no MFA, required", facts{user: "bob", required: true}, proxy.Refuse, proxy.ReasonEnrollmentRequired, "we"},
@@ -61,7 +62,7 @@ func TestJudgeStepUp(t *testing.T) {
 			if v.Action != tc.action || v.Reason != tc.reason || asked != tc.asked {
 				t.Fatalf("verdict %v %q after asking %q, want %v %q after %q", v.Action, v.Reason, asked, tc.action, tc.reason, tc.asked)
 			}
-			if v.Action == proxy.Refuse && v.Reason == proxy.ReasonUnavailable && v.Err == nil {
+			if v.Action == proxy.Refuse && v.Reason != proxy.StepUpAmbiguous && v.Reason != proxy.ReasonEnrollmentRequired && v.Err == nil {
 				t.Error("an unavailable verdict without its cause")
 			}
 		})

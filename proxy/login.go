@@ -254,6 +254,18 @@ func (g *loginGate) holder(ctx context.Context, r *http.Request) (string, error)
 // knows answers, "" when it knows none. r is the request as the app gets
 // it (its Host and X-Forwarded-* go to the identity endpoint).
 func holderOf(ctx context.Context, cs *credentials, in Introspector, r *http.Request) (string, error) {
+	var user string
+	err := askHolders(ctx, cs, in, r, func(u string) bool { user = u; return u == "" })
+	if err != nil {
+		return "", err
+	}
+	return user, nil
+}
+
+// askHolders shows the app each session credential r presents (never a
+// password) and hands each answer's user ("" for none) to each, until it
+// returns false or the app cannot answer.
+func askHolders(ctx context.Context, cs *credentials, in Introspector, r *http.Request, each func(user string) bool) error {
 	for _, c := range cs.list {
 		value, ok := c.PresentedIn(r)
 		if !ok || value == "" || passwordScheme(value) {
@@ -261,11 +273,14 @@ func holderOf(ctx context.Context, cs *credentials, in Introspector, r *http.Req
 		}
 		id, err := in.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
 		user, err := identityUser(id, err)
-		if err != nil || user != "" {
-			return user, err
+		if err != nil {
+			return err
+		}
+		if !each(user) {
+			return nil
 		}
 	}
-	return "", nil
+	return nil
 }
 
 // passwordScheme: an Authorization value that carries a password (Basic,

@@ -172,22 +172,22 @@ var ErrSessionsDisagree = errors.New("proxy: the request presents sessions of di
 // one is shown to the app, and all it knows must name the same user
 // (ErrSessionsDisagree otherwise); "" when it knows none.
 func soleHolder(ctx context.Context, cs *credentials, in Introspector, r *http.Request) (string, error) {
-	user := ""
-	for _, c := range cs.list {
-		value, ok := c.PresentedIn(r)
-		if !ok || value == "" || passwordScheme(value) {
-			continue
+	user, disagree := "", false
+	err := askHolders(ctx, cs, in, r, func(u string) bool {
+		if u != "" && user != "" && u != user {
+			disagree = true
+			return false
 		}
-		id, err := in.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
-		u, err := identityUser(id, err)
-		switch {
-		case err != nil:
-			return "", err
-		case u != "" && user != "" && u != user:
-			return "", ErrSessionsDisagree
-		case u != "":
+		if u != "" {
 			user = u
 		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return "", err
+	case disagree:
+		return "", ErrSessionsDisagree
 	}
 	return user, nil
 }

@@ -236,6 +236,7 @@ const (
 	ProblemCodeMfaInvalid            ProblemCode = "mfa_invalid"
 	ProblemCodeMfaLocked             ProblemCode = "mfa_locked"
 	ProblemCodeMfaRequired           ProblemCode = "mfa_required"
+	ProblemCodeMfaStepUpRequired     ProblemCode = "mfa_step_up_required"
 	ProblemCodeMfaUnavailable        ProblemCode = "mfa_unavailable"
 	ProblemCodeNotEnrolled           ProblemCode = "not_enrolled"
 	ProblemCodeNotFound              ProblemCode = "not_found"
@@ -281,6 +282,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeMfaLocked:
 		return true
 	case ProblemCodeMfaRequired:
+		return true
+	case ProblemCodeMfaStepUpRequired:
 		return true
 	case ProblemCodeMfaUnavailable:
 		return true
@@ -464,7 +467,7 @@ type AdminUser struct {
 
 // ChallengeEnrollmentConfirmRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","code":"492039"}
 type ChallengeEnrollmentConfirmRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
@@ -480,20 +483,20 @@ type ChallengeEnrollmentConfirmRequest struct {
 
 // ChallengeEnrollmentRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0"}
 type ChallengeEnrollmentRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
 }
 
-// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 //
 // Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 type ChallengeId = string
 
 // ChallengeRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","code":"492039"}
 type ChallengeRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
@@ -869,15 +872,15 @@ type LoginChallengeMethod string
 
 // LoginChallengeProblem A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 type LoginChallengeProblem struct {
 	// AttemptsRemaining Wrong codes this challenge still accepts.
 	//
 	// Example: 5
 	AttemptsRemaining *int `json:"attempts_remaining,omitempty"`
 
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId *ChallengeId `json:"challenge_id,omitempty"`
@@ -1145,6 +1148,22 @@ type RewrapRequest struct {
 	RatePerSecond *int `json:"rate_per_second,omitempty"`
 }
 
+// StepUpRequest Example: {"challenge_id":"Xv3bq7Yc2mZ0kq1e8sTjW4pLrN6aD9fHgU5oQyBiC0E","code":"492039"}
+type StepUpRequest struct {
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
+	//
+	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
+	ChallengeId ChallengeId `json:"challenge_id"`
+
+	// Code A TOTP code (6 or 8 digits) or a recovery code (`xxxxx-xxxxx-xxxxx-xxxxx`).
+	// Spaces and hyphens are ignored and letters are case-insensitive, so
+	// `492 039` and `K7FQ2 9XM4T 3HWRD P8VBN` are accepted.
+	//
+	//
+	// Example: 492039
+	Code Code `json:"code"`
+}
+
 // TotpParams The TOTP parameters the authenticator must use.
 //
 // Example: {"algorithm":"SHA1","digits":6,"period":30}
@@ -1206,6 +1225,12 @@ type TrustedDeviceList struct {
 	Devices []TrustedDevice `json:"devices"`
 }
 
+// UpstreamAnswer The app's own answer to a held step-up request, released unchanged.
+// Its shape is the app's; this document cannot know it.
+//
+// Example: {"message":"Password changed.","ok":true}
+type UpstreamAnswer map[string]interface{}
+
 // UpstreamLoginAnswer The app's own login answer, released unchanged. Its shape is the
 // app's; this document cannot know it.
 //
@@ -1265,40 +1290,48 @@ type MethodNotAllowed = Problem
 
 // MfaEnrollmentRequired A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaEnrollmentRequired = LoginChallengeProblem
 
 // MfaInvalid A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaInvalid = LoginChallengeProblem
 
 // MfaLocked A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaLocked = LoginChallengeProblem
 
 // MfaRequired A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaRequired = LoginChallengeProblem
 
+// MfaStepUpRequired A problem answered instead of the app's login answer, with the open
+// login challenge. The challenge fields are present when a challenge
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
+//
+// Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
+type MfaStepUpRequired = LoginChallengeProblem
+
 // MfaUnavailable A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaUnavailable = LoginChallengeProblem
@@ -1325,6 +1358,12 @@ type RateLimited = Problem
 //
 // Example: {"generated_at":"2025-11-22T05:41:07Z","recovery_codes":["k7fq2-9xm4t-3hwrd-p8vbn","4n8zc-qh2wd-7ymkx-e5r0a","tj3vb-61pge-xw9qs-c4mhd","8rk2y-vd5ft-m0nzh-3qwex","p6gws-2xj9c-hb4tr-7nk1v","zc0md-5q8ha-wy3fk-tg6pe","1vh7n-ebr4x-9sd2q-mk5tz","w3yxa-0gf6c-pz8mv-jr2hn","6dqkt-mx1wz-4cbe9-vh7gs","ya5pf-3nv0r-gk8wd-2tq6m"]}
 type RecoveryCodesIssued = RecoveryCodes
+
+// StepUpEnrollmentRequired An RFC 9457 problem document.
+type StepUpEnrollmentRequired = Problem
+
+// StepUpRequestRefused An RFC 9457 problem document.
+type StepUpRequestRefused = Problem
 
 // Unauthenticated An RFC 9457 problem document.
 type Unauthenticated = Problem
@@ -1395,6 +1434,9 @@ type ConfirmEnrollmentJSONRequestBody = CodeRequest
 
 // RegenerateRecoveryCodesJSONRequestBody defines body for RegenerateRecoveryCodes for application/json ContentType.
 type RegenerateRecoveryCodesJSONRequestBody = CodeRequest
+
+// CompleteStepUpJSONRequestBody defines body for CompleteStepUp for application/json ContentType.
+type CompleteStepUpJSONRequestBody = StepUpRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -1988,6 +2030,74 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /mfa/status (the `GetStatus` operationId).
 	GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CompleteStepUpWithBody Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CompleteStepUp Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUp(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetReadyz Readiness probe
 	//
@@ -2859,6 +2969,94 @@ func (c *Client) RegenerateRecoveryCodes(ctx context.Context, body RegenerateRec
 // Corresponds with GET /mfa/status (the `GetStatus` operationId).
 func (c *Client) GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetStatusRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CompleteStepUpWithBody Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *Client) CompleteStepUpWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteStepUpRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CompleteStepUp Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *Client) CompleteStepUp(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteStepUpRequest(c.Server, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3757,6 +3955,46 @@ func NewGetStatusRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewCompleteStepUpRequest calls the generic CompleteStepUp builder with application/json body
+func NewCompleteStepUpRequest(server string, body CompleteStepUpJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCompleteStepUpRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewCompleteStepUpRequestWithBody constructs an http.Request for the CompleteStepUp method, with any body, and a specified content type
+func NewCompleteStepUpRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/mfa/step-up")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetReadyzRequest constructs an http.Request for the GetReadyz method
 func NewGetReadyzRequest(server string) (*http.Request, error) {
 	var err error
@@ -4374,6 +4612,74 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /mfa/status (the `GetStatus` operationId).
 	GetStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetStatusResponse, error)
+
+	// CompleteStepUpWithBodyWithResponse Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
+
+	// CompleteStepUpWithResponse Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithResponse(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
 
 	// GetReadyzWithResponse Readiness probe
 	//
@@ -6747,6 +7053,141 @@ func (r GetStatusResponse) ContentType() string {
 	return ""
 }
 
+// CompleteStepUpResponse200Headers the declared response headers of an HTTP 200 response for CompleteStepUp
+type CompleteStepUpResponse200Headers struct {
+	SetCookie *string
+}
+
+// CompleteStepUpResponse401Headers the declared response headers of an HTTP 401 response for CompleteStepUp
+type CompleteStepUpResponse401Headers struct {
+	CacheControl    string
+	WWWAuthenticate string
+}
+
+// CompleteStepUpResponse429Headers the declared response headers of an HTTP 429 response for CompleteStepUp
+type CompleteStepUpResponse429Headers struct {
+	CacheControl string
+	RetryAfter   int
+}
+
+// CompleteStepUpResponse503Headers the declared response headers of an HTTP 503 response for CompleteStepUp
+type CompleteStepUpResponse503Headers struct {
+	CacheControl string
+	RetryAfter   *int
+}
+
+type CompleteStepUpResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UpstreamAnswer
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *MfaInvalid
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ChallengeNotFound
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *MfaLocked
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *MfaUnavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *CompleteStepUpResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CompleteStepUpResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CompleteStepUpResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CompleteStepUpResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CompleteStepUpResponse) GetJSON200() *UpstreamAnswer {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON401() *MfaInvalid {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON404() *ChallengeNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON429() *MfaLocked {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON503() *MfaUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r CompleteStepUpResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CompleteStepUpResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CompleteStepUpResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CompleteStepUpResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetReadyzResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -7550,6 +7991,86 @@ func (c *ClientWithResponses) GetStatusWithResponse(ctx context.Context, reqEdit
 		return nil, err
 	}
 	return ParseGetStatusResponse(rsp)
+}
+
+// CompleteStepUpWithBodyWithResponse Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *ClientWithResponses) CompleteStepUpWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
+	rsp, err := c.CompleteStepUpWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCompleteStepUpResponse(rsp)
+}
+
+// CompleteStepUpWithResponse Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *ClientWithResponses) CompleteStepUpWithResponse(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
+	rsp, err := c.CompleteStepUp(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCompleteStepUpResponse(rsp)
 }
 
 // GetReadyzWithResponse Readiness probe
@@ -9896,6 +10417,159 @@ func ParseGetStatusResponse(rsp *http.Response) (*GetStatusResponse, error) {
 	return response, nil
 }
 
+// ParseCompleteStepUpResponse parses an HTTP response from a CompleteStepUpWithResponse call
+func ParseCompleteStepUpResponse(rsp *http.Response) (*CompleteStepUpResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CompleteStepUpResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UpstreamAnswer
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest MfaInvalid
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ChallengeNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest MfaLocked
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest MfaUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers CompleteStepUpResponse200Headers
+		if values := rsp.Header.Values("Set-Cookie"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Set-Cookie", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.SetCookie = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers CompleteStepUpResponse401Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CompleteStepUpResponse429Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CompleteStepUpResponse503Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetReadyzResponse parses an HTTP response from a GetReadyzWithResponse call
 func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10003,6 +10677,9 @@ type ServerInterface interface {
 	// GetStatus Get the caller's MFA status
 	// (GET /mfa/status)
 	GetStatus(w http.ResponseWriter, r *http.Request)
+	// CompleteStepUp Complete a step-up and send the held request
+	// (POST /mfa/step-up)
+	CompleteStepUp(w http.ResponseWriter, r *http.Request)
 	// GetReadyz Readiness probe
 	// (GET /readyz)
 	GetReadyz(w http.ResponseWriter, r *http.Request)
@@ -10446,6 +11123,20 @@ func (siw *ServerInterfaceWrapper) GetStatus(w http.ResponseWriter, r *http.Requ
 	handler.ServeHTTP(w, r)
 }
 
+// CompleteStepUp operation middleware
+func (siw *ServerInterfaceWrapper) CompleteStepUp(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CompleteStepUp(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetReadyz operation middleware
 func (siw *ServerInterfaceWrapper) GetReadyz(w http.ResponseWriter, r *http.Request) {
 
@@ -10591,6 +11282,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge", wrapper.CompleteChallenge)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge/enroll", wrapper.StartChallengeEnrollment)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge/enroll/confirm", wrapper.ConfirmChallengeEnrollment)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/step-up", wrapper.CompleteStepUp)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/mfa/openapi.yaml", wrapper.GetOpenAPISpec)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/users/{user_id}", wrapper.AdminGetUser)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/users/{user_id}/reset", wrapper.AdminResetUser)
@@ -10709,6 +11401,16 @@ type MfaRequiredApplicationProblemPlusJSONResponse struct {
 	Headers MfaRequiredResponseHeaders
 }
 
+type MfaStepUpRequiredResponseHeaders struct {
+	CacheControl    string
+	WWWAuthenticate string
+}
+type MfaStepUpRequiredApplicationProblemPlusJSONResponse struct {
+	Body LoginChallengeProblem
+
+	Headers MfaStepUpRequiredResponseHeaders
+}
+
 type MfaUnavailableResponseHeaders struct {
 	CacheControl string
 	RetryAfter   *int
@@ -10762,6 +11464,17 @@ type SelfServicePageTextjavascriptResponse struct {
 
 	ContentLength int64
 }
+
+type StepUpEnrollmentRequiredResponseHeaders struct {
+	CacheControl string
+}
+type StepUpEnrollmentRequiredApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers StepUpEnrollmentRequiredResponseHeaders
+}
+
+type StepUpRequestRefusedApplicationProblemPlusJSONResponse Problem
 
 type UnauthenticatedResponseHeaders struct {
 	WWWAuthenticate *string
@@ -13620,6 +14333,190 @@ func (response GetStatus504ApplicationProblemPlusJSONResponse) VisitGetStatusRes
 	return err
 }
 
+type CompleteStepUpRequestObject struct {
+	Body *CompleteStepUpJSONRequestBody
+}
+
+type CompleteStepUpResponseObject interface {
+	VisitCompleteStepUpResponse(w http.ResponseWriter) error
+}
+
+type CompleteStepUp200ResponseHeaders struct {
+	SetCookie *string
+}
+
+type CompleteStepUp200JSONResponse struct {
+	Body    UpstreamAnswer
+	Headers CompleteStepUp200ResponseHeaders
+}
+
+func (response CompleteStepUp200JSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.SetCookie != nil {
+		w.Header().Set("Set-Cookie", fmt.Sprint(*response.Headers.SetCookie))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp400ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp401ApplicationProblemPlusJSONResponse struct {
+	MfaInvalidApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp401ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.Header().Set("WWW-Authenticate", fmt.Sprint(response.Headers.WWWAuthenticate))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp404ApplicationProblemPlusJSONResponse struct {
+	ChallengeNotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp404ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp415ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp429ApplicationProblemPlusJSONResponse struct {
+	MfaLockedApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp429ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp500ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp502ApplicationProblemPlusJSONResponse struct {
+	BadGatewayApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp502ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp503ApplicationProblemPlusJSONResponse struct {
+	MfaUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp503ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp504ApplicationProblemPlusJSONResponse struct {
+	GatewayTimeoutApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp504ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetReadyzRequestObject struct {
 }
 
@@ -13729,6 +14626,9 @@ type StrictServerInterface interface {
 	// GetStatus Get the caller's MFA status
 	// (GET /mfa/status)
 	GetStatus(ctx context.Context, request GetStatusRequestObject) (GetStatusResponseObject, error)
+	// CompleteStepUp Complete a step-up and send the held request
+	// (POST /mfa/step-up)
+	CompleteStepUp(ctx context.Context, request CompleteStepUpRequestObject) (CompleteStepUpResponseObject, error)
 	// GetReadyz Readiness probe
 	// (GET /readyz)
 	GetReadyz(ctx context.Context, request GetReadyzRequestObject) (GetReadyzResponseObject, error)
@@ -14444,6 +15344,37 @@ func (sh *strictHandler) GetStatus(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// CompleteStepUp operation middleware
+func (sh *strictHandler) CompleteStepUp(w http.ResponseWriter, r *http.Request) {
+	var request CompleteStepUpRequestObject
+
+	var body CompleteStepUpJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CompleteStepUp(ctx, request.(CompleteStepUpRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CompleteStepUp")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CompleteStepUpResponseObject); ok {
+		if err := validResponse.VisitCompleteStepUpResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetReadyz operation middleware
 func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 	var request GetReadyzRequestObject
@@ -14473,392 +15404,438 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L15d9s2ty/8VbD03LsqpZQsy0NieXXd6zjO0MRDbSdpU/Y1IRGSGFMAQ0CWlTbf/V3YGyDBQbY8pLfn",
-	"nD5/9IklCsSwsef92382hmKaCM64ko3+n40JoyFL4Z/7dDhh+4KrVMRH4kyJlOmPQyaHaZSoSPBGv7EX",
-	"z+lCkoCLttRPBLtETRihXM5ZSqYzqQgXigwYGerhwk7Da6TsyyxKWdjoq3TGvIYcTtiU6rHZNZ0mMWv0",
-	"G3a8htdQi0R/IlUa8XHj2zevccpUutgbKZZWJ3TGhoKHksy4imJCCWdzQpVi00SRIeVEzoZDtvI8Nrpd",
-	"rzGNeDSdTRv9bjaZiCs2ZmlpNh8njL9Rr1mcyLtNbEoXdmK7hA4k44rMJ4yTOY1UxMckFEzCRk5YnOi5",
-	"18x169aZfvz4cW+mJoyraEgVOxcqqc7zfMLI+fH5CRlOaBwzPmZ9EsAHKaPx9Ce/oYRKxlQxv+HlD/3k",
-	"N/xZt7sxzD65iEL4hPmNYNVjX+k96cZB9/hF+/ngF9k9S/neyUV8/etx73lysEU/7GyMw3jrt/Evs1/O",
-	"z7t+o4aAvnmNhKZ0ypSh9BfsKhqyN2ENeROVzqRiIQnhmR8kiUKPUEmCVwfnZG06omv4jQxIHEklSaT0",
-	"YiP964SqScNrcDrV78fnLqLwxr34XykbNfqN/6zl93INv5Vr2Tz1Et5LltZNWZ8fTRKYKRmJFO7jTLIU",
-	"ph0zmnIWEqpILMYR13PNt//ZaH2TbW6N6hegB7lt+lN6/Y7xsZo0+r2tbaBI+/d67UnooZhUz0UYMWQ7",
-	"ImTPRbjQ/x4KrhhX+p80SWJNtZHga5+lXmlGN/CzlA3FFUvhZ3I2nVL9z8ap+ZQMRah5yRWNZwxHDvVM",
-	"Lp+OvvTaO9fTTdXemMzTsJ08uxpw2GBlrkc+Gl6L+pE2d3rdjR1c02qnqRd6iqvHn5VJbzhLU80JstcS",
-	"kRLKyYzPJAtJ6q6tesG+eQ19we++nTWL+o5LatLiQkgkScpGeoWtmkUBxchEcInHvhenjIaLA56KOGbh",
-	"DatMUjGI2fTH5aulONYFs4Pp+Ssaxfro56I9okMlUrw3eprmeUKHKrpiHfIiknQQMxIpMopSqYgSBMcy",
-	"7B45ALIHqSgf6rcCD8HHGtl10Nes3+iu//xi49P2rztvNz88/aV3+Oxo62T9dON8+6OWAIqqmWz0N7s7",
-	"XkNFCi6w2Q7iLMHcuYlSieyvrVmm2gnZld0TuVZZ+spHfoJD1B13UB416JPDl3vVrTNsKpLApzr65c9p",
-	"+IoqNqeLBx3pLJEqZXR6MeP0ikaxPp+a7Td7eZ/t3+r2nO1PElJ800q7XzvLRzmBupGDPqpoSUKGYhaH",
-	"VkFLGWhomsmM6RUjXJAZEjRqc/Zc7AW/87lIFBDxSKRTvKo5az20H5OBZlZV/jqg4YU5ncK9nOiJw8fw",
-	"S01cej1XNI5C8vPZ8VHddQvxpt7zvnXzA39OQ5LPaqXDdheiTwxmSvHA3B35kH1ORjTCu1zelPy3F9kz",
-	"y7cmUyKnVA0nQAR7J2+IPsSUDkFtYWkqtE70+5+NUcRivSn6px0j9KZMSjrWbzaaJkFRTmKQ8Xrztxvf",
-	"/ljG39aGgo+idPrwfTc0SK5qNmmlU6ju3B0k9003zjlec9HsGZQvW0ia2WUASvWIEsLnMU3HrNUhQWWO",
-	"QV/LlsoxRjI7w10iGfN5gOcYdHyuL+2+VZ6PhHopZvxhYjJX8LlQFyMYr0R2KCKzB/Mps+tIKs1h4JqS",
-	"WPAxS/EUO+SdGJOIEzqmqJeWiSgb7570s5nTz7vSBPXc7EpWop+6TXgU+qkZ2NBRPlstKPklF3PuEXad",
-	"aPXII2KmiBj53NiUEpRFI2a1NtUh5xMmtR0umSQ0ZSRkcTRgKVUsXsAOKBGHPqcJTVXpNAwdiVSepGwU",
-	"R+OJqjOW9o9Pz0hinyDN4Pjk/M3x0VlA5pGakGBvOGRSto1ToW1ucfuQqYkIg5bPR6mYahVXpBEoWZwE",
-	"NIk6Q5HKC/xMWvEVx2LOQjKF30pCeehz473w8HXDlIXa1qWx7JA9viBCTVhqxx4zJUmw2d3Q2scgCkPG",
-	"4b54rg+kNOE9/dL2fj7ucoeI1laDoqVedWTUDn8M86s37AzZa5aLy/AIG04E+jOWv0m/az8VUp5Fip2i",
-	"dv0gHpBtmXvz4Q1tGalsnhI8G5q0hhOqKVflarRkSq9DPro6vJFf85fONFe61vm6HuUy55TVJ5ToKbI2",
-	"7IQ+wCGNY4IETwapmEuWkoSOGRGcUA606nNDrGpClVVtai8FaerrXr6AenSfC67FyZFQE/3aOZXmNEI9",
-	"qWF+aPDyIeX6JVLRVHkkZUlMh0zPgxiliVDQ0n+QRIJHi5jzhCunJixKyVCIy4hJwzXQa/Eoose4UGrl",
-	"zm9iRiZGby06bezUIkmisFYdRA/O2m/XG/tfzrofB+t8JzzYVL/0pp+e7T1c2hwJRV7eRbpU1vko1Fge",
-	"1coVLVZSMqHylq3zeTMTO1aypOxKXIL4SS3RGvLoZyKFgERpVZgrOJgt81u2MPP8Wp03GhaJpv+UcXWm",
-	"afZGxmYpa7W9LI1ct6cnjIf6UrHsUS11qDLiVl+RlCmPvD99oyUU+eUUnRxa/MqJmHOfw+YKPmTwAGdX",
-	"LM2F7nfYL2NWn0dTJmbqcaxrZQZ7ZMt6s2hZ67eEBN9zN7vazu9xbWozqmNPhxEq+Cb8oRl3NGVgOL+Z",
-	"JiJVjyF7IxjpwjjJXBbYI3HEmfWfwazw4V09q4z742eswgppOI34GpKsXMOnGl4DxgSTMHuRykgb2Maz",
-	"LhlESu6CV5lRqch67xnQuPXekebpy32y2ettt/rIpa1XOvOQaZI3b2v0N7yGmKmhAL9zvtKUUdiWxpzR",
-	"ywucQeOb58wMhvQbQ5qK2G9kbErPkpIwGo0Y+B+LoquZMsmUntIUPXetbCJPb5mItmjjaKj3ybrH+/h2",
-	"sIPvITh6jj/pPU9SoVVEELwHXEVqsSrxl8hkZdJHQr3pAhRHDvqG6sQIDnUUxayOAgN4KiCcTpn0OaPD",
-	"CWnqzwifTQcs9UiAuxp4JMDzDFrIEx3anaeRUox3yMvoGrSSlE0FktMUHpaMh/k8XOsFF/becbE95BZO",
-	"R7TkVMxocF1vRQ+oO79sZMBGIsUtgcgmMaGZS7YgAzq8ZECP2szfzRch6TR3INQaxrdeWqTjnkvHdk6N",
-	"PMhB47FIIzWZNvqNs9d7va1tvaJoHCnZ6D/zGglLIxE2+tvdby6l0zgasntS+parqZ+xFPSN93f3npZP",
-	"4hEpvTS04fS3HF+HfJwwTiLlc/yATKNwThdedgUwUGg5YJVGIoUWrFYOtD5dCJBI0gTNgWSKQ2sJwfgc",
-	"KAYmvTDs2LwomHFjAwSecVJJMDAy2fD4yoeJlLezwP1NIzghfjiYN1yxlNP4IE1F+jDxaUZ6bGXF8U7a",
-	"yRJww63MsO3EHkVLsaNpy5OTGWfXCRvqo4c5dcgL4FboCIrFeMxCMuMhSzUXtosPPKuPgj6jNQY4CvDX",
-	"7cN2PpCDRjhW2X9oA4GZJ79D9idseAmkqlUqbSMvxCy1Zorm/CpdLPcdPooDesM9YowwGMf4yozKLvhR",
-	"ztgZ0NpyZuPmqeBjr+D/A21UswzYP6lYoo02n4sRoeQyAv6hGUrCUnSoZ05bOhyyRHXIvphxzbfEnKZh",
-	"xr5+kD6PxfBSzJQRtG/Z4szs2SNZYvmINdtwbrgwnhOQKLh3jXfx3io3TJ9xvaWlYNUeJ+bzZdGqGZez",
-	"BDnpxZSFEb0ACnHI/MAM4ERoIuOXzfdcmzvceNNTMVOs4i2D7+5HzutbrqKZzZcc6vmSc5zvanZW/Wox",
-	"WJ+AOVzaQALRJTKOrhgnaq6ViDuF/HBLtCoJWiGOM0X9inKQio+4U+WI3+lDIn6PcfP3LE0Y4gHJH4Vs",
-	"SFMyj+IYSOjzLBwzL+PdrgJKk8TnkjFJItUnhZgVaW52u31CqycEYRv9b0HAKSg9n1PyZaYVE5FiiBH8",
-	"lMaFaKNc+oVzusiM5DnEweCrSMEYg4VibZFq6TOl6aUebYjKAxlOaEqHCrQkDkPkR79LNtc3+oT6HN4N",
-	"cbMUCSDA5KYpvbYLu9AvkUELeF5QT7F68etbIDDd++0RCvPQNqJxy8JL3p+/bD/TTNTEG8xLjXacvRg2",
-	"MtCD5FsUSR/2CMN+lIxEOtXLns5iFWXesm9eA0MjR0LtYbzjYRIXBgMHoAmfFO9VJE04xcpeG2QRRnQk",
-	"VE06j6s4bXYdNoSrJUdCkb1sgqvJ1urSHkfEVsY1klZvBYYzJWrQZues1AQ5dDiiuRPxNMtkus8R2rDe",
-	"RcqmNOIRH0PGp5tt2ejfJTWy4f54lsaVKGsehXEUttzReZFlZjk0dMYUmSX6AtE80VSkcO+zJB86HGpN",
-	"gigB1zziM4ZpiEmUMnlBVaPf6HV7W+319Xavd97d6m91+93upyUM3UQAG/3f0Zq9n9ulu+4ao653yPHt",
-	"OkteWeOr27GVSRMUmSx8fwOhwoNt0BFsug4Jlrw+6JNExNFwYdcjyeHLPZ8XsrA8Mp8IExTgDL3ZmFZq",
-	"nZuSTFgc7loHXmawOoHqZnByfGbSZMt0hYYn9/kNz1h9PWjhwyRlMaPGsYSCAF9bN0bwXWzYjx8/tt0k",
-	"6tuGqcu5hvM7HFFjRDweQ9j4rgyhyAm+m+l2Ax/Y3KrhA+U5lvmBl+UGX8D0H84f/jbjb+Xrf5spqHUL",
-	"rSgvNQh9ri1CvOZ4saSiC3vFs/PJorzoaApcagt8Pp9EMSNBlTQDSPociCtGvrJUrGJLkuZeLEV+0wvM",
-	"DYQJNWuDlWLNhJmdHsXRjzutfzoneCeGl/e2UePsx7mF9V6ylJgvHMuqjml0C9c6+01+q7PDjzjZItOI",
-	"1xmij5Cg1XMSmc+FIFPKF84Ry7tcNbMMMEGpYu+iaVSxQvfjCIQ6VYzE5oGqFaq/vsi//jvWbLNnVl1w",
-	"YYp3sDDvxl5wSzV3qTkbUlIeKOSVEMmkjATXpuIQdhsStSCtJBpSuUuYNi8pGYo0ZUNVrgDAYimfB47n",
-	"OAClJKFSYq6y1jXDacRJHI2MV13PtEMCd1uCvs9VeX8x+wYTKGF2HXKsZ+M4XKzVqjlTUfEBrz+sJkxF",
-	"kvzzXOaHI/pfzeQoahh1BsYBVyzN5RscIGgTFXvjPqrEMpPi8VWIoolxH7vi/4Ux4VgQ1puTOSrRKJZy",
-	"LtLQQ0MAgvH6th6+3PNQ0XPzoWmaRiwkXGAFU8XE8HlmY0B8i+KZK+HqHbM0DurtDOPrQQ9kyWLIKOgf",
-	"byP8DfHqgoCnZCq0tfh47tNSnNele81fRErTKF7cp27m3pHfuwm+mghwYRW5v3OoLR0WOmFiyFEox4kj",
-	"CaHiiI+9guvWDASuUU26VKk0GhSkkNV/m4Iz420Fd6q+TAtCrcAlg5nyOaRaEC7QiQkToYpEmYc2ZJo4",
-	"WviVFY5w0BiIiLjPk1SMUyalyWczMx1B7HAYC2lXm1XF6YFjyKZJxWw88bTczHM49I2m8aid5XHkxBdT",
-	"zdqbBVnvQRm0z20d9JByKIEGH62YKUiXrZm8ghDALigHhpfoSWoSsovPNzfzmJsk5cHC1l23/jky3a0t",
-	"B0I9Emez4eSAh4mI+MPy+GrzaY8EkbPhhDDzhjqFn4uE/T9Ij33kvFg3IZaiYxdD4bZCKknZKLqGayIw",
-	"CGE1TqkYZymIO5AxkSShGM7AWWgSavOA6kikHaIPLVdAMbwOlXdIoVpxQc//kVCPUtWqV+eUgz5uKdxO",
-	"8RTvWnZamNujnWW13BQjqktKTY+EeqP3TB/aI+x15IxVl6p1yRZyLWXzlCb3FKfrxU0vvnDlfXd/9mhb",
-	"7wxqq99mnAPnFnwUjWfl3IIkFVeRVuoKuQf2XEx69YPPJDHjuJEKRVPl+va/b+pI4aKQpJI2fpeTs6t5",
-	"tFMzA+KJpcZ9WzNJE7HR20CaXGsgcyp9LjHv3tOaRV6Oluo/XZ+j+SULbWzzhC5iQcNzId7RdPww9fYO",
-	"5cFunHhzfWdzo7sJEWi5YmrlfVItNqqlq5jNS86FILj8+2QTfN+K1bodA13PyD1j/EnStAm7RILTWMzx",
-	"N5oEpnRBBqwFV/q06Ir7vr7OR3JqPkhA/pd0aT4kmv//1J95E5UXnYFkBV+gz+/q9qx1Z4IXo+DPJPdx",
-	"Z5YNkQc4Bi0ozr5ewRspZ49YM1UYu+4gtEaGqtguUYwDLkoxv9kjpfxmbezGC6wt9PmEyolJlLtkiWph",
-	"aS+jaRyx1JxKXlo+F+nldyqkOmPxyKStn9CK+FLsWq0NpSxuXbUEGJ6bqGm80oOf6RXF3bz58cq2f4QE",
-	"JZpEHcni0YXEefcJlCl7iGb1J9o539YgWod+jnjUNs/6HOpDtTEfZE9qslVy7UlAIiUJvhDLMNQiZh5h",
-	"0wELQxtrZD4fRJymC5MwRQE+YqjIPu5b+4wNZ2mkFu0TyE9AnwO8diaZJoZ4gWZSpimashPH7jLKxXvu",
-	"eITvLW7gKpZyF+F27p288ciAhkSJSygvrmaAFt+/zBRoPNiVjBOCeZBpJCUWh5M8Pr9iDmdxvt9MnUeN",
-	"qIW1Q5FwNObmbIV1Ua20FbkWHo158fdYgPXoSWYlmymb+f2353FqCYvDBhCAylzneydvqrWFEWAPjBZ4",
-	"n0zxblNfv0jzKJmwIZhY1m9TLkrsXV/b26df4vMobGWvpZa4+86fA0ZTrf4BhUXSJTIQhRX+Wuf/Li68",
-	"+rrgOb6lDP7XhmcMhGAdZOAtv6vD/0P28J3c6o9aVPKP85w/YrVU7gXPwAl87qATuGkn4Bt+TB3ISXiH",
-	"fHdId39QLfStGf9ntkYLzCptGJe0rO/lfFiW6A/TJOoREv0fhxXWpmTXW6SanwXl/QvAxtQi6lHAJiCP",
-	"23WNVwU4lO+tOaiZD/SEg3i9MxZRaaKPcxqFMe1VNtEf49nWqrxW3dOw4lXN5oAoOnqz3htlorDRxiNU",
-	"CtB3z7s7/fXNfnfjU8NraCYxS7U+1vUal2xxccVSCdPc8BoxlepCm1Z1Mf6N9f5671M5el/IZ9jBkwD4",
-	"R7BK9KYjBMaFgQUB5NK85DU77W9eI0m1IqoMcmlxOWWRB0Whji8NOJ39RYb6O+Mxk5IEOJmgCM+6bINE",
-	"OoXVh1ruqWhag5rsbmNlZo49C5nZLHQT82xCnjuV3s1Yw6VzKr/wLVsQ8yWGJBkfpovEmLsgMEKDL1B4",
-	"64bz1vW6txapofzad1QqhFmWcjSLTRTX4hFB7DY7h2iEsZklB1Akr9UOAB0JF+ACqE7uJGUG9jmKHXSE",
-	"SBrPFikfQWEy2/2uTZFfbTLLb4RzQ3duO2VzdW5mM4cjegbPfau5WpUziq5YCYMmQxZA3uJswfpt88tu",
-	"7Z/1IMdVKzuHm/3dwTvGdRap2rlRN2znH9lLxOAzG6oCHF9eG7KPjMCB1nTZ5IMSrspIviWeVRj7FnRf",
-	"++wbEDJDUwB8GyBwZV8L7zTjrLhPj75Bj7chNy3yxtXV446XIRSjkDQ3eiSlPBRTjFd4ZEAl296cpVh9",
-	"IWaKJDQMIXGhwCruRjIOhvfmRgHCW/+ZUKVYqif5//2+1/5E21+77Z2L9h9/bm58+191rCZb6H9T6tbn",
-	"PmXTAUsNW8PjHNFZrBr9EY0lq5QsawZn3FZYBQF+ziytEd3BfZMSY5JajKPL5yAYwF0dKXg0O32TIdeU",
-	"jJEn50Uu+gT8LHTsc6xTDExyS3YUCOVujm8gRMwovwdZm30r07OD+L2trcFnBNFFWuD0LmGAN4Nr/b92",
-	"5b8w6bOEaqlAeUgmi2TCbLbSmIPioD+PmYKaUf35kErWjrhkXEZaqfKIFD4PNnd6pLuxE6BH8+3Tl7/0",
-	"yM6vh5vnZOP1x9MX5OTZh+dHAYxgcxxLG2bJrnBjtjcLN2a77kI4KOm3wK6XFcz7ctxlLPaOnQ9Ic337",
-	"nixoKbae2zGgV9g7/edSbtPr1XMbXJE8RVy60v6m9tNeZW/T/AfFjXgt5ia3rE41mTOAVYHf3kVDLh2Q",
-	"fXvdGZVh6GqOirN5Fq43ejO4ziFuYvx+qGhfsdQk3loPf0XL/vPGSkybNi1UQmdqcjFLIz1b/MuYqGsH",
-	"OFYf4IH+rxm5MxTT/4Pv++nn52cff9t4cXLw+uTtxsmvJ+W//Vm329uOpJyx9CczGn6WARX9dPZ6bx0/",
-	"Q07y0zb+hVBFP21o+fAlvUi0UtuIPjw/Pp13374ai729vb2js/eTg/fjvb29Fwf672v4797eq0/P3r7Y",
-	"29vbn7+PD375cLrZ+3L62/7Hpwdv9uaH0cnO2vQsia5+Pf70JX7zOfwkfzl88fTVb1snW4t379fWN65+",
-	"PWEf5EiE/Gry28nnD6/Xdp592lkbbK09XYs+ff7K+dNJTx2dvfr6+sur52vpl4/v3jxXW4OhHH5dv/7y",
-	"2/7nHzcuvxyv7b06SuP58NPp6OnTN5/H4uNi82P4/nq9u9Pr/jyS79Y+vRLdF+/e7C1eHV9uXG58frbT",
-	"/fHZwfh4+uaDOl9cH4xOk1+ipzOxdrrxKdr++bfTz5fnh6929g75ZTd8+X6aHJ7uv1x7y3nyy4sPPx+k",
-	"4X6vJ1++eZb8tje5Hu4NzxY/H6cbn9+eyndX2/HJ4vj4l6ezd2/ff3oxeL/55fOXH3d2zg/Ph6HgR+Of",
-	"Z+O3+4fr3cEH/vrH4dlo+9VOGKYftudjeXj4+vT55nNxFF1336Tn715sPP+5G3Z34uTo9GXU+6X3W0Iv",
-	"B1tvt94//TKdfpbpfjL88Pb1aPPoqKfYzvX1s6/J3tmIXa+//fE5+/Uzf7WZsOGs+3S0P/siXx5f7/w2",
-	"lx+mW/zdXvzru+Rgj389fPbl1+HZYId+jcXm5WxHTC53tnvznfQ8Sg+/fhJvn28eX512E/bxWL6avxu9",
-	"+mXKxkJNuq/DvfHHVy+jxejZZu/lRH3Z+iJmLz5snj7d+ryz9vPa/vGbzyfXP36+PKefzgfHn37Zuj5M",
-	"orPfLrtdMfzCBoejp+zLxmJLjF8c985OXu9/2tx+/irdejrZC9fCzU+zkH3YeT6YfBDHV+LDVTw/P+7+",
-	"/Ove4XHy64tXH7uXo1+HbDy9/vzj56dfp/PFcHK8fn70/LC7/6H79umX9fhgtrWhrq4uNz+8//H1269X",
-	"o8/7m+tfnk3Pf11/MXqlvsof15/vRy/3uzt0je48Fd3BsxdfP/36/LMcj4a/fdifncrw9asPr76KL0ez",
-	"r7+8Pp6ebK1N33z87fLrmth5//RwY+9FeChH6+8m5z/L9xuTX1+Nvnz+PDt9G3aTt3tvv0zF9uWiF9H5",
-	"ydbg6un++dnO6dftHXH68cevr6eTk8n2/Lj7ttt9vjZ4e9W7jF9Pe4M3zxYvvj7f277eP3r58y9fT69E",
-	"j57sbQx/ll/ExsHVB5m8ZOHVqx/3vk5erb1dC3/c+vHF8atLuXE4Xz97Pdj5rTv98YoevVv7cXSUTAdb",
-	"b9ZPn07OPv18ujne/Dr9OLo839t7sbb2dHww2np69Nt47RRu8UH88vzybPbLdH9fG28IE9hv3MZ0lsOh",
-	"rTtgaNs5GNpG91tFjri8s9YFBHUS1dQq8zvrAMo8Qzc5IDJmvJrNX2DZdejSQYmNQ25A2jf1+pZ3dzqd",
-	"AnvudDoBAJzqlVmAU8TPkMXZ/1OlRLZ9emdqNs5KkYrP5ugViaaQgz4iNFu7GGU7qfc6sEpS24CKFDfl",
-	"X8n0r2T6VzL9j5RMGd/RtlQd47Giq45ZW2hpzVs2egZgd3vzmQe5u8YG8yAyM6V8RmPCuEoXReazgkh0",
-	"DLKNqkHWaz/948daQ8yK0puM1XOhkhOa0qmsWERm6UWplbFiz9ZlOuK21na6RtTlzNjW+6I3kcYnjtg2",
-	"ThrHBMqOZiivGl4juoCKEKkoDy/UJJIXKVOzlEsDQiyznmtFbcAO4ziE7IIalZib+SLoE8GrwhhlLCZt",
-	"dEgwlFdBnwS+9VL7De/sYP/04Nzbe/fq+PTN+etD78WbV2/Oz7yTg9M3xy8wlsS1Pfq7Mwe9vj9cksAF",
-	"V45zhR0oU+nhTEJVnOmFgfWdaIxORBxKsEazHmCmqQD4iQy2tEH8GsaMps7s9XB/3NVxdfv86+jnZcTi",
-	"MMMcLeewMGJisJhQo08toamy8QqLPtGoUAW2VqpRD1PWJwF0XArISBj0rcGCUEAKw9qkiJtsKVvW5/MA",
-	"UNg6gUcCgOgKiEhJgLkPlZGy3pcAolb2abntnipEkPV/qk4d+1MY3EnNdBImtDpXGPyGrlG3BWNwz/Ip",
-	"1J3Wa0ZjzacKPh8baG+Iy6pHTWY4ldnNuCxeB3F569TMIHUzQojhdwDBXLtnOUI25GlldGQxshxQ7Q45",
-	"AvcN3h3I/jLem+IR/j2Qz+WdtGku1VUuXHogTYTKM1DfLbuoLzOhlrukHgQ4XxuLrT2RdzkaueU9gCLe",
-	"pGQajU3pEgOR8kMGYyaJnFDEVYxSgEJvLXUE1gats0P6sx5oHZLPDZPkYt4hASAoXuC3Qd+AD4bp4iKd",
-	"8cBDgEWfD1jHxXnu57A9ZicpD3NmYFyZpljH57apZSAvoyTBOZj+Hmhw/SCNQqEP0yLBY/cxc7iGLs3F",
-	"cijQnX/Da2Rz1MY6vg1CqojbWriNLhlXQ9rU5PLcDvp9is9WAuE19GvI1X3KYGZnsN1GdHE2X5LBDpld",
-	"ik3lXdLngeFG/A3+LicdmqZ0cR8NqxAPryqUFvWNGZBQxOaHEnLBS4wcmcBtjBFuWU7gyxmkzUQCrhQf",
-	"jwC4fqXUJe/PEh8ywPd/3tq0ACU0lmXAjwzGRSWDEQNu9Uj+JgUAKX2lE3YkwrfykX6rbNAfVeRXq3LQ",
-	"AUT8uJmXl+NaYDuGSJGhpr2Uy5J7f1kfkZpGH1woYojGQ67xu5fJDQ+FhYeC4g8PavIzpRXUVSxoMR+2",
-	"Myaqv0Y+unLHj7xvqN6U794tw+nYYrlKRa4RindkTvMCn6ZIieFhrb7Pg2zaAWliErbdDb0/XkWu6B3b",
-	"P/uAcsTzeYC7Dql4aOlpJc9pfxKQJharawmohSKUXo5nZhv6FgAFtD+I2FGSzAZxJCcsJIpJRS7ZouUR",
-	"+yYlxEUs+Djwiji5gRaDr7V2Dmxf/8KUGFzkQkQ/lJGHz5FACEh/TSPujwxZBaTJpolCfAps22egf7Vi",
-	"i/aTgwKsRwhnmMbJYAy9sXSq1wIgxY7cbuEKtECD26wXAAemWSxZJ4fRcz2cbeESkGaWdlXoG6PXUds4",
-	"pk8qjWN27enrwwdxeYHisiQNc3K2Vr5zxFpEOg1usifs0YDMzA4GMlPLB+F8mKcxFTcORrGbA7kUWSsb",
-	"d+JFAVycV0UG2zsDV7uohxv9JDO2M1GuNaS/t12J92cd07n9NcvDAO5LBmJQ7Enk43v/7zhSk9nAb2il",
-	"HveW+I1XkXoNHwJ78BtnE5H4jbwB0aY7RVc7MnyxcFSVtZp3Is80P4Z01kzl6nerqrw9qTLPO6ppxOOK",
-	"FnOyZUvcPevykO9BtGpDHGGmm2VlFsLWCBk+uEGzrk3/y3SBB0tmZ/fKKzjgCqLpYkRc9VjeMVMxPxDn",
-	"1nTvlERgz81zSbleucadWa6QreoxKyknVhlBswmOEvg/PCDRDrQ4gHCwgOtlu3S7zIIqWg0Y6buB0SIb",
-	"IXp98Olg6+jFp72XGwdvtt8fHb462T/ePPj5519//eXw5W8HhQgRXK1qeKi3tV0IED0rBIi2uz4fiIF3",
-	"8vPpxm/Hb35+/ungfHvv/cn5Ly9evXv5av9w69PW06c/PwXunt0cdEmZW9mHS11jMsMi61RxZxd/kESx",
-	"a+UZrU4yzeNRmmuDAzXXkgdnxdk6nt31Gl5eYAM3ZbMhvi8680C+GohHvYS5e30zFXoX2AezqFCd29PQ",
-	"8s0s7xcSLKa6sPwuYs9K5LLN4EngmQniR61dYtYESn/HyujCRsKpFROUtrZv3bY6g/Km3Tukl6ymChru",
-	"CjRJK5iZTj8Ha1jexn7LXEJTXd3NL7Rtce6iqdeCdvN6GZgGrXWuRj8rt9M8hWptMs/6x0S4i5BBbn8k",
-	"eP4VssMLk/Zf+KprtR15MXBKCH6vm0fmeV7vbfWeeY28METL3xue31jvOU9vgnQ0L1VC0ViP+GzTmcoM",
-	"sdQSOqwXmdm7KnZnLIbQhOmSLcDniZ68AKYU9MkHoEGVUi4j5Xro4XdQTKvnXtDB7HIqpJefS13FBXRL",
-	"aZpX6fmAym3npb8tpew5Z1t1oJUO26GYzdscXsuo4s96ebl0jDryKS+8S6aMcoOjAHO2lSeFtXZvrXSo",
-	"ockV9Yq3bPEBfwKg17XKRZH4KioGsIVCXUw/bx/3gxszkaRpk0s0F0YvXgsx+PQvzJ5B4yFkN23IWbhk",
-	"i5Ib2dyA1baleD9qlbwfshlKFcUxkYzGWdMxCGfQ1Ba9hB6h0h6U9LnxuFwaKpaYADxPBUIjTiG2tCCG",
-	"qPRv8Re72nhDrC0yFVfoYJ7aanMocusH+ZAeAcBxqggXdiY+H1JuXLyUhCyNrtBeh7rCa+UgomN13A+S",
-	"iDnXc5WlHb2bNmdZinOtK9du6V1aekFqKblMgEvOdYnQKBD3baLjJpa9Kk99a1iWLSQ2MRJ7r8mZoTOD",
-	"1YdauXnY5zRJGE1NnZXr2B8wNWeMW44oSTMw/+zgQ+xilIpp0AJEF6TbOV0U7fr7sO2lAdQz98ZL5+7m",
-	"XbnrmJnZ2ptvbh3XvaW+bimBVuiollSKoKvY6qcumRl60YlRCWQ1wxlG5P+sDsGVmcuwmosire4I6gFh",
-	"H8EdXYehfVP9JQIQZVU/yCoNzFbhkLduO+CH1L4UQbpr49SaiWZdR7FoA4BYTU5jy3NxlhH6j4UGSbOo",
-	"ZlQgwN10vHbKwPM2rNVCVkq2zHfTPL7rANZOZ1IRALBDryAdKZMrf1Pi5ebdEi8zOPGlIeB8jnVnvZyy",
-	"V1JAai/eA4MP1giJuFQAVzxyMIpxa/EZhw5EwrjtzJHfX0gLydcPcX4s3EmyklgE1bLPAP/Vg5Emjed0",
-	"AZy+iE/ukUJHFK0LGTivun5IrUoE/R8Efb8Khv0KePXfHYUe4crPVC3eS8AFZ0Ff61UFtt4hQQ4+6WRD",
-	"Z5CSXCiyYMrneUJ0VhzfL4mIiGulrSiP9XsbXiMHADVV/gWpkFf+l2+uWVHFJl4NueBG2IFclKLHowpD",
-	"cHcndKW8uvffAbng4YXzlq3XIPj9TTX1JYOIQ7Cw6PEpzOTW0vvUae1ROS7QeGt6vJVxOlZwu929xP/O",
-	"WQn3AwVoAmYdQnTiR05j9ekdIwU3JkagUIssygkjCLpVpJwHoAo4fPdOOAKHEX+RmX7GCquvK3VcXeWr",
-	"fw8PTmlBdoS6KTqadCVUcPpyn+xsbj3NlIoMwa9xn8JX8yqbObMsH+3gOokpR4vPuonFcDhLQclcnrr4",
-	"OL3tqhpsmopULudqejoBvAumfDGiUczCYOWEIieBtcbvlCMa1dG9BV2yXV9LKnsFmmp1vd2FSar488NS",
-	"/qwN6ef+lViMS3z7RqilqsGdifTqol+fn5+YVuIZfZgeOO4boRn8lF7jJdnacfn1ereWxxilq2LkT0Sq",
-	"iIFYXE5/9T0HnXR7A2BW0rtu1uD+1KN9K8nq1fsYrn7kJZZhMcdgR7LzuAEKxL3cNW4SOoiZR6Z0OIk4",
-	"a9ucBgKXyzQXep5SPpzYTsau16AIHV65axBDLQNYjkQ6iMIQkD9diLDaDstLoeGq7QJM3onbsKHUv6EI",
-	"Z1+yFYqHs7xfbwETO7dLin1ANAcrfFSCja7go6Gj9cIg/ucfuM+IOLRuRyvesni1k4qGyVAXM54yYwWa",
-	"JJUq3uIskSpldLrsY82XxUxBQoxiKadxUfkv7lnlXp0yGkacyYoFoBk/pqyYUBj45x1kN0w4z742YK9L",
-	"vrXTLT/hWG4NII06kBOcyZ+rppiaBYHoqo1GVJLi8c1IfPjvwhbar1dKk/fshOvueWlyxS2/cZ/LZbj1",
-	"NRvIbDF5Bv0KBoJyV5umNAxTJiWTHhmmDHBWaQzpa8avWWSUV27sjkAu1XBSROHM6ag+LgcOIMS8hM5R",
-	"pBnA8gKPBJpg9P9b0ghK4Tm7DzeIN6eoAeGqjCp5p/IGE3q4ocqhkLVc49EVHI2mosHTJ72u299fjIjm",
-	"mOmQSkb2UzG8HIk0NPVtPm+udzHrv6UVgpHWssapmCXww1F0ValkuXw6+tJr71xPN1V7YzJPw3by7Gqg",
-	"n3Fr2LrtHdqefL6c8qStrtpf//hz61uzXftx688lCEdF0PNq2tRSiHMI4ZMDOpwAUDkmi3t6fUlMh6as",
-	"OEPOKeXIjBlnkApS6xpa73efVn0Q+jyX78smf/Z12P4y6c3D9tPF9PK6zbbSLtVL/rxxNWhvrydj1r6e",
-	"73yR7eHmdKIZ5rP0srdoX4VbI9WedvnXSXvjy5xd613eHs9lu3f9eWfYngw2Vdp+yi/Xrxpe4+uwOw3b",
-	"W1+eTWh7vtgYXbbVeBsk4vrV5Clvs0G6ed3ekWHvS3t6uaW+NrzGfGNxTdvd8Wh72E6+PptetT+nvYme",
-	"9Xb45VK1p9fr86/tzeGA7bSvJk/HmtEs6FYyam/wq27aHl8+m4ftnvqyPW38UWEXxb38c7nj127rfTwC",
-	"d2DRpSoAem2rALqFmoBujRO3CCtTeL9XXGf9VdYi+2cxKGdvCs4a/a2eVm2NXqQt6QzndLP7vLf/9MOz",
-	"txtH27/snK9/3Pzt6acuso10GY1a94p1feWag6LpmBVzSdzEjGoqleCsMGOc6c1G/xIZ8XEC2NrksxgQ",
-	"XOquvq4pFsxYlKNaieDCG9eiMhfhOO+W7ec1RhGHtO1aL93ewHGDBWYrgxujGJv93vrqxFzGUbzx2OuE",
-	"UrrC/bqbxy1zTmWKSkZBgPPJQtTWrSI/1MYuKNJF/SWnu4pZVSLEm6FMkWhQ7ZVEiaLJeFtOy5LsDxvO",
-	"HrBYzElQnFGAWox9tdnlzh0TOcq1sq53qrQDdpoe3jlnc50TXs5Z6v1TA6qGkwsZfWWNPlzciF+M4mg8",
-	"UbBtYHgkLL1Af3+jv1WXgZUP4aTcwWj1+5lAVoAaFn0byDesYb/eLbCR2mNz5uq8eLP82uf6VabE0SZd",
-	"WaFvG1Z2yDFnJGb0qvigz6MwZo6Lm7NrhY0xoLkMDbPuuknKriIxg5otkzJUUow23fVt37a6yt47a6xs",
-	"7aGQGWc01yBhIew0/nyX2IQsLrBBUTGofTudVujK8SXXOnRAfXLKHCFMWWgWDTHgmSzrV3eIu5Ri/vkP",
-	"c85kRsiKFc5e722t94p8yDxTzcQ1r81G2/aeuT/crjs4O8HKnmhFXCqWaDUTT6UoxTa6d3L/5qvNJpq9",
-	"vI4PGFjKFw5UZtFaML7TJiWDVMwlS1t5VGc4ERJSDyzkpons0FJYsepBTpmj3i3JFDBv1vaYiTY8YhQL",
-	"XcxLwDzMm8HbmPXHFlNm2lJBe4+hEJdRKUdzWdTm1sSISGnmkGipohmRDa40IRu6GJC5UCoOzD4H+T6W",
-	"zVHcnN79Nuf2FJUMqRKSTwesRlC+xA5ejATvJUvbe2PGVWCdyZh2gG1azWIjRZpJGnHjPqSKTAWUkneL",
-	"BWciJcGMX3JtseGWlNSqQ/E1imO6ttXpkuav6+u75F3EZ9fk+tn2xfbmLkmv+uub3U63RV6x4aVY63XX",
-	"u9317jp5GaVsJK7X4Ntiqvl6r1ubdnsTwPk5JLlK5S7WdhaDI2+KFPUF05rR7ETr0VDO6xQJPC3PvYKl",
-	"hRToNb8pt3KPd1FFk8hiiL8X7/yyu5vdSrxJNckWFYoGm2cpnKmhzcejiVU6HHz7owaP4Q7BVI+IONQ8",
-	"J2++tIqdWmTl324xRu2M6o71vfFxQarSHoRbltce4VEti9PqW1pMQEpZzCh23zO1UB3yBnEbEmZanUFe",
-	"6A+QGub2cDa9wvXdJ1EVaCNlYZTqJfQbayGVk4GgqXWNA2FOsQKwgnBnyShPyaiqNpgZCv3QzvSGOx3J",
-	"zqHpWH2w2ukGNrIMMQ+dFdrwdsgRmEiaO0B1jM8D09kEQP3y1tXNYsNrkzAFdACSB3owFfOG9LHSJMH2",
-	"TDcF1vWBuS2mIAY2p2kIhfmXDBq9nGFf+8DpFPaD9Hl9y6sO2eP6ibb+JhpFQ8edSxAVBzrJD5jJK8Lk",
-	"xAwfI8vqXWWBZma3rdA25kcpjjXL+WkMYtYqdtgPBZM+x670bHipOXakJItHff1Ps0NQ5e/uSLEHmM+z",
-	"JmBNKCdCAsRuf2s0idamLGjpAWJGU07mE+HkN5DIJLBHejU474aXeeHNsvNLn0Rv2QKbyUR8JKobYgOK",
-	"+spRkmqKk6ydpOJ6kS0bZBYNQwMEBSgu272NZy2i5sK06rA5hBFQOILkUE7YdSQVWFVsAH3UiTkBcslY",
-	"IqESUUvDudAbBxmBZhEmI9TOAV5vEGccndLnPv/Pf8g7cwek/vuvvBfuX1lFmQkjkL+IZKm25P7SD7bb",
-	"bVL4r/5wSiNO/iJB/1n3WTcgTYjX9tfWII18IqTCL1rkr0JXONJUdCyxgCHwiAV09yo5mKmYKSZJE0Jf",
-	"mEDtEckYUXTs/Ewbj1geh8nygDNlNAenNd+MKzEbTliIk0ee8BcJ1ntPO91Ot7Pe3+nudAMz2ay5G2m6",
-	"XMUjOHf4xIlzuCyg5ZFgbQJoTl/1I2sQYcJ/TplKo6EMYA9IIBKpt0cfBvjRYeqIWlJoVWzKTeE8Isgp",
-	"gMrUOScBfJrKwODZmHM+d/cb85b1N4WP4+iK2VIAWrjN5hcw4RENyGBhyaNDTqiaAO8qCRuaMltWTajE",
-	"yYZ5+qz5/a42dpBSC9wLe/oZiB58O5lSoHsiuBJ2JlhhbR4I1i70rQSsB2AK8KfpWZe1Ac3lgJ0eZIBT",
-	"SfIcLPMTLRnen76ThQuVzKA7Iew4CmVJmkEhHzZoEZPLO6RpapsbVhLHzdl8nAg7N+RV9mRKHaoyiCYx",
-	"ssdd6bCo9wfYn7T8L+uqGEl9bobXgpmUvVCL0lymNPN7V+Tzns8pJ8HeTE1EGn2FTQyMCPJsu19XUOFX",
-	"rZXE3I1MHWtwaTbtrJzJNI7IslrIHrSENMB8hopIFNpGkxYpHte9SyhfmF59LJbAy4PN7jqpdrJ8k6WE",
-	"WzVqwAjESI2sNa+MpM+DrW6P1EXyA49E+uxAHrptLPXtiaYMfrpJytH+wFIKpD4Bq8YiOkwJgZyeagJa",
-	"M1jWIS7wCCq9Pg9MLkrQcpNKgqEIWQCyOZJEgkkJZ1BOSvFMLjo0t4PdWy1FhwSQLWPaVdh26zRlAJJi",
-	"0dXwjQvTQrFjlo+trKBijaLTJ2VKeqbkRAvUYZRMWKrYtZK2cwAjXPC23Rrct+zESLDV3QhQwcy5s8/n",
-	"k0jvRzqcMKlSqvTL0T2JIt9E9wG6EI7oOdNXVjr0IJFno1KqOXrGffTWLVCkwSLx+ZuIB0z3WvrI3eaa",
-	"PqGrSh6/h4h/LOakqZWTiIVWjlonK9J0HBfZ3JReMtnysNgy2Oquk1KCT4DFS9xhqJDnhuGHom7uKIBJ",
-	"Kq6i0FRKsGvFOCgtJLhuZ91OQZS3YZrtlMlEaN3G1j04z1G+qD6lN1zPROZnMFiYJDh7kYzXXP9VZqDK",
-	"elktrhxU2AHHZ9d0qOIFQhrC0H0S9LrrgeFDWJJaTPsnzeDk+MyIFfxSC/78s0xw2G+10Cl3lM1+gZqH",
-	"ofk1TCwKsnW6EKQI9AU8HKF19Tli63EB1It+OdQktKiSgrBrzTAiFS983gxuBRk1DbdbHXJarPY3VYkQ",
-	"/9fXCIlzATrBlIaMNGkshT6W2mUZLEC0IfJj1JJMS9Og0PG8T7hoY5oJKvi2HMQp+M4CXo1uZ70DfbJE",
-	"wjhNoka/sdHpdjYwj2ICRqnbzxqi6XXxSbPjpTawnv3gh7zgF3d+YhuvYBTDol1K5AqXTuDNtg/E1WSX",
-	"6w3A4OiZ5dAGXiOjez3FXre7zMmRPbeW//qb19jsrt/+i3Lz8W9eY2uVN70xGWpZwu5Wd2Olt+WNfB2v",
-	"ATjBXH/B738g0gGouwborXBEBSO/0/AaWKlkjJKimo+5aVln8FcMMAVIluWltXxIN9FE8Yeel0Mla9OI",
-	"t/O65bYTX02ErKGeU0gNlCT/DaoqDhlkEVIbGu2QPYN7i43j4VZxUSyk18KsVFirGXSsVXpLX00MZfkc",
-	"Mb6QPLPXgCzSfJpdD5lRbUpQA8vo8oypuiT+vJHscxEubmhiW9O8tpDqv1of2JvqCL4VvXgG5PrBd2iF",
-	"XzynYTaJ+1+7ze7Og5oA1+erZtBeG+u9IjlBZU0dVW7uajkPYgTgCGrb3N9+Qe7XYninUPLngDDoySKt",
-	"u1NetQCwbnMepftwzcBBv7zR+QpodlPLHABIYH1rFdKp6Qf+P4BtnyF8IbHI3A5/dTI+bmTlSNAryX2I",
-	"r6VsqHU9cw8+i4GXacAiJTbHqVPPMV8xhYkkSyT5aowSUdizDKx8O17aZJYrGs+cxLcNyAMxCWM3pHnZ",
-	"MTFPzk3Xqkkk7GXRpEfLoMuScW5LoNNM3GQ9FTbgNEuFKu3APyb175ub21U8PLPf1cmbFChn9jeejc2L",
-	"e9wluhlpty5yZTaaJ2zWMNLzXBXJr1vnYfJ080HytKYkZIkATPNr/qCe+kfCWfuqkq0yzUcRa+VRsSDe",
-	"zG4CqEWM2xw+smCq8z/FclB1hFqVPN4S6wAaY0pCgSuPU723kA4JpnrK2ll/eVZF0soc7D7nbG7wkK3w",
-	"g1z8AWbueSb/zrTj1Vcg4jOTswd5nzMufU4VoVgMSoepkJLQOCYpg0sid8G3qs8qnYHBgfmicjZlskNe",
-	"Qp8OEimfIwwqunTLd8IAFQfvxLDgUG4ttzP0/pyWLtTdbYtKmmZ9YuZdGJdjZ1Ttit7dpoe8/p+SoP4I",
-	"7Bu/dJN68aBhe+zp34DPg31fbHJwp1EDOpFN0inurWPCKxd6fvuvZd9VahYz0+4040NkOf1A+i3+dpfM",
-	"KUbmTVAeVYzOd5Jwjkm3Z3lmJDPg8kpK+0ryzv7qMaWdrUTI+4fkHD7vZQNgHf+aa7eaa+Agt06E200z",
-	"YQsk6uXmXhhqqekIvA45YvPMxKYpKzvHImWT1Xd9nqVcCMAmBoPcgjBasRrlfjRAcMnzwn3eLDizXRG3",
-	"XJadwpressW/vtzvRWW4xdYxfxOVFcMqywntpUihrAGi0YYD9WuDMKQUg0HwB59DEzgPAkmIMW3hkKXb",
-	"KQ+a5EmT41DEnkP8L4v03LKNNu7UQc/nN0VfIL02yLKc3K4xAQT7bZ5hCyKhkJmhFVaT+EWnmFJRGsBE",
-	"rDzEp8MhbJCrg+G4eLEsPDXWtzgyaLEDES6w2AGiQj5fOV5FmsC555FkJNjsdn1ehSRpdchBDgFuy1L0",
-	"+mzDHIyNW+i4XZ9Tm5VAKDGdPhAqHMPXpEl5drgBgcxaIzG4IEMRC46xVm1EzThkeSA0bMv0Y0HRYjqr",
-	"oEq92etpvlUHLxD07aP6GIbyKtA/54XGhRHq8yKF0Owk4uM+oWhQGDTlzDNkegORaRTOs2i1jZxDYBbR",
-	"0LIObjXMDvtXAn7unRX31SR4sUPm6u5+5+WKXau1JKZRxcU2lFdFF83+2YfcO2MbY/gN7zYcfw/rZrxn",
-	"3nbX535DMU656m/2/MatWPf6t+vetrfR9bnTBrs4Macpj3RmWGpAkLGu+zchsEPcqxHBsukMxMBO5lbk",
-	"/xUnc3PTbB9x5XMSq5gBXk23zALjRrQ+uP0iDVFEOeZNIWK9jIjN82vwsHn2SABsbuNvt0Qeordu9noP",
-	"MmOW4qVk5ozmIaRwcZysLCfr0F4Ei4StmTaIMKm/zVKk9dHt2v4NUEuCU2BhhxxkTHQor+rtn5LecC8T",
-	"6LFafy3Zu0exgZYKmlz0VU/BqjxmTxDzWAvHFc6kQ0yTHp/rQ8mEbVmydZAX/nfXZA0p3tJo2NFwYWK1",
-	"Kq5pV7lUxT3XepPFHC8Ck4qR0eXmE+G0FrtiFt0D32FSgiG9zMuABsB9aTOk+pj8sjR1oZw2awuNtZYU",
-	"SfIEt+CJNeEccF6zK2KudaqshRsxHdygVSgw/5uVVavt+txqq6SorJ5bPRRTMJ1GN6jbQwq2bazXHMSU",
-	"X5rON3oK8C+fg0MM+A6odP+BPEgSjblIse2ez59U+me/AZHX1/O0srLT6dxDDAe77vCFpoZiNNJT/D8h",
-	"VfQnTHanvFRtbFJ6ib2RTampk8ZOsjLPzJwWvAvslFXbMAZ6RNs+G8FzWrD1Z1opjZAF5Cpb4OIzQ5sm",
-	"/QD0k3aqpjFXWfo8KGuaAWkGhZ5RQas6oqFrffCg9kMzayADeLT+bRwS64cx1YRcesTn0JNXyoTFKm8X",
-	"1vLQ8MBejEbh73ZJDYBinhJs7RULwWSsFZvnjG2tsdkZ2SNZ4z6wAeaMXtrbeGMfxpZH3O6JnhEAPnd6",
-	"F+KyUTAUOYUklCzpQajFRG7qzCciztpHZQYPKTU/9QinU700zUx8nvVsmk8WuUx3l72sx5m20HxepG9D",
-	"1sUO74Vm1slEcNaCO2s6kvncogcb8zyv4IhSqbc9ZemMG7tQZnNsOv2NNZF/LDSPq1kKYRHMf04XHaKf",
-	"hm7Fpd6+1a5LaEfzGhyniPvcwYiETDOgLWxrbY0+ag09kjHAKV1ooT9LiBJkkxxGz0kTe7pudUlX29i2",
-	"D6hs7RKZxJEiMU3HLAV2uTzZEW+jtRmdlpBV0Xrvzl2Z9dshBncGUR2gBVWnyF8GIgTawZ2pVq9DeRnc",
-	"77y6LG9lVzExnL5W92wF1i+2AuuQF1hZ09dHWWhXUOgNlt0C7BCjJSAX2bj7Zx/wJkmkbFPNouilvkAr",
-	"bohtOVa3JVmLx3xH7tSZrLpdD+s85vPvcvIVyKobCOCP7+MSKbZAhMrcOg+H/rlRewxjE3GoxXvFTv/H",
-	"9y10SOpGErqHc+jhxwBqd41x9cZSZ1PYLhNO31AjzVsYnke1MuIkgCsKhRg+r5VOI8TYMbiM2jQzYhNc",
-	"FvAt+itg5/5reyxWMONO6CIWNDwX4p0WPo/l6bjF4jRHb5pxf1c71YjLf4K1auSX6eqWBdfc9m43mqrw",
-	"w7U/jaXwbaWUTGP3Hb7cg9R95hXTX6wTG68I2GBieClmqlNWcYzZqzVh6CVSaG2wTFd5xUBReVAy5+r9",
-	"OMxisC/GJXNa+W2shrNR7kWxrF/EjY0/Ko0+6jt0rMYkgdxgC5ek/znnq2eVhp2/PQN/c4XfSZYeCfXS",
-	"5tr9T8h5o9WzqbndFQ2+bnX5I7CTb0JEhKlnC2vQtB4cWfcb2Vtao5P1WCxGcUnTuN6gUBWwy1te2ZTy",
-	"+XJekxfjm8JuvWWASIUoGFD2OpPK5+gqw4YLpGm6awFaHqTteWQOyVE1vVFuyDjQ+1XPpjaru4CnqXci",
-	"3M3rJCHs6k7u32v4T0h00CdbuIh3ka9rM64J9DvcpP0YCmidi3TD3TjDvHJJoELUlo5iMavtVoJiaymF",
-	"v4eFrEzi7/DVJI5GAChSnBxkarB/5cw/gcDfRSOHvg3JLKFxg7dyq9bY63YdJFITd8PEiOiKmZY4wKVD",
-	"prk948NFtZpnzNRr88KHKn+lRgCrKU748jqtaQ+WUT6z73hEVwwwEZJUDJhzNiKxuVYG8mbpyZykYsrU",
-	"hM0kgZbE7DoREoDTbOSw6fhldq12/5Oe0yY4Tg/hDcbratKGs9jOhT/rdjeGcjaQC6nYFP60n+qfFD6Y",
-	"8UjhBwE0VYC0HSxEj5jMA591zGjM1KFZ6/2yTsAn8/rg3UmWZXYBcv8Ce05gf2OCbQ8NmhR6CiShmYow",
-	"WEBKfqxtnP+Q899ODm4cDbgeS31+w0N/4oA/+dhfxm98I+vd3tMVf2Pak+hfbaz7tV7R5YkXZkNJxEmZ",
-	"TpA4/j5Sd94/zY65htwLfTGX5xRiCZcmKRfc00UBYrHJQLOhoHVSaBPqc5EWO4X2LTlkoBbQ9MvGo6pt",
-	"+9CTVOjh+gO219NS2iOCEyj8kjIDIsTBYXI0STIYkydPsmDGkyekiVzNM7Ud+vyG8QzgfIIzptr7gC8U",
-	"eBBMaHk+z6E2hpWmqoiVBAk3IZklEKDYA0DXiCN0iIvC0bwBa8O2+wpaJtbsvsMGrCRVkRxFLOxji+DP",
-	"M8QXIYHbQDXokDfcOuEwrAStPzCwBwsFUB0DMbQ0irfntHMkJoSqhDYMXAXKyD5QnSBcJjgzLj9nFT9o",
-	"PoCtX2FsDChZsGEDiGuTIh3I4CjDUoX9z5oi+9ygqDUlY+TJeRF28wkERh0ktr7pe2bwKi1lgGKXM1D3",
-	"/K3XMkN49HlwcfFaSJVjvhjMWgtJlaHY5HMHHh2zEAB9kJqNY/0HWUDT7RBTXFJqxkhTvZnGgRrTMbTo",
-	"NQH5OkavBXLMFNt32t/eqywJMTE1KR9kBFxKOcxbK5fJU3P6mgvg1o8+oOPvN6cBSKnI1mUgj/S2rH3w",
-	"svYuOB0k5OJ0MjbnmfifgdZGdDoEd33kSW7u9LobO418RuZqmaiC00a0ZprfaTJ3KLrNaOpBebO3qLWP",
-	"Cy672sLqcHiXOBaLKU7I5gqp0k+eGIi+Ei6vz/GBJ088R0IPFkUMTkjrntdg9/Z9HkF3ARqTsoxs1gtJ",
-	"RMODqDsAps0nVLEsPylJtJRSHXI8UsxoEVrk9LpdkxzjJKx4kAWD3Zs0JzQ5G8FGtxesBRvdjYDYc7O/",
-	"LSIC7vqmCgrnbhKbDFUQrc0hSilRk1TMxhOT4QczN0l738uoPhxR02VyZXs6uwiuUX3vmry/v+u60WqK",
-	"zdfreyZmmbRnTJFZUpvYlfdXtkFFk0wUi/EYMlF45+aW7ls2hODmzJYbxZfbvf/xGKgwzmV2dMH79ISv",
-	"27+VORBwnoysbsqtXdbNv1/vdQXAHdJEzy8m12Ztsa1G5LiYOWt1COoUcJGz0p9aBDoDtLeC3uyhJj6k",
-	"cWwoBVzV+AoEm6sqyt8p1PywOO7OShzlHbYZ/b6+tsMRvcHddqM9e0hvMmeLOMwlc3bfKLGZAereUWvW",
-	"wjd1hq1lPTfWzNmRQU6iEbuM7C1pF4IaHirzRbruI1IloTYYY8M0WX/zkiWLVVY20BspzyQPIzp7Bayx",
-	"Q85sgi4Qt75s0M8Q1YHiSztkH2/G7bcsu0N1FgXkBGd848BV5u+Nd/AQ5f/OqmQ+5TsplSvI9XzkM0QS",
-	"uLcS8UCN4OZf7qF5dmB7Hf/LoR7MobBc3BHn4QzLAZCt3IFNZW3el7Ir4/anxLRUQX8MMADj/SlxG4tz",
-	"c7t0Bcxu40UDee2UMnhEMeAwRTjVlBXTFXOvR8FjNaXpJUCL5h4reCaOQBu3klrWws8a68B6t3xelNrY",
-	"pmrIoN9KCZc/x952fFfaGtA6gPVLkSVuqRpvCpzNP4f7VUzrB3BDIx4eG5Cy0LMXakPC/0K21c2/PBLq",
-	"xLSI/5eJPoKah/rJfdio04Xp1ky8rLFA2bmKPVFSZgA24uiK2YZNBpK2T6LQMwXyzdHd2qD5PFItr64t",
-	"mIfNxGboig6JMVs7JDAsPgD+KVHHtM3zoEPfLT7oQqO7LDbYIeWiCdsWT1yyWhBdfaCFJlSy8R0Tkqu9",
-	"x5a4xpad5Hcqcb5nvsQqN/uUKvYumkYPBD7prcRTX1HF5nRxvwwL/ZsVmKp5xzm2AahJzHAaOv3+xzfv",
-	"T7eH1W2ZGg9gMu8MBP9S2nGYDDiAKzxmLWVX4pK1wbsob0LS1o/Z0qziWzLFA/ufsOshS3BaWiuBq31r",
-	"fKnUxNJErZqAmgGjTw0Sd5R/6yg9USoxDBalTt4e4ZjhZIJqmEFHLPfMkOI1a8zYplb+CG5KbQwKvzrW",
-	"2/X38RDzCjyEcBkDQQ+xG1yz6/iXg/zLQZbYetGYEzFThUZeWfTuFt7xp2n1aqoGQhYzxZbzDtdGWcKv",
-	"+tBjqHqDfZ7bhRBN5gYXSN3aBtcz6EcYXsKgeJ4oeQtb0rZWxuT0ILhBNkky2Oxumu8dfFaAl4LED+z+",
-	"KqBSeDkzKTbEXCWV8rwQh/9et9xr5NGwuvQxQKbIW+KYabjJDUYElPW2KYOT6bsHkTebNL83B1BKXMoz",
-	"tuoP7qddaJT209ouOaTXWo39qbtLXiuVHPN4sUvO9KVju+SMTtlZpNhP7+j1PwGPcgUWgvRRMOv+ZaX/",
-	"IFaKbI7QEk+rstG7FmfkTaz/yDhwBPgAN+lreVVFxmyLwXcL+IDZG64jrIVVEj6HrDa0Wa1/bpXsNpvv",
-	"Uxs1yyILc22WDhih8hIbRhaqMJwiDNO5s+T3ui1nq47fmm07HNGqi6ue6OwjEZNr+yJk8PS3O1Z0/P1J",
-	"7atUMKJjSS/qLi6iv9fR/i/z+puY1wu8GaVilpLed1vs8dAECDmbF1q7NSk0y5SK9LokpTwUUzJYKCZb",
-	"HoIgSkAvz1GJqCRPjN//CamPIlJpYGogKdmoXD4vo3rir/Wkfjk1vKkYZrS5FsYbDhhYNwYez53PHOee",
-	"cXMRqnwe5Kkawa4dGdxkEIsthz7dCKXPzxF3wihPsYWARO8bdmQ09m9eO7s0tFny6T9SDPBBoNt3D+f9",
-	"yyj+SQZjKTh4G7e4bwgw80eX0qWqkUHb4u+meB/G8Rgn1YifNQ1ZiKxll9h8mgiyHybGl3LJElWrgvj8",
-	"TjqI2Y+bom23qyLnQiU3qCP/vEjW36yl/K2BrH95z9/Ee6oxteXcx/Qd7SzoNF4hkBZJcpwwvnfyJuus",
-	"jjrGLIoVibjprG28FKYbu8kLNiBh5Zbrebd07KAODfT112b8H6TPnem0lpS2mWmdJWx4NxezXXnuMjF7",
-	"0ifQitXnER+Jvs8JgYTOflavpj8y1X59Ap1c71o+ppWk8n52/q7QK7YGiiS0GXZHXVY2ZoVCG9GjbjCq",
-	"jV6IzXkKkgRPn3FQfgVn0qukktxuUyNmnVsnZiqx6XDIQDPWdrXPm9nQFJyQG8StRmvdZilnLYtvEFMp",
-	"G+udp4oVJMW/wupfk/pfabWiP9DeoBKvWC60bJb9LeJqPmEQhkCJNOYsbFtc9AlF3bcZcMFZ4JHAaMkB",
-	"II8GqA8HmLoBg5Tzf7WJnYVG69TlmI2UAf7Mp2EjIggZQQBiYhnS0xJBd2Ov7bvU9SFCUqEKDNL1LXJS",
-	"Xga2Ev7TjbBMldZYZZgmW5GWgfBpG+r13nrDayACX6O/7TUQfq/R3+h+q0d2+mZBpJaty7NbD2KGKCHw",
-	"BHM5IO++9IfiVq13/9Yd4tDKzd2fI2E8WtnCl0+2MFcApswnCyMvee/qHbNH1HYRuiUDyOKqzeTD2m7+",
-	"Kw/+QfLAdqysOeV6iQCesFWRVUwQFtypnm3ClHWVsWnMBkY84ioVMmFDQPtgPExExDFbcAZ+YI9sdTdI",
-	"1r6nQ54LaHFvMmfoFcP0PUB0D04ZDSPOpAwQrJsE0PMYavDlBBoI8JBwdF4KrmgELS/DMGVSak15mLJQ",
-	"Uy6NJRGpRS1cIidOcVseDP4Hbic4YgMiC3vn1LohMkz2NbSxWvrtzNTAlp/4w/kbDrRxhy6PZlvruzzS",
-	"cNFxLtL3WLltXX0F9qxKKZeRIjOeMjqcmF4hS3ZnRKMYPTB32iIu1MVjbtMRILHScNEnWRBCcIZ4HQBB",
-	"JTvEutxDFkcD0NjiBZpdPjc1ipkV20fEHSzARdoUqWlbpQd2LoPP5YQmgPVBBs796dg+OH8DeEo2m2VA",
-	"Qd9W5nZ9VPK0UY2Y9QjkBD6OpvV5oLOj5Tm1C9C41pivmNSTiplCAznEvCMEXGexBGSo6wjjwWaIW7ms",
-	"d/OGkWYsRGLLxc1EW/28xQRUgsdq4sEp4m4BNiCizUBzFMCrhgadA2wNJgHzfyEMY01EqDmXntUqB2QO",
-	"oS6vp6jQmxL4QuS+n1Ww546wHBgRU6WkRzDYDWjrZ/qEQ9tmZOqeauUsfV4+TIMLg9md+qYAr7ZQGMVa",
-	"/ZyT+7xpCZzAVWWSBLns1fYI/I2SFy2SaDhx3Ww+HwmD1ZiTA1JUjfjC5gx5RC6SRM0FkYolsl9TcOhk",
-	"jPOseyVpUulzDCnWxhJNGBHBAbLgZSFiuVuoSyrF+Gx9/wrBDp9jxaXWEwqBjMykqgQ0PAPkUy6lrAQ5",
-	"yU0xTghDlhPzsrz6JiWDVMwlS1u56TeEBH6oXTI4INTmbayIYgPWYwSPDBY+xy7WTrZhYBJVMMlssCDB",
-	"i4N3B+cHZFlKYlA8h9qE5wCum1ySAdnx+Qt7iaAulmReMdzC4tZTbnhKigCR+qR8biGE8L3mLcXEaWjB",
-	"BMqOlZQAzetVWzSbrBi3KAyZad5JwuAIWUgM6NIIOF6jVABeOWhu07rSNnuTTPEItiK29SpAFf/5D/kI",
-	"t9R4+DA05nB4263Hvj77yqaO5w0nEUQDe0VovQAukckRjZQsdCRyl+o434lWB6DTS8T1NRbplMbRV9P7",
-	"ijSHVDIsQ37PI/SFUsnIFU0jqpc5EnHIQi//Vg+nokEUa66lxwD8rYRRWJqMMRw4ZelY/0ylqOQQ+MIj",
-	"oVBEsrHmPtIjwS7kcBnCpT4POgidFhA5G2mpadKDPJLoPeKqzTTv1gPOeCg4a3lEChIgukHg+TxYg41Y",
-	"CzwSrOG/4Z+xGP/v7Z3s3xHvYJMd/eJg7d3xq/+9v/m/n3ePAkLjWG8swIFK+3TgiGKCMBHA5x3B3ZRi",
-	"CgcGZAcNTLJm82aB2G1nF2+QJBPBxSw1w7X1RUmjkFnQlVbW18kSxFgwl83r6c3kjMYGpH+kBzOdXPro",
-	"xJZFQD7jLofeGfpCe9j5DEdD40My4Na7JDi41uIjAMQprekZQaNXWsCCM53SEAUGcxNws2yQGFqz/iD1",
-	"ZaGxvYXocffMWykJ1q+vg9ZuNptImqy3ESTR+XzGNemBOWTZO2kGe+D1bx8YqugbyasWwS6hZPw1SrQQ",
-	"DdkohqBN3mw0ZHo3QoJwEWimtXaLVmAJYUb6vImsuGO+uDBfBC1TS2CIVQrgdEli+h3ABUaisOeCAzs1",
-	"sVlTIujvA7tqmqAY6Ss4swpAhKVhCF9gdA99tlO6gLRuID6fPzGkRIJf2+fH5yftfRGyPlnvbWxubUPn",
-	"XP3MKGJxiKCUFwYXjhtkHg+ZhEjJdBarKKGpMmA9IrW9p4CkfU4Ihro8/eKIkxw1jxEQo6QJCj4iYdI0",
-	"bwcDXZw6ZM9MZBxdMe5z07hJv2QucASZvVbrLAmLNWORpOlM3SOBXujF/vGLg6AFpFtpWmWushRAY5Zv",
-	"OjzXUjY2EPQ5GC7QBIouSky5aZtpiRByw2AzPEIhd6sN7SyglM8DVq1SEesLmtKhQuRBp3SQGwLEi6SZ",
-	"gc8NtU3p9YXFoYGkMAPdt76BfdCAJzIDxATgFvolWsACo9G0Qjl5f/6y/cz8cCsgTesbIAEwTxMBMr0h",
-	"gpYVZi8YXzhWgeVJeEHMfYoZtZm0dvNslz1abtmnmcJ8wgyB2u20p5TvRxPZBerx0FcvJXQgriD0ajbG",
-	"/OoCHwo8stntOnPV9OIhA9FcGcs9cca9blePI7jFWPbKY4KYZ2mwFthPwEGKQYLKDPCiaRUdL5XK4bry",
-	"Wiy04WAaQ9v/KYexakLvZaj0GjBI2iEkO0MCR6hH3T87fWkZEjZegYlwwS/KXMkjXOhRcoujHeuv+Ngw",
-	"Bk+fPXpBgrwHnN5pwOVCNbWwJnu8l1zMcxxtRzt3yaJp8L3MVnrAx4n91k5BYLNxmvkPtDJDpVYHpUiV",
-	"57TgBg7RwjFC3Eh4PZbAYNfnnNYQxJK7prO+r1YGKNshFEUBYOjrW+OZggx7SlhGu3BOajBTho9xYdih",
-	"/YVprzYX2GykBay6yIK2TCx6ljtuA8f7Z4HZYPZ/ERmpGRwQ+cvO/C/9ebvdJua/+s/l9+ivyrl4Oeab",
-	"8+M7EqtlnCAgEjrWF+j1wd4LzZHI/vHpGdjKcTSeqNYqcyg1IfBs0C0UzDYLgsCDPre/akjNyvNoZIut",
-	"c3WhVXqFsVPcQkqtnEFkOkvcLyYZPMor4YJrFcxWA+EM/gIA3QARiBzYoZxBH47oqf28dmQnlaEwms13",
-	"KA32xqZB4Fh1+EZFaKPiqPUoSYU3FEF33InXhd1yeDdsiKZ1VdSKIDYcY+wFJtHbMZPAwFtA1kiQAs4z",
-	"PmS8B8EpU+miDVi85bkhpEI2n+ym2PPQasF0EI1nYiY9mC+0ByQA4IZH/hdqEvrlWgrj/68gVAv6raZq",
-	"cBnVXUPbuxi9pimhSqXRYAadAk0Ew41eND+Ay04/ac1zCxFPjJ95N996WK+0zWr1aqB3flBhS8WNc0JN",
-	"QauPrmEyjMHR53Kh/I4ABC60VgT55egz+IBVZ2AGvYAE1gFenEaBxRX2ZjhhIVkDo0YIImMxv22sNf31",
-	"pvu1wjAYvMbnx9xYeUDwHpKcZ8YEaxH2ClSRGqZg/I4+XwleGhJwn2RgnU+edAjCR1N8vc+Bs0RKVjHE",
-	"dkkuzCy2ZlGE+LzpeC4g4T70wJEjRhnuDdw29xIU1OXejsHy1ouG6YapSBI9DqBwY9eX3A3hOdCfKCki",
-	"5fNhCu4BtxITjBbkKcZXZ+Vs8PHjx/aeE6jtY/ZXymg8/clvZCl4DS/fjJ/8BqLkRyFi5PuN3KlQC30Y",
-	"OH1yi/hCnvv3LI3BreDUK3gkqAJqBrnpaBPRAgMnGXTIHhTpo1uJmGUWqk/7hIs23OvAKt4vNTGv9zEW",
-	"A04J02rYYmDn6ZQF/gVtmoMgmCiV+By9e/jA6/Pzk7X1zrrP9zES1j5fJKxPysEwnxfsRcQa0qP+6YPf",
-	"DVoTNPrER4hcfRB+I6FSzkUa4hedTsdvfIN5IJS4I1yby8viWiRmSlauld44AG3ddS1mcFVYO3PuOP4Q",
-	"dtZsY8mpmiO0FwS+M6w2oqm8LKi7rtcWDHgczcs6x8dUD2n4qhiRJ08K3eOfPEEVOVKAQYueITSPcEuy",
-	"mQMSjQOVb7e11SFvuC0XbiM9GMgreWmgvmos/lMz6/YLF2G9zvQvAUYHpAm6ewA/WAsg2yPImIWCokNi",
-	"vvZI9n0APLOrecWKXgTIrrWOhNu8CAYbMbsCNzkV+pkBXVqbtdYcm6/4PexLoLdcGQUeHDu2EConM2P0",
-	"mpu3i84LUuu7ADaKkQ1ufehgUXrOFa71V9iT97maCzh68zT0AFgGop8xB6RvUY8EFzhORguOn7VOQJy2",
-	"Akh+sQ4dwlkg0Ao8J5dzfbKkBh2ZNeAPIb+uFqX3tnZ63e6tpekZj5mIOMSkYVM/19vabg8ihShHRafl",
-	"JWOJNLVjWo9iIdSx+Bwc61o4z3gWYNUXuNUhe/q2OvccQxPWBM0uNAYXPWi1f2UglhDFO0vwc+OUNSqT",
-	"pjdzFiYSxtncDGRMB2AsxlnQDMyOBX3kglrpYiMFi8nBH36QJI5G2kybjmjHFGBbglcqDjyy0SUhXUjH",
-	"g7Kr1zOTLDfD2LXCdvcm5onTSoWiCvArjPI0k1o/wW99jl+HhM41b+Whtg0lWvpYYYitjjUzTBbYn1OW",
-	"2ykYZx7GtprIdO2dycg5dGI2uDumaZY+P5/jZLXy46BUoAsNtSM0/FyQBoNDDqIZuKardaN1nOmj6LCG",
-	"+wkuQyQfDLnkczTdsItusUga1m8NKouRDHHaPABtv/a5Mdoypc90fDdI8Zk/3wAlavJa1EAM5SgeHy0I",
-	"bh1tkC4yoBGjapZCEEGMRgZMnsjZcGL3Wy+EqYIO0+sDHwS8R/35O3SEF0Vgh+zZVhGF3vDV3jLmUpRR",
-	"ITtkzwht9EihHxQgUXiIrBJ4QeF3Wrur05cKPPIOehOoSO60UBu6A8QjKlOAxgQ/NcqXo0s5JXw17W5Q",
-	"hCD7cJwsHim0sSk1d7HR8myzM79BJkWsxgusZbfco0YqzTdEwrRap6JYb7Ut921SMmJzMo34DOuZ05kJ",
-	"JwNejGuGoAMgBFow0DCeezVBMBZwRoPN7qYzEQdipkCCG/067PWsNRV0pFnWv5I0oW+7ZmsQghFIXNig",
-	"vKqpAnIfoTJ7S6seBd0V++7++3ypi8XmRdjVOu078XlJ0mg8UcBgUuYVnPBgjQGtr3fIDaCw5E+Xfr8F",
-	"NdnpHnl/+karbW66B2kGve46xA16N77A5nkUX+TBIN8CkiV04AtM5rY7iVLGfRMaSuAu4+YXzGQYJoOh",
-	"7fh8o352lXU3rbuOMxYy6JrRyjpNwag11w+obr8uXYBeMnAAZr74fhk1N/TAcDFxU2GaX1nEXKTVMQTy",
-	"PZuzMCrY7hEnSSrGKZOykCuB4JnVZIljk5sHuyw4iG+taWuK6pOIQ/6QZ3I1mqgEY0purhj5vNKBteVB",
-	"A0uIrUFix64JB4PzqU8i7MZtG4HZ4mRpY6ZZJJRKOISUtfPr0AKGYH4/xSZhMaNXNUlctJTjluVsFbPN",
-	"gtZu1izLJtKaiEI+ygBSsKwqGeRtJoNWYaux72N1qw8QuCESvK0ViCnldMyAGekjBO0iLPQjzzPYQHmK",
-	"BPe0XjhPaaIVGPMLu3NW1WBzJlWx0TikBNFIojef+Xwa8Wg6m5KQ2SnZh9EbiGGUlCliuqgAJGqqKaND",
-	"PgpzwXwOOqjjghjSWL8ZAVx5SD64GbG1Z+Nzezi75LEOAJJsq/t/kmekKhazKVP6bfV0EtiOnZAsginm",
-	"mFpi0h2DllUzI5lFrWpTB33ezLO03HpbbVwe6buW4S9mfAFYSD4HIrVoresIupvPDh/CkBYJBUDEfRYD",
-	"nzdrfMXgFoNYkUlRbhVS5tC/mR2sPmaflxPYSY40qbVfcISIdDhhUpl0X1DzmUhilmX+mmxfEFuS5Yed",
-	"c8eIJ3lWygKy6IFpIhOEXGutxecFs+7Ri0RC5uh1rt5SvmhDSlS7kAm/1V1fiipVqDt8M01ihjFJGBqK",
-	"OH6/SxXHH6Yk4/e71mT88a24kiQqrgHKLW8ddT8VUmpT2YQgKuOCbKjbI6gcvXX8migHrHlzpR124lpw",
-	"Z+8A9b3Cw9UYFE5tfeMhC1vfesivezurbYuF/b4/zW2s9qJC+dBjEeuMA0GF7Wr9ya1Dn7F4pGVFNGQn",
-	"dIyT6q00qX2RyhMbdDZUeM87YvAGV2ARZ7Ph5MBoeeaHqxDIIYQGjoTai2Mxx3v57f8PAAD//w==",
+	"7L15d9rItjf8VWpxnrsa0gJjjJ0Yr17PQxxn6MRDbGc86tcqUAGKRZWiEsakO9/9XbV3lVQawHhIbp97",
+	"+/zRJwZRqmHXnvdv/1kbimkkOOOJrPX+rE0Y9VkM/9ynwwnbFzyJRXgkzhIRM/Wxz+QwDqIkELzWq/XD",
+	"OV1I4nHRlOoJb48kE0Yol3MWk+lMJoSLhAwYGarh/FbNqcXs6yyImV/rJfGMOTU5nLApVWOzazqNQlbr",
+	"1cx4NaeWLCL1iUzigI9r3787tVOWxIv+KGFxeUJnbCi4L8mMJ0FIKOFsTmiSsGmUkCHlRM6GQ7b2PLba",
+	"bac2DXgwnU1rvXY6mYAnbMziwmw+TBh/lbxkYSRvN7EpXZiJ7RE6kIwnZD5hnMxpkAR8THzBJGzkhIWR",
+	"mnvFXLdvnOmHDx/6s2TCeBIMacLORRKV53k+YeT8+PyEDCc0DBkfsx7x4IOY0XD6m1tLRBKNacLcmpM9",
+	"9Jtbc2ft9tYw/eQi8OET5ta8dY99rffEWwft42fNp4O3sn0W8/7JRXj98bjzNDrYpu93t8Z+uP1p/Hb2",
+	"9vy87dYqCOi7U4toTKcs0ZT+jF0FQ/bKryBvksQzmTCf+PDML5IEvkOoJN6Lg3OyMR3RDfxGeiQMZCJJ",
+	"kKjFBurXEU0mNafG6VS9H5+7CPyVe/F/Yjaq9Wr/2sju5QZ+KzfSeaolvJMsrpqyOj8aRTBTMhIx3MeZ",
+	"ZDFMO2Q05swnNCGhGAdczTXb/iejzS7rbo+qF6AGuWn6U3r9hvFxMqn1Ots7QJHm783Kk1BDMZk8FX7A",
+	"kO0Inz0V/kL9eyh4wnii/kmjKFRUGwi+8UWqlaZ0Az+L2VBcsRh+JmfTKVX/rJ3qT8lQ+IqXXNFwxnBk",
+	"X83k8vHoa6e5ez3tJs2tyTz2m9GTqwGHDU709chGw2tRPVJ3t9Pe2sU1rXeaaqGnuHr8WZH0hrM4Vpwg",
+	"fS0RMaGczPhMMp/E9trKF+y7U1MX/PbbWbGoH7ikOs0vhASSxGykVtioWBRQjIwEl3js/TBm1F8c8FiE",
+	"IfNXrDKKxSBk01+Xr5biWBfMDKbmn9AgVEc/F80RHSYixnujpqmfJ3SYBFesRZ4Fkg5CRoKEjIJYJiQR",
+	"BMfS7B45ALIHmVA+VG8FHoKP1dLroK5Zr9be/P3Z1uedj7uvu+8fv+0cPjnaPtk83Trf+aAkQEKTmaz1",
+	"uu1dp5YECVxgvR3EWoK+c5MkiWRvY8Mw1ZbPrsyeyI3S0tc+8hMcouq4veKoXo8cPu+Xt06zqUACn2qp",
+	"lz+l/guasDld3OtIZ5FMYkanFzNOr2gQqvOp2H69l3fZ/u12x9r+KCL5N621+5WzfJATqBrZ66GKFkVk",
+	"KGahbxS0mIGGppjMmF4xwgWZIUGjNmfOxVzwW5+LRAERjkQ8xauasdZD8zEZKGZV5q8D6l/o08ndy4ma",
+	"OHwMv1TEpdZzRcPAJ7+fHR9VXTcfb+od71s7O/Cn1CfZrNY6bHsh6sRgphQPzN6R9+nnZEQDvMvFTcl+",
+	"e5E+s3xrUiVySpPhBIigf/KKqEOM6RDUFhbHQulE//6zNgpYqDZF/bSlhd6USUnH6s1a0yQoykkIMl5t",
+	"/k7t+x/L+NvGUPBREE/vv++aBslVxSatdQrlnbuF5F5146zj1RfNnEHxsvmknl4GoFSHJEK4PKTxmDVa",
+	"xCvN0esp2VI6xkCmZ7hHJGMu9/AcvZbL1aXdN8rzkUieixm/n5jMFHwukosRjFcgOxSR6YPZlNl1IBPF",
+	"YeCaklDwMYvxFFvkjRiTgBM6pqiXFokoHe+O9NPN6OdNYYJqbmYla9FP1SY8CP1UDKzpKJutEpT8kos5",
+	"dwi7jpR65BAxS4gYuVzblBKURS1mlTblpNueEGoNJkZIQoz7kQh4QurU5cUDBIs0EcQ7OT7TZo9MWNSc",
+	"RZ5DKNH/zn7g8opfpN96DTUZB8R++mMHF0nDMCUXl0cxw4G0wJJMSnXZkwlV9O8z+GbCwpQNt8j5hEk1",
+	"kGTS5TRmxGdhMGAxTVi4gOUnIvQJjWic5ImO1EWslurb99bliYC/zSJjMUsY/qBhLpiI5UnMRmEwniRV",
+	"VuT+8ekZicwTpO4dn5y/Oj4688g8SCbE6w+HTMqm9rY0NXtrHrJkInyv4fJRLKZK9xdxANonJx6NgtZQ",
+	"xPICP5NGroehmDOfTOG3klDuu1y7dRx83TBmPuNJQEPZIn2+ICKZsNiMPWaJJF63vaXOZxD4PuPASBzb",
+	"OVSYcF+9tLmfjbvcU6TUeC/vwih7eCqHP4b5VVu8+rCULMJlOIQNJwIdPcvfpN61Hwspz4KEnaLZcS/m",
+	"mG6ZzRLhDU0ZJOk8Jbh8FC0OJ1RdsCSzLyRL1Drkg9sJWxn/e25Ncy1+l63rQbhcRlk94AA0YU3YCXWA",
+	"wAOQ4MkgFnPJYhJRxao4oRxo1eWaWIERaK5WeSngTtPiBVSju1xwJWePRDJRr51TqU/DV5MaZocGLx9S",
+	"rl4iExonDolZFNIhU/MgWpskFMyXXySR4Ooj+jzhyiUTFsRkKMRlwKTmGujOeRCZrH1LlQL5k5iRiVbo",
+	"894sM7VAksCv1JPRtbXx6Xpr/+tZ+8Ngk+/6B93kbWf6+Un//mL4SCTk+W3EbmmdD0KNxVGNwFXiKiYT",
+	"Km/YOpfXU3lsRG7MrsSllrqaaDV59AoyqFFiruB5N8xv2cL08xtVbnpYJPpEpownZ4pmVzI2Q1nr7WVh",
+	"5Ko9PWHcV5eKpY8qqUMT5oOAVlckZolD3p2+UhKKvD1F74+S13Ii5tzlsLmCDxk8wNkVi7Vu+GP2S/sb",
+	"zoMpE7PkYdwOiR7sgV0O3bzLQb3FJ/ie2zkczPwe1tmgR7UcDX6Alo+OCynGHUwZeBReTSMRJw8hewMY",
+	"6UJ7D20W2CFhwJlxLMKs8OE9NauU++NnrMQKqT8N+AaSrNzAp2pODcYEWzl9UZKSNrCNJ20yCBK5B+52",
+	"RmVCNjtPgMaNW5PUT5/vk26ns9PoIZc27vrUdahIXr+t1ttyamKWDAU45LOVxozCttTmjF5e4Axq3x1r",
+	"ZjCkWxvSWIRuLWVTapaU+MFoxMAxmxdddaV+g/Y9RZdmI53I4xsmokz9MBiqfTJxgx6+HRwEdxAcHcvR",
+	"9o5HsVAqIgjeA54EyWJd4i+Qydqkj4S66gLkR/Z6murAwmJkFISsigI9eMojnE6VxcLocELq6jPCZ9MB",
+	"ix3i4a56DvHwPL0G8kSLdudxkCSMt8jz4Bq0kphNBZLTFB5O7RqYR8pI0xv4zvI93ucWTke04G1NaXBT",
+	"bUUHqDu7bGTARiJm2sRS/9Ixq0u2IAM6vGRAj0HI/L1sEZJOM89KpcfgxkuLdNyx6djMqZZFf2g4FnGQ",
+	"TKa1Xu3sZb+zvaNWFIyDRNZ6T5xaxOJA+LXeTvu7Tek0DIbsjpS+bWvqZywGfePd7d3KxZN4QEovDK05",
+	"/Q3H1yIfJoyTIHE5fkCmgT+nCye9AhhBNRywTCNBghasUg6UPp2LHElSB82BpIpDYwnBuBwoBia90OxY",
+	"v8ibcW0DeI72AkgwMFLZ8PDKh04haKYZDatGsHIf4GBe8YTFnIYHcSzi+4lPPdJDKyuW29ZMloB/cm2G",
+	"bSb2IFqKGU1ZnpzMOLuO2FAdPcypRZ4Bt5JAFqEYj5lPZtxnseLCZvGeY/RR0GeUxgBHAY7MfdjOe3LQ",
+	"AMcqOlZNhDQNcbTI/oQNL4FUlUqlbOSFmMXGTFGcP4kXy52qD+KZ37KPGEMvOmKwNqMyC36QM7YGNLac",
+	"3rh5LPjYyTlGQRtVLAP2TyYsUkaby8WIUHIZAP9QDCViMUYaUm82HQ5ZlLTIvphxxbfEnMZ+yr5+kS4P",
+	"xfBSzBItaF+zxZnesweyxLIRK7bhXHNhPCcgUfB7a+/inVVumD7jaksLUbw+J/rzZWG8GZezCDnpxZT5",
+	"Ab0ACrHI/EAPYIWuAobXMdtzZe5wHWYAf2zJWwbf3Y2cN7dtRTOdLzlU8yXnON/17Kzq1WIWQwTmcGED",
+	"CYTdyDi4Ypwkc6VE3CoWiluiVEnQCnGcKepXlINUfMCdKoZCT+8TCn2Im983NKGJByR/4LMhjck8CEMg",
+	"oS8zf8yclHfbCiiNIpdLxiQJkh7JBfNIvdtu9wgtnxAEVtS/BQGnoHRcTsnXmVJMRIyxV/BTaheiCf+p",
+	"F87pIjWS5xAghK+CBMYYLBLWFLGSPlMaX6rRhqg8kOGExnSYgJbEYYjs6PdId3OrR6jL4d0QUIyRADzM",
+	"+prSa7OwC/US6TWA53nVFKsWv7kNAtO+3w4GkmJlI2q3LLzk3fnz5hMM8WB4A1+qteP0xbCRED/KtiiQ",
+	"LuwRxkMpGYl4qpY9nYVJkHrLvjs1DI0ciaSP8Y77SVwYDByAOnySv1eB1OGUNICmgyxCi46IJpPWwypO",
+	"3bbFhnC15EgkpJ9OcD3ZWl7aw4jY0rha0qqtwDivRA1a75yRmiCHDkc0cyKepiledzlCE++8iNmUBjzg",
+	"Y0iFtdNQa73b5IzW7B/P4rAUfs6iMJbCljk6L9KUNYuGzlhCZpG6QDTLwBUx3Ps0+4kOh0qTIImAax7w",
+	"GcP8zCiImbygSa1X67Q7283NzWanc97e7m23e+325yUMXUcAa71/ozV7N7dLe9M2Rm3vkOXbtZa8tsZX",
+	"tWNrkyYoMmlewwpChQebOmaLeUzEW/J6r0ciEQbDhVmPJIfP+y7Ppac5ZD4ROijAGXqzMd/WODclBKT3",
+	"jAMvNViteHq9Kiyu6QoNT+7yFc8Yfd1r4MMkZiGj2rGEggBfWxl+/yE27IcPH5p2dvlNw1Qlo8P5HY6o",
+	"NiIejiFs/VCGkOcEP8x0W8EHutsVfKA4xyI/cNKk6QuY/v35w08z/ta+/jeZgkq3UIryUoPQ5coixGuO",
+	"F6uuHVxpPgjuWUPZWQtz99ODs64/uKA8mw49Mp8EISNemWY9SJMdiCtGvrFYtFy+zMokxsgk9X4oRcYC",
+	"clxPSRmlUuKqYQ+wzERHp/OKc6vxd2cRb8Tw8s7Ga5j+ODO93kkWE/2FZXJVcZN27r6nv8mue3r4ASfb",
+	"ZBrwKgv1AVLaOlbq97kQZEr5wjpheZs7qJcBtilN2JtgGpTM0/0wAGlPE0ZC/UDZPFVfX2Rf/4w1m7Sa",
+	"dRecm+ItTM/b8R3cUsV2Ks6GFLQKCgknJsNN2ZBD2G3I4IJ8k2BI5R5hyu6kZCjimA2TYs0Elpe53LNc",
+	"yh5oKxGVErO7lRLqTwNOwmCk3e1qpi3i2dvi9VyeFPcX03Iw5RRm1yLHajaWJ8aYs79Il+c1IggHwGr8",
+	"WETR38+Xfjii/2m2SF71qLI8DnjC4kzwwQGCmlEyRO6iYyyzNR5et8jbHncxOP47rAzLtDBuntSDiday",
+	"lHMR+w6qCBClV7f18HnfQQ3QziCncRwwn3CBNV8l28PlqfEBgS+KZ54IW+2YxaFXbYBoJxC6JgumREpB",
+	"f3vj4Sxh0bvoZ1zkj1dbg6+PPw0708/ty6+b7Ik8//KhG72Jj3bos93Ry/G7bfF28TTYbx8su8haicxf",
+	"Y/XhxSy653W+hRuh8mqbPNQNQ6M/5Zq/42ohIg6+3e5yl/bs4S/5GZ5V1TUvvt2UfsCTnDFfEqou1rCc",
+	"Y5N5f6z89iU33+Vc6NKmKBZipBNKkRGYZwNJHj1STODRI4fMuGSMk0HqZd6D1PyUNaRXG4yTXIp9iWm4",
+	"vF6R/99QT0LmUpCASeFglOHvziZ+Qr5Lzg6gZCqmSmN6sPBLIU/EJirFvURM4yBc3KUg8c6ZI7fTjysy",
+	"SHKryOIlwwlTqrSVZgI5TsU8k0BCqknAx04u9KMHgtAKmMFJEgeDnLJqzOS64ExHayAco27egtD0Wgxm",
+	"icshVYtwgUEQmAhNFP3rF/lMEUcDvzI6NBw0BjID7vIoFuOYSanzYfVMR5B7MAyFNKtNy43VwCFk48Vi",
+	"Np44Sr3OcsCU4KfhqJnmgWXEF1IlMuo5k8ABfAmXG4CJIeWALQExHjFLIN2+YvIJXO49sCG0yqEmqUjI",
+	"LD7b3DTiposcBgsDaNH4+6j+NmgHEOqROJsNJwe6HOpevKEyH/9IEDkbTtKCqyq/ABcR+29Ir3/gvHo7",
+	"oZ5iYAhTaUzpaRSzUXAN10RgENMYpjJhnMWgFYMqGkjii+EMgg06IT9LyBiJuEXUoWV2KqbnQEkzUqiy",
+	"bzByeCSSB4ELUKuz6uwftsZ4N3+Kt63nz83twc6yXMePGRlLaviPRPJK7Zk6tAfY68AaqyrV85It5EbM",
+	"5jGN7ihON/Obnn/h2vtu/+zBtt4a1OiWM86Bcws+CsazYm5SFIurAOoj7dwlcy66POPeZxLpcexIZ0Lj",
+	"xI4N/tjUs9xFIVGp7OQ2J2dW82CnpgfEE4t1+KdiktpUU9tA6lxpIHMqXS6xbsdRmkVW5xurP+2Yhf4l",
+	"801uxAldhIL650K8ofH4furtLXAX7DyT7uZud6vdhQwWuWZq9l1StbbKmABYDUDOhSC4/LtkI/1YKICq",
+	"HQNdT8s97SOSpG4S/omE2JKY428UCUzpggxYA670ad5j/2NDIg8U+7iXgPyPjHzcJxvovzXssYrK8zED",
+	"skbIwOW3jY5URj3A2ZkLe5C7RD2Khsg94gcGbWxfreCVlLMHrLnMjV11EEojQ1VsjySMA+BUvj7CIYX6",
+	"CGXshgusTXb5hMqJTrS9ZFHSQGgARuMwYLE+lQyzYy7iyx9UiHnGwpEuezmhJfGVsOtkYyhlfuvKEALw",
+	"3CSZhms9+IVeUdzN1Y+Xtv0DJDjSKGhJFo4uJM67RwDmwEGYwD/Rzvm+AUF99HOEo6Z+1uVQX66MeS99",
+	"UpFtIjceeSRIJMEXYhlXsgiZQ9h0wHzf5Cowlw8CTuOFTrikgMszTMg+7lvzjA1ncZAsmieQ34Q+B3jt",
+	"TDJFDOECzaRUU5QpMIixu7Ryge71h8reu3UGnQWUYHm8wQoMYpnodKilJQ9VTu2fjaVw7+S3u/mo10p4",
+	"czlEnkrl75yZcJRiurZbO++za7n8yPJIsdDvEYknpxgU4uLZbuQ05w3deS63rwaQqElxKwKz/NBi8CyI",
+	"dJ9Kidvp0Yo3CKEVvESQgUa20TA5uW3+MWT9d1an+1lSv7Agh7KcA/BBpi7HiQj9LMff5fkkf3JDjr/x",
+	"9mZIOSkWEfMx6x8o1mRrALOcCyxbdIjOwoIZmVAOlBYMsxR/u+YaBzFp+6SYte9yTweYqhL3NV/GwJkJ",
+	"ddzVDAAVqVCTAlpT/+SVQwbUJ4m4BFZXruzJv3+Zi6Z27xAhTgjmQaaBlAj6Q7K8yzVrc/Lz/a7rdytM",
+	"IFg7gL8EY65lrjCHutZWZFIsGPP875EnPnjxQMGXlc787tvzMBgR+WE9yB9KMx/6J6/KmBEB3MDRAsWD",
+	"lkp1pRYFim/LiA1B/qcAZgWwic71tdGK1EtcHviN9LXUEHfP+nPAaKyuHlBYIG0iAxOlJHOq4pL5hZdf",
+	"5z3FtxTRrpvwjMbMrsLIvuF3VYDXyB5+ULjzQYuF/3YRzQesgs+ikynolMst1Ck7axhidg9pm1qFjFDH",
+	"CGWM98K4ubGS88wobCDPKGQ45KzfH+UUXlbACdMkyQMUcD4MK6wstav2FCp+5hX3zwPfnxJRDwIiBvV5",
+	"dsiyLMBBv9mwYOLvGaEE8Xpr8M3CRB/mNHJjmquso/I64qgsmJgNReyXol3pHBAdUW3WO61M5DZae+oL",
+	"SVjt8/Zub7Pba299rjk1xSRmsdLH2k7tki0urlgsYZpbTi2kMrlQ1khVHtfWZm+z87mYlZXLYtvFkwC8",
+	"c/AWqU1HaLMLDfcGUP0ZlEl62t+dWhSLiMWJhurPL6co8gDsw4pxAKczv0jbXMx4yKQkHk7Gy/cjWLZB",
+	"Ip7C6n0l95JgWtEmxN7G0swsPyNU3CmdPiurMPUU9lQ6q5trFM6p+MLXbEH0l5gqwvgwXkTaDQkCw9e4",
+	"Ubm3bllv3ax6a54aiq99Q2WCfUWkHM1CbUIa9wnk1KTnEIwwZr7kAPLktd4BoIP3Alyz5cmdaGhXrIBJ",
+	"VcBA6ogDKR5BbjI7vbYpfVxvMstvhHVDd286ZX11VrMZyEFVz32vuFqlMwquWAFbMEWMQt5ibcHmTfNL",
+	"b+2f1V09yt7PrL/Cv60GH7jOPFVbN2rFdv6RvkQMvrBhksOfzryG+8gILCx5m03eK1++2LqiwLNyY9/Q",
+	"zsI8+wqEzFADu9zUAaO0r7l36nHW3KcH36CH25BVi1y5uupGO5jnJuIymDQJfFLf6pCYcl9MMaTskAGV",
+	"bKc7i7HAVswSElHfh9yyHNe4HfVY/Wu6W7n2NerPiCYJi9V8/79/95ufafNbu7l70fzjz+7W9/9TxXXS",
+	"Nf8PJXRFAlM2HbBYczg82RGdhUmtN6KhZCVUGsXrdGQBC10hFJVmtGPErqezFnXeoY5FuBxkBEQUgwQe",
+	"TU9fJzTXJWPk0XmeoT4ClwsduxyhKDydf5geBbYx0sc3ECJklN+BwvW+FUnb6nazoyj8CUEAuQbEJQv9",
+	"b+retfpfs/RfmPRZRJWAoNwnk0U0YSahdMxBh1CfhywBWBD1+ZBK1gy4ZFwGSr9yiBQu97q7HdLe2vUw",
+	"6PT68fO3HbL78bB7TrZefjh9Rk6evH965MEIplqlsGGG7HI3ZqebuzE7VRfC6hB0Q8uhoq55V+a7jNve",
+	"susXqW/u3JEFLYVPtrtldXJ7p/5cym06nWpugyuSpwg9XNjf2HzaKe1tnP0gvxEvxVyn/1ZpKXMGyHnw",
+	"29soy4UDMm+vOqMi0nDFUXE2TzOqtAoN0U0IbWsXIOrcVyzWhRQmCFtSuP9cCbZhqmREEtFZMrmYxYGa",
+	"Lf6lrdWNAxyrBwiQ/0+P3BqK6f/F9/32+9OzD5+2np0cvDx5vXXy8aT4tztrtzs7gZQzFv+mR8PPUizK",
+	"385e9jfxM+Qkv+3gX4hG+duWkg9f44tI6be14P3T49N5+/WLsej3+/2js3eTg3fjfr//7ED9fQ3/7fdf",
+	"fH7y+lm/39+fvwsP3r4/7Xa+nn7a//D44FV/fhic7G5Mz6Lg6uPx56/hqy/+Z/n28NnjF5+2T7YXb95t",
+	"bG5dfTxh7+VI+Pxq8unky/uXG7tPPu9uDLY3Hm8En7984/zxpJMcnb349vLri6cb8dcPb149TbYHQzn8",
+	"tnn99dP+l1+3Lr8eb/RfHMXhfPj5dPT48asvY/Fh0f3gv7vebO922r+P5JuNzy9E+9mbV/3Fi+PLrcut",
+	"L092278+ORgfT1+9T84X1wej0+ht8HgmNk63Pgc7v386/XJ5fvhit3/IL9v+83fT6PB0//nGa86jt8/e",
+	"/34Q+/udjnz+6kn0qT+5HvaHZ4vfj+OtL69P5ZurnfBkcXz89vHszet3n58N3nW/fvn66+7u+eH50Bf8",
+	"aPz7bPx6/3CzPXjPX/46PBvtvNj1/fj9znwsDw9fnj7tPhVHwXX7VXz+5tnW09/bfns3jI5Onwedt51P",
+	"Eb0cbL/efvf463T6Rcb70fD965ej7tFRJ2G719dPvkX9sxG73nz961P28Qt/0Y3YcNZ+PNqffZXPj693",
+	"P83l++k2f9MPP76JDvr82+GTrx+HZ4Nd+i0U3cvZrphc7u505rvxeRAffvssXj/tHl+dtiP24Vi+mL8Z",
+	"vXg7ZWORTNov/f74w4vnwWL0pNt5Pkm+bn8Vs2fvu6ePt7/sbvy+sX/86svJ9a9fLs/p5/PB8ee329eH",
+	"UXD26bLdFsOvbHA4esy+bi22xfjZcefs5OX+5+7O0xfx9uNJ39/wu59nPnu/+3QweS+Or8T7q3B+ftz+",
+	"/WP/8Dj6+OzFh/bl6OOQjafXX3798vjbdL4YTo43z4+eHrb337dfP/66GR7MtreSq6vL7vt3v758/e1q",
+	"9GW/u/n1yfT84+az0Yvkm/x18+l+8Hy/vUs36O5j0R48efbt88enX+R4NPz0fn92Kv2XL96/+Ca+Hs2+",
+	"vX15PD3Z3pi++vDp8tuG2H33+HCr/8w/lKPNN5Pz3+W7rcnHF6OvX77MTl/77eh1//XXqdi5XHQCOj/Z",
+	"Hlw93j8/2z39trMrTj/8+u3ldHIy2Zkft1+32083Bq+vOpfhy2ln8OrJ4tm3p/2d6/2j57+//XZ6JTr0",
+	"pL81/F1+FVsHV+9l9Jz5Vy9+7X+bvNh4veH/uv3rs+MXl3LrcL559nKw+6k9/fWKHr3Z+HV0FE0H2682",
+	"Tx9Pzj7/ftodd79NP4wuz/v9Zxsbj8cHo+3HR5/GG6dwiw/C5+eXZ7O30/19ZcchEnSvdhPTWY54u2nh",
+	"3e5keLdb7e8lOWLzzkpvEFS8lrNf9e+MLyh1Eq3yRaTMeD3zP8eyqxqIeAU2DulbcU9DMhne3Wq1cuy5",
+	"1Wp5gGGvVmYw7BEiTeZn/3eVEun2qZ2p2DgjRUrum6MXJJhSbCBE07WLUbqTaq89oyQ1NW5cflP+kUz/",
+	"SKZ/JNP/SsmU8h1lS1UxHiO6qpi16R6ieMtWR/dQ2Ok+caC8Qttg2F9sSvmMhoTxJF7kmc8aItEyyLbK",
+	"Blmn+fiPXysNMSNKVxmr5yKJTmhMp7JkEeml56VWyoodU3pvidtK2+kaG2ukxrbaF7WJNDyxxLZ20lgm",
+	"UHo0Q3lVc2rBBRTtyYRy/yKZBPIiZsks5lL3mZBpv+G8NmCGsRxCZkG1UvhNf+H1iOBlYYwyFvM3WsQb",
+	"yiuvRzzXOKzdmnN2sH96cO7037w4Pn11/vLQefbqxavzM+fk4PTV8TMMK3Flj/7bmoNa3x82SeCCS8e5",
+	"xg4UqfRwJqFwWbc7Q6QONEYnIvQlWKNp/1sN5AV+It0+RIO6DkNGY2v2arg/buu4unn+VfTzPGChn8LK",
+	"F9NZGNHhWMytUacW0TgxoQuDI1YrUQW2Fa1QD2PWIx50G/XISGiA1cGCUACDxfLRwDTjM5XXLvcAaLfl",
+	"OcQDFFaPiJh4mAZRGint+w44uUWflt3qtEQEae/T8tSxBZmGFldMJ2JCqXO5wVd0TL0pLoN7lk2h6rRe",
+	"MhoqPpXz+ZiYe01clj1qMoUiT2/GZf46iMsbp6YHqZoRdpF4A102Kvcsa4ICKVspHRkYVKtvSoscgfsG",
+	"747OEwbvTf4If05Xj+JOmoyX8ioXNj2QOqIh624uDbOorzORLHdJ3aunUGVYtvJE3mQNZwzvgUYxdUqm",
+	"wVhXlzIQKb+kSLWSyAnFrNoghm43jaWOwMr4dXpIf1b30oEUdc0kuZi3iAcg2Rf4rdfT+NJ+vLiIZ9xz",
+	"EEPb5QPWslt59DKIE72TlPsZM9CuTF1P6XLT0N2Tl0EU4Rx0Czc0uH6RWqFQh2ma/WDnXX24mi71xbIo",
+	"0J5/zamlc1TGOr4NoquYcJ67jTYZl6PbVKf13NzX5RSfLcXEK+hXk6v9lG6LknZm0aKLs/mSIiNI8krY",
+	"VN6mwgkYbsBf4e8y0qFxTBd30bByofGyQmmAfZlOEcf2S4DyIXiBkSMTuIkxwi3LCHw5gzRJScCVwuMR",
+	"9CZaK4vJ+bPAh3Rvoz9v7EuFEhor5+BHukSklMyIAbfqZk06GwApfa0TtiTC9+KRfi9t0B/lCgCjctAB",
+	"RPy4npdjoZhCx60gIUNFezGXBff+slZxFb3cuEiIJhoHuca/nVRuOCgsHBQUfzgAm5IqraCuYs2h/rCZ",
+	"MlH1NfLRtZu6ZT3z1ab88IZoVlM+w1VKco1QvCNzmtVgQvdk5GGNnsu9dNoeqWM+ttkNtT9OSa6oHds/",
+	"e49yxHG5h7sOWXlo6Sklz+pw55E64okoCaiEItRkjGd6G3oGyg60P4jYURLNBmEgJ8wnCZMJuWSLhkPM",
+	"mxIhLkLBx56Tb4XgKTH4UmnnwPbVL3S1wUUmRNRDKXm4HAmEgPRXNGL/SJOVR+psGiUIIYSdmXV3B6XY",
+	"ov1kNXpQI/gzzOhkMIbaWDo1FSm23G7gCpRAg9usFgAHplgs2SSHwVM1nOnS55F6moGVaw2o1lHZG7BH",
+	"Sr0B98zpq8MHcXmB4rIgDTNyNla+dcRKRFo9DNMnzNGAzEwPBpJUiwdhfZhlNOU3DkYxmwO5FGm3Qnvi",
+	"eQGcn1dJBps7A1c7r4dr/SQ1tlNRrjSkn9uRzvmziunc/JrlYQD7JQMxyLeddPG9/28cJJPZwK0ppR73",
+	"lri1F0HyEj4E9uDWziYicmtZj8muPUVbO9J8MXdUpbXqdyLP1D+GzNZU5eq1y6q8Oakizzuq6LVoixZ9",
+	"skVL3D7r4pDvQLQqQxw7idSLyiyErbErzGCFZl2ZCZjqAveWzNbuFVdwwBOIposRsdVjecukxexArFvT",
+	"vlUSgTk3xyblauUad2a5Qraux6ygnBhlBM0mOErg//CARDvQIDrDwUI96+9nx0cFFcWnCS0HjNTdwGiR",
+	"iRC9PPh8sH307HP/+dbBq513R4cvTvaPuwe///7x49vD558OchEiuFrl8FBneycXIHqSCxDttF0+EAPn",
+	"5PfTrU/Hr35/+vngfKf/7uT87bMXb56/2D/c/rz9+PHvj4G7pzcHXVL6VvbgUleYzLDIKlXc2sVfJEnY",
+	"deJorU4yxeNRmiuDAzXXggdnzdlant3NCl6eYwOrstmwhQM680C+arButYS5fX1TFXoP2AczwH2tm9PQ",
+	"ss0s7hcSLKa6sOwuYlty5LJ175Hn6AniR409otcESn/LyOjcRsKp5ROUtndu3LYqg3LV7h3SS1YBVAF3",
+	"Bfrg5sxMq2WXMSxvYr9FLqGorurm5zrzWXdRl27VerUrWAZmRCudq9ZLK+8UT6FKm8wKADAR7sJnkOYf",
+	"CJ59hezwQlcA5L5qG21HXgysaoJ/V80j9TxvdrY7T5xaViOi5O+K57c2O9bTXZCO+qWJSGioRnzStaYy",
+	"Q7jLiA6rRWb6rpLdGYoh9Nm8ZAvweaInz4MpeT3yHmgwiSmXQWJ76OF3UFer5p7TwcxySqSXnUtV8QU0",
+	"xKvrV6n5gMpt5qW+LaTsWWdbdqAVDtuimO5NDq9lVPFntbxcOkYV+RQX3iZTRrmGuoE5myKU3FrbNxY9",
+	"VNDkmnrFa7Z4jz+B7iWVykWe+EoqBrCFXIlML+sQ/IsdM5GkbpJLFBdGL14DYVLVL/SeQW9JZDdNyFm4",
+	"ZIuCG1nfgPW2JX8/KpW8X9IZyiQIQyIZDdO+shDOoLGpf/EdQqU5KJkCF1xqKpaYADyPBcIeTCG2tCCa",
+	"qNRv8Rd7iDg9j2lEpuIKHcxTU3gO9W49LxtSgxbQhHBhZuLyIeXaxUuJz+LgCu11KDG8tprH6EK5XyQR",
+	"c67mKgs7ejttzrAU61qXrt3Su7T0glRScpEAl5zrEqGRI+6bRMcqlr0uT32tWZapKdYxEnOvyZmmMw2n",
+	"ilq5ftjlNIoYjXXJle3YH7Bkzhg3HFGSuqf/2cKH2MUoFlOvAaBbSLdzusjb9Xdh20sDqGf2jZfW3dU0",
+	"F8hKZqa3dvXNreK6N5TaLSXQEh1VkkoeFxu7OVYlM0O7YTEq4GCnHSMQCSatQ7Bl5jI4/rxIqzqCaszu",
+	"B3BHVzVRWFWKiRhxadUPskqNhJg75O2bDvg+tS/5Lg2VcWrFRFM0IizaAKxsndPYcOyOGYjOynwNdpxX",
+	"M0rNXOx0vGbMwPM2rNRC1kq2zHZTP75nYYpPZzIhgDGKXkE6SnSu/KrEy+7tEi/TjhFLQ8DZHKvOejll",
+	"r6WAVF68ewYfjBEScJkAovzIgpHHrcVnLDoQEeMuxy+z+wtpIdn6Ic6PhTtRWh2LuIfmGeC/ajBSp+Gc",
+	"LoDT5zvNOCTX9M7RcItV8F9Y/1PZwKJRiqz/jZobrdPKZI1WJT+8z5BpSFMJCeNxwZnXU/pWHtuLeBlu",
+	"sJUlnaIBc5GQBUtcniVKp/XzvYLoCLhS5vJyWr235tQy7GYNBJCTFhk4QPFG6xWVbOX1wA1WIhNkIhY9",
+	"IWWkgts7p0sV2J3/CeAG96+tN+y+Anz1J5XdFwwlDkHEvCcoN5Mbq/NjC4qydFygCVe09y1Ceazhjrs9",
+	"CsCtsxXuhhtQB7hRRFfGjzzAlEbb75YRhJUJEyjsAgOEYtAi85RzD+ABi+/eCmrgMODPUpNQW2fV9aaW",
+	"C6x49e/g2SksyIxQNUVLwy6FEE6f75Pd7vbjVNlIwVdrdymI1a8yGTXL8tQOrqOQcrQEjftYDIezGJTP",
+	"5SmND9PWuKzZxrGI5XKupqbjwbtgyhcjGoTM99ZONLISWyv8URnoURXdG1wm0/C/oMqX0KvW1+dtJKWS",
+	"n98v5NWaUH/mdwnFuMC3V6IxlQ3xVKSXF/3y/PyE4AMpfWhoWfuNgIo7pdd4SbZ3bX692a7kMVrpKhn/",
+	"ExEnRKMwLqe/6nbTVhq+xjgr6F2rNbg/1WjfC7J6/RbW6x95gWUYWDLYkfQ8VqCF2Je7wn1CByFzyJQO",
+	"JwFnTZPrQOBy6faRT2PKhxP0FQXS9ibk0WpLdw1iq0WMy5GFg2yjiKEiDikeFHOx8zkcefS4cqcXnY9i",
+	"99optN7JdyIp2Ar5w1kONL2k8WKuy0FmruQ7OynGlvuo0AighKyGftkL3cMl+8B+RoS+8VIaqZeGt63M",
+	"NcydupjxmGmjUee0lJEaZ5FMYkanyz5W7FrMEsifSVjMaZi3CfJbWbpup4z6AWeyZBgoeYAZLjpyBu58",
+	"CxMO89PTrzVM7JJvzXSLT1gGXQ0opgoTBWfy57oZqXpBINEqgxelHHp8M9Ik/ju3hebrtbLqHTPhqutf",
+	"mFx+y1fuc7Fqt7rEA3kw5tqgG0KDV+4pi5X6fsykZNKxMJIlQiKDGzTPP6/sUB+B1KvhJI/fmdFRdRgP",
+	"/EWIlgm9AEndg+V5DvEUwaj/N6ThFaJ5Zh9WSD2rBgKBrrSGeatqCB2pWFEUkUtyrnAAC462VN4O6pFO",
+	"20oEVEJYMdJ4SCUj+7EYXo5E7OtyOJfXN9tYJNBQesJIKV/jWMwi+OEouCoVvlw+Hn3tNHevp92kuTWZ",
+	"x34zenI1UM/YJW/t5i5tTr5cTnnUTK6a3/74c/t7vVn5cePPJYBI+TYW5SyrpU0rIOJPDuhwAq0nMLfc",
+	"UeuLQjrUVcgp0E4hpWbMOIPMkUqP0Wav/bjsmlDnuXxfuvzJt2Hz66Qz95uPF9PL6ybbjttULfnL1tWg",
+	"ubMZjVnzer77VTaH3elEMcwn8WVn0bzyt0dJc9rm3ybNra9zdq12eWc8l83O9ZfdYXMy6CZx8zG/3Lyq",
+	"ObVvw/bUb25/fTKhzflia3TZTMY7ICg3ryaPeZMN4u51c1f6na/N6eV28q3m1OZbi2vabI9HO8Nm9O3J",
+	"9Kr5Je5M1Kx3/K+XSXN6vTn/1uwOB2y3eTV5PFaMZkG3o1Fzi1+14+b48sncb3aSrzvT2h8ldpHfyz+X",
+	"+4nNtt7FUXALFl0oGqDXpmignSshaFf4fPMoNLn3O/l1Vl9lJbJ/F4NisqfgrNbb7iiNV6tLysBOEVK7",
+	"7aed/cfvn7zeOtp5u3u++aH76fHnNrKNeBmNGq+L8YhlmkNC4zHLp57YeRzlzCvBWW7GONPVvoAlMuLD",
+	"BPsKfxEDgkvdU9c1xvoaA4pUKRFsYORKPOc8kOftkgOd2ijgkOVd6bzrDyzvmKe30lsZ9Oj2OpvrE3MR",
+	"gXHlsVcJpXiN+3U7R1zqs0oVlZSCACGU+ajEG/1+qGxg0K/z+ktGdyVrq0CIq0FQkWhQ7ZUkEXlL8qYU",
+	"mCXJIib6PWChmBMvPyMPtRjzar3LrVvmfRRLa22nVWEHzDQdvHPW5lonvJyzVLutBjQZTi5k8I3VenBx",
+	"A34xCoPxJIFtA8MjYvEFhgFqve2qhK1sCCtDD0ar3s8IkgiSYd7lgXzD2Pub7RwbqTw2a67Wi7vF1z5V",
+	"r9IVkSZHywh904K4RY45IyGjV/kHXR74IbM835xdJ9jqCNqFUT/tyBHF7CoQMyjx0hlGBcWoa69v56bV",
+	"lfbeWmNpaw+FTDmjvgYR82Gn8ed7xORvcYEt5/Ix8JvptERXuaY2q6EoP15tDb4+/jTsTD+3L79usify",
+	"/MuHbvQmPtqhz3ZHL8fvtsXbxdNgv33wn425arndK31foFJalaIQ6c08HyLGMPpMFnXOW4SoCmkT2Q8z",
+	"bq1HSOs9zl72tzc7ed6snyknM+vXpqPtOE/sH+5UEbOZYGlPlHEiExYp1RspNS/Zt9q38pRnq00nmr68",
+	"8rww5PHMQhvNW1DazVynZBCLuWRxIwuADSdCQvaGQS3VQbCK7koFCo6ZpfIuSbbQb1Y2qg7MPGDAD73x",
+	"S/BQ9JuxOZf2EA/FlOnmi9AsZSjEZVBIc10W4LoxtyRIFMOMlKRVzNnEoeqQUJ6PXV0kSejpffayfSya",
+	"6Lg5nbttzs1sJQX7hPzdAatQHp5jn0pGvHeSxc3+mPHEM353zNzAZuR6sUFC6lEccO1ppQmZCqjGb+dr",
+	"9kRMvBm/5MqKxS0pqJqH4lsQhnRju9Um9Y+bm3vkTcBn1+T6yc7FTnePxFe9zW671W6QF2x4KTY67c12",
+	"e7O9SZ4HMRuJ6w34Np+tv9lpV2Yur4KLP4c8YZnYizX9M+HI6yJGHUo3INY70XgwzPgq5QpPy7GvYGEh",
+	"OXrNbsqN3ONNUJKCabj13/k7v+zuprcSb1JFXkqJokG8LkWE1bT5cDSxTr+I739UQFrcIu7sEBH6iudk",
+	"razWsd3zrPz7DQa6mVHVsb7Tfr8+BKWWV27hKS2LZqsLagBjBaHYfC/tM4ds1SExCxnFlrO6uqzl8lcI",
+	"hREx0+ATRtzLN9AkQ8q5SIhiBSQoQ5ekCDO1E93Fz3QGUlsqLlOcpaXrh2y3+29CPoetYsGkuF5ILb71",
+	"gmPmB7FaQq+24VM5GQgam3AJXMwpFpGWQBLNNcqyd8q7gsnF0PX0TBGc1d/uHFrYVec1WL3lRkYgZFHW",
+	"XLP9FjkCs1lxRyiwcrmn++QALmTaS5XUTedhbO+tc+vgHoDkhY5e+RQzdaw0irDZ16ocDHVgdsMyCJfO",
+	"aewDtsMlg7ZBZ9hi0LP6zv0iXV7dQK1F+lw90VTfBKNgaLn4CQIrqZMlA6ZT0DC/NYVYSRPD11mgntlN",
+	"K0wbMoIWg2Xv2WkMQtbAZErTsccXTLpAfBAuUBIrSCQLRz31T71DABRh70i+o5zL05ZydahIQwLEnr4b",
+	"NAo2psxrqAFCRmNO5hNhN04NdA1EoFaD8645aWRGLztjelHwmi2wNVHAR6K8ISb2rK4cJbGiOMmaUSyu",
+	"F+myQWZT39dYYgAEtNPZetKw+uaaNNQAKBxxlign7DqQCVjabKB2Q2OWRRG5ZCySUMxquosCAL3Ls8aV",
+	"drMkeL0GLco1hnX5v/5F3ug7INXff2Ud7/9KixJ1aIn8RSSLlXX/l3qw2WyS3H/Vh1MacPIX8XpP2k/a",
+	"HqlDaL+3sQGVCBMhE/yiQf7K9Rgk9YSOJdbAeA7RPQEc4mlm72HL2VxGL/QZlaQOkVFMx3eIZIwkdGxG",
+	"aDjYrdluTSqxIwE8ZQ1Pua+LMrFEA9DNtLJl9Yac8UTMhhPm43qRjfxFvM3O41a71W5t9nbbu21Pry/t",
+	"LkjqNiNyCC4XPrHCZTbXaDjE25gAhtg39cgGBCrxn1OWxMFQerBtxBORVDuqzg/CMTB1xMpBBBZ9orrI",
+	"GY4wgIwVqIeec+LBp7H0NIqSJo1z+4gwW159k/s4DK6YKUChOQagfwETHlGPDBaGolrkhCYTYHcF+URj",
+	"Zor5CZU4WT9L2ta/31P2IRJ3juFhU0kNDIVvJ1MKV4UInggzE6zr1w94GxfqIkNaNvAR+FM3TUz7g2ei",
+	"w0wP6g6oJFmGn/6JEibvTt/I3B2MZtAeE3Yc5bgkdS+Xbe01iM4gH9I4Nt01S+UK+mw+TISZG7I3czKF",
+	"FmkpMJgYmeMutfhU+wMcUxqWmbb1DKQ6N82ewbJMX6ikbyaG6tn9zIsGx+WUE68/SyYiDr7BJnpaajka",
+	"kycn2/CrxlqScaUcwMpvmk47LaLT7UrSnCnSh56kWtXUVEQC33Q6Nf0JcN17hPKFbhbJQgns3+u2N0m5",
+	"leqrtBDBaF4DRiDUrsWzfmUgXe5ttzukKiHEc0igzg5EqN1HVd2eYMrgp11STBrxDKVAYh1wdyzdxIQj",
+	"yBgrpzfWvWUtCj2HoJ3gck9nOnkNO2XJGwqfeSDOA8VzgQeoMyimPDkorDzorgi7t14CGPEgF0sXSWDu",
+	"JPREAWgeg+mHb1xoTb2ll4+91KBOkqKfLGaJdHShk5LBwyCasDhh14k0/SoY4YI3zdbgvqUnRrzt9paH",
+	"OmnGnV0+nwRqP+LhhMkkpol6OXq5UUvQSSIAmAlH9JSpKystepDIs1GPVRw95T5q6xa6xbZaJD6/injA",
+	"21FJH1n0RdEn9PLJ0kAgcSQUc1JX+kzAfCM8re7ZcB/ybG5KL5lsOFji6223N0khfczDkjluMVTIosQo",
+	"Vl6dt3TGKBZXga/rc9h1wjh2+faum2m7XRD52Ge/GTMZCaUOAVu3HpJ2O37rMaQp60HKF6WHXK7ORU1Y",
+	"Zkc1WOhMTHPfdIxG/VXks4nxXxvQQyj/BMHArukwCReItwlD94jXaW96ml1hvXS+9qS6b7/1WSpfzLdK",
+	"NhU7H6e/QAVFX40NTGPz0nXa+LiIQgesHnGf1e4B6AXY6WlfeFA4lESTgrBrxVeCJFy4vO7diIDbIwDU",
+	"22iR0zwUhS6ZhWwTdduQhhegOkypz0idhlKoY6lclgaqROskO0Yl8JTQ9fYVc27uI+xXj3DRxKQmNB1M",
+	"TZKFRpCGV2vt1mYL+rmJiHEaBbVebavVbm1h1s4EzF277zrkblRFw/WOF9oVO+aDX7JqdNz5iekKhDEz",
+	"A8UqkXlcWmFe0+YSV5PewVeA0aRmluFuOLWU8NUUO+32MvdR+txG9uvvTq3b3rz5F8Um+d+d2vY6b3ql",
+	"8yHTrPHt9tZab8saTlv+CHAv2p6If/+BMBygFWsUwtwR5dwHrZpTw3I5be7krQHMhEw72L9gAHhB0pxC",
+	"ZQxAcpMiij/UvCwq2ZgGvJkV1TetaH4kZAX1nEIiqiTZb1CjscggjcebQHyL9DUos7rE+lZxkUd5UDKv",
+	"UPWt+HioNH9DX3UMnLocAeiQPNPXgMhS7JxdD5nWgAo4GMvo8owlVZUkWcPjp8JfrGi2XNFkOVdvsl6/",
+	"4lXFLN/z/lHtGbz3HVrjF0+pn07i7teu2969V7Pq6uzoFHdua7OTJyco76qiyu6eUgdAjABWRubDLnW/",
+	"XnVB7tYKezdXd2ohhKjJIq3bU163CrVqcx6kS3bFwF6vuNHZCmh6U4scAEhgc3sd0qnoW/+/gG2fIbYm",
+	"MbDxFn+18otWsnIk6LXkPkQuYzZUup6+B1/EwEkVZRETk1HXquaYL1iCaUtLJPl6jBJbBKT5ftl2PDep",
+	"U1c0nFlplluQdaTTE1ckFZoxMSvTTg6sSFvtpHG6B8vXTFO/bkrXVExc59jlNuA0Tbwr7MDfJtH0u51J",
+	"mD88vd/lyeuEO2v2K8/GZGE+7BLt/McbF7k2G83SgysY6XmmimTXrXU/edq9lzytKEBaIgDj7JrfXuB1",
+	"M4F3JKy1ryvZStN8ELFWHBVRGfTsJgCpxbjJGCULlrT+t1gOSRWhliWPs8Q6gK6tklDgyuNY7S0k34Kp",
+	"HrOmMRC1uZ83AIwf3uWczTVYtxF+UPkxwDxRR2d76l7R6goEfKYzRCHLeMaly2lCKFYk02EspCQ0DEnM",
+	"4JLIPXDBqrOKZ2BwYHaynE2ZbJHn0ESGBInLEaMXPb/FO6FRtL03YpjzOzeW2xlqf04LF+r2tkUpKbg6",
+	"Dfg2jMuyM8p2Red200Ne/3cph3gA9o1f2inkeNCwPeb0V4BHYVMik4reqlUgn6STtCrMq5jw2tXG3/+z",
+	"7LtShWxq2p2mfIgspx9I9sbf7pE5xZi/DvejitH6QRLOMun6hmcGMkXVLxVQrCXvzK8eUtqZupesuU3G",
+	"4bNGS4AY84+5dqO5Bg5y40S42TQTphynWm72fV9JTUvgtcgRm6cmNo1Z0TkWJKY0Ys/laTKHAOBsMMgN",
+	"QqgRq0HmRwMYoawKweX1nDPbFnHLZdkprOk1W/zjy/1RVIZbbBzzq6gsH1ZZTmjPRQxFNBC01hyoVxmE",
+	"IYUYDCKQuBw6FDoQSEIAdIPVLe02jtDBUepUiDwwIuLTGRjyhukCc6v2ji5fFX2BxGUvzZ+yWxp5kBNg",
+	"MhgbEDCFBA6lsOqUMjrFzIvCADpi5SB4Ig5hglwtDMeFi2XhqbG6xYGGMh4If4FlJBAVcvna8SpSB849",
+	"DyQjXrfddnkZF6fRIgcZPr0pglLrM92cMIRucA33XE5N8gKhRLehQRx7jHKTOuXp4XoEcpa1xOCCDEUo",
+	"OIZklRE145AMgrjFDd0sCEWLbvuDKnW301F8qwrMwuuZR9UxDOWVp37Oc101A9TnRQwR3EnAxz1C0aDQ",
+	"UN+pZ0g3riLTwJ+nQW0TYIdcAYTkS9sLVjA7bK4K4M63VtzXk+D59q3ru/utlyfsOtmIQhqUXGxDeZV3",
+	"0eyfvc+8M6Zri1tzbmoy4WBFkvPE2Wm73K0ljFOe9Lodt3ZjIwb1201nx9lqu9zq0Z6fmNUxSlozLHTH",
+	"SFnX3TtkmCHu1CVj2XQGYmAmc2NbijUns7qju4tNDzISK5kBTkUr1xzjRshIuP0i9lFEWeZNLmK9jIj1",
+	"8xvwsH72SACmc+2nWyL30Vu7nc69zJil6DypOaN4CMldHCt5y0pONBfBwLQrpg0iTKpv0+RrdXR7prkI",
+	"VOngFJjfIgcpEx3Kq2r7p6A33MkEeqi+dEv27kFsoKWCJhN95VMwKo/eEwTkVsJxjTNpEd1ByuXqUFJh",
+	"W5RsLeSF/9M1WU2KN3TBtjRcmFiliqt7qS5Vcc+V3mQA8fPouGKkdbn5RFh9766YwZLBd+jMYchCc1JY",
+	"C3BfmgypHia/LE1dKGbXmrJ2pSUFkjzCLXhkTDgLOVrvipgrnSrtL0h0e0HoYwvMf7WyarRdlxttleSV",
+	"1XOjh2KmptWFCXV7yNQ2XR/rg5DyS92WSU0B/uVycIgB3wGV7l+QLkmCMRcx9oR0+aNSc/dXIPJ6ap5G",
+	"VrZarTuIYW/PHj7XcVOMRmqK/9enCf0Nc+IpL9Rx68xfYm5kXSrqpKGV08xTM6cB7wI7Zd0eoZ4a0fR2",
+	"R6imBmz9mVJKA2QBmcrm2eDh0ENMPQDNzq16dExpli73ipqmR+perqGZ1yiPqOlaHTyo/dBpHcgAHq1+",
+	"G4f8+2FIFSEXHnE5NIyWMmJhkvWyazhoeGCjUK3wt9ukAsUzyxw29ooB/NLWikmHxp7r2ImP9EnaVRJs",
+	"gDmjl+Y2rmwS2nCI3drT0QLA5VZjTVw2CoY8p5CEkiUNMpWYyEyd+USEaW+z1OAhhc68DuF0qpammInL",
+	"04Zi88kik+n2spc14FMWmsvz9K3JGu00w3hzndajieCsAXdWt8tzuYGw1uZ5VugRxFJte8ziGdd2oUzn",
+	"WLeabysi/5DrbFixFMICmP+cLlpEPQ2ttAuNp8stwdCO5hWoYQF3uQVUCplmQFvYc90YfdQYeiRlgFO6",
+	"UEJ/FpFEkC45DJ6SOjYc3m6TtrKxTZNa2dgjMgqDhIQ0HrMY2OXyZEe8jcZmtPqVlkXrndvKpdZvi2iU",
+	"I8QQgf5orTx/GQgfaAd3powLAIVrcL+zurWsz2LJxLCart2xT10v36euRZ5hAU5PHWWul0aucV16C7B9",
+	"kZKAXKTj7p+9x5skkbJ10UtCL9UFWnNDTD+8qi1J+49mO3Krtnnl7bpfWzyX/5CTLwGkrSCAP36MSyTf",
+	"nxNqfqs8HOrnWu3RjE2EvhLvJTv9b99U0yKplSR0B+fQ/Y8B1O4K4+qVoc66MC1QrKa2Wpo3MDyPamXA",
+	"iQdXFOo1XF4pnUaI6KRRQJVppsUmuCzgW/RXwM79Z3ss1jDjTugiFNQ/F+KNEj4P5em4weLUR687xf9Q",
+	"O1WLy7+Dtarll245mAbX7N6DK01V+OHGn9pS+L5WSqa2+w6f9yF1nzn59BfjxMYrAjaYGF6KWdIqqjja",
+	"7FWaMDS0yfXXWKarvGCgqNwrmXP9pjB6Mdic5ZJZfSa31kMwKTZEWda0ZGX3mVK3meo2MesxSSA32MIl",
+	"6X/W+apZxX7rp2fgd9f4nWTxkUiem1y7/w05b7R8NhW3u6TBV60uewR28pWPWDvVbEHtBXKFO47sLK3R",
+	"SRuA5qO4pK5db1DPCgD6DadoSrl8Oa/JavZ1/bfaMsD6QnwNqI6dycTl6CrDrh+krlu/ATYjpO05ZA7J",
+	"URUNelZkHKj9qmZT3fIu4GmqnfD3sjpJCLvak/vnGv4dEh3UyeYu4m3k68aMKwL9ATdpP4QCWusirbgb",
+	"Z5hXLglUiJrSUSxmNS1zUGwtpfB3sJC1SfwNvpqEwQjwSfKTg0wN9o+c+TsQ+JtgZNG3JpklNK5hWW7U",
+	"GjvttoV7q+NumBgRXDHdlwm4tM8Ut2d8uChX84xZ8lK/8L7KX6HtxHqKE768SmvqwzKKZ/YDj+iKAXRC",
+	"FIsBs85GRCbXSiPjLD2Zk1hMWTJhM0mgXza7joQESDYTOaxbfpk9o93/pubUBcfpIbxBe1112nAa27lw",
+	"Z+321lDOBnIhEzaFP82n6ie5D2Y8SPADD1p4QNoOFqIHTGaBzypmNGbJoV7r3bJOwCfz8uDNSZpldgFy",
+	"/wI7nGDzbYK9NzVOFXoKJKGpijBYQEp+qGycf5HzTycHK0cDrsdil6946E8c8DcXmxy5te9ks915vOZv",
+	"dDMc9autTbfSK7o88UJvKAk4KdIJEsfPI3Xr/dP0mCvIPdecdXlOIZZwKZKyYVNtsCAW6gw0EwraJLke",
+	"ti4Xcb6Nbc+QQwpqAZ3nTDyq3DsSPUm5BsO/YI9HJaUdIjiBwi8pU4hDHBwmR6MoRTt59CgNZjx6ROrI",
+	"1Rxd26HObxjOAPXHO2NJcx9giDwHggkNx+UZ1Maw1PEXIZUg4cYnswgCFH2Ayg04IozYKBz1FVgbpuec",
+	"19CxZvsdJmAlaRLIUcD8Hvav/jJDfBHi2XDZXou84sYJh2ElaDSDgT1YKGDvaCSipVG8vtVTlOgQaiKU",
+	"YWArUFr2geoE4TLBmXb5Wav4RfEB7D8MY2NAycA4a6hhkxRpgTEHKUot7H/asdvlGmwN0NkenecBTR9B",
+	"YNQCduvp5nsaCdNQBih2GQO1z994LVPsSJd7FxcvhUwy0BeNBmyQq1Kwm2zuwKND5gPuD1Kzdqz/InM4",
+	"xS2ii0sKHUFprDZTO1BDOob+0TogX8XolUAOWcL2rR7MdypLQrRNRcoHKQEXUg6zvt9F8lScvuIC2PWj",
+	"92g7/d1qN1MosrUZyAO9LUXHX9ZMCKeDhJyfTsrmHB3/06DlCGKHsLkPPEkN4Z/NSF8tHVWwetlWTPMH",
+	"TeYWRbcpTd0rb/YGtfZhYWvXW1gVwu8Sx2I+xQnZXC5V+tEjG6Q4Q/x1OT7w6JFjSejBIo/uCWnd8wpU",
+	"4J7LA+hlQUNSlJH1aiGJoHkQdQdctfmEJizNT4oiJaWSFjkeJUxrEUrkdNptnRxjJaw4kAWDvcIUJ9Q5",
+	"G95Wu+NteFvtLY+YczO/zQMH7rm6CgrnrhObNFUQpc0h/ilJJrGYjSc6ww9mrpP2fpRRfTiiutXp2vZ0",
+	"ehFso/rONXk/v/W/1moyXrC8cWeaSXvGEjKLKhO7sibfJqiok4lCMR5DJgpv1Srx202gYduEEOyc2bxC",
+	"bFqdgtYMbPKPh0CFsS6zpQtaG7BWMu2y/VubAwHnSclqVW7tkld5vWqvKwDukDp6fjG5Nu3NbjQiy8XM",
+	"WaNFUKeAi5yW/lQi0GnsxzX0Zgc18SENQ00p4KrGVyDYXFlR/kGh5vvFcXfX4ihvsKntj/W1HY7oCnfb",
+	"Snv2kK4yZ/MIzwVzdl8rsakBat9RY9bCN1WGrWE9K2vmzMggJ9GIXUb2hrRzQQ0Hlfk8XfcQ0JJQE4wx",
+	"YZq0yX7BksUqKxPoDRJHJw8j7nsJrLFFzkyCLhC3umzQPRPVgfxLW2Qfb8bNtyy9Q1UWBeQEp3zjwFbm",
+	"74x3cB/l/9aqZDblWymVa8j1bOQzRBK4sxJxT41g9S/7aJ4dmIbb/3Coe3MoLBe3xLk/w3IAZCu3YFPm",
+	"7i1nV9rtT4luVoP+GGAA2vtT4DYG5+Zm6QrQ3tqLBvLaKmVwSMKAw+ThVGOWT1fMvB45j9WUxpcALZp5",
+	"rOCZMABt3EhqWQk/q60D491yeV5qYwOwIYNONgWY/wyi2/JdKWtA6QDGL0WWuKUqvClwNn8f7lfRqu/O",
+	"3FCLh4cGpMx1iIbaEP8/yLZa/csjkZzgXfuHiT6Emof6yV3YqNXf6sZMvLT/QNG5it1WYqYBNsLgiplW",
+	"WBqStkcC39EF8vXR7RrMuTxIGk5VwzUH27TN0BXtE222toinWbwH/FOijmnaEkLvwxt80LkWgmlssEWK",
+	"RROm4aC4ZJUguupAc+29ZO0HJiSXu7otcY0tO8kfVOJ8x3yJdW72KU3Ym2Aa3BP4pLMWT31BEzani7tl",
+	"WKjfrMFU9TvOsVtARWKG1Srq3398d/60u2PdlKlxDybzRkPwL6Udi8mAA7jEYzZidiUuWRO8i3IVkrZ6",
+	"zJRm5d+SKh7YJoVdD1mE01JaCVztG+NLhfagOmpVB9QMGH2qkbiD7FtL6QliiWGwILby9gjHDCcdVMMM",
+	"OmK4Z4oUr1hjyjaV8kdwUypjUPjVsdqun8dD9CvwEPxlDAQ9xHZwzazjHw7yDwdZYusFY07ELMn1+0qj",
+	"dzfwjj91E11dNeCzkCVsOe+wbZQl/KoHrYjKN9jlmV0I0WSucYGSGxsMOxr9CMNLGBTPEiVvYEvK1kqZ",
+	"nBoEN8gkSXrddld/b+GzArwUJH5gX10BlcLLmUm+1eg6qZTnuTj8j7rlTi2LhlWljwEyRdY5R0/DTm7Q",
+	"IqCot00ZnEzPPoisjaX+vT6AQuJSlrFVfXC/7UE/td829sghvVZq7G/tPfIySaJjHi72yJm6dGyPnNEp",
+	"OwsS9tsbev13wKNcg4UgfeTMun9Y6d+IlSKbI7TA08ps9LbFGVl78D9SDhwAPsAqfS2rqkiZbT74bgAf",
+	"MHvDdoQ1sErC5ZDVhjar8c+tk91m8n0qo2ZpZGGuzNIBI1ReYl/JXBWGVYShe4IW/F435WxV8Vu9bYcj",
+	"WnZxVROdeSRgcmNf+Aye/n7Lio6fn9S+TgUjOpbUom7jIvq5jvZ/mNdPYl7P8GYUilkKet9NscdDHSDk",
+	"bJ5r7Van0FNTJqTTJjHlvpiSwSJhsuEgCKIE9PIMlYhK8kj7/R+R6igilRqmBpKStcrl8iKqJ/5aTert",
+	"qeZN+TCjybXQ3nDAwFoZeDy3PrOce9rNRWjici9L1fD2zMjgJoNYbDH0aUcoXX6OuBNaeQoXadf3CUUt",
+	"PbV/s9rZpaHNgk//gWKA9wLdvn047x9G8XcyGAvBwZu4xV1DgKk/upAuVY4MmhZ/q+J9GMdjnJQjfsY0",
+	"ZD6ylj1i8mkCyH6YaF/KJYuSShXE5bfSQfR+rIq23ayKnIskWqGO/P0iWT9ZS/mpgax/eM9P4j3lmNpy",
+	"7qP7jrYWdBquEUgLJDmOGO+fvEobsKOOMQvChARcN+DWXgrdtF3nBWuQsGJn9qypOjZah0776ms9/i/S",
+	"5dZ0GktK2/S0ziI2vJ2L2aw8c5noPekRaMXq8oCPRM/lhEBCZy+tV1Mf6Wq/HoFOrrctH1NKUnE/Wz8r",
+	"9IqtgQIJbYbtUZeVjRmh0ET0qBVGtdYLsTlPTpLg6TMOyq/gTDqlVJKbbWrErLPrxHQlNh0OGWjGyq52",
+	"eT0dmoITcovY1WiNmyzltGXxCjEVs7HaeZqwnKT4R1j9Y1L/I63W9AeaG1TgFcuFlsmyv0FczScMwhAo",
+	"kcac+U2Diz6hqPvWPS448xziaS3ZA+RRD/VhD1M3YJBi/q8ysdPQaJW6HLJRooE/s2mYiAhCRhCAmFiG",
+	"9LRE0K3stX2buj5ESMpVgUG6vkFOysrA1sJ/WgnLVGqNVYRpMhVpKQifsqFe9jdrTg0R+Gq9HaeG8Hu1",
+	"3lb7ezWy03cDIrVsXY7ZehAzJBECTzCTA/L2S78vbtVm+6fuEIdWbvb+HAnt0UoXvnyyubkCMGU2WRh5",
+	"yXvX75g9oqaL0A0ZQAZXbSbv13bzH3nwN5IHpmNlxSmvkggsas6itfAM0l4+AprLwA9JLGYJy0AOAHXd",
+	"qgvptjddrpRH9fzFLLILotbHNNDh+WWVIA6RSgrJ/JeYXG2cLdzlMn0GJmgtx1RcPnqkVOlHj5y0ztG0",
+	"MXB5ElMusVsBBLQAcRjdwiavQY9YWW8KLZZ+SRGZE2HagMJP1CvLRaUluAVlUq3CW8hsxCgWYqRj3BXJ",
+	"Ufr0PEJ9X73H08FshA+AM/1FEm9Kry/omHmNFCUfKsSggE13joAfPHqE0PtQtAqk/+iRaQJh77XL62lf",
+	"CE8/2RrGzFdshYbSc4i6coCtPjA+srOX/WZne6fR0zgA2X7rEaDaVXFQp5xKr4wbyJogda/b7mLRLeAA",
+	"oJohdXYpWkZRSBfMJxoHIBDcJGF4BgNBLyNmdDhhfko4AK8A1cGgk0Do0aSD3cqjV4UEUZlx77icZvAw",
+	"OmfFTCfr3mEmmsN/UFqcwYDAPcv6SHnb7Y7uGbat9iu3cMjDVXct0b0bAHEbCpUtcDvop442KW4H4Mgj",
+	"De3HQsqmDJJszJGIxyxe9AglER0zInjak1HEAVSw4XIMPIPLM/ZjWAJ2GXmVEF8gEju55LrJqEUPgHjB",
+	"EYvbNT6XtKxCTZ36zF4woOtSUxlRmJfL9cRiRv2Gk6/X7J+8Stt9gZRvwqVWNxdrN5CYcSSpFFoZ+Ix4",
+	"NApaQxHLC/2NB4S7pRY6CHyfcXXZMaSUTNQBpHoudBtr7GlFGKu7BwEGkkxpXW4vZpKFTEqXgy+8dK1W",
+	"IWScJSx6F90LHuN+IBQfr7YGXx9/Gnamn9uXXzfZE3n+5UM3ehMf7dBnu6OX43fb4u3iabDfPlgPhOJu",
+	"yA53msbtkR1wu38krMOUSUnHanYnVMq5iE27O0j7Epfpa26H2HB7sIb0FuVkNPAduKUiFaY3wToYPAf1",
+	"G2V0Gvnq8gy1gSwFbbCxGYgNzQDvxsnUIQtF4zAAMgP4dAGHYQ8UJsRccAglXvf62oMkv1RmxNads6EW",
+	"liItNByXR+FMliR8qRR7VWLdMmXgN0RKg3ERKq2c64aPaLVAP+Ty1elvwLCAuanlpunYDEHppbHX18nB",
+	"MzPtv+33+/2n0etWq1We5Fb775aS92B1Vv8ZRVM/xlYr1ln9xweb0jp9o8wongPQZEX+Z9lvxmBDEw6S",
+	"GdYFx9QKImTEOKaPbtoY1PBd3Qkq4EksZMSGoFow7kci4FjwNYNUHodst7dI2oG1RZ6KZJJ64yb0iiGr",
+	"Q2X/lFE/4ExKD/stEY8pegEYNTkxVhWqi4oX0oBLl1Pfj5mUTDrEshIU59TA80tcfae4LffGbwcDFY5d",
+	"9wGBvbPgShDcM/0aOhEv/XamhWLxiT+sv+FAa7do1K+3tbpRP/UXLet+/YiVwzHWerUrCEmCkRwkZIYW",
+	"km73uGR3RjQIMYh+qy3iIrl4yG060hq8skBMHpkyvmAPAEVYKlUDs6Z8FgYDcLqHC4ycuVzDzKSByB6C",
+	"pqIOgbQpYt15WA1sXQaXywmN0LMxsO5Py7Qy/Qn4l+lslmG9fl+bA/Yy2wfbjqGiAmHquglbY7y64Vjq",
+	"WqBkiI5AYl0GuCAk2lRQOoI9s1goQfO5DjClVw9xI+d1Vm8YqYdCRAbxS0+00cu6BIJeGCYTB04Rdwvg",
+	"3REwFPpbQssh0FAH2N1ZQtu2hdCMNRK+4lxqVusckD6EqtKMfExGq7s5ZbqX6rNZLoNTcKdJh2C+MjTM",
+	"OlMn7JtOkVP7VEtn6fLiYWpoTyzQUzcFeLVBM8zr5Rknd3ndEDiBq8qkMoCNPPbUdnmpNMagUjCc2JkS",
+	"Lh8JDbefkQNSVIX4wv56WVKlshnmAuSv7FVgxlhFv5zNs3RT6XLMCq1MB9WZoIjvluaf5pJO93LQEoU0",
+	"TQPRtka+msvRsj983s/noqVRsVJOmqOxWItoOKU8VbIqTRX8gcXaqrQ0uk7JIBZzyeJG5hEZQg02wE9o",
+	"KEdqUu/XBCKFAGAAjwwWLvdeHOgN1D/wtGsW64QGC+I9O3hzcH5AllWVeflzqKxZ9eC6ySVFbC2XPzOX",
+	"CKCNSJrYgFuY33rKNU+JEeNfnZTLje8P36vfkq99Bf8WKDtGUkJ3lRJf+2Ac8TauBzLTrBmgdgUaVENo",
+	"tA9QzKNYQMsp0NymVegk5ibp+v8RRAcM5ABQxb/+RT7ALdW6K2Y3WhzeuJLN69OvTPVv6pjXhjK2+1N6",
+	"AVwi7RgNEplrKmsv1cqfyhzKAVfXWMRTGgbfdPtiUh9SyRBJ6h0P0EdLJSNXNA6oWuZIhD7znexbNVwS",
+	"DIJQcS01BkAoR4zC0mSIGZ1TFo/BuRqjkkPgC4f44C4dK+4jHeLtQRmOJlzqcq+F6NcekbORkpq6wsMh",
+	"kdojnjSZ4t1qwBn3BWcNh0hBPASo8xyXexuwERueQ7wN/Df8MxTj/9rZTf8d8Bb2SVUv9jbeHL/4r/3u",
+	"fz1tH3mEhqHaWOjoIM3TniWKCSL9AZ+3BHddCowBANlBD0qMAb04ONcLxIape3iDJJkILmaxHq6pLkoc",
+	"+My4YLKggyGIsWA2m1fTm8kZDXXcY6QG0804e+iqkXlMdZ3xBO0P1YV2sHk1jobGh2TArfeId3CtxIcH",
+	"wQIMI4CgUSvNwXnrOAc6izC9PB96MqGfUcBpaG4hRgKMh5wSb/P62tPeWzWbQOrCpRH4icBpJaYRmEOG",
+	"vZO614fEreaBpoqelrzJwtsjlIy/BeBn8tkohLy7zM/vM7UbPkHEPzTTGnt5K7AAEipdXkdW3NJfXOgv",
+	"vIYuB9fEKgVwuijSLevgAiNRmHPBgS3/e9pXFlq0wq7qPpZa+kKABxWAANE9EIFO6x7qbKd0AZW5QHwu",
+	"f6RJiXgfm+fH5yfNfeGzHtnsbHW3dzwHMlYekVGgLG3oK3Chob25duo5yCRETKazMAkiGicab1XEpn0w",
+	"kLTLCUFPkqNeHHCSAZ8zAmKU1EHBx2YGNM46ekIj3hbp64mMgyvGXa5776qXzAWOINPXKp0lYqFiLJLU",
+	"rak7xFMLvdg/fnbgNYB0S32H9VWWAmjM8E2L5xrKxugGBLuQKOZ0UWDKddMPWfhQ3gOb4RAK5TdN6EgI",
+	"aCwOsOokFqG6oDEdJggeb6G/cE2AeJEUM3C5prYpvb4wUKJQ16PR1ze3sJU18ESm/bWAT6heogQsMBpF",
+	"K5STd+fPm0/0D7c9Uje+AeIB89Q+Pd3eT4c8//Uv8ozxhWUVGJ6Ui+aGjJpiSLN5plE6LXZdV0xhDvFo",
+	"RXxmO80pZftRR3aBejy0Ro8JHYgryJ7VG6N/dYEPeQ7pttvWXBW9OMhAFFdGxB6ccafdVuMIbtrkOMUx",
+	"Qcyz2NvwzCcQBME8r9IM8KIpFR0vlRVUzOA00IaDaQxNC98MibjOhfEODxjUXRCSniGBI1Sj7p+dPjcM",
+	"CXtnwkS44BdFruQQLtQomcXRDNVXfKwZg6POHr0gXtbGW+00uPRRTc2tyRzvJRfzrBWSpZ3bZFHXoQG9",
+	"lQ7wcWK+NVNQZ4S9tLX/QCkzVCp1UIoYggdpqFRxiAaO4eNGwusRxYCLPK1hHwJum871LJYJQCcQvkRR",
+	"AG3Q1K1xdE29OSVEQlpYJzWYJZqPcaHZofmF7pA9F9gvsgGsOs+CtnU68Sxz5nqW98+EaWD2fxEZJDMM",
+	"b/5lZv6X+rzZbBL9X/Xn8nv0V+lcHCvDIvvxLYnVME4QEBEdqwv08qD/THEksn98ega2chiMJ0ljnTkU",
+	"+sg5Jm8yjWfrgJ86t78qSM3I82Bk8LIydaFReIW2U2wsHKWcQYAizcLJ54k/yCvhgisVjOeSCv6CNCEP",
+	"QWQt5NiMQR+O6Kn5vHJkK8UiN5pJWS8M9spksuNYVRC1eXTa/KjVQLe5N+RxU+2JV2VOZgjdmM6kdFXU",
+	"iiC9N8T0OZhEZ1dPAnMnPbJBvBha9eBD2nvgnbIkXjShnUpxbhjgSeeT3hRzHkotmA6C8UzMpAPzhQ7v",
+	"BDC48cj/Qk1CvVxJYfz/NYRqTr+FnA4KHT7K19BKYAG3GU2SOBjMoNm7jmDY0Yv6e3DZqSeNeW66fBHt",
+	"Z97Lth7Wi0JVGcN/AVPS+5pjS/mNs8JPXqOHrmEyDMHRZ3Oh7I5AFxPojg/yy9Jn8AGjzvyl82484wDP",
+	"TyPH4srJPRtg1AhBZCjmN421gYk91tcJhsbgNS4/5trKA4J3kOQcPSZYi7BXoIpUMAXtd3T5Wh2CoIby",
+	"Udpv4dGjFsEOQBRf73LgLEEiy8l/e1ZijmmPkBchLq9bnguomfYdcOSIUZZIRfTA5hLk1OXOrm7HpBYN",
+	"0/VjEUVqHGikhI07MzeEY3VvQEkRJC4fxuAesMF0wGhBnqJ9dUbOeh8+fGj2rVzbHqZHxoyG09/cWlpF",
+	"VXOyzfjNrWFsPvAxLO/WMqdCJXo9BuL0OnMQsY799ywOwa1glZw7xCv3RPAy09HUEnm6I4DXIn3AWUO3",
+	"EtHLzAEI9QgXTbjXnlG8nyti3uxhLAacEi4/M9FRYPVptmOOf/XUg57nTZIkcjl69/CBl+fnJxubrU2X",
+	"72MkrHm+iFiPFINhLs/Zi5ivo0b90wW/G3SXq/WIi11O1EG4tUjnzeAXrVbLrX2HeWA3KEu41pcjmzRI",
+	"yBJZulZq4yAbZM+2mMFVYezMueX4w84hehsLTtWsyVZO4FvDKiOaysucumt7bcGAx9G0/4QmJKRqSM1X",
+	"xYg8epTGftWOPXqEKnKQQHILeobQPMItSWcOYKJWZrDZ1kaLvOIG8amJ9KBRi+WlRmuusPhP9aybz+wm",
+	"WVWmf6Hnj0fqmNYDP9jwIGHfS5lFArgxRH/tkPR7D3hmW/GKNb0IUCBpHAk3eRE0vH16BVY5FXqpAV1Y",
+	"m7HWLJsv/z3si9eAhEpU4MGxkyUeGjLTRq++eXvovCCVvgtgoxjZSLOewKJ0rCtc6a8wJ+/yZC7g6PXT",
+	"kCuxrA9ayhyQvkU1mLdnORlNf7O0+x1Cbef6nOWhxCCcpXOsLZ6TybkeWQIjhswaIGSX5Vp1tnc77ZtT",
+	"mVIeMxGhj3WfGgKls73THAQJAtXmnZaXjEVSw38oPYr5AEXgcnCsK+E842mAVV3gRov01W217jmGJowJ",
+	"ml5oDC4qKwhwL/HlkNuX1mjZccoKlUnRmz4LHQnjbK4H0qYDMBbtLMiS13vIBXVyNywmw+/7RZIwGCkz",
+	"bTqiLY2hZQg+SULPIVtt4tOFtDwoe2o9M8kyM4xdJ4rqgkTHPHFasUhoAknbWnmaSaWf4Lcux699QueK",
+	"t3LfJM+rjyBtesooRyDRaEHYdSATWeyIp515GNuqI9M1dyYlZ9+K2eDu6L7H6vxcjpNVyo8FNIguNNSO",
+	"0PCzcfZ0KykQzcA1ba0breNUH0WHNdxPcBki+WDIJZtjT+cF5dxigdSs3xhUps0NxGmzALT52uXaaEuV",
+	"PnkZKL1MZ4Wm/nyNdQ9lGhWFEBkQ4wfTx6SKNkgbGdCI0WQWQxBBjEa6HxiRs+HE7LdaCEtyOkynB3wQ",
+	"0r7V52/QEZ4XgS3SN93+mI9XaqxUgXJ7UH0pisD+LdLXQhs9UugHBVRLk1YGvCD3O6XdVelLOR55C70J",
+	"VCR7WqgN3QKlH5UpANSFn2rly9KlLBSWio6lKEKQfVhOFofkOpEW+nOaaHm62anfIJUiRuMF1rJXbDMq",
+	"E8U3RMSUWpcEodpqg9hUp2TE5mQa8BlCUsUzHU4GyE/bDEEHgA+0oNE9HftqgmDM1bd43XbXmoiFEpoj",
+	"wa1eVfustHwEmopakHo5VwipK1oCtgYhGIHEBf69Ck0VwNcJlelbGtWNrGyxb+8/lotVulhMXoRZLd51",
+	"GBWflyQOxpMEGEzMnJwTHqwxoPXNFlnR14P8adPvd6+iwNgh705fKbXNTvcgda/T3oS4QWflC0yeR/5F",
+	"Dgzy3SNpQge+QBff2pMoFE3XIfMcdxk3P2cmwzBpJ5GWy7eqZ1dad9246zhjPoPGh420WTCMWnH9sMin",
+	"Kl2AXjJwAKa++F6pOschaXUOMKpidU4oxmMI5DsmZ2GUs90DTqJYjGMmZS5XAvsflJMlzhiXgdpfkyGh",
+	"FQa1nLqnKxZb+J3nENYa661z+YZkSRLwsdwwBgqSZ8DJdnrVYefAfT9Ee82WeGmHZttZMKWX6HW2KpCK",
+	"fSHTfC/4icslXUgNG5cmPUxpAp4hMBZySSD1LAOiB6kOTpq0sDQ7AeoXCpkJ5YyExp7Lqf0yMgdjEOPb",
+	"uXrRFumbRB6dS6CVbDVria00QzFncRN7L3O/lCRgxz8/NpWEah7iI8f6EXBb5L5SBs/H0mONPZOiYM0h",
+	"c+ZjC7135+rHJ/3z/ZeYloaZRfaPkDQ8xe+9C5yuh5Yfhm2y7Jj/n7Vr623bhsJ/hejLLMPOmqQpsPgp",
+	"6wp0D+sCdNgeqqKiLSZmK0uCKMfzsP73gefCiy6LnPQxsUTxeq7fdxhyZcGwJME2TrC1r1pfjGF1YeFV",
+	"a66SPdnZO0yE8RsMQlEORz0b4WAyJoG3NhH8DBgCafmzNHpjJ+EXfa9Mm0xB3i2Ekpst5vBhSq2VqFvK",
+	"owGh1B5WEUUNrAVdV3REI/cAPT5CR7iTytiHzxu52ZLh5pCK5y+FVb7o7KyP1oAiZqmjWfpJOBumpwYd",
+	"RTP/II/+ELdEsuPDjPgGw9Ll2qou11i8A5BHCZRF64Ghq/Fln9+fmgez7zkx6cMqA6xI1xOOaTREmC0V",
+	"J6xGcDeMwmB6o259gHosjVWBzJXF/7f8eDvOdIEMxOXEhAzy54ZyMiuX6dMGdVm/C+FdnN0bJDiIFrKx",
+	"Th4jJ8fCpqKEU48830lMeH4gjiom7boY+3zuP84/kuQI9224SQ8A5wT3hVLuCL1DuMYCqRjwGmpPTvxa",
+	"KUizUd3RsRdd9zNxeaRsLXOGeAysXDeNhMMgqEiUYGFRMAAZ+ZdyVU/6lksdOVQjbBaXtyMzZRbyf38w",
+	"SOeF9Fytms9oAGRibQ92m/h83rMTeCOcHrKORrg8lBcbT3/1U1zWb4qImTNUdAvR2lVoPX8yQG1sq3q5",
+	"Pi63VQ2Fy1D+s/iLomgmSAsZJcETBtcfglQiV41+sEKf0BahB6ZzFkvuulpOoVIEYEVB6R7Wz2GfOVo4",
+	"n0PkE/NOFCL1xjGoFfCp982DbdiFWf0z7NVlYZaXDQBifmGsjtQ8+ODeKmflP+wiOLRJt+pCWs6ymKKd",
+	"JWEwHSNzQ8UyTq6VsQiKZYSA8zAP4UufRlxdwymOqUUqZhkHPoNQaBAC5dgpWHyPVLK4Fnf7JqzWQVa/",
+	"9mhH63qQtUz3hvHbQa8xWrVTdizA1+2Eczj70htmWmZradTrV/ummNXyWFQyT0T64ix9IfwP7367ebP8",
+	"8O7m4ur17Ks6LgQ/mWR04Qj9w1H8fZWs3Mrajm0TOhkhAWNIFfgYYqt3DoEeeS8rJ2o0VJkMziUe1a+q",
+	"boUvuE0kkEA2UW6BdB4WZGBvzhmAYj7nrvQLjCwYS6cLBSpJQkgEc0sMMemu/yJAGiGyNrhxxf/tEao8",
+	"eu7SNQZDC1XSuvK62x6EBUlkWtJz3JTfIXeNMls6jRQaJzPEekbx/Q5p6Yw39OKPXmpcA6+kOMijcXdR",
+	"YduQMQ5QPBiVj7xiZpL2/eLfibMG0QfQ7HjJDI5fl6BKFsRhmGFyCKsN+YRBWobXnEOUO1mIQt9BFgEJ",
+	"DyuSOqBZr4XeQXkdrgfEdZcNY4kdQliCGysatfSGXwKBMnp/h951oeTDALlJdrhfjssUs7Ay69AS48PV",
+	"2MBZ9q2sgZrEKZYM/vmH/SNLosmGHwam+i0eEV2VS3s4drKU9wqCdHZ3glrPw1r3xjO7IKlgd5t1iA6N",
+	"rAWIJXiDZ45D8OpgD7j9AtVdxXPQSG1IdqTlTpd6t9+JXHGX+GFEySC8sFEt1qeRJdz22NidcSb+qijw",
+	"lJZwVILU/EYW9st4N2WZiz9Dpujg2qQlL85KfK8FAPJpf/5vPVOzVYXaWaNrbJ9kPyIJ8B8gUSD1GikX",
+	"RAPMXBEYbRyac5BSZxW1Yy+FpYSz5Ey8t2fNXS3nhDWoFN8HYeypJ4UE0XBthCz0g1r53uFDCPUUeQVC",
+	"6ku1TsvZAIYK1DhgKIm6m0SaHY1Et7BYFatL7Bb+Ej3r0gJAoGo2W2VaosFC+ktVdaEcI5ZYsGAkGOUX",
+	"20cNdVl7tsYR2OUQTEQLDzjIUM/H1QIOl76qDTAq//amhSyPS9ANy4ghfvXyfPTCnKik6q/WxkKsLjQN",
+	"NQ8+nlL04BOVL/h4av2CT9/ikdQ6HgNUkn20VajDZO0n8nN67YJFOzRHUCPj0fYH0H8w5leTZjjAe8KZ",
+	"PaG6xoSH+3EA7Nr55XMGdn71nLcvfpo2LVyc4+l77nLah6JSG99rs5LJ8fRtNeSin7av4lAJvXs5+dPP",
+	"2jvjvX/S8j9pJeMF2aOjky/7hTIeH40q7qzy1ht1K+9xl1xM2iVvqsbcMjr+hCUYEFpUTWeCzP6w32zf",
+	"UuiDXpxyYjFb8L5qb4qiOqCg/PZfAAAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

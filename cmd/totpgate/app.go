@@ -51,8 +51,9 @@ func (a *app) Close() error {
 }
 
 // newApp does all start-up work (parsing, loading keys, opening the store)
-// so the request path does none.
-func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, err error) {
+// so the request path does none. now is the clock of the second factor and
+// of the step-up identity cache.
+func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, now func() time.Time) (_ *app, err error) {
 	upstream, err := cfg.Upstream.Parsed()
 	if err != nil {
 		return nil, err
@@ -89,7 +90,13 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	if len(credentials) > 0 {
 		routes = append(routes, proxy.AnyRoute) // sessions found on routes nobody configured
 	}
-	auditRec := metrics.Fanout{audit.NewLog(log), metrics.NewRecorder(reg, routes)}
+	stepUpRoutes := make([]proxy.StepUpRoute, len(cfg.StepUp.Routes))
+	stepUpPaths := make([]string, len(cfg.StepUp.Routes))
+	for i, r := range cfg.StepUp.Routes {
+		stepUpRoutes[i] = proxy.StepUpRoute{Path: r.Path, Methods: r.Methods, MaxAge: r.MaxAge}
+		stepUpPaths[i] = r.Path
+	}
+	auditRec := metrics.Fanout{audit.NewLog(log), metrics.NewRecorder(reg, routes, stepUpPaths)}
 	var background []func(context.Context)
 	if cfg.Audit.WebhookURL != "" {
 		hook, err := newWebhook(cfg.Audit, reg, log)
@@ -130,7 +137,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		return nil, err
 	}
 	m := cfg.MFA
-	svc, err := newMFA(ctx, m, st, keys)
+	svc, err := newMFA(ctx, m, st, keys, now)
 	if err != nil {
 		return nil, err
 	}
@@ -149,6 +156,18 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 	introspect.NoSessionStatuses(cfg.Identity.NoSession)
 	peers := proxy.NewPeers(trusted)
 	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
+	var stepUps api.StepUps
+	var stepUpGate api.StepUpGate
+	if len(stepUpRoutes) > 0 {
+		fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{
+			Upstream: upstream, PreserveHost: cfg.Upstream.PreserveHost, TrustedProxies: trusted, Transport: upstreamRT,
+			Credentials: credentials, MaxAnswerBytes: cfg.Login.MaxAnswerBytes,
+		})
+		if err != nil {
+			return nil, err
+		}
+		stepUps, stepUpGate = svc, fw
+	}
 	if cfg.Login.RevokePath != "" {
 		challengeCfg.Revoker = proxy.NewRevoker(proxy.RevokerOptions{
 			Upstream: upstream, Method: cfg.Login.RevokeMethod, Path: cfg.Login.RevokePath, Transport: upstreamRT,
@@ -168,6 +187,8 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		Challenges:      svc,
 		ChallengeConfig: challengeCfg,
 		Release:         proxy.ReleaseHeld,
+		StepUps:         stepUps,
+		StepUpGate:      stepUpGate,
 		Audit:           auditRec,
 		ClientIP:        func(r *http.Request) string { return peers.ClientIP(r).String() },
 		Devices:         svc,
@@ -186,6 +207,9 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		userAPI = selfservice.Mount(proxy.SpecPrefix, apiHandler)
 	}
 
+	// One budget per client network for the user API and for requests
+	// held at step-up routes.
+	apiLimit := proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now)
 	front, err := proxy.New(proxy.Options{
 		Upstream:       upstream,
 		PreserveHost:   cfg.Upstream.PreserveHost,
@@ -193,7 +217,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 		PassThrough:    upstreamRT.With(passClient),
 		TrustedProxies: trusted,
 		APIPrefix:      cfg.API.Prefix,
-		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now).Wrap(proxy.NewCORS(cfg.API.CORSOrigins).Wrap(userAPI)),
+		API:            apiLimit.Wrap(proxy.NewCORS(cfg.API.CORSOrigins).Wrap(userAPI)),
 		Logger:         log,
 		Login: &proxy.LoginOptions{
 			Paths:              cfg.Login.Paths,
@@ -225,6 +249,22 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			BodyRoutes:      cfg.Session.BodyRoutes,
 			Introspector:    introspect,
 		},
+		StepUp: &proxy.StepUpOptions{
+			Routes:               stepUpRoutes,
+			MaxRequestBytes:      cfg.StepUp.MaxRequestBytes,
+			MaxConcurrent:        cfg.Login.MaxConcurrent,
+			IdentityCacheTTL:     cfg.StepUp.IdentityCacheTTL,
+			IdentityCacheEntries: cfg.StepUp.IdentityCacheEntries,
+			Required:             m.Policy == "required",
+			// A held request ends unused when it expires: there is no
+			// session of its own to revoke.
+			Challenge:    mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts},
+			ChallengeURL: cfg.API.Prefix + "/step-up",
+			MFA:          svc,
+			Audit:        auditRec,
+			RateLimit:    apiLimit,
+			Now:          now,
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -246,7 +286,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 
 // newMFA builds the second-factor service from the mfa settings (serve and
 // users import share it).
-func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring) (*mfa.Service, error) {
+func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring, now func() time.Time) (*mfa.Service, error) {
 	return mfa.New(ctx, st, keys, mfa.Config{
 		Issuer:        m.Issuer,
 		Params:        mfaParams(m),
@@ -257,7 +297,7 @@ func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring)
 		QRSize:        256,
 
 		TrustedDeviceTTL: m.TrustedDeviceTTL,
-	}, time.Now)
+	}, now)
 }
 
 func mfaParams(m config.MFA) totp.Params {

@@ -294,6 +294,19 @@ func TestStepUpAgainstFrameworkApps(t *testing.T) {
 			if res, p := tg.completeStepUp(id, tg.code("alice"), s2); res.StatusCode != 404 || p["code"] != "challenge_not_found" {
 				t.Fatalf("completion from another session = %d %v", res.StatusCode, p)
 			}
+			// A page on another origin cannot complete it with the user's
+			// cookies (the user API's cross-site rule), and spends nothing.
+			{
+				body, _ := json.Marshal(map[string]string{"challenge_id": id, "code": tg.code("alice")})
+				req, _ := http.NewRequest("POST", tg.s.main+"/mfa/step-up", strings.NewReader(string(body)))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Cookie", s1)
+				req.Header.Set("Origin", "https://evil.example")
+				req.Header.Set("Sec-Fetch-Site", "cross-site")
+				if res, raw := tg.do(req); res.StatusCode != http.StatusForbidden || tg.ran() != 0 {
+					t.Fatalf("cross-site completion = %d %.200s, app ran %d times", res.StatusCode, raw, tg.ran())
+				}
+			}
 			// A login challenge is no step-up challenge, and the reverse;
 			// neither spends the code sent with it.
 			held, lp := tg.do(tg.login("alice", ""))

@@ -198,7 +198,8 @@ func (s *Service) putBack(ctx context.Context, c store.Challenge, why error) err
 	return why
 }
 
-// settle checks code for the user of a claimed challenge. A code that
+// settle checks code for the user of a claimed challenge. A user no
+// longer enrolled finds the challenge gone (ErrChallengeNotFound). A code that
 // could not be checked (store, keyring) puts the challenge back as it
 // was. A wrong code counts against both the user (lockout) and the
 // challenge: it is put back with one attempt fewer, or, at its last one,
@@ -207,6 +208,11 @@ func (s *Service) settle(ctx context.Context, claimed store.Challenge, code stri
 	method, err := s.Verify(ctx, claimed.UserID, code)
 	if err == nil {
 		return method, nil
+	}
+	if errors.Is(err, ErrNotEnrolled) {
+		// Disabled or reset meanwhile: the challenge can never pass, so it
+		// stays spent (a reset has handed its revocation to the app).
+		return "", ErrChallengeNotFound
 	}
 	var ce *CodeError
 	if !errors.As(err, &ce) {

@@ -109,9 +109,6 @@ func (s *Service) CompleteStepUp(ctx context.Context, token, code string, sessio
 		return out, s.putBack(ctx, claimed, ErrChallengeNotFound)
 	}
 	method, err := s.settle(ctx, claimed, code, cc, nil)
-	if errors.Is(err, ErrNotEnrolled) {
-		err = ErrChallengeNotFound // reset meanwhile: this challenge can never pass
-	}
 	if err != nil {
 		return out, err
 	}

@@ -249,3 +249,33 @@ func (brokenKeys) Encrypt(context.Context, string, []byte) (string, error) { ret
 func (brokenKeys) Decrypt(context.Context, string, string) ([]byte, error) {
 	return nil, errKeyringDown
 }
+
+// A challenge whose user was reset after it was issued is gone, in both
+// completions, whatever code comes (a 404, not an internal error).
+func TestChallengeOfAResetUserIsGone(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	secret, _ := e.enroll(t, "dave")
+	cc := mfa.ChallengeConfig{TTL: 5 * time.Minute, MaxAttempts: 3}
+	login, err := e.svc.HoldLogin(ctx, "dave", mfa.HeldAnswer{Status: 200, Body: []byte("SESSION")}, cc, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, err := e.svc.HoldStepUp(ctx, "dave", heldRequest("S"), cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Reset(ctx, "dave"); err != nil {
+		t.Fatal(err)
+	}
+	code := e.code(secret, 0)
+	for range 2 {
+		if _, _, _, err := e.svc.CompleteChallenge(ctx, login.Token, code, cc); !errors.Is(err, mfa.ErrChallengeNotFound) {
+			t.Fatalf("login challenge of a reset user = %v, want not found", err)
+		}
+		if _, err := e.svc.CompleteStepUp(ctx, up.Token, code, sessionHash("S"), cc); !errors.Is(err, mfa.ErrChallengeNotFound) {
+			t.Fatalf("step-up challenge of a reset user = %v, want not found", err)
+		}
+	}
+}

@@ -70,21 +70,10 @@ if [[ -n "$BASE_REV" && " $TARGETS " != *" totpgate-base "* ]]; then
 	TARGETS="${TARGETS/totpgate/totpgate totpgate-base}"
 fi
 
-WRITE=0
 ORIG_ARGS=("$@")
-for arg in "$@"; do
-	case "$arg" in
-	--write) WRITE=1 ;;
-	-h | --help)
-		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-		exit 0
-		;;
-	*)
-		echo "unknown argument: $arg (try --help)" >&2
-		exit 2
-		;;
-	esac
-done
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_args "$0" "$@"
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo_root="$(cd "$script_dir/.." && pwd)"

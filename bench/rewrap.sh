@@ -27,20 +27,9 @@ LOGIN_RATE="${LOGIN_RATE:-50}"
 IN_FLIGHT="${IN_FLIGHT:-4}"
 QUIET="${QUIET:-10s}"
 JOB_IN="${JOB_IN:-sidecar}"
-WRITE=0
-for arg in "$@"; do
-	case "$arg" in
-	--write) WRITE=1 ;;
-	-h | --help)
-		sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-		exit 0
-		;;
-	*)
-		echo "unknown argument: $arg (try --help)" >&2
-		exit 2
-		;;
-	esac
-done
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_args "$0" "$@"
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"

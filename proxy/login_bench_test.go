@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -18,11 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/internal/testenv"
 	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/mfa"
-	"github.com/totpgate/totpgate/proxy"
+	"github.com/totpgate/totpgate/proxy/proxytest"
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/postgres"
 	"github.com/totpgate/totpgate/store/sqlite"
@@ -99,16 +97,7 @@ func newLoginBench(b *testing.B, st store.Store, users int) *loginBench {
 	}
 	clock.reach(1) // the confirming codes' step is spent
 	u, _ := url.Parse(up.URL)
-	front, err := proxy.New(proxy.Options{
-		Upstream:  u,
-		Transport: proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 64}),
-		APIPrefix: "/mfa", API: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler),
-		Login: &proxy.LoginOptions{
-			Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code", UserIDPointer: "/user/id",
-			Challenge: mfa.ChallengeConfig{TTL: time.Minute, MaxAttempts: 5}, ChallengeURL: "/mfa/challenge",
-			MFA: svc, MaxAnswerBytes: 1 << 20, Audit: audit.NewLog(slog.New(slog.DiscardHandler)),
-		},
-	})
+	front, err := proxytest.LoginFront(u, svc, 64)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -32,10 +31,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/mfa"
-	"github.com/totpgate/totpgate/proxy"
+	"github.com/totpgate/totpgate/proxy/proxytest"
 	"github.com/totpgate/totpgate/store/postgres"
 	"github.com/totpgate/totpgate/totp"
 )
@@ -114,16 +112,7 @@ func run() error {
 		if err != nil {
 			return replica{}, nil, err
 		}
-		front, err := proxy.New(proxy.Options{
-			Upstream:  upstream,
-			Transport: proxy.NewTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 256}),
-			APIPrefix: "/mfa", API: http.NotFoundHandler(), Logger: slog.New(slog.DiscardHandler),
-			Login: &proxy.LoginOptions{
-				Paths: []string{"/login"}, CodeHeader: "X-TOTP-Code", CodeField: "totp_code", UserIDPointer: "/user/id",
-				Challenge: mfa.ChallengeConfig{TTL: time.Minute, MaxAttempts: 5}, ChallengeURL: "/mfa/challenge",
-				MFA: svc, MaxAnswerBytes: 1 << 20, Audit: audit.NewLog(slog.New(slog.DiscardHandler)),
-			},
-		})
+		front, err := proxytest.LoginFront(upstream, svc, 256)
 		if err != nil {
 			return replica{}, nil, err
 		}

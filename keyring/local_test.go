@@ -534,18 +534,26 @@ func TestLocalMinDecryptionVersion(t *testing.T) {
 	}
 }
 
+// rotatedElsewhere opens a keyring file as a (with opts) and as b, and
+// rotates it through b: a has not seen the rotation yet.
+func rotatedElsewhere(t *testing.T, opts ...keyring.LocalOption) (a, b *keyring.Local) {
+	t.Helper()
+	a, path := openTemp(t, opts...)
+	b, err := keyring.OpenLocal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Rotate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
 func TestLocalSeesRotationByAnotherInstance(t *testing.T) {
 	t.Parallel()
 	t.Run("stat on every call", func(t *testing.T) {
 		t.Parallel()
-		a, path := openTemp(t, keyring.WithReloadInterval(0))
-		b, err := keyring.OpenLocal(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.Rotate(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		a, _ := rotatedElsewhere(t, keyring.WithReloadInterval(0))
 		if v := versionOf(t, mustEncrypt(t, a, "u", []byte("s"))); v != 2 {
 			t.Fatalf("after rotation by another instance, Encrypt used v%d", v)
 		}
@@ -555,14 +563,7 @@ func TestLocalSeesRotationByAnotherInstance(t *testing.T) {
 	})
 	t.Run("explicit reload", func(t *testing.T) {
 		t.Parallel()
-		a, path := openTemp(t, keyring.WithReloadInterval(time.Hour))
-		b, err := keyring.OpenLocal(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.Rotate(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		a, _ := rotatedElsewhere(t, keyring.WithReloadInterval(time.Hour))
 		if v := versionOf(t, mustEncrypt(t, a, "u", []byte("s"))); v != 1 {
 			t.Fatalf("without reload Encrypt used v%d; interval not honoured", v)
 		}
@@ -575,14 +576,7 @@ func TestLocalSeesRotationByAnotherInstance(t *testing.T) {
 	})
 	t.Run("unknown version triggers reload", func(t *testing.T) {
 		t.Parallel()
-		a, path := openTemp(t, keyring.WithReloadInterval(time.Hour))
-		b, err := keyring.OpenLocal(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.Rotate(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		a, b := rotatedElsewhere(t, keyring.WithReloadInterval(time.Hour))
 		ct := mustEncrypt(t, b, "u", []byte("from b"))
 		pt, err := a.Decrypt(t.Context(), "u", ct)
 		if err != nil || string(pt) != "from b" {
@@ -594,14 +588,7 @@ func TestLocalSeesRotationByAnotherInstance(t *testing.T) {
 		if testing.Short() {
 			t.Skip("waits for the one-second reload interval")
 		}
-		a, path := openTemp(t)
-		b, err := keyring.OpenLocal(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := b.Rotate(t.Context()); err != nil {
-			t.Fatal(err)
-		}
+		a, _ := rotatedElsewhere(t)
 		// Poll rather than sleep a fixed time: the bound is "about a
 		// second", and a loaded machine must not make this flaky.
 		deadline := time.Now().Add(10 * time.Second)

@@ -245,6 +245,7 @@ const (
 	ProblemCodeRateLimited           ProblemCode = "rate_limited"
 	ProblemCodeRewrapNotFound        ProblemCode = "rewrap_not_found"
 	ProblemCodeRewrapRunning         ProblemCode = "rewrap_running"
+	ProblemCodeTrustedDevicesOff     ProblemCode = "trusted_devices_off"
 	ProblemCodeUnauthenticated       ProblemCode = "unauthenticated"
 	ProblemCodeUnsupportedMediaType  ProblemCode = "unsupported_media_type"
 	ProblemCodeUpstreamTimeout       ProblemCode = "upstream_timeout"
@@ -299,6 +300,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeRewrapNotFound:
 		return true
 	case ProblemCodeRewrapRunning:
+		return true
+	case ProblemCodeTrustedDevicesOff:
 		return true
 	case ProblemCodeUnauthenticated:
 		return true
@@ -942,7 +945,7 @@ type LoginChallengeProblem struct {
 // Example: active
 type MfaState string
 
-// MfaStatus Example: {"confirmed_at":"2025-11-20T09:14:03Z","recovery_codes_remaining":9,"required":true,"state":"active","totp":{"algorithm":"SHA1","digits":6,"period":30},"trusted_devices":2,"user_id":"8f14e45f"}
+// MfaStatus Example: {"confirmed_at":"2025-11-20T09:14:03Z","recovery_codes_remaining":9,"required":true,"state":"active","totp":{"algorithm":"SHA1","digits":6,"period":30},"trusted_device_ttl_seconds":2592000,"trusted_devices":2,"trusted_devices_enabled":true,"user_id":"8f14e45f"}
 type MfaStatus struct {
 	// ConfirmedAt When enrollment was confirmed; absent unless `active`.
 	//
@@ -976,10 +979,25 @@ type MfaStatus struct {
 	// Example: {"algorithm":"SHA1","digits":6,"period":30}
 	Totp *TotpParams `json:"totp,omitempty"`
 
+	// TrustedDeviceTtlSeconds How long a device stays trusted after it was trusted, in
+	// seconds (`mfa.trusted_device_ttl`); present when
+	// `trusted_devices_enabled`.
+	//
+	//
+	// Example: 2592000
+	TrustedDeviceTtlSeconds *int `json:"trusted_device_ttl_seconds,omitempty"`
+
 	// TrustedDevices Live trusted devices (`GET /mfa/devices` lists them).
 	//
 	// Example: 2
 	TrustedDevices *int `json:"trusted_devices,omitempty"`
+
+	// TrustedDevicesEnabled Whether devices can be trusted here (`mfa.trusted_device_ttl`
+	// above 0): at login, or with `POST /mfa/devices`.
+	//
+	//
+	// Example: true
+	TrustedDevicesEnabled bool `json:"trusted_devices_enabled"`
 
 	// UserId The app's id for the caller.
 	//
@@ -1326,6 +1344,9 @@ type RateLimited = Problem
 // Example: {"generated_at":"2025-11-22T05:41:07Z","recovery_codes":["k7fq2-9xm4t-3hwrd-p8vbn","4n8zc-qh2wd-7ymkx-e5r0a","tj3vb-61pge-xw9qs-c4mhd","8rk2y-vd5ft-m0nzh-3qwex","p6gws-2xj9c-hb4tr-7nk1v","zc0md-5q8ha-wy3fk-tg6pe","1vh7n-ebr4x-9sd2q-mk5tz","w3yxa-0gf6c-pz8mv-jr2hn","6dqkt-mx1wz-4cbe9-vh7gs","ya5pf-3nv0r-gk8wd-2tq6m"]}
 type RecoveryCodesIssued = RecoveryCodes
 
+// TrustedDevicesOff An RFC 9457 problem document.
+type TrustedDevicesOff = Problem
+
 // Unauthenticated An RFC 9457 problem document.
 type Unauthenticated = Problem
 
@@ -1386,6 +1407,9 @@ type StartChallengeEnrollmentJSONRequestBody = ChallengeEnrollmentRequest
 
 // ConfirmChallengeEnrollmentJSONRequestBody defines body for ConfirmChallengeEnrollment for application/json ContentType.
 type ConfirmChallengeEnrollmentJSONRequestBody = ChallengeEnrollmentConfirmRequest
+
+// TrustThisDeviceJSONRequestBody defines body for TrustThisDevice for application/json ContentType.
+type TrustThisDeviceJSONRequestBody = CodeRequest
 
 // DisableMfaJSONRequestBody defines body for DisableMfa for application/json ContentType.
 type DisableMfaJSONRequestBody = CodeRequest
@@ -1866,6 +1890,60 @@ type ClientInterface interface {
 	// Corresponds with GET /mfa/devices (the `ListTrustedDevices` operationId).
 	ListTrustedDevices(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// TrustThisDeviceWithBody Trust this device
+	//
+	// Trusts the device (the browser) this request comes from, for the
+	// caller, after checking a current TOTP code or an unused recovery
+	// code, as `POST /mfa/disable` does: a wrong code counts toward the
+	// user's lockout, a TOTP code is accepted once per time step and a
+	// recovery code once. Later logins of the caller from this device
+	// pass without a code (see *Trusted devices* in tag `login`) until
+	// the device expires (`mfa.trusted_device_ttl` from now). The answer
+	// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+	// device, labelled from the request's `User-Agent`, with `current`
+	// true. When the request carries the cookie of a live device of the
+	// caller, that device is revoked: one browser holds one device.
+	//
+	// A recovery code is accepted, as it is in a login that asks to
+	// remember the device (`remember_device` in `POST /mfa/challenge`):
+	// this operation gives nothing that login does not.
+	//
+	// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+	// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+	// `404 trusted_devices_off`, and the code is not checked.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+	TrustThisDeviceWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustThisDevice Trust this device
+	//
+	// Trusts the device (the browser) this request comes from, for the
+	// caller, after checking a current TOTP code or an unused recovery
+	// code, as `POST /mfa/disable` does: a wrong code counts toward the
+	// user's lockout, a TOTP code is accepted once per time step and a
+	// recovery code once. Later logins of the caller from this device
+	// pass without a code (see *Trusted devices* in tag `login`) until
+	// the device expires (`mfa.trusted_device_ttl` from now). The answer
+	// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+	// device, labelled from the request's `User-Agent`, with `current`
+	// true. When the request carries the cookie of a live device of the
+	// caller, that device is revoked: one browser holds one device.
+	//
+	// A recovery code is accepted, as it is in a login that asks to
+	// remember the device (`remember_device` in `POST /mfa/challenge`):
+	// this operation gives nothing that login does not.
+	//
+	// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+	// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+	// `404 trusted_devices_off`, and the code is not checked.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+	TrustThisDevice(ctx context.Context, body TrustThisDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// RevokeOtherTrustedDevices Sign out every other device
 	//
 	// Revokes every trusted device of the caller except the one whose
@@ -1984,7 +2062,9 @@ type ClientInterface interface {
 	//
 	// Answers whether the signed-in user has MFA (`none`, `pending` or
 	// `active`), whether policy requires it, how many recovery codes are
-	// left and whether the user is locked out. Never answers the secret.
+	// left and whether the user is locked out, and whether devices can be
+	// trusted here (`trusted_devices_enabled`, for how long:
+	// `trusted_device_ttl_seconds`). Never answers the secret.
 	//
 	// Corresponds with GET /mfa/status (the `GetStatus` operationId).
 	GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2636,6 +2716,80 @@ func (c *Client) ListTrustedDevices(ctx context.Context, reqEditors ...RequestEd
 	return c.Client.Do(req)
 }
 
+// TrustThisDeviceWithBody Trust this device
+//
+// Trusts the device (the browser) this request comes from, for the
+// caller, after checking a current TOTP code or an unused recovery
+// code, as `POST /mfa/disable` does: a wrong code counts toward the
+// user's lockout, a TOTP code is accepted once per time step and a
+// recovery code once. Later logins of the caller from this device
+// pass without a code (see *Trusted devices* in tag `login`) until
+// the device expires (`mfa.trusted_device_ttl` from now). The answer
+// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+// device, labelled from the request's `User-Agent`, with `current`
+// true. When the request carries the cookie of a live device of the
+// caller, that device is revoked: one browser holds one device.
+//
+// A recovery code is accepted, as it is in a login that asks to
+// remember the device (`remember_device` in `POST /mfa/challenge`):
+// this operation gives nothing that login does not.
+//
+// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+// `404 trusted_devices_off`, and the code is not checked.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+func (c *Client) TrustThisDeviceWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustThisDeviceRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustThisDevice Trust this device
+//
+// Trusts the device (the browser) this request comes from, for the
+// caller, after checking a current TOTP code or an unused recovery
+// code, as `POST /mfa/disable` does: a wrong code counts toward the
+// user's lockout, a TOTP code is accepted once per time step and a
+// recovery code once. Later logins of the caller from this device
+// pass without a code (see *Trusted devices* in tag `login`) until
+// the device expires (`mfa.trusted_device_ttl` from now). The answer
+// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+// device, labelled from the request's `User-Agent`, with `current`
+// true. When the request carries the cookie of a live device of the
+// caller, that device is revoked: one browser holds one device.
+//
+// A recovery code is accepted, as it is in a login that asks to
+// remember the device (`remember_device` in `POST /mfa/challenge`):
+// this operation gives nothing that login does not.
+//
+// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+// `404 trusted_devices_off`, and the code is not checked.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+func (c *Client) TrustThisDevice(ctx context.Context, body TrustThisDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustThisDeviceRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // RevokeOtherTrustedDevices Sign out every other device
 //
 // Revokes every trusted device of the caller except the one whose
@@ -2854,7 +3008,9 @@ func (c *Client) RegenerateRecoveryCodes(ctx context.Context, body RegenerateRec
 //
 // Answers whether the signed-in user has MFA (`none`, `pending` or
 // `active`), whether policy requires it, how many recovery codes are
-// left and whether the user is locked out. Never answers the secret.
+// left and whether the user is locked out, and whether devices can be
+// trusted here (`trusted_devices_enabled`, for how long:
+// `trusted_device_ttl_seconds`). Never answers the secret.
 //
 // Corresponds with GET /mfa/status (the `GetStatus` operationId).
 func (c *Client) GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3491,6 +3647,46 @@ func NewListTrustedDevicesRequest(server string) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewTrustThisDeviceRequest calls the generic TrustThisDevice builder with application/json body
+func NewTrustThisDeviceRequest(server string, body TrustThisDeviceJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTrustThisDeviceRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTrustThisDeviceRequestWithBody constructs an http.Request for the TrustThisDevice method, with any body, and a specified content type
+func NewTrustThisDeviceRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/mfa/devices")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -4242,6 +4438,60 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /mfa/devices (the `ListTrustedDevices` operationId).
 	ListTrustedDevicesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListTrustedDevicesResponse, error)
 
+	// TrustThisDeviceWithBodyWithResponse Trust this device
+	//
+	// Trusts the device (the browser) this request comes from, for the
+	// caller, after checking a current TOTP code or an unused recovery
+	// code, as `POST /mfa/disable` does: a wrong code counts toward the
+	// user's lockout, a TOTP code is accepted once per time step and a
+	// recovery code once. Later logins of the caller from this device
+	// pass without a code (see *Trusted devices* in tag `login`) until
+	// the device expires (`mfa.trusted_device_ttl` from now). The answer
+	// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+	// device, labelled from the request's `User-Agent`, with `current`
+	// true. When the request carries the cookie of a live device of the
+	// caller, that device is revoked: one browser holds one device.
+	//
+	// A recovery code is accepted, as it is in a login that asks to
+	// remember the device (`remember_device` in `POST /mfa/challenge`):
+	// this operation gives nothing that login does not.
+	//
+	// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+	// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+	// `404 trusted_devices_off`, and the code is not checked.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+	TrustThisDeviceWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TrustThisDeviceResponse, error)
+
+	// TrustThisDeviceWithResponse Trust this device
+	//
+	// Trusts the device (the browser) this request comes from, for the
+	// caller, after checking a current TOTP code or an unused recovery
+	// code, as `POST /mfa/disable` does: a wrong code counts toward the
+	// user's lockout, a TOTP code is accepted once per time step and a
+	// recovery code once. Later logins of the caller from this device
+	// pass without a code (see *Trusted devices* in tag `login`) until
+	// the device expires (`mfa.trusted_device_ttl` from now). The answer
+	// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+	// device, labelled from the request's `User-Agent`, with `current`
+	// true. When the request carries the cookie of a live device of the
+	// caller, that device is revoked: one browser holds one device.
+	//
+	// A recovery code is accepted, as it is in a login that asks to
+	// remember the device (`remember_device` in `POST /mfa/challenge`):
+	// this operation gives nothing that login does not.
+	//
+	// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+	// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+	// `404 trusted_devices_off`, and the code is not checked.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+	TrustThisDeviceWithResponse(ctx context.Context, body TrustThisDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*TrustThisDeviceResponse, error)
+
 	// RevokeOtherTrustedDevicesWithResponse Sign out every other device
 	//
 	// Revokes every trusted device of the caller except the one whose
@@ -4368,7 +4618,9 @@ type ClientWithResponsesInterface interface {
 	//
 	// Answers whether the signed-in user has MFA (`none`, `pending` or
 	// `active`), whether policy requires it, how many recovery codes are
-	// left and whether the user is locked out. Never answers the secret.
+	// left and whether the user is locked out, and whether devices can be
+	// trusted here (`trusted_devices_enabled`, for how long:
+	// `trusted_device_ttl_seconds`). Never answers the secret.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -5838,6 +6090,160 @@ func (r ListTrustedDevicesResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListTrustedDevicesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// TrustThisDeviceResponse201Headers the declared response headers of an HTTP 201 response for TrustThisDevice
+type TrustThisDeviceResponse201Headers struct {
+	CacheControl string
+	SetCookie    string
+}
+
+// TrustThisDeviceResponse401Headers the declared response headers of an HTTP 401 response for TrustThisDevice
+type TrustThisDeviceResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// TrustThisDeviceResponse404Headers the declared response headers of an HTTP 404 response for TrustThisDevice
+type TrustThisDeviceResponse404Headers struct {
+	CacheControl string
+}
+
+// TrustThisDeviceResponse429Headers the declared response headers of an HTTP 429 response for TrustThisDevice
+type TrustThisDeviceResponse429Headers struct {
+	RetryAfter int
+}
+
+// TrustThisDeviceResponse503Headers the declared response headers of an HTTP 503 response for TrustThisDevice
+type TrustThisDeviceResponse503Headers struct {
+	RetryAfter int
+}
+
+type TrustThisDeviceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *TrustedDevice
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *InvalidCode
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *TrustedDevicesOff
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *NotEnrolled
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *TrustThisDeviceResponse201Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *TrustThisDeviceResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *TrustThisDeviceResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *TrustThisDeviceResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *TrustThisDeviceResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r TrustThisDeviceResponse) GetJSON201() *TrustedDevice {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON403() *InvalidCode {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON404() *TrustedDevicesOff {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON409() *NotEnrolled {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r TrustThisDeviceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TrustThisDeviceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TrustThisDeviceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TrustThisDeviceResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7353,6 +7759,72 @@ func (c *ClientWithResponses) ListTrustedDevicesWithResponse(ctx context.Context
 	return ParseListTrustedDevicesResponse(rsp)
 }
 
+// TrustThisDeviceWithBodyWithResponse Trust this device
+//
+// Trusts the device (the browser) this request comes from, for the
+// caller, after checking a current TOTP code or an unused recovery
+// code, as `POST /mfa/disable` does: a wrong code counts toward the
+// user's lockout, a TOTP code is accepted once per time step and a
+// recovery code once. Later logins of the caller from this device
+// pass without a code (see *Trusted devices* in tag `login`) until
+// the device expires (`mfa.trusted_device_ttl` from now). The answer
+// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+// device, labelled from the request's `User-Agent`, with `current`
+// true. When the request carries the cookie of a live device of the
+// caller, that device is revoked: one browser holds one device.
+//
+// A recovery code is accepted, as it is in a login that asks to
+// remember the device (`remember_device` in `POST /mfa/challenge`):
+// this operation gives nothing that login does not.
+//
+// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+// `404 trusted_devices_off`, and the code is not checked.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+func (c *ClientWithResponses) TrustThisDeviceWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TrustThisDeviceResponse, error) {
+	rsp, err := c.TrustThisDeviceWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustThisDeviceResponse(rsp)
+}
+
+// TrustThisDeviceWithResponse Trust this device
+//
+// Trusts the device (the browser) this request comes from, for the
+// caller, after checking a current TOTP code or an unused recovery
+// code, as `POST /mfa/disable` does: a wrong code counts toward the
+// user's lockout, a TOTP code is accepted once per time step and a
+// recovery code once. Later logins of the caller from this device
+// pass without a code (see *Trusted devices* in tag `login`) until
+// the device expires (`mfa.trusted_device_ttl` from now). The answer
+// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+// device, labelled from the request's `User-Agent`, with `current`
+// true. When the request carries the cookie of a live device of the
+// caller, that device is revoked: one browser holds one device.
+//
+// A recovery code is accepted, as it is in a login that asks to
+// remember the device (`remember_device` in `POST /mfa/challenge`):
+// this operation gives nothing that login does not.
+//
+// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+// `404 trusted_devices_off`, and the code is not checked.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+func (c *ClientWithResponses) TrustThisDeviceWithResponse(ctx context.Context, body TrustThisDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*TrustThisDeviceResponse, error) {
+	rsp, err := c.TrustThisDevice(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustThisDeviceResponse(rsp)
+}
+
 // RevokeOtherTrustedDevicesWithResponse Sign out every other device
 //
 // Revokes every trusted device of the caller except the one whose
@@ -7539,7 +8011,9 @@ func (c *ClientWithResponses) RegenerateRecoveryCodesWithResponse(ctx context.Co
 //
 // Answers whether the signed-in user has MFA (`none`, `pending` or
 // `active`), whether policy requires it, how many recovery codes are
-// left and whether the user is locked out. Never answers the secret.
+// left and whether the user is locked out, and whether devices can be
+// trusted here (`trusted_devices_enabled`, for how long:
+// `trusted_device_ttl_seconds`). Never answers the secret.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -8999,6 +9473,169 @@ func ParseListTrustedDevicesResponse(rsp *http.Response) (*ListTrustedDevicesRes
 	return response, nil
 }
 
+// ParseTrustThisDeviceResponse parses an HTTP response from a TrustThisDeviceWithResponse call
+func ParseTrustThisDeviceResponse(rsp *http.Response) (*TrustThisDeviceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TrustThisDeviceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest TrustedDevice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest InvalidCode
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest TrustedDevicesOff
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest NotEnrolled
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers TrustThisDeviceResponse201Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Set-Cookie"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Set-Cookie", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.SetCookie = value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 401:
+		var headers TrustThisDeviceResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers TrustThisDeviceResponse404Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers TrustThisDeviceResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers TrustThisDeviceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseRevokeOtherTrustedDevicesResponse parses an HTTP response from a RevokeOtherTrustedDevicesWithResponse call
 func ParseRevokeOtherTrustedDevicesResponse(rsp *http.Response) (*RevokeOtherTrustedDevicesResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -9979,6 +10616,9 @@ type ServerInterface interface {
 	// ListTrustedDevices List the caller's trusted devices
 	// (GET /mfa/devices)
 	ListTrustedDevices(w http.ResponseWriter, r *http.Request)
+	// TrustThisDevice Trust this device
+	// (POST /mfa/devices)
+	TrustThisDevice(w http.ResponseWriter, r *http.Request)
 	// RevokeOtherTrustedDevices Sign out every other device
 	// (POST /mfa/devices/revoke-others)
 	RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request)
@@ -10322,6 +10962,20 @@ func (siw *ServerInterfaceWrapper) ListTrustedDevices(w http.ResponseWriter, r *
 	handler.ServeHTTP(w, r)
 }
 
+// TrustThisDevice operation middleware
+func (siw *ServerInterfaceWrapper) TrustThisDevice(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TrustThisDevice(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // RevokeOtherTrustedDevices operation middleware
 func (siw *ServerInterfaceWrapper) RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request) {
 
@@ -10586,6 +11240,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/disable", wrapper.DisableMfa)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/recovery-codes", wrapper.RegenerateRecoveryCodes)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/mfa/devices", wrapper.ListTrustedDevices)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/devices", wrapper.TrustThisDevice)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/devices/revoke-others", wrapper.RevokeOtherTrustedDevices)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/mfa/devices/{device_id}", wrapper.RevokeTrustedDevice)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge", wrapper.CompleteChallenge)
@@ -10761,6 +11416,15 @@ type SelfServicePageTextjavascriptResponse struct {
 	Body io.Reader
 
 	ContentLength int64
+}
+
+type TrustedDevicesOffResponseHeaders struct {
+	CacheControl string
+}
+type TrustedDevicesOffApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers TrustedDevicesOffResponseHeaders
 }
 
 type UnauthenticatedResponseHeaders struct {
@@ -12481,6 +13145,220 @@ func (response ListTrustedDevices504ApplicationProblemPlusJSONResponse) VisitLis
 	return err
 }
 
+type TrustThisDeviceRequestObject struct {
+	Body *TrustThisDeviceJSONRequestBody
+}
+
+type TrustThisDeviceResponseObject interface {
+	VisitTrustThisDeviceResponse(w http.ResponseWriter) error
+}
+
+type TrustThisDevice201ResponseHeaders struct {
+	CacheControl string
+	SetCookie    string
+}
+
+type TrustThisDevice201JSONResponse struct {
+	Body    TrustedDevice
+	Headers TrustThisDevice201ResponseHeaders
+}
+
+func (response TrustThisDevice201JSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.Header().Set("Set-Cookie", fmt.Sprint(response.Headers.SetCookie))
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice400ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice401ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice403ApplicationProblemPlusJSONResponse struct {
+	InvalidCodeApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice403ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice404ApplicationProblemPlusJSONResponse struct {
+	TrustedDevicesOffApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice404ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice409ApplicationProblemPlusJSONResponse struct {
+	NotEnrolledApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice409ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice415ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice429ApplicationProblemPlusJSONResponse struct {
+	RateLimitedApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice429ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice500ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice502ApplicationProblemPlusJSONResponse struct {
+	BadGatewayApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice502ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice503ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice504ApplicationProblemPlusJSONResponse struct {
+	GatewayTimeoutApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice504ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type RevokeOtherTrustedDevicesRequestObject struct {
 }
 
@@ -13705,6 +14583,9 @@ type StrictServerInterface interface {
 	// ListTrustedDevices List the caller's trusted devices
 	// (GET /mfa/devices)
 	ListTrustedDevices(ctx context.Context, request ListTrustedDevicesRequestObject) (ListTrustedDevicesResponseObject, error)
+	// TrustThisDevice Trust this device
+	// (POST /mfa/devices)
+	TrustThisDevice(ctx context.Context, request TrustThisDeviceRequestObject) (TrustThisDeviceResponseObject, error)
 	// RevokeOtherTrustedDevices Sign out every other device
 	// (POST /mfa/devices/revoke-others)
 	RevokeOtherTrustedDevices(ctx context.Context, request RevokeOtherTrustedDevicesRequestObject) (RevokeOtherTrustedDevicesResponseObject, error)
@@ -14229,6 +15110,37 @@ func (sh *strictHandler) ListTrustedDevices(w http.ResponseWriter, r *http.Reque
 	}
 }
 
+// TrustThisDevice operation middleware
+func (sh *strictHandler) TrustThisDevice(w http.ResponseWriter, r *http.Request) {
+	var request TrustThisDeviceRequestObject
+
+	var body TrustThisDeviceJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.TrustThisDevice(ctx, request.(TrustThisDeviceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "TrustThisDevice")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(TrustThisDeviceResponseObject); ok {
+		if err := validResponse.VisitTrustThisDeviceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // RevokeOtherTrustedDevices operation middleware
 func (sh *strictHandler) RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request) {
 	var request RevokeOtherTrustedDevicesRequestObject
@@ -14473,392 +15385,405 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L15d9s2ty/8VbD03LsqpZQsy0NieXXd6zjO0MRDbSdpU/Y1IRGSGFMAQ0CWlTbf/V3YGyDBQbY8pLfn",
-	"nD5/9IklCsSwsef92382hmKaCM64ko3+n40JoyFL4Z/7dDhh+4KrVMRH4kyJlOmPQyaHaZSoSPBGv7EX",
-	"z+lCkoCLttRPBLtETRihXM5ZSqYzqQgXigwYGerhwk7Da6TsyyxKWdjoq3TGvIYcTtiU6rHZNZ0mMWv0",
-	"G3a8htdQi0R/IlUa8XHj2zevccpUutgbKZZWJ3TGhoKHksy4imJCCWdzQpVi00SRIeVEzoZDtvI8Nrpd",
-	"rzGNeDSdTRv9bjaZiCs2ZmlpNh8njL9Rr1mcyLtNbEoXdmK7hA4k44rMJ4yTOY1UxMckFEzCRk5YnOi5",
-	"18x169aZfvz4cW+mJoyraEgVOxcqqc7zfMLI+fH5CRlOaBwzPmZ9EsAHKaPx9Ce/oYRKxlQxv+HlD/3k",
-	"N/xZt7sxzD65iEL4hPmNYNVjX+k96cZB9/hF+/ngF9k9S/neyUV8/etx73lysEU/7GyMw3jrt/Evs1/O",
-	"z7t+o4aAvnmNhKZ0ypSh9BfsKhqyN2ENeROVzqRiIQnhmR8kiUKPUEmCVwfnZG06omv4jQxIHEklSaT0",
-	"YiP964SqScNrcDrV78fnLqLwxr34XykbNfqN/6zl93INv5Vr2Tz1Et5LltZNWZ8fTRKYKRmJFO7jTLIU",
-	"ph0zmnIWEqpILMYR13PNt//ZaH2TbW6N6hegB7lt+lN6/Y7xsZo0+r2tbaBI+/d67UnooZhUz0UYMWQ7",
-	"ImTPRbjQ/x4KrhhX+p80SWJNtZHga5+lXmlGN/CzlA3FFUvhZ3I2nVL9z8ap+ZQMRah5yRWNZwxHDvVM",
-	"Lp+OvvTaO9fTTdXemMzTsJ08uxpw2GBlrkc+Gl6L+pE2d3rdjR1c02qnqRd6iqvHn5VJbzhLU80JstcS",
-	"kRLKyYzPJAtJ6q6tesG+eQ19we++nTWL+o5LatLiQkgkScpGeoWtmkUBxchEcInHvhenjIaLA56KOGbh",
-	"DatMUjGI2fTH5aulONYFs4Pp+Ssaxfro56I9okMlUrw3eprmeUKHKrpiHfIiknQQMxIpMopSqYgSBMcy",
-	"7B45ALIHqSgf6rcCD8HHGtl10Nes3+iu//xi49P2rztvNz88/aV3+Oxo62T9dON8+6OWAIqqmWz0N7s7",
-	"XkNFCi6w2Q7iLMHcuYlSieyvrVmm2gnZld0TuVZZ+spHfoJD1B13UB416JPDl3vVrTNsKpLApzr65c9p",
-	"+IoqNqeLBx3pLJEqZXR6MeP0ikaxPp+a7Td7eZ/t3+r2nO1PElJ800q7XzvLRzmBupGDPqpoSUKGYhaH",
-	"VkFLGWhomsmM6RUjXJAZEjRqc/Zc7AW/87lIFBDxSKRTvKo5az20H5OBZlZV/jqg4YU5ncK9nOiJw8fw",
-	"S01cej1XNI5C8vPZ8VHddQvxpt7zvnXzA39OQ5LPaqXDdheiTwxmSvHA3B35kH1ORjTCu1zelPy3F9kz",
-	"y7cmUyKnVA0nQAR7J2+IPsSUDkFtYWkqtE70+5+NUcRivSn6px0j9KZMSjrWbzaaJkFRTmKQ8Xrztxvf",
-	"/ljG39aGgo+idPrwfTc0SK5qNmmlU6ju3B0k9003zjlec9HsGZQvW0ia2WUASvWIEsLnMU3HrNUhQWWO",
-	"QV/LlsoxRjI7w10iGfN5gOcYdHyuL+2+VZ6PhHopZvxhYjJX8LlQFyMYr0R2KCKzB/Mps+tIKs1h4JqS",
-	"WPAxS/EUO+SdGJOIEzqmqJeWiSgb7570s5nTz7vSBPXc7EpWop+6TXgU+qkZ2NBRPlstKPklF3PuEXad",
-	"aPXII2KmiBj53NiUEpRFI2a1NtUh5xMmtR0umSQ0ZSRkcTRgKVUsXsAOKBGHPqcJTVXpNAwdiVSepGwU",
-	"R+OJqjOW9o9Pz0hinyDN4Pjk/M3x0VlA5pGakGBvOGRSto1ToW1ucfuQqYkIg5bPR6mYahVXpBEoWZwE",
-	"NIk6Q5HKC/xMWvEVx2LOQjKF30pCeehz473w8HXDlIXa1qWx7JA9viBCTVhqxx4zJUmw2d3Q2scgCkPG",
-	"4b54rg+kNOE9/dL2fj7ucoeI1laDoqVedWTUDn8M86s37AzZa5aLy/AIG04E+jOWv0m/az8VUp5Fip2i",
-	"dv0gHpBtmXvz4Q1tGalsnhI8G5q0hhOqKVflarRkSq9DPro6vJFf85fONFe61vm6HuUy55TVJ5ToKbI2",
-	"7IQ+wCGNY4IETwapmEuWkoSOGRGcUA606nNDrGpClVVtai8FaerrXr6AenSfC67FyZFQE/3aOZXmNEI9",
-	"qWF+aPDyIeX6JVLRVHkkZUlMh0zPgxiliVDQ0n+QRIJHi5jzhCunJixKyVCIy4hJwzXQa/Eoose4UGrl",
-	"zm9iRiZGby06bezUIkmisFYdRA/O2m/XG/tfzrofB+t8JzzYVL/0pp+e7T1c2hwJRV7eRbpU1vko1Fge",
-	"1coVLVZSMqHylq3zeTMTO1aypOxKXIL4SS3RGvLoZyKFgERpVZgrOJgt81u2MPP8Wp03GhaJpv+UcXWm",
-	"afZGxmYpa7W9LI1ct6cnjIf6UrHsUS11qDLiVl+RlCmPvD99oyUU+eUUnRxa/MqJmHOfw+YKPmTwAGdX",
-	"LM2F7nfYL2NWn0dTJmbqcaxrZQZ7ZMt6s2hZ67eEBN9zN7vazu9xbWozqmNPhxEq+Cb8oRl3NGVgOL+Z",
-	"JiJVjyF7IxjpwjjJXBbYI3HEmfWfwazw4V09q4z742eswgppOI34GpKsXMOnGl4DxgSTMHuRykgb2Maz",
-	"LhlESu6CV5lRqch67xnQuPXekebpy32y2ettt/rIpa1XOvOQaZI3b2v0N7yGmKmhAL9zvtKUUdiWxpzR",
-	"ywucQeOb58wMhvQbQ5qK2G9kbErPkpIwGo0Y+B+LoquZMsmUntIUPXetbCJPb5mItmjjaKj3ybrH+/h2",
-	"sIPvITh6jj/pPU9SoVVEELwHXEVqsSrxl8hkZdJHQr3pAhRHDvqG6sQIDnUUxayOAgN4KiCcTpn0OaPD",
-	"CWnqzwifTQcs9UiAuxp4JMDzDFrIEx3anaeRUox3yMvoGrSSlE0FktMUHpaMh/k8XOsFF/becbE95BZO",
-	"R7TkVMxocF1vRQ+oO79sZMBGIsUtgcgmMaGZS7YgAzq8ZECP2szfzRch6TR3INQaxrdeWqTjnkvHdk6N",
-	"PMhB47FIIzWZNvqNs9d7va1tvaJoHCnZ6D/zGglLIxE2+tvdby6l0zgasntS+parqZ+xFPSN93f3npZP",
-	"4hEpvTS04fS3HF+HfJwwTiLlc/yATKNwThdedgUwUGg5YJVGIoUWrFYOtD5dCJBI0gTNgWSKQ2sJwfgc",
-	"KAYmvTDs2LwomHFjAwSecVJJMDAy2fD4yoeJlLezwP1NIzghfjiYN1yxlNP4IE1F+jDxaUZ6bGXF8U7a",
-	"yRJww63MsO3EHkVLsaNpy5OTGWfXCRvqo4c5dcgL4FboCIrFeMxCMuMhSzUXtosPPKuPgj6jNQY4CvDX",
-	"7cN2PpCDRjhW2X9oA4GZJ79D9idseAmkqlUqbSMvxCy1Zorm/CpdLPcdPooDesM9YowwGMf4yozKLvhR",
-	"ztgZ0NpyZuPmqeBjr+D/A21UswzYP6lYoo02n4sRoeQyAv6hGUrCUnSoZ05bOhyyRHXIvphxzbfEnKZh",
-	"xr5+kD6PxfBSzJQRtG/Z4szs2SNZYvmINdtwbrgwnhOQKLh3jXfx3io3TJ9xvaWlYNUeJ+bzZdGqGZez",
-	"BDnpxZSFEb0ACnHI/MAM4ERoIuOXzfdcmzvceNNTMVOs4i2D7+5HzutbrqKZzZcc6vmSc5zvanZW/Wox",
-	"WJ+AOVzaQALRJTKOrhgnaq6ViDuF/HBLtCoJWiGOM0X9inKQio+4U+WI3+lDIn6PcfP3LE0Y4gHJH4Vs",
-	"SFMyj+IYSOjzLBwzL+PdrgJKk8TnkjFJItUnhZgVaW52u31CqycEYRv9b0HAKSg9n1PyZaYVE5FiiBH8",
-	"lMaFaKNc+oVzusiM5DnEweCrSMEYg4VibZFq6TOl6aUebYjKAxlOaEqHCrQkDkPkR79LNtc3+oT6HN4N",
-	"cbMUCSDA5KYpvbYLu9AvkUELeF5QT7F68etbIDDd++0RCvPQNqJxy8JL3p+/bD/TTNTEG8xLjXacvRg2",
-	"MtCD5FsUSR/2CMN+lIxEOtXLns5iFWXesm9eA0MjR0LtYbzjYRIXBgMHoAmfFO9VJE04xcpeG2QRRnQk",
-	"VE06j6s4bXYdNoSrJUdCkb1sgqvJ1urSHkfEVsY1klZvBYYzJWrQZues1AQ5dDiiuRPxNMtkus8R2rDe",
-	"RcqmNOIRH0PGp5tt2ejfJTWy4f54lsaVKGsehXEUttzReZFlZjk0dMYUmSX6AtE80VSkcO+zJB86HGpN",
-	"gigB1zziM4ZpiEmUMnlBVaPf6HV7W+319Xavd97d6m91+93upyUM3UQAG/3f0Zq9n9ulu+4ao653yPHt",
-	"OkteWeOr27GVSRMUmSx8fwOhwoNt0BFsug4Jlrw+6JNExNFwYdcjyeHLPZ8XsrA8Mp8IExTgDL3ZmFZq",
-	"nZuSTFgc7loHXmawOoHqZnByfGbSZMt0hYYn9/kNz1h9PWjhwyRlMaPGsYSCAF9bN0bwXWzYjx8/tt0k",
-	"6tuGqcu5hvM7HFFjRDweQ9j4rgyhyAm+m+l2Ax/Y3KrhA+U5lvmBl+UGX8D0H84f/jbjb+Xrf5spqHUL",
-	"rSgvNQh9ri1CvOZ4saSiC3vFs/PJorzoaApcagt8Pp9EMSNBlTQDSPociCtGvrJUrGJLkuZeLEV+0wvM",
-	"DYQJNWuDlWLNhJmdHsXRjzutfzoneCeGl/e2UePsx7mF9V6ylJgvHMuqjml0C9c6+01+q7PDjzjZItOI",
-	"1xmij5Cg1XMSmc+FIFPKF84Ry7tcNbMMMEGpYu+iaVSxQvfjCIQ6VYzE5oGqFaq/vsi//jvWbLNnVl1w",
-	"YYp3sDDvxl5wSzV3qTkbUlIeKOSVEMmkjATXpuIQdhsStSCtJBpSuUuYNi8pGYo0ZUNVrgDAYimfB47n",
-	"OAClJKFSYq6y1jXDacRJHI2MV13PtEMCd1uCvs9VeX8x+wYTKGF2HXKsZ+M4XKzVqjlTUfEBrz+sJkxF",
-	"kvzzXOaHI/pfzeQoahh1BsYBVyzN5RscIGgTFXvjPqrEMpPi8VWIoolxH7vi/4Ux4VgQ1puTOSrRKJZy",
-	"LtLQQ0MAgvH6th6+3PNQ0XPzoWmaRiwkXGAFU8XE8HlmY0B8i+KZK+HqHbM0DurtDOPrQQ9kyWLIKOgf",
-	"byP8DfHqgoCnZCq0tfh47tNSnNele81fRErTKF7cp27m3pHfuwm+mghwYRW5v3OoLR0WOmFiyFEox4kj",
-	"CaHiiI+9guvWDASuUU26VKk0GhSkkNV/m4Iz420Fd6q+TAtCrcAlg5nyOaRaEC7QiQkToYpEmYc2ZJo4",
-	"WviVFY5w0BiIiLjPk1SMUyalyWczMx1B7HAYC2lXm1XF6YFjyKZJxWw88bTczHM49I2m8aid5XHkxBdT",
-	"zdqbBVnvQRm0z20d9JByKIEGH62YKUiXrZm8ghDALigHhpfoSWoSsovPNzfzmJsk5cHC1l23/jky3a0t",
-	"B0I9Emez4eSAh4mI+MPy+GrzaY8EkbPhhDDzhjqFn4uE/T9Ij33kvFg3IZaiYxdD4bZCKknZKLqGayIw",
-	"CGE1TqkYZymIO5AxkSShGM7AWWgSavOA6kikHaIPLVdAMbwOlXdIoVpxQc//kVCPUtWqV+eUgz5uKdxO",
-	"8RTvWnZamNujnWW13BQjqktKTY+EeqP3TB/aI+x15IxVl6p1yRZyLWXzlCb3FKfrxU0vvnDlfXd/9mhb",
-	"7wxqq99mnAPnFnwUjWfl3IIkFVeRVuoKuQf2XEx69YPPJDHjuJEKRVPl+va/b+pI4aKQpJI2fpeTs6t5",
-	"tFMzA+KJpcZ9WzNJE7HR20CaXGsgcyp9LjHv3tOaRV6Oluo/XZ+j+SULbWzzhC5iQcNzId7RdPww9fYO",
-	"5cFunHhzfWdzo7sJEWi5YmrlfVItNqqlq5jNS86FILj8+2QTfN+K1bodA13PyD1j/EnStAm7RILTWMzx",
-	"N5oEpnRBBqwFV/q06Ir7vr7OR3JqPkhA/pd0aT4kmv//1J95E5UXnYFkBV+gz+/q9qx1Z4IXo+DPJPdx",
-	"Z5YNkQc4Bi0ozr5ewRspZ49YM1UYu+4gtEaGqtguUYwDLkoxv9kjpfxmbezGC6wt9PmEyolJlLtkiWph",
-	"aS+jaRyx1JxKXlo+F+nldyqkOmPxyKStn9CK+FLsWq0NpSxuXbUEGJ6bqGm80oOf6RXF3bz58cq2f4QE",
-	"JZpEHcni0YXEefcJlCl7iGb1J9o539YgWod+jnjUNs/6HOpDtTEfZE9qslVy7UlAIiUJvhDLMNQiZh5h",
-	"0wELQxtrZD4fRJymC5MwRQE+YqjIPu5b+4wNZ2mkFu0TyE9AnwO8diaZJoZ4gWZSpimashPH7jLKxXvu",
-	"eITvLW7gKpZyF+F27p288ciAhkSJSygvrmaAFt+/zBRoPNiVjBOCeZBpJCUWh5M8Pr9iDmdxvt9MnUeN",
-	"qIW1Q5FwNObmbIV1Ua20FbkWHo158fdYgPXoSWYlmymb+f2353FqCYvDBhCAylzneydvqrWFEWAPjBZ4",
-	"n0zxblNfv0jzKJmwIZhY1m9TLkrsXV/b26df4vMobGWvpZa4+86fA0ZTrf4BhUXSJTIQhRX+Wuf/Li68",
-	"+rrgOb6lDP7XhmcMhGAdZOAtv6vD/0P28J3c6o9aVPKP85w/YrVU7gXPwAl87qATuGkn4Bt+TB3ISXiH",
-	"fHdId39QLfStGf9ntkYLzCptGJe0rO/lfFiW6A/TJOoREv0fhxXWpmTXW6SanwXl/QvAxtQi6lHAJiCP",
-	"23WNVwU4lO+tOaiZD/SEg3i9MxZRaaKPcxqFMe1VNtEf49nWqrxW3dOw4lXN5oAoOnqz3htlorDRxiNU",
-	"CtB3z7s7/fXNfnfjU8NraCYxS7U+1vUal2xxccVSCdPc8BoxlepCm1Z1Mf6N9f5671M5el/IZ9jBkwD4",
-	"R7BK9KYjBMaFgQUB5NK85DU77W9eI0m1IqoMcmlxOWWRB0Whji8NOJ39RYb6O+Mxk5IEOJmgCM+6bINE",
-	"OoXVh1ruqWhag5rsbmNlZo49C5nZLHQT82xCnjuV3s1Yw6VzKr/wLVsQ8yWGJBkfpovEmLsgMEKDL1B4",
-	"64bz1vW6txapofzad1QqhFmWcjSLTRTX4hFB7DY7h2iEsZklB1Akr9UOAB0JF+ACqE7uJGUG9jmKHXSE",
-	"SBrPFikfQWEy2/2uTZFfbTLLb4RzQ3duO2VzdW5mM4cjegbPfau5WpUziq5YCYMmQxZA3uJswfpt88tu",
-	"7Z/1IMdVKzuHm/3dwTvGdRap2rlRN2znH9lLxOAzG6oCHF9eG7KPjMCB1nTZ5IMSrspIviWeVRj7FnRf",
-	"++wbEDJDUwB8GyBwZV8L7zTjrLhPj75Bj7chNy3yxtXV446XIRSjkDQ3eiSlPBRTjFd4ZEAl296cpVh9",
-	"IWaKJDQMIXGhwCruRjIOhvfmRgHCW/+ZUKVYqif5//2+1/5E21+77Z2L9h9/bm58+191rCZb6H9T6tbn",
-	"PmXTAUsNW8PjHNFZrBr9EY0lq5QsawZn3FZYBQF+ziytEd3BfZMSY5JajKPL5yAYwF0dKXg0O32TIdeU",
-	"jJEn50Uu+gT8LHTsc6xTDExyS3YUCOVujm8gRMwovwdZm30r07OD+L2trcFnBNFFWuD0LmGAN4Nr/b92",
-	"5b8w6bOEaqlAeUgmi2TCbLbSmIPioD+PmYKaUf35kErWjrhkXEZaqfKIFD4PNnd6pLuxE6BH8+3Tl7/0",
-	"yM6vh5vnZOP1x9MX5OTZh+dHAYxgcxxLG2bJrnBjtjcLN2a77kI4KOm3wK6XFcz7ctxlLPaOnQ9Ic337",
-	"nixoKbae2zGgV9g7/edSbtPr1XMbXJE8RVy60v6m9tNeZW/T/AfFjXgt5ia3rE41mTOAVYHf3kVDLh2Q",
-	"fXvdGZVh6GqOirN5Fq43ejO4ziFuYvx+qGhfsdQk3loPf0XL/vPGSkybNi1UQmdqcjFLIz1b/MuYqGsH",
-	"OFYf4IH+rxm5MxTT/4Pv++nn52cff9t4cXLw+uTtxsmvJ+W//Vm329uOpJyx9CczGn6WARX9dPZ6bx0/",
-	"Q07y0zb+hVBFP21o+fAlvUi0UtuIPjw/Pp13374ai729vb2js/eTg/fjvb29Fwf672v4797eq0/P3r7Y",
-	"29vbn7+PD375cLrZ+3L62/7Hpwdv9uaH0cnO2vQsia5+Pf70JX7zOfwkfzl88fTVb1snW4t379fWN65+",
-	"PWEf5EiE/Gry28nnD6/Xdp592lkbbK09XYs+ff7K+dNJTx2dvfr6+sur52vpl4/v3jxXW4OhHH5dv/7y",
-	"2/7nHzcuvxyv7b06SuP58NPp6OnTN5/H4uNi82P4/nq9u9Pr/jyS79Y+vRLdF+/e7C1eHV9uXG58frbT",
-	"/fHZwfh4+uaDOl9cH4xOk1+ipzOxdrrxKdr++bfTz5fnh6929g75ZTd8+X6aHJ7uv1x7y3nyy4sPPx+k",
-	"4X6vJ1++eZb8tje5Hu4NzxY/H6cbn9+eyndX2/HJ4vj4l6ezd2/ff3oxeL/55fOXH3d2zg/Ph6HgR+Of",
-	"Z+O3+4fr3cEH/vrH4dlo+9VOGKYftudjeXj4+vT55nNxFF1336Tn715sPP+5G3Z34uTo9GXU+6X3W0Iv",
-	"B1tvt94//TKdfpbpfjL88Pb1aPPoqKfYzvX1s6/J3tmIXa+//fE5+/Uzf7WZsOGs+3S0P/siXx5f7/w2",
-	"lx+mW/zdXvzru+Rgj389fPbl1+HZYId+jcXm5WxHTC53tnvznfQ8Sg+/fhJvn28eX512E/bxWL6avxu9",
-	"+mXKxkJNuq/DvfHHVy+jxejZZu/lRH3Z+iJmLz5snj7d+ryz9vPa/vGbzyfXP36+PKefzgfHn37Zuj5M",
-	"orPfLrtdMfzCBoejp+zLxmJLjF8c985OXu9/2tx+/irdejrZC9fCzU+zkH3YeT6YfBDHV+LDVTw/P+7+",
-	"/Ove4XHy64tXH7uXo1+HbDy9/vzj56dfp/PFcHK8fn70/LC7/6H79umX9fhgtrWhrq4uNz+8//H1269X",
-	"o8/7m+tfnk3Pf11/MXqlvsof15/vRy/3uzt0je48Fd3BsxdfP/36/LMcj4a/fdifncrw9asPr76KL0ez",
-	"r7+8Pp6ebK1N33z87fLrmth5//RwY+9FeChH6+8m5z/L9xuTX1+Nvnz+PDt9G3aTt3tvv0zF9uWiF9H5",
-	"ydbg6un++dnO6dftHXH68cevr6eTk8n2/Lj7ttt9vjZ4e9W7jF9Pe4M3zxYvvj7f277eP3r58y9fT69E",
-	"j57sbQx/ll/ExsHVB5m8ZOHVqx/3vk5erb1dC3/c+vHF8atLuXE4Xz97Pdj5rTv98YoevVv7cXSUTAdb",
-	"b9ZPn07OPv18ujne/Dr9OLo839t7sbb2dHww2np69Nt47RRu8UH88vzybPbLdH9fG28IE9hv3MZ0lsOh",
-	"rTtgaNs5GNpG91tFjri8s9YFBHUS1dQq8zvrAMo8Qzc5IDJmvJrNX2DZdejSQYmNQ25A2jf1+pZ3dzqd",
-	"AnvudDoBAJzqlVmAU8TPkMXZ/1OlRLZ9emdqNs5KkYrP5ugViaaQgz4iNFu7GGU7qfc6sEpS24CKFDfl",
-	"X8n0r2T6VzL9j5RMGd/RtlQd47Giq45ZW2hpzVs2egZgd3vzmQe5u8YG8yAyM6V8RmPCuEoXReazgkh0",
-	"DLKNqkHWaz/948daQ8yK0puM1XOhkhOa0qmsWERm6UWplbFiz9ZlOuK21na6RtTlzNjW+6I3kcYnjtg2",
-	"ThrHBMqOZiivGl4juoCKEKkoDy/UJJIXKVOzlEsDQiyznmtFbcAO4ziE7IIalZib+SLoE8GrwhhlLCZt",
-	"dEgwlFdBnwS+9VL7De/sYP/04Nzbe/fq+PTN+etD78WbV2/Oz7yTg9M3xy8wlsS1Pfq7Mwe9vj9cksAF",
-	"V45zhR0oU+nhTEJVnOmFgfWdaIxORBxKsEazHmCmqQD4iQy2tEH8GsaMps7s9XB/3NVxdfv86+jnZcTi",
-	"MMMcLeewMGJisJhQo08toamy8QqLPtGoUAW2VqpRD1PWJwF0XArISBj0rcGCUEAKw9qkiJtsKVvW5/MA",
-	"UNg6gUcCgOgKiEhJgLkPlZGy3pcAolb2abntnipEkPV/qk4d+1MY3EnNdBImtDpXGPyGrlG3BWNwz/Ip",
-	"1J3Wa0ZjzacKPh8baG+Iy6pHTWY4ldnNuCxeB3F569TMIHUzQojhdwDBXLtnOUI25GlldGQxshxQ7Q45",
-	"AvcN3h3I/jLem+IR/j2Qz+WdtGku1VUuXHogTYTKM1DfLbuoLzOhlrukHgQ4XxuLrT2RdzkaueU9gCLe",
-	"pGQajU3pEgOR8kMGYyaJnFDEVYxSgEJvLXUE1gats0P6sx5oHZLPDZPkYt4hASAoXuC3Qd+AD4bp4iKd",
-	"8cBDgEWfD1jHxXnu57A9ZicpD3NmYFyZpljH57apZSAvoyTBOZj+Hmhw/SCNQqEP0yLBY/cxc7iGLs3F",
-	"cijQnX/Da2Rz1MY6vg1CqojbWriNLhlXQ9rU5PLcDvp9is9WAuE19GvI1X3KYGZnsN1GdHE2X5LBDpld",
-	"ik3lXdLngeFG/A3+LicdmqZ0cR8NqxAPryqUFvWNGZBQxOaHEnLBS4wcmcBtjBFuWU7gyxmkzUQCrhQf",
-	"jwC4fqXUJe/PEh8ywPd/3tq0ACU0lmXAjwzGRSWDEQNu9Uj+JgUAKX2lE3YkwrfykX6rbNAfVeRXq3LQ",
-	"AUT8uJmXl+NaYDuGSJGhpr2Uy5J7f1kfkZpGH1woYojGQ67xu5fJDQ+FhYeC4g8PavIzpRXUVSxoMR+2",
-	"Myaqv0Y+unLHj7xvqN6U794tw+nYYrlKRa4RindkTvMCn6ZIieFhrb7Pg2zaAWliErbdDb0/XkWu6B3b",
-	"P/uAcsTzeYC7Dql4aOlpJc9pfxKQJharawmohSKUXo5nZhv6FgAFtD+I2FGSzAZxJCcsJIpJRS7ZouUR",
-	"+yYlxEUs+Djwiji5gRaDr7V2Dmxf/8KUGFzkQkQ/lJGHz5FACEh/TSPujwxZBaTJpolCfAps22egf7Vi",
-	"i/aTgwKsRwhnmMbJYAy9sXSq1wIgxY7cbuEKtECD26wXAAemWSxZJ4fRcz2cbeESkGaWdlXoG6PXUds4",
-	"pk8qjWN27enrwwdxeYHisiQNc3K2Vr5zxFpEOg1usifs0YDMzA4GMlPLB+F8mKcxFTcORrGbA7kUWSsb",
-	"d+JFAVycV0UG2zsDV7uohxv9JDO2M1GuNaS/t12J92cd07n9NcvDAO5LBmJQ7Enk43v/7zhSk9nAb2il",
-	"HveW+I1XkXoNHwJ78BtnE5H4jbwB0aY7RVc7MnyxcFSVtZp3Is80P4Z01kzl6nerqrw9qTLPO6ppxOOK",
-	"FnOyZUvcPevykO9BtGpDHGGmm2VlFsLWCBk+uEGzrk3/y3SBB0tmZ/fKKzjgCqLpYkRc9VjeMVMxPxDn",
-	"1nTvlERgz81zSbleucadWa6QreoxKyknVhlBswmOEvg/PCDRDrQ4gHCwgOtlu3S7zIIqWg0Y6buB0SIb",
-	"IXp98Olg6+jFp72XGwdvtt8fHb462T/ePPj5519//eXw5W8HhQgRXK1qeKi3tV0IED0rBIi2uz4fiIF3",
-	"8vPpxm/Hb35+/ungfHvv/cn5Ly9evXv5av9w69PW06c/PwXunt0cdEmZW9mHS11jMsMi61RxZxd/kESx",
-	"a+UZrU4yzeNRmmuDAzXXkgdnxdk6nt31Gl5eYAM3ZbMhvi8680C+GohHvYS5e30zFXoX2AezqFCd29PQ",
-	"8s0s7xcSLKa6sPwuYs9K5LLN4EngmQniR61dYtYESn/HyujCRsKpFROUtrZv3bY6g/Km3Tukl6ymChru",
-	"CjRJK5iZTj8Ha1jexn7LXEJTXd3NL7Rtce6iqdeCdvN6GZgGrXWuRj8rt9M8hWptMs/6x0S4i5BBbn8k",
-	"eP4VssMLk/Zf+KprtR15MXBKCH6vm0fmeV7vbfWeeY28METL3xue31jvOU9vgnQ0L1VC0ViP+GzTmcoM",
-	"sdQSOqwXmdm7KnZnLIbQhOmSLcDniZ68AKYU9MkHoEGVUi4j5Xro4XdQTKvnXtDB7HIqpJefS13FBXRL",
-	"aZpX6fmAym3npb8tpew5Z1t1oJUO26GYzdscXsuo4s96ebl0jDryKS+8S6aMcoOjAHO2lSeFtXZvrXSo",
-	"ockV9Yq3bPEBfwKg17XKRZH4KioGsIVCXUw/bx/3gxszkaRpk0s0F0YvXgsx+PQvzJ5B4yFkN23IWbhk",
-	"i5Ib2dyA1baleD9qlbwfshlKFcUxkYzGWdMxCGfQ1Ba9hB6h0h6U9LnxuFwaKpaYADxPBUIjTiG2tCCG",
-	"qPRv8Re72nhDrC0yFVfoYJ7aanMocusH+ZAeAcBxqggXdiY+H1JuXLyUhCyNrtBeh7rCa+UgomN13A+S",
-	"iDnXc5WlHb2bNmdZinOtK9du6V1aekFqKblMgEvOdYnQKBD3baLjJpa9Kk99a1iWLSQ2MRJ7r8mZoTOD",
-	"1YdauXnY5zRJGE1NnZXr2B8wNWeMW44oSTMw/+zgQ+xilIpp0AJEF6TbOV0U7fr7sO2lAdQz98ZL5+7m",
-	"XbnrmJnZ2ptvbh3XvaW+bimBVuiollSKoKvY6qcumRl60YlRCWQ1wxlG5P+sDsGVmcuwmosire4I6gFh",
-	"H8EdXYehfVP9JQIQZVU/yCoNzFbhkLduO+CH1L4UQbpr49SaiWZdR7FoA4BYTU5jy3NxlhH6j4UGSbOo",
-	"ZlQgwN10vHbKwPM2rNVCVkq2zHfTPL7rANZOZ1IRALBDryAdKZMrf1Pi5ebdEi8zOPGlIeB8jnVnvZyy",
-	"V1JAai/eA4MP1giJuFQAVzxyMIpxa/EZhw5EwrjtzJHfX0gLydcPcX4s3EmyklgE1bLPAP/Vg5Emjed0",
-	"AZy+iE/ukUJHFK0LGTivun5IrUoE/R8Efb8Khv0KePXfHYUe4crPVC3eS8AFZ0Ff61UFtt4hQQ4+6WRD",
-	"Z5CSXCiyYMrneUJ0VhzfL4mIiGulrSiP9XsbXiMHADVV/gWpkFf+l2+uWVHFJl4NueBG2IFclKLHowpD",
-	"cHcndKW8uvffAbng4YXzlq3XIPj9TTX1JYOIQ7Cw6PEpzOTW0vvUae1ROS7QeGt6vJVxOlZwu929xP/O",
-	"WQn3AwVoAmYdQnTiR05j9ekdIwU3JkagUIssygkjCLpVpJwHoAo4fPdOOAKHEX+RmX7GCquvK3VcXeWr",
-	"fw8PTmlBdoS6KTqadCVUcPpyn+xsbj3NlIoMwa9xn8JX8yqbObMsH+3gOokpR4vPuonFcDhLQclcnrr4",
-	"OL3tqhpsmopULudqejoBvAumfDGiUczCYOWEIieBtcbvlCMa1dG9BV2yXV9LKnsFmmp1vd2FSar488NS",
-	"/qwN6ef+lViMS3z7RqilqsGdifTqol+fn5+YVuIZfZgeOO4boRn8lF7jJdnacfn1ereWxxilq2LkT0Sq",
-	"iIFYXE5/9T0HnXR7A2BW0rtu1uD+1KN9K8nq1fsYrn7kJZZhMcdgR7LzuAEKxL3cNW4SOoiZR6Z0OIk4",
-	"a9ucBgKXyzQXep5SPpzYTsau16AIHV65axBDLQNYjkQ6iMIQkD9diLDaDstLoeGq7QJM3onbsKHUv6EI",
-	"Z1+yFYqHs7xfbwETO7dLin1ANAcrfFSCja7go6Gj9cIg/ucfuM+IOLRuRyvesni1k4qGyVAXM54yYwWa",
-	"JJUq3uIskSpldLrsY82XxUxBQoxiKadxUfkv7lnlXp0yGkacyYoFoBk/pqyYUBj45x1kN0w4z742YK9L",
-	"vrXTLT/hWG4NII06kBOcyZ+rppiaBYHoqo1GVJLi8c1IfPjvwhbar1dKk/fshOvueWlyxS2/cZ/LZbj1",
-	"NRvIbDF5Bv0KBoJyV5umNAxTJiWTHhmmDHBWaQzpa8avWWSUV27sjkAu1XBSROHM6ag+LgcOIMS8hM5R",
-	"pBnA8gKPBJpg9P9b0ghK4Tm7DzeIN6eoAeGqjCp5p/IGE3q4ocqhkLVc49EVHI2mosHTJ72u299fjIjm",
-	"mOmQSkb2UzG8HIk0NPVtPm+udzHrv6UVgpHWssapmCXww1F0ValkuXw6+tJr71xPN1V7YzJPw3by7Gqg",
-	"n3Fr2LrtHdqefL6c8qStrtpf//hz61uzXftx688lCEdF0PNq2tRSiHMI4ZMDOpwAUDkmi3t6fUlMh6as",
-	"OEPOKeXIjBlnkApS6xpa73efVn0Q+jyX78smf/Z12P4y6c3D9tPF9PK6zbbSLtVL/rxxNWhvrydj1r6e",
-	"73yR7eHmdKIZ5rP0srdoX4VbI9WedvnXSXvjy5xd613eHs9lu3f9eWfYngw2Vdp+yi/Xrxpe4+uwOw3b",
-	"W1+eTWh7vtgYXbbVeBsk4vrV5Clvs0G6ed3ekWHvS3t6uaW+NrzGfGNxTdvd8Wh72E6+PptetT+nvYme",
-	"9Xb45VK1p9fr86/tzeGA7bSvJk/HmtEs6FYyam/wq27aHl8+m4ftnvqyPW38UWEXxb38c7nj127rfTwC",
-	"d2DRpSoAem2rALqFmoBujRO3CCtTeL9XXGf9VdYi+2cxKGdvCs4a/a2eVm2NXqQt6QzndLP7vLf/9MOz",
-	"txtH27/snK9/3Pzt6acuso10GY1a94p1feWag6LpmBVzSdzEjGoqleCsMGOc6c1G/xIZ8XEC2NrksxgQ",
-	"XOquvq4pFsxYlKNaieDCG9eiMhfhOO+W7ec1RhGHtO1aL93ewHGDBWYrgxujGJv93vrqxFzGUbzx2OuE",
-	"UrrC/bqbxy1zTmWKSkZBgPPJQtTWrSI/1MYuKNJF/SWnu4pZVSLEm6FMkWhQ7ZVEiaLJeFtOy5LsDxvO",
-	"HrBYzElQnFGAWox9tdnlzh0TOcq1sq53qrQDdpoe3jlnc50TXs5Z6v1TA6qGkwsZfWWNPlzciF+M4mg8",
-	"UbBtYHgkLL1Af3+jv1WXgZUP4aTcwWj1+5lAVoAaFn0byDesYb/eLbCR2mNz5uq8eLP82uf6VabE0SZd",
-	"WaFvG1Z2yDFnJGb0qvigz6MwZo6Lm7NrhY0xoLkMDbPuuknKriIxg5otkzJUUow23fVt37a6yt47a6xs",
-	"7aGQGWc01yBhIew0/nyX2IQsLrBBUTGofTudVujK8SXXOnRAfXLKHCFMWWgWDTHgmSzrV3eIu5Ri/vkP",
-	"c85kRsiKFc5e722t94p8yDxTzcQ1r81G2/aeuT/crjs4O8HKnmhFXCqWaDUTT6UoxTa6d3L/5qvNJpq9",
-	"vI4PGFjKFw5UZtFaML7TJiWDVMwlS1t5VGc4ERJSDyzkpons0FJYsepBTpmj3i3JFDBv1vaYiTY8YhQL",
-	"XcxLwDzMm8HbmPXHFlNm2lJBe4+hEJdRKUdzWdTm1sSISGnmkGipohmRDa40IRu6GJC5UCoOzD4H+T6W",
-	"zVHcnN79Nuf2FJUMqRKSTwesRlC+xA5ejATvJUvbe2PGVWCdyZh2gG1azWIjRZpJGnHjPqSKTAWUkneL",
-	"BWciJcGMX3JtseGWlNSqQ/E1imO6ttXpkuav6+u75F3EZ9fk+tn2xfbmLkmv+uub3U63RV6x4aVY63XX",
-	"u9317jp5GaVsJK7X4Ntiqvl6r1ubdnsTwPk5JLlK5S7WdhaDI2+KFPUF05rR7ETr0VDO6xQJPC3PvYKl",
-	"hRToNb8pt3KPd1FFk8hiiL8X7/yyu5vdSrxJNckWFYoGm2cpnKmhzcejiVU6HHz7owaP4Q7BVI+IONQ8",
-	"J2++tIqdWmTl324xRu2M6o71vfFxQarSHoRbltce4VEti9PqW1pMQEpZzCh23zO1UB3yBnEbEmZanUFe",
-	"6A+QGub2cDa9wvXdJ1EVaCNlYZTqJfQbayGVk4GgqXWNA2FOsQKwgnBnyShPyaiqNpgZCv3QzvSGOx3J",
-	"zqHpWH2w2ukGNrIMMQ+dFdrwdsgRmEiaO0B1jM8D09kEQP3y1tXNYsNrkzAFdACSB3owFfOG9LHSJMH2",
-	"TDcF1vWBuS2mIAY2p2kIhfmXDBq9nGFf+8DpFPaD9Hl9y6sO2eP6ibb+JhpFQ8edSxAVBzrJD5jJK8Lk",
-	"xAwfI8vqXWWBZma3rdA25kcpjjXL+WkMYtYqdtgPBZM+x670bHipOXakJItHff1Ps0NQ5e/uSLEHmM+z",
-	"JmBNKCdCAsRuf2s0idamLGjpAWJGU07mE+HkN5DIJLBHejU474aXeeHNsvNLn0Rv2QKbyUR8JKobYgOK",
-	"+spRkmqKk6ydpOJ6kS0bZBYNQwMEBSgu272NZy2i5sK06rA5hBFQOILkUE7YdSQVWFVsAH3UiTkBcslY",
-	"IqESUUvDudAbBxmBZhEmI9TOAV5vEGccndLnPv/Pf8g7cwek/vuvvBfuX1lFmQkjkL+IZKm25P7SD7bb",
-	"bVL4r/5wSiNO/iJB/1n3WTcgTYjX9tfWII18IqTCL1rkr0JXONJUdCyxgCHwiAV09yo5mKmYKSZJE0Jf",
-	"mEDtEckYUXTs/Ewbj1geh8nygDNlNAenNd+MKzEbTliIk0ee8BcJ1ntPO91Ot7Pe3+nudAMz2ay5G2m6",
-	"XMUjOHf4xIlzuCyg5ZFgbQJoTl/1I2sQYcJ/TplKo6EMYA9IIBKpt0cfBvjRYeqIWlJoVWzKTeE8Isgp",
-	"gMrUOScBfJrKwODZmHM+d/cb85b1N4WP4+iK2VIAWrjN5hcw4RENyGBhyaNDTqiaAO8qCRuaMltWTajE",
-	"yYZ5+qz5/a42dpBSC9wLe/oZiB58O5lSoHsiuBJ2JlhhbR4I1i70rQSsB2AK8KfpWZe1Ac3lgJ0eZIBT",
-	"SfIcLPMTLRnen76ThQuVzKA7Iew4CmVJmkEhHzZoEZPLO6RpapsbVhLHzdl8nAg7N+RV9mRKHaoyiCYx",
-	"ssdd6bCo9wfYn7T8L+uqGEl9bobXgpmUvVCL0lymNPN7V+Tzns8pJ8HeTE1EGn2FTQyMCPJsu19XUOFX",
-	"rZXE3I1MHWtwaTbtrJzJNI7IslrIHrSENMB8hopIFNpGkxYpHte9SyhfmF59LJbAy4PN7jqpdrJ8k6WE",
-	"WzVqwAjESI2sNa+MpM+DrW6P1EXyA49E+uxAHrptLPXtiaYMfrpJytH+wFIKpD4Bq8YiOkwJgZyeagJa",
-	"M1jWIS7wCCq9Pg9MLkrQcpNKgqEIWQCyOZJEgkkJZ1BOSvFMLjo0t4PdWy1FhwSQLWPaVdh26zRlAJJi",
-	"0dXwjQvTQrFjlo+trKBijaLTJ2VKeqbkRAvUYZRMWKrYtZK2cwAjXPC23Rrct+zESLDV3QhQwcy5s8/n",
-	"k0jvRzqcMKlSqvTL0T2JIt9E9wG6EI7oOdNXVjr0IJFno1KqOXrGffTWLVCkwSLx+ZuIB0z3WvrI3eaa",
-	"PqGrSh6/h4h/LOakqZWTiIVWjlonK9J0HBfZ3JReMtnysNgy2Oquk1KCT4DFS9xhqJDnhuGHom7uKIBJ",
-	"Kq6i0FRKsGvFOCgtJLhuZ91OQZS3YZrtlMlEaN3G1j04z1G+qD6lN1zPROZnMFiYJDh7kYzXXP9VZqDK",
-	"elktrhxU2AHHZ9d0qOIFQhrC0H0S9LrrgeFDWJJaTPsnzeDk+MyIFfxSC/78s0xw2G+10Cl3lM1+gZqH",
-	"ofk1TCwKsnW6EKQI9AU8HKF19Tli63EB1It+OdQktKiSgrBrzTAiFS983gxuBRk1DbdbHXJarPY3VYkQ",
-	"/9fXCIlzATrBlIaMNGkshT6W2mUZLEC0IfJj1JJMS9Og0PG8T7hoY5oJKvi2HMQp+M4CXo1uZ70DfbJE",
-	"wjhNoka/sdHpdjYwj2ICRqnbzxqi6XXxSbPjpTawnv3gh7zgF3d+YhuvYBTDol1K5AqXTuDNtg/E1WSX",
-	"6w3A4OiZ5dAGXiOjez3FXre7zMmRPbeW//qb19jsrt/+i3Lz8W9eY2uVN70xGWpZwu5Wd2Olt+WNfB2v",
-	"ATjBXH/B738g0gGouwborXBEBSO/0/AaWKlkjJKimo+5aVln8FcMMAVIluWltXxIN9FE8Yeel0Mla9OI",
-	"t/O65bYTX02ErKGeU0gNlCT/DaoqDhlkEVIbGu2QPYN7i43j4VZxUSyk18KsVFirGXSsVXpLX00MZfkc",
-	"Mb6QPLPXgCzSfJpdD5lRbUpQA8vo8oypuiT+vJHscxEubmhiW9O8tpDqv1of2JvqCL4VvXgG5PrBd2iF",
-	"XzynYTaJ+1+7ze7Og5oA1+erZtBeG+u9IjlBZU0dVW7uajkPYgTgCGrb3N9+Qe7XYninUPLngDDoySKt",
-	"u1NetQCwbnMepftwzcBBv7zR+QpodlPLHABIYH1rFdKp6Qf+P4BtnyF8IbHI3A5/dTI+bmTlSNAryX2I",
-	"r6VsqHU9cw8+i4GXacAiJTbHqVPPMV8xhYkkSyT5aowSUdizDKx8O17aZJYrGs+cxLcNyAMxCWM3pHnZ",
-	"MTFPzk3Xqkkk7GXRpEfLoMuScW5LoNNM3GQ9FTbgNEuFKu3APyb175ub21U8PLPf1cmbFChn9jeejc2L",
-	"e9wluhlpty5yZTaaJ2zWMNLzXBXJr1vnYfJ080HytKYkZIkATPNr/qCe+kfCWfuqkq0yzUcRa+VRsSDe",
-	"zG4CqEWM2xw+smCq8z/FclB1hFqVPN4S6wAaY0pCgSuPU723kA4JpnrK2ll/eVZF0soc7D7nbG7wkK3w",
-	"g1z8AWbueSb/zrTj1Vcg4jOTswd5nzMufU4VoVgMSoepkJLQOCYpg0sid8G3qs8qnYHBgfmicjZlskNe",
-	"Qp8OEimfIwwqunTLd8IAFQfvxLDgUG4ttzP0/pyWLtTdbYtKmmZ9YuZdGJdjZ1Ttit7dpoe8/p+SoP4I",
-	"7Bu/dJN68aBhe+zp34DPg31fbHJwp1EDOpFN0inurWPCKxd6fvuvZd9VahYz0+4040NkOf1A+i3+dpfM",
-	"KUbmTVAeVYzOd5Jwjkm3Z3lmJDPg8kpK+0ryzv7qMaWdrUTI+4fkHD7vZQNgHf+aa7eaa+Agt06E200z",
-	"YQsk6uXmXhhqqekIvA45YvPMxKYpKzvHImWT1Xd9nqVcCMAmBoPcgjBasRrlfjRAcMnzwn3eLDizXRG3",
-	"XJadwpressW/vtzvRWW4xdYxfxOVFcMqywntpUihrAGi0YYD9WuDMKQUg0HwB59DEzgPAkmIMW3hkKXb",
-	"KQ+a5EmT41DEnkP8L4v03LKNNu7UQc/nN0VfIL02yLKc3K4xAQT7bZ5hCyKhkJmhFVaT+EWnmFJRGsBE",
-	"rDzEp8MhbJCrg+G4eLEsPDXWtzgyaLEDES6w2AGiQj5fOV5FmsC555FkJNjsdn1ehSRpdchBDgFuy1L0",
-	"+mzDHIyNW+i4XZ9Tm5VAKDGdPhAqHMPXpEl5drgBgcxaIzG4IEMRC46xVm1EzThkeSA0bMv0Y0HRYjqr",
-	"oEq92etpvlUHLxD07aP6GIbyKtA/54XGhRHq8yKF0Owk4uM+oWhQGDTlzDNkegORaRTOs2i1jZxDYBbR",
-	"0LIObjXMDvtXAn7unRX31SR4sUPm6u5+5+WKXau1JKZRxcU2lFdFF83+2YfcO2MbY/gN7zYcfw/rZrxn",
-	"3nbX535DMU656m/2/MatWPf6t+vetrfR9bnTBrs4Macpj3RmWGpAkLGu+zchsEPcqxHBsukMxMBO5lbk",
-	"/xUnc3PTbB9x5XMSq5gBXk23zALjRrQ+uP0iDVFEOeZNIWK9jIjN82vwsHn2SABsbuNvt0Qeordu9noP",
-	"MmOW4qVk5ozmIaRwcZysLCfr0F4Ei4StmTaIMKm/zVKk9dHt2v4NUEuCU2BhhxxkTHQor+rtn5LecC8T",
-	"6LFafy3Zu0exgZYKmlz0VU/BqjxmTxDzWAvHFc6kQ0yTHp/rQ8mEbVmydZAX/nfXZA0p3tJo2NFwYWK1",
-	"Kq5pV7lUxT3XepPFHC8Ck4qR0eXmE+G0FrtiFt0D32FSgiG9zMuABsB9aTOk+pj8sjR1oZw2awuNtZYU",
-	"SfIEt+CJNeEccF6zK2KudaqshRsxHdygVSgw/5uVVavt+txqq6SorJ5bPRRTMJ1GN6jbQwq2bazXHMSU",
-	"X5rON3oK8C+fg0MM+A6odP+BPEgSjblIse2ez59U+me/AZHX1/O0srLT6dxDDAe77vCFpoZiNNJT/D8h",
-	"VfQnTHanvFRtbFJ6ib2RTampk8ZOsjLPzJwWvAvslFXbMAZ6RNs+G8FzWrD1Z1opjZAF5Cpb4OIzQ5sm",
-	"/QD0k3aqpjFXWfo8KGuaAWkGhZ5RQas6oqFrffCg9kMzayADeLT+bRwS64cx1YRcesTn0JNXyoTFKm8X",
-	"1vLQ8MBejEbh73ZJDYBinhJs7RULwWSsFZvnjG2tsdkZ2SNZ4z6wAeaMXtrbeGMfxpZH3O6JnhEAPnd6",
-	"F+KyUTAUOYUklCzpQajFRG7qzCciztpHZQYPKTU/9QinU700zUx8nvVsmk8WuUx3l72sx5m20HxepG9D",
-	"1sUO74Vm1slEcNaCO2s6kvncogcb8zyv4IhSqbc9ZemMG7tQZnNsOv2NNZF/LDSPq1kKYRHMf04XHaKf",
-	"hm7Fpd6+1a5LaEfzGhyniPvcwYiETDOgLWxrbY0+ag09kjHAKV1ooT9LiBJkkxxGz0kTe7pudUlX29i2",
-	"D6hs7RKZxJEiMU3HLAV2uTzZEW+jtRmdlpBV0Xrvzl2Z9dshBncGUR2gBVWnyF8GIgTawZ2pVq9DeRnc",
-	"77y6LG9lVzExnL5W92wF1i+2AuuQF1hZ09dHWWhXUOgNlt0C7BCjJSAX2bj7Zx/wJkmkbFPNouilvkAr",
-	"bohtOVa3JVmLx3xH7tSZrLpdD+s85vPvcvIVyKobCOCP7+MSKbZAhMrcOg+H/rlRewxjE3GoxXvFTv/H",
-	"9y10SOpGErqHc+jhxwBqd41x9cZSZ1PYLhNO31AjzVsYnke1MuIkgCsKhRg+r5VOI8TYMbiM2jQzYhNc",
-	"FvAt+itg5/5reyxWMONO6CIWNDwX4p0WPo/l6bjF4jRHb5pxf1c71YjLf4K1auSX6eqWBdfc9m43mqrw",
-	"w7U/jaXwbaWUTGP3Hb7cg9R95hXTX6wTG68I2GBieClmqlNWcYzZqzVh6CVSaG2wTFd5xUBReVAy5+r9",
-	"OMxisC/GJXNa+W2shrNR7kWxrF/EjY0/Ko0+6jt0rMYkgdxgC5ek/znnq2eVhp2/PQN/c4XfSZYeCfXS",
-	"5tr9T8h5o9WzqbndFQ2+bnX5I7CTb0JEhKlnC2vQtB4cWfcb2Vtao5P1WCxGcUnTuN6gUBWwy1te2ZTy",
-	"+XJekxfjm8JuvWWASIUoGFD2OpPK5+gqw4YLpGm6awFaHqTteWQOyVE1vVFuyDjQ+1XPpjaru4CnqXci",
-	"3M3rJCHs6k7u32v4T0h00CdbuIh3ka9rM64J9DvcpP0YCmidi3TD3TjDvHJJoELUlo5iMavtVoJiaymF",
-	"v4eFrEzi7/DVJI5GAChSnBxkarB/5cw/gcDfRSOHvg3JLKFxg7dyq9bY63YdJFITd8PEiOiKmZY4wKVD",
-	"prk948NFtZpnzNRr88KHKn+lRgCrKU748jqtaQ+WUT6z73hEVwwwEZJUDJhzNiKxuVYG8mbpyZykYsrU",
-	"hM0kgZbE7DoREoDTbOSw6fhldq12/5Oe0yY4Tg/hDcbratKGs9jOhT/rdjeGcjaQC6nYFP60n+qfFD6Y",
-	"8UjhBwE0VYC0HSxEj5jMA591zGjM1KFZ6/2yTsAn8/rg3UmWZXYBcv8Ce05gf2OCbQ8NmhR6CiShmYow",
-	"WEBKfqxtnP+Q899ODm4cDbgeS31+w0N/4oA/+dhfxm98I+vd3tMVf2Pak+hfbaz7tV7R5YkXZkNJxEmZ",
-	"TpA4/j5Sd94/zY65htwLfTGX5xRiCZcmKRfc00UBYrHJQLOhoHVSaBPqc5EWO4X2LTlkoBbQ9MvGo6pt",
-	"+9CTVOjh+gO219NS2iOCEyj8kjIDIsTBYXI0STIYkydPsmDGkyekiVzNM7Ud+vyG8QzgfIIzptr7gC8U",
-	"eBBMaHk+z6E2hpWmqoiVBAk3IZklEKDYA0DXiCN0iIvC0bwBa8O2+wpaJtbsvsMGrCRVkRxFLOxji+DP",
-	"M8QXIYHbQDXokDfcOuEwrAStPzCwBwsFUB0DMbQ0irfntHMkJoSqhDYMXAXKyD5QnSBcJjgzLj9nFT9o",
-	"PoCtX2FsDChZsGEDiGuTIh3I4CjDUoX9z5oi+9ygqDUlY+TJeRF28wkERh0ktr7pe2bwKi1lgGKXM1D3",
-	"/K3XMkN49HlwcfFaSJVjvhjMWgtJlaHY5HMHHh2zEAB9kJqNY/0HWUDT7RBTXFJqxkhTvZnGgRrTMbTo",
-	"NQH5OkavBXLMFNt32t/eqywJMTE1KR9kBFxKOcxbK5fJU3P6mgvg1o8+oOPvN6cBSKnI1mUgj/S2rH3w",
-	"svYuOB0k5OJ0MjbnmfifgdZGdDoEd33kSW7u9LobO418RuZqmaiC00a0ZprfaTJ3KLrNaOpBebO3qLWP",
-	"Cy672sLqcHiXOBaLKU7I5gqp0k+eGIi+Ei6vz/GBJ088R0IPFkUMTkjrntdg9/Z9HkF3ARqTsoxs1gtJ",
-	"RMODqDsAps0nVLEsPylJtJRSHXI8UsxoEVrk9LpdkxzjJKx4kAWD3Zs0JzQ5G8FGtxesBRvdjYDYc7O/",
-	"LSIC7vqmCgrnbhKbDFUQrc0hSilRk1TMxhOT4QczN0l738uoPhxR02VyZXs6uwiuUX3vmry/v+u60WqK",
-	"zdfreyZmmbRnTJFZUpvYlfdXtkFFk0wUi/EYMlF45+aW7ls2hODmzJYbxZfbvf/xGKgwzmV2dMH79ISv",
-	"27+VORBwnoysbsqtXdbNv1/vdQXAHdJEzy8m12Ztsa1G5LiYOWt1COoUcJGz0p9aBDoDtLeC3uyhJj6k",
-	"cWwoBVzV+AoEm6sqyt8p1PywOO7OShzlHbYZ/b6+tsMRvcHddqM9e0hvMmeLOMwlc3bfKLGZAereUWvW",
-	"wjd1hq1lPTfWzNmRQU6iEbuM7C1pF4IaHirzRbruI1IloTYYY8M0WX/zkiWLVVY20BspzyQPIzp7Bayx",
-	"Q85sgi4Qt75s0M8Q1YHiSztkH2/G7bcsu0N1FgXkBGd848BV5u+Nd/AQ5f/OqmQ+5TsplSvI9XzkM0QS",
-	"uLcS8UCN4OZf7qF5dmB7Hf/LoR7MobBc3BHn4QzLAZCt3IFNZW3el7Ir4/anxLRUQX8MMADj/SlxG4tz",
-	"c7t0Bcxu40UDee2UMnhEMeAwRTjVlBXTFXOvR8FjNaXpJUCL5h4reCaOQBu3klrWws8a68B6t3xelNrY",
-	"pmrIoN9KCZc/x952fFfaGtA6gPVLkSVuqRpvCpzNP4f7VUzrB3BDIx4eG5Cy0LMXakPC/0K21c2/PBLq",
-	"xLSI/5eJPoKah/rJfdio04Xp1ky8rLFA2bmKPVFSZgA24uiK2YZNBpK2T6LQMwXyzdHd2qD5PFItr64t",
-	"mIfNxGboig6JMVs7JDAsPgD+KVHHtM3zoEPfLT7oQqO7LDbYIeWiCdsWT1yyWhBdfaCFJlSy8R0Tkqu9",
-	"x5a4xpad5Hcqcb5nvsQqN/uUKvYumkYPBD7prcRTX1HF5nRxvwwL/ZsVmKp5xzm2AahJzHAaOv3+xzfv",
-	"T7eH1W2ZGg9gMu8MBP9S2nGYDDiAKzxmLWVX4pK1wbsob0LS1o/Z0qziWzLFA/ufsOshS3BaWiuBq31r",
-	"fKnUxNJErZqAmgGjTw0Sd5R/6yg9USoxDBalTt4e4ZjhZIJqmEFHLPfMkOI1a8zYplb+CG5KbQwKvzrW",
-	"2/X38RDzCjyEcBkDQQ+xG1yz6/iXg/zLQZbYetGYEzFThUZeWfTuFt7xp2n1aqoGQhYzxZbzDtdGWcKv",
-	"+tBjqHqDfZ7bhRBN5gYXSN3aBtcz6EcYXsKgeJ4oeQtb0rZWxuT0ILhBNkky2Oxumu8dfFaAl4LED+z+",
-	"KqBSeDkzKTbEXCWV8rwQh/9et9xr5NGwuvQxQKbIW+KYabjJDUYElPW2KYOT6bsHkTebNL83B1BKXMoz",
-	"tuoP7qddaJT209ouOaTXWo39qbtLXiuVHPN4sUvO9KVju+SMTtlZpNhP7+j1PwGPcgUWgvRRMOv+ZaX/",
-	"IFaKbI7QEk+rstG7FmfkTaz/yDhwBPgAN+lreVVFxmyLwXcL+IDZG64jrIVVEj6HrDa0Wa1/bpXsNpvv",
-	"Uxs1yyILc22WDhih8hIbRhaqMJwiDNO5s+T3ui1nq47fmm07HNGqi6ue6OwjEZNr+yJk8PS3O1Z0/P1J",
-	"7atUMKJjSS/qLi6iv9fR/i/z+puY1wu8GaVilpLed1vs8dAECDmbF1q7NSk0y5SK9LokpTwUUzJYKCZb",
-	"HoIgSkAvz1GJqCRPjN//CamPIlJpYGogKdmoXD4vo3rir/Wkfjk1vKkYZrS5FsYbDhhYNwYez53PHOee",
-	"cXMRqnwe5Kkawa4dGdxkEIsthz7dCKXPzxF3wihPsYWARO8bdmQ09m9eO7s0tFny6T9SDPBBoNt3D+f9",
-	"yyj+SQZjKTh4G7e4bwgw80eX0qWqkUHb4u+meB/G8Rgn1YifNQ1ZiKxll9h8mgiyHybGl3LJElWrgvj8",
-	"TjqI2Y+bom23qyLnQiU3qCP/vEjW36yl/K2BrH95z9/Ee6oxteXcx/Qd7SzoNF4hkBZJcpwwvnfyJuus",
-	"jjrGLIoVibjprG28FKYbu8kLNiBh5Zbrebd07KAODfT112b8H6TPnem0lpS2mWmdJWx4NxezXXnuMjF7",
-	"0ifQitXnER+Jvs8JgYTOflavpj8y1X59Ap1c71o+ppWk8n52/q7QK7YGiiS0GXZHXVY2ZoVCG9GjbjCq",
-	"jV6IzXkKkgRPn3FQfgVn0qukktxuUyNmnVsnZiqx6XDIQDPWdrXPm9nQFJyQG8StRmvdZilnLYtvEFMp",
-	"G+udp4oVJMW/wupfk/pfabWiP9DeoBKvWC60bJb9LeJqPmEQhkCJNOYsbFtc9AlF3bcZcMFZ4JHAaMkB",
-	"II8GqA8HmLoBg5Tzf7WJnYVG69TlmI2UAf7Mp2EjIggZQQBiYhnS0xJBd2Ov7bvU9SFCUqEKDNL1LXJS",
-	"Xga2Ev7TjbBMldZYZZgmW5GWgfBpG+r13nrDayACX6O/7TUQfq/R3+h+q0d2+mZBpJaty7NbD2KGKCHw",
-	"BHM5IO++9IfiVq13/9Yd4tDKzd2fI2E8WtnCl0+2MFcApswnCyMvee/qHbNH1HYRuiUDyOKqzeTD2m7+",
-	"Kw/+QfLAdqysOeV6iQCesFWRVUwQFtypnm3ClHWVsWnMBkY84ioVMmFDQPtgPExExDFbcAZ+YI9sdTdI",
-	"1r6nQ54LaHFvMmfoFcP0PUB0D04ZDSPOpAwQrJsE0PMYavDlBBoI8JBwdF4KrmgELS/DMGVSak15mLJQ",
-	"Uy6NJRGpRS1cIidOcVseDP4Hbic4YgMiC3vn1LohMkz2NbSxWvrtzNTAlp/4w/kbDrRxhy6PZlvruzzS",
-	"cNFxLtL3WLltXX0F9qxKKZeRIjOeMjqcmF4hS3ZnRKMYPTB32iIu1MVjbtMRILHScNEnWRBCcIZ4HQBB",
-	"JTvEutxDFkcD0NjiBZpdPjc1ipkV20fEHSzARdoUqWlbpQd2LoPP5YQmgPVBBs796dg+OH8DeEo2m2VA",
-	"Qd9W5nZ9VPK0UY2Y9QjkBD6OpvV5oLOj5Tm1C9C41pivmNSTiplCAznEvCMEXGexBGSo6wjjwWaIW7ms",
-	"d/OGkWYsRGLLxc1EW/28xQRUgsdq4sEp4m4BNiCizUBzFMCrhgadA2wNJgHzfyEMY01EqDmXntUqB2QO",
-	"oS6vp6jQmxL4QuS+n1Ww546wHBgRU6WkRzDYDWjrZ/qEQ9tmZOqeauUsfV4+TIMLg9md+qYAr7ZQGMVa",
-	"/ZyT+7xpCZzAVWWSBLns1fYI/I2SFy2SaDhx3Ww+HwmD1ZiTA1JUjfjC5gx5RC6SRM0FkYolsl9TcOhk",
-	"jPOseyVpUulzDCnWxhJNGBHBAbLgZSFiuVuoSyrF+Gx9/wrBDp9jxaXWEwqBjMykqgQ0PAPkUy6lrAQ5",
-	"yU0xTghDlhPzsrz6JiWDVMwlS1u56TeEBH6oXTI4INTmbayIYgPWYwSPDBY+xy7WTrZhYBJVMMlssCDB",
-	"i4N3B+cHZFlKYlA8h9qE5wCum1ySAdnx+Qt7iaAulmReMdzC4tZTbnhKigCR+qR8biGE8L3mLcXEaWjB",
-	"BMqOlZQAzetVWzSbrBi3KAyZad5JwuAIWUgM6NIIOF6jVABeOWhu07rSNnuTTPEItiK29SpAFf/5D/kI",
-	"t9R4+DA05nB4263Hvj77yqaO5w0nEUQDe0VovQAukckRjZQsdCRyl+o434lWB6DTS8T1NRbplMbRV9P7",
-	"ijSHVDIsQ37PI/SFUsnIFU0jqpc5EnHIQi//Vg+nokEUa66lxwD8rYRRWJqMMRw4ZelY/0ylqOQQ+MIj",
-	"oVBEsrHmPtIjwS7kcBnCpT4POgidFhA5G2mpadKDPJLoPeKqzTTv1gPOeCg4a3lEChIgukHg+TxYg41Y",
-	"CzwSrOG/4Z+xGP/v7Z3s3xHvYJMd/eJg7d3xq/+9v/m/n3ePAkLjWG8swIFK+3TgiGKCMBHA5x3B3ZRi",
-	"CgcGZAcNTLJm82aB2G1nF2+QJBPBxSw1w7X1RUmjkFnQlVbW18kSxFgwl83r6c3kjMYGpH+kBzOdXPro",
-	"xJZFQD7jLofeGfpCe9j5DEdD40My4Na7JDi41uIjAMQprekZQaNXWsCCM53SEAUGcxNws2yQGFqz/iD1",
-	"ZaGxvYXocffMWykJ1q+vg9ZuNptImqy3ESTR+XzGNemBOWTZO2kGe+D1bx8YqugbyasWwS6hZPw1SrQQ",
-	"DdkohqBN3mw0ZHo3QoJwEWimtXaLVmAJYUb6vImsuGO+uDBfBC1TS2CIVQrgdEli+h3ABUaisOeCAzs1",
-	"sVlTIujvA7tqmqAY6Ss4swpAhKVhCF9gdA99tlO6gLRuID6fPzGkRIJf2+fH5yftfRGyPlnvbWxubUPn",
-	"XP3MKGJxiKCUFwYXjhtkHg+ZhEjJdBarKKGpMmA9IrW9p4CkfU4Ihro8/eKIkxw1jxEQo6QJCj4iYdI0",
-	"bwcDXZw6ZM9MZBxdMe5z07hJv2QucASZvVbrLAmLNWORpOlM3SOBXujF/vGLg6AFpFtpWmWushRAY5Zv",
-	"OjzXUjY2EPQ5GC7QBIouSky5aZtpiRByw2AzPEIhd6sN7SyglM8DVq1SEesLmtKhQuRBp3SQGwLEi6SZ",
-	"gc8NtU3p9YXFoYGkMAPdt76BfdCAJzIDxATgFvolWsACo9G0Qjl5f/6y/cz8cCsgTesbIAEwTxMBMr0h",
-	"gpYVZi8YXzhWgeVJeEHMfYoZtZm0dvNslz1abtmnmcJ8wgyB2u20p5TvRxPZBerx0FcvJXQgriD0ajbG",
-	"/OoCHwo8stntOnPV9OIhA9FcGcs9cca9blePI7jFWPbKY4KYZ2mwFthPwEGKQYLKDPCiaRUdL5XK4bry",
-	"Wiy04WAaQ9v/KYexakLvZaj0GjBI2iEkO0MCR6hH3T87fWkZEjZegYlwwS/KXMkjXOhRcoujHeuv+Ngw",
-	"Bk+fPXpBgrwHnN5pwOVCNbWwJnu8l1zMcxxtRzt3yaJp8L3MVnrAx4n91k5BYLNxmvkPtDJDpVYHpUiV",
-	"57TgBg7RwjFC3Eh4PZbAYNfnnNYQxJK7prO+r1YGKNshFEUBYOjrW+OZggx7SlhGu3BOajBTho9xYdih",
-	"/YVprzYX2GykBay6yIK2TCx6ljtuA8f7Z4HZYPZ/ERmpGRwQ+cvO/C/9ebvdJua/+s/l9+ivyrl4Oeab",
-	"8+M7EqtlnCAgEjrWF+j1wd4LzZHI/vHpGdjKcTSeqNYqcyg1IfBs0C0UzDYLgsCDPre/akjNyvNoZIut",
-	"c3WhVXqFsVPcQkqtnEFkOkvcLyYZPMor4YJrFcxWA+EM/gIA3QARiBzYoZxBH47oqf28dmQnlaEwms13",
-	"KA32xqZB4Fh1+EZFaKPiqPUoSYU3FEF33InXhd1yeDdsiKZ1VdSKIDYcY+wFJtHbMZPAwFtA1kiQAs4z",
-	"PmS8B8EpU+miDVi85bkhpEI2n+ym2PPQasF0EI1nYiY9mC+0ByQA4IZH/hdqEvrlWgrj/68gVAv6raZq",
-	"cBnVXUPbuxi9pimhSqXRYAadAk0Ew41eND+Ay04/ac1zCxFPjJ95N996WK+0zWr1aqB3flBhS8WNc0JN",
-	"QauPrmEyjMHR53Kh/I4ABC60VgT55egz+IBVZ2AGvYAE1gFenEaBxRX2ZjhhIVkDo0YIImMxv22sNf31",
-	"pvu1wjAYvMbnx9xYeUDwHpKcZ8YEaxH2ClSRGqZg/I4+XwleGhJwn2RgnU+edAjCR1N8vc+Bs0RKVjHE",
-	"dkkuzCy2ZlGE+LzpeC4g4T70wJEjRhnuDdw29xIU1OXejsHy1ouG6YapSBI9DqBwY9eX3A3hOdCfKCki",
-	"5fNhCu4BtxITjBbkKcZXZ+Vs8PHjx/aeE6jtY/ZXymg8/clvZCl4DS/fjJ/8BqLkRyFi5PuN3KlQC30Y",
-	"OH1yi/hCnvv3LI3BreDUK3gkqAJqBrnpaBPRAgMnGXTIHhTpo1uJmGUWqk/7hIs23OvAKt4vNTGv9zEW",
-	"A04J02rYYmDn6ZQF/gVtmoMgmCiV+By9e/jA6/Pzk7X1zrrP9zES1j5fJKxPysEwnxfsRcQa0qP+6YPf",
-	"DVoTNPrER4hcfRB+I6FSzkUa4hedTsdvfIN5IJS4I1yby8viWiRmSlauld44AG3ddS1mcFVYO3PuOP4Q",
-	"dtZsY8mpmiO0FwS+M6w2oqm8LKi7rtcWDHgczcs6x8dUD2n4qhiRJ08K3eOfPEEVOVKAQYueITSPcEuy",
-	"mQMSjQOVb7e11SFvuC0XbiM9GMgreWmgvmos/lMz6/YLF2G9zvQvAUYHpAm6ewA/WAsg2yPImIWCokNi",
-	"vvZI9n0APLOrecWKXgTIrrWOhNu8CAYbMbsCNzkV+pkBXVqbtdYcm6/4PexLoLdcGQUeHDu2EConM2P0",
-	"mpu3i84LUuu7ADaKkQ1ufehgUXrOFa71V9iT97maCzh68zT0AFgGop8xB6RvUY8EFzhORguOn7VOQJy2",
-	"Akh+sQ4dwlkg0Ao8J5dzfbKkBh2ZNeAPIb+uFqX3tnZ63e6tpekZj5mIOMSkYVM/19vabg8ihShHRafl",
-	"JWOJNLVjWo9iIdSx+Bwc61o4z3gWYNUXuNUhe/q2OvccQxPWBM0uNAYXPWi1f2UglhDFO0vwc+OUNSqT",
-	"pjdzFiYSxtncDGRMB2AsxlnQDMyOBX3kglrpYiMFi8nBH36QJI5G2kybjmjHFGBbglcqDjyy0SUhXUjH",
-	"g7Kr1zOTLDfD2LXCdvcm5onTSoWiCvArjPI0k1o/wW99jl+HhM41b+Whtg0lWvpYYYitjjUzTBbYn1OW",
-	"2ykYZx7GtprIdO2dycg5dGI2uDumaZY+P5/jZLXy46BUoAsNtSM0/FyQBoNDDqIZuKardaN1nOmj6LCG",
-	"+wkuQyQfDLnkczTdsItusUga1m8NKouRDHHaPABtv/a5Mdoypc90fDdI8Zk/3wAlavJa1EAM5SgeHy0I",
-	"bh1tkC4yoBGjapZCEEGMRgZMnsjZcGL3Wy+EqYIO0+sDHwS8R/35O3SEF0Vgh+zZVhGF3vDV3jLmUpRR",
-	"ITtkzwht9EihHxQgUXiIrBJ4QeF3Wrur05cKPPIOehOoSO60UBu6A8QjKlOAxgQ/NcqXo0s5JXw17W5Q",
-	"hCD7cJwsHim0sSk1d7HR8myzM79BJkWsxgusZbfco0YqzTdEwrRap6JYb7Ut921SMmJzMo34DOuZ05kJ",
-	"JwNejGuGoAMgBFow0DCeezVBMBZwRoPN7qYzEQdipkCCG/067PWsNRV0pFnWv5I0oW+7ZmsQghFIXNig",
-	"vKqpAnIfoTJ7S6seBd0V++7++3ypi8XmRdjVOu078XlJ0mg8UcBgUuYVnPBgjQGtr3fIDaCw5E+Xfr8F",
-	"NdnpHnl/+karbW66B2kGve46xA16N77A5nkUX+TBIN8CkiV04AtM5rY7iVLGfRMaSuAu4+YXzGQYJoOh",
-	"7fh8o352lXU3rbuOMxYy6JrRyjpNwag11w+obr8uXYBeMnAAZr74fhk1N/TAcDFxU2GaX1nEXKTVMQTy",
-	"PZuzMCrY7hEnSSrGKZOykCuB4JnVZIljk5sHuyw4iG+taWuK6pOIQ/6QZ3I1mqgEY0purhj5vNKBteVB",
-	"A0uIrUFix64JB4PzqU8i7MZtG4HZ4mRpY6ZZJJRKOISUtfPr0AKGYH4/xSZhMaNXNUlctJTjluVsFbPN",
-	"gtZu1izLJtKaiEI+ygBSsKwqGeRtJoNWYaux72N1qw8QuCESvK0ViCnldMyAGekjBO0iLPQjzzPYQHmK",
-	"BPe0XjhPaaIVGPMLu3NW1WBzJlWx0TikBNFIojef+Xwa8Wg6m5KQ2SnZh9EbiGGUlCliuqgAJGqqKaND",
-	"PgpzwXwOOqjjghjSWL8ZAVx5SD64GbG1Z+Nzezi75LEOAJJsq/t/kmekKhazKVP6bfV0EtiOnZAsginm",
-	"mFpi0h2DllUzI5lFrWpTB33ezLO03HpbbVwe6buW4S9mfAFYSD4HIrVoresIupvPDh/CkBYJBUDEfRYD",
-	"nzdrfMXgFoNYkUlRbhVS5tC/mR2sPmaflxPYSY40qbVfcISIdDhhUpl0X1DzmUhilmX+mmxfEFuS5Yed",
-	"c8eIJ3lWygKy6IFpIhOEXGutxecFs+7Ri0RC5uh1rt5SvmhDSlS7kAm/1V1fiipVqDt8M01ihjFJGBqK",
-	"OH6/SxXHH6Yk4/e71mT88a24kiQqrgHKLW8ddT8VUmpT2YQgKuOCbKjbI6gcvXX8migHrHlzpR124lpw",
-	"Z+8A9b3Cw9UYFE5tfeMhC1vfesivezurbYuF/b4/zW2s9qJC+dBjEeuMA0GF7Wr9ya1Dn7F4pGVFNGQn",
-	"dIyT6q00qX2RyhMbdDZUeM87YvAGV2ARZ7Ph5MBoeeaHqxDIIYQGjoTai2Mxx3v57f8PAAD//w==",
+	"7L17d9s2sy/8VbC0z1mVUkqW5UtieXWd4zhO4iaOXdtJ2pR9TUiEJMYUwBCQZaXNd38XZgASvMiWL+nu",
+	"c3afP/rEEgXiMpj7/ObPxlBME8EZV7LR/7MxYTRkKfxznw4nbF9wlYr4nThTImX645DJYRolKhK80W/s",
+	"xXO6kCTgoi31E8EuURNGKJdzlpLpTCrChSIDRoZ6uLDT8Bop+zKLUhY2+iqdMa8hhxM2pXpsdk2nScwa",
+	"/YYdr+E11CLRn0iVRnzc+PbNa5wylS72Roql1QmdsaHgoSQzrqKYUMLZnFCl2DRRZEg5kbPhkK08j41u",
+	"12tMIx5NZ9NGv5tNJuKKjVlams3HCeOH6jWLE3m3iU3pwk5sl9CBZFyR+YRxMqeRiviYhIJJ2MgJixM9",
+	"95q5bt06048fP+7N1IRxFQ2pYudCJdV5nk8YOT8+PyHDCY1jxsesTwL4IGU0nv7kN5RQyZgq5je8/KGf",
+	"/IY/63Y3htknF1EInzC/Eax67Cu9J9046B6/aD8f/CK7ZynfO7mIr3897j1PDrboh52NcRhv/Tb+ZfbL",
+	"+XnXb9QQ0DevkdCUTpkylP6CXUVDdhjWkDdR6UwqFpIQnvlBkij0CJUkeHVwTtamI7qG38iAxJFUkkRK",
+	"LzbSv06omjS8BqdT/X587iIKb9yL/5WyUaPf+K+1/F6u4bdyLZunXsJ7ydK6Kevzo0kCMyUjkcJ9nEmW",
+	"wrRjRlPOQkIVicU44nqu+fY/G61vss2tUf0C9CC3TX9Kr98yPlaTRr+3tQ0Uaf9erz0JPRST6rkII4Zs",
+	"R4TsuQgX+t9DwRXjSv+TJkmsqTYSfO2z1CvN6AZ+lrKhuGIp/EzOplOq/9k4NZ+SoQg1L7mi8YzhyKGe",
+	"yeXT0Zdee+d6uqnaG5N5GraTZ1cDDhuszPXIR8NrUT/S5k6vu7GDa1rtNPVCT3H1+LMy6Q1naao5QfZa",
+	"IlJCOZnxmWQhSd21VS/YN6+hL/jdt7NmUd9xSU1aXAiJJEnZSK+wVbMooBiZCC7x2PfilNFwccBTEccs",
+	"vGGVSSoGMZv+uHy1FMe6YHYwPX9Fo1gf/Vy0R3SoRIr3Rk/TPE/oUEVXrENeRJIOYkYiRUZRKhVRguBY",
+	"ht0jB0D2IBXlQ/1W4CH4WCO7Dvqa9Rvd9Z9fbHza/nXnzeaHp7/0jp692zpZP9043/6oJYCiaiYb/c3u",
+	"jtdQkYILbLaDOEswd26iVCL7a2uWqXZCdmX3RK5Vlr7ykZ/gEHXHHZRHDfrk6OVedesMm4ok8KmOfvlz",
+	"Gr6iis3p4kFHOkukShmdXsw4vaJRrM+nZvvNXt5n+7e6PWf7k4QU37TS7tfO8lFOoG7koI8qWpKQoZjF",
+	"oVXQUgYammYyY3rFCBdkhgSN2pw9F3vB73wuEgVEPBLpFK9qzlqP7MdkoJlVlb8OaHhhTqdwLyd64vAx",
+	"/FITl17PFY2jkPx8dvyu7rqFeFPved+6+YE/pyHJZ7XSYbsL0ScGM6V4YO6OfMg+JyMa4V0ub0r+24vs",
+	"meVbkymRU6qGEyCCvZNDog8xpUNQW1iaCq0T/f5nYxSxWG+K/mnHCL0pk5KO9ZuNpklQlJMYZLze/O3G",
+	"tz+W8be1oeCjKJ0+fN8NDZKrmk1a6RSqO3cHyX3TjXOO11w0ewblyxaSZnYZgFI9ooTweUzTMWt1SFCZ",
+	"Y9DXsqVyjJHMznCXSMZ8HuA5Bh2f60u7b5Xnd0K9FDP+MDGZK/hcqIsRjFciOxSR2YP5lNl1JJXmMHBN",
+	"SSz4mKV4ih3yVoxJxAkdU9RLy0SUjXdP+tnM6edtaYJ6bnYlK9FP3SY8Cv3UDGzoKJ+tFpT8kos59wi7",
+	"TrR65BExU0SMfG5sSgnKohGzWpvqkPMJk9oOl0wSmjISsjgasJQqFi9gB5SIQ5/ThKaqdBqGjkQqT1I2",
+	"iqPxRNUZS/vHp2cksU+QZnB8cn54/O4sIPNITUiwNxwyKdvGqdA2t7h9xNREhEHL56NUTLWKK9IIlCxO",
+	"AppEnaFI5QV+Jq34imMxZyGZwm8loTz0ufFeePi6YcpCbevSWHbIHl8QoSYstWOPmZIk2OxuaO1jEIUh",
+	"43BfPNcHUprwnn5pez8fd7lDRGurQdFSrzoyaoc/hvnVG3aG7DXLxWV4hA0nAv0Zy9+k37WfCinPIsVO",
+	"Ubt+EA/Itsy9+fCGtoxUNk8Jng1NWsMJ1ZSrcjVaMqXXIR9dHd7Ir/lLZ5orXet8XY9ymXPK6hNK9BRZ",
+	"G3ZCH+CQxjFBgieDVMwlS0lCx4wITigHWvW5IVY1ocqqNrWXgjT1dS9fQD26zwXX4uSdUBP92jmV5jRC",
+	"Palhfmjw8iHl+iVS0VR5JGVJTIdMz4MYpYlQ0NJ/kESCR4uY84QrpyYsSslQiMuIScM10GvxKKLHuFBq",
+	"5c5vYkYmRm8tOm3s1CJJorBWHUQPztpv1xv7X866HwfrfCc82FS/9Kafnu09XNq8E4q8vIt0qazzUaix",
+	"PKqVK1qspGRC5S1b5/NmJnasZEnZlbgE8ZNaojXk0c9ECgGJ0qowV3AwW+a3bGHm+bU6bzQsEk3/KePq",
+	"TNPsjYzNUtZqe1kauW5PTxgP9aVi2aNa6lBlxK2+IilTHnl/eqglFPnlFJ0cWvzKiZhzn8PmCj5k8ABn",
+	"VyzNhe532C9jVp9HUyZm6nGsa2UGe2TLerNoWeu3hATfcze72s7vcW1qM6pjT4cRKvgm/KEZdzRlYDgf",
+	"ThORqseQvRGMdGGcZC4L7JE44sz6z2BW+PCunlXG/fEzVmGFNJxGfA1JVq7hUw2vAWOCSZi9SGWkDWzj",
+	"WZcMIiV3wavMqFRkvfcMaNx670jz9OU+2ez1tlt95NLWK515yDTJm7c1+hteQ8zUUIDfOV9pyihsS2PO",
+	"6OUFzqDxzXNmBkP6jSFNRew3MjalZ0lJGI1GDPyPRdHVTJlkSk9pip67VjaRp7dMRFu0cTTU+2Td4318",
+	"O9jB9xAcPcef9J4nqdAqIgjeA64itViV+EtksjLpI6HedAGKIwd9Q3ViBIc6imJWR4EBPBUQTqdM+pzR",
+	"4YQ09WeEz6YDlnokwF0NPBLgeQYt5IkO7c7TSCnGO+RldA1aScqmAslpCg9LxsN8Hq71ggt777jYHnIL",
+	"pyNacipmNLiut6IH1J1fNjJgI5HilkBkk5jQzCVbkAEdXjKgR23m7+aLkHSaOxBqDeNbLy3Scc+lYzun",
+	"Rh7koPFYpJGaTBv9xtnrvd7Wtl5RNI6UbPSfeY2EpZEIG/3t7jeX0mkcDdk9KX3L1dTPWAr6xvu7e0/L",
+	"J/GIlF4a2nD6W46vQz5OGCeR8jl+QKZROKcLL7sCGCi0HLBKI5FCC1YrB1qfLgRIJGmC5kAyxaG1hGB8",
+	"DhQDk14YdmxeFMy4sQECzzipJBgYmWx4fOXDRMrbWeD+phGcED8czCFXLOU0PkhTkT5MfJqRHltZcbyT",
+	"drIE3HArM2w7sUfRUuxo2vLkZMbZdcKG+uhhTh3yArgVOoJiMR6zkMx4yFLNhe3iA8/qo6DPaI0BjgL8",
+	"dfuwnQ/koBGOVfYf2kBg5snvkP0JG14CqWqVStvICzFLrZmiOb9KF8t9h4/igN5wjxgjDMYxvjKjsgt+",
+	"lDN2BrS2nNm4eSr42Cv4/0Ab1SwD9k8qlmijzediRCi5jIB/aIaSsBQd6pnTlg6HLFEdsi9mXPMtMadp",
+	"mLGvH6TPYzG8FDNlBO0btjgze/ZIllg+Ys02nBsujOcEJAruXeNdvLfKDdNnXG9pKVi1x4n5fFm0asbl",
+	"LEFOejFlYUQvgEIcMj8wAzgRmsj4ZfM91+YON970VMwUq3jL4Lv7kfP6lqtoZvMlR3q+5Bznu5qdVb9a",
+	"DNYnYA6XNpBAdImMoyvGiZprJeJOIT/cEq1KglaI40xRv6IcpOIj7lQ54nf6kIjfY9z8PUsThnhA8kch",
+	"G9KUzKM4BhL6PAvHzMt4t6uA0iTxuWRMkkj1SSFmRZqb3W6f0OoJQdhG/1sQcApKz+eUfJlpxUSkGGIE",
+	"P6VxIdool37hnC4yI3kOcTD4KlIwxmChWFukWvpMaXqpRxui8kCGE5rSoQIticMQ+dHvks31jT6hPod3",
+	"Q9wsRQIIMLlpSq/twi70S2TQAp4X1FOsXvz6FghM9357hMI8tI1o3LLwkvfnL9vPNBM18QbzUqMdZy+G",
+	"jQz0IPkWRdKHPcKwHyUjkU71sqezWEWZt+yb18DQyDuh9jDe8TCJC4OBA9CET4r3KpImnGJlrw2yCCM6",
+	"EqomncdVnDa7DhvC1ZJ3QpG9bIKrydbq0h5HxFbGNZJWbwWGMyVq0GbnrNQEOXQ0orkT8TTLZLrPEdqw",
+	"3kXKpjTiER9Dxqebbdno3yU1suH+eJbGlShrHoVxFLbc0XmRZWY5NHTGFJkl+gLRPNFUpHDvsyQfOhxq",
+	"TYIoAdc84jOGaYhJlDJ5QVWj3+h1e1vt9fV2r3fe3epvdfvd7qclDN1EABv939GavZ/bpbvuGqOud8jx",
+	"7TpLXlnjq9uxlUkTFJksfH8DocKDbdARbLoOCZa8PuiTRMTRcGHXI8nRyz2fF7KwPDKfCBMU4Ay92ZhW",
+	"ap2bkkxYHO5aB15msDqB6mZwcnxm0mTLdIWGJ/f5Dc9YfT1o4cMkZTGjxrGEggBfWzdG8F1s2I8fP7bd",
+	"JOrbhqnLuYbzOxpRY0Q8HkPY+K4MocgJvpvpdgMf2Nyq4QPlOZb5gZflBl/A9B/OH/4242/l63+bKah1",
+	"C60oLzUIfa4tQrzmeLGkogt7xbPzyaK86GgKXGoLfD6fRDEjQZU0A0j6HIgrRr6yVKxiS5LmXixFftML",
+	"zA2ECTVrg5VizYSZnR7F0Y87rX86J3grhpf3tlHj7Me5hfVespSYLxzLqo5pdAvXOvtNfquzw4842SLT",
+	"iNcZoo+QoNVzEpnPhSBTyhfOEcu7XDWzDDBBqWJvo2lUsUL34wiEOlWMxOaBqhWqv77Iv/471myzZ1Zd",
+	"cGGKd7Aw78ZecEs1d6k5G1JSHijklRDJpIwE16biEHYbErUgrSQaUrlLmDYvKRmKNGVDVa4AwGIpnweO",
+	"5zgApSShUmKustY1w2nESRyNjFddz7RDAndbgr7PVXl/MfsGEyhhdh1yrGfjOFys1ao5U1HxAa8/rCZM",
+	"RZL881zmRyP6n2ZyFDWMOgPjgCuW5vINDhC0iYq9cR9VYplJ8fgqRNHEuI9d8d9hTDgWhPXmZI5KNIql",
+	"nIs09NAQgGC8vq1HL/c8VPTcfGiaphELCRdYwVQxMXye2RgQ36J45kq4escsjYN6O8P4etADWbIYMgr6",
+	"x9sIf0O8uiDgKZkKbS0+nvu0FOd16V7zF5HSNIoX96mbuXfk926CryYCXFhF7u8cakuHhU6YGHIUynHi",
+	"SEKoOOJjr+C6NQOBa1STLlUqjQYFKWT136bgzHhbwZ2qL9OCUCtwyWCmfA6pFoQLdGLCRKgiUeahDZkm",
+	"jhZ+ZYUjHDQGIiLu8yQV45RJafLZzExHEDscxkLa1WZVcXrgGLJpUjEbTzwtN/McDn2jaTxqZ3kcOfHF",
+	"VLP2ZkHWe1AG7XNbBz2kHEqgwUcrZgrSZWsmryAEsAvKgeElepKahOzi883NPOYmSXmwsHXXrX+OTHdr",
+	"y4FQ34mz2XBywMNERPxheXy1+bTvBJGz4YQw84Y6hZ+LhP03pMc+cl6smxBL0bGLoXBbIZWkbBRdwzUR",
+	"GISwGqdUjLMUxB3ImEiSUAxn4Cw0CbV5QHUk0g7Rh5YroBheh8o7pFCtuKDn/51Qj1LVqlfnlIM+binc",
+	"TvEU71p2Wpjbo51ltdwUI6pLSk3fCXWo90wf2iPsdeSMVZeqdckWci1l85Qm9xSn68VNL75w5X13f/Zo",
+	"W+8MaqvfZpwD5xZ8FI1n5dyCJBVXkVbqCrkH9lxMevWDzyQx47iRCkVT5fr2v2/qSOGikKSSNn6Xk7Or",
+	"ebRTMwPiiaXGfVszSROx0dtAmlxrIHMqfS4x797TmkVejpbqP12fo/klC21s84QuYkHDcyHe0nT8MPX2",
+	"DuXBbpx4c31nc6O7CRFouWJq5X1SLTaqpauYzUvOhSC4/PtkE3zfitW6HQNdz8g9Y/xJ0rQJu0SC01jM",
+	"8TeaBKZ0QQasBVf6tOiK+76+zkdyaj5IQP5HujQfEs3/b/Vn3kTlRWcgWcEX6PO7uj1r3ZngxSj4M8l9",
+	"3JllQ+QBjkELirOvV3Ao5ewRa6YKY9cdhNbIUBXbJYpxwEUp5jd7pJTfrI3deIG1hT6fUDkxiXKXLFEt",
+	"LO1lNI0jlppTyUvL5yK9/E6FVGcsHpm09RNaEV+KXau1oZTFrauWAMNzEzWNV3rwM72iuJs3P17Z9o+Q",
+	"oESTqCNZPLqQOO8+gTJlD9Gs/kQ759saROvQzxGP2uZZn0N9qDbmg+xJTbZKrj0JSKQkwRdiGYZaxMwj",
+	"bDpgYWhjjczng4jTdGESpijARwwV2cd9a5+x4SyN1KJ9AvkJ6HOA184k08QQL9BMyjRFU3bi2F1GuTjH",
+	"OkYsPpXHo9GD1AtTFXlhKkUvxGhUlCZu0SQSp5oB0JYYjYhWqm6oO/1vsKDr1vMobLZm4KBfKiqt7I9J",
+	"L/O5dS81NeftFMe6UCoOSLflESn0BTfpA0PKyYDZN3ynq/6eO+GFe+suwNdLibDA6vdODj0yoCFR4hJq",
+	"1avpxMX3L7MrGw+OS+CEYB5kGkmJSAMkT/ZYMSG4ON9vpmioRm+DtUPFeTTmhlEI6+9caStyky4a8+Lv",
+	"sZrv0TMWSwZ4NvP7b8/jFKYWhw0gmpnFYfZODquFqhEAWYwWyJxNJXhT8/JI3wKZsCHY69YJWK5w7V1f",
+	"W1auX+LzKGxlr6WWuPvOnwNGU21LAIVF0iUy0KsqN7gumFJcePV1wXN8SxlJsg3PGDzKOvzJW35XByaJ",
+	"7OE7xWgetULpHxeGecTSuzykkiFd+NyBunBzmCDQ8JgKtVM9AcUTUDvxoML6W8tHzmzBH9joVJKyyv69",
+	"PFnLqkZgmkQ9QtXI47DC2vz+eveG5mdBef8CcFhoEfUoyCVQFODGWaoCHGpB1xwI1gcqhSBe7wxsVZro",
+	"45xGYUx7lY2uZ8Ik2i7UdmAaVlz02RwQkklv1nujTBQ22rgXS9ke3fPuTn99s9/d+NTwGppJzFKtj3W9",
+	"xiVbXFyxVMI0N7xGTKW60HZ6XcLIxnp/vfepnApSSI7ZwZMALFEwcfWmFxVigMHN66ez0/7mNZJUWzXK",
+	"wOAWl1MWeVBh7DhmgdPZX2QQ0jMeMylJgJMJili/yzZIpFNYfajlnoqmNRDc7jZWZuY4RyDNn4VulqfN",
+	"7nSn0rsZuLp0TuUXvmELYr7E+Dbjw3SRGN8JCIzQgFUU3rrhvHW97q1Faii/9i2VCjG7pRzNYpMSYMGt",
+	"IBEgO4dohIG+JQdQJK/VDgC9UhfgT6pO7iRlBkM8ih2ojUgaNykpH0FhMtv9rq23WG0yy2+Ec0N3bjtl",
+	"c3VuZjNHI3oGz32ruVqVM4quWMX2NDAVyFucLVi/bX7Zrf2zHjG76rLJsYt/d8CzcZ1FqnZu1A3b+Uf2",
+	"EjH4zIaqgO2YFxrtIyNwcFpdNvmg7L0yLHSJZxXGvgUq2j57CEJmaKrJb0OXruxr4Z1mnBX36dE36PE2",
+	"5KZF3ri6ehD7Mh5nFJLmRo+klIdiisEvjwyoZNubsxRLecRMkYSGIWTBFFjF3UjGAYTf3Cjgwes/E6oU",
+	"S/Uk/7/f99qfaPtrt71z0f7jz82Nb/+rjtVkC/1/lLr1uU/ZdMBSw9bwOEd0FqtGf0RjySr175rBGR8o",
+	"+sTAaZ7lyGJsoW/yq0yGlPGa+hwEA8Q+IgWPZqdv0i2bkjHypOThfAJ+Fjr2ORa9BiZTKjsK7Atgjm8g",
+	"RMwovwdZm30r07MDH7+trcFnBKFqWhBBKQHKN4Nr/b925b8w6bOEgkeSh2SySCbMpr6NOSgO+vOYKShA",
+	"1p8PqWTtiEvGZaSVKo9I4fNgc6dHuhs7AbrH3zx9+UuP7Px6tHlONl5/PH1BTp59eP4ugBFswmxpwyzZ",
+	"FW7M9mbhxmzXXQgHcv8WDP+ygnlfjruMxd6xjQZprm/fkwUtBWp020/0Cnun/1zKbXq9em5jogenCHJY",
+	"2t/Uftqr7G2a/6C4Ea/F3CQq1qkmcwYYPfDbu2jIpQOyb687ozKmYc1RcTbPcj+M3gxxGAjCGb8fKtpX",
+	"LDVZ3DZcVNGy/7yxrNfm4AuV0JmaXMzSSM8W/zIm6toBjtUHrKn/a0buDMX0/+D7fvr5+dnH3zZenBy8",
+	"PnmzcfLrSflvf9bt9rYjKWcs/cmMhp9lqFc/nb3eW8fPkJP8tI1/Ie7VTxtaPnxJLxKt1DaiD8+PT+fd",
+	"N6/GYm9vb+/d2fvJwfvx3t7eiwP99zX8d2/v1adnb17s7e3tz9/HB798ON3sfTn9bf/j04PDvflRdLKz",
+	"Nj1Loqtfjz99iQ8/h5/kL0cvnr76betka/H2/dr6xtWvJ+yDHImQX01+O/n84fXazrNPO2uDrbWna9Gn",
+	"z185fzrpqXdnr76+/vLq+Vr65ePbw+dqazCUw6/r119+2//848bll+O1vVfv0ng+/HQ6evr08PNYfFxs",
+	"fgzfX693d3rdn0fy7dqnV6L74u3h3uLV8eXG5cbnZzvdH58djI+nhx/U+eL6YHSa/BI9nYm1041P0fbP",
+	"v51+vjw/erWzd8Qvu+HL99Pk6HT/5dobzpNfXnz4+SAN93s9+fLwWfLb3uR6uDc8W/x8nG58fnMq315t",
+	"xyeL4+Nfns7evnn/6cXg/eaXz19+3Nk5PzofhoK/G/88G7/ZP1rvDj7w1z8Oz0bbr3bCMP2wPR/Lo6PX",
+	"p883n4t30XX3MD1/+2Lj+c/dsLsTJ+9OX0a9X3q/JfRysPVm6/3TL9PpZ5nuJ8MPb16PNt+96ym2c339",
+	"7GuydzZi1+tvfnzOfv3MX20mbDjrPh3tz77Il8fXO7/N5YfpFn+7F//6NjnY41+Pnn35dXg22KFfY7F5",
+	"OdsRk8ud7d58Jz2P0qOvn8Sb55vHV6fdhH08lq/mb0evfpmysVCT7utwb/zx1ctoMXq22Xs5UV+2vojZ",
+	"iw+bp0+3Pu+s/by2f3z4+eT6x8+X5/TT+eD40y9b10dJdPbbZbcrhl/Y4Gj0lH3ZWGyJ8Yvj3tnJ6/1P",
+	"m9vPX6VbTyd74Vq4+WkWsg87zweTD+L4Sny4iufnx92ff907Ok5+ffHqY/dy9OuQjafXn3/8/PTrdL4Y",
+	"To7Xz989P+ruf+i+efplPT6YbW2oq6vLzQ/vf3z95uvV6PP+5vqXZ9PzX9dfjF6pr/LH9ef70cv97g5d",
+	"oztPRXfw7MXXT78+/yzHo+FvH/ZnpzJ8/erDq6/iy7vZ119eH09Pttamhx9/u/y6JnbePz3a2HsRHsnR",
+	"+tvJ+c/y/cbk11ejL58/z07fhN3kzd6bL1OxfbnoRXR+sjW4erp/frZz+nV7R5x+/PHr6+nkZLI9P+6+",
+	"6Xafrw3eXPUu49fT3uDw2eLF1+d729f7717+/MvX0yvRoyd7G8Of5RexcXD1QSYvWXj16se9r5NXa2/W",
+	"wh+3fnxx/OpSbhzN189eD3Z+605/vKLv3q79OHqXTAdbh+unTydnn34+3Rxvfp1+HF2e7+29WFt7Oj4Y",
+	"bT1999t47RRu8UH88vzybPbLdH9fG2+IOdlv3MZ0lmPrrTvIets5st5G91tFjri8s9YFBEU31Tw98zvr",
+	"AMo8Qzc5IDJmvJrNX2DZdVDlQYmNQ6JJ2jfgD5Z3dzqdAnvudDoBoOXqlVm0XARjkcXZ/1OlRLZ9emdq",
+	"Ns5KkYrP5t0rEk2hoGFEaLZ2Mcp2Uu91YJWktkGoKW7Kv5LpX8n0r2T6HymZMr6jbak6xmNFVx2ztjjl",
+	"mrds9Axa8/bmMw8SwY0N5kFkZkr5jMaEcZUuisxnBZHoGGQbVYOs1376x4+1hpgVpTcZq+dCJSc0pVNZ",
+	"sYjM0otSK2PFni3ydcRtre10jRDembGt90VvIo1PHLFtnDSOCZQdzVBeNbxGdAHlRVJRHl6oSSQvUqZm",
+	"KZcG0VpmDfyK2oAdxnEI2QU1KjE380XQJ4JXhTHKWEza6JBgKK+CPgl866X2G97Zwf7pwbm39/bV8enh",
+	"+esj78Xhq8PzM+/k4PTw+AXGkri2R3935qDX94dLErjgynGusANlKj2aSSixNI1VsFgYjdGJiEMJ1mjW",
+	"UM50qAA/kQEqN/Bxw5jR1Jm9Hu6Puzqubp9/Hf28jFgcZgC25RwWRkwMFhNq9KklNFU2XmGhTBoVqsA+",
+	"XTXqYcr6JID2XQEZCQPlNlgQCrBzWOgWcZMtZWtEfR4ApF8n8EgAeG8BESkJMPehMlLWSBUQ+co+Lbd3",
+	"WIUIsmZi1aljsxMDYqqZTsKEVucKg9/Qguy2YAzuWT6FutN6zWis+VTB52MD7Q1xWfWoyQz0NLsZl8Xr",
+	"IC5vnZoZpG5GiFf9FvC8a/csh1uHPK2MjizgmoPQ3iHvwH2Ddweyv4z3pniEfw9+eHknbZpLdZULlx5I",
+	"E3EXDW58yy7qy0yo5S6pB3UvqI3F1p7I2xza3vIegKRvUjKNxqYOjoFI+SHDxJNETiiCdEYp4Oq3ljoC",
+	"a4PW2SH9WY/aD5UMhklyMe+QAOA4L/DboG+QLMN0cZHOeOAhWqfPB6zjgob3cwwos5OUhzkzMK5MU/nl",
+	"c9shNZCXUZLgHEyzGDS4fpBGodCHadsKYCs7c7iGLs3FcijQnX/Da2Rz1MY6vg1CqggCXLiNLhlXQ9rU",
+	"5PLcjiB/is9WAuE19GvI1X3KALBnGPBGdHE2X1IOAZldik3lXWoxgOFG/BB/l5MOTVO6uI+GVYiHVxVK",
+	"CyHIDOIsNnoAPALBS4wcmcBtjBFuWU7gyxmkzUQCrhQfj6ALwkqpS96fJT5kuij8eWsHDJTQWOMDPzKA",
+	"KZUMRgy41beFMCkASOkrnbAjEb6Vj/RbZYP+qMIIW5WDDiDix828vBwkBXt7RIoMNe2lXJbc+8ua0tR0",
+	"jeFCEUM0HnKN371MbngoLDwUFH94APCQKa2grmJ1lPmwnTFR/TXy0ZXbx+RNaPWmfPfWK077H8tVKnKN",
+	"ULwjc5pXizVFSgwPa/V9HmTTDkgTk7Dtbuj98SpyRe/Y/tkHlCOezwPcdUjFQ0tPK3lOL52ANBH5QEtA",
+	"LRShjnc8M9vQt2g6oP1BxI6SZDaIIzlhIVFMKnLJFi2P2DcpIS5iwceBVwRdDrQYfK21c2D7+hemxOAi",
+	"FyL6oYw8fI4EQkD6axpxf2TIKiBNNk0Ugp1gD0iDI60VW7SfHEhpPUI4wzROBmPojaVTvRZAvHbkdgtX",
+	"oAUa3Ga9ADgwzWLJOjmKnuvhbD+ggDSztKtCEyK9jtouRH1S6UK0a09fHz6IywsUlyVpmJOztfKdI9Yi",
+	"0umWlD1hjwZkZnYwkJlaPgjnwzyNqbhxMIrdHMilyPoiuRMvCuDivCoy2N4ZuNpFPdzoJ5mxnYlyrSH9",
+	"vb1vvD/rmM7tr1keBnBfMhCDYoMrH9/7f8eRmswGfkMr9bi3xG+8itRr+BDYg984m4jEb+TdrDbdKbra",
+	"keGLhaOqrNW8E3mm+TGks2YqV79bVeXtSZV53ruark6uaDEnW7bE3bMuD/keRKstLOPWPMiVWQhbI/78",
+	"4AbNujb9L9MFHiyZnd0rr+CAK4imixFx1WN5x0zF/ECcW9O9UxKBPTfPJeV65Rp3ZrlCtqrHrKScWGUE",
+	"zSY4SuD/8IBEO9CCSsLBAkicbfnuMguqaDVgpO8GRotshOj1waeDrXcvPu293Dg43H7/7ujVyf7x5sHP",
+	"P//66y9HL387KESI4GpVw0O9re1CgOhZIUC03fX5QAy8k59PN347Pvz5+aeD8+299yfnv7x49fblq/2j",
+	"rU9bT5/+/BS4e3Zz0CVlbmUfLnWNyQyLrFPFnV38QRLFrpVntDrJNI9Haa4NDtRcSx6cFWfreHbXa3h5",
+	"gQ3clM2GYNHozAP5avBC9RLm7vXNVOhdYB/MQox1bk9DyzezvF9IsJjqwvK7iA1Qkcs2gyeBZyaIH7V2",
+	"iVkTKP0dK6MLGwmnVkxQ2tq+ddvqDMqbdu+IXrKaknq4K9Bxr2BmOs1BrGF5G/stcwlNdXU3v9ADyLmL",
+	"pl6r0W9cwTIwDVrrXI1+Vm6neQrV2mSe9Y+JcBchg9z+SPD8K2SHFybtv/BV12o78mLglBD8XjePzPO8",
+	"3tvqPfMaeWGIlr83PL+x3nOe3gTpaF6qhKKxHvHZpjOVGQLzJXRYLzKzd1XszlgMoaPXJVuAzxM9eQFM",
+	"KeiTD0CDKqVcRsr10MPvoJhWz72gg9nlVEgvP5e6igtovdM0r9LzAZXbzkt/W0rZc8626kArHbZDMZu3",
+	"ObyWUcWf9fJy6Rh15FNeeJdMGeUGlAPmbCtPCmvt3lrpUEOTK+oVb9jiA/4EENRrlYsi8VVUDGALhbqY",
+	"ft6L8Ac3ZiJJ0yaXaC6MXrwWAjrqX5g9gy5WyG7akLNwyRYlN7K5AattS/F+1Cp5P2QzlCqKYyIZjbMO",
+	"dhDOoKktegk9QqU9KOlz43G5NFQsMQF4ngrE2ZxCbGlBDFHp3+IvdrXxhsBtZCqu0ME8tdXmUOTWD/Ih",
+	"AacA9BIu7Ex8PqTcuHgpCVkaXaG9DnWF18qB18fquB8kEXOu5ypLO3o3bc6yFOdaV67d0ru09ILUUnKZ",
+	"AJec6xKhUSDu20THTSx7VZ76xrAsW0hsYiT2XpMzQ2cG+BG1cvOwz2mSMJqaOivXsT9gas4YtxxRkmZg",
+	"/tnBh9jFKBXToAXwQEi3c7oo2vX3YdtLA6hn7o2Xzt3NW7zXMTOztTff3Dque0t93VICrdBRLakUEXyx",
+	"b1RdMjM0NhSjEmJvBlqNbSSyOgRXZi4D/i6KtLojqEcXfgR3dB0g+031l4hmlVX9IKs0mG2FQ9667YAf",
+	"UvtSRHyvjVNrJpq1sMWiDUD1NTmNLc8F7UYcSRYaWNaimlHBk3fT8dopA8/bsFYLWSnZMt9N8/iug348",
+	"nUlFAA0RvYJ0pEyu/E2Jl5t3S7zMsOmXhoDzOdad9XLKXkkBqb14Dww+WCMk4lIB9vXIAbzGrcVnHDoQ",
+	"CeO2zUt+fyEtJF8/xPmxcCfJSmIRoc0+A/xXD0aaNJ7TBXD6Iti9RwrtdbQuZLDh6pprtSoR9H9QH4VV",
+	"GiKs0Pzgu7c0QOz7M1WL9xJwwVnQ13pVga13SJAjmTrZ0Bk+KReKLJjyeZ4QnRXH90siIuJaaSvKY/3e",
+	"htfI0WRNlX9BKuSV/+Wba1ZUsYlXQy64EXYgF6Xo8ajCENzdCV2F37rALZKNfm9rp9eFtqjlGuxe5bML",
+	"xukgzuf2n49+8PDieysaaiAl/6a6/JJRxSHgWPQaFWZya/l+6vSaqRwXaM01TQfLWB8ruO7uDhNw58yG",
+	"myi/rqIv1odHbfUtNk6ztX140AYK2XzoQWcFM+RysLvWbkFq+TxYcrOCksjJbufNbo/74Sc0ASvSxS8M",
+	"ABAYzeE7BlWWsoplNGRnUYT9A4TF5Rvpc2w91231IclLKw15iNjpHWMXtFIx8y0ZMKi9RBbOhhFEVyte",
+	"7wfARzgCduk9X77BdTbVUcRfZNa/McTrS4sdb2eZc9/DiVdaqh2hboqOMVWJFp2+3Cc7m1tPM70yQwRt",
+	"3Kf22bzKJk8tS0k8uE5iytHot5ECMRzOUrAzlmevPk6vzKoRk6YilcuFkp5OAO+CKV+MaAQMZNWMIyeH",
+	"ucb1mINa1d0Ii7tlu0iXrLYKOtnqppuLlFUJ6YSlFGqb1ZG72GIxLondG9G2qj6XTKurLvr1+fkJwQcy",
+	"+jA9tdw3bnY3IDiEl2RrxxW369163ol6d8XPMxGpIgZlczn91fcwdSouDIZdSfW+WYn/U4/2raRqrd4X",
+	"dfUjL7EMCzsHO5Kdxw1oMO7lrvGUaR7pkSkdTiLO2jathcDlMs3KnqeUDycWutZ1HBVbEVTuGoTRyxim",
+	"I5EOojAE8FcXJa62Y/tSdMBq+xGTeuQ2gCn1gym2xyiZi8XDWd7/u4Cxn5umxb5CII7dj+pBlUvg9BXg",
+	"PPTAX5i+IvkH7jMiDq0/2orDLJHByVHELLmLGU+ZUbRM9lIViHOWSJUyOl32sebWYqYgU0qxlNO4aBUW",
+	"d7Jy204ZDSPOZMU01OIAc5lMjBQCNw7kH1YiZF8bFOAl39rplp9wTPoGEEwd+g3O5M9Vc4/NgkCg1Yap",
+	"KtUS+GYkSfx3YQvt1yvVT3h2wnW3vzS54pbfuM/l+uz6Yh5kwZhVhQ4ng026S7ggNAxTJiWTHhmmDAB4",
+	"aQx5jcbhXWSfV25Ql0CS3XBShGfN6ag+YAueQQRDhf50pBnA8gKPBJpg9P9b0ghKcVu7DzcIPafaBXHM",
+	"DFbZnepeTEzqhvKXQjp7jatfcLSEi1Zsn/S6TsqnlsGaj6ZDKhnZT8XwciTS0BQ++ry53sVykJZWE0Za",
+	"9xqnYpbAD0fRVaXE6fLp6EuvvXM93VTtjck8DdvJs6uBfsYtbuy2d2h78vlyypO2ump//ePPrW/Ndu3H",
+	"rT+XQF8VWytU8+mWNlKA3A5yQIcTaIeAVQTaBiVJTIem3jyDVColT40ZZ5AjVOszXO93n1adU/o8l+/L",
+	"Jn/2ddj+MunNw/bTxfTyus220i7VS/68cTVob68nY9a+nu98ke3h5nSiGeaz9LK3aF+FWyPVnnb510l7",
+	"48ucXetd3h7PZbt3/Xln2J4MNlXafsov168aXuPrsDsN21tfnk1oe77YGF221Xgb5OT61eQpb7NBunnd",
+	"3pFh70t7ermlvja8xnxjcU3b3fFoe9hOvj6bXrU/p72JnvV2+OVStafX6/Ov7c3hgO20ryZPx5rRLOhW",
+	"Mmpv8Ktu2h5fPpuH7Z76sj1t/FFhF8W9/HN5RMBu633cPHdg0aXyEHpty0O6hWKRbo13v4g3VHi/V1xn",
+	"/VXWIvtnMSin9QrOGv2tnlZ4jbbU73qNDAB3s/u8t//0w7M3G++2f9k5X/+4+dvTT11kG+kyGrU+M+sT",
+	"zTUHRdMxKyYZuRk71Rw7wVlhxjjTm10cS2TExwmArpPPYkBwqbv6uqZYSWXhr2olgot7XQvXXcRpvVsa",
+	"qNcYRRzy+Wtdr3sDx7cZmK0MbgxvbfZ766sTcxlg88ZjrxNK6Qr3625u1MzjmCkqGQUBACwLUYe36v1Q",
+	"m8BxXC43c+iuYmyVCPFmjFskGlR7JVGiaEje6vWrTwuyeQ4DFos5CYozClCLsa82u9y5Y4ZPuYja9WaV",
+	"dsBO08M752yuc8LLOUu912pA1XByIaOvrNGHixvxi1EcjScKtg0Mj4Slxtfb6G/VpeblQzi5mDBa/X4m",
+	"kC6ihkWPB/INa+6vr+CsdebqvHiz/Nrn+lWm9tVm41mhb9vidsgxZyRm9Kr4oM+jMGZO3IKza4Xtd6CF",
+	"FQ2zHt5Jyq4iMYNiPpNLVlKMNt31bd+2usreO2usbO2RkBlnNNcgYSHsNP58l9hMPS6wDVox2+F2Oq3Q",
+	"lRMgqHXzgPrk1L9C/LrQkh6SA2ayrF/dISBXSgbJf5hzJjNCVsVy9npva71X5EPmmWqKtnltNtq298z9",
+	"4XbdwdkJVvZEK+JSsUSrmSbSUYTf7t7JKZyvNpto9vI6PlBo/1RnLRiPapOSQSrmkqWtPFQ3nAgJOSkW",
+	"i9VEcWgp3lz1K6fMUe+WpJCYNzvxoEcMTaLjeQnKi3kz+CCzLvxiykzzO+j7MhTiMiol7y6Lf9yaMRMp",
+	"zRwSLVU0I7LRmuXtnXCfg3wfy+Yobk7vfptze+5SBmEKWckDViMoX2KfQEaC95Kl7b0x4yqwLmbMR8Fm",
+	"0GaxkSLNJI24cSpSRaYCMAa6xUpEkZJgxi+5tthwS0pq1ZH4GsUxXdvqdEnz1/X1XfI24rNrcv1s+2J7",
+	"c5ekV/31zW6n2yKv2PBSrPW6693uenedvIxSNhLXa/BtsQZhvdetzce+Cfn+HLKfpXIXa/sXwpE3RYr6",
+	"QjHq2Xo0+Ps6RQJPy3OvYGkhBXrNb8qt3ONtVNEksojp78U7v+zuZrcSb1JNFk6FosHmWYpza2jz8Whi",
+	"ldYX3/6oAeq4Q+jYIyIONc/Ju3KtYqcWWfm3W4xRO6O6Y31vfFyQw7YHQZjlRWl4VMviuvqWFjPTUhYz",
+	"ij0+TZFchxwioEfCTENFSBj+AXIG3U7xQ8q5UETffRJVEVhSFkapXkK/sRZSORkImlrXOBDmFEtDK9CH",
+	"lozyPJuqaoMpw9B18UxvuNOq7hy60dUHt502cSPLEPOAWqHZd4e8AxNJcwcom/J5YFreANpj3iC/WWyr",
+	"bzLpgA5A8kBzrmJCmT5WmiTYt+umQLw+MLf3GETG5jQNAbHhkkEHoDMm0dzJW8j9IH1e3wutQ/a4fqKt",
+	"v4lG0dBx5xKESzJpCibhDLNWM+CULN17lQWamd22QomPGSmOxez5aQxi1sIUSdt8JxRM+kB84BrWHDtS",
+	"ksWjvv6n2SGAf3B3pNgczudZd7gm1JkhAWJP0TWaRGtTFrT0ADGjKSfziXDyIUhkKhsivRqcd8PLvPBm",
+	"2fmlT6I3bIFdhiI+EtUNsWFGfeUoSTXFSdZOUnG9yJYNMouGoUEIA3if7d7GsxZRc2F6uNjk0ggoHNGT",
+	"KCfsOpIKrCo20LthkMiShFwylkgoUdXScC70xkGqqFmESRW2c4DXGygiR6f0uc//67/IW3MHpP77r7zj",
+	"9l9ZqaEJI5C/iGSptuT+0g+2221S+K/+cEojTv4iQf9Z91k3IE2I4vbX1qC+YCKkwi9a5K9Cu0DSVHQs",
+	"sbIl8IhF+vcqybmpmCkmSRNCX5hZ7xHJGFF07PxMG49YN4lVFABAZjQHp2fjjCsxG05YiJNHnvAXCdZ7",
+	"TzvdTrez3t/p7nQDM9ms6x9pulzFIzh3+MSJc7gsoOWRYG0CMF9f9SNrEGHCf06ZSqOhDGAPSCASqbdH",
+	"Hwb40WHqCGdTaIhu6pDhPCLINICS5TknAXyaysAAHZlzPnf3GxPa9TeFj+PoitkaEVq4zeYXMOERDchg",
+	"YcmjQ06omgDvKgkbmjJbb0+oxMmGeV61+f2uNnaQUgvcC5s9GuwmfDuZUqB7IrgSdiZYem8eCNYu9K0E",
+	"EBBgCvCnaWaYNRvO5YCdHmR1UUnyjDPzEy0Z3p++lYULlcygbSXsOAplSZpBIVE6aBGT5D2kaWq7XlYq",
+	"CszZfJwIOzfkVfZkSq3LMuwuMbLHXWm9qfcH2J+0/C9rtxlJfW6G14KZlL1Qi9JcpjTze1fk857PKSfB",
+	"3kxNRBp9hU0MjAjybFNxV1DhV62VxNyNTB2Ls2k27azOzXQUyXJdyB70CjWIjYaKSBTaDqS2hQCue5dQ",
+	"vjBNHFksgZcHm911Um1xepjVClg1asAIxEiNrDWvjKTPg61uj9RF8gOPRPrsQB66/U317YmmDH66ScrR",
+	"/sBSCiREAavG6kpMFIFMn2paWjNY1jow8AgqvT4PTIZK0HJTTYKhCFkAsjmSRIJJCWdQTlXxTJECdD2E",
+	"3VstcYcEkENj+phgzhu0LQH0HAu7h29cmN6aHbN87HEGpYwUnT4pU9IztUhaoA6jZMJSxa6VtC0lGOGC",
+	"t+3W4L5lJ0aCre5GgApmzp19Pp9Eej/S4YRJlVKlX47uSRT5JroPmJZwRM+ZvrLSoQeJPBuVUs3RM+6j",
+	"t26BIg0Wic/fRDxgutfSR+421/QJ7Xby+D1E/GMxJ02tnEQstHLUOlmRpuO4yOam9JLJlodVuMFWd52U",
+	"0n4CrGrjDkOF7DcMPxR1c0cBTFJxFYWmhIZdK8ZBaSHBdTtrgwuivA3TbKdMJkLrNrYgxnmO8kX1Kb3h",
+	"eiYyP4PBwqTG2YtkvOb6rzIDVdbLagEHofQSOD67pkMVLxDrEobuk6DXXQ8MH8Ja5WI9CGk6eb/4pRb8",
+	"+WeZ4LDfaqFTbjWc/QI1D0Pza5hYFGTrdLFpEQEOeDhiLutzBMAJJYB60S+HmoQWVVIQdq0ZRqTihc+b",
+	"wa3os6atf6tDToswEKZcFeL/+hohcS5AJ5jSkJEmjaXQx1K7LAMSiTZEfoxakmlpGhSarfcJF21MM0EF",
+	"39YJOUgAWcCr0e2sd6CBmkgYp0nU6Dc2Ot3OBuZRTMAodRudQzS9Lj5pdrzUH9izH/yQV4Ljzk9sRx6M",
+	"YlgYVIlc4dIJvNm+kria7HIdAj6SnlmOeeE1MrrXU+x1u8ucHNlza/mvv3mNze767b8od6X/5jW2VnnT",
+	"oclQy9J4t7obK70t7/DseA3ACeb6C37/AyEwQN01CICFIyoY+Z2G18ASNmOUFNV8zE3LWsa/YgA2QbIs",
+	"L63lQ7qJJoo/9LwcKlmbRrydF7S3nfhqImQN9ZxCaqAk+W9QVXHIIIuQ2tBoh+wZQGR9ic2t4qKIsKCF",
+	"WaniWjPoWKv0lr6aGMryOYK/IXlmrwFZpPk0ux4yo9qUMCiW0eUZU3Wp/XmH4eciXNzQ3bimq3GhAGC1",
+	"BsE3VRd8K3rxDPr5g+/QCr94TsNsEve/dpvdnQd1h67PV80w3zbWe0VygnKpOqrc3NVyHsQI4FTkntZK",
+	"u+mbLsj9ek/vFGpBHXQOPVmkdXfKq1aG1m3Oo7Slrhk46Jc3Ol8BzW5qmQMACaxvrUI6NY3i/wew7TPE",
+	"tSQWst3hr07Gx42sHAl6JbkP8bWUDbWuZ+7BZzHwMg1YpMTmOHXqOeYrpjCRZIkkX41RIjx/loGVb8dL",
+	"m8xyReOZk/i2AXkgJmHshjQvOybmybnpWjWJhL0smvRoGXRZMs5tCXSaiZusp8IGnGapUKUd+Mek/n1z",
+	"c7uKh2f2uzp5kwLlzP7Gs7F5cY+7RDcj7dZFrsxG84TNGkZ6nqsi+XXrPEyebj5IntaUhCwRgGl+ze8u",
+	"8DZzgfdOOGtfVbJVpvkoYq08KiIlmNlNAM6KcZvDRxZMdf6nWA6qjlCrksdbYh1Ax1RJKHDlcar3FtIh",
+	"wVRPWdsaiMbcLxoA1sHuc87mBijbCj/IxR9g5p5n8u9Mn2Z9BSI+Mzl7kPc549LnVBGKJaJ0mAopCY1j",
+	"kjK4JHIXfKv6rNIZGByYLypnUyY75CU0cCGR8jnWP6NLt3wnDIJ18FYMCw7l1nI7Q+/PaelC3d22qKRp",
+	"1idm3oVxOXZG1a7o3W16yOv/KQnqj8C+8Us3qRcPGrbHnv4NwE3YEMgmB3caNWgk2SSdkt86Jrxy+ee3",
+	"/yz7rlKzmJl2pxkfIsvpB9Jv8be7ZE4xMm+C8qhidL6ThHNMuj3LMyOZIdpXUtpXknf2V48p7WwlQt5Y",
+	"JufweZMjQGD511y71VwDB7l1ItxumglbIFEvN/fCUEtNR+B1yDs2z0xsmrKycyxSNll91+dZyoUA0Gow",
+	"yC06pxWrUe5HA1iePC/c582CM9sVcctl2Sms6Q1b/OvL/V5UhltsHfM3UVkxrLKc0F6KFMoaIBptOFC/",
+	"NghDSjEYhITwOXQH9CCQhODjFidbui0UoXuiNDkORVBCBIazEOAt24HlTq0VfX5T9AXSa4Msy8ltJxRA",
+	"sN/mGbYgEgqZGVphNYlfdIopFaUBTMTKQ+BCHMIGuToYjosXy8JTY32LIwMjPBDhAosdICrk85XjVaQJ",
+	"nHseSUaCzW7X51WgklaHHOTY8LYsRa/PdlLC2LjFFNz1ObVZCYQS0wIGMeQxfE2alGeHGxDIrDUSgwsy",
+	"FLHgGGvVRtSMQ5YHYga3TKMeFC2m5Q6q1Ju9nuZbdfACQd8+qo9hKK8C/XNe6GgZoT4vUgjNTiI+7hOK",
+	"BoWB2c48Q6ZpFJlG4TyLVtvIOQRmESYva+1Xw+ywsSkAK99ZcV9Nghdbp67u7nderti1WktiGlVcbEN5",
+	"VXTR7J99yL0ztmOK3/Bua/DgYd2M98zb7vrcbyjGKVf9zZ7fuLUJgv7turftbXR97vRHL07M6dYknRmW",
+	"OlNkrOv+3SnsEPfqULFsOgMxsJO5tSXEipO5uZu6jw0HchKrmAFeTRvVAuNGGEe4/SINUUQ55k0hYr2M",
+	"iM3za/CwefadADzlxt9uiTxEb93s9R5kxizFS8nMGc1DSOHiOFlZTtahvQgWIl0zbRBhUn+bpUjro9u1",
+	"jT2glgSnwMIOOciY6FBe1ds/Jb3hXibQY/WEW7J3j2IDLRU0ueirnoJVecyeIBi2Fo4rnEmHmO5NPteH",
+	"kgnbsmTrIC/8f12TNaR4SwdqR8OFidWquKaP6VIV91zrTRaMvohYK0ZGl5tPhNNz7opZdA98h0kJhvQy",
+	"LwMaAPelzZDqY/LL0tSFctqsLTTWWlIkyRPcgifWhHNQm82uiLnWqbLefsS09oMessD8b1ZWrbbrc6ut",
+	"kqKyem71UEzBdDogoW4PKdi242JzEFN+aVoi6SnAv3wODjHgO6DS/RfkQZJozEWK/Rh9/qTSWP0QRF5f",
+	"z9PKyk6ncw8xHOy6wxe6XYrRSE/x/4RU0Z8w2Z3yUrWxSekl9kY2paZOGjvJyjwzc1rwLrBTVu3PGegR",
+	"bV91BM9pwdafaaU0QhaQq2yBC9wN/bv0A9Bo3Kmaxlxl6fOgrGkGpBkUmokFreqIhq71wYPaD13OgQzg",
+	"0fq3cUisH8ZUE3LpEZ9Ds2YpExarvI9cy0PDA5t0GoW/2yU1sIp5SrC1VywEk7FWbJ4z9jvHLnhkj2Qd",
+	"HcEGmDN6aW/jjQ06Wx5x22p6RgD43GlqictGwVDkFJJQsqQ5pRYTuakzn4g46yuWGTyk1BXXI5xO9dI0",
+	"M/F51sxrPlnkMt1d9rLmd9pC83mRvg1ZF1v/F7qcJxPBWQvurGlV53MLCW3M87yCI0ql3vaUpTNu7EKZ",
+	"zbHpNL7WRP6x0FWwZimERTD/OV10iH4a2liXmj5X23GhHc1rcJwi7nMHORIyzYC2sN+5NfqoNfRIxgCn",
+	"dKGF/iwhSpBNchQ9J01s9rvVJV1tY9sGsbK1S2QSR4rENB2zFNjl8mRHvI3WZnR6hVZF671bumXWb4cY",
+	"3BlEdYDeZJ0ifxmIEGgHd6ZavQ7lZXC/8+qyvMdhxcRwGp7ds0dcv9gjrkNeYGVNXx9loY9FoWlcdguw",
+	"dZCWgFxk4+6ffcCbJJGyTTWLopf6Aq24IbYXXd2WZL0/8x25U8u66nY9rCWdz7/LyVcgq24ggD++j0uk",
+	"2BsTKnPrPBz650btMYxNxKEW7xU7/R/f0NIhqRtJ6B7OoYcfA6jdNcbVoaXOprDtR5yGskaatzA8j2pl",
+	"xEkAVxQKMXxeK51GiLFjcBm1aWbEJrgs4Fv0V8DO/Wd7LFYw407oIhY0PBfirRY+j+XpuMXiNEdvurR/",
+	"VzvViMt/grVq5Jdp95cF19y+fzeaqvDDtT+NpfBtpZRMY/cdvdyD1H3mFdNfrBMbrwjYYGJ4KWaqU1Zx",
+	"jNmrNWFoMlPoV7FMV3nFQFF5UDLn6o1azGKwF8olc3o8bqyGs1FuMLKsCciNHWEqHWDq266sxiSB3GAL",
+	"l6T/OeerZ5WGnb89A39zhd9Jlr4T6qXNtfufkPNGq2dTc7srGnzd6vJHYCcPQ0SEqWcLei+QK9xzZG9p",
+	"jU7WfLMYxSVN43qDQlVANG95ZVPK58t5TV6Mbwq79ZYBIhWiYEDZ60wqn6OrDNswkKZpuwZoeaa3yByS",
+	"o2oa3tyQcaD3q55NbVZ3AU9T70S4m9dJQtjVndy/1/CfkOigT7ZwEe8iX9dmXBPod7hJ+zEU0DoX6Ya7",
+	"cYZ55ZJAhagtHcViVtvDBMXWUgp/DwtZmcTf4qtJHI0AUKQ4OcjUYP/KmX8Cgb+NRg59G5JZQuMGb+VW",
+	"rbHX7TpIpCbuhokR0RUzjXKAS4dMc3vGh4tqNc+YqdfmhQ9V/kqNAFZTnPDldVrTHiyjfGbf8YiuGGAi",
+	"JKkYMOdsRGJzrQzkzdKTOUnFlKkJm0kCvarZdSIkAKfZyGHT8cvsWu3+Jz2nTXCcHsEbjNfVpA1nsZ0L",
+	"f9btbgzlbCAXUrEp/Gk/1T8pfDDjkcIPAmiqAGk7WIgeMZkHPuuY0ZipI7PW+2WdgE/m9cHbkyzL7ALk",
+	"/gX2nMDG1wT7YRo0KfQUSKf92GABKfmxtnH+i5z/dnJw42jA9Vjq8xse+hMH/MnHrjN+4xtZ7/aervgb",
+	"055E/2pj3a/1ii5PvDAbSiJOynSCxPH3kbrz/ml2zDXkXmiYujynEEu4NEm54J4uChCLTQaaDQWtk0L/",
+	"WJ+LtNhCtm/JIQO1gFZgNh5V7cWInqRCc98fsGeiltIeEZxA4ZeUGRAhDg6To0mSwZg8eZIFM548IU3k",
+	"ap6p7dDnN4xnAOcTnDHV3gd8ocCDYELL83kOtTGsdNtFrCRIuAnJLIEAxR62P+QIHeKicDRvwNqwTcCC",
+	"lok1u++wAStJVSRHEQv72Dv68wzxRUjgdtYNOuSQWycchpWg9QcG9mChAKpjIIaWRvH2nB6dxIRQldCG",
+	"gatAGdkHqhOEywRnxuXnrOIHzQewJzCMjQElCzZsAHFtUqQDGRzlbSX1/mfdsn1uUNSakjHy5LwIu/kE",
+	"AqMOElvfdEMzeJWWMkCxyxmoe/7Wa5khPPo8uLh4LaTKMV8MZq2FpMpQbPK5A4+OWQiAPkjNxrH+gyyg",
+	"6XaIKS4ptZ6kqd5M40CN6Rh6N5uAfB2j1wI5ZortO32R71WWhJiYmpQPMgIupRzmPbfL5Kk5fc0FcOtH",
+	"H9AK+pvTAKRUZOsykEd6W9ZXell7F5wOEnJxOhmb80z8z0BrIzodgrs+8iQ3d3rdjZ1GPiNztUxUwekN",
+	"WzPN7zSZOxTdZjT1oLzZW9TaxwWXXW1hdTi8SxyLxRQnZHOFVOknTwxEXwmX1+f4wJMnniOhB4siBiek",
+	"dc9rsHv7Po+guwCNSVlGNuuFJKLhQdQdANPmE6pYlp+UJFpKqQ45HilmtAgtcnrdrkmOcRJWPMiCwe5N",
+	"mhOanI1go9sL1oKN7kZA7LnZ3xYRAXd9UwWFczeJTYYqiNbmEKWUqEkqZuOJyfCDmZukve9lVB+NqOk9",
+	"ubI9nV0E16i+d03e39+O32g1xa789Z0Us0zaM6bILKlN7MqbZtugokkmisV4DJkovHNzr/8tG0Jwc2aL",
+	"CrHtPQlaM7DJPx4DFca5zI4u6GzASsm0y/ZvZQ4EnCcjq5tya5e8KujXe10BcIc00fOLybVZr3OrETku",
+	"Zs5aHYI6BVzkrPSnFoHOAO2toDd7qIkPaRwbSgFXNb4CweaqivJ3CjU/LI67sxJHeYvNR7+vr+1oRG9w",
+	"t91ozx7Rm8zZIg5zyZzdN0psZoC6d9SatfBNnWFrWc+NNXN2ZJCTaMQuI3tL2oWghofKfJGu+4hUSagN",
+	"xtgwTdYPvWTJYpWVDfRGyjPJw4jOXgFr7JAzm6ALxK0vG/QzRHWg+NIO2cebcfsty+5QnUUBOcEZ3zhw",
+	"lfl74x08RPm/syqZT/lOSuUKcj0f+QyRBO6tRDxQI7j5l3tonh3YDsj/cqgHcygsF3fEeTjDcgBkK3dg",
+	"U1nz96Xsyrj9KTEtVdAfAwzAeH9K3Mbi3NwuXQGz23jRQF47pQweUQw4TBFONWXFdMXc61HwWE1pegnQ",
+	"ornHCp6JI9DGraSWtfCzxjqw3i2fF6U2tqkaMui3UsLlz7G3Hd+Vtga0DmD9UmSJW6rGmwJn88/hfhXT",
+	"+gHc0IiHxwakLPTshdqQ8D/Itrr5l++EOjGN4/9loo+g5qF+ch826nRhujUTL2ssUHauYk+UlBmAjTi6",
+	"YrZhk4Gk7ZMo9EyBfHN0tzZoPo9Uy6trC+ZhM7EZuqJDYszWDgkMiw+Af0rUMW3zPOjQd4sPutDoLosN",
+	"dki5aMK2xROXrBZEVx9ooQmVbHzHhORq77ElrrFlJ/mdSpzvmS+xys0+pYq9jabRA4FPeivx1FdUsTld",
+	"3C/DQv9mBaZq3nGObQBqEjOchk6///HN+9PtYXVbpsYDmMxbA8G/lHYcJgMO4OVgeECm0o3wAFyc00yz",
+	"tsmkZ80/2/7EMz0fISCK7M6qdrcERn1uogkFvSmMJDZlCAWTfUJvDNtlWPwmbue5jfAJOtignRHG2xKW",
+	"IuYeNDYFa7WkE5q46Fuql2Qg/Kyahd1eDN/MYh4Yu8vqcCkOs1ogD6GOCozRcM8bWmzCBLiYt1w3us8l",
+	"U7LUxe029mrKfTH3ce5z/NorxvnI8jCfLaewfN7nWs+C4B93f5YFJTHeCe8WIyjfvcoWngVZDVWB8Mlj",
+	"jym7Epda8daKryFSUz2oP8EHTaC3eKIOFQCtIb6M1q5dMUflpSYsTQ5ZXCu/GeXYbgBFInXKfqtvKv3y",
+	"5h1jaP9kqwzhbfhi26wmjyGXZboYjW6ghO4uYD/63G2thKA+QfF5ecG4vlVhHyuwMC5faK2z2d0k5R+J",
+	"0ShwTCKzm1m3ufqgLQxyPonkCxsTLNkW9azXPhJpnVaEDJ5e4sh4fDm9TEZXAvePLpy9Rh6Cqu8OmF9o",
+	"Mxsbodfkbxs3cTY3X/+gNS3skBhHAKWFgGpVJlO9qVbJCle4qsS9qZZ5OFcVaWMVKMl6NvUTJorBUjBT",
+	"bBd6ov20tkuO6LXmQT/1tnZ63W53l7xWKjnm8WKXnGk5zXbJGZ2ys0ixn97S638CAOUqNUZo+mnqX9n8",
+	"K+q1x6PRXcy/v9eJ9q+W+DdpiUATpbyMklZYsjzX8M62IeYsb+qvoh+zBftFaVXSk9i1lrlY8MqNwXdr",
+	"1lFJ6zRqQxOw1GD0qenPEuXfOq6wKJWYHBWlTjUH4Zj3blKtsK6CWJs66x/kcDhJ5ixlRUZWFHL41bHe",
+	"rr/PsjSvwEMIl4kszBtwU67sOv61K//lGEsiANGYE22+uGmWq/KOP41OampJQxYzxZbzDtdzvcSK7UPn",
+	"yeoNRovRVEah8oLavKPbLLVbERMTNV5MlczLZ25hSx2ylzM5PQhukC2dAd3ZbEKO2g/GBli9l1zMEawn",
+	"ksuZSVEfXaXApqigfq9bfrOCeoJ4ZXmjRDMNV3M2IqDszZsyOJm+exBLdN1OKZ39Vt2xqir+RyiJK7AQ",
+	"pI+Cs/9fVvoPYqXI5ggt8bRax9ydygHx4LOiXcdXdpO+ltfaZsy2mJJpYcAwp9cNj7bQs+fzu7v24Cub",
+	"BV6bS5Xlm8yjOCYDRqi8xDbihdpcpzTX9HMvRUNvy+Sv47dm245G9JGdEzfX+f79pY73sTn/tRz/BzOv",
+	"F3gzSiXOJb3vtoy0I5M2xtm80PC3SaGFulSk1yUp5aGYksFCMdnyEBpbQk+bHKuSSvLEZIM8IfW5ZVQa",
+	"8EIoVTMql8/LWO/4az2pX04Nbyomn9kMXJMjAcioN6ajnTufOSFf676nyudBnsAb7NqRIXgKXvNyQpyb",
+	"t+bzc0QjM8pTbIHB0X2Mfbodp/pyfHBInyllejxSZtiDWrHcPcnrX0bxTzIYSyljt3GL+yaGZRGoUhJ9",
+	"NV/MNn6+KQsMQxmMk2oemDUNWYisZZfYLOsIcmInxpdyyRJVq4L4/E46iNmPm3KwbldFzoVKblBH/nn5",
+	"TX+zlvK3pjf9y3v+Jt5TzbRazn1MN/rOgk7jFdKrIkmOE8b3Tg5JKIYzPTbqGLMoViTiSrheig44GQz7",
+	"sNCxGapxiHChJEnZKLomgZ5PgIkB8LUZ/wfpc2c6rSWAB2ZaZwkb3s3FbFeeu0zMnvQJNOj3ecRHou9z",
+	"QqDMp5+hGOiPDAZEn0B//7uCCmglqbyfnb8rIQ8bRkaSwNudUZeBCVih0EZM0RuMaqMXYsvGgiTB02cc",
+	"lF/BmfQqCca329SIZFzKYeBC5dks2q72eTMbmoITcoO4GAWt2yzlcvJMvWtyrHeeKlaQFP8Kq39N6n+l",
+	"1Yr+QHuDSrxiudCytZe3iKv5hEEYAiXSmLOwbbvlTCjqvs2AC84CjwRGSw4Ajz5AfTjAhF4YpFwVpk3s",
+	"LDRapy7HbKQMHHw+DRsRQSAxghl5zjM2Kjmk2uKGfDFp+RlpLktaCjDpUE8nFnzc93lQTYcyzWWl5nvL",
+	"IEeXyFbT6u/BreINVGcBjgDqRi2EZ45HsBIQ6Y34oJXEmjJeqIVGyNCgtdn2em+94TUQCrrR3/YaiAPd",
+	"6G90v3mN5bva6JtUm/JDEhGg6w/Ozq0OuvSbRUldtl+epSLML1VCIDHmIk3efUsfCsy63v07dl5CU+Kl",
+	"mwopfEt3lUN/Y3dP3wnj0Ms2a/kCC+szL7ILhJHvSyXd+1HJyjVBRyNqW3bekm5vQYxn8mE97v8Vs/8g",
+	"MWvbw9eccr2gBQfjqjCGJrYNXmrPdjzNWjjaBFnTsyfiKhUyYUPI/mU8TETEsTRnBu51j2x1N0jWK7ND",
+	"ngs1ycTVhF4xTAmH9knBKaNhxJmUAXbGIQHThAGAV3IC3bp4SDj6hAVXNIL+8mGYMim1ATJMWagpl8aS",
+	"iNRChC+Rhae4LQ9G2gZvHhyx6dgAe+cASyAMY/Y19Ixd+u3MAM6Un/jD+RsOtHGHlupmW+tbqtNw0XEu",
+	"0vdYORxjo9+4AjeBSimXkSIznjI6nJjGfEt2Z0SjGB1bd9oiLtTFY27TO2h7QMNFn2SxHcEZZocD3qvs",
+	"EBvJCFkcDUARjhdozfrcAIJkzoE+wlsi2g3SpkhNj1g9sHMZfC4nNAFgPTJw7k/HNp38G5AKs9ksQ+X8",
+	"tjK366PuvHdySLBBFKKmguuoaV1J6ENqeU6hcKSFhfEKYK5UKmYK/Q4hpnNh3QGLJcCwXkcYZjdD3Mpl",
+	"vZs3jDRjIRKLzWQm2urn/dwAdilWEw9OEXcLgLgR2hE6EUJzGOiGP8A+vBIabC2EYayJCAkYAFKtckDm",
+	"EOpz6V07yeBNFRIi+hlcVO5f9Eo1S9IjmEMArY3O9AmHtqff1D3Vyln6vHyYBoQRk2b1TQFebXHnisBY",
+	"OSf3edMSOIGryiQJctmrzTz4GyUvGnrRcOJ6L30+EgYYPScHpKga8YWd0PJAZySJmgsopJL9GnQPpzyT",
+	"Z63iSZNKn2OktjZEa6KziMSVxYQLgeDdAghAKXRqwbRWiCH5HOFNtJ5QiA9lZmMlTuSZ6rAybkkldkxu",
+	"Ch1DdLec75gVsTapW4JnLOohVMsCUIApTqI2HWbVSjNtlEfwyGDh8+DVgS23wx8EJv8Hc/cGCxK8OHh7",
+	"cH5AlmV6BsVzqM0jD+C6ySWJpV4FDSmbiz1FfXqqUqdYqCwTUyZ9DkfcREM/HrU1z9VPJhRAEXw3I97s",
+	"rt9oddx9KFRPZS6NOvxKDltlHBL6FMCJa+YmFbTzMrVCPn9h2QTA7JDMnYpEUiQuyg3XTBFvHssTLSIp",
+	"7qzZx2LGPXR0BXXO6gLQ6aPCuT9a5FsXYwLFRd6YzmywRdiDpu9QLjdKBbQ/At10WoeUYXmFqUUfAfKu",
+	"LbMDuv+v/yIfgQ+Z88MtdWSYbf5pX599ZWsO8v71iMmHree05gNswiQXR0oWGpy6S3WiNpp8EmgcCeWA",
+	"XKRTGkdfTStd0hxSyRDV6D2P0IlOJSNXNI2oXuZIxCELvfxbPZyKBlGs+bIeA+B8E0ZhaTLGOPKUpWP9",
+	"M5WiGkfgC4+EQhHJxpq/So8Eu5D8Z64m9XnQQSTmgMjZSOsFJq/MI4neI67aTEsnrPgKBWctj0hBAgRL",
+	"CzyfB2uwEWuBR4I1/Df8Mxbj/729k/074h3s2alfHKy9PX71v/c3//fz7ruA0DjWGwvdBaR9OnCUDYKo",
+	"c1himasmTSmmcGBAdtAPEbNgXh2cmwVi885d5BGSTAQXs9QM19YXJY1CZjEcW1mbWEsQY8FcQaanN5Mz",
+	"Gpsi1ZEezDSG7GP0QxbxvU2cBVrxoedS5qOheSUZyKNdEhxcawEZAICt1mWNKNUrLUBLm8bLCCqJSS24",
+	"WTa7wOd4GUcRp7G9hRiq8cxbKQnWr6+D1m42m0iadMkRZF/6fMY16YHBZwUYaQZ7EC5qHxiq6BvdQi2C",
+	"XULJ+GuUaDUhZKMYon1ZNSgJmd6NkCD6HBqird2inVsCrJQ+b6Kw6ZgvLswXQcsUoRhilQI4XZKY9mlw",
+	"gZEo7LngwA7ETtbjFAp+YVdNT0WjXwjOrIoTIdIEoqEZ7Uqf7ZQuQFwA8fn8iSElEvzaPj8+P2nvi5D1",
+	"yXpvY3NrO/DAT/6EjCIWh4hxf2FgprkB+vSQSYiUTGexihKaKoP9KVLbyhZI2ueEYIzU0y+OOMlBuBkB",
+	"RYE0wYRBYH2a5t0loSlsh+yZiYyjK8Z9bvrA6pfMBY4gs9dqrSxhsWYskjSdqXsk0Au92D9+cRC0gHQr",
+	"PXDNVZYCaMzyTYfnWsrGfuQ+B9MMesrSRYkpN21vXhFCUiFshkcoJP21oTseIIN4wKpVKmJ9QVM6VAhk",
+	"7iCRcEOAeJE0M/C5obYpvb6wsJaQTWiQwNc3sK0y8ERmcF0BK0+/RAtYYDSaVign789ftp+ZH24FpGm9",
+	"HyQA5mlCh6bVXNCywuwF4wvH7rE8CS+IuU8xozYF225eDhZQ6gCumcJ8wgyB2u20p5TvRxPZBSot0KY7",
+	"JXQgriBmbzbG/OrCaDYe2ex2nblqesG4CnBlLILHGfe6XT2O4LZli1ceE8Q8S4O1wH4CrmWMLlVmgBdN",
+	"GyF4qZzS87yIz6mOH9p2sjkqbpMLWyI4YJDtRUh2hgSOUI+6f3b60jIk7OMIE+GCX5S5kke40KPkNlU7",
+	"1l/xsWEMnj579PMEeUtpvdMA84uKeGFN9ngvuZjnbXkc+8Mli6aBCzZb6QEfJ/ZbOwV9RtjX2XhItDJD",
+	"pVYHpUgB78LeTuAQLRwjxI2E12PtFBdFWkOoBO46B/R9tTJAmQtuRAG05NK3xjOVPPaUsGB84ZzUYKYM",
+	"H+PCsEP7C9OteS6wd2ELWHWRBW2ZJIZZ7poOHP+mxXmG2f9FZKRmiLHwl535X/rzdrtNzH/1n8vv0V+V",
+	"c/FyCGnnx3ckVss4QUBoI8QjweuDvReaI5H949Mz8AbE0XiiWqvModTTzLPRWgsgYcO2+tz+qiE1K8+j",
+	"kcVuytWFVukVxk5xK3C1cgYpDVnFRzE75VFeCRdcq2BF6JC/oB9HgICmDoppzqCPRvTUfl47spMDUxjN",
+	"JsqUBju0+TM4Vh1cahEptThqPehq4Q1FDE934nVBzhwtGvsra10VtSJIKogxugST6O2YSWCYMyBrJEih",
+	"bQw+ZCzr4JSpdNGG1h7luSFCWzaf7KbY89BqwXQQjWdiJj2YL3QbJ4AHjUf+F2oS+uVaCuP/ryBUC/ot",
+	"gIxQQKGpXkPgTANm/MIpoUql0WAGjcdNjMaNzzQ/gFNSP2kdELbjFDGe9N186w3qjxaq2hj+C5iS2dcC",
+	"WypunBNMC1p9dH6TYQyuTJcL5XcEOmpAp3aQX44+gw9YdQZm0AtIYF38xWkUWFxhb4YTFpI1MGqEIDIW",
+	"89vGWtNfb7pfKwz0wWt8fsyNlQcE7yHJeWZMsBZhr0AVqWEKxrPq85W61UDm9pMM+//Jkw7BbjQUX+9z",
+	"4CyRklVI4l2SCzML1V8UIT5vOp4LqNQIPXBViVEGowm3zb0EBXW5t2NaA+lFw3TDVCQJ4Azx0DaRzN0Q",
+	"ntNJACVFpHw+TME94JbwgtGCPMV4I62cDT5+/Njec0LRfUwbTBmNpz/5jSx3s+Hlm/GT30AslShEIBW/",
+	"kTsVapHUMdRo4Z1cuFLP/XuWxuBWcApdPBJU8fmD3HS0GYyBQacPOmQP0B3QrUTMMgtly33CRRvudWAV",
+	"75eamNcRDWoITgmfnzEXqCjLwy3wr75+MAiCiVKJz9H1iA+8Pj8/WVvvrPt8H2N97fNFwvqkHO7zecFe",
+	"ROhSPeqfPvjdoNNZo0987LihD8JvJFTKuUhD/KLT6fiNbzAPBKxyhGtzeT1li8QW48u9VnrjoAfErmsx",
+	"g6vC2plzx/GHXSzMNpbcxnnDp4LAd4bVRjSVlwV11/VLgwFv/bvgP6GKxCU0tSdPsui23rEnT1BFjhS0",
+	"tEDPkIulls0cgC2dzlt2W1sdcshtnXkb6cEg6MpLgxxcY/Gfmlm3X7gNm+pM/wr8VxN09wB+sBYgplbG",
+	"LBRUqxLztUey7wPgmV3NK1b0IkBatnUk3OZFMFDr2RW4yanQzwzo0tqstebYfMXvYV8CveXKKPDg2LEV",
+	"dDmZGaPX3LxddF6QWt8FsFH0+nMbJQCL0nOucK2/wp68z9VcwNGbp6Gl2LKeXBlzQPoW9cDSgeNktL22",
+	"sk5sCPtc6LlVBDCAgB0ItALPyeVcn3x34KuMx1ioMGoLL3tb2+1BpBA0tei0vGQskaboUOtRLIQCKJ+D",
+	"Y10L5xnPQsj6Arc6ZE/fVueeY2jCmqDZhc4gHxFtB18OTYGyNE03ElujMml6M2dhokSczc1AxnQAxmKc",
+	"Bc3A7FjQRy6olS42UrCYPKb0gyRxNNJm2hKsPY9sdElIF9LxoOzq9cwky80wdq001UXKRHVxWqlQVAHw",
+	"iVGeZlLrJ/itz/HrkNC55q081LahREsfS1OnjHKEL0oW2O5flruzGWceRu+aDsRgJHM1IHSh/GB3TA9e",
+	"fX4GMw6UHwfeBF1oqB2h4eeie5i2RiCagWu6Wjdax5k+ig5ruJ/gMkTywZBLPse+yXwquMUiaVi/Nahs",
+	"yxWIROchdvu1z43Rlil98jLSeplBzMz8+QZ3XZPXogabKod/+Wh7atTjMCIDGjGqZikEEcRoZHpTETkb",
+	"Tux+64UwVdBhen3ggwAfrz9/i47wogjskD3beY6FeKXGWhWotqo0l6IMMt8he0Zoo0cK/aCApcNDZJXA",
+	"Cwq/09pdnb5U4JF30JtARXKnhdrQHRDjUZkCGC/4qVG+HF3Kqf2s6Z6JIgTZh+Nk8UihK2apV6TNB8g2",
+	"O/MbZFLEarzAWnbLLS8xJiwSxg0SY5TXiTcpGbE5mUZ8hoXw6cwEzAFoyDVD0AEQAi0YTCHPvZogGAtt",
+	"C4LN7qYzEQebqECCG/26Vk5Zp1sAJ13WDp80NS0BW4MQjEDiAv9ejaYKQOCEyuwtrfqmSq7Yd/ff50td",
+	"LDZnwK4W7zqMis9LkkbjiQIGkzKv4IQHawxofb1DbugxQf506fdbUFNj4JH3p4dabXMTWkgz6HXXIW7Q",
+	"u/EFNpOl+CIPBvkWkCxlBV9g8uTdSZRKNZrQnw53GTe/YCbDMFlXi47PN+pnV1l307rrOGMhgyZ8raxx",
+	"LYxac/2A6vbr0gXoJQMHYOaL75ebcIQeGC4mbipML13bgANpdQyBfM/mLIwKtnvESZKKccqkLORKIBZ/",
+	"NVni2GQfwi4LDuJba9qaovok4pAh5ZlcjSYqwZh0nCtGPndbi4E0b3nQDx9ia5DYsWvCweB86pNomohU",
+	"ZX2FbVW7tDHTLBJKJRxCytr5dWgBQzC/n2LP4ZjRq5o0NVrK4suy0or5dEFrN+u9mwEaY0QhH2UASWZW",
+	"lQzyrvVBq7DV2Ea+utUHiPgRCd7WCsSUcjpmwIz0EYJ2EbpIIjLP0QPlKRLc03rhPKWJVmDML+zOWVWD",
+	"zZlU4Bg0Va2mkSmNpEHR9fk04tF0NiUhs1OyD6M3EMMoKVPENGWEDguppowO+SjMBfM56KCOC2JIY/1m",
+	"7AfBQ/LBzfmtPRuf28PZJY91AJBGXN3/kzznVrGYTZnSb6unk2AN0zm/QrIIJtFjaolJ6AxaVs2MZBa1",
+	"qk2O9Hkzz79yC7WhhEvftQy4M+MLwELyOWC6FqZXCpD60F86umK7+ezwIQxpkVAAtuBnMfB5s8ZXDG4x",
+	"iBWZJOxWISkQ/ZvZwepj9nk5RZ/kEKVa+wVHiEiHEyaVSWgGNZ+JJGZZbrPJZwaxJVl+2Dl3jHiSZ6Us",
+	"oE4AmCYyQcgm11p8XmntHr1IJOTGXufqLeWLNqREtQu5/lvd9aVwZIWC1cNpEjOMScLQUKby+13qVP4w",
+	"RSe/37Xq5I9vxZUkUXENUKd766j7qZBSm8omBFEZF2RD3R5ByfGt49dEOWDNmyvtsBPXgjt7h85BKzxc",
+	"jUHh1NY3HrKw9a2H/Lq3s9q22C5C96e5jdVeVCiQeixinXEgqLBdrbC5degzFo/OMLn1hI5xUr2VJrUv",
+	"Unlig86GCu95RwxQ5Qos4mw2nBwYLc/8cBUCOYLQwDuh9uJYzPFefvv/AwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

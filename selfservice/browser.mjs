@@ -118,6 +118,8 @@ try {
   await page.locator("#devices-revoke-others").focus();
   await page.keyboard.press("Enter");
   await page.getByText("Signed out 1 other device.").waitFor();
+  // The message comes first, then the list is loaded again.
+  await page.locator("#devices li", { hasText: "Other browser/1.0" }).waitFor({ state: "detached" });
   const afterOthers = await page.locator("#devices li").count();
   const otherLogin = await login(otherPage);
   await other.close();

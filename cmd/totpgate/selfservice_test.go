@@ -196,7 +196,9 @@ func (d browserDevices) check(t *testing.T) {
 // browserScript checks that headless Chromium and playwright-core are
 // there, copies <pkg>/browser.mjs into .tools/npm (ES modules resolve
 // packages from the script's directory) and returns it with a fresh
-// .artifacts/<pkg> directory for its screenshots.
+// .artifacts/<pkg> directory for its screenshots. The copy has a name of
+// its own, removed after the test: .tools may be shared by checkouts whose
+// scripts differ (worktrees), and a run must not take another's script.
 func browserScript(t *testing.T, pkg string) (script, artifacts string) {
 	t.Helper()
 	npm, _ := filepath.Abs(filepath.Join("..", "..", ".tools", "npm"))
@@ -212,9 +214,16 @@ func browserScript(t *testing.T, pkg string) (script, artifacts string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script = filepath.Join(npm, pkg+"-browser.mjs")
-	if err := os.WriteFile(script, src, 0o644); err != nil {
+	f, err := os.CreateTemp(npm, pkg+"-browser-*.mjs")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return script, artifacts
+	t.Cleanup(func() { os.Remove(f.Name()) })
+	if _, err := f.Write(src); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name(), artifacts
 }

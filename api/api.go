@@ -78,6 +78,10 @@ type Deps struct {
 	Challenges      Challenges
 	ChallengeConfig mfa.ChallengeConfig
 	Release         func(http.ResponseWriter, mfa.HeldAnswer)
+	// StepUps and StepUpGate serve the completion of a held step-up
+	// request (with ChallengeConfig's attempts and Release).
+	StepUps    StepUps
+	StepUpGate StepUpGate
 	// Audit records security events; ClientIP attributes them.
 	Audit    audit.Recorder
 	ClientIP func(*http.Request) string
@@ -99,6 +103,8 @@ type API struct {
 	challenges   Challenges
 	challengeCfg mfa.ChallengeConfig
 	release      func(http.ResponseWriter, mfa.HeldAnswer)
+	stepUps      StepUps
+	stepUpGate   StepUpGate
 	audit        audit.Recorder
 	clientIP     func(*http.Request) string
 	devices      Devices
@@ -119,8 +125,11 @@ func New(d Deps) (*API, error) {
 	if d.Audit == nil || d.ClientIP == nil {
 		errs = append(errs, errors.New("api: audit recorder and client IP function are required"))
 	}
-	if d.Challenges != nil && d.Release == nil {
+	if (d.Challenges != nil || d.StepUps != nil) && d.Release == nil {
 		errs = append(errs, errors.New("api: challenges need a release function"))
+	}
+	if (d.StepUps == nil) != (d.StepUpGate == nil) {
+		errs = append(errs, errors.New("api: step-up completion needs both the MFA service and the gate"))
 	}
 	if d.MFA == nil || d.Identify == nil || d.Keys == nil {
 		errs = append(errs, errors.New("api: MFA service, key rotation and identity lookup are required"))
@@ -129,14 +138,14 @@ func New(d Deps) (*API, error) {
 		return nil, err
 	}
 	return &API{log: d.Logger, gatherer: d.Gatherer, checks: d.Checks, spec: d.Spec, mfa: d.MFA, keys: d.Keys, identify: d.Identify, required: d.Required,
-		challenges: d.Challenges, challengeCfg: d.ChallengeConfig, release: d.Release,
+		challenges: d.Challenges, challengeCfg: d.ChallengeConfig, release: d.Release, stepUps: d.StepUps, stepUpGate: d.StepUpGate,
 		audit: d.Audit, clientIP: d.ClientIP, devices: d.Devices}, nil
 }
 
 // Handler serves every operation of the spec through the strict wrapper,
 // with error handlers that answer problem+json instead of echoing Go errors.
 func (a *API) Handler() http.Handler {
-	strict := gen.NewStrictHandlerWithOptions(a, []gen.StrictMiddlewareFunc{a.identifyCaller, a.importQuery, a.requestMeta}, gen.StrictHTTPServerOptions{
+	strict := gen.NewStrictHandlerWithOptions(a, []gen.StrictMiddlewareFunc{a.identifyCaller, a.importQuery, a.stepUpSession, a.requestMeta}, gen.StrictHTTPServerOptions{
 		RequestErrorHandlerFunc: func(w http.ResponseWriter, r *http.Request, err error) {
 			problem.Write(w, r, problem.New(http.StatusBadRequest, gen.ProblemCodeBadRequest, "The request body could not be read as the operation expects."))
 		},

@@ -17,14 +17,22 @@ type Challenges interface {
 	ConfirmChallengeEnrollment(ctx context.Context, token, code string, cc mfa.ChallengeConfig) ([]string, string, error)
 }
 
-// heldAnswer replays the app's login answer as the app gave it; the spec
-// documents it as the 200 of completeChallenge (the real status is the app's).
+// heldAnswer replays the app's answer (to a held login, or to a released
+// step-up request) as the app gave it; the spec documents it as the 200 of
+// completeChallenge and completeStepUp (the real status is the app's).
 type heldAnswer struct {
 	answer  mfa.HeldAnswer
 	release func(http.ResponseWriter, mfa.HeldAnswer)
 }
 
 func (h heldAnswer) VisitCompleteChallengeResponse(w http.ResponseWriter) error {
+	h.release(w, h.answer)
+	return nil
+}
+
+// VisitCompleteStepUpResponse replays the app's answer to a released
+// step-up request, documented as the 200 of completeStepUp.
+func (h heldAnswer) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
 	h.release(w, h.answer)
 	return nil
 }

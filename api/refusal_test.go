@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -84,6 +85,35 @@ func (f failing) RevokeDevice(context.Context, string, string, string) (bool, er
 }
 func (f failing) RevokeOtherDevices(context.Context, string, string) (int, error) { return 0, f.err }
 
+func (f failing) CompleteStepUp(context.Context, string, string, []byte, mfa.ChallengeConfig) (mfa.StepUp, error) {
+	return mfa.StepUp{User: "u", Request: mfa.HeldRequest{Route: "/settings/password"}}, f.err
+}
+
+// sessionGate is the gate's side of a step-up for these tests: every call
+// presents session S, and the app answers what answer says (or err).
+type sessionGate struct {
+	answer mfa.HeldAnswer
+	err    error
+	sent   *int
+}
+
+func (g sessionGate) Session(r *http.Request) ([]byte, bool) {
+	if c, err := r.Cookie("sid"); err == nil {
+		h := sha256.Sum256([]byte(c.Value))
+		return h[:], true
+	}
+	return nil, false
+}
+func (g sessionGate) Forward(context.Context, mfa.HeldRequest) (mfa.HeldAnswer, error) {
+	if g.sent != nil {
+		*g.sent++
+	}
+	return g.answer, g.err
+}
+func (g sessionGate) ProofCookie(proof string, maxAge time.Duration) string {
+	return fmt.Sprintf("__Host-totpgate-step-up=%s; Path=/; Max-Age=%d; HttpOnly; Secure; SameSite=Lax", proof, int(maxAge.Seconds()))
+}
+
 type failingKeys struct{ err error }
 
 func (f failingKeys) Status(context.Context) (rotation.Status, error) {
@@ -109,6 +139,7 @@ func serve(t *testing.T, err error, logs io.Writer) http.Handler {
 	a, nerr := api.New(api.Deps{
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)), Gatherer: prometheus.NewRegistry(), Spec: totpgate.OpenAPISpec(),
 		MFA: failing{err}, Keys: failingKeys{err}, Challenges: failing{err}, Release: func(http.ResponseWriter, mfa.HeldAnswer) {},
+		StepUps: failing{err}, StepUpGate: sessionGate{},
 		Identify: func(context.Context, *http.Request) (identity.Identity, error) {
 			return identity.Identity{UserID: "alice"}, nil
 		},
@@ -174,6 +205,10 @@ func TestRefusalsAreTheDeclaredAnswers(t *testing.T) {
 		{"challenge gone", "POST", "/mfa/challenge", challenge, mfa.ErrChallengeNotFound, 404, "challenge_not_found", ""},
 		{"challenge locked", "POST", "/mfa/challenge", challenge, locked, 429, "mfa_locked", "Retry-After"},
 		{"challenge down", "POST", "/mfa/challenge", challenge, down, 503, "mfa_unavailable", "Retry-After"},
+		{"step-up wrong", "POST", "/mfa/step-up", challenge, invalid, 401, "mfa_invalid", "WWW-Authenticate"},
+		{"step-up gone", "POST", "/mfa/step-up", challenge, mfa.ErrChallengeNotFound, 404, "challenge_not_found", ""},
+		{"step-up locked", "POST", "/mfa/step-up", challenge, locked, 429, "mfa_locked", "Retry-After"},
+		{"step-up down", "POST", "/mfa/step-up", challenge, down, 503, "mfa_unavailable", "Retry-After"},
 		{"challenge enroll gone", "POST", "/mfa/challenge/enroll", `{"challenge_id":"` + strings.Repeat("A", 43) + `"}`, mfa.ErrNotEnrollChallenge, 404, "challenge_not_found", ""},
 		{"challenge confirm wrong", "POST", "/mfa/challenge/enroll/confirm", challenge, invalid, 401, "mfa_invalid", "WWW-Authenticate"},
 		{"devices down", "GET", "/mfa/devices", "", down, 503, "mfa_unavailable", "Retry-After"},

@@ -28,6 +28,10 @@ const (
 	LoginRefused        = "login_refused"         // the gate could not judge the answer or the request: refused (outcome: unreadable_answer, unattributed, ambiguous_user, oversized_answer, busy, bad_request)
 	RecoveryCodeUsed    = "recovery_code_used"    // any flow
 	SessionRevoked      = "session_revoked"       // a held app session ended at the app; route: out_of_attempts, locked, expired, reset; outcome: ok, refused, failed
+	StepUpRequired      = "step_up_required"      // a request to a step-up route held, challenge issued; route: the configured step-up path
+	StepUpPassed        = "step_up_passed"        // the held request released to the app after a code; outcome: totp, recovery_code
+	StepUpFailed        = "step_up_failed"        // a step-up completion refused; outcome: invalid_code, replay_refused, locked, challenge_not_found, unavailable
+	StepUpRefused       = "step_up_refused"       // a request to a step-up route refused, nothing held (outcome: enrollment_required, too_large, unavailable, busy, bad_request, rate_limited), or a released one the app did not get (upstream_unavailable)
 	RecoveryRegenerated = "recovery_regenerated"
 	Disabled            = "mfa_disabled"
 	AdminReset          = "admin_reset"

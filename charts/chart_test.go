@@ -12,8 +12,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -280,7 +282,7 @@ func TestTemplates(t *testing.T) {
 			if r.kinds["Secret"] != 0 {
 				t.Error("the chart renders a Secret")
 			}
-			if strings.Contains(out, "BEGIN") || strings.Contains(out, "password") {
+			if strings.Contains(out, "BEGIN") || passwordSetting.MatchString(out) {
 				t.Error("rendered output looks like it carries secret material")
 			}
 
@@ -289,26 +291,67 @@ func TestTemplates(t *testing.T) {
 			if cm == nil {
 				t.Fatalf("no config map; have %v", r.configMaps)
 			}
-			file := filepath.Join(t.TempDir(), "config.yaml")
-			if err := os.WriteFile(file, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			fs := flag.NewFlagSet("t", flag.ContinueOnError)
-			l := config.NewLoader(fs)
-			if err := fs.Parse([]string{"--config", file}); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := l.Load(func(string) string { return "" })
-			if err == nil {
-				err = cfg.Validate()
-			}
-			if err != nil {
-				t.Fatalf("totpgate rejects the chart's config: %v\n%s", err, cm.Data["config.yaml"])
-			}
+			cfg := loadConfig(t, cm.Data["config.yaml"])
 			if cfg.Upstream.URL != fmt.Sprintf("http://127.0.0.1:%d", 3000) {
 				t.Errorf("upstream %s", cfg.Upstream.URL)
 			}
 		})
+	}
+}
+
+// passwordSetting is a password given as a value (a route path such as
+// /settings/password is not one).
+var passwordSetting = regexp.MustCompile(`(?i)password["']?\s*[:=]`)
+
+// loadConfig loads a rendered config.yaml as totpgate serve does and
+// fails the test when totpgate would refuse it.
+func loadConfig(t *testing.T, yaml string) config.Config {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	l := config.NewLoader(fs)
+	if err := fs.Parse([]string{"--config", file}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := l.Load(func(string) string { return "" })
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatalf("totpgate rejects the chart's config: %v\n%s", err, yaml)
+	}
+	return cfg
+}
+
+// The chart's values for trusted devices, the session credential and
+// step-up routes reach totpgate's configuration as written.
+func TestStepUpAndDevicesScenario(t *testing.T) {
+	t.Parallel()
+	out, err := render(t, []string{filepath.Join(chart, "ci", "stepup-values.yaml")})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	cfg := loadConfig(t, decode(t, out).configMaps["rel-totpgate"].Data["config.yaml"])
+	if cfg.MFA.TrustedDeviceTTL != 168*time.Hour {
+		t.Errorf("mfa.trusted_device_ttl = %v, want 168h", cfg.MFA.TrustedDeviceTTL)
+	}
+	if len(cfg.Session.Credentials) != 1 || cfg.Session.Credentials[0] != "cookie:connect.sid" {
+		t.Errorf("session.credentials = %v", cfg.Session.Credentials)
+	}
+	if r := cfg.StepUp.Routes; len(r) != 1 || r[0].Path != "/settings/password" || len(r[0].Methods) != 1 || r[0].Methods[0] != "POST" || r[0].MaxAge != 5*time.Minute {
+		t.Errorf("step_up.routes = %+v", r)
+	}
+	// The defaults keep the documented default and add no step-up.
+	out, err = render(t, nil)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	def := loadConfig(t, decode(t, out).configMaps["rel-totpgate"].Data["config.yaml"])
+	if def.MFA.TrustedDeviceTTL != 720*time.Hour || len(def.StepUp.Routes) != 0 {
+		t.Errorf("defaults: trusted_device_ttl %v, step_up.routes %v", def.MFA.TrustedDeviceTTL, def.StepUp.Routes)
 	}
 }
 
@@ -375,6 +418,8 @@ func TestValuesAreChecked(t *testing.T) {
 		{"replicas on sqlite", []string{"replicaCount=2"}, "store.driver postgres"},
 		{"postgres without DSN", []string{"store.driver=postgres"}, "dsnSecret"},
 		{"vault without address", []string{"keyring.backend=vault"}, "keyring.vault.address"},
+		{"step-up route without max_age", []string{"stepUp.routes[0].path=/settings/password"}, "max_age"},
+		{"trusted device TTL not a duration", []string{"mfa.trustedDeviceTTL=a month"}, "trustedDeviceTTL"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

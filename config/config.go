@@ -32,6 +32,7 @@ type Config struct {
 	Identity       Identity `yaml:"identity"`
 	Login          Login    `yaml:"login"`
 	Session        Session  `yaml:"session"`
+	StepUp         StepUp   `yaml:"step_up"`
 	MFA            MFA      `yaml:"mfa"`
 	Store          Store    `yaml:"store"`
 	Keyring        Keyring  `yaml:"keyring"`
@@ -499,6 +500,7 @@ func Default() Config {
 			SessionCookies:    []string{"sessionid", "connect.sid", "PHPSESSID", "JSESSIONID", "laravel_session", "_session_id", "session", "ASP.NET_SessionId", "rack.session"},
 			NonSessionCookies: []string{"csrftoken", "XSRF-TOKEN", "_csrf", "csrf_token", "__RequestVerificationToken"},
 		},
+		StepUp: StepUp{MaxRequestBytes: 64 << 10, IdentityCacheTTL: 10 * time.Second, IdentityCacheEntries: 10000},
 		MFA: MFA{
 			Issuer: "totpgate", Policy: "optional", Algorithm: "SHA1", Digits: 6, Period: 30, Skew: 1,
 			SecretSize: 20, RecoveryCodes: 10, PendingTTL: 15 * time.Minute,
@@ -533,7 +535,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Upstream.Validate(), c.API.Validate(), c.Admin.Validate(), c.Identity.Validate(), c.Login.Validate(),
-		c.Session.Validate(), c.MFA.Validate(), c.Store.Validate(), c.Keyring.Validate(), c.Audit.Validate(), c.Server.Validate(), c.Log.Validate())
+		c.Session.Validate(), c.StepUp.Validate(), c.validateStepUp(), c.MFA.Validate(), c.Store.Validate(), c.Keyring.Validate(), c.Audit.Validate(), c.Server.Validate(), c.Log.Validate())
 	return errors.Join(errs...)
 }
 

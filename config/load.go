@@ -73,6 +73,8 @@ func (f Field) String() string {
 		return strings.Join(parts, ",")
 	case time.Duration:
 		return x.String()
+	case StepUpRoutes:
+		return x.String()
 	default:
 		return fmt.Sprint(x)
 	}
@@ -128,6 +130,12 @@ func (f Field) Set(s string) error {
 			ns = append(ns, n)
 		}
 		f.value.Set(reflect.ValueOf(ns))
+	case StepUpRoutes:
+		rs, err := ParseStepUpRoutes(s)
+		if err != nil {
+			return err
+		}
+		f.value.Set(reflect.ValueOf(rs))
 	default:
 		return fmt.Errorf("unsupported type %s", f.value.Type())
 	}

@@ -236,6 +236,7 @@ const (
 	ProblemCodeMfaInvalid            ProblemCode = "mfa_invalid"
 	ProblemCodeMfaLocked             ProblemCode = "mfa_locked"
 	ProblemCodeMfaRequired           ProblemCode = "mfa_required"
+	ProblemCodeMfaStepUpRequired     ProblemCode = "mfa_step_up_required"
 	ProblemCodeMfaUnavailable        ProblemCode = "mfa_unavailable"
 	ProblemCodeNotEnrolled           ProblemCode = "not_enrolled"
 	ProblemCodeNotFound              ProblemCode = "not_found"
@@ -282,6 +283,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeMfaLocked:
 		return true
 	case ProblemCodeMfaRequired:
+		return true
+	case ProblemCodeMfaStepUpRequired:
 		return true
 	case ProblemCodeMfaUnavailable:
 		return true
@@ -467,7 +470,7 @@ type AdminUser struct {
 
 // ChallengeEnrollmentConfirmRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","code":"492039"}
 type ChallengeEnrollmentConfirmRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
@@ -483,20 +486,20 @@ type ChallengeEnrollmentConfirmRequest struct {
 
 // ChallengeEnrollmentRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0"}
 type ChallengeEnrollmentRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
 }
 
-// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 //
 // Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 type ChallengeId = string
 
 // ChallengeRequest Example: {"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","code":"492039"}
 type ChallengeRequest struct {
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId ChallengeId `json:"challenge_id"`
@@ -872,15 +875,15 @@ type LoginChallengeMethod string
 
 // LoginChallengeProblem A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 type LoginChallengeProblem struct {
 	// AttemptsRemaining Wrong codes this challenge still accepts.
 	//
 	// Example: 5
 	AttemptsRemaining *int `json:"attempts_remaining,omitempty"`
 
-	// ChallengeId A login challenge id (32 random bytes, base64url without padding).
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
 	//
 	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
 	ChallengeId *ChallengeId `json:"challenge_id,omitempty"`
@@ -1163,6 +1166,22 @@ type RewrapRequest struct {
 	RatePerSecond *int `json:"rate_per_second,omitempty"`
 }
 
+// StepUpRequest Example: {"challenge_id":"Xv3bq7Yc2mZ0kq1e8sTjW4pLrN6aD9fHgU5oQyBiC0E","code":"492039"}
+type StepUpRequest struct {
+	// ChallengeId A login or step-up challenge id (32 random bytes, base64url without padding).
+	//
+	// Example: r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0
+	ChallengeId ChallengeId `json:"challenge_id"`
+
+	// Code A TOTP code (6 or 8 digits) or a recovery code (`xxxxx-xxxxx-xxxxx-xxxxx`).
+	// Spaces and hyphens are ignored and letters are case-insensitive, so
+	// `492 039` and `K7FQ2 9XM4T 3HWRD P8VBN` are accepted.
+	//
+	//
+	// Example: 492039
+	Code Code `json:"code"`
+}
+
 // TotpParams The TOTP parameters the authenticator must use.
 //
 // Example: {"algorithm":"SHA1","digits":6,"period":30}
@@ -1224,6 +1243,12 @@ type TrustedDeviceList struct {
 	Devices []TrustedDevice `json:"devices"`
 }
 
+// UpstreamAnswer The app's own answer to a held step-up request, released unchanged.
+// Its shape is the app's; this document cannot know it.
+//
+// Example: {"message":"Password changed.","ok":true}
+type UpstreamAnswer map[string]interface{}
+
 // UpstreamLoginAnswer The app's own login answer, released unchanged. Its shape is the
 // app's; this document cannot know it.
 //
@@ -1283,40 +1308,48 @@ type MethodNotAllowed = Problem
 
 // MfaEnrollmentRequired A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaEnrollmentRequired = LoginChallengeProblem
 
 // MfaInvalid A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaInvalid = LoginChallengeProblem
 
 // MfaLocked A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaLocked = LoginChallengeProblem
 
 // MfaRequired A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaRequired = LoginChallengeProblem
 
+// MfaStepUpRequired A problem answered instead of the app's login answer, with the open
+// login challenge. The challenge fields are present when a challenge
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
+//
+// Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
+type MfaStepUpRequired = LoginChallengeProblem
+
 // MfaUnavailable A problem answered instead of the app's login answer, with the open
 // login challenge. The challenge fields are present when a challenge
-// is open (always on `mfa_required`, `mfa_invalid` and
-// `mfa_enrollment_required`).
+// is open (always on `mfa_required`, `mfa_invalid`,
+// `mfa_enrollment_required` and `mfa_step_up_required`).
 //
 // Example: {"attempts_remaining":5,"challenge_id":"r3E0OD-BbQs0SrnAP_lxXO2BpE5aV93gdl5YgQuQTT0","challenge_url":"/mfa/challenge","code":"mfa_required","expires_at":"2025-11-22T05:45:00Z","methods":["totp","recovery_code"],"status":401,"title":"Second factor required","type":"https://totpgate.dev/problems/mfa_required"}
 type MfaUnavailable = LoginChallengeProblem
@@ -1343,6 +1376,12 @@ type RateLimited = Problem
 //
 // Example: {"generated_at":"2025-11-22T05:41:07Z","recovery_codes":["k7fq2-9xm4t-3hwrd-p8vbn","4n8zc-qh2wd-7ymkx-e5r0a","tj3vb-61pge-xw9qs-c4mhd","8rk2y-vd5ft-m0nzh-3qwex","p6gws-2xj9c-hb4tr-7nk1v","zc0md-5q8ha-wy3fk-tg6pe","1vh7n-ebr4x-9sd2q-mk5tz","w3yxa-0gf6c-pz8mv-jr2hn","6dqkt-mx1wz-4cbe9-vh7gs","ya5pf-3nv0r-gk8wd-2tq6m"]}
 type RecoveryCodesIssued = RecoveryCodes
+
+// StepUpEnrollmentRequired An RFC 9457 problem document.
+type StepUpEnrollmentRequired = Problem
+
+// StepUpRequestRefused An RFC 9457 problem document.
+type StepUpRequestRefused = Problem
 
 // TrustedDevicesOff An RFC 9457 problem document.
 type TrustedDevicesOff = Problem
@@ -1419,6 +1458,9 @@ type ConfirmEnrollmentJSONRequestBody = CodeRequest
 
 // RegenerateRecoveryCodesJSONRequestBody defines body for RegenerateRecoveryCodes for application/json ContentType.
 type RegenerateRecoveryCodesJSONRequestBody = CodeRequest
+
+// CompleteStepUpJSONRequestBody defines body for CompleteStepUp for application/json ContentType.
+type CompleteStepUpJSONRequestBody = StepUpRequest
 
 // RequestEditorFn is the function signature for the RequestEditor callback function
 type RequestEditorFn func(ctx context.Context, req *http.Request) error
@@ -2068,6 +2110,74 @@ type ClientInterface interface {
 	//
 	// Corresponds with GET /mfa/status (the `GetStatus` operationId).
 	GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CompleteStepUpWithBody Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// CompleteStepUp Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUp(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetReadyz Readiness probe
 	//
@@ -3025,6 +3135,94 @@ func (c *Client) GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (
 	return c.Client.Do(req)
 }
 
+// CompleteStepUpWithBody Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *Client) CompleteStepUpWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteStepUpRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// CompleteStepUp Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *Client) CompleteStepUp(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteStepUpRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // GetReadyz Readiness probe
 //
 // Answers 200 when the store, the key backend and the app's
@@ -3953,6 +4151,46 @@ func NewGetStatusRequest(server string) (*http.Request, error) {
 	return req, nil
 }
 
+// NewCompleteStepUpRequest calls the generic CompleteStepUp builder with application/json body
+func NewCompleteStepUpRequest(server string, body CompleteStepUpJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewCompleteStepUpRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewCompleteStepUpRequestWithBody constructs an http.Request for the CompleteStepUp method, with any body, and a specified content type
+func NewCompleteStepUpRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/mfa/step-up")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewGetReadyzRequest constructs an http.Request for the GetReadyz method
 func NewGetReadyzRequest(server string) (*http.Request, error) {
 	var err error
@@ -4626,6 +4864,74 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /mfa/status (the `GetStatus` operationId).
 	GetStatusWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetStatusResponse, error)
+
+	// CompleteStepUpWithBodyWithResponse Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
+
+	// CompleteStepUpWithResponse Complete a step-up and send the held request
+	//
+	// Finishes a request to a step-up route that the gate held with `401
+	// mfa_step_up_required`: checks the TOTP code or an unused recovery
+	// code for the challenge's user, spends the challenge, and only then
+	// sends the held request to the app **once**, through the same
+	// transport and rewrite as any other request. The answer **is the
+	// app's answer to that request**, released unchanged (status, headers
+	// including `Set-Cookie`, body), with the proof cookie
+	// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+	//
+	// The call must present the **same app session** as the held request
+	// (the same `session.credentials`, compared by their SHA-256): from
+	// any other session, or none, the challenge is not found (`404`) and
+	// is left as it was. A replayed completion is `404`: the request
+	// reached the app once and never will again. A wrong code counts
+	// toward the user's lockout and uses one of the challenge's attempts,
+	// as at login. When the app cannot be reached once the code has
+	// passed, the answer is `502` (or `504`): the request was spent and is
+	// not sent again (at most once, never twice).
+	//
+	// Cross-site request forgery: a page on another origin cannot complete
+	// a step-up for the user. It does not know the challenge id (sent only
+	// to the client that made the request, in an answer another origin
+	// cannot read), and the user API refuses state-changing calls from
+	// origins outside `api.cors_origins` (`403 forbidden`, before this
+	// operation runs); the session binding makes a challenge id useless
+	// from any other session.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+	CompleteStepUpWithResponse(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
 
 	// GetReadyzWithResponse Readiness probe
 	//
@@ -7153,6 +7459,141 @@ func (r GetStatusResponse) ContentType() string {
 	return ""
 }
 
+// CompleteStepUpResponse200Headers the declared response headers of an HTTP 200 response for CompleteStepUp
+type CompleteStepUpResponse200Headers struct {
+	SetCookie *string
+}
+
+// CompleteStepUpResponse401Headers the declared response headers of an HTTP 401 response for CompleteStepUp
+type CompleteStepUpResponse401Headers struct {
+	CacheControl    string
+	WWWAuthenticate string
+}
+
+// CompleteStepUpResponse429Headers the declared response headers of an HTTP 429 response for CompleteStepUp
+type CompleteStepUpResponse429Headers struct {
+	CacheControl string
+	RetryAfter   int
+}
+
+// CompleteStepUpResponse503Headers the declared response headers of an HTTP 503 response for CompleteStepUp
+type CompleteStepUpResponse503Headers struct {
+	CacheControl string
+	RetryAfter   *int
+}
+
+type CompleteStepUpResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *UpstreamAnswer
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *MfaInvalid
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *ChallengeNotFound
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *MfaLocked
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *MfaUnavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *CompleteStepUpResponse200Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *CompleteStepUpResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *CompleteStepUpResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *CompleteStepUpResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r CompleteStepUpResponse) GetJSON200() *UpstreamAnswer {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON401() *MfaInvalid {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON404() *ChallengeNotFound {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON429() *MfaLocked {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON503() *MfaUnavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r CompleteStepUpResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r CompleteStepUpResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r CompleteStepUpResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r CompleteStepUpResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r CompleteStepUpResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 type GetReadyzResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -8024,6 +8465,86 @@ func (c *ClientWithResponses) GetStatusWithResponse(ctx context.Context, reqEdit
 		return nil, err
 	}
 	return ParseGetStatusResponse(rsp)
+}
+
+// CompleteStepUpWithBodyWithResponse Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *ClientWithResponses) CompleteStepUpWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
+	rsp, err := c.CompleteStepUpWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCompleteStepUpResponse(rsp)
+}
+
+// CompleteStepUpWithResponse Complete a step-up and send the held request
+//
+// Finishes a request to a step-up route that the gate held with `401
+// mfa_step_up_required`: checks the TOTP code or an unused recovery
+// code for the challenge's user, spends the challenge, and only then
+// sends the held request to the app **once**, through the same
+// transport and rewrite as any other request. The answer **is the
+// app's answer to that request**, released unchanged (status, headers
+// including `Set-Cookie`, body), with the proof cookie
+// `__Host-totpgate-step-up` added (`Max-Age` the route's `max_age`).
+//
+// The call must present the **same app session** as the held request
+// (the same `session.credentials`, compared by their SHA-256): from
+// any other session, or none, the challenge is not found (`404`) and
+// is left as it was. A replayed completion is `404`: the request
+// reached the app once and never will again. A wrong code counts
+// toward the user's lockout and uses one of the challenge's attempts,
+// as at login. When the app cannot be reached once the code has
+// passed, the answer is `502` (or `504`): the request was spent and is
+// not sent again (at most once, never twice).
+//
+// Cross-site request forgery: a page on another origin cannot complete
+// a step-up for the user. It does not know the challenge id (sent only
+// to the client that made the request, in an answer another origin
+// cannot read), and the user API refuses state-changing calls from
+// origins outside `api.cors_origins` (`403 forbidden`, before this
+// operation runs); the session binding makes a challenge id useless
+// from any other session.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
+func (c *ClientWithResponses) CompleteStepUpWithResponse(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
+	rsp, err := c.CompleteStepUp(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseCompleteStepUpResponse(rsp)
 }
 
 // GetReadyzWithResponse Readiness probe
@@ -10533,6 +11054,159 @@ func ParseGetStatusResponse(rsp *http.Response) (*GetStatusResponse, error) {
 	return response, nil
 }
 
+// ParseCompleteStepUpResponse parses an HTTP response from a CompleteStepUpWithResponse call
+func ParseCompleteStepUpResponse(rsp *http.Response) (*CompleteStepUpResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &CompleteStepUpResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest UpstreamAnswer
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest MfaInvalid
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest ChallengeNotFound
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest MfaLocked
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest MfaUnavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers CompleteStepUpResponse200Headers
+		if values := rsp.Header.Values("Set-Cookie"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Set-Cookie", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.SetCookie = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 401:
+		var headers CompleteStepUpResponse401Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers CompleteStepUpResponse429Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers CompleteStepUpResponse503Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseGetReadyzResponse parses an HTTP response from a GetReadyzWithResponse call
 func ParseGetReadyzResponse(rsp *http.Response) (*GetReadyzResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10643,6 +11317,9 @@ type ServerInterface interface {
 	// GetStatus Get the caller's MFA status
 	// (GET /mfa/status)
 	GetStatus(w http.ResponseWriter, r *http.Request)
+	// CompleteStepUp Complete a step-up and send the held request
+	// (POST /mfa/step-up)
+	CompleteStepUp(w http.ResponseWriter, r *http.Request)
 	// GetReadyz Readiness probe
 	// (GET /readyz)
 	GetReadyz(w http.ResponseWriter, r *http.Request)
@@ -11100,6 +11777,20 @@ func (siw *ServerInterfaceWrapper) GetStatus(w http.ResponseWriter, r *http.Requ
 	handler.ServeHTTP(w, r)
 }
 
+// CompleteStepUp operation middleware
+func (siw *ServerInterfaceWrapper) CompleteStepUp(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.CompleteStepUp(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // GetReadyz operation middleware
 func (siw *ServerInterfaceWrapper) GetReadyz(w http.ResponseWriter, r *http.Request) {
 
@@ -11246,6 +11937,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge", wrapper.CompleteChallenge)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge/enroll", wrapper.StartChallengeEnrollment)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge/enroll/confirm", wrapper.ConfirmChallengeEnrollment)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/step-up", wrapper.CompleteStepUp)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/mfa/openapi.yaml", wrapper.GetOpenAPISpec)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/admin/users/{user_id}", wrapper.AdminGetUser)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/admin/users/{user_id}/reset", wrapper.AdminResetUser)
@@ -11364,6 +12056,16 @@ type MfaRequiredApplicationProblemPlusJSONResponse struct {
 	Headers MfaRequiredResponseHeaders
 }
 
+type MfaStepUpRequiredResponseHeaders struct {
+	CacheControl    string
+	WWWAuthenticate string
+}
+type MfaStepUpRequiredApplicationProblemPlusJSONResponse struct {
+	Body LoginChallengeProblem
+
+	Headers MfaStepUpRequiredResponseHeaders
+}
+
 type MfaUnavailableResponseHeaders struct {
 	CacheControl string
 	RetryAfter   *int
@@ -11417,6 +12119,17 @@ type SelfServicePageTextjavascriptResponse struct {
 
 	ContentLength int64
 }
+
+type StepUpEnrollmentRequiredResponseHeaders struct {
+	CacheControl string
+}
+type StepUpEnrollmentRequiredApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers StepUpEnrollmentRequiredResponseHeaders
+}
+
+type StepUpRequestRefusedApplicationProblemPlusJSONResponse Problem
 
 type TrustedDevicesOffResponseHeaders struct {
 	CacheControl string
@@ -14498,6 +15211,190 @@ func (response GetStatus504ApplicationProblemPlusJSONResponse) VisitGetStatusRes
 	return err
 }
 
+type CompleteStepUpRequestObject struct {
+	Body *CompleteStepUpJSONRequestBody
+}
+
+type CompleteStepUpResponseObject interface {
+	VisitCompleteStepUpResponse(w http.ResponseWriter) error
+}
+
+type CompleteStepUp200ResponseHeaders struct {
+	SetCookie *string
+}
+
+type CompleteStepUp200JSONResponse struct {
+	Body    UpstreamAnswer
+	Headers CompleteStepUp200ResponseHeaders
+}
+
+func (response CompleteStepUp200JSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if response.Headers.SetCookie != nil {
+		w.Header().Set("Set-Cookie", fmt.Sprint(*response.Headers.SetCookie))
+	}
+	w.WriteHeader(200)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp400ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp401ApplicationProblemPlusJSONResponse struct {
+	MfaInvalidApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp401ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.Header().Set("WWW-Authenticate", fmt.Sprint(response.Headers.WWWAuthenticate))
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp404ApplicationProblemPlusJSONResponse struct {
+	ChallengeNotFoundApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp404ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp415ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp429ApplicationProblemPlusJSONResponse struct {
+	MfaLockedApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp429ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp500ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp502ApplicationProblemPlusJSONResponse struct {
+	BadGatewayApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp502ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp503ApplicationProblemPlusJSONResponse struct {
+	MfaUnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp503ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	if response.Headers.RetryAfter != nil {
+		w.Header().Set("Retry-After", fmt.Sprint(*response.Headers.RetryAfter))
+	}
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type CompleteStepUp504ApplicationProblemPlusJSONResponse struct {
+	GatewayTimeoutApplicationProblemPlusJSONResponse
+}
+
+func (response CompleteStepUp504ApplicationProblemPlusJSONResponse) VisitCompleteStepUpResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type GetReadyzRequestObject struct {
 }
 
@@ -14610,6 +15507,9 @@ type StrictServerInterface interface {
 	// GetStatus Get the caller's MFA status
 	// (GET /mfa/status)
 	GetStatus(ctx context.Context, request GetStatusRequestObject) (GetStatusResponseObject, error)
+	// CompleteStepUp Complete a step-up and send the held request
+	// (POST /mfa/step-up)
+	CompleteStepUp(ctx context.Context, request CompleteStepUpRequestObject) (CompleteStepUpResponseObject, error)
 	// GetReadyz Readiness probe
 	// (GET /readyz)
 	GetReadyz(ctx context.Context, request GetReadyzRequestObject) (GetReadyzResponseObject, error)
@@ -15356,6 +16256,37 @@ func (sh *strictHandler) GetStatus(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// CompleteStepUp operation middleware
+func (sh *strictHandler) CompleteStepUp(w http.ResponseWriter, r *http.Request) {
+	var request CompleteStepUpRequestObject
+
+	var body CompleteStepUpJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.CompleteStepUp(ctx, request.(CompleteStepUpRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "CompleteStepUp")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(CompleteStepUpResponseObject); ok {
+		if err := validResponse.VisitCompleteStepUpResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // GetReadyz operation middleware
 func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 	var request GetReadyzRequestObject
@@ -15385,405 +16316,450 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L17d9s2sy/8VbC0z1mVUkqW5UtieXWd4zhO4iaOXdtJ2pR9TUiEJMYUwBCQZaXNd38XZgASvMiWL+nu",
-	"c3afP/rEEgXiMpj7/ObPxlBME8EZV7LR/7MxYTRkKfxznw4nbF9wlYr4nThTImX645DJYRolKhK80W/s",
-	"xXO6kCTgoi31E8EuURNGKJdzlpLpTCrChSIDRoZ6uLDT8Bop+zKLUhY2+iqdMa8hhxM2pXpsdk2nScwa",
-	"/YYdr+E11CLRn0iVRnzc+PbNa5wylS72Roql1QmdsaHgoSQzrqKYUMLZnFCl2DRRZEg5kbPhkK08j41u",
-	"12tMIx5NZ9NGv5tNJuKKjVlams3HCeOH6jWLE3m3iU3pwk5sl9CBZFyR+YRxMqeRiviYhIJJ2MgJixM9",
-	"95q5bt06048fP+7N1IRxFQ2pYudCJdV5nk8YOT8+PyHDCY1jxsesTwL4IGU0nv7kN5RQyZgq5je8/KGf",
-	"/IY/63Y3htknF1EInzC/Eax67Cu9J9046B6/aD8f/CK7ZynfO7mIr3897j1PDrboh52NcRhv/Tb+ZfbL",
-	"+XnXb9QQ0DevkdCUTpkylP6CXUVDdhjWkDdR6UwqFpIQnvlBkij0CJUkeHVwTtamI7qG38iAxJFUkkRK",
-	"LzbSv06omjS8BqdT/X587iIKb9yL/5WyUaPf+K+1/F6u4bdyLZunXsJ7ydK6Kevzo0kCMyUjkcJ9nEmW",
-	"wrRjRlPOQkIVicU44nqu+fY/G61vss2tUf0C9CC3TX9Kr98yPlaTRr+3tQ0Uaf9erz0JPRST6rkII4Zs",
-	"R4TsuQgX+t9DwRXjSv+TJkmsqTYSfO2z1CvN6AZ+lrKhuGIp/EzOplOq/9k4NZ+SoQg1L7mi8YzhyKGe",
-	"yeXT0Zdee+d6uqnaG5N5GraTZ1cDDhuszPXIR8NrUT/S5k6vu7GDa1rtNPVCT3H1+LMy6Q1naao5QfZa",
-	"IlJCOZnxmWQhSd21VS/YN6+hL/jdt7NmUd9xSU1aXAiJJEnZSK+wVbMooBiZCC7x2PfilNFwccBTEccs",
-	"vGGVSSoGMZv+uHy1FMe6YHYwPX9Fo1gf/Vy0R3SoRIr3Rk/TPE/oUEVXrENeRJIOYkYiRUZRKhVRguBY",
-	"ht0jB0D2IBXlQ/1W4CH4WCO7Dvqa9Rvd9Z9fbHza/nXnzeaHp7/0jp692zpZP9043/6oJYCiaiYb/c3u",
-	"jtdQkYILbLaDOEswd26iVCL7a2uWqXZCdmX3RK5Vlr7ykZ/gEHXHHZRHDfrk6OVedesMm4ok8KmOfvlz",
-	"Gr6iis3p4kFHOkukShmdXsw4vaJRrM+nZvvNXt5n+7e6PWf7k4QU37TS7tfO8lFOoG7koI8qWpKQoZjF",
-	"oVXQUgYammYyY3rFCBdkhgSN2pw9F3vB73wuEgVEPBLpFK9qzlqP7MdkoJlVlb8OaHhhTqdwLyd64vAx",
-	"/FITl17PFY2jkPx8dvyu7rqFeFPved+6+YE/pyHJZ7XSYbsL0ScGM6V4YO6OfMg+JyMa4V0ub0r+24vs",
-	"meVbkymRU6qGEyCCvZNDog8xpUNQW1iaCq0T/f5nYxSxWG+K/mnHCL0pk5KO9ZuNpklQlJMYZLze/O3G",
-	"tz+W8be1oeCjKJ0+fN8NDZKrmk1a6RSqO3cHyX3TjXOO11w0ewblyxaSZnYZgFI9ooTweUzTMWt1SFCZ",
-	"Y9DXsqVyjJHMznCXSMZ8HuA5Bh2f60u7b5Xnd0K9FDP+MDGZK/hcqIsRjFciOxSR2YP5lNl1JJXmMHBN",
-	"SSz4mKV4ih3yVoxJxAkdU9RLy0SUjXdP+tnM6edtaYJ6bnYlK9FP3SY8Cv3UDGzoKJ+tFpT8kos59wi7",
-	"TrR65BExU0SMfG5sSgnKohGzWpvqkPMJk9oOl0wSmjISsjgasJQqFi9gB5SIQ5/ThKaqdBqGjkQqT1I2",
-	"iqPxRNUZS/vHp2cksU+QZnB8cn54/O4sIPNITUiwNxwyKdvGqdA2t7h9xNREhEHL56NUTLWKK9IIlCxO",
-	"AppEnaFI5QV+Jq34imMxZyGZwm8loTz0ufFeePi6YcpCbevSWHbIHl8QoSYstWOPmZIk2OxuaO1jEIUh",
-	"43BfPNcHUprwnn5pez8fd7lDRGurQdFSrzoyaoc/hvnVG3aG7DXLxWV4hA0nAv0Zy9+k37WfCinPIsVO",
-	"Ubt+EA/Itsy9+fCGtoxUNk8Jng1NWsMJ1ZSrcjVaMqXXIR9dHd7Ir/lLZ5orXet8XY9ymXPK6hNK9BRZ",
-	"G3ZCH+CQxjFBgieDVMwlS0lCx4wITigHWvW5IVY1ocqqNrWXgjT1dS9fQD26zwXX4uSdUBP92jmV5jRC",
-	"Palhfmjw8iHl+iVS0VR5JGVJTIdMz4MYpYlQ0NJ/kESCR4uY84QrpyYsSslQiMuIScM10GvxKKLHuFBq",
-	"5c5vYkYmRm8tOm3s1CJJorBWHUQPztpv1xv7X866HwfrfCc82FS/9Kafnu09XNq8E4q8vIt0qazzUaix",
-	"PKqVK1qspGRC5S1b5/NmJnasZEnZlbgE8ZNaojXk0c9ECgGJ0qowV3AwW+a3bGHm+bU6bzQsEk3/KePq",
-	"TNPsjYzNUtZqe1kauW5PTxgP9aVi2aNa6lBlxK2+IilTHnl/eqglFPnlFJ0cWvzKiZhzn8PmCj5k8ABn",
-	"VyzNhe532C9jVp9HUyZm6nGsa2UGe2TLerNoWeu3hATfcze72s7vcW1qM6pjT4cRKvgm/KEZdzRlYDgf",
-	"ThORqseQvRGMdGGcZC4L7JE44sz6z2BW+PCunlXG/fEzVmGFNJxGfA1JVq7hUw2vAWOCSZi9SGWkDWzj",
-	"WZcMIiV3wavMqFRkvfcMaNx670jz9OU+2ez1tlt95NLWK515yDTJm7c1+hteQ8zUUIDfOV9pyihsS2PO",
-	"6OUFzqDxzXNmBkP6jSFNRew3MjalZ0lJGI1GDPyPRdHVTJlkSk9pip67VjaRp7dMRFu0cTTU+2Td4318",
-	"O9jB9xAcPcef9J4nqdAqIgjeA64itViV+EtksjLpI6HedAGKIwd9Q3ViBIc6imJWR4EBPBUQTqdM+pzR",
-	"4YQ09WeEz6YDlnokwF0NPBLgeQYt5IkO7c7TSCnGO+RldA1aScqmAslpCg9LxsN8Hq71ggt777jYHnIL",
-	"pyNacipmNLiut6IH1J1fNjJgI5HilkBkk5jQzCVbkAEdXjKgR23m7+aLkHSaOxBqDeNbLy3Scc+lYzun",
-	"Rh7koPFYpJGaTBv9xtnrvd7Wtl5RNI6UbPSfeY2EpZEIG/3t7jeX0mkcDdk9KX3L1dTPWAr6xvu7e0/L",
-	"J/GIlF4a2nD6W46vQz5OGCeR8jl+QKZROKcLL7sCGCi0HLBKI5FCC1YrB1qfLgRIJGmC5kAyxaG1hGB8",
-	"DhQDk14YdmxeFMy4sQECzzipJBgYmWx4fOXDRMrbWeD+phGcED8czCFXLOU0PkhTkT5MfJqRHltZcbyT",
-	"drIE3HArM2w7sUfRUuxo2vLkZMbZdcKG+uhhTh3yArgVOoJiMR6zkMx4yFLNhe3iA8/qo6DPaI0BjgL8",
-	"dfuwnQ/koBGOVfYf2kBg5snvkP0JG14CqWqVStvICzFLrZmiOb9KF8t9h4/igN5wjxgjDMYxvjKjsgt+",
-	"lDN2BrS2nNm4eSr42Cv4/0Ab1SwD9k8qlmijzediRCi5jIB/aIaSsBQd6pnTlg6HLFEdsi9mXPMtMadp",
-	"mLGvH6TPYzG8FDNlBO0btjgze/ZIllg+Ys02nBsujOcEJAruXeNdvLfKDdNnXG9pKVi1x4n5fFm0asbl",
-	"LEFOejFlYUQvgEIcMj8wAzgRmsj4ZfM91+YON970VMwUq3jL4Lv7kfP6lqtoZvMlR3q+5Bznu5qdVb9a",
-	"DNYnYA6XNpBAdImMoyvGiZprJeJOIT/cEq1KglaI40xRv6IcpOIj7lQ54nf6kIjfY9z8PUsThnhA8kch",
-	"G9KUzKM4BhL6PAvHzMt4t6uA0iTxuWRMkkj1SSFmRZqb3W6f0OoJQdhG/1sQcApKz+eUfJlpxUSkGGIE",
-	"P6VxIdool37hnC4yI3kOcTD4KlIwxmChWFukWvpMaXqpRxui8kCGE5rSoQIticMQ+dHvks31jT6hPod3",
-	"Q9wsRQIIMLlpSq/twi70S2TQAp4X1FOsXvz6FghM9357hMI8tI1o3LLwkvfnL9vPNBM18QbzUqMdZy+G",
-	"jQz0IPkWRdKHPcKwHyUjkU71sqezWEWZt+yb18DQyDuh9jDe8TCJC4OBA9CET4r3KpImnGJlrw2yCCM6",
-	"EqomncdVnDa7DhvC1ZJ3QpG9bIKrydbq0h5HxFbGNZJWbwWGMyVq0GbnrNQEOXQ0orkT8TTLZLrPEdqw",
-	"3kXKpjTiER9Dxqebbdno3yU1suH+eJbGlShrHoVxFLbc0XmRZWY5NHTGFJkl+gLRPNFUpHDvsyQfOhxq",
-	"TYIoAdc84jOGaYhJlDJ5QVWj3+h1e1vt9fV2r3fe3epvdfvd7qclDN1EABv939GavZ/bpbvuGqOud8jx",
-	"7TpLXlnjq9uxlUkTFJksfH8DocKDbdARbLoOCZa8PuiTRMTRcGHXI8nRyz2fF7KwPDKfCBMU4Ay92ZhW",
-	"ap2bkkxYHO5aB15msDqB6mZwcnxm0mTLdIWGJ/f5Dc9YfT1o4cMkZTGjxrGEggBfWzdG8F1s2I8fP7bd",
-	"JOrbhqnLuYbzOxpRY0Q8HkPY+K4MocgJvpvpdgMf2Nyq4QPlOZb5gZflBl/A9B/OH/4242/l63+bKah1",
-	"C60oLzUIfa4tQrzmeLGkogt7xbPzyaK86GgKXGoLfD6fRDEjQZU0A0j6HIgrRr6yVKxiS5LmXixFftML",
-	"zA2ECTVrg5VizYSZnR7F0Y87rX86J3grhpf3tlHj7Me5hfVespSYLxzLqo5pdAvXOvtNfquzw4842SLT",
-	"iNcZoo+QoNVzEpnPhSBTyhfOEcu7XDWzDDBBqWJvo2lUsUL34wiEOlWMxOaBqhWqv77Iv/471myzZ1Zd",
-	"cGGKd7Aw78ZecEs1d6k5G1JSHijklRDJpIwE16biEHYbErUgrSQaUrlLmDYvKRmKNGVDVa4AwGIpnweO",
-	"5zgApSShUmKustY1w2nESRyNjFddz7RDAndbgr7PVXl/MfsGEyhhdh1yrGfjOFys1ao5U1HxAa8/rCZM",
-	"RZL881zmRyP6n2ZyFDWMOgPjgCuW5vINDhC0iYq9cR9VYplJ8fgqRNHEuI9d8d9hTDgWhPXmZI5KNIql",
-	"nIs09NAQgGC8vq1HL/c8VPTcfGiaphELCRdYwVQxMXye2RgQ36J45kq4escsjYN6O8P4etADWbIYMgr6",
-	"x9sIf0O8uiDgKZkKbS0+nvu0FOd16V7zF5HSNIoX96mbuXfk926CryYCXFhF7u8cakuHhU6YGHIUynHi",
-	"SEKoOOJjr+C6NQOBa1STLlUqjQYFKWT136bgzHhbwZ2qL9OCUCtwyWCmfA6pFoQLdGLCRKgiUeahDZkm",
-	"jhZ+ZYUjHDQGIiLu8yQV45RJafLZzExHEDscxkLa1WZVcXrgGLJpUjEbTzwtN/McDn2jaTxqZ3kcOfHF",
-	"VLP2ZkHWe1AG7XNbBz2kHEqgwUcrZgrSZWsmryAEsAvKgeElepKahOzi883NPOYmSXmwsHXXrX+OTHdr",
-	"y4FQ34mz2XBywMNERPxheXy1+bTvBJGz4YQw84Y6hZ+LhP03pMc+cl6smxBL0bGLoXBbIZWkbBRdwzUR",
-	"GISwGqdUjLMUxB3ImEiSUAxn4Cw0CbV5QHUk0g7Rh5YroBheh8o7pFCtuKDn/51Qj1LVqlfnlIM+binc",
-	"TvEU71p2Wpjbo51ltdwUI6pLSk3fCXWo90wf2iPsdeSMVZeqdckWci1l85Qm9xSn68VNL75w5X13f/Zo",
-	"W+8MaqvfZpwD5xZ8FI1n5dyCJBVXkVbqCrkH9lxMevWDzyQx47iRCkVT5fr2v2/qSOGikKSSNn6Xk7Or",
-	"ebRTMwPiiaXGfVszSROx0dtAmlxrIHMqfS4x797TmkVejpbqP12fo/klC21s84QuYkHDcyHe0nT8MPX2",
-	"DuXBbpx4c31nc6O7CRFouWJq5X1SLTaqpauYzUvOhSC4/PtkE3zfitW6HQNdz8g9Y/xJ0rQJu0SC01jM",
-	"8TeaBKZ0QQasBVf6tOiK+76+zkdyaj5IQP5HujQfEs3/b/Vn3kTlRWcgWcEX6PO7uj1r3ZngxSj4M8l9",
-	"3JllQ+QBjkELirOvV3Ao5ewRa6YKY9cdhNbIUBXbJYpxwEUp5jd7pJTfrI3deIG1hT6fUDkxiXKXLFEt",
-	"LO1lNI0jlppTyUvL5yK9/E6FVGcsHpm09RNaEV+KXau1oZTFrauWAMNzEzWNV3rwM72iuJs3P17Z9o+Q",
-	"oESTqCNZPLqQOO8+gTJlD9Gs/kQ759saROvQzxGP2uZZn0N9qDbmg+xJTbZKrj0JSKQkwRdiGYZaxMwj",
-	"bDpgYWhjjczng4jTdGESpijARwwV2cd9a5+x4SyN1KJ9AvkJ6HOA184k08QQL9BMyjRFU3bi2F1GuTjH",
-	"OkYsPpXHo9GD1AtTFXlhKkUvxGhUlCZu0SQSp5oB0JYYjYhWqm6oO/1vsKDr1vMobLZm4KBfKiqt7I9J",
-	"L/O5dS81NeftFMe6UCoOSLflESn0BTfpA0PKyYDZN3ynq/6eO+GFe+suwNdLibDA6vdODj0yoCFR4hJq",
-	"1avpxMX3L7MrGw+OS+CEYB5kGkmJSAMkT/ZYMSG4ON9vpmioRm+DtUPFeTTmhlEI6+9caStyky4a8+Lv",
-	"sZrv0TMWSwZ4NvP7b8/jFKYWhw0gmpnFYfZODquFqhEAWYwWyJxNJXhT8/JI3wKZsCHY69YJWK5w7V1f",
-	"W1auX+LzKGxlr6WWuPvOnwNGU21LAIVF0iUy0KsqN7gumFJcePV1wXN8SxlJsg3PGDzKOvzJW35XByaJ",
-	"7OE7xWgetULpHxeGecTSuzykkiFd+NyBunBzmCDQ8JgKtVM9AcUTUDvxoML6W8tHzmzBH9joVJKyyv69",
-	"PFnLqkZgmkQ9QtXI47DC2vz+eveG5mdBef8CcFhoEfUoyCVQFODGWaoCHGpB1xwI1gcqhSBe7wxsVZro",
-	"45xGYUx7lY2uZ8Ik2i7UdmAaVlz02RwQkklv1nujTBQ22rgXS9ke3fPuTn99s9/d+NTwGppJzFKtj3W9",
-	"xiVbXFyxVMI0N7xGTKW60HZ6XcLIxnp/vfepnApSSI7ZwZMALFEwcfWmFxVigMHN66ez0/7mNZJUWzXK",
-	"wOAWl1MWeVBh7DhmgdPZX2QQ0jMeMylJgJMJili/yzZIpFNYfajlnoqmNRDc7jZWZuY4RyDNn4VulqfN",
-	"7nSn0rsZuLp0TuUXvmELYr7E+Dbjw3SRGN8JCIzQgFUU3rrhvHW97q1Faii/9i2VCjG7pRzNYpMSYMGt",
-	"IBEgO4dohIG+JQdQJK/VDgC9UhfgT6pO7iRlBkM8ih2ojUgaNykpH0FhMtv9rq23WG0yy2+Ec0N3bjtl",
-	"c3VuZjNHI3oGz32ruVqVM4quWMX2NDAVyFucLVi/bX7Zrf2zHjG76rLJsYt/d8CzcZ1FqnZu1A3b+Uf2",
-	"EjH4zIaqgO2YFxrtIyNwcFpdNvmg7L0yLHSJZxXGvgUq2j57CEJmaKrJb0OXruxr4Z1mnBX36dE36PE2",
-	"5KZF3ri6ehD7Mh5nFJLmRo+klIdiisEvjwyoZNubsxRLecRMkYSGIWTBFFjF3UjGAYTf3Cjgwes/E6oU",
-	"S/Uk/7/f99qfaPtrt71z0f7jz82Nb/+rjtVkC/1/lLr1uU/ZdMBSw9bwOEd0FqtGf0RjySr175rBGR8o",
-	"+sTAaZ7lyGJsoW/yq0yGlPGa+hwEA8Q+IgWPZqdv0i2bkjHypOThfAJ+Fjr2ORa9BiZTKjsK7Atgjm8g",
-	"RMwovwdZm30r07MDH7+trcFnBKFqWhBBKQHKN4Nr/b925b8w6bOEgkeSh2SySCbMpr6NOSgO+vOYKShA",
-	"1p8PqWTtiEvGZaSVKo9I4fNgc6dHuhs7AbrH3zx9+UuP7Px6tHlONl5/PH1BTp59eP4ugBFswmxpwyzZ",
-	"FW7M9mbhxmzXXQgHcv8WDP+ygnlfjruMxd6xjQZprm/fkwUtBWp020/0Cnun/1zKbXq9em5jogenCHJY",
-	"2t/Uftqr7G2a/6C4Ea/F3CQq1qkmcwYYPfDbu2jIpQOyb687ozKmYc1RcTbPcj+M3gxxGAjCGb8fKtpX",
-	"LDVZ3DZcVNGy/7yxrNfm4AuV0JmaXMzSSM8W/zIm6toBjtUHrKn/a0buDMX0/+D7fvr5+dnH3zZenBy8",
-	"PnmzcfLrSflvf9bt9rYjKWcs/cmMhp9lqFc/nb3eW8fPkJP8tI1/Ie7VTxtaPnxJLxKt1DaiD8+PT+fd",
-	"N6/GYm9vb+/d2fvJwfvx3t7eiwP99zX8d2/v1adnb17s7e3tz9/HB798ON3sfTn9bf/j04PDvflRdLKz",
-	"Nj1Loqtfjz99iQ8/h5/kL0cvnr76betka/H2/dr6xtWvJ+yDHImQX01+O/n84fXazrNPO2uDrbWna9Gn",
-	"z185fzrpqXdnr76+/vLq+Vr65ePbw+dqazCUw6/r119+2//848bll+O1vVfv0ng+/HQ6evr08PNYfFxs",
-	"fgzfX693d3rdn0fy7dqnV6L74u3h3uLV8eXG5cbnZzvdH58djI+nhx/U+eL6YHSa/BI9nYm1041P0fbP",
-	"v51+vjw/erWzd8Qvu+HL99Pk6HT/5dobzpNfXnz4+SAN93s9+fLwWfLb3uR6uDc8W/x8nG58fnMq315t",
-	"xyeL4+Nfns7evnn/6cXg/eaXz19+3Nk5PzofhoK/G/88G7/ZP1rvDj7w1z8Oz0bbr3bCMP2wPR/Lo6PX",
-	"p883n4t30XX3MD1/+2Lj+c/dsLsTJ+9OX0a9X3q/JfRysPVm6/3TL9PpZ5nuJ8MPb16PNt+96ym2c339",
-	"7GuydzZi1+tvfnzOfv3MX20mbDjrPh3tz77Il8fXO7/N5YfpFn+7F//6NjnY41+Pnn35dXg22KFfY7F5",
-	"OdsRk8ud7d58Jz2P0qOvn8Sb55vHV6fdhH08lq/mb0evfpmysVCT7utwb/zx1ctoMXq22Xs5UV+2vojZ",
-	"iw+bp0+3Pu+s/by2f3z4+eT6x8+X5/TT+eD40y9b10dJdPbbZbcrhl/Y4Gj0lH3ZWGyJ8Yvj3tnJ6/1P",
-	"m9vPX6VbTyd74Vq4+WkWsg87zweTD+L4Sny4iufnx92ff907Ok5+ffHqY/dy9OuQjafXn3/8/PTrdL4Y",
-	"To7Xz989P+ruf+i+efplPT6YbW2oq6vLzQ/vf3z95uvV6PP+5vqXZ9PzX9dfjF6pr/LH9ef70cv97g5d",
-	"oztPRXfw7MXXT78+/yzHo+FvH/ZnpzJ8/erDq6/iy7vZ119eH09Pttamhx9/u/y6JnbePz3a2HsRHsnR",
-	"+tvJ+c/y/cbk11ejL58/z07fhN3kzd6bL1OxfbnoRXR+sjW4erp/frZz+nV7R5x+/PHr6+nkZLI9P+6+",
-	"6Xafrw3eXPUu49fT3uDw2eLF1+d729f7717+/MvX0yvRoyd7G8Of5RexcXD1QSYvWXj16se9r5NXa2/W",
-	"wh+3fnxx/OpSbhzN189eD3Z+605/vKLv3q79OHqXTAdbh+unTydnn34+3Rxvfp1+HF2e7+29WFt7Oj4Y",
-	"bT1999t47RRu8UH88vzybPbLdH9fG2+IOdlv3MZ0lmPrrTvIets5st5G91tFjri8s9YFBEU31Tw98zvr",
-	"AMo8Qzc5IDJmvJrNX2DZdVDlQYmNQ6JJ2jfgD5Z3dzqdAnvudDoBoOXqlVm0XARjkcXZ/1OlRLZ9emdq",
-	"Ns5KkYrP5t0rEk2hoGFEaLZ2Mcp2Uu91YJWktkGoKW7Kv5LpX8n0r2T6HymZMr6jbak6xmNFVx2ztjjl",
-	"mrds9Axa8/bmMw8SwY0N5kFkZkr5jMaEcZUuisxnBZHoGGQbVYOs1376x4+1hpgVpTcZq+dCJSc0pVNZ",
-	"sYjM0otSK2PFni3ydcRtre10jRDembGt90VvIo1PHLFtnDSOCZQdzVBeNbxGdAHlRVJRHl6oSSQvUqZm",
-	"KZcG0VpmDfyK2oAdxnEI2QU1KjE380XQJ4JXhTHKWEza6JBgKK+CPgl866X2G97Zwf7pwbm39/bV8enh",
-	"+esj78Xhq8PzM+/k4PTw+AXGkri2R3935qDX94dLErjgynGusANlKj2aSSixNI1VsFgYjdGJiEMJ1mjW",
-	"UM50qAA/kQEqN/Bxw5jR1Jm9Hu6Puzqubp9/Hf28jFgcZgC25RwWRkwMFhNq9KklNFU2XmGhTBoVqsA+",
-	"XTXqYcr6JID2XQEZCQPlNlgQCrBzWOgWcZMtZWtEfR4ApF8n8EgAeG8BESkJMPehMlLWSBUQ+co+Lbd3",
-	"WIUIsmZi1aljsxMDYqqZTsKEVucKg9/Qguy2YAzuWT6FutN6zWis+VTB52MD7Q1xWfWoyQz0NLsZl8Xr",
-	"IC5vnZoZpG5GiFf9FvC8a/csh1uHPK2MjizgmoPQ3iHvwH2Ddweyv4z3pniEfw9+eHknbZpLdZULlx5I",
-	"E3EXDW58yy7qy0yo5S6pB3UvqI3F1p7I2xza3vIegKRvUjKNxqYOjoFI+SHDxJNETiiCdEYp4Oq3ljoC",
-	"a4PW2SH9WY/aD5UMhklyMe+QAOA4L/DboG+QLMN0cZHOeOAhWqfPB6zjgob3cwwos5OUhzkzMK5MU/nl",
-	"c9shNZCXUZLgHEyzGDS4fpBGodCHadsKYCs7c7iGLs3FcijQnX/Da2Rz1MY6vg1CqggCXLiNLhlXQ9rU",
-	"5PLcjiB/is9WAuE19GvI1X3KALBnGPBGdHE2X1IOAZldik3lXWoxgOFG/BB/l5MOTVO6uI+GVYiHVxVK",
-	"CyHIDOIsNnoAPALBS4wcmcBtjBFuWU7gyxmkzUQCrhQfj6ALwkqpS96fJT5kuij8eWsHDJTQWOMDPzKA",
-	"KZUMRgy41beFMCkASOkrnbAjEb6Vj/RbZYP+qMIIW5WDDiDix828vBwkBXt7RIoMNe2lXJbc+8ua0tR0",
-	"jeFCEUM0HnKN371MbngoLDwUFH94APCQKa2grmJ1lPmwnTFR/TXy0ZXbx+RNaPWmfPfWK077H8tVKnKN",
-	"ULwjc5pXizVFSgwPa/V9HmTTDkgTk7Dtbuj98SpyRe/Y/tkHlCOezwPcdUjFQ0tPK3lOL52ANBH5QEtA",
-	"LRShjnc8M9vQt2g6oP1BxI6SZDaIIzlhIVFMKnLJFi2P2DcpIS5iwceBVwRdDrQYfK21c2D7+hemxOAi",
-	"FyL6oYw8fI4EQkD6axpxf2TIKiBNNk0Ugp1gD0iDI60VW7SfHEhpPUI4wzROBmPojaVTvRZAvHbkdgtX",
-	"oAUa3Ga9ADgwzWLJOjmKnuvhbD+ggDSztKtCEyK9jtouRH1S6UK0a09fHz6IywsUlyVpmJOztfKdI9Yi",
-	"0umWlD1hjwZkZnYwkJlaPgjnwzyNqbhxMIrdHMilyPoiuRMvCuDivCoy2N4ZuNpFPdzoJ5mxnYlyrSH9",
-	"vb1vvD/rmM7tr1keBnBfMhCDYoMrH9/7f8eRmswGfkMr9bi3xG+8itRr+BDYg984m4jEb+TdrDbdKbra",
-	"keGLhaOqrNW8E3mm+TGks2YqV79bVeXtSZV53ruark6uaDEnW7bE3bMuD/keRKstLOPWPMiVWQhbI/78",
-	"4AbNujb9L9MFHiyZnd0rr+CAK4imixFx1WN5x0zF/ECcW9O9UxKBPTfPJeV65Rp3ZrlCtqrHrKScWGUE",
-	"zSY4SuD/8IBEO9CCSsLBAkicbfnuMguqaDVgpO8GRotshOj1waeDrXcvPu293Dg43H7/7ujVyf7x5sHP",
-	"P//66y9HL387KESI4GpVw0O9re1CgOhZIUC03fX5QAy8k59PN347Pvz5+aeD8+299yfnv7x49fblq/2j",
-	"rU9bT5/+/BS4e3Zz0CVlbmUfLnWNyQyLrFPFnV38QRLFrpVntDrJNI9Haa4NDtRcSx6cFWfreHbXa3h5",
-	"gQ3clM2GYNHozAP5avBC9RLm7vXNVOhdYB/MQox1bk9DyzezvF9IsJjqwvK7iA1Qkcs2gyeBZyaIH7V2",
-	"iVkTKP0dK6MLGwmnVkxQ2tq+ddvqDMqbdu+IXrKaknq4K9Bxr2BmOs1BrGF5G/stcwlNdXU3v9ADyLmL",
-	"pl6r0W9cwTIwDVrrXI1+Vm6neQrV2mSe9Y+JcBchg9z+SPD8K2SHFybtv/BV12o78mLglBD8XjePzPO8",
-	"3tvqPfMaeWGIlr83PL+x3nOe3gTpaF6qhKKxHvHZpjOVGQLzJXRYLzKzd1XszlgMoaPXJVuAzxM9eQFM",
-	"KeiTD0CDKqVcRsr10MPvoJhWz72gg9nlVEgvP5e6igtovdM0r9LzAZXbzkt/W0rZc8626kArHbZDMZu3",
-	"ObyWUcWf9fJy6Rh15FNeeJdMGeUGlAPmbCtPCmvt3lrpUEOTK+oVb9jiA/4EENRrlYsi8VVUDGALhbqY",
-	"ft6L8Ac3ZiJJ0yaXaC6MXrwWAjrqX5g9gy5WyG7akLNwyRYlN7K5AattS/F+1Cp5P2QzlCqKYyIZjbMO",
-	"dhDOoKktegk9QqU9KOlz43G5NFQsMQF4ngrE2ZxCbGlBDFHp3+IvdrXxhsBtZCqu0ME8tdXmUOTWD/Ih",
-	"AacA9BIu7Ex8PqTcuHgpCVkaXaG9DnWF18qB18fquB8kEXOu5ypLO3o3bc6yFOdaV67d0ru09ILUUnKZ",
-	"AJec6xKhUSDu20THTSx7VZ76xrAsW0hsYiT2XpMzQ2cG+BG1cvOwz2mSMJqaOivXsT9gas4YtxxRkmZg",
-	"/tnBh9jFKBXToAXwQEi3c7oo2vX3YdtLA6hn7o2Xzt3NW7zXMTOztTff3Dque0t93VICrdBRLakUEXyx",
-	"b1RdMjM0NhSjEmJvBlqNbSSyOgRXZi4D/i6KtLojqEcXfgR3dB0g+031l4hmlVX9IKs0mG2FQ9667YAf",
-	"UvtSRHyvjVNrJpq1sMWiDUD1NTmNLc8F7UYcSRYaWNaimlHBk3fT8dopA8/bsFYLWSnZMt9N8/iug348",
-	"nUlFAA0RvYJ0pEyu/E2Jl5t3S7zMsOmXhoDzOdad9XLKXkkBqb14Dww+WCMk4lIB9vXIAbzGrcVnHDoQ",
-	"CeO2zUt+fyEtJF8/xPmxcCfJSmIRoc0+A/xXD0aaNJ7TBXD6Iti9RwrtdbQuZLDh6pprtSoR9H9QH4VV",
-	"GiKs0Pzgu7c0QOz7M1WL9xJwwVnQ13pVga13SJAjmTrZ0Bk+KReKLJjyeZ4QnRXH90siIuJaaSvKY/3e",
-	"htfI0WRNlX9BKuSV/+Wba1ZUsYlXQy64EXYgF6Xo8ajCENzdCV2F37rALZKNfm9rp9eFtqjlGuxe5bML",
-	"xukgzuf2n49+8PDieysaaiAl/6a6/JJRxSHgWPQaFWZya/l+6vSaqRwXaM01TQfLWB8ruO7uDhNw58yG",
-	"myi/rqIv1odHbfUtNk6ztX140AYK2XzoQWcFM+RysLvWbkFq+TxYcrOCksjJbufNbo/74Sc0ASvSxS8M",
-	"ABAYzeE7BlWWsoplNGRnUYT9A4TF5Rvpc2w91231IclLKw15iNjpHWMXtFIx8y0ZMKi9RBbOhhFEVyte",
-	"7wfARzgCduk9X77BdTbVUcRfZNa/McTrS4sdb2eZc9/DiVdaqh2hboqOMVWJFp2+3Cc7m1tPM70yQwRt",
-	"3Kf22bzKJk8tS0k8uE5iytHot5ECMRzOUrAzlmevPk6vzKoRk6YilcuFkp5OAO+CKV+MaAQMZNWMIyeH",
-	"ucb1mINa1d0Ii7tlu0iXrLYKOtnqppuLlFUJ6YSlFGqb1ZG72GIxLondG9G2qj6XTKurLvr1+fkJwQcy",
-	"+jA9tdw3bnY3IDiEl2RrxxW369163ol6d8XPMxGpIgZlczn91fcwdSouDIZdSfW+WYn/U4/2raRqrd4X",
-	"dfUjL7EMCzsHO5Kdxw1oMO7lrvGUaR7pkSkdTiLO2jathcDlMs3KnqeUDycWutZ1HBVbEVTuGoTRyxim",
-	"I5EOojAE8FcXJa62Y/tSdMBq+xGTeuQ2gCn1gym2xyiZi8XDWd7/u4Cxn5umxb5CII7dj+pBlUvg9BXg",
-	"PPTAX5i+IvkH7jMiDq0/2orDLJHByVHELLmLGU+ZUbRM9lIViHOWSJUyOl32sebWYqYgU0qxlNO4aBUW",
-	"d7Jy204ZDSPOZMU01OIAc5lMjBQCNw7kH1YiZF8bFOAl39rplp9wTPoGEEwd+g3O5M9Vc4/NgkCg1Yap",
-	"KtUS+GYkSfx3YQvt1yvVT3h2wnW3vzS54pbfuM/l+uz6Yh5kwZhVhQ4ng026S7ggNAxTJiWTHhmmDAB4",
-	"aQx5jcbhXWSfV25Ql0CS3XBShGfN6ag+YAueQQRDhf50pBnA8gKPBJpg9P9b0ghKcVu7DzcIPafaBXHM",
-	"DFbZnepeTEzqhvKXQjp7jatfcLSEi1Zsn/S6TsqnlsGaj6ZDKhnZT8XwciTS0BQ++ry53sVykJZWE0Za",
-	"9xqnYpbAD0fRVaXE6fLp6EuvvXM93VTtjck8DdvJs6uBfsYtbuy2d2h78vlyypO2ump//ePPrW/Ndu3H",
-	"rT+XQF8VWytU8+mWNlKA3A5yQIcTaIeAVQTaBiVJTIem3jyDVColT40ZZ5AjVOszXO93n1adU/o8l+/L",
-	"Jn/2ddj+MunNw/bTxfTyus220i7VS/68cTVob68nY9a+nu98ke3h5nSiGeaz9LK3aF+FWyPVnnb510l7",
-	"48ucXetd3h7PZbt3/Xln2J4MNlXafsov168aXuPrsDsN21tfnk1oe77YGF221Xgb5OT61eQpb7NBunnd",
-	"3pFh70t7ermlvja8xnxjcU3b3fFoe9hOvj6bXrU/p72JnvV2+OVStafX6/Ov7c3hgO20ryZPx5rRLOhW",
-	"Mmpv8Ktu2h5fPpuH7Z76sj1t/FFhF8W9/HN5RMBu633cPHdg0aXyEHpty0O6hWKRbo13v4g3VHi/V1xn",
-	"/VXWIvtnMSin9QrOGv2tnlZ4jbbU73qNDAB3s/u8t//0w7M3G++2f9k5X/+4+dvTT11kG+kyGrU+M+sT",
-	"zTUHRdMxKyYZuRk71Rw7wVlhxjjTm10cS2TExwmArpPPYkBwqbv6uqZYSWXhr2olgot7XQvXXcRpvVsa",
-	"qNcYRRzy+Wtdr3sDx7cZmK0MbgxvbfZ766sTcxlg88ZjrxNK6Qr3625u1MzjmCkqGQUBACwLUYe36v1Q",
-	"m8BxXC43c+iuYmyVCPFmjFskGlR7JVGiaEje6vWrTwuyeQ4DFos5CYozClCLsa82u9y5Y4ZPuYja9WaV",
-	"dsBO08M752yuc8LLOUu912pA1XByIaOvrNGHixvxi1EcjScKtg0Mj4Slxtfb6G/VpeblQzi5mDBa/X4m",
-	"kC6ihkWPB/INa+6vr+CsdebqvHiz/Nrn+lWm9tVm41mhb9vidsgxZyRm9Kr4oM+jMGZO3IKza4Xtd6CF",
-	"FQ2zHt5Jyq4iMYNiPpNLVlKMNt31bd+2usreO2usbO2RkBlnNNcgYSHsNP58l9hMPS6wDVox2+F2Oq3Q",
-	"lRMgqHXzgPrk1L9C/LrQkh6SA2ayrF/dISBXSgbJf5hzJjNCVsVy9npva71X5EPmmWqKtnltNtq298z9",
-	"4XbdwdkJVvZEK+JSsUSrmSbSUYTf7t7JKZyvNpto9vI6PlBo/1RnLRiPapOSQSrmkqWtPFQ3nAgJOSkW",
-	"i9VEcWgp3lz1K6fMUe+WpJCYNzvxoEcMTaLjeQnKi3kz+CCzLvxiykzzO+j7MhTiMiol7y6Lf9yaMRMp",
-	"zRwSLVU0I7LRmuXtnXCfg3wfy+Yobk7vfptze+5SBmEKWckDViMoX2KfQEaC95Kl7b0x4yqwLmbMR8Fm",
-	"0GaxkSLNJI24cSpSRaYCMAa6xUpEkZJgxi+5tthwS0pq1ZH4GsUxXdvqdEnz1/X1XfI24rNrcv1s+2J7",
-	"c5ekV/31zW6n2yKv2PBSrPW6693uenedvIxSNhLXa/BtsQZhvdetzce+Cfn+HLKfpXIXa/sXwpE3RYr6",
-	"QjHq2Xo0+Ps6RQJPy3OvYGkhBXrNb8qt3ONtVNEksojp78U7v+zuZrcSb1JNFk6FosHmWYpza2jz8Whi",
-	"ldYX3/6oAeq4Q+jYIyIONc/Ju3KtYqcWWfm3W4xRO6O6Y31vfFyQw7YHQZjlRWl4VMviuvqWFjPTUhYz",
-	"ij0+TZFchxwioEfCTENFSBj+AXIG3U7xQ8q5UETffRJVEVhSFkapXkK/sRZSORkImlrXOBDmFEtDK9CH",
-	"lozyPJuqaoMpw9B18UxvuNOq7hy60dUHt502cSPLEPOAWqHZd4e8AxNJcwcom/J5YFreANpj3iC/WWyr",
-	"bzLpgA5A8kBzrmJCmT5WmiTYt+umQLw+MLf3GETG5jQNAbHhkkEHoDMm0dzJW8j9IH1e3wutQ/a4fqKt",
-	"v4lG0dBx5xKESzJpCibhDLNWM+CULN17lQWamd22QomPGSmOxez5aQxi1sIUSdt8JxRM+kB84BrWHDtS",
-	"ksWjvv6n2SGAf3B3pNgczudZd7gm1JkhAWJP0TWaRGtTFrT0ADGjKSfziXDyIUhkKhsivRqcd8PLvPBm",
-	"2fmlT6I3bIFdhiI+EtUNsWFGfeUoSTXFSdZOUnG9yJYNMouGoUEIA3if7d7GsxZRc2F6uNjk0ggoHNGT",
-	"KCfsOpIKrCo20LthkMiShFwylkgoUdXScC70xkGqqFmESRW2c4DXGygiR6f0uc//67/IW3MHpP77r7zj",
-	"9l9ZqaEJI5C/iGSptuT+0g+2221S+K/+cEojTv4iQf9Z91k3IE2I4vbX1qC+YCKkwi9a5K9Cu0DSVHQs",
-	"sbIl8IhF+vcqybmpmCkmSRNCX5hZ7xHJGFF07PxMG49YN4lVFABAZjQHp2fjjCsxG05YiJNHnvAXCdZ7",
-	"TzvdTrez3t/p7nQDM9ms6x9pulzFIzh3+MSJc7gsoOWRYG0CMF9f9SNrEGHCf06ZSqOhDGAPSCASqbdH",
-	"Hwb40WHqCGdTaIhu6pDhPCLINICS5TknAXyaysAAHZlzPnf3GxPa9TeFj+PoitkaEVq4zeYXMOERDchg",
-	"YcmjQ06omgDvKgkbmjJbb0+oxMmGeV61+f2uNnaQUgvcC5s9GuwmfDuZUqB7IrgSdiZYem8eCNYu9K0E",
-	"EBBgCvCnaWaYNRvO5YCdHmR1UUnyjDPzEy0Z3p++lYULlcygbSXsOAplSZpBIVE6aBGT5D2kaWq7XlYq",
-	"CszZfJwIOzfkVfZkSq3LMuwuMbLHXWm9qfcH2J+0/C9rtxlJfW6G14KZlL1Qi9JcpjTze1fk857PKSfB",
-	"3kxNRBp9hU0MjAjybFNxV1DhV62VxNyNTB2Ls2k27azOzXQUyXJdyB70CjWIjYaKSBTaDqS2hQCue5dQ",
-	"vjBNHFksgZcHm911Um1xepjVClg1asAIxEiNrDWvjKTPg61uj9RF8gOPRPrsQB66/U317YmmDH66ScrR",
-	"/sBSCiREAavG6kpMFIFMn2paWjNY1jow8AgqvT4PTIZK0HJTTYKhCFkAsjmSRIJJCWdQTlXxTJECdD2E",
-	"3VstcYcEkENj+phgzhu0LQH0HAu7h29cmN6aHbN87HEGpYwUnT4pU9IztUhaoA6jZMJSxa6VtC0lGOGC",
-	"t+3W4L5lJ0aCre5GgApmzp19Pp9Eej/S4YRJlVKlX47uSRT5JroPmJZwRM+ZvrLSoQeJPBuVUs3RM+6j",
-	"t26BIg0Wic/fRDxgutfSR+421/QJ7Xby+D1E/GMxJ02tnEQstHLUOlmRpuO4yOam9JLJlodVuMFWd52U",
-	"0n4CrGrjDkOF7DcMPxR1c0cBTFJxFYWmhIZdK8ZBaSHBdTtrgwuivA3TbKdMJkLrNrYgxnmO8kX1Kb3h",
-	"eiYyP4PBwqTG2YtkvOb6rzIDVdbLagEHofQSOD67pkMVLxDrEobuk6DXXQ8MH8Ja5WI9CGk6eb/4pRb8",
-	"+WeZ4LDfaqFTbjWc/QI1D0Pza5hYFGTrdLFpEQEOeDhiLutzBMAJJYB60S+HmoQWVVIQdq0ZRqTihc+b",
-	"wa3os6atf6tDToswEKZcFeL/+hohcS5AJ5jSkJEmjaXQx1K7LAMSiTZEfoxakmlpGhSarfcJF21MM0EF",
-	"39YJOUgAWcCr0e2sd6CBmkgYp0nU6Dc2Ot3OBuZRTMAodRudQzS9Lj5pdrzUH9izH/yQV4Ljzk9sRx6M",
-	"YlgYVIlc4dIJvNm+kria7HIdAj6SnlmOeeE1MrrXU+x1u8ucHNlza/mvv3mNze767b8od6X/5jW2VnnT",
-	"oclQy9J4t7obK70t7/DseA3ACeb6C37/AyEwQN01CICFIyoY+Z2G18ASNmOUFNV8zE3LWsa/YgA2QbIs",
-	"L63lQ7qJJoo/9LwcKlmbRrydF7S3nfhqImQN9ZxCaqAk+W9QVXHIIIuQ2tBoh+wZQGR9ic2t4qKIsKCF",
-	"WaniWjPoWKv0lr6aGMryOYK/IXlmrwFZpPk0ux4yo9qUMCiW0eUZU3Wp/XmH4eciXNzQ3bimq3GhAGC1",
-	"BsE3VRd8K3rxDPr5g+/QCr94TsNsEve/dpvdnQd1h67PV80w3zbWe0VygnKpOqrc3NVyHsQI4FTkntZK",
-	"u+mbLsj9ek/vFGpBHXQOPVmkdXfKq1aG1m3Oo7Slrhk46Jc3Ol8BzW5qmQMACaxvrUI6NY3i/wew7TPE",
-	"tSQWst3hr07Gx42sHAl6JbkP8bWUDbWuZ+7BZzHwMg1YpMTmOHXqOeYrpjCRZIkkX41RIjx/loGVb8dL",
-	"m8xyReOZk/i2AXkgJmHshjQvOybmybnpWjWJhL0smvRoGXRZMs5tCXSaiZusp8IGnGapUKUd+Mek/n1z",
-	"c7uKh2f2uzp5kwLlzP7Gs7F5cY+7RDcj7dZFrsxG84TNGkZ6nqsi+XXrPEyebj5IntaUhCwRgGl+ze8u",
-	"8DZzgfdOOGtfVbJVpvkoYq08KiIlmNlNAM6KcZvDRxZMdf6nWA6qjlCrksdbYh1Ax1RJKHDlcar3FtIh",
-	"wVRPWdsaiMbcLxoA1sHuc87mBijbCj/IxR9g5p5n8u9Mn2Z9BSI+Mzl7kPc549LnVBGKJaJ0mAopCY1j",
-	"kjK4JHIXfKv6rNIZGByYLypnUyY75CU0cCGR8jnWP6NLt3wnDIJ18FYMCw7l1nI7Q+/PaelC3d22qKRp",
-	"1idm3oVxOXZG1a7o3W16yOv/KQnqj8C+8Us3qRcPGrbHnv4NwE3YEMgmB3caNWgk2SSdkt86Jrxy+ee3",
-	"/yz7rlKzmJl2pxkfIsvpB9Jv8be7ZE4xMm+C8qhidL6ThHNMuj3LMyOZIdpXUtpXknf2V48p7WwlQt5Y",
-	"JufweZMjQGD511y71VwDB7l1ItxumglbIFEvN/fCUEtNR+B1yDs2z0xsmrKycyxSNll91+dZyoUA0Gow",
-	"yC06pxWrUe5HA1iePC/c582CM9sVcctl2Sms6Q1b/OvL/V5UhltsHfM3UVkxrLKc0F6KFMoaIBptOFC/",
-	"NghDSjEYhITwOXQH9CCQhODjFidbui0UoXuiNDkORVBCBIazEOAt24HlTq0VfX5T9AXSa4Msy8ltJxRA",
-	"sN/mGbYgEgqZGVphNYlfdIopFaUBTMTKQ+BCHMIGuToYjosXy8JTY32LIwMjPBDhAosdICrk85XjVaQJ",
-	"nHseSUaCzW7X51WgklaHHOTY8LYsRa/PdlLC2LjFFNz1ObVZCYQS0wIGMeQxfE2alGeHGxDIrDUSgwsy",
-	"FLHgGGvVRtSMQ5YHYga3TKMeFC2m5Q6q1Ju9nuZbdfACQd8+qo9hKK8C/XNe6GgZoT4vUgjNTiI+7hOK",
-	"BoWB2c48Q6ZpFJlG4TyLVtvIOQRmESYva+1Xw+ywsSkAK99ZcV9Nghdbp67u7nderti1WktiGlVcbEN5",
-	"VXTR7J99yL0ztmOK3/Bua/DgYd2M98zb7vrcbyjGKVf9zZ7fuLUJgv7turftbXR97vRHL07M6dYknRmW",
-	"OlNkrOv+3SnsEPfqULFsOgMxsJO5tSXEipO5uZu6jw0HchKrmAFeTRvVAuNGGEe4/SINUUQ55k0hYr2M",
-	"iM3za/CwefadADzlxt9uiTxEb93s9R5kxizFS8nMGc1DSOHiOFlZTtahvQgWIl0zbRBhUn+bpUjro9u1",
-	"jT2glgSnwMIOOciY6FBe1ds/Jb3hXibQY/WEW7J3j2IDLRU0ueirnoJVecyeIBi2Fo4rnEmHmO5NPteH",
-	"kgnbsmTrIC/8f12TNaR4SwdqR8OFidWquKaP6VIV91zrTRaMvohYK0ZGl5tPhNNz7opZdA98h0kJhvQy",
-	"LwMaAPelzZDqY/LL0tSFctqsLTTWWlIkyRPcgifWhHNQm82uiLnWqbLefsS09oMessD8b1ZWrbbrc6ut",
-	"kqKyem71UEzBdDogoW4PKdi242JzEFN+aVoi6SnAv3wODjHgO6DS/RfkQZJozEWK/Rh9/qTSWP0QRF5f",
-	"z9PKyk6ncw8xHOy6wxe6XYrRSE/x/4RU0Z8w2Z3yUrWxSekl9kY2paZOGjvJyjwzc1rwLrBTVu3PGegR",
-	"bV91BM9pwdafaaU0QhaQq2yBC9wN/bv0A9Bo3Kmaxlxl6fOgrGkGpBkUmokFreqIhq71wYPaD13OgQzg",
-	"0fq3cUisH8ZUE3LpEZ9Ds2YpExarvI9cy0PDA5t0GoW/2yU1sIp5SrC1VywEk7FWbJ4z9jvHLnhkj2Qd",
-	"HcEGmDN6aW/jjQ06Wx5x22p6RgD43GlqictGwVDkFJJQsqQ5pRYTuakzn4g46yuWGTyk1BXXI5xO9dI0",
-	"M/F51sxrPlnkMt1d9rLmd9pC83mRvg1ZF1v/F7qcJxPBWQvurGlV53MLCW3M87yCI0ql3vaUpTNu7EKZ",
-	"zbHpNL7WRP6x0FWwZimERTD/OV10iH4a2liXmj5X23GhHc1rcJwi7nMHORIyzYC2sN+5NfqoNfRIxgCn",
-	"dKGF/iwhSpBNchQ9J01s9rvVJV1tY9sGsbK1S2QSR4rENB2zFNjl8mRHvI3WZnR6hVZF671bumXWb4cY",
-	"3BlEdYDeZJ0ifxmIEGgHd6ZavQ7lZXC/8+qyvMdhxcRwGp7ds0dcv9gjrkNeYGVNXx9loY9FoWlcdguw",
-	"dZCWgFxk4+6ffcCbJJGyTTWLopf6Aq24IbYXXd2WZL0/8x25U8u66nY9rCWdz7/LyVcgq24ggD++j0uk",
-	"2BsTKnPrPBz650btMYxNxKEW7xU7/R/f0NIhqRtJ6B7OoYcfA6jdNcbVoaXOprDtR5yGskaatzA8j2pl",
-	"xEkAVxQKMXxeK51GiLFjcBm1aWbEJrgs4Fv0V8DO/Wd7LFYw407oIhY0PBfirRY+j+XpuMXiNEdvurR/",
-	"VzvViMt/grVq5Jdp95cF19y+fzeaqvDDtT+NpfBtpZRMY/cdvdyD1H3mFdNfrBMbrwjYYGJ4KWaqU1Zx",
-	"jNmrNWFoMlPoV7FMV3nFQFF5UDLn6o1azGKwF8olc3o8bqyGs1FuMLKsCciNHWEqHWDq266sxiSB3GAL",
-	"l6T/OeerZ5WGnb89A39zhd9Jlr4T6qXNtfufkPNGq2dTc7srGnzd6vJHYCcPQ0SEqWcLei+QK9xzZG9p",
-	"jU7WfLMYxSVN43qDQlVANG95ZVPK58t5TV6Mbwq79ZYBIhWiYEDZ60wqn6OrDNswkKZpuwZoeaa3yByS",
-	"o2oa3tyQcaD3q55NbVZ3AU9T70S4m9dJQtjVndy/1/CfkOigT7ZwEe8iX9dmXBPod7hJ+zEU0DoX6Ya7",
-	"cYZ55ZJAhagtHcViVtvDBMXWUgp/DwtZmcTf4qtJHI0AUKQ4OcjUYP/KmX8Cgb+NRg59G5JZQuMGb+VW",
-	"rbHX7TpIpCbuhokR0RUzjXKAS4dMc3vGh4tqNc+YqdfmhQ9V/kqNAFZTnPDldVrTHiyjfGbf8YiuGGAi",
-	"JKkYMOdsRGJzrQzkzdKTOUnFlKkJm0kCvarZdSIkAKfZyGHT8cvsWu3+Jz2nTXCcHsEbjNfVpA1nsZ0L",
-	"f9btbgzlbCAXUrEp/Gk/1T8pfDDjkcIPAmiqAGk7WIgeMZkHPuuY0ZipI7PW+2WdgE/m9cHbkyzL7ALk",
-	"/gX2nMDG1wT7YRo0KfQUSKf92GABKfmxtnH+i5z/dnJw42jA9Vjq8xse+hMH/MnHrjN+4xtZ7/aervgb",
-	"055E/2pj3a/1ii5PvDAbSiJOynSCxPH3kbrz/ml2zDXkXmiYujynEEu4NEm54J4uChCLTQaaDQWtk0L/",
-	"WJ+LtNhCtm/JIQO1gFZgNh5V7cWInqRCc98fsGeiltIeEZxA4ZeUGRAhDg6To0mSwZg8eZIFM548IU3k",
-	"ap6p7dDnN4xnAOcTnDHV3gd8ocCDYELL83kOtTGsdNtFrCRIuAnJLIEAxR62P+QIHeKicDRvwNqwTcCC",
-	"lok1u++wAStJVSRHEQv72Dv68wzxRUjgdtYNOuSQWycchpWg9QcG9mChAKpjIIaWRvH2nB6dxIRQldCG",
-	"gatAGdkHqhOEywRnxuXnrOIHzQewJzCMjQElCzZsAHFtUqQDGRzlbSX1/mfdsn1uUNSakjHy5LwIu/kE",
-	"AqMOElvfdEMzeJWWMkCxyxmoe/7Wa5khPPo8uLh4LaTKMV8MZq2FpMpQbPK5A4+OWQiAPkjNxrH+gyyg",
-	"6XaIKS4ptZ6kqd5M40CN6Rh6N5uAfB2j1wI5ZortO32R71WWhJiYmpQPMgIupRzmPbfL5Kk5fc0FcOtH",
-	"H9AK+pvTAKRUZOsykEd6W9ZXell7F5wOEnJxOhmb80z8z0BrIzodgrs+8iQ3d3rdjZ1GPiNztUxUwekN",
-	"WzPN7zSZOxTdZjT1oLzZW9TaxwWXXW1hdTi8SxyLxRQnZHOFVOknTwxEXwmX1+f4wJMnniOhB4siBiek",
-	"dc9rsHv7Po+guwCNSVlGNuuFJKLhQdQdANPmE6pYlp+UJFpKqQ45HilmtAgtcnrdrkmOcRJWPMiCwe5N",
-	"mhOanI1go9sL1oKN7kZA7LnZ3xYRAXd9UwWFczeJTYYqiNbmEKWUqEkqZuOJyfCDmZukve9lVB+NqOk9",
-	"ubI9nV0E16i+d03e39+O32g1xa789Z0Us0zaM6bILKlN7MqbZtugokkmisV4DJkovHNzr/8tG0Jwc2aL",
-	"CrHtPQlaM7DJPx4DFca5zI4u6GzASsm0y/ZvZQ4EnCcjq5tya5e8KujXe10BcIc00fOLybVZr3OrETku",
-	"Zs5aHYI6BVzkrPSnFoHOAO2toDd7qIkPaRwbSgFXNb4CweaqivJ3CjU/LI67sxJHeYvNR7+vr+1oRG9w",
-	"t91ozx7Rm8zZIg5zyZzdN0psZoC6d9SatfBNnWFrWc+NNXN2ZJCTaMQuI3tL2oWghofKfJGu+4hUSagN",
-	"xtgwTdYPvWTJYpWVDfRGyjPJw4jOXgFr7JAzm6ALxK0vG/QzRHWg+NIO2cebcfsty+5QnUUBOcEZ3zhw",
-	"lfl74x08RPm/syqZT/lOSuUKcj0f+QyRBO6tRDxQI7j5l3tonh3YDsj/cqgHcygsF3fEeTjDcgBkK3dg",
-	"U1nz96Xsyrj9KTEtVdAfAwzAeH9K3Mbi3NwuXQGz23jRQF47pQweUQw4TBFONWXFdMXc61HwWE1pegnQ",
-	"ornHCp6JI9DGraSWtfCzxjqw3i2fF6U2tqkaMui3UsLlz7G3Hd+Vtga0DmD9UmSJW6rGmwJn88/hfhXT",
-	"+gHc0IiHxwakLPTshdqQ8D/Itrr5l++EOjGN4/9loo+g5qF+ch826nRhujUTL2ssUHauYk+UlBmAjTi6",
-	"YrZhk4Gk7ZMo9EyBfHN0tzZoPo9Uy6trC+ZhM7EZuqJDYszWDgkMiw+Af0rUMW3zPOjQd4sPutDoLosN",
-	"dki5aMK2xROXrBZEVx9ooQmVbHzHhORq77ElrrFlJ/mdSpzvmS+xys0+pYq9jabRA4FPeivx1FdUsTld",
-	"3C/DQv9mBaZq3nGObQBqEjOchk6///HN+9PtYXVbpsYDmMxbA8G/lHYcJgMO4OVgeECm0o3wAFyc00yz",
-	"tsmkZ80/2/7EMz0fISCK7M6qdrcERn1uogkFvSmMJDZlCAWTfUJvDNtlWPwmbue5jfAJOtignRHG2xKW",
-	"IuYeNDYFa7WkE5q46Fuql2Qg/Kyahd1eDN/MYh4Yu8vqcCkOs1ogD6GOCozRcM8bWmzCBLiYt1w3us8l",
-	"U7LUxe029mrKfTH3ce5z/NorxvnI8jCfLaewfN7nWs+C4B93f5YFJTHeCe8WIyjfvcoWngVZDVWB8Mlj",
-	"jym7Epda8daKryFSUz2oP8EHTaC3eKIOFQCtIb6M1q5dMUflpSYsTQ5ZXCu/GeXYbgBFInXKfqtvKv3y",
-	"5h1jaP9kqwzhbfhi26wmjyGXZboYjW6ghO4uYD/63G2thKA+QfF5ecG4vlVhHyuwMC5faK2z2d0k5R+J",
-	"0ShwTCKzm1m3ufqgLQxyPonkCxsTLNkW9azXPhJpnVaEDJ5e4sh4fDm9TEZXAvePLpy9Rh6Cqu8OmF9o",
-	"Mxsbodfkbxs3cTY3X/+gNS3skBhHAKWFgGpVJlO9qVbJCle4qsS9qZZ5OFcVaWMVKMl6NvUTJorBUjBT",
-	"bBd6ov20tkuO6LXmQT/1tnZ63W53l7xWKjnm8WKXnGk5zXbJGZ2ys0ixn97S638CAOUqNUZo+mnqX9n8",
-	"K+q1x6PRXcy/v9eJ9q+W+DdpiUATpbyMklZYsjzX8M62IeYsb+qvoh+zBftFaVXSk9i1lrlY8MqNwXdr",
-	"1lFJ6zRqQxOw1GD0qenPEuXfOq6wKJWYHBWlTjUH4Zj3blKtsK6CWJs66x/kcDhJ5ixlRUZWFHL41bHe",
-	"rr/PsjSvwEMIl4kszBtwU67sOv61K//lGEsiANGYE22+uGmWq/KOP41OampJQxYzxZbzDtdzvcSK7UPn",
-	"yeoNRovRVEah8oLavKPbLLVbERMTNV5MlczLZ25hSx2ylzM5PQhukC2dAd3ZbEKO2g/GBli9l1zMEawn",
-	"ksuZSVEfXaXApqigfq9bfrOCeoJ4ZXmjRDMNV3M2IqDszZsyOJm+exBLdN1OKZ39Vt2xqir+RyiJK7AQ",
-	"pI+Cs/9fVvoPYqXI5ggt8bRax9ydygHx4LOiXcdXdpO+ltfaZsy2mJJpYcAwp9cNj7bQs+fzu7v24Cub",
-	"BV6bS5Xlm8yjOCYDRqi8xDbihdpcpzTX9HMvRUNvy+Sv47dm245G9JGdEzfX+f79pY73sTn/tRz/BzOv",
-	"F3gzSiXOJb3vtoy0I5M2xtm80PC3SaGFulSk1yUp5aGYksFCMdnyEBpbQk+bHKuSSvLEZIM8IfW5ZVQa",
-	"8EIoVTMql8/LWO/4az2pX04Nbyomn9kMXJMjAcioN6ajnTufOSFf676nyudBnsAb7NqRIXgKXvNyQpyb",
-	"t+bzc0QjM8pTbIHB0X2Mfbodp/pyfHBInyllejxSZtiDWrHcPcnrX0bxTzIYSyljt3GL+yaGZRGoUhJ9",
-	"NV/MNn6+KQsMQxmMk2oemDUNWYisZZfYLOsIcmInxpdyyRJVq4L4/E46iNmPm3KwbldFzoVKblBH/nn5",
-	"TX+zlvK3pjf9y3v+Jt5TzbRazn1MN/rOgk7jFdKrIkmOE8b3Tg5JKIYzPTbqGLMoViTiSrheig44GQz7",
-	"sNCxGapxiHChJEnZKLomgZ5PgIkB8LUZ/wfpc2c6rSWAB2ZaZwkb3s3FbFeeu0zMnvQJNOj3ecRHou9z",
-	"QqDMp5+hGOiPDAZEn0B//7uCCmglqbyfnb8rIQ8bRkaSwNudUZeBCVih0EZM0RuMaqMXYsvGgiTB02cc",
-	"lF/BmfQqCca329SIZFzKYeBC5dks2q72eTMbmoITcoO4GAWt2yzlcvJMvWtyrHeeKlaQFP8Kq39N6n+l",
-	"1Yr+QHuDSrxiudCytZe3iKv5hEEYAiXSmLOwbbvlTCjqvs2AC84CjwRGSw4Ajz5AfTjAhF4YpFwVpk3s",
-	"LDRapy7HbKQMHHw+DRsRQSAxghl5zjM2Kjmk2uKGfDFp+RlpLktaCjDpUE8nFnzc93lQTYcyzWWl5nvL",
-	"IEeXyFbT6u/BreINVGcBjgDqRi2EZ45HsBIQ6Y34oJXEmjJeqIVGyNCgtdn2em+94TUQCrrR3/YaiAPd",
-	"6G90v3mN5bva6JtUm/JDEhGg6w/Ozq0OuvSbRUldtl+epSLML1VCIDHmIk3efUsfCsy63v07dl5CU+Kl",
-	"mwopfEt3lUN/Y3dP3wnj0Ms2a/kCC+szL7ILhJHvSyXd+1HJyjVBRyNqW3bekm5vQYxn8mE97v8Vs/8g",
-	"MWvbw9eccr2gBQfjqjCGJrYNXmrPdjzNWjjaBFnTsyfiKhUyYUPI/mU8TETEsTRnBu51j2x1N0jWK7ND",
-	"ngs1ycTVhF4xTAmH9knBKaNhxJmUAXbGIQHThAGAV3IC3bp4SDj6hAVXNIL+8mGYMim1ATJMWagpl8aS",
-	"iNRChC+Rhae4LQ9G2gZvHhyx6dgAe+cASyAMY/Y19Ixd+u3MAM6Un/jD+RsOtHGHlupmW+tbqtNw0XEu",
-	"0vdYORxjo9+4AjeBSimXkSIznjI6nJjGfEt2Z0SjGB1bd9oiLtTFY27TO2h7QMNFn2SxHcEZZocD3qvs",
-	"EBvJCFkcDUARjhdozfrcAIJkzoE+wlsi2g3SpkhNj1g9sHMZfC4nNAFgPTJw7k/HNp38G5AKs9ksQ+X8",
-	"tjK366PuvHdySLBBFKKmguuoaV1J6ENqeU6hcKSFhfEKYK5UKmYK/Q4hpnNh3QGLJcCwXkcYZjdD3Mpl",
-	"vZs3jDRjIRKLzWQm2urn/dwAdilWEw9OEXcLgLgR2hE6EUJzGOiGP8A+vBIabC2EYayJCAkYAFKtckDm",
-	"EOpz6V07yeBNFRIi+hlcVO5f9Eo1S9IjmEMArY3O9AmHtqff1D3Vyln6vHyYBoQRk2b1TQFebXHnisBY",
-	"OSf3edMSOIGryiQJctmrzTz4GyUvGnrRcOJ6L30+EgYYPScHpKga8YWd0PJAZySJmgsopJL9GnQPpzyT",
-	"Z63iSZNKn2OktjZEa6KziMSVxYQLgeDdAghAKXRqwbRWiCH5HOFNtJ5QiA9lZmMlTuSZ6rAybkkldkxu",
-	"Ch1DdLec75gVsTapW4JnLOohVMsCUIApTqI2HWbVSjNtlEfwyGDh8+DVgS23wx8EJv8Hc/cGCxK8OHh7",
-	"cH5AlmV6BsVzqM0jD+C6ySWJpV4FDSmbiz1FfXqqUqdYqCwTUyZ9DkfcREM/HrU1z9VPJhRAEXw3I97s",
-	"rt9oddx9KFRPZS6NOvxKDltlHBL6FMCJa+YmFbTzMrVCPn9h2QTA7JDMnYpEUiQuyg3XTBFvHssTLSIp",
-	"7qzZx2LGPXR0BXXO6gLQ6aPCuT9a5FsXYwLFRd6YzmywRdiDpu9QLjdKBbQ/At10WoeUYXmFqUUfAfKu",
-	"LbMDuv+v/yIfgQ+Z88MtdWSYbf5pX599ZWsO8v71iMmHree05gNswiQXR0oWGpy6S3WiNpp8EmgcCeWA",
-	"XKRTGkdfTStd0hxSyRDV6D2P0IlOJSNXNI2oXuZIxCELvfxbPZyKBlGs+bIeA+B8E0ZhaTLGOPKUpWP9",
-	"M5WiGkfgC4+EQhHJxpq/So8Eu5D8Z64m9XnQQSTmgMjZSOsFJq/MI4neI67aTEsnrPgKBWctj0hBAgRL",
-	"CzyfB2uwEWuBR4I1/Df8Mxbj/729k/074h3s2alfHKy9PX71v/c3//fz7ruA0DjWGwvdBaR9OnCUDYKo",
-	"c1himasmTSmmcGBAdtAPEbNgXh2cmwVi885d5BGSTAQXs9QM19YXJY1CZjEcW1mbWEsQY8FcQaanN5Mz",
-	"Gpsi1ZEezDSG7GP0QxbxvU2cBVrxoedS5qOheSUZyKNdEhxcawEZAICt1mWNKNUrLUBLm8bLCCqJSS24",
-	"WTa7wOd4GUcRp7G9hRiq8cxbKQnWr6+D1m42m0iadMkRZF/6fMY16YHBZwUYaQZ7EC5qHxiq6BvdQi2C",
-	"XULJ+GuUaDUhZKMYon1ZNSgJmd6NkCD6HBqird2inVsCrJQ+b6Kw6ZgvLswXQcsUoRhilQI4XZKY9mlw",
-	"gZEo7LngwA7ETtbjFAp+YVdNT0WjXwjOrIoTIdIEoqEZ7Uqf7ZQuQFwA8fn8iSElEvzaPj8+P2nvi5D1",
-	"yXpvY3NrO/DAT/6EjCIWh4hxf2FgprkB+vSQSYiUTGexihKaKoP9KVLbyhZI2ueEYIzU0y+OOMlBuBkB",
-	"RYE0wYRBYH2a5t0loSlsh+yZiYyjK8Z9bvrA6pfMBY4gs9dqrSxhsWYskjSdqXsk0Au92D9+cRC0gHQr",
-	"PXDNVZYCaMzyTYfnWsrGfuQ+B9MMesrSRYkpN21vXhFCUiFshkcoJP21oTseIIN4wKpVKmJ9QVM6VAhk",
-	"7iCRcEOAeJE0M/C5obYpvb6wsJaQTWiQwNc3sK0y8ERmcF0BK0+/RAtYYDSaVign789ftp+ZH24FpGm9",
-	"HyQA5mlCh6bVXNCywuwF4wvH7rE8CS+IuU8xozYF225eDhZQ6gCumcJ8wgyB2u20p5TvRxPZBSot0KY7",
-	"JXQgriBmbzbG/OrCaDYe2ex2nblqesG4CnBlLILHGfe6XT2O4LZli1ceE8Q8S4O1wH4CrmWMLlVmgBdN",
-	"GyF4qZzS87yIz6mOH9p2sjkqbpMLWyI4YJDtRUh2hgSOUI+6f3b60jIk7OMIE+GCX5S5kke40KPkNlU7",
-	"1l/xsWEMnj579PMEeUtpvdMA84uKeGFN9ngvuZjnbXkc+8Mli6aBCzZb6QEfJ/ZbOwV9RtjX2XhItDJD",
-	"pVYHpUgB78LeTuAQLRwjxI2E12PtFBdFWkOoBO46B/R9tTJAmQtuRAG05NK3xjOVPPaUsGB84ZzUYKYM",
-	"H+PCsEP7C9OteS6wd2ELWHWRBW2ZJIZZ7poOHP+mxXmG2f9FZKRmiLHwl535X/rzdrtNzH/1n8vv0V+V",
-	"c/FyCGnnx3ckVss4QUBoI8QjweuDvReaI5H949Mz8AbE0XiiWqvModTTzLPRWgsgYcO2+tz+qiE1K8+j",
-	"kcVuytWFVukVxk5xK3C1cgYpDVnFRzE75VFeCRdcq2BF6JC/oB9HgICmDoppzqCPRvTUfl47spMDUxjN",
-	"JsqUBju0+TM4Vh1cahEptThqPehq4Q1FDE934nVBzhwtGvsra10VtSJIKogxugST6O2YSWCYMyBrJEih",
-	"bQw+ZCzr4JSpdNGG1h7luSFCWzaf7KbY89BqwXQQjWdiJj2YL3QbJ4AHjUf+F2oS+uVaCuP/ryBUC/ot",
-	"gIxQQKGpXkPgTANm/MIpoUql0WAGjcdNjMaNzzQ/gFNSP2kdELbjFDGe9N186w3qjxaq2hj+C5iS2dcC",
-	"WypunBNMC1p9dH6TYQyuTJcL5XcEOmpAp3aQX44+gw9YdQZm0AtIYF38xWkUWFxhb4YTFpI1MGqEIDIW",
-	"89vGWtNfb7pfKwz0wWt8fsyNlQcE7yHJeWZMsBZhr0AVqWEKxrPq85W61UDm9pMM+//Jkw7BbjQUX+9z",
-	"4CyRklVI4l2SCzML1V8UIT5vOp4LqNQIPXBViVEGowm3zb0EBXW5t2NaA+lFw3TDVCQJ4Azx0DaRzN0Q",
-	"ntNJACVFpHw+TME94JbwgtGCPMV4I62cDT5+/Njec0LRfUwbTBmNpz/5jSx3s+Hlm/GT30AslShEIBW/",
-	"kTsVapHUMdRo4Z1cuFLP/XuWxuBWcApdPBJU8fmD3HS0GYyBQacPOmQP0B3QrUTMMgtly33CRRvudWAV",
-	"75eamNcRDWoITgmfnzEXqCjLwy3wr75+MAiCiVKJz9H1iA+8Pj8/WVvvrPt8H2N97fNFwvqkHO7zecFe",
-	"ROhSPeqfPvjdoNNZo0987LihD8JvJFTKuUhD/KLT6fiNbzAPBKxyhGtzeT1li8QW48u9VnrjoAfErmsx",
-	"g6vC2plzx/GHXSzMNpbcxnnDp4LAd4bVRjSVlwV11/VLgwFv/bvgP6GKxCU0tSdPsui23rEnT1BFjhS0",
-	"tEDPkIulls0cgC2dzlt2W1sdcshtnXkb6cEg6MpLgxxcY/Gfmlm3X7gNm+pM/wr8VxN09wB+sBYgplbG",
-	"LBRUqxLztUey7wPgmV3NK1b0IkBatnUk3OZFMFDr2RW4yanQzwzo0tqstebYfMXvYV8CveXKKPDg2LEV",
-	"dDmZGaPX3LxddF6QWt8FsFH0+nMbJQCL0nOucK2/wp68z9VcwNGbp6Gl2LKeXBlzQPoW9cDSgeNktL22",
-	"sk5sCPtc6LlVBDCAgB0ItALPyeVcn3x34KuMx1ioMGoLL3tb2+1BpBA0tei0vGQskaboUOtRLIQCKJ+D",
-	"Y10L5xnPQsj6Arc6ZE/fVueeY2jCmqDZhc4gHxFtB18OTYGyNE03ElujMml6M2dhokSczc1AxnQAxmKc",
-	"Bc3A7FjQRy6olS42UrCYPKb0gyRxNNJm2hKsPY9sdElIF9LxoOzq9cwky80wdq001UXKRHVxWqlQVAHw",
-	"iVGeZlLrJ/itz/HrkNC55q081LahREsfS1OnjHKEL0oW2O5flruzGWceRu+aDsRgJHM1IHSh/GB3TA9e",
-	"fX4GMw6UHwfeBF1oqB2h4eeie5i2RiCagWu6Wjdax5k+ig5ruJ/gMkTywZBLPse+yXwquMUiaVi/Nahs",
-	"yxWIROchdvu1z43Rlil98jLSeplBzMz8+QZ3XZPXogabKod/+Wh7atTjMCIDGjGqZikEEcRoZHpTETkb",
-	"Tux+64UwVdBhen3ggwAfrz9/i47wogjskD3beY6FeKXGWhWotqo0l6IMMt8he0Zoo0cK/aCApcNDZJXA",
-	"Cwq/09pdnb5U4JF30JtARXKnhdrQHRDjUZkCGC/4qVG+HF3Kqf2s6Z6JIgTZh+Nk8UihK2apV6TNB8g2",
-	"O/MbZFLEarzAWnbLLS8xJiwSxg0SY5TXiTcpGbE5mUZ8hoXw6cwEzAFoyDVD0AEQAi0YTCHPvZogGAtt",
-	"C4LN7qYzEQebqECCG/26Vk5Zp1sAJ13WDp80NS0BW4MQjEDiAv9ejaYKQOCEyuwtrfqmSq7Yd/ff50td",
-	"LDZnwK4W7zqMis9LkkbjiQIGkzKv4IQHawxofb1DbugxQf506fdbUFNj4JH3p4dabXMTWkgz6HXXIW7Q",
-	"u/EFNpOl+CIPBvkWkCxlBV9g8uTdSZRKNZrQnw53GTe/YCbDMFlXi47PN+pnV1l307rrOGMhgyZ8raxx",
-	"LYxac/2A6vbr0gXoJQMHYOaL75ebcIQeGC4mbipML13bgANpdQyBfM/mLIwKtnvESZKKccqkLORKIBZ/",
-	"NVni2GQfwi4LDuJba9qaovok4pAh5ZlcjSYqwZh0nCtGPndbi4E0b3nQDx9ia5DYsWvCweB86pNomohU",
-	"ZX2FbVW7tDHTLBJKJRxCytr5dWgBQzC/n2LP4ZjRq5o0NVrK4suy0or5dEFrN+u9mwEaY0QhH2UASWZW",
-	"lQzyrvVBq7DV2Ea+utUHiPgRCd7WCsSUcjpmwIz0EYJ2EbpIIjLP0QPlKRLc03rhPKWJVmDML+zOWVWD",
-	"zZlU4Bg0Va2mkSmNpEHR9fk04tF0NiUhs1OyD6M3EMMoKVPENGWEDguppowO+SjMBfM56KCOC2JIY/1m",
-	"7AfBQ/LBzfmtPRuf28PZJY91AJBGXN3/kzznVrGYTZnSb6unk2AN0zm/QrIIJtFjaolJ6AxaVs2MZBa1",
-	"qk2O9Hkzz79yC7WhhEvftQy4M+MLwELyOWC6FqZXCpD60F86umK7+ezwIQxpkVAAtuBnMfB5s8ZXDG4x",
-	"iBWZJOxWISkQ/ZvZwepj9nk5RZ/kEKVa+wVHiEiHEyaVSWgGNZ+JJGZZbrPJZwaxJVl+2Dl3jHiSZ6Us",
-	"oE4AmCYyQcgm11p8XmntHr1IJOTGXufqLeWLNqREtQu5/lvd9aVwZIWC1cNpEjOMScLQUKby+13qVP4w",
-	"RSe/37Xq5I9vxZUkUXENUKd766j7qZBSm8omBFEZF2RD3R5ByfGt49dEOWDNmyvtsBPXgjt7h85BKzxc",
-	"jUHh1NY3HrKw9a2H/Lq3s9q22C5C96e5jdVeVCiQeixinXEgqLBdrbC5degzFo/OMLn1hI5xUr2VJrUv",
-	"Unlig86GCu95RwxQ5Qos4mw2nBwYLc/8cBUCOYLQwDuh9uJYzPFefvv/AwAA//8=",
+	"7L17d9rIsjf8VXqxn7MGMgJjjJ0Yr1nPQxwn8SS+xHaSSbbmtRrUgGLRraiFMZnJd39XV3VLrQsYXzJn",
+	"9jmz/5gdg2j1pbru9as/akMxjQRnPJG13h+1CaM+i+Gf+3Q4YfuCJ7EIj8V5ImKmPvaZHMZBlASC13q1",
+	"fjinC0k8LppSPeHtkWTCCOVyzmIyncmEcJGQASNDNZzfqjm1mH2dBTHza70knjGnJocTNqVqbHZDp1HI",
+	"ar2aGa/m1JJFpD6RSRzwce37d6d2xpJ40R8lLC5P6JwNBfclmfEkCAklnM0JTRI2jRIypJzI2XDI1p7H",
+	"Vrvt1KYBD6azaa3XTicT8ISNWVyYzccJ44fJaxZG8m4Tm9KFmdgeoQPJeELmE8bJnAZJwMfEF0zCRk5Y",
+	"GKm5V8x1+9aZfvz4sT9LJownwZAm7EIkUXmeFxNGLk4uTslwQsOQ8THrEQ8+iBkNp7+4tUQk0ZgmzK05",
+	"2UO/uDV31m5vDdNPLgMfPmFuzVv32Nd6T7x10D550Xw+eCfb5zHvn16GN7+ddJ5HB9v0w+7W2A+3P43f",
+	"zd5dXLTdWgUBfXdqEY3plCWa0l+w62DIDv0K8iZJPJMJ84kPz/wkSeA7hErivTq4IBvTEd3Ab6RHwkAm",
+	"kgSJWmygfh3RZFJzapxO1fvxucvAX7kX/ydmo1qv9q+N7F5u4LdyI52nWsJ7yeKqKavzo1EEMyUjEcN9",
+	"nEkWw7RDRmPOfEITEopxwNVcs+1/Ntrssu72qHoBapDbpj+lN28ZHyeTWq+zvQMUaf7erDwJNRSTyXPh",
+	"BwzZjvDZc+Ev1L+HgieMJ+qfNIpCRbWB4BtfpFppSjfws5gNxTWL4WdyNp1S9c/amf6UDIWveMk1DWcM",
+	"R/bVTK6ejr52mrs3027S3JrMY78ZPbsecNjgRF+PbDS8FtUjdXc77a1dXNN6p6kWeoarx58VSW84i2PF",
+	"CdLXEhETysmMzyTzSWyvrXzBvjs1dcHvvp0Vi/qBS6rT/EJIIEnMRmqFjYpFAcXISHCJx94PY0b9xQGP",
+	"RRgyf8Uqo1gMQjb9eflqKY51ycxgav4JDUJ19HPRHNFhImK8N2qa+nlCh0lwzVrkRSDpIGQkSMgoiGVC",
+	"EkFwLM3ukQMge5AJ5UP1VuAh+FgtvQ7qmvVq7c1fX2x93vlt9033w9N3naNnx9unm2dbFzsflQRIaDKT",
+	"tV63vevUkiCBC6y3g1hL0HdukiSR7G1sGKba8tm12RO5UVr62kd+ikNUHbdXHNXrkaOX/fLWaTYVSOBT",
+	"LfXy59R/RRM2p4sHHekskknM6PRyxuk1DUJ1PhXbr/fyPtu/3e5Y2x9FJP+mtXa/cpaPcgJVI3s9VNGi",
+	"iAzFLPSNghYz0NAUkxnTa0a4IDMkaNTmzLmYC37nc5EoIMKRiKd4VTPWemQ+JgPFrMr8dUD9S306uXs5",
+	"UROHj+GXirjUeq5pGPjk1/OT46rr5uNNved9a2cH/pz6JJvVWodtL0SdGMyU4oHZO/Ih/ZyMaIB3ubgp",
+	"2W8v02eWb02qRE5pMpwAEfRPD4k6xJgOQW1hcSyUTvTvP2qjgIVqU9RPW1roTZmUdKzerDVNgqKchCDj",
+	"1ebv1L7/voy/bQwFHwXx9OH7rmmQXFds0lqnUN65O0juVTfOOl590cwZFC+bT+rpZQBKdUgihMtDGo9Z",
+	"o0W80hy9npItpWMMZHqGe0Qy5nIPz9FruVxd2n2jPB+L5KWY8YeJyUzB5yK5HMF4BbJDEZk+mE2Z3QQy",
+	"URwGrikJBR+zGE+xRd6KMQk4oWOKemmRiNLx7kk/3Yx+3hYmqOZmVrIW/VRtwqPQT8XAmo6y2SpBya+4",
+	"mHOHsJtIqUcOEbOEiJHLtU0pQVnUYlZpU0667Qmh1mBihCTEuB+JgCekTl1ePECwSBNBvNOTc232yIRF",
+	"zVnkOYQS/e/sBy6v+EX6rddQk3FA7Kc/dnCRNAxTcnF5FDMcSAssyaRUlz2ZUEX/PoNvJixM2XCLXEyY",
+	"VANJJl1OY0Z8FgYDFtOEhQtYfiJCn9CIxkme6EhdxGqpvn1vXZ4I+NssMhazhOEPGuaCiViexmwUBuNJ",
+	"UmVF7p+cnZPIPEHq3snpxeHJ8blH5kEyIV5/OGRSNrW3panZW/OIJRPhew2Xj2IxVbq/iAPQPjnxaBS0",
+	"hiKWl/iZNHI9DMWc+WQKv5WEct/l2q3j4OuGMfMZTwIayhbp8wURyYTFZuwxSyTxuu0tdT6DwPcZB0bi",
+	"2M6hwoT76qXN/Wzc5Z4ipcZ7eRdG2cNTOfwJzK/a4tWHpWQRLsMhbDgR6OhZ/ib1rv1YSHkeJOwMzY4H",
+	"Mcd0y2yWCG9oyiBJ5ynB5aNocTih6oIlmX0hWaLWIR/dTtjK+N9La5pr8btsXY/C5TLK6gEHoAlrwk6o",
+	"AwQegARPBrGYSxaTiCpWxQnlQKsu18QKjEBztcpLAXeaFi+gGt3lgis5eyySiXrtnEp9Gr6a1DA7NHj5",
+	"kHL1EpnQOHFIzKKQDpmaB9HaJKFgvvwkiQRXH9HnCVcumbAgJkMhrgImNddAd86jyGTtW6oUyJ/EjEy0",
+	"Qp/3ZpmpBZIEfqWejK6tjU83W/tfz9sfB5t81z/oJu8608/P+g8Xw8ciIS/vInZL63wUaiyOagSuElcx",
+	"mVB5y9a5vJ7KYyNyY3YtrrTU1USryaNXkEGNEnMFz7thfssWpp/fqHLTwyLRJzJlPDlXNLuSsRnKWm8v",
+	"CyNX7ekp4766VCx9VEkdmjAfBLS6IjFLHPL+7FBJKPLuDL0/Sl7LiZhzl8PmCj5k8ABn1yzWuuGP2S/t",
+	"b7gIpkzMksdxOyR6sEd2OXTzLgf1Fp/ge+7mcDDze1xngx7VcjT4AVo+Oi6kGHcwZeBROJxGIk4eQ/YG",
+	"MNKl9h7aLLBDwoAz41iEWeHDe2pWKffHz1iJFVJ/GvANJFm5gU/VnBqMCbZy+qIkJW1gG8/aZBAkcg/c",
+	"7YzKhGx2ngGNG7cmqZ+93CfdTmen0UMubdz1qetQkbx+W6235dTELBkKcMhnK40ZhW2pzRm9usQZ1L47",
+	"1sxgSLc2pLEI3VrKptQsKfGD0YiBYzYvuupK/Qbte4ouzUY6kae3TESZ+mEwVPtk4gY9fDs4CO4hODqW",
+	"o+09j2KhVEQQvAc8CZLFusRfIJO1SR8JddUFyI/s9TTVgYXFyCgIWRUFevCURzidKouF0eGE1NVnhM+m",
+	"AxY7xMNd9Rzi4Xl6DeSJFu3O4yBJGG+Rl8ENaCUxmwokpyk8nNo1MI+UkaY38L3le3zILZyOaMHbmtLg",
+	"ptqKDlB3dtnIgI1EzLSJpf6lY1ZXbEEGdHjFgB6DkPl72SIknWaelUqPwa2XFum4Y9OxmVMti/7QcCzi",
+	"IJlMa73a+et+Z3tHrSgYB4ms9Z45tYjFgfBrvZ32d5vSaRgM2T0pfdvW1M9ZDPrG+7u7lYsn8YiUXhha",
+	"c/pbjq9FPk4YJ0HicvyATAN/ThdOegUwgmo4YJlGggQtWKUcKH06FzmSpA6aA0kVh8YSgnE5UAxMeqHZ",
+	"sX6RN+PaBvAc7QWQYGCksuHxlQ+dQtBMMxpWjWDlPsDBHPKExZyGB3Es4oeJTz3SYysrltvWTJaAf3Jt",
+	"hm0m9ihaihlNWZ6czDi7idhQHT3MqUVeALeSQBahGI+ZT2bcZ7HiwmbxnmP0UdBnlMYARwGOzH3Yzgdy",
+	"0ADHKjpWTYQ0DXG0yP6EDa+AVJVKpWzkhZjFxkxRnD+JF8udqo/imd+yjxhDLzpisDajMgt+lDO2BjS2",
+	"nN64eSz42Mk5RkEbVSwD9k8mLFJGm8vFiFByFQD/UAwlYjFGGlJvNh0OWZS0yL6YccW3xJzGfsq+fpIu",
+	"D8XwSswSLWjfsMW53rNHssSyESu24UJzYTwnIFHwe2vv4r1Vbpg+42pLC1G8Pif682VhvBmXswg56eWU",
+	"+QG9BAqxyPxAD2CFrgKG1zHbc2XucB1mAH9syVsG392PnDe3bUUznS85UvMlFzjf9eys6tViFkME5nBh",
+	"AwmE3cg4uGacJHOlRNwpFopbolRJ0ApxnCnqV5SDVHzEnSqGQs8eEgp9jJvfNzShiQckf+CzIY3JPAhD",
+	"IKEvM3/MnJR32woojSKXS8YkCZIeyQXzSL3bbvcILZ8QBFbUvwUBp6B0XE7J15lSTESMsVfwU2oXogn/",
+	"qRfO6SI1kucQIISvggTGGCwS1hSxkj5TGl+p0YaoPJDhhMZ0mICWxGGI7Oj3SHdzq0eoy+HdEFCMkQA8",
+	"zPqa0huzsEv1Euk1gOd51RSrFr+5DQLTvt8OBpJiZSNqtyy85P3Fy+YzDPFgeANfqrXj9MWwkRA/yrYo",
+	"kC7sEcZDKRmJeKqWPZ2FSZB6y747NQyNHIukj/GOh0lcGAwcgDp8kr9XgdThlDSApoMsQouOiCaT1uMq",
+	"Tt22xYZwteRYJKSfTnA92Vpe2uOI2NK4WtKqrcA4r0QNWu+ckZogh45GNHMinqUpXvc5QhPvvIzZlAY8",
+	"4GNIhbXTUGu9u+SM1uwfz+KwFH7OojCWwpY5Oi/TlDWLhs5ZQmaRukA0y8AVMdz7NPuJDodKkyCJgGse",
+	"8BnD/MwoiJm8pEmtV+u0O9vNzc1mp3PR3u5tt3vt9uclDF1HAGu9f6M1ez+3S3vTNkZt75Dl27WWvLbG",
+	"V7Vja5MmKDJpXsMKQoUHmzpmi3lMxFvyeq9HIhEGw4VZjyRHL/suz6WnOWQ+EToowBl6szHf1jg3JQSk",
+	"94wDLzVYrXh6vSosrukKDU/u8hXPGH3da+DDJGYho9qxhIIAX1sZfv8hNuzHjx+bdnb5bcNUJaPD+R2N",
+	"qDYiHo8hbP1QhpDnBD/MdFvBB7rbFXygOMciP3DSpOlLmP7D+cNfZvytff1vMwWVbqEU5aUGocuVRYjX",
+	"HC9WXTu40nwQ3LOGsrMW5u6nB2ddf3BBeTYdemQ+CUJGvDLNepAmOxDXjHxjsWi5fJmVSYyRSer9UIqM",
+	"BeS4npIySqXEVcMeYJmJjk7nFedW4+/OIt6K4dW9jdcw/XFmer2XLCb6C8vkquIm7dx9T3+TXff08ANO",
+	"tsk04FUW6iOktHWs1O8LIciU8oV1wvIud1AvA2xTmrC3wTQomaf7YQDSniaMhPqBsnmqvr7Mvv4r1mzS",
+	"atZdcG6KdzA978Z3cEsV26k4G1LQKigknJgMN2VDDmG3IYML8k2CIZV7hCm7k5KhiGM2TIo1E1he5nLP",
+	"cil7oK1EVErM7lZKqD8NOAmDkXa3q5m2iGdvi9dzeVLcX0zLwZRTmF2LnKjZWJ4YY87+JF2e14ggHACr",
+	"8WMRRX8/X/rRiP6n2SJ51aPK8jjgCYszwQcHCGpGyRC5j46xzNZ4fN0ib3vcx+D477AyLNPCuHlSDyZa",
+	"y1LORew7qCJAlF7d1qOXfQc1QDuDnMZxwHzCBdZ8lWwPl6fGBwS+KJ55Imy1YxaHXrUBop1A6JosmBIp",
+	"Bf3tjYfzhEXvo7/iIv92vTX4+vTTsDP93L76usmeyYsvH7vR2/h4h77YHb0ev98W7xbPg/32wbKLrJXI",
+	"/DVWH17Oogde5zu4ESqvtslD3TA0+pdc8/dcLUTEwbe7Xe7Snj3+JT/Hs6q65sW3m9IPeJIz5ktC1cUa",
+	"lnNsMu+Pld++5Oa7nAtd2hTFQox0QikyAvNsIMmTJ4oJPHnikBmXjHEySL3Me5Can7KG9GqDcZJLsS8x",
+	"DZfXK/L/G+pJyFwKEjApHIwy/N3ZxF+Q75KzAyiZiqnSmB4t/FLIE7GJSnEvEdM4CBf3KUi8d+bI3fTj",
+	"igyS3CqyeMlwwpQqbaWZQI5TMc8kkJBqEvCxkwv96IEgtAJmcJLEwSCnrBozuS4409EaCMeom7cgNL0W",
+	"g1nickjVIlxgEAQmQhNF//pFPlPE0cCvjA4NB42BzIC7PIrFOGZS6nxYPdMR5B4MQyHNatNyYzVwCNl4",
+	"sZiNJ45Sr7McMCX4aThqpnlgGfGFVImMes4kcABfwuUGYGJIOWBLQIxHzBJIt6+YfAKXew9sCK1yqEkq",
+	"EjKLzzY3jbjpIofBwgBaNP4+qr8N2gGEeizOZ8PJgS6HehBvqMzHPxZEzoaTtOCqyi/ARcT+G9LrHzmv",
+	"3k6opxgYwlQaU3oaxWwU3MA1ERjENIapTBhnMWjFoIoGkvhiOINgg07IzxIyRiJuEXVomZ2K6TlQ0owU",
+	"quwbjBwei+RR4ALU6qw6+8etMd7Nn+Jd6/lzc3u0syzX8WNGxpIa/mORHKo9U4f2CHsdWGNVpXpesYXc",
+	"iNk8ptE9xelmftPzL1x73+2fPdrWW4Ma3XLGOXBuwUfBeFbMTYpicR1AfaSdu2TORZdnPPhMIj2OHelM",
+	"aJzYscEfm3qWuygkKpWd3OXkzGoe7dT0gHhisQ7/VExSm2pqG0idKw1kTqXLJdbtOEqzyOp8Y/WnHbPQ",
+	"v2S+yY04pYtQUP9CiLc0Hj9Mvb0D7oKdZ9Ld3O1utbuQwSLXTM2+T6rWVhkTAKsByIUQBJd/n2ykHwsF",
+	"ULVjoOtpuad9RJLUTcI/kRBbEnP8jSKBKV2QAWvAlT7Le+x/bEjkkWIfDxKQ/5GRj4dkA/23hj1WUXk+",
+	"ZkDWCBm4/K7RkcqoBzg7c2EPcp+oR9EQeUD8wKCN7asVHEo5e8Say9zYVQehNDJUxfZIwjgATuXrIxxS",
+	"qI9Qxm64wNpkl0+onOhE2ysWJQ2EBmA0DgMW61PJMDvmIr76QYWY5ywc6bKXU1oSXwm7STaGUua3rgwh",
+	"AM9Nkmm41oNf6DXF3Vz9eGnbP0KCI42ClmTh6FLivHsEYA4chAn8A+2c7xsQ1Ec/Rzhq6mddDvXlypj3",
+	"0icV2SZy44lHgkQSfCGWcSWLkDmETQfM902uAnP5IOA0XuiESwq4PMOE7OO+Nc/ZcBYHyaJ5CvlN6HOA",
+	"184kU8QQLtBMSjVFmQKDGLtLKxfoXn+s7L07Z9BZQAmWxxuswCCWiU6HWlryUOXU/quxFB6c/HY/H/Va",
+	"CW8uh8hTqfydMxOOUkzXdmvnfXYtlx9bHikW+j0i8eQUg0JcPNuNnOa8oTvP5fbVABI1KW5FYJYfWgye",
+	"BZEeUilxNz1a8QYhtIKXCDLQyDYaJie3zT+GrP/O6nQ/S+oXFuRQlnMAPsjU5TgRoZ/l+Ls8n+RPbsnx",
+	"N97eDCknxSJiPmb9A8WabA1glnOBZYsO0VlYMCMTyoHSgmGW4m/XXOMgJm2fFLP2Xe7pAFNV4r7myxeI",
+	"T4GgIvJkNHoQuWq0i0uNAHIpRqO8lm+DYaDSkMwAWVaMRkQZuyvwRP4bPJtV63kU9bdiYK9XAAsp7Y8u",
+	"G3C5cfvXFYdu5ce6TJLQI+0GkBMXJi10SLniDPrZH8T+MApr4mb3tSlB3y4UOIEK3j89dMiA+iQRVyA3",
+	"y2Vi+fcv8/fVHhxvxgnBPMg0kBIRpEiWxLtmoVd+vt91MXiFPQ1rByShYMy1AicMh1hrKzKVKBjz/O9R",
+	"wD56JUrBMZrO/P7b8ziAI/lhPUhGS9No+qeHZQCSANj5aIG6hlZx6krHDtQtkBEbgjKZouEVkEs6NzdG",
+	"xVYvcXngN9LXUkPcPevPAaOx4uNAYYG0iQzs3dINrgpy5xdefp33HN9ShE5vwjMagL0KcP2W31WhpyN7",
+	"+EGx80etPP/bhccfEVIhC3WnCGYutyDM7BR0CAA/pqPDqoqFolioiX0QYNKtZcHnRvsH5YhCukzOlfKj",
+	"IgzLqoFhmiR5hGrgx2GFlXWb1W5nxc+84v554EhWIupREOmg2NOOf5cFOCjLG1bPgQcqhSBe74zkWpjo",
+	"45xGbkxzlbWup8PXyhyO2VDEfil0ms4BoTbVZr3XykRuo3XYp5DR175o7/Y2u7321ueaU1NMYhYrfazt",
+	"1K7Y4vKaxRKmueXUQiqTS2XaViUFbm32Njufiyl+uZTIXTwJAM8H16Pa9LxCDH0fMlyc9LS/O7UoFhGL",
+	"E933Ib+cosgD5BgrYAaczvwi7Zky4yGTkng4GS/f3GLZBol4Cqv3ldxLgmlFzxl7G0szs5zWUL6pDMSs",
+	"RscU59hT6azu1FI4p+IL37AF0V9i3hHjw3gRaZ82CAxfg5Dl3rplvXWz6q15aii+9i2VCTapkXI0C7U/",
+	"wvjiIEErPYdghAkYSw4gT17rHQBGCy7Bz1+e3KnGCcZyqlQFDKQOX5HiEeQms9Nrmzra9Saz/EZYN3T3",
+	"tlPWV2c1m4GEZvXc94qrVTqj4JqVbE8NP4a8xdqCzdvml97aP6pbxJRd6Vmzjn9b3WJwnXmqtm7Uiu38",
+	"PX2JGHxhwyQHZp65oPeREViNCWw2+aDii2IflALPyo19S28U8+whCJmhRgm6rZ1KaV9z79TjrLlPj75B",
+	"j7chqxa5cnXVXZswaVLEZWRyEvikvtUhMeW+mGJ+gkMGVLKd7izGam0xS0hEfR8SFXNc427UYzVD6m7l",
+	"eiGpPyOaJCxW8/3//t1vfqbNb+3m7mXz9z+6W9//TxXXSdf8P5TQFQlM2XTAYs3h8GRHdBYmtd6IhpKV",
+	"II4Ur9NhKnSPQVwzLY/A8G9Pp8DqJFYd2HI5yAgITwcJPJqevs6Or0vGyJOCs/MJuFzo2OWIa+LpZNb0",
+	"KLAnlj6+gRAho/weFK73rUjaVuukHUXhzwiiETYgyF1oplT3btT/mqX/wqTPIwrOSe6TySKaMJOdPOag",
+	"Q6jPQ5YAxoz6fEglawZcMi4DpV85RAqXe93dDmlv7XoYwXzz9OW7Dtn97ah7QbZefzx7QU6ffXh+7MEI",
+	"pvSpsGGG7HI3ZqebuzE7VRfCajd1S/+qoq55X+a7jNvesYUcqW/u3JMFLcXitluvdXJ7p/5cym06nWpu",
+	"owMJZ4hjXdjf2HzaKe1tnP0gvxGvxVznkldpKXMGMIzw27soy4UDMm+vOqMibHXFUXE2T9PztAoNoXLI",
+	"k9AuQNS5r1msq3JMRL+kcP+xErnFlFyJJKKzZHI5iwM1W/xLW6sbBzhWD+BE/58euTUU0/+L7/vl1+fn",
+	"Hz9tvTg9eH36Zuv0t9Pi3+6s3e7sBFLOWPyLHg0/S4FNfzl/3d/Ez5CT/LKDfyG06S9bSj58jS8jpd/W",
+	"gg/PT87m7TevxqLf7/ePz99PDt6P+/3+iwP19w38t99/9fnZmxf9fn9//j48ePfhrNv5evZp/+PTg8P+",
+	"/Cg43d2YnkfB9W8nn7+Gh1/8z/Ld0Yunrz5tn24v3r7f2Ny6/u2UfZAj4fPryafTLx9eb+w++7y7Mdje",
+	"eLoRfP7yjfOnk05yfP7q2+uvr55vxF8/vj18nmwPhnL4bfPm66f9Lz9vXX092ei/Oo7D+fDz2ejp08Mv",
+	"Y/Fx0f3ov7/ZbO922r+O5NuNz69E+8Xbw/7i1cnV1tXWl2e77Z+fHYxPpocfkovFzcHoLHoXPJ2JjbOt",
+	"z8HOr5/OvlxdHL3a7R/xq7b/8v00Ojrbf7nxhvPo3YsPvx7E/n6nI18ePos+9Sc3w/7wfPHrSbz15c2Z",
+	"fHu9E54uTk7ePZ29ffP+84vB++7XL19/3t29OLoY+oIfj3+djd/sH222Bx/465+H56OdV7u+H3/YmY/l",
+	"0dHrs+fd5+I4uGkfxhdvX2w9/7Xtt3fD6PjsZdB51/kU0avB9pvt90+/TqdfZLwfDT+8eT3qHh93ErZ7",
+	"c/PsW9Q/H7GbzTc/P2e/feGvuhEbztpPR/uzr/Llyc3up7n8MN3mb/vhb2+jgz7/dvTs62/D88Eu/RaK",
+	"7tVsV0yudnc68934IoiPvn0Wb553T67P2hH7eCJfzd+OXr2bsrFIJu3Xfn/88dXLYDF61u28nCRft7+K",
+	"2YsP3bOn2192N37d2D85/HJ68/OXqwv6+WJw8vnd9s1RFJx/umq3xfArGxyNnrKvW4ttMX5x0jk/fb3/",
+	"ubvz/FW8/XTS9zf87ueZzz7sPh9MPoiTa/HhOpxfnLR//a1/dBL99uLVx/bV6LchG09vvvz85em36Xwx",
+	"nJxsXhw/P2rvf2i/efp1MzyYbW8l19dX3Q/vf3795tv16Mt+d/Prs+nFb5svRq+Sb/Lnzef7wcv99i7d",
+	"oLtPRXvw7MW3z789/yLHo+GnD/uzM+m/fvXh1Tfx9Xj27d3rk+np9sb08OOnq28bYvf906Ot/gv/SI42",
+	"304ufpXvtya/vRp9/fJldvbGb0dv+m++TsXO1aIT0Pnp9uD66f7F+e7Zt51dcfbx52+vp5PTyc78pP2m",
+	"3X6+MXhz3bkKX087g8Nnixffnvd3bvaPX/767tvZtejQ0/7W8Ff5VWwdXH+Q0UvmX7/6uf9t8mrjzYb/",
+	"8/bPL05eXcmto/nm+evB7qf29Odrevx24+fRcTQdbB9unj2dnH/+9aw77n6bfhxdXfT7LzY2no4PRttP",
+	"jz+NN87gFh+ELy+uzmfvpvv7yo5DWPFe7Tamsxw+edMCT97JwJO32t9LcsTmnZXeICifLqdS698ZX1Dq",
+	"JFrli0iZ8Xrmf45lV3Wj8QpsHHIB457G9zK8u9Vq5dhzq9XyoCGCWplpiIB4ezI/+7+rlEi3T+1MxcYZ",
+	"KVJy3xy/IsGUYjcqmq5djNKdVHvtGSWpqUEI85vyj2T6RzL9I5n+V0qmlO8oW6qK8RjRVcWsTSsaxVu2",
+	"Orohx073mQO1OtoGw2Z1U8pnNCSMJ/Eiz3zWEImWQbZVNsg6zae//1xpiBlRuspYvRBJdEpjOpUli0gv",
+	"PS+1UlbsGBwHS9xW2k432KUlNbbVvqhNpOGpJba1k8YygdKjGcrrmlMLLqECVCaU+5fJJJCXMUtmMZe6",
+	"aYlMm1fntQEzjOUQMguqlcJv+guvRwQvC2OUsZi/0SLeUF57PeK5xmHt1pzzg/2zgwun//bVydnhxesj",
+	"58Xhq8OLc+f04Ozw5AWGlbiyR/9tzUGt73ebJHDBpeNcYweKVHo0k1AFr3vnIewLGqMTEfoSrNG0mbJG",
+	"hQM/ke5FoxGChyGjsTV7Ndzvd3Vc3T7/Kvp5GbDQT3sUFNNZGNHhWMytUacW0TgxoQsDSlcrUQX2qK1Q",
+	"D2PWIx60rvXISGi03sGCUEAWxlrkwHR2NGX8LvcAtbnlOcQDSF+PiJh4mAZRGilSF44lLAbQ5aJPy+6b",
+	"WyKCtJFueerYz07j1CumEzGh1Lnc4Cva794Wl8E9y6ZQdVqvGQ0Vn8r5fEzMvSauyh41meLapzfjKn8d",
+	"xNWtU9ODVM0IW5K8hZYtlXuWddSBlK2UjgymrtWEp0WOwX2Dd0cnnYP3Jn+Ef02LmOJOmoyX8ioXNj2Q",
+	"OkJr69ZADbOorzORLHdJPahBVWVYtvJE3mbdiwzvga5DdUqmwViXKjMQKT+lsMeSyAnFFO0ghtZJjaWO",
+	"wMr4dXpIf1Q3ZoJ6B80kuZi3iAeI65f4rdfTYOV+vLiMZ9xzEJDd5QPWsvvC9DK8HL2TlPsZM9CuTF2c",
+	"63J8YYt48iqIIpyD7geIBtdPUisU6jBN5yhs46wPV9OlvlgWBdrzrzm1dI7KWMe3QXQVqxdyt9Em43J0",
+	"m+q0ntubBJ3hs6WYeAX9anK1n9I9dtI2P1p0cTZfUrEGSV4Jm8q7lMsBww34If4uIx0ax3RxHw0rFxov",
+	"K5QGJZrpegPs5QWQMYIXGDkygdsYI9yyjMCXM0iTlARcKTwZQaOrtbKYnD8KfEg3yvrj1iZnKKGxDBN+",
+	"pOuNSsmMGHCr7vylswGQ0tc6YUsifC8e6ffSBv1eLicxKgcdQMSP63k5FiQutG8LEjJUtBdzWXDvL+s7",
+	"WNEYkIuEaKJxkGv820nlhoPCwkFB8bsDGDyp0grqKhaw6g+bKRNVXyMfXbtDYNpzHjblh3fXszo8Gq5S",
+	"kmuE4h2Z06ygF1pxIw9r9FzupdP2SB3zsc1uqP1xSnJF7dj++QeUI47LPdx1yMpDS08peVa7RI/UEZxG",
+	"SUAlFKHAZzzT29AzuIig/UHEjpJoNggDOWE+SZhMyBVbNBxi3pQIcRkKPvacfF8NT4nB10o7B7avfqGr",
+	"DS4zIaIeSsnD5UggBKS/ohH7R5qsPFJn0yhBPCps861bhSjFFu0nq2uIGsGfYUYngzHUxtKpKW+y5XYD",
+	"V6AEGtxmtQA4MMViySY5Cp6r4UzLR4/U0wysXJ9JtY7KRpM9Umo0uWdOXx0+iMtLFJcFaZiRs7HyrSNW",
+	"ItJqiJk+YY4GZGZ6MJCkWjwI68Msoym/cTCK2RzIpUhbX9oTzwvg/LxKMtjcGbjaeT1c6yepsZ2KcqUh",
+	"/bXtDZ0/qpjO7a9ZHgawXzIQg3wPUxff+//GQTKZDdyaUupxb4lbexUkr+FDYA9u7XwiIreWNSzt2lO0",
+	"tSPNF3NHVVqrfifyTP1jyGxNVa5eu6zKm5Mq8rzjisadtmjRJ1u0xO2zLg75HkSrqTHjxjzIlFkIW2OL",
+	"ocEKzboyEzDVBR4sma3dK67ggCcQTRcjYqvH8o5Ji9mBWLemfackAnNujk3K1co17sxyhWxdj1lBOTHK",
+	"CJpNcJTA/+EBiXaggQeHg4Xi6F/PT44LKopPE1oOGKm7gdEiEyF6ffD5YPv4xef+y62Dw533x0evTvdP",
+	"uge//vrbb++OXn46yEWI4GqVw0Od7Z1cgOhZLkC003b5QAyc01/Ptj6dHP76/PPBxU7//enFuxev3r58",
+	"tX+0/Xn76dNfnwJ3T28OuqT0rezBpa4wmWGRVaq4tYs/SZKwm8TRWp1kisejNFcGB2quBQ/OmrO1PLub",
+	"Fbw8xwZWZbNhPxB05oF81cjvaglz+/qmKvQesA9mUCBbt6ehZZtZ3C8kWEx1YdldxB73yGXr3hPP0RPE",
+	"jxp7RK8JlP6WkdG5jYRTyycobe/cum1VBuWq3TuiV6wC9QTuCjRVzpmZVv83Y1jexn6LXEJRXdXNz7V5",
+	"tO6iLt2q9WrXsAzMiFY6V62XVt4pnkKVNpkVAGAi3KXPIM0/EDz7Ctnhpa4AyH3VNtqOvBxY1QT/rppH",
+	"6nne7Gx3njm1rEZEyd8Vz29tdqynuyAd9UsTkdBQjfisa01lhtipER1Wi8z0XSW7MxRDaNp6xRbg80RP",
+	"ngdT8nrkA9BgElMug8T20MPvoK5WzT2ng5nllEgvO5eq4gvorljXr1LzAZXbzEt9W0jZs8627EArHLZF",
+	"Md3bHF7LqOKPanm5dIwq8ikuvE2mjHKNmwRzNkUoubW2by16qKDJNfWKN2zxAX8CrXAqlYs88ZVUDGAL",
+	"uRKZXtZu+ic7ZiJJ3SSXKC6MXrwGYu6qX+g9g0alyG6akLNwxRYFN7K+AettS/5+VCp5P6UzlEkQhkQy",
+	"GqZNiiGcQWNT/+I7hEpzUDJFwbjSVCwxAXgeC8TQmEJsaUE0Uanf4i/2EL58HtOITMU1OpinpvAc6t16",
+	"XjakRsCgCeHCzMTlQ8q1i5cSn8XBNdrrUGJ4Y3Ui0oVyP0ki5lzNVRZ29G7anGEp1rUuXbuld2npBamk",
+	"5CIBLjnXJUIjR9y3iY5VLHtdnvpGsyxTU6xjJOZek3NNZxqbF7Vy/bDLaRQxGuuSK9uxP2DJnDFuOKIk",
+	"dU//s4UPsctRLKZeAxDckG7ndJG36+/DtpcGUM/tGy+tu6tpLpCVzExv7eqbW8V1bym1W0qgJTqqJJU8",
+	"yDq2Bq1KZobe1WJUAFVP248grFBah2DLzGW9HfIireoIqgHgH8EdXdWRY1UpJgIOplU/yCo1rGbukLdv",
+	"O+CH1L7kW35UxqkVE02hrbBoA4DXdU5jw7HbryDUL/M1cnZezSh1BrLT8ZoxA8/bsFILWSvZMttN/fie",
+	"BVA/ncmEAGAtegXpKNG58qsSL7t3S7xM248sDQFnc6w66+WUvZYCUnnxHhh8MEZIwGUC7QlGVk8C3Fp8",
+	"xqIDETHucvwyu7+QFpKtH+L8WLgTpdWxCKJpngH+qwYjdRrO6QI4fb5tkUNyHRQdjd1ZhSWH9T+V3VAa",
+	"pcj636hT1jp9cdboe/PDm1aZ7kaVkDAeF5x5PaVv5YHiiJeBUFtZ0im0NBcJWbDE5VmidFo/3yuIjoAr",
+	"ZS4vp9V7a04tAwLXQAA5aZGBAxRvtF5RyVZeD9xgJTJBJmLRE1JGKri7c7qM0HWJWyRrvc72bqcNHfGL",
+	"Zdqd0meXjNNBmM3tPx8g4eH1+UZkVKAB/0Wl+wVji0MgMu9Nys3k1gr/2MJGLR0XaNMV/aaLcCBruPTu",
+	"jiRw54yHVZRfVekXqsOjpioXW+Oamj88aI1irz90oCmOHnI5Hl5jLyfNXO4tuVleQeSkt3O1O+R+EAt1",
+	"gPm1IQ49wHJHM/mOwZalrGIZDZlZ5JEBAYRx+Ua6HJsLtxs9SP5SykQWOrYAWs2C1ipyviUzBrWawCDe",
+	"GIzZ/PV+AMKEJWCX3vPlG1xlax0F/EXqFdAGenXJseUFLXLuezj3Cks1I1RN0TKySlGks5f7ZLe7/TTV",
+	"N1Mw59p9aqL1q0xS1bJUxYObKKQcnQEmgiCGw1kM9sfyrNbHaZNeNm7iWMRyuVBS0/HgXTDlyxENgIGs",
+	"m4lk5TZXuCQz3KuqG2GguSDbuGzNlQDM1jfpbDCtUqjHL6RWm2yPzPUWinFB7K4E5Cr7YlKtrrzo1xcX",
+	"pwQfSOlDQ1XbbwSU7Sm9wUuyvWuL2812Ne9Evbvk/5mIOCEaiHM5/VW3r7cqMTTMXUH1Xq3E/6FG+15Q",
+	"tdZvib/+kRdYhkGmgx1Jz2MFYIx9uSs8aIpHOmRKh5OAs6ZJdyFwuXQ72ucx5cOJQbe1HUp59OvSXYPw",
+	"ehHmdGThqttAcmiLQZYPxXT8fBpPHkCw3DlKpyTZvbsKrbzynY0K5mL+cJYD1y9p5JrrmpJZrPlOcSCl",
+	"7Y+q4ZgL7UZKkHvosL/UnaKyD+xnROgb97WRkmneg5XSiEl1lzMeM61/6WSnMoTnLJJJzOh02ceKiYtZ",
+	"AolVCYs5DfPGYn6DS5fwjFE/4EyWLEYlJTD1SYdUIc5jgQVi4UL6tcYPXvKtmW7xCcvSrwEdVYHl4Ez+",
+	"WDdVWS8I5FxlVKtUXIFvRkrFf+e20Hy9VrmFYyZcxRQKk8tv+cp9LpZzV9f+IGfGJCz0T2lU0z3CBaG+",
+	"HzMpmXQsJHaJwOvgH89z1Ws7BkwgJ284yQO7ZnRUHd8FRyLCqELHUVL3YHmeQzxFMOr/DWl4hTCv2YcV",
+	"stAqjkEENI1ydqcyGR3CWlEtk8t+r4gMCI4Gct647ZFO28oQVaJZsdd4SCUj+7EYXo1E7Os6SZfXN9tY",
+	"PdJQ2sNIqWTjWMwi+OEouC5VRF09HX3tNHdvpt2kuTWZx34zenY9UM/YtZDt5i5tTr5cTXnUTK6b337/",
+	"Y/t7vVn5ceOPJUhZ+WY55fS7pa1xIBWEHNDhBBrcYNGBMk1JFNKhLk9PEZgKuVZjxhmkFFW6Ejd77adl",
+	"n5U6z+X70uXPvg2bXyedud98uphe3TTZdtymaslftq4HzZ3NaMyaN/Pdr7I57E4nimE+i686i+a1vz1K",
+	"mtM2/zZpbn2dsxu1yzvjuWx2br7sDpuTQTeJm0/51eZ1zal9G7anfnP767MJbc4XW6OrZjLeAfG5eT15",
+	"yptsEHdvmrvS73xtTq+2k281pzbfWtzQZns82hk2o2/PptfNL3Fnoma943+9SprTm835t2Z3OGC7zevJ",
+	"07FiNAu6HY2aW/y6HTfHV8/mfrOTfN2Z1n4vsYv8Xv6xPIBgtvU+3p87sOhCNQm9MdUk7VxtSbsiGJCH",
+	"J8q938mvs/oqK5H9qxgUs4AFZ7XedkfpwVqJ6rWdWgqd220/7+w//fDszdbxzrvdi82P3U9PP7eRbcTL",
+	"aNS40oyrNNMcEhqPWT4nyU7wKafkCc5yM8aZrvZ8LJERHyfYvfyLGBBc6p66rjEWXhm0rEqJYCNmVwJ9",
+	"5xFe75Y16tRGAYf0/0qPbH9guTw9vZXeymhYt9fZXJ+Yi9CcK4+9SijFa9yvu3lXU0dkqqikFATQscxH",
+	"1d5o/UNlGYdhsTrNoruSDVYgxNXouEg0qPZKkoi8fXmrM7A6i8ikRQxYKObEy8/IQy3GvFrvcuuOCUHF",
+	"mmvbyVXYATNNB++ctbnWCS/nLNXOrAFNhpNLGXxjtR5c3IBfjsJgPElg28DwiFisXcC13nZVJl82hJW6",
+	"CaNV72cE2SXJMO8IQb5hvACba/hwrblaL+4WX/tcvUqXyprkPSP0TaPzFjnhjISMXucfdHngh8wKZ3B2",
+	"k2BDNWhKSP20708Us+tAzKD2T6eeFRSjrr2+ndtWV9p7a42lrT0SMuWM+hpEzIedxp/vEZPYxwU2tswn",
+	"R9xOpyW6yrXOWo1R+tv11uDr00/DzvRz++rrJnsmL7587EZv4+Md+mJ39Hr8flu8WzwP9tsH/9lgvFYs",
+	"pdIjBiqlVUIMKQCZP0TEmF8xk0Wd8w6xy0I+TfbDjFvrEdJCoPPX/e3NTp4362fKWe76teloO84z+4c7",
+	"VcRsJljaE2WcyIRFSvXWQaE8mHn7Tv7zbLXpRNOXV56X3UyryoLSzuc6JYNYzCWLG1lUczgREtJ6DJyt",
+	"DnhV9HArUHDMLJV3SRaOfrMVOnvEKC766JcA5eg3YwtA7TceiinTLV6hi85QiKugkP+8LFR0a9JRkCiG",
+	"GSlJq5izCWwtb5aF++xl+1g00XFzOvfbnNvZSooCC4ndA1ahPLzEbriMeO8li5v9MeOJZ7zxmNIDibNm",
+	"sUFC6lEccO1/pQmZCoBpaOeLOUVMvBm/4sqKxS0pqJpH4lsQhnRju9Um9d82N/fI24DPbsjNs53Lne4e",
+	"ia97m912q90gr9jwSmx02pvt9mZ7k7wMYjYSNxvwbb6MY7PTrkxpX9VH4AISyGViL9Z06YUjr4sYdah8",
+	"gLjxaM0EqpQrPC3HvoKFheToNbspt3KPt0FJCqbB5X/n7/yyu5veSrxJFQlLJYoG8boUKljT5uPRxDqN",
+	"RL7/XoF1cocou0NE6Cuek/U4W8d2z7Py77cY6GZGVcf6Xvv9+hCqWl7Sh6e0LPqtLqhBEhaEYovPtJsl",
+	"slWHxCxkFBtb67LDlssPESMlYqaNMIy4l2/TS4aUc5EQxQpIUMa0SaGHaqe6V6hpGaW2VFylAFxL1w9p",
+	"kA/fhHxyY8WCSXG9kHN+5wXHzA9itYRebcOncjIQNDbhEriYU6wuLqFnmmuUpWSVdwWzzqG38rkiOKvx",
+	"4QX0NqzOg7CaDo6MQMhirybPF0JkLXIMZrPijlB553JPN1ACwNC0YzOpm/7mMmGcxTrpEu4BSF5o9ZbP",
+	"PVTHSqMIu8CtytlQB2Z3soMg6pzGPoB+XDHoJ3WOjUw9qyHhT9Ll1Z31WqTP1RNN9U0wCoaWi58g4pbO",
+	"aNG5iZj4nGLvpBUD6yxQz+y2FaZtX0GLQTyE7DQGIWtglq1p5eQLJl0gPggXKIkVJJKFo576p94hQBCx",
+	"dyTfatDlaa/BOpQqIgFi5/ANGgUbU+Y11AAhozEn84mw2zMHujgmUKvBedecNDKjl50xvSh4wxbYsyrg",
+	"I1HeEBORVleOklhRnGTNKBY3i3TZILOp72uQOUCI2ulsPWtY3blNfnIAFI4AXJQTdhPIBCxtNlC7ocHs",
+	"oohcMRZJqHI2PYyhM4HLs/a4dhcteL1Gs8q1n3b5v/5F3uo7INXff6ZXgvyZVqvq0BL5k0gWK+v+T/Vg",
+	"s9kkuf+qD6c04ORP4vWetZ+1PVKHgH9vYwNKVCZCJvhFg/yZaz5J6gkdSyyO8hyim0U4xNPM3sPG1rlU",
+	"b+hmLEkdIqNYp+EQyRhJ6NiM0HCwJ7zdAFliqwp4yhqecl9X62LtDsDeaWXLaho644mYDSfMx/UiG/mT",
+	"eJudp612q93a7O22d9ueXl/adpLUbUbkEFwufGKFy2yu0XCItzEBcLlv6pENCFTiP6csiYOh9GDbiCci",
+	"qXZUnR+EY2DqCKKE0Dz6RHX1OxxhAHksUCg/58SDT2PpaXgtTRoX9hFhGYX6JvdxGFwzU5lEcwxA/wIm",
+	"PKIeGSwMRbXIKU0mwO4K8onGzKA8ECpxsn6Wza9/v6fsQyTuHMPDbqMaMQzfTqYUrgoRPBFmJgj4oB/w",
+	"Ni7VRYZ8feAj8KfupukZ9SETHWZ6kDNIJcnyGfVPlDB5f/ZW5u5gNIO+qbDjKMclqXu5NHyvQXRpwZDG",
+	"sWm7Wqpj0WfzcSLM3JC9mZMp9M5LEePEyBx3qfer2h/gmNKwzLTfayDVuWn2DJZl+kIlfTMxVM/uZ140",
+	"OC6nnHj9WTIRcfANNtHTUsvRYE052YZfNdaSjCvlAEIC0HTaaXWl7mOTZlKRPjSr1aqmpiIS+KYFrmlc",
+	"geveI5QvdBdRFkpg/163vUnKPXYP0woVo3kNGIFQuxbP+pWBdLm33e6QqoQQzyGBOjsQoXaDXXV7gimD",
+	"n3ZJMWnEM5QC6XbA3bGmF9OQII+snPRY95b1rvQcgnaCyz2d/+Q17EQmbyh85oE4DxTPBR6gzqCYCOWg",
+	"sPKg7Sbs3nppYcSDDC1dPYMZldAsBzCbDNgjvnGhNfWWXj422YMCWop+spgl0tEVcEoGD4NowuKE3STS",
+	"NDJhhAveNFuD+5aeGPG221se6qQZd3b5fBKo/YiHEyaTmCbq5ejlRi1BJ4kAkioc0XOmrqy06EEiz0Y9",
+	"VnH0lPuorVvoRv5qkfj8KuIBb0clfWTRF0Wf0OQpSwOBxJFQzEld6TMB843wtHr0w33Is7kpvWKy4WDt",
+	"t7fd3iSFpDIPaym5xVAhtxKjWHl13tIZo1hcB74u3GI3CeOg5xDvppn2YQaR34RpNmMmI6HUIWDr1kNa",
+	"4pceQ5qyHqR8UXrI5epc1IRldlSDhc7PNPdNx2jUX0U+mxj/tUHDhLpgEAzshg6TcIFArDB0j3id9qan",
+	"2RUW0ueLkkjdSj7HL5V+kH2WyhfzrZJNxZbY6S9QQdFXYwPT2Lx0nTZwMsITAqtHQHC1e4CGAna68Xii",
+	"wqEkmhSE3Si+EiThwuV171Zo5B4BBOdGi5zlMUp0LTVkm6jbhjS8ANVhSn1G6jSUQh1L5bI0gilaJ9kx",
+	"KoGnhK4Hff6butF/j3DRxKQmNB1MsZoFU5GGV2vt1mYLGv2JiHEaBbVebavVbm1h1s4EzF27IT/kblRF",
+	"w/WOF/pYO+aDnzKYAtz5iWkXhTEzg9ErkXlcWWFe0/8UV5PewUMA71IzywBZnFpK+GqKnXZ7mfsofW4j",
+	"+/V3p9Ztb97+i/fFdvdObXudNx3qfMg0l3y7vbXW27JO5JY/AtyLtifi378jPgtoxRqeMndEOfdBq+bU",
+	"sI5Smzt5awAzITGjutarvWKAhELSnEJlDEBykyKK39W8LCrZmAa8maEtNK1ofiRkBfWcQSKqJNlvUKOx",
+	"yCCNx5tAfIv0NVq3usT6VnGRh/9QMq8AB6D4eKg0f0NfdQycuhyRCZE809eAyFLsnN0MmdaACgApy+jy",
+	"nCVV9SVZJ+znwl+s6MJd0X07V4WyXiPrVSUu3/P+Ue0ZfPAdWuMXz6mfTuL+167b3n1QF/Pq7OgUkHBr",
+	"s5MnJ6jZq6LK7p5SB0CMAIhK5sMutUVfdUHu1yN9N1eQbEHHqMkirdtTXrc8uWpzHqV9esXAXq+40dkK",
+	"aHpTixwASGBzex3SScsHjpgf0AvdmP9/Ots+R9BVYvoJWPzVyi9aycqRoNeS+xC5jNlQ6Xr6HnwRAydV",
+	"lEVMTEZdq5pjvmIJpi0tkeTrMUrsHZHm+2Xb8dKkTl3TcGalWW5B1pFOT1yRVGjGxKxMOzmwIm21k8bp",
+	"Hi1fM039ui1dUzFxnWOX24CzNPGusAN/m0TT73YmYf7w9H6XJ68T7qzZrzwbk4X5uEu08x9vXeTabDRL",
+	"D65gpBeZKpJdt9bD5Gn3QfK0ogBpiQCMs2t+d4HXzQTesbDWvq5kK03zUcRacVSE69CzmwDWGuMmY5Qs",
+	"WNL632I5JFWEWpY8zhLrANr5SkKBK49jtbeQfAumesyaxkDU5n7eADB+eJdzNtco7kb4QeXHAPNEHZ3t",
+	"qZuIqysQ8JnOEIUs4xmXLqcJoVinTIexkJLQMCQxg0si98AFq84qnoHBgdnJcjZlskVeQnchEiQuxyJ8",
+	"9PwW74SGV/feimHO79xYbmeo/TkrXKi72xalpODqNOC7MC7LzijbFZ27TQ95/d+lHOIR2Dd+aaeQ40HD",
+	"9pjTX4Eqht2qTCp6q1YBiZNO0qo7r2LCa9cgf//Psu9KFbKpaXeW8iGynH4g2Rt/u0fmFGP+OtyPKkbr",
+	"B0k4y6TrG54ZyLTdQqmAYi15Z371mNLO1L1kXY8yDp914AIYoH/MtVvNNXCQGyfC7aaZMOU41XKz7/tK",
+	"aloCr0WO2Tw1sWnMis6xIDGlEXsuT5M5BCCqg0FuoGONWA0yPxpgQ2VVCC6v55zZtohbLsvOYE1v2OIf",
+	"X+6PojLcYuOYX0Vl+bDKckJ7KWIoooGgteZAvcogDCnEYBCXxOXQutKBQBIi4xsQd2n394TWnlKnQuQR",
+	"MxG40ODTN0x7oDv1/XT5qugLJC57af6U3evKg5wAk8HYgIApJHAohVWnlNEpZl4UBtARKwdRNXEIE+Rq",
+	"YTguXCwLT43VLQ40xvVA+AssI4GokMvXjleROnDueSAZ8brttsvLaDmNFjnIGheYIii1PtPmC0PoBvBy",
+	"z+XUJC8QSnR/ImxwgFFuUqc8PVyPQM6ylhhckKEIBceQrDKiZhySQRDQuqG7SKFo0f2gUKXudjqKb1WB",
+	"WXg986g6hqG89tTPea7daoD6vIghgjsJ+LhHKBoUGgM+9QzpjmZkGvjzNKhtAuyQK4BYjWnfyQpmh113",
+	"AfX7zor7ehI839d3fXe/9fKE3SQbUUiDkottKK/zLpr98w+Zd8a083Frzm3dRxysSHKeOTttl7u1hHHK",
+	"k16349Zu7dChfrvp7DhbbZdbzfvzE7NaiUlrhoW2KSnrun/rFDPEvdqnLJvOQAzMZG7tV7LmZFa3+nex",
+	"G0ZGYiUzwKno8Ztj3IglCrdfxD6KKMu8yUWslxGxfn4DHtbPHgsA+6795ZbIQ/TWbqfzIDNmKTpPas4o",
+	"HkJyF8dK3rKSE81FMPj9immDCJPq2zT5Wh3dnuk6A1U6OAXmt8hBykSH8rra/inoDfcygR6rYeGSvXsU",
+	"G2ipoMlEX/kUjMqj9wSR2pVwXONMWkS3FnO5OpRU2BYlWwt54f90TVaT4i3t0S0NFyZWqeLqJrtLVdwL",
+	"pTeZTgl52GQx0rrcfCKshojXzGDJ4Dt05jBkoTkprAW4L02GVA+TX5amLhSza01Zu9KSAkme4BY8MSac",
+	"BSmud0XMlU6VNp4kuu8kNDgG5r9aWTXarsuNtkryyuqF0UMxU9Nqz4W6PWRqm3ag9UFI+ZXu16WmAP9y",
+	"OTjEgO+ASvcvSJckwZiLGJuFuvxJqev/IYi8npqnkZWtVuseYtjbs4fPtWIVo5Ga4v/1aUJ/wZx4ygt1",
+	"3Drzl5gbWZeKOmlo5TTz1MxpwLvATlm3eaynRjRN/xGqqQFbf66U0gBZQKayeTaqPDSXUw9AF3yrHh1T",
+	"mqXLvaKm6ZG6l+t05zXKI2q6VgcPaj+04AcygEer38Yh/34YUkXIhUdcDp3EpYxYmGRNDhsOGh7YQVYr",
+	"/O02qcD2zDKHjb1iAL+0tWLSobEZP7ZoJH2SthsFG2DO6JW5jSu7xzYcYvd8dbQAcLnVcRWXjYIhzykk",
+	"oWRJ51QlJjJTZz4RYdr0LjV4SKFls0M4naqlKWbi8rTT3HyyyGS6vexlnRmVhebyPH1rskY7zTDeXAv+",
+	"aCI4a8Cd1X0UXW5wybV5nhV6BLFU2x6zeMa1XSjTOdatruyKyD/mWl5WLIWwAOY/p4sWUU9Dj/VCR/Jy",
+	"rzi0o3kFaljAXW7Bl0KmGdAWNuM3Rh81hh5JGeCULpTQn0UkEaRLjoLnpI6dqLfbpK1sbNO9WDb2iIzC",
+	"ICEhjccsBna5PNkRb6OxGa1GtmXReu9+g6n12yIa5QgxRKBxXivPXwbCB9rBnSnjAkDhGtzvrG4ta8BZ",
+	"MjGsbnz3bGDYyzcwbJEXWIDTU0eZa7KS62iY3gLsa6UkIBfpuPvnH/AmSaRsXfSS0Ct1gdbcENMosWpL",
+	"0sa02Y7cqZ9iebse1i/R5T/k5EsAaSsI4Pcf4xLJN26Fmt8qD4f6uVZ7NGMToa/Ee8lO/9t3W7VIaiUJ",
+	"3cM59PBjALW7wrg6NNRZF6Y3jtXtWEvzBobnUa0MOPHgikK9hssrpdMIEZ00CqgyzbTYBJcFfIv+Cti5",
+	"/2yPxRpm3CldhIL6F0K8VcLnsTwdt1ic+ugRfPjH2qlaXP4drFUtv3QvyjS4ZjelXGmqwg83/tCWwve1",
+	"UjK13Xf0sg+p+8zJp78YJzZeEbDBxPBKzJJWUcXRZq/ShKHTUa5pyjJd5RUDReVByZzrdwvSi8GGPFfM",
+	"akC6tR6CSbHLzbJONCvbEpXaEFX3/lmPSQK5wRYuSf+zzlfNKvZbf3kGfneN30kWH4vkpcm1+9+Q80bL",
+	"Z1Nxu0safNXqskdgJw99xNqpZgtqL5Ar3HNkZ2mNTtoZNh/FJXXteoN6VoDVbzhFU8rly3lNVrOv67/V",
+	"lgHWF+JrQHXsTCYuR1cZ9gIhdd0TELAZdYObOSRHVXRdWpFxoParmk11y7uAp6l2wt/L6iQh7GpP7p9r",
+	"+HdIdFAnm7uId5GvGzOuCPQH3KT9EAporYu04m6cY165JFAhakpHsZjVNNJBsbWUwt/DQtYm8bf4ahIG",
+	"I8AnyU8OMjXYP3Lm70Dgb4ORRd+aZJbQuIZluVVr7LTbFu6tjrthYkRwzXS3JuDSPlPcnvHholzNM2bJ",
+	"a/3Chyp/hbYT6ylO+PIqrakPyyie2Q88omsG0AlRLAbMOhsRmVwrjYyz9GROYzFlyYTNJIFG6uwmEhIg",
+	"2UzksG75ZfaMdv+LmlMXHKdH8AbtddVpw2ls59KdtdtbQzkbyIVM2BT+NJ+qn+Q+mPEgwQ88aOEBaTtY",
+	"iB4wmQU+q5jRmCVHeq33yzoBn8zrg7enaZbZJcj9S+xwgl3ZCTZl1ThV6CmQVg+8wQJS8kNl4/yLXHw6",
+	"PVg5GnA9Frt8xUN/4IC/uNj6yK19J5vtztM1f6Ob4ahfbW26lV7R5YkXekNJwEmRTpA4/jpSt94/TY+5",
+	"gtxzXXuX5xRiCZciKRs21QYLYqHOQDOhoE2Sa27schHn+xv3DDmkoBbQj87Eo8oNQdGTlOs8/RM27lRS",
+	"2iGCEyj8kjKFOMTBYXI0ilK0kydP0mDGkyekjlzN0bUd6vyG4QxQf7xzljT3AYbIcyCY0HBcnkFtDEut",
+	"oBFSCRJufDKLIEDRxx6cHBFGbBSO+gqsDdOJzmvoWLP9DhOwkjQJ5Chgfg8bm3+ZIb4I8Wy4bK9FDrlx",
+	"wmFYCRrNYGAPFgrYOxqJaGkUr281iiU6hJoIZRjYCpSWfaA6QbhMcKZdftYqflJ8ABtTw9gYUDIwzhpq",
+	"2CRFWmDMQdbbVO1/2srd5RpsDdDZnlzkAU2fQGDUAnbr6ZZ8GgnTUAYodhkDtc/feC1T7EiXe5eXr4VM",
+	"MtAXjQZskKtSsJts7sCjQ+YD7g9Ss3as/yRzOMUtootLCv1Paaw2UztQQzqGxuI6IF/F6JVADlnC9q3m",
+	"3PcqS0K0TUXKBykBF1IOs4bwRfJUnL7iAtj1ow/oR/7dajdTKLK1GcgjvS1Fx1/WTAing4Scn07K5hwd",
+	"/9Og5Qhih7C5jzxJDeGfzUhfLR1VsBoUV0zzB03mDkW3KU09KG/2FrX2cWFr11tYFcLvEsdiPsUJ2Vwu",
+	"VfrJExukOEP8dTk+8OSJY0nowSKP7glp3fMKVOCeywPoZUFDUpSR9WohiaB5EHUHXLX5hCYszU+KIiWl",
+	"khY5GSVMaxFK5HTabZ0cYyWsOJAFg73CFCfUORveVrvjbXhb7S2PmHMzv80DB+65ugoK564TmzRVEKXN",
+	"If4pSSaxmI0nOsMPZq6T9n6UUX00oroB6tr2dHoRbKP63jV5RvTaDvNt54F33AajNF11i1pNxguWt/NM",
+	"M2nPWUJmUWViV9a53QQVdTJRKMZjyEThrVolfrsJNGybEIKdM5tXiE0DVNCagU3+/hioMNZltnRBawPW",
+	"SqZdtn9rcyDgPClZrcqtXfIqr1ftdQXAHVJHzy8m16YN941GZLmYOWu0COoUcJHT0p9KBDqN/biG3uyg",
+	"Jj6kYagpBVzV+AoEmysryj8o1PywOO7uWhzlLba6/bG+tqMRXeFuW2nPHtFV5mwe4blgzu5rJTY1QO07",
+	"asxa+KbKsDWsZ2XNnBkZ5CQascvI3pB2LqjhoDKfp+seAloSaoIxJkyTNuUvWLJYZWUCvUHi6ORhxH0v",
+	"gTW2yLlJ0AXiVpcNumeiOpB/aYvs4824/Zald6jKooCc4JRvHNjK/L3xDh6i/N9ZlcymfCelcg25no18",
+	"jkgC91YiHqgRrP5lH82zA9OG+x8O9WAOheXiljj3Z1gOgGzlDmzK3L3l7Eq7/SnRzWrQHwMMQHt/CtzG",
+	"4NzcLl0B2lt70UBeW6UMDkkYcJg8nGrM8umKmdcj57Ga0vgKoEUzjxU8EwagjRtJLSvhZ7V1YLxbLs9L",
+	"bWwANmTQyaYA859BdFu+K2UNKB3A+KXIErdUhTcFzubvw/0qWvXdmxtq8fDYgJS5DtFQG+L/B9lWq395",
+	"LJJTvGv/MNHHUPNQP7kPG7X6W92aiZf2Hyg6V7HbSsw0wEYYXDPTCktD0vZI4Du6QL4+uluDOZcHScOp",
+	"arjmYJu2GbqifaLN1hbxNIv3gH9K1DFNW0LofXiLDzrXQjCNDbZIsWjCNBwUV6wSRFcdaK69l6z9wITk",
+	"cle3Ja6xZSf5g0qc75kvsc7NPqMJextMgwcCn3TW4qmvaMLmdHG/DAv1mzWYqn7HBXYLqEjMsFpF/fv3",
+	"784fdnes2zI1HsBk3moI/qW0YzEZcAAvB8MDMpV2hAfg4qw2pZXtOx1j/pkuKY7upgkBUWR3RrW7JTDq",
+	"ch1NyOlNfiCxd4MvmOwRujJsl2Lx67idY0pl4XF0sEF3JIy3RSxGzD1oGQvWakEn1HHRt1QtSUP4GTUL",
+	"m8JovpnGPDB2l9bhUhxmvUAeQh3lGKPmniual8IEuJg3bDe6yyVLZKE/3G3sVZf7Yu7j3OX4tZOP85Hl",
+	"YT5TTmH4vMuVngXBP27/LA1KYrwT3i1GUL57nS48DbJqqgLhk8UeY3YtrpTirRRfTaS6elB9gg/qQG/+",
+	"RC0qAFpDfBmlXdtijsorRViKHNK4VnYzirFdD4pEqpT9Rk9X+mU9PsbQJcpUGcLb8MWmp00WQy7KdDEa",
+	"raCE9h5gP7rc7sCEoD5e/nl5ybi6VX4PK7AwLp/rwNNtd0nxR2I08iyTSO9m2seuOmgLg1xMAvnCxAQL",
+	"tkU16zWPBAx7aMPTSxwZjy+nl8noUuD+0YWzU8tCUNV9B7MLrWdjIvSK/E1/J87m+uuflKaFvRfDAKC0",
+	"EFCtzGTKN9UoWf4aV5XYN9UwD+uqIm2sAyVZzaZ+wUQxWApmiu1B67RfNvbIEb1RPOiXzvZup91u75HX",
+	"SRKd8HCxR86VnGZ75JxO2XmQsF/e0pu/AwDlOjVGaPphB/k1zb+8XnsyGt3F/PtrnWj/aIl/kZYINFHI",
+	"yyhohQXLcwPvbBNiznJVfxX1mCnYz0urgp7EbpTMxYJXrg2+W7OOClqnVhvqgKUGo091f5Yg+9ZyhQWx",
+	"xOSoILaqOQjHvHedaoV1FcTY1Gn/IIvDSTJnMcszsryQw69O1Hb9dZalfgUegr9MZGHegJ1yZdbxj135",
+	"D8dYEgEIxpwo88VOs1yXd/yhdVJdS+qzkCVsOe+wPddLrNgeNKgs32C0GHVlFCovqM1bus1SuxUxMVHj",
+	"xVTJrHzmFrbUIv2MyalBcINM6QzoznoTMtR+MDbA6r3iYo5gPYFczkzy+ug6BTZ5BfVH3fLVCuop4pVl",
+	"/RT1NGzNWYuAojdvyuBkevZBLNF1W4V09lt1x7Kq+B+hJK7BQpA+cs7+f1jp34iVIpsjtMDTKh1zdyoH",
+	"xINPi3YtX9kqfS2rtU2ZbT4l08CAYU6vHR5toGfP5Xd37cFXJgu8MpcqzTeZB2FIBoxQeYXdxnO1uVZp",
+	"ru4UX4iG3pbJX8Vv9bYdjegjOydW1/n+9aWO97E5/7Ec/xczrxd4MwolzgW977aMtCOdNsbZPNfwt06h",
+	"07pMSKdNYsp9MSWDRcJkw0FobAk9bTKsSirJE50N8oRU55ZRqcELoVRNq1wuL2K946/VpN6dad6UTz4z",
+	"Gbg6RwKQUVemo11Yn1khX+O+p4nLvSyB19szI0PwFLzmxYQ4O2/N5ReIRqaVp9AAg6P7GNt5W0715fjg",
+	"kD5TyPR4pMywB7ViuXuS1z+M4u9kMBZSxm7jFvdNDEsjUIUk+nK+mGn8vCoLDEMZjJNyHpgxDZmPrGWP",
+	"mCzrAHJiJ9qXcsWipFIFcfmddBC9H6tysG5XRS5EEq1QR/5++U1/sZbyl6Y3/cN7/iLeU860Ws59dDf6",
+	"1oJOwzXSqwJJTiLG+6eHxBfDmRobdYxZECYk4ImwvRQtcDJo9mGgY1NUYx/hQkkUs1FwQzw1Hw8TA+Br",
+	"Pf5P0uXWdBpLAA/0tM4jNrybi9msPHOZ6D3pEWjQ7/KAj0TP5YRAmU8vRTFQH2kMiB6B/v53BRVQSlJx",
+	"P1t/VUIeNowMJIG3W6MuAxMwQqGJmKIrjGqtF2LLxpwkwdNnHJRfwZl0SgnGt9vUiGRcyGHgIsmyWZRd",
+	"7fJ6OjQFJ+QWsTEKGrdZysXkmWrX5FjtPE1YTlL8I6z+Man/kVZr+gPNDSrwiuVCy9Re3iKu5hMGYQiU",
+	"SGPO/KbpljOhqPvWPS448xziaS3ZAzx6D/VhDxN6YZBiVZgysdPQaJW6HLJRouHgs2mYiAgCiRHMyLOe",
+	"MVHJIVUWN+SLScPPSH1Z0pKHSYdqOqHg457LvXI6lG4uKxXfWwY5ukS26lZ/D24Vr6E6c3AEUDdqIDwz",
+	"PIK1gEhX4oOWEmuKeKEGGiFFg1Zm2+v+Zs2pIRR0rbfj1BAHutbban93ast3tdbTqTbFhyQiQFcfnJlb",
+	"FXTpd4OSumy/HENFmF+aCIHEmIk0efctfSgw62b7r9h5CU2Jl24qpPAt3VUO/Y3tPT0W2qGXbtbyBebW",
+	"p19kFggj35dK2vejkrVrgo5G1LTsvCXd3oAYz+TDetz/I2b/RmLWtIevOOVVgpZFzVm0FnhY2jhTQCdH",
+	"+CGJxSxhGaIYtDiyirC77U2XK51cPX85i2z0gfUBxHTWw7Kya4dIJdxl/kuUu8aHxV0u02dggtZyDLzJ",
+	"kyfKQnnyxElBRUzPMCWoKZfYGgzihNDeA73tJl1Ej1gJ7gL9TH9K258kwvTch5+oV5YRXErYZspSXQVu",
+	"lpneUSzESKcOVOSc6dPzCPV99R5P5wggVhec6U+SeFN6c0nHzGukLakAjgHQInSbNvjBkyfY5woQYoD0",
+	"nzwxHdfsvXZ5PW3C5uknW8OY+Yqt0FB6DlFXDhoZDYzr8fx1v9nZ3mn0NOhWtt96BICWUZzZKdetKpsR",
+	"klFI3eu2u4hwA6BbqL1JXcqFBmcU0gXziQbdCgQ3uS1eL58jHDM6nOgcYbVqqK0AKB7QuyCia7Ls7uQo",
+	"rYJdqyxvdVxOMyxGK49ZTSdrlWcmmgNbU8qxAVxz8mnwxNtud3SD3m21X7mFQ9GbumuJrpyA9jaACmQh",
+	"SU+FNF3TcDugaRPS0H4spGzKIMnGHIl4zOJFj1AS0TEjgqcN0EUcAFwELsdgobk8Yz+GJWBLv8MkrSgg",
+	"V1x39LfoAeDlODa+cY0rK61hVlOnPrMXDK0sqClDLszL5XpiMaN+w8mDo/RPD9PeuqA9NOFSq5uLhdJI",
+	"zDiSVHaCDHxGPBoFraGI5aX+xgPC3VILHQS+z7i67BipSybqALIqi3jGZWNPK/sIpTQIMD5ncCxyezGT",
+	"LGRSuhxCDKVrtQqO7jxh0fvoQVh0D0N8++16a/D16adhZ/q5ffV1kz2TF18+dqO38fEOfbE7ej1+vy3e",
+	"LZ4H++2D9RDf7gejdq9p3B1GDbf7R2KoTZmUdKxmd0qlnIvY9JaGbDpxlb7mbvBod0dGS29RTkYD34Fb",
+	"KlJhehuGmgFPU79RtryRry7PINLIUoQ0GwiN2Dho8G6cTB2Mdg16BjBo4CoH0LM9UJgQ4MwhlHjdmxsP",
+	"cidTmRFbd87GNVsKa9ZwXB6FM1mS8CXco1X5isuUAV1tAuMuqzbBR7RaoB9y+eqsQmBYwNzUctMsd4Yd",
+	"oKTxSayT2mhm2n/X7/f7z6M3rVarPMmtv105zKOBGvxnIBT8GFutCGrwHx/DS0GxjDKjeA7gABf5n2W/",
+	"GYMNTTjIEVkXiV4riJBohGqf3YXf8F3ddjXgSSxkxIagWjDuRyLgiK4wgwwph2y3t5B7zQPJWuS5SCap",
+	"x3FCrxmyOlT2zxj1A86k9LC5KfGYohfALJYTY1Whuqh4IQ24dDn1/ZhJyaRDLCtBcU7d5WmJO/MMt+XB",
+	"zZLAQIVj1033YO8sbEBE0k+/vmILufzbmRaKxSd+t/6GA10fBibd1ioRC7vQsu7Xj1g5HGOtV7uGSC8Y",
+	"yUFCZmgh6d7qS3ZnRIMQcxPutEVcJJePuU3HWoNXFohJz1PGF+wBtOyQStXAZDSfhcEAYhnhAgOSLteY",
+	"jml8t4cdClCHQNoUMagZPgxsXQaXywmN0LMxsO4PAJj+RWDz6WyWNVb4vjYH7GW2D/b4RUUFov91kw2A",
+	"aQANx1LXAiVDdGAXy13ABSHRpoKKHCwdZ6EEzecmwExpPcStnNdZvWGkHgoRGXhdPdFGL2vJDXphmEwc",
+	"OEXcLeilhOj80Ewe+nuChjpg2FkCeiQvhGaskfAJxHBkss4B6UOoLoe2Q11a3c0p071Un81SRJyCO006",
+	"BNPAoTvtuTph37Rln9qnWjpLlxcPU+PoY92juinAqw10eF4vzzi5y+uGwAlcVSaVAWzksae2y0ulMcbq",
+	"guHETkBx+Ujo3lYZOSBFVYgvbGad5aoqm2EuQP7KXgVAo4Www9k8y+KVLsdk28osW51gi2DKaVpvLpd3",
+	"L4fjVsh+NXjIa6QBuhwt+6OX/XyKXxr5K6X6ORrgowg9WUr/Jauyf8EfWCxZS3GI6tRGUdEekSEAHgHW",
+	"m8aXoKaiYV2wkEAiUSqqcrn36sAgpuAPPO2axfKrwYJ4Lw7eHlwckGXFel7+HCpLgT24bnJJbaBTArRN",
+	"52JOUZ1eUoKayYGDiCkzbhh0kLJw1FQ8Vz0ZUXD8uXZRs95dt9Zo2fuQA8BIo9JVLQg4bJWOKatTgDwc",
+	"PTeZQEdmDffg8heGTQBSKkkzYpBI8sRFueaaMbYMQ4QZ493EndX7mC+aBg8eqHNGF4BmjSXO/dGEGmyY",
+	"QBQXWW9xvcEGJF0mlPuAeDKKBXSwBd10WgV2aHiFhhMbQfzDIKUA3f/rX+Qj8CF9frillgwzznLz+vQr",
+	"Uzaehh60KwC7hyvNB9iEdv0GiVScOm2ybS/VSrzLXOaA6MJFPKVh8I3B8U5JfUglQ2Da9zxALzSVjFzT",
+	"OKBqmSMR+sx3sm/VcEkwCELFl9UY0JElYhSWJkNMBZ6yeAzu4xjVOAJfOMQHh/BY8VfpEG8P6rf01aQu",
+	"91rYTMcjcjZSeoEuDXJIpPaIJ02mpBOCdviCs4ZDpCAe4l17jsu9DdiIDc8h3gb+G/4ZivF/7eym/w54",
+	"Sym2+GJv4+3Jq//a7/7X8/axR2gYqo2FBnHSPO1ZygZB4HBEyclUk7oUGOUAsoOW9hjlenVwoRdIoEv3",
+	"HvIISSaCi1msh2uqixIHPjNOpiysYghiLJgtyNT0ZnJGQx3ZGanBdG//HjqjZL5Fk06Vg27qmHwis9HQ",
+	"vJIM5NEe8Q5ulID0IByCgRIQpWqlue5AOpKD7jCsS8gH10xwaxRwGppbiLEOEwOgxNu8ufG0f1rNJpC6",
+	"4m0EnjBwy4lpBAafEWCk7vUh4695oKmip3WLZOHtEUrG3wLwpPlsFELCZhbJ8JnaDZ8ggDgaoo29vJ1b",
+	"6DkgXV5HYdPSX1zqL7yGxhHQxCoFcLoo0h2w4QIjUZhzwYGtCINpq4KYTbCrui2+1i8ghIUqToBggQho",
+	"rbUrdbZTugBxAcTn8iealIj3W/Pi5OK0uS981iObna3u9o7nQKrTEzIKWOhjm7JL3SmIa7elg0xCxGQ6",
+	"C5MgonGi2zeIWK8FSdrlhKCvzFEvDjjJ+igxAooCqYMJg73RqNElxrNYmYGQi4kTGQfXjLscokIQYFE6",
+	"GKoa6WuVVhaxUDEWSerW1B3iqYVe7p+8OPAaQLq67XgacW7rqywF0JjhmxbPNZSN8RsI5yFRzOmiwJTr",
+	"EI0GWoK6MNgMh1Co22pCg3MAd3SAVSexCNUFjekwwV5UFpgk1wSIF0kxA5drapvSm0vTmQAKwnQzp80t",
+	"WAsBnsi0RxrgztVLlIAFRqNohXLy/uJl85n+4bZH6sb7QTxgntprqbuF66Duv/5FXjC+sOwew5Ny8eqQ",
+	"UVNFazYvw3vL+/GBKcwh4q6Iz2ynOaVsP+rILlBpUba3WthAXEPatd4Y/atLrdk4pNtuW3NV9IKpccCV",
+	"EccMZ9xpt9U4gpuum05xTBDzLPY2PPMJhHkwQbA0A7xoygjBS2WFTTMcFgvgbAjkM2BWY5M6F8b/PWBQ",
+	"sENIeoYEjlCNun9+9tIwJGzFDxPhgl8WuZJDuFCjZDZVM1Rf8bFmDI46e/TzeCQtpVY7DUELVMRzazLH",
+	"e8XFPOusatkfNlnUdfBDb6UDfJyYb80U1BlB6aHxkChlhkqlDkoRQ3gkDQYrDtHAMXzcSHg9wl9wkac1",
+	"RLvjtnOgnkVrASEHArQoCqCrsro1jgZjMKeEmF8L66QGs0TzMS40OzS/wI8Vg4Iutw1g1XkWtK3z0GeZ",
+	"u9qz/JsmEAWz/5PIIJlhAPdPM/M/1efNZpPo/6o/l9+jP0vn4lg5JNmP70ishnGCgFBGiEO81wf9F4oj",
+	"kf2Ts3PwBoTBeJI01plDoS21YxJu04i9Dmmqc/uzgtSMPA9GBn43UxcahVdoO8UGUVLKGYRg0jyjfIHB",
+	"o7wSLrhSwfLoj39CIpSHPSmsRhQZgz4a0TPzeeXIVhJJbjRT61AY7NCUQOBYVR0v8s0u8qNW983IvSHf",
+	"hsGeeFWeatbwBxO2lK6KWhHkhYeYIAiT6OzqSWCmqkc2iBdD5098SFvW3hlL4kUTujMW54YhrHQ+6U0x",
+	"56HUgukgGM/ETDow35DGYyAKI2n/RE1CvVxJYfz/NYRqTr+FrBUKQKLla2il6IBjkCZJHAxmCfP3TIzG",
+	"js/UP4BTUj1pHBCmaTDRnvS9bOs1cCvFRBy1mu32lt7XHFvKb5wVYPMaPXR+k2EIrkybC2V3BJoixmMj",
+	"vyx9Bh8w6syfOrPIMy7+/DRyLK6cvrQBRo0QRIZifttYG5i6ZH2dYPAPXuPyE66tPCB4B0nO0WOCtQh7",
+	"BapIBVPQnlWXr9VwFIpvn6Tt2548aRFsKErx9S4HzhIkspzeuGelHplua3kR4vK65bmAYnvfAVeVGGWp",
+	"YkQPbC5BTl3u7OrurmrRMF0/FlEEULHch/IIS5VPE8ayVD+ALBjG4B6wUZjAaEGeor2RRs56Hz9+bPat",
+	"bOIeJoDGjIbTX9xaWn5Xc7LN+MWtYfZB4GPigVvLnAqVzbAw1GgQeu2OE4799ywOwa1gYRU4xCu3WPMy",
+	"09EUoXm6wZjXIn0A6EO3EtHLzCFP9QgXTbjXnlG8Xypi3kRA3yE4JVx+zmys2TSfM8e/eupBz/MmSRK5",
+	"HF2P+MDri4vTjc3Wpsv3MdbXvFhErEeK4T6X5+xFzEhSo/7hgt8NmlXXesTFponqINxapDOD8ItWq+XW",
+	"vsM8EHPYEq715ZA4DRIamGb7WqmNg3yXPdtiBleFsTPnluMPGxHqbSy4jbOevTmBbw2rjGgqr3Lqru2X",
+	"BgPe+HelztQNC4DYT56k0W21Y0+eoIocJJC+g54hGw47nTn0JrByn822NlrkkBuosCbSg26CIq9085cK",
+	"i/9Mz7r5wu65W2X6lxCc65i4BD/Y8BAWOWUWCQAOEf21Q9LvPeCZbcUr1vQiQGWtcSTc5kXQ3bLSK7DK",
+	"qdBLDejC2oy1Ztl8+e9hX7wGpIyiAg+OnSy10pCZNnr1zdtD5wWp9F0AG0Wvf5rXBRalY13hSn+FOXmX",
+	"J3MBR6+fhmyQZW2VU+aA9C2qewN5lpPRtEtOm2lj555c2+Q8Bh0E7HQWucVzMjnXIz8cuzjlMQbtmRrs",
+	"nM72TnMQJNj3Iu+0vGIskho3RulRzAcMC5eDY10J5xlPQ8jqAjdapK9uq3XPMTRhTND0Qqeo/QiYii+H",
+	"7MW00s6OxFaoTIre9FnoKBFncz2QNh2AsWhnQZae30MuqNPXYTFZTOknScJgpMy0JXDpDtlqE58upOVB",
+	"2VPrmUmWmWHsJlFUFyQ6qovTikVCE0hL18rTTCr9BL91OX7tEzpXvJX7pjxAfQSJ4VNGOSLQRgvCbgKZ",
+	"yGKDbe3Mw+hd3UKJD2SmBvg2GjvsDmAnMsU++xr2G5QfC6ESXWioHaHhZwM06s60IJqBa9paN1rHqT6K",
+	"Dmu4n+AyRPLBkEs2x57OfMq5xQKpWb8xqEzXTIhEZyF287XLtdGWKn3yKlB6mc57Tf35unUWFKJUlHpk",
+	"CJ4fTVvEaij9/5+1a+1tm7fCf4Xol8mB7OZaYPanrCvQAusaLO1WoCoqxqZtNTJliHI8b2/++wueCy+S",
+	"3NhJPyaWKF4Pz+V5zkEBNFey2dQQRKjmcyovLMxmuuT5tgNRTaTDnI9BDgKw3f7/H+gIj6/Akbjm4uFq",
+	"hkdqYVUBqyKK2DDGQ9GuEzYS13Rpo0cK/aCQDpWBcyALovesdtenL0Uy8gi9CVSksFuoDR1R9AuVKcjE",
+	"DK+S8hXoUkH6HocEDGQ2nBIUH4GTJQ2uUqgDERFPGA/gJtv5DdwtwhoviJZJq94/xYSrtdKUTL/wqb4S",
+	"KeZqK1aF3mAus3pDAXPIFRuaIegAmMFeoLSwaXg04WKMGDz55ell0JEgvWy0BS/GfdV4HUEG6ksEuRgj",
+	"V4hI7F4CsQYhmAo3F/j3ejRVqOUkpHFfGfTXxQ2v/XD+kRDX62JhzACPFs86tIrPG1EXi2UDAqZWaeSE",
+	"B2sM9vrZSPyiTKD4f7h/H/Memngqvvzrg1XbQkCLSPLz0zOIG5z/8gOMZIk/lEIjj7lwkBX8AFGdw060",
+	"2PYJYOtxlnHyIzMZmnGFCUeZvujvXWfcCbvrtFIzBXXUB3y0DLTac/yQxtQHF5D3ChyAzhc/7vCPUuH4",
+	"RyCo2vyjslosIJCfMmZhHtnuhRbrulrUypgIK4Hl1LpgiVulTWHnlxESpDDY4SQ5cTJH+FueCjVa0NRl",
+	"+rVRTVPohXnNBgpuz0KLK3fUYebAfT9Fey288eZV7dkO7CxYyXsu2OE4Vu0y8w7RBq9k2sidoXyDDvSw",
+	"kg14hsBYiEAgiUdAjAHqkDrQwl50AjA0WsiELiJhMMm0DD8mtmAMYnw7YsSOxDVDlQhLQEq27bXByvxl",
+	"tVX1EMAYhCWMQAJh/PPr0N5Qw4/4yCd6BNwW0U/W4PnaeWwwYYhC0AfvzEcA05fP9uWb689v3yPwDrFT",
+	"4Uu4NXIr7/Mf2N0cLT8M23h0TMgGBsWSBNt+CrF91dpiDBwMM/ZadZX0ydbeYaqP32DginJI8WQPy5Qx",
+	"Cby1icJoQBHI9N+kKaZ2Ev5eLJRpBodgC1Oh5HSJMXyYUqslFg3F0YAyaw+riLwGVoNeV3REI/MALT5C",
+	"R7iTytiHH1M5XZLi5rCYZ6fCXr5o7NztrAJF3FlHJPWTMOon4AYdRTV/K3f+EDdEI+TDjPgGw9JlbK8u",
+	"11i8A5ApCqRMa4GhqfFzM1scGwez7zkx6d0qPbxP1xP2adRECdaKA1Z7cDeMwmACZ9F4B/W+MFYFMleW",
+	"v2756Xac6gIRiIsDAzLIEOyLyUxcpK8weJd1uxCW9m+XHmEnWsg3O3qMHBwLm4oCTp30AK3AhGdA4qhi",
+	"WrLzsZ+c+I/zjyQ5wn0bbtItFv7bVi7kjtA7hGukSDaB1/D25MCvlYK+PBQee9E2PwcujpTfyRlDPHpW",
+	"rh1GwmEQVCQKsLAo6IGM/EGxqmd9y4WOHKoRNouL25GakoQM578YJCxDeG6tasqCkos7e7CbgY/nvTiA",
+	"t4e1RNrRHrYSxcX2h7+6IS5rN0XU0wQvulQ0dhUazxANUBvLaj282w2X1Roy3qH8Z/EXedFMEBYySoIl",
+	"DKY/OKnETNXFQ1B2MLTAihmLJYbduRAqeQAm5JTuYP0cupu9hScn4PnEuBO5SL1yDNcK2NSb+sE27Nys",
+	"/hm26vIwyssKAHHb0FdH1zzY4F4r58u/30RwaJN2XolMJ3lMQs8HoTMdPXN96UCOzgaSBulAQkh9GIfw",
+	"OXMjNrKrRHloGo4kZ8dn4AoNXKDsOwWN74lcHWMx39RhPhLS+guPdoQqj6gtUxlifjvoNXqrVsqOpafA",
+	"p4u+dIaZ6fxOGvXmclOXyVruykrOBiJ7NcpeCf/D+4/Xb4e376/Pr94k92qXCn5ykFOlGvqHS2Lg06vN",
+	"rKxt6TahkRFSTPquAu9DhFqo1EJkvUycqCkgPWlwLvGo3qt1I3ymdqK5BLKJYgt052HKCbbmnAIoTk64",
+	"K90UKilj6YpSwZUkwSWCsSWGmLTXPw2QRoisDUr1+L89QpVHz10aozO0VJrWldfd9iBMuSIzTc9xU36H",
+	"zGtllnQayTVOaoi1jGJKQqad8oZW/M5LjTEwZ8qt3BlXxAzbhohxgOJBr3xkFTNXtmsXfyJWHngf4GbH",
+	"6kQ4/kLDVZIShyHB4BDmU/IBg0yDrhwW6xikoizmEEVAwsOEpA7crGNRrCCBEGc84oTdhrHEDiEswYwV",
+	"tRp6xW8AjjJ6f4XWdankQw99S7bYbY6tFfPMcmvQEqfFZRHBWfat3AH5ikMsOfzzs/0jH0STDT/0TPU7",
+	"PCJFpYf2cKyklgsFTjq7O+Fan4VFEoznrkFQwe42axBta7kWIJbgDZ45dsGrrT3g9guUsBfPQS0LQ7Ij",
+	"06tCF6vNSswUd4kfRpQMwgtr1WAGHqmheHxtd8ZI/Kcix1Om4agEofmpLO2XsdS9nol/h1zY3rXJNC/O",
+	"RPyuBQB6bXf+bzwXtVGlWlmla98+yV8jzfF/QKJAcjlSLojomLs0N4VxaM5e0qC9qB0vKcxBDdkp7Vlz",
+	"NQmdsIYrxfcBaUx0IYE3vDBClsWDmvje4UMI9RSzCoTUz+ou00kPhgquccBQEjl5EN3sqCS6hcW8X23q",
+	"uvDVF61JCwCBqp4ulWmI6AvhL1WtS+U4v8TzBSXBKL/Y3mtY6LVna+yAPw/ORNTwgGUNGYtcEulw6au1",
+	"Ac7of71qIfVuCHfDMOLAX52e7a20FOXi/WB1LMTqQtOQ1eHbMWkdvlOChm/HZmj4/hiPZF3EY4AUxE+2",
+	"CpmmrP5Edk6nXdBo++YIsoA82X4P+g/GfHnQDAd4TzizR+QPOeDhrh8Au3Z28ZKBnV295O3zvx42LZx+",
+	"5Pl77uKwD0XJRH7XZiWV4/nbqs9EP25fxa4Sevfi4E+/aO/s7/2zlv9ZKxkvyAYNndmwmwrk6dGocn6L",
+	"LNwbucBdcn7QLnlb1eaG0fFHLEGP0KJ8QQfI7NvNdPmOXB/04iEnFqMF/6ya67KstigoH/8MAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

@@ -36,6 +36,10 @@ type Recorder struct {
 	keyOps     *prometheus.CounterVec
 	revoked    *prometheus.CounterVec
 	devices    *prometheus.CounterVec
+	stepUp     *prometheus.CounterVec
+	// stepUpRoutes are the configured step-up paths: the only values of
+	// the step-up route label besides UnknownRoute.
+	stepUpRoutes map[string]bool
 }
 
 var _ audit.Recorder = (*Recorder)(nil)
@@ -62,9 +66,22 @@ var loginOutcomes = []string{
 	"passed_no_session", "refused", "bad_request",
 }
 
+// Step-up events, the values of the event label: the challenge issued, a
+// completion passed or refused, and a request refused without holding.
+var stepUpEvents = []string{
+	"required", "passed_code", "passed_recovery_code", "invalid", "replay_refused", "locked", "not_found", "error",
+	"refused_enrollment_required", "refused_too_large", "refused_unavailable", "refused_busy", "refused_bad_request", "refused_rate_limited",
+	"upstream_unavailable",
+}
+
+// UnknownRoute is the step-up route label of a completion whose challenge
+// was not found (no route is known).
+const UnknownRoute = "unknown"
+
 // NewRecorder registers the event counters on reg. routes are the
-// configured login routes, pre-created so every series exists from start.
-func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
+// configured login routes and stepUpRoutes the configured step-up paths,
+// pre-created so every series exists from start.
+func NewRecorder(reg prometheus.Registerer, routes, stepUpRoutes []string) *Recorder {
 	r := &Recorder{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_login_interceptions_total",
@@ -84,7 +101,7 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 		}, []string{"action"}),
 		recovery: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_recovery_codes_used_total",
-			Help: "Recovery codes spent, by flow: login, challenge, api.",
+			Help: "Recovery codes spent, by flow: login, challenge, step_up, api.",
 		}, []string{"flow"}),
 		lockouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "totpgate_lockouts_started_total",
@@ -98,6 +115,11 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 			Name: "totpgate_mfa_device_events_total",
 			Help: "Trusted-device events, by event and reason: trusted (login, challenge, self_service: where the user asked to remember the device), used (login: a login passed on one), revoked (user, others, replaced, disabled, recovery_regenerated, reset, lockout; one per revocation, whatever the number of devices), reuse_detected (revoked: a rotated-away token came back and its device was revoked).",
 		}, []string{"event", "reason"}),
+		stepUp: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "totpgate_step_up_events_total",
+			Help: "Requests to step-up routes and their completions (POST {prefix}/step-up), by configured route (unknown: a completion whose challenge was not found) and event: required (held, challenge issued), passed_code, passed_recovery_code (sent to the app), invalid, replay_refused, locked, not_found, error (completion refused), refused_enrollment_required, refused_too_large, refused_unavailable, refused_busy, refused_bad_request, refused_rate_limited (refused, nothing held), upstream_unavailable (passed, but the app could not be reached; not sent again).",
+		}, []string{"route", "event"}),
+		stepUpRoutes: map[string]bool{},
 		keyOps: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_key_admin_operations_total",
 			Help: "Key administration through the admin API, by action: rotated, min_version_raised, rewrap_started.",
@@ -117,7 +139,18 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 	for _, a := range []string{"disabled", "reset", "unlocked", "recovery_regenerated"} {
 		r.admin.WithLabelValues(a)
 	}
-	for _, f := range []string{"login", "challenge", "api"} {
+	for _, route := range stepUpRoutes {
+		r.stepUpRoutes[route] = true
+		for _, e := range stepUpEvents {
+			r.stepUp.WithLabelValues(route, e)
+		}
+	}
+	if len(stepUpRoutes) > 0 {
+		for _, e := range []string{"not_found", "error"} {
+			r.stepUp.WithLabelValues(UnknownRoute, e)
+		}
+	}
+	for _, f := range []string{"login", "challenge", "step_up", "api"} {
 		r.recovery.WithLabelValues(f)
 	}
 	for _, a := range []string{"rotated", "min_version_raised", "rewrap_started"} {
@@ -133,7 +166,7 @@ func NewRecorder(reg prometheus.Registerer, routes []string) *Recorder {
 			r.devices.WithLabelValues(ev.name, why)
 		}
 	}
-	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps, r.revoked, r.devices)
+	reg.MustRegister(r.logins, r.challenges, r.enrollment, r.admin, r.recovery, r.lockouts, r.keyOps, r.revoked, r.devices, r.stepUp)
 	return r
 }
 
@@ -184,7 +217,7 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 		r.lockouts.Inc()
 	case audit.RecoveryCodeUsed:
 		flow := e.Outcome
-		if flow != "login" && flow != "challenge" {
+		if flow != "login" && flow != "challenge" && flow != "step_up" {
 			flow = "api"
 		}
 		r.recovery.WithLabelValues(flow).Inc()
@@ -220,7 +253,40 @@ func (r *Recorder) Record(_ context.Context, e audit.Event) {
 		if ev := deviceEvents[e.Name]; slices.Contains(ev.reasons, e.Outcome) {
 			r.devices.WithLabelValues(ev.name, e.Outcome).Inc()
 		}
+	case audit.StepUpRequired, audit.StepUpPassed, audit.StepUpFailed, audit.StepUpRefused:
+		r.stepUpEvent(e)
 	}
+}
+
+// stepUpEvent counts a step-up event under its configured route; the
+// label never takes a path nobody configured.
+func (r *Recorder) stepUpEvent(e audit.Event) {
+	var event string
+	switch e.Name {
+	case audit.StepUpRequired:
+		event = "required"
+	case audit.StepUpPassed:
+		event = map[string]string{"totp": "passed_code", "recovery_code": "passed_recovery_code"}[e.Outcome]
+	case audit.StepUpFailed:
+		event = map[string]string{"invalid_code": "invalid", "replay_refused": "replay_refused", "locked": "locked",
+			"challenge_not_found": "not_found", "unavailable": "error"}[e.Outcome]
+		if event == "" {
+			event = "error"
+		}
+	case audit.StepUpRefused:
+		event = "refused_" + e.Outcome
+		if e.Outcome == "upstream_unavailable" {
+			event = e.Outcome
+		}
+	}
+	if !slices.Contains(stepUpEvents, event) {
+		return
+	}
+	route := e.Route
+	if !r.stepUpRoutes[route] {
+		route = UnknownRoute
+	}
+	r.stepUp.WithLabelValues(route, event).Inc()
 }
 
 func (r *Recorder) login(gate bool, route, outcome string) {

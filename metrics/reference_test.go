@@ -36,7 +36,7 @@ func allMetrics(t *testing.T) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	metrics.NewBuildInfo(reg, "v0", "rev")
-	metrics.NewRecorder(reg, []string{"/login"})
+	metrics.NewRecorder(reg, []string{"/login"}, []string{"/settings/password"})
 	metrics.NewKeyringMetrics(reg).Wrap(nil, "local")
 	metrics.NewTransport(reg, http.DefaultTransport)
 	metrics.NewState(reg, fixedCounts{}, time.Minute, time.Now)

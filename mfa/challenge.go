@@ -82,21 +82,11 @@ func (cc ChallengeConfig) RevokeAnswer(ctx context.Context, user string, a HeldA
 // With enroll set, the user has no MFA yet and must enroll inside the login
 // (required policy) before the answer is released.
 func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer, cc ChallengeConfig, enroll bool) (Challenge, error) {
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return Challenge{}, unavailable("challenge token", err)
-	}
-	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	plain, err := json.Marshal(answer)
 	if err != nil {
 		return Challenge{}, fmt.Errorf("mfa: hold login: %w", err)
 	}
-	sealed, err := sealWithToken(token, plain)
-	if err != nil {
-		return Challenge{}, err
-	}
-	now := s.now()
-	c := store.Challenge{IDHash: tokenHash(token), UserID: user, Sealed: sealed, Enroll: enroll, CreatedAt: now, ExpiresAt: now.Add(cc.TTL)}
+	var revoke []byte
 	if cc.Revoker != nil {
 		if m := cc.Revoker.Material(answer); m != nil {
 			ct, err := s.keys.Encrypt(ctx, revokeBinding(user), m)
@@ -104,9 +94,26 @@ func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer,
 			if err != nil {
 				return Challenge{}, unavailable("seal revocation", err)
 			}
-			c.Revoke = []byte(ct)
+			revoke = []byte(ct)
 		}
 	}
+	return s.hold(ctx, user, plain, kindLogin, cc, enroll, revoke)
+}
+
+// hold stores plain for user as a challenge of kind, sealed under a key
+// derived from a fresh token, and returns the token.
+func (s *Service) hold(ctx context.Context, user string, plain []byte, k kind, cc ChallengeConfig, enroll bool, revoke []byte) (Challenge, error) {
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return Challenge{}, unavailable("challenge token", err)
+	}
+	token := base64.RawURLEncoding.EncodeToString(raw[:])
+	sealed, err := sealWithToken(token, plain, k)
+	if err != nil {
+		return Challenge{}, err
+	}
+	now := s.now()
+	c := store.Challenge{IDHash: tokenHash(token), UserID: user, Sealed: sealed, Enroll: enroll, Revoke: revoke, CreatedAt: now, ExpiresAt: now.Add(cc.TTL)}
 	if err := s.store.CreateChallenge(ctx, c); err != nil {
 		return Challenge{}, unavailable("create challenge", err)
 	}
@@ -135,39 +142,81 @@ func (s *Service) completeChallenge(ctx context.Context, token, code string, cc 
 	if err != nil {
 		return HeldAnswer{}, "", unavailable("get challenge", err)
 	}
-	*user = ch.UserID
-	if code == "" {
-		if !ch.Satisfied {
-			return HeldAnswer{}, "", ErrCodeRequired
-		}
-		return s.spend(ctx, token, h, MethodTOTP)
+	if _, err := openWithToken(token, ch.Sealed, kindLogin); err != nil {
+		return HeldAnswer{}, "", ErrChallengeNotFound // a step-up challenge: not one of ours
 	}
-	// Claim the challenge before the code is checked: only the caller who
-	// took it out spends a code on it, so a spent code always buys the
-	// release, and a concurrent caller gets not-found with its code unspent.
-	claimed, err := s.store.SpendChallenge(ctx, h, s.now())
+	*user = ch.UserID
+	if code == "" && !ch.Satisfied {
+		return HeldAnswer{}, "", ErrCodeRequired
+	}
+	claimed, plain, err := s.claim(ctx, token, kindLogin)
+	if err != nil {
+		return HeldAnswer{}, "", err
+	}
+	answer, err := decodeHeld(plain)
+	if err != nil {
+		return HeldAnswer{}, "", err
+	}
+	if code == "" { // satisfied by an in-login enrollment: released without a code
+		return answer, MethodTOTP, nil
+	}
+	method, err := s.settle(ctx, claimed, code, cc, func() { cc.RevokeAnswer(ctx, claimed.UserID, answer, "out_of_attempts") })
+	if err != nil {
+		return HeldAnswer{}, "", err
+	}
+	return answer, method, nil
+}
+
+// claim takes the challenge of token out of the store before any code is
+// checked, so only the caller who took it spends a code on it (a spent
+// code always buys the release, and a concurrent caller gets not-found
+// with its code unspent), and opens its sealed payload as kind k. A
+// challenge of the other kind is put back as it was and is not found: a
+// login challenge never completes a step-up nor the reverse, and no code
+// is spent on it.
+func (s *Service) claim(ctx context.Context, token string, k kind) (store.Challenge, []byte, error) {
+	claimed, err := s.store.SpendChallenge(ctx, tokenHash(token), s.now())
 	if errors.Is(err, store.ErrNotFound) {
-		return HeldAnswer{}, "", ErrChallengeNotFound
+		return store.Challenge{}, nil, ErrChallengeNotFound
 	}
 	if err != nil {
-		return HeldAnswer{}, "", unavailable("claim challenge", err)
+		return store.Challenge{}, nil, unavailable("claim challenge", err)
 	}
+	plain, err := openWithToken(token, claimed.Sealed, k)
+	if err != nil {
+		return store.Challenge{}, nil, s.putBack(ctx, claimed, ErrChallengeNotFound)
+	}
+	return claimed, plain, nil
+}
+
+// putBack restores a claimed challenge as it was and returns why, or the
+// store's failure to restore it.
+func (s *Service) putBack(ctx context.Context, c store.Challenge, why error) error {
+	if err := s.store.CreateChallenge(ctx, c); err != nil {
+		return unavailable("restore challenge", err)
+	}
+	return why
+}
+
+// settle checks code for the user of a claimed challenge. A user no
+// longer enrolled finds the challenge gone (ErrChallengeNotFound). A code that
+// could not be checked (store, keyring) puts the challenge back as it
+// was. A wrong code counts against both the user (lockout) and the
+// challenge: it is put back with one attempt fewer, or, at its last one,
+// left dead and dead is called.
+func (s *Service) settle(ctx context.Context, claimed store.Challenge, code string, cc ChallengeConfig, dead func()) (Method, error) {
 	method, err := s.Verify(ctx, claimed.UserID, code)
 	if err == nil {
-		answer, err := openHeld(token, claimed.Sealed)
-		if err != nil {
-			return HeldAnswer{}, "", err
-		}
-		return answer, method, nil
+		return method, nil
+	}
+	if errors.Is(err, ErrNotEnrolled) {
+		// Disabled or reset meanwhile: the challenge can never pass, so it
+		// stays spent (a reset has handed its revocation to the app).
+		return "", ErrChallengeNotFound
 	}
 	var ce *CodeError
 	if !errors.As(err, &ce) {
-		// The code could not be checked (store, keyring): put the
-		// challenge back as it was.
-		if rerr := s.store.CreateChallenge(ctx, claimed); rerr != nil {
-			return HeldAnswer{}, "", unavailable("restore challenge", rerr)
-		}
-		return HeldAnswer{}, "", err
+		return "", s.putBack(ctx, claimed, err)
 	}
 	// A wrong code burns an attempt; a refusal because the user is
 	// already locked does not (the code was never compared).
@@ -177,38 +226,15 @@ func (s *Service) completeChallenge(ctx context.Context, token, code string, cc 
 	left := cc.MaxAttempts - claimed.Attempts
 	ce.Remaining = min(ce.Remaining, max(left, 0))
 	if left <= 0 {
-		if answer, oerr := openHeld(token, claimed.Sealed); oerr == nil {
-			cc.RevokeAnswer(ctx, claimed.UserID, answer, "out_of_attempts")
+		if dead != nil {
+			dead()
 		}
-		return HeldAnswer{}, "", err
+		return "", err
 	}
-	if rerr := s.store.CreateChallenge(ctx, claimed); rerr != nil {
-		return HeldAnswer{}, "", unavailable("restore challenge", rerr)
-	}
-	return HeldAnswer{}, "", err
+	return "", s.putBack(ctx, claimed, err)
 }
 
-// spend deletes the challenge and opens its held answer, exactly once.
-func (s *Service) spend(ctx context.Context, token string, h []byte, method Method) (HeldAnswer, Method, error) {
-	spent, err := s.store.SpendChallenge(ctx, h, s.now())
-	if errors.Is(err, store.ErrNotFound) {
-		return HeldAnswer{}, "", ErrChallengeNotFound
-	}
-	if err != nil {
-		return HeldAnswer{}, "", unavailable("spend challenge", err)
-	}
-	answer, err := openHeld(token, spent.Sealed)
-	if err != nil {
-		return HeldAnswer{}, "", err
-	}
-	return answer, method, nil
-}
-
-func openHeld(token string, sealed []byte) (HeldAnswer, error) {
-	plain, err := openWithToken(token, sealed)
-	if err != nil {
-		return HeldAnswer{}, fmt.Errorf("mfa: open held answer: %w", err)
-	}
+func decodeHeld(plain []byte) (HeldAnswer, error) {
 	var answer HeldAnswer
 	if err := json.Unmarshal(plain, &answer); err != nil {
 		return HeldAnswer{}, fmt.Errorf("mfa: decode held answer: %w", err)
@@ -261,28 +287,39 @@ func tokenKey(token string) []byte {
 	return k[:]
 }
 
-func sealWithToken(token string, plain []byte) ([]byte, error) {
-	block, err := aes.NewCipher(tokenKey(token))
+// kind tells the payloads of challenges apart cryptographically: it is the
+// AES-GCM additional data of the seal, so a payload opens only as the kind
+// it was sealed as. Login answers have none, so the rows written before
+// step-up existed keep opening.
+type kind []byte
+
+var (
+	kindLogin  kind = nil
+	kindStepUp      = kind("totpgate/step-up")
+)
+
+func sealWithToken(token string, plain []byte, k kind) ([]byte, error) {
+	aead, err := tokenAEAD(token)
 	if err != nil {
 		return nil, fmt.Errorf("mfa: seal: %w", err)
 	}
-	aead, err := cipher.NewGCMWithRandomNonce(block)
-	if err != nil {
-		return nil, fmt.Errorf("mfa: seal: %w", err)
-	}
-	return aead.Seal(nil, nil, plain, nil), nil
+	return aead.Seal(nil, nil, plain, k), nil
 }
 
-func openWithToken(token string, sealed []byte) ([]byte, error) {
+func openWithToken(token string, sealed []byte, k kind) ([]byte, error) {
+	aead, err := tokenAEAD(token)
+	if err != nil {
+		return nil, err
+	}
+	return aead.Open(nil, nil, sealed, k)
+}
+
+func tokenAEAD(token string) (cipher.AEAD, error) {
 	block, err := aes.NewCipher(tokenKey(token))
 	if err != nil {
 		return nil, err
 	}
-	aead, err := cipher.NewGCMWithRandomNonce(block)
-	if err != nil {
-		return nil, err
-	}
-	return aead.Open(nil, nil, sealed, nil)
+	return cipher.NewGCMWithRandomNonce(block)
 }
 
 // liveEnrollChallenge returns the user of a live challenge that allows

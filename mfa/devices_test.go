@@ -48,15 +48,15 @@ func TestTrustedDeviceRotates(t *testing.T) {
 	ctx := context.Background()
 	e.enroll(t, "alice")
 	token, d := e.trust(t, "alice")
-	if len(token) != 43 || d.Label != firefox || d.ID == "" || !d.ExpiresAt.Equal(e.clock.now().Add(30*24*time.Hour)) {
+	if len(token) != 43 || d.Label != firefox || d.ID == "" || !d.ExpiresAt.Equal(e.clock.Now().Add(30*24*time.Hour)) {
 		t.Fatalf("TrustDevice = %q, %+v; want a 43-character token, the User-Agent as label and 30 days", token, d)
 	}
 	if d.MaxAge() != 30*24*time.Hour {
 		t.Errorf("MaxAge of a new device = %v, want 30 days", d.MaxAge())
 	}
-	e.clock.add(time.Hour)
+	e.clock.Add(time.Hour)
 	next, used, err := e.svc.UseTrustedDevice(ctx, "alice", token)
-	if err != nil || next == token || len(next) != 43 || used.ID != d.ID || !used.LastUsedAt.Equal(e.clock.now()) {
+	if err != nil || next == token || len(next) != 43 || used.ID != d.ID || !used.LastUsedAt.Equal(e.clock.Now()) {
 		t.Fatalf("UseTrustedDevice = %q, %+v, %v; want a new token for device %s used now", next, used, err, d.ID)
 	}
 	if used.MaxAge() != 30*24*time.Hour-time.Hour || !used.ExpiresAt.Equal(d.ExpiresAt) {
@@ -71,7 +71,7 @@ func TestTrustedDeviceRotates(t *testing.T) {
 		t.Errorf("a rotated-away token marks the device current")
 	}
 	// Only keyed hashes are stored: not the token, not a plain hash of it.
-	rows, err := e.st.Devices(ctx, "alice", e.clock.now())
+	rows, err := e.st.Devices(ctx, "alice", e.clock.Now())
 	if err != nil || len(rows) != 1 {
 		t.Fatal(rows, err)
 	}
@@ -120,9 +120,9 @@ func TestTrustedDeviceExpires(t *testing.T) {
 	e := newEnv(t)
 	e.enroll(t, "alice")
 	token, d := e.trust(t, "alice")
-	e.clock.add(d.MaxAge() - time.Second)
+	e.clock.Add(d.MaxAge() - time.Second)
 	token = e.use(t, "alice", token)
-	e.clock.add(time.Second)
+	e.clock.Add(time.Second)
 	e.notTrusted(t, "alice", token, "at the expiry")
 	if n, err := e.svc.CountDevices(context.Background(), "alice"); err != nil || n != 0 {
 		t.Errorf("CountDevices after the expiry = %d, %v; want 0", n, err)
@@ -136,7 +136,7 @@ func TestTrustedDevicesOff(t *testing.T) {
 	token, _ := e.trust(t, "alice")
 	cfg := mfa.DefaultConfig()
 	cfg.TrustedDeviceTTL = 0
-	off, err := mfa.New(context.Background(), e.st, e.keys, cfg, e.clock.now)
+	off, err := mfa.New(context.Background(), e.st, e.keys, cfg, e.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestTrustedDeviceKeyringDown(t *testing.T) {
 	e := newEnv(t)
 	e.enroll(t, "alice")
 	token, _ := e.trust(t, "alice")
-	down, err := mfa.New(context.Background(), e.st, downKeyring{}, mfa.DefaultConfig(), e.clock.now)
+	down, err := mfa.New(context.Background(), e.st, downKeyring{}, mfa.DefaultConfig(), e.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestTrustedDeviceStoreDown(t *testing.T) {
 	e := newEnv(t)
 	e.enroll(t, "alice")
 	token, _ := e.trust(t, "alice")
-	svc, err := mfa.New(context.Background(), &failingStore{Store: e.st, failRotate: true}, e.keys, mfa.DefaultConfig(), e.clock.now)
+	svc, err := mfa.New(context.Background(), &failingStore{Store: e.st, failRotate: true}, e.keys, mfa.DefaultConfig(), e.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base32"
 	"errors"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,52 +12,26 @@ import (
 
 	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/mfa/mfatest"
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/totp"
 )
 
-// clock is a settable time source shared by the service and the test.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
-
 type env struct {
 	svc   *mfa.Service
 	st    *sqlite.Store
 	keys  *keyring.Local
-	clock *clock
+	clock *mfatest.Clock
 	dir   string
 }
 
 // newEnv wires the service to a real SQLite file and a real local keyring.
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "totpgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	keys, err := keyring.OpenLocal(filepath.Join(dir, "keyring.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &clock{t: time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)}
-	svc, err := mfa.New(ctx, st, keys, mfa.DefaultConfig(), c.now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &env{svc: svc, st: st, keys: keys, clock: c, dir: dir}
+	c := mfatest.NewClock(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+	m := mfatest.New(t, c.Now)
+	return &env{svc: m.Service, st: m.Store, keys: m.Keys, clock: c, dir: m.Dir}
 }
 
 // enroll runs start + confirm and returns the secret and recovery codes.
@@ -77,13 +50,13 @@ func (e *env) enroll(t *testing.T, user string) ([]byte, []string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.clock.add(30 * time.Second) // the confirming code's step is spent
+	e.clock.Add(30 * time.Second) // the confirming code's step is spent
 	return secret, codes
 }
 
 func (e *env) code(secret []byte, stepOffset int64) string {
 	p := totp.DefaultParams()
-	return totp.Code(secret, p.Step(e.clock.now())+stepOffset, p)
+	return totp.Code(secret, p.Step(e.clock.Now())+stepOffset, p)
 }
 
 func TestJourney(t *testing.T) {
@@ -123,7 +96,7 @@ func TestJourney(t *testing.T) {
 	if _, _, err := e.svc.RegenerateRecoveryCodes(ctx, "alice", codes[1]); !errors.Is(err, mfa.ErrInvalidCode) {
 		t.Fatalf("regenerate with a recovery code: %v, want refusal", err)
 	}
-	e.clock.add(30 * time.Second)
+	e.clock.Add(30 * time.Second)
 	fresh, _, err := e.svc.RegenerateRecoveryCodes(ctx, "alice", e.code(secret, 0))
 	if err != nil || len(fresh) != 10 {
 		t.Fatalf("regenerate: %d %v", len(fresh), err)
@@ -156,7 +129,7 @@ func TestBruteForceLocksEvenACorrectCode(t *testing.T) {
 	if _, err := e.svc.Verify(ctx, "bob", e.code(secret, 0)); !errors.Is(err, mfa.ErrLocked) {
 		t.Fatalf("correct code while locked: %v, want locked", err)
 	}
-	e.clock.add(16 * time.Minute)
+	e.clock.Add(16 * time.Minute)
 	if _, err := e.svc.Verify(ctx, "bob", e.code(secret, 0)); err != nil {
 		t.Fatalf("after the lock: %v", err)
 	}
@@ -226,7 +199,7 @@ func TestPendingEnrollmentExpires(t *testing.T) {
 		t.Fatal(err)
 	}
 	secret, _ := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(en.Secret)
-	e.clock.add(16 * time.Minute)
+	e.clock.Add(16 * time.Minute)
 	if _, err := e.svc.ConfirmEnrollment(ctx, "erin", e.code(secret, 0)); !errors.Is(err, mfa.ErrNotPending) {
 		t.Fatalf("confirm after expiry: %v", err)
 	}
@@ -238,7 +211,7 @@ func TestRecoveryKeyIsShared(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	_, codes := e.enroll(t, "frank")
-	other, err := mfa.New(context.Background(), e.st, e.keys, mfa.DefaultConfig(), e.clock.now)
+	other, err := mfa.New(context.Background(), e.st, e.keys, mfa.DefaultConfig(), e.clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +264,7 @@ func TestStoreFailureMidCheckFailsClosed(t *testing.T) {
 		{"reading the recovery codes fails", &failingStore{Store: e.st, failCodes: true}, codes[0]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			svc, err := mfa.New(context.Background(), tc.fs, e.keys, mfa.DefaultConfig(), e.clock.now)
+			svc, err := mfa.New(context.Background(), tc.fs, e.keys, mfa.DefaultConfig(), e.clock.Now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -374,10 +347,10 @@ func TestSecretsAreNamespaced(t *testing.T) {
 	p := totp.DefaultParams()
 	if err := e.st.StartEnrollment(ctx, store.User{ID: "legacy", State: store.StatePending, Ciphertext: ct, KeyVersion: v,
 		Binding: store.BindingBare, Params: store.TOTPParams{Algorithm: p.Algorithm, Digits: p.Digits, Period: p.Period, Skew: p.Skew},
-		PendingExpiresAt: e.clock.now().Add(time.Hour), UpdatedAt: e.clock.now()}); err != nil {
+		PendingExpiresAt: e.clock.Now().Add(time.Hour), UpdatedAt: e.clock.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.st.ConfirmEnrollment(ctx, "legacy", ct, 0, nil, e.clock.now()); err != nil {
+	if err := e.st.ConfirmEnrollment(ctx, "legacy", ct, 0, nil, e.clock.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.Verify(ctx, "legacy", e.code(old, 0)); err != nil {
@@ -430,7 +403,7 @@ func TestImportAllAndExportLines(t *testing.T) {
 		t.Fatalf("rerun: %v %+v", err, got)
 	}
 	p := totp.Params{Algorithm: totp.SHA256, Digits: 8, Period: 60, Skew: 1}
-	if _, err := e.svc.Verify(ctx, "imp1", totp.Code(s1, p.Step(e.clock.now()), p)); err != nil {
+	if _, err := e.svc.Verify(ctx, "imp1", totp.Code(s1, p.Step(e.clock.Now()), p)); err != nil {
 		t.Fatalf("imported SHA256/8/60 code: %v", err)
 	}
 

@@ -56,6 +56,19 @@ func textprotoKey(s string) string { return http.CanonicalHeaderKey(strings.Trim
 // the app's session cookies (an app that logs in the session the client
 // already holds must then issue a new one, which the gate holds).
 func (g *loginGate) outbound(r *http.Request) *http.Request {
+	out := outboundRequest(r, g.rewrite)
+	out.Header.Set("Accept-Encoding", "identity")
+	if len(g.sessionCookies) > 0 {
+		gatecookie.Filter(out.Header, func(name string) bool { return g.sessionCookies[name] })
+	}
+	return out
+}
+
+// outboundRequest is r as the gate sends it to the app itself (not through
+// ReverseProxy): hop-by-hop headers, the client's X-Forwarded-* and Expect
+// removed (the gate has the body already, and a 100 Continue is not an
+// answer), then the pass-through's rewrite (URL, Host, X-Forwarded-*).
+func outboundRequest(r *http.Request, rewrite func(*httputil.ProxyRequest)) *http.Request {
 	out := r.Clone(r.Context())
 	out.RequestURI = ""
 	out.Close = false
@@ -63,22 +76,11 @@ func (g *loginGate) outbound(r *http.Request) *http.Request {
 	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Expect"} {
 		out.Header.Del(h)
 	}
-	out.Header.Set("Accept-Encoding", "identity")
-	stripCookies(out.Header, g.sessionCookies)
 	if _, ok := out.Header["User-Agent"]; !ok {
 		out.Header.Set("User-Agent", "") // keep Go's default out, as ReverseProxy does
 	}
-	g.rewrite(&httputil.ProxyRequest{In: r, Out: out})
+	rewrite(&httputil.ProxyRequest{In: r, Out: out})
 	return out
-}
-
-// stripCookies removes the named cookies from every Cookie header, keeping
-// the others byte for byte.
-func stripCookies(h http.Header, names map[string]bool) {
-	if len(names) == 0 {
-		return
-	}
-	gatecookie.Filter(h, func(name string) bool { return names[name] })
 }
 
 // fetch sends out to the app and reads its final answer, bounded by limit.
@@ -95,27 +97,39 @@ func (g *loginGate) fetch(out *http.Request) (*answer, error) {
 // readAnswer reads the app's answer whole and decodes it, bounded by
 // login.max_answer_bytes; it closes the body.
 func (g *loginGate) readAnswer(res *http.Response) (*answer, error) {
+	a, err := readRaw(res, g.opts.MaxAnswerBytes)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.decode(g.opts.MaxAnswerBytes); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// readRaw reads the app's answer whole, as the app sent it, bounded by
+// limit (errAnswerTooLarge beyond it), without its hop-by-hop headers and
+// Content-Length (the answer is written out again whole); it closes the
+// body. Trailers are dropped, never released unjudged.
+func readRaw(res *http.Response, limit int64) (*answer, error) {
 	defer res.Body.Close()
 	// Sized once from Content-Length where the app gives it: ReadAll's
 	// doubling would hold up to twice the answer per login.
 	var buf bytes.Buffer
-	if res.ContentLength > 0 && res.ContentLength <= g.opts.MaxAnswerBytes {
+	if res.ContentLength > 0 && res.ContentLength <= limit {
 		buf.Grow(int(res.ContentLength) + bytes.MinRead)
 	}
-	_, err := buf.ReadFrom(io.LimitReader(res.Body, g.opts.MaxAnswerBytes+1))
+	_, err := buf.ReadFrom(io.LimitReader(res.Body, limit+1))
 	raw := buf.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("proxy: read answer: %w", err)
 	}
-	if int64(len(raw)) > g.opts.MaxAnswerBytes {
+	if int64(len(raw)) > limit {
 		return nil, errAnswerTooLarge
 	}
 	a := &answer{Status: res.StatusCode, Header: res.Header, Body: raw}
 	removeHopHeaders(a.Header)
 	a.Header.Del("Content-Length")
-	if err := a.decode(g.opts.MaxAnswerBytes); err != nil {
-		return nil, err
-	}
 	return a, nil
 }
 

@@ -40,6 +40,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Login, when set, intercepts the app's login routes.
 	Login *LoginOptions
+	// StepUp, when set with routes, holds requests to sensitive routes for
+	// a recent second factor; it uses Login's credentials and introspector.
+	StepUp *StepUpOptions
 }
 
 // Front is the main listener's handler.
@@ -49,6 +52,7 @@ type Front struct {
 	peers  Peers
 	proxy  *httputil.ReverseProxy
 	login  *loginGate
+	stepUp *stepUpGate
 }
 
 // New checks o and builds the front.
@@ -94,6 +98,13 @@ func New(o Options) (*Front, error) {
 			f.proxy.ModifyResponse = g.watchAnswer
 		}
 	}
+	if o.StepUp != nil && len(o.StepUp.Routes) > 0 {
+		g, err := newStepUpGate(*o.StepUp, o.Login, rewrite, peers, o.Logger)
+		if err != nil {
+			return nil, err
+		}
+		f.stepUp = g
+	}
 	return f, nil
 }
 
@@ -107,6 +118,11 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if f.login != nil && f.login.matches(r) {
 		f.login.ServeHTTP(w, r)
 		return
+	}
+	if f.stepUp != nil {
+		if rt := f.stepUp.routes.match(r); rt != nil && f.stepUp.intercept(w, r, rt) {
+			return
+		}
 	}
 	if f.proxy.ModifyResponse != nil {
 		// Informational answers go out before ModifyResponse sees the

@@ -102,13 +102,32 @@ type loginGate struct {
 	transport      http.RoundTripper
 	rewrite        func(*httputil.ProxyRequest)
 	upstreamError  func(http.ResponseWriter, *http.Request, error)
-	slots          chan struct{}
+	slots          slots
 	peers          Peers
 	log            *slog.Logger
 }
 
 // slotWait is how long a gated request waits for a free slot before 503.
 const slotWait = 2 * time.Second
+
+// slots bounds the gated requests in flight, and so the memory they hold.
+type slots chan struct{}
+
+// take waits up to slotWait for a free slot and returns its release. When
+// none frees up in time it answers 503 (Retry-After 1) and records event
+// with outcome busy; when the client goes away first it answers nothing.
+func (s slots) take(w http.ResponseWriter, r *http.Request, ev events, event, detail string) (release func(), ok bool) {
+	select {
+	case s <- struct{}{}:
+		return func() { <-s }, true
+	case <-time.After(slotWait):
+		ev.record(event, "", "busy")
+		w.Header().Set("Retry-After", "1")
+		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, detail))
+	case <-r.Context().Done():
+	}
+	return nil, false
+}
 
 // Defaults for the zero values of LoginOptions' limits.
 const (
@@ -170,7 +189,7 @@ func newLoginGate(o LoginOptions, transport http.RoundTripper, rewrite func(*htt
 		transport:      transport,
 		rewrite:        rewrite,
 		upstreamError:  upstreamErrorHandler(log),
-		slots:          make(chan struct{}, o.MaxConcurrent),
+		slots:          make(slots, o.MaxConcurrent),
 		peers:          peers,
 		log:            log,
 	}
@@ -198,17 +217,11 @@ func (g *loginGate) matches(r *http.Request) bool { return g.routes.matches(r) }
 // before the verdict.
 func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev := g.events(r)
-	select {
-	case g.slots <- struct{}{}:
-		defer func() { <-g.slots }()
-	case <-time.After(slotWait):
-		ev.record(audit.LoginRefused, "", "busy")
-		w.Header().Set("Retry-After", "1")
-		problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "Too many logins in progress. Try again shortly."))
-		return
-	case <-r.Context().Done():
+	release, ok := g.slots.take(w, r, ev, audit.LoginRefused, "Too many logins in progress. Try again shortly.")
+	if !ok {
 		return
 	}
+	defer release()
 	req, err := g.reader.read(r)
 	if err != nil {
 		var re *requestError
@@ -252,22 +265,45 @@ func (g *loginGate) lookups(r *http.Request, holder bool) Lookups {
 	return l
 }
 
-// holder is whose session r itself presents, read from the configured
-// session credentials only: a password sent along (HTTP Basic, which some
-// apps accept) must not pass for a session that went through the gate.
+// holder is whose session r itself presents (holderOf).
 func (g *loginGate) holder(ctx context.Context, r *http.Request) (string, error) {
-	for _, c := range g.policy.creds.list {
+	return holderOf(ctx, g.policy.creds, g.opts.Introspector, r)
+}
+
+// holderOf is whose session r presents, read from the configured session
+// credentials only: a password sent along (HTTP Basic, which some apps
+// accept) must not pass for a session that went through the gate. Each
+// credential r presents is shown to the app in turn; the first the app
+// knows answers, "" when it knows none. r is the request as the app gets
+// it (its Host and X-Forwarded-* go to the identity endpoint).
+func holderOf(ctx context.Context, cs *credentials, in Introspector, r *http.Request) (string, error) {
+	var user string
+	err := askHolders(ctx, cs, in, r, func(u string) bool { user = u; return u == "" })
+	if err != nil {
+		return "", err
+	}
+	return user, nil
+}
+
+// askHolders shows the app each session credential r presents (never a
+// password) and hands each answer's user ("" for none) to each, until it
+// returns false or the app cannot answer.
+func askHolders(ctx context.Context, cs *credentials, in Introspector, r *http.Request, each func(user string) bool) error {
+	for _, c := range cs.list {
 		value, ok := c.PresentedIn(r)
 		if !ok || value == "" || passwordScheme(value) {
 			continue
 		}
-		id, err := g.opts.Introspector.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
+		id, err := in.IdentifyWith(ctx, func(h http.Header) { c.Present(h, value) }, r)
 		user, err := identityUser(id, err)
-		if err != nil || user != "" {
-			return user, err
+		if err != nil {
+			return err
+		}
+		if !each(user) {
+			return nil
 		}
 	}
-	return "", nil
+	return nil
 }
 
 // passwordScheme: an Authorization value that carries a password (Basic,
@@ -356,7 +392,7 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 			return
 		}
 		ev.record(audit.LoginMFARequired, "", "enrollment_required")
-		g.challengeAnswer(w, r, ch, problem.New(http.StatusUnauthorized, gen.ProblemCodeMfaEnrollmentRequired,
+		writeChallenge(w, r, ch, problem.New(http.StatusUnauthorized, gen.ProblemCodeMfaEnrollmentRequired,
 			"Two-factor authentication is required. Set it up to finish logging in."), g.opts.ChallengeURL+"/enroll")
 		return
 	}
@@ -416,7 +452,7 @@ func (g *loginGate) secondFactor(w http.ResponseWriter, r *http.Request, ev even
 	} else {
 		ev.record(audit.LoginMFARequired, "", "challenge_issued")
 	}
-	g.challengeAnswer(w, r, ch, p, g.opts.ChallengeURL)
+	writeChallenge(w, r, ch, p, g.opts.ChallengeURL)
 }
 
 // events records the audit events of one gated request.
@@ -440,9 +476,9 @@ func (e events) record(name, user, outcome string) {
 	e.rec.Record(e.ctx, audit.Event{Name: name, UserID: user, ClientIP: e.ip, Route: e.route, Outcome: outcome, RequestID: e.requestID})
 }
 
-// challengeAnswer is the 401 that holds a login: the challenge id in
-// WWW-Authenticate and in the problem body.
-func (g *loginGate) challengeAnswer(w http.ResponseWriter, r *http.Request, ch mfa.Challenge, p problem.Details, next string) {
+// writeChallenge is the 401 that holds a login or a step-up request: the
+// challenge id in WWW-Authenticate and in the problem body.
+func writeChallenge(w http.ResponseWriter, r *http.Request, ch mfa.Challenge, p problem.Details, next string) {
 	w.Header().Set("WWW-Authenticate", `TOTP realm="totpgate", challenge="`+ch.Token+`"`)
 	problem.WriteExtended(w, r, p, map[string]any{
 		"challenge_id":       ch.Token,
@@ -454,11 +490,17 @@ func (g *loginGate) challengeAnswer(w http.ResponseWriter, r *http.Request, ch m
 }
 
 func (g *loginGate) unavailable(w http.ResponseWriter, r *http.Request, err error) {
+	writeUnavailable(w, r, g.log, "second factor unavailable; login refused", err)
+}
+
+// writeUnavailable answers 503 mfa_unavailable (Retry-After 5) for a
+// second factor that could not be checked, and logs why with what.
+func writeUnavailable(w http.ResponseWriter, r *http.Request, log *slog.Logger, what string, err error) {
 	msg := "unknown"
 	if err != nil {
 		msg = err.Error()
 	}
-	g.log.ErrorContext(r.Context(), "second factor unavailable; login refused", "request_id", problem.RequestID(r), "error", msg)
+	log.ErrorContext(r.Context(), what, "request_id", problem.RequestID(r), "error", msg)
 	w.Header().Set("Retry-After", "5")
 	problem.Write(w, r, problem.New(http.StatusServiceUnavailable, gen.ProblemCodeMfaUnavailable, "Two-factor authentication is temporarily unavailable. Try again shortly."))
 }

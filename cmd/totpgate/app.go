@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -51,149 +54,270 @@ func (a *app) Close() error {
 }
 
 // newApp does all start-up work (parsing, loading keys, opening the store)
-// so the request path does none.
-func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, err error) {
-	upstream, err := cfg.Upstream.Parsed()
+// so the request path does none. now is the clock of the second factor and
+// of the step-up identity cache. Each part is built by a builder of its
+// own, in the order they depend on each other: observability, the
+// upstream, the second factor, the API, the front.
+func newApp(ctx context.Context, cfg config.Config, log *slog.Logger, now func() time.Time) (_ *app, err error) {
+	a := &app{}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	credentials, err := cfg.Session.Parsed()
 	if err != nil {
 		return nil, err
 	}
-	trusted, err := cfg.TrustedPrefixes()
+	obs, err := buildObservability(cfg, len(credentials) > 0, log)
 	if err != nil {
 		return nil, err
 	}
-	upstreamAddr := upstream.Host
-	if upstream.Port() == "" {
-		upstreamAddr = net.JoinHostPort(upstream.Hostname(), map[string]string{"http": "80", "https": "443"}[upstream.Scheme])
+	a.background = obs.background
+	up, err := buildUpstream(cfg, obs.reg, credentials)
+	if err != nil {
+		return nil, err
+	}
+	a.closers = append(a.closers, up.closers...)
+	a.upstreamHost = up.addr
+	sf, err := buildSecondFactor(ctx, cfg, obs, up, log, now)
+	a.closers = append(a.closers, sf.closers...)
+	if err != nil {
+		return nil, err
 	}
 	doc, err := gen.GetSpec()
 	if err != nil {
 		return nil, fmt.Errorf("load embedded spec: %w", err)
 	}
-	validator, err := proxy.NewValidator(doc, cfg.API.MaxBodyBytes)
+	ops, err := buildAPI(cfg, obs, up, sf, log)
 	if err != nil {
 		return nil, err
 	}
+	// One budget per client network for the user API and for requests
+	// held at step-up routes.
+	limit := proxy.NewRateLimit(up.peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now)
+	a.main, err = buildFront(cfg, doc, ops, limit, obs, up, sf, log, now)
+	if err != nil {
+		return nil, err
+	}
+	// The admin listener has its own body bound: an import file is larger
+	// than anything the user API takes.
+	adminValidator, err := proxy.NewValidator(doc, api.MaxAdminBodyBytes)
+	if err != nil {
+		return nil, err
+	}
+	a.admin = adminHandler(adminValidator.Wrap(ops.Handler()), cfg.Admin, up.peers)
+	a.background = append(a.background, sweepChallenges(sf.store, sf.svc, sf.challenge, cfg.Login.SweepInterval, log), sf.rotator.Serve)
+	return a, nil
+}
 
+// observability is the metrics registry and where security events go.
+type observability struct {
+	reg   *prometheus.Registry
+	audit metrics.Fanout
+	// background delivers the webhook's queue.
+	background []func(context.Context)
+}
+
+// buildObservability registers the process and build metrics and sends
+// audit events to the log, the metrics and, when configured, the webhook.
+// anyRoute: session credentials are configured, so sessions found on
+// routes nobody configured count under proxy.AnyRoute.
+func buildObservability(cfg config.Config, anyRoute bool, log *slog.Logger) (observability, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	version, revision := buildVersion()
 	metrics.NewBuildInfo(reg, version, revision)
-	credentials, err := cfg.Session.Parsed()
-	if err != nil {
-		return nil, err
-	}
 	routes := make([]string, 0, len(cfg.Login.Paths)+1)
 	for _, p := range cfg.Login.Paths {
 		routes = append(routes, proxy.NormalizePath(p))
 	}
-	if len(credentials) > 0 {
-		routes = append(routes, proxy.AnyRoute) // sessions found on routes nobody configured
+	if anyRoute {
+		routes = append(routes, proxy.AnyRoute)
 	}
-	auditRec := metrics.Fanout{audit.NewLog(log), metrics.NewRecorder(reg, routes)}
-	var background []func(context.Context)
+	stepUpPaths := make([]string, len(cfg.StepUp.Routes))
+	for i, r := range cfg.StepUp.Routes {
+		stepUpPaths[i] = r.Path
+	}
+	o := observability{reg: reg, audit: metrics.Fanout{audit.NewLog(log), metrics.NewRecorder(reg, routes, stepUpPaths)}}
 	if cfg.Audit.WebhookURL != "" {
 		hook, err := newWebhook(cfg.Audit, reg, log)
 		if err != nil {
-			return nil, err
+			return observability{}, err
 		}
-		auditRec = append(auditRec, hook)
-		background = append(background, hook.Run)
+		o.audit = append(o.audit, hook)
+		o.background = append(o.background, hook.Run)
 	}
+	return o, nil
+}
 
+// upstream is how the sidecar reaches the app and who may speak for the
+// client.
+type upstream struct {
+	url         *url.URL
+	addr        string // host:port, for the readiness dial
+	trusted     []netip.Prefix
+	peers       proxy.Peers
+	credentials []identity.Credential
+	// rt carries the gate's own calls (logins, identity, revocation,
+	// step-up), instrumented; pass is the pass-through's client.
+	rt         *metrics.Transport
+	pass       http.RoundTripper
+	introspect *identity.Introspector
+	closers    []func() error
+}
+
+// buildUpstream parses the upstream and the trusted proxies and builds the
+// transports and the identity introspector.
+func buildUpstream(cfg config.Config, reg prometheus.Registerer, credentials []identity.Credential) (upstream, error) {
+	u, err := cfg.Upstream.Parsed()
+	if err != nil {
+		return upstream{}, err
+	}
+	trusted, err := cfg.TrustedPrefixes()
+	if err != nil {
+		return upstream{}, err
+	}
+	up := upstream{url: u, addr: u.Host, trusted: trusted, peers: proxy.NewPeers(trusted), credentials: credentials}
+	if u.Port() == "" {
+		up.addr = net.JoinHostPort(u.Hostname(), map[string]string{"http": "80", "https": "443"}[u.Scheme])
+	}
 	transport := proxy.NewTransport(proxy.TransportOptions{
 		DialTimeout:           cfg.Upstream.DialTimeout,
 		ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout,
 		IdleConnTimeout:       cfg.Upstream.IdleConnTimeout,
 		MaxIdleConns:          cfg.Upstream.MaxIdleConns,
 	})
-	// A database that is down at start must not stop the sidecar: the app's
-	// traffic passes through, second-factor work fails closed, and the
-	// store opens (migrations included) once the database is back.
+	up.closers = append(up.closers, func() error { transport.CloseIdleConnections(); return nil })
+	up.rt = metrics.NewTransport(reg, transport)
+	up.pass = proxy.NewUpstreamClient(transport, u)
+	if c, ok := up.pass.(*proxy.UpstreamClient); ok {
+		up.closers = append(up.closers, func() error { c.CloseIdleConnections(); return nil })
+	}
+	up.introspect, err = identity.NewIntrospector(&http.Client{Transport: up.rt, Timeout: cfg.Upstream.ResponseHeaderTimeout},
+		u.JoinPath(cfg.Identity.IntrospectPath).String(), cfg.Identity.ForwardHeaders, cfg.Identity.UserIDPointer, cfg.Identity.AccountPointer)
+	if err != nil {
+		return upstream{}, err
+	}
+	up.introspect.ForwardHost(cfg.Upstream.PreserveHost)
+	up.introspect.ForwardContext(cfg.Identity.ContextHeaders)
+	up.introspect.NoSessionStatuses(cfg.Identity.NoSession)
+	return up, nil
+}
+
+// secondFactor is the state and rules of the second factor: the store, the
+// keyring, the mfa service, key rotation and the challenge policy.
+type secondFactor struct {
+	store     *store.Lazy
+	keys      *metrics.Keyring
+	svc       *mfa.Service
+	rotator   *rotation.Manager
+	challenge mfa.ChallengeConfig
+	closers   []func() error
+}
+
+// buildSecondFactor opens the store (lazily: a database that is down at
+// start must not stop the sidecar; the app's traffic passes through,
+// second-factor work fails closed, and the store opens, migrations
+// included, once the database is back) and the keyring, and builds the
+// mfa service. Its closers are valid also when it fails.
+func buildSecondFactor(ctx context.Context, cfg config.Config, obs observability, up upstream, log *slog.Logger, now func() time.Time) (secondFactor, error) {
 	st := store.NewLazy(ctx, func(ctx context.Context) (store.Store, error) { return openStore(ctx, cfg.Store) }, 2*time.Second, log)
-	closers := []func() error{st.Close, func() error { transport.CloseIdleConnections(); return nil }}
-	defer func() {
-		if err != nil {
-			(&app{closers: closers}).Close()
-		}
-	}()
+	sf := secondFactor{store: st, closers: []func() error{st.Close}}
 	rawKeys, closeKeys, err := openKeyring(ctx, cfg.Keyring, log)
 	if err != nil {
-		return nil, err
+		return sf, err
 	}
-	closers = append(closers, closeKeys)
-	keys := metrics.NewKeyringMetrics(reg).Wrap(rawKeys, cfg.Keyring.Backend)
-	metrics.NewState(reg, st, cfg.Server.StateMetricsAge, time.Now)
-	rotator, err := rotation.New(rotation.Config{
-		Store: st, Keys: keys, Settings: encryptedSettings, Logger: log, Metrics: metrics.NewRewrap(reg),
+	sf.closers = append(sf.closers, closeKeys)
+	sf.keys = metrics.NewKeyringMetrics(obs.reg).Wrap(rawKeys, cfg.Keyring.Backend)
+	metrics.NewState(obs.reg, st, cfg.Server.StateMetricsAge, time.Now)
+	sf.rotator, err = rotation.New(rotation.Config{
+		Store: st, Keys: sf.keys, Settings: encryptedSettings, Logger: log, Metrics: metrics.NewRewrap(obs.reg),
 	})
 	if err != nil {
-		return nil, err
+		return sf, err
 	}
-	m := cfg.MFA
-	svc, err := newMFA(ctx, m, st, keys)
-	if err != nil {
-		return nil, err
+	if sf.svc, err = newMFA(ctx, cfg.MFA, st, sf.keys, now); err != nil {
+		return sf, err
 	}
-	upstreamRT := metrics.NewTransport(reg, transport)
-	passClient := proxy.NewUpstreamClient(transport, upstream)
-	if c, ok := passClient.(*proxy.UpstreamClient); ok {
-		closers = append(closers, func() error { c.CloseIdleConnections(); return nil })
-	}
-	introspect, err := identity.NewIntrospector(&http.Client{Transport: upstreamRT, Timeout: cfg.Upstream.ResponseHeaderTimeout},
-		upstream.JoinPath(cfg.Identity.IntrospectPath).String(), cfg.Identity.ForwardHeaders, cfg.Identity.UserIDPointer, cfg.Identity.AccountPointer)
-	if err != nil {
-		return nil, err
-	}
-	introspect.ForwardHost(cfg.Upstream.PreserveHost)
-	introspect.ForwardContext(cfg.Identity.ContextHeaders)
-	introspect.NoSessionStatuses(cfg.Identity.NoSession)
-	peers := proxy.NewPeers(trusted)
-	challengeCfg := mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
+	sf.challenge = mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
 	if cfg.Login.RevokePath != "" {
-		challengeCfg.Revoker = proxy.NewRevoker(proxy.RevokerOptions{
-			Upstream: upstream, Method: cfg.Login.RevokeMethod, Path: cfg.Login.RevokePath, Transport: upstreamRT,
-			Timeout: cfg.Upstream.ResponseHeaderTimeout, Credentials: credentials, Attempts: 4, Backoff: 250 * time.Millisecond,
-			Log: log, Audit: auditRec,
+		sf.challenge.Revoker = proxy.NewRevoker(proxy.RevokerOptions{
+			Upstream: up.url, Method: cfg.Login.RevokeMethod, Path: cfg.Login.RevokePath, Transport: up.rt,
+			Timeout: cfg.Upstream.ResponseHeaderTimeout, Credentials: up.credentials, Attempts: 4, Backoff: 250 * time.Millisecond,
+			Log: log, Audit: obs.audit,
 		})
 	}
-	a, err := api.New(api.Deps{
-		Logger:   log,
-		Gatherer: reg,
-		Spec:     totpgate.OpenAPISpec(),
-		MFA:      svc,
-		Identify: introspect.Identify,
-		Required: m.Policy == "required",
+	return sf, nil
+}
 
-		Keys:            rotator,
-		Challenges:      svc,
-		ChallengeConfig: challengeCfg,
+// buildAPI builds the strict server of openapi.yaml on the second factor:
+// the user API, the challenges, step-up completion, the admin operations
+// and the probes.
+func buildAPI(cfg config.Config, obs observability, up upstream, sf secondFactor, log *slog.Logger) (*api.API, error) {
+	var stepUps api.StepUps
+	var stepUpGate api.StepUpGate
+	if len(cfg.StepUp.Routes) > 0 {
+		fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{
+			Upstream: up.url, PreserveHost: cfg.Upstream.PreserveHost, TrustedProxies: up.trusted, Transport: up.rt,
+			Credentials: up.credentials, MaxAnswerBytes: cfg.Login.MaxAnswerBytes,
+		})
+		if err != nil {
+			return nil, err
+		}
+		stepUps, stepUpGate = sf.svc, fw
+	}
+	return api.New(api.Deps{
+		Logger:   log,
+		Gatherer: obs.reg,
+		Spec:     totpgate.OpenAPISpec(),
+		MFA:      sf.svc,
+		Identify: up.introspect.Identify,
+		Required: cfg.MFA.Policy == "required",
+
+		Keys:            sf.rotator,
+		Challenges:      sf.svc,
+		ChallengeConfig: sf.challenge,
 		Release:         proxy.ReleaseHeld,
-		Audit:           auditRec,
-		ClientIP:        func(r *http.Request) string { return peers.ClientIP(r).String() },
-		Devices:         svc,
+		StepUps:         stepUps,
+		StepUpGate:      stepUpGate,
+		Audit:           obs.audit,
+		ClientIP:        func(r *http.Request) string { return up.peers.ClientIP(r).String() },
+		Devices:         sf.svc,
 		Checks: []api.Check{
-			{Name: "upstream", Run: dialCheck(upstreamAddr, cfg.Upstream.DialTimeout)},
-			{Name: "store", Run: func(ctx context.Context) error { return quiet(st.Ping(ctx), "store not answering") }},
-			{Name: "keys", Run: func(ctx context.Context) error { return quiet(keys.Ping(ctx), "keyring not usable") }},
+			{Name: "upstream", Run: dialCheck(up.addr, cfg.Upstream.DialTimeout)},
+			{Name: "store", Run: func(ctx context.Context) error { return quiet(sf.store.Ping(ctx), "store not answering") }},
+			{Name: "keys", Run: func(ctx context.Context) error { return quiet(sf.keys.Ping(ctx), "keyring not usable") }},
 		},
 	})
+}
+
+// buildFront is the main listener: the user API under its prefix (checked
+// against the spec, rate limited, CORS), the login gate, step-up routes and
+// the pass-through.
+func buildFront(cfg config.Config, doc *openapi3.T, ops *api.API, limit *proxy.RateLimit, obs observability, up upstream, sf secondFactor,
+	log *slog.Logger, now func() time.Time) (*proxy.Front, error) {
+	validator, err := proxy.NewValidator(doc, cfg.API.MaxBodyBytes)
 	if err != nil {
 		return nil, err
 	}
-	apiHandler := validator.Wrap(a.Handler())
-	userAPI := http.Handler(apiHandler)
+	userAPI := http.Handler(validator.Wrap(ops.Handler()))
 	if cfg.API.SelfService {
-		userAPI = selfservice.Mount(proxy.SpecPrefix, apiHandler)
+		userAPI = selfservice.Mount(proxy.SpecPrefix, userAPI)
 	}
-
-	front, err := proxy.New(proxy.Options{
-		Upstream:       upstream,
+	stepUpRoutes := make([]proxy.StepUpRoute, len(cfg.StepUp.Routes))
+	for i, r := range cfg.StepUp.Routes {
+		stepUpRoutes[i] = proxy.StepUpRoute{Path: r.Path, Methods: r.Methods, MaxAge: r.MaxAge}
+	}
+	required := cfg.MFA.Policy == "required"
+	return proxy.New(proxy.Options{
+		Upstream:       up.url,
 		PreserveHost:   cfg.Upstream.PreserveHost,
-		Transport:      upstreamRT,
-		PassThrough:    upstreamRT.With(passClient),
-		TrustedProxies: trusted,
+		Transport:      up.rt,
+		PassThrough:    up.rt.With(up.pass),
+		TrustedProxies: up.trusted,
 		APIPrefix:      cfg.API.Prefix,
-		API:            proxy.NewRateLimit(peers, cfg.API.RatePerSec, cfg.API.RateBurst, cfg.API.RateIPv6Bits, time.Now).Wrap(proxy.NewCORS(cfg.API.CORSOrigins).Wrap(userAPI)),
+		API:            limit.Wrap(proxy.NewCORS(cfg.API.CORSOrigins).Wrap(userAPI)),
 		Logger:         log,
 		Login: &proxy.LoginOptions{
 			Paths:              cfg.Login.Paths,
@@ -201,7 +325,7 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 			CodeField:          cfg.Login.CodeField,
 			RememberHeader:     cfg.Login.RememberHeader,
 			RememberField:      cfg.Login.RememberField,
-			Devices:            svc,
+			Devices:            sf.svc,
 			UserIDPointer:      cfg.Login.UserIDPointer,
 			UserIDHeader:       cfg.Login.UserIDHeader,
 			UserIDRequestField: cfg.Login.UserIDField,
@@ -212,41 +336,41 @@ func newApp(ctx context.Context, cfg config.Config, log *slog.Logger) (_ *app, e
 				MinStatus: cfg.Login.RefusedStatus, Pointer: cfg.Login.RefusedPointer,
 				Value: cfg.Login.RefusedValue, Header: cfg.Login.RefusedHeader,
 			},
-			Challenge:       challengeCfg,
+			Challenge:       sf.challenge,
 			ChallengeURL:    cfg.API.Prefix + "/challenge",
-			MFA:             svc,
+			MFA:             sf.svc,
 			MaxAnswerBytes:  cfg.Login.MaxAnswerBytes,
 			MaxRequestBytes: cfg.Login.MaxRequestBytes,
 			MaxConcurrent:   cfg.Login.MaxConcurrent,
-			Audit:           auditRec,
-			Required:        m.Policy == "required",
+			Audit:           obs.audit,
+			Required:        required,
 			RequiredPointer: cfg.Login.RequiredPointer,
-			Credentials:     credentials,
+			Credentials:     up.credentials,
 			BodyRoutes:      cfg.Session.BodyRoutes,
-			Introspector:    introspect,
+			Introspector:    up.introspect,
+		},
+		StepUp: &proxy.StepUpOptions{
+			Routes:               stepUpRoutes,
+			MaxRequestBytes:      cfg.StepUp.MaxRequestBytes,
+			MaxConcurrent:        cfg.Login.MaxConcurrent,
+			IdentityCacheTTL:     cfg.StepUp.IdentityCacheTTL,
+			IdentityCacheEntries: cfg.StepUp.IdentityCacheEntries,
+			Required:             required,
+			// A held request ends unused when it expires: there is no
+			// session of its own to revoke.
+			Challenge:    mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts},
+			ChallengeURL: cfg.API.Prefix + "/step-up",
+			MFA:          sf.svc,
+			Audit:        obs.audit,
+			RateLimit:    limit,
+			Now:          now,
 		},
 	})
-	if err != nil {
-		return nil, err
-	}
-	// The admin listener has its own body bound: an import file is larger
-	// than anything the user API takes.
-	adminValidator, err := proxy.NewValidator(doc, api.MaxAdminBodyBytes)
-	if err != nil {
-		return nil, err
-	}
-	return &app{
-		main:         front,
-		upstreamHost: upstreamAddr,
-		admin:        adminHandler(adminValidator.Wrap(a.Handler()), cfg.Admin, peers),
-		closers:      closers,
-		background:   append(background, sweepChallenges(st, svc, challengeCfg, cfg.Login.SweepInterval, log), rotator.Serve),
-	}, nil
 }
 
 // newMFA builds the second-factor service from the mfa settings (serve and
 // users import share it).
-func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring) (*mfa.Service, error) {
+func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring, now func() time.Time) (*mfa.Service, error) {
 	return mfa.New(ctx, st, keys, mfa.Config{
 		Issuer:        m.Issuer,
 		Params:        mfaParams(m),
@@ -257,7 +381,7 @@ func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring)
 		QRSize:        256,
 
 		TrustedDeviceTTL: m.TrustedDeviceTTL,
-	}, time.Now)
+	}, now)
 }
 
 func mfaParams(m config.MFA) totp.Params {

@@ -124,8 +124,8 @@ func (c *contractChecker) check(kind string, req *http.Request, res *http.Respon
 	}
 	isProblem := strings.HasPrefix(res.Header.Get("Content-Type"), "application/problem+json")
 	switch {
-	case err == nil && sidecarRoute && route.Operation.OperationID == "completeChallenge" && !isProblem:
-		return "" // the app's own held answer, released as the app gave it
+	case err == nil && sidecarRoute && (route.Operation.OperationID == "completeChallenge" || route.Operation.OperationID == "completeStepUp") && !isProblem:
+		return "" // the app's own answer (to a held login or step-up request), released as the app gave it
 	case err == nil && sidecarRoute:
 		in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
 			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc, IncludeResponseStatus: true}}
@@ -158,7 +158,7 @@ func (c *contractChecker) check(kind string, req *http.Request, res *http.Respon
 	if !isProblem || res.Header.Get(problem.RequestIDHeader) == "" {
 		return ""
 	}
-	return c.checkExtension(where, res, body, "x-totpgate-login-route-responses", "x-totpgate-any-route-responses")
+	return c.checkExtension(where, res, body, "x-totpgate-login-route-responses", "x-totpgate-step-up-route-responses", "x-totpgate-any-route-responses")
 }
 
 // checkExtension validates a sidecar answer on an app route against the
@@ -259,6 +259,11 @@ func TestContractCheckerCatchesUndeclaredAnswers(t *testing.T) {
 		{"declared refusal on a login route", "main", "POST", "/login", 503, problemHeader,
 			`{"type":"https://totpgate.dev/problems/mfa_unavailable","title":"Service Unavailable","status":503,"code":"mfa_unavailable","request_id":"r1"}`, false},
 		{"undeclared sidecar answer on a login route", "main", "POST", "/login", 418, problemHeader, `{"type":"x","title":"t","status":418,"code":"bad_request"}`, true},
+		{"declared refusal on a step-up route", "main", "POST", "/settings/password", 403, problemHeader,
+			`{"type":"https://totpgate.dev/problems/mfa_enrollment_required","title":"Forbidden","status":403,"code":"mfa_enrollment_required","request_id":"r1"}`, false},
+		{"a step-up challenge without its id", "main", "POST", "/settings/password", 401, problemHeader,
+			`{"type":"https://totpgate.dev/problems/mfa_step_up_required","title":"Unauthorized","status":401,"code":"mfa_step_up_required","challenge_id":"short"}`, true},
+		{"the app's answer to a released step-up request", "main", "POST", "/mfa/step-up", 303, http.Header{"Content-Type": {"text/html"}}, `<p>changed</p>`, false},
 		{"the app's own answer", "main", "POST", "/login", 418, http.Header{"Content-Type": {"text/plain"}}, `teapot`, false},
 	}
 	for _, tc := range tests {

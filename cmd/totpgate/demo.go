@@ -63,7 +63,7 @@ func demoCommand(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	err = serveOn(ctx, cfg, log, ls, func(main, admin net.Addr) {
+	err = serveOn(ctx, cfg, log, ls, time.Now, func(main, admin net.Addr) {
 		fmt.Fprintf(stdout, `totpgate demo: a demo app, with totpgate in front of it.
 
   Open     http://%s/

@@ -55,7 +55,7 @@ func Example_clientJourney() {
 	}
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serveOn(ctx, cfg, slog.New(slog.DiscardHandler), ls, nil) }()
+	go func() { done <- serveOn(ctx, cfg, slog.New(slog.DiscardHandler), ls, time.Now, nil) }()
 	defer func() { stop(); <-done }()
 	base := "http://" + ls.main.Addr().String()
 	for range 100 { // until the sidecar answers

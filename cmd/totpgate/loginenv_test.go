@@ -27,6 +27,7 @@ type loginApp struct {
 	sawCode bool
 	revoked []string // sessions ended through /logout
 	cookies []string
+	changes int // runs of POST /settings/password (a sensitive route)
 }
 
 func newLoginApp(t *testing.T) *loginApp {
@@ -46,6 +47,16 @@ func newLoginApp(t *testing.T) *loginApp {
 				a.revoked = append(a.revoked, c.Value)
 				a.mu.Unlock()
 			}
+		case "/settings/password":
+			if _, err := r.Cookie("session"); err != nil || r.Method != http.MethodPost {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+			a.mu.Lock()
+			a.changes++
+			n := a.changes
+			a.mu.Unlock()
+			json.NewEncoder(w).Encode(map[string]int{"changed": n})
 		case "/api/me":
 			c, err := r.Cookie("session")
 			if err != nil {

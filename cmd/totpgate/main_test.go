@@ -369,6 +369,32 @@ func TestCheckConfigHidesSecrets(t *testing.T) {
 	}
 }
 
+// check-config explains the step-up routes, and refuses them without the
+// session credentials they identify the caller by.
+func TestCheckConfigStepUp(t *testing.T) {
+	t.Parallel()
+	env := map[string]string{"TOTPGATE_STEP_UP_ROUTES": "POST /settings/password 5m, /account/delete 30s"}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"check-config"}, func(k string) string { return env[k] }, &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "step_up.routes: set session.credentials too") {
+		t.Fatalf("step-up routes without session credentials: %v", err)
+	}
+	env["TOTPGATE_SESSION_CREDENTIALS"] = "cookie:sessionid"
+	stdout.Reset()
+	if err := run(context.Background(), []string{"check-config"}, func(k string) string { return env[k] }, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"step_up.routes=POST /settings/password 5m0s, /account/delete 30s\n",
+		"# step-up: /settings/password (POST) needs a second factor given within 5m0s",
+		"# step-up: /account/delete (every method) needs a second factor given within 30s",
+	} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("check-config output lacks %q:\n%s", want, stdout.String())
+		}
+	}
+}
+
 func TestUnknownCommand(t *testing.T) {
 	t.Parallel()
 	var stdout, stderr bytes.Buffer

@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprint(stdout, config.Redacted(cfg))
 		explainCredentials(stdout, cfg)
+		explainStepUp(stdout, cfg)
 		fmt.Fprintln(stdout, "# configuration is valid")
 		return nil
 	case "keys":
@@ -160,4 +161,16 @@ func explainCredentials(w io.Writer, cfg config.Config) {
 		fmt.Fprintf(w, "#   %s (%s)\n", c, where)
 	}
 	fmt.Fprintf(w, "# and asks %s whose each one is\n", cfg.Identity.IntrospectPath)
+}
+
+// explainStepUp says, as YAML comments, which routes need a recent second
+// factor.
+func explainStepUp(w io.Writer, cfg config.Config) {
+	for _, r := range cfg.StepUp.Routes {
+		methods := "every method"
+		if len(r.Methods) > 0 {
+			methods = strings.Join(r.Methods, ", ")
+		}
+		fmt.Fprintf(w, "# step-up: %s (%s) needs a second factor given within %s by the session making the request\n", r.Path, methods, r.MaxAge)
+	}
 }

@@ -37,14 +37,15 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	return serveOn(ctx, cfg, log, ls, nil)
+	return serveOn(ctx, cfg, log, ls, time.Now, nil)
 }
 
 // serveOn runs both servers until ctx ends, then drains in-flight requests
-// for up to server.shutdown_timeout. ready, when set, is called with the
+// for up to server.shutdown_timeout. now is the clock of the second factor
+// (codes, challenges, step-up proofs). ready, when set, is called with the
 // bound addresses once the servers accept connections.
-func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ls listeners, ready func(main, admin net.Addr)) error {
-	app, err := newApp(ctx, cfg, log)
+func serveOn(ctx context.Context, cfg config.Config, log *slog.Logger, ls listeners, now func() time.Time, ready func(main, admin net.Addr)) error {
+	app, err := newApp(ctx, cfg, log, now)
 	if err != nil {
 		ls.main.Close()
 		ls.admin.Close()

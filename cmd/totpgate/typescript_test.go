@@ -9,7 +9,8 @@ import (
 
 // The TypeScript client in examples/typescript is generated from
 // openapi.yaml at build time, type-checked by tsc, and runs the full
-// journey against this sidecar and a real app: the contract works beyond Go.
+// journeys (login, trusted devices, step-up) against this sidecar and a
+// real app: the contract works beyond Go.
 func TestTypeScriptClientJourney(t *testing.T) {
 	t.Parallel()
 	dir, err := filepath.Abs(filepath.Join("..", "..", "examples", "typescript"))
@@ -24,7 +25,10 @@ func TestTypeScriptClientJourney(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("generate + tsc: %v\n%s", err, out)
 	}
-	e := newLoginEnv(t)
+	// The app's session cookie is named and POST /settings/password is a
+	// step-up route, for the step-up journey (stepup.test.ts).
+	e := newLoginEnv(t, "TOTPGATE_SESSION_CREDENTIALS=cookie:session", "TOTPGATE_IDENTITY_FORWARD_HEADERS=Cookie",
+		"TOTPGATE_STEP_UP_ROUTES=POST /settings/password 5m")
 	run := exec.Command("node", "--test", "dist/")
 	run.Dir = dir
 	run.Env = append(os.Environ(), "TOTPGATE_URL="+e.s.main)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/config"
@@ -166,7 +167,7 @@ func openMFA(ctx context.Context, cfg config.Config, stderr io.Writer) (*mfa.Ser
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	svc, err := newMFA(ctx, cfg.MFA, st, keys)
+	svc, err := newMFA(ctx, cfg.MFA, st, keys, time.Now)
 	if err != nil {
 		closeState()
 		return nil, nil, nil, err

@@ -22,6 +22,10 @@ const Prefix = "__Host-totpgate-"
 // Device holds a trusted device's token.
 const Device = Prefix + "device"
 
+// StepUp holds a step-up proof: a recent second factor of one user, bound
+// to one app session.
+const StepUp = Prefix + "step-up"
+
 // Set appends to h a Set-Cookie for the gate cookie name holding value,
 // living maxAge (whole seconds, at least one): Secure, HttpOnly,
 // SameSite=Lax, Path=/ and no Domain, as the __Host- prefix requires.

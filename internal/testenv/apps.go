@@ -29,6 +29,12 @@ import (
 //	              form again with 200 on failure)
 //	GET  /api/me  200 {"id": user}, else 401
 //	POST logout   Express /logout, Django /logout/
+//	POST /settings/password/   a sensitive route for the step-up tests:
+//	              with the app session 200 {"ok":true,"user":...,"changes":n}
+//	              and counted, else 401 (Express takes it without the slash
+//	              too)
+//	GET  /settings/password/count/   200 {"count": n}: how many times the
+//	              password change ran in this process
 //
 // The login mode is LoginRegenerate (a fresh session id at login, what
 // both frameworks' docs say to do) or LoginInPlace (the user is written

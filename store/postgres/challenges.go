@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // CreateChallenge stores c. An existing challenge with the same IDHash is
@@ -18,8 +19,8 @@ func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
 INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (id_hash) DO NOTHING`,
-		blob(c.IDHash), c.UserID, blob(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), int64(c.Attempts),
-		ms(c.CreatedAt), ms(c.ExpiresAt), nullBlob(c.Revoke))
+		column.Bytes(c.IDHash), c.UserID, column.Bytes(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), int64(c.Attempts),
+		column.Millis(c.CreatedAt), column.Millis(c.ExpiresAt), nullBlob(c.Revoke))
 	if err != nil {
 		return err
 	}
@@ -42,15 +43,15 @@ func scanChallenge(row pgx.Row) (store.Challenge, error) {
 	}
 	c.Enroll = enroll != 0
 	c.Satisfied = satisfied != 0
-	c.CreatedAt = fromMS(created)
-	c.ExpiresAt = fromMS(expiresAt)
+	c.CreatedAt = column.Time(created)
+	c.ExpiresAt = column.Time(expiresAt)
 	return c, nil
 }
 
 // GetChallenge returns a challenge live at now, or store.ErrNotFound.
 func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
 	c, err := scanChallenge(s.pool.QueryRow(ctx,
-		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = $1 AND expires_at > $2`, blob(idHash), ms(now)))
+		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = $1 AND expires_at > $2`, column.Bytes(idHash), column.Millis(now)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Challenge{}, store.ErrNotFound
 	}
@@ -73,7 +74,7 @@ func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) 
 func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts int) (int, error) {
 	var attempts int
 	err := s.pool.QueryRow(ctx, `UPDATE challenges SET attempts = attempts + 1 WHERE id_hash = $1 AND attempts + 1 < $2 RETURNING attempts`,
-		blob(idHash), int64(maxAttempts)).Scan(&attempts)
+		column.Bytes(idHash), int64(maxAttempts)).Scan(&attempts)
 	if err == nil {
 		return maxAttempts - attempts, nil
 	}
@@ -81,7 +82,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 		return 0, fmt.Errorf("postgres: fail challenge: %w", err)
 	}
 	// Out of attempts, or already gone.
-	if _, err := s.pool.Exec(ctx, `DELETE FROM challenges WHERE id_hash = $1`, blob(idHash)); err != nil {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM challenges WHERE id_hash = $1`, column.Bytes(idHash)); err != nil {
 		return 0, fmt.Errorf("postgres: fail challenge: %w", err)
 	}
 	return 0, nil
@@ -91,7 +92,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 // store.ErrNotFound if it is gone or expired.
 func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error {
 	n, err := s.execCount(ctx, "satisfy challenge", `UPDATE challenges SET satisfied = 1 WHERE id_hash = $1 AND expires_at > $2`,
-		blob(idHash), ms(now))
+		column.Bytes(idHash), column.Millis(now))
 	if err != nil {
 		return err
 	}
@@ -108,7 +109,7 @@ func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Ti
 func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
 	c, err := scanChallenge(s.pool.QueryRow(ctx,
 		`DELETE FROM challenges WHERE id_hash = $1 AND expires_at > $2 RETURNING `+challengeColumns,
-		blob(idHash), ms(now)))
+		column.Bytes(idHash), column.Millis(now)))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.Challenge{}, store.ErrNotFound
 	}
@@ -133,7 +134,7 @@ const expiredBatch = 1000
 // challenges, or of the expired ones when user is "", in one statement
 // per batch; rows a live transaction holds are skipped, never waited for.
 func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time) ([]store.Challenge, error) {
-	where, arg := `expires_at <= $1`, any(ms(now))
+	where, arg := `expires_at <= $1`, any(column.Millis(now))
 	if user != "" {
 		where, arg = `user_id = $1`, user
 	}
@@ -190,7 +191,7 @@ func (s *Store) deleteExpired(ctx context.Context, table, key string, now time.T
 		n, err := s.execCount(ctx, "delete expired "+table, `
 DELETE FROM `+table+` WHERE `+key+` IN (
 	SELECT `+key+` FROM `+table+` WHERE expires_at <= $1 LIMIT $2 FOR UPDATE SKIP LOCKED
-)`, ms(now), int64(expiredBatch))
+)`, column.Millis(now), int64(expiredBatch))
 		if err != nil {
 			return total, err
 		}

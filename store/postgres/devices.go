@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 const deviceColumns = `id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at`
@@ -21,7 +22,7 @@ func scanDevice(row pgx.Row) (store.TrustedDevice, error) {
 	if err := row.Scan(&d.ID, &d.UserID, &d.TokenHash, &d.PrevHash, &d.Label, &created, &used, &expiresAt); err != nil {
 		return store.TrustedDevice{}, err
 	}
-	d.CreatedAt, d.LastUsedAt, d.ExpiresAt = fromMS(created), fromMS(used), fromMS(expiresAt)
+	d.CreatedAt, d.LastUsedAt, d.ExpiresAt = column.Time(created), column.Time(used), column.Time(expiresAt)
 	return d, nil
 }
 
@@ -34,7 +35,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.TrustedDevice) error {
 	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
 		var ok bool
 		err := tx.QueryRow(ctx, `SELECT state = 'active' AND locked_until <= $2 FROM users WHERE id = $1 FOR NO KEY UPDATE`,
-			d.UserID, ms(d.CreatedAt)).Scan(&ok)
+			d.UserID, column.Millis(d.CreatedAt)).Scan(&ok)
 		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !ok) {
 			return store.ErrConflict
 		}
@@ -45,8 +46,8 @@ func (s *Store) CreateDevice(ctx context.Context, d store.TrustedDevice) error {
 INSERT INTO trusted_devices (id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at)
 VALUES (@id, @user, @hash, NULL, @label, @now, @used, @exp)
 ON CONFLICT DO NOTHING`, pgx.StrictNamedArgs{
-			"id": d.ID, "user": d.UserID, "hash": blob(d.TokenHash), "label": d.Label,
-			"now": ms(d.CreatedAt), "used": ms(d.LastUsedAt), "exp": ms(d.ExpiresAt),
+			"id": d.ID, "user": d.UserID, "hash": column.Bytes(d.TokenHash), "label": d.Label,
+			"now": column.Millis(d.CreatedAt), "used": column.Millis(d.LastUsedAt), "exp": column.Millis(d.ExpiresAt),
 		})
 		if err != nil {
 			return err
@@ -75,7 +76,7 @@ func (s *Store) RotateDevice(ctx context.Context, user string, tokenHash, newHas
 	d, err := scanDevice(s.pool.QueryRow(ctx, `
 UPDATE trusted_devices SET prev_hash = token_hash, token_hash = @new, last_used_at = @now
 WHERE user_id = @user AND token_hash = @old AND expires_at > @now
-RETURNING `+deviceColumns, pgx.StrictNamedArgs{"new": blob(newHash), "now": ms(now), "user": user, "old": blob(tokenHash)}))
+RETURNING `+deviceColumns, pgx.StrictNamedArgs{"new": column.Bytes(newHash), "now": column.Millis(now), "user": user, "old": column.Bytes(tokenHash)}))
 	if err == nil {
 		return d, nil
 	}
@@ -83,7 +84,7 @@ RETURNING `+deviceColumns, pgx.StrictNamedArgs{"new": blob(newHash), "now": ms(n
 		return store.TrustedDevice{}, fmt.Errorf("postgres: rotate device: %w", err)
 	}
 	n, err := s.execCount(ctx, "rotate device", `DELETE FROM trusted_devices WHERE user_id = $1 AND prev_hash = $2 AND expires_at > $3`,
-		user, blob(tokenHash), ms(now))
+		user, column.Bytes(tokenHash), column.Millis(now))
 	if err != nil {
 		return store.TrustedDevice{}, err
 	}
@@ -96,7 +97,7 @@ RETURNING `+deviceColumns, pgx.StrictNamedArgs{"new": blob(newHash), "now": ms(n
 // Devices lists the user's devices live at now, oldest first.
 func (s *Store) Devices(ctx context.Context, user string, now time.Time) ([]store.TrustedDevice, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+deviceColumns+` FROM trusted_devices
-WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at, id`, user, ms(now))
+WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at, id`, user, column.Millis(now))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: devices: %w", err)
 	}
@@ -133,7 +134,7 @@ func (s *Store) DeleteDevices(ctx context.Context, user, except string, now time
 	var live int
 	err := s.pool.QueryRow(ctx, `
 WITH gone AS (DELETE FROM trusted_devices WHERE user_id = $1 AND id <> $2 RETURNING expires_at)
-SELECT COUNT(*) FILTER (WHERE expires_at > $3) FROM gone`, user, except, ms(now)).Scan(&live)
+SELECT COUNT(*) FILTER (WHERE expires_at > $3) FROM gone`, user, except, column.Millis(now)).Scan(&live)
 	if err != nil {
 		return 0, fmt.Errorf("postgres: delete devices: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // AcquireJob takes the lease in one statement: the upsert only overwrites
@@ -21,7 +22,7 @@ INSERT INTO jobs (name, owner, lease_until, state) VALUES (@name, @owner, @until
 ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
 WHERE jobs.lease_until < @now OR jobs.owner = EXCLUDED.owner
 RETURNING name, owner, lease_until, state`,
-		pgx.StrictNamedArgs{"name": name, "owner": owner, "until": ms(leaseUntil), "now": ms(now)}))
+		pgx.StrictNamedArgs{"name": name, "owner": owner, "until": column.Millis(leaseUntil), "now": column.Millis(now)}))
 	if err == nil {
 		return j, true, nil
 	}
@@ -38,7 +39,7 @@ RETURNING name, owner, lease_until, state`,
 // UpdateJob saves state and moves the lease, while owner holds it.
 func (s *Store) UpdateJob(ctx context.Context, name, owner string, state []byte, leaseUntil time.Time) error {
 	n, err := s.execCount(ctx, "update job", `UPDATE jobs SET state = $1, lease_until = $2 WHERE name = $3 AND owner = $4`,
-		blob(state), ms(leaseUntil), name, owner)
+		column.Bytes(state), column.Millis(leaseUntil), name, owner)
 	if err != nil {
 		return err
 	}
@@ -66,6 +67,6 @@ func scanJob(row pgx.Row) (store.Job, error) {
 	if err := row.Scan(&j.Name, &j.Owner, &until, &j.State); err != nil {
 		return store.Job{}, err
 	}
-	j.LeaseUntil = fromMS(until)
+	j.LeaseUntil = column.Time(until)
 	return j, nil
 }

@@ -213,44 +213,11 @@ func inTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error 
 	return tx.Commit(ctx)
 }
 
-// ms encodes t as unix milliseconds; the zero time is 0.
-func ms(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-// fromMS decodes ms.
-func fromMS(v int64) time.Time {
-	if v == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(v).UTC()
-}
-
-// blob keeps a nil slice from binding as NULL.
-func blob(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
-}
-
 func boolInt(b bool) int16 {
 	if b {
 		return 1
 	}
 	return 0
-}
-
-// nowOr returns t, or the current time when t is zero. Used for the
-// bookkeeping updated_at of calls that take no now.
-func nowOr(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Now()
-	}
-	return t
 }
 
 // Ping checks that the database answers on a pooled connection.

@@ -319,7 +319,7 @@ func migrationHarness(t *testing.T) storetest.Migrations {
 			}
 			return n
 		},
-		TableExists: func(t *testing.T, table string) bool { return tableExists(t, db, schema, table) },
+		TableExists:     func(t *testing.T, table string) bool { return tableExists(t, db, schema, table) },
 		ErrSchemaTooNew: ErrSchemaTooNew,
 	}
 }

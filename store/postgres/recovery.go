@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // RecoveryCodes lists the user's unused recovery codes in id order (none
@@ -42,7 +43,7 @@ func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryC
 func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) (int, error) {
 	var devices int
 	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
-		tag, err := tx.Exec(ctx, `UPDATE users SET updated_at = $1 WHERE id = $2 AND state = 'active'`, ms(now), id)
+		tag, err := tx.Exec(ctx, `UPDATE users SET updated_at = $1 WHERE id = $2 AND state = 'active'`, column.Millis(now), id)
 		if err != nil {
 			return err
 		}

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // Setting returns the value stored under key, or store.ErrNotFound.
@@ -32,7 +33,7 @@ func (s *Store) PutSettingIfAbsent(ctx context.Context, key string, value []byte
 	err := s.pool.QueryRow(ctx, `
 INSERT INTO settings (key, value) VALUES ($1, $2)
 ON CONFLICT (key) DO UPDATE SET value = settings.value
-RETURNING value`, key, blob(value)).Scan(&v)
+RETURNING value`, key, column.Bytes(value)).Scan(&v)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: put setting: %w", err)
 	}
@@ -42,6 +43,6 @@ RETURNING value`, key, blob(value)).Scan(&v)
 // SwapSetting replaces a setting only if it still holds old.
 func (s *Store) SwapSetting(ctx context.Context, key string, old, replacement []byte) (bool, error) {
 	n, err := s.execCount(ctx, "swap setting", `UPDATE settings SET value = $1 WHERE key = $2 AND value = $3`,
-		blob(replacement), key, blob(old))
+		column.Bytes(replacement), key, column.Bytes(old))
 	return n == 1, err
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // errRefused ends the transaction of a refused attempt, which wrote nothing.
@@ -28,7 +29,7 @@ var errRefused = errors.New("postgres: attempt refused")
 // record written before it; commit_delay and commit_siblings tune this on
 // the server), so there is no batching to do on this side.
 func (s *Store) SettleAttempt(ctx context.Context, id string, m store.Match, now time.Time, l store.Limits) (store.Settled, error) {
-	now = fromMS(ms(now)) // whole milliseconds, as stored
+	now = column.Time(column.Millis(now)) // whole milliseconds, as stored
 	var res store.Settled
 	err := inTx(ctx, s.pool, func(tx pgx.Tx) error {
 		var (
@@ -45,7 +46,7 @@ FROM users WHERE id = $1 FOR NO KEY UPDATE`, id).Scan(&state, &last, &c.Failures
 		if err != nil {
 			return err
 		}
-		c.WindowStart, c.LockedUntil = fromMS(fws), fromMS(locked)
+		c.WindowStart, c.LockedUntil = column.Time(fws), column.Time(locked)
 		ok, until := c.Admit(now, l)
 		if !ok {
 			res = store.Settled{LockedUntil: until}
@@ -55,7 +56,7 @@ FROM users WHERE id = $1 FOR NO KEY UPDATE`, id).Scan(&state, &last, &c.Failures
 		accepted := active && m.Step > last
 		if active && !accepted && m.RecoveryCodeID > 0 {
 			tag, err := tx.Exec(ctx, `UPDATE recovery_codes SET used_at = $1 WHERE id = $2 AND user_id = $3 AND used_at IS NULL`,
-				ms(now), m.RecoveryCodeID, id)
+				column.Millis(now), m.RecoveryCodeID, id)
 			if err != nil {
 				return err
 			}
@@ -67,12 +68,12 @@ FROM users WHERE id = $1 FOR NO KEY UPDATE`, id).Scan(&state, &last, &c.Failures
 			_, err = tx.Exec(ctx, `
 UPDATE users SET last_step = GREATEST(last_step, @step), failures = 0, failure_window_start = 0,
 	last_used_at = @now, updated_at = @now
-WHERE id = @id`, pgx.StrictNamedArgs{"step": m.Step, "now": ms(now), "id": id})
+WHERE id = @id`, pgx.StrictNamedArgs{"step": m.Step, "now": column.Millis(now), "id": id})
 			return err
 		}
 		c, res = c.Fail(now, l, m.Step > 0)
 		_, err = tx.Exec(ctx, `UPDATE users SET failures = $1, failure_window_start = $2, locked_until = $3 WHERE id = $4`,
-			c.Failures, ms(c.WindowStart), ms(c.LockedUntil), id)
+			c.Failures, column.Millis(c.WindowStart), column.Millis(c.LockedUntil), id)
 		if err != nil || !res.LockStarted {
 			return err
 		}

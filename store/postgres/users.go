@@ -9,40 +9,19 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
-
-const userColumns = `id, state, ciphertext, key_version, binding, algorithm, digits, period, skew,
-	last_step, failures, failure_window_start, locked_until, pending_expires_at,
-	confirmed_at, last_used_at, updated_at,
-	(SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = users.id AND r.used_at IS NULL)`
 
 // GetUser returns the user's row, or store.ErrNotFound.
 func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
-	var (
-		u                                                       store.User
-		state                                                   string
-		binding                                                 int16
-		fws, locked, pendingExp, confirmed, lastUsed, updatedAt int64
-	)
-	err := s.pool.QueryRow(ctx, `SELECT `+userColumns+` FROM users WHERE id = $1`, id).Scan(
-		&u.ID, &state, &u.Ciphertext, &u.KeyVersion, &binding,
-		&u.Params.Algorithm, &u.Params.Digits, &u.Params.Period, &u.Params.Skew,
-		&u.LastStep, &u.Failures, &fws, &locked, &pendingExp,
-		&confirmed, &lastUsed, &updatedAt, &u.RecoveryRemaining)
+	var u store.User
+	err := s.pool.QueryRow(ctx, `SELECT `+column.UserColumns+` FROM users WHERE id = $1`, id).Scan(column.User(&u)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return store.User{}, store.ErrNotFound
 	}
 	if err != nil {
 		return store.User{}, fmt.Errorf("postgres: get user: %w", err)
 	}
-	u.Binding = store.Binding(binding)
-	u.State = store.State(state)
-	u.FailureWindowStart = fromMS(fws)
-	u.LockedUntil = fromMS(locked)
-	u.PendingExpiresAt = fromMS(pendingExp)
-	u.ConfirmedAt = fromMS(confirmed)
-	u.LastUsedAt = fromMS(lastUsed)
-	u.UpdatedAt = fromMS(updatedAt)
 	return u, nil
 }
 
@@ -81,7 +60,7 @@ ON CONFLICT (id) DO UPDATE SET
 WHERE users.state = 'pending'`, pgx.StrictNamedArgs{
 		"id": u.ID, "ct": u.Ciphertext, "kv": u.KeyVersion, "binding": int16(u.Binding),
 		"alg": u.Params.Algorithm, "digits": u.Params.Digits, "period": u.Params.Period, "skew": u.Params.Skew,
-		"exp": ms(u.PendingExpiresAt), "updated": ms(nowOr(u.UpdatedAt)),
+		"exp": column.Millis(u.PendingExpiresAt), "updated": column.Millis(column.NowOr(u.UpdatedAt)),
 	})
 	if err != nil {
 		return err
@@ -112,7 +91,7 @@ UPDATE users SET
 	last_used_at = @now,
 	updated_at = @now
 WHERE id = @id AND state = 'pending' AND ciphertext = @ct AND pending_expires_at > @now`,
-			pgx.StrictNamedArgs{"step": step, "now": ms(now), "id": id, "ct": ciphertext})
+			pgx.StrictNamedArgs{"step": step, "now": column.Millis(now), "id": id, "ct": ciphertext})
 		if err != nil {
 			return err
 		}
@@ -141,13 +120,13 @@ func insertRecoveryCodes(ctx context.Context, tx pgx.Tx, id string, hashes [][]b
 	}
 	hs := make([][]byte, len(hashes))
 	for i, h := range hashes {
-		hs[i] = blob(h)
+		hs[i] = column.Bytes(h)
 	}
 	// Ids are drawn in the order of hashes, as one INSERT per code would.
 	_, err := tx.Exec(ctx, `
 INSERT INTO recovery_codes (user_id, hash, created_at)
 SELECT $1, c.hash, $2 FROM unnest($3::bytea[]) WITH ORDINALITY AS c(hash, n) ORDER BY c.n`,
-		id, ms(now), hs)
+		id, column.Millis(now), hs)
 	return err
 }
 
@@ -187,7 +166,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string) (int, error) {
 func (s *Store) Unlock(ctx context.Context, id string) error {
 	n, err := s.execCount(ctx, "unlock", `
 UPDATE users SET failures = 0, failure_window_start = 0, locked_until = 0, updated_at = $1
-WHERE id = $2`, ms(time.Now()), id)
+WHERE id = $2`, column.Millis(time.Now()), id)
 	if err != nil {
 		return err
 	}

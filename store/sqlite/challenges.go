@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // CreateChallenge stores c. An existing challenge with the same IDHash is
@@ -17,8 +18,8 @@ func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
 INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id_hash) DO NOTHING`,
-		blob(c.IDHash), c.UserID, blob(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), c.Attempts,
-		ms(c.CreatedAt), ms(c.ExpiresAt), nullBlob(c.Revoke))
+		column.Bytes(c.IDHash), c.UserID, column.Bytes(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), c.Attempts,
+		column.Millis(c.CreatedAt), column.Millis(c.ExpiresAt), nullBlob(c.Revoke))
 	if err != nil {
 		return err
 	}
@@ -43,15 +44,15 @@ func scanChallenge(sc scanner) (store.Challenge, error) {
 	}
 	c.Enroll = enroll != 0
 	c.Satisfied = satisfied != 0
-	c.CreatedAt = fromMS(created)
-	c.ExpiresAt = fromMS(expiresAt)
+	c.CreatedAt = column.Time(created)
+	c.ExpiresAt = column.Time(expiresAt)
 	return c, nil
 }
 
 // GetChallenge returns a challenge live at now, or store.ErrNotFound.
 func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
 	c, err := scanChallenge(s.r.QueryRowContext(ctx,
-		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = ? AND expires_at > ?`, blob(idHash), ms(now)))
+		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = ? AND expires_at > ?`, column.Bytes(idHash), column.Millis(now)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Challenge{}, store.ErrNotFound
 	}
@@ -70,7 +71,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
 		var attempts int
 		err := tx.QueryRowContext(ctx, `UPDATE challenges SET attempts = attempts + 1 WHERE id_hash = ? RETURNING attempts`,
-			blob(idHash)).Scan(&attempts)
+			column.Bytes(idHash)).Scan(&attempts)
 		if errors.Is(err, sql.ErrNoRows) {
 			left = 0
 			return nil
@@ -83,7 +84,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 			return nil
 		}
 		left = 0
-		_, err = tx.ExecContext(ctx, `DELETE FROM challenges WHERE id_hash = ?`, blob(idHash))
+		_, err = tx.ExecContext(ctx, `DELETE FROM challenges WHERE id_hash = ?`, column.Bytes(idHash))
 		return err
 	})
 	if err != nil {
@@ -96,7 +97,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 // store.ErrNotFound if it is gone or expired.
 func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error {
 	n, err := s.execCount(ctx, "satisfy challenge", `UPDATE challenges SET satisfied = 1 WHERE id_hash = ? AND expires_at > ?`,
-		blob(idHash), ms(now))
+		column.Bytes(idHash), column.Millis(now))
 	if err != nil {
 		return err
 	}
@@ -112,7 +113,7 @@ func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Ti
 func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
 	c, err := scanChallenge(s.w.QueryRowContext(ctx,
 		`DELETE FROM challenges WHERE id_hash = ? AND expires_at > ? RETURNING `+challengeColumns,
-		blob(idHash), ms(now)))
+		column.Bytes(idHash), column.Millis(now)))
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Challenge{}, store.ErrNotFound
 	}
@@ -128,7 +129,7 @@ func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time
 // challenges, or of the expired ones when user is "", in one write
 // transaction (RETURNING would give the cleared values).
 func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time) ([]store.Challenge, error) {
-	where, arg := `revoke IS NOT NULL AND expires_at <= ?`, any(ms(now))
+	where, arg := `revoke IS NOT NULL AND expires_at <= ?`, any(column.Millis(now))
 	if user != "" {
 		where, arg = `revoke IS NOT NULL AND user_id = ?`, user
 	}
@@ -166,7 +167,7 @@ func nullBlob(b []byte) any {
 }
 
 func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
-	n, err := s.execCount(ctx, "delete expired challenges", `DELETE FROM challenges WHERE expires_at <= ?`, ms(now))
+	n, err := s.execCount(ctx, "delete expired challenges", `DELETE FROM challenges WHERE expires_at <= ?`, column.Millis(now))
 	if err != nil {
 		return 0, err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 const deviceColumns = `id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at`
@@ -20,7 +21,7 @@ func scanDevice(sc scanner) (store.TrustedDevice, error) {
 	if err := sc.Scan(&d.ID, &d.UserID, &d.TokenHash, &d.PrevHash, &d.Label, &created, &used, &expiresAt); err != nil {
 		return store.TrustedDevice{}, err
 	}
-	d.CreatedAt, d.LastUsedAt, d.ExpiresAt = fromMS(created), fromMS(used), fromMS(expiresAt)
+	d.CreatedAt, d.LastUsedAt, d.ExpiresAt = column.Time(created), column.Time(used), column.Time(expiresAt)
 	return d, nil
 }
 
@@ -33,8 +34,8 @@ INSERT INTO trusted_devices (id, user_id, token_hash, prev_hash, label, created_
 SELECT :id, users.id, :hash, NULL, :label, :now, :used, :exp FROM users
 WHERE users.id = :user AND users.state = 'active' AND users.locked_until <= :now
 ON CONFLICT DO NOTHING`,
-		sql.Named("id", d.ID), sql.Named("hash", blob(d.TokenHash)), sql.Named("label", d.Label),
-		sql.Named("now", ms(d.CreatedAt)), sql.Named("used", ms(d.LastUsedAt)), sql.Named("exp", ms(d.ExpiresAt)),
+		sql.Named("id", d.ID), sql.Named("hash", column.Bytes(d.TokenHash)), sql.Named("label", d.Label),
+		sql.Named("now", column.Millis(d.CreatedAt)), sql.Named("used", column.Millis(d.LastUsedAt)), sql.Named("exp", column.Millis(d.ExpiresAt)),
 		sql.Named("user", d.UserID))
 	if err != nil {
 		return err
@@ -58,12 +59,12 @@ func (s *Store) RotateDevice(ctx context.Context, user string, tokenHash, newHas
 UPDATE trusted_devices SET prev_hash = token_hash, token_hash = :new, last_used_at = :now
 WHERE user_id = :user AND token_hash = :old AND expires_at > :now
 RETURNING `+deviceColumns,
-			sql.Named("new", blob(newHash)), sql.Named("now", ms(now)), sql.Named("user", user), sql.Named("old", blob(tokenHash))))
+			sql.Named("new", column.Bytes(newHash)), sql.Named("now", column.Millis(now)), sql.Named("user", user), sql.Named("old", column.Bytes(tokenHash))))
 		if !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND prev_hash = ? AND expires_at > ?`,
-			user, blob(tokenHash), ms(now))
+			user, column.Bytes(tokenHash), column.Millis(now))
 		if err != nil {
 			return err
 		}
@@ -85,7 +86,7 @@ RETURNING `+deviceColumns,
 // Devices lists the user's devices live at now, oldest first.
 func (s *Store) Devices(ctx context.Context, user string, now time.Time) ([]store.TrustedDevice, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+deviceColumns+` FROM trusted_devices
-WHERE user_id = ? AND expires_at > ? ORDER BY created_at, id`, user, ms(now))
+WHERE user_id = ? AND expires_at > ? ORDER BY created_at, id`, user, column.Millis(now))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: devices: %w", err)
 	}
@@ -131,7 +132,7 @@ func (s *Store) DeleteDevices(ctx context.Context, user, except string, now time
 		if err := rows.Scan(&exp); err != nil {
 			return 0, fmt.Errorf("sqlite: delete devices: %w", err)
 		}
-		if exp > ms(now) {
+		if exp > column.Millis(now) {
 			live++
 		}
 	}
@@ -143,7 +144,7 @@ func (s *Store) DeleteDevices(ctx context.Context, user, except string, now time
 
 // DeleteExpiredDevices removes devices expired at now.
 func (s *Store) DeleteExpiredDevices(ctx context.Context, now time.Time) (int, error) {
-	n, err := s.execCount(ctx, "delete expired devices", `DELETE FROM trusted_devices WHERE expires_at <= ?`, ms(now))
+	n, err := s.execCount(ctx, "delete expired devices", `DELETE FROM trusted_devices WHERE expires_at <= ?`, column.Millis(now))
 	return int(n), err
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // AcquireJob takes the lease in one statement: the upsert only overwrites
@@ -17,7 +18,7 @@ func (s *Store) AcquireJob(ctx context.Context, name, owner string, now, leaseUn
 INSERT INTO jobs (name, owner, lease_until, state) VALUES (:name, :owner, :until, x'')
 ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, lease_until = excluded.lease_until
 WHERE jobs.lease_until < :now OR jobs.owner = excluded.owner`,
-		sql.Named("name", name), sql.Named("owner", owner), sql.Named("until", ms(leaseUntil)), sql.Named("now", ms(now)))
+		sql.Named("name", name), sql.Named("owner", owner), sql.Named("until", column.Millis(leaseUntil)), sql.Named("now", column.Millis(now)))
 	if err != nil {
 		return store.Job{}, false, err
 	}
@@ -31,7 +32,7 @@ WHERE jobs.lease_until < :now OR jobs.owner = excluded.owner`,
 // UpdateJob saves state and moves the lease, while owner holds it.
 func (s *Store) UpdateJob(ctx context.Context, name, owner string, state []byte, leaseUntil time.Time) error {
 	n, err := s.execCount(ctx, "update job", `UPDATE jobs SET state = ?, lease_until = ? WHERE name = ? AND owner = ?`,
-		blob(state), ms(leaseUntil), name, owner)
+		column.Bytes(state), column.Millis(leaseUntil), name, owner)
 	if err != nil {
 		return err
 	}
@@ -56,6 +57,6 @@ func (s *Store) getJob(ctx context.Context, db *sql.DB, name string) (store.Job,
 	if err != nil {
 		return store.Job{}, fmt.Errorf("sqlite: get job: %w", err)
 	}
-	j.LeaseUntil = fromMS(until)
+	j.LeaseUntil = column.Time(until)
 	return j, nil
 }

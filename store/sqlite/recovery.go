@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // RecoveryCodes lists the user's unused recovery codes in id order (none
@@ -39,7 +40,7 @@ func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryC
 func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) (int, error) {
 	var devices int
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = ? WHERE id = ? AND state = 'active'`, ms(now), id)
+		res, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = ? WHERE id = ? AND state = 'active'`, column.Millis(now), id)
 		if err != nil {
 			return err
 		}

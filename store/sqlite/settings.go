@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // Setting returns the value stored under key, or store.ErrNotFound.
@@ -30,7 +31,7 @@ func (s *Store) PutSettingIfAbsent(ctx context.Context, key string, value []byte
 	err := s.w.QueryRowContext(ctx, `
 INSERT INTO settings (key, value) VALUES (?, ?)
 ON CONFLICT (key) DO UPDATE SET value = settings.value
-RETURNING value`, key, blob(value)).Scan(&v)
+RETURNING value`, key, column.Bytes(value)).Scan(&v)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: put setting: %w", err)
 	}
@@ -39,6 +40,6 @@ RETURNING value`, key, blob(value)).Scan(&v)
 
 // SwapSetting replaces a setting only if it still holds old.
 func (s *Store) SwapSetting(ctx context.Context, key string, old, replacement []byte) (bool, error) {
-	n, err := s.execCount(ctx, "swap setting", `UPDATE settings SET value = ? WHERE key = ? AND value = ?`, blob(replacement), key, blob(old))
+	n, err := s.execCount(ctx, "swap setting", `UPDATE settings SET value = ? WHERE key = ? AND value = ?`, column.Bytes(replacement), key, column.Bytes(old))
 	return n == 1, err
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // Settling attempts: one durable write per login, shared by concurrent ones.
@@ -204,14 +205,14 @@ func settleOne(ctx context.Context, tx *sql.Tx, st *settleStmts, r *settleReq) (
 	if err != nil {
 		return store.Settled{}, err
 	}
-	c.WindowStart, c.LockedUntil = fromMS(fws), fromMS(locked)
+	c.WindowStart, c.LockedUntil = column.Time(fws), column.Time(locked)
 	if ok, until := c.Admit(r.now, r.l); !ok {
 		return store.Settled{LockedUntil: until}, nil
 	}
 	active := state == string(store.StateActive)
 	accepted := active && r.m.Step > last
 	if active && !accepted && r.m.RecoveryCodeID > 0 {
-		res, err := tx.StmtContext(ctx, st.spend).ExecContext(ctx, ms(r.now), r.m.RecoveryCodeID, r.id)
+		res, err := tx.StmtContext(ctx, st.spend).ExecContext(ctx, column.Millis(r.now), r.m.RecoveryCodeID, r.id)
 		if err != nil {
 			return store.Settled{}, err
 		}
@@ -222,11 +223,11 @@ func settleOne(ctx context.Context, tx *sql.Tx, st *settleStmts, r *settleReq) (
 		accepted = n == 1
 	}
 	if accepted {
-		_, err = tx.StmtContext(ctx, st.accept).ExecContext(ctx, sql.Named("step", r.m.Step), sql.Named("now", ms(r.now)), sql.Named("id", r.id))
+		_, err = tx.StmtContext(ctx, st.accept).ExecContext(ctx, sql.Named("step", r.m.Step), sql.Named("now", column.Millis(r.now)), sql.Named("id", r.id))
 		return store.Settled{Allowed: true, Accepted: true}, err
 	}
 	c, res := c.Fail(r.now, r.l, r.m.Step > 0)
-	if _, err = tx.StmtContext(ctx, st.fail).ExecContext(ctx, c.Failures, ms(c.WindowStart), ms(c.LockedUntil), r.id); err != nil || !res.LockStarted {
+	if _, err = tx.StmtContext(ctx, st.fail).ExecContext(ctx, c.Failures, column.Millis(c.WindowStart), column.Millis(c.LockedUntil), r.id); err != nil || !res.LockStarted {
 		return res, err
 	}
 	// The lock ends every trusted device of the user, in this transaction.
@@ -247,7 +248,7 @@ func (s *Store) SettleAttempt(ctx context.Context, id string, m store.Match, now
 		return store.Settled{}, fmt.Errorf("sqlite: settle attempt: %w", err)
 	}
 	// Whole milliseconds, as stored, so the rules compare what SQL would.
-	r := &settleReq{ctx: ctx, id: id, m: m, now: fromMS(ms(now)), l: l, done: make(chan struct{})}
+	r := &settleReq{ctx: ctx, id: id, m: m, now: column.Time(column.Millis(now)), l: l, done: make(chan struct{})}
 	c := s.settle
 	select {
 	case c.queue <- r:

@@ -53,6 +53,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // ErrSchemaTooNew is returned by Open when the database was migrated by a
@@ -197,7 +198,7 @@ func Open(ctx context.Context, path string, opts ...Option) (*Store, error) {
 		w.Close()
 		return nil, fmt.Errorf("sqlite: open: %w", err)
 	}
-	getUser, err := r.PrepareContext(ctx, `SELECT `+userColumns+` FROM users WHERE id = ?`)
+	getUser, err := r.PrepareContext(ctx, `SELECT `+column.UserColumns+` FROM users WHERE id = ?`)
 	if err != nil {
 		r.Close()
 		w.Close()
@@ -249,44 +250,11 @@ func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 	return tx.Commit()
 }
 
-// ms encodes t as unix milliseconds; the zero time is 0.
-func ms(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixMilli()
-}
-
-// fromMS decodes ms.
-func fromMS(v int64) time.Time {
-	if v == 0 {
-		return time.Time{}
-	}
-	return time.UnixMilli(v).UTC()
-}
-
-// blob keeps a nil slice from binding as NULL.
-func blob(b []byte) []byte {
-	if b == nil {
-		return []byte{}
-	}
-	return b
-}
-
 func boolInt(b bool) int {
 	if b {
 		return 1
 	}
 	return 0
-}
-
-// nowOr returns t, or the current time when t is zero. Used for the
-// bookkeeping updated_at of calls that take no now.
-func nowOr(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Now()
-	}
-	return t
 }
 
 // Ping checks that both the read pool and the write connection answer.

@@ -268,7 +268,7 @@ func migrationHarness(t *testing.T) storetest.Migrations {
 			}
 			return n
 		},
-		TableExists: func(t *testing.T, table string) bool { return tableExists(t, db, table) },
+		TableExists:     func(t *testing.T, table string) bool { return tableExists(t, db, table) },
 		ErrSchemaTooNew: ErrSchemaTooNew,
 	}
 }

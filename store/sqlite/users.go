@@ -9,38 +9,19 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
-
-const userColumns = `id, state, ciphertext, key_version, binding, algorithm, digits, period, skew,
-	last_step, failures, failure_window_start, locked_until, pending_expires_at,
-	confirmed_at, last_used_at, updated_at,
-	(SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = users.id AND r.used_at IS NULL)`
 
 // GetUser returns the user's row, or store.ErrNotFound.
 func (s *Store) GetUser(ctx context.Context, id string) (store.User, error) {
-	var (
-		u                                                       store.User
-		state                                                   string
-		fws, locked, pendingExp, confirmed, lastUsed, updatedAt int64
-	)
-	err := s.getUser.QueryRowContext(ctx, id).Scan(
-		&u.ID, &state, &u.Ciphertext, &u.KeyVersion, &u.Binding,
-		&u.Params.Algorithm, &u.Params.Digits, &u.Params.Period, &u.Params.Skew,
-		&u.LastStep, &u.Failures, &fws, &locked, &pendingExp,
-		&confirmed, &lastUsed, &updatedAt, &u.RecoveryRemaining)
+	var u store.User
+	err := s.getUser.QueryRowContext(ctx, id).Scan(column.User(&u)...)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.User{}, store.ErrNotFound
 	}
 	if err != nil {
 		return store.User{}, fmt.Errorf("sqlite: get user: %w", err)
 	}
-	u.State = store.State(state)
-	u.FailureWindowStart = fromMS(fws)
-	u.LockedUntil = fromMS(locked)
-	u.PendingExpiresAt = fromMS(pendingExp)
-	u.ConfirmedAt = fromMS(confirmed)
-	u.LastUsedAt = fromMS(lastUsed)
-	u.UpdatedAt = fromMS(updatedAt)
 	return u, nil
 }
 
@@ -79,7 +60,7 @@ WHERE users.state = 'pending'`,
 		sql.Named("id", u.ID), sql.Named("ct", u.Ciphertext), sql.Named("kv", u.KeyVersion), sql.Named("binding", u.Binding),
 		sql.Named("alg", u.Params.Algorithm), sql.Named("digits", u.Params.Digits),
 		sql.Named("period", u.Params.Period), sql.Named("skew", u.Params.Skew),
-		sql.Named("exp", ms(u.PendingExpiresAt)), sql.Named("updated", ms(nowOr(u.UpdatedAt))))
+		sql.Named("exp", column.Millis(u.PendingExpiresAt)), sql.Named("updated", column.Millis(column.NowOr(u.UpdatedAt))))
 	if err != nil {
 		return err
 	}
@@ -107,7 +88,7 @@ UPDATE users SET
 	last_used_at = :now,
 	updated_at = :now
 WHERE id = :id AND state = 'pending' AND ciphertext = :ct AND pending_expires_at > :now`,
-			sql.Named("step", step), sql.Named("now", ms(now)), sql.Named("id", id), sql.Named("ct", ciphertext))
+			sql.Named("step", step), sql.Named("now", column.Millis(now)), sql.Named("id", id), sql.Named("ct", ciphertext))
 		if err != nil {
 			return err
 		}
@@ -143,7 +124,7 @@ func insertRecoveryCodes(ctx context.Context, tx *sql.Tx, id string, hashes [][]
 	}
 	defer stmt.Close()
 	for _, h := range hashes {
-		if _, err := stmt.ExecContext(ctx, id, blob(h), ms(now)); err != nil {
+		if _, err := stmt.ExecContext(ctx, id, column.Bytes(h), column.Millis(now)); err != nil {
 			return err
 		}
 	}
@@ -182,7 +163,7 @@ func (s *Store) DeleteUser(ctx context.Context, id string) (int, error) {
 func (s *Store) Unlock(ctx context.Context, id string) error {
 	n, err := s.execCount(ctx, "unlock", `
 UPDATE users SET failures = 0, failure_window_start = 0, locked_until = 0, updated_at = ?
-WHERE id = ?`, ms(time.Now()), id)
+WHERE id = ?`, column.Millis(time.Now()), id)
 	if err != nil {
 		return err
 	}

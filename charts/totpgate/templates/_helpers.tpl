@@ -45,10 +45,16 @@ here: they are files mounted from existing Secrets.
   "admin_listen" (printf ":%d" (int $v.sidecar.adminPort))
   "upstream" (dict "url" (printf "http://127.0.0.1:%d" (int $v.app.port)))
   "log" (dict "level" $v.sidecar.logLevel)
-  "mfa" (dict "issuer" $v.mfa.issuer "policy" $v.mfa.policy)
+  "mfa" (dict "issuer" $v.mfa.issuer "policy" $v.mfa.policy "trusted_device_ttl" $v.mfa.trustedDeviceTTL)
   "login" (dict "paths" $v.login.paths "user_id_pointer" $v.login.userIdPointer)
   "identity" (dict "introspect_path" $v.identity.introspectPath "user_id_pointer" $v.identity.userIdPointer)
 -}}
+{{- if $v.session.credentials -}}
+{{- $_ := set $cfg "session" (dict "credentials" $v.session.credentials) -}}
+{{- end -}}
+{{- if $v.stepUp.routes -}}
+{{- $_ := set $cfg "step_up" (dict "routes" $v.stepUp.routes) -}}
+{{- end -}}
 {{- if $v.sidecar.adminTokenSecret.name -}}
 {{- $_ := set $cfg "admin" (dict "token_file" "/etc/totpgate/secrets/admin-token") -}}
 {{- end -}}

@@ -128,6 +128,23 @@ app.get('/api/sessions', (req, res, next) => {
   });
 });
 
+// A sensitive route the step-up tests put behind the gate: a password
+// change that needs the app session, counted each time it runs (per
+// process), so a test can tell whether a held request ever reached the
+// app. The count is a test fixture; nothing is changed.
+let passwordChanges = 0;
+app.post('/settings/password', (req, res) => {
+  if (!req.session.user) {
+    return res.status(401).json({ error: 'not logged in' });
+  }
+  passwordChanges += 1;
+  res.json({ ok: true, user: req.session.user, changes: passwordChanges });
+});
+
+app.get('/settings/password/count', (req, res) => {
+  res.json({ count: passwordChanges });
+});
+
 app.post('/logout', (req, res, next) => {
   req.session.destroy((err) => {
     if (err) return next(err);

@@ -8,4 +8,6 @@ urlpatterns = [
     path("logout/", views.logout),
     path("api/me", views.me),
     path("magic/", views.magic),
+    path("settings/password/", views.change_password),
+    path("settings/password/count/", views.password_change_count),
 ]

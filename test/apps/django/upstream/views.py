@@ -1,3 +1,5 @@
+import threading
+
 from django.conf import settings
 from django.contrib.auth import logout as auth_logout
 from django.contrib.auth.views import LoginView
@@ -72,3 +74,29 @@ def magic(request):
         return JsonResponse({"error": "invalid link"}, status=403)
     auth_login(request, user)
     return redirect("/")
+
+
+# A sensitive route the step-up tests put behind the gate: a password
+# change that needs the app session, counted each time it runs (per
+# process, under a lock: runserver is threaded), so a test can tell whether
+# a held request ever reached the app. Nothing is changed.
+_password_changes = 0
+_password_lock = threading.Lock()
+
+
+@no_csrf
+@require_POST
+def change_password(request):
+    global _password_changes
+    if not request.user.is_authenticated:
+        return JsonResponse({"error": "not logged in"}, status=401)
+    with _password_lock:
+        _password_changes += 1
+        n = _password_changes
+    return JsonResponse({"ok": True, "user": request.user.get_username(), "changes": n})
+
+
+@require_GET
+def password_change_count(request):
+    with _password_lock:
+        return JsonResponse({"count": _password_changes})

@@ -142,7 +142,13 @@ async function revokeDevice(d) {
     say(problemText(r), true);
     return;
   }
-  say(d.current ? "This browser is no longer trusted: logging in here asks for a code again." : `Revoked: ${d.label}.`);
+  await devicesChanged(d.current ? "This browser is no longer trusted: logging in here asks for a code again." : `Revoked: ${d.label}.`);
+}
+
+// devicesChanged tells what changed, shows the devices again and puts the
+// focus back on their heading (the button pressed may be gone).
+async function devicesChanged(message) {
+  say(message);
   await refresh();
   $("devices-heading").focus();
 }
@@ -238,9 +244,7 @@ $("trust-form").addEventListener("submit", async (e) => {
     say(problemText(r), true);
     return;
   }
-  say(`This browser is trusted until ${dateText(r.data.expires_at)}: logging in here needs no code.`);
-  await refresh();
-  $("devices-heading").focus();
+  await devicesChanged(`This browser is trusted until ${dateText(r.data.expires_at)}: logging in here needs no code.`);
 });
 
 $("devices-revoke-others").addEventListener("click", async () => {
@@ -250,9 +254,7 @@ $("devices-revoke-others").addEventListener("click", async () => {
     return;
   }
   const n = r.data.revoked;
-  say(n === 1 ? "Signed out 1 other device." : `Signed out ${n} other devices.`);
-  await refresh();
-  $("devices-heading").focus();
+  await devicesChanged(n === 1 ? "Signed out 1 other device." : `Signed out ${n} other devices.`);
 });
 
 $("disable-form").addEventListener("submit", async (e) => {

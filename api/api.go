@@ -46,6 +46,9 @@ type MFA interface {
 	ConfirmEnrollment(ctx context.Context, user, code string) ([]string, error)
 	Disable(ctx context.Context, user, code string) (int, error)
 	RegenerateRecoveryCodes(ctx context.Context, user, code string) ([]string, int, error)
+	// Verify checks a TOTP or recovery code of an active user (counted
+	// toward the lockout, each code accepted once).
+	Verify(ctx context.Context, user, code string) (mfa.Method, error)
 	Reset(ctx context.Context, user string) (int, error)
 	Unlock(ctx context.Context, user string) error
 	// RevokeHeld ends at the app the sessions still held for user.

@@ -2,6 +2,9 @@ package api
 
 import (
 	"context"
+	"errors"
+	"net/http"
+	"time"
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/gen"
@@ -15,6 +18,7 @@ import (
 // __Host-totpgate-device cookie names (meta.deviceToken).
 type Devices interface {
 	DevicesOn() bool
+	TrustedDeviceTTL() time.Duration
 	TrustDevice(ctx context.Context, user, userAgent string) (string, mfa.Device, error)
 	ListDevices(ctx context.Context, user, currentToken string) ([]mfa.Device, error)
 	CountDevices(ctx context.Context, user string) (int, error)
@@ -38,10 +42,94 @@ func (a *API) ListTrustedDevices(ctx context.Context, _ gen.ListTrustedDevicesRe
 	}
 	list := gen.TrustedDeviceList{Devices: make([]gen.TrustedDevice, len(ds))}
 	for i, d := range ds {
-		list.Devices[i] = gen.TrustedDevice{Id: gen.DeviceId(d.ID), Label: d.Label, CreatedAt: d.CreatedAt.UTC(),
-			LastUsedAt: d.LastUsedAt.UTC(), ExpiresAt: d.ExpiresAt.UTC(), Current: d.Current}
+		list.Devices[i] = trustedDevice(d)
 	}
 	return gen.ListTrustedDevices200JSONResponse{Body: list, Headers: gen.ListTrustedDevices200ResponseHeaders{CacheControl: noStoreHeader}}, nil
+}
+
+// TrustThisDevice trusts the device the request comes from, for the
+// caller, after a code (TOTP or recovery, as a login that asks to remember
+// the device takes): one answer of the self-service page's "Trust this
+// browser". The code is checked only when the feature is on; a live
+// device whose cookie the request carries is replaced.
+func (a *API) TrustThisDevice(ctx context.Context, req gen.TrustThisDeviceRequestObject) (gen.TrustThisDeviceResponseObject, error) {
+	if a.devices == nil {
+		return nil, ErrNotImplemented
+	}
+	if !a.devices.DevicesOn() {
+		return gen.TrustThisDevice404ApplicationProblemPlusJSONResponse{TrustedDevicesOffApplicationProblemPlusJSONResponse: gen.TrustedDevicesOffApplicationProblemPlusJSONResponse{
+			Body:    problemAt(ctx, http.StatusNotFound, gen.ProblemCodeTrustedDevicesOff, "Trusted devices are turned off here."),
+			Headers: gen.TrustedDevicesOffResponseHeaders{CacheControl: noStoreHeader}}}, nil
+	}
+	user := caller(ctx).UserID
+	method, err := a.mfa.Verify(ctx, user, req.Body.Code)
+	var token string
+	var d mfa.Device
+	if err == nil {
+		if method == mfa.MethodRecovery {
+			a.record(ctx, audit.RecoveryCodeUsed, user, "self_service")
+		}
+		token, d, err = a.devices.TrustDevice(ctx, user, metaOf(ctx).userAgent)
+	}
+	if err != nil {
+		a.recordFailure(ctx, audit.DeviceTrusted, user, err)
+		switch rf := a.refuse(ctx, err); rf.kind {
+		case refusedInvalidCode:
+			return gen.TrustThisDevice403ApplicationProblemPlusJSONResponse{InvalidCodeApplicationProblemPlusJSONResponse: gen.InvalidCodeApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedNotEnrolled:
+			return gen.TrustThisDevice409ApplicationProblemPlusJSONResponse{NotEnrolledApplicationProblemPlusJSONResponse: gen.NotEnrolledApplicationProblemPlusJSONResponse(rf.problem)}, nil
+		case refusedLocked:
+			return gen.TrustThisDevice429ApplicationProblemPlusJSONResponse{RateLimitedApplicationProblemPlusJSONResponse: lockedResponse(rf)}, nil
+		case refusedUnavailable:
+			return gen.TrustThisDevice503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil
+		}
+		return nil, err
+	}
+	a.record(ctx, audit.DeviceTrusted, user, "self_service")
+	a.replaceDevice(ctx, user)
+	d.Current = true
+	h := http.Header{}
+	gatecookie.Set(h, gatecookie.Device, token, d.MaxAge())
+	return gen.TrustThisDevice201JSONResponse{Body: trustedDevice(d),
+		Headers: gen.TrustThisDevice201ResponseHeaders{CacheControl: noStoreHeader, SetCookie: h.Get("Set-Cookie")}}, nil
+}
+
+// replaceDevice revokes the live device of user whose cookie the request
+// carries, now that the browser gets a new one: one browser, one device.
+// A failure leaves the old device to expire (its token is no longer in
+// the browser, which the new cookie overwrites); the new one stands.
+func (a *API) replaceDevice(ctx context.Context, user string) {
+	old := metaOf(ctx).deviceToken
+	if old == "" {
+		return
+	}
+	ds, err := a.devices.ListDevices(ctx, user, old)
+	for _, d := range ds {
+		if !d.Current {
+			continue
+		}
+		if _, err = a.devices.RevokeDevice(ctx, user, d.ID, ""); err == nil {
+			a.recordRevoked(ctx, user, 1, "replaced")
+		}
+	}
+	if err != nil && !errors.Is(err, mfa.ErrDeviceNotFound) { // gone meanwhile: nothing to replace
+		a.log.WarnContext(ctx, "the device this browser held before could not be revoked", "request_id", metaOf(ctx).requestID, "error", err.Error())
+	}
+}
+
+func trustedDevice(d mfa.Device) gen.TrustedDevice {
+	return gen.TrustedDevice{Id: gen.DeviceId(d.ID), Label: d.Label, CreatedAt: d.CreatedAt.UTC(),
+		LastUsedAt: d.LastUsedAt.UTC(), ExpiresAt: d.ExpiresAt.UTC(), Current: d.Current}
+}
+
+// devicePolicy is what a status answer says of the feature: on or off,
+// and how long a device stays trusted (nil when off).
+func (a *API) devicePolicy() (bool, *int) {
+	if a.devices == nil || !a.devices.DevicesOn() {
+		return false, nil
+	}
+	secs := int(a.devices.TrustedDeviceTTL() / time.Second)
+	return true, &secs
 }
 
 func (a *API) RevokeTrustedDevice(ctx context.Context, req gen.RevokeTrustedDeviceRequestObject) (gen.RevokeTrustedDeviceResponseObject, error) {

@@ -46,8 +46,9 @@ func (f failing) Disable(context.Context, string, string) (int, error) { return 
 func (f failing) RegenerateRecoveryCodes(context.Context, string, string) ([]string, int, error) {
 	return nil, 0, f.err
 }
-func (f failing) Reset(context.Context, string) (int, error) { return 0, f.err }
-func (f failing) Unlock(context.Context, string) error       { return f.err }
+func (f failing) Verify(context.Context, string, string) (mfa.Method, error) { return "", f.err }
+func (f failing) Reset(context.Context, string) (int, error)                 { return 0, f.err }
+func (f failing) Unlock(context.Context, string) error                       { return f.err }
 func (f failing) RevokeHeld(context.Context, string, mfa.ChallengeConfig) (int, error) {
 	return 0, f.err
 }
@@ -70,7 +71,8 @@ func (f failing) ConfirmChallengeEnrollment(context.Context, string, string, mfa
 	return nil, "u", f.err
 }
 
-func (f failing) DevicesOn() bool { return true }
+func (f failing) DevicesOn() bool                 { return true }
+func (f failing) TrustedDeviceTTL() time.Duration { return time.Hour }
 func (f failing) TrustDevice(context.Context, string, string) (string, mfa.Device, error) {
 	return "", mfa.Device{}, f.err
 }
@@ -210,6 +212,10 @@ func TestRefusalsAreTheDeclaredAnswers(t *testing.T) {
 		{"challenge enroll gone", "POST", "/mfa/challenge/enroll", `{"challenge_id":"` + strings.Repeat("A", 43) + `"}`, mfa.ErrNotEnrollChallenge, 404, "challenge_not_found", ""},
 		{"challenge confirm wrong", "POST", "/mfa/challenge/enroll/confirm", challenge, invalid, 401, "mfa_invalid", "WWW-Authenticate"},
 		{"devices down", "GET", "/mfa/devices", "", down, 503, "mfa_unavailable", "Retry-After"},
+		{"trust wrong", "POST", "/mfa/devices", code, invalid, 403, "mfa_invalid", ""},
+		{"trust not enrolled", "POST", "/mfa/devices", code, mfa.ErrNotEnrolled, 409, "not_enrolled", ""},
+		{"trust locked", "POST", "/mfa/devices", code, locked, 429, "mfa_locked", "Retry-After"},
+		{"trust down", "POST", "/mfa/devices", code, down, 503, "mfa_unavailable", "Retry-After"},
 		{"revoke unknown device", "DELETE", "/mfa/devices/" + strings.Repeat("A", 22), "", mfa.ErrDeviceNotFound, 404, "device_not_found", "Cache-Control"},
 		{"revoke device down", "DELETE", "/mfa/devices/" + strings.Repeat("A", 22), "", down, 503, "mfa_unavailable", "Retry-After"},
 		{"revoke others down", "POST", "/mfa/devices/revoke-others", "", down, 503, "mfa_unavailable", "Retry-After"},

@@ -34,7 +34,7 @@ type identityKey struct{}
 var needsIdentity = map[string]bool{
 	"GetStatus": true, "StartEnrollment": true, "ConfirmEnrollment": true,
 	"DisableMfa": true, "RegenerateRecoveryCodes": true,
-	"ListTrustedDevices": true, "RevokeTrustedDevice": true, "RevokeOtherTrustedDevices": true,
+	"ListTrustedDevices": true, "TrustThisDevice": true, "RevokeTrustedDevice": true, "RevokeOtherTrustedDevices": true,
 }
 
 // identify asks the app who the caller is before an operation that needs it.
@@ -83,6 +83,7 @@ func (a *API) GetStatus(ctx context.Context, _ gen.GetStatusRequestObject) (gen.
 		p := totpParams(totp.Params{Algorithm: u.Params.Algorithm, Digits: u.Params.Digits, Period: u.Params.Period})
 		s.Totp = &p
 	}
+	s.TrustedDevicesEnabled, s.TrustedDeviceTtlSeconds = a.devicePolicy()
 	if s.TrustedDevices, err = a.deviceCount(ctx, u); err != nil {
 		if rf := a.refuse(ctx, err); rf.kind == refusedUnavailable {
 			return gen.GetStatus503ApplicationProblemPlusJSONResponse{UnavailableApplicationProblemPlusJSONResponse: unavailableResponse(rf)}, nil

@@ -44,9 +44,9 @@ const (
 	// Trusted devices. None carries the device's token; device_trusted
 	// and device_revoked tell the app (through the webhook) to tell its
 	// user.
-	DeviceTrusted       = "device_trusted"        // a device of the user is remembered; outcome: login (one-call login), challenge
+	DeviceTrusted       = "device_trusted"        // a device of the user is remembered; outcome: login (one-call login), challenge, self_service (POST /mfa/devices); a refused self_service trust: invalid_code, replay_refused, locked, unavailable, refused
 	DeviceUsed          = "device_used"           // a login passed on a trusted device (with login_passed outcome trusted_device); outcome: login
-	DeviceRevoked       = "device_revoked"        // devices no longer trusted; outcome: user (one, by its user), others (sign out every other device), disabled, recovery_regenerated, reset, lockout
+	DeviceRevoked       = "device_revoked"        // devices no longer trusted; outcome: user (one, by its user), others (sign out every other device), replaced (the browser trusted itself again), disabled, recovery_regenerated, reset, lockout
 	DeviceReuseDetected = "device_reuse_detected" // a rotated-away device token came back (a copy exists); outcome: revoked (the device is)
 )
 

@@ -56,7 +56,7 @@ type API struct {
 	Prefix       string   `yaml:"prefix" doc:"Path prefix of the user API (enrollment, status, challenge). Requests under it never reach the app."`
 	MaxBodyBytes int64    `yaml:"max_body_bytes" doc:"Largest request body the user API accepts."`
 	RatePerSec   float64  `yaml:"rate_per_second" doc:"Requests per second each client IP may make to the user API (challenges included)."`
-	SelfService  bool     `yaml:"self_service" doc:"Serve the self-service page (status, enroll with QR code, recovery codes, disable) at the prefix, e.g. /mfa/."`
+	SelfService  bool     `yaml:"self_service" doc:"Serve the self-service page (status, enroll with QR code, recovery codes, disable, trusted devices) at the prefix, e.g. /mfa/."`
 	RateBurst    int      `yaml:"rate_burst" doc:"Burst of requests a client IP may make above rate_per_second."`
 	CORSOrigins  []string `yaml:"cors_origins" doc:"Origins (e.g. https://app.example.com) of single-page apps allowed to call the user API cross-origin, with credentials. State-changing calls from any other origin are refused with 403 (CSRF)."`
 	RateIPv6Bits int      `yaml:"rate_ipv6_prefix" doc:"IPv6 clients share one rate-limit bucket per prefix of this length (64: one subscriber's /64)."`
@@ -226,7 +226,7 @@ type MFA struct {
 	MaxFailures      int           `yaml:"max_failures" doc:"Failed codes per user within failure_window before a lock."`
 	FailureWindow    time.Duration `yaml:"failure_window" doc:"Window in which failures are counted."`
 	LockFor          time.Duration `yaml:"lock_for" doc:"How long a user is locked after max_failures."`
-	TrustedDeviceTTL time.Duration `yaml:"trusted_device_ttl" doc:"How long a device stays trusted after the second factor that trusted it (the login asked with login.remember_device_header or _field, or the challenge with remember_device): a later login of the same user on it passes without a code. Each use rotates its token; a rotated-away token used again revokes the device. Disabling MFA, an admin reset, new recovery codes and a lockout revoke them all. 0 turns the feature off."`
+	TrustedDeviceTTL time.Duration `yaml:"trusted_device_ttl" doc:"How long a device stays trusted after the second factor that trusted it (the login asked with login.remember_device_header or _field, the challenge with remember_device, or the user with POST /mfa/devices, the self-service page's Trust this browser): a later login of the same user on it passes without a code. Each use rotates its token; a rotated-away token used again revokes the device. Disabling MFA, an admin reset, new recovery codes and a lockout revoke them all. 0 turns the feature off."`
 }
 
 // Store is where state is kept.

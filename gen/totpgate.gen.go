@@ -246,6 +246,7 @@ const (
 	ProblemCodeRateLimited           ProblemCode = "rate_limited"
 	ProblemCodeRewrapNotFound        ProblemCode = "rewrap_not_found"
 	ProblemCodeRewrapRunning         ProblemCode = "rewrap_running"
+	ProblemCodeTrustedDevicesOff     ProblemCode = "trusted_devices_off"
 	ProblemCodeUnauthenticated       ProblemCode = "unauthenticated"
 	ProblemCodeUnsupportedMediaType  ProblemCode = "unsupported_media_type"
 	ProblemCodeUpstreamTimeout       ProblemCode = "upstream_timeout"
@@ -302,6 +303,8 @@ func (e ProblemCode) Valid() bool {
 	case ProblemCodeRewrapNotFound:
 		return true
 	case ProblemCodeRewrapRunning:
+		return true
+	case ProblemCodeTrustedDevicesOff:
 		return true
 	case ProblemCodeUnauthenticated:
 		return true
@@ -945,7 +948,7 @@ type LoginChallengeProblem struct {
 // Example: active
 type MfaState string
 
-// MfaStatus Example: {"confirmed_at":"2025-11-20T09:14:03Z","recovery_codes_remaining":9,"required":true,"state":"active","totp":{"algorithm":"SHA1","digits":6,"period":30},"trusted_devices":2,"user_id":"8f14e45f"}
+// MfaStatus Example: {"confirmed_at":"2025-11-20T09:14:03Z","recovery_codes_remaining":9,"required":true,"state":"active","totp":{"algorithm":"SHA1","digits":6,"period":30},"trusted_device_ttl_seconds":2592000,"trusted_devices":2,"trusted_devices_enabled":true,"user_id":"8f14e45f"}
 type MfaStatus struct {
 	// ConfirmedAt When enrollment was confirmed; absent unless `active`.
 	//
@@ -979,10 +982,25 @@ type MfaStatus struct {
 	// Example: {"algorithm":"SHA1","digits":6,"period":30}
 	Totp *TotpParams `json:"totp,omitempty"`
 
+	// TrustedDeviceTtlSeconds How long a device stays trusted after it was trusted, in
+	// seconds (`mfa.trusted_device_ttl`); present when
+	// `trusted_devices_enabled`.
+	//
+	//
+	// Example: 2592000
+	TrustedDeviceTtlSeconds *int `json:"trusted_device_ttl_seconds,omitempty"`
+
 	// TrustedDevices Live trusted devices (`GET /mfa/devices` lists them).
 	//
 	// Example: 2
 	TrustedDevices *int `json:"trusted_devices,omitempty"`
+
+	// TrustedDevicesEnabled Whether devices can be trusted here (`mfa.trusted_device_ttl`
+	// above 0): at login, or with `POST /mfa/devices`.
+	//
+	//
+	// Example: true
+	TrustedDevicesEnabled bool `json:"trusted_devices_enabled"`
 
 	// UserId The app's id for the caller.
 	//
@@ -1365,6 +1383,9 @@ type StepUpEnrollmentRequired = Problem
 // StepUpRequestRefused An RFC 9457 problem document.
 type StepUpRequestRefused = Problem
 
+// TrustedDevicesOff An RFC 9457 problem document.
+type TrustedDevicesOff = Problem
+
 // Unauthenticated An RFC 9457 problem document.
 type Unauthenticated = Problem
 
@@ -1425,6 +1446,9 @@ type StartChallengeEnrollmentJSONRequestBody = ChallengeEnrollmentRequest
 
 // ConfirmChallengeEnrollmentJSONRequestBody defines body for ConfirmChallengeEnrollment for application/json ContentType.
 type ConfirmChallengeEnrollmentJSONRequestBody = ChallengeEnrollmentConfirmRequest
+
+// TrustThisDeviceJSONRequestBody defines body for TrustThisDevice for application/json ContentType.
+type TrustThisDeviceJSONRequestBody = CodeRequest
 
 // DisableMfaJSONRequestBody defines body for DisableMfa for application/json ContentType.
 type DisableMfaJSONRequestBody = CodeRequest
@@ -1908,6 +1932,60 @@ type ClientInterface interface {
 	// Corresponds with GET /mfa/devices (the `ListTrustedDevices` operationId).
 	ListTrustedDevices(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// TrustThisDeviceWithBody Trust this device
+	//
+	// Trusts the device (the browser) this request comes from, for the
+	// caller, after checking a current TOTP code or an unused recovery
+	// code, as `POST /mfa/disable` does: a wrong code counts toward the
+	// user's lockout, a TOTP code is accepted once per time step and a
+	// recovery code once. Later logins of the caller from this device
+	// pass without a code (see *Trusted devices* in tag `login`) until
+	// the device expires (`mfa.trusted_device_ttl` from now). The answer
+	// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+	// device, labelled from the request's `User-Agent`, with `current`
+	// true. When the request carries the cookie of a live device of the
+	// caller, that device is revoked: one browser holds one device.
+	//
+	// A recovery code is accepted, as it is in a login that asks to
+	// remember the device (`remember_device` in `POST /mfa/challenge`):
+	// this operation gives nothing that login does not.
+	//
+	// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+	// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+	// `404 trusted_devices_off`, and the code is not checked.
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+	TrustThisDeviceWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// TrustThisDevice Trust this device
+	//
+	// Trusts the device (the browser) this request comes from, for the
+	// caller, after checking a current TOTP code or an unused recovery
+	// code, as `POST /mfa/disable` does: a wrong code counts toward the
+	// user's lockout, a TOTP code is accepted once per time step and a
+	// recovery code once. Later logins of the caller from this device
+	// pass without a code (see *Trusted devices* in tag `login`) until
+	// the device expires (`mfa.trusted_device_ttl` from now). The answer
+	// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+	// device, labelled from the request's `User-Agent`, with `current`
+	// true. When the request carries the cookie of a live device of the
+	// caller, that device is revoked: one browser holds one device.
+	//
+	// A recovery code is accepted, as it is in a login that asks to
+	// remember the device (`remember_device` in `POST /mfa/challenge`):
+	// this operation gives nothing that login does not.
+	//
+	// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+	// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+	// `404 trusted_devices_off`, and the code is not checked.
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+	TrustThisDevice(ctx context.Context, body TrustThisDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// RevokeOtherTrustedDevices Sign out every other device
 	//
 	// Revokes every trusted device of the caller except the one whose
@@ -2026,7 +2104,9 @@ type ClientInterface interface {
 	//
 	// Answers whether the signed-in user has MFA (`none`, `pending` or
 	// `active`), whether policy requires it, how many recovery codes are
-	// left and whether the user is locked out. Never answers the secret.
+	// left and whether the user is locked out, and whether devices can be
+	// trusted here (`trusted_devices_enabled`, for how long:
+	// `trusted_device_ttl_seconds`). Never answers the secret.
 	//
 	// Corresponds with GET /mfa/status (the `GetStatus` operationId).
 	GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -2746,6 +2826,80 @@ func (c *Client) ListTrustedDevices(ctx context.Context, reqEditors ...RequestEd
 	return c.Client.Do(req)
 }
 
+// TrustThisDeviceWithBody Trust this device
+//
+// Trusts the device (the browser) this request comes from, for the
+// caller, after checking a current TOTP code or an unused recovery
+// code, as `POST /mfa/disable` does: a wrong code counts toward the
+// user's lockout, a TOTP code is accepted once per time step and a
+// recovery code once. Later logins of the caller from this device
+// pass without a code (see *Trusted devices* in tag `login`) until
+// the device expires (`mfa.trusted_device_ttl` from now). The answer
+// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+// device, labelled from the request's `User-Agent`, with `current`
+// true. When the request carries the cookie of a live device of the
+// caller, that device is revoked: one browser holds one device.
+//
+// A recovery code is accepted, as it is in a login that asks to
+// remember the device (`remember_device` in `POST /mfa/challenge`):
+// this operation gives nothing that login does not.
+//
+// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+// `404 trusted_devices_off`, and the code is not checked.
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+func (c *Client) TrustThisDeviceWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustThisDeviceRequestWithBody(c.Server, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// TrustThisDevice Trust this device
+//
+// Trusts the device (the browser) this request comes from, for the
+// caller, after checking a current TOTP code or an unused recovery
+// code, as `POST /mfa/disable` does: a wrong code counts toward the
+// user's lockout, a TOTP code is accepted once per time step and a
+// recovery code once. Later logins of the caller from this device
+// pass without a code (see *Trusted devices* in tag `login`) until
+// the device expires (`mfa.trusted_device_ttl` from now). The answer
+// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+// device, labelled from the request's `User-Agent`, with `current`
+// true. When the request carries the cookie of a live device of the
+// caller, that device is revoked: one browser holds one device.
+//
+// A recovery code is accepted, as it is in a login that asks to
+// remember the device (`remember_device` in `POST /mfa/challenge`):
+// this operation gives nothing that login does not.
+//
+// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+// `404 trusted_devices_off`, and the code is not checked.
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+func (c *Client) TrustThisDevice(ctx context.Context, body TrustThisDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewTrustThisDeviceRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
 // RevokeOtherTrustedDevices Sign out every other device
 //
 // Revokes every trusted device of the caller except the one whose
@@ -2964,7 +3118,9 @@ func (c *Client) RegenerateRecoveryCodes(ctx context.Context, body RegenerateRec
 //
 // Answers whether the signed-in user has MFA (`none`, `pending` or
 // `active`), whether policy requires it, how many recovery codes are
-// left and whether the user is locked out. Never answers the secret.
+// left and whether the user is locked out, and whether devices can be
+// trusted here (`trusted_devices_enabled`, for how long:
+// `trusted_device_ttl_seconds`). Never answers the secret.
 //
 // Corresponds with GET /mfa/status (the `GetStatus` operationId).
 func (c *Client) GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -3689,6 +3845,46 @@ func NewListTrustedDevicesRequest(server string) (*http.Request, error) {
 	if err != nil {
 		return nil, err
 	}
+
+	return req, nil
+}
+
+// NewTrustThisDeviceRequest calls the generic TrustThisDevice builder with application/json body
+func NewTrustThisDeviceRequest(server string, body TrustThisDeviceJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewTrustThisDeviceRequestWithBody(server, "application/json", bodyReader)
+}
+
+// NewTrustThisDeviceRequestWithBody constructs an http.Request for the TrustThisDevice method, with any body, and a specified content type
+func NewTrustThisDeviceRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/mfa/devices")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
 
 	return req, nil
 }
@@ -4480,6 +4676,60 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /mfa/devices (the `ListTrustedDevices` operationId).
 	ListTrustedDevicesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListTrustedDevicesResponse, error)
 
+	// TrustThisDeviceWithBodyWithResponse Trust this device
+	//
+	// Trusts the device (the browser) this request comes from, for the
+	// caller, after checking a current TOTP code or an unused recovery
+	// code, as `POST /mfa/disable` does: a wrong code counts toward the
+	// user's lockout, a TOTP code is accepted once per time step and a
+	// recovery code once. Later logins of the caller from this device
+	// pass without a code (see *Trusted devices* in tag `login`) until
+	// the device expires (`mfa.trusted_device_ttl` from now). The answer
+	// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+	// device, labelled from the request's `User-Agent`, with `current`
+	// true. When the request carries the cookie of a live device of the
+	// caller, that device is revoked: one browser holds one device.
+	//
+	// A recovery code is accepted, as it is in a login that asks to
+	// remember the device (`remember_device` in `POST /mfa/challenge`):
+	// this operation gives nothing that login does not.
+	//
+	// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+	// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+	// `404 trusted_devices_off`, and the code is not checked.
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+	TrustThisDeviceWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TrustThisDeviceResponse, error)
+
+	// TrustThisDeviceWithResponse Trust this device
+	//
+	// Trusts the device (the browser) this request comes from, for the
+	// caller, after checking a current TOTP code or an unused recovery
+	// code, as `POST /mfa/disable` does: a wrong code counts toward the
+	// user's lockout, a TOTP code is accepted once per time step and a
+	// recovery code once. Later logins of the caller from this device
+	// pass without a code (see *Trusted devices* in tag `login`) until
+	// the device expires (`mfa.trusted_device_ttl` from now). The answer
+	// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+	// device, labelled from the request's `User-Agent`, with `current`
+	// true. When the request carries the cookie of a live device of the
+	// caller, that device is revoked: one browser holds one device.
+	//
+	// A recovery code is accepted, as it is in a login that asks to
+	// remember the device (`remember_device` in `POST /mfa/challenge`):
+	// this operation gives nothing that login does not.
+	//
+	// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+	// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+	// `404 trusted_devices_off`, and the code is not checked.
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+	TrustThisDeviceWithResponse(ctx context.Context, body TrustThisDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*TrustThisDeviceResponse, error)
+
 	// RevokeOtherTrustedDevicesWithResponse Sign out every other device
 	//
 	// Revokes every trusted device of the caller except the one whose
@@ -4606,7 +4856,9 @@ type ClientWithResponsesInterface interface {
 	//
 	// Answers whether the signed-in user has MFA (`none`, `pending` or
 	// `active`), whether policy requires it, how many recovery codes are
-	// left and whether the user is locked out. Never answers the secret.
+	// left and whether the user is locked out, and whether devices can be
+	// trusted here (`trusted_devices_enabled`, for how long:
+	// `trusted_device_ttl_seconds`). Never answers the secret.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -6144,6 +6396,160 @@ func (r ListTrustedDevicesResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r ListTrustedDevicesResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// TrustThisDeviceResponse201Headers the declared response headers of an HTTP 201 response for TrustThisDevice
+type TrustThisDeviceResponse201Headers struct {
+	CacheControl string
+	SetCookie    string
+}
+
+// TrustThisDeviceResponse401Headers the declared response headers of an HTTP 401 response for TrustThisDevice
+type TrustThisDeviceResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// TrustThisDeviceResponse404Headers the declared response headers of an HTTP 404 response for TrustThisDevice
+type TrustThisDeviceResponse404Headers struct {
+	CacheControl string
+}
+
+// TrustThisDeviceResponse429Headers the declared response headers of an HTTP 429 response for TrustThisDevice
+type TrustThisDeviceResponse429Headers struct {
+	RetryAfter int
+}
+
+// TrustThisDeviceResponse503Headers the declared response headers of an HTTP 503 response for TrustThisDevice
+type TrustThisDeviceResponse503Headers struct {
+	RetryAfter int
+}
+
+type TrustThisDeviceResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *TrustedDevice
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *BadRequest
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Unauthenticated
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *InvalidCode
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *TrustedDevicesOff
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *NotEnrolled
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *UnsupportedMediaType
+	// ApplicationproblemJSON429 the response for an HTTP 429 `application/problem+json` response
+	ApplicationproblemJSON429 *RateLimited
+	// ApplicationproblemJSON500 the response for an HTTP 500 `application/problem+json` response
+	ApplicationproblemJSON500 *InternalError
+	// ApplicationproblemJSON502 the response for an HTTP 502 `application/problem+json` response
+	ApplicationproblemJSON502 *BadGateway
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// ApplicationproblemJSON504 the response for an HTTP 504 `application/problem+json` response
+	ApplicationproblemJSON504 *GatewayTimeout
+	// Headers201 the parsed response headers for an HTTP 201 response
+	Headers201 *TrustThisDeviceResponse201Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *TrustThisDeviceResponse401Headers
+	// Headers404 the parsed response headers for an HTTP 404 response
+	Headers404 *TrustThisDeviceResponse404Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *TrustThisDeviceResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *TrustThisDeviceResponse503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r TrustThisDeviceResponse) GetJSON201() *TrustedDevice {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON400() *BadRequest {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON401() *Unauthenticated {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON403() *InvalidCode {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON404() *TrustedDevicesOff {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON409() *NotEnrolled {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON415() *UnsupportedMediaType {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON429 returns the response for an HTTP 429 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON429() *RateLimited {
+	return r.ApplicationproblemJSON429
+}
+
+// GetApplicationproblemJSON500 returns the response for an HTTP 500 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON500() *InternalError {
+	return r.ApplicationproblemJSON500
+}
+
+// GetApplicationproblemJSON502 returns the response for an HTTP 502 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON502() *BadGateway {
+	return r.ApplicationproblemJSON502
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetApplicationproblemJSON504 returns the response for an HTTP 504 `application/problem+json` response
+func (r TrustThisDeviceResponse) GetApplicationproblemJSON504() *GatewayTimeout {
+	return r.ApplicationproblemJSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r TrustThisDeviceResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r TrustThisDeviceResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r TrustThisDeviceResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r TrustThisDeviceResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -7794,6 +8200,72 @@ func (c *ClientWithResponses) ListTrustedDevicesWithResponse(ctx context.Context
 	return ParseListTrustedDevicesResponse(rsp)
 }
 
+// TrustThisDeviceWithBodyWithResponse Trust this device
+//
+// Trusts the device (the browser) this request comes from, for the
+// caller, after checking a current TOTP code or an unused recovery
+// code, as `POST /mfa/disable` does: a wrong code counts toward the
+// user's lockout, a TOTP code is accepted once per time step and a
+// recovery code once. Later logins of the caller from this device
+// pass without a code (see *Trusted devices* in tag `login`) until
+// the device expires (`mfa.trusted_device_ttl` from now). The answer
+// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+// device, labelled from the request's `User-Agent`, with `current`
+// true. When the request carries the cookie of a live device of the
+// caller, that device is revoked: one browser holds one device.
+//
+// A recovery code is accepted, as it is in a login that asks to
+// remember the device (`remember_device` in `POST /mfa/challenge`):
+// this operation gives nothing that login does not.
+//
+// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+// `404 trusted_devices_off`, and the code is not checked.
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+func (c *ClientWithResponses) TrustThisDeviceWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*TrustThisDeviceResponse, error) {
+	rsp, err := c.TrustThisDeviceWithBody(ctx, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustThisDeviceResponse(rsp)
+}
+
+// TrustThisDeviceWithResponse Trust this device
+//
+// Trusts the device (the browser) this request comes from, for the
+// caller, after checking a current TOTP code or an unused recovery
+// code, as `POST /mfa/disable` does: a wrong code counts toward the
+// user's lockout, a TOTP code is accepted once per time step and a
+// recovery code once. Later logins of the caller from this device
+// pass without a code (see *Trusted devices* in tag `login`) until
+// the device expires (`mfa.trusted_device_ttl` from now). The answer
+// sets the sidecar's `__Host-totpgate-device` cookie and is the new
+// device, labelled from the request's `User-Agent`, with `current`
+// true. When the request carries the cookie of a live device of the
+// caller, that device is revoked: one browser holds one device.
+//
+// A recovery code is accepted, as it is in a login that asks to
+// remember the device (`remember_device` in `POST /mfa/challenge`):
+// this operation gives nothing that login does not.
+//
+// With trusted devices off (`mfa.trusted_device_ttl` 0; `GET
+// /mfa/status` says `trusted_devices_enabled: false`) the answer is
+// `404 trusted_devices_off`, and the code is not checked.
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /mfa/devices (the `TrustThisDevice` operationId).
+func (c *ClientWithResponses) TrustThisDeviceWithResponse(ctx context.Context, body TrustThisDeviceJSONRequestBody, reqEditors ...RequestEditorFn) (*TrustThisDeviceResponse, error) {
+	rsp, err := c.TrustThisDevice(ctx, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseTrustThisDeviceResponse(rsp)
+}
+
 // RevokeOtherTrustedDevicesWithResponse Sign out every other device
 //
 // Revokes every trusted device of the caller except the one whose
@@ -7980,7 +8452,9 @@ func (c *ClientWithResponses) RegenerateRecoveryCodesWithResponse(ctx context.Co
 //
 // Answers whether the signed-in user has MFA (`none`, `pending` or
 // `active`), whether policy requires it, how many recovery codes are
-// left and whether the user is locked out. Never answers the secret.
+// left and whether the user is locked out, and whether devices can be
+// trusted here (`trusted_devices_enabled`, for how long:
+// `trusted_device_ttl_seconds`). Never answers the secret.
 //
 // Returns a wrapper object for the known response body format(s).
 //
@@ -9520,6 +9994,169 @@ func ParseListTrustedDevicesResponse(rsp *http.Response) (*ListTrustedDevicesRes
 	return response, nil
 }
 
+// ParseTrustThisDeviceResponse parses an HTTP response from a TrustThisDeviceWithResponse call
+func ParseTrustThisDeviceResponse(rsp *http.Response) (*TrustThisDeviceResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &TrustThisDeviceResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest TrustedDevice
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest BadRequest
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Unauthenticated
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest InvalidCode
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest TrustedDevicesOff
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest NotEnrolled
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest UnsupportedMediaType
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest RateLimited
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest InternalError
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest BadGateway
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest GatewayTimeout
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 201:
+		var headers TrustThisDeviceResponse201Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		if values := rsp.Header.Values("Set-Cookie"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Set-Cookie", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.SetCookie = value
+		}
+		response.Headers201 = &headers
+	case rsp.StatusCode == 401:
+		var headers TrustThisDeviceResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 404:
+		var headers TrustThisDeviceResponse404Headers
+		if values := rsp.Header.Values("Cache-Control"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Cache-Control", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.CacheControl = value
+		}
+		response.Headers404 = &headers
+	case rsp.StatusCode == 429:
+		var headers TrustThisDeviceResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers TrustThisDeviceResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
 // ParseRevokeOtherTrustedDevicesResponse parses an HTTP response from a RevokeOtherTrustedDevicesWithResponse call
 func ParseRevokeOtherTrustedDevicesResponse(rsp *http.Response) (*RevokeOtherTrustedDevicesResponse, error) {
 	bodyBytes, err := io.ReadAll(rsp.Body)
@@ -10653,6 +11290,9 @@ type ServerInterface interface {
 	// ListTrustedDevices List the caller's trusted devices
 	// (GET /mfa/devices)
 	ListTrustedDevices(w http.ResponseWriter, r *http.Request)
+	// TrustThisDevice Trust this device
+	// (POST /mfa/devices)
+	TrustThisDevice(w http.ResponseWriter, r *http.Request)
 	// RevokeOtherTrustedDevices Sign out every other device
 	// (POST /mfa/devices/revoke-others)
 	RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request)
@@ -10999,6 +11639,20 @@ func (siw *ServerInterfaceWrapper) ListTrustedDevices(w http.ResponseWriter, r *
 	handler.ServeHTTP(w, r)
 }
 
+// TrustThisDevice operation middleware
+func (siw *ServerInterfaceWrapper) TrustThisDevice(w http.ResponseWriter, r *http.Request) {
+
+	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		siw.Handler.TrustThisDevice(w, r)
+	}))
+
+	for _, middleware := range siw.HandlerMiddlewares {
+		handler = middleware(handler)
+	}
+
+	handler.ServeHTTP(w, r)
+}
+
 // RevokeOtherTrustedDevices operation middleware
 func (siw *ServerInterfaceWrapper) RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request) {
 
@@ -11277,6 +11931,7 @@ func HandlerWithOptions(si ServerInterface, options StdHTTPServerOptions) http.H
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/disable", wrapper.DisableMfa)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/recovery-codes", wrapper.RegenerateRecoveryCodes)
 	m.HandleFunc(http.MethodGet+" "+options.BaseURL+"/mfa/devices", wrapper.ListTrustedDevices)
+	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/devices", wrapper.TrustThisDevice)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/devices/revoke-others", wrapper.RevokeOtherTrustedDevices)
 	m.HandleFunc(http.MethodDelete+" "+options.BaseURL+"/mfa/devices/{device_id}", wrapper.RevokeTrustedDevice)
 	m.HandleFunc(http.MethodPost+" "+options.BaseURL+"/mfa/challenge", wrapper.CompleteChallenge)
@@ -11475,6 +12130,15 @@ type StepUpEnrollmentRequiredApplicationProblemPlusJSONResponse struct {
 }
 
 type StepUpRequestRefusedApplicationProblemPlusJSONResponse Problem
+
+type TrustedDevicesOffResponseHeaders struct {
+	CacheControl string
+}
+type TrustedDevicesOffApplicationProblemPlusJSONResponse struct {
+	Body Problem
+
+	Headers TrustedDevicesOffResponseHeaders
+}
 
 type UnauthenticatedResponseHeaders struct {
 	WWWAuthenticate *string
@@ -13194,6 +13858,220 @@ func (response ListTrustedDevices504ApplicationProblemPlusJSONResponse) VisitLis
 	return err
 }
 
+type TrustThisDeviceRequestObject struct {
+	Body *TrustThisDeviceJSONRequestBody
+}
+
+type TrustThisDeviceResponseObject interface {
+	VisitTrustThisDeviceResponse(w http.ResponseWriter) error
+}
+
+type TrustThisDevice201ResponseHeaders struct {
+	CacheControl string
+	SetCookie    string
+}
+
+type TrustThisDevice201JSONResponse struct {
+	Body    TrustedDevice
+	Headers TrustThisDevice201ResponseHeaders
+}
+
+func (response TrustThisDevice201JSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.Header().Set("Set-Cookie", fmt.Sprint(response.Headers.SetCookie))
+	w.WriteHeader(201)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice400ApplicationProblemPlusJSONResponse struct {
+	BadRequestApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice400ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(400)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice401ApplicationProblemPlusJSONResponse struct {
+	UnauthenticatedApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice401ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	if response.Headers.WWWAuthenticate != nil {
+		w.Header().Set("WWW-Authenticate", fmt.Sprint(*response.Headers.WWWAuthenticate))
+	}
+	w.WriteHeader(401)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice403ApplicationProblemPlusJSONResponse struct {
+	InvalidCodeApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice403ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(403)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice404ApplicationProblemPlusJSONResponse struct {
+	TrustedDevicesOffApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice404ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Cache-Control", fmt.Sprint(response.Headers.CacheControl))
+	w.WriteHeader(404)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice409ApplicationProblemPlusJSONResponse struct {
+	NotEnrolledApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice409ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(409)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice415ApplicationProblemPlusJSONResponse struct {
+	UnsupportedMediaTypeApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice415ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(415)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice429ApplicationProblemPlusJSONResponse struct {
+	RateLimitedApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice429ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(429)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice500ApplicationProblemPlusJSONResponse struct {
+	InternalErrorApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice500ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(500)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice502ApplicationProblemPlusJSONResponse struct {
+	BadGatewayApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice502ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(502)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice503ApplicationProblemPlusJSONResponse struct {
+	UnavailableApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice503ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response.Body); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Retry-After", fmt.Sprint(response.Headers.RetryAfter))
+	w.WriteHeader(503)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+type TrustThisDevice504ApplicationProblemPlusJSONResponse struct {
+	GatewayTimeoutApplicationProblemPlusJSONResponse
+}
+
+func (response TrustThisDevice504ApplicationProblemPlusJSONResponse) VisitTrustThisDeviceResponse(w http.ResponseWriter) error {
+
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(response); err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(504)
+	_, err := buf.WriteTo(w)
+	return err
+}
+
 type RevokeOtherTrustedDevicesRequestObject struct {
 }
 
@@ -14602,6 +15480,9 @@ type StrictServerInterface interface {
 	// ListTrustedDevices List the caller's trusted devices
 	// (GET /mfa/devices)
 	ListTrustedDevices(ctx context.Context, request ListTrustedDevicesRequestObject) (ListTrustedDevicesResponseObject, error)
+	// TrustThisDevice Trust this device
+	// (POST /mfa/devices)
+	TrustThisDevice(ctx context.Context, request TrustThisDeviceRequestObject) (TrustThisDeviceResponseObject, error)
 	// RevokeOtherTrustedDevices Sign out every other device
 	// (POST /mfa/devices/revoke-others)
 	RevokeOtherTrustedDevices(ctx context.Context, request RevokeOtherTrustedDevicesRequestObject) (RevokeOtherTrustedDevicesResponseObject, error)
@@ -15129,6 +16010,37 @@ func (sh *strictHandler) ListTrustedDevices(w http.ResponseWriter, r *http.Reque
 	}
 }
 
+// TrustThisDevice operation middleware
+func (sh *strictHandler) TrustThisDevice(w http.ResponseWriter, r *http.Request) {
+	var request TrustThisDeviceRequestObject
+
+	var body TrustThisDeviceJSONRequestBody
+	if err := runtime.BindJSONBody(r, &body); err != nil {
+		sh.options.RequestErrorHandlerFunc(w, r, fmt.Errorf("can't decode JSON body: %w", err))
+		return
+	}
+	request.Body = &body
+
+	handler := func(ctx context.Context, w http.ResponseWriter, r *http.Request, request interface{}) (interface{}, error) {
+		return sh.ssi.TrustThisDevice(ctx, request.(TrustThisDeviceRequestObject))
+	}
+	for _, middleware := range sh.middlewares {
+		handler = middleware(handler, "TrustThisDevice")
+	}
+
+	response, err := handler(r.Context(), w, r, request)
+
+	if err != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, err)
+	} else if validResponse, ok := response.(TrustThisDeviceResponseObject); ok {
+		if err := validResponse.VisitTrustThisDeviceResponse(w); err != nil {
+			sh.options.ResponseErrorHandlerFunc(w, r, err)
+		}
+	} else if response != nil {
+		sh.options.ResponseErrorHandlerFunc(w, r, fmt.Errorf("unexpected response type: %T", response))
+	}
+}
+
 // RevokeOtherTrustedDevices operation middleware
 func (sh *strictHandler) RevokeOtherTrustedDevices(w http.ResponseWriter, r *http.Request) {
 	var request RevokeOtherTrustedDevicesRequestObject
@@ -15404,438 +16316,450 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L15d9rItjf8VWpxnrsa0gJjjJ0Yr17PQxxn6MRDbGc86tcqUAGKRZWiEsakO9/9XbV3lVQawHhIbp97",
-	"+/zRJwZRqmHXnvdv/1kbimkkOOOJrPX+rE0Y9VkM/9ynwwnbFzyJRXgkzhIRM/Wxz+QwDqIkELzWq/XD",
-	"OV1I4nHRlOoJb48kE0Yol3MWk+lMJoSLhAwYGarh/FbNqcXs6yyImV/rJfGMOTU5nLApVWOzazqNQlbr",
-	"1cx4NaeWLCL1iUzigI9r3787tVOWxIv+KGFxeUJnbCi4L8mMJ0FIKOFsTmiSsGmUkCHlRM6GQ7b2PLba",
-	"bac2DXgwnU1rvXY6mYAnbMziwmw+TBh/lbxkYSRvN7EpXZiJ7RE6kIwnZD5hnMxpkAR8THzBJGzkhIWR",
-	"mnvFXLdvnOmHDx/6s2TCeBIMacLORRKV53k+YeT8+PyEDCc0DBkfsx7x4IOY0XD6m1tLRBKNacLcmpM9",
-	"9Jtbc2ft9tYw/eQi8OET5ta8dY99rffEWwft42fNp4O3sn0W8/7JRXj98bjzNDrYpu93t8Z+uP1p/Hb2",
-	"9vy87dYqCOi7U4toTKcs0ZT+jF0FQ/bKryBvksQzmTCf+PDML5IEvkOoJN6Lg3OyMR3RDfxGeiQMZCJJ",
-	"kKjFBurXEU0mNafG6VS9H5+7CPyVe/F/Yjaq9Wr/2sju5QZ+KzfSeaolvJMsrpqyOj8aRTBTMhIx3MeZ",
-	"ZDFMO2Q05swnNCGhGAdczTXb/iejzS7rbo+qF6AGuWn6U3r9hvFxMqn1Ots7QJHm783Kk1BDMZk8FX7A",
-	"kO0Inz0V/kL9eyh4wnii/kmjKFRUGwi+8UWqlaZ0Az+L2VBcsRh+JmfTKVX/rJ3qT8lQ+IqXXNFwxnBk",
-	"X83k8vHoa6e5ez3tJs2tyTz2m9GTqwGHDU709chGw2tRPVJ3t9Pe2sU1rXeaaqGnuHr8WZH0hrM4Vpwg",
-	"fS0RMaGczPhMMp/E9trKF+y7U1MX/PbbWbGoH7ikOs0vhASSxGykVtioWBRQjIwEl3js/TBm1F8c8FiE",
-	"IfNXrDKKxSBk01+Xr5biWBfMDKbmn9AgVEc/F80RHSYixnujpqmfJ3SYBFesRZ4Fkg5CRoKEjIJYJiQR",
-	"BMfS7B45ALIHmVA+VG8FHoKP1dLroK5Zr9be/P3Z1uedj7uvu+8fv+0cPjnaPtk83Trf+aAkQEKTmaz1",
-	"uu1dp5YECVxgvR3EWoK+c5MkiWRvY8Mw1ZbPrsyeyI3S0tc+8hMcouq4veKoXo8cPu+Xt06zqUACn2qp",
-	"lz+l/guasDld3OtIZ5FMYkanFzNOr2gQqvOp2H69l3fZ/u12x9r+KCL5N621+5WzfJATqBrZ66GKFkVk",
-	"KGahbxS0mIGGppjMmF4xwgWZIUGjNmfOxVzwW5+LRAERjkQ8xauasdZD8zEZKGZV5q8D6l/o08ndy4ma",
-	"OHwMv1TEpdZzRcPAJ7+fHR9VXTcfb+od71s7O/Cn1CfZrNY6bHsh6sRgphQPzN6R9+nnZEQDvMvFTcl+",
-	"e5E+s3xrUiVySpPhBIigf/KKqEOM6RDUFhbHQulE//6zNgpYqDZF/bSlhd6USUnH6s1a0yQoykkIMl5t",
-	"/k7t+x/L+NvGUPBREE/vv++aBslVxSatdQrlnbuF5F5146zj1RfNnEHxsvmknl4GoFSHJEK4PKTxmDVa",
-	"xCvN0esp2VI6xkCmZ7hHJGMu9/AcvZbL1aXdN8rzkUieixm/n5jMFHwukosRjFcgOxSR6YPZlNl1IBPF",
-	"YeCaklDwMYvxFFvkjRiTgBM6pqiXFokoHe+O9NPN6OdNYYJqbmYla9FP1SY8CP1UDKzpKJutEpT8kos5",
-	"dwi7jpR65BAxS4gYuVzblBKURS1mlTblpNueEGoNJkZIQoz7kQh4QurU5cUDBIs0EcQ7OT7TZo9MWNSc",
-	"RZ5DKNH/zn7g8opfpN96DTUZB8R++mMHF0nDMCUXl0cxw4G0wJJMSnXZkwlV9O8z+GbCwpQNt8j5hEk1",
-	"kGTS5TRmxGdhMGAxTVi4gOUnIvQJjWic5ImO1EWslurb99bliYC/zSJjMUsY/qBhLpiI5UnMRmEwniRV",
-	"VuT+8ekZicwTpO4dn5y/Oj4688g8SCbE6w+HTMqm9rY0NXtrHrJkInyv4fJRLKZK9xdxANonJx6NgtZQ",
-	"xPICP5NGroehmDOfTOG3klDuu1y7dRx83TBmPuNJQEPZIn2+ICKZsNiMPWaJJF63vaXOZxD4PuPASBzb",
-	"OVSYcF+9tLmfjbvcU6TUeC/vwih7eCqHP4b5VVu8+rCULMJlOIQNJwIdPcvfpN61Hwspz4KEnaLZcS/m",
-	"mG6ZzRLhDU0ZJOk8Jbh8FC0OJ1RdsCSzLyRL1Drkg9sJWxn/e25Ncy1+l63rQbhcRlk94AA0YU3YCXWA",
-	"wAOQ4MkgFnPJYhJRxao4oRxo1eWaWIERaK5WeSngTtPiBVSju1xwJWePRDJRr51TqU/DV5MaZocGLx9S",
-	"rl4iExonDolZFNIhU/MgWpskFMyXXySR4Ooj+jzhyiUTFsRkKMRlwKTmGujOeRCZrH1LlQL5k5iRiVbo",
-	"894sM7VAksCv1JPRtbXx6Xpr/+tZ+8Ngk+/6B93kbWf6+Un//mL4SCTk+W3EbmmdD0KNxVGNwFXiKiYT",
-	"Km/YOpfXU3lsRG7MrsSllrqaaDV59AoyqFFiruB5N8xv2cL08xtVbnpYJPpEpownZ4pmVzI2Q1nr7WVh",
-	"5Ko9PWHcV5eKpY8qqUMT5oOAVlckZolD3p2+UhKKvD1F74+S13Ii5tzlsLmCDxk8wNkVi7Vu+GP2S/sb",
-	"zoMpE7PkYdwOiR7sgV0O3bzLQb3FJ/ie2zkczPwe1tmgR7UcDX6Alo+OCynGHUwZeBReTSMRJw8hewMY",
-	"6UJ7D20W2CFhwJlxLMKs8OE9NauU++NnrMQKqT8N+AaSrNzAp2pODcYEWzl9UZKSNrCNJ20yCBK5B+52",
-	"RmVCNjtPgMaNW5PUT5/vk26ns9PoIZc27vrUdahIXr+t1ttyamKWDAU45LOVxozCttTmjF5e4Axq3x1r",
-	"ZjCkWxvSWIRuLWVTapaU+MFoxMAxmxdddaV+g/Y9RZdmI53I4xsmokz9MBiqfTJxgx6+HRwEdxAcHcvR",
-	"9o5HsVAqIgjeA54EyWJd4i+Qydqkj4S66gLkR/Z6murAwmJkFISsigI9eMojnE6VxcLocELq6jPCZ9MB",
-	"ix3i4a56DvHwPL0G8kSLdudxkCSMt8jz4Bq0kphNBZLTFB5O7RqYR8pI0xv4zvI93ucWTke04G1NaXBT",
-	"bUUHqDu7bGTARiJm2sRS/9Ixq0u2IAM6vGRAj0HI/L1sEZJOM89KpcfgxkuLdNyx6djMqZZFf2g4FnGQ",
-	"TKa1Xu3sZb+zvaNWFIyDRNZ6T5xaxOJA+LXeTvu7Tek0DIbsjpS+bWvqZywGfePd7d3KxZN4QEovDK05",
-	"/Q3H1yIfJoyTIHE5fkCmgT+nCye9AhhBNRywTCNBghasUg6UPp2LHElSB82BpIpDYwnBuBwoBia90OxY",
-	"v8ibcW0DeI72AkgwMFLZ8PDKh04haKYZDatGsHIf4GBe8YTFnIYHcSzi+4lPPdJDKyuW29ZMloB/cm2G",
-	"bSb2IFqKGU1ZnpzMOLuO2FAdPcypRZ4Bt5JAFqEYj5lPZtxnseLCZvGeY/RR0GeUxgBHAY7MfdjOe3LQ",
-	"AMcqOlZNhDQNcbTI/oQNL4FUlUqlbOSFmMXGTFGcP4kXy52qD+KZ37KPGEMvOmKwNqMyC36QM7YGNLac",
-	"3rh5LPjYyTlGQRtVLAP2TyYsUkaby8WIUHIZAP9QDCViMUYaUm82HQ5ZlLTIvphxxbfEnMZ+yr5+kS4P",
-	"xfBSzBItaF+zxZnesweyxLIRK7bhXHNhPCcgUfB7a+/inVVumD7jaksLUbw+J/rzZWG8GZezCDnpxZT5",
-	"Ab0ACrHI/EAPYIWuAobXMdtzZe5wHWYAf2zJWwbf3Y2cN7dtRTOdLzlU8yXnON/17Kzq1WIWQwTmcGED",
-	"CYTdyDi4Ypwkc6VE3CoWiluiVEnQCnGcKepXlINUfMCdKoZCT+8TCn2Im983NKGJByR/4LMhjck8CEMg",
-	"oS8zf8yclHfbCiiNIpdLxiQJkh7JBfNIvdtu9wgtnxAEVtS/BQGnoHRcTsnXmVJMRIyxV/BTaheiCf+p",
-	"F87pIjWS5xAghK+CBMYYLBLWFLGSPlMaX6rRhqg8kOGExnSYgJbEYYjs6PdId3OrR6jL4d0QUIyRADzM",
-	"+prSa7OwC/US6TWA53nVFKsWv7kNAtO+3w4GkmJlI2q3LLzk3fnz5hMM8WB4A1+qteP0xbCRED/KtiiQ",
-	"LuwRxkMpGYl4qpY9nYVJkHrLvjs1DI0ciaSP8Y77SVwYDByAOnySv1eB1OGUNICmgyxCi46IJpPWwypO",
-	"3bbFhnC15EgkpJ9OcD3ZWl7aw4jY0rha0qqtwDivRA1a75yRmiCHDkc0cyKepiledzlCE++8iNmUBjzg",
-	"Y0iFtdNQa73b5IzW7B/P4rAUfs6iMJbCljk6L9KUNYuGzlhCZpG6QDTLwBUx3Ps0+4kOh0qTIImAax7w",
-	"GcP8zCiImbygSa1X67Q7283NzWanc97e7m23e+325yUMXUcAa71/ozV7N7dLe9M2Rm3vkOXbtZa8tsZX",
-	"tWNrkyYoMmlewwpChQebOmaLeUzEW/J6r0ciEQbDhVmPJIfP+y7Ppac5ZD4ROijAGXqzMd/WODclBKT3",
-	"jAMvNViteHq9Kiyu6QoNT+7yFc8Yfd1r4MMkZiGj2rGEggBfWxl+/yE27IcPH5p2dvlNw1Qlo8P5HY6o",
-	"NiIejiFs/VCGkOcEP8x0W8EHutsVfKA4xyI/cNKk6QuY/v35w08z/ta+/jeZgkq3UIryUoPQ5coixGuO",
-	"F6uuHVxpPgjuWUPZWQtz99ODs64/uKA8mw49Mp8EISNemWY9SJMdiCtGvrFYtFy+zMokxsgk9X4oRcYC",
-	"clxPSRmlUuKqYQ+wzERHp/OKc6vxd2cRb8Tw8s7Ga5j+ODO93kkWE/2FZXJVcZN27r6nv8mue3r4ASfb",
-	"ZBrwKgv1AVLaOlbq97kQZEr5wjpheZs7qJcBtilN2JtgGpTM0/0wAGlPE0ZC/UDZPFVfX2Rf/4w1m7Sa",
-	"dRecm+ItTM/b8R3cUsV2Ks6GFLQKCgknJsNN2ZBD2G3I4IJ8k2BI5R5hyu6kZCjimA2TYs0Elpe53LNc",
-	"yh5oKxGVErO7lRLqTwNOwmCk3e1qpi3i2dvi9VyeFPcX03Iw5RRm1yLHajaWJ8aYs79Il+c1IggHwGr8",
-	"WETR38+Xfjii/2m2SF71qLI8DnjC4kzwwQGCmlEyRO6iYyyzNR5et8jbHncxOP47rAzLtDBuntSDiday",
-	"lHMR+w6qCBClV7f18HnfQQ3QziCncRwwn3CBNV8l28PlqfEBgS+KZ54IW+2YxaFXbYBoJxC6JgumREpB",
-	"f3vj4Sxh0bvoZ1zkj1dbg6+PPw0708/ty6+b7Ik8//KhG72Jj3bos93Ry/G7bfF28TTYbx8su8haicxf",
-	"Y/XhxSy653W+hRuh8mqbPNQNQ6M/5Zq/42ohIg6+3e5yl/bs4S/5GZ5V1TUvvt2UfsCTnDFfEqou1rCc",
-	"Y5N5f6z89iU33+Vc6NKmKBZipBNKkRGYZwNJHj1STODRI4fMuGSMk0HqZd6D1PyUNaRXG4yTXIp9iWm4",
-	"vF6R/99QT0LmUpCASeFglOHvziZ+Qr5Lzg6gZCqmSmN6sPBLIU/EJirFvURM4yBc3KUg8c6ZI7fTjysy",
-	"SHKryOIlwwlTqrSVZgI5TsU8k0BCqknAx04u9KMHgtAKmMFJEgeDnLJqzOS64ExHayAco27egtD0Wgxm",
-	"icshVYtwgUEQmAhNFP3rF/lMEUcDvzI6NBw0BjID7vIoFuOYSanzYfVMR5B7MAyFNKtNy43VwCFk48Vi",
-	"Np44Sr3OcsCU4KfhqJnmgWXEF1IlMuo5k8ABfAmXG4CJIeWALQExHjFLIN2+YvIJXO49sCG0yqEmqUjI",
-	"LD7b3DTiposcBgsDaNH4+6j+NmgHEOqROJsNJwe6HOpevKEyH/9IEDkbTtKCqyq/ABcR+29Ir3/gvHo7",
-	"oZ5iYAhTaUzpaRSzUXAN10RgENMYpjJhnMWgFYMqGkjii+EMgg06IT9LyBiJuEXUoWV2KqbnQEkzUqiy",
-	"bzByeCSSB4ELUKuz6uwftsZ4N3+Kt63nz83twc6yXMePGRlLaviPRPJK7Zk6tAfY68AaqyrV85It5EbM",
-	"5jGN7ihON/Obnn/h2vtu/+zBtt4a1OiWM86Bcws+CsazYm5SFIurAOoj7dwlcy66POPeZxLpcexIZ0Lj",
-	"xI4N/tjUs9xFIVGp7OQ2J2dW82CnpgfEE4t1+KdiktpUU9tA6lxpIHMqXS6xbsdRmkVW5xurP+2Yhf4l",
-	"801uxAldhIL650K8ofH4furtLXAX7DyT7uZud6vdhQwWuWZq9l1StbbKmABYDUDOhSC4/LtkI/1YKICq",
-	"HQNdT8s97SOSpG4S/omE2JKY428UCUzpggxYA670ad5j/2NDIg8U+7iXgPyPjHzcJxvovzXssYrK8zED",
-	"skbIwOW3jY5URj3A2ZkLe5C7RD2Khsg94gcGbWxfreCVlLMHrLnMjV11EEojQ1VsjySMA+BUvj7CIYX6",
-	"CGXshgusTXb5hMqJTrS9ZFHSQGgARuMwYLE+lQyzYy7iyx9UiHnGwpEuezmhJfGVsOtkYyhlfuvKEALw",
-	"3CSZhms9+IVeUdzN1Y+Xtv0DJDjSKGhJFo4uJM67RwDmwEGYwD/Rzvm+AUF99HOEo6Z+1uVQX66MeS99",
-	"UpFtIjceeSRIJMEXYhlXsgiZQ9h0wHzf5Cowlw8CTuOFTrikgMszTMg+7lvzjA1ncZAsmieQ34Q+B3jt",
-	"TDJFDOECzaRUU5QpMIixu7Ryge71h8reu3UGnQWUYHm8wQoMYpnodKilJQ9VTu2fjaVw7+S3u/mo10p4",
-	"czlEnkrl75yZcJRiurZbO++za7n8yPJIsdDvEYknpxgU4uLZbuQ05w3deS63rwaQqElxKwKz/NBi8CyI",
-	"dJ9Kidvp0Yo3CKEVvESQgUa20TA5uW3+MWT9d1an+1lSv7Agh7KcA/BBpi7HiQj9LMff5fkkf3JDjr/x",
-	"9mZIOSkWEfMx6x8o1mRrALOcCyxbdIjOwoIZmVAOlBYMsxR/u+YaBzFp+6SYte9yTweYqhL3NV/GwJkJ",
-	"ddzVDAAVqVCTAlpT/+SVQwbUJ4m4BFZXruzJv3+Zi6Z27xAhTgjmQaaBlAj6Q7K8yzVrc/Lz/a7rdytM",
-	"IFg7gL8EY65lrjCHutZWZFIsGPP875EnPnjxQMGXlc787tvzMBgR+WE9yB9KMx/6J6/KmBEB3MDRAsWD",
-	"lkp1pRYFim/LiA1B/qcAZgWwic71tdGK1EtcHviN9LXUEHfP+nPAaKyuHlBYIG0iAxOlJHOq4pL5hZdf",
-	"5z3FtxTRrpvwjMbMrsLIvuF3VYDXyB5+ULjzQYuF/3YRzQesgs+ikynolMst1Ck7axhidg9pm1qFjFDH",
-	"CGWM98K4ubGS88wobCDPKGQ45KzfH+UUXlbACdMkyQMUcD4MK6wstav2FCp+5hX3zwPfnxJRDwIiBvV5",
-	"dsiyLMBBv9mwYOLvGaEE8Xpr8M3CRB/mNHJjmquso/I64qgsmJgNReyXol3pHBAdUW3WO61M5DZae+oL",
-	"SVjt8/Zub7Pba299rjk1xSRmsdLH2k7tki0urlgsYZpbTi2kMrlQ1khVHtfWZm+z87mYlZXLYtvFkwC8",
-	"c/AWqU1HaLMLDfcGUP0ZlEl62t+dWhSLiMWJhurPL6co8gDsw4pxAKczv0jbXMx4yKQkHk7Gy/cjWLZB",
-	"Ip7C6n0l95JgWtEmxN7G0swsPyNU3CmdPiurMPUU9lQ6q5trFM6p+MLXbEH0l5gqwvgwXkTaDQkCw9e4",
-	"Ubm3bllv3ax6a54aiq99Q2WCfUWkHM1CbUIa9wnk1KTnEIwwZr7kAPLktd4BoIP3Alyz5cmdaGhXrIBJ",
-	"VcBA6ogDKR5BbjI7vbYpfVxvMstvhHVDd286ZX11VrMZyEFVz32vuFqlMwquWAFbMEWMQt5ibcHmTfNL",
-	"b+2f1V09yt7PrL/Cv60GH7jOPFVbN2rFdv6RvkQMvrBhksOfzryG+8gILCx5m03eK1++2LqiwLNyY9/Q",
-	"zsI8+wqEzFADu9zUAaO0r7l36nHW3KcH36CH25BVi1y5uupGO5jnJuIymDQJfFLf6pCYcl9MMaTskAGV",
-	"bKc7i7HAVswSElHfh9yyHNe4HfVY/Wu6W7n2NerPiCYJi9V8/79/95ufafNbu7l70fzjz+7W9/9TxXXS",
-	"Nf8PJXRFAlM2HbBYczg82RGdhUmtN6KhZCVUGsXrdGQBC10hFJVmtGPErqezFnXeoY5FuBxkBEQUgwQe",
-	"TU9fJzTXJWPk0XmeoT4ClwsduxyhKDydf5geBbYx0sc3ECJklN+BwvW+FUnb6nazoyj8CUEAuQbEJQv9",
-	"b+retfpfs/RfmPRZRJWAoNwnk0U0YSahdMxBh1CfhywBWBD1+ZBK1gy4ZFwGSr9yiBQu97q7HdLe2vUw",
-	"6PT68fO3HbL78bB7TrZefjh9Rk6evH965MEIplqlsGGG7HI3ZqebuzE7VRfC6hB0Q8uhoq55V+a7jNve",
-	"susXqW/u3JEFLYVPtrtldXJ7p/5cym06nWpugyuSpwg9XNjf2HzaKe1tnP0gvxEvxVyn/1ZpKXMGyHnw",
-	"29soy4UDMm+vOqMi0nDFUXE2TzOqtAoN0U0IbWsXIOrcVyzWhRQmCFtSuP9cCbZhqmREEtFZMrmYxYGa",
-	"Lf6lrdWNAxyrBwiQ/0+P3BqK6f/F9/32+9OzD5+2np0cvDx5vXXy8aT4tztrtzs7gZQzFv+mR8PPUizK",
-	"385e9jfxM+Qkv+3gX4hG+duWkg9f44tI6be14P3T49N5+/WLsej3+/2js3eTg3fjfr//7ED9fQ3/7fdf",
-	"fH7y+lm/39+fvwsP3r4/7Xa+nn7a//D44FV/fhic7G5Mz6Lg6uPx56/hqy/+Z/n28NnjF5+2T7YXb95t",
-	"bG5dfTxh7+VI+Pxq8unky/uXG7tPPu9uDLY3Hm8En7984/zxpJMcnb349vLri6cb8dcPb149TbYHQzn8",
-	"tnn99dP+l1+3Lr8eb/RfHMXhfPj5dPT48asvY/Fh0f3gv7vebO922r+P5JuNzy9E+9mbV/3Fi+PLrcut",
-	"L092278+ORgfT1+9T84X1wej0+ht8HgmNk63Pgc7v386/XJ5fvhit3/IL9v+83fT6PB0//nGa86jt8/e",
-	"/34Q+/udjnz+6kn0qT+5HvaHZ4vfj+OtL69P5ZurnfBkcXz89vHszet3n58N3nW/fvn66+7u+eH50Bf8",
-	"aPz7bPx6/3CzPXjPX/46PBvtvNj1/fj9znwsDw9fnj7tPhVHwXX7VXz+5tnW09/bfns3jI5Onwedt51P",
-	"Eb0cbL/efvf463T6Rcb70fD965ej7tFRJ2G719dPvkX9sxG73nz961P28Qt/0Y3YcNZ+PNqffZXPj693",
-	"P83l++k2f9MPP76JDvr82+GTrx+HZ4Nd+i0U3cvZrphc7u505rvxeRAffvssXj/tHl+dtiP24Vi+mL8Z",
-	"vXg7ZWORTNov/f74w4vnwWL0pNt5Pkm+bn8Vs2fvu6ePt7/sbvy+sX/86svJ9a9fLs/p5/PB8ee329eH",
-	"UXD26bLdFsOvbHA4esy+bi22xfjZcefs5OX+5+7O0xfx9uNJ39/wu59nPnu/+3QweS+Or8T7q3B+ftz+",
-	"/WP/8Dj6+OzFh/bl6OOQjafXX3798vjbdL4YTo43z4+eHrb337dfP/66GR7MtreSq6vL7vt3v758/e1q",
-	"9GW/u/n1yfT84+az0Yvkm/x18+l+8Hy/vUs36O5j0R48efbt88enX+R4NPz0fn92Kv2XL96/+Ca+Hs2+",
-	"vX15PD3Z3pi++vDp8tuG2H33+HCr/8w/lKPNN5Pz3+W7rcnHF6OvX77MTl/77eh1//XXqdi5XHQCOj/Z",
-	"Hlw93j8/2z39trMrTj/8+u3ldHIy2Zkft1+32083Bq+vOpfhy2ln8OrJ4tm3p/2d6/2j57+//XZ6JTr0",
-	"pL81/F1+FVsHV+9l9Jz5Vy9+7X+bvNh4veH/uv3rs+MXl3LrcL559nKw+6k9/fWKHr3Z+HV0FE0H2682",
-	"Tx9Pzj7/ftodd79NP4wuz/v9Zxsbj8cHo+3HR5/GG6dwiw/C5+eXZ7O30/19ZcchEnSvdhPTWY54u2nh",
-	"3e5keLdb7e8lOWLzzkpvEFS8lrNf9e+MLyh1Eq3yRaTMeD3zP8eyqxqIeAU2DulbcU9DMhne3Wq1cuy5",
-	"1Wp5gGGvVmYw7BEiTeZn/3eVEun2qZ2p2DgjRUrum6MXJJhSbCBE07WLUbqTaq89oyQ1NW5cflP+kUz/",
-	"SKZ/JNP/SsmU8h1lS1UxHiO6qpi16R6ieMtWR/dQ2Ok+caC8Qttg2F9sSvmMhoTxJF7kmc8aItEyyLbK",
-	"Blmn+fiPXysNMSNKVxmr5yKJTmhMp7JkEeml56VWyoodU3pvidtK2+kaG2ukxrbaF7WJNDyxxLZ20lgm",
-	"UHo0Q3lVc2rBBRTtyYRy/yKZBPIiZsks5lL3mZBpv+G8NmCGsRxCZkG1UvhNf+H1iOBlYYwyFvM3WsQb",
-	"yiuvRzzXOKzdmnN2sH96cO7037w4Pn11/vLQefbqxavzM+fk4PTV8TMMK3Flj/7bmoNa3x82SeCCS8e5",
-	"xg4UqfRwJqFwWbc7Q6QONEYnIvQlWKNp/1sN5AV+It0+RIO6DkNGY2v2arg/buu4unn+VfTzPGChn8LK",
-	"F9NZGNHhWMytUacW0TgxoQuDI1YrUQW2Fa1QD2PWIx50G/XISGiA1cGCUACDxfLRwDTjM5XXLvcAaLfl",
-	"OcQDFFaPiJh4mAZRGint+w44uUWflt3qtEQEae/T8tSxBZmGFldMJ2JCqXO5wVd0TL0pLoN7lk2h6rRe",
-	"MhoqPpXz+ZiYe01clj1qMoUiT2/GZf46iMsbp6YHqZoRdpF4A102Kvcsa4ICKVspHRkYVKtvSoscgfsG",
-	"747OEwbvTf4If05Xj+JOmoyX8ioXNj2QOqIh624uDbOorzORLHdJ3aunUGVYtvJE3mQNZwzvgUYxdUqm",
-	"wVhXlzIQKb+kSLWSyAnFrNoghm43jaWOwMr4dXpIf1b30oEUdc0kuZi3iAcg2Rf4rdfT+NJ+vLiIZ9xz",
-	"EEPb5QPWslt59DKIE72TlPsZM9CuTF1P6XLT0N2Tl0EU4Rx0Czc0uH6RWqFQh2ma/WDnXX24mi71xbIo",
-	"0J5/zamlc1TGOr4NoquYcJ67jTYZl6PbVKf13NzX5RSfLcXEK+hXk6v9lG6LknZm0aKLs/mSIiNI8krY",
-	"VN6mwgkYbsBf4e8y0qFxTBd30bByofGyQmmAfZlOEcf2S4DyIXiBkSMTuIkxwi3LCHw5gzRJScCVwuMR",
-	"9CZaK4vJ+bPAh3Rvoz9v7EuFEhor5+BHukSklMyIAbfqZk06GwApfa0TtiTC9+KRfi9t0B/lCgCjctAB",
-	"RPy4npdjoZhCx60gIUNFezGXBff+slZxFb3cuEiIJhoHuca/nVRuOCgsHBQUfzgAm5IqraCuYs2h/rCZ",
-	"MlH1NfLRtZu6ZT3z1ab88IZoVlM+w1VKco1QvCNzmtVgQvdk5GGNnsu9dNoeqWM+ttkNtT9OSa6oHds/",
-	"e49yxHG5h7sOWXlo6Sklz+pw55E64okoCaiEItRkjGd6G3oGyg60P4jYURLNBmEgJ8wnCZMJuWSLhkPM",
-	"mxIhLkLBx56Tb4XgKTH4UmnnwPbVL3S1wUUmRNRDKXm4HAmEgPRXNGL/SJOVR+psGiUIIYSdmXV3B6XY",
-	"ov1kNXpQI/gzzOhkMIbaWDo1FSm23G7gCpRAg9usFgAHplgs2SSHwVM1nOnS55F6moGVaw2o1lHZG7BH",
-	"Sr0B98zpq8MHcXmB4rIgDTNyNla+dcRKRFo9DNMnzNGAzEwPBpJUiwdhfZhlNOU3DkYxmwO5FGm3Qnvi",
-	"eQGcn1dJBps7A1c7r4dr/SQ1tlNRrjSkn9uRzvmziunc/JrlYQD7JQMxyLeddPG9/28cJJPZwK0ppR73",
-	"lri1F0HyEj4E9uDWziYicmtZj8muPUVbO9J8MXdUpbXqdyLP1D+GzNZU5eq1y6q8Oakizzuq6LVoixZ9",
-	"skVL3D7r4pDvQLQqQxw7idSLyiyErbErzGCFZl2ZCZjqAveWzNbuFVdwwBOIposRsdVjecukxexArFvT",
-	"vlUSgTk3xyblauUad2a5Qraux6ygnBhlBM0mOErg//CARDvQIDrDwUI96+9nx0cFFcWnCS0HjNTdwGiR",
-	"iRC9PPh8sH307HP/+dbBq513R4cvTvaPuwe///7x49vD558OchEiuFrl8FBneycXIHqSCxDttF0+EAPn",
-	"5PfTrU/Hr35/+vngfKf/7uT87bMXb56/2D/c/rz9+PHvj4G7pzcHXVL6VvbgUleYzLDIKlXc2sVfJEnY",
-	"deJorU4yxeNRmiuDAzXXggdnzdlant3NCl6eYwOrstmwhQM680C+arButYS5fX1TFXoP2AczwH2tm9PQ",
-	"ss0s7hcSLKa6sOwuYlty5LJ175Hn6AniR409otcESn/LyOjcRsKp5ROUtndu3LYqg3LV7h3SS1YBVAF3",
-	"Bfrg5sxMq2WXMSxvYr9FLqGorurm5zrzWXdRl27VerUrWAZmRCudq9ZLK+8UT6FKm8wKADAR7sJnkOYf",
-	"CJ59hezwQlcA5L5qG21HXgysaoJ/V80j9TxvdrY7T5xaViOi5O+K57c2O9bTXZCO+qWJSGioRnzStaYy",
-	"Q7jLiA6rRWb6rpLdGYoh9Nm8ZAvweaInz4MpeT3yHmgwiSmXQWJ76OF3UFer5p7TwcxySqSXnUtV8QU0",
-	"xKvrV6n5gMpt5qW+LaTsWWdbdqAVDtuimO5NDq9lVPFntbxcOkYV+RQX3iZTRrmGuoE5myKU3FrbNxY9",
-	"VNDkmnrFa7Z4jz+B7iWVykWe+EoqBrCFXIlML+sQ/IsdM5GkbpJLFBdGL14DYVLVL/SeQW9JZDdNyFm4",
-	"ZIuCG1nfgPW2JX8/KpW8X9IZyiQIQyIZDdO+shDOoLGpf/EdQqU5KJkCF1xqKpaYADyPBcIeTCG2tCCa",
-	"qNRv8Rd7iDg9j2lEpuIKHcxTU3gO9W49LxtSgxbQhHBhZuLyIeXaxUuJz+LgCu11KDG8tprH6EK5XyQR",
-	"c67mKgs7ejttzrAU61qXrt3Su7T0glRScpEAl5zrEqGRI+6bRMcqlr0uT32tWZapKdYxEnOvyZmmMw2n",
-	"ilq5ftjlNIoYjXXJle3YH7Bkzhg3HFGSuqf/2cKH2MUoFlOvAaBbSLdzusjb9Xdh20sDqGf2jZfW3dU0",
-	"F8hKZqa3dvXNreK6N5TaLSXQEh1VkkoeFxu7OVYlM0O7YTEq4GCnHSMQCSatQ7Bl5jI4/rxIqzqCaszu",
-	"B3BHVzVRWFWKiRhxadUPskqNhJg75O2bDvg+tS/5Lg2VcWrFRFM0IizaAKxsndPYcOyOGYjOynwNdpxX",
-	"M0rNXOx0vGbMwPM2rNRC1kq2zHZTP75nYYpPZzIhgDGKXkE6SnSu/KrEy+7tEi/TjhFLQ8DZHKvOejll",
-	"r6WAVF68ewYfjBEScJkAovzIgpHHrcVnLDoQEeMuxy+z+wtpIdn6Ic6PhTtRWh2LuIfmGeC/ajBSp+Gc",
-	"LoDT5zvNOCTX9M7RcItV8F9Y/1PZwKJRiqz/jZobrdPKZI1WJT+8z5BpSFMJCeNxwZnXU/pWHtuLeBlu",
-	"sJUlnaIBc5GQBUtcniVKp/XzvYLoCLhS5vJyWr235tQy7GYNBJCTFhk4QPFG6xWVbOX1wA1WIhNkIhY9",
-	"IWWkgts7p0sV2J3/CeAG96+tN+y+Anz1J5XdFwwlDkHEvCcoN5Mbq/NjC4qydFygCVe09y1Ceazhjrs9",
-	"CsCtsxXuhhtQB7hRRFfGjzzAlEbb75YRhJUJEyjsAgOEYtAi85RzD+ABi+/eCmrgMODPUpNQW2fV9aaW",
-	"C6x49e/g2SksyIxQNUVLwy6FEE6f75Pd7vbjVNlIwVdrdymI1a8yGTXL8tQOrqOQcrQEjftYDIezGJTP",
-	"5SmND9PWuKzZxrGI5XKupqbjwbtgyhcjGoTM99ZONLISWyv8URnoURXdG1wm0/C/oMqX0KvW1+dtJKWS",
-	"n98v5NWaUH/mdwnFuMC3V6IxlQ3xVKSXF/3y/PyE4AMpfWhoWfuNgIo7pdd4SbZ3bX692a7kMVrpKhn/",
-	"ExEnRKMwLqe/6nbTVhq+xjgr6F2rNbg/1WjfC7J6/RbW6x95gWUYWDLYkfQ8VqCF2Je7wn1CByFzyJQO",
-	"JwFnTZPrQOBy6faRT2PKhxP0FQXS9ibk0WpLdw1iq0WMy5GFg2yjiKEiDikeFHOx8zkcefS4cqcXnY9i",
-	"99optN7JdyIp2Ar5w1kONL2k8WKuy0FmruQ7OynGlvuo0AighKyGftkL3cMl+8B+RoS+8VIaqZeGt63M",
-	"NcydupjxmGmjUee0lJEaZ5FMYkanyz5W7FrMEsifSVjMaZi3CfJbWbpup4z6AWeyZBgoeYAZLjpyBu58",
-	"CxMO89PTrzVM7JJvzXSLT1gGXQ0opgoTBWfy57oZqXpBINEqgxelHHp8M9Ik/ju3hebrtbLqHTPhqutf",
-	"mFx+y1fuc7Fqt7rEA3kw5tqgG0KDV+4pi5X6fsykZNKxMJIlQiKDGzTPP6/sUB+B1KvhJI/fmdFRdRgP",
-	"/EWIlgm9AEndg+V5DvEUwaj/N6ThFaJ5Zh9WSD2rBgKBrrSGeatqCB2pWFEUkUtyrnAAC462VN4O6pFO",
-	"20oEVEJYMdJ4SCUj+7EYXo5E7OtyOJfXN9tYJNBQesJIKV/jWMwi+OEouCoVvlw+Hn3tNHevp92kuTWZ",
-	"x34zenI1UM/YJW/t5i5tTr5cTnnUTK6a3/74c/t7vVn5cePPJYBI+TYW5SyrpU0rIOJPDuhwAq0nMLfc",
-	"UeuLQjrUVcgp0E4hpWbMOIPMkUqP0Wav/bjsmlDnuXxfuvzJt2Hz66Qz95uPF9PL6ybbjttULfnL1tWg",
-	"ubMZjVnzer77VTaH3elEMcwn8WVn0bzyt0dJc9rm3ybNra9zdq12eWc8l83O9ZfdYXMy6CZx8zG/3Lyq",
-	"ObVvw/bUb25/fTKhzflia3TZTMY7ICg3ryaPeZMN4u51c1f6na/N6eV28q3m1OZbi2vabI9HO8Nm9O3J",
-	"9Kr5Je5M1Kx3/K+XSXN6vTn/1uwOB2y3eTV5PFaMZkG3o1Fzi1+14+b48sncb3aSrzvT2h8ldpHfyz+X",
-	"+4nNtt7FUXALFl0oGqDXpmignSshaFf4fPMoNLn3O/l1Vl9lJbJ/F4NisqfgrNbb7iiNV6tLysBOEVK7",
-	"7aed/cfvn7zeOtp5u3u++aH76fHnNrKNeBmNGq+L8YhlmkNC4zHLp57YeRzlzCvBWW7GONPVvoAlMuLD",
-	"BPsKfxEDgkvdU9c1xvoaA4pUKRFsYORKPOc8kOftkgOd2ijgkOVd6bzrDyzvmKe30lsZ9Oj2OpvrE3MR",
-	"gXHlsVcJpXiN+3U7R1zqs0oVlZSCACGU+ajEG/1+qGxg0K/z+ktGdyVrq0CIq0FQkWhQ7ZUkEXlL8qYU",
-	"mCXJIib6PWChmBMvPyMPtRjzar3LrVvmfRRLa22nVWEHzDQdvHPW5lonvJyzVLutBjQZTi5k8I3VenBx",
-	"A34xCoPxJIFtA8MjYvEFhgFqve2qhK1sCCtDD0ar3s8IkgiSYd7lgXzD2Pub7RwbqTw2a67Wi7vF1z5V",
-	"r9IVkSZHywh904K4RY45IyGjV/kHXR74IbM835xdJ9jqCNqFUT/tyBHF7CoQMyjx0hlGBcWoa69v56bV",
-	"lfbeWmNpaw+FTDmjvgYR82Gn8ed7xORvcYEt5/Ix8JvptERXuaY2q6EoP15tDb4+/jTsTD+3L79usify",
-	"/MuHbvQmPtqhz3ZHL8fvtsXbxdNgv33wn425arndK31foFJalaIQ6c08HyLGMPpMFnXOW4SoCmkT2Q8z",
-	"bq1HSOs9zl72tzc7ed6snyknM+vXpqPtOE/sH+5UEbOZYGlPlHEiExYp1RspNS/Zt9q38pRnq00nmr68",
-	"8rww5PHMQhvNW1DazVynZBCLuWRxIwuADSdCQvaGQS3VQbCK7koFCo6ZpfIuSbbQb1Y2qg7MPGDAD73x",
-	"S/BQ9JuxOZf2EA/FlOnmi9AsZSjEZVBIc10W4LoxtyRIFMOMlKRVzNnEoeqQUJ6PXV0kSejpffayfSya",
-	"6Lg5nbttzs1sJQX7hPzdAatQHp5jn0pGvHeSxc3+mPHEM353zNzAZuR6sUFC6lEccO1ppQmZCqjGb+dr",
-	"9kRMvBm/5MqKxS0pqJqH4lsQhnRju9Um9Y+bm3vkTcBn1+T6yc7FTnePxFe9zW671W6QF2x4KTY67c12",
-	"e7O9SZ4HMRuJ6w34Np+tv9lpV2Yur4KLP4c8YZnYizX9M+HI6yJGHUo3INY70XgwzPgq5QpPy7GvYGEh",
-	"OXrNbsqN3ONNUJKCabj13/k7v+zuprcSb1JFXkqJokG8LkWE1bT5cDSxTr+I739UQFrcIu7sEBH6iudk",
-	"razWsd3zrPz7DQa6mVHVsb7Tfr8+BKWWV27hKS2LZqsLagBjBaHYfC/tM4ds1SExCxnFlrO6uqzl8lcI",
-	"hREx0+ATRtzLN9AkQ8q5SIhiBSQoQ5ekCDO1E93Fz3QGUlsqLlOcpaXrh2y3+29CPoetYsGkuF5ILb71",
-	"gmPmB7FaQq+24VM5GQgam3AJXMwpFpGWQBLNNcqyd8q7gsnF0PX0TBGc1d/uHFrYVec1WL3lRkYgZFHW",
-	"XLP9FjkCs1lxRyiwcrmn++QALmTaS5XUTedhbO+tc+vgHoDkhY5e+RQzdaw0irDZ16ocDHVgdsMyCJfO",
-	"aewDtsMlg7ZBZ9hi0LP6zv0iXV7dQK1F+lw90VTfBKNgaLn4CQIrqZMlA6ZT0DC/NYVYSRPD11mgntlN",
-	"K0wbMoIWg2Xv2WkMQtbAZErTsccXTLpAfBAuUBIrSCQLRz31T71DABRh70i+o5zL05ZydahIQwLEnr4b",
-	"NAo2psxrqAFCRmNO5hNhN04NdA1EoFaD8645aWRGLztjelHwmi2wNVHAR6K8ISb2rK4cJbGiOMmaUSyu",
-	"F+myQWZT39dYYgAEtNPZetKw+uaaNNQAKBxxlign7DqQCVjabKB2Q2OWRRG5ZCySUMxquosCAL3Ls8aV",
-	"drMkeL0GLco1hnX5v/5F3ug7INXff2Ud7/9KixJ1aIn8RSSLlXX/l3qw2WyS3H/Vh1MacPIX8XpP2k/a",
-	"HqlDaL+3sQGVCBMhE/yiQf7K9Rgk9YSOJdbAeA7RPQEc4mlm72HL2VxGL/QZlaQOkVFMx3eIZIwkdGxG",
-	"aDjYrdluTSqxIwE8ZQ1Pua+LMrFEA9DNtLJl9Yac8UTMhhPm43qRjfxFvM3O41a71W5t9nbbu21Pry/t",
-	"LkjqNiNyCC4XPrHCZTbXaDjE25gAhtg39cgGBCrxn1OWxMFQerBtxBORVDuqzg/CMTB1xMpBBBZ9orrI",
-	"GY4wgIwVqIeec+LBp7H0NIqSJo1z+4gwW159k/s4DK6YKUChOQagfwETHlGPDBaGolrkhCYTYHcF+URj",
-	"Zor5CZU4WT9L2ta/31P2IRJ3juFhU0kNDIVvJ1MKV4UInggzE6zr1w94GxfqIkNaNvAR+FM3TUz7g2ei",
-	"w0wP6g6oJFmGn/6JEibvTt/I3B2MZtAeE3Yc5bgkdS+Xbe01iM4gH9I4Nt01S+UK+mw+TISZG7I3czKF",
-	"FmkpMJgYmeMutfhU+wMcUxqWmbb1DKQ6N82ewbJMX6ikbyaG6tn9zIsGx+WUE68/SyYiDr7BJnpaajka",
-	"kycn2/CrxlqScaUcwMpvmk47LaLT7UrSnCnSh56kWtXUVEQC33Q6Nf0JcN17hPKFbhbJQgns3+u2N0m5",
-	"leqrtBDBaF4DRiDUrsWzfmUgXe5ttzukKiHEc0igzg5EqN1HVd2eYMrgp11STBrxDKVAYh1wdyzdxIQj",
-	"yBgrpzfWvWUtCj2HoJ3gck9nOnkNO2XJGwqfeSDOA8VzgQeoMyimPDkorDzorgi7t14CGPEgF0sXSWDu",
-	"JPREAWgeg+mHb1xoTb2ll4+91KBOkqKfLGaJdHShk5LBwyCasDhh14k0/SoY4YI3zdbgvqUnRrzt9paH",
-	"OmnGnV0+nwRqP+LhhMkkpol6OXq5UUvQSSIAmAlH9JSpKystepDIs1GPVRw95T5q6xa6xbZaJD6/injA",
-	"21FJH1n0RdEn9PLJ0kAgcSQUc1JX+kzAfCM8re7ZcB/ybG5KL5lsOFji6223N0khfczDkjluMVTIosQo",
-	"Vl6dt3TGKBZXga/rc9h1wjh2+faum2m7XRD52Ge/GTMZCaUOAVu3HpJ2O37rMaQp60HKF6WHXK7ORU1Y",
-	"Zkc1WOhMTHPfdIxG/VXks4nxXxvQQyj/BMHArukwCReItwlD94jXaW96ml1hvXS+9qS6b7/1WSpfzLdK",
-	"NhU7H6e/QAVFX40NTGPz0nXa+LiIQgesHnGf1e4B6AXY6WlfeFA4lESTgrBrxVeCJFy4vO7diIDbIwDU",
-	"22iR0zwUhS6ZhWwTdduQhhegOkypz0idhlKoY6lclgaqROskO0Yl8JTQ9fYVc27uI+xXj3DRxKQmNB1M",
-	"TZKFRpCGV2vt1mYL+rmJiHEaBbVebavVbm1h1s4EzF277zrkblRFw/WOF9oVO+aDX7JqdNz5iekKhDEz",
-	"A8UqkXlcWmFe0+YSV5PewVeA0aRmluFuOLWU8NUUO+32MvdR+txG9uvvTq3b3rz5F8Um+d+d2vY6b3ql",
-	"8yHTrPHt9tZab8saTlv+CHAv2p6If/+BMBygFWsUwtwR5dwHrZpTw3I5be7krQHMhEw72L9gAHhB0pxC",
-	"ZQxAcpMiij/UvCwq2ZgGvJkV1TetaH4kZAX1nEIiqiTZb1CjscggjcebQHyL9DUos7rE+lZxkUd5UDKv",
-	"UPWt+HioNH9DX3UMnLocAeiQPNPXgMhS7JxdD5nWgAo4GMvo8owlVZUkWcPjp8JfrGi2XNFkOVdvsl6/",
-	"4lXFLN/z/lHtGbz3HVrjF0+pn07i7teu2969V7Pq6uzoFHdua7OTJyco76qiyu6eUgdAjABWRubDLnW/",
-	"XnVB7tYKezdXd2ohhKjJIq3bU163CrVqcx6kS3bFwF6vuNHZCmh6U4scAEhgc3sd0qnoW/+/gG2fIbYm",
-	"MbDxFn+18otWsnIk6LXkPkQuYzZUup6+B1/EwEkVZRETk1HXquaYL1iCaUtLJPl6jBJbBKT5ftl2PDep",
-	"U1c0nFlplluQdaTTE1ckFZoxMSvTTg6sSFvtpHG6B8vXTFO/bkrXVExc59jlNuA0Tbwr7MDfJtH0u51J",
-	"mD88vd/lyeuEO2v2K8/GZGE+7BLt/McbF7k2G83SgysY6XmmimTXrXU/edq9lzytKEBaIgDj7JrfXuB1",
-	"M4F3JKy1ryvZStN8ELFWHBVRGfTsJgCpxbjJGCULlrT+t1gOSRWhliWPs8Q6gK6tklDgyuNY7S0k34Kp",
-	"HrOmMRC1uZ83AIwf3uWczTVYtxF+UPkxwDxRR2d76l7R6goEfKYzRCHLeMaly2lCKFYk02EspCQ0DEnM",
-	"4JLIPXDBqrOKZ2BwYHaynE2ZbJHn0ESGBInLEaMXPb/FO6FRtL03YpjzOzeW2xlqf04LF+r2tkUpKbg6",
-	"Dfg2jMuyM8p2Red200Ne/3cph3gA9o1f2inkeNCwPeb0V4BHYVMik4reqlUgn6STtCrMq5jw2tXG3/+z",
-	"7LtShWxq2p2mfIgspx9I9sbf7pE5xZi/DvejitH6QRLOMun6hmcGMkXVLxVQrCXvzK8eUtqZupesuU3G",
-	"4bNGS4AY84+5dqO5Bg5y40S42TQTphynWm72fV9JTUvgtcgRm6cmNo1Z0TkWJKY0Ys/laTKHAOBsMMgN",
-	"QqgRq0HmRwMYoawKweX1nDPbFnHLZdkprOk1W/zjy/1RVIZbbBzzq6gsH1ZZTmjPRQxFNBC01hyoVxmE",
-	"IYUYDCKQuBw6FDoQSEIAdIPVLe02jtDBUepUiDwwIuLTGRjyhukCc6v2ji5fFX2BxGUvzZ+yWxp5kBNg",
-	"MhgbEDCFBA6lsOqUMjrFzIvCADpi5SB4Ig5hglwtDMeFi2XhqbG6xYGGMh4If4FlJBAVcvna8SpSB849",
-	"DyQjXrfddnkZF6fRIgcZPr0pglLrM92cMIRucA33XE5N8gKhRLehQRx7jHKTOuXp4XoEcpa1xOCCDEUo",
-	"OIZklRE145AMgrjFDd0sCEWLbvuDKnW301F8qwrMwuuZR9UxDOWVp37Oc101A9TnRQwR3EnAxz1C0aDQ",
-	"UN+pZ0g3riLTwJ+nQW0TYIdcAYTkS9sLVjA7bK4K4M63VtzXk+D59q3ru/utlyfsOtmIQhqUXGxDeZV3",
-	"0eyfvc+8M6Zri1tzbmoy4WBFkvPE2Wm73K0ljFOe9Lodt3ZjIwb1201nx9lqu9zq0Z6fmNUxSlozLHTH",
-	"SFnX3TtkmCHu1CVj2XQGYmAmc2NbijUns7qju4tNDzISK5kBTkUr1xzjRshIuP0i9lFEWeZNLmK9jIj1",
-	"8xvwsH72SACmc+2nWyL30Vu7nc69zJil6DypOaN4CMldHCt5y0pONBfBwLQrpg0iTKpv0+RrdXR7prkI",
-	"VOngFJjfIgcpEx3Kq2r7p6A33MkEeqi+dEv27kFsoKWCJhN95VMwKo/eEwTkVsJxjTNpEd1ByuXqUFJh",
-	"W5RsLeSF/9M1WU2KN3TBtjRcmFiliqt7qS5Vcc+V3mQA8fPouGKkdbn5RFh9766YwZLBd+jMYchCc1JY",
-	"C3BfmgypHia/LE1dKGbXmrJ2pSUFkjzCLXhkTDgLOVrvipgrnSrtL0h0e0HoYwvMf7WyarRdlxttleSV",
-	"1XOjh2KmptWFCXV7yNQ2XR/rg5DyS92WSU0B/uVycIgB3wGV7l+QLkmCMRcx9oR0+aNSc/dXIPJ6ap5G",
-	"VrZarTuIYW/PHj7XcVOMRmqK/9enCf0Nc+IpL9Rx68xfYm5kXSrqpKGV08xTM6cB7wI7Zd0eoZ4a0fR2",
-	"R6imBmz9mVJKA2QBmcrm2eDh0ENMPQDNzq16dExpli73ipqmR+perqGZ1yiPqOlaHTyo/dBpHcgAHq1+",
-	"G4f8+2FIFSEXHnE5NIyWMmJhkvWyazhoeGCjUK3wt9ukAsUzyxw29ooB/NLWikmHxp7r2ImP9EnaVRJs",
-	"gDmjl+Y2rmwS2nCI3drT0QLA5VZjTVw2CoY8p5CEkiUNMpWYyEyd+USEaW+z1OAhhc68DuF0qpammInL",
-	"04Zi88kik+n2spc14FMWmsvz9K3JGu00w3hzndajieCsAXdWt8tzuYGw1uZ5VugRxFJte8ziGdd2oUzn",
-	"WLeabysi/5DrbFixFMICmP+cLlpEPQ2ttAuNp8stwdCO5hWoYQF3uQVUCplmQFvYc90YfdQYeiRlgFO6",
-	"UEJ/FpFEkC45DJ6SOjYc3m6TtrKxTZNa2dgjMgqDhIQ0HrMY2OXyZEe8jcZmtPqVlkXrndvKpdZvi2iU",
-	"I8QQgf5orTx/GQgfaAd3powLAIVrcL+zurWsz2LJxLCart2xT10v36euRZ5hAU5PHWWul0aucV16C7B9",
-	"kZKAXKTj7p+9x5skkbJ10UtCL9UFWnNDTD+8qi1J+49mO3Krtnnl7bpfWzyX/5CTLwGkrSCAP36MSyTf",
-	"nxNqfqs8HOrnWu3RjE2EvhLvJTv9b99U0yKplSR0B+fQ/Y8B1O4K4+qVoc66MC1QrKa2Wpo3MDyPamXA",
-	"iQdXFOo1XF4pnUaI6KRRQJVppsUmuCzgW/RXwM79Z3ss1jDjTugiFNQ/F+KNEj4P5em4weLUR687xf9Q",
-	"O1WLy7+Dtarll245mAbX7N6DK01V+OHGn9pS+L5WSqa2+w6f9yF1nzn59BfjxMYrAjaYGF6KWdIqqjja",
-	"7FWaMDS0yfXXWKarvGCgqNwrmXP9pjB6Mdic5ZJZfSa31kMwKTZEWda0ZGX3mVK3meo2MesxSSA32MIl",
-	"6X/W+apZxX7rp2fgd9f4nWTxkUiem1y7/w05b7R8NhW3u6TBV60uewR28pWPWDvVbEHtBXKFO47sLK3R",
-	"SRuA5qO4pK5db1DPCgD6DadoSrl8Oa/JavZ1/bfaMsD6QnwNqI6dycTl6CrDrh+krlu/ATYjpO05ZA7J",
-	"URUNelZkHKj9qmZT3fIu4GmqnfD3sjpJCLvak/vnGv4dEh3UyeYu4m3k68aMKwL9ATdpP4QCWusirbgb",
-	"Z5hXLglUiJrSUSxmNS1zUGwtpfB3sJC1SfwNvpqEwQjwSfKTg0wN9o+c+TsQ+JtgZNG3JpklNK5hWW7U",
-	"GjvttoV7q+NumBgRXDHdlwm4tM8Ut2d8uChX84xZ8lK/8L7KX6HtxHqKE768SmvqwzKKZ/YDj+iKAXRC",
-	"FIsBs85GRCbXSiPjLD2Zk1hMWTJhM0mgXza7joQESDYTOaxbfpk9o93/pubUBcfpIbxBe1112nAa27lw",
-	"Z+321lDOBnIhEzaFP82n6ie5D2Y8SPADD1p4QNoOFqIHTGaBzypmNGbJoV7r3bJOwCfz8uDNSZpldgFy",
-	"/wI7nGDzbYK9NzVOFXoKJKGpijBYQEp+qGycf5HzTycHK0cDrsdil6946E8c8DcXmxy5te9ks915vOZv",
-	"dDMc9autTbfSK7o88UJvKAk4KdIJEsfPI3Xr/dP0mCvIPdecdXlOIZZwKZKyYVNtsCAW6gw0EwraJLke",
-	"ti4Xcb6Nbc+QQwpqAZ3nTDyq3DsSPUm5BsO/YI9HJaUdIjiBwi8pU4hDHBwmR6MoRTt59CgNZjx6ROrI",
-	"1Rxd26HObxjOAPXHO2NJcx9giDwHggkNx+UZ1Maw1PEXIZUg4cYnswgCFH2Ayg04IozYKBz1FVgbpuec",
-	"19CxZvsdJmAlaRLIUcD8Hvav/jJDfBHi2XDZXou84sYJh2ElaDSDgT1YKGDvaCSipVG8vtVTlOgQaiKU",
-	"YWArUFr2geoE4TLBmXb5Wav4RfEB7D8MY2NAycA4a6hhkxRpgTEHKUot7H/asdvlGmwN0NkenecBTR9B",
-	"YNQCduvp5nsaCdNQBih2GQO1z994LVPsSJd7FxcvhUwy0BeNBmyQq1Kwm2zuwKND5gPuD1Kzdqz/InM4",
-	"xS2ii0sKHUFprDZTO1BDOob+0TogX8XolUAOWcL2rR7MdypLQrRNRcoHKQEXUg6zvt9F8lScvuIC2PWj",
-	"92g7/d1qN1MosrUZyAO9LUXHX9ZMCKeDhJyfTsrmHB3/06DlCGKHsLkPPEkN4Z/NSF8tHVWwetlWTPMH",
-	"TeYWRbcpTd0rb/YGtfZhYWvXW1gVwu8Sx2I+xQnZXC5V+tEjG6Q4Q/x1OT7w6JFjSejBIo/uCWnd8wpU",
-	"4J7LA+hlQUNSlJH1aiGJoHkQdQdctfmEJizNT4oiJaWSFjkeJUxrEUrkdNptnRxjJaw4kAWDvcIUJ9Q5",
-	"G95Wu+NteFvtLY+YczO/zQMH7rm6CgrnrhObNFUQpc0h/ilJJrGYjSc6ww9mrpP2fpRRfTiiutXp2vZ0",
-	"ehFso/rONXk/v/W/1moyXrC8cWeaSXvGEjKLKhO7sibfJqiok4lCMR5DJgpv1Srx202gYduEEOyc2bxC",
-	"bFqdgtYMbPKPh0CFsS6zpQtaG7BWMu2y/VubAwHnSclqVW7tkld5vWqvKwDukDp6fjG5Nu3NbjQiy8XM",
-	"WaNFUKeAi5yW/lQi0GnsxzX0Zgc18SENQ00p4KrGVyDYXFlR/kGh5vvFcXfX4ihvsKntj/W1HY7oCnfb",
-	"Snv2kK4yZ/MIzwVzdl8rsakBat9RY9bCN1WGrWE9K2vmzMggJ9GIXUb2hrRzQQ0Hlfk8XfcQ0JJQE4wx",
-	"YZq0yX7BksUqKxPoDRJHJw8j7nsJrLFFzkyCLhC3umzQPRPVgfxLW2Qfb8bNtyy9Q1UWBeQEp3zjwFbm",
-	"74x3cB/l/9aqZDblWymVa8j1bOQzRBK4sxJxT41g9S/7aJ4dmIbb/3Coe3MoLBe3xLk/w3IAZCu3YFPm",
-	"7i1nV9rtT4luVoP+GGAA2vtT4DYG5+Zm6QrQ3tqLBvLaKmVwSMKAw+ThVGOWT1fMvB45j9WUxpcALZp5",
-	"rOCZMABt3EhqWQk/q60D491yeV5qYwOwIYNONgWY/wyi2/JdKWtA6QDGL0WWuKUqvClwNn8f7lfRqu/O",
-	"3FCLh4cGpMx1iIbaEP8/yLZa/csjkZzgXfuHiT6Emof6yV3YqNXf6sZMvLT/QNG5it1WYqYBNsLgiplW",
-	"WBqStkcC39EF8vXR7RrMuTxIGk5VwzUH27TN0BXtE222toinWbwH/FOijmnaEkLvwxt80LkWgmlssEWK",
-	"RROm4aC4ZJUguupAc+29ZO0HJiSXu7otcY0tO8kfVOJ8x3yJdW72KU3Ym2Aa3BP4pLMWT31BEzani7tl",
-	"WKjfrMFU9TvOsVtARWKG1Srq3398d/60u2PdlKlxDybzRkPwL6Udi8mAA7jEYzZidiUuWRO8i3IVkrZ6",
-	"zJRm5d+SKh7YJoVdD1mE01JaCVztG+NLhfagOmpVB9QMGH2qkbiD7FtL6QliiWGwILby9gjHDCcdVMMM",
-	"OmK4Z4oUr1hjyjaV8kdwUypjUPjVsdqun8dD9CvwEPxlDAQ9xHZwzazjHw7yDwdZYusFY07ELMn1+0qj",
-	"dzfwjj91E11dNeCzkCVsOe+wbZQl/KoHrYjKN9jlmV0I0WSucYGSGxsMOxr9CMNLGBTPEiVvYEvK1kqZ",
-	"nBoEN8gkSXrddld/b+GzArwUJH5gX10BlcLLmUm+1eg6qZTnuTj8j7rlTi2LhlWljwEyRdY5R0/DTm7Q",
-	"IqCot00ZnEzPPoisjaX+vT6AQuJSlrFVfXC/7UE/td829sghvVZq7G/tPfIySaJjHi72yJm6dGyPnNEp",
-	"OwsS9tsbev13wKNcg4UgfeTMun9Y6d+IlSKbI7TA08ps9LbFGVl78D9SDhwAPsAqfS2rqkiZbT74bgAf",
-	"MHvDdoQ1sErC5ZDVhjar8c+tk91m8n0qo2ZpZGGuzNIBI1ReYl/JXBWGVYShe4IW/F435WxV8Vu9bYcj",
-	"WnZxVROdeSRgcmNf+Aye/n7Lio6fn9S+TgUjOpbUom7jIvq5jvZ/mNdPYl7P8GYUilkKet9NscdDHSDk",
-	"bJ5r7Van0FNTJqTTJjHlvpiSwSJhsuEgCKIE9PIMlYhK8kj7/R+R6igilRqmBpKStcrl8iKqJ/5aTert",
-	"qeZN+TCjybXQ3nDAwFoZeDy3PrOce9rNRWjici9L1fD2zMjgJoNYbDH0aUcoXX6OuBNaeQoXadf3CUUt",
-	"PbV/s9rZpaHNgk//gWKA9wLdvn047x9G8XcyGAvBwZu4xV1DgKk/upAuVY4MmhZ/q+J9GMdjnJQjfsY0",
-	"ZD6ylj1i8mkCyH6YaF/KJYuSShXE5bfSQfR+rIq23ayKnIskWqGO/P0iWT9ZS/mpgax/eM9P4j3lmNpy",
-	"7qP7jrYWdBquEUgLJDmOGO+fvEobsKOOMQvChARcN+DWXgrdtF3nBWuQsGJn9qypOjZah0776ms9/i/S",
-	"5dZ0GktK2/S0ziI2vJ2L2aw8c5noPekRaMXq8oCPRM/lhEBCZy+tV1Mf6Wq/HoFOrrctH1NKUnE/Wz8r",
-	"9IqtgQIJbYbtUZeVjRmh0ET0qBVGtdYLsTlPTpLg6TMOyq/gTDqlVJKbbWrErLPrxHQlNh0OGWjGyq52",
-	"eT0dmoITcovY1WiNmyzltGXxCjEVs7HaeZqwnKT4R1j9Y1L/I63W9AeaG1TgFcuFlsmyv0FczScMwhAo",
-	"kcac+U2Diz6hqPvWPS448xziaS3ZA+RRD/VhD1M3YJBi/q8ysdPQaJW6HLJRooE/s2mYiAhCRhCAmFiG",
-	"9LRE0K3stX2buj5ESMpVgUG6vkFOysrA1sJ/WgnLVGqNVYRpMhVpKQifsqFe9jdrTg0R+Gq9HaeG8Hu1",
-	"3lb7ezWy03cDIrVsXY7ZehAzJBECTzCTA/L2S78vbtVm+6fuEIdWbvb+HAnt0UoXvnyyubkCMGU2WRh5",
-	"yXvX75g9oqaL0A0ZQAZXbSbv13bzH3nwN5IHpmNlxSmvkggsas6itfAM0l4+AprLwA9JLGYJy0AOAHXd",
-	"qgvptjddrpRH9fzFLLILotbHNNDh+WWVIA6RSgrJ/JeYXG2cLdzlMn0GJmgtx1RcPnqkVOlHj5y0ztG0",
-	"MXB5ElMusVsBBLQAcRjdwiavQY9YWW8KLZZ+SRGZE2HagMJP1CvLRaUluAVlUq3CW8hsxCgWYqRj3BXJ",
-	"Ufr0PEJ9X73H08FshA+AM/1FEm9Kry/omHmNFCUfKsSggE13joAfPHqE0PtQtAqk/+iRaQJh77XL62lf",
-	"CE8/2RrGzFdshYbSc4i6coCtPjA+srOX/WZne6fR0zgA2X7rEaDaVXFQp5xKr4wbyJogda/b7mLRLeAA",
-	"oJohdXYpWkZRSBfMJxoHIBDcJGF4BgNBLyNmdDhhfko4AK8A1cGgk0Do0aSD3cqjV4UEUZlx77icZvAw",
-	"OmfFTCfr3mEmmsN/UFqcwYDAPcv6SHnb7Y7uGbat9iu3cMjDVXct0b0bAHEbCpUtcDvop442KW4H4Mgj",
-	"De3HQsqmDJJszJGIxyxe9AglER0zInjak1HEAVSw4XIMPIPLM/ZjWAJ2GXmVEF8gEju55LrJqEUPgHjB",
-	"EYvbNT6XtKxCTZ36zF4woOtSUxlRmJfL9cRiRv2Gk6/X7J+8Stt9gZRvwqVWNxdrN5CYcSSpFFoZ+Ix4",
-	"NApaQxHLC/2NB4S7pRY6CHyfcXXZMaSUTNQBpHoudBtr7GlFGKu7BwEGkkxpXW4vZpKFTEqXgy+8dK1W",
-	"IWScJSx6F90LHuN+IBQfr7YGXx9/Gnamn9uXXzfZE3n+5UM3ehMf7dBnu6OX43fb4u3iabDfPlgPhOJu",
-	"yA53msbtkR1wu38krMOUSUnHanYnVMq5iE27O0j7Epfpa26H2HB7sIb0FuVkNPAduKUiFaY3wToYPAf1",
-	"G2V0Gvnq8gy1gSwFbbCxGYgNzQDvxsnUIQtF4zAAMgP4dAGHYQ8UJsRccAglXvf62oMkv1RmxNads6EW",
-	"liItNByXR+FMliR8qRR7VWLdMmXgN0RKg3ERKq2c64aPaLVAP+Ty1elvwLCAuanlpunYDEHppbHX18nB",
-	"MzPtv+33+/2n0etWq1We5Fb775aS92B1Vv8ZRVM/xlYr1ln9xweb0jp9o8wongPQZEX+Z9lvxmBDEw6S",
-	"GdYFx9QKImTEOKaPbtoY1PBd3Qkq4EksZMSGoFow7kci4FjwNYNUHodst7dI2oG1RZ6KZJJ64yb0iiGr",
-	"Q2X/lFE/4ExKD/stEY8pegEYNTkxVhWqi4oX0oBLl1Pfj5mUTDrEshIU59TA80tcfae4LffGbwcDFY5d",
-	"9wGBvbPgShDcM/0aOhEv/XamhWLxiT+sv+FAa7do1K+3tbpRP/UXLet+/YiVwzHWerUrCEmCkRwkZIYW",
-	"km73uGR3RjQIMYh+qy3iIrl4yG060hq8skBMHpkyvmAPAEVYKlUDs6Z8FgYDcLqHC4ycuVzDzKSByB6C",
-	"pqIOgbQpYt15WA1sXQaXywmN0LMxsO5Py7Qy/Qn4l+lslmG9fl+bA/Yy2wfbjqGiAmHquglbY7y64Vjq",
-	"WqBkiI5AYl0GuCAk2lRQOoI9s1goQfO5DjClVw9xI+d1Vm8YqYdCRAbxS0+00cu6BIJeGCYTB04Rdwvg",
-	"3REwFPpbQssh0FAH2N1ZQtu2hdCMNRK+4lxqVusckD6EqtKMfExGq7s5ZbqX6rNZLoNTcKdJh2C+MjTM",
-	"OlMn7JtOkVP7VEtn6fLiYWpoTyzQUzcFeLVBM8zr5Rknd3ndEDiBq8qkMoCNPPbUdnmpNMagUjCc2JkS",
-	"Lh8JDbefkQNSVIX4wv56WVKlshnmAuSv7FVgxlhFv5zNs3RT6XLMCq1MB9WZoIjvluaf5pJO93LQEoU0",
-	"TQPRtka+msvRsj983s/noqVRsVJOmqOxWItoOKU8VbIqTRX8gcXaqrQ0uk7JIBZzyeJG5hEZQg02wE9o",
-	"KEdqUu/XBCKFAGAAjwwWLvdeHOgN1D/wtGsW64QGC+I9O3hzcH5AllWVeflzqKxZ9eC6ySVFbC2XPzOX",
-	"CKCNSJrYgFuY33rKNU+JEeNfnZTLje8P36vfkq99Bf8WKDtGUkJ3lRJf+2Ac8TauBzLTrBmgdgUaVENo",
-	"tA9QzKNYQMsp0NymVegk5ibp+v8RRAcM5ABQxb/+RT7ALdW6K2Y3WhzeuJLN69OvTPVv6pjXhjK2+1N6",
-	"AVwi7RgNEplrKmsv1cqfyhzKAVfXWMRTGgbfdPtiUh9SyRBJ6h0P0EdLJSNXNA6oWuZIhD7znexbNVwS",
-	"DIJQcS01BkAoR4zC0mSIGZ1TFo/BuRqjkkPgC4f44C4dK+4jHeLtQRmOJlzqcq+F6NcekbORkpq6wsMh",
-	"kdojnjSZ4t1qwBn3BWcNh0hBPASo8xyXexuwERueQ7wN/Df8MxTj/9rZTf8d8Bb2SVUv9jbeHL/4r/3u",
-	"fz1tH3mEhqHaWOjoIM3TniWKCSL9AZ+3BHddCowBANlBD0qMAb04ONcLxIape3iDJJkILmaxHq6pLkoc",
-	"+My4YLKggyGIsWA2m1fTm8kZDXXcY6QG0804e+iqkXlMdZ3xBO0P1YV2sHk1jobGh2TArfeId3CtxIcH",
-	"wQIMI4CgUSvNwXnrOAc6izC9PB96MqGfUcBpaG4hRgKMh5wSb/P62tPeWzWbQOrCpRH4icBpJaYRmEOG",
-	"vZO614fEreaBpoqelrzJwtsjlIy/BeBn8tkohLy7zM/vM7UbPkHEPzTTGnt5K7AAEipdXkdW3NJfXOgv",
-	"vIYuB9fEKgVwuijSLevgAiNRmHPBgS3/e9pXFlq0wq7qPpZa+kKABxWAANE9EIFO6x7qbKd0AZW5QHwu",
-	"f6RJiXgfm+fH5yfNfeGzHtnsbHW3dzwHMlYekVGgLG3oK3Chob25duo5yCRETKazMAkiGicab1XEpn0w",
-	"kLTLCUFPkqNeHHCSAZ8zAmKU1EHBx2YGNM46ekIj3hbp64mMgyvGXa5776qXzAWOINPXKp0lYqFiLJLU",
-	"rak7xFMLvdg/fnbgNYB0S32H9VWWAmjM8E2L5xrKxugGBLuQKOZ0UWDKddMPWfhQ3gOb4RAK5TdN6EgI",
-	"aCwOsOokFqG6oDEdJggeb6G/cE2AeJEUM3C5prYpvb4wUKJQ16PR1ze3sJU18ESm/bWAT6heogQsMBpF",
-	"K5STd+fPm0/0D7c9Uje+AeIB89Q+Pd3eT4c8//Uv8ozxhWUVGJ6Ui+aGjJpiSLN5plE6LXZdV0xhDvFo",
-	"RXxmO80pZftRR3aBejy0Ro8JHYgryJ7VG6N/dYEPeQ7pttvWXBW9OMhAFFdGxB6ccafdVuMIbtrkOMUx",
-	"Qcyz2NvwzCcQBME8r9IM8KIpFR0vlRVUzOA00IaDaQxNC98MibjOhfEODxjUXRCSniGBI1Sj7p+dPjcM",
-	"CXtnwkS44BdFruQQLtQomcXRDNVXfKwZg6POHr0gXtbGW+00uPRRTc2tyRzvJRfzrBWSpZ3bZFHXoQG9",
-	"lQ7wcWK+NVNQZ4S9tLX/QCkzVCp1UIoYggdpqFRxiAaO4eNGwusRxYCLPK1hHwJum871LJYJQCcQvkRR",
-	"AG3Q1K1xdE29OSVEQlpYJzWYJZqPcaHZofmF7pA9F9gvsgGsOs+CtnU68Sxz5nqW98+EaWD2fxEZJDMM",
-	"b/5lZv6X+rzZbBL9X/Xn8nv0V+lcHCvDIvvxLYnVME4QEBEdqwv08qD/THEksn98ega2chiMJ0ljnTkU",
-	"+sg5Jm8yjWfrgJ86t78qSM3I82Bk8LIydaFReIW2U2wsHKWcQYAizcLJ54k/yCvhgisVjOeSCv6CNCEP",
-	"QWQt5NiMQR+O6Kn5vHJkK8UiN5pJWS8M9spksuNYVRC1eXTa/KjVQLe5N+RxU+2JV2VOZgjdmM6kdFXU",
-	"iiC9N8T0OZhEZ1dPAnMnPbJBvBha9eBD2nvgnbIkXjShnUpxbhjgSeeT3hRzHkotmA6C8UzMpAPzhQ7v",
-	"BDC48cj/Qk1CvVxJYfz/NYRqTr+FnA4KHT7K19BKYAG3GU2SOBjMoNm7jmDY0Yv6e3DZqSeNeW66fBHt",
-	"Z97Lth7Wi0JVGcN/AVPS+5pjS/mNs8JPXqOHrmEyDMHRZ3Oh7I5AFxPojg/yy9Jn8AGjzvyl82484wDP",
-	"TyPH4srJPRtg1AhBZCjmN421gYk91tcJhsbgNS4/5trKA4J3kOQcPSZYi7BXoIpUMAXtd3T5Wh2CoIby",
-	"Udpv4dGjFsEOQBRf73LgLEEiy8l/e1ZijmmPkBchLq9bnguomfYdcOSIUZZIRfTA5hLk1OXOrm7HpBYN",
-	"0/VjEUVqHGikhI07MzeEY3VvQEkRJC4fxuAesMF0wGhBnqJ9dUbOeh8+fGj2rVzbHqZHxoyG09/cWlpF",
-	"VXOyzfjNrWFsPvAxLO/WMqdCJXo9BuL0OnMQsY799ywOwa1glZw7xCv3RPAy09HUEnm6I4DXIn3AWUO3",
-	"EtHLzAEI9QgXTbjXnlG8nyti3uxhLAacEi4/M9FRYPVptmOOf/XUg57nTZIkcjl69/CBl+fnJxubrU2X",
-	"72MkrHm+iFiPFINhLs/Zi5ivo0b90wW/G3SXq/WIi11O1EG4tUjnzeAXrVbLrX2HeWA3KEu41pcjmzRI",
-	"yBJZulZq4yAbZM+2mMFVYezMueX4w84hehsLTtWsyVZO4FvDKiOaysucumt7bcGAx9G0/4QmJKRqSM1X",
-	"xYg8epTGftWOPXqEKnKQQHILeobQPMItSWcOYKJWZrDZ1kaLvOIG8amJ9KBRi+WlRmuusPhP9aybz+wm",
-	"WVWmf6Hnj0fqmNYDP9jwIGHfS5lFArgxRH/tkPR7D3hmW/GKNb0IUCBpHAk3eRE0vH16BVY5FXqpAV1Y",
-	"m7HWLJsv/z3si9eAhEpU4MGxkyUeGjLTRq++eXvovCCVvgtgoxjZSLOewKJ0rCtc6a8wJ+/yZC7g6PXT",
-	"kCuxrA9ayhyQvkU1mLdnORlNf7O0+x1Cbef6nOWhxCCcpXOsLZ6TybkeWQIjhswaIGSX5Vp1tnc77ZtT",
-	"mVIeMxGhj3WfGgKls73THAQJAtXmnZaXjEVSw38oPYr5AEXgcnCsK+E842mAVV3gRov01W217jmGJowJ",
-	"ml5oDC4qKwhwL/HlkNuX1mjZccoKlUnRmz4LHQnjbK4H0qYDMBbtLMiS13vIBXVyNywmw+/7RZIwGCkz",
-	"bTqiLY2hZQg+SULPIVtt4tOFtDwoe2o9M8kyM4xdJ4rqgkTHPHFasUhoAknbWnmaSaWf4Lcux699QueK",
-	"t3LfJM+rjyBtesooRyDRaEHYdSATWeyIp515GNuqI9M1dyYlZ9+K2eDu6L7H6vxcjpNVyo8FNIguNNSO",
-	"0PCzcfZ0KykQzcA1ba0breNUH0WHNdxPcBki+WDIJZtjT+cF5dxigdSs3xhUps0NxGmzALT52uXaaEuV",
-	"PnkZKL1MZ4Wm/nyNdQ9lGhWFEBkQ4wfTx6SKNkgbGdCI0WQWQxBBjEa6HxiRs+HE7LdaCEtyOkynB3wQ",
-	"0r7V52/QEZ4XgS3SN93+mI9XaqxUgXJ7UH0pisD+LdLXQhs9UugHBVRLk1YGvCD3O6XdVelLOR55C70J",
-	"VCR7WqgN3QKlH5UpANSFn2rly9KlLBSWio6lKEKQfVhOFofkOpEW+nOaaHm62anfIJUiRuMF1rJXbDMq",
-	"E8U3RMSUWpcEodpqg9hUp2TE5mQa8BlCUsUzHU4GyE/bDEEHgA+0oNE9HftqgmDM1bd43XbXmoiFEpoj",
-	"wa1eVfustHwEmopakHo5VwipK1oCtgYhGIHEBf69Ck0VwNcJlelbGtWNrGyxb+8/lotVulhMXoRZLd51",
-	"GBWflyQOxpMEGEzMnJwTHqwxoPXNFlnR14P8adPvd6+iwNgh705fKbXNTvcgda/T3oS4QWflC0yeR/5F",
-	"Dgzy3SNpQge+QBff2pMoFE3XIfMcdxk3P2cmwzBpJ5GWy7eqZ1dad9246zhjPoPGh420WTCMWnH9sMin",
-	"Kl2AXjJwAKa++F6pOschaXUOMKpidU4oxmMI5DsmZ2GUs90DTqJYjGMmZS5XAvsflJMlzhiXgdpfkyGh",
-	"FQa1nLqnKxZb+J3nENYa661z+YZkSRLwsdwwBgqSZ8DJdnrVYefAfT9Ee82WeGmHZttZMKWX6HW2KpCK",
-	"fSHTfC/4icslXUgNG5cmPUxpAp4hMBZySSD1LAOiB6kOTpq0sDQ7AeoXCpkJ5YyExp7Lqf0yMgdjEOPb",
-	"uXrRFumbRB6dS6CVbDVria00QzFncRN7L3O/lCRgxz8/NpWEah7iI8f6EXBb5L5SBs/H0mONPZOiYM0h",
-	"c+ZjC7135+rHJ/3z/ZeYloaZRfaPkDQ8xe+9C5yuh5Yfhm2y7Jj/n7Vr623bhsJ/hejLLMPOmqQpsPgp",
-	"6wp0D+sCdNgeqqKiLSZmK0uCKMfzsP73gefCiy6LnPQxsUTxeq7fdxhyZcGwJME2TrC1r1pfjGF1YeFV",
-	"a66SPdnZO0yE8RsMQlEORz0b4WAyJoG3NhH8DBgCafmzNHpjJ+EXfa9Mm0xB3i2Ekpst5vBhSq2VqFvK",
-	"owGh1B5WEUUNrAVdV3REI/cAPT5CR7iTytiHzxu52ZLh5pCK5y+FVb7o7KyP1oAiZqmjWfpJOBumpwYd",
-	"RTP/II/+ELdEsuPDjPgGw9Ll2qou11i8A5BHCZRF64Ghq/Fln9+fmgez7zkx6cMqA6xI1xOOaTREmC0V",
-	"J6xGcDeMwmB6o259gHosjVWBzJXF/7f8eDvOdIEMxOXEhAzy54ZyMiuX6dMGdVm/C+FdnN0bJDiIFrKx",
-	"Th4jJ8fCpqKEU48830lMeH4gjiom7boY+3zuP84/kuQI9224SQ8A5wT3hVLuCL1DuMYCqRjwGmpPTvxa",
-	"KUizUd3RsRdd9zNxeaRsLXOGeAysXDeNhMMgqEiUYGFRMAAZ+ZdyVU/6lksdOVQjbBaXtyMzZRbyf38w",
-	"SOeF9Fytms9oAGRibQ92m/h83rMTeCOcHrKORrg8lBcbT3/1U1zWb4qImTNUdAvR2lVoPX8yQG1sq3q5",
-	"Pi63VQ2Fy1D+s/iLomgmSAsZJcETBtcfglQiV41+sEKf0BahB6ZzFkvuulpOoVIEYEVB6R7Wz2GfOVo4",
-	"n0PkE/NOFCL1xjGoFfCp982DbdiFWf0z7NVlYZaXDQBifmGsjtQ8+ODeKmflP+wiOLRJt+pCWs6ymKKd",
-	"JWEwHSNzQ8UyTq6VsQiKZYSA8zAP4UufRlxdwymOqUUqZhkHPoNQaBAC5dgpWHyPVLK4Fnf7JqzWQVa/",
-	"9mhH63qQtUz3hvHbQa8xWrVTdizA1+2Eczj70htmWmZradTrV/ummNXyWFQyT0T64ix9IfwP7367ebP8",
-	"8O7m4ur17Ks6LgQ/mWR04Qj9w1H8fZWs3Mrajm0TOhkhAWNIFfgYYqt3DoEeeS8rJ2o0VJkMziUe1a+q",
-	"boUvuE0kkEA2UW6BdB4WZGBvzhmAYj7nrvQLjCwYS6cLBSpJQkgEc0sMMemu/yJAGiGyNrhxxf/tEao8",
-	"eu7SNQZDC1XSuvK62x6EBUlkWtJz3JTfIXeNMls6jRQaJzPEekbx/Q5p6Yw39OKPXmpcA6+kOMijcXdR",
-	"YduQMQ5QPBiVj7xiZpL2/eLfibMG0QfQ7HjJDI5fl6BKFsRhmGFyCKsN+YRBWobXnEOUO1mIQt9BFgEJ",
-	"DyuSOqBZr4XeQXkdrgfEdZcNY4kdQliCGysatfSGXwKBMnp/h951oeTDALlJdrhfjssUs7Ay69AS48PV",
-	"2MBZ9q2sgZrEKZYM/vmH/SNLosmGHwam+i0eEV2VS3s4drKU9wqCdHZ3glrPw1r3xjO7IKlgd5t1iA6N",
-	"rAWIJXiDZ45D8OpgD7j9AtVdxXPQSG1IdqTlTpd6t9+JXHGX+GFEySC8sFEt1qeRJdz22NidcSb+qijw",
-	"lJZwVILU/EYW9st4N2WZiz9Dpujg2qQlL85KfK8FAPJpf/5vPVOzVYXaWaNrbJ9kPyIJ8B8gUSD1GikX",
-	"RAPMXBEYbRyac5BSZxW1Yy+FpYSz5Ey8t2fNXS3nhDWoFN8HYeypJ4UE0XBthCz0g1r53uFDCPUUeQVC",
-	"6ku1TsvZAIYK1DhgKIm6m0SaHY1Et7BYFatL7Bb+Ej3r0gJAoGo2W2VaosFC+ktVdaEcI5ZYsGAkGOUX",
-	"20cNdVl7tsYR2OUQTEQLDzjIUM/H1QIOl76qDTAq//amhSyPS9ANy4ghfvXyfPTCnKik6q/WxkKsLjQN",
-	"NQ8+nlL04BOVL/h4av2CT9/ikdQ6HgNUkn20VajDZO0n8nN67YJFOzRHUCPj0fYH0H8w5leTZjjAe8KZ",
-	"PaG6xoSH+3EA7Nr55XMGdn71nLcvfpo2LVyc4+l77nLah6JSG99rs5LJ8fRtNeSin7av4lAJvXs5+dPP",
-	"2jvjvX/S8j9pJeMF2aOjky/7hTIeH40q7qzy1ht1K+9xl1xM2iVvqsbcMjr+hCUYEFpUTWeCzP6w32zf",
-	"UuiDXpxyYjFb8L5qb4qiOqCg/PZfAAAA//8=",
+	"7L17d9rIsjf8VXqxn7MGMgJjjJ0Yr1nPQxwn8SS+xHaSSbbmtRrUgGLRraiFMZnJd39XV3VLrQsYXzJn",
+	"9jmz/5gdg2j1pbru9as/akMxjQRnPJG13h+1CaM+i+Gf+3Q4YfuCJ7EIj8V5ImKmPvaZHMZBlASC13q1",
+	"fjinC0k8LppSPeHtkWTCCOVyzmIyncmEcJGQASNDNZzfqjm1mH2dBTHza70knjGnJocTNqVqbHZDp1HI",
+	"ar2aGa/m1JJFpD6RSRzwce37d6d2xpJ40R8lLC5P6JwNBfclmfEkCAklnM0JTRI2jRIypJzI2XDI1p7H",
+	"Vrvt1KYBD6azaa3XTicT8ISNWVyYzccJ44fJaxZG8m4Tm9KFmdgeoQPJeELmE8bJnAZJwMfEF0zCRk5Y",
+	"GKm5V8x1+9aZfvz4sT9LJownwZAm7EIkUXmeFxNGLk4uTslwQsOQ8THrEQ8+iBkNp7+4tUQk0ZgmzK05",
+	"2UO/uDV31m5vDdNPLgMfPmFuzVv32Nd6T7x10D550Xw+eCfb5zHvn16GN7+ddJ5HB9v0w+7W2A+3P43f",
+	"zd5dXLTdWgUBfXdqEY3plCWa0l+w62DIDv0K8iZJPJMJ84kPz/wkSeA7hErivTq4IBvTEd3Ab6RHwkAm",
+	"kgSJWmygfh3RZFJzapxO1fvxucvAX7kX/ydmo1qv9q+N7F5u4LdyI52nWsJ7yeKqKavzo1EEMyUjEcN9",
+	"nEkWw7RDRmPOfEITEopxwNVcs+1/Ntrssu72qHoBapDbpj+lN28ZHyeTWq+zvQMUaf7erDwJNRSTyXPh",
+	"BwzZjvDZc+Ev1L+HgieMJ+qfNIpCRbWB4BtfpFppSjfws5gNxTWL4WdyNp1S9c/amf6UDIWveMk1DWcM",
+	"R/bVTK6ejr52mrs3027S3JrMY78ZPbsecNjgRF+PbDS8FtUjdXc77a1dXNN6p6kWeoarx58VSW84i2PF",
+	"CdLXEhETysmMzyTzSWyvrXzBvjs1dcHvvp0Vi/qBS6rT/EJIIEnMRmqFjYpFAcXISHCJx94PY0b9xQGP",
+	"RRgyf8Uqo1gMQjb9eflqKY51ycxgav4JDUJ19HPRHNFhImK8N2qa+nlCh0lwzVrkRSDpIGQkSMgoiGVC",
+	"EkFwLM3ukQMge5AJ5UP1VuAh+FgtvQ7qmvVq7c1fX2x93vlt9033w9N3naNnx9unm2dbFzsflQRIaDKT",
+	"tV63vevUkiCBC6y3g1hL0HdukiSR7G1sGKba8tm12RO5UVr62kd+ikNUHbdXHNXrkaOX/fLWaTYVSOBT",
+	"LfXy59R/RRM2p4sHHekskknM6PRyxuk1DUJ1PhXbr/fyPtu/3e5Y2x9FJP+mtXa/cpaPcgJVI3s9VNGi",
+	"iAzFLPSNghYz0NAUkxnTa0a4IDMkaNTmzLmYC37nc5EoIMKRiKd4VTPWemQ+JgPFrMr8dUD9S306uXs5",
+	"UROHj+GXirjUeq5pGPjk1/OT46rr5uNNved9a2cH/pz6JJvVWodtL0SdGMyU4oHZO/Ih/ZyMaIB3ubgp",
+	"2W8v02eWb02qRE5pMpwAEfRPD4k6xJgOQW1hcSyUTvTvP2qjgIVqU9RPW1roTZmUdKzerDVNgqKchCDj",
+	"1ebv1L7/voy/bQwFHwXx9OH7rmmQXFds0lqnUN65O0juVTfOOl590cwZFC+bT+rpZQBKdUgihMtDGo9Z",
+	"o0W80hy9npItpWMMZHqGe0Qy5nIPz9FruVxd2n2jPB+L5KWY8YeJyUzB5yK5HMF4BbJDEZk+mE2Z3QQy",
+	"URwGrikJBR+zGE+xRd6KMQk4oWOKemmRiNLx7kk/3Yx+3hYmqOZmVrIW/VRtwqPQT8XAmo6y2SpBya+4",
+	"mHOHsJtIqUcOEbOEiJHLtU0pQVnUYlZpU0667Qmh1mBihCTEuB+JgCekTl1ePECwSBNBvNOTc232yIRF",
+	"zVnkOYQS/e/sBy6v+EX6rddQk3FA7Kc/dnCRNAxTcnF5FDMcSAssyaRUlz2ZUEX/PoNvJixM2XCLXEyY",
+	"VANJJl1OY0Z8FgYDFtOEhQtYfiJCn9CIxkme6EhdxGqpvn1vXZ4I+NssMhazhOEPGuaCiViexmwUBuNJ",
+	"UmVF7p+cnZPIPEHq3snpxeHJ8blH5kEyIV5/OGRSNrW3panZW/OIJRPhew2Xj2IxVbq/iAPQPjnxaBS0",
+	"hiKWl/iZNHI9DMWc+WQKv5WEct/l2q3j4OuGMfMZTwIayhbp8wURyYTFZuwxSyTxuu0tdT6DwPcZB0bi",
+	"2M6hwoT76qXN/Wzc5Z4ipcZ7eRdG2cNTOfwJzK/a4tWHpWQRLsMhbDgR6OhZ/ib1rv1YSHkeJOwMzY4H",
+	"Mcd0y2yWCG9oyiBJ5ynB5aNocTih6oIlmX0hWaLWIR/dTtjK+N9La5pr8btsXY/C5TLK6gEHoAlrwk6o",
+	"AwQegARPBrGYSxaTiCpWxQnlQKsu18QKjEBztcpLAXeaFi+gGt3lgis5eyySiXrtnEp9Gr6a1DA7NHj5",
+	"kHL1EpnQOHFIzKKQDpmaB9HaJKFgvvwkiQRXH9HnCVcumbAgJkMhrgImNddAd86jyGTtW6oUyJ/EjEy0",
+	"Qp/3ZpmpBZIEfqWejK6tjU83W/tfz9sfB5t81z/oJu8608/P+g8Xw8ciIS/vInZL63wUaiyOagSuElcx",
+	"mVB5y9a5vJ7KYyNyY3YtrrTU1USryaNXkEGNEnMFz7thfssWpp/fqHLTwyLRJzJlPDlXNLuSsRnKWm8v",
+	"CyNX7ekp4766VCx9VEkdmjAfBLS6IjFLHPL+7FBJKPLuDL0/Sl7LiZhzl8PmCj5k8ABn1yzWuuGP2S/t",
+	"b7gIpkzMksdxOyR6sEd2OXTzLgf1Fp/ge+7mcDDze1xngx7VcjT4AVo+Oi6kGHcwZeBROJxGIk4eQ/YG",
+	"MNKl9h7aLLBDwoAz41iEWeHDe2pWKffHz1iJFVJ/GvANJFm5gU/VnBqMCbZy+qIkJW1gG8/aZBAkcg/c",
+	"7YzKhGx2ngGNG7cmqZ+93CfdTmen0UMubdz1qetQkbx+W6235dTELBkKcMhnK40ZhW2pzRm9usQZ1L47",
+	"1sxgSLc2pLEI3VrKptQsKfGD0YiBYzYvuupK/Qbte4ouzUY6kae3TESZ+mEwVPtk4gY9fDs4CO4hODqW",
+	"o+09j2KhVEQQvAc8CZLFusRfIJO1SR8JddUFyI/s9TTVgYXFyCgIWRUFevCURzidKouF0eGE1NVnhM+m",
+	"AxY7xMNd9Rzi4Xl6DeSJFu3O4yBJGG+Rl8ENaCUxmwokpyk8nNo1MI+UkaY38L3le3zILZyOaMHbmtLg",
+	"ptqKDlB3dtnIgI1EzLSJpf6lY1ZXbEEGdHjFgB6DkPl72SIknWaelUqPwa2XFum4Y9OxmVMti/7QcCzi",
+	"IJlMa73a+et+Z3tHrSgYB4ms9Z45tYjFgfBrvZ32d5vSaRgM2T0pfdvW1M9ZDPrG+7u7lYsn8YiUXhha",
+	"c/pbjq9FPk4YJ0HicvyATAN/ThdOegUwgmo4YJlGggQtWKUcKH06FzmSpA6aA0kVh8YSgnE5UAxMeqHZ",
+	"sX6RN+PaBvAc7QWQYGCksuHxlQ+dQtBMMxpWjWDlPsDBHPKExZyGB3Es4oeJTz3SYysrltvWTJaAf3Jt",
+	"hm0m9ihaihlNWZ6czDi7idhQHT3MqUVeALeSQBahGI+ZT2bcZ7HiwmbxnmP0UdBnlMYARwGOzH3Yzgdy",
+	"0ADHKjpWTYQ0DXG0yP6EDa+AVJVKpWzkhZjFxkxRnD+JF8udqo/imd+yjxhDLzpisDajMgt+lDO2BjS2",
+	"nN64eSz42Mk5RkEbVSwD9k8mLFJGm8vFiFByFQD/UAwlYjFGGlJvNh0OWZS0yL6YccW3xJzGfsq+fpIu",
+	"D8XwSswSLWjfsMW53rNHssSyESu24UJzYTwnIFHwe2vv4r1Vbpg+42pLC1G8Pif682VhvBmXswg56eWU",
+	"+QG9BAqxyPxAD2CFrgKG1zHbc2XucB1mAH9syVsG392PnDe3bUUznS85UvMlFzjf9eys6tViFkME5nBh",
+	"AwmE3cg4uGacJHOlRNwpFopbolRJ0ApxnCnqV5SDVHzEnSqGQs8eEgp9jJvfNzShiQckf+CzIY3JPAhD",
+	"IKEvM3/MnJR32woojSKXS8YkCZIeyQXzSL3bbvcILZ8QBFbUvwUBp6B0XE7J15lSTESMsVfwU2oXogn/",
+	"qRfO6SI1kucQIISvggTGGCwS1hSxkj5TGl+p0YaoPJDhhMZ0mICWxGGI7Oj3SHdzq0eoy+HdEFCMkQA8",
+	"zPqa0huzsEv1Euk1gOd51RSrFr+5DQLTvt8OBpJiZSNqtyy85P3Fy+YzDPFgeANfqrXj9MWwkRA/yrYo",
+	"kC7sEcZDKRmJeKqWPZ2FSZB6y747NQyNHIukj/GOh0lcGAwcgDp8kr9XgdThlDSApoMsQouOiCaT1uMq",
+	"Tt22xYZwteRYJKSfTnA92Vpe2uOI2NK4WtKqrcA4r0QNWu+ckZogh45GNHMinqUpXvc5QhPvvIzZlAY8",
+	"4GNIhbXTUGu9u+SM1uwfz+KwFH7OojCWwpY5Oi/TlDWLhs5ZQmaRukA0y8AVMdz7NPuJDodKkyCJgGse",
+	"8BnD/MwoiJm8pEmtV+u0O9vNzc1mp3PR3u5tt3vt9uclDF1HAGu9f6M1ez+3S3vTNkZt75Dl27WWvLbG",
+	"V7Vja5MmKDJpXsMKQoUHmzpmi3lMxFvyeq9HIhEGw4VZjyRHL/suz6WnOWQ+EToowBl6szHf1jg3JQSk",
+	"94wDLzVYrXh6vSosrukKDU/u8hXPGH3da+DDJGYho9qxhIIAX1sZfv8hNuzHjx+bdnb5bcNUJaPD+R2N",
+	"qDYiHo8hbP1QhpDnBD/MdFvBB7rbFXygOMciP3DSpOlLmP7D+cNfZvytff1vMwWVbqEU5aUGocuVRYjX",
+	"HC9WXTu40nwQ3LOGsrMW5u6nB2ddf3BBeTYdemQ+CUJGvDLNepAmOxDXjHxjsWi5fJmVSYyRSer9UIqM",
+	"BeS4npIySqXEVcMeYJmJjk7nFedW4+/OIt6K4dW9jdcw/XFmer2XLCb6C8vkquIm7dx9T3+TXff08ANO",
+	"tsk04FUW6iOktHWs1O8LIciU8oV1wvIud1AvA2xTmrC3wTQomaf7YQDSniaMhPqBsnmqvr7Mvv4r1mzS",
+	"atZdcG6KdzA978Z3cEsV26k4G1LQKigknJgMN2VDDmG3IYML8k2CIZV7hCm7k5KhiGM2TIo1E1he5nLP",
+	"cil7oK1EVErM7lZKqD8NOAmDkXa3q5m2iGdvi9dzeVLcX0zLwZRTmF2LnKjZWJ4YY87+JF2e14ggHACr",
+	"8WMRRX8/X/rRiP6n2SJ51aPK8jjgCYszwQcHCGpGyRC5j46xzNZ4fN0ib3vcx+D477AyLNPCuHlSDyZa",
+	"y1LORew7qCJAlF7d1qOXfQc1QDuDnMZxwHzCBdZ8lWwPl6fGBwS+KJ55Imy1YxaHXrUBop1A6JosmBIp",
+	"Bf3tjYfzhEXvo7/iIv92vTX4+vTTsDP93L76usmeyYsvH7vR2/h4h77YHb0ev98W7xbPg/32wbKLrJXI",
+	"/DVWH17Oogde5zu4ESqvtslD3TA0+pdc8/dcLUTEwbe7Xe7Snj3+JT/Hs6q65sW3m9IPeJIz5ktC1cUa",
+	"lnNsMu+Pld++5Oa7nAtd2hTFQox0QikyAvNsIMmTJ4oJPHnikBmXjHEySL3Me5Can7KG9GqDcZJLsS8x",
+	"DZfXK/L/G+pJyFwKEjApHIwy/N3ZxF+Q75KzAyiZiqnSmB4t/FLIE7GJSnEvEdM4CBf3KUi8d+bI3fTj",
+	"igyS3CqyeMlwwpQqbaWZQI5TMc8kkJBqEvCxkwv96IEgtAJmcJLEwSCnrBozuS4409EaCMeom7cgNL0W",
+	"g1nickjVIlxgEAQmQhNF//pFPlPE0cCvjA4NB42BzIC7PIrFOGZS6nxYPdMR5B4MQyHNatNyYzVwCNl4",
+	"sZiNJ45Sr7McMCX4aThqpnlgGfGFVImMes4kcABfwuUGYGJIOWBLQIxHzBJIt6+YfAKXew9sCK1yqEkq",
+	"EjKLzzY3jbjpIofBwgBaNP4+qr8N2gGEeizOZ8PJgS6HehBvqMzHPxZEzoaTtOCqyi/ARcT+G9LrHzmv",
+	"3k6opxgYwlQaU3oaxWwU3MA1ERjENIapTBhnMWjFoIoGkvhiOINgg07IzxIyRiJuEXVomZ2K6TlQ0owU",
+	"quwbjBwei+RR4ALU6qw6+8etMd7Nn+Jd6/lzc3u0syzX8WNGxpIa/mORHKo9U4f2CHsdWGNVpXpesYXc",
+	"iNk8ptE9xelmftPzL1x73+2fPdrWW4Ma3XLGOXBuwUfBeFbMTYpicR1AfaSdu2TORZdnPPhMIj2OHelM",
+	"aJzYscEfm3qWuygkKpWd3OXkzGoe7dT0gHhisQ7/VExSm2pqG0idKw1kTqXLJdbtOEqzyOp8Y/WnHbPQ",
+	"v2S+yY04pYtQUP9CiLc0Hj9Mvb0D7oKdZ9Ld3O1utbuQwSLXTM2+T6rWVhkTAKsByIUQBJd/n2ykHwsF",
+	"ULVjoOtpuad9RJLUTcI/kRBbEnP8jSKBKV2QAWvAlT7Le+x/bEjkkWIfDxKQ/5GRj4dkA/23hj1WUXk+",
+	"ZkDWCBm4/K7RkcqoBzg7c2EPcp+oR9EQeUD8wKCN7asVHEo5e8Say9zYVQehNDJUxfZIwjgATuXrIxxS",
+	"qI9Qxm64wNpkl0+onOhE2ysWJQ2EBmA0DgMW61PJMDvmIr76QYWY5ywc6bKXU1oSXwm7STaGUua3rgwh",
+	"AM9Nkmm41oNf6DXF3Vz9eGnbP0KCI42ClmTh6FLivHsEYA4chAn8A+2c7xsQ1Ec/Rzhq6mddDvXlypj3",
+	"0icV2SZy44lHgkQSfCGWcSWLkDmETQfM902uAnP5IOA0XuiESwq4PMOE7OO+Nc/ZcBYHyaJ5CvlN6HOA",
+	"184kU8QQLtBMSjVFmQKDGLtLKxfoXn+s7L07Z9BZQAmWxxuswCCWiU6HWlryUOXU/quxFB6c/HY/H/Va",
+	"CW8uh8hTqfydMxOOUkzXdmvnfXYtlx9bHikW+j0i8eQUg0JcPNuNnOa8oTvP5fbVABI1KW5FYJYfWgye",
+	"BZEeUilxNz1a8QYhtIKXCDLQyDYaJie3zT+GrP/O6nQ/S+oXFuRQlnMAPsjU5TgRoZ/l+Ls8n+RPbsnx",
+	"N97eDCknxSJiPmb9A8WabA1glnOBZYsO0VlYMCMTyoHSgmGW4m/XXOMgJm2fFLP2Xe7pAFNV4r7myxeI",
+	"T4GgIvJkNHoQuWq0i0uNAHIpRqO8lm+DYaDSkMwAWVaMRkQZuyvwRP4bPJtV63kU9bdiYK9XAAsp7Y8u",
+	"G3C5cfvXFYdu5ce6TJLQI+0GkBMXJi10SLniDPrZH8T+MApr4mb3tSlB3y4UOIEK3j89dMiA+iQRVyA3",
+	"y2Vi+fcv8/fVHhxvxgnBPMg0kBIRpEiWxLtmoVd+vt91MXiFPQ1rByShYMy1AicMh1hrKzKVKBjz/O9R",
+	"wD56JUrBMZrO/P7b8ziAI/lhPUhGS9No+qeHZQCSANj5aIG6hlZx6krHDtQtkBEbgjKZouEVkEs6NzdG",
+	"xVYvcXngN9LXUkPcPevPAaOx4uNAYYG0iQzs3dINrgpy5xdefp33HN9ShE5vwjMagL0KcP2W31WhpyN7",
+	"+EGx80etPP/bhccfEVIhC3WnCGYutyDM7BR0CAA/pqPDqoqFolioiX0QYNKtZcHnRvsH5YhCukzOlfKj",
+	"IgzLqoFhmiR5hGrgx2GFlXWb1W5nxc+84v554EhWIupREOmg2NOOf5cFOCjLG1bPgQcqhSBe74zkWpjo",
+	"45xGbkxzlbWup8PXyhyO2VDEfil0ms4BoTbVZr3XykRuo3XYp5DR175o7/Y2u7321ueaU1NMYhYrfazt",
+	"1K7Y4vKaxRKmueXUQiqTS2XaViUFbm32Njufiyl+uZTIXTwJAM8H16Pa9LxCDH0fMlyc9LS/O7UoFhGL",
+	"E933Ib+cosgD5BgrYAaczvwi7Zky4yGTkng4GS/f3GLZBol4Cqv3ldxLgmlFzxl7G0szs5zWUL6pDMSs",
+	"RscU59hT6azu1FI4p+IL37AF0V9i3hHjw3gRaZ82CAxfg5Dl3rplvXWz6q15aii+9i2VCTapkXI0C7U/",
+	"wvjiIEErPYdghAkYSw4gT17rHQBGCy7Bz1+e3KnGCcZyqlQFDKQOX5HiEeQms9Nrmzra9Saz/EZYN3T3",
+	"tlPWV2c1m4GEZvXc94qrVTqj4JqVbE8NP4a8xdqCzdvml97aP6pbxJRd6Vmzjn9b3WJwnXmqtm7Uiu38",
+	"PX2JGHxhwyQHZp65oPeREViNCWw2+aDii2IflALPyo19S28U8+whCJmhRgm6rZ1KaV9z79TjrLlPj75B",
+	"j7chqxa5cnXVXZswaVLEZWRyEvikvtUhMeW+mGJ+gkMGVLKd7izGam0xS0hEfR8SFXNc427UYzVD6m7l",
+	"eiGpPyOaJCxW8/3//t1vfqbNb+3m7mXz9z+6W9//TxXXSdf8P5TQFQlM2XTAYs3h8GRHdBYmtd6IhpKV",
+	"II4Ur9NhKnSPQVwzLY/A8G9Pp8DqJFYd2HI5yAgITwcJPJqevs6Or0vGyJOCs/MJuFzo2OWIa+LpZNb0",
+	"KLAnlj6+gRAho/weFK73rUjaVuukHUXhzwiiETYgyF1oplT3btT/mqX/wqTPIwrOSe6TySKaMJOdPOag",
+	"Q6jPQ5YAxoz6fEglawZcMi4DpV85RAqXe93dDmlv7XoYwXzz9OW7Dtn97ah7QbZefzx7QU6ffXh+7MEI",
+	"pvSpsGGG7HI3ZqebuzE7VRfCajd1S/+qoq55X+a7jNvesYUcqW/u3JMFLcXitluvdXJ7p/5cym06nWpu",
+	"owMJZ4hjXdjf2HzaKe1tnP0gvxGvxVznkldpKXMGMIzw27soy4UDMm+vOqMibHXFUXE2T9PztAoNoXLI",
+	"k9AuQNS5r1msq3JMRL+kcP+xErnFlFyJJKKzZHI5iwM1W/xLW6sbBzhWD+BE/58euTUU0/+L7/vl1+fn",
+	"Hz9tvTg9eH36Zuv0t9Pi3+6s3e7sBFLOWPyLHg0/S4FNfzl/3d/Ez5CT/LKDfyG06S9bSj58jS8jpd/W",
+	"gg/PT87m7TevxqLf7/ePz99PDt6P+/3+iwP19w38t99/9fnZmxf9fn9//j48ePfhrNv5evZp/+PTg8P+",
+	"/Cg43d2YnkfB9W8nn7+Gh1/8z/Ld0Yunrz5tn24v3r7f2Ny6/u2UfZAj4fPryafTLx9eb+w++7y7Mdje",
+	"eLoRfP7yjfOnk05yfP7q2+uvr55vxF8/vj18nmwPhnL4bfPm66f9Lz9vXX092ei/Oo7D+fDz2ejp08Mv",
+	"Y/Fx0f3ov7/ZbO922r+O5NuNz69E+8Xbw/7i1cnV1tXWl2e77Z+fHYxPpocfkovFzcHoLHoXPJ2JjbOt",
+	"z8HOr5/OvlxdHL3a7R/xq7b/8v00Ojrbf7nxhvPo3YsPvx7E/n6nI18ePos+9Sc3w/7wfPHrSbz15c2Z",
+	"fHu9E54uTk7ePZ29ffP+84vB++7XL19/3t29OLoY+oIfj3+djd/sH222Bx/465+H56OdV7u+H3/YmY/l",
+	"0dHrs+fd5+I4uGkfxhdvX2w9/7Xtt3fD6PjsZdB51/kU0avB9pvt90+/TqdfZLwfDT+8eT3qHh93ErZ7",
+	"c/PsW9Q/H7GbzTc/P2e/feGvuhEbztpPR/uzr/Llyc3up7n8MN3mb/vhb2+jgz7/dvTs62/D88Eu/RaK",
+	"7tVsV0yudnc68934IoiPvn0Wb553T67P2hH7eCJfzd+OXr2bsrFIJu3Xfn/88dXLYDF61u28nCRft7+K",
+	"2YsP3bOn2192N37d2D85/HJ68/OXqwv6+WJw8vnd9s1RFJx/umq3xfArGxyNnrKvW4ttMX5x0jk/fb3/",
+	"ubvz/FW8/XTS9zf87ueZzz7sPh9MPoiTa/HhOpxfnLR//a1/dBL99uLVx/bV6LchG09vvvz85em36Xwx",
+	"nJxsXhw/P2rvf2i/efp1MzyYbW8l19dX3Q/vf3795tv16Mt+d/Prs+nFb5svRq+Sb/Lnzef7wcv99i7d",
+	"oLtPRXvw7MW3z789/yLHo+GnD/uzM+m/fvXh1Tfx9Xj27d3rk+np9sb08OOnq28bYvf906Ot/gv/SI42",
+	"304ufpXvtya/vRp9/fJldvbGb0dv+m++TsXO1aIT0Pnp9uD66f7F+e7Zt51dcfbx52+vp5PTyc78pP2m",
+	"3X6+MXhz3bkKX087g8Nnixffnvd3bvaPX/767tvZtejQ0/7W8Ff5VWwdXH+Q0UvmX7/6uf9t8mrjzYb/",
+	"8/bPL05eXcmto/nm+evB7qf29Odrevx24+fRcTQdbB9unj2dnH/+9aw77n6bfhxdXfT7LzY2no4PRttP",
+	"jz+NN87gFh+ELy+uzmfvpvv7yo5DWPFe7Tamsxw+edMCT97JwJO32t9LcsTmnZXeICifLqdS698ZX1Dq",
+	"JFrli0iZ8Xrmf45lV3Wj8QpsHHIB457G9zK8u9Vq5dhzq9XyoCGCWplpiIB4ezI/+7+rlEi3T+1MxcYZ",
+	"KVJy3xy/IsGUYjcqmq5djNKdVHvtGSWpqUEI85vyj2T6RzL9I5n+V0qmlO8oW6qK8RjRVcWsTSsaxVu2",
+	"Orohx073mQO1OtoGw2Z1U8pnNCSMJ/Eiz3zWEImWQbZVNsg6zae//1xpiBlRuspYvRBJdEpjOpUli0gv",
+	"PS+1UlbsGBwHS9xW2k432KUlNbbVvqhNpOGpJba1k8YygdKjGcrrmlMLLqECVCaU+5fJJJCXMUtmMZe6",
+	"aYlMm1fntQEzjOUQMguqlcJv+guvRwQvC2OUsZi/0SLeUF57PeK5xmHt1pzzg/2zgwun//bVydnhxesj",
+	"58Xhq8OLc+f04Ozw5AWGlbiyR/9tzUGt73ebJHDBpeNcYweKVHo0k1AFr3vnIewLGqMTEfoSrNG0mbJG",
+	"hQM/ke5FoxGChyGjsTV7Ndzvd3Vc3T7/Kvp5GbDQT3sUFNNZGNHhWMytUacW0TgxoQsDSlcrUQX2qK1Q",
+	"D2PWIx60rvXISGi03sGCUEAWxlrkwHR2NGX8LvcAtbnlOcQDSF+PiJh4mAZRGilSF44lLAbQ5aJPy+6b",
+	"WyKCtJFueerYz07j1CumEzGh1Lnc4Cva794Wl8E9y6ZQdVqvGQ0Vn8r5fEzMvSauyh41meLapzfjKn8d",
+	"xNWtU9ODVM0IW5K8hZYtlXuWddSBlK2UjgymrtWEp0WOwX2Dd0cnnYP3Jn+Ef02LmOJOmoyX8ioXNj2Q",
+	"OkJr69ZADbOorzORLHdJPahBVWVYtvJE3mbdiwzvga5DdUqmwViXKjMQKT+lsMeSyAnFFO0ghtZJjaWO",
+	"wMr4dXpIf1Q3ZoJ6B80kuZi3iAeI65f4rdfTYOV+vLiMZ9xzEJDd5QPWsvvC9DK8HL2TlPsZM9CuTF2c",
+	"63J8YYt48iqIIpyD7geIBtdPUisU6jBN5yhs46wPV9OlvlgWBdrzrzm1dI7KWMe3QXQVqxdyt9Em43J0",
+	"m+q0ntubBJ3hs6WYeAX9anK1n9I9dtI2P1p0cTZfUrEGSV4Jm8q7lMsBww34If4uIx0ax3RxHw0rFxov",
+	"K5QGJZrpegPs5QWQMYIXGDkygdsYI9yyjMCXM0iTlARcKTwZQaOrtbKYnD8KfEg3yvrj1iZnKKGxDBN+",
+	"pOuNSsmMGHCr7vylswGQ0tc6YUsifC8e6ffSBv1eLicxKgcdQMSP63k5FiQutG8LEjJUtBdzWXDvL+s7",
+	"WNEYkIuEaKJxkGv820nlhoPCwkFB8bsDGDyp0grqKhaw6g+bKRNVXyMfXbtDYNpzHjblh3fXszo8Gq5S",
+	"kmuE4h2Z06ygF1pxIw9r9FzupdP2SB3zsc1uqP1xSnJF7dj++QeUI47LPdx1yMpDS08peVa7RI/UEZxG",
+	"SUAlFKHAZzzT29AzuIig/UHEjpJoNggDOWE+SZhMyBVbNBxi3pQIcRkKPvacfF8NT4nB10o7B7avfqGr",
+	"DS4zIaIeSsnD5UggBKS/ohH7R5qsPFJn0yhBPCps861bhSjFFu0nq2uIGsGfYUYngzHUxtKpKW+y5XYD",
+	"V6AEGtxmtQA4MMViySY5Cp6r4UzLR4/U0wysXJ9JtY7KRpM9Umo0uWdOXx0+iMtLFJcFaZiRs7HyrSNW",
+	"ItJqiJk+YY4GZGZ6MJCkWjwI68Msoym/cTCK2RzIpUhbX9oTzwvg/LxKMtjcGbjaeT1c6yepsZ2KcqUh",
+	"/bXtDZ0/qpjO7a9ZHgawXzIQg3wPUxff+//GQTKZDdyaUupxb4lbexUkr+FDYA9u7XwiIreWNSzt2lO0",
+	"tSPNF3NHVVqrfifyTP1jyGxNVa5eu6zKm5Mq8rzjisadtmjRJ1u0xO2zLg75HkSrqTHjxjzIlFkIW2OL",
+	"ocEKzboyEzDVBR4sma3dK67ggCcQTRcjYqvH8o5Ji9mBWLemfackAnNujk3K1co17sxyhWxdj1lBOTHK",
+	"CJpNcJTA/+EBiXaggQeHg4Xi6F/PT44LKopPE1oOGKm7gdEiEyF6ffD5YPv4xef+y62Dw533x0evTvdP",
+	"uge//vrbb++OXn46yEWI4GqVw0Od7Z1cgOhZLkC003b5QAyc01/Ptj6dHP76/PPBxU7//enFuxev3r58",
+	"tX+0/Xn76dNfnwJ3T28OuqT0rezBpa4wmWGRVaq4tYs/SZKwm8TRWp1kisejNFcGB2quBQ/OmrO1PLub",
+	"Fbw8xwZWZbNhPxB05oF81cjvaglz+/qmKvQesA9mUCBbt6ehZZtZ3C8kWEx1YdldxB73yGXr3hPP0RPE",
+	"jxp7RK8JlP6WkdG5jYRTyycobe/cum1VBuWq3TuiV6wC9QTuCjRVzpmZVv83Y1jexn6LXEJRXdXNz7V5",
+	"tO6iLt2q9WrXsAzMiFY6V62XVt4pnkKVNpkVAGAi3KXPIM0/EDz7Ctnhpa4AyH3VNtqOvBxY1QT/rppH",
+	"6nne7Gx3njm1rEZEyd8Vz29tdqynuyAd9UsTkdBQjfisa01lhtipER1Wi8z0XSW7MxRDaNp6xRbg80RP",
+	"ngdT8nrkA9BgElMug8T20MPvoK5WzT2ng5nllEgvO5eq4gvorljXr1LzAZXbzEt9W0jZs8627EArHLZF",
+	"Md3bHF7LqOKPanm5dIwq8ikuvE2mjHKNmwRzNkUoubW2by16qKDJNfWKN2zxAX8CrXAqlYs88ZVUDGAL",
+	"uRKZXtZu+ic7ZiJJ3SSXKC6MXrwGYu6qX+g9g0alyG6akLNwxRYFN7K+AettS/5+VCp5P6UzlEkQhkQy",
+	"GqZNiiGcQWNT/+I7hEpzUDJFwbjSVCwxAXgeC8TQmEJsaUE0Uanf4i/2EL58HtOITMU1OpinpvAc6t16",
+	"XjakRsCgCeHCzMTlQ8q1i5cSn8XBNdrrUGJ4Y3Ui0oVyP0ki5lzNVRZ29G7anGEp1rUuXbuld2npBamk",
+	"5CIBLjnXJUIjR9y3iY5VLHtdnvpGsyxTU6xjJOZek3NNZxqbF7Vy/bDLaRQxGuuSK9uxP2DJnDFuOKIk",
+	"dU//s4UPsctRLKZeAxDckG7ndJG36+/DtpcGUM/tGy+tu6tpLpCVzExv7eqbW8V1bym1W0qgJTqqJJU8",
+	"yDq2Bq1KZobe1WJUAFVP248grFBah2DLzGW9HfIireoIqgHgH8EdXdWRY1UpJgIOplU/yCo1rGbukLdv",
+	"O+CH1L7kW35UxqkVE02hrbBoA4DXdU5jw7HbryDUL/M1cnZezSh1BrLT8ZoxA8/bsFILWSvZMttN/fie",
+	"BVA/ncmEAGAtegXpKNG58qsSL7t3S7xM248sDQFnc6w66+WUvZYCUnnxHhh8MEZIwGUC7QlGVk8C3Fp8",
+	"xqIDETHucvwyu7+QFpKtH+L8WLgTpdWxCKJpngH+qwYjdRrO6QI4fb5tkUNyHRQdjd1ZhSWH9T+V3VAa",
+	"pcj636hT1jp9cdboe/PDm1aZ7kaVkDAeF5x5PaVv5YHiiJeBUFtZ0im0NBcJWbDE5VmidFo/3yuIjoAr",
+	"ZS4vp9V7a04tAwLXQAA5aZGBAxRvtF5RyVZeD9xgJTJBJmLRE1JGKri7c7qM0HWJWyRrvc72bqcNHfGL",
+	"Zdqd0meXjNNBmM3tPx8g4eH1+UZkVKAB/0Wl+wVji0MgMu9Nys3k1gr/2MJGLR0XaNMV/aaLcCBruPTu",
+	"jiRw54yHVZRfVekXqsOjpioXW+Oamj88aI1irz90oCmOHnI5Hl5jLyfNXO4tuVleQeSkt3O1O+R+EAt1",
+	"gPm1IQ49wHJHM/mOwZalrGIZDZlZ5JEBAYRx+Ua6HJsLtxs9SP5SykQWOrYAWs2C1ipyviUzBrWawCDe",
+	"GIzZ/PV+AMKEJWCX3vPlG1xlax0F/EXqFdAGenXJseUFLXLuezj3Cks1I1RN0TKySlGks5f7ZLe7/TTV",
+	"N1Mw59p9aqL1q0xS1bJUxYObKKQcnQEmgiCGw1kM9sfyrNbHaZNeNm7iWMRyuVBS0/HgXTDlyxENgIGs",
+	"m4lk5TZXuCQz3KuqG2GguSDbuGzNlQDM1jfpbDCtUqjHL6RWm2yPzPUWinFB7K4E5Cr7YlKtrrzo1xcX",
+	"pwQfSOlDQ1XbbwSU7Sm9wUuyvWuL2812Ne9Evbvk/5mIOCEaiHM5/VW3r7cqMTTMXUH1Xq3E/6FG+15Q",
+	"tdZvib/+kRdYhkGmgx1Jz2MFYIx9uSs8aIpHOmRKh5OAs6ZJdyFwuXQ72ucx5cOJQbe1HUp59OvSXYPw",
+	"ehHmdGThqttAcmiLQZYPxXT8fBpPHkCw3DlKpyTZvbsKrbzynY0K5mL+cJYD1y9p5JrrmpJZrPlOcSCl",
+	"7Y+q4ZgL7UZKkHvosL/UnaKyD+xnROgb97WRkmneg5XSiEl1lzMeM61/6WSnMoTnLJJJzOh02ceKiYtZ",
+	"AolVCYs5DfPGYn6DS5fwjFE/4EyWLEYlJTD1SYdUIc5jgQVi4UL6tcYPXvKtmW7xCcvSrwEdVYHl4Ez+",
+	"WDdVWS8I5FxlVKtUXIFvRkrFf+e20Hy9VrmFYyZcxRQKk8tv+cp9LpZzV9f+IGfGJCz0T2lU0z3CBaG+",
+	"HzMpmXQsJHaJwOvgH89z1Ws7BkwgJ284yQO7ZnRUHd8FRyLCqELHUVL3YHmeQzxFMOr/DWl4hTCv2YcV",
+	"stAqjkEENI1ydqcyGR3CWlEtk8t+r4gMCI4Gct647ZFO28oQVaJZsdd4SCUj+7EYXo1E7Os6SZfXN9tY",
+	"PdJQ2sNIqWTjWMwi+OEouC5VRF09HX3tNHdvpt2kuTWZx34zenY9UM/YtZDt5i5tTr5cTXnUTK6b337/",
+	"Y/t7vVn5ceOPJUhZ+WY55fS7pa1xIBWEHNDhBBrcYNGBMk1JFNKhLk9PEZgKuVZjxhmkFFW6Ejd77adl",
+	"n5U6z+X70uXPvg2bXyedud98uphe3TTZdtymaslftq4HzZ3NaMyaN/Pdr7I57E4nimE+i686i+a1vz1K",
+	"mtM2/zZpbn2dsxu1yzvjuWx2br7sDpuTQTeJm0/51eZ1zal9G7anfnP767MJbc4XW6OrZjLeAfG5eT15",
+	"yptsEHdvmrvS73xtTq+2k281pzbfWtzQZns82hk2o2/PptfNL3Fnoma943+9SprTm835t2Z3OGC7zevJ",
+	"07FiNAu6HY2aW/y6HTfHV8/mfrOTfN2Z1n4vsYv8Xv6xPIBgtvU+3p87sOhCNQm9MdUk7VxtSbsiGJCH",
+	"J8q938mvs/oqK5H9qxgUs4AFZ7XedkfpwVqJ6rWdWgqd220/7+w//fDszdbxzrvdi82P3U9PP7eRbcTL",
+	"aNS40oyrNNMcEhqPWT4nyU7wKafkCc5yM8aZrvZ8LJERHyfYvfyLGBBc6p66rjEWXhm0rEqJYCNmVwJ9",
+	"5xFe75Y16tRGAYf0/0qPbH9guTw9vZXeymhYt9fZXJ+Yi9CcK4+9SijFa9yvu3lXU0dkqqikFATQscxH",
+	"1d5o/UNlGYdhsTrNoruSDVYgxNXouEg0qPZKkoi8fXmrM7A6i8ikRQxYKObEy8/IQy3GvFrvcuuOCUHF",
+	"mmvbyVXYATNNB++ctbnWCS/nLNXOrAFNhpNLGXxjtR5c3IBfjsJgPElg28DwiFisXcC13nZVJl82hJW6",
+	"CaNV72cE2SXJMO8IQb5hvACba/hwrblaL+4WX/tcvUqXyprkPSP0TaPzFjnhjISMXucfdHngh8wKZ3B2",
+	"k2BDNWhKSP20708Us+tAzKD2T6eeFRSjrr2+ndtWV9p7a42lrT0SMuWM+hpEzIedxp/vEZPYxwU2tswn",
+	"R9xOpyW6yrXOWo1R+tv11uDr00/DzvRz++rrJnsmL7587EZv4+Md+mJ39Hr8flu8WzwP9tsH/9lgvFYs",
+	"pdIjBiqlVUIMKQCZP0TEmF8xk0Wd8w6xy0I+TfbDjFvrEdJCoPPX/e3NTp4362fKWe76teloO84z+4c7",
+	"VcRsJljaE2WcyIRFSvXWQaE8mHn7Tv7zbLXpRNOXV56X3UyryoLSzuc6JYNYzCWLG1lUczgREtJ6DJyt",
+	"DnhV9HArUHDMLJV3SRaOfrMVOnvEKC766JcA5eg3YwtA7TceiinTLV6hi85QiKugkP+8LFR0a9JRkCiG",
+	"GSlJq5izCWwtb5aF++xl+1g00XFzOvfbnNvZSooCC4ndA1ahPLzEbriMeO8li5v9MeOJZ7zxmNIDibNm",
+	"sUFC6lEccO1/pQmZCoBpaOeLOUVMvBm/4sqKxS0pqJpH4lsQhnRju9Um9d82N/fI24DPbsjNs53Lne4e",
+	"ia97m912q90gr9jwSmx02pvt9mZ7k7wMYjYSNxvwbb6MY7PTrkxpX9VH4AISyGViL9Z06YUjr4sYdah8",
+	"gLjxaM0EqpQrPC3HvoKFheToNbspt3KPt0FJCqbB5X/n7/yyu5veSrxJFQlLJYoG8boUKljT5uPRxDqN",
+	"RL7/XoF1cocou0NE6Cuek/U4W8d2z7Py77cY6GZGVcf6Xvv9+hCqWl7Sh6e0LPqtLqhBEhaEYovPtJsl",
+	"slWHxCxkFBtb67LDlssPESMlYqaNMIy4l2/TS4aUc5EQxQpIUMa0SaGHaqe6V6hpGaW2VFylAFxL1w9p",
+	"kA/fhHxyY8WCSXG9kHN+5wXHzA9itYRebcOncjIQNDbhEriYU6wuLqFnmmuUpWSVdwWzzqG38rkiOKvx",
+	"4QX0NqzOg7CaDo6MQMhirybPF0JkLXIMZrPijlB553JPN1ACwNC0YzOpm/7mMmGcxTrpEu4BSF5o9ZbP",
+	"PVTHSqMIu8CtytlQB2Z3soMg6pzGPoB+XDHoJ3WOjUw9qyHhT9Ll1Z31WqTP1RNN9U0wCoaWi58g4pbO",
+	"aNG5iZj4nGLvpBUD6yxQz+y2FaZtX0GLQTyE7DQGIWtglq1p5eQLJl0gPggXKIkVJJKFo576p94hQBCx",
+	"dyTfatDlaa/BOpQqIgFi5/ANGgUbU+Y11AAhozEn84mw2zMHujgmUKvBedecNDKjl50xvSh4wxbYsyrg",
+	"I1HeEBORVleOklhRnGTNKBY3i3TZILOp72uQOUCI2ulsPWtY3blNfnIAFI4AXJQTdhPIBCxtNlC7ocHs",
+	"oohcMRZJqHI2PYyhM4HLs/a4dhcteL1Gs8q1n3b5v/5F3uo7INXff6ZXgvyZVqvq0BL5k0gWK+v+T/Vg",
+	"s9kkuf+qD6c04ORP4vWetZ+1PVKHgH9vYwNKVCZCJvhFg/yZaz5J6gkdSyyO8hyim0U4xNPM3sPG1rlU",
+	"b+hmLEkdIqNYp+EQyRhJ6NiM0HCwJ7zdAFliqwp4yhqecl9X62LtDsDeaWXLaho644mYDSfMx/UiG/mT",
+	"eJudp612q93a7O22d9ueXl/adpLUbUbkEFwufGKFy2yu0XCItzEBcLlv6pENCFTiP6csiYOh9GDbiCci",
+	"qXZUnR+EY2DqCKKE0Dz6RHX1OxxhAHksUCg/58SDT2PpaXgtTRoX9hFhGYX6JvdxGFwzU5lEcwxA/wIm",
+	"PKIeGSwMRbXIKU0mwO4K8onGzKA8ECpxsn6Wza9/v6fsQyTuHMPDbqMaMQzfTqYUrgoRPBFmJgj4oB/w",
+	"Ni7VRYZ8feAj8KfupukZ9SETHWZ6kDNIJcnyGfVPlDB5f/ZW5u5gNIO+qbDjKMclqXu5NHyvQXRpwZDG",
+	"sWm7Wqpj0WfzcSLM3JC9mZMp9M5LEePEyBx3qfer2h/gmNKwzLTfayDVuWn2DJZl+kIlfTMxVM/uZ140",
+	"OC6nnHj9WTIRcfANNtHTUsvRYE052YZfNdaSjCvlAEIC0HTaaXWl7mOTZlKRPjSr1aqmpiIS+KYFrmlc",
+	"geveI5QvdBdRFkpg/163vUnKPXYP0woVo3kNGIFQuxbP+pWBdLm33e6QqoQQzyGBOjsQoXaDXXV7gimD",
+	"n3ZJMWnEM5QC6XbA3bGmF9OQII+snPRY95b1rvQcgnaCyz2d/+Q17EQmbyh85oE4DxTPBR6gzqCYCOWg",
+	"sPKg7Sbs3nppYcSDDC1dPYMZldAsBzCbDNgjvnGhNfWWXj422YMCWop+spgl0tEVcEoGD4NowuKE3STS",
+	"NDJhhAveNFuD+5aeGPG221se6qQZd3b5fBKo/YiHEyaTmCbq5ejlRi1BJ4kAkioc0XOmrqy06EEiz0Y9",
+	"VnH0lPuorVvoRv5qkfj8KuIBb0clfWTRF0Wf0OQpSwOBxJFQzEld6TMB843wtHr0w33Is7kpvWKy4WDt",
+	"t7fd3iSFpDIPaym5xVAhtxKjWHl13tIZo1hcB74u3GI3CeOg5xDvppn2YQaR34RpNmMmI6HUIWDr1kNa",
+	"4pceQ5qyHqR8UXrI5epc1IRldlSDhc7PNPdNx2jUX0U+mxj/tUHDhLpgEAzshg6TcIFArDB0j3id9qan",
+	"2RUW0ueLkkjdSj7HL5V+kH2WyhfzrZJNxZbY6S9QQdFXYwPT2Lx0nTZwMsITAqtHQHC1e4CGAna68Xii",
+	"wqEkmhSE3Si+EiThwuV171Zo5B4BBOdGi5zlMUp0LTVkm6jbhjS8ANVhSn1G6jSUQh1L5bI0gilaJ9kx",
+	"KoGnhK4Hff6butF/j3DRxKQmNB1MsZoFU5GGV2vt1mYLGv2JiHEaBbVebavVbm1h1s4EzF27IT/kblRF",
+	"w/WOF/pYO+aDnzKYAtz5iWkXhTEzg9ErkXlcWWFe0/8UV5PewUMA71IzywBZnFpK+GqKnXZ7mfsofW4j",
+	"+/V3p9Ztb97+i/fFdvdObXudNx3qfMg0l3y7vbXW27JO5JY/AtyLtifi378jPgtoxRqeMndEOfdBq+bU",
+	"sI5Smzt5awAzITGjutarvWKAhELSnEJlDEBykyKK39W8LCrZmAa8maEtNK1ofiRkBfWcQSKqJNlvUKOx",
+	"yCCNx5tAfIv0NVq3usT6VnGRh/9QMq8AB6D4eKg0f0NfdQycuhyRCZE809eAyFLsnN0MmdaACgApy+jy",
+	"nCVV9SVZJ+znwl+s6MJd0X07V4WyXiPrVSUu3/P+Ue0ZfPAdWuMXz6mfTuL+167b3n1QF/Pq7OgUkHBr",
+	"s5MnJ6jZq6LK7p5SB0CMAIhK5sMutUVfdUHu1yN9N1eQbEHHqMkirdtTXrc8uWpzHqV9esXAXq+40dkK",
+	"aHpTixwASGBzex3SScsHjpgf0AvdmP9/Ots+R9BVYvoJWPzVyi9aycqRoNeS+xC5jNlQ6Xr6HnwRAydV",
+	"lEVMTEZdq5pjvmIJpi0tkeTrMUrsHZHm+2Xb8dKkTl3TcGalWW5B1pFOT1yRVGjGxKxMOzmwIm21k8bp",
+	"Hi1fM039ui1dUzFxnWOX24CzNPGusAN/m0TT73YmYf7w9H6XJ68T7qzZrzwbk4X5uEu08x9vXeTabDRL",
+	"D65gpBeZKpJdt9bD5Gn3QfK0ogBpiQCMs2t+d4HXzQTesbDWvq5kK03zUcRacVSE69CzmwDWGuMmY5Qs",
+	"WNL632I5JFWEWpY8zhLrANr5SkKBK49jtbeQfAumesyaxkDU5n7eADB+eJdzNtco7kb4QeXHAPNEHZ3t",
+	"qZuIqysQ8JnOEIUs4xmXLqcJoVinTIexkJLQMCQxg0si98AFq84qnoHBgdnJcjZlskVeQnchEiQuxyJ8",
+	"9PwW74SGV/feimHO79xYbmeo/TkrXKi72xalpODqNOC7MC7LzijbFZ27TQ95/d+lHOIR2Dd+aaeQ40HD",
+	"9pjTX4Eqht2qTCp6q1YBiZNO0qo7r2LCa9cgf//Psu9KFbKpaXeW8iGynH4g2Rt/u0fmFGP+OtyPKkbr",
+	"B0k4y6TrG54ZyLTdQqmAYi15Z371mNLO1L1kXY8yDp914AIYoH/MtVvNNXCQGyfC7aaZMOU41XKz7/tK",
+	"aloCr0WO2Tw1sWnMis6xIDGlEXsuT5M5BCCqg0FuoGONWA0yPxpgQ2VVCC6v55zZtohbLsvOYE1v2OIf",
+	"X+6PojLcYuOYX0Vl+bDKckJ7KWIoooGgteZAvcogDCnEYBCXxOXQutKBQBIi4xsQd2n394TWnlKnQuQR",
+	"MxG40ODTN0x7oDv1/XT5qugLJC57af6U3evKg5wAk8HYgIApJHAohVWnlNEpZl4UBtARKwdRNXEIE+Rq",
+	"YTguXCwLT43VLQ40xvVA+AssI4GokMvXjleROnDueSAZ8brttsvLaDmNFjnIGheYIii1PtPmC0PoBvBy",
+	"z+XUJC8QSnR/ImxwgFFuUqc8PVyPQM6ylhhckKEIBceQrDKiZhySQRDQuqG7SKFo0f2gUKXudjqKb1WB",
+	"WXg986g6hqG89tTPea7daoD6vIghgjsJ+LhHKBoUGgM+9QzpjmZkGvjzNKhtAuyQK4BYjWnfyQpmh113",
+	"AfX7zor7ehI839d3fXe/9fKE3SQbUUiDkottKK/zLpr98w+Zd8a083Frzm3dRxysSHKeOTttl7u1hHHK",
+	"k16349Zu7dChfrvp7DhbbZdbzfvzE7NaiUlrhoW2KSnrun/rFDPEvdqnLJvOQAzMZG7tV7LmZFa3+nex",
+	"G0ZGYiUzwKno8Ztj3IglCrdfxD6KKMu8yUWslxGxfn4DHtbPHgsA+6795ZbIQ/TWbqfzIDNmKTpPas4o",
+	"HkJyF8dK3rKSE81FMPj9immDCJPq2zT5Wh3dnuk6A1U6OAXmt8hBykSH8rra/inoDfcygR6rYeGSvXsU",
+	"G2ipoMlEX/kUjMqj9wSR2pVwXONMWkS3FnO5OpRU2BYlWwt54f90TVaT4i3t0S0NFyZWqeLqJrtLVdwL",
+	"pTeZTgl52GQx0rrcfCKshojXzGDJ4Dt05jBkoTkprAW4L02GVA+TX5amLhSza01Zu9KSAkme4BY8MSac",
+	"BSmud0XMlU6VNp4kuu8kNDgG5r9aWTXarsuNtkryyuqF0UMxU9Nqz4W6PWRqm3ag9UFI+ZXu16WmAP9y",
+	"OTjEgO+ASvcvSJckwZiLGJuFuvxJqev/IYi8npqnkZWtVuseYtjbs4fPtWIVo5Ga4v/1aUJ/wZx4ygt1",
+	"3Drzl5gbWZeKOmlo5TTz1MxpwLvATlm3eaynRjRN/xGqqQFbf66U0gBZQKayeTaqPDSXUw9AF3yrHh1T",
+	"mqXLvaKm6ZG6l+t05zXKI2q6VgcPaj+04AcygEer38Yh/34YUkXIhUdcDp3EpYxYmGRNDhsOGh7YQVYr",
+	"/O02qcD2zDKHjb1iAL+0tWLSobEZP7ZoJH2SthsFG2DO6JW5jSu7xzYcYvd8dbQAcLnVcRWXjYIhzykk",
+	"oWRJ51QlJjJTZz4RYdr0LjV4SKFls0M4naqlKWbi8rTT3HyyyGS6vexlnRmVhebyPH1rskY7zTDeXAv+",
+	"aCI4a8Cd1X0UXW5wybV5nhV6BLFU2x6zeMa1XSjTOdatruyKyD/mWl5WLIWwAOY/p4sWUU9Dj/VCR/Jy",
+	"rzi0o3kFaljAXW7Bl0KmGdAWNuM3Rh81hh5JGeCULpTQn0UkEaRLjoLnpI6dqLfbpK1sbNO9WDb2iIzC",
+	"ICEhjccsBna5PNkRb6OxGa1GtmXReu9+g6n12yIa5QgxRKBxXivPXwbCB9rBnSnjAkDhGtzvrG4ta8BZ",
+	"MjGsbnz3bGDYyzcwbJEXWIDTU0eZa7KS62iY3gLsa6UkIBfpuPvnH/AmSaRsXfSS0Ct1gdbcENMosWpL",
+	"0sa02Y7cqZ9iebse1i/R5T/k5EsAaSsI4Pcf4xLJN26Fmt8qD4f6uVZ7NGMToa/Ee8lO/9t3W7VIaiUJ",
+	"3cM59PBjALW7wrg6NNRZF6Y3jtXtWEvzBobnUa0MOPHgikK9hssrpdMIEZ00CqgyzbTYBJcFfIv+Cti5",
+	"/2yPxRpm3CldhIL6F0K8VcLnsTwdt1ic+ugRfPjH2qlaXP4drFUtv3QvyjS4ZjelXGmqwg83/tCWwve1",
+	"UjK13Xf0sg+p+8zJp78YJzZeEbDBxPBKzJJWUcXRZq/ShKHTUa5pyjJd5RUDReVByZzrdwvSi8GGPFfM",
+	"akC6tR6CSbHLzbJONCvbEpXaEFX3/lmPSQK5wRYuSf+zzlfNKvZbf3kGfneN30kWH4vkpcm1+9+Q80bL",
+	"Z1Nxu0safNXqskdgJw99xNqpZgtqL5Ar3HNkZ2mNTtoZNh/FJXXteoN6VoDVbzhFU8rly3lNVrOv67/V",
+	"lgHWF+JrQHXsTCYuR1cZ9gIhdd0TELAZdYObOSRHVXRdWpFxoParmk11y7uAp6l2wt/L6iQh7GpP7p9r",
+	"+HdIdFAnm7uId5GvGzOuCPQH3KT9EAporYu04m6cY165JFAhakpHsZjVNNJBsbWUwt/DQtYm8bf4ahIG",
+	"I8AnyU8OMjXYP3Lm70Dgb4ORRd+aZJbQuIZluVVr7LTbFu6tjrthYkRwzXS3JuDSPlPcnvHholzNM2bJ",
+	"a/3Chyp/hbYT6ylO+PIqrakPyyie2Q88omsG0AlRLAbMOhsRmVwrjYyz9GROYzFlyYTNJIFG6uwmEhIg",
+	"2UzksG75ZfaMdv+LmlMXHKdH8AbtddVpw2ls59KdtdtbQzkbyIVM2BT+NJ+qn+Q+mPEgwQ88aOEBaTtY",
+	"iB4wmQU+q5jRmCVHeq33yzoBn8zrg7enaZbZJcj9S+xwgl3ZCTZl1ThV6CmQVg+8wQJS8kNl4/yLXHw6",
+	"PVg5GnA9Frt8xUN/4IC/uNj6yK19J5vtztM1f6Ob4ahfbW26lV7R5YkXekNJwEmRTpA4/jpSt94/TY+5",
+	"gtxzXXuX5xRiCZciKRs21QYLYqHOQDOhoE2Sa27schHn+xv3DDmkoBbQj87Eo8oNQdGTlOs8/RM27lRS",
+	"2iGCEyj8kjKFOMTBYXI0ilK0kydP0mDGkyekjlzN0bUd6vyG4QxQf7xzljT3AYbIcyCY0HBcnkFtDEut",
+	"oBFSCRJufDKLIEDRxx6cHBFGbBSO+gqsDdOJzmvoWLP9DhOwkjQJ5Chgfg8bm3+ZIb4I8Wy4bK9FDrlx",
+	"wmFYCRrNYGAPFgrYOxqJaGkUr281iiU6hJoIZRjYCpSWfaA6QbhMcKZdftYqflJ8ABtTw9gYUDIwzhpq",
+	"2CRFWmDMQdbbVO1/2srd5RpsDdDZnlzkAU2fQGDUAnbr6ZZ8GgnTUAYodhkDtc/feC1T7EiXe5eXr4VM",
+	"MtAXjQZskKtSsJts7sCjQ+YD7g9Ss3as/yRzOMUtootLCv1Paaw2UztQQzqGxuI6IF/F6JVADlnC9q3m",
+	"3PcqS0K0TUXKBykBF1IOs4bwRfJUnL7iAtj1ow/oR/7dajdTKLK1GcgjvS1Fx1/WTAing4Scn07K5hwd",
+	"/9Og5Qhih7C5jzxJDeGfzUhfLR1VsBoUV0zzB03mDkW3KU09KG/2FrX2cWFr11tYFcLvEsdiPsUJ2Vwu",
+	"VfrJExukOEP8dTk+8OSJY0nowSKP7glp3fMKVOCeywPoZUFDUpSR9WohiaB5EHUHXLX5hCYszU+KIiWl",
+	"khY5GSVMaxFK5HTabZ0cYyWsOJAFg73CFCfUORveVrvjbXhb7S2PmHMzv80DB+65ugoK564TmzRVEKXN",
+	"If4pSSaxmI0nOsMPZq6T9n6UUX00oroB6tr2dHoRbKP63jV5RvTaDvNt54F33AajNF11i1pNxguWt/NM",
+	"M2nPWUJmUWViV9a53QQVdTJRKMZjyEThrVolfrsJNGybEIKdM5tXiE0DVNCagU3+/hioMNZltnRBawPW",
+	"SqZdtn9rcyDgPClZrcqtXfIqr1ftdQXAHVJHzy8m16YN941GZLmYOWu0COoUcJHT0p9KBDqN/biG3uyg",
+	"Jj6kYagpBVzV+AoEmysryj8o1PywOO7uWhzlLba6/bG+tqMRXeFuW2nPHtFV5mwe4blgzu5rJTY1QO07",
+	"asxa+KbKsDWsZ2XNnBkZ5CQascvI3pB2LqjhoDKfp+seAloSaoIxJkyTNuUvWLJYZWUCvUHi6ORhxH0v",
+	"gTW2yLlJ0AXiVpcNumeiOpB/aYvs4824/Zald6jKooCc4JRvHNjK/L3xDh6i/N9ZlcymfCelcg25no18",
+	"jkgC91YiHqgRrP5lH82zA9OG+x8O9WAOheXiljj3Z1gOgGzlDmzK3L3l7Eq7/SnRzWrQHwMMQHt/CtzG",
+	"4NzcLl0B2lt70UBeW6UMDkkYcJg8nGrM8umKmdcj57Ga0vgKoEUzjxU8EwagjRtJLSvhZ7V1YLxbLs9L",
+	"bWwANmTQyaYA859BdFu+K2UNKB3A+KXIErdUhTcFzubvw/0qWvXdmxtq8fDYgJS5DtFQG+L/B9lWq395",
+	"LJJTvGv/MNHHUPNQP7kPG7X6W92aiZf2Hyg6V7HbSsw0wEYYXDPTCktD0vZI4Du6QL4+uluDOZcHScOp",
+	"arjmYJu2GbqifaLN1hbxNIv3gH9K1DFNW0LofXiLDzrXQjCNDbZIsWjCNBwUV6wSRFcdaK69l6z9wITk",
+	"cle3Ja6xZSf5g0qc75kvsc7NPqMJextMgwcCn3TW4qmvaMLmdHG/DAv1mzWYqn7HBXYLqEjMsFpF/fv3",
+	"784fdnes2zI1HsBk3moI/qW0YzEZcAAvB8MDMpV2hAfg4qw2pZXtOx1j/pkuKY7upgkBUWR3RrW7JTDq",
+	"ch1NyOlNfiCxd4MvmOwRujJsl2Lx67idY0pl4XF0sEF3JIy3RSxGzD1oGQvWakEn1HHRt1QtSUP4GTUL",
+	"m8JovpnGPDB2l9bhUhxmvUAeQh3lGKPmniual8IEuJg3bDe6yyVLZKE/3G3sVZf7Yu7j3OX4tZOP85Hl",
+	"YT5TTmH4vMuVngXBP27/LA1KYrwT3i1GUL57nS48DbJqqgLhk8UeY3YtrpTirRRfTaS6elB9gg/qQG/+",
+	"RC0qAFpDfBmlXdtijsorRViKHNK4VnYzirFdD4pEqpT9Rk9X+mU9PsbQJcpUGcLb8MWmp00WQy7KdDEa",
+	"raCE9h5gP7rc7sCEoD5e/nl5ybi6VX4PK7AwLp/rwNNtd0nxR2I08iyTSO9m2seuOmgLg1xMAvnCxAQL",
+	"tkU16zWPBAx7aMPTSxwZjy+nl8noUuD+0YWzU8tCUNV9B7MLrWdjIvSK/E1/J87m+uuflKaFvRfDAKC0",
+	"EFCtzGTKN9UoWf4aV5XYN9UwD+uqIm2sAyVZzaZ+wUQxWApmiu1B67RfNvbIEb1RPOiXzvZup91u75HX",
+	"SRKd8HCxR86VnGZ75JxO2XmQsF/e0pu/AwDlOjVGaPphB/k1zb+8XnsyGt3F/PtrnWj/aIl/kZYINFHI",
+	"yyhohQXLcwPvbBNiznJVfxX1mCnYz0urgp7EbpTMxYJXrg2+W7OOClqnVhvqgKUGo091f5Yg+9ZyhQWx",
+	"xOSoILaqOQjHvHedaoV1FcTY1Gn/IIvDSTJnMcszsryQw69O1Hb9dZalfgUegr9MZGHegJ1yZdbxj135",
+	"D8dYEgEIxpwo88VOs1yXd/yhdVJdS+qzkCVsOe+wPddLrNgeNKgs32C0GHVlFCovqM1bus1SuxUxMVHj",
+	"xVTJrHzmFrbUIv2MyalBcINM6QzoznoTMtR+MDbA6r3iYo5gPYFczkzy+ug6BTZ5BfVH3fLVCuop4pVl",
+	"/RT1NGzNWYuAojdvyuBkevZBLNF1W4V09lt1x7Kq+B+hJK7BQpA+cs7+f1jp34iVIpsjtMDTKh1zdyoH",
+	"xINPi3YtX9kqfS2rtU2ZbT4l08CAYU6vHR5toGfP5Xd37cFXJgu8MpcqzTeZB2FIBoxQeYXdxnO1uVZp",
+	"ru4UX4iG3pbJX8Vv9bYdjegjOydW1/n+9aWO97E5/7Ec/xczrxd4MwolzgW977aMtCOdNsbZPNfwt06h",
+	"07pMSKdNYsp9MSWDRcJkw0FobAk9bTKsSirJE50N8oRU55ZRqcELoVRNq1wuL2K946/VpN6dad6UTz4z",
+	"Gbg6RwKQUVemo11Yn1khX+O+p4nLvSyB19szI0PwFLzmxYQ4O2/N5ReIRqaVp9AAg6P7GNt5W0715fjg",
+	"kD5TyPR4pMywB7ViuXuS1z+M4u9kMBZSxm7jFvdNDEsjUIUk+nK+mGn8vCoLDEMZjJNyHpgxDZmPrGWP",
+	"mCzrAHJiJ9qXcsWipFIFcfmddBC9H6tysG5XRS5EEq1QR/5++U1/sZbyl6Y3/cN7/iLeU860Ws59dDf6",
+	"1oJOwzXSqwJJTiLG+6eHxBfDmRobdYxZECYk4ImwvRQtcDJo9mGgY1NUYx/hQkkUs1FwQzw1Hw8TA+Br",
+	"Pf5P0uXWdBpLAA/0tM4jNrybi9msPHOZ6D3pEWjQ7/KAj0TP5YRAmU8vRTFQH2kMiB6B/v53BRVQSlJx",
+	"P1t/VUIeNowMJIG3W6MuAxMwQqGJmKIrjGqtF2LLxpwkwdNnHJRfwZl0SgnGt9vUiGRcyGHgIsmyWZRd",
+	"7fJ6OjQFJ+QWsTEKGrdZysXkmWrX5FjtPE1YTlL8I6z+Man/kVZr+gPNDSrwiuVCy9Re3iKu5hMGYQiU",
+	"SGPO/KbpljOhqPvWPS448xziaS3ZAzx6D/VhDxN6YZBiVZgysdPQaJW6HLJRouHgs2mYiAgCiRHMyLOe",
+	"MVHJIVUWN+SLScPPSH1Z0pKHSYdqOqHg457LvXI6lG4uKxXfWwY5ukS26lZ/D24Vr6E6c3AEUDdqIDwz",
+	"PIK1gEhX4oOWEmuKeKEGGiFFg1Zm2+v+Zs2pIRR0rbfj1BAHutbban93ast3tdbTqTbFhyQiQFcfnJlb",
+	"FXTpd4OSumy/HENFmF+aCIHEmIk0efctfSgw62b7r9h5CU2Jl24qpPAt3VUO/Y3tPT0W2qGXbtbyBebW",
+	"p19kFggj35dK2vejkrVrgo5G1LTsvCXd3oAYz+TDetz/I2b/RmLWtIevOOVVgpZFzVm0FnhY2jhTQCdH",
+	"+CGJxSxhGaIYtDiyirC77U2XK51cPX85i2z0gfUBxHTWw7Kya4dIJdxl/kuUu8aHxV0u02dggtZyDLzJ",
+	"kyfKQnnyxElBRUzPMCWoKZfYGgzihNDeA73tJl1Ej1gJ7gL9TH9K258kwvTch5+oV5YRXErYZspSXQVu",
+	"lpneUSzESKcOVOSc6dPzCPV99R5P5wggVhec6U+SeFN6c0nHzGukLakAjgHQInSbNvjBkyfY5woQYoD0",
+	"nzwxHdfsvXZ5PW3C5uknW8OY+Yqt0FB6DlFXDhoZDYzr8fx1v9nZ3mn0NOhWtt96BICWUZzZKdetKpsR",
+	"klFI3eu2u4hwA6BbqL1JXcqFBmcU0gXziQbdCgQ3uS1eL58jHDM6nOgcYbVqqK0AKB7QuyCia7Ls7uQo",
+	"rYJdqyxvdVxOMyxGK49ZTSdrlWcmmgNbU8qxAVxz8mnwxNtud3SD3m21X7mFQ9GbumuJrpyA9jaACmQh",
+	"SU+FNF3TcDugaRPS0H4spGzKIMnGHIl4zOJFj1AS0TEjgqcN0EUcAFwELsdgobk8Yz+GJWBLv8MkrSgg",
+	"V1x39LfoAeDlODa+cY0rK61hVlOnPrMXDK0sqClDLszL5XpiMaN+w8mDo/RPD9PeuqA9NOFSq5uLhdJI",
+	"zDiSVHaCDHxGPBoFraGI5aX+xgPC3VILHQS+z7i67BipSybqALIqi3jGZWNPK/sIpTQIMD5ncCxyezGT",
+	"LGRSuhxCDKVrtQqO7jxh0fvoQVh0D0N8++16a/D16adhZ/q5ffV1kz2TF18+dqO38fEOfbE7ej1+vy3e",
+	"LZ4H++2D9RDf7gejdq9p3B1GDbf7R2KoTZmUdKxmd0qlnIvY9JaGbDpxlb7mbvBod0dGS29RTkYD34Fb",
+	"KlJhehuGmgFPU79RtryRry7PINLIUoQ0GwiN2Dho8G6cTB2Mdg16BjBo4CoH0LM9UJgQ4MwhlHjdmxsP",
+	"cidTmRFbd87GNVsKa9ZwXB6FM1mS8CXco1X5isuUAV1tAuMuqzbBR7RaoB9y+eqsQmBYwNzUctMsd4Yd",
+	"oKTxSayT2mhm2n/X7/f7z6M3rVarPMmtv105zKOBGvxnIBT8GFutCGrwHx/DS0GxjDKjeA7gABf5n2W/",
+	"GYMNTTjIEVkXiV4riJBohGqf3YXf8F3ddjXgSSxkxIagWjDuRyLgiK4wgwwph2y3t5B7zQPJWuS5SCap",
+	"x3FCrxmyOlT2zxj1A86k9LC5KfGYohfALJYTY1Whuqh4IQ24dDn1/ZhJyaRDLCtBcU7d5WmJO/MMt+XB",
+	"zZLAQIVj1033YO8sbEBE0k+/vmILufzbmRaKxSd+t/6GA10fBibd1ioRC7vQsu7Xj1g5HGOtV7uGSC8Y",
+	"yUFCZmgh6d7qS3ZnRIMQcxPutEVcJJePuU3HWoNXFohJz1PGF+wBtOyQStXAZDSfhcEAYhnhAgOSLteY",
+	"jml8t4cdClCHQNoUMagZPgxsXQaXywmN0LMxsO4PAJj+RWDz6WyWNVb4vjYH7GW2D/b4RUUFov91kw2A",
+	"aQANx1LXAiVDdGAXy13ABSHRpoKKHCwdZ6EEzecmwExpPcStnNdZvWGkHgoRGXhdPdFGL2vJDXphmEwc",
+	"OEXcLeilhOj80Ewe+nuChjpg2FkCeiQvhGaskfAJxHBkss4B6UOoLoe2Q11a3c0p071Un81SRJyCO006",
+	"BNPAoTvtuTph37Rln9qnWjpLlxcPU+PoY92juinAqw10eF4vzzi5y+uGwAlcVSaVAWzksae2y0ulMcbq",
+	"guHETkBx+Ujo3lYZOSBFVYgvbGad5aoqm2EuQP7KXgVAo4Www9k8y+KVLsdk28osW51gi2DKaVpvLpd3",
+	"L4fjVsh+NXjIa6QBuhwt+6OX/XyKXxr5K6X6ORrgowg9WUr/Jauyf8EfWCxZS3GI6tRGUdEekSEAHgHW",
+	"m8aXoKaiYV2wkEAiUSqqcrn36sAgpuAPPO2axfKrwYJ4Lw7eHlwckGXFel7+HCpLgT24bnJJbaBTArRN",
+	"52JOUZ1eUoKayYGDiCkzbhh0kLJw1FQ8Vz0ZUXD8uXZRs95dt9Zo2fuQA8BIo9JVLQg4bJWOKatTgDwc",
+	"PTeZQEdmDffg8heGTQBSKkkzYpBI8sRFueaaMbYMQ4QZ493EndX7mC+aBg8eqHNGF4BmjSXO/dGEGmyY",
+	"QBQXWW9xvcEGJF0mlPuAeDKKBXSwBd10WgV2aHiFhhMbQfzDIKUA3f/rX+Qj8CF9frillgwzznLz+vQr",
+	"Uzaehh60KwC7hyvNB9iEdv0GiVScOm2ybS/VSrzLXOaA6MJFPKVh8I3B8U5JfUglQ2Da9zxALzSVjFzT",
+	"OKBqmSMR+sx3sm/VcEkwCELFl9UY0JElYhSWJkNMBZ6yeAzu4xjVOAJfOMQHh/BY8VfpEG8P6rf01aQu",
+	"91rYTMcjcjZSeoEuDXJIpPaIJ02mpBOCdviCs4ZDpCAe4l17jsu9DdiIDc8h3gb+G/4ZivF/7eym/w54",
+	"Sym2+GJv4+3Jq//a7/7X8/axR2gYqo2FBnHSPO1ZygZB4HBEyclUk7oUGOUAsoOW9hjlenVwoRdIoEv3",
+	"HvIISSaCi1msh2uqixIHPjNOpiysYghiLJgtyNT0ZnJGQx3ZGanBdG//HjqjZL5Fk06Vg27qmHwis9HQ",
+	"vJIM5NEe8Q5ulID0IByCgRIQpWqlue5AOpKD7jCsS8gH10xwaxRwGppbiLEOEwOgxNu8ufG0f1rNJpC6",
+	"4m0EnjBwy4lpBAafEWCk7vUh4695oKmip3WLZOHtEUrG3wLwpPlsFELCZhbJ8JnaDZ8ggDgaoo29vJ1b",
+	"6DkgXV5HYdPSX1zqL7yGxhHQxCoFcLoo0h2w4QIjUZhzwYGtCINpq4KYTbCrui2+1i8ghIUqToBggQho",
+	"rbUrdbZTugBxAcTn8iealIj3W/Pi5OK0uS981iObna3u9o7nQKrTEzIKWOhjm7JL3SmIa7elg0xCxGQ6",
+	"C5MgonGi2zeIWK8FSdrlhKCvzFEvDjjJ+igxAooCqYMJg73RqNElxrNYmYGQi4kTGQfXjLscokIQYFE6",
+	"GKoa6WuVVhaxUDEWSerW1B3iqYVe7p+8OPAaQLq67XgacW7rqywF0JjhmxbPNZSN8RsI5yFRzOmiwJTr",
+	"EI0GWoK6MNgMh1Co22pCg3MAd3SAVSexCNUFjekwwV5UFpgk1wSIF0kxA5drapvSm0vTmQAKwnQzp80t",
+	"WAsBnsi0RxrgztVLlIAFRqNohXLy/uJl85n+4bZH6sb7QTxgntprqbuF66Duv/5FXjC+sOwew5Ny8eqQ",
+	"UVNFazYvw3vL+/GBKcwh4q6Iz2ynOaVsP+rILlBpUba3WthAXEPatd4Y/atLrdk4pNtuW3NV9IKpccCV",
+	"EccMZ9xpt9U4gpuum05xTBDzLPY2PPMJhHkwQbA0A7xoygjBS2WFTTMcFgvgbAjkM2BWY5M6F8b/PWBQ",
+	"sENIeoYEjlCNun9+9tIwJGzFDxPhgl8WuZJDuFCjZDZVM1Rf8bFmDI46e/TzeCQtpVY7DUELVMRzazLH",
+	"e8XFPOusatkfNlnUdfBDb6UDfJyYb80U1BlB6aHxkChlhkqlDkoRQ3gkDQYrDtHAMXzcSHg9wl9wkac1",
+	"RLvjtnOgnkVrASEHArQoCqCrsro1jgZjMKeEmF8L66QGs0TzMS40OzS/wI8Vg4Iutw1g1XkWtK3z0GeZ",
+	"u9qz/JsmEAWz/5PIIJlhAPdPM/M/1efNZpPo/6o/l9+jP0vn4lg5JNmP70ishnGCgFBGiEO81wf9F4oj",
+	"kf2Ts3PwBoTBeJI01plDoS21YxJu04i9Dmmqc/uzgtSMPA9GBn43UxcahVdoO8UGUVLKGYRg0jyjfIHB",
+	"o7wSLrhSwfLoj39CIpSHPSmsRhQZgz4a0TPzeeXIVhJJbjRT61AY7NCUQOBYVR0v8s0u8qNW983IvSHf",
+	"hsGeeFWeatbwBxO2lK6KWhHkhYeYIAiT6OzqSWCmqkc2iBdD5098SFvW3hlL4kUTujMW54YhrHQ+6U0x",
+	"56HUgukgGM/ETDow35DGYyAKI2n/RE1CvVxJYfz/NYRqTr+FrBUKQKLla2il6IBjkCZJHAxmCfP3TIzG",
+	"js/UP4BTUj1pHBCmaTDRnvS9bOs1cCvFRBy1mu32lt7XHFvKb5wVYPMaPXR+k2EIrkybC2V3BJoixmMj",
+	"vyx9Bh8w6syfOrPIMy7+/DRyLK6cvrQBRo0QRIZifttYG5i6ZH2dYPAPXuPyE66tPCB4B0nO0WOCtQh7",
+	"BapIBVPQnlWXr9VwFIpvn6Tt2548aRFsKErx9S4HzhIkspzeuGelHplua3kR4vK65bmAYnvfAVeVGGWp",
+	"YkQPbC5BTl3u7OrurmrRMF0/FlEEULHch/IIS5VPE8ayVD+ALBjG4B6wUZjAaEGeor2RRs56Hz9+bPat",
+	"bOIeJoDGjIbTX9xaWn5Xc7LN+MWtYfZB4GPigVvLnAqVzbAw1GgQeu2OE4799ywOwa1gYRU4xCu3WPMy",
+	"09EUoXm6wZjXIn0A6EO3EtHLzCFP9QgXTbjXnlG8Xypi3kRA3yE4JVx+zmys2TSfM8e/eupBz/MmSRK5",
+	"HF2P+MDri4vTjc3Wpsv3MdbXvFhErEeK4T6X5+xFzEhSo/7hgt8NmlXXesTFponqINxapDOD8ItWq+XW",
+	"vsM8EHPYEq715ZA4DRIamGb7WqmNg3yXPdtiBleFsTPnluMPGxHqbSy4jbOevTmBbw2rjGgqr3Lqru2X",
+	"BgPe+HelztQNC4DYT56k0W21Y0+eoIocJJC+g54hGw47nTn0JrByn822NlrkkBuosCbSg26CIq9085cK",
+	"i/9Mz7r5wu65W2X6lxCc65i4BD/Y8BAWOWUWCQAOEf21Q9LvPeCZbcUr1vQiQGWtcSTc5kXQ3bLSK7DK",
+	"qdBLDejC2oy1Ztl8+e9hX7wGpIyiAg+OnSy10pCZNnr1zdtD5wWp9F0AG0Wvf5rXBRalY13hSn+FOXmX",
+	"J3MBR6+fhmyQZW2VU+aA9C2qewN5lpPRtEtOm2lj555c2+Q8Bh0E7HQWucVzMjnXIz8cuzjlMQbtmRrs",
+	"nM72TnMQJNj3Iu+0vGIskho3RulRzAcMC5eDY10J5xlPQ8jqAjdapK9uq3XPMTRhTND0Qqeo/QiYii+H",
+	"7MW00s6OxFaoTIre9FnoKBFncz2QNh2AsWhnQZae30MuqNPXYTFZTOknScJgpMy0JXDpDtlqE58upOVB",
+	"2VPrmUmWmWHsJlFUFyQ6qovTikVCE0hL18rTTCr9BL91OX7tEzpXvJX7pjxAfQSJ4VNGOSLQRgvCbgKZ",
+	"yGKDbe3Mw+hd3UKJD2SmBvg2GjvsDmAnMsU++xr2G5QfC6ESXWioHaHhZwM06s60IJqBa9paN1rHqT6K",
+	"Dmu4n+AyRPLBkEs2x57OfMq5xQKpWb8xqEzXTIhEZyF287XLtdGWKn3yKlB6mc57Tf35unUWFKJUlHpk",
+	"CJ4fTVvEaij9/5+1a+1tm7fCf4Xol8mB7OZaYPanrCvQAusaLO1WoCoqxqZtNTJliHI8b2/++wueCy+S",
+	"3NhJPyaWKF4Pz+V5zkEBNFey2dQQRKjmcyovLMxmuuT5tgNRTaTDnI9BDgKw3f7/H+gIj6/Akbjm4uFq",
+	"hkdqYVUBqyKK2DDGQ9GuEzYS13Rpo0cK/aCQDpWBcyALovesdtenL0Uy8gi9CVSksFuoDR1R9AuVKcjE",
+	"DK+S8hXoUkH6HocEDGQ2nBIUH4GTJQ2uUqgDERFPGA/gJtv5DdwtwhoviJZJq94/xYSrtdKUTL/wqb4S",
+	"KeZqK1aF3mAus3pDAXPIFRuaIegAmMFeoLSwaXg04WKMGDz55ell0JEgvWy0BS/GfdV4HUEG6ksEuRgj",
+	"V4hI7F4CsQYhmAo3F/j3ejRVqOUkpHFfGfTXxQ2v/XD+kRDX62JhzACPFs86tIrPG1EXi2UDAqZWaeSE",
+	"B2sM9vrZSPyiTKD4f7h/H/Memngqvvzrg1XbQkCLSPLz0zOIG5z/8gOMZIk/lEIjj7lwkBX8AFGdw060",
+	"2PYJYOtxlnHyIzMZmnGFCUeZvujvXWfcCbvrtFIzBXXUB3y0DLTac/yQxtQHF5D3ChyAzhc/7vCPUuH4",
+	"RyCo2vyjslosIJCfMmZhHtnuhRbrulrUypgIK4Hl1LpgiVulTWHnlxESpDDY4SQ5cTJH+FueCjVa0NRl",
+	"+rVRTVPohXnNBgpuz0KLK3fUYebAfT9Fey288eZV7dkO7CxYyXsu2OE4Vu0y8w7RBq9k2sidoXyDDvSw",
+	"kg14hsBYiEAgiUdAjAHqkDrQwl50AjA0WsiELiJhMMm0DD8mtmAMYnw7YsSOxDVDlQhLQEq27bXByvxl",
+	"tVX1EMAYhCWMQAJh/PPr0N5Qw4/4yCd6BNwW0U/W4PnaeWwwYYhC0AfvzEcA05fP9uWb689v3yPwDrFT",
+	"4Uu4NXIr7/Mf2N0cLT8M23h0TMgGBsWSBNt+CrF91dpiDBwMM/ZadZX0ydbeYaqP32DginJI8WQPy5Qx",
+	"Cby1icJoQBHI9N+kKaZ2Ev5eLJRpBodgC1Oh5HSJMXyYUqslFg3F0YAyaw+riLwGVoNeV3REI/MALT5C",
+	"R7iTytiHH1M5XZLi5rCYZ6fCXr5o7NztrAJF3FlHJPWTMOon4AYdRTV/K3f+EDdEI+TDjPgGw9JlbK8u",
+	"11i8A5ApCqRMa4GhqfFzM1scGwez7zkx6d0qPbxP1xP2adRECdaKA1Z7cDeMwmACZ9F4B/W+MFYFMleW",
+	"v2756Xac6gIRiIsDAzLIEOyLyUxcpK8weJd1uxCW9m+XHmEnWsg3O3qMHBwLm4oCTp30AK3AhGdA4qhi",
+	"WrLzsZ+c+I/zjyQ5wn0bbtItFv7bVi7kjtA7hGukSDaB1/D25MCvlYK+PBQee9E2PwcujpTfyRlDPHpW",
+	"rh1GwmEQVCQKsLAo6IGM/EGxqmd9y4WOHKoRNouL25GakoQM578YJCxDeG6tasqCkos7e7CbgY/nvTiA",
+	"t4e1RNrRHrYSxcX2h7+6IS5rN0XU0wQvulQ0dhUazxANUBvLaj282w2X1Roy3qH8Z/EXedFMEBYySoIl",
+	"DKY/OKnETNXFQ1B2MLTAihmLJYbduRAqeQAm5JTuYP0cupu9hScn4PnEuBO5SL1yDNcK2NSb+sE27Nys",
+	"/hm26vIwyssKAHHb0FdH1zzY4F4r58u/30RwaJN2XolMJ3lMQs8HoTMdPXN96UCOzgaSBulAQkh9GIfw",
+	"OXMjNrKrRHloGo4kZ8dn4AoNXKDsOwWN74lcHWMx39RhPhLS+guPdoQqj6gtUxlifjvoNXqrVsqOpafA",
+	"p4u+dIaZ6fxOGvXmclOXyVruykrOBiJ7NcpeCf/D+4/Xb4e376/Pr94k92qXCn5ykFOlGvqHS2Lg06vN",
+	"rKxt6TahkRFSTPquAu9DhFqo1EJkvUycqCkgPWlwLvGo3qt1I3ymdqK5BLKJYgt052HKCbbmnAIoTk64",
+	"K90UKilj6YpSwZUkwSWCsSWGmLTXPw2QRoisDUr1+L89QpVHz10aozO0VJrWldfd9iBMuSIzTc9xU36H",
+	"zGtllnQayTVOaoi1jGJKQqad8oZW/M5LjTEwZ8qt3BlXxAzbhohxgOJBr3xkFTNXtmsXfyJWHngf4GbH",
+	"6kQ4/kLDVZIShyHB4BDmU/IBg0yDrhwW6xikoizmEEVAwsOEpA7crGNRrCCBEGc84oTdhrHEDiEswYwV",
+	"tRp6xW8AjjJ6f4XWdankQw99S7bYbY6tFfPMcmvQEqfFZRHBWfat3AH5ikMsOfzzs/0jH0STDT/0TPU7",
+	"PCJFpYf2cKyklgsFTjq7O+Fan4VFEoznrkFQwe42axBta7kWIJbgDZ45dsGrrT3g9guUsBfPQS0LQ7Ij",
+	"06tCF6vNSswUd4kfRpQMwgtr1WAGHqmheHxtd8ZI/Kcix1Om4agEofmpLO2XsdS9nol/h1zY3rXJNC/O",
+	"RPyuBQB6bXf+bzwXtVGlWlmla98+yV8jzfF/QKJAcjlSLojomLs0N4VxaM5e0qC9qB0vKcxBDdkp7Vlz",
+	"NQmdsIYrxfcBaUx0IYE3vDBClsWDmvje4UMI9RSzCoTUz+ou00kPhgquccBQEjl5EN3sqCS6hcW8X23q",
+	"uvDVF61JCwCBqp4ulWmI6AvhL1WtS+U4v8TzBSXBKL/Y3mtY6LVna+yAPw/ORNTwgGUNGYtcEulw6au1",
+	"Ac7of71qIfVuCHfDMOLAX52e7a20FOXi/WB1LMTqQtOQ1eHbMWkdvlOChm/HZmj4/hiPZF3EY4AUxE+2",
+	"CpmmrP5Edk6nXdBo++YIsoA82X4P+g/GfHnQDAd4TzizR+QPOeDhrh8Au3Z28ZKBnV295O3zvx42LZx+",
+	"5Pl77uKwD0XJRH7XZiWV4/nbqs9EP25fxa4Sevfi4E+/aO/s7/2zlv9ZKxkvyAYNndmwmwrk6dGocn6L",
+	"LNwbucBdcn7QLnlb1eaG0fFHLEGP0KJ8QQfI7NvNdPmOXB/04iEnFqMF/6ya67KstigoH/8MAAD//w==",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

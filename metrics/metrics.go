@@ -53,9 +53,9 @@ var deviceEvents = map[string]struct {
 	name    string
 	reasons []string
 }{
-	audit.DeviceTrusted:       {"trusted", []string{"login", "challenge"}},
+	audit.DeviceTrusted:       {"trusted", []string{"login", "challenge", "self_service"}},
 	audit.DeviceUsed:          {"used", []string{"login"}},
-	audit.DeviceRevoked:       {"revoked", []string{"user", "others", "disabled", "recovery_regenerated", "reset", "lockout"}},
+	audit.DeviceRevoked:       {"revoked", []string{"user", "others", "replaced", "disabled", "recovery_regenerated", "reset", "lockout"}},
 	audit.DeviceReuseDetected: {"reuse_detected", []string{"revoked"}},
 }
 
@@ -113,7 +113,7 @@ func NewRecorder(reg prometheus.Registerer, routes, stepUpRoutes []string) *Reco
 		}, []string{"reason", "result"}),
 		devices: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_mfa_device_events_total",
-			Help: "Trusted-device events, by event and reason: trusted (login, challenge: where the user asked to remember the device), used (login: a login passed on one), revoked (user, others, disabled, recovery_regenerated, reset, lockout; one per revocation, whatever the number of devices), reuse_detected (revoked: a rotated-away token came back and its device was revoked).",
+			Help: "Trusted-device events, by event and reason: trusted (login, challenge, self_service: where the user asked to remember the device), used (login: a login passed on one), revoked (user, others, replaced, disabled, recovery_regenerated, reset, lockout; one per revocation, whatever the number of devices), reuse_detected (revoked: a rotated-away token came back and its device was revoked).",
 		}, []string{"event", "reason"}),
 		stepUp: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "totpgate_step_up_events_total",

@@ -77,6 +77,10 @@ func DeviceLabel(userAgent string) string {
 // DevicesOn reports whether trusted devices are turned on.
 func (s *Service) DevicesOn() bool { return s.cfg.TrustedDeviceTTL > 0 }
 
+// TrustedDeviceTTL is how long a device stays trusted after it was
+// trusted; 0 when the feature is off.
+func (s *Service) TrustedDeviceTTL() time.Duration { return s.cfg.TrustedDeviceTTL }
+
 // TrustDevice remembers a device of user, who has just given a second
 // factor: it answers the new device's token (for the client's cookie
 // only) and the device, labelled from userAgent. ErrDevicesOff when the

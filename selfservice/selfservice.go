@@ -1,8 +1,10 @@
 // Package selfservice serves the optional self-service page at the user
 // API prefix ({prefix}/): a user logged in to the app sees their
 // second-factor status, enrolls (QR code and secret as text), confirms,
-// gets recovery codes once (copy, download), regenerates them and turns
-// MFA off. It is plain HTML, CSS and JS embedded in the binary, with no
+// gets recovery codes once (copy, download), regenerates them, turns MFA
+// off and manages trusted devices (trusts this browser with a code, lists
+// the devices with this browser marked, revokes one, signs out every other
+// one; hidden where the feature is off). It is plain HTML, CSS and JS embedded in the binary, with no
 // third-party code, a strict Content-Security-Policy, and it uses only the
 // public API, like any other client.
 package selfservice

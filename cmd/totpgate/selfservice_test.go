@@ -53,6 +53,10 @@ func TestSelfServicePageHeaders(t *testing.T) {
 // A user enrolls from the page in headless Chromium: the QR code in the
 // screenshot decodes to the otpauth URI of the secret shown, the recovery
 // codes download, and the user then logs in through the app with MFA.
+// On the page the user trusts the browser with a code; a login in that
+// browser then passes without a code (the device cookie rotates), "sign
+// out every other device" ends another browser's trust, and once this
+// browser is revoked its token is challenged.
 func TestSelfServicePageInChromium(t *testing.T) {
 	t.Parallel()
 	script, artifacts := browserScript(t, "selfservice")
@@ -77,6 +81,8 @@ func TestSelfServicePageInChromium(t *testing.T) {
 		Focused      string
 		Errors       []string
 		DownloadName string
+		Nameless     []string
+		Devices      browserDevices
 	}
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("browser output: %v\n%s", err, out)
@@ -88,9 +94,13 @@ func TestSelfServicePageInChromium(t *testing.T) {
 	if len(got.Unlabeled) > 0 {
 		t.Errorf("inputs without a label: %v", got.Unlabeled)
 	}
+	if len(got.Nameless) > 0 {
+		t.Errorf("buttons without an accessible name: %v", got.Nameless)
+	}
 	if got.Focused != "enroll-start" {
 		t.Errorf("the first Tab stop is %q, want the setup button", got.Focused)
 	}
+	got.Devices.check(t)
 	if len(got.Codes) != 10 || !slices.Equal(got.Codes, got.Downloaded) || got.DownloadName != "recovery-codes.txt" {
 		t.Fatalf("codes %v, downloaded %q %v", got.Codes, got.DownloadName, got.Downloaded)
 	}
@@ -126,10 +136,69 @@ func TestSelfServicePageInChromium(t *testing.T) {
 	}
 }
 
+// browserDevices is what the browser script saw of trusted devices.
+type browserDevices struct {
+	TrustText, TrustMessage, TrustedHere string
+	OtherTrust                           int
+	Listed                               []struct {
+		Label   string
+		Current bool
+		Times   int
+		Revoke  string
+	}
+	AfterOthers, AfterRevoke int
+	Cleared, Rotated         bool
+	Trusted                  *struct {
+		Value, SameSite, Path, Domain string
+		Secure                        bool
+		HTTPOnly                      bool `json:"httpOnly"`
+	}
+	TrustedLogin, OtherLogin, RevokedLogin, ReplayedLogin struct {
+		Status  int
+		Code    string
+		Session bool
+	}
+}
+
+func (d browserDevices) check(t *testing.T) {
+	t.Helper()
+	if d.TrustText != "Trust this browser for 30 days" || !strings.Contains(d.TrustMessage, "This browser is trusted until") || d.TrustedHere != "This browser" {
+		t.Errorf("trusting on the page: button %q, message %q, marked %q", d.TrustText, d.TrustMessage, d.TrustedHere)
+	}
+	// Chromium keeps the __Host- cookie on http://127.0.0.1 (a potentially
+	// trustworthy origin) with every attribute the gate set.
+	if c := d.Trusted; c == nil || len(c.Value) != 43 || !c.Secure || !c.HTTPOnly || c.SameSite != "Lax" || c.Path != "/" || c.Domain != "127.0.0.1" {
+		t.Fatalf("the browser's device cookie after trusting on the page: %+v", c)
+	}
+	if d.OtherTrust != 201 || len(d.Listed) != 2 {
+		t.Fatalf("another browser trusted itself (%d); the page lists %+v, want two devices", d.OtherTrust, d.Listed)
+	}
+	for _, l := range d.Listed {
+		want := l.Label != "Other browser/1.0" // this browser's is Chromium's own User-Agent
+		if l.Current != want || l.Times != 3 || !strings.HasPrefix(l.Revoke, "Revoke ") || (l.Current && l.Revoke != "Revoke this browser") {
+			t.Errorf("listed device %+v: want this browser marked current, its three dates and a named Revoke button", l)
+		}
+	}
+	if l := d.TrustedLogin; l.Status != 200 || !l.Session || !d.Rotated {
+		t.Errorf("login in the trusted browser without a code: %+v, token rotated %v; want 200 with the app's session and a new token", l, d.Rotated)
+	}
+	if l := d.OtherLogin; d.AfterOthers != 1 || l.Status != 401 || l.Code != "mfa_required" || l.Session {
+		t.Errorf("after signing out every other device the page lists %d; the other browser's login %+v, want 401 mfa_required", d.AfterOthers, l)
+	}
+	if l := d.RevokedLogin; !d.Cleared || d.AfterRevoke != 0 || l.Status != 401 || l.Code != "mfa_required" || l.Session {
+		t.Errorf("after revoking this browser: cookie cleared %v, %d listed, its next login %+v; want cleared, none, 401 mfa_required", d.Cleared, d.AfterRevoke, l)
+	}
+	if l := d.ReplayedLogin; l.Status != 401 || l.Code != "mfa_required" {
+		t.Errorf("a login with the revoked browser's last token: %+v, want 401 mfa_required", l)
+	}
+}
+
 // browserScript checks that headless Chromium and playwright-core are
 // there, copies <pkg>/browser.mjs into .tools/npm (ES modules resolve
 // packages from the script's directory) and returns it with a fresh
-// .artifacts/<pkg> directory for its screenshots.
+// .artifacts/<pkg> directory for its screenshots. The copy has a name of
+// its own, removed after the test: .tools may be shared by checkouts whose
+// scripts differ (worktrees), and a run must not take another's script.
 func browserScript(t *testing.T, pkg string) (script, artifacts string) {
 	t.Helper()
 	npm, _ := filepath.Abs(filepath.Join("..", "..", ".tools", "npm"))
@@ -145,9 +214,16 @@ func browserScript(t *testing.T, pkg string) (script, artifacts string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script = filepath.Join(npm, pkg+"-browser.mjs")
-	if err := os.WriteFile(script, src, 0o644); err != nil {
+	f, err := os.CreateTemp(npm, pkg+"-browser-*.mjs")
+	if err != nil {
 		t.Fatal(err)
 	}
-	return script, artifacts
+	t.Cleanup(func() { os.Remove(f.Name()) })
+	if _, err := f.Write(src); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return f.Name(), artifacts
 }

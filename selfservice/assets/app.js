@@ -55,6 +55,102 @@ async function refresh() {
   $("status-text").textContent = text;
   show("enroll-section", s.state !== "active");
   show("active-section", s.state === "active");
+  // Trusted devices: only with MFA on, and where the sidecar allows them
+  // (mfa.trusted_device_ttl above 0).
+  const devicesOn = s.state === "active" && s.trusted_devices_enabled === true;
+  show("devices-section", devicesOn);
+  if (devicesOn) {
+    const ttl = s.trusted_device_ttl_seconds;
+    const trustFor = ttl ? `Trust this browser for ${period(ttl)}` : "Trust this browser";
+    $("trust-submit").textContent = trustFor;
+    $("trust-label").textContent = `Code from your app (or a recovery code), to ${trustFor[0].toLowerCase()}${trustFor.slice(1)}`;
+    await loadDevices();
+  }
+}
+
+// period says a number of seconds the way people do ("30 days").
+function period(secs) {
+  for (const [size, unit] of [[86400, "day"], [3600, "hour"], [60, "minute"], [1, "second"]]) {
+    if (secs >= size && secs % size === 0) {
+      const n = secs / size;
+      return `${n} ${unit}${n === 1 ? "" : "s"}`;
+    }
+  }
+  return `${secs} seconds`;
+}
+
+function dateText(iso) {
+  return new Date(iso).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+// The caller's trusted devices, this browser marked; the trust form shows
+// while this browser is not one of them.
+async function loadDevices() {
+  const r = await call("GET", "/devices");
+  if (!r.ok) {
+    say(problemText(r), true);
+    return;
+  }
+  const devices = r.data.devices;
+  $("devices").replaceChildren(...devices.map(deviceItem));
+  const here = devices.some((d) => d.current);
+  show("devices-empty", devices.length === 0);
+  show("devices-revoke-others", devices.some((d) => !d.current));
+  show("trust-form", !here);
+  show("trusted-here", here);
+}
+
+function deviceItem(d) {
+  const li = document.createElement("li");
+  li.className = d.current ? "device current" : "device";
+  const name = document.createElement("span");
+  name.className = "device-label";
+  name.textContent = d.label;
+  li.append(name);
+  if (d.current) {
+    const here = document.createElement("strong");
+    here.className = "this-browser";
+    here.textContent = "This browser";
+    li.append(" ", here);
+  }
+  const facts = document.createElement("dl");
+  for (const [term, iso] of [["Trusted", d.created_at], ["Last used", d.last_used_at], ["Expires", d.expires_at]]) {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const time = document.createElement("time");
+    time.dateTime = iso;
+    time.textContent = dateText(iso);
+    const dd = document.createElement("dd");
+    dd.append(time);
+    facts.append(dt, dd);
+  }
+  li.append(facts);
+  const revoke = document.createElement("button");
+  revoke.type = "button";
+  revoke.className = "device-revoke";
+  revoke.textContent = "Revoke";
+  // The visible word starts the accessible name, which says which device.
+  revoke.setAttribute("aria-label", d.current ? "Revoke this browser" : `Revoke ${d.label}, trusted ${dateText(d.created_at)}`);
+  revoke.addEventListener("click", () => revokeDevice(d));
+  li.append(revoke);
+  return li;
+}
+
+async function revokeDevice(d) {
+  const r = await call("DELETE", "/devices/" + encodeURIComponent(d.id));
+  if (!r.ok) {
+    say(problemText(r), true);
+    return;
+  }
+  await devicesChanged(d.current ? "This browser is no longer trusted: logging in here asks for a code again." : `Revoked: ${d.label}.`);
+}
+
+// devicesChanged tells what changed, shows the devices again and puts the
+// focus back on their heading (the button pressed may be gone).
+async function devicesChanged(message) {
+  say(message);
+  await refresh();
+  $("devices-heading").focus();
 }
 
 function showCodes(codes) {
@@ -138,6 +234,27 @@ $("regenerate-form").addEventListener("submit", async (e) => {
   say("New recovery codes: the old ones no longer work.");
   showCodes(r.data.recovery_codes);
   await refresh();
+});
+
+$("trust-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const r = await call("POST", "/devices", { code: $("trust-code").value.trim() });
+  $("trust-code").value = "";
+  if (!r.ok) {
+    say(problemText(r), true);
+    return;
+  }
+  await devicesChanged(`This browser is trusted until ${dateText(r.data.expires_at)}: logging in here needs no code.`);
+});
+
+$("devices-revoke-others").addEventListener("click", async () => {
+  const r = await call("POST", "/devices/revoke-others");
+  if (!r.ok) {
+    say(problemText(r), true);
+    return;
+  }
+  const n = r.data.revoked;
+  await devicesChanged(n === 1 ? "Signed out 1 other device." : `Signed out ${n} other devices.`);
 });
 
 $("disable-form").addEventListener("submit", async (e) => {

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"net/http"
 	"time"
 
@@ -19,7 +18,7 @@ import (
 type Devices interface {
 	DevicesOn() bool
 	TrustedDeviceTTL() time.Duration
-	TrustDevice(ctx context.Context, user, userAgent string) (string, mfa.Device, error)
+	TrustDevice(ctx context.Context, user, userAgent, replacing string) (string, mfa.Device, error)
 	ListDevices(ctx context.Context, user, currentToken string) ([]mfa.Device, error)
 	CountDevices(ctx context.Context, user string) (int, error)
 	RevokeDevice(ctx context.Context, user, id, currentToken string) (bool, error)
@@ -69,7 +68,7 @@ func (a *API) TrustThisDevice(ctx context.Context, req gen.TrustThisDeviceReques
 		if method == mfa.MethodRecovery {
 			a.record(ctx, audit.RecoveryCodeUsed, user, "self_service")
 		}
-		token, d, err = a.devices.TrustDevice(ctx, user, metaOf(ctx).userAgent)
+		token, d, err = a.devices.TrustDevice(ctx, user, metaOf(ctx).userAgent, metaOf(ctx).deviceToken)
 	}
 	if err != nil {
 		a.recordFailure(ctx, audit.DeviceTrusted, user, err)
@@ -86,7 +85,7 @@ func (a *API) TrustThisDevice(ctx context.Context, req gen.TrustThisDeviceReques
 		return nil, err
 	}
 	a.record(ctx, audit.DeviceTrusted, user, "self_service")
-	a.replaceDevice(ctx, user)
+	a.recordReplaced(ctx, user, d)
 	d.Current = true
 	h := http.Header{}
 	gatecookie.Set(h, gatecookie.Device, token, d.MaxAge())
@@ -94,26 +93,11 @@ func (a *API) TrustThisDevice(ctx context.Context, req gen.TrustThisDeviceReques
 		Headers: gen.TrustThisDevice201ResponseHeaders{CacheControl: noStoreHeader, SetCookie: h.Get("Set-Cookie")}}, nil
 }
 
-// replaceDevice revokes the live device of user whose cookie the request
-// carries, now that the browser gets a new one: one browser, one device.
-// A failure leaves the old device to expire (its token is no longer in
-// the browser, which the new cookie overwrites); the new one stands.
-func (a *API) replaceDevice(ctx context.Context, user string) {
-	old := metaOf(ctx).deviceToken
-	if old == "" {
-		return
-	}
-	ds, err := a.devices.ListDevices(ctx, user, old)
-	for _, d := range ds {
-		if !d.Current {
-			continue
-		}
-		if _, err = a.devices.RevokeDevice(ctx, user, d.ID, ""); err == nil {
-			a.recordRevoked(ctx, user, 1, "replaced")
-		}
-	}
-	if err != nil && !errors.Is(err, mfa.ErrDeviceNotFound) { // gone meanwhile: nothing to replace
-		a.log.WarnContext(ctx, "the device this browser held before could not be revoked", "request_id", metaOf(ctx).requestID, "error", err.Error())
+// recordReplaced audits the revocation of the browser's earlier device
+// that trusting d replaced.
+func (a *API) recordReplaced(ctx context.Context, user string, d mfa.Device) {
+	if d.Replaced {
+		a.recordRevoked(ctx, user, 1, "replaced")
 	}
 }
 
@@ -204,12 +188,13 @@ func (a *API) trustOnChallenge(ctx context.Context, user string, answer mfa.Held
 	if a.devices == nil || !a.devices.DevicesOn() {
 		return answer
 	}
-	token, d, err := a.devices.TrustDevice(ctx, user, metaOf(ctx).userAgent)
+	token, d, err := a.devices.TrustDevice(ctx, user, metaOf(ctx).userAgent, metaOf(ctx).deviceToken)
 	if err != nil {
 		a.log.WarnContext(ctx, "device not trusted: it could not be stored", "request_id", metaOf(ctx).requestID, "error", err.Error())
 		return answer
 	}
 	a.record(ctx, audit.DeviceTrusted, user, "challenge")
+	a.recordReplaced(ctx, user, d)
 	answer.Header = gatecookie.Added(answer.Header, gatecookie.Device, token, d.MaxAge())
 	return answer
 }

@@ -73,7 +73,7 @@ func (f failing) ConfirmChallengeEnrollment(context.Context, string, string, mfa
 
 func (f failing) DevicesOn() bool                 { return true }
 func (f failing) TrustedDeviceTTL() time.Duration { return time.Hour }
-func (f failing) TrustDevice(context.Context, string, string) (string, mfa.Device, error) {
+func (f failing) TrustDevice(context.Context, string, string, string) (string, mfa.Device, error) {
 	return "", mfa.Device{}, f.err
 }
 func (f failing) ListDevices(context.Context, string, string) ([]mfa.Device, error) {

@@ -47,6 +47,9 @@ type Device struct {
 	CreatedAt, LastUsedAt, ExpiresAt time.Time
 	// Current: the device whose token the caller presented.
 	Current bool
+	// Replaced (TrustDevice): the browser's earlier device of this user
+	// was revoked for this one.
+	Replaced bool
 }
 
 // MaxAge is how long the device's cookie should live from its last use
@@ -83,10 +86,13 @@ func (s *Service) TrustedDeviceTTL() time.Duration { return s.cfg.TrustedDeviceT
 
 // TrustDevice remembers a device of user, who has just given a second
 // factor: it answers the new device's token (for the client's cookie
-// only) and the device, labelled from userAgent. ErrDevicesOff when the
-// feature is off; ErrNotEnrolled when the user is no longer active or is
-// locked (a reset or lockout came in between).
-func (s *Service) TrustDevice(ctx context.Context, user, userAgent string) (string, Device, error) {
+// only) and the device, labelled from userAgent. replacing is the device
+// token the request carried ("" none): when it is a live device of user,
+// that device is revoked (the browser's cookie is overwritten, so nobody
+// could use it again; one browser, one device) and Device.Replaced says
+// so. ErrDevicesOff when the feature is off; ErrNotEnrolled when the user
+// is no longer active or is locked (a reset or lockout came in between).
+func (s *Service) TrustDevice(ctx context.Context, user, userAgent, replacing string) (string, Device, error) {
 	if !s.DevicesOn() {
 		return "", Device{}, ErrDevicesOff
 	}
@@ -110,7 +116,29 @@ func (s *Service) TrustDevice(ctx context.Context, user, userAgent string) (stri
 	if err != nil {
 		return "", Device{}, unavailable("create device", err)
 	}
-	return token, deviceOf(d), nil
+	out := deviceOf(d)
+	// The new device stands even when the old one cannot be revoked now:
+	// its token is no longer in the browser, and it expires.
+	out.Replaced, _ = s.revokeByToken(ctx, user, replacing)
+	return token, out, nil
+}
+
+// revokeByToken revokes user's live device whose token is token, and
+// reports whether there was one.
+func (s *Service) revokeByToken(ctx context.Context, user, token string) (bool, error) {
+	ds, err := s.ListDevices(ctx, user, token)
+	if err != nil {
+		return false, err
+	}
+	for _, d := range ds {
+		if d.Current {
+			if _, err := s.store.DeleteDevice(ctx, user, d.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return false, unavailable("replace device", err)
+			}
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // UseTrustedDevice lets a login of user pass on a trusted device: when

@@ -19,7 +19,7 @@ const firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefo
 
 func (e *env) trust(t *testing.T, user string) (string, mfa.Device) {
 	t.Helper()
-	token, d, err := e.svc.TrustDevice(context.Background(), user, firefox)
+	token, d, err := e.svc.TrustDevice(context.Background(), user, firefox, "")
 	if err != nil {
 		t.Fatalf("TrustDevice(%s): %v", user, err)
 	}
@@ -143,7 +143,7 @@ func TestTrustedDevicesOff(t *testing.T) {
 	if off.DevicesOn() {
 		t.Error("DevicesOn with TTL 0")
 	}
-	if _, _, err := off.TrustDevice(context.Background(), "alice", firefox); !errors.Is(err, mfa.ErrDevicesOff) {
+	if _, _, err := off.TrustDevice(context.Background(), "alice", firefox, ""); !errors.Is(err, mfa.ErrDevicesOff) {
 		t.Errorf("TrustDevice with the feature off: err = %v, want ErrDevicesOff", err)
 	}
 	if _, _, err := off.UseTrustedDevice(context.Background(), "alice", token); !errors.Is(err, mfa.ErrDeviceNotTrusted) {
@@ -289,7 +289,7 @@ func TestTrustedDeviceRefusals(t *testing.T) {
 	for _, bad := range []string{"", "short", strings.Repeat("A", 42), strings.Repeat("=", 43), token + "x", strings.ToUpper(token[:5]) + token[5:] + "\x00"} {
 		e.notTrusted(t, "alice", bad, fmt.Sprintf("malformed token %q", bad))
 	}
-	if _, _, err := e.svc.TrustDevice(ctx, "nobody", firefox); !errors.Is(err, mfa.ErrNotEnrolled) {
+	if _, _, err := e.svc.TrustDevice(ctx, "nobody", firefox, ""); !errors.Is(err, mfa.ErrNotEnrolled) {
 		t.Errorf("TrustDevice(user without MFA): err = %v, want ErrNotEnrolled", err)
 	}
 	e.use(t, "alice", token)
@@ -309,7 +309,7 @@ func TestTrustedDeviceKeyringDown(t *testing.T) {
 	if _, _, err := down.UseTrustedDevice(context.Background(), "alice", token); !errors.Is(err, mfa.ErrUnavailable) {
 		t.Errorf("UseTrustedDevice with the keyring down: err = %v, want ErrUnavailable", err)
 	}
-	if _, _, err := down.TrustDevice(context.Background(), "alice", firefox); !errors.Is(err, mfa.ErrUnavailable) {
+	if _, _, err := down.TrustDevice(context.Background(), "alice", firefox, ""); !errors.Is(err, mfa.ErrUnavailable) {
 		t.Errorf("TrustDevice with the keyring down: err = %v, want ErrUnavailable", err)
 	}
 	e.use(t, "alice", token) // nothing was spent
@@ -360,3 +360,29 @@ func TestDeviceLabel(t *testing.T) {
 }
 
 var _ store.Store = (*failingStore)(nil)
+
+// Trusting the browser again replaces its earlier device of the same
+// user (its cookie is overwritten: nobody could use it again); another
+// user's token in the request is left alone.
+func TestTrustDeviceReplacesTheBrowsersDevice(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.enroll(t, "alice")
+	e.enroll(t, "bob")
+	old, _ := e.trust(t, "alice")
+	bobs, _ := e.trust(t, "bob")
+
+	fresh, d, err := e.svc.TrustDevice(ctx, "alice", firefox, old)
+	if err != nil || !d.Replaced {
+		t.Fatalf("trusting again with the old token: replaced %v, %v", d.Replaced, err)
+	}
+	e.notTrusted(t, "alice", old, "the replaced device")
+	if ds, err := e.svc.ListDevices(ctx, "alice", fresh); err != nil || len(ds) != 1 || !ds[0].Current {
+		t.Fatalf("alice's devices after the replacement: %+v %v", ds, err)
+	}
+	if _, d, err := e.svc.TrustDevice(ctx, "alice", firefox, bobs); err != nil || d.Replaced {
+		t.Fatalf("trusting with another user's token: replaced %v, %v", d.Replaced, err)
+	}
+	e.use(t, "bob", bobs)
+}

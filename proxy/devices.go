@@ -61,12 +61,15 @@ func (g *loginGate) trustDevice(r *http.Request, ev events, held mfa.HeldAnswer)
 	if g.opts.Devices == nil || !g.opts.Devices.DevicesOn() {
 		return held
 	}
-	token, d, err := g.opts.Devices.TrustDevice(r.Context(), ev.user, r.UserAgent())
+	token, d, err := g.opts.Devices.TrustDevice(r.Context(), ev.user, r.UserAgent(), gatecookie.Value(inbound(r), gatecookie.Device))
 	if err != nil {
 		g.log.WarnContext(r.Context(), "device not trusted: it could not be stored", "request_id", ev.requestID, "error", err.Error())
 		return held
 	}
 	ev.record(audit.DeviceTrusted, "", "login")
+	if d.Replaced {
+		ev.record(audit.DeviceRevoked, "", "replaced")
+	}
 	held.Header = gatecookie.Added(held.Header, gatecookie.Device, token, d.MaxAge())
 	return held
 }

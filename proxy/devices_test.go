@@ -318,6 +318,28 @@ func TestTrustedDeviceAtTheGate(t *testing.T) {
 	e.appNeverSawGateCookies(t)
 }
 
+// A login with a code that asks to remember a browser already holding a
+// device of that user replaces the device: one browser, one device, and
+// the overwritten token no longer passes.
+func TestTrustedDeviceReplacedAtTheGate(t *testing.T) {
+	t.Parallel()
+	e := newDeviceEnv(t, nil)
+	e.enroll(t, "alice")
+	old := deviceToken(t, e.login(t, "/login", "alice", "", "X-TOTP-Code", e.code("alice"), "X-TOTP-Remember-Device", "true"), thirtyDays)
+	res := e.login(t, "/login", "alice", old, "X-TOTP-Code", e.code("alice"), "X-TOTP-Remember-Device", "true")
+	if !passed(res, "alice") {
+		t.Fatalf("login with a code from a trusted browser: status %d", res.StatusCode)
+	}
+	fresh := deviceToken(t, res, thirtyDays)
+	if !e.events.has(audit.DeviceRevoked, "alice", "replaced") {
+		t.Error("no device_revoked replaced event")
+	}
+	challenged(t, e.login(t, "/login", "alice", old))
+	if !passed(e.login(t, "/login", "alice", fresh), "alice") {
+		t.Error("the new device does not pass")
+	}
+}
+
 // The flag in the body works as the header; a request that says false,
 // or a login without a code, trusts nothing.
 func TestTrustedDeviceFromBodyField(t *testing.T) {

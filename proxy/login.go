@@ -28,7 +28,7 @@ type SecondFactor interface {
 // trusted devices (mfa/devices.go).
 type TrustedDevices interface {
 	DevicesOn() bool
-	TrustDevice(ctx context.Context, user, userAgent string) (string, mfa.Device, error)
+	TrustDevice(ctx context.Context, user, userAgent, replacing string) (string, mfa.Device, error)
 	UseTrustedDevice(ctx context.Context, user, token string) (string, mfa.Device, error)
 }
 

@@ -53,6 +53,9 @@ type StepUpOptions struct {
 	RateLimit *RateLimit
 	// Now is the clock of the identity cache.
 	Now func() time.Time
+	// Page, when set, is the self-service page ({prefix}/): a browser's
+	// own form post to a step-up route is sent there to give its code.
+	Page string
 }
 
 type stepUpGate struct {
@@ -231,8 +234,27 @@ func (g *stepUpGate) hold(w http.ResponseWriter, r *http.Request, rt *stepUpRout
 		return
 	}
 	ev.record(audit.StepUpRequired, "", "challenge_issued")
+	if g.toPage(w, r, ch) {
+		return
+	}
 	writeChallenge(w, r, ch, problem.New(http.StatusUnauthorized, gen.ProblemCodeMfaStepUpRequired,
 		"Enter the code from your authenticator app to continue."), g.opts.ChallengeURL)
+}
+
+// toPage sends the browser's own form post to the self-service page,
+// which asks for the code (the challenge in the fragment, which no server
+// sees), and reports whether it did. Only a navigation from the same
+// origin goes there: a form another site posts with the user's cookies
+// gets the 401, so no page elsewhere can have the user confirm a request
+// the user did not make.
+func (g *stepUpGate) toPage(w http.ResponseWriter, r *http.Request, ch mfa.Challenge) bool {
+	if g.opts.Page == "" || r.Header.Get("Sec-Fetch-Mode") != "navigate" || r.Header.Get("Sec-Fetch-Site") != "same-origin" {
+		return false
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Location", g.opts.Page+"#step-up="+ch.Token)
+	w.WriteHeader(http.StatusSeeOther)
+	return true
 }
 
 // heldHeader is what a held request keeps of h: neither hop-by-hop headers

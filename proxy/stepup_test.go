@@ -150,6 +150,7 @@ func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateL
 			Routes:          []proxy.StepUpRoute{{Path: "/settings/password", Methods: []string{"POST"}, MaxAge: 5 * time.Minute}},
 			MaxRequestBytes: maxBody, IdentityCacheTTL: 10 * time.Second, IdentityCacheEntries: 100, Required: required,
 			Challenge: stepUpChallenge, ChallengeURL: "/mfa/step-up", MFA: svc, Audit: events, Now: clock.Now, RateLimit: limit,
+			Page: "/mfa/",
 		},
 	})
 	if err != nil {
@@ -224,6 +225,53 @@ func (e *stepUpEnv) complete(id, user, sid string) (mfa.HeldAnswer, mfa.StepUp) 
 		e.t.Fatalf("forward: %v", err)
 	}
 	return answer, up
+}
+
+// The browser's own form post (a same-origin navigation) is held and sent
+// to the self-service page with its challenge in the fragment; a form
+// another site posts, and a script's fetch, get the 401. Either way the
+// app sees nothing.
+func TestStepUpSendsTheBrowsersOwnFormToThePage(t *testing.T) {
+	t.Parallel()
+	e := newStepUpEnv(t, false, 1024, nil)
+	e.enroll("alice")
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, tc := range []struct {
+		name, mode, site string
+		page             bool
+	}{
+		{"own form", "navigate", "same-origin", true},
+		{"another site's form", "navigate", "cross-site", false},
+		{"a sibling site's form", "navigate", "same-site", false},
+		{"a script", "cors", "same-origin", false},
+		{"no fetch metadata", "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", e.front+"/settings/password", strings.NewReader("password=n3w"))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Cookie", "sid=S1")
+			if tc.mode != "" {
+				req.Header.Set("Sec-Fetch-Mode", tc.mode)
+				req.Header.Set("Sec-Fetch-Site", tc.site)
+			}
+			res, err := noRedirect.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			loc := res.Header.Get("Location")
+			switch {
+			case tc.page && (res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/mfa/#step-up=") || len(strings.TrimPrefix(loc, "/mfa/#step-up=")) != 43 ||
+				res.Header.Get("Cache-Control") != "no-store"):
+				t.Errorf("= %d Location %q, want 303 to the page with the challenge", res.StatusCode, loc)
+			case !tc.page && (res.StatusCode != http.StatusUnauthorized || loc != ""):
+				t.Errorf("= %d Location %q, want 401 mfa_step_up_required", res.StatusCode, loc)
+			}
+		})
+	}
+	if n, _ := e.app.counts(); n != 0 {
+		t.Fatalf("the app ran a held change %d times", n)
+	}
 }
 
 func TestStepUpHoldsUntilTheCodeAndReleasesOnce(t *testing.T) {

@@ -142,6 +142,38 @@ try {
   });
   const replayedLogin = { status: replayed.status, code: (await replayed.json().catch(() => ({}))).code || "", session: false };
 
+  // Step-up: the app's own form posts a password change (a same-origin
+  // navigation). The gate holds it and sends the browser to this page,
+  // which asks for a code (a recovery code: this step's TOTP code is
+  // spent); after it the change reaches the app, once, and the answer is
+  // the app's own. A second change within max_age goes straight through.
+  const postForm = async () => {
+    await page.goto(`${base}/account`);
+    await page.evaluate(() => {
+      const f = document.createElement("form");
+      f.method = "POST";
+      f.action = "/settings/password";
+      const i = document.createElement("input");
+      i.name = "password";
+      i.value = "n3w";
+      f.append(i);
+      document.body.append(f);
+      f.submit();
+    });
+  };
+  await postForm();
+  await page.locator("#step-up-section").waitFor({ state: "visible" });
+  const stepUpURL = page.url();
+  await page.screenshot({ path: path.join(out, "8-step-up.png"), fullPage: true });
+  await page.locator("#step-up-code").fill(codes[1]);
+  await page.keyboard.press("Enter");
+  await page.locator("#step-up-done").waitFor({ state: "visible" });
+  const stepUpMessage = await page.locator("#message").textContent();
+  const proof = (await context.cookies()).find((c) => c.name === "__Host-totpgate-step-up");
+  await postForm();
+  await page.waitForLoadState();
+  const direct = { url: page.url(), body: await page.locator("body").textContent() };
+
   const unlabeledAtEnd = await page.$$eval("input", (els) =>
     els.filter((el) => !el.labels || el.labels.length === 0).map((el) => el.id));
   const nameless = await page.$$eval("button", (els) =>
@@ -154,6 +186,10 @@ try {
       trusted: trusted && { value: trusted.value, secure: trusted.secure, httpOnly: trusted.httpOnly, sameSite: trusted.sameSite, path: trusted.path, domain: trusted.domain },
       rotated: Boolean(rotated && trusted && rotated.value !== trusted.value && rotated.value.length === 43),
       trustedLogin, otherLogin, revokedLogin, replayedLogin,
+    },
+    stepUp: {
+      pageURL: stepUpURL, message: stepUpMessage, direct,
+      proof: proof && { secure: proof.secure, httpOnly: proof.httpOnly, sameSite: proof.sameSite, path: proof.path },
     },
   }));
 } finally {

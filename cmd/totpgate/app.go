@@ -364,8 +364,18 @@ func buildFront(cfg config.Config, doc *openapi3.T, ops *api.API, limit *proxy.R
 			Audit:        obs.audit,
 			RateLimit:    limit,
 			Now:          now,
+			Page:         selfServicePage(cfg.API),
 		},
 	})
+}
+
+// selfServicePage is the self-service page's path when it is served, ""
+// otherwise.
+func selfServicePage(a config.API) string {
+	if !a.SelfService {
+		return ""
+	}
+	return a.Prefix + "/"
 }
 
 // newMFA builds the second-factor service from the mfa settings (serve and

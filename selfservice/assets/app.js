@@ -269,4 +269,43 @@ $("disable-form").addEventListener("submit", async (e) => {
   await refresh();
 });
 
+
+// A form post to a step-up route was held and the browser sent here with
+// its challenge in the fragment: ask for the code, then have the held
+// request sent. The fragment is dropped from the address (and history) at
+// once; the id lives on in memory only.
+const stepUp = new URLSearchParams(location.hash.slice(1)).get("step-up");
+if (stepUp) {
+  history.replaceState(null, "", location.pathname + location.search);
+  show("step-up-section", true);
+  const back = document.referrer && new URL(document.referrer).origin === location.origin ? document.referrer : "/";
+  $("step-up-back").href = back;
+  $("step-up-heading").focus();
+}
+
+$("step-up-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const res = await fetch(api + "/step-up", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ challenge_id: stepUp, code: $("step-up-code").value.trim() }),
+  });
+  $("step-up-code").value = "";
+  if (res.redirected) {
+    // The application answered the request with a redirect: go where it sends.
+    location.assign(res.url);
+    return;
+  }
+  if (!res.ok && (res.headers.get("Content-Type") || "").startsWith("application/problem+json")) {
+    let data = null;
+    try { data = await res.json(); } catch { data = null; }
+    say(res.status === 404 ? "This confirmation has expired or was used. Go back and try again." : problemText({ status: res.status, data }), true);
+    return;
+  }
+  show("step-up-form", false);
+  show("step-up-done", true);
+  say(res.ok ? "Confirmed." : `Confirmed; the application answered ${res.status}.`);
+});
+
 refresh();

@@ -30,29 +30,11 @@ ON CONFLICT (id_hash) DO NOTHING`,
 	return nil
 }
 
-const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke`
-
-func scanChallenge(row pgx.Row) (store.Challenge, error) {
-	var (
-		c                  store.Challenge
-		enroll, satisfied  int16
-		created, expiresAt int64
-	)
-	if err := row.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt, &c.Revoke); err != nil {
-		return store.Challenge{}, err
-	}
-	c.Enroll = enroll != 0
-	c.Satisfied = satisfied != 0
-	c.CreatedAt = column.Time(created)
-	c.ExpiresAt = column.Time(expiresAt)
-	return c, nil
-}
-
 // GetChallenge returns a challenge live at now, or store.ErrNotFound.
 func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
-	c, err := scanChallenge(s.pool.QueryRow(ctx,
-		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = $1 AND expires_at > $2`, column.Bytes(idHash), column.Millis(now)))
-	if errors.Is(err, pgx.ErrNoRows) {
+	c, err := column.One(s.pool.QueryRow(ctx,
+		`SELECT `+column.ChallengeColumns+` FROM challenges WHERE id_hash = $1 AND expires_at > $2`, column.Bytes(idHash), column.Millis(now)), column.Challenge)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.Challenge{}, store.ErrNotFound
 	}
 	if err != nil {
@@ -107,10 +89,10 @@ func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Ti
 // it, the others wait for its commit, find the row gone and get
 // store.ErrNotFound.
 func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
-	c, err := scanChallenge(s.pool.QueryRow(ctx,
-		`DELETE FROM challenges WHERE id_hash = $1 AND expires_at > $2 RETURNING `+challengeColumns,
-		column.Bytes(idHash), column.Millis(now)))
-	if errors.Is(err, pgx.ErrNoRows) {
+	c, err := column.One(s.pool.QueryRow(ctx,
+		`DELETE FROM challenges WHERE id_hash = $1 AND expires_at > $2 RETURNING `+column.ChallengeColumns,
+		column.Bytes(idHash), column.Millis(now)), column.Challenge)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.Challenge{}, store.ErrNotFound
 	}
 	if err != nil {
@@ -151,21 +133,13 @@ RETURNING taken.user_id, taken.revoke`, arg, int64(expiredBatch))
 		if err != nil {
 			return out, fmt.Errorf("postgres: take revocations: %w", err)
 		}
-		n := 0
-		for rows.Next() {
-			var c store.Challenge
-			if err := rows.Scan(&c.UserID, &c.Revoke); err != nil {
-				rows.Close()
-				return out, fmt.Errorf("postgres: take revocations: %w", err)
-			}
-			out = append(out, c)
-			n++
-		}
+		batch, err := column.Collect(rows, column.Revocation)
 		rows.Close()
-		if err := rows.Err(); err != nil {
+		if err != nil {
 			return out, fmt.Errorf("postgres: take revocations: %w", err)
 		}
-		if n < expiredBatch {
+		out = append(out, batch...)
+		if len(batch) < expiredBatch {
 			return out, nil
 		}
 	}

@@ -12,20 +12,6 @@ import (
 	"github.com/totpgate/totpgate/store/internal/column"
 )
 
-const deviceColumns = `id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at`
-
-func scanDevice(row pgx.Row) (store.TrustedDevice, error) {
-	var (
-		d                        store.TrustedDevice
-		created, used, expiresAt int64
-	)
-	if err := row.Scan(&d.ID, &d.UserID, &d.TokenHash, &d.PrevHash, &d.Label, &created, &used, &expiresAt); err != nil {
-		return store.TrustedDevice{}, err
-	}
-	d.CreatedAt, d.LastUsedAt, d.ExpiresAt = column.Time(created), column.Time(used), column.Time(expiresAt)
-	return d, nil
-}
-
 // CreateDevice locks the user's row (FOR NO KEY UPDATE, as SettleAttempt
 // and ReplaceRecoveryCodes do, and DeleteUser's FOR UPDATE waits for it),
 // checks that the user is active and not locked at d.CreatedAt, and
@@ -73,14 +59,14 @@ ON CONFLICT DO NOTHING`, pgx.StrictNamedArgs{
 // Neither statement touches the users row, so this cannot deadlock with
 // the transactions that lock it first.
 func (s *Store) RotateDevice(ctx context.Context, user string, tokenHash, newHash []byte, now time.Time) (store.TrustedDevice, error) {
-	d, err := scanDevice(s.pool.QueryRow(ctx, `
+	d, err := column.One(s.pool.QueryRow(ctx, `
 UPDATE trusted_devices SET prev_hash = token_hash, token_hash = @new, last_used_at = @now
 WHERE user_id = @user AND token_hash = @old AND expires_at > @now
-RETURNING `+deviceColumns, pgx.StrictNamedArgs{"new": column.Bytes(newHash), "now": column.Millis(now), "user": user, "old": column.Bytes(tokenHash)}))
+RETURNING `+column.DeviceColumns, pgx.StrictNamedArgs{"new": column.Bytes(newHash), "now": column.Millis(now), "user": user, "old": column.Bytes(tokenHash)}), column.Device)
 	if err == nil {
 		return d, nil
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
+	if !errors.Is(err, store.ErrNotFound) {
 		return store.TrustedDevice{}, fmt.Errorf("postgres: rotate device: %w", err)
 	}
 	n, err := s.execCount(ctx, "rotate device", `DELETE FROM trusted_devices WHERE user_id = $1 AND prev_hash = $2 AND expires_at > $3`,
@@ -96,21 +82,14 @@ RETURNING `+deviceColumns, pgx.StrictNamedArgs{"new": column.Bytes(newHash), "no
 
 // Devices lists the user's devices live at now, oldest first.
 func (s *Store) Devices(ctx context.Context, user string, now time.Time) ([]store.TrustedDevice, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+deviceColumns+` FROM trusted_devices
+	rows, err := s.pool.Query(ctx, `SELECT `+column.DeviceColumns+` FROM trusted_devices
 WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at, id`, user, column.Millis(now))
 	if err != nil {
 		return nil, fmt.Errorf("postgres: devices: %w", err)
 	}
 	defer rows.Close()
-	var out []store.TrustedDevice
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: devices: %w", err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Collect(rows, column.Device)
+	if err != nil {
 		return nil, fmt.Errorf("postgres: devices: %w", err)
 	}
 	return out, nil
@@ -118,8 +97,8 @@ WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at, id`, user, column.Mi
 
 // DeleteDevice deletes the user's device id and returns it.
 func (s *Store) DeleteDevice(ctx context.Context, user, id string) (store.TrustedDevice, error) {
-	d, err := scanDevice(s.pool.QueryRow(ctx, `DELETE FROM trusted_devices WHERE user_id = $1 AND id = $2 RETURNING `+deviceColumns, user, id))
-	if errors.Is(err, pgx.ErrNoRows) {
+	d, err := column.One(s.pool.QueryRow(ctx, `DELETE FROM trusted_devices WHERE user_id = $1 AND id = $2 RETURNING `+column.DeviceColumns, user, id), column.Device)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.TrustedDevice{}, store.ErrNotFound
 	}
 	if err != nil {

@@ -17,16 +17,16 @@ import (
 // on the newest row version while holding its lock, so concurrent callers
 // cannot both win. When it does not win, the job is read back as stored.
 func (s *Store) AcquireJob(ctx context.Context, name, owner string, now, leaseUntil time.Time) (store.Job, bool, error) {
-	j, err := scanJob(s.pool.QueryRow(ctx, `
+	j, err := column.One(s.pool.QueryRow(ctx, `
 INSERT INTO jobs (name, owner, lease_until, state) VALUES (@name, @owner, @until, '')
 ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, lease_until = EXCLUDED.lease_until
 WHERE jobs.lease_until < @now OR jobs.owner = EXCLUDED.owner
-RETURNING name, owner, lease_until, state`,
-		pgx.StrictNamedArgs{"name": name, "owner": owner, "until": column.Millis(leaseUntil), "now": column.Millis(now)}))
+RETURNING `+column.JobColumns,
+		pgx.StrictNamedArgs{"name": name, "owner": owner, "until": column.Millis(leaseUntil), "now": column.Millis(now)}), column.Job)
 	if err == nil {
 		return j, true, nil
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
+	if !errors.Is(err, store.ErrNotFound) {
 		return store.Job{}, false, fmt.Errorf("postgres: acquire job: %w", err)
 	}
 	j, err = s.GetJob(ctx, name)
@@ -51,22 +51,12 @@ func (s *Store) UpdateJob(ctx context.Context, name, owner string, state []byte,
 
 // GetJob returns the named job, or store.ErrNotFound.
 func (s *Store) GetJob(ctx context.Context, name string) (store.Job, error) {
-	j, err := scanJob(s.pool.QueryRow(ctx, `SELECT name, owner, lease_until, state FROM jobs WHERE name = $1`, name))
-	if errors.Is(err, pgx.ErrNoRows) {
+	j, err := column.One(s.pool.QueryRow(ctx, `SELECT `+column.JobColumns+` FROM jobs WHERE name = $1`, name), column.Job)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.Job{}, store.ErrNotFound
 	}
 	if err != nil {
 		return store.Job{}, fmt.Errorf("postgres: get job: %w", err)
 	}
-	return j, nil
-}
-
-func scanJob(row pgx.Row) (store.Job, error) {
-	var j store.Job
-	var until int64
-	if err := row.Scan(&j.Name, &j.Owner, &until, &j.State); err != nil {
-		return store.Job{}, err
-	}
-	j.LeaseUntil = column.Time(until)
 	return j, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // notAtTarget is the SQL condition "this row's secret is not yet at the
@@ -25,7 +26,7 @@ func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyR
 		return nil, fmt.Errorf("postgres: secrets page: limit must be positive")
 	}
 	rows, err := s.pool.Query(ctx, `
-SELECT id, ciphertext, key_version, binding FROM users
+SELECT `+column.SecretRefColumns+` FROM users
 WHERE id > @after AND `+notAtTarget+`
 ORDER BY id
 LIMIT @limit`, pgx.StrictNamedArgs{
@@ -35,17 +36,8 @@ LIMIT @limit`, pgx.StrictNamedArgs{
 		return nil, fmt.Errorf("postgres: secrets page: %w", err)
 	}
 	defer rows.Close()
-	var out []store.SecretRef
-	for rows.Next() {
-		var r store.SecretRef
-		var binding int16
-		if err := rows.Scan(&r.UserID, &r.Ciphertext, &r.KeyVersion, &binding); err != nil {
-			return nil, fmt.Errorf("postgres: secrets page: %w", err)
-		}
-		r.Binding = store.Binding(binding)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Collect(rows, column.SecretRef)
+	if err != nil {
 		return nil, fmt.Errorf("postgres: secrets page: %w", err)
 	}
 	return out, nil
@@ -145,16 +137,8 @@ FROM users `+where+` GROUP BY 1, 2`)
 		return nil, fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	defer rows.Close()
-	out := map[store.KeyRef]int{}
-	for rows.Next() {
-		var k store.KeyRef
-		var n int
-		if err := rows.Scan(&k.Backend, &k.Version, &n); err != nil {
-			return nil, fmt.Errorf("postgres: %s: %w", op, err)
-		}
-		out[k] = n
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Counts(rows, column.KeyRef)
+	if err != nil {
 		return nil, fmt.Errorf("postgres: %s: %w", op, err)
 	}
 	return out, nil
@@ -168,16 +152,8 @@ func (s *Store) CountByState(ctx context.Context) (map[store.State]int, error) {
 		return nil, fmt.Errorf("postgres: count by state: %w", err)
 	}
 	defer rows.Close()
-	out := map[store.State]int{}
-	for rows.Next() {
-		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("postgres: count by state: %w", err)
-		}
-		out[store.State(st)] = n
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Counts(rows, column.State)
+	if err != nil {
 		return nil, fmt.Errorf("postgres: count by state: %w", err)
 	}
 	return out, nil

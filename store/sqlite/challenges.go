@@ -29,31 +29,11 @@ ON CONFLICT (id_hash) DO NOTHING`,
 	return nil
 }
 
-const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke`
-
-type scanner interface{ Scan(...any) error }
-
-func scanChallenge(sc scanner) (store.Challenge, error) {
-	var (
-		c                  store.Challenge
-		enroll, satisfied  int
-		created, expiresAt int64
-	)
-	if err := sc.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt, &c.Revoke); err != nil {
-		return store.Challenge{}, err
-	}
-	c.Enroll = enroll != 0
-	c.Satisfied = satisfied != 0
-	c.CreatedAt = column.Time(created)
-	c.ExpiresAt = column.Time(expiresAt)
-	return c, nil
-}
-
 // GetChallenge returns a challenge live at now, or store.ErrNotFound.
 func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
-	c, err := scanChallenge(s.r.QueryRowContext(ctx,
-		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = ? AND expires_at > ?`, column.Bytes(idHash), column.Millis(now)))
-	if errors.Is(err, sql.ErrNoRows) {
+	c, err := column.One(s.r.QueryRowContext(ctx,
+		`SELECT `+column.ChallengeColumns+` FROM challenges WHERE id_hash = ? AND expires_at > ?`, column.Bytes(idHash), column.Millis(now)), column.Challenge)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.Challenge{}, store.ErrNotFound
 	}
 	if err != nil {
@@ -111,10 +91,10 @@ func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Ti
 // DELETE ... RETURNING statement: of concurrent callers exactly one gets
 // it, the others store.ErrNotFound.
 func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
-	c, err := scanChallenge(s.w.QueryRowContext(ctx,
-		`DELETE FROM challenges WHERE id_hash = ? AND expires_at > ? RETURNING `+challengeColumns,
-		column.Bytes(idHash), column.Millis(now)))
-	if errors.Is(err, sql.ErrNoRows) {
+	c, err := column.One(s.w.QueryRowContext(ctx,
+		`DELETE FROM challenges WHERE id_hash = ? AND expires_at > ? RETURNING `+column.ChallengeColumns,
+		column.Bytes(idHash), column.Millis(now)), column.Challenge)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.Challenge{}, store.ErrNotFound
 	}
 	if err != nil {
@@ -140,14 +120,7 @@ func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time)
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			var c store.Challenge
-			if err := rows.Scan(&c.UserID, &c.Revoke); err != nil {
-				return err
-			}
-			out = append(out, c)
-		}
-		if err := rows.Err(); err != nil {
+		if out, err = column.Collect(rows, column.Revocation); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE challenges SET revoke = NULL WHERE `+where, arg)

@@ -11,20 +11,6 @@ import (
 	"github.com/totpgate/totpgate/store/internal/column"
 )
 
-const deviceColumns = `id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at`
-
-func scanDevice(sc scanner) (store.TrustedDevice, error) {
-	var (
-		d                        store.TrustedDevice
-		created, used, expiresAt int64
-	)
-	if err := sc.Scan(&d.ID, &d.UserID, &d.TokenHash, &d.PrevHash, &d.Label, &created, &used, &expiresAt); err != nil {
-		return store.TrustedDevice{}, err
-	}
-	d.CreatedAt, d.LastUsedAt, d.ExpiresAt = column.Time(created), column.Time(used), column.Time(expiresAt)
-	return d, nil
-}
-
 // CreateDevice inserts d with one INSERT ... SELECT from the user's row,
 // which holds only while the user is active and not locked at d.CreatedAt:
 // the check and the insert are one statement on the one write connection.
@@ -55,12 +41,12 @@ func (s *Store) RotateDevice(ctx context.Context, user string, tokenHash, newHas
 	)
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
 		var err error
-		d, err = scanDevice(tx.QueryRowContext(ctx, `
+		d, err = column.One(tx.QueryRowContext(ctx, `
 UPDATE trusted_devices SET prev_hash = token_hash, token_hash = :new, last_used_at = :now
 WHERE user_id = :user AND token_hash = :old AND expires_at > :now
-RETURNING `+deviceColumns,
-			sql.Named("new", column.Bytes(newHash)), sql.Named("now", column.Millis(now)), sql.Named("user", user), sql.Named("old", column.Bytes(tokenHash))))
-		if !errors.Is(err, sql.ErrNoRows) {
+RETURNING `+column.DeviceColumns,
+			sql.Named("new", column.Bytes(newHash)), sql.Named("now", column.Millis(now)), sql.Named("user", user), sql.Named("old", column.Bytes(tokenHash))), column.Device)
+		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 		res, err := tx.ExecContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND prev_hash = ? AND expires_at > ?`,
@@ -85,21 +71,14 @@ RETURNING `+deviceColumns,
 
 // Devices lists the user's devices live at now, oldest first.
 func (s *Store) Devices(ctx context.Context, user string, now time.Time) ([]store.TrustedDevice, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+deviceColumns+` FROM trusted_devices
+	rows, err := s.r.QueryContext(ctx, `SELECT `+column.DeviceColumns+` FROM trusted_devices
 WHERE user_id = ? AND expires_at > ? ORDER BY created_at, id`, user, column.Millis(now))
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: devices: %w", err)
 	}
 	defer rows.Close()
-	var out []store.TrustedDevice
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: devices: %w", err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Collect(rows, column.Device)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: devices: %w", err)
 	}
 	return out, nil
@@ -107,8 +86,8 @@ WHERE user_id = ? AND expires_at > ? ORDER BY created_at, id`, user, column.Mill
 
 // DeleteDevice deletes the user's device id and returns it.
 func (s *Store) DeleteDevice(ctx context.Context, user, id string) (store.TrustedDevice, error) {
-	d, err := scanDevice(s.w.QueryRowContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND id = ? RETURNING `+deviceColumns, user, id))
-	if errors.Is(err, sql.ErrNoRows) {
+	d, err := column.One(s.w.QueryRowContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND id = ? RETURNING `+column.DeviceColumns, user, id), column.Device)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.TrustedDevice{}, store.ErrNotFound
 	}
 	if err != nil {
@@ -126,18 +105,15 @@ func (s *Store) DeleteDevices(ctx context.Context, user, except string, now time
 		return 0, fmt.Errorf("sqlite: delete devices: %w", err)
 	}
 	defer rows.Close()
+	exps, err := column.Collect(rows, func(exp *int64) []any { return []any{exp} })
+	if err != nil {
+		return 0, fmt.Errorf("sqlite: delete devices: %w", err)
+	}
 	live := 0
-	for rows.Next() {
-		var exp int64
-		if err := rows.Scan(&exp); err != nil {
-			return 0, fmt.Errorf("sqlite: delete devices: %w", err)
-		}
+	for _, exp := range exps {
 		if exp > column.Millis(now) {
 			live++
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("sqlite: delete devices: %w", err)
 	}
 	return live, nil
 }

@@ -48,15 +48,12 @@ func (s *Store) GetJob(ctx context.Context, name string) (store.Job, error) {
 }
 
 func (s *Store) getJob(ctx context.Context, db *sql.DB, name string) (store.Job, error) {
-	var j store.Job
-	var until int64
-	err := db.QueryRowContext(ctx, `SELECT name, owner, lease_until, state FROM jobs WHERE name = ?`, name).Scan(&j.Name, &j.Owner, &until, &j.State)
-	if errors.Is(err, sql.ErrNoRows) {
+	j, err := column.One(db.QueryRowContext(ctx, `SELECT `+column.JobColumns+` FROM jobs WHERE name = ?`, name), column.Job)
+	if errors.Is(err, store.ErrNotFound) {
 		return store.Job{}, store.ErrNotFound
 	}
 	if err != nil {
 		return store.Job{}, fmt.Errorf("sqlite: get job: %w", err)
 	}
-	j.LeaseUntil = column.Time(until)
 	return j, nil
 }

@@ -14,20 +14,13 @@ import (
 // RecoveryCodes lists the user's unused recovery codes in id order (none
 // for an unknown user).
 func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryCode, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, hash FROM recovery_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id`, id)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+column.RecoveryCodeColumns+` FROM recovery_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id`, id)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: recovery codes: %w", err)
 	}
 	defer rows.Close()
-	var out []store.RecoveryCode
-	for rows.Next() {
-		var c store.RecoveryCode
-		if err := rows.Scan(&c.ID, &c.Hash); err != nil {
-			return nil, fmt.Errorf("sqlite: recovery codes: %w", err)
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Collect(rows, column.RecoveryCode)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: recovery codes: %w", err)
 	}
 	return out, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
 )
 
 // notAtTarget is the SQL condition "this row's secret is not yet at the
@@ -22,7 +23,7 @@ func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyR
 		return nil, fmt.Errorf("sqlite: secrets page: limit must be positive")
 	}
 	rows, err := s.r.QueryContext(ctx, `
-SELECT id, ciphertext, key_version, binding FROM users
+SELECT `+column.SecretRefColumns+` FROM users
 WHERE id > :after AND `+notAtTarget+`
 ORDER BY id
 LIMIT :limit`, sql.Named("after", after), sql.Named("backend", target.Backend), sql.Named("version", target.Version), sql.Named("limit", limit))
@@ -30,15 +31,8 @@ LIMIT :limit`, sql.Named("after", after), sql.Named("backend", target.Backend), 
 		return nil, fmt.Errorf("sqlite: secrets page: %w", err)
 	}
 	defer rows.Close()
-	var out []store.SecretRef
-	for rows.Next() {
-		var r store.SecretRef
-		if err := rows.Scan(&r.UserID, &r.Ciphertext, &r.KeyVersion, &r.Binding); err != nil {
-			return nil, fmt.Errorf("sqlite: secrets page: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Collect(rows, column.SecretRef)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: secrets page: %w", err)
 	}
 	return out, nil
@@ -96,16 +90,8 @@ FROM users `+where+` GROUP BY 1, 2`)
 		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
 	}
 	defer rows.Close()
-	out := map[store.KeyRef]int{}
-	for rows.Next() {
-		var k store.KeyRef
-		var n int
-		if err := rows.Scan(&k.Backend, &k.Version, &n); err != nil {
-			return nil, fmt.Errorf("sqlite: %s: %w", op, err)
-		}
-		out[k] = n
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Counts(rows, column.KeyRef)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
 	}
 	return out, nil
@@ -119,16 +105,8 @@ func (s *Store) CountByState(ctx context.Context) (map[store.State]int, error) {
 		return nil, fmt.Errorf("sqlite: count by state: %w", err)
 	}
 	defer rows.Close()
-	out := map[store.State]int{}
-	for rows.Next() {
-		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("sqlite: count by state: %w", err)
-		}
-		out[store.State(st)] = n
-	}
-	if err := rows.Err(); err != nil {
+	out, err := column.Counts(rows, column.State)
+	if err != nil {
 		return nil, fmt.Errorf("sqlite: count by state: %w", err)
 	}
 	return out, nil

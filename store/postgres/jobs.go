@@ -3,13 +3,13 @@ package postgres
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // AcquireJob takes the lease in one statement: the upsert only overwrites
@@ -27,7 +27,7 @@ RETURNING `+column.JobColumns,
 		return j, true, nil
 	}
 	if !errors.Is(err, store.ErrNotFound) {
-		return store.Job{}, false, fmt.Errorf("postgres: acquire job: %w", err)
+		return store.Job{}, false, driver.Err("acquire job", err)
 	}
 	j, err = s.GetJob(ctx, name)
 	if err != nil {
@@ -40,23 +40,11 @@ RETURNING `+column.JobColumns,
 func (s *Store) UpdateJob(ctx context.Context, name, owner string, state []byte, leaseUntil time.Time) error {
 	n, err := s.execCount(ctx, "update job", `UPDATE jobs SET state = $1, lease_until = $2 WHERE name = $3 AND owner = $4`,
 		column.Bytes(state), column.Millis(leaseUntil), name, owner)
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return fmt.Errorf("postgres: update job %q: lease lost: %w", name, store.ErrConflict)
-	}
-	return nil
+	return outcome.Changed(n, err, driver.LeaseLost(name))
 }
 
 // GetJob returns the named job, or store.ErrNotFound.
 func (s *Store) GetJob(ctx context.Context, name string) (store.Job, error) {
 	j, err := column.One(s.pool.QueryRow(ctx, `SELECT `+column.JobColumns+` FROM jobs WHERE name = $1`, name), column.Job)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Job{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Job{}, fmt.Errorf("postgres: get job: %w", err)
-	}
-	return j, nil
+	return outcome.Of(driver, "get job", j, err)
 }

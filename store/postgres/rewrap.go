@@ -2,13 +2,13 @@ package postgres
 
 import (
 	"context"
-	"fmt"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // notAtTarget is the SQL condition "this row's secret is not yet at the
@@ -22,25 +22,20 @@ const notAtTarget = `NOT (left(ciphertext, length(@backend::text) + 1) = @backen
 // at target, with user id > after in id order (byte order: the id column
 // is COLLATE "C", and so are the comparison and the sort).
 func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyRef, limit int) ([]store.SecretRef, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("postgres: secrets page: limit must be positive")
+	if err := outcome.PageLimit(limit); err != nil {
+		return nil, driver.Err("secrets page", err)
 	}
-	rows, err := s.pool.Query(ctx, `
+	// The query's error comes back from rows.Err (Reads, postgres.go).
+	rows, _ := s.pool.Query(ctx, `
 SELECT `+column.SecretRefColumns+` FROM users
 WHERE id > @after AND `+notAtTarget+`
 ORDER BY id
 LIMIT @limit`, pgx.StrictNamedArgs{
 		"after": after, "backend": target.Backend, "version": int64(target.Version), "limit": int64(limit),
 	})
-	if err != nil {
-		return nil, fmt.Errorf("postgres: secrets page: %w", err)
-	}
 	defer rows.Close()
 	out, err := column.Collect(rows, column.SecretRef)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: secrets page: %w", err)
-	}
-	return out, nil
+	return outcome.Of(driver, "secrets page", out, err)
 }
 
 // SwapSecrets applies the swaps whose row still holds Old, in one UPDATE
@@ -111,10 +106,7 @@ WITH swapped AS (
 SELECT COALESCE(SUM(n), 0)::bigint FROM swapped`, pgx.StrictNamedArgs{
 		"ids": ids, "olds": olds, "news": news, "versions": versions, "counts": counts, "bindings": bindings,
 	}).Scan(&swapped)
-	if err != nil {
-		return 0, fmt.Errorf("postgres: swap secrets: %w", err)
-	}
-	return int(swapped), nil
+	return outcome.Of(driver, "swap secrets", int(swapped), err)
 }
 
 // CountByKey counts stored secrets (pending and active) per backend (the
@@ -130,31 +122,21 @@ func (s *Store) CountBareBindings(ctx context.Context) (map[store.KeyRef]int, er
 }
 
 func (s *Store) countByKey(ctx context.Context, op, where string) (map[store.KeyRef]int, error) {
-	rows, err := s.pool.Query(ctx, `
+	// The query's error comes back from rows.Err (Reads, postgres.go).
+	rows, _ := s.pool.Query(ctx, `
 SELECT split_part(ciphertext, ':', 1), key_version, COUNT(*)
 FROM users `+where+` GROUP BY 1, 2`)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %s: %w", op, err)
-	}
 	defer rows.Close()
 	out, err := column.Counts(rows, column.KeyRef)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %s: %w", op, err)
-	}
-	return out, nil
+	return outcome.Of(driver, op, out, err)
 }
 
 // CountByState counts users per MFA state (pending and active; users
 // without a row are not known to the store).
 func (s *Store) CountByState(ctx context.Context) (map[store.State]int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT state, COUNT(*) FROM users GROUP BY state`)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: count by state: %w", err)
-	}
+	// The query's error comes back from rows.Err (Reads, postgres.go).
+	rows, _ := s.pool.Query(ctx, `SELECT state, COUNT(*) FROM users GROUP BY state`)
 	defer rows.Close()
 	out, err := column.Counts(rows, column.State)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: count by state: %w", err)
-	}
-	return out, nil
+	return outcome.Of(driver, "count by state", out, err)
 }

@@ -4,42 +4,29 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // CreateChallenge stores c. An existing challenge with the same IDHash is
 // never overwritten: store.ErrConflict.
 func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
 	n, err := s.execCount(ctx, "create challenge", `
-INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
+INSERT INTO challenges (`+column.ChallengeColumns+`)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id_hash) DO NOTHING`,
-		column.Bytes(c.IDHash), c.UserID, column.Bytes(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), c.Attempts,
-		column.Millis(c.CreatedAt), column.Millis(c.ExpiresAt), nullBlob(c.Revoke))
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrConflict
-	}
-	return nil
+		column.ChallengeValues(c)...)
+	return outcome.Changed(n, err, store.ErrConflict)
 }
 
 // GetChallenge returns a challenge live at now, or store.ErrNotFound.
 func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
 	c, err := column.One(s.r.QueryRowContext(ctx,
 		`SELECT `+column.ChallengeColumns+` FROM challenges WHERE id_hash = ? AND expires_at > ?`, column.Bytes(idHash), column.Millis(now)), column.Challenge)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Challenge{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Challenge{}, fmt.Errorf("sqlite: get challenge: %w", err)
-	}
-	return c, nil
+	return outcome.Of(driver, "get challenge", c, err)
 }
 
 // FailChallenge counts a wrong code and deletes the challenge once
@@ -67,10 +54,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 		_, err = tx.ExecContext(ctx, `DELETE FROM challenges WHERE id_hash = ?`, column.Bytes(idHash))
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: fail challenge: %w", err)
-	}
-	return left, nil
+	return outcome.Of(driver, "fail challenge", left, err)
 }
 
 // SatisfyChallenge marks a challenge live at now satisfied.
@@ -78,13 +62,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error {
 	n, err := s.execCount(ctx, "satisfy challenge", `UPDATE challenges SET satisfied = 1 WHERE id_hash = ? AND expires_at > ?`,
 		column.Bytes(idHash), column.Millis(now))
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrNotFound
-	}
-	return nil
+	return outcome.Changed(n, err, store.ErrNotFound)
 }
 
 // SpendChallenge deletes a challenge live at now and returns it, in one
@@ -94,17 +72,9 @@ func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time
 	c, err := column.One(s.w.QueryRowContext(ctx,
 		`DELETE FROM challenges WHERE id_hash = ? AND expires_at > ? RETURNING `+column.ChallengeColumns,
 		column.Bytes(idHash), column.Millis(now)), column.Challenge)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Challenge{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Challenge{}, fmt.Errorf("sqlite: spend challenge: %w", err)
-	}
-	return c, nil
+	return outcome.Of(driver, "spend challenge", c, err)
 }
 
-// DeleteExpiredChallenges removes challenges expired at now and returns
-// how many.
 // TakeRevocations clears and returns the revocation material of user's
 // challenges, or of the expired ones when user is "", in one write
 // transaction (RETURNING would give the cleared values).
@@ -126,23 +96,12 @@ func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time)
 		_, err = tx.ExecContext(ctx, `UPDATE challenges SET revoke = NULL WHERE `+where, arg)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: take revocations: %w", err)
-	}
-	return out, nil
+	return outcome.Of(driver, "take revocations", out, err)
 }
 
-func nullBlob(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
-}
-
+// DeleteExpiredChallenges removes challenges expired at now and returns
+// how many.
 func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
 	n, err := s.execCount(ctx, "delete expired challenges", `DELETE FROM challenges WHERE expires_at <= ?`, column.Millis(now))
-	if err != nil {
-		return 0, err
-	}
-	return int(n), nil
+	return int(n), err
 }

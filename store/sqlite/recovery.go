@@ -2,13 +2,12 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
+	"github.com/totpgate/totpgate/store/internal/usertx"
 )
 
 // RecoveryCodes lists the user's unused recovery codes in id order (none
@@ -16,14 +15,11 @@ import (
 func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryCode, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT `+column.RecoveryCodeColumns+` FROM recovery_codes WHERE user_id = ? AND used_at IS NULL ORDER BY id`, id)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: recovery codes: %w", err)
+		return nil, driver.Err("recovery codes", err)
 	}
 	defer rows.Close()
 	out, err := column.Collect(rows, column.RecoveryCode)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: recovery codes: %w", err)
-	}
-	return out, nil
+	return outcome.Of(driver, "recovery codes", out, err)
 }
 
 // ReplaceRecoveryCodes drops every recovery code of an active user, stores
@@ -31,30 +27,6 @@ func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryC
 // returns how many devices went. store.ErrConflict when the user is not
 // active (or has no row).
 func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) (int, error) {
-	var devices int
-	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE users SET updated_at = ? WHERE id = ? AND state = 'active'`, column.Millis(now), id)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrConflict
-		}
-		if err := insertRecoveryCodes(ctx, tx, id, hashes, now); err != nil {
-			return err
-		}
-		devices, err = deleteUserDevices(ctx, tx, id)
-		return err
-	})
-	if errors.Is(err, store.ErrConflict) {
-		return 0, store.ErrConflict
-	}
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: replace recovery codes: %w", err)
-	}
-	return devices, nil
+	devices, err := usertx.ReplaceRecoveryCodes(ctx, s.inUserTx, id, hashes, now)
+	return outcome.Of(driver, "replace recovery codes", devices, err)
 }

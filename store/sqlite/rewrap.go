@@ -3,10 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"fmt"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // notAtTarget is the SQL condition "this row's secret is not yet at the
@@ -19,8 +19,8 @@ const notAtTarget = `NOT (substr(ciphertext, 1, length(:backend) + 1) = :backend
 // SecretsPage lists up to limit stored secrets (pending and active) not yet
 // at target, with user id > after in id order (byte order).
 func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyRef, limit int) ([]store.SecretRef, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("sqlite: secrets page: limit must be positive")
+	if err := outcome.PageLimit(limit); err != nil {
+		return nil, driver.Err("secrets page", err)
 	}
 	rows, err := s.r.QueryContext(ctx, `
 SELECT `+column.SecretRefColumns+` FROM users
@@ -28,14 +28,11 @@ WHERE id > :after AND `+notAtTarget+`
 ORDER BY id
 LIMIT :limit`, sql.Named("after", after), sql.Named("backend", target.Backend), sql.Named("version", target.Version), sql.Named("limit", limit))
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: secrets page: %w", err)
+		return nil, driver.Err("secrets page", err)
 	}
 	defer rows.Close()
 	out, err := column.Collect(rows, column.SecretRef)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: secrets page: %w", err)
-	}
-	return out, nil
+	return outcome.Of(driver, "secrets page", out, err)
 }
 
 // SwapSecrets applies the swaps whose row still holds Old, in one
@@ -52,11 +49,7 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 		}
 		defer stmt.Close()
 		for _, sw := range swaps {
-			res, err := stmt.ExecContext(ctx, sw.New, sw.Version, sw.Binding, sw.UserID, sw.Old)
-			if err != nil {
-				return err
-			}
-			n, err := res.RowsAffected()
+			n, err := rowsChanged(stmt.ExecContext(ctx, sw.New, sw.Version, sw.Binding, sw.UserID, sw.Old))
 			if err != nil {
 				return err
 			}
@@ -64,10 +57,7 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: swap secrets: %w", err)
-	}
-	return swapped, nil
+	return outcome.Of(driver, "swap secrets", swapped, err)
 }
 
 // CountByKey counts stored secrets (pending and active) per backend and
@@ -87,14 +77,11 @@ func (s *Store) countByKey(ctx context.Context, op, where string) (map[store.Key
 SELECT substr(ciphertext, 1, instr(ciphertext, ':') - 1), key_version, COUNT(*)
 FROM users `+where+` GROUP BY 1, 2`)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
+		return nil, driver.Err(op, err)
 	}
 	defer rows.Close()
 	out, err := column.Counts(rows, column.KeyRef)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
-	}
-	return out, nil
+	return outcome.Of(driver, op, out, err)
 }
 
 // CountByState counts users per MFA state (pending and active; users
@@ -102,12 +89,9 @@ FROM users `+where+` GROUP BY 1, 2`)
 func (s *Store) CountByState(ctx context.Context) (map[store.State]int, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM users GROUP BY state`)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: count by state: %w", err)
+		return nil, driver.Err("count by state", err)
 	}
 	defer rows.Close()
 	out, err := column.Counts(rows, column.State)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: count by state: %w", err)
-	}
-	return out, nil
+	return outcome.Of(driver, "count by state", out, err)
 }

@@ -38,6 +38,23 @@ func Bytes(b []byte) []byte {
 	return b
 }
 
+// NullBytes binds an empty b as NULL, for a nullable column where NULL
+// is "none" (a challenge's revoke).
+func NullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// Flag encodes b as a 0/1 integer column; BoolOf decodes it.
+func Flag(b bool) int16 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // NowOr returns t, or the current time when t is zero: the bookkeeping
 // updated_at of calls that take no now.
 func NowOr(t time.Time) time.Time {

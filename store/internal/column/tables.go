@@ -97,3 +97,6 @@ const JobColumns = `name, owner, lease_until, state`
 
 // Job is where a row of JobColumns is scanned into j.
 func Job(j *store.Job) []any { return []any{&j.Name, &j.Owner, TimeOf(&j.LeaseUntil), &j.State} }
+
+// Value is where a settings row's value column is scanned into v.
+func Value(v *[]byte) []any { return []any{v} }

@@ -7,7 +7,6 @@ import (
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
 	"github.com/totpgate/totpgate/store/internal/outcome"
-	"github.com/totpgate/totpgate/store/internal/usertx"
 )
 
 // RecoveryCodes lists the user's unused recovery codes in id order (none
@@ -27,6 +26,5 @@ func (s *Store) RecoveryCodes(ctx context.Context, id string) ([]store.RecoveryC
 // it), and returns how many devices went. store.ErrConflict when the user
 // is not active (or has no row).
 func (s *Store) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) (int, error) {
-	devices, err := usertx.ReplaceRecoveryCodes(ctx, s.inUserTx, id, hashes, now)
-	return outcome.Of(driver, "replace recovery codes", devices, err)
+	return s.users().ReplaceRecoveryCodes(ctx, id, hashes, now)
 }

@@ -50,13 +50,47 @@ LIMIT @limit`, pgx.StrictNamedArgs{
 // The UPDATE checks ciphertext = Old on the newest row version, so a
 // concurrent re-enrollment is never overwritten.
 func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error) {
-	if len(swaps) == 0 {
+	cands := foldSwaps(swaps)
+	if len(cands) == 0 {
 		return 0, nil
 	}
-	type candidate struct {
-		id, old, new        string
-		version, n, binding int64
+	ids := make([]string, len(cands))
+	olds := make([]string, len(cands))
+	news := make([]string, len(cands))
+	versions := make([]int64, len(cands))
+	counts := make([]int64, len(cands))
+	bindings := make([]int64, len(cands))
+	for i, c := range cands {
+		ids[i], olds[i], news[i], versions[i], counts[i], bindings[i] = c.id, c.old, c.new, c.version, c.n, c.binding
 	}
+	var swapped int64
+	err := s.pool.QueryRow(ctx, `
+WITH swapped AS (
+	UPDATE users AS u SET ciphertext = s.new, key_version = s.version, binding = s.binding
+	FROM unnest(@ids::text[], @olds::text[], @news::text[], @versions::bigint[], @counts::bigint[], @bindings::bigint[])
+		AS s(id, old, new, version, n, binding)
+	WHERE u.id = s.id AND u.ciphertext = s.old
+	RETURNING s.n
+)
+SELECT COALESCE(SUM(n), 0)::bigint FROM swapped`, pgx.StrictNamedArgs{
+		"ids": ids, "olds": olds, "news": news, "versions": versions, "counts": counts, "bindings": bindings,
+	}).Scan(&swapped)
+	return outcome.Of(driver, "swap secrets", int(swapped), err)
+}
+
+// candidate is one UPDATE row of SwapSecrets: user id's ciphertext old
+// becomes new (at key version, under binding), which stands for n swaps
+// of the batch.
+type candidate struct {
+	id, old, new        string
+	version, n, binding int64
+}
+
+// foldSwaps folds each user's swaps into one candidate per distinct Old:
+// the first swap with that Old, then every later swap of the user that
+// applies after it. Users come in id order (the UPDATE locks rows in
+// that order), each user's candidates in the order of their first swap.
+func foldSwaps(swaps []store.Swap) []candidate {
 	byUser := map[string][]int{}
 	var order []string
 	for i, sw := range swaps {
@@ -85,28 +119,7 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 			cands = append(cands, c)
 		}
 	}
-	ids := make([]string, len(cands))
-	olds := make([]string, len(cands))
-	news := make([]string, len(cands))
-	versions := make([]int64, len(cands))
-	counts := make([]int64, len(cands))
-	bindings := make([]int64, len(cands))
-	for i, c := range cands {
-		ids[i], olds[i], news[i], versions[i], counts[i], bindings[i] = c.id, c.old, c.new, c.version, c.n, c.binding
-	}
-	var swapped int64
-	err := s.pool.QueryRow(ctx, `
-WITH swapped AS (
-	UPDATE users AS u SET ciphertext = s.new, key_version = s.version, binding = s.binding
-	FROM unnest(@ids::text[], @olds::text[], @news::text[], @versions::bigint[], @counts::bigint[], @bindings::bigint[])
-		AS s(id, old, new, version, n, binding)
-	WHERE u.id = s.id AND u.ciphertext = s.old
-	RETURNING s.n
-)
-SELECT COALESCE(SUM(n), 0)::bigint FROM swapped`, pgx.StrictNamedArgs{
-		"ids": ids, "olds": olds, "news": news, "versions": versions, "counts": counts, "bindings": bindings,
-	}).Scan(&swapped)
-	return outcome.Of(driver, "swap secrets", int(swapped), err)
+	return cands
 }
 
 // CountByKey counts stored secrets (pending and active) per backend (the

@@ -10,7 +10,6 @@ import (
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
 	"github.com/totpgate/totpgate/store/internal/outcome"
-	"github.com/totpgate/totpgate/store/internal/usertx"
 )
 
 // GetUser returns the user's row, or store.ErrNotFound.
@@ -42,7 +41,7 @@ func (s *Store) StartEnrollment(ctx context.Context, u store.User) error {
 // callers the first wins; the others wait for its commit, find the row
 // active and get store.ErrConflict.
 func (s *Store) ConfirmEnrollment(ctx context.Context, id, ciphertext string, step int64, recoveryHashes [][]byte, now time.Time) error {
-	return driver.Err("confirm enrollment", usertx.Confirm(ctx, s.inUserTx, id, ciphertext, step, recoveryHashes, now))
+	return s.users().Confirm(ctx, id, ciphertext, step, recoveryHashes, now)
 }
 
 // DeleteUser removes the user's row and their trusted devices in one

@@ -19,7 +19,12 @@ import (
 // device is added beside a revocation.
 type userTx struct{ tx pgx.Tx }
 
-// inUserTx runs fn in one transaction, as usertx.Run.
+// users runs each of its methods in one transaction.
+func (s *Store) users() usertx.Users {
+	return usertx.Users{Driver: driver, Run: s.inUserTx}
+}
+
+// inUserTx runs fn in one transaction on userTx.
 func (s *Store) inUserTx(ctx context.Context, fn func(usertx.Tx) error) error {
 	return inTx(ctx, s.pool, func(tx pgx.Tx) error { return fn(userTx{tx}) })
 }

@@ -21,10 +21,12 @@ type userTx struct {
 // userTx is the user statements in tx.
 func (s *Store) userTx(tx *sql.Tx) userTx { return userTx{tx, s.settle.stmts} }
 
-// inUserTx runs fn in one write transaction (BEGIN IMMEDIATE), as
-// usertx.Run.
-func (s *Store) inUserTx(ctx context.Context, fn func(usertx.Tx) error) error {
-	return inTx(ctx, s.w, func(tx *sql.Tx) error { return fn(s.userTx(tx)) })
+// users runs each of its methods in one write transaction (BEGIN
+// IMMEDIATE).
+func (s *Store) users() usertx.Users {
+	return usertx.Users{Driver: driver, Run: func(ctx context.Context, fn func(usertx.Tx) error) error {
+		return inTx(ctx, s.w, func(tx *sql.Tx) error { return fn(s.userTx(tx)) })
+	}}
 }
 
 // sqlDeleteUserDevices deletes every device of a user, inside the

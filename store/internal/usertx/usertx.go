@@ -1,11 +1,11 @@
 // Package usertx holds the writes on one user that take several
 // statements, which both drivers run inside one transaction holding the
-// user's row: settling a second-factor attempt (the decision is
+// user's row: settling a second-factor attempt (Settle: the decision is
 // store.Counter's lockout rules, a time step only when newer than the
 // last accepted one, a recovery code spent once), confirming an
-// enrollment, and replacing the recovery codes. Each is the decision and
-// the order of its writes, over the driver's own statements (Tx); the
-// driver keeps its SQL and how it locks, batches and commits.
+// enrollment and replacing the recovery codes (Users). Each is the
+// decision and the order of its writes, over the driver's own statements
+// (Tx); the driver keeps its SQL and how it locks, batches and commits.
 package usertx
 
 import (
@@ -14,6 +14,7 @@ import (
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // Tx is one driver's statements on a user, inside its transaction.
@@ -45,10 +46,14 @@ type Tx interface {
 	RevokeDevices(ctx context.Context, id string) (int, error)
 }
 
-// Run is a driver's way to run fn in one transaction on its statements
-// (Tx), committing when fn returns nil; the error of fn comes back as it
-// is.
-type Run func(ctx context.Context, fn func(Tx) error) error
+// Users is a driver's store as the methods here run on it: Run runs fn
+// in one transaction on the driver's statements (Tx), committing when fn
+// returns nil and handing back the error of fn as it is; Driver names the
+// store in the errors the methods answer (outcome.Driver.Err).
+type Users struct {
+	Driver outcome.Driver
+	Run    func(ctx context.Context, fn func(Tx) error) error
+}
 
 // Settle settles one attempt of user id with match m at now under l
 // through tx: refused (Allowed false, LockedUntil when to try again),
@@ -94,13 +99,13 @@ func Settle(ctx context.Context, tx Tx, id string, m store.Match, now time.Time,
 	return res, nil
 }
 
-// Confirm makes the pending enrollment of user id that still holds
-// ciphertext active at now, with step as its last accepted one, and
-// stores recoveryHashes as its recovery codes, in one transaction of run.
-// store.ErrConflict when there is no such enrollment (not pending, another
-// secret, expired, no row).
-func Confirm(ctx context.Context, run Run, id, ciphertext string, step int64, recoveryHashes [][]byte, now time.Time) error {
-	return run(ctx, func(tx Tx) error {
+// Confirm is ConfirmEnrollment: the pending enrollment of user id that
+// still holds ciphertext becomes active at now, with step as its last
+// accepted one, and recoveryHashes its recovery codes, in one
+// transaction. store.ErrConflict when there is no such enrollment (not
+// pending, another secret, expired, no row).
+func (u Users) Confirm(ctx context.Context, id, ciphertext string, step int64, recoveryHashes [][]byte, now time.Time) error {
+	err := u.Run(ctx, func(tx Tx) error {
 		ok, err := tx.Activate(ctx, id, ciphertext, step, now)
 		if err != nil {
 			return err
@@ -110,15 +115,16 @@ func Confirm(ctx context.Context, run Run, id, ciphertext string, step int64, re
 		}
 		return tx.ReplaceCodes(ctx, id, recoveryHashes, now)
 	})
+	return u.Driver.Err("confirm enrollment", err)
 }
 
 // ReplaceRecoveryCodes replaces every recovery code of the active user id
-// by hashes and revokes the user's trusted devices, in one transaction of
-// run, and returns how many devices went. store.ErrConflict when the user
-// is not active (or has no row).
-func ReplaceRecoveryCodes(ctx context.Context, run Run, id string, hashes [][]byte, now time.Time) (int, error) {
+// by hashes and revokes the user's trusted devices, in one transaction,
+// and returns how many devices went. store.ErrConflict when the user is
+// not active (or has no row).
+func (u Users) ReplaceRecoveryCodes(ctx context.Context, id string, hashes [][]byte, now time.Time) (int, error) {
 	var devices int
-	err := run(ctx, func(tx Tx) error {
+	err := u.Run(ctx, func(tx Tx) error {
 		ok, err := tx.TouchActive(ctx, id, now)
 		if err != nil {
 			return err
@@ -132,8 +138,5 @@ func ReplaceRecoveryCodes(ctx context.Context, run Run, id string, hashes [][]by
 		devices, err = tx.RevokeDevices(ctx, id)
 		return err
 	})
-	if err != nil {
-		return 0, err
-	}
-	return devices, nil
+	return outcome.Of(u.Driver, "replace recovery codes", devices, err)
 }

@@ -70,8 +70,10 @@ func (f *fakeTx) RevokeDevices(context.Context, string) (int, error) {
 	return f.devices, f.call("RevokeDevices")
 }
 
-// run is a Run on f that commits nothing: it only hands f to fn.
-func (f *fakeTx) run(ctx context.Context, fn func(Tx) error) error { return fn(f) }
+// users is Users on f, whose Run commits nothing: it only hands f to fn.
+func (f *fakeTx) users() Users {
+	return Users{Driver: "fake", Run: func(_ context.Context, fn func(Tx) error) error { return fn(f) }}
+}
 
 var (
 	t0     = time.Date(2031, time.March, 4, 5, 6, 7, 0, time.UTC)
@@ -152,7 +154,7 @@ func TestConfirmAndReplace(t *testing.T) {
 		{"failed activation", fakeTx{activates: true, fail: "Activate"}, []string{"Activate"}, errStatement},
 	} {
 		tx := tc.tx
-		if err := Confirm(ctx, tx.run, "alice", "ct", 1, nil, t0); !errors.Is(err, tc.err) || !slices.Equal(tx.calls, tc.calls) {
+		if err := tx.users().Confirm(ctx, "alice", "ct", 1, nil, t0); !errors.Is(err, tc.err) || !slices.Equal(tx.calls, tc.calls) {
 			t.Errorf("Confirm, %s: %v after %v; want %v after %v", tc.name, err, tx.calls, tc.err, tc.calls)
 		}
 	}
@@ -168,7 +170,7 @@ func TestConfirmAndReplace(t *testing.T) {
 		{"failed revocation", fakeTx{active: true, devices: 3, fail: "RevokeDevices"}, 0, []string{"TouchActive", "ReplaceCodes", "RevokeDevices"}, errStatement},
 	} {
 		tx := tc.tx
-		n, err := ReplaceRecoveryCodes(ctx, tx.run, "alice", nil, t0)
+		n, err := tx.users().ReplaceRecoveryCodes(ctx, "alice", nil, t0)
 		if n != tc.devices || !errors.Is(err, tc.err) || !slices.Equal(tx.calls, tc.calls) {
 			t.Errorf("ReplaceRecoveryCodes, %s: %d, %v after %v; want %d, %v after %v", tc.name, n, err, tx.calls, tc.devices, tc.err, tc.calls)
 		}

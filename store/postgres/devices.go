@@ -30,7 +30,7 @@ func (s *Store) CreateDevice(ctx context.Context, d store.TrustedDevice) error {
 			return err
 		}
 		tag, err := tx.Exec(ctx, `
-INSERT INTO trusted_devices (id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at)
+INSERT INTO trusted_devices (`+column.DeviceColumns+`)
 VALUES (@id, @user, @hash, NULL, @label, @now, @used, @exp)
 ON CONFLICT DO NOTHING`, pgx.StrictNamedArgs(column.DeviceArgs(d)))
 		return outcome.Changed(tag.RowsAffected(), err, store.ErrConflict)

@@ -16,7 +16,7 @@ import (
 // the check and the insert are one statement on the one write connection.
 func (s *Store) CreateDevice(ctx context.Context, d store.TrustedDevice) error {
 	n, err := s.execCount(ctx, "create device", `
-INSERT INTO trusted_devices (id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at)
+INSERT INTO trusted_devices (`+column.DeviceColumns+`)
 SELECT :id, users.id, :hash, NULL, :label, :now, :used, :exp FROM users
 WHERE users.id = :user AND users.state = 'active' AND users.locked_until <= :now
 ON CONFLICT DO NOTHING`,

@@ -1,7 +1,9 @@
 // Package migration reads the versioned schema migrations both stores
-// embed: files named NNNN_name.sql, versions 1, 2, 3, ... without gaps.
-// Each store applies them its own way (SQLite under BEGIN IMMEDIATE,
-// PostgreSQL under an advisory lock); the file convention is shared.
+// embed: files named NNNN_name.sql, versions 1, 2, 3, ... without gaps,
+// and applies them in order (Applier: skip what is applied, refuse a
+// newer database, record each). Each store runs them in its own
+// transactions (SQLite under BEGIN IMMEDIATE, PostgreSQL under an
+// advisory lock) with its own SQL (Tx).
 package migration
 
 import (

@@ -3,62 +3,31 @@ package postgres
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // CreateChallenge stores c. An existing challenge with the same IDHash is
 // never overwritten: store.ErrConflict.
 func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
 	n, err := s.execCount(ctx, "create challenge", `
-INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
+INSERT INTO challenges (`+column.ChallengeColumns+`)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (id_hash) DO NOTHING`,
-		column.Bytes(c.IDHash), c.UserID, column.Bytes(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), int64(c.Attempts),
-		column.Millis(c.CreatedAt), column.Millis(c.ExpiresAt), nullBlob(c.Revoke))
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrConflict
-	}
-	return nil
-}
-
-const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke`
-
-func scanChallenge(row pgx.Row) (store.Challenge, error) {
-	var (
-		c                  store.Challenge
-		enroll, satisfied  int16
-		created, expiresAt int64
-	)
-	if err := row.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt, &c.Revoke); err != nil {
-		return store.Challenge{}, err
-	}
-	c.Enroll = enroll != 0
-	c.Satisfied = satisfied != 0
-	c.CreatedAt = column.Time(created)
-	c.ExpiresAt = column.Time(expiresAt)
-	return c, nil
+		column.ChallengeValues(c)...)
+	return outcome.Changed(n, err, store.ErrConflict)
 }
 
 // GetChallenge returns a challenge live at now, or store.ErrNotFound.
 func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
-	c, err := scanChallenge(s.pool.QueryRow(ctx,
-		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = $1 AND expires_at > $2`, column.Bytes(idHash), column.Millis(now)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Challenge{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Challenge{}, fmt.Errorf("postgres: get challenge: %w", err)
-	}
-	return c, nil
+	c, err := column.One(s.pool.QueryRow(ctx,
+		`SELECT `+column.ChallengeColumns+` FROM challenges WHERE id_hash = $1 AND expires_at > $2`, column.Bytes(idHash), column.Millis(now)), column.Challenge)
+	return outcome.Of(driver, "get challenge", c, err)
 }
 
 // FailChallenge counts a wrong code and deletes the challenge once
@@ -79,13 +48,11 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 		return maxAttempts - attempts, nil
 	}
 	if !errors.Is(err, pgx.ErrNoRows) {
-		return 0, fmt.Errorf("postgres: fail challenge: %w", err)
+		return 0, driver.Err("fail challenge", err)
 	}
 	// Out of attempts, or already gone.
-	if _, err := s.pool.Exec(ctx, `DELETE FROM challenges WHERE id_hash = $1`, column.Bytes(idHash)); err != nil {
-		return 0, fmt.Errorf("postgres: fail challenge: %w", err)
-	}
-	return 0, nil
+	_, err = s.pool.Exec(ctx, `DELETE FROM challenges WHERE id_hash = $1`, column.Bytes(idHash))
+	return 0, driver.Err("fail challenge", err)
 }
 
 // SatisfyChallenge marks a challenge live at now satisfied.
@@ -93,13 +60,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error {
 	n, err := s.execCount(ctx, "satisfy challenge", `UPDATE challenges SET satisfied = 1 WHERE id_hash = $1 AND expires_at > $2`,
 		column.Bytes(idHash), column.Millis(now))
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrNotFound
-	}
-	return nil
+	return outcome.Changed(n, err, store.ErrNotFound)
 }
 
 // SpendChallenge deletes a challenge live at now and returns it, in one
@@ -107,16 +68,10 @@ func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Ti
 // it, the others wait for its commit, find the row gone and get
 // store.ErrNotFound.
 func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
-	c, err := scanChallenge(s.pool.QueryRow(ctx,
-		`DELETE FROM challenges WHERE id_hash = $1 AND expires_at > $2 RETURNING `+challengeColumns,
-		column.Bytes(idHash), column.Millis(now)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.Challenge{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Challenge{}, fmt.Errorf("postgres: spend challenge: %w", err)
-	}
-	return c, nil
+	c, err := column.One(s.pool.QueryRow(ctx,
+		`DELETE FROM challenges WHERE id_hash = $1 AND expires_at > $2 RETURNING `+column.ChallengeColumns,
+		column.Bytes(idHash), column.Millis(now)), column.Challenge)
+	return outcome.Of(driver, "spend challenge", c, err)
 }
 
 // expiredBatch is how many rows DeleteExpiredChallenges and
@@ -141,41 +96,24 @@ func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time)
 	var out []store.Challenge
 	for {
 		// RETURNING gives the new (cleared) row: the old material comes
-		// from the locked selection.
-		rows, err := s.pool.Query(ctx, `
+		// from the locked selection. The query's error comes back from
+		// rows.Err (Reads, postgres.go).
+		rows, _ := s.pool.Query(ctx, `
 WITH taken AS (
 	SELECT id_hash, user_id, revoke FROM challenges WHERE revoke IS NOT NULL AND `+where+` LIMIT $2 FOR UPDATE SKIP LOCKED
 )
 UPDATE challenges c SET revoke = NULL FROM taken WHERE c.id_hash = taken.id_hash
 RETURNING taken.user_id, taken.revoke`, arg, int64(expiredBatch))
-		if err != nil {
-			return out, fmt.Errorf("postgres: take revocations: %w", err)
-		}
-		n := 0
-		for rows.Next() {
-			var c store.Challenge
-			if err := rows.Scan(&c.UserID, &c.Revoke); err != nil {
-				rows.Close()
-				return out, fmt.Errorf("postgres: take revocations: %w", err)
-			}
-			out = append(out, c)
-			n++
-		}
+		batch, err := column.Collect(rows, column.Revocation)
 		rows.Close()
-		if err := rows.Err(); err != nil {
-			return out, fmt.Errorf("postgres: take revocations: %w", err)
+		if err != nil {
+			return out, driver.Err("take revocations", err)
 		}
-		if n < expiredBatch {
+		out = append(out, batch...)
+		if len(batch) < expiredBatch {
 			return out, nil
 		}
 	}
-}
-
-func nullBlob(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
 }
 
 func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {

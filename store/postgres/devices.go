@@ -1,30 +1,17 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
-
-const deviceColumns = `id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at`
-
-func scanDevice(row pgx.Row) (store.TrustedDevice, error) {
-	var (
-		d                        store.TrustedDevice
-		created, used, expiresAt int64
-	)
-	if err := row.Scan(&d.ID, &d.UserID, &d.TokenHash, &d.PrevHash, &d.Label, &created, &used, &expiresAt); err != nil {
-		return store.TrustedDevice{}, err
-	}
-	d.CreatedAt, d.LastUsedAt, d.ExpiresAt = column.Time(created), column.Time(used), column.Time(expiresAt)
-	return d, nil
-}
 
 // CreateDevice locks the user's row (FOR NO KEY UPDATE, as SettleAttempt
 // and ReplaceRecoveryCodes do, and DeleteUser's FOR UPDATE waits for it),
@@ -43,27 +30,12 @@ func (s *Store) CreateDevice(ctx context.Context, d store.TrustedDevice) error {
 			return err
 		}
 		tag, err := tx.Exec(ctx, `
-INSERT INTO trusted_devices (id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at)
+INSERT INTO trusted_devices (`+column.DeviceColumns+`)
 VALUES (@id, @user, @hash, NULL, @label, @now, @used, @exp)
-ON CONFLICT DO NOTHING`, pgx.StrictNamedArgs{
-			"id": d.ID, "user": d.UserID, "hash": column.Bytes(d.TokenHash), "label": d.Label,
-			"now": column.Millis(d.CreatedAt), "used": column.Millis(d.LastUsedAt), "exp": column.Millis(d.ExpiresAt),
-		})
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return store.ErrConflict
-		}
-		return nil
+ON CONFLICT DO NOTHING`, pgx.StrictNamedArgs(column.DeviceArgs(d)))
+		return outcome.Changed(tag.RowsAffected(), err, store.ErrConflict)
 	})
-	if errors.Is(err, store.ErrConflict) {
-		return store.ErrConflict
-	}
-	if err != nil {
-		return fmt.Errorf("postgres: create device: %w", err)
-	}
-	return nil
+	return driver.Err("create device", err)
 }
 
 // RotateDevice is two single statements, each atomic. The UPDATE's WHERE
@@ -73,59 +45,38 @@ ON CONFLICT DO NOTHING`, pgx.StrictNamedArgs{
 // Neither statement touches the users row, so this cannot deadlock with
 // the transactions that lock it first.
 func (s *Store) RotateDevice(ctx context.Context, user string, tokenHash, newHash []byte, now time.Time) (store.TrustedDevice, error) {
-	d, err := scanDevice(s.pool.QueryRow(ctx, `
+	d, err := column.One(s.pool.QueryRow(ctx, `
 UPDATE trusted_devices SET prev_hash = token_hash, token_hash = @new, last_used_at = @now
 WHERE user_id = @user AND token_hash = @old AND expires_at > @now
-RETURNING `+deviceColumns, pgx.StrictNamedArgs{"new": column.Bytes(newHash), "now": column.Millis(now), "user": user, "old": column.Bytes(tokenHash)}))
+RETURNING `+column.DeviceColumns, pgx.StrictNamedArgs{"new": column.Bytes(newHash), "now": column.Millis(now), "user": user, "old": column.Bytes(tokenHash)}), column.Device)
 	if err == nil {
 		return d, nil
 	}
-	if !errors.Is(err, pgx.ErrNoRows) {
-		return store.TrustedDevice{}, fmt.Errorf("postgres: rotate device: %w", err)
+	if !errors.Is(err, store.ErrNotFound) {
+		return store.TrustedDevice{}, driver.Err("rotate device", err)
 	}
 	n, err := s.execCount(ctx, "rotate device", `DELETE FROM trusted_devices WHERE user_id = $1 AND prev_hash = $2 AND expires_at > $3`,
 		user, column.Bytes(tokenHash), column.Millis(now))
-	if err != nil {
-		return store.TrustedDevice{}, err
+	if err == nil && n > 0 {
+		err = store.ErrDeviceReused
 	}
-	if n > 0 {
-		return store.TrustedDevice{}, store.ErrDeviceReused
-	}
-	return store.TrustedDevice{}, store.ErrNotFound
+	return store.TrustedDevice{}, cmp.Or(err, store.ErrNotFound)
 }
 
 // Devices lists the user's devices live at now, oldest first.
 func (s *Store) Devices(ctx context.Context, user string, now time.Time) ([]store.TrustedDevice, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+deviceColumns+` FROM trusted_devices
+	// The query's error comes back from rows.Err (Reads, postgres.go).
+	rows, _ := s.pool.Query(ctx, `SELECT `+column.DeviceColumns+` FROM trusted_devices
 WHERE user_id = $1 AND expires_at > $2 ORDER BY created_at, id`, user, column.Millis(now))
-	if err != nil {
-		return nil, fmt.Errorf("postgres: devices: %w", err)
-	}
 	defer rows.Close()
-	var out []store.TrustedDevice
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, fmt.Errorf("postgres: devices: %w", err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: devices: %w", err)
-	}
-	return out, nil
+	out, err := column.Collect(rows, column.Device)
+	return outcome.Of(driver, "devices", out, err)
 }
 
 // DeleteDevice deletes the user's device id and returns it.
 func (s *Store) DeleteDevice(ctx context.Context, user, id string) (store.TrustedDevice, error) {
-	d, err := scanDevice(s.pool.QueryRow(ctx, `DELETE FROM trusted_devices WHERE user_id = $1 AND id = $2 RETURNING `+deviceColumns, user, id))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return store.TrustedDevice{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.TrustedDevice{}, fmt.Errorf("postgres: delete device: %w", err)
-	}
-	return d, nil
+	d, err := column.One(s.pool.QueryRow(ctx, `DELETE FROM trusted_devices WHERE user_id = $1 AND id = $2 RETURNING `+column.DeviceColumns, user, id), column.Device)
+	return outcome.Of(driver, "delete device", d, err)
 }
 
 // DeleteDevices deletes the user's devices but except (expired ones too)
@@ -135,24 +86,11 @@ func (s *Store) DeleteDevices(ctx context.Context, user, except string, now time
 	err := s.pool.QueryRow(ctx, `
 WITH gone AS (DELETE FROM trusted_devices WHERE user_id = $1 AND id <> $2 RETURNING expires_at)
 SELECT COUNT(*) FILTER (WHERE expires_at > $3) FROM gone`, user, except, column.Millis(now)).Scan(&live)
-	if err != nil {
-		return 0, fmt.Errorf("postgres: delete devices: %w", err)
-	}
-	return live, nil
+	return outcome.Of(driver, "delete devices", live, err)
 }
 
 // DeleteExpiredDevices removes devices expired at now, in batches, as
 // DeleteExpiredChallenges does.
 func (s *Store) DeleteExpiredDevices(ctx context.Context, now time.Time) (int, error) {
 	return s.deleteExpired(ctx, "trusted_devices", "id", now)
-}
-
-// deleteUserDevices deletes every device of a user inside the caller's
-// transaction, which holds the lock on the user's row.
-func deleteUserDevices(ctx context.Context, tx pgx.Tx, user string) (int, error) {
-	tag, err := tx.Exec(ctx, `DELETE FROM trusted_devices WHERE user_id = $1`, user)
-	if err != nil {
-		return 0, err
-	}
-	return int(tag.RowsAffected()), nil
 }

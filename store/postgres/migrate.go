@@ -3,8 +3,6 @@ package postgres
 import (
 	"context"
 	"embed"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -33,9 +31,8 @@ const migrateLockKey int64 = 0x746f747067617465
 // creating schema_migrations. The transactions run without
 // statement_timeout: only ctx limits how long they wait and run.
 func migrate(ctx context.Context, pool *pgxpool.Pool, ms []migration.Migration) error {
-	latest := ms[len(ms)-1].Version
-	for _, m := range ms {
-		err := inTx(ctx, pool, func(tx pgx.Tx) error {
+	return migration.Applier{Driver: "postgres", TooNew: ErrSchemaTooNew, Run: func(ctx context.Context, fn func(migration.Tx) error) error {
+		return inTx(ctx, pool, func(tx pgx.Tx) error {
 			// Waiting for another replica's migration, or running a long
 			// one, must not hit the statement timeout meant for logins;
 			// ctx bounds it instead.
@@ -51,35 +48,32 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, ms []migration.Migration) 
 )`); err != nil {
 				return err
 			}
-			var (
-				cur     int
-				applied bool
-			)
-			if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0), COALESCE(bool_or(version = $1), false) FROM schema_migrations`,
-				m.Version).Scan(&cur, &applied); err != nil {
-				return err
-			}
-			if cur > latest {
-				return fmt.Errorf("%w: database is at version %d, this binary knows up to %d; upgrade totpgate", ErrSchemaTooNew, cur, latest)
-			}
-			if applied {
-				return nil
-			}
-			// No arguments: pgx sends it with the simple protocol, which
-			// runs a file of several statements.
-			if _, err := tx.Exec(ctx, m.SQL); err != nil {
-				return fmt.Errorf("%s: %w", m.Name, err)
-			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`,
-				m.Version, time.Now().UnixMilli())
-			return err
+			return fn(migrateTx{tx})
 		})
-		if err != nil {
-			if errors.Is(err, ErrSchemaTooNew) {
-				return err
-			}
-			return fmt.Errorf("postgres: migrate: %w", err)
-		}
-	}
-	return nil
+	}}.Apply(ctx, ms)
+}
+
+// migrateTx is migration.Tx in a transaction holding the advisory lock.
+type migrateTx struct{ tx pgx.Tx }
+
+func (t migrateTx) Applied(ctx context.Context, version int) (int, bool, error) {
+	var (
+		cur     int
+		applied bool
+	)
+	err := t.tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0), COALESCE(bool_or(version = $1), false) FROM schema_migrations`,
+		version).Scan(&cur, &applied)
+	return cur, applied, err
+}
+
+// Exec passes no arguments: pgx sends the SQL with the simple protocol,
+// which runs a file of several statements.
+func (t migrateTx) Exec(ctx context.Context, sql string) error {
+	_, err := t.tx.Exec(ctx, sql)
+	return err
+}
+
+func (t migrateTx) Record(ctx context.Context, version int, at time.Time) error {
+	_, err := t.tx.Exec(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)`, version, at.UnixMilli())
+	return err
 }

@@ -60,12 +60,16 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // ErrSchemaTooNew is returned by Open when the database was migrated by a
 // newer totpgate than this one: running older code against a newer schema
 // could silently drop or misread state, so Open refuses.
 var ErrSchemaTooNew = errors.New("postgres: database schema is newer than this binary supports")
+
+// driver names this store in its errors.
+const driver outcome.Driver = "postgres"
 
 // Defaults for the zero Options fields.
 const (
@@ -191,11 +195,14 @@ func dsnError(err error) error {
 // errors wrapped for op.
 func (s *Store) execCount(ctx context.Context, op, query string, args ...any) (int64, error) {
 	tag, err := s.pool.Exec(ctx, query, args...)
-	if err != nil {
-		return 0, fmt.Errorf("postgres: %s: %w", op, err)
-	}
-	return tag.RowsAffected(), nil
+	return outcome.Of(driver, op, tag.RowsAffected(), err)
 }
+
+// Reads: rows, _ := s.pool.Query(...), then column.Collect or
+// column.Counts over the rows, then rows.Close. pgx hands an error of the
+// query itself to the rows too, as its documentation of Query allows ("It
+// is allowed to ignore the error returned from Query and handle it in
+// Rows"), and the collector returns it from rows.Err: no error is lost.
 
 // inTx runs fn in a READ COMMITTED transaction and commits when fn
 // returns nil. The error of fn is returned as is (callers test it for
@@ -211,13 +218,6 @@ func inTx(ctx context.Context, pool *pgxpool.Pool, fn func(pgx.Tx) error) error 
 		return err
 	}
 	return tx.Commit(ctx)
-}
-
-func boolInt(b bool) int16 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // Ping checks that the database answers on a pooled connection.

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,43 +36,14 @@ func openFresh(t *testing.T, opts Options) (*Store, string) {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	var dsns sync.Map // store.Store -> DSN
-	storetest.Run(t, storetest.Harness{
-		Open: func(t *testing.T) store.Store {
-			s, dsn := openFresh(t, Options{})
-			dsns.Store(store.Store(s), dsn)
-			return s
+	storetest.Run(t, storetest.Named(
+		func(t *testing.T) string { return testenv.Postgres(t) },
+		func(ctx context.Context, dsn string) (store.Store, error) { return Open(ctx, dsn, Options{}) },
+		func(t *testing.T, s store.Store, dsn string) string {
+			cutSessions(t, s.(*Store))
+			return dsn
 		},
-		Reopen: func(t *testing.T, old store.Store) store.Store {
-			dsn, ok := dsns.Load(old)
-			if !ok {
-				t.Fatal("Reopen: unknown store")
-			}
-			if err := old.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			s, err := Open(t.Context(), dsn.(string), Options{})
-			if err != nil {
-				t.Fatalf("reopen: %v", err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
-		},
-		Crash: func(t *testing.T, old store.Store) store.Store {
-			dsn, ok := dsns.Load(old)
-			if !ok {
-				t.Fatal("Crash: unknown store")
-			}
-			cutSessions(t, old.(*Store))
-			s, err := Open(t.Context(), dsn.(string), Options{})
-			if err != nil {
-				t.Fatalf("reopen: %v", err)
-			}
-			dsns.Store(store.Store(s), dsn)
-			t.Cleanup(func() { s.Close() })
-			return s
-		},
-	})
+	))
 }
 
 // cutSessions ends every server session of s from the server's side, as
@@ -152,68 +122,52 @@ func schemaOf(t *testing.T, dsn string) string {
 	return s
 }
 
-type appliedMigration struct {
-	version   int
-	appliedAt int64
+// outside is db as the schema and migration tests see it; the tables
+// are those of the DSN's search_path, the test's schema.
+func outside(db *pgxpool.Pool) storetest.DB {
+	return storetest.DB{
+		Query: func(t *testing.T, query string, args ...any) storetest.Rows {
+			rows, _ := db.Query(t.Context(), query, args...) // an error comes back from rows.Err
+			t.Cleanup(rows.Close)
+			return rows
+		},
+		Exec: func(t *testing.T, query string, args ...any) {
+			if _, err := db.Exec(t.Context(), query, args...); err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+		},
+		TableQuery:      `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = $1`,
+		IndexQuery:      `SELECT COUNT(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = $1`,
+		ErrSchemaTooNew: ErrSchemaTooNew,
+	}
 }
 
-func applied(t *testing.T, db *pgxpool.Pool) []appliedMigration {
-	t.Helper()
-	rows, err := db.Query(t.Context(), `SELECT version, applied_at FROM schema_migrations ORDER BY version`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (appliedMigration, error) {
-		var m appliedMigration
-		err := r.Scan(&m.version, &m.appliedAt)
-		return m, err
+func TestSchema(t *testing.T) {
+	t.Parallel()
+	storetest.RunSchema(t, func(t *testing.T) storetest.Schema {
+		dsn := testenv.Postgres(t)
+		db := rawPool(t, dsn)
+		return storetest.Schema{
+			DB:         outside(db),
+			Open:       func(ctx context.Context) (store.Store, error) { return Open(ctx, dsn, Options{}) },
+			Migrations: len(migrations),
+			Migrate:    func(ctx context.Context, ms []migration.Migration) error { return migrate(ctx, db, ms) },
+		}
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
 }
 
-func tableExists(t *testing.T, db *pgxpool.Pool, schema, name string) bool {
-	t.Helper()
-	var n int
-	if err := db.QueryRow(t.Context(), `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2`,
-		schema, name).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n == 1
-}
-
+// What TestSchema does not check: the tables are in the test's schema
+// (TestSchema looks in current_schema()), ids sort by bytes, and CHECK
+// constraints hold.
 func TestMigrationsFresh(t *testing.T) {
 	t.Parallel()
 	s, dsn := openFresh(t, Options{})
 	schema := schemaOf(t, dsn)
-	got := applied(t, s.pool)
-	if len(got) != len(migrations) {
-		t.Fatalf("applied %d migrations, want %d", len(got), len(migrations))
-	}
-	for i, m := range got {
-		if m.version != i+1 || m.appliedAt == 0 {
-			t.Errorf("schema_migrations row %d = %+v", i, m)
-		}
-	}
 	// The tables are in the test's schema (search_path from the DSN
 	// reached the server), not in public.
 	var current string
 	if err := s.pool.QueryRow(t.Context(), `SELECT current_schema()`).Scan(&current); err != nil || current != schema {
 		t.Fatalf("current_schema() = %q, %v; want %q", current, err, schema)
-	}
-	for _, table := range []string{"users", "recovery_codes", "challenges", "settings", "jobs", "schema_migrations"} {
-		if !tableExists(t, s.pool, schema, table) {
-			t.Errorf("table %s missing from schema %s", table, schema)
-		}
-	}
-	for _, index := range []string{"users_key_version", "recovery_codes_user", "challenges_expires_at"} {
-		var n int
-		if err := s.pool.QueryRow(t.Context(), `SELECT COUNT(*) FROM pg_indexes WHERE schemaname = $1 AND indexname = $2`,
-			schema, index).Scan(&n); err != nil || n != 1 {
-			t.Errorf("index %s missing (%v)", index, err)
-		}
 	}
 	// User ids sort by bytes.
 	var collation string
@@ -260,73 +214,9 @@ func TestMigrationsConcurrentOpen(t *testing.T) {
 	if rows != len(migrations) || distinct != len(migrations) {
 		t.Errorf("schema_migrations has %d rows, %d versions; want exactly one row for each of %d", rows, distinct, len(migrations))
 	}
-	if got := applied(t, db); len(got) != len(migrations) || got[len(got)-1].version != len(migrations) {
+	if got := outside(db).Applied(t); len(got) != len(migrations) || got[len(got)-1].Version != len(migrations) {
 		t.Errorf("schema_migrations = %v", got)
 	}
-}
-
-func TestMigrationsReopen(t *testing.T) {
-	t.Parallel()
-	s, dsn := openFresh(t, Options{})
-	before := applied(t, s.pool)
-	s.Close()
-	time.Sleep(5 * time.Millisecond) // a re-applied migration would get a later applied_at
-	for range 2 {
-		s2, err := Open(t.Context(), dsn, Options{})
-		if err != nil {
-			t.Fatalf("reopen: %v", err)
-		}
-		after := applied(t, s2.pool)
-		s2.Close()
-		if fmt.Sprint(after) != fmt.Sprint(before) {
-			t.Errorf("schema_migrations changed on reopen: %v -> %v", before, after)
-		}
-	}
-}
-
-func TestSchemaTooNew(t *testing.T) {
-	t.Parallel()
-	s, dsn := openFresh(t, Options{})
-	s.Close()
-	newer := len(migrations) + 1
-	if _, err := rawPool(t, dsn).Exec(t.Context(), `INSERT INTO schema_migrations (version, applied_at) VALUES ($1, 1)`, newer); err != nil {
-		t.Fatal(err)
-	}
-	s2, err := Open(t.Context(), dsn, Options{})
-	if err == nil {
-		s2.Close()
-		t.Fatal("Open of a newer schema succeeded")
-	}
-	if !errors.Is(err, ErrSchemaTooNew) {
-		t.Fatalf("Open: err = %v, want ErrSchemaTooNew", err)
-	}
-	if msg := err.Error(); !strings.Contains(msg, strconv.Itoa(newer)) || !strings.Contains(msg, strconv.Itoa(len(migrations))) {
-		t.Errorf("error %q does not name both versions", msg)
-	}
-}
-
-// migrationHarness is the storetest migration harness on a fresh schema.
-func migrationHarness(t *testing.T) storetest.Migrations {
-	dsn := testenv.Postgres(t)
-	schema := schemaOf(t, dsn)
-	db := rawPool(t, dsn)
-	return storetest.Migrations{
-		Migrate: func(ctx context.Context, ms []migration.Migration) error { return migrate(ctx, db, ms) },
-		Count: func(t *testing.T, query string) int {
-			var n int
-			if err := db.QueryRow(t.Context(), query).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			return n
-		},
-		TableExists:     func(t *testing.T, table string) bool { return tableExists(t, db, schema, table) },
-		ErrSchemaTooNew: ErrSchemaTooNew,
-	}
-}
-
-func TestMigrations(t *testing.T) {
-	t.Parallel()
-	storetest.RunMigrations(t, migrationHarness)
 }
 
 func TestOptionsValidate(t *testing.T) {
@@ -422,7 +312,7 @@ func TestMigrationsIgnoreStatementTimeout(t *testing.T) {
 		t.Fatalf("Open while another replica migrates: %v", err)
 	}
 	defer s.Close()
-	if got := applied(t, holder); len(got) != len(migrations) {
+	if got := outside(holder).Applied(t); len(got) != len(migrations) {
 		t.Errorf("applied %d migrations, want %d", len(got), len(migrations))
 	}
 }

@@ -2,12 +2,13 @@ package postgres
 
 import (
 	"context"
-	"fmt"
 	"sort"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // notAtTarget is the SQL condition "this row's secret is not yet at the
@@ -21,34 +22,20 @@ const notAtTarget = `NOT (left(ciphertext, length(@backend::text) + 1) = @backen
 // at target, with user id > after in id order (byte order: the id column
 // is COLLATE "C", and so are the comparison and the sort).
 func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyRef, limit int) ([]store.SecretRef, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("postgres: secrets page: limit must be positive")
+	if err := outcome.PageLimit(limit); err != nil {
+		return nil, driver.Err("secrets page", err)
 	}
-	rows, err := s.pool.Query(ctx, `
-SELECT id, ciphertext, key_version, binding FROM users
+	// The query's error comes back from rows.Err (Reads, postgres.go).
+	rows, _ := s.pool.Query(ctx, `
+SELECT `+column.SecretRefColumns+` FROM users
 WHERE id > @after AND `+notAtTarget+`
 ORDER BY id
 LIMIT @limit`, pgx.StrictNamedArgs{
 		"after": after, "backend": target.Backend, "version": int64(target.Version), "limit": int64(limit),
 	})
-	if err != nil {
-		return nil, fmt.Errorf("postgres: secrets page: %w", err)
-	}
 	defer rows.Close()
-	var out []store.SecretRef
-	for rows.Next() {
-		var r store.SecretRef
-		var binding int16
-		if err := rows.Scan(&r.UserID, &r.Ciphertext, &r.KeyVersion, &binding); err != nil {
-			return nil, fmt.Errorf("postgres: secrets page: %w", err)
-		}
-		r.Binding = store.Binding(binding)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: secrets page: %w", err)
-	}
-	return out, nil
+	out, err := column.Collect(rows, column.SecretRef)
+	return outcome.Of(driver, "secrets page", out, err)
 }
 
 // SwapSecrets applies the swaps whose row still holds Old, in one UPDATE
@@ -63,13 +50,47 @@ LIMIT @limit`, pgx.StrictNamedArgs{
 // The UPDATE checks ciphertext = Old on the newest row version, so a
 // concurrent re-enrollment is never overwritten.
 func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error) {
-	if len(swaps) == 0 {
+	cands := foldSwaps(swaps)
+	if len(cands) == 0 {
 		return 0, nil
 	}
-	type candidate struct {
-		id, old, new        string
-		version, n, binding int64
+	ids := make([]string, len(cands))
+	olds := make([]string, len(cands))
+	news := make([]string, len(cands))
+	versions := make([]int64, len(cands))
+	counts := make([]int64, len(cands))
+	bindings := make([]int64, len(cands))
+	for i, c := range cands {
+		ids[i], olds[i], news[i], versions[i], counts[i], bindings[i] = c.id, c.old, c.new, c.version, c.n, c.binding
 	}
+	var swapped int64
+	err := s.pool.QueryRow(ctx, `
+WITH swapped AS (
+	UPDATE users AS u SET ciphertext = s.new, key_version = s.version, binding = s.binding
+	FROM unnest(@ids::text[], @olds::text[], @news::text[], @versions::bigint[], @counts::bigint[], @bindings::bigint[])
+		AS s(id, old, new, version, n, binding)
+	WHERE u.id = s.id AND u.ciphertext = s.old
+	RETURNING s.n
+)
+SELECT COALESCE(SUM(n), 0)::bigint FROM swapped`, pgx.StrictNamedArgs{
+		"ids": ids, "olds": olds, "news": news, "versions": versions, "counts": counts, "bindings": bindings,
+	}).Scan(&swapped)
+	return outcome.Of(driver, "swap secrets", int(swapped), err)
+}
+
+// candidate is one UPDATE row of SwapSecrets: user id's ciphertext old
+// becomes new (at key version, under binding), which stands for n swaps
+// of the batch.
+type candidate struct {
+	id, old, new        string
+	version, n, binding int64
+}
+
+// foldSwaps folds each user's swaps into one candidate per distinct Old:
+// the first swap with that Old, then every later swap of the user that
+// applies after it. Users come in id order (the UPDATE locks rows in
+// that order), each user's candidates in the order of their first swap.
+func foldSwaps(swaps []store.Swap) []candidate {
 	byUser := map[string][]int{}
 	var order []string
 	for i, sw := range swaps {
@@ -98,31 +119,7 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 			cands = append(cands, c)
 		}
 	}
-	ids := make([]string, len(cands))
-	olds := make([]string, len(cands))
-	news := make([]string, len(cands))
-	versions := make([]int64, len(cands))
-	counts := make([]int64, len(cands))
-	bindings := make([]int64, len(cands))
-	for i, c := range cands {
-		ids[i], olds[i], news[i], versions[i], counts[i], bindings[i] = c.id, c.old, c.new, c.version, c.n, c.binding
-	}
-	var swapped int64
-	err := s.pool.QueryRow(ctx, `
-WITH swapped AS (
-	UPDATE users AS u SET ciphertext = s.new, key_version = s.version, binding = s.binding
-	FROM unnest(@ids::text[], @olds::text[], @news::text[], @versions::bigint[], @counts::bigint[], @bindings::bigint[])
-		AS s(id, old, new, version, n, binding)
-	WHERE u.id = s.id AND u.ciphertext = s.old
-	RETURNING s.n
-)
-SELECT COALESCE(SUM(n), 0)::bigint FROM swapped`, pgx.StrictNamedArgs{
-		"ids": ids, "olds": olds, "news": news, "versions": versions, "counts": counts, "bindings": bindings,
-	}).Scan(&swapped)
-	if err != nil {
-		return 0, fmt.Errorf("postgres: swap secrets: %w", err)
-	}
-	return int(swapped), nil
+	return cands
 }
 
 // CountByKey counts stored secrets (pending and active) per backend (the
@@ -138,47 +135,21 @@ func (s *Store) CountBareBindings(ctx context.Context) (map[store.KeyRef]int, er
 }
 
 func (s *Store) countByKey(ctx context.Context, op, where string) (map[store.KeyRef]int, error) {
-	rows, err := s.pool.Query(ctx, `
+	// The query's error comes back from rows.Err (Reads, postgres.go).
+	rows, _ := s.pool.Query(ctx, `
 SELECT split_part(ciphertext, ':', 1), key_version, COUNT(*)
 FROM users `+where+` GROUP BY 1, 2`)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: %s: %w", op, err)
-	}
 	defer rows.Close()
-	out := map[store.KeyRef]int{}
-	for rows.Next() {
-		var k store.KeyRef
-		var n int
-		if err := rows.Scan(&k.Backend, &k.Version, &n); err != nil {
-			return nil, fmt.Errorf("postgres: %s: %w", op, err)
-		}
-		out[k] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: %s: %w", op, err)
-	}
-	return out, nil
+	out, err := column.Counts(rows, column.KeyRef)
+	return outcome.Of(driver, op, out, err)
 }
 
 // CountByState counts users per MFA state (pending and active; users
 // without a row are not known to the store).
 func (s *Store) CountByState(ctx context.Context) (map[store.State]int, error) {
-	rows, err := s.pool.Query(ctx, `SELECT state, COUNT(*) FROM users GROUP BY state`)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: count by state: %w", err)
-	}
+	// The query's error comes back from rows.Err (Reads, postgres.go).
+	rows, _ := s.pool.Query(ctx, `SELECT state, COUNT(*) FROM users GROUP BY state`)
 	defer rows.Close()
-	out := map[store.State]int{}
-	for rows.Next() {
-		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("postgres: count by state: %w", err)
-		}
-		out[store.State(st)] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: count by state: %w", err)
-	}
-	return out, nil
+	out, err := column.Counts(rows, column.State)
+	return outcome.Of(driver, "count by state", out, err)
 }

@@ -2,26 +2,15 @@ package postgres
 
 import (
 	"context"
-	"errors"
-	"fmt"
 
-	"github.com/jackc/pgx/v5"
-
-	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // Setting returns the value stored under key, or store.ErrNotFound.
 func (s *Store) Setting(ctx context.Context, key string) ([]byte, error) {
-	var v []byte
-	err := s.pool.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&v)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, store.ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("postgres: setting: %w", err)
-	}
-	return v, nil
+	v, err := column.One(s.pool.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, key), column.Value)
+	return outcome.Of(driver, "setting", v, err)
 }
 
 // PutSettingIfAbsent stores value under key unless key exists and returns
@@ -29,15 +18,11 @@ func (s *Store) Setting(ctx context.Context, key string) ([]byte, error) {
 // yield the existing row, also when a concurrent caller inserted it first
 // (the upsert waits for that insert to commit).
 func (s *Store) PutSettingIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error) {
-	var v []byte
-	err := s.pool.QueryRow(ctx, `
+	v, err := column.One(s.pool.QueryRow(ctx, `
 INSERT INTO settings (key, value) VALUES ($1, $2)
 ON CONFLICT (key) DO UPDATE SET value = settings.value
-RETURNING value`, key, column.Bytes(value)).Scan(&v)
-	if err != nil {
-		return nil, fmt.Errorf("postgres: put setting: %w", err)
-	}
-	return v, nil
+RETURNING value`, key, column.Bytes(value)), column.Value)
+	return outcome.Of(driver, "put setting", v, err)
 }
 
 // SwapSetting replaces a setting only if it still holds old.

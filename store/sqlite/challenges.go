@@ -4,62 +4,29 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // CreateChallenge stores c. An existing challenge with the same IDHash is
 // never overwritten: store.ErrConflict.
 func (s *Store) CreateChallenge(ctx context.Context, c store.Challenge) error {
 	n, err := s.execCount(ctx, "create challenge", `
-INSERT INTO challenges (id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke)
+INSERT INTO challenges (`+column.ChallengeColumns+`)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id_hash) DO NOTHING`,
-		column.Bytes(c.IDHash), c.UserID, column.Bytes(c.Sealed), boolInt(c.Enroll), boolInt(c.Satisfied), c.Attempts,
-		column.Millis(c.CreatedAt), column.Millis(c.ExpiresAt), nullBlob(c.Revoke))
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrConflict
-	}
-	return nil
-}
-
-const challengeColumns = `id_hash, user_id, sealed, enroll, satisfied, attempts, created_at, expires_at, revoke`
-
-type scanner interface{ Scan(...any) error }
-
-func scanChallenge(sc scanner) (store.Challenge, error) {
-	var (
-		c                  store.Challenge
-		enroll, satisfied  int
-		created, expiresAt int64
-	)
-	if err := sc.Scan(&c.IDHash, &c.UserID, &c.Sealed, &enroll, &satisfied, &c.Attempts, &created, &expiresAt, &c.Revoke); err != nil {
-		return store.Challenge{}, err
-	}
-	c.Enroll = enroll != 0
-	c.Satisfied = satisfied != 0
-	c.CreatedAt = column.Time(created)
-	c.ExpiresAt = column.Time(expiresAt)
-	return c, nil
+		column.ChallengeValues(c)...)
+	return outcome.Changed(n, err, store.ErrConflict)
 }
 
 // GetChallenge returns a challenge live at now, or store.ErrNotFound.
 func (s *Store) GetChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
-	c, err := scanChallenge(s.r.QueryRowContext(ctx,
-		`SELECT `+challengeColumns+` FROM challenges WHERE id_hash = ? AND expires_at > ?`, column.Bytes(idHash), column.Millis(now)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Challenge{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Challenge{}, fmt.Errorf("sqlite: get challenge: %w", err)
-	}
-	return c, nil
+	c, err := column.One(s.r.QueryRowContext(ctx,
+		`SELECT `+column.ChallengeColumns+` FROM challenges WHERE id_hash = ? AND expires_at > ?`, column.Bytes(idHash), column.Millis(now)), column.Challenge)
+	return outcome.Of(driver, "get challenge", c, err)
 }
 
 // FailChallenge counts a wrong code and deletes the challenge once
@@ -87,10 +54,7 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 		_, err = tx.ExecContext(ctx, `DELETE FROM challenges WHERE id_hash = ?`, column.Bytes(idHash))
 		return err
 	})
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: fail challenge: %w", err)
-	}
-	return left, nil
+	return outcome.Of(driver, "fail challenge", left, err)
 }
 
 // SatisfyChallenge marks a challenge live at now satisfied.
@@ -98,33 +62,19 @@ func (s *Store) FailChallenge(ctx context.Context, idHash []byte, maxAttempts in
 func (s *Store) SatisfyChallenge(ctx context.Context, idHash []byte, now time.Time) error {
 	n, err := s.execCount(ctx, "satisfy challenge", `UPDATE challenges SET satisfied = 1 WHERE id_hash = ? AND expires_at > ?`,
 		column.Bytes(idHash), column.Millis(now))
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrNotFound
-	}
-	return nil
+	return outcome.Changed(n, err, store.ErrNotFound)
 }
 
 // SpendChallenge deletes a challenge live at now and returns it, in one
 // DELETE ... RETURNING statement: of concurrent callers exactly one gets
 // it, the others store.ErrNotFound.
 func (s *Store) SpendChallenge(ctx context.Context, idHash []byte, now time.Time) (store.Challenge, error) {
-	c, err := scanChallenge(s.w.QueryRowContext(ctx,
-		`DELETE FROM challenges WHERE id_hash = ? AND expires_at > ? RETURNING `+challengeColumns,
-		column.Bytes(idHash), column.Millis(now)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Challenge{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Challenge{}, fmt.Errorf("sqlite: spend challenge: %w", err)
-	}
-	return c, nil
+	c, err := column.One(s.w.QueryRowContext(ctx,
+		`DELETE FROM challenges WHERE id_hash = ? AND expires_at > ? RETURNING `+column.ChallengeColumns,
+		column.Bytes(idHash), column.Millis(now)), column.Challenge)
+	return outcome.Of(driver, "spend challenge", c, err)
 }
 
-// DeleteExpiredChallenges removes challenges expired at now and returns
-// how many.
 // TakeRevocations clears and returns the revocation material of user's
 // challenges, or of the expired ones when user is "", in one write
 // transaction (RETURNING would give the cleared values).
@@ -140,36 +90,18 @@ func (s *Store) TakeRevocations(ctx context.Context, user string, now time.Time)
 			return err
 		}
 		defer rows.Close()
-		for rows.Next() {
-			var c store.Challenge
-			if err := rows.Scan(&c.UserID, &c.Revoke); err != nil {
-				return err
-			}
-			out = append(out, c)
-		}
-		if err := rows.Err(); err != nil {
+		if out, err = column.Collect(rows, column.Revocation); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `UPDATE challenges SET revoke = NULL WHERE `+where, arg)
 		return err
 	})
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: take revocations: %w", err)
-	}
-	return out, nil
+	return outcome.Of(driver, "take revocations", out, err)
 }
 
-func nullBlob(b []byte) any {
-	if len(b) == 0 {
-		return nil
-	}
-	return b
-}
-
+// DeleteExpiredChallenges removes challenges expired at now and returns
+// how many.
 func (s *Store) DeleteExpiredChallenges(ctx context.Context, now time.Time) (int, error) {
 	n, err := s.execCount(ctx, "delete expired challenges", `DELETE FROM challenges WHERE expires_at <= ?`, column.Millis(now))
-	if err != nil {
-		return 0, err
-	}
-	return int(n), nil
+	return int(n), err
 }

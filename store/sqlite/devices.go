@@ -4,46 +4,24 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
-
-const deviceColumns = `id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at`
-
-func scanDevice(sc scanner) (store.TrustedDevice, error) {
-	var (
-		d                        store.TrustedDevice
-		created, used, expiresAt int64
-	)
-	if err := sc.Scan(&d.ID, &d.UserID, &d.TokenHash, &d.PrevHash, &d.Label, &created, &used, &expiresAt); err != nil {
-		return store.TrustedDevice{}, err
-	}
-	d.CreatedAt, d.LastUsedAt, d.ExpiresAt = column.Time(created), column.Time(used), column.Time(expiresAt)
-	return d, nil
-}
 
 // CreateDevice inserts d with one INSERT ... SELECT from the user's row,
 // which holds only while the user is active and not locked at d.CreatedAt:
 // the check and the insert are one statement on the one write connection.
 func (s *Store) CreateDevice(ctx context.Context, d store.TrustedDevice) error {
 	n, err := s.execCount(ctx, "create device", `
-INSERT INTO trusted_devices (id, user_id, token_hash, prev_hash, label, created_at, last_used_at, expires_at)
+INSERT INTO trusted_devices (`+column.DeviceColumns+`)
 SELECT :id, users.id, :hash, NULL, :label, :now, :used, :exp FROM users
 WHERE users.id = :user AND users.state = 'active' AND users.locked_until <= :now
 ON CONFLICT DO NOTHING`,
-		sql.Named("id", d.ID), sql.Named("hash", column.Bytes(d.TokenHash)), sql.Named("label", d.Label),
-		sql.Named("now", column.Millis(d.CreatedAt)), sql.Named("used", column.Millis(d.LastUsedAt)), sql.Named("exp", column.Millis(d.ExpiresAt)),
-		sql.Named("user", d.UserID))
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrConflict
-	}
-	return nil
+		named(column.DeviceArgs(d))...)
+	return outcome.Changed(n, err, store.ErrConflict)
 }
 
 // RotateDevice rotates a live token, or deletes the device whose
@@ -55,66 +33,44 @@ func (s *Store) RotateDevice(ctx context.Context, user string, tokenHash, newHas
 	)
 	err := inTx(ctx, s.w, func(tx *sql.Tx) error {
 		var err error
-		d, err = scanDevice(tx.QueryRowContext(ctx, `
+		d, err = column.One(tx.QueryRowContext(ctx, `
 UPDATE trusted_devices SET prev_hash = token_hash, token_hash = :new, last_used_at = :now
 WHERE user_id = :user AND token_hash = :old AND expires_at > :now
-RETURNING `+deviceColumns,
-			sql.Named("new", column.Bytes(newHash)), sql.Named("now", column.Millis(now)), sql.Named("user", user), sql.Named("old", column.Bytes(tokenHash))))
-		if !errors.Is(err, sql.ErrNoRows) {
+RETURNING `+column.DeviceColumns,
+			sql.Named("new", column.Bytes(newHash)), sql.Named("now", column.Millis(now)), sql.Named("user", user), sql.Named("old", column.Bytes(tokenHash))), column.Device)
+		if !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND prev_hash = ? AND expires_at > ?`,
-			user, column.Bytes(tokenHash), column.Millis(now))
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
+		n, err := rowsChanged(tx.ExecContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND prev_hash = ? AND expires_at > ?`,
+			user, column.Bytes(tokenHash), column.Millis(now)))
 		reused = n > 0
 		return err
 	})
 	switch {
-	case err != nil:
-		return store.TrustedDevice{}, fmt.Errorf("sqlite: rotate device: %w", err)
-	case reused:
-		return store.TrustedDevice{}, store.ErrDeviceReused
-	case d.ID == "":
-		return store.TrustedDevice{}, store.ErrNotFound
+	case err == nil && reused:
+		err = store.ErrDeviceReused
+	case err == nil && d.ID == "":
+		err = store.ErrNotFound
 	}
-	return d, nil
+	return outcome.Of(driver, "rotate device", d, err)
 }
 
 // Devices lists the user's devices live at now, oldest first.
 func (s *Store) Devices(ctx context.Context, user string, now time.Time) ([]store.TrustedDevice, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+deviceColumns+` FROM trusted_devices
+	rows, err := s.r.QueryContext(ctx, `SELECT `+column.DeviceColumns+` FROM trusted_devices
 WHERE user_id = ? AND expires_at > ? ORDER BY created_at, id`, user, column.Millis(now))
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: devices: %w", err)
+		return nil, driver.Err("devices", err)
 	}
 	defer rows.Close()
-	var out []store.TrustedDevice
-	for rows.Next() {
-		d, err := scanDevice(rows)
-		if err != nil {
-			return nil, fmt.Errorf("sqlite: devices: %w", err)
-		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: devices: %w", err)
-	}
-	return out, nil
+	out, err := column.Collect(rows, column.Device)
+	return outcome.Of(driver, "devices", out, err)
 }
 
 // DeleteDevice deletes the user's device id and returns it.
 func (s *Store) DeleteDevice(ctx context.Context, user, id string) (store.TrustedDevice, error) {
-	d, err := scanDevice(s.w.QueryRowContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND id = ? RETURNING `+deviceColumns, user, id))
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.TrustedDevice{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.TrustedDevice{}, fmt.Errorf("sqlite: delete device: %w", err)
-	}
-	return d, nil
+	d, err := column.One(s.w.QueryRowContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND id = ? RETURNING `+column.DeviceColumns, user, id), column.Device)
+	return outcome.Of(driver, "delete device", d, err)
 }
 
 // DeleteDevices deletes the user's devices but except (expired ones too:
@@ -123,21 +79,18 @@ func (s *Store) DeleteDevice(ctx context.Context, user, id string) (store.Truste
 func (s *Store) DeleteDevices(ctx context.Context, user, except string, now time.Time) (int, error) {
 	rows, err := s.w.QueryContext(ctx, `DELETE FROM trusted_devices WHERE user_id = ? AND id <> ? RETURNING expires_at`, user, except)
 	if err != nil {
-		return 0, fmt.Errorf("sqlite: delete devices: %w", err)
+		return 0, driver.Err("delete devices", err)
 	}
 	defer rows.Close()
+	exps, err := column.Collect(rows, func(exp *int64) []any { return []any{exp} })
+	if err != nil {
+		return 0, driver.Err("delete devices", err)
+	}
 	live := 0
-	for rows.Next() {
-		var exp int64
-		if err := rows.Scan(&exp); err != nil {
-			return 0, fmt.Errorf("sqlite: delete devices: %w", err)
-		}
+	for _, exp := range exps {
 		if exp > column.Millis(now) {
 			live++
 		}
-	}
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("sqlite: delete devices: %w", err)
 	}
 	return live, nil
 }
@@ -145,18 +98,5 @@ func (s *Store) DeleteDevices(ctx context.Context, user, except string, now time
 // DeleteExpiredDevices removes devices expired at now.
 func (s *Store) DeleteExpiredDevices(ctx context.Context, now time.Time) (int, error) {
 	n, err := s.execCount(ctx, "delete expired devices", `DELETE FROM trusted_devices WHERE expires_at <= ?`, column.Millis(now))
-	return int(n), err
-}
-
-// sqlDeleteUserDevices deletes every device of a user, inside the
-// transaction of DeleteUser, ReplaceRecoveryCodes or a lockout.
-const sqlDeleteUserDevices = `DELETE FROM trusted_devices WHERE user_id = ?`
-
-func deleteUserDevices(ctx context.Context, tx *sql.Tx, user string) (int, error) {
-	res, err := tx.ExecContext(ctx, sqlDeleteUserDevices, user)
-	if err != nil {
-		return 0, err
-	}
-	n, err := res.RowsAffected()
 	return int(n), err
 }

@@ -3,12 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // AcquireJob takes the lease in one statement: the upsert only overwrites
@@ -33,13 +32,7 @@ WHERE jobs.lease_until < :now OR jobs.owner = excluded.owner`,
 func (s *Store) UpdateJob(ctx context.Context, name, owner string, state []byte, leaseUntil time.Time) error {
 	n, err := s.execCount(ctx, "update job", `UPDATE jobs SET state = ?, lease_until = ? WHERE name = ? AND owner = ?`,
 		column.Bytes(state), column.Millis(leaseUntil), name, owner)
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return fmt.Errorf("sqlite: update job %q: lease lost: %w", name, store.ErrConflict)
-	}
-	return nil
+	return outcome.Changed(n, err, driver.LeaseLost(name))
 }
 
 // GetJob returns the named job, or store.ErrNotFound.
@@ -48,15 +41,6 @@ func (s *Store) GetJob(ctx context.Context, name string) (store.Job, error) {
 }
 
 func (s *Store) getJob(ctx context.Context, db *sql.DB, name string) (store.Job, error) {
-	var j store.Job
-	var until int64
-	err := db.QueryRowContext(ctx, `SELECT name, owner, lease_until, state FROM jobs WHERE name = ?`, name).Scan(&j.Name, &j.Owner, &until, &j.State)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Job{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Job{}, fmt.Errorf("sqlite: get job: %w", err)
-	}
-	j.LeaseUntil = column.Time(until)
-	return j, nil
+	j, err := column.One(db.QueryRowContext(ctx, `SELECT `+column.JobColumns+` FROM jobs WHERE name = ?`, name), column.Job)
+	return outcome.Of(driver, "get job", j, err)
 }

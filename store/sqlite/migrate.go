@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"embed"
-	"errors"
 	"fmt"
 	"time"
 
@@ -28,36 +27,29 @@ func migrate(ctx context.Context, db *sql.DB, ms []migration.Migration) error {
 ) STRICT`); err != nil {
 		return fmt.Errorf("sqlite: migrate: %w", err)
 	}
-	latest := ms[len(ms)-1].Version
-	for _, m := range ms {
-		err := inTx(ctx, db, func(tx *sql.Tx) error {
-			var cur int
-			if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
-				return err
-			}
-			if cur > latest {
-				return fmt.Errorf("%w: database is at version %d, this binary knows up to %d; upgrade totpgate", ErrSchemaTooNew, cur, latest)
-			}
-			var n int
-			if err := tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, m.Version).Scan(&n); err != nil {
-				return err
-			}
-			if n > 0 {
-				return nil // applied earlier
-			}
-			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
-				return fmt.Errorf("%s: %w", m.Name, err)
-			}
-			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`,
-				m.Version, time.Now().UnixMilli())
-			return err
-		})
-		if err != nil {
-			if errors.Is(err, ErrSchemaTooNew) {
-				return err
-			}
-			return fmt.Errorf("sqlite: migrate: %w", err)
-		}
+	return migration.Applier{Driver: "sqlite", TooNew: ErrSchemaTooNew, Run: func(ctx context.Context, fn func(migration.Tx) error) error {
+		return inTx(ctx, db, func(tx *sql.Tx) error { return fn(migrateTx{tx}) })
+	}}.Apply(ctx, ms)
+}
+
+// migrateTx is migration.Tx in one BEGIN IMMEDIATE transaction.
+type migrateTx struct{ tx *sql.Tx }
+
+func (t migrateTx) Applied(ctx context.Context, version int) (int, bool, error) {
+	var cur, n int
+	if err := t.tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+		return 0, false, err
 	}
-	return nil
+	err := t.tx.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations WHERE version = ?`, version).Scan(&n)
+	return cur, n > 0, err
+}
+
+func (t migrateTx) Exec(ctx context.Context, sql string) error {
+	_, err := t.tx.ExecContext(ctx, sql)
+	return err
+}
+
+func (t migrateTx) Record(ctx context.Context, version int, at time.Time) error {
+	_, err := t.tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)`, version, at.UnixMilli())
+	return err
 }

@@ -3,9 +3,10 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"fmt"
 
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // notAtTarget is the SQL condition "this row's secret is not yet at the
@@ -18,30 +19,20 @@ const notAtTarget = `NOT (substr(ciphertext, 1, length(:backend) + 1) = :backend
 // SecretsPage lists up to limit stored secrets (pending and active) not yet
 // at target, with user id > after in id order (byte order).
 func (s *Store) SecretsPage(ctx context.Context, after string, target store.KeyRef, limit int) ([]store.SecretRef, error) {
-	if limit <= 0 {
-		return nil, fmt.Errorf("sqlite: secrets page: limit must be positive")
+	if err := outcome.PageLimit(limit); err != nil {
+		return nil, driver.Err("secrets page", err)
 	}
 	rows, err := s.r.QueryContext(ctx, `
-SELECT id, ciphertext, key_version, binding FROM users
+SELECT `+column.SecretRefColumns+` FROM users
 WHERE id > :after AND `+notAtTarget+`
 ORDER BY id
 LIMIT :limit`, sql.Named("after", after), sql.Named("backend", target.Backend), sql.Named("version", target.Version), sql.Named("limit", limit))
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: secrets page: %w", err)
+		return nil, driver.Err("secrets page", err)
 	}
 	defer rows.Close()
-	var out []store.SecretRef
-	for rows.Next() {
-		var r store.SecretRef
-		if err := rows.Scan(&r.UserID, &r.Ciphertext, &r.KeyVersion, &r.Binding); err != nil {
-			return nil, fmt.Errorf("sqlite: secrets page: %w", err)
-		}
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: secrets page: %w", err)
-	}
-	return out, nil
+	out, err := column.Collect(rows, column.SecretRef)
+	return outcome.Of(driver, "secrets page", out, err)
 }
 
 // SwapSecrets applies the swaps whose row still holds Old, in one
@@ -58,11 +49,7 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 		}
 		defer stmt.Close()
 		for _, sw := range swaps {
-			res, err := stmt.ExecContext(ctx, sw.New, sw.Version, sw.Binding, sw.UserID, sw.Old)
-			if err != nil {
-				return err
-			}
-			n, err := res.RowsAffected()
+			n, err := rowsChanged(stmt.ExecContext(ctx, sw.New, sw.Version, sw.Binding, sw.UserID, sw.Old))
 			if err != nil {
 				return err
 			}
@@ -70,10 +57,7 @@ func (s *Store) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error
 		}
 		return nil
 	})
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: swap secrets: %w", err)
-	}
-	return swapped, nil
+	return outcome.Of(driver, "swap secrets", swapped, err)
 }
 
 // CountByKey counts stored secrets (pending and active) per backend and
@@ -93,22 +77,11 @@ func (s *Store) countByKey(ctx context.Context, op, where string) (map[store.Key
 SELECT substr(ciphertext, 1, instr(ciphertext, ':') - 1), key_version, COUNT(*)
 FROM users `+where+` GROUP BY 1, 2`)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
+		return nil, driver.Err(op, err)
 	}
 	defer rows.Close()
-	out := map[store.KeyRef]int{}
-	for rows.Next() {
-		var k store.KeyRef
-		var n int
-		if err := rows.Scan(&k.Backend, &k.Version, &n); err != nil {
-			return nil, fmt.Errorf("sqlite: %s: %w", op, err)
-		}
-		out[k] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: %s: %w", op, err)
-	}
-	return out, nil
+	out, err := column.Counts(rows, column.KeyRef)
+	return outcome.Of(driver, op, out, err)
 }
 
 // CountByState counts users per MFA state (pending and active; users
@@ -116,20 +89,9 @@ FROM users `+where+` GROUP BY 1, 2`)
 func (s *Store) CountByState(ctx context.Context) (map[store.State]int, error) {
 	rows, err := s.r.QueryContext(ctx, `SELECT state, COUNT(*) FROM users GROUP BY state`)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: count by state: %w", err)
+		return nil, driver.Err("count by state", err)
 	}
 	defer rows.Close()
-	out := map[store.State]int{}
-	for rows.Next() {
-		var st string
-		var n int
-		if err := rows.Scan(&st, &n); err != nil {
-			return nil, fmt.Errorf("sqlite: count by state: %w", err)
-		}
-		out[store.State(st)] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("sqlite: count by state: %w", err)
-	}
-	return out, nil
+	out, err := column.Counts(rows, column.State)
+	return outcome.Of(driver, "count by state", out, err)
 }

@@ -2,40 +2,26 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
-	"errors"
-	"fmt"
 
-	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // Setting returns the value stored under key, or store.ErrNotFound.
 func (s *Store) Setting(ctx context.Context, key string) ([]byte, error) {
-	var v []byte
-	err := s.r.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, store.ErrNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: setting: %w", err)
-	}
-	return v, nil
+	v, err := column.One(s.r.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key), column.Value)
+	return outcome.Of(driver, "setting", v, err)
 }
 
 // PutSettingIfAbsent stores value under key unless key exists and returns
 // the stored value, in one statement (the no-op DO UPDATE makes RETURNING
 // yield the existing row).
 func (s *Store) PutSettingIfAbsent(ctx context.Context, key string, value []byte) ([]byte, error) {
-	var v []byte
-	err := s.w.QueryRowContext(ctx, `
+	v, err := column.One(s.w.QueryRowContext(ctx, `
 INSERT INTO settings (key, value) VALUES (?, ?)
 ON CONFLICT (key) DO UPDATE SET value = settings.value
-RETURNING value`, key, column.Bytes(value)).Scan(&v)
-	if err != nil {
-		return nil, fmt.Errorf("sqlite: put setting: %w", err)
-	}
-	return v, nil
+RETURNING value`, key, column.Bytes(value)), column.Value)
+	return outcome.Of(driver, "put setting", v, err)
 }
 
 // SwapSetting replaces a setting only if it still holds old.

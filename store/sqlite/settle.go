@@ -11,6 +11,7 @@ import (
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/usertx"
 )
 
 // Settling attempts: one durable write per login, shared by concurrent ones.
@@ -53,7 +54,7 @@ type settleReq struct {
 // The statements of a settlement, prepared once on the write connection:
 // parsing them anew for every login cost more CPU than running them.
 const (
-	sqlReadCounter = `SELECT state, last_step, failures, failure_window_start, locked_until FROM users WHERE id = ?`
+	sqlReadCounter = `SELECT ` + column.CounterColumns + ` FROM users WHERE id = ?`
 	sqlSpendCode   = `UPDATE recovery_codes SET used_at = ? WHERE id = ? AND user_id = ? AND used_at IS NULL`
 	// A recovery code leaves last_step as it is (max with 0).
 	sqlAccept = `UPDATE users SET last_step = max(last_step, :step), failures = 0, failure_window_start = 0,
@@ -172,7 +173,7 @@ func (c *committer) commit(batch []*settleReq) {
 			if r.err = r.ctx.Err(); r.err != nil {
 				continue
 			}
-			r.res, r.err = settleOne(ctx, tx, c.stmts, r)
+			r.res, r.err = usertx.Settle(ctx, userTx{tx, c.stmts}, r.id, r.m, r.now, r.l)
 			if r.err != nil && !errors.Is(r.err, store.ErrNotFound) {
 				return r.err
 			}
@@ -183,61 +184,9 @@ func (c *committer) commit(batch []*settleReq) {
 		if err != nil && r.err == nil {
 			r.res, r.err = store.Settled{}, err // rolled back with the rest
 		}
-		if r.err != nil && !errors.Is(r.err, store.ErrNotFound) {
-			r.err = fmt.Errorf("sqlite: settle attempt: %w", r.err)
-		}
+		r.err = driver.Err("settle attempt", r.err)
 		close(r.done)
 	}
-}
-
-// settleOne reads r's row, refuses, accepts or counts a failure.
-func settleOne(ctx context.Context, tx *sql.Tx, st *settleStmts, r *settleReq) (store.Settled, error) {
-	var (
-		state       string
-		last        int64
-		c           store.Counter
-		fws, locked int64
-	)
-	err := tx.StmtContext(ctx, st.read).QueryRowContext(ctx, r.id).Scan(&state, &last, &c.Failures, &fws, &locked)
-	if errors.Is(err, sql.ErrNoRows) {
-		return store.Settled{}, store.ErrNotFound
-	}
-	if err != nil {
-		return store.Settled{}, err
-	}
-	c.WindowStart, c.LockedUntil = column.Time(fws), column.Time(locked)
-	if ok, until := c.Admit(r.now, r.l); !ok {
-		return store.Settled{LockedUntil: until}, nil
-	}
-	active := state == string(store.StateActive)
-	accepted := active && r.m.Step > last
-	if active && !accepted && r.m.RecoveryCodeID > 0 {
-		res, err := tx.StmtContext(ctx, st.spend).ExecContext(ctx, column.Millis(r.now), r.m.RecoveryCodeID, r.id)
-		if err != nil {
-			return store.Settled{}, err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return store.Settled{}, err
-		}
-		accepted = n == 1
-	}
-	if accepted {
-		_, err = tx.StmtContext(ctx, st.accept).ExecContext(ctx, sql.Named("step", r.m.Step), sql.Named("now", column.Millis(r.now)), sql.Named("id", r.id))
-		return store.Settled{Allowed: true, Accepted: true}, err
-	}
-	c, res := c.Fail(r.now, r.l, r.m.Step > 0)
-	if _, err = tx.StmtContext(ctx, st.fail).ExecContext(ctx, c.Failures, column.Millis(c.WindowStart), column.Millis(c.LockedUntil), r.id); err != nil || !res.LockStarted {
-		return res, err
-	}
-	// The lock ends every trusted device of the user, in this transaction.
-	del, err := tx.StmtContext(ctx, st.revokeDevices).ExecContext(ctx, r.id)
-	if err != nil {
-		return res, err
-	}
-	n, err := del.RowsAffected()
-	res.DevicesRevoked = int(n)
-	return res, err
 }
 
 // SettleAttempt counts, checks and settles one attempt in one transaction,
@@ -247,8 +196,7 @@ func (s *Store) SettleAttempt(ctx context.Context, id string, m store.Match, now
 	if err := ctx.Err(); err != nil {
 		return store.Settled{}, fmt.Errorf("sqlite: settle attempt: %w", err)
 	}
-	// Whole milliseconds, as stored, so the rules compare what SQL would.
-	r := &settleReq{ctx: ctx, id: id, m: m, now: column.Time(column.Millis(now)), l: l, done: make(chan struct{})}
+	r := &settleReq{ctx: ctx, id: id, m: m, now: now, l: l, done: make(chan struct{})}
 	c := s.settle
 	select {
 	case c.queue <- r:

@@ -54,12 +54,16 @@ import (
 
 	"github.com/totpgate/totpgate/store"
 	"github.com/totpgate/totpgate/store/internal/column"
+	"github.com/totpgate/totpgate/store/internal/outcome"
 )
 
 // ErrSchemaTooNew is returned by Open when the database was migrated by a
 // newer totpgate than this one: running older code against a newer schema
 // could silently drop or misread state, so Open refuses.
 var ErrSchemaTooNew = errors.New("sqlite: database schema is newer than this binary supports")
+
+// driver names this store in its errors.
+const driver outcome.Driver = "sqlite"
 
 // Option configures Open.
 type Option func(*config)
@@ -225,15 +229,27 @@ func cloneValues(v url.Values) url.Values {
 // execCount runs one write statement on the writer and returns how many
 // rows it changed, with errors wrapped for op.
 func (s *Store) execCount(ctx context.Context, op, query string, args ...any) (int64, error) {
-	res, err := s.w.ExecContext(ctx, query, args...)
-	if err != nil {
-		return 0, fmt.Errorf("sqlite: %s: %w", op, err)
+	n, err := rowsChanged(s.w.ExecContext(ctx, query, args...))
+	return outcome.Of(driver, op, n, err)
+}
+
+// named binds args by name (sql.Named), for a statement with @name
+// parameters shared with the PostgreSQL store.
+func named(args map[string]any) []any {
+	out := make([]any, 0, len(args))
+	for k, v := range args {
+		out = append(out, sql.Named(k, v))
 	}
-	n, err := res.RowsAffected()
+	return out
+}
+
+// rowsChanged is how many rows the statement that answered res, err
+// changed.
+func rowsChanged(res sql.Result, err error) (int64, error) {
 	if err != nil {
-		return 0, fmt.Errorf("sqlite: %s: %w", op, err)
+		return 0, err
 	}
-	return n, nil
+	return res.RowsAffected()
 }
 
 // inTx runs fn in a transaction (BEGIN IMMEDIATE through _txlock) and
@@ -248,13 +264,6 @@ func inTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // Ping checks that both the read pool and the write connection answer.

@@ -35,43 +35,11 @@ func openTemp(t *testing.T) (*Store, string) {
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	var paths sync.Map // store.Store -> path
-	storetest.Run(t, storetest.Harness{
-		Open: func(t *testing.T) store.Store {
-			s, path := openTemp(t)
-			paths.Store(store.Store(s), path)
-			return s
-		},
-		Reopen: func(t *testing.T, old store.Store) store.Store {
-			p, ok := paths.Load(old)
-			if !ok {
-				t.Fatal("Reopen: unknown store")
-			}
-			if err := old.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			s, err := Open(t.Context(), p.(string))
-			if err != nil {
-				t.Fatalf("reopen: %v", err)
-			}
-			t.Cleanup(func() { s.Close() })
-			return s
-		},
-		Crash: func(t *testing.T, old store.Store) store.Store {
-			p, ok := paths.Load(old)
-			if !ok {
-				t.Fatal("Crash: unknown store")
-			}
-			path := crashCopy(t, p.(string))
-			s, err := Open(t.Context(), path)
-			if err != nil {
-				t.Fatalf("open after crash: %v", err)
-			}
-			paths.Store(store.Store(s), path)
-			t.Cleanup(func() { s.Close() })
-			return s
-		},
-	})
+	storetest.Run(t, storetest.Named(
+		func(t *testing.T) string { return filepath.Join(t.TempDir(), "totpgate.db") },
+		func(ctx context.Context, path string) (store.Store, error) { return Open(ctx, path) },
+		func(t *testing.T, _ store.Store, path string) string { return crashCopy(t, path) },
+	))
 }
 
 // crashCopy copies the database file and its WAL, while the store that
@@ -107,64 +75,41 @@ func rawDB(t *testing.T, path string) *sql.DB {
 	return db
 }
 
-type appliedMigration struct {
-	version   int
-	appliedAt int64
+// outside is db as the schema and migration tests see it.
+func outside(db *sql.DB) storetest.DB {
+	return storetest.DB{
+		Query: func(t *testing.T, query string, args ...any) storetest.Rows {
+			rows, err := db.QueryContext(t.Context(), query, args...)
+			if err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+			t.Cleanup(func() { rows.Close() })
+			return rows
+		},
+		Exec: func(t *testing.T, query string, args ...any) {
+			if _, err := db.ExecContext(t.Context(), query, args...); err != nil {
+				t.Fatalf("%s: %v", query, err)
+			}
+		},
+		TableQuery:      `SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`,
+		IndexQuery:      `SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name = ?`,
+		ErrSchemaTooNew: ErrSchemaTooNew,
+	}
 }
 
-func applied(t *testing.T, db *sql.DB) []appliedMigration {
-	t.Helper()
-	rows, err := db.QueryContext(t.Context(), `SELECT version, applied_at FROM schema_migrations ORDER BY version`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var out []appliedMigration
-	for rows.Next() {
-		var m appliedMigration
-		if err := rows.Scan(&m.version, &m.appliedAt); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func tableExists(t *testing.T, db *sql.DB, name string) bool {
-	t.Helper()
-	var n int
-	if err := db.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM sqlite_schema WHERE type = 'table' AND name = ?`, name).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n == 1
-}
-
-func TestMigrationsFresh(t *testing.T) {
+func TestSchema(t *testing.T) {
 	t.Parallel()
-	s, _ := openTemp(t)
-	got := applied(t, s.w)
-	if len(got) != len(migrations) {
-		t.Fatalf("applied %d migrations, want %d", len(got), len(migrations))
-	}
-	for i, m := range got {
-		if m.version != i+1 || m.appliedAt == 0 {
-			t.Errorf("schema_migrations row %d = %+v", i, m)
+	storetest.RunSchema(t, func(t *testing.T) storetest.Schema {
+		path := filepath.Join(t.TempDir(), "totpgate.db")
+		db := rawDB(t, path)
+		db.SetMaxOpenConns(1) // migrate, as the store's one writer
+		return storetest.Schema{
+			DB:         outside(db),
+			Open:       func(ctx context.Context) (store.Store, error) { return Open(ctx, path) },
+			Migrations: len(migrations),
+			Migrate:    func(ctx context.Context, ms []migration.Migration) error { return migrate(ctx, db, ms) },
 		}
-	}
-	for _, table := range []string{"users", "recovery_codes", "challenges", "settings", "schema_migrations"} {
-		if !tableExists(t, s.w, table) {
-			t.Errorf("table %s missing", table)
-		}
-	}
-	for _, index := range []string{"users_key_version", "recovery_codes_user", "challenges_expires_at"} {
-		var n int
-		if err := s.w.QueryRowContext(t.Context(), `SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index' AND name = ?`, index).Scan(&n); err != nil || n != 1 {
-			t.Errorf("index %s missing (%v)", index, err)
-		}
-	}
+	})
 }
 
 func TestPragmas(t *testing.T) {
@@ -207,75 +152,6 @@ func TestPragmas(t *testing.T) {
 	if err := n.w.QueryRowContext(ctx, "PRAGMA busy_timeout").Scan(&busy); err != nil || busy != "1000" {
 		t.Errorf("WithBusyTimeout(1s): busy_timeout = %s, %v; want 1000", busy, err)
 	}
-}
-
-func TestMigrationsReopen(t *testing.T) {
-	t.Parallel()
-	s, path := openTemp(t)
-	before := applied(t, s.w)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(5 * time.Millisecond) // a re-applied migration would get a later applied_at
-	for range 2 {
-		s2, err := Open(t.Context(), path)
-		if err != nil {
-			t.Fatalf("reopen: %v", err)
-		}
-		after := applied(t, s2.w)
-		s2.Close()
-		if fmt.Sprint(after) != fmt.Sprint(before) {
-			t.Errorf("schema_migrations changed on reopen: %v -> %v", before, after)
-		}
-	}
-}
-
-func TestSchemaTooNew(t *testing.T) {
-	t.Parallel()
-	s, path := openTemp(t)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	db := rawDB(t, path)
-	newer := len(migrations) + 1
-	if _, err := db.ExecContext(t.Context(), `INSERT INTO schema_migrations (version, applied_at) VALUES (?, 1)`, newer); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	s2, err := Open(t.Context(), path)
-	if err == nil {
-		s2.Close()
-		t.Fatal("Open of a newer schema succeeded")
-	}
-	if !errors.Is(err, ErrSchemaTooNew) {
-		t.Fatalf("Open: err = %v, want ErrSchemaTooNew", err)
-	}
-	if msg := err.Error(); !strings.Contains(msg, strconv.Itoa(newer)) || !strings.Contains(msg, strconv.Itoa(len(migrations))) {
-		t.Errorf("error %q does not name both versions", msg)
-	}
-}
-
-// migrationHarness is the storetest migration harness on a fresh SQLite file.
-func migrationHarness(t *testing.T) storetest.Migrations {
-	db := rawDB(t, filepath.Join(t.TempDir(), "m.db"))
-	db.SetMaxOpenConns(1)
-	return storetest.Migrations{
-		Migrate: func(ctx context.Context, ms []migration.Migration) error { return migrate(ctx, db, ms) },
-		Count: func(t *testing.T, query string) int {
-			var n int
-			if err := db.QueryRowContext(t.Context(), query).Scan(&n); err != nil {
-				t.Fatal(err)
-			}
-			return n
-		},
-		TableExists:     func(t *testing.T, table string) bool { return tableExists(t, db, table) },
-		ErrSchemaTooNew: ErrSchemaTooNew,
-	}
-}
-
-func TestMigrations(t *testing.T) {
-	t.Parallel()
-	storetest.RunMigrations(t, migrationHarness)
 }
 
 func TestFileMode(t *testing.T) {

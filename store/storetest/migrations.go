@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"context"
 	"errors"
 	"strconv"
 	"strings"
@@ -10,31 +9,6 @@ import (
 
 	"github.com/totpgate/totpgate/store/migration"
 )
-
-// Migrations is what the migration tests need of one driver: its migrate
-// function on a fresh, empty database and a look at that database.
-type Migrations struct {
-	Migrate func(ctx context.Context, ms []migration.Migration) error
-	// Count runs a query that answers one integer (SELECT COUNT(*) ...).
-	Count       func(t *testing.T, query string) int
-	TableExists func(t *testing.T, table string) bool
-	// ErrSchemaTooNew is the driver's refusal of a newer database.
-	ErrSchemaTooNew error
-}
-
-// RunMigrations runs every migration test, each on a fresh database from
-// fresh.
-func RunMigrations(t *testing.T, fresh func(t *testing.T) Migrations) {
-	for name, test := range map[string]func(*testing.T, Migrations){
-		"Stepwise":         MigrateStepwise,
-		"FailureRollsBack": MigrationFailureRollsBack,
-	} {
-		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			test(t, fresh(t))
-		})
-	}
-}
 
 func loadMigrations(t *testing.T, files fstest.MapFS) []migration.Migration {
 	t.Helper()
@@ -45,9 +19,9 @@ func loadMigrations(t *testing.T, files fstest.MapFS) []migration.Migration {
 	return ms
 }
 
-// MigrateStepwise: each migration runs once, a later binary applies only
+// migrateStepwise: each migration runs once, a later binary applies only
 // what is new, and an older binary refuses a newer database.
-func MigrateStepwise(t *testing.T, d Migrations) {
+func migrateStepwise(t *testing.T, d Schema) {
 	ctx := t.Context()
 	v1 := fstest.MapFS{"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);\nINSERT INTO t1 VALUES (1);")}}
 	v2 := fstest.MapFS{
@@ -64,7 +38,7 @@ func MigrateStepwise(t *testing.T, d Migrations) {
 	if err := d.Migrate(ctx, loadMigrations(t, v2)); err != nil {
 		t.Fatalf("migrate v1 -> v2: %v", err)
 	}
-	if n := d.Count(t, `SELECT COUNT(*) FROM t1`); n != 1 {
+	if n := d.Int(t, `SELECT COUNT(*) FROM t1`); n != 1 {
 		t.Errorf("t1 has %d rows, want 1: v1 ran more than once", n)
 	}
 	if !d.TableExists(t, "t2") {
@@ -79,9 +53,9 @@ func MigrateStepwise(t *testing.T, d Migrations) {
 	}
 }
 
-// MigrationFailureRollsBack: a migration that fails leaves nothing of
+// migrationFailureRollsBack: a migration that fails leaves nothing of
 // itself behind and keeps the ones before it.
-func MigrationFailureRollsBack(t *testing.T, d Migrations) {
+func migrationFailureRollsBack(t *testing.T, d Schema) {
 	ms := loadMigrations(t, fstest.MapFS{
 		"0001_one.sql": {Data: []byte("CREATE TABLE t1 (x INTEGER);")},
 		"0002_bad.sql": {Data: []byte("CREATE TABLE t2 (y INTEGER);\nINSERT INTO no_such_table VALUES (1);")},
@@ -102,11 +76,11 @@ func MigrationFailureRollsBack(t *testing.T, d Migrations) {
 }
 
 // appliedAre reports whether schema_migrations holds exactly versions.
-func appliedAre(t *testing.T, d Migrations, versions ...int) bool {
+func appliedAre(t *testing.T, d Schema, versions ...int) bool {
 	in := make([]string, len(versions))
 	for i, v := range versions {
 		in[i] = strconv.Itoa(v)
 	}
-	return d.Count(t, `SELECT COUNT(*) FROM schema_migrations`) == len(versions) &&
-		d.Count(t, `SELECT COUNT(*) FROM schema_migrations WHERE version IN (`+strings.Join(in, ",")+`)`) == len(versions)
+	return d.Int(t, `SELECT COUNT(*) FROM schema_migrations`) == len(versions) &&
+		d.Int(t, `SELECT COUNT(*) FROM schema_migrations WHERE version IN (`+strings.Join(in, ",")+`)`) == len(versions)
 }

@@ -1,14 +1,17 @@
-// Package column encodes the Go values of store rows as both drivers'
-// columns hold them (times as unix milliseconds, bytes never NULL), so
-// the SQLite and PostgreSQL stores read and write the same values.
+// Package column is how both drivers read and write the rows of the
+// store's tables: the Go values encoded as the columns hold them (times
+// as unix milliseconds, bytes never NULL, flags as 0 and 1), the column
+// lists whose SQL is the same in both dialects, the scan destinations of
+// each row type (tables.go), and reading a query's rows into them
+// (rows.go), so the SQLite and PostgreSQL stores read and write the same
+// values with the same Go code and differ only in their SQL and database
+// API.
 package column
 
 import (
 	"database/sql"
 	"fmt"
 	"time"
-
-	"github.com/totpgate/totpgate/store"
 )
 
 // Millis encodes t as unix milliseconds; the zero time is 0.
@@ -35,6 +38,23 @@ func Bytes(b []byte) []byte {
 	return b
 }
 
+// NullBytes binds an empty b as NULL, for a nullable column where NULL
+// is "none" (a challenge's revoke).
+func NullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// Flag encodes b as a 0/1 integer column; BoolOf decodes it.
+func Flag(b bool) int16 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // NowOr returns t, or the current time when t is zero: the bookkeeping
 // updated_at of calls that take no now.
 func NowOr(t time.Time) time.Time {
@@ -42,23 +62,6 @@ func NowOr(t time.Time) time.Time {
 		return time.Now()
 	}
 	return t
-}
-
-// UserColumns selects a store.User from the users table, in the order
-// User scans them: the same in both drivers.
-const UserColumns = `id, state, ciphertext, key_version, binding, algorithm, digits, period, skew,
-	last_step, failures, failure_window_start, locked_until, pending_expires_at,
-	confirmed_at, last_used_at, updated_at,
-	(SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = users.id AND r.used_at IS NULL)`
-
-// User is where a row of UserColumns is scanned into u.
-func User(u *store.User) []any {
-	return []any{
-		&u.ID, (*string)(&u.State), &u.Ciphertext, &u.KeyVersion, integer[store.Binding]{&u.Binding},
-		&u.Params.Algorithm, &u.Params.Digits, &u.Params.Period, &u.Params.Skew,
-		&u.LastStep, &u.Failures, TimeOf(&u.FailureWindowStart), TimeOf(&u.LockedUntil), TimeOf(&u.PendingExpiresAt),
-		TimeOf(&u.ConfirmedAt), TimeOf(&u.LastUsedAt), TimeOf(&u.UpdatedAt), &u.RecoveryRemaining,
-	}
 }
 
 // TimeOf is a scan destination that decodes a Millis column into *t.
@@ -72,6 +75,20 @@ func (d timeDest) Scan(v any) error {
 		return fmt.Errorf("column: a time column holds %T, want unix milliseconds", v)
 	}
 	*d.t = Time(n)
+	return nil
+}
+
+// BoolOf is a scan destination that decodes a 0/1 integer column into *b.
+func BoolOf(b *bool) sql.Scanner { return boolDest{b} }
+
+type boolDest struct{ b *bool }
+
+func (d boolDest) Scan(v any) error {
+	n, ok := v.(int64)
+	if !ok {
+		return fmt.Errorf("column: a flag column holds %T, want 0 or 1", v)
+	}
+	*d.b = n != 0
 	return nil
 }
 

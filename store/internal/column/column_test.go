@@ -26,3 +26,19 @@ func TestTimesRoundTripAtMillisecondsAndZeroStaysZero(t *testing.T) {
 		t.Error("NowOr")
 	}
 }
+
+func TestFlagsAndNullBytes(t *testing.T) {
+	t.Parallel()
+	for _, b := range []bool{false, true} {
+		var got bool
+		if err := BoolOf(&got).Scan(int64(Flag(b))); err != nil || got != b {
+			t.Errorf("BoolOf(Flag(%v)) = %v, %v", b, got, err)
+		}
+	}
+	if NullBytes(nil) != nil || NullBytes([]byte{}) != nil {
+		t.Error("NullBytes: an empty slice must bind as NULL")
+	}
+	if b, ok := NullBytes([]byte("x")).([]byte); !ok || string(b) != "x" {
+		t.Error("NullBytes: a non-empty slice must bind as itself")
+	}
+}

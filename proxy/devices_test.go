@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,10 +19,9 @@ import (
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/identity"
-	"github.com/totpgate/totpgate/keyring"
 	"github.com/totpgate/totpgate/mfa"
+	"github.com/totpgate/totpgate/mfa/mfatest"
 	"github.com/totpgate/totpgate/proxy"
-	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/totp"
 )
 
@@ -45,9 +43,20 @@ func (l *eventLog) Record(_ context.Context, e audit.Event) {
 
 // has reports whether an event name with outcome was recorded for user.
 func (l *eventLog) has(name, user, outcome string) bool {
+	return l.match(func(e audit.Event) bool { return e.Name == name && e.UserID == user && e.Outcome == outcome })
+}
+
+// hasAt is has on one route.
+func (l *eventLog) hasAt(name, user, route, outcome string) bool {
+	return l.match(func(e audit.Event) bool {
+		return e.Name == name && e.UserID == user && e.Route == route && e.Outcome == outcome
+	})
+}
+
+func (l *eventLog) match(f func(audit.Event) bool) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return slices.ContainsFunc(l.evs, func(e audit.Event) bool { return e.Name == name && e.UserID == user && e.Outcome == outcome })
+	return slices.ContainsFunc(l.evs, f)
 }
 
 type deviceEnv struct {
@@ -74,16 +83,6 @@ func (d devicesStub) UseTrustedDevice(context.Context, string, string) (string, 
 
 func newDeviceEnv(t *testing.T, cfg func(*mfa.Config, *proxy.LoginOptions)) *deviceEnv {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "totpgate.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	keys, err := keyring.OpenLocal(filepath.Join(dir, "keyring.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := &deviceEnv{start: time.Now().UTC(), events: &eventLog{}, secrets: map[string][]byte{}}
 	mc := mfa.DefaultConfig()
 	app := http.NewServeMux()
@@ -137,9 +136,7 @@ func newDeviceEnv(t *testing.T, cfg func(*mfa.Config, *proxy.LoginOptions)) *dev
 	if cfg != nil {
 		cfg(&mc, lo)
 	}
-	if e.svc, err = mfa.New(context.Background(), st, keys, mc, e.now); err != nil {
-		t.Fatal(err)
-	}
+	e.svc = mfatest.NewWith(t, mc, e.now).Service
 	lo.MFA = e.svc
 	if lo.Devices == nil {
 		lo.Devices = e.svc

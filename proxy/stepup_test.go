@@ -87,28 +87,6 @@ func (a *stepUpApp) counts() (changes, asked int) {
 	return a.changes, a.asked
 }
 
-type recordedEvents struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (r *recordedEvents) Record(_ context.Context, e audit.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-}
-
-func (r *recordedEvents) has(name, user, route, outcome string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.events {
-		if e.Name == name && e.UserID == user && e.Route == route && e.Outcome == outcome {
-			return true
-		}
-	}
-	return false
-}
-
 type stepUpEnv struct {
 	t       *testing.T
 	front   string
@@ -117,7 +95,7 @@ type stepUpEnv struct {
 	clock   *mfatest.Clock
 	fw      *proxy.StepUpForwarder
 	secrets map[string][]byte
-	events  *recordedEvents
+	events  *eventLog
 }
 
 var stepUpChallenge = mfa.ChallengeConfig{TTL: 5 * time.Minute, MaxAttempts: 3}
@@ -136,7 +114,7 @@ func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateL
 	}
 	cred, _ := identity.ParseCredential("cookie:sid")
 	token, _ := identity.ParseCredential("json:token as bearer")
-	events := &recordedEvents{}
+	events := &eventLog{}
 	tr := proxy.NewTransport(proxy.TransportOptions{DialTimeout: 2 * time.Second, ResponseHeaderTimeout: 10 * time.Second, IdleConnTimeout: time.Minute, MaxIdleConns: 16})
 	f, err := proxy.New(proxy.Options{
 		Upstream: u, PreserveHost: true, Transport: tr, APIPrefix: "/mfa", Logger: slog.New(slog.DiscardHandler),
@@ -289,7 +267,7 @@ func TestStepUpHoldsUntilTheCodeAndReleasesOnce(t *testing.T) {
 	if n, _ := e.app.counts(); n != 0 {
 		t.Fatalf("the app ran the held change %d times", n)
 	}
-	if !e.events.has(audit.StepUpRequired, "alice", "/settings/password", "challenge_issued") {
+	if !e.events.hasAt(audit.StepUpRequired, "alice", "/settings/password", "challenge_issued") {
 		t.Error("no step_up_required event")
 	}
 
@@ -406,7 +384,7 @@ func TestStepUpWhoPasses(t *testing.T) {
 				t.Errorf("required=%v %s: %d %q (ran: %v), want %d %q (ran: %v)", required, tc.name, res.StatusCode, code, after > before, tc.status, tc.code, tc.ran)
 			}
 		}
-		if required && !e.events.has(audit.StepUpRefused, "carol", "/settings/password", "enrollment_required") {
+		if required && !e.events.hasAt(audit.StepUpRefused, "carol", "/settings/password", "enrollment_required") {
 			t.Error("no step_up_refused enrollment_required event")
 		}
 	}
@@ -509,7 +487,7 @@ func TestStepUpRequestBound(t *testing.T) {
 	if n, _ := e.app.counts(); n != 0 {
 		t.Fatalf("the app ran %d times", n)
 	}
-	if !e.events.has(audit.StepUpRefused, "alice", "/settings/password", "too_large") {
+	if !e.events.hasAt(audit.StepUpRefused, "alice", "/settings/password", "too_large") {
 		t.Error("no step_up_refused too_large event")
 	}
 }
@@ -554,7 +532,7 @@ func TestStepUpIdentityCache(t *testing.T) {
 	if res, _ := e.change("sid=SB", `{}`); res.StatusCode != http.StatusAccepted || asked() != before+1 {
 		t.Fatalf("after the outage = %d, asked %d more; want passed, asked again", res.StatusCode, asked()-before)
 	}
-	if !e.events.has(audit.StepUpRefused, "", "/settings/password", "unavailable") {
+	if !e.events.hasAt(audit.StepUpRefused, "", "/settings/password", "unavailable") {
 		t.Error("no step_up_refused unavailable event")
 	}
 }
@@ -602,7 +580,7 @@ func TestStepUpHoldsAreRateLimited(t *testing.T) {
 			t.Fatalf("hold %d = %d %v, want %d", i+1, res.StatusCode, p, want)
 		}
 	}
-	if !e.events.has(audit.StepUpRefused, "alice", "/settings/password", "rate_limited") {
+	if !e.events.hasAt(audit.StepUpRefused, "alice", "/settings/password", "rate_limited") {
 		t.Error("no step_up_refused rate_limited event")
 	}
 	// What needs no hold is not limited: a user without MFA passes.

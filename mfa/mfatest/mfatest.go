@@ -47,6 +47,12 @@ type Env struct {
 // store is closed when the test ends.
 func New(t testing.TB, now func() time.Time) Env {
 	t.Helper()
+	return NewWith(t, mfa.DefaultConfig(), now)
+}
+
+// NewWith is New with the policy cfg.
+func NewWith(t testing.TB, cfg mfa.Config, now func() time.Time) Env {
+	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	st, err := sqlite.Open(ctx, filepath.Join(dir, "totpgate.db"))
@@ -58,7 +64,7 @@ func New(t testing.TB, now func() time.Time) Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := mfa.New(ctx, st, keys, mfa.DefaultConfig(), now)
+	svc, err := mfa.New(ctx, st, keys, cfg, now)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -299,5 +300,50 @@ func TestAdminImportOnPostgresAndVault(t *testing.T) {
 		if strings.Contains(logs, sec) {
 			t.Fatalf("the log holds a secret:\n%s", logs)
 		}
+	}
+}
+
+// `totpgate keys rewrap --via` hands the job to the running sidecar (on
+// SQLite, its one writer) and follows it to the end; a wrong token is
+// refused and says so.
+func TestRewrapViaTheSidecar(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	e := newLoginEnvIn(t, dir, "TOTPGATE_ADMIN_TOKEN="+adminToken)
+	code, _ := e.enroll(t, "ann")
+	for _, u := range []string{"ben", "cid"} {
+		e.enroll(t, u)
+	}
+	if status, body := e.admin(t, "POST", "/admin/keys/rotate", ""); status != 200 {
+		t.Fatalf("rotate: %d %v", status, body)
+	}
+	out, errOut, err := runCLI(t, dir, []string{"TOTPGATE_ADMIN_TOKEN=" + adminToken},
+		"keys", "rewrap", "--via", e.s.admin, "--batch-size", "2", "--min-decryption-version")
+	if err != nil {
+		t.Fatalf("keys rewrap --via: %v\n%s\n%s", err, out, errOut)
+	}
+	// Four: the three users' secrets and the recovery-code key.
+	if !regexp.MustCompile(`rewrap \S+ succeeded: 4 of 4 secrets moved to v2, 0 failed`).MatchString(out) || !strings.Contains(out, "minimum decryption version raised to 2") {
+		t.Fatalf("keys rewrap --via printed:\n%s", out)
+	}
+	status, keys := e.admin(t, "GET", "/admin/keys", "")
+	versions, _ := keys["secrets_by_version"].([]any)
+	if status != 200 || len(versions) != 1 || keys["min_decryption_version"] != 2.0 {
+		t.Fatalf("GET /admin/keys after the rewrap: %d %v", status, keys)
+	}
+	if v, _ := versions[0].(map[string]any); v["version"] != 2.0 || v["secrets"] != 4.0 {
+		t.Fatalf("secrets per version after the rewrap: %v", versions)
+	}
+	// A login's code is checked against the secret as rewrapped.
+	if res, body := e.login(t, "/login", `{"user":"ann","password":"pw"}`, http.Header{"X-Totp-Code": {code(0)}}); res.StatusCode != 200 {
+		t.Fatalf("login after the rewrap: %d %s", res.StatusCode, body)
+	}
+
+	_, errOut, err = runCLI(t, dir, []string{"TOTPGATE_ADMIN_TOKEN=wrong-token-0123456789"}, "keys", "rewrap", "--via", e.s.admin)
+	if err == nil || !strings.Contains(errOut, "401") {
+		t.Fatalf("keys rewrap --via with a wrong token: err %v\n%s", err, errOut)
+	}
+	if strings.Contains(errOut, "wrong-token") || strings.Contains(errOut, adminToken) {
+		t.Fatalf("the token was printed:\n%s", errOut)
 	}
 }

@@ -477,13 +477,9 @@ func adminHandler(apiHandler http.Handler, cfg config.Admin, peers proxy.Peers) 
 // adminAuthorized compares the bearer token in constant time. The token file
 // is read on each call so a rotated token takes effect without a restart.
 func adminAuthorized(r *http.Request, cfg config.Admin) bool {
-	want := cfg.Token
-	if cfg.TokenFile != "" {
-		b, err := os.ReadFile(cfg.TokenFile)
-		if err != nil {
-			return false
-		}
-		want = strings.TrimSpace(string(b))
+	want, err := adminTokenOf(cfg)
+	if err != nil {
+		return false
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if want == "" || !ok {

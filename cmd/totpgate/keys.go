@@ -136,8 +136,10 @@ var encryptedSettings = []rotation.EncryptedSetting{{Key: mfa.PepperSetting, Bin
 const keysUsage = `Usage:
   totpgate keys status [flags]                     key versions and stored secrets per version
   totpgate keys rotate [flags]                     add a key version; new secrets use it at once
-  totpgate keys rewrap [--batch-size N] [--rate N] [--in-flight N] [--min-decryption-version] [flags]
+  totpgate keys rewrap [--batch-size N] [--rate N] [--in-flight N] [--min-decryption-version] [--via URL] [flags]
                                                    move every stored secret to the newest version
+                                                   (--via: in the running sidecar at its admin URL,
+                                                   the way to go with SQLite)
   totpgate keys min-decryption-version VERSION [flags]
                                                    retire older versions (refused while secrets use them)
 
@@ -155,6 +157,7 @@ func keysCommand(ctx context.Context, args []string, getenv func(string) string,
 	var opts rotation.Options
 	var lease time.Duration
 	var raise bool
+	var via string
 	extra := func(fs *flag.FlagSet) {}
 	switch sub {
 	case "status", "rotate":
@@ -165,6 +168,7 @@ func keysCommand(ctx context.Context, args []string, getenv func(string) string,
 			fs.IntVar(&opts.InFlight, "in-flight", rotation.DefaultInFlight, fmt.Sprintf("batches the keyring works on at once (1..%d)", rotation.MaxInFlight))
 			fs.DurationVar(&lease, "lease", 30*time.Second, "how long the job's lease lasts without a heartbeat; a killed job resumes after it")
 			fs.BoolVar(&raise, "min-decryption-version", false, "when every secret is on the newest version, retire the older ones")
+			fs.StringVar(&via, "via", "", "admin listener of a running sidecar (e.g. http://127.0.0.1:9090): the job runs there, where it shares the sidecar's one writer to SQLite; needs the admin token (--admin.token-file or TOTPGATE_ADMIN_TOKEN)")
 		}
 	case "min-decryption-version":
 		if len(rest) == 0 {
@@ -186,6 +190,9 @@ func keysCommand(ctx context.Context, args []string, getenv func(string) string,
 	cfg, err := loadConfigWith("keys "+sub, rest, getenv, stderr, extra)
 	if err != nil {
 		return err
+	}
+	if via != "" {
+		return rewrapVia(ctx, via, cfg.Admin, opts, raise, stdout, stderr)
 	}
 	log, st, keys, closeState, err := openState(ctx, cfg, stderr)
 	if err != nil {

@@ -211,13 +211,18 @@ func loadPepper(ctx context.Context, st store.Store, keys Keyring) ([]byte, erro
 
 // Status returns the user's row; a user with none is StateNone.
 func (s *Service) Status(ctx context.Context, user string) (store.User, error) {
+	memo := memoOf(ctx)
+	if u, ok := memo.get(user); ok {
+		return u, nil
+	}
 	u, err := s.store.GetUser(ctx, user)
 	if errors.Is(err, store.ErrNotFound) {
-		return store.User{ID: user, State: store.StateNone}, nil
+		u, err = store.User{ID: user, State: store.StateNone}, nil
 	}
 	if err != nil {
 		return store.User{}, unavailable("status", err)
 	}
+	memo.put(u)
 	return u, nil
 }
 

@@ -418,3 +418,45 @@ func TestImportAllAndExportLines(t *testing.T) {
 		t.Fatalf("export reads back as %+v %v", back, bad)
 	}
 }
+
+// countingStore counts the user rows read.
+type countingStore struct {
+	store.Store
+	reads atomic.Int64
+}
+
+func (c *countingStore) GetUser(ctx context.Context, id string) (store.User, error) {
+	c.reads.Add(1)
+	return c.Store.GetUser(ctx, id)
+}
+
+// Within WithUserMemo a user's row is read once for the questions of one
+// login (enrolled, then the code); without it every call reads, so the API
+// never answers from a stale row.
+func TestUserMemoReadsTheRowOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	secret, _ := e.enroll(t, "alice")
+	cs := &countingStore{Store: e.st}
+	svc, err := mfa.New(context.Background(), cs, e.keys, mfa.DefaultConfig(), e.clock.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := mfa.WithUserMemo(context.Background())
+	before := cs.reads.Load()
+	if on, err := svc.Enrolled(ctx, "alice"); err != nil || !on {
+		t.Fatalf("Enrolled: %v %v", on, err)
+	}
+	if _, err := svc.Verify(ctx, "alice", e.code(secret, 0)); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	if n := cs.reads.Load() - before; n != 1 {
+		t.Errorf("one login read the row %d times, want 1", n)
+	}
+	before = cs.reads.Load()
+	svc.Enrolled(context.Background(), "alice")
+	svc.Enrolled(context.Background(), "alice")
+	if n := cs.reads.Load() - before; n != 2 {
+		t.Errorf("without the memo two questions read the row %d times, want 2", n)
+	}
+}

@@ -222,6 +222,9 @@ func (g *loginGate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer release()
+	// The verdict asks whether the user is enrolled, then the code or the
+	// device is checked: one read of the user's row serves both.
+	r = r.WithContext(mfa.WithUserMemo(r.Context()))
 	req, err := g.reader.read(r)
 	if err != nil {
 		var re *requestError

@@ -108,11 +108,25 @@ func (c Credential) PresentedIn(r *http.Request) (string, bool) {
 		}
 		return vs[0], true
 	}
-	a := r.Header.Get("Authorization")
-	if len(a) > 7 && strings.EqualFold(a[:7], "Bearer ") {
-		return a, true
+	if token, ok := BearerToken(r.Header.Get("Authorization")); ok {
+		return "Bearer " + token, true
 	}
 	return "", false
+}
+
+// BearerToken is the token of an Authorization value of the Bearer scheme,
+// read as leniently as apps do: the scheme in any case, then any run of
+// spaces and tabs (Rails splits on \s+, Django REST framework on
+// whitespace), so a spelling the gate would not read cannot pass for no
+// session while the app takes it for one.
+func BearerToken(v string) (string, bool) {
+	v = strings.TrimLeft(v, " \t")
+	i := strings.IndexAny(v, " \t")
+	if i < 0 || !strings.EqualFold(v[:i], "Bearer") {
+		return "", false
+	}
+	token := strings.Trim(v[i:], " \t")
+	return token, token != ""
 }
 
 // PresentedBy reports whether r already carries value as this credential:

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"net/http"
 	"strings"
+
+	"github.com/totpgate/totpgate/identity"
 )
 
 // sessionOf is the SHA-256 of the app session credentials r presents
@@ -33,10 +35,51 @@ func (cs *credentials) sessionOf(r *http.Request) (hash []byte, ok bool) {
 		h.Write(n[:])
 		h.Write([]byte(value))
 	}
+	if cs.unread(r) {
+		return nil, false
+	}
 	if !presented {
 		return nil, true
 	}
 	return h.Sum(nil), true
+}
+
+// unread reports a credential r carries that the gate would not read but
+// an app may: an Authorization value that is neither a configured bearer
+// session nor a password (another scheme, "Token …"), or a configured
+// header credential spelt with underscores (X_Session), which servers that
+// map headers to variables (Rack, WSGI, CGI) read as X-Session. The gate
+// could then see no session where the app sees one.
+func (cs *credentials) unread(r *http.Request) bool {
+	if a := r.Header.Get("Authorization"); a != "" && !passwordScheme(a) {
+		_, isBearer := identity.BearerToken(a)
+		if !isBearer || !cs.hasBearer() {
+			return true
+		}
+	}
+	for name := range r.Header {
+		if !strings.Contains(name, "_") {
+			continue
+		}
+		dashed := strings.ReplaceAll(name, "_", "-")
+		for _, c := range cs.list {
+			if c.As == "header" && strings.EqualFold(dashed, c.AsName) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// hasBearer reports whether a configured credential is presented back as
+// a bearer token.
+func (cs *credentials) hasBearer() bool {
+	for _, c := range cs.list {
+		if c.As != "cookie" && c.As != "header" {
+			return true
+		}
+	}
+	return false
 }
 
 // presentedOnce is the value r presents as c (Credential.PresentedIn),

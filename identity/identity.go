@@ -144,7 +144,6 @@ func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request,
 		return Identity{}, fmt.Errorf("%w: %w", ErrUpstream, err)
 	}
 	req.Header = h
-	gatecookie.Strip(req.Header) // the gate's own cookies never reach the app
 	req.Header.Set("Accept", "application/json")
 	if in != nil {
 		for _, name := range i.context {
@@ -161,6 +160,9 @@ func (i *Introspector) ask(ctx context.Context, h http.Header, in *http.Request,
 			}
 		}
 	}
+	// Last, after the context headers too: the gate's own cookies never
+	// reach the app, whatever identity.context_headers names.
+	gatecookie.Strip(req.Header)
 	res, err := i.client.Do(req)
 	if err != nil {
 		return Identity{}, fmt.Errorf("%w: %w", ErrUpstream, err)

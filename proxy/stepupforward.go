@@ -21,7 +21,10 @@ type StepUpForwarderOptions struct {
 	Upstream       *url.URL
 	PreserveHost   bool
 	TrustedProxies []netip.Prefix
-	Transport      http.RoundTripper
+	// Transport must open a new connection for every request
+	// (NewForwardTransport, maybe instrumented): on a reused one the
+	// transport may send a held request again after the app read it.
+	Transport http.RoundTripper
 	// Credentials are the app's session credentials (session.credentials).
 	Credentials []Credential
 	// MaxAnswerBytes bounds the app's answer to a released request

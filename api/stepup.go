@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/internal/gatecookie"
 	"github.com/totpgate/totpgate/mfa"
 )
 
@@ -31,8 +33,11 @@ type StepUpGate interface {
 }
 
 // sessionKey carries the completion call's session hash from the
-// middleware to the operation.
-type sessionKey struct{}
+// middleware to the operation; pageMarkKey the page's cookie.
+type (
+	sessionKey  struct{}
+	pageMarkKey struct{}
+)
 
 // stepUpSession reads, before CompleteStepUp runs, which app session the
 // call presents: only the session that made the held request may
@@ -45,6 +50,7 @@ func (a *API) stepUpSession(f gen.StrictHandlerFunc, operationID string) gen.Str
 		if h, ok := a.stepUpGate.Session(r); ok {
 			ctx = context.WithValue(ctx, sessionKey{}, h)
 		}
+		ctx = context.WithValue(ctx, pageMarkKey{}, gatecookie.Value(r, gatecookie.StepUpNav))
 		return f(ctx, w, r, req)
 	}
 }
@@ -57,6 +63,11 @@ func (a *API) CompleteStepUp(ctx context.Context, req gen.CompleteStepUpRequestO
 		return nil, ErrNotImplemented
 	}
 	session, _ := ctx.Value(sessionKey{}).([]byte)
+	if req.Params.XTotpgateStepUpPage != nil && !fromItsPage(ctx, req.Body.ChallengeId) {
+		// The page, opened by a link rather than by the gate's 303: the
+		// challenge may be someone else's request; it stays unspent.
+		session = nil
+	}
 	up, err := a.stepUps.CompleteStepUp(ctx, req.Body.ChallengeId, req.Body.Code, session, a.challengeCfg)
 	route := up.Request.Route
 	if err != nil {
@@ -122,3 +133,11 @@ func timedOut(err error) bool {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// fromItsPage reports whether the page's completion call carries the mark
+// the gate's 303 to the page set for this challenge.
+func fromItsPage(ctx context.Context, token string) bool {
+	got, _ := ctx.Value(pageMarkKey{}).(string)
+	want := mfa.PageMark(token)
+	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}

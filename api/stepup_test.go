@@ -58,9 +58,12 @@ func stepUpAPI(t *testing.T, s *stepUps, g sessionGate, logs *bytes.Buffer) http
 	return a.Handler()
 }
 
-func completeStepUp(h http.Handler, cookie string) *httptest.ResponseRecorder {
+func completeStepUp(h http.Handler, cookie string, header ...string) *httptest.ResponseRecorder {
 	req := httptest.NewRequest("POST", "/mfa/step-up", strings.NewReader(`{"challenge_id":"`+strings.Repeat("A", 43)+`","code":"123456"}`))
 	req.Header.Set("Content-Type", "application/json")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
 	}
@@ -104,6 +107,31 @@ func TestCompleteStepUpReleasesTheAppsAnswer(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "PROOF") {
 		t.Fatal("the proof was logged")
+	}
+}
+
+// The self-service page's completion (X-Totpgate-Step-Up-Page) passes only
+// with the mark the gate's 303 set for that challenge: a link to the page
+// with a challenge made elsewhere finds nothing, and spends nothing.
+func TestCompleteStepUpFromThePageNeedsItsMark(t *testing.T) {
+	t.Parallel()
+	sent := 0
+	h := stepUpAPI(t, &stepUps{}, sessionGate{sent: &sent, answer: mfa.HeldAnswer{Status: 200, Body: []byte("ok")}}, &bytes.Buffer{})
+	mark := "__Host-totpgate-step-up-nav=" + mfa.PageMark(strings.Repeat("A", 43))
+	for _, tc := range []struct {
+		name, cookie string
+		want         int
+	}{
+		{"no mark", "sid=S1", 404},
+		{"another challenge's mark", "sid=S1; __Host-totpgate-step-up-nav=" + mfa.PageMark(strings.Repeat("B", 43)), 404},
+		{"its mark", "sid=S1; " + mark, 200},
+	} {
+		if rec := completeStepUp(h, tc.cookie, "X-Totpgate-Step-Up-Page", "1"); rec.Code != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, rec.Code, tc.want)
+		}
+	}
+	if sent != 1 {
+		t.Fatalf("the held request was sent %d times, want once (with its mark)", sent)
 	}
 }
 

@@ -422,6 +422,21 @@ func (e TotpParamsDigits) Valid() bool {
 	}
 }
 
+// Defines values for CompleteStepUpParamsXTotpgateStepUpPage.
+const (
+	CompleteStepUpParamsXTotpgateStepUpPageN1 CompleteStepUpParamsXTotpgateStepUpPage = "1"
+)
+
+// Valid indicates whether the value is a known member of the CompleteStepUpParamsXTotpgateStepUpPage enum.
+func (e CompleteStepUpParamsXTotpgateStepUpPage) Valid() bool {
+	switch e {
+	case CompleteStepUpParamsXTotpgateStepUpPageN1:
+		return true
+	default:
+		return false
+	}
+}
+
 // AdminUser Example: {"confirmed_at":"2025-11-20T09:14:03Z","failures":0,"key_version":3,"last_used_at":"2025-11-22T05:31:12Z","recovery_codes_remaining":9,"state":"active","trusted_devices":1,"user_id":"8f14e45f"}
 type AdminUser struct {
 	// ConfirmedAt When enrollment was confirmed; absent unless `active`.
@@ -1423,6 +1438,15 @@ type AdminImportUsersParams struct {
 	RecoveryCodes *bool `form:"recovery_codes,omitempty" json:"recovery_codes,omitempty"`
 }
 
+// CompleteStepUpParams defines parameters for CompleteStepUp.
+type CompleteStepUpParams struct {
+	// XTotpgateStepUpPage Sent by the self-service page; binds the call to the `303` that brought the browser there.
+	XTotpgateStepUpPage *CompleteStepUpParamsXTotpgateStepUpPage `json:"X-Totpgate-Step-Up-Page,omitempty"`
+}
+
+// CompleteStepUpParamsXTotpgateStepUpPage defines parameters for CompleteStepUp.
+type CompleteStepUpParamsXTotpgateStepUpPage string
+
 // AdminSetMinDecryptionVersionJSONRequestBody defines body for AdminSetMinDecryptionVersion for application/json ContentType.
 type AdminSetMinDecryptionVersionJSONRequestBody = MinDecryptionVersionRequest
 
@@ -2140,10 +2164,18 @@ type ClientInterface interface {
 	// operation runs); the session binding makes a challenge id useless
 	// from any other session.
 	//
+	// The self-service page completes only challenges the browser itself
+	// was sent there for: it sends `X-Totpgate-Step-Up-Page: 1`, and such
+	// a call must carry the `__Host-totpgate-step-up-nav` cookie the
+	// `303` to the page set for this challenge (else `404`, unspent). So
+	// a link to the page with a challenge id made elsewhere (by whoever
+	// holds a copy of the session) cannot have the user confirm a request
+	// the user did not make.
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
-	CompleteStepUpWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CompleteStepUpWithBody(ctx context.Context, params *CompleteStepUpParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// CompleteStepUp Complete a step-up and send the held request
 	//
@@ -2174,10 +2206,18 @@ type ClientInterface interface {
 	// operation runs); the session binding makes a challenge id useless
 	// from any other session.
 	//
+	// The self-service page completes only challenges the browser itself
+	// was sent there for: it sends `X-Totpgate-Step-Up-Page: 1`, and such
+	// a call must carry the `__Host-totpgate-step-up-nav` cookie the
+	// `303` to the page set for this challenge (else `404`, unspent). So
+	// a link to the page with a challenge id made elsewhere (by whoever
+	// holds a copy of the session) cannot have the user confirm a request
+	// the user did not make.
+	//
 	// Takes a body of the `application/json` content type.
 	//
 	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
-	CompleteStepUp(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+	CompleteStepUp(ctx context.Context, params *CompleteStepUpParams, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetReadyz Readiness probe
 	//
@@ -3164,11 +3204,19 @@ func (c *Client) GetStatus(ctx context.Context, reqEditors ...RequestEditorFn) (
 // operation runs); the session binding makes a challenge id useless
 // from any other session.
 //
+// The self-service page completes only challenges the browser itself
+// was sent there for: it sends `X-Totpgate-Step-Up-Page: 1`, and such
+// a call must carry the `__Host-totpgate-step-up-nav` cookie the
+// `303` to the page set for this challenge (else `404`, unspent). So
+// a link to the page with a challenge id made elsewhere (by whoever
+// holds a copy of the session) cannot have the user confirm a request
+// the user did not make.
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
-func (c *Client) CompleteStepUpWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCompleteStepUpRequestWithBody(c.Server, contentType, body)
+func (c *Client) CompleteStepUpWithBody(ctx context.Context, params *CompleteStepUpParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteStepUpRequestWithBody(c.Server, params, contentType, body)
 	if err != nil {
 		return nil, err
 	}
@@ -3208,11 +3256,19 @@ func (c *Client) CompleteStepUpWithBody(ctx context.Context, contentType string,
 // operation runs); the session binding makes a challenge id useless
 // from any other session.
 //
+// The self-service page completes only challenges the browser itself
+// was sent there for: it sends `X-Totpgate-Step-Up-Page: 1`, and such
+// a call must carry the `__Host-totpgate-step-up-nav` cookie the
+// `303` to the page set for this challenge (else `404`, unspent). So
+// a link to the page with a challenge id made elsewhere (by whoever
+// holds a copy of the session) cannot have the user confirm a request
+// the user did not make.
+//
 // Takes a body of the `application/json` content type.
 //
 // Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
-func (c *Client) CompleteStepUp(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewCompleteStepUpRequest(c.Server, body)
+func (c *Client) CompleteStepUp(ctx context.Context, params *CompleteStepUpParams, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewCompleteStepUpRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -4152,18 +4208,18 @@ func NewGetStatusRequest(server string) (*http.Request, error) {
 }
 
 // NewCompleteStepUpRequest calls the generic CompleteStepUp builder with application/json body
-func NewCompleteStepUpRequest(server string, body CompleteStepUpJSONRequestBody) (*http.Request, error) {
+func NewCompleteStepUpRequest(server string, params *CompleteStepUpParams, body CompleteStepUpJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
 	buf, err := json.Marshal(body)
 	if err != nil {
 		return nil, err
 	}
 	bodyReader = bytes.NewReader(buf)
-	return NewCompleteStepUpRequestWithBody(server, "application/json", bodyReader)
+	return NewCompleteStepUpRequestWithBody(server, params, "application/json", bodyReader)
 }
 
 // NewCompleteStepUpRequestWithBody constructs an http.Request for the CompleteStepUp method, with any body, and a specified content type
-func NewCompleteStepUpRequestWithBody(server string, contentType string, body io.Reader) (*http.Request, error) {
+func NewCompleteStepUpRequestWithBody(server string, params *CompleteStepUpParams, contentType string, body io.Reader) (*http.Request, error) {
 	var err error
 
 	serverURL, err := url.Parse(server)
@@ -4187,6 +4243,21 @@ func NewCompleteStepUpRequestWithBody(server string, contentType string, body io
 	}
 
 	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.XTotpgateStepUpPage != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "X-Totpgate-Step-Up-Page", *params.XTotpgateStepUpPage, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Totpgate-Step-Up-Page", headerParam0)
+		}
+
+	}
 
 	return req, nil
 }
@@ -4894,10 +4965,18 @@ type ClientWithResponsesInterface interface {
 	// operation runs); the session binding makes a challenge id useless
 	// from any other session.
 	//
+	// The self-service page completes only challenges the browser itself
+	// was sent there for: it sends `X-Totpgate-Step-Up-Page: 1`, and such
+	// a call must carry the `__Host-totpgate-step-up-nav` cookie the
+	// `303` to the page set for this challenge (else `404`, unspent). So
+	// a link to the page with a challenge id made elsewhere (by whoever
+	// holds a copy of the session) cannot have the user confirm a request
+	// the user did not make.
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
-	CompleteStepUpWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
+	CompleteStepUpWithBodyWithResponse(ctx context.Context, params *CompleteStepUpParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
 
 	// CompleteStepUpWithResponse Complete a step-up and send the held request
 	//
@@ -4928,10 +5007,18 @@ type ClientWithResponsesInterface interface {
 	// operation runs); the session binding makes a challenge id useless
 	// from any other session.
 	//
+	// The self-service page completes only challenges the browser itself
+	// was sent there for: it sends `X-Totpgate-Step-Up-Page: 1`, and such
+	// a call must carry the `__Host-totpgate-step-up-nav` cookie the
+	// `303` to the page set for this challenge (else `404`, unspent). So
+	// a link to the page with a challenge id made elsewhere (by whoever
+	// holds a copy of the session) cannot have the user confirm a request
+	// the user did not make.
+	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
-	CompleteStepUpWithResponse(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
+	CompleteStepUpWithResponse(ctx context.Context, params *CompleteStepUpParams, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error)
 
 	// GetReadyzWithResponse Readiness probe
 	//
@@ -8496,11 +8583,19 @@ func (c *ClientWithResponses) GetStatusWithResponse(ctx context.Context, reqEdit
 // operation runs); the session binding makes a challenge id useless
 // from any other session.
 //
+// The self-service page completes only challenges the browser itself
+// was sent there for: it sends `X-Totpgate-Step-Up-Page: 1`, and such
+// a call must carry the `__Host-totpgate-step-up-nav` cookie the
+// `303` to the page set for this challenge (else `404`, unspent). So
+// a link to the page with a challenge id made elsewhere (by whoever
+// holds a copy of the session) cannot have the user confirm a request
+// the user did not make.
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
-func (c *ClientWithResponses) CompleteStepUpWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
-	rsp, err := c.CompleteStepUpWithBody(ctx, contentType, body, reqEditors...)
+func (c *ClientWithResponses) CompleteStepUpWithBodyWithResponse(ctx context.Context, params *CompleteStepUpParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
+	rsp, err := c.CompleteStepUpWithBody(ctx, params, contentType, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -8536,11 +8631,19 @@ func (c *ClientWithResponses) CompleteStepUpWithBodyWithResponse(ctx context.Con
 // operation runs); the session binding makes a challenge id useless
 // from any other session.
 //
+// The self-service page completes only challenges the browser itself
+// was sent there for: it sends `X-Totpgate-Step-Up-Page: 1`, and such
+// a call must carry the `__Host-totpgate-step-up-nav` cookie the
+// `303` to the page set for this challenge (else `404`, unspent). So
+// a link to the page with a challenge id made elsewhere (by whoever
+// holds a copy of the session) cannot have the user confirm a request
+// the user did not make.
+//
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /mfa/step-up (the `CompleteStepUp` operationId).
-func (c *ClientWithResponses) CompleteStepUpWithResponse(ctx context.Context, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
-	rsp, err := c.CompleteStepUp(ctx, body, reqEditors...)
+func (c *ClientWithResponses) CompleteStepUpWithResponse(ctx context.Context, params *CompleteStepUpParams, body CompleteStepUpJSONRequestBody, reqEditors ...RequestEditorFn) (*CompleteStepUpResponse, error) {
+	rsp, err := c.CompleteStepUp(ctx, params, body, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -11319,7 +11422,7 @@ type ServerInterface interface {
 	GetStatus(w http.ResponseWriter, r *http.Request)
 	// CompleteStepUp Complete a step-up and send the held request
 	// (POST /mfa/step-up)
-	CompleteStepUp(w http.ResponseWriter, r *http.Request)
+	CompleteStepUp(w http.ResponseWriter, r *http.Request, params CompleteStepUpParams)
 	// GetReadyz Readiness probe
 	// (GET /readyz)
 	GetReadyz(w http.ResponseWriter, r *http.Request)
@@ -11780,8 +11883,35 @@ func (siw *ServerInterfaceWrapper) GetStatus(w http.ResponseWriter, r *http.Requ
 // CompleteStepUp operation middleware
 func (siw *ServerInterfaceWrapper) CompleteStepUp(w http.ResponseWriter, r *http.Request) {
 
+	var err error
+	_ = err
+
+	// Parameter object where we will unmarshal all parameters from the context
+	var params CompleteStepUpParams
+
+	headers := r.Header
+
+	// ------------- Optional header parameter "X-Totpgate-Step-Up-Page" -------------
+	if valueList, found := headers[http.CanonicalHeaderKey("X-Totpgate-Step-Up-Page")]; found {
+		var XTotpgateStepUpPage CompleteStepUpParamsXTotpgateStepUpPage
+		n := len(valueList)
+		if n != 1 {
+			siw.ErrorHandlerFunc(w, r, &TooManyValuesForParamError{ParamName: "X-Totpgate-Step-Up-Page", Count: n})
+			return
+		}
+
+		err = runtime.BindStyledParameterWithOptions("simple", "X-Totpgate-Step-Up-Page", valueList[0], &XTotpgateStepUpPage, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""})
+		if err != nil {
+			siw.ErrorHandlerFunc(w, r, &InvalidParamFormatError{ParamName: "X-Totpgate-Step-Up-Page", Err: err})
+			return
+		}
+
+		params.XTotpgateStepUpPage = &XTotpgateStepUpPage
+
+	}
+
 	handler := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		siw.Handler.CompleteStepUp(w, r)
+		siw.Handler.CompleteStepUp(w, r, params)
 	}))
 
 	for _, middleware := range siw.HandlerMiddlewares {
@@ -15220,7 +15350,8 @@ func (response GetStatus504ApplicationProblemPlusJSONResponse) VisitGetStatusRes
 }
 
 type CompleteStepUpRequestObject struct {
-	Body *CompleteStepUpJSONRequestBody
+	Params CompleteStepUpParams
+	Body   *CompleteStepUpJSONRequestBody
 }
 
 type CompleteStepUpResponseObject interface {
@@ -16265,8 +16396,10 @@ func (sh *strictHandler) GetStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 // CompleteStepUp operation middleware
-func (sh *strictHandler) CompleteStepUp(w http.ResponseWriter, r *http.Request) {
+func (sh *strictHandler) CompleteStepUp(w http.ResponseWriter, r *http.Request, params CompleteStepUpParams) {
 	var request CompleteStepUpRequestObject
+
+	request.Params = params
 
 	var body CompleteStepUpJSONRequestBody
 	if err := runtime.BindJSONBody(r, &body); err != nil {
@@ -16324,456 +16457,459 @@ func (sh *strictHandler) GetReadyz(w http.ResponseWriter, r *http.Request) {
 // const string: with thousands of chunks the chained `+` fold is several
 // times slower for the Go compiler than parsing a slice literal.
 var swaggerSpec = []string{
-	"7L17d9rIsjf8VXqxn7MGMgJjjJ0Yr1nPQxwn8SS+xHaSSbbmtRrUgGLRraiFMZnJd39XV3VLrQsYXzJn",
-	"9jmz/5gdg2j1pbruVb8/akMxjQRnPJG13h+1CaM+i+Gf+3Q4YfuCJ7EIj8V5ImKmPvaZHMZBlASC13q1",
-	"fjinC0k8LppSPeHtkWTCCOVyzmIyncmEcJGQASNDNZzfqjm1mH2dBTHza70knjGnJocTNqVqbHZDp1HI",
-	"ar2aGa/m1JJFpD6RSRzwce37d6d2xpJ40R8lLC5P6JwNBfclmfEkCAklnM0JTRI2jRIypJzI2XDI1p7H",
-	"Vrvt1KYBD6azaa3XTicT8ISNWVyYzccJ44fJaxZG8m4Tm9KFmdgeoQPJeELmE8bJnAZJwMfEF0zCRk5Y",
-	"GKm5V8x1+9aZfvz4sT9LJownwZAm7EIkUXmeFxNGLk4uTslwQsOQ8THrEQ8+iBkNp7+4tUQk0ZgmzK05",
-	"2UO/uDV31m5vDdNPLgMfPmFuzVv32Nd6T7x10D550Xw+eCfb5zHvn16GN7+ddJ5HB9v0w+7W2A+3P43f",
-	"zd5dXLTdWgUBfXdqEY3plCWa0l+w62DIDv0K8iZJPJMJ84kPz/wkSeA7hErivTq4IBvTEd3Ab6RHwkAm",
-	"kgSJWmygfh3RZFJzapxO1fvxucvAX7kX/ydmo1qv9q+N7F5u4LdyI52nWsJ7yeKqKavzo1EEMyUjEcN9",
-	"nEkWw7RDRmPOfEITEopxwNVcs+1/Ntrssu72qHoBapDbpj+lN28ZHyeTWq+zvQMUaf7erDwJNRSTyXPh",
-	"BwzZjvDZc+Ev1L+HgieMJ+qfNIpCRbWB4BtfpFppSjfws5gNxTWL4WdyNp1S9c/amf6UDIWveMk1DWcM",
-	"R/bVTK6ejr52mrs3027S3JrMY78ZPbsecNjgRF+PbDS8FtUjdXc77a1dXNN6p6kWeoarx58VSW84i2PF",
-	"CdLXEhETysmMzyTzSWyvrXzBvjs1dcHvvp0Vi/qBS6rT/EJIIEnMRmqFjYpFAcXISHCJx94PY0b9xQGP",
-	"RRgyf8Uqo1gMQjb9eflqKY51ycxgav4JDUJ19HPRHNFhImK8N2qa+nlCh0lwzVrkRSDpIGQkSMgoiGVC",
-	"EkFwLM3ukQMge5AJ5UP1VuAh+FgtvQ7qmvVq7c1fX2x93vlt9033w9N3naNnx9unm2dbFzsflQRIaDKT",
-	"tV63vevUkiCBC6y3g1hL0HdukiSR7G1sGKba8tm12RO5UVr62kd+ikNUHbdXHNXrkaOX/fLWaTYVSOBT",
-	"LfXy59R/RRM2p4sHHekskknM6PRyxuk1DUJ1PhXbr/fyPtu/3e5Y2x9FJP+mtXa/cpaPcgJVI3s9VNGi",
-	"iAzFLPSNghYz0NAUkxnTa0a4IDMkaNTmzLmYC37nc5EoIMKRiKd4VTPWemQ+JgPFrMr8dUD9S306uXs5",
-	"UROHj+GXirjUeq5pGPjk1/OT46rr5uNNved9a2cH/pz6JJvVWodtL0SdGMyU4oHZO/Ih/ZyMaIB3ubgp",
-	"2W8v02eWb02qRE5pMpwAEfRPD4k6xJgOQW1hcSyUTvTvP2qjgIVqU9RPW1roTZmUdKzerDVNgqKchCDj",
-	"1ebv1L7/voy/bQwFHwXx9OH7rmmQXFds0lqnUN65O0juVTfOOl590cwZFC+bT+rpZQBKdUgihMtDGo9Z",
-	"o0W80hy9npItpWMMZHqGe0Qy5nIPz9FruVxd2n2jPB+L5KWY8YeJyUzB5yK5HMF4BbJDEZk+mE2Z3QQy",
-	"URwGrikJBR+zGE+xRd6KMQk4oWOKemmRiNLx7kk/3Yx+3hYmqOZmVrIW/VRtwqPQT8XAmo6y2SpBya+4",
-	"mHOHsJtIqUcOEbOEiJHLtU0pQVnUYlZpU0667Qmh1mBihCTEuB+JgCekTl1ePECwSBNBvNOTc232yIRF",
-	"zVnkOYQS/e/sBy6v+EX6rddQk3FA7Kc/dnCRNAxTcnF5FDMcSAssyaRUlz2ZUEX/PoNvJixM2XCLXEyY",
-	"VANJJl1OY0Z8FgYDFtOEhQtYfiJCn9CIxkme6EhdxGqpvn1vXZ4I+NssMhazhOEPGuaCiViexmwUBuNJ",
-	"UmVF7p+cnZPIPEHq3snpxeHJ8blH5kEyIV5/OGRSNrW3panZW/OIJRPhew2Xj2IxVbq/iAPQPjnxaBS0",
-	"hiKWl/iZNHI9DMWc+WQKv5WEct/l2q3j4OuGMfMZTwIayhbp8wURyYTFZuwxSyTxuu0tdT6DwPcZB0bi",
-	"2M6hwoT76qXN/Wzc5Z4ipcZ7eRdG2cNTOfwJzK/a4tWHpWQRLsMhbDgR6OhZ/ib1rv1YSHkeJOwMzY4H",
-	"Mcd0y2yWCG9oyiBJ5ynB5aNocTih6oIlmX0hWaLWIR/dTtjK+N9La5pr8btsXY/C5TLK6gEHoAlrwk6o",
-	"AwQegARPBrGYSxaTiCpWxQnlQKsu18QKjEBztcpLAXeaFi+gGt3lgis5eyySiXrtnEp9Gr6a1DA7NHj5",
-	"kHL1EpnQOHFIzKKQDpmaB9HaJKFgvvwkiQRXH9HnCVcumbAgJkMhrgImNddAd86jyGTtW6oUyJ/EjEy0",
-	"Qp/3ZpmpBZIEfqWejK6tjU83W/tfz9sfB5t81z/oJu8608/P+g8Xw8ciIS/vInZL63wUaiyOagSuElcx",
-	"mVB5y9a5vJ7KYyNyY3YtrrTU1USryaNXkEGNEnMFz7thfssWpp/fqHLTwyLRJzJlPDlXNLuSsRnKWm8v",
-	"CyNX7ekp4766VCx9VEkdmjAfBLS6IjFLHPL+7FBJKPLuDL0/Sl7LiZhzl8PmCj5k8ABn1yzWuuGP2S/t",
-	"b7gIpkzMksdxOyR6sEd2OXTzLgf1Fp/ge+7mcDDze1xngx7VcjT4AVo+Oi6kGHcwZeBROJxGIk4eQ/YG",
-	"MNKl9h7aLLBDwoAz41iEWeHDe2pWKffHz1iJFVJ/GvANJFm5gU/VnBqMCbZy+qIkJW1gG8/aZBAkcg/c",
-	"7YzKhGx2ngGNG7cmqZ+93CfdTmen0UMubdz1qetQkbx+W6235dTELBkKcMhnK40ZhW2pzRm9usQZ1L47",
-	"1sxgSLc2pLEI3VrKptQsKfGD0YiBYzYvuupK/Qbte4ouzUY6kae3TESZ+mEwVPtk4gY9fDs4CO4hODqW",
-	"o+09j2KhVEQQvAc8CZLFusRfIJO1SR8JddUFyI/s9TTVgYXFyCgIWRUFevCURzidKouF0eGE1NVnhM+m",
-	"AxY7xMNd9Rzi4Xl6DeSJFu3O4yBJGG+Rl8ENaCUxmwokpyk8nNo1MI+UkaY38L3le3zILZyOaMHbmtLg",
-	"ptqKDlB3dtnIgI1EzLSJpf6lY1ZXbEEGdHjFgB6DkPl72SIknWaelUqPwa2XFum4Y9OxmVMti/7QcCzi",
-	"IJlMa73a+et+Z3tHrSgYB4ms9Z45tYjFgfBrvZ32d5vSaRgM2T0pfdvW1M9ZDPrG+7u7lYsn8YiUXhha",
-	"c/pbjq9FPk4YJ0HicvyATAN/ThdOegUwgmo4YJlGggQtWKUcKH06FzmSpA6aA0kVh8YSgnE5UAxMeqHZ",
-	"sX6RN+PaBvAc7QWQYGCksuHxlQ+dQtBMMxpWjWDlPsDBHPKExZyGB3Es4oeJTz3SYysrltvWTJaAf3Jt",
-	"hm0m9ihaihlNWZ6czDi7idhQHT3MqUVeALeSQBahGI+ZT2bcZ7HiwmbxnmP0UdBnlMYARwGOzH3Yzgdy",
-	"0ADHKjpWTYQ0DXG0yP6EDa+AVJVKpWzkhZjFxkxRnD+JF8udqo/imd+yjxhDLzpisDajMgt+lDO2BjS2",
-	"nN64eSz42Mk5RkEbVSwD9k8mLFJGm8vFiFByFQD/UAwlYjFGGlJvNh0OWZS0yL6YccW3xJzGfsq+fpIu",
-	"D8XwSswSLWjfsMW53rNHssSyESu24UJzYTwnIFHwe2vv4r1Vbpg+42pLC1G8Pif682VhvBmXswg56eWU",
-	"+QG9BAqxyPxAD2CFrgKG1zHbc2XucB1mAH9syVsG392PnDe3bUUznS85UvMlFzjf9eys6tViFkME5nBh",
-	"AwmE3cg4uGacJHOlRNwpFopbolRJ0ApxnCnqV5SDVHzEnSqGQs8eEgp9jJvfNzShiQckf+CzIY3JPAhD",
-	"IKEvM3/MnJR32woojSKXS8YkCZIeyQXzSL3bbvcILZ8QBFbUvwUBp6B0XE7J15lSTESMsVfwU2oXogn/",
-	"qRfO6SI1kucQIISvggTGGCwS1hSxkj5TGl+p0YaoPJDhhMZ0mICWxGGI7Oj3SHdzq0eoy+HdEFCMkQA8",
-	"zPqa0huzsEv1Euk1gOd51RSrFr+5DQLTvt8OBpJiZSNqtyy85P3Fy+YzDPFgeANfqrXj9MWwkRA/yrYo",
-	"kC7sEcZDKRmJeKqWPZ2FSZB6y747NQyNHIukj/GOh0lcGAwcgDp8kr9XgdThlDSApoMsQouOiCaT1uMq",
-	"Tt22xYZwteRYJKSfTnA92Vpe2uOI2NK4WtKqrcA4r0QNWu+ckZogh45GNHMinqUpXvc5QhPvvIzZlAY8",
-	"4GNIhbXTUGu9u+SM1uwfz+KwFH7OojCWwpY5Oi/TlDWLhs5ZQmaRukA0y8AVMdz7NPuJDodKkyCJgGse",
-	"8BnD/MwoiJm8pEmtV+u0O9vNzc1mp3PR3u5tt3vt9uclDF1HAGu9f6M1ez+3S3vTNkZt75Dl27WWvLbG",
-	"V7Vja5MmKDJpXsMKQoUHmzpmi3lMxFvyeq9HIhEGw4VZjyRHL/suz6WnOWQ+EToowBl6szHf1jg3JQSk",
-	"94wDLzVYrXh6vSosrukKDU/u8hXPGH3da+DDJGYho9qxhIIAX1sZfv8hNuzHjx+bdnb5bcNUJaPD+R2N",
-	"qDYiHo8hbP1QhpDnBD/MdFvBB7rbFXygOMciP3DSpOlLmP7D+cNfZvytff1vMwWVbqEU5aUGocuVRYjX",
-	"HC9WXTu40nwQ3LOGsrMW5u6nB2ddf3BBeTYdemQ+CUJGvDLNepAmOxDXjHxjsWi5fJmVSYyRSer9UIqM",
-	"BeS4npIySqXEVcMeYJmJjk7nFedW4+/OIt6K4dW9jdcw/XFmer2XLCb6C8vkquIm7dx9T3+TXff08ANO",
-	"tsk04FUW6iOktHWs1O8LIciU8oV1wvIud1AvA2xTmrC3wTQomaf7YQDSniaMhPqBsnmqvr7Mvv4r1mzS",
-	"atZdcG6KdzA978Z3cEsV26k4G1LQKigknJgMN2VDDmG3IYML8k2CIZV7hCm7k5KhiGM2TIo1E1he5nLP",
-	"cil7oK1EVErM7lZKqD8NOAmDkXa3q5m2iGdvi9dzeVLcX0zLwZRTmF2LnKjZWJ4YY87+JF2e14ggHACr",
-	"8WMRRX8/X/rRiP6n2SJ51aPK8jjgCYszwQcHCGpGyRC5j46xzNZ4fN0ib3vcx+D477AyLNPCuHlSDyZa",
-	"y1LORew7qCJAlF7d1qOXfQc1QDuDnMZxwHzCBdZ8lWwPl6fGBwS+KJ55Imy1YxaHXrUBop1A6JosmBIp",
-	"Bf3tjYfzhEXvo7/iIv92vTX4+vTTsDP93L76usmeyYsvH7vR2/h4h77YHb0ev98W7xbPg/32wbKLrJXI",
-	"/DVWH17Oogde5zu4ESqvtslD3TA0+pdc8/dcLUTEwbe7Xe7Snj3+JT/Hs6q65sW3m9IPeJIz5ktC1cUa",
-	"lnNsMu+Pld++5Oa7nAtd2hTFQox0QikyAvNsIMmTJ4oJPHnikBmXjHEySL3Me5Can7KG9GqDcZJLsS8x",
-	"DZfXK/L/G+pJyFwKEjApHIwy/N3ZxF+Q75KzAyiZiqnSmB4t/FLIE7GJSnEvEdM4CBf3KUi8d+bI3fTj",
-	"igyS3CqyeMlwwpQqbaWZQI5TMc8kkJBqEvCxkwv96IEgtAJmcJLEwSCnrBozuS4409EaCMeom7cgNL0W",
-	"g1nickjVIlxgEAQmQhNF//pFPlPE0cCvjA4NB42BzIC7PIrFOGZS6nxYPdMR5B4MQyHNatNyYzVwCNl4",
-	"sZiNJ45Sr7McMCX4aThqpnlgGfGFVImMes4kcKC/hMtNg4kh5dBbAmI8YpZAun3F5BO43HtgQ2iVQ01S",
-	"kZBZfLa5acRNFzkMFqahRePvo/rbTTuAUI/F+Ww4OdDlUA/iDZX5+MeCyNlwkhZcVfkFuIjYf0N6/SPn",
-	"1dsJ9RQDQ5hKY0pPo5iNghu4JgKDmMYwlQnjLAatGFTRQBJfDGcQbNAJ+VlCxkjELaIOLbNTMT0HSpqR",
-	"QpV9g5HDY5E8SrsAtTqrzv5xa4x386d413r+3Nwe7SzLdfyYkbGkhv9YJIdqz9ShPcJeB9ZYVameV2wh",
-	"N2I2j2l0T3G6md/0/AvX3nf7Z4+29dagRreccQ6cW/BRMJ4Vc5OiWFwHUB9p5y6Zc9HlGQ8+k0iPY0c6",
-	"Exondmzwx6ae5S4KiUplJ3c5ObOaRzs1PSCeWKzDPxWT1Kaa2gZS50oDmVPpcol1O47SLLI631j9accs",
-	"9C+Zb3IjTukiFNS/EOItjccPU2/v0HfBzjPpbu52t9pdyGCRa6Zm3ydVa6vcEwCrAciFEASXf59spB/b",
-	"CqBqx0DX03JP+4gkqZuEfyIhtiTm+BtFAlO6IAPWgCt9lvfY/9iQyCPFPh4kIP8jIx8PyQb6bw17rKLy",
-	"fMyArBEycPldoyOVUQ9wdubCHuQ+UY+iIfKA+IHpNravVnAo5ewRay5zY1cdhNLIUBXbIwnj0HAqXx/h",
-	"kEJ9hDJ2wwXWJrt8QuVEJ9pesShpYGsARuMwYLE+laxnx1zEVz+oEPOchSNd9nJKS+IrYTfJxlDK/NaV",
-	"WwjAc5NkGq714Bd6TXE3Vz9e2vaPkOBIo6AlWTi6lDjvHoE2Bw62CfwD7ZzvGxDURz9HOGrqZ10O9eXK",
-	"mPfSJxXZJnLjiUeCRBJ8IZZxJYuQOYRNB8z3Ta4Cc/kg4DRe6IRLCn15hgnZx31rnrPhLA6SRfMU8pvQ",
-	"5wCvnUmmiCFcoJmUaooybQxi7C6tXKB7/bGy9+6cQWc1SrA83mAFBrFMdDrU0pKHKqf2X91L4cHJb/fz",
-	"Ua+V8OZyiDyVyt85M+EoxXRtt3beZ9dy+bHlkWKh3yMST04xKOyLZ7uR05w3dOe53L4aQKImxa3YmOWH",
-	"FoMjlRv2c/seE90kRver+EkSxWkhezkSasmUcHodjIFUdTuX1O2OvSp6xDtnw+ZLlgwnzSPhs575CfMc",
-	"l1tfngcJ68FPm/hTr0HmYGAUeQvecWD3Lq+X2JTXyOulJlBPJaYLeaVwmpdFJU1rjkCm7YESzVUcMp8E",
-	"w4nLqbySaRNSLPDnPlEHEbKEyUJfI06nFkcbxXQMxlHd+5cONvyyrMWst0coSX9gOX8YBF7UcqHBDXDT",
-	"UIylkm7Wieh2I7pPAzT9gDY4MBGv2970iOIijPoOkQKcWWNGWCgZ7rt2fU7plVXAbSw6iPxk9QjwnSmI",
-	"V7/4Ib7Qt2KYNpUrlwWVaSSL8WZtptAoMdu6pO0wqrbpCd0tJlrVjycjuIcUKd3NhFViWQhtWyWCDHRT",
-	"Kd2hKsfhfoxE+Ttbsv2snkZY3b6ydB9w/6fe/okI/ay8xuX5+hpyS3mNCbRkTarSNmDMx4IbEBYmUQr0",
-	"lLnAimG4nemMDKeCqp5hVl1jtzvAQUzFDCkWzLjc07HdqpoZrRJdYGsY7OcjT0ajB5GrbjRzqZvvXIrR",
-	"KG9g231oUF9PZtDUWYxGRLGjFa18/huCClXreRTLs2Jgr1fo01PaH12x43ITcasr5aiVH+sySUKPtBtA",
-	"TlyYjOwh5Yoz6Gd/kOaBCRAmZH1fdw6YuoXaQrB++6eHDhlQnyTiClTWcoVm/v3LXO21B6d64IRgHmQa",
-	"SInN20iWP79mjWV+vt91H4YKVxasHZp4BWOuNQ1hOMRaW5FZI8GY53+Puu2jF4EVYhLpzO+/PY/T6yc/",
-	"rAd5oKl20z89LPf+CYCdjxaoVGnroq4UskDdAhmxIahiaSPKQtOgzs2NsW7VS1we+I30tdQQd8/6c8Bo",
-	"DKq5orBA2kQGrqbSDa7KL8kvvPw67zm+pYha0IRnNPZBld50y++WaEc/Lm3lUZs+/O0yUx6xm0mWZZI2",
-	"D3S51T3Qrv6A3IvH9DFaBelQjw7l6A/qVXZrRf65MbxBOaKQqZbzYv6o4N6yQnyYJkkeoRD/cVhhZcl0",
-	"dcRH8TOvuH8exHCUiHqUZpBQZ22nnpQFOCjLGxbcxwOVQhCvd26iXJjo45xGbkxzlbWupzNHjl72wTUe",
-	"+6WshXQO2OVWbdZ7rUzkNlpHXAvJtO2L9m5vs9trb32uOTXFJGax0sfaTu2KLS6vWSxhmltOLaQyuVSm",
-	"bVU+7tZmb7PzuZhdm8tG3sWTANwK8PqrTc8rxAC5krWkSk/7u1OLYhGxONGQK/nlFEUeNG2yYtXA6cwv",
-	"UriiGQ+ZlMTDyXh5XJllGyTiKazeV3IvCaYVcE/2NpZmZsWLoHJaGYhZeZypi7On0lkNklQ4p+IL37AF",
-	"0V9iyh/jw3gR6XASCAxf9//LvXXLeutm1Vvz1FB87VsqE8SHknI0C7U/wrjBITcyPYdghO6vJQeQJ6/1",
-	"DgADdZcQYitP7lS36MZKxlQFDKSOHJPiEeQms9NrmxL29Saz/EZYN3T3tlPWV2c1mwHnp3rue8XVKp1R",
-	"cM1Ktqfu/Ie8xdqCzdvml97aP6rRmcpRrAwn598WUBOuM0/V1o1asZ2/py8Rgy9smORwBLLozz4yAgsT",
-	"xGaTD6p7KkIQFXhWbuxbYInMs4cgZIa6QddtSEalfc29U4+z5j49+gY93oasWuTK1VUDpmG+sojLoAAk",
-	"8El9q0Niyn0xxdQghwyoZDvdWYyNEsQsIRH1fcgRznGNu1GPhUPW3crBkKk/I5okLFbz/f/+3W9+ps1v",
-	"7ebuZfP3P7pb3/9PFddJ1/w/lNAVCUzZdMBizeHwZEd0Fia13oiGkpW6iylepyPE6B6DlII00IOZFz2d",
-	"fa7zx3VM2eUgIyDoEiTwaHr6ujClLhkjTwrOzifgcqFjl2NLIU/nkadHgXB0+vgGQoSM8ntQuN63Imlb",
-	"qGU7isKfEWwE2oD8kgKOWd27Uf9rlv4Lkz6PKDgnuU8mi2jCTGHAmIMOoT4PWQLtnWiMaBbNgEvGZaD0",
-	"K4dI4XKvu9sh7a1dD5MH3jx9+a5Ddn876l6Qrdcfz16Q02cfnh97MIKpOixsmCG73I3Z6eZuzE7VhbCQ",
-	"3m6Bjivqmvdlvsu47R3RG0l9c+eeLGhpG3wb9bCT2zv151Ju0+lUcxsdSDjDFvKF/Y3Np53S3sbZD/Ib",
-	"8VrMdRlHlZYyZ9ABFX57F2W5cEDm7VVnVOwYX3FUnM3TzFitQkOWCqQomSA76NzXLNYFcSaZpqRw/7Gy",
-	"aZKpdhRJRGfJ5HIWB2q2+Je2VjcOcKwedPL9f3rk1lBM/y++75dfn59//LT14vTg9embrdPfTot/u7N2",
-	"u7MTSDlj8S96NPws7Sn8y/nr/iZ+hpzklx38C7sK/7Kl5MPX+DJS+m0t+PD85GzefvNqLPr9fv/4/P3k",
-	"4P243++/OFB/38B/+/1Xn5+9edHv9/fn78ODdx/Oup2vZ5/2Pz49OOzPj4LT3Y3peRRc/3by+Wt4+MX/",
-	"LN8dvXj66tP26fbi7fuNza3r307ZBzkSPr+efDr98uH1xu6zz7sbg+2NpxvB5y/fOH866STH56++vf76",
-	"6vlG/PXj28PnyfZgKIffNm++ftr/8vPW1deTjf6r4zicDz+fjZ4+PfwyFh8X3Y/++5vN9m6n/etIvt34",
-	"/Eq0X7w97C9enVxtXW19ebbb/vnZwfhkevghuVjcHIzOonfB05nYONv6HOz8+unsy9XF0avd/hG/avsv",
-	"30+jo7P9lxtvOI/evfjw60Hs73c68uXhs+hTf3Iz7A/PF7+exFtf3pzJt9c74eni5OTd09nbN+8/vxi8",
-	"73798vXn3d2Lo4uhL/jx+NfZ+M3+0WZ78IG//nl4Ptp5tev78Yed+VgeHb0+e959Lo6Dm/ZhfPH2xdbz",
-	"X9t+ezeMjs9eBp13nU8RvRpsv9l+//TrdPpFxvvR8MOb16Pu8XEnYbs3N8++Rf3zEbvZfPPzc/bbF/6q",
-	"G7HhrP10tD/7Kl+e3Ox+mssP023+th/+9jY66PNvR8++/jY8H+zSb6HoXs12xeRqd6cz340vgvjo22fx",
-	"5nn35PqsHbGPJ/LV/O3o1bspG4tk0n7t98cfX70MFqNn3c7LSfJ1+6uYvfjQPXu6/WV349eN/ZPDL6c3",
-	"P3+5uqCfLwYnn99t3xxFwfmnq3ZbDL+ywdHoKfu6tdgW4xcnnfPT1/ufuzvPX8XbTyd9f8Pvfp757MPu",
-	"88Hkgzi5Fh+uw/nFSfvX3/pHJ9FvL159bF+Nfhuy8fTmy89fnn6bzhfDycnmxfHzo/b+h/abp183w4PZ",
-	"9lZyfX3V/fD+59dvvl2Pvux3N78+m178tvli9Cr5Jn/efL4fvNxv79INuvtUtAfPXnz7/NvzL3I8Gn76",
-	"sD87k/7rVx9efRNfj2ff3r0+mZ5ub0wPP366+rYhdt8/Pdrqv/CP5Gjz7eTiV/l+a/Lbq9HXL19mZ2/8",
-	"dvSm/+brVOxcLToBnZ9uD66f7l+c755929kVZx9//vZ6Ojmd7MxP2m/a7ecbgzfXnavw9bQzOHy2ePHt",
-	"eX/nZv/45a/vvp1diw497W8Nf5VfxdbB9QcZvWT+9auf+98mrzbebPg/b//84uTVldw6mm+evx7sfmpP",
-	"f76mx283fh4dR9PB9uHm2dPJ+edfz7rj7rfpx9HVRb//YmPj6fhgtP30+NN44wxu8UH48uLqfPZuur+v",
-	"7Djs6N+r3cZ0lncu37T6lu9kfcu32t9LcsTmnZXeIMjzKVcx6N8ZX1DqJFrli0iZ8Xrmf45lV2W2eAU2",
-	"Dmm4cU+31jO8u9Vq5dhzq9XyAItErcxgkWCrS5mf/d9VSqTbp3amYuOMFCm5b45fkWBKEQiOpmsXo3Qn",
-	"1V57Rklq6v6f+U35RzL9I5n+kUz/KyVTyneULVXFeIzoqk5DRBQoxVu2OhoLZ6f7zIEyOW2DIU7klPIZ",
-	"DQnjSbzIM581RKJlkG2VDbJO8+nvP1caYkaUrjJWL0QSndKYTmXJItJLz0utlBU7poWKJW4rbacbBEhK",
-	"jW21L2oTaXhqiW3tpLFMoPRohvK65tSCSyi+lgnl/mUyCeRlzJJZzKXGC5IpbnxeGzDDWA4hs6BaKfym",
-	"v/B6RPCyMEYZi/kbLeIN5bXXI55rHNZuzTk/2D87uHD6b1+dnB1evD5yXhy+Orw4d04Pzg5PXmBYiSt7",
-	"9N/WHNT6frdJAhdcOs41dqBIpUczCQ0oNGwldlxCY3QiQl+CNZrimOuGjOAn0jBQOol2GDIaW7NXw/1+",
-	"V8fV7fOvop+XAQv9FB6kmM7CiA7HYm6NOrWIxokJXZh+kLUSVSA8dIV6GLMe8QA12iMjoRtlDxaEQlNv",
-	"bAMQGFBV00HD5R40TG95DvGgm7ZHREw8TIMojRSpC8cSFkPOeNGnZUNWl4ggxbAuTx2hJDVEhGI6ERNK",
-	"ncsNvgL5+ra4DO5ZNoWq03rNaKj4VM7nY2LuNXFV9qjJFFIivRlX+esgrm6dmh6kakaIBvQW0JIq9ywD",
-	"s4KUrZSOTDtrC/+qRY7BfYN3R9d7gPcmf4R/DTpTcSdNxkt5lQubHkgdu9prVK6GWdTXmUiWu6QehA1X",
-	"GZatPJG3GXBYmsAfqDlTMg3GuksAA5HyU9pxXBI5oZiiHcSAWtZY6gisjF+nh/RHNSYalBppJsnFvEU8",
-	"ADu4xG+9nsYJ8OPFZTzjnoNYCC4fsJYNydTLamb0TlLuZ8xAuzJ1XbzL8YUt4smrIIpwDrrEAw2un6RW",
-	"KNRhGtA2RFDXh6vpUl8siwLt+decWjpHZazj2yC6itULudtok3E5uk11Ws/t+Fxn+GwpJl5Bv5pc7ac0",
-	"vFWKsKVFF2fzJcWikOSVsKm8S6UqMNyAH+LvMtKhcUwX99GwcqHxskJpGrSbWiiE0YNuTYIXGDkygdsY",
-	"I9yyjMCXM0iTlARcKTwZAcbcWllMzh8FPqQx6v64FV8QJTRWQMOPdKlfKZkRA27VoHs6GwApfa0TtiTC",
-	"9+KRfi9t0O/lchKjctABRPy4npdjdaMG5MQgIUNFezGXBff+MsjPCkxOLhKiicZBrvFvJ5UbDgoLBwXF",
-	"7w60v0qVVlBXsXZcf9hMmaj6Gvno2uCcUxoqZZr5sCk/HNjSAlc1XKUk1wjFOzKnWS09oOAjD2v0XO6l",
-	"0/ZIHfOxzW6o/XFKckXt2P75B5Qjjss93HXIykNLTyl5FlKpR+rYF0pJQCUUocBnPNPb0DMtSUH7g4gd",
-	"JdFsEAZywnySMJmQK7ZoOMS8KRHiMhR8DHWTVn6mp8Tga6WdA9tXv9DVBpeZEFEPpeThciQQAtJf0Yj9",
-	"I01WHqmzaZRgKzhE2NcoPUqxRfvJAuxRI/gzzOhkMIbaWKh9RDwhS243cAVKoMFtVguAA1MslmySo+C5",
-	"Gs6grXqknmZg5SBe1ToqMV57pITxumdOXx0+iMtLFJcFaZiRs7HyrSNWItLCok2fMEcDMjM9GEhSLR6E",
-	"9WGW0ZTfOBjFbA7kUqSos/bE8wI4P6+SDDZ3Bq52Xg/X+klqbKeiXGlIfy2yqPNHFdO5/TXLwwD2SwZi",
-	"kIcPdvG9/28cJJPZwK0ppR73lri1V0HyGj4E9uDWzicicmsZVnDXnqKtHWm+mDuq0lr1O5Fn6h9DZmuq",
-	"cvXaZVXenFSR5x1XYObaokWfbNESt8+6OOR7EK2mxowb8yBTZiFsjehegxWadWUmYKoLPFgyW7tXXMEB",
-	"TyCaLkbEVo/lHZMWswOxbk37TkkE5twcm5SrlWvcmeUK2boes4JyYpQRNJvgKIH/wwMS7UDTmR8OFvoS",
-	"/Hp+clxQUXya0HLASN0NjBaZCNHrg88H28cvPvdfbh0c7rw/Pnp1un/SPfj1199+e3f08tNBLkIEV6sc",
-	"Hups7+QCRM9yAaKdtssHYuCc/nq29enk8Nfnnw8udvrvTy/evXj19uWr/aPtz9tPn/76FLh7enPQJaVv",
-	"ZQ8udYXJDIusUsWtXfxJkoTdJI7W6iRTPB6luTI4UHMteHDWnK3l2d2s4OU5NrAqmw2heNCZB/JVgy6o",
-	"Jczt65uq0HvAPphpwNq6PQ0t28zifiHBYqoLy+4i2F6ay9a9J56jJ4gfNfaIXhMo/S0jo3MbCaeWT1Da",
-	"3rl126oMylW7d0SvWEXDIbgrgGeeMzMt6EVjWN7GfotcQlFd1c3PIaxad1GXbtV6tWtYBmZEK52r1ksr",
-	"7xRPoUqbzAoAMBHu0meQ5h8Inn2F7PBSVwDkvmobbUdeDqxqgn9XzSP1PG92tjvPnFpWI6Lk74rntzY7",
-	"1tNdkI76pYlIaKhGfNa1pjLDtsURHVaLzPRdJbszFEPAS75iC/B5oifPgyl5PfIBaDCJKZdBYnvo4XdQ",
-	"V6vmntPBzHJKpJedS1XxBQCb1vWr1HxA5TbzUt8WUvassy070AqHbVFM9zaH1zKq+KNaXi4do4p8igtv",
-	"kymjXLcsgzmbIpTcWtu3Fj1U0OSaesUbtviAPwEUqkrlIk98JRUD2EKuRKaXIb3/ZMdMJKmb5BLFhdGL",
-	"18B21+oXes8AIxjZTRNyFq7YouBG1jdgvW3J349KJe+ndIYyCcKQSEbDFB8cwhk0NvUvvkOoNAcl0y4Y",
-	"V5qKJSYAz2OBPTSmEFtaEE1U6rf4iz3sHzOPaUSm4hodzFNTeA71bj0vG1J3wKAJ4cLMxOVDyrWLlxKf",
-	"xcE12utQYnhjgYDpQjndvuiKLWRhR++mzRmWYl3r0rVbepeWXpBKSi4S4JJzXSI0csR9m+hYxbLX5alv",
-	"NMsyNcU6RmLuNTnXdKbbYqNWrh92OY0iRmNdcmU79gcsmTPGDUeUpO7pf7bwIXY5isXUa0DzRKTbOV3k",
-	"7fr7sO2lAdRz+8ZL6+5qmgtkJTPTW7v65lZx3VtK7ZYSaImOKkklj2+AqLxVycwAGy9GBTyDFPkH2wql",
-	"dQi2zFwGq5IXaVVHUI298Aju6CownFWlmNjrM636QVapO9rmDnn7tgN+SO1LHm2nMk6tmGjaVQ6LNgDz",
-	"QOc0Nhwb+Qi7bDNfN63PqxklUC47Ha8ZM/C8DSu1kLWSLbPd1I/vWdgQ05lMCPSKRq8gHSU6V35V4mX3",
-	"bomXKfLP0hBwNseqs15O2WspIJUX74HBB2OE6M5uhgcjHAhuLT5j0YGIGHc5fpndX0gLydYPcX4s3InS",
-	"6ljsX2ueAf6rBiN1Gs7pAjh9HjHMITnwUke3za1q44j1P5VARI1SZP1vBFK3DiTVGpBTPxwvzgCLVbaE",
-	"8bjgzOspfSvfKI54Wf93K0s67erORUIWLHF5liid1s/3CqIj4EqZy8tp9d6aU8t68OtGADlpkTUHKN5o",
-	"vaKSrbxec4OVnQkyEYuekHKngrs7p8sdui5xi2St19ne7bTb7Yoy7U7ps0vG6SDM5vaf3yDh4fX5RmRU",
-	"NOL+i0r3C8YWh0Bk3puUm8mtFf6x1Za4dFygTVdAvRfbgazh0rt7J4E7ZzysovyqSr9QHR41VbmISm1q",
-	"/vCgNYCE/tABPCo95PJ+eI29nDRzubfkZnkFkZPeztXukPu1WKhDh227xaEHMApoJt8x2LKUVSyjITOL",
-	"fGdAaMK4fCNdjrje7UYPkr+UMpGFjq3eyGZBaxU535IZg1pN4GfdeKEBW/56P6DDhCVgl97z5RtcZWsd",
-	"BfxF6hXQBnp1ybHlBS1y7ns49wpLNSNUTdEyskpRpLOX+2S3u/001TfTPuq1+9RE61eZpKplqYoHN1FI",
-	"OToDTARBDIezGOyP5VmtFxYwvtJLQOdsEQyLKHJRTF3pqIA1qlkLOOTsTutl4yaORSyXCyU1HQ/eBVO+",
-	"HNEAGMi6mUhWbnOFSzLre1V1I0xrLsg2LltzpQZm65t0djOtUqjHL6RWm2yPzPUWinFB7K5syFX2xaRa",
-	"XXnRry8uTgk+kNKH7hJvvxEa3E/pDV6S7V1b3G62q3kn6t0l/89ExAnRjTiX098hWjlkWdZ2otvcFVTv",
-	"1Ur8H2q07wVV63a9P2tAuu6RF1iG6UwHO5Kex4qGMfblrvCgKR7pkCkdTgLOmibdhcDl0kjQz2PKhxPT",
-	"3dZ2KOW7X5fuGoTXi21ORxakgd1IDm0xyPKhmI6fT+PJNxAsg7bplCQbNq+AopcHFSuYi/nDWY4ZsQRD",
-	"OQdYlFmseZBGkNL2R9XtmAtIP6WWe+iwv9QgbdkH9jMi9I372kjJNO/BSmnEpLrLGY+Z1r90slO5hecs",
-	"kknM6HTZx4qJi1kCiVUJizkN88ZifoNLl/CMUT/gTJYsRiUlMPVJh1QhzmM1C8TChfRr3T94ybdmusUn",
-	"LEu/BnRU1SwHZ/LHuqnKekEg5yqjWqXiCnwzUir+O7eF5uu1yi0cM+EqplCYXH7LV+5zsZy7uvYHOTMm",
-	"YaF/Snc13SNcEOr7MZOSScfqxC6x8Tr4x/Nc9dqOARPIyRtO8o1dMzqqju+CIxHbqALYL6l7sDzPIZ4i",
-	"GPX/hjS8QpjX7MMKWWgVx2AHNN3l7E5lMjqEtaJaJpf9XhEZEBwN5Lxx2yOdtpUhqkSzYq/xkEpG9mMx",
-	"vBqJ2Nd1ki6vb7axeqShtIeRUsnGsZhF8MNRcF2qiLp6Ovraae7eTLtJc2syj/1m9Ox6oJ6xayHbzV3a",
-	"nHy5mvKomVw3v/3+x/b3erPy48YfSzpl5XGqyul3S1GpIBWEHNDhBLClsOhAmaYkCulQl6enHZgKuVZj",
-	"xhmkFFW6Ejd77adln5U6z+X70uXPvg2bXyedud98uphe3TTZdtymaslftq4HzZ3NaMyaN/Pdr7I57E4n",
-	"imE+i686i+a1vz1KmtM2/zZpbn2dsxu1yzvjuWx2br7sDpuTQTeJm0/51eZ1zal9G7anfnP767MJbc4X",
-	"W6OrZjLeAfG5eT15yptsEHdvmrvS73xtTq+2k281pzbfWtzQZns82hk2o2/PptfNL3Fnoma943+9SprT",
-	"m835t2Z3OGC7zevJ07FiNAu6HY2aW/y6HTfHV8/mfrOTfN2Z1n4vsYv8Xv6xPIBgtvU+3p87sOhCNQm9",
-	"MdUk7VxtSbsiGJBvT5R7v5NfZ/VVViL7VzEoZgELzmq97Y7Sg7US1Ws7tbR1brf9vLP/9MOzN1vHO+92",
-	"LzY/dj89/dxGthEvo1HjSjOu0kxzSGg8ZvmcJDvBp5ySJzjLzRhnutrzsURGfJxAu3byRQwILnVPXdcY",
-	"C69Mt6xKiWB3zK5s9J3v8Hq3rFGnNgo4pP9XemT7A8vl6emt9FZGw7q9zub6xFxszbny2KuEUrzG/bqb",
-	"dzV1RKaKSkpB0DqW+ajaG61/qCzjMCxWp1l0V7LBCoS4ujsuEg2qvZIkIm9f3uoMrM4iMmkRAxaKOfHy",
-	"M/JQizGv1rvcumNCULHm2nZyFXbATNPBO2dtrnXCyzlLtTNrQJPh5FIG31itBxc34JejMBhPEtg2MDwi",
-	"FmsXcK23XZXJlw1hpW7CaNX7GUF2STLMO0KQbxgvwOYaPlxrrtaLu8XXPlev0qWyJnnPCH1CE60LnHBG",
-	"Qkav8w+6PPBDZoUzOLtJUpwzwPcxiWJRzK4DMYPaP516VlCMuvb6dm5bXWnvrTWWtvZIyJQz6msQMR92",
-	"Gn++R0xiHxeIKZtPjridTkt0lYPOWt2j9G44Xf/BzXitWEqlRwxUSquEGFIAMn+IiDG/YiaLOucdYpeF",
-	"fJrshxm31iOkhUDnr/vbm508b9bPlLPc9WvT0XacZ/YPd6qI2UywtCfKOJEJi5TqrYNC+Wbm7Tv5z7PV",
-	"phNNX155XjaYVpUFpZ3PdWoQCBsW5N5ESEjrMe1sdcCrAsOtQMExs1TeJVk4+s1W6OwRo7joo1/SKEe/",
-	"GdE3td94KKZMoysDis5QiKugkP+8LFR0a9JRkCiGGSlJq5izCWwtB8vCffayfSya6Lg5nfttzu1sJe0C",
-	"C4ndA1ahPLw0oJvee8niZn/MeOIZbzym9EDirFlskJB6FAdc+19pQqYC2jS088WcIibejF9xZcXilhRU",
-	"zSPxLQhDurHdapP6b5ube+RtwGc35ObZzuVOd4/E173NbrvVbpBXbHglNjrtzXZ7s71JXgYxG4mbDfg2",
-	"X8ax2WlXprSvwhG4gARymdiLNQDZcOR1EaMOlQ8QNx4NTKBKucLTcuwrWFhIjl6zm3Ir93gblKRgGlz+",
-	"d/7OL7u76a3Em1SRsFSiaBCvS1sFa9p8PJpYB0jk++8VvU7uEGV3iAh9xXMyjLN1bPc8K/9+i4FuZlR1",
-	"rO+1368PoarlJX14Ssui3+qCZnC9FCE+UzRLZKsOiVnIKGLK67LDlssPsUdKxAyCN4y4l0fINjCwihWQ",
-	"oNzTJm09VDvVWKEGMkptqbhKG3AtXT+kQT58E/LJjRULJsX1Qs75nRccMz+I1RJ6tQ2fyslA0NiES+Bi",
-	"TrG6uNQ901yjLCWrvCuYdQ6w5ueK4CzgwwvANqzOg7BABzMU5jT2avJ8IUTWIsdgNivuCJV3Lvc0gBI0",
-	"DE3B0kkdhw0DmTDOYp10CfcAJC9AveVzD9Wx0ihCFLhVORvqwGwkOwiizmnsQ9OPKwZ4UucIZOpZgIQ/",
-	"SZdXI+u1SJ+rJ5rqm2AUDC0XP8GOWzqjRecmYuJz2nsnrRhYZ4F6ZretMIV9BS0G+yFkpzEIWQOzbA2U",
-	"ky+YdIH4IFygJFaQSBaOeuqfeoegg4i9I3moQZenWIN1KFVEAkTQ/g0aBRtT5jXUACGjMSfzibCR0QNd",
-	"HBOo1eC8a04amdHLzpheFLxhC8SsCvhIlDfERKTVlaMkVhQnWTOKxc0iXTbIbOr7uskcdIja6Ww9a1jA",
-	"+CY/OQAKxwZclBN2E8gELG02ULuhm9lFEbliLJJQ5WwwjAGZwOUZPK6NogWv192scsjvLv/Xv8hbfQek",
-	"+vvP9EqQP9NqVR1aIn8SwOWW5E/1YLPZJLn/qg+nNODkT+L1nrWftT1Sh4B/b2MDSlQmQib4RYP8mQOf",
-	"JPWEjiUWR3kO0WARDvE0s/cQUz6X6g1oxpLUITKKdRoOkYyRhI7NCA0HdikHgCwRqgKesoan3NfVuli7",
-	"A23vtLJlgYbOeCJmwwnzcb3IRv4k3mbnaavdarc2e7vt3ban15fCTpK6zYgcgsuFT6xwmc01Gg7xNibQ",
-	"XO6bemQDApX4zylL4mAoPdg24olIqh1V5wfhGJg6NlHC1jz6RHX1OxxhAHksUCg/58RDwHXp6fZamjQu",
-	"7CPCMgr1Te7jMLhmpjKJ5hiA/gVMeEQ9MlgYimqRU5pMgN0V5BONmenyQKjEyfpZNr/+/Z6yD5G4cwwP",
-	"0UZ1xzB8O5lSuCpE8ESYmWDDB/2At3GpLjLk6wMfgT81mqZn1IdMdJjpQc4glSTLZ9Q/UcLk/dlbmbuD",
-	"0QxwU2HHUY5LUvdyafheg+jSgiGNYwO7Wqpj0WfzcSLM3JC9mZMpYOelHePEyBx3CftV7Q9wTGlYZor3",
-	"Gkh1bpo9g2WZvlBJ30wM1bP7mRcNjsspJ15/lkxEHHyDTfS01HJ0s6acbMOvGmtJxpVyAFsC0HTaaXWl",
-	"xrFJM6lIH8BqtaqpqYgEvoHANcAVuO49QvlCo4iyUAL797rtTVLG2D1MK1SM5jVgBELtWjzrVwbS5d52",
-	"u0OqEkI8hwTq7ECE2gC76vYEUwY/7ZJi0ohnKAXS7YC7Y00vpiFBHlk56bHuLcOu9ByCdoLLPZ3/5DXs",
-	"RCZvKHzmgTgPFM8FHqDOoJgI5aCw8gB2E3ZvvbQw4kGGlq6ewYxKAMuBnk2m2SO+caE19ZZePoLsQQEt",
-	"RT9ZzBLp6Ao4JYOHQTRhccJuEmmATBjhgjfN1uC+pSdGvO32loc6acadXT6fBGo/4uGEySSmiXo5erlR",
-	"S9BJItBJFY7oOVNXVlr0IJFnox6rOHrKfdTWLTSQv1okPr+KeMDbUUkfWfRF0SeAPGVpIJA4Eoo5qSt9",
-	"JmC+EZ4WRj/chzybm9IrJhsO1n572+1NUkgq87CWklsMFXIrMYqVV+ctnTGKxXXg68ItdpMwDnoO8W6a",
-	"KQ4ziPwmTLMZMxkJpQ4BW7ce0hK/9BjSlPUg5YvSQy5X56ImLLOjGix0fqa5bzpGo/4q8tnE+K9NN0yo",
-	"CwbBwG7oMAkX2IgVhu4Rr9Pe9DS7wkL6fFESqVvJ5/il0g+yz1L5Yr5VsqkIiZ3+AhUUfTU2MI3NS9dp",
-	"N07G9oTA6rEhuNo96IYCdrrxeKLCoSSaFITdKL4SJOHC5XXv1tbIPQIdnBstcpbvUaJrqSHbRN02pOEF",
-	"qA5T6jNSp6EU6lgql6U7mKJ1kh2jEnhK6HqA89/UQP89wkUTk5rQdDDFalabijS8Wmu3NlsA9CcixmkU",
-	"1Hq1rVa7tYVZOxMwd21AfsjdqIqG6x0v4Fg75oOfsjYFuPMTAxeFMTPTo1ci87iywrwG/xRXk97BQ2je",
-	"pWaWNWRxainhqyl22u1l7qP0uY3s19+dWre9efsv3hfh7p3a9jpvOtT5kGku+XZ7a623ZUjklj8C3Iu2",
-	"J+Lfv2N/FtCKdXvK3BHl3AetmlPDOkpt7uStAcyExIzqWq/2ikEnFJLmFCpjAJKbFFH8ruZlUcnGNODN",
-	"rNtC04rmR0JWUM8ZJKJKkv0GNRqLDNJ4vAnEt0hfd+tWl1jfKi7y7T+UzCu0A1B8PFSav6GvOgZOXY6d",
-	"CZE809eAyFLsnN0MmdaACg1SltHlOUuq6ksyJOznwl+sQOGuQN/OVaGsB2S9qsTle94/qj2DD75Da/zi",
-	"OfXTSdz/2nXbuw9CMa/Ojk4bEm5tdvLkBDV7VVTZ3VPqAIgRaKKS+bBLsOirLsj9MNJ3cwXJVusYNVmk",
-	"dXvK65YnV23Oo8CnVwzs9Yobna2Apje1yAGABDa31yGdtHzgiPkBvdDA/P/T2fY5Nl0lBk/A4q9WftFK",
-	"Vo4EvZbch8hlzIZK19P34IsYOKmiLGJiMupa1RzzFUswbWmJJF+PUSJ2RJrvl23HS5M6dU3DmZVmuQVZ",
-	"Rzo9cUVSoRkTszLt5MCKtNVOGqd7tHzNNPXrtnRNxcR1jl1uA87SxLvCDvxtEk2/25mE+cPT+12evE64",
-	"s2a/8mxMFubjLtHOf7x1kWuz0Sw9uIKRXmSqSHbdWg+Tp90HydOKAqQlAjDOrvndBV43E3jHwlr7upKt",
-	"NM1HEWvFUbFdh57dBHqtMW4yRsmCJa3/LZZDUkWoZcnjLLEOAM5XEgpceRyrvYXkWzDVY9Y0BqI29/MG",
-	"gPHDu5yzue7iboQfVH4MME/U0dmeGkRcXYGAz3SGKGQZz7h0OU0IxTplOoyFlISGIYkZXBK5By5YdVbx",
-	"DAwOzE6WsymTLfIS0IVIkLgci/DR81u8E7q9uvdWDHN+58ZyO0Ptz1nhQt3dtiglBVenAd+FcVl2Rtmu",
-	"6Nxtesjr/y7lEI/AvvFLO4UcDxq2x5z+iq5iiFZlUtFbtYqWOOkkrbrzKia8dg3y9/8s+65UIZuadmcp",
-	"HyLL6QeSvfG3e2ROMeavw/2oYrR+kISzTLq+4ZmBTOEWSgUUa8k786vHlHam7iVDPco4fIbABW2A/jHX",
-	"bjXXwEFunAi3m2bClONUy82+7yupaQm8Fjlm89TEpjErOseCxJRG7Lk8TeYQ0FEdDHLTOtaI1SDzo0Fv",
-	"qKwKweX1nDPbFnHLZdkZrOkNW/zjy/1RVIZbbBzzq6gsH1ZZTmgvRQxFNBC01hyoVxmEIYUYDPYlcTlA",
-	"VzoQSMLO+KaJu7TxPQHaU+pUiHzHTGxcaPrTNww80J1wP12+KvoCictemj9lY115kBNgMhgbEDCFBA6l",
-	"sOqUMjrFzIvCADpi5WBXTRzCBLlaGI4LF8vCU2N1iwPd43og/AWWkUBUyOVrx6tIHTj3PJCMeN122+Xl",
-	"bjmNFjnIgAtMEZRan4H5whC6aXi553JqkhcIJRqfCAEOMMpN6pSnh+sRyFnWEoMLMhSh4BiSVUbUjEMy",
-	"CDa0bmgUKRQtGg8KVepup6P4VlUzC69nHlXHMJTXnvo5z8GtBqjPixgiuJOAj3uEokGhe8CnniGNaEam",
-	"gT9Pg9omwA65AtirMcWdrGB2iLoLXb/vrLivJ8HzuL7ru/utlyfsJtmIQhqUXGxDeZ130eyff8i8MwbO",
-	"x605t6GPOFiR5Dxzdtoud2sJ45QnvW7Hrd2K0KF+u+nsOFttl1vg/fmJWVBi0pphATYlZV33h04xQ9wL",
-	"PmXZdAZiYCZzK17JmpNZDfXvIhpGRmIlM8CpwPjNMW7sJQq3X8Q+iijLvMlFrJcRsX5+Ax7Wzx4LaPZd",
-	"+8stkYford1O50FmzNLuPKk5o3gIyV0cK3nLSk40F8H071dMG0SYVN+mydfq6PYM6gxU6eAUmN8iBykT",
-	"HcrravunoDfcywR6LMDCJXv3KDbQUkGTib7yKRiVR+8JdmpXwnGNM2kRDS3mcnUoqbAtSrYW8sL/6Zqs",
-	"JsVb4NEtDRcmVqniapDdpSruhdKbDFJCvm2yGGldbj4RFiDiNTO9ZPAdOnMYstCctK0FuC9NhlQPk1+W",
-	"pi4Us2tNWbvSkgJJnuAWPDEmnNVSXO+KmCudKgWeJBp3EgCOgfmvVlaNtutyo62SvLJ6YfRQzNS04LlQ",
-	"t4dMbQMHWh+ElF9pvC41BfiXy8EhBnwHVLp/QbokCcZcxAgW6vInJdT/QxB5PTVPIytbrdY9xLC3Zw+f",
-	"g2IVo5Ga4v/1aUJ/wZx4ygt13Drzl5gbWZeKOmlo5TTz1MxpwLvATlkXPNZTIxrQf2zV1ICtP1dKaYAs",
-	"IFPZPLurPIDLqQcABd+qR8eUZulyr6hpeqTu5ZDuvEZ5RE3X6uBB7QcIfiADeLT6bRzy74chVYRceMTl",
-	"gCQuZcTCJAM5bDhoeCCCrFb4221S0dszyxw29opp+KWtFZMOjWD8CNFI+iSFGwUbYM7olbmNK9FjGw6x",
-	"MV8dLQBcbiGu4rJRMOQ5hSSULEFOVWIiM3XmExGmoHepwUMKkM0O4XSqlqaYictTpLn5ZJHJdHvZy5AZ",
-	"lYXm8jx9a7JGO80w3hwEfzQRnDXgzmocRZebvuTaPM8KPYJYqm2PWTzj2i6U6RzrFiq7IvKPOcjLiqUQ",
-	"FsD853TRIuppwFgvIJKXseLQjuYVXcMC7nKrfSlkmgFtIRi/MfqoMfRIygCndKGE/iwiiSBdchQ8J3VE",
-	"ot5uk7aysQ16sWzsERmFQUJCGo9ZDOxyebIj3kZjM1pAtmXRem+8wdT6bRHd5Qh7iABwXivPXwbCB9rB",
-	"nSn3BYDCNbjfWd1aBsBZMjEsNL57Ahj28gCGLfICC3B66ihzICs5RMP0FiCulZKAXKTj7p9/wJskkbJ1",
-	"0UtCr9QFWnNDDFBi1ZakwLTZjtwJT7G8XQ/DS3T5Dzn5UoO0FQTw+49xieSBW6Hmt8rDoX6u1R7N2ETo",
-	"K/FestP/9mirFkmtJKF7OIcefgygdlcYV4eGOuvCYONYaMdamjcwPI9qZcCJB1cU6jVcXimdRtjRSXcB",
-	"VaaZFpvgsoBv0V8BO/ef7bFYw4w7pYtQUP9CiLdK+DyWp+MWi1MfPTYf/rF2qhaXfwdrVcsvjUWZBtds",
-	"UMqVpir8cOMPbSl8XyslU9t9Ry/7kLrPnHz6i3Fi4xUBG0wMr8QsaRVVHG32Kk0YkI5yoCnLdJVXDBSV",
-	"ByVzro8WpBeDgDxXzAIg3Vqvg0kR5WYZEs1KWKISDFE19s96TBLIDbZwSfqfdb5qVrHf+ssz8Ltr/E6y",
-	"+FgkL02u3f+GnDdaPpuK213S4KtWlz0CO3noY6+darag9gK5wj1HdpbW6KTIsPkoLqlr1xvUs0Jb/YZT",
-	"NKVcvpzXZDX7uv5bbRn0+sL+GlAdO5OJy9FVhlggpK4xAaE3owa4mUNyVAXq0oqMA7Vf1WyqW94FPE21",
-	"E/5eVicJYVd7cv9cw79DooM62dxFvIt83ZhxRaA/4Cbth1BAa12kFXfjHPPKJYEKUVM6isWsBkgHxdZS",
-	"Cn8PC1mbxN/iq0kYjKA/SX5ykKnB/pEzfwcCfxuMLPrWJLOExnVbllu1xk67bfW91XE3TIwIrplGawIu",
-	"7TPF7RkfLsrVPGOWvNYvfKjyV4CdWE9xwpdXaU19WEbxzH7gEV0zaJ0QxWLArLMRkcm10p1xlp7MaSym",
-	"LJmwmSQApM5uIiGhJZuJHNYtv8ye0e5/UXPqguP0CN6gva46bTiN7Vy6s3Z7ayhnA7mQCZvCn+ZT9ZPc",
-	"BzMeJPiBBxAekLaDhegBk1ngs4oZjVlypNd6v6wT8Mm8Pnh7mmaZXYLcv0SEE0RlJwjKqvtUoadAWhh4",
-	"gwWk5IfKxvkXufh0erByNOB6LHb5iof+wAF/cRH6yK19J5vtztM1f6PBcNSvtjbdSq/o8sQLvaEk4KRI",
-	"J0gcfx2pW++fpsdcQe451N7lOYVYwqVIym6bajcLYqHOQDOhoE2SAzd2uYjz+MY9Qw5pUwvAozPxqDIg",
-	"KHqScsjTPyFwp5LSDhGcQOGXlGmLQxwcJkejKO128uRJGsx48oTUkas5urZDnd8wnEHXH++cJc19aEPk",
-	"ORBMaDguz1ptDEtQ0NhSCRJufDKLIEDRRwxOjh1G7C4c9RW9NgwSndfQsWb7HSZgJWkSyFHA/B4Cm3+Z",
-	"YX8R4tntsr0WOeTGCYdhJQCawcAeLBR67+hOREujeH0LKJboEGoilGFgK1Ba9oHqBOEywZl2+Vmr+Enx",
-	"AQSmhrExoGTaOOtWwyYp0mrGHGTYpmr/Uyh3l+tma9Cd7clFvqHpEwiMWo3dehqST3fCNJQBil3GQO3z",
-	"N17LtHeky73Ly9dCJlnTF90N2HSuSpvdZHMHHh0yH/r+IDVrx/pPMtenuEV0cUkB/5TGajO1AzWkYwAW",
-	"1wH5KkavBHLIErZvgXPfqywJu20qUj5ICbiQcpgBwhfJU3H6igtg148+AI/8uwU3UyiytRnII70t7Y6/",
-	"DEwIp4OEnJ9OyuYcHf/TTcuxiR22zX3kSeoW/tmM9NXSUQULoLhimj9oMncouk1p6kF5s7eotY/btna9",
-	"hVV1+F3iWMynOCGby6VKP3liNynOOv66HB948sSxJPRgke/uCWnd84quwD2XB4BlQUNSlJH1aiGJTfMg",
-	"6g591eYTmrA0PymKlJRKWuRklDCtRSiR02m3dXKMlbDiQBYMYoUpTqhzNrytdsfb8LbaWx4x52Z+m28c",
-	"uOfqKiicu05s0lRBlDaH/U9JMonFbDzRGX4wc52096OM6qMR1QCoa9vT6UWwjep71+QZ0Ws7zLedB95x",
-	"uxmlQdUtajUZL1gO55lm0p6zhMyiysSuDLndBBV1MlEoxmPIROGtWmX/dhNo2DYhBDtnNq8QGwBU0JqB",
-	"Tf7+GF1hrMts6YLWBqyVTLts/9bmQMB5UrJalVu75FVer9rrCg13SB09v5hcmwLuG43IcjFz1mgR1Cng",
-	"IqelP5Ud6HTvxzX0Zgc18SENQ00p4KrGV2CzubKi/INCzQ+L4+6uxVHeItTtj/W1HY3oCnfbSnv2iK4y",
-	"Z/Mdngvm7L5WYlMD1L6jxqyFb6oMW8N6VtbMmZFBTqIRu4zsDWnnghoOKvN5uu5hQ0tCTTDGhGlSUP6C",
-	"JYtVVibQGySOTh7Gvu+lZo0tcm4SdIG41WUD9ExUB/IvbZF9vBm337L0DlVZFJATnPKNA1uZv3e/g4co",
-	"/3dWJbMp30mpXEOuZyOfYyeBeysRD9QIVv+yj+bZgYHh/odDPZhDYbm4Jc79GZYDIFu5A5syd285u9Ju",
-	"f0o0WA36Y4ABaO9PgduYPje3S1do7a29aCCvrVIGhyQMOEy+nWrM8umKmdcj57Ga0vgKWotmHit4JgxA",
-	"GzeSWla2n9XWgfFuuTwvtREAbMgAyabQ5j9r0W35rpQ1oHQA45ciS9xSFd4UOJu/D/ergOq7NzfU4uGx",
-	"G1LmEKKhNsT/D7KtVv/yWCSneNf+YaKPoeahfnIfNmrhW92aiZfiDxSdq4i2EjPdYCMMrpmBwtItaXsk",
-	"8B1dIF8f3Q1gzuVB0nCqANcchGmboSvaJ9psbRFPs3gP+KdEHdPAEgL24S0+6ByEYBobbJFi0YQBHBRX",
-	"rLKJrjrQHLyXrP3AhOQyqtsS19iyk/xBJc73zJdY52af0YS9DabBAxufdNbiqa9owuZ0cb8MC/WbNZiq",
-	"fscFogVUJGZYUFH//v2784eNjnVbpsYDmMxb3YJ/Ke1YTAYcwMub4QGZSjvCA+3iLJjSSvhOx5h/BiXF",
-	"0WiaEBBFdmdUu1sCoy7X0YSc3uQHErEbfMFkj9CVYbu0F7+O2zmmVBYeRwcboCNhvC1iMfbcA8hYsFYL",
-	"OqGOi76lakm6hZ9RsxAURvPNNOaBsbu0DpfiMOsF8rDVUY4xau65ArwUJsDFvGG70V0uWSIL+HC3sVdd",
-	"7ou5j3OX49dOPs5Hlof5TDmF4fMuV3oWBP+4/bM0KInxTni3GEH57nW68DTIqqkKhE8We4zZtbhSirdS",
-	"fDWR6upB9Qk+qAO9+RO1qABoDfvLKO3aFnNUXinCUuSQxrWym1GM7XpQJFKl7Dd6utIvw/gYA0qUqTKE",
-	"t+GLDaZNFkMuynQxGq2ghPYe9H50uY3AhE19vPzz8pJxdav8HlZgYVw+h8DTbXdJ8UdiNPIsk0jvZopj",
-	"Vx20hUEuJoF8YWKCBduimvWaRwKGGNrw9BJHxh2sk0rY1Hyy/lqwqfmfgKmz9bXz63V7cTx6+25z+Jt4",
-	"Ji+604/j/zbYVOc++sky3aSUsPDoSolTy0Jv1XiLGSPTszGZCeraG1wrzub665+UhomYk2EALcSwkVyZ",
-	"uZY5lFEu/TVYFLE5lGGaFovCO7FOC81q9vwLJsjBUjBDbg8g437Z2CNH9Ebx3l8627uddru9R14nSXTC",
-	"w8UeOVf6Cdsj53TKzoOE/fKW3vwdGm+uU1uFJi8i569p9ub1+ZPR6C5m71/rPPxHO/6LtGOgiUI+SkEb",
-	"LljcG3hnmxBrl6twZdRjplFBXkoX9EN2o3QNLPTl2tC9NduqoG1rdakOPeRg9KnGpQmyby0XYBBLTAoL",
-	"YquKhXDM99cpZlhPQowvIcVNsjicJHMWszwjywt3/OpEbddfZ1HrV+Ah+MtEFuZL2KlmZh3/2NP/cIwl",
-	"kY9gzIky2+z00nV5xx9aF9c1tD4LWcKW8w7bY7/Eeu8BMGf5BqOlrCvCUHlBK8bSbZba69gLFDV9TBHN",
-	"yoZuYUst0s+YnBoEN8iUDIHNoDchQysAIwus/Ssu5tikKJDLmUleH12nsCivoP6oW75aQT3FPm0ZjqSe",
-	"hq05axFQ9GJOGZxMzz6IJbpuq5DGf6vuWFYV/yOUxDVYCNJHLsjxDyv9G7FSZHOEFnhapUPyTmWQePBp",
-	"sbLlI1ylr2U1ximzzaeimvZnmMtsh4Ub6NF0+d1dmvCVyX6vzCFL82zmQRiSASNUXiHKeq4m2SpJ1gj5",
-	"hSjwbRUMVfxWb9vRiD6yU2Z1ffNfX+J5H5vzH8vxfzHzeoE3o1DaXdD7bsvEO9LpcpzNc0DHdQoI8zIh",
-	"nTaJKffFlAwWCZMNB1uCS8DyyXp0Ukme6CyYJ6Q6p45K3bQRSvS0yuXyYo97/LWa1LszzZvySXcm81jn",
-	"hkBH2JVpeBfWZ1ao24QtaOJyL/OgentmZAgaQ7SgmAho5+u5/AK7sGnlKTQN0dFtjjDmVjBheV90SBsq",
-	"ZLg8UkbcgyBo7p7c9g+j+DsZjIVUudu4xX0T4tLIW6F4oJwnZwCvV2W/YQiHcVLOfzOmIfORtewRk10e",
-	"QC7wRPtSrliUVKogLr+TDqL3Y1Xu2e2qyIVIohXqyN8vr+sv1lL+0rSuf3jPX8R7yhlmy7mPRuFvLeg0",
-	"XCOtLJDkJGK8f3pIfDGcqbFRx5gFYUICngjbS9ECJ4NmH6ZlbtrN2cc2qSSK2Si4IZ6aj4cJEfC1Hv8n",
-	"6XJrOo0ljR70tM4jNrybi9msPHOZ6D3pka1Wu7Xl8oCPRM/lhEB5Uy/t3qA+0r0veqTd2my179pMQSlJ",
-	"xf1s/VWJiAiUGUgCb7dGXdZEwQiFJvZSXWFUa70QoSpzkgRPn3FQfgVn0iklVt9uU2MH50LuBhdJlsWj",
-	"7GqX19OhKTght4jdm6Fxm6VcTBqqdk2O1c7ThOUkxT/C6h+T+h9ptaY/0NygAq9YLrRMzekt4mo+YRCG",
-	"QIk05sxvGpSgCUXdt+5xwZnnEE9ryR704fdQH/YwkRkGKVbDKRM7DY1WqcshGyW6DX42DRMRwQZqBDMR",
-	"rWdMVHJIlcUNeXLS8DNSX5as5WGypZpOKPi453KvnAamQXWl4nvLWq0uka0a4vDBEPm6RWmuDQPUy5rW",
-	"pVkfhrUasK7si1pKrCn2STUtIdIu2Mpse93frDk1bIFd6+04Nex/Xetttb87teW7WuvpVJviQxI7X1cf",
-	"nJlbVcvW76Y77LL9cgwVYV5tIgQSYybS5N239KENaTfbf8XOSwBjXrqpkLq4dFc54Drbe3ostEMv3azl",
-	"C8ytT7/ILBBGvi+VtO9HJWun8x2NqIEqvaXMwDRvnsmHYfv/I2b/RmLWwOJXnPIqQcui5ixaq2laChgq",
-	"AMESfkhiMUtY1kkNoJ2s4vNue9PlSidXz1/OIrvrwvqN03TWw7Jyc4dIJdxl/kuUu8aHxV0u02dggtZy",
-	"TFuXJ0+UhfLkiZM2UzFYaUpQUy4REg3ihABrgt52ky6iR6xsagM4rj+lsC+JRmbTP1GvLHeuKfV0U5bq",
-	"qqZumekdxUKMdOpARc6ZPj2PUN9X7/F0jgD2KIMz/UkSb0pvLumYeY0UigvaUECXDA1PBz948gTxvaAz",
-	"DpD+kycGac7ea5fXU/A5Tz/ZGsbMV2yFhtJziLpyAOA0MK7H89f9Zmd7p9HTzcay/dYjQEsdxZmdcr2u",
-	"shkhGYXUvW67i519oNkYam9Sl7ChwRmFdMF8opuNBYKb3Bavl88RjhkdTnSOsFo11JRACyLQuyCia7Ls",
-	"7uQorWo3V1nW67icZj0orTxmNZ0MItBMNNdkTinHptGck0//J952u6OBibfVfuUWDsV+6q4lumIEYH2g",
-	"G5LVQXsqpEGLw+0AsCqkof1YSNmUQZKNORLxmMWLHqEkomNGBE+B30UcQJsMXI7pAefyjP0YloBQhodJ",
-	"WklBrriYF+kB2upxBPxxjSsrrd1WU6c+sxcMEB7UlF8X5uVyPbGYUb/h5JvC9E8PU0xh0B6acKnVzcUC",
-	"cSRmHEkqO0EGPiMejYLWUMTyUn/jAeFuqYUOAt9nXF12jNQlE3UAWXVJPOOysaeVfWwhNQgwPmf6d+T2",
-	"YiZZyKR0OYQYStdqVRu+84RF76MH9eB7WKe73663Bl+ffhp2pp/bV1832TN58eVjN3obH+/QF7uj1+P3",
-	"2+Ld4nmw3z5Yr9Pd/drH3Wsad28fh9v9I3vHTZmUdKxmd0qlnIvYYGpDNp24Sl9zt7Zwd+8Il96inIwG",
-	"vgO3VKTC9LbecaZpnPqNsuWNfHV51hqOLO0MZzeAI3b/N3g3TqYORrtu9gbt38BVDs3e9kBhwsZuDqHE",
-	"697ceJA7mcqM2Lpzdj+3pe3cGo7Lo3AmSxK+1O9pVb7iMmVAV5vAuMuqTfARrRboh1y+OqsQGBYwN7Xc",
-	"NMudIfKVND6JdVIbzUz77/r9fv959KbVapUnufW3K4d5tGYO/xmdGX6MrVZs5vAfH8NLm4EZZUbxHOh/",
-	"XOR/lv1mDDY04SBHZN0O/FpBhEQjVPuu2AKaaTKe8V0NNxvwJBYyYkNQLRj3IxFw7Coxgwwph2y3t5B7",
-	"zQPJWuS5SCapx3FCrxmyOlT2zxj1A86k9BDUlXhM0Qv0apYTY1Whuqh4IQ24dDn1/ZhJyaRDLCtBcU6N",
-	"brXEnXmG2/JgkCgwUOHYNdgg7J3VExERBNKvr9hCLv92poVi8Ynfrb/hQNev4Ey3tUrEwi60rPv1I1YO",
-	"x1jr1a4h0gtGcpCQGVpIGlN+ye6MaBBibsKdtoiL5PIxt+lYa/DKAjHpecr4gj0AqBKpVA1MRvNZGAwg",
-	"lhEuMCDpct3LMo3v9hCZAXUIpE0Rg5rhw8DWZXC5nNAIPRsD6/5A49a/qMl+OptlgBLf1+aAvcz2QWxj",
-	"VFQg+l832QCYBtBwLHUtUDJEB3ax3AVcEBJtKqjIwZJ5FkrQfG4CzJTWQ9zKeZ3VG0bqoRCRaSusJ9ro",
-	"ZVDkoBeGycSBU8TdAgwpRCUAEH3ANQUNdcAQUQOwoRdCM9ZI+ARiODJZ54D0IVSXQ9uhLq3u5pTpXqrP",
-	"ZikiTsGdJh2CaeCAynuuTtg3cPRT+1RLZ+ny4mFq/ACse1Q3BXi1aZme18szTu7yuiFwAleVSWUAG3ns",
-	"qe3yUmmMsbpgOLETUFw+EhrTKyMHpKgK8YUg3lmuqrIZ5gLkr+xVNKa0OgtxNs+yeKXLMdm2MstWJ9hi",
-	"E+k0rTeXy7uX619XyH41faDXSAN0OVr2Ry/7+RS/NPJXSvVzdGOTYsvNUvovWZX9C/7AYsla2n+pTu3u",
-	"MdojMoRGT9DjTvfVoKaiYd0mKYFEolRU5XLv1YHpFIM/8LRrFsuvBgvivTh4e3BxQJYV63n5c6gsBfbg",
-	"uskltYFOqZFvOhdziur0klKLnVxTFDFlxg2DDlIWjpqK56onIwqOP9cuata769YaLXsfco0/0qh0FfQC",
-	"h63SMWV1CpCHo+cmE0Ci1u0eXP7CsAnoEEvSjBgkkjxxUa65ZoxQadhZx3g3cWf1PuaLpsGDB+qc0QUA",
-	"pLLEuT+aUIPdHhHFRYaprjfYNIeXCeU+dHoZxQKQe0E3nVY1eTS8QrdRG0H8w3SIAbr/17/IR+BD+vxw",
-	"Sy0ZZpzl5vXpV6ZsPA09aFcAoqYrzQfYhHb9BolUnDoFF7eXaiXeZS5z6GTDRTylYfCNwfFOSX1IJcOG",
-	"vO95gF5oKhm5pnFA1TJHIvSZ72TfquGSYBCEii+rMQCJJoL2KS6XIaYCT1k8BvdxjGocgS8c4oNDeKz4",
-	"q3SItwf1W/pqUpd7LQQR8oicjZReoEuDHBKpPeJJkynphE07fMFZwyFSEA/7fHuOy70N2IgNzyHeBv4b",
-	"/hmK8X/t7Kb/DnhLKbb4Ym/j7cmr/9rv/tfz9rFHaBiqjQVgPGme9ixlg2DDdOwOlKkmdSkwygFkB1D+",
-	"GOV6dXChF0gAnXwPeYQkE8HFLNbDNdVFiQOfGSdTFlYxBDEWzBZkanozOaOhjuyM1GDou5I9dEbJPDSV",
-	"TpUDFHlMPpHZaGheSQbyaI94BzdKQHoQDsFACYhStdIcKpKO5KA7DOsS8sE1E9waBZyG5hZirMPEACjx",
-	"Nm9uPO2fVrMJpK54G4EnDNxyYhqBwWcEGKl7fcj4ax5oquhp3SJZeHuEkvG3ADxpPhuFkLCZRTJ8pnbD",
-	"J9g4HQ3Rxl7ezi1gLUiX11HYtPQXl/oLr6H7CGhilQI4XRRp5G+4wEgU5lxwYCvCYOBksFcV7KogANmu",
-	"9QsIYaGKE2CTRGzkrbUrdbZTugBxAcTn8iealIj3W/Pi5OK0uS981iObna3u9o7nQKrTEzIKWOgjPNul",
-	"Rkji2m3pIJMQMZnOwiSIaJxo2AoR67UgSbucEPSVOerFAScZfhQjoCiQOpgwiAlHjS4xnsXKDIRcTJzI",
-	"OLhm3OUQFYIAi9LBUNVIX6u0soiFirFIUrem7hBPLfRy/+TFgdcA0tVw62nEua2vshRAY4ZvWjzXUDbG",
-	"byCch0Qxp4sCU65DNBpoCerCYDMcQqFuqwnA7tDU0gFWncQiVBc0psMEMbisJppcEyBeJMUMXK6pbUpv",
-	"Lg0iAxSEaRCrzS1YCwGeyLRHGtq8q5coAQuMRtEK5eT9xcvmM/3DbY/UjfeDeMA8tddSo6TroO6//kVe",
-	"ML6w7B7Dk3Lx6pBRU0VrNi/rc5f34wNTmEPEXRGf2U5zStl+1JFdoNKibG+1sIG4hrRrvTH6V5das3FI",
-	"t9225qroBVPjgCtj/zaccafdVuMIbtBGneKYIOZZ7G145hMI82CCYGkGeNGUEYKXygqbZn1YrMZuQyCf",
-	"AbMAXepcGP/3gEHBDiHpGRI4QjXq/vnZS8OQoLscToQLflnkSg7hQo2S2VTNUH3Fx5oxOOrs0c/jkbSU",
-	"Wu00BC1QEc+tyRzvFRfzDFHWsj9ssqjr4IfeSgf4ODHfmimoM4LSQ+MhUcoMlUodlCKG8EgaDFYcooFj",
-	"+LiR8Hpsf8FFntawyx+3nQP1LFoLHXIgQIuiANCk1a1xdDMGc0rY82thndRglmg+xoVmh+YX+LFiUIDu",
-	"2wBWnWdB2zoPfZa5qz3Lv2kCUTD7P4kMkhkGcP80M/9Tfd5sNon+r/pz+T36s3QujpVDkv34jsRqGCcI",
-	"CGWEOMR7fdB/oTgS2T85OwdvQBiMJ0ljnTkU4Lgdk3CbRux1SFOd258VpGbkeTAybYczdaFReIW2U+wm",
-	"Sko5gxBMmmeULzB4lFfCBVcqWL7r5Z+QCOUhFocFwJEx6KMRPTOfV45sJZHkRjO1DoXBDk0JBI5VhfSR",
-	"B/nIj1qNF5J7Qx5+wp54VZ5qBnSECVtKV0WtCPLCQ0wQhEl0dvUkMFPVIxvEiwHxFB/SlrV3xpJ40QRU",
-	"yuLcMISVzie9KeY8lFowHQTjmZhJB+Yb0ngMRGEk7Z+oSaiXKymM/7+GUM3pt5C1QqGBavkaWik64Bik",
-	"SRIHg1nC/D0To7HjM/UP4JRUTxoHhAFLJtqTvpdtvW5YSzERR61mu72l9zXHlvIbZwXYvEYPnd9kGIIr",
-	"0+ZC2R0BMMh4bOSXpc/gA0ad+VNnFnnGxZ+fRo7FldOXNsCoEYLIUMxvG2sDU5esrxMM/sFrXH7CtZUH",
-	"BO8gyTl6TLAWYa9AFalgCtqz6vK1gFah+PZJClv35EmLIJAqxde7HDhLkMhyeuOelXpkUObyIsTldctz",
-	"AcX2vgOuKjHKUsWIHthcgpy63NnVqLZq0TBdPxZRBC1yuQ/lEZYqnyaMZal+0LJAd1e1uzCB0YI8RXsj",
-	"jZz1Pn782Oxb2cQ9TACNGQ2nv7i1tPyu5mSb8Ytbw+yDwMfEA7eWORUqQcAw1Gg6E9tIG4799ywOwa1g",
-	"9SpwiFeGlvMy09EUoXkaWM1rkT406EO3EtHLzHWe6hEumnCvPaN4v1TEvImNjIfglHD5ObN77Kb5nDn+",
-	"1VMPep43SZLI5eh6xAdeX1ycbmy2Nl2+j7G+5sUiYj1SDPe5PGcvYkaSGvUPF/xuANJd6xEXwSLVQbi1",
-	"SGcG4RetVsutfYd5YK9lS7jWl7fEaZDQtKe2r5XaOMh32bMtZnBVGDtzbjn+EIBRb2PBbZxhFecEvjWs",
-	"MqKpvMqpu7ZfGgx449+VOlM3LDQCf/IkjW6rHXvyBFXkIIH0HfQM2W3A05kDJoOV+2y2tdEih9y0Cmsi",
-	"PWjwF3mlQW8qLP4zPevmCxtruMr0L3WurmPiEvxgw8N20CmzSKDhENFfOyT93gOe2Va8Yk0vAlTWGkfC",
-	"bV4EjRKWXoFVToVeakAX1masNcvmy38P++I1IGUUFXhw7GSplYbMtNGrb94eOi9Ipe8C2Ch6/dO8LrAo",
-	"HesKV/orzMm7PJkLOHr9NGSDLIOTTpkD0reoxkTyLCejgYlOQcQRsSgHF53vQQcBO51FbvGcTM71yA/v",
-	"XZzyGNPtmZreOZ3/n7Vr63HbxsJ/hehL5YHszCUTYO0nb7ZACmy3wSbdFqiKimPRNjsyZYhyHO9u/nvB",
-	"c+HFkjP2TB9nLFG8Hp7L951z/2b8oDus95E6LR+V2lrKG+P0KFVBDovCgGPdXc4740PI7gCPJmLuTmt0",
-	"zjE0wSaoP9C+WgEmTMWPA3rRM+3iSOyAyuT2G60FRYmM2lNDZDqAYCFnQYDnT1EKEnwdBhNiSt9aUeul",
-	"M9NOpInPxd21qOTBRh6UmRvPzqpghqnPndt1uqOoLnarbTrZASydlKeddfoJ/loY/LkScu9kq6mYHuD+",
-	"BcDwjZIGM9BuD0J91razx4XFyZmH0bssyo6vbVADqjgLPcwO5E5UTnzOKe03KD9Rhkp0oaF2hIZfnKCR",
-	"KvLC1QxSM9a60Tr2+ig6rOF8gssQtw+GXEIfp4R8Stxi2pLoZ4OKq4VCJDqE2PnnwpDR5pU++6idXka4",
-	"V+/Pp5JhQEQZoHqEDJ4/cznI4RICKICWSna7FoIIzXJJZZWF3S3WPN9uIKpLdJjbKchBALa7//8THeHp",
-	"FTgRcy6ario8UiunCjgVUaSGMR6K4/poEzGnSxs9UugHhXSoDJwDWZC857S7IX0pkZEX6E2gIsXdQm3o",
-	"gmJnqExBJmZ4lZSvSJeK0vd4JGAks+GUoPiInCx5dJVC/YuEeMJ4AD/Z3m/gbxHWeEG0zKgEh58hjAk3",
-	"W2Uomb4Oqb4yKZZqLzba7DCXWbujgDnkio3NEHQAVLAXKC1sHh9NuBgTBk/5+vp11JEovWyyBe+mQ1WI",
-	"PUEG6mpEuRgTV4jI3F4CsQYhmAY3F/j3BjRVqGElpPVfGQ3XA46v/Xj+kRA36GJhzACPFs86tIrPW9Hq",
-	"1boDAdOqPHHCgzUGe/1mIr5SHlH8L96/X8oBmngufvr3905tiwEtIitvr28gbnD71Q8wkiX9UA6NfCmF",
-	"h6zgB4jqHHfiiG2fAbYeZxknPzGToRlfkHFSmLvh3vXGnbG7zihVKagfP+KjZaHVgeOHNKYhuIB8VOAA",
-	"9L74aY9/lAvPPwJBdcw/qpvVCgL5OWMWlontro3Yts2qVdYmWAksI9cHS3xQxmo3v4yQIIXBDScriZM5",
-	"wd/KXKjJiqauMK+s6jptVvYVGyi4PbUR9/6ow8yB+36B9lp84y2bNrAd2FmwkY9csMNzrI7L63tEG7xS",
-	"GCsPlvINetDDRnbgGQJjIQGBZAEBMQWoQ+5BCyfRCcDQOEIm9BEJo1lhZPwxsQdjEOPbCSN2IuYMVSIs",
-	"ASnZrte2MNrJ2Wav2jGAMQhLmIAE4vjnL2N3Q41/wEd+pEfAbZH85AyeX3qPjWYMUYj6EJz5CGD66aN7",
-	"+f3849t3CLxD7FT8Em6N0sn78nfsbomWH4ZtAjomZgODYkmC7TSF2L3qbDEGDsYZe526Svrk0d5hqk/Y",
-	"YOCK8kjx7ATLlDEJvLWJwmhBESjM36XVCzcJ/9ArZbvROdjCXCi5WGMMH6bUaYm6ozgaUGbdYRWJ18Bp",
-	"0NuGjmhiHqDFR+gIf1IZ+/D7Qi7WpLh5LObNtXCXLxo7DwenQBF31hNJwyRMhgm4UUdRzd/LQzjEHdEI",
-	"+TAjvsGydJm6q8s3lu4AZIoCKdNZYGhq/LGrVpfGwdx7XkwGt8oA79P3hH0aLVGCjeKA1QncDaMwmMCp",
-	"u+CgPhXGakDmyvrrLT/djlddIAJxd2ZABhmCQzGZmY/0aYt3Wb8LkHKEVJjj0iPsRIv5ZhePkYNjcVNJ",
-	"wKmXHuAoMBEYkDiqlJbsfexXV+Hj/CNJjnjfxpt0jwUP940PuSP0DuEaOZJN4DW8PTnw66RgKA+Fx14c",
-	"m58jH0cqH2TFEI+BlTsOI+EwCCqSBFhYFAxARv5PsapnfcuHjjyqETaLj9uRmpLFDOdvLRKWITy3VS1l",
-	"QSnFgzvY3SjE814cwDvBWiLt6ARbieJip8Nf/RCXs5sS6mmGF10uOrcKXWCIRqiNdbMdPxzG62YLGe9Q",
-	"/rP4S7xoNgoLWSXBEgbTH5xUolKt/hSVW4wtMF2xWGLYnQ+hkgdgRk7pHtbPo7vZW3h1BZ5PjDuRizQo",
-	"x3CtgE29az+5hr2bNTzDVl0ZR3lZASBuG/rq6JoHGzxo5Xz5D5sIHm1ynFeiMFmZktDLUexMR8/cUDqQ",
-	"i7OB5FE6kBhSH8chQs7chI3sK3Cem4YjK9nxGblCIxco+05B43siV8dULHdtnI+EtH4d0I5Q3RK1ZSq/",
-	"zG9HvUZv1Ua5sQwUNvXRl94wC1M+SKvevN61dbaVh7qR1UgU30yKb0T44d0P87fjD+/mt/dvskd1yAU/",
-	"OSqpUg39wycxCOnVKidrj3Sb2MiIKSZDV0HwIUINWGohsV5mXtRoSE8anUs8qo9q24mQqZ1oLpFsotgC",
-	"3XmYcoKtOa8Aiqsr7ko/hUrOWDpdK7iSJLhEMLbEEJPj9c8jpBEia6NSPeHvgFDl0XOXpugMrZWhdeV1",
-	"dz2IU67IwtBz3FTYIctW2TWdRnKNkxriLKOUklAYr7yhFX8IUmMKzJl6Lw/WFzHDtiFiHKF40CufWMXM",
-	"le3bxT8SKw+8D3CzY3UiHL82cJXkxGHIMDiE+ZRCwKAwoCvHxTpGuaj1EqIISHiYkdSBm3Uq9AYSCHHG",
-	"I07YbRlL7BHCEsxY0apxUPxG4Cij9zdoXddKfhqgb8kjdptna6U8s9IZtMRp8VlEcJZDKw9AvuIQSwn/",
-	"/Oj+KEfJZMMPA1P9HR4R3ZixOxwbaeRKgZPO7U641qu4SIIN3DUIKrjd5gyifSu3AsQSvMEzxy54tXcH",
-	"3H2BEvbiOWiltiQ7CrPRRm92G1Ep7hI/jCgZhBe2qsMMPNJA0fzW7YyJ+Lkhx1Nh4KhEofmFrN2XscS/",
-	"qcR/Yi7s4NoUhhdnJv6qBQB6bX/+3wcuaqdqtXFK16l9Ur5CmuN/gUSB5HKkXBDRsfRpbrT1aM5B0qC7",
-	"qD0vKc5BDdkp3VnzNQm9sIYrJfQBaUx0IYE3XFsha/1JzULv8CGEeoqqASH1R/NQmGwAQwXXOGAoiZw8",
-	"Sm52VBL9wmLer2PqugjVF51JCwCBpl2sle2I6AvhL9Vsa+U5v8TzBSXBqrDYwWuozTawNQ7AnwdnImp4",
-	"wLKGjEU+iXS89M3WAmf0c1AtpDmM4W4YJxz4++ubk5WWkly83zsdC7G60DRkdfj1krQOv1GChl8vzdDw",
-	"25d0JFudjgFSED/ZKmSacvoT2Tm9dkGjHZojyALyZPsD6D8Y8+uzZjjCe8KZvSB/yBkP9/0A2LWbu5cM",
-	"7Ob+JW/f/u28aeH0I8/fc3fnfShJJvJXbVZSOYa21d1ZHUOj5r1cKdpN12e/9JLNmPpX6N3z+/uiDXe6",
-	"98/aM89a/nQVd2gdVeN+/pCnR6Pq5Qek7vpVvD1ra71tWvueIfUXLMGApKMkQ2cI+g+7xfo78pfQi+cc",
-	"cwwx/Kvp5nXd7FG6fvkzAAD//w==",
+	"7L15d9rItjf8VWpxnrsa0gJjjJ0Yr17PQxxn9hDbSTo56tcqUAGKRZWiEsakO9/9XbV3lVQawHhI35x7",
+	"+/zRJwZRqmHXnvf+/VkbimkkOOOJrPX+rE0Y9VkM/9ynwwnbFzyJRXgkzhIRM/Wxz+QwDqIkELzWq/XD",
+	"OV1I4nHRlOoJb48kE0Yol3MWk+lMJoSLhAwYGarh/FbNqcXs6yyImV/rJfGMOTU5nLApVWOzazqNQlbr",
+	"1cx4NaeWLCL1iUzigI9r3787tVOWxIv+KGFxeUJnbCi4L8mMJ0FIKOFsTmiSsGmUkCHlRM6GQ7b2PLba",
+	"bac2DXgwnU1rvXY6mYAnbMziwmw+Thh/lbxkYSRvN7EpXZiJ7RE6kIwnZD5hnMxpkAR8THzBJGzkhIWR",
+	"mnvFXLdvnOnHjx/7s2TCeBIMacLORRKV53k+YeT8+PyEDCc0DBkfsx7x4IOY0XD6m1tLRBKNacLcmpM9",
+	"9Jtbc2ft9tYw/eQi8OET5ta8dY99rffEWwft42fNp4N3sn0W8/7JRXj9+3HnaXSwTT/sbo39cPvT+N3s",
+	"3fl5261VENB3pxbRmE5Zoin9GbsKhuyVX0HeJIlnMmE+8eGZXyQJfIdQSbwXB+dkYzqiG/iN9EgYyESS",
+	"IFGLDdSvI5pMak6N06l6Pz53Efgr9+L/xGxU69X+tZHdyw38Vm6k81RLeC9ZXDVldX40imCmZCRiuI8z",
+	"yWKYdshozJlPaEJCMQ64mmu2/U9Gm13W3R5VL0ANctP0p/T6LePjZFLrdbZ3gCLN35uVJ6GGYjJ5KvyA",
+	"IdsRPnsq/IX691DwhPFE/ZNGUaioNhB844tUK03pBn4Ws6G4YjH8TM6mU6r+WTvVn5Kh8BUvuaLhjOHI",
+	"vprJ5ePR105z93raTZpbk3nsN6MnVwMOG5zo65GNhteieqTubqe9tYtrWu801UJPcfX4syLpDWdxrDhB",
+	"+loiYkI5mfGZZD6J7bWVL9h3p6Yu+O23s2JRP3BJdZpfCAkkidlIrbBRsSigGBkJLvHY+2HMqL844LEI",
+	"Q+avWGUUi0HIpr8uXy3FsS6YGUzNP6FBqI5+LpojOkxEjPdGTVM/T+gwCa5YizwLJB2EjAQJGQWxTEgi",
+	"CI6l2T1yAGQPMqF8qN4KPAQfq6XXQV2zXq29+frZ1ued33ffdD88ftc5fHK0fbJ5unW+81FJgIQmM1nr",
+	"ddu7Ti0JErjAejuItQR95yZJEsnexoZhqi2fXZk9kRulpa995Cc4RNVxe8VRvR45fN4vb51mU4EEPtVS",
+	"L39K/Rc0YXO6uNeRziKZxIxOL2acXtEgVOdTsf16L++y/dvtjrX9UUTyb1pr9ytn+SAnUDWy10MVLYrI",
+	"UMxC3yhoMQMNTTGZMb1ihAsyQ4JGbc6ci7ngtz4XiQIiHIl4ilc1Y62H5mMyUMyqzF8H1L/Qp5O7lxM1",
+	"cfgYfqmIS63nioaBT16fHR9VXTcfb+od71s7O/Cn1CfZrNY6bHsh6sRgphQPzN6RD+nnZEQDvMvFTcl+",
+	"e5E+s3xrUiVySpPhBIigf/KKqEOM6RDUFhbHQulE//6zNgpYqDZF/bSlhd6USUnH6s1a0yQoykkIMl5t",
+	"/k7t+x/L+NvGUPBREE/vv++aBslVxSatdQrlnbuF5F5146zj1RfNnEHxsvmknl4GoFSHJEK4PKTxmDVa",
+	"xCvN0esp2VI6xkCmZ7hHJGMu9/AcvZbL1aXdN8rzkUieixm/n5jMFHwukosRjFcgOxSR6YPZlNl1IBPF",
+	"YeCaklDwMYvxFFvkrRiTgBM6pqiXFokoHe+O9NPN6OdtYYJqbmYla9FP1SY8CP1UDKzpKJutEpT8kos5",
+	"dwi7jpR65BAxS4gYuVzblBKURS1mlTblpNueEGoNJkZIQoz7kQh4QurU5cUDBIs0EcQ7OT7TZo9MWNSc",
+	"RZ5DKNH/zn7g8opfpN96DTUZB8R++mMHF0nDMCUXl0cxw4G0wJJMSnXZkwlV9O8z+GbCwpQNt8j5hEk1",
+	"kGTS5TRmxGdhMGAxTVi4gOUnIvQJjWic5ImO1EWslurb99bliYC/zSJjMUsY/qBhLpiI5UnMRmEwniRV",
+	"VuT+8ekZicwTpO4dn5y/Oj4688g8SCbE6w+HTMqm9rY0NXtrHrJkInyv4fJRLKZK9xdxANonJx6NgtZQ",
+	"xPICP5NGroehmDOfTOG3klDuu1y7dRx83TBmPuNJQEPZIn2+ICKZsNiMPWaJJF63vaXOZxD4PuPASBzb",
+	"OVSYcF+9tLmfjbvcU6TUeC/vwih7eCqHP4b5VVu8+rCULMJlOIQNJwIdPcvfpN61Hwspz4KEnaLZcS/m",
+	"mG6ZzRLhDU0ZJOk8Jbh8FC0OJ1RdsCSzLyRL1Drkg9sJWxn/e25Ncy1+l63rQbhcRlk94AA0YU3YCXWA",
+	"wAOQ4MkgFnPJYhJRxao4oRxo1eWaWIERaK5WeSngTtPiBVSju1xwJWePRDJRr51TqU/DV5MaZocGLx9S",
+	"rl4iExonDolZFNIhU/MgWpskFMyXXySR4Ooj+jzhyiUTFsRkKMRlwKTmGujOeRCZrH1LlQL5k5iRiVbo",
+	"894sM7VAksCv1JPRtbXx6Xpr/+tZ++Ngk+/6B93kXWf6+Un//mL4SCTk+W3EbmmdD0KNxVGNwFXiKiYT",
+	"Km/YOpfXU3lsRG7MrsSllrqaaDV59AoyqFFiruB5N8xv2cL08xtVbnpYJPpEpownZ4pmVzI2Q1nr7WVh",
+	"5Ko9PWHcV5eKpY8qqUMT5oOAVlckZolD3p++UhKKvDtF74+S13Ii5tzlsLmCDxk8wNkVi7Vu+GP2S/sb",
+	"zoMpE7PkYdwOiR7sgV0O3bzLQb3FJ/ie2zkczPwe1tmgR7UcDX6Alo+OCynGHUwZeBReTSMRJw8hewMY",
+	"6UJ7D20W2CFhwJlxLMKs8OE9NauU++NnrMQKqT8N+AaSrNzAp2pODcYEWzl9UZKSNrCNJ20yCBK5B+52",
+	"RmVCNjtPgMaNW5PUT5/vk26ns9PoIZc27vrUdahIXr+t1ttyamKWDAU45LOVxozCttTmjF5e4Axq3x1r",
+	"ZjCkWxvSWIRuLWVTapaU+MFoxMAxmxdddaV+g/Y9RZdmI53I4xsmokz9MBiqfTJxgx6+HRwEdxAcHcvR",
+	"9p5HsVAqIgjeA54EyWJd4i+Qydqkj4S66gLkR/Z6murAwmJkFISsigI9eMojnE6VxcLocELq6jPCZ9MB",
+	"ix3i4a56DvHwPL0G8kSLdudxkCSMt8jz4Bq0kphNBZLTFB5O7RqYR8pI0xv43vI93ucWTke04G1NaXBT",
+	"bUUHqDu7bGTARiJm2sRS/9Ixq0u2IAM6vGRAj0HI/L1sEZJOM89KpcfgxkuLdNyx6djMqZZFf2g4FnGQ",
+	"TKa1Xu3sZb+zvaNWFIyDRNZ6T5xaxOJA+LXeTvu7Tek0DIbsjpS+bWvqZywGfeP97d3KxZN4QEovDK05",
+	"/Q3H1yIfJ4yTIHE5fkCmgT+nCye9AhhBNRywTCNBghasUg6UPp2LHElSB82BpIpDYwnBuBwoBia90OxY",
+	"v8ibcW0DeI72AkgwMFLZ8PDKh04haKYZDatGsHIf4GBe8YTFnIYHcSzi+4lPPdJDKyuW29ZMloB/cm2G",
+	"bSb2IFqKGU1ZnpzMOLuO2FAdPcypRZ4Bt5JAFqEYj5lPZtxnseLCZvGeY/RR0GeUxgBHAY7MfdjOe3LQ",
+	"AMcqOlZNhDQNcbTI/oQNL4FUlUqlbOSFmMXGTFGcP4kXy52qD+KZ37KPGEMvOmKwNqMyC36QM7YGNLac",
+	"3rh5LPjYyTlGQRtVLAP2TyYsUkaby8WIUHIZAP9QDCViMUYaUm82HQ5ZlLTIvphxxbfEnMZ+yr5+kS4P",
+	"xfBSzBItaN+wxZnesweyxLIRK7bhXHNhPCcgUfB7a+/inVVumD7jaksLUbw+J/rzZWG8GZezCDnpxZT5",
+	"Ab0ACrHI/EAPYIWuAobXMdtzZe5wHWYAf2zJWwbf3Y2cN7dtRTOdLzlU8yXnON/17Kzq1WIWQwTmcGED",
+	"CYTdyDi4Ypwkc6VE3CoWiluiVEnQCnGcKepXlINUfMCdKoZCT+8TCn2Im983NKGJByR/4LMhjck8CEMg",
+	"oS8zf8yclHfbCiiNIpdLxiQJkh7JBfNIvdtu9wgtnxAEVtS/BQGnoHRcTsnXmVJMRIyxV/BTaheiCf+p",
+	"F87pIjWS5xAghK+CBMYYLBLWFLGSPlMaX6rRhqg8kOGExnSYgJbEYYjs6PdId3OrR6jL4d0QUIyRADzM",
+	"+prSa7OwC/US6TWA53nVFKsWv7kNAtO+3w4GkmJlI2q3LLzk/fnz5hMM8WB4A1+qteP0xbCRED/KtiiQ",
+	"LuwRxkMpGYl4qpY9nYVJkHrLvjs1DI0ciaSP8Y77SVwYDByAOnySv1eB1OGUNICmgyxCi46IJpPWwypO",
+	"3bbFhnC15EgkpJ9OcD3ZWl7aw4jY0rha0qqtwDivRA1a75yRmiCHDkc0cyKepiledzlCE++8iNmUBjzg",
+	"Y0iFtdNQa73b5IzW7B/P4rAUfs6iMJbCljk6L9KUNYuGzlhCZpG6QDTLwBUx3Ps0+4kOh0qTIImAax7w",
+	"GcP8zCiImbygSa1X67Q7283NzWanc97e7m23e+325yUMXUcAa71/ozV7N7dLe9M2Rm3vkOXbtZa8tsZX",
+	"tWNrkyYoMmlewwpChQebOmaLeUzEW/J6r0ciEQbDhVmPJIfP+y7Ppac5ZD4ROijAGXqzMd/WODclBKT3",
+	"jAMvNViteHq9Kiyu6QoNT+7yFc8Yfd1r4MMkZiGj2rGEggBfWxl+/yE27MePH5t2dvlNw1Qlo8P5HY6o",
+	"NiIejiFs/VCGkOcEP8x0W8EHutsVfKA4xyI/cNKk6QuY/v35w99m/K19/W8yBZVuoRTlpQahy5VFiNcc",
+	"L1ZdO7jSfBDcs4aysxbm7qcHZ11/cEF5Nh16ZD4JQka8Ms16kCY7EFeMfGOxaLl8mZVJjJFJ6v1QiowF",
+	"5LiekjJKpcRVwx5gmYmOTucV51bjZ2cRb8Xw8s7Ga5j+ODO93ksWE/2FZXJVcZN27r6nv8mue3r4ASfb",
+	"ZBrwKgv1AVLaOlbq97kQZEr5wjpheZs7qJcBtilN2NtgGpTM0/0wAGlPE0ZC/UDZPFVfX2Rf/x1rNmk1",
+	"6y44N8VbmJ634zu4pYrtVJwNKWgVFBJOTIabsiGHsNuQwQX5JsGQyj3ClN1JyVDEMRsmxZoJLC9zuWe5",
+	"lD3QViIqJWZ3KyXUnwachMFIu9vVTFvEs7fF67k8Ke4vpuVgyinMrkWO1WwsT4wxZ3+RLs9rRBAOgNX4",
+	"sYiin8+Xfjii/2m2SF71qLI8DnjC4kzwwQGCmlEyRO6iYyyzNR5et8jbHncxOP47rAzLtDBuntSDiday",
+	"lHMR+w6qCBClV7f18HnfQQ3QziCncRwwn3CBNV8l28PlqfEBgS+KZ54IW+2YxaFXbYBoJxC6JgumREpB",
+	"P73xcJaw6H30d1zk36+2Bl8ffxp2pp/bl1832RN5/uVjN3obH+3QZ7ujl+P32+Ld4mmw3z5YdpG1Epm/",
+	"xurDi1l0z+t8CzdC5dU2eagbhkb/lmv+nquFiDj4drvLXdqzh7/kZ3hWVde8+HZT+gFPcsZ8Sai6WMNy",
+	"jk3m/bHy25fcfJdzoUuboliIkU4oRUZgng0kefRIMYFHjxwy45IxTgapl3kPUvNT1pBebTBOcin2Jabh",
+	"8npF/n9DPQmZS0ECJoWDUYafnU38DfkuOTuAkqmYKo3pwcIvhTwRm6gU9xIxjYNwcZeCxDtnjtxOP67I",
+	"IMmtIouXDCdMqdJWmgnkOBXzTAIJqSYBHzu50I8eCEIrYAYnSRwMcsqqMZPrgjMdrYFwjLp5C0LTazGY",
+	"JS6HVC3CBQZBYCI0UfSvX+QzRRwN/Mro0HDQGMgMuMujWIxjJqXOh9UzHUHuwTAU0qw2LTdWA4eQjReL",
+	"2XjiKPU6ywFTgp+Go2aaB5YRX0iVyKjnTAIH+ku43DSYGFIOvSUgxiNmCaTbV0w+gcu9BzaEVjnUJBUJ",
+	"mcVnm5tG3HSRw2BhGlo0fh7V327aAYR6JM5mw8mBLoe6F2+ozMc/EkTOhpO04KrKL8BFxP4b0usfOK/e",
+	"TqinGBjCVBpTehrFbBRcwzURGMQ0hqlMGGcxaMWgigaS+GI4g2CDTsjPEjJGIm4RdWiZnYrpOVDSjBSq",
+	"7BuMHB6J5EHaBajVWXX2D1tjvJs/xdvW8+fm9mBnWa7jx4yMJTX8RyJ5pfZMHdoD7HVgjVWV6nnJFnIj",
+	"ZvOYRncUp5v5Tc+/cO19t3/2YFtvDWp0yxnnwLkFHwXjWTE3KYrFVQD1kXbukjkXXZ5x7zOJ9Dh2pDOh",
+	"cWLHBn9s6lnuopCoVHZym5Mzq3mwU9MD4onFOvxTMUltqqltIHWuNJA5lS6XWLfjKM0iq/ON1Z92zEL/",
+	"kvkmN+KELkJB/XMh3tJ4fD/19hZ9F+w8k+7mbner3YUMFrlmavZdUrW2yj0BsBqAnAtBcPl3yUb6sa0A",
+	"qnYMdD0t97SPSJK6SfgnEmJLYo6/USQwpQsyYA240qd5j/2PDYk8UOzjXgLyPzLycZ9soP/WsMcqKs/H",
+	"DMgaIQOX3zY6Uhn1AGdnLuxB7hL1KBoi94gfmG5j+2oFr6ScPWDNZW7sqoNQGhmqYnskYRwaTuXrIxxS",
+	"qI9Qxm64wNpkl0+onOhE20sWJQ1sDcBoHAYs1qeS9eyYi/jyBxVinrFwpMteTmhJfCXsOtkYSpnfunIL",
+	"AXhukkzDtR78Qq8o7ubqx0vb/hESHGkUtCQLRxcS590j0ObAwTaBf6Kd830Dgvro5whHTf2sy6G+XBnz",
+	"XvqkIttEbjzySJBIgi/EMq5kETKHsOmA+b7JVWAuHwScxgudcEmhL88wIfu4b80zNpzFQbJonkB+E/oc",
+	"4LUzyRQxhAs0k1JNUaaNQYzdpZULdK8/VPberTPorEYJlscbrMAglolOh1pa8lDl1P67eyncO/ntbj7q",
+	"tRLeXA6Rp1L5O2cmHKWYru3WzvvsWi4/sjxSLPR7ROLJKQaFffFsN3Ka84buPJfbVwNI1KS4FRuz/NBi",
+	"cKRyw35u3mOim8TofhW/SKI4LWQvR0ItmRJOr4IxkKpu55K63bFXRY94Z2zYfM6S4aR5KHzWMz9hnuNy",
+	"68uzIGE9+GkTf+o1yBwMjCJvwTsO7N7l9RKb8hp5vdQE6qnEdCGvFE7zsqikac0RyLQ9UKK5ikPmk2A4",
+	"cTmVlzJtQooF/twn6iBCljBZ6GvE6dTiaKOYjsE4qnv/0sGG35a1mPX2CCXpDyznD4PAi1ouNLgBbhqK",
+	"sVTSzToR3W5E92mAph/QBgcm4nXbmx5RXIRR3yFSgDNrzAgLJcN9167PKb20CriNRQeRn6weAb4zBfHq",
+	"Fz/EF/pWDNOmcuWyoDKNZDHerM0UGiVmW5e0HUbVNj2h28VEq/rxZAR3nyKl25mwSiwLoW2rRJCBbiql",
+	"O1TlONyPkSg/syXbz+pphNXtK0v3Afd/6u2fiNDPymtcnq+vITeU15hAS9akKm0DxnwsuAFhYRKlQE+Z",
+	"C6wYhtuZzshwKqjqGWbVNXa7AxzEVMyQYsGMyz0d262qmdEq0Tm2hsF+PvJ4NLoXuepGMxe6+c6FGI3y",
+	"Brbdhwb19WQGTZ3FaEQUO1rRyue/IahQtZ4HsTwrBvZ6hT49pf3RFTsuNxG3ulKOWvmxLpIk9Ei7AeTE",
+	"hcnIHlKuOIN+9gdpHpgAYULWd3XngKlbqC0E67d/8sohA+qTRFyCylqu0My/f5mrvXbvVA+cEMyDTAMp",
+	"sXkbyfLn16yxzM/3u+7DUOHKgrVDE69gzLWmIQyHWGsrMmskGPP871G3ffAisEJMIp353bfnYXr95If1",
+	"IA801W76J6/KvX8CYOejBSpV2rqoK4UsULdARmwIqljaiLLQNKhzfW2sW/USlwd+I30tNcTds/4cMBqD",
+	"aq4oLJA2kYGrqXSDq/JL8gsvv857im8pohY04RmNfVClN93wuyXa0Y9LW3nQpg8/XWbKA3YzybJM0uaB",
+	"Lre6B9rVH5B78ZA+RqsgHerRoRz9Xr3KbqzIPzOGNyhHFDLVcl7MHxXcW1aID9MkyQMU4j8MK6wsma6O",
+	"+Ch+5hX3z4MYjhJRD9IMEuqs7dSTsgAHZXnDgvu4p1II4vXWTZQLE32Y08iNaa6y1vV05sjh8z64xmO/",
+	"lLWQzgG73KrNeq+VidxG64hrIZm2fd7e7W12e+2tzzWnppjELFb6WNupXbLFxRWLJUxzy6mFVCYXyrSt",
+	"ysfd2uxtdj4Xs2tz2ci7eBKAWwFef7XpeYUYIFeyllTpaX93alEsIhYnGnIlv5yiyIOmTVasGjid+UUK",
+	"VzTjIZOSeDgZL48rs2yDRDyF1ftK7iXBtALuyd7G0syseBFUTisDMSuPM3Vx9lQ6q0GSCudUfOEbtiD6",
+	"S0z5Y3wYLyIdTgKB4ev+f7m3bllv3ax6a54aiq99S2WC+FBSjmah9kcYNzjkRqbnEIzQ/bXkAPLktd4B",
+	"YKDuAkJs5cmd6BbdWMmYqoCB1JFjUjyC3GR2em1Twr7eZJbfCOuG7t50yvrqrGYz4PxUz32vuFqlMwqu",
+	"WMn21J3/kLdYW7B50/zSW/tnNTpTOYqV4eT82wJqwnXmqdq6USu284/0JWLwhQ2THI5AFv3ZR0ZgYYLY",
+	"bPJedU9FCKICz8qNfQMskXn2FQiZoW7QdROSUWlfc+/U46y5Tw++QQ+3IasWuXJ11YBpmK8s4jIoAAl8",
+	"Ut/qkJhyX0wxNcghAyrZTncWY6MEMUtIRH0fcoRzXON21GPhkHW3cjBk6s+IJgmL1Xz/v3/3m59p81u7",
+	"uXvR/OPP7tb3/1PFddI1/w8ldEUCUzYdsFhzODzZEZ2FSa03oqFkpe5iitfpCDG6xyClIA30YOZFT2ef",
+	"6/xxHVN2OcgICLoECTyanr4uTKlLxsijgrPzEbhc6Njl2FLI03nk6VEgHJ0+voEQIaP8DhSu961I2hZq",
+	"2Y6i8CcEG4E2IL+kgGNW967V/5ql/8KkzyIKzknuk8kimjBTGDDmoEOoz0OWQHsnGiOaRTPgknEZKP3K",
+	"IVK43Ovudkh7a9fD5IE3j5+/65Dd3w+752Tr5cfTZ+TkyYenRx6MYKoOCxtmyC53Y3a6uRuzU3UhLKS3",
+	"G6DjirrmXZnvMm57S/RGUt/cuSMLWtoG30Y97OT2Tv25lNt0OtXcRgcSTrGFfGF/Y/Npp7S3cfaD/Ea8",
+	"FHNdxlGlpcwZdECF395GWS4ckHl71RkVO8ZXHBVn8zQzVqvQkKUCKUomyA469xWLdUGcSaYpKdx/rmya",
+	"ZKodRRLRWTK5mMWBmi3+pa3VjQMcqwedfP+fHrk1FNP/i+/77fXTs4+ftp6dHLw8ebN18vtJ8W931m53",
+	"dgIpZyz+TY+Gn6U9hX87e9nfxM+Qk/y2g39hV+HftpR8+BpfREq/rQUfnh6fzttvXoxFv9/vH529nxy8",
+	"H/f7/WcH6u9r+G+//+LzkzfP+v3+/vx9ePDuw2m38/X00/7Hxwev+vPD4GR3Y3oWBVe/H3/+Gr764n+W",
+	"7w6fPX7xaftke/H2/cbm1tXvJ+yDHAmfX00+nXz58HJj98nn3Y3B9sbjjeDzl2+cP550kqOzF99efn3x",
+	"dCP++vHtq6fJ9mAoh982r79+2v/y69bl1+ON/oujOJwPP5+OHj9+9WUsPi66H/3315vt3U779Ui+3fj8",
+	"QrSfvX3VX7w4vty63PryZLf965OD8fH01YfkfHF9MDqN3gWPZ2LjdOtzsPP60+mXy/PDF7v9Q37Z9p+/",
+	"n0aHp/vPN95wHr179uH1Qezvdzry+asn0af+5HrYH54tXh/HW1/enMq3VzvhyeL4+N3j2ds37z8/G7zv",
+	"fv3y9dfd3fPD86Ev+NH49Wz8Zv9wsz34wF/+Ojwb7bzY9f34w858LA8PX54+7T4VR8F1+1V8/vbZ1tPX",
+	"bb+9G0ZHp8+DzrvOp4heDrbfbL9//HU6/SLj/Wj44c3LUffoqJOw3evrJ9+i/tmIXW+++fUp+/0Lf9GN",
+	"2HDWfjzan32Vz4+vdz/N5YfpNn/bD39/Gx30+bfDJ19/H54Ndum3UHQvZ7ticrm705nvxudBfPjts3jz",
+	"tHt8ddqO2Mdj+WL+dvTi3ZSNRTJpv/T7448vngeL0ZNu5/kk+br9VcyefeiePt7+srvxemP/+NWXk+tf",
+	"v1ye08/ng+PP77avD6Pg7NNluy2GX9ngcPSYfd1abIvxs+PO2cnL/c/dnacv4u3Hk76/4Xc/z3z2Yffp",
+	"YPJBHF+JD1fh/Py4/fr3/uFx9PuzFx/bl6Pfh2w8vf7y65fH36bzxXByvHl+9PSwvf+h/ebx183wYLa9",
+	"lVxdXXY/vP/15ZtvV6Mv+93Nr0+m579vPhu9SL7JXzef7gfP99u7dIPuPhbtwZNn3z7//vSLHI+Gnz7s",
+	"z06l//LFhxffxNej2bd3L4+nJ9sb01cfP11+2xC77x8fbvWf+YdytPl2cv5avt+a/P5i9PXLl9npG78d",
+	"vem/+ToVO5eLTkDnJ9uDq8f752e7p992dsXpx1+/vZxOTiY78+P2m3b76cbgzVXnMnw57QxePVk8+/a0",
+	"v3O9f/T89btvp1eiQ0/6W8PX8qvYOrj6IKPnzL968Wv/2+TFxpsN/9ftX58dv7iUW4fzzbOXg91P7emv",
+	"V/To7cavo6NoOth+tXn6eHL2+fVpd9z9Nv04ujzv959tbDweH4y2Hx99Gm+cwi0+CJ+fX57N3k3395Ud",
+	"hx39e7WbmM7yzuWbVt/ynaxv+Vb7e0mO2Lyz0hsEeT7lKgb9O+MLSp1Eq3wRKTNez/zPseyqzBavwMYh",
+	"DTfu6dZ6hne3Wq0ce261Wh5gkaiVGSwSbHUp87P/WaVEun1qZyo2zkiRkvvm6AUJphSB4Gi6djFKd1Lt",
+	"tWeUpKbu/5nflH8k0z+S6R/J9L9SMqV8R9lSVYzHiK7qNEREgVK8ZaujsXB2uk8cKJPTNhjiRE4pn9GQ",
+	"MJ7EizzzWUMkWgbZVtkg6zQf//FrpSFmROkqY/VcJNEJjelUliwivfS81EpZsWNaqFjittJ2ukaApNTY",
+	"VvuiNpGGJ5bY1k4aywRKj2Yor2pOLbiA4muZUO5fJJNAXsQsmcVcarwgmeLG57UBM4zlEDILqpXCb/oL",
+	"r0cELwtjlLGYv9Ei3lBeeT3iucZh7dacs4P904Nzp//2xfHpq/OXh86zVy9enZ85Jwenr46fYViJK3v0",
+	"39Yc1Pr+sEkCF1w6zjV2oEilhzMJDSg0bCV2XEJjdCJCX4I1muKY64aM4CfSMFA6iXYYMhpbs1fD/XFb",
+	"x9XN86+in+cBC/0UHqSYzsKIDsdibo06tYjGiQldmH6QtRJVIDx0hXoYsx7xADXaIyOhG2UPFoRCU29s",
+	"AxAYUFXTQcPlHjRMb3kO8aCbtkdETDxMgyiNFKkLxxIWQ8540adlQ1aXiCDFsC5PHaEkNUSEYjoRE0qd",
+	"yw2+Avn6prgM7lk2harTesloqPhUzudjYu41cVn2qMkUUiK9GZf56yAub5yaHqRqRogG9BbQkir3LAOz",
+	"gpStlI5MO2sL/6pFjsB9g3dH13uA9yZ/hH8POlNxJ03GS3mVC5seSB272mtUroZZ1NeZSJa7pO6FDVcZ",
+	"lq08kbcZcFiawB+oOVMyDca6SwADkfJL2nFcEjmhmKIdxIBa1ljqCKyMX6eH9Gc1JhqUGmkmycW8RTwA",
+	"O7jAb72exgnw48VFPOOeg1gILh+wlg3J1MtqZvROUu5nzEC7MnVdvMvxhS3iycsginAOusQDDa5fpFYo",
+	"1GEa0DZEUNeHq+lSXyyLAu3515xaOkdlrOPbILqK1Qu522iTcTm6TXVaz834XKf4bCkmXkG/mlztpzS8",
+	"VYqwpUUXZ/MlxaKQ5JWwqbxNpSow3IC/wt9lpEPjmC7uomHlQuNlhdI0aDe1UAijB92aBC8wcmQCNzFG",
+	"uGUZgS9nkCYpCbhSeDwCjLm1spicPwt8SGPU/XkjviBKaKyAhh/pUr9SMiMG3KpB93Q2AFL6WidsSYTv",
+	"xSP9XtqgP8rlJEbloAOI+HE9L8fqRg3IiUFChor2Yi4L7v1lkJ8VmJxcJEQTjYNc499OKjccFBYOCoo/",
+	"HGh/lSqtoK5i7bj+sJkyUfU18tG1wTmnNFTKNPNhU344sKUFrmq4SkmuEYp3ZE6zWnpAwUce1ui53Eun",
+	"7ZE65mOb3VD745Tkitqx/bMPKEccl3u465CVh5aeUvIspFKP1LEvlJKASihCgc94prehZ1qSgvYHETtK",
+	"otkgDOSE+SRhMiGXbNFwiHlTIsRFKPgY6iat/ExPicGXSjsHtq9+oasNLjIhoh5KycPlSCAEpL+iEftH",
+	"mqw8UmfTKMFWcIiwr1F6lGKL9pMF2KNG8GeY0clgDLWxUPuIeEKW3G7gCpRAg9usFgAHplgs2SSHwVM1",
+	"nEFb9Ug9zcDKQbyqdVRivPZICeN1z5y+OnwQlxcoLgvSMCNnY+VbR6xEpIVFmz5hjgZkZnowkKRaPAjr",
+	"wyyjKb9xMIrZHMilSFFn7YnnBXB+XiUZbO4MXO28Hq71k9TYTkW50pD+XmRR588qpnPza5aHAeyXDMQg",
+	"Dx/s4nv/3zhIJrOBW1NKPe4tcWsvguQlfAjswa2dTUTk1jKs4K49RVs70nwxd1Sltep3Is/UP4bM1lTl",
+	"6rXLqrw5qSLPO6rAzLVFiz7ZoiVun3VxyPcgWk2NGTfmQabMQtga0b0GKzTrykzAVBe4t2S2dq+4ggOe",
+	"QDRdjIitHstbJi1mB2LdmvatkgjMuTk2KVcr17gzyxWydT1mBeXEKCNoNsFRAv+HByTagaYzPxws9CV4",
+	"fXZ8VFBRfJrQcsBI3Q2MFpkI0cuDzwfbR88+959vHbzaeX90+OJk/7h78Pr177+/O3z+6SAXIYKrVQ4P",
+	"dbZ3cgGiJ7kA0U7b5QMxcE5en259On71+unng/Od/vuT83fPXrx9/mL/cPvz9uPHrx8Dd09vDrqk9K3s",
+	"waWuMJlhkVWquLWLv0iSsOvE0VqdZIrHozRXBgdqrgUPzpqztTy7mxW8PMcGVmWzIRQPOvNAvmrQBbWE",
+	"uX19UxV6D9gHMw1YWzenoWWbWdwvJFhMdWHZXQTbS3PZuvfIc/QE8aPGHtFrAqW/ZWR0biPh1PIJSts7",
+	"N25blUG5avcO6SWraDgEdwXwzHNmpgW9aAzLm9hvkUsoqqu6+TmEVesu6tKtWq92BcvAjGilc9V6aeWd",
+	"4ilUaZNZAQAmwl34DNL8A8Gzr5AdXugKgNxXbaPtyIuBVU3w76p5pJ7nzc5254lTy2pElPxd8fzWZsd6",
+	"ugvSUb80EQkN1YhPutZUZti2OKLDapGZvqtkd4ZiCHjJl2wBPk/05HkwJa9HPgANJjHlMkhsDz38Dupq",
+	"1dxzOphZTon0snOpKr4AYNO6fpWaD6jcZl7q20LKnnW2ZQda4bAtiune5PBaRhV/VsvLpWNUkU9x4W0y",
+	"ZZTrlmUwZ1OEkltr+8aihwqaXFOveMMWH/AngEJVqVzkia+kYgBbyJXI9DKk91/smIkkdZNcorgwevEa",
+	"2O5a/ULvGWAEI7tpQs7CJVsU3Mj6Bqy3Lfn7Uank/ZLOUCZBGBLJaJjig0M4g8am/sV3CJXmoGTaBeNS",
+	"U7HEBOB5LLCHxhRiSwuiiUr9Fn+xh/1j5jGNyFRcoYN5agrPod6t52VD6g4YNCFcmJm4fEi5dvFS4rM4",
+	"uEJ7HUoMry0QMF0op9sXXbKFLOzo7bQ5w1Ksa126dkvv0tILUknJRQJccq5LhEaOuG8SHatY9ro89Y1m",
+	"WaamWMdIzL0mZ5rOdFts1Mr1wy6nUcRorEuubMf+gCVzxrjhiJLUPf3PFj7ELkaxmHoNaJ6IdDuni7xd",
+	"fxe2vTSAembfeGndXU1zgaxkZnprV9/cKq57Q6ndUgIt0VElqeTxDRCVtyqZGWDjxaiAZ5Ai/2BbobQO",
+	"wZaZy2BV8iKt6giqsRcewB1dBYazqhQTe32mVT/IKnVH29whb990wPepfcmj7VTGqRUTTbvKYdEGYB7o",
+	"nMaGYyMfYZdt5uum9Xk1owTKZafjNWMGnrdhpRayVrJltpv68T0LG2I6kwmBXtHoFaSjROfKr0q87N4u",
+	"8TJF/lkaAs7mWHXWyyl7LQWk8uLdM/hgjBDd2c3wYIQDwa3FZyw6EBHjLscvs/sLaSHZ+iHOj4U7UVod",
+	"i/1rzTPAf9VgpE7DOV0Ap88jhjkkB17q6La5VW0csf6nEoioUYqs/0QgdetAUq0BOfXD8eIMsFhlSxiP",
+	"C868ntK38o3iiJf1f7eypNOu7lwkZMESl2eJ0mn9fK8gOgKulLm8nFbvrTm1rAe/bgSQkxZZc4DijdYr",
+	"KtnK6zU3WNmZIBOx6Akpdyq4vXO63KHrArdI1nqd7d1Ou92uKNPulD67YJwOwmxu//kNEu5fn29ERkUj",
+	"7r+pdL9gbHEIROa9SbmZ3FjhH1ttiUvHBdp0BdR7sR3IGi6923cSuHXGwyrKr6r0C9XhUVOVi6jUpuYP",
+	"D1oDSOgPHcCj0kMu74fX2MtJM5d7S26WVxA56e1c7Q65W4uFOnTYtlscegCjgGbyLYMtS1nFMhoys8h3",
+	"BoQmjMs30uWI691u9CD5SykTWejY6o1sFrRWkfMNmTGo1QR+1o0XGrDlr/c9OkxYAnbpPV++wVW21mHA",
+	"n6VeAW2gV5ccW17QIue+g3OvsFQzQtUULSOrFEU6fb5Pdrvbj1N9M+2jXrtLTbR+lUmqWpaqeHAdhZSj",
+	"M8BEEMRwOIvB/lie1XpuAeMrvQR0zhbBsIgiF8XUlY4KWKOatYBDzu60XjZu4ljEcrlQUtPx4F0w5YsR",
+	"DYCBrJuJZOU2V7gks75XVTfCtOaCbOOyNVdqYLa+SWc30yqFevxCarXJ9shcb6EYF8TuyoZcZV9MqtWV",
+	"F/3y/PyE4AMpfegu8fYbocH9lF7jJdnetcXtZruad6LeXfL/TEScEN2Iczn9vUIrhyzL2k50m7uC6r1a",
+	"if9Tjfa9oGrdrPdnDUjXPfICyzCd6WBH0vNY0TDGvtwVHjTFIx0ypcNJwFnTpLsQuFwaCfppTPlwYrrb",
+	"2g6lfPfr0l2D8HqxzenIgjSwG8mhLQZZPhTT8fNpPPkGgmXQNp2SZMPmFVD08qBiBXMxfzjLMSOWYCjn",
+	"AIsyizUP0ghS2v6ouh1zAemn1HIPHfYXGqQt+8B+RoS+cV8bKZnmPVgpjZhUdzHjMdP6l052KrfwnEUy",
+	"iRmdLvtYMXExSyCxKmExp2HeWMxvcOkSnjLqB5zJksWopASmPumQKsR5rGaBWLiQfq37By/51ky3+IRl",
+	"6deAjqqa5eBM/lw3VVkvCORcZVSrVFyBb0ZKxX/nttB8vVa5hWMmXMUUCpPLb/nKfS6Wc1fX/iBnxiQs",
+	"9E/prqZ7hAtCfT9mUjLpWJ3YJTZeB/94nqte2TFgAjl5w0m+sWtGR9XxXXAkYhtVAPsldQ+W5znEUwSj",
+	"/t+QhlcI85p9WCELreIY7ICmu5zdqkxGh7BWVMvkst8rIgOCo4GcN257pNO2MkSVaFbsNR5Sych+LIaX",
+	"IxH7uk7S5fXNNlaPNJT2MFIq2TgWswh+OAquShVRl49HXzvN3etpN2luTeax34yeXA3UM3YtZLu5S5uT",
+	"L5dTHjWTq+a3P/7c/l5vVn7c+HNJp6w8TlU5/W4pKhWkgpADOpwAthQWHSjTlEQhHery9LQDUyHXasw4",
+	"g5SiSlfiZq/9uOyzUue5fF+6/Mm3YfPrpDP3m48X08vrJtuO21Qt+cvW1aC5sxmNWfN6vvtVNofd6UQx",
+	"zCfxZWfRvPK3R0lz2ubfJs2tr3N2rXZ5ZzyXzc71l91hczLoJnHzMb/cvKo5tW/D9tRvbn99MqHN+WJr",
+	"dNlMxjsgPjevJo95kw3i7nVzV/qdr83p5XbyrebU5luLa9psj0c7w2b07cn0qvkl7kzUrHf8r5dJc3q9",
+	"Of/W7A4HbLd5NXk8VoxmQbejUXOLX7Xj5vjyydxvdpKvO9PaHyV2kd/LP5cHEMy23sX7cwsWXagmodem",
+	"mqSdqy1pVwQD8u2Jcu938uusvspKZL8Wg2IWsOCs1tvuKD1YK1G9tlNLW+d22087+48/PHmzdbTzbvd8",
+	"82P30+PPbWQb8TIaNa404yrNNIeExmOWz0myE3zKKXmCs9yMcaarPR9LZMTHCbRrJ1/EgOBS99R1jbHw",
+	"ynTLqpQIdsfsykbf+Q6vt8sadWqjgEP6f6VHtj+wXJ6e3kpvZTSs2+tsrk/MxdacK4+9SijFa9yv23lX",
+	"U0dkqqikFAStY5mPqr3R+ofKMg7DYnWaRXclG6xAiKu74yLRoNorSSLy9uWNzsDqLCKTFjFgoZgTLz8j",
+	"D7UY82q9y61bJgQVa65tJ1dhB8w0Hbxz1uZaJ7ycs1Q7swY0GU4uZPCN1XpwcQN+MQqD8SSBbQPDI2Kx",
+	"dgHXettVmXzZEFbqJoxWvZ8RZJckw7wjBPmG8QJsruHDteZqvbhbfO1T9SpdKmuS94zQJzTRusAxZyRk",
+	"9Cr/oMsDP2RWOIOz6yTFOQN8H5MoFsXsKhAzqP3TqWcFxahrr2/nptWV9t5aY2lrD4VMOaO+BhHzYafx",
+	"53vEJPZxgZiy+eSIm+m0RFc56KzVPUpvh9P1H9yM14qlVHrEQKW0SoghBSDzh4gY8ytmsqhz3iJ2Wcin",
+	"yX6YcWs9QloIdPayv73ZyfNm/Uw5y12/Nh1tx3li/3CnipjNBEt7oowTmbBIqd46KJRvZt6+lf88W206",
+	"0fTlledlg2lVWVDa+VynBoGwYUHuTYSEtB7TzlYHvCow3AoUHDNL5V2ShaPfbIXOHjCKiz76JY1y9JsR",
+	"fVP7jYdiyjS6MqDoDIW4DAr5z8tCRTcmHQWJYpiRkrSKOZvA1nKwLNxnL9vHoomOm9O52+bczFbSLrCQ",
+	"2D1gFcrDcwO66b2XLG72x4wnnvHGY0oPJM6axQYJqUdxwLX/lSZkKqBNQztfzCli4s34JVdWLG5JQdU8",
+	"FN+CMKQb2602qf++ublH3gZ8dk2un+xc7HT3SHzV2+y2W+0GecGGl2Kj095stzfbm+R5ELORuN6Ab/Nl",
+	"HJuddmVK+yocgXNIIJeJvVgDkA1HXhcx6lD5AHHjwcAEqpQrPC3HvoKFheToNbspN3KPt0FJCqbB5X/n",
+	"7/yyu5veSrxJFQlLJYoG8bq0VbCmzYejiXWARL7/UdHr5BZRdoeI0Fc8J8M4W8d2z7Py7zcY6GZGVcf6",
+	"Xvv9+hCqWl7Sh6e0LPqtLmgG10sR4jNFs0S26pCYhYwiprwuO2y5/BX2SImYQfCGEffyCNkGBlaxAhKU",
+	"e9qkrYdqJxor1EBGqS0Vl2kDrqXrhzTI+29CPrmxYsGkuF7IOb/1gmPmB7FaQq+24VM5GQgam3AJXMwp",
+	"VheXumeaa5SlZJV3BbPOAdb8TBGcBXx4DtiG1XkQFuhghsKcxl5Nni+EyFrkCMxmxR2h8s7lngZQgoah",
+	"KVg6qeOwYSATxlmsky7hHoDkBai3fO6hOlYaRYgCtypnQx2YjWQHQdQ5jX1o+nHJAE/qDIFMPQuQ8Bfp",
+	"8mpkvRbpc/VEU30TjIKh5eIn2HFLZ7To3ERMfE5776QVA+ssUM/sphWmsK+gxWA/hOw0BiFrYJatgXLy",
+	"BZMuEB+EC5TEChLJwlFP/VPvEHQQsXckDzXo8hRrsA6likiACNq/QaNgY8q8hhogZDTmZD4RNjJ6oItj",
+	"ArUanHfNSSMzetkZ04uCN2yBmFUBH4nyhpiItLpylMSK4iRrRrG4XqTLBplNfV83mYMOUTudrScNCxjf",
+	"5CcHQOHYgItywq4DmYClzQZqN3Qzuygil4xFEqqcDYYxIBO4PIPHtVG04PW6m1UO+d3l//oXeavvgFR/",
+	"/5VeCfJXWq2qQ0vkLwK43JL8pR5sNpsk91/14ZQGnPxFvN6T9pO2R+oQ8O9tbECJykTIBL9okL9y4JOk",
+	"ntCxxOIozyEaLMIhnmb2HmLK51K9Ac1YkjpERrFOwyGSMZLQsRmh4cAu5QCQJUJVwFPW8JT7uloXa3eg",
+	"7Z1WtizQ0BlPxGw4YT6uF9nIX8Tb7DxutVvt1mZvt73b9vT6UthJUrcZkUNwufCJFS6zuUbDId7GBJrL",
+	"fVOPbECgEv85ZUkcDKUH20Y8EUm1o+r8IBwDU8cmStiaR5+orn6HIwwgjwUK5eeceAi4Lj3dXkuTxrl9",
+	"RFhGob7JfRwGV8xUJtEcA9C/gAmPqEcGC0NRLXJCkwmwu4J8ojEzXR4IlThZP8vm17/fU/YhEneO4SHa",
+	"qO4Yhm8nUwpXhQieCDMTbPigH/A2LtRFhnx94CPwp0bT9Iz6kIkOMz3IGaSSZPmM+idKmLw/fStzdzCa",
+	"AW4q7DjKcUnqXi4N32sQXVowpHFsYFdLdSz6bD5OhJkbsjdzMgXsvLRjnBiZ4y5hv6r9AY4pDctM8V4D",
+	"qc5Ns2ewLNMXKumbiaF6dj/zosFxOeXE68+SiYiDb7CJnpZajm7WlJNt+FVjLcm4Ug5gSwCaTjutrtQ4",
+	"NmkmFekDWK1WNTUVkcA3ELgGuALXvUcoX2gUURZKYP9et71Jyhi7r9IKFaN5DRiBULsWz/qVgXS5t93u",
+	"kKqEEM8hgTo7EKE2wK66PcGUwU+7pJg04hlKgXQ74O5Y04tpSJBHVk56rHvLsCs9h6Cd4HJP5z95DTuR",
+	"yRsKn3kgzgPFc4EHqDMoJkI5KKw8gN2E3VsvLYx4kKGlq2cwoxLAcqBnk2n2iG9caE29pZePIHtQQEvR",
+	"TxazRDq6Ak7J4GEQTVicsOtEGiATRrjgTbM1uG/piRFvu73loU6acWeXzyeB2o94OGEyiWmiXo5ebtQS",
+	"dJIIdFKFI3rK1JWVFj1I5NmoxyqOnnIftXULDeSvFonPryIe8HZU0kcWfVH0CSBPWRoIJI6EYk7qSp8J",
+	"mG+Ep4XRD/chz+am9JLJhoO13952e5MUkso8rKXkFkOF3EqMYuXVeUtnjGJxFfi6cItdJ4yDnkO862aK",
+	"wwwivwnTbMZMRkKpQ8DWrYe0xC89hjRlPUj5ovSQy9W5qAnL7KgGC52fae6bjtGov4p8NjH+a9MNE+qC",
+	"QTCwazpMwgU2YoWhe8TrtDc9za6wkD5flETqVvI5fqn0g+yzVL6Yb5VsKkJip79ABUVfjQ1MY/PSddqN",
+	"k7E9IbB6bAiudg+6oYCdbjyeqHAoiSYFYdeKrwRJuHB53buxNXKPQAfnRouc5nuU6FpqyDZRtw1peAGq",
+	"w5T6jNRpKIU6lspl6Q6maJ1kx6gEnhK6HuD8NzXQf49w0cSkJjQdTLGa1aYiDa/W2q3NFgD9iYhxGgW1",
+	"Xm2r1W5tYdbOBMxdG5AfcjeqouF6xws41o754JesTQHu/MTARWHMzPTolcg8Lq0wr8E/xdWkd/AVNO9S",
+	"M8sasji1lPDVFDvt9jL3UfrcRvbr706t2968+Rfvi3D3Tm17nTe90vmQaS75dntrrbdlSOSWPwLci7Yn",
+	"4t9/YH8W0Ip1e8rcEeXcB62aU8M6Sm3u5K0BzITEjOpar/aCQScUkuYUKmMAkpsUUfyh5mVRycY04M2s",
+	"20LTiuZHQlZQzykkokqS/QY1GosM0ni8CcS3SF9361aXWN8qLvLtP5TMK7QDUHw8VJq/oa86Bk5djp0J",
+	"kTzT14DIUuycXQ+Z1oAKDVKW0eUZS6rqSzIk7KfCX6xA4a5A385VoawHZL2qxOV73j+qPYP3vkNr/OIp",
+	"9dNJ3P3addu790Ixr86OThsSbm128uQENXtVVNndU+oAiBFoopL5sEuw6KsuyN0w0ndzBclW6xg1WaR1",
+	"e8rrlidXbc6DwKdXDOz1ihudrYCmN7XIAYAENrfXIZ20fOCQ+QE918D8/9PZ9hk2XSUGT8Dir1Z+0UpW",
+	"jgS9ltyHyGXMhkrX0/fgixg4qaIsYmIy6lrVHPMFSzBtaYkkX49RInZEmu+Xbcdzkzp1RcOZlWa5BVlH",
+	"Oj1xRVKhGROzMu3kwIq01U4ap3uwfM009eumdE3FxHWOXW4DTtPEu8IO/DSJpt/tTML84en9Lk9eJ9xZ",
+	"s195NiYL82GXaOc/3rjItdlolh5cwUjPM1Uku26t+8nT7r3kaUUB0hIBGGfX/PYCr5sJvCNhrX1dyVaa",
+	"5oOIteKo2K5Dz24CvdYYNxmjZMGS1v8WyyGpItSy5HGWWAcA5ysJBa48jtXeQvItmOoxaxoDUZv7eQPA",
+	"+OFdztlcd3E3wg8qPwaYJ+robE8NIq6uQMBnOkMUsoxnXLqcJoRinTIdxkJKQsOQxAwuidwDF6w6q3gG",
+	"BgdmJ8vZlMkWeQ7oQiRIXI5F+Oj5Ld4J3V7deyuGOb9zY7mdofbntHChbm9blJKCq9OAb8O4LDujbFd0",
+	"bjc95PU/SznEA7Bv/NJOIceDhu0xp7+iqxiiVZlU9FatoiVOOkmr7ryKCa9dg/z9P8u+K1XIpqbdacqH",
+	"yHL6gWRv/O0emVOM+etwP6oYrR8k4SyTrm94ZiBTuIVSAcVa8s786iGlnal7yVCPMg6fIXBBG6B/zLUb",
+	"zTVwkBsnws2mmTDlONVys+/7SmpaAq9Fjtg8NbFpzIrOsSAxpRF7Lk+TOQR0VAeD3LSONWI1yPxo0Bsq",
+	"q0JweT3nzLZF3HJZdgpresMW//hyfxSV4RYbx/wqKsuHVZYT2nMRQxENBK01B+pVBmFIIQaDfUlcDtCV",
+	"DgSSsDO+aeIubXxPgPaUOhUi3zETGxea/vQNAw90K9xPl6+KvkDispfmT9lYVx7kBJgMxgYETCGBQyms",
+	"OqWMTjHzojCAjlg52FUThzBBrhaG48LFsvDUWN3iQPe4Hgh/gWUkEBVy+drxKlIHzj0PJCNet912eblb",
+	"TqNFDjLgAlMEpdZnYL4whG4aXu65nJrkBUKJxidCgAOMcpM65enhegRylrXE4IIMRSg4hmSVETXjkAyC",
+	"Da0bGkUKRYvGg0KVutvpKL5V1czC65lH1TEM5ZWnfs5zcKsB6vMihgjuJODjHqFoUOge8KlnSCOakWng",
+	"z9OgtgmwQ64A9mpMcScrmB2i7kLX71sr7utJ8Dyu7/rufuvlCbtONqKQBiUX21Be5V00+2cfMu+MgfNx",
+	"a85N6CMOViQ5T5ydtsvdWsI45Umv23FrNyJ0qN9uOjvOVtvlFnh/fmIWlJi0ZliATUlZ192hU8wQd4JP",
+	"WTadgRiYydyIV7LmZFZD/buIhpGRWMkMcCowfnOMG3uJwu0XsY8iyjJvchHrZUSsn9+Ah/WzRwKafdf+",
+	"dkvkPnprt9O5lxmztDtPas4oHkJyF8dK3rKSE81FMP37FdMGESbVt2nytTq6PYM6A1U6OAXmt8hBykSH",
+	"8qra/inoDXcygR4KsHDJ3j2IDbRU0GSir3wKRuXRe4Kd2pVwXONMWkRDi7lcHUoqbIuSrYW88H+6JqtJ",
+	"8QZ4dEvDhYlVqrgaZHepinuu9CaDlJBvmyxGWpebT4QFiHjFTC8ZfIfOHIYsNCdtawHuS5Mh1cPkl6Wp",
+	"C8XsWlPWrrSkQJJHuAWPjAlntRTXuyLmSqdKgSeJxp0EgGNg/quVVaPtutxoqySvrJ4bPRQzNS14LtTt",
+	"IVPbwIHWByHllxqvS00B/uVycIgB3wGV7l+QLkmCMRcxgoW6/FEJ9f8ViLyemqeRla1W6w5i2Nuzh89B",
+	"sYrRSE3x//o0ob9hTjzlhTpunflLzI2sS0WdNLRymnlq5jTgXWCnrAse66kRDeg/tmpqwNafKaU0QBaQ",
+	"qWye3VUewOXUA4CCb9WjY0qzdLlX1DQ9UvdySHdeozyipmt18KD2AwQ/kAE8Wv02Dvn3w5AqQi484nJA",
+	"EpcyYmGSgRw2HDQ8EEFWK/ztNqno7ZllDht7xTT80taKSYdGMH6EaCR9ksKNgg0wZ/TS3MaV6LENh9iY",
+	"r44WAC63EFdx2SgY8pxCEkqWIKcqMZGZOvOJCFPQu9TgIQXIZodwOlVLU8zE5SnS3HyyyGS6vexlyIzK",
+	"QnN5nr41WaOdZhhvDoI/mgjOGnBnNY6iy01fcm2eZ4UeQSzVtscsnnFtF8p0jnULlV0R+ccc5GXFUggL",
+	"YP5zumgR9TRgrBcQyctYcWhH84quYQF3udW+FDLNgLYQjN8YfdQYeiRlgFO6UEJ/FpFEkC45DJ6SOiJR",
+	"b7dJW9nYBr1YNvaIjMIgISGNxywGdrk82RFvo7EZLSDbsmi9M95gav22iO5yhD1EADivlecvA+ED7eDO",
+	"lPsCQOEa3O+sbi0D4CyZGBYa3x0BDHt5AMMWeYYFOD11lDmQlRyiYXoLENdKSUAu0nH3zz7gTZJI2bro",
+	"JaGX6gKtuSEGKLFqS1Jg2mxHboWnWN6u++EluvyHnHypQdoKAvjjx7hE8sCtUPNb5eFQP9dqj2ZsIvSV",
+	"eC/Z6T892qpFUitJ6A7OofsfA6jdFcbVK0OddWGwcSy0Yy3NGxieR7Uy4MSDKwr1Gi6vlE4j7Oiku4Aq",
+	"00yLTXBZwLfor4Cd+8/2WKxhxp3QRSiofy7EWyV8HsrTcYPFqY8emw//WDtVi8ufwVrV8ktjUabBNRuU",
+	"cqWpCj/c+FNbCt/XSsnUdt/h8z6k7jMnn/5inNh4RcAGE8NLMUtaRRVHm71KEwakoxxoyjJd5QUDReVe",
+	"yZzrowXpxSAgzyWzAEi31utgUkS5WYZEsxKWqARDVI39sx6TBHKDLVyS/medr5pV7Lf+9gz87hq/kyw+",
+	"Eslzk2v3vyHnjZbPpuJ2lzT4qtVlj8BOvvKx1041W1B7gVzhjiM7S2t0UmTYfBSX1LXrDepZoa1+wyma",
+	"Ui5fzmuymn1d/622DHp9YX8NqI6dycTl6CpDLBBS15iA0JtRA9zMITmqAnVpRcaB2q9qNtUt7wKeptoJ",
+	"fy+rk4Swqz25f67hz5DooE42dxFvI183ZlwR6A+4SfshFNBaF2nF3TjDvHJJoELUlI5iMasB0kGxtZTC",
+	"38NC1ibxt/hqEgYj6E+SnxxkarB/5MzPQOBvg5FF35pkltC4bstyo9bYabetvrc67oaJEcEV02hNwKV9",
+	"prg948NFuZpnzJKX+oX3Vf4KsBPrKU748iqtqQ/LKJ7ZDzyiKwatE6JYDJh1NiIyuVa6M87SkzmJxZQl",
+	"EzaTBIDU2XUkJLRkM5HDuuWX2TPa/W9qTl1wnB7CG7TXVacNp7GdC3fWbm8N5WwgFzJhU/jTfKp+kvtg",
+	"xoMEP/AAwgPSdrAQPWAyC3xWMaMxSw71Wu+WdQI+mZcHb0/SLLMLkPsXiHCCqOwEQVl1nyr0FEgLA2+w",
+	"gJT8UNk4/yLnn04OVo4GXI/FLl/x0J844G8uQh+5te9ks915vOZvNBiO+tXWplvpFV2eeKE3lAScFOkE",
+	"iePvI3Xr/dP0mCvIPYfauzynEEu4FEnZbVPtZkEs1BloJhS0SXLgxi4XcR7fuGfIIW1qAXh0Jh5VBgRF",
+	"T1IOefoXBO5UUtohghMo/JIybXGIg8PkaBSl3U4ePUqDGY8ekTpyNUfXdqjzG4Yz6PrjnbGkuQ9tiDwH",
+	"ggkNx+VZq41hCQoaWypBwo1PZhEEKPqIwcmxw4jdhaO+oteGQaLzGjrWbL/DBKwkTQI5CpjfQ2DzLzPs",
+	"L0I8u1221yKvuHHCYVgJgGYwsAcLhd47uhPR0ihe3wKKJTqEmghlGNgKlJZ9oDpBuExwpl1+1ip+UXwA",
+	"galhbAwomTbOutWwSYq0mjEHGbap2v8Uyt3lutkadGd7dJ5vaPoIAqNWY7eehuTTnTANZYBilzFQ+/yN",
+	"1zLtHely7+LipZBJ1vRFdwM2navSZjfZ3IFHh8yHvj9Izdqx/ovM9SluEV1cUsA/pbHaTO1ADekYgMV1",
+	"QL6K0SuBHLKE7Vvg3HcqS8Jum4qUD1ICLqQcZoDwRfJUnL7iAtj1o/fAI/9uwc0UimxtBvJAb0u74y8D",
+	"E8LpICHnp5OyOUfH/3TTcmxih21zH3iSuoV/NiN9tXRUwQIorpjmD5rMLYpuU5q6V97sDWrtw7atXW9h",
+	"VR1+lzgW8ylOyOZyqdKPHtlNirOOvy7HBx49ciwJPVjku3tCWve8oitwz+UBYFnQkBRlZL1aSGLTPIi6",
+	"Q1+1+YQmLM1PiiIlpZIWOR4lTGsRSuR02m2dHGMlrDiQBYNYYYoT6pwNb6vd8Ta8rfaWR8y5md/mGwfu",
+	"uboKCueuE5s0VRClzWH/U5JMYjEbT3SGH8xcJ+39KKP6cEQ1AOra9nR6EWyj+s41eUb02g7zbeeed9xu",
+	"RmlQdYtaTcYLlsN5ppm0Zywhs6gysStDbjdBRZ1MFIrxGDJReKtW2b/dBBq2TQjBzpnNK8QGABW0ZmCT",
+	"fzxEVxjrMlu6oLUBayXTLtu/tTkQcJ6UrFbl1i55lder9rpCwx1SR88vJtemgPtGI7JczJw1WgR1CrjI",
+	"aelPZQc63ftxDb3ZQU18SMNQUwq4qvEV2GyurCj/oFDz/eK4u2txlLcIdftjfW2HI7rC3bbSnj2kq8zZ",
+	"fIfngjm7r5XY1AC176gxa+GbKsPWsJ6VNXNmZJCTaMQuI3tD2rmghoPKfJ6ue9jQklATjDFhmhSUv2DJ",
+	"YpWVCfQGiaOTh7Hve6lZY4ucmQRdIG512QA9E9WB/EtbZB9vxs23LL1DVRYF5ASnfOPAVubv3O/gPsr/",
+	"rVXJbMq3UirXkOvZyGfYSeDOSsQ9NYLVv+yjeXZgYLj/4VD35lBYLm6Jc3+G5QDIVm7BpszdW86utNuf",
+	"Eg1Wg/4YYADa+1PgNqbPzc3SFVp7ay8ayGurlMEhCQMOk2+nGrN8umLm9ch5rKY0voTWopnHCp4JA9DG",
+	"jaSWle1ntXVgvFsuz0ttBAAbMkCyKbT5z1p0W74rZQ0oHcD4pcgSt1SFNwXO5ufhfhVQfXfmhlo8PHRD",
+	"yhxCNNSG+P9BttXqXx6J5ATv2j9M9CHUPNRP7sJGLXyrGzPxUvyBonMV0VZiphtshMEVM1BYuiVtjwS+",
+	"owvk66PbAcy5PEgaThXgmoMwbTN0RftEm60t4mkW7wH/lKhjGlhCwD68wQedgxBMY4MtUiyaMICD4pJV",
+	"NtFVB5qD95K1H5iQXEZ1W+IaW3aSP6jE+Y75Euvc7FOasLfBNLhn45POWjz1BU3YnC7ulmGhfrMGU9Xv",
+	"OEe0gIrEDAsq6t9/fHf+tNGxbsrUuAeTeatb8C+lHYvJgAN4eTM8IFNpR3igXZwFU1oJ3+kY88+gpDga",
+	"TRMCosjujGp3Q2DU5TqakNOb/EAidoMvmOwRujJsl/bi13E7x5TKwuPoYAN0JIy3RSzGnnsAGQvWakEn",
+	"1HHRt1QtSbfwM2oWgsJovpnGPDB2l9bhUhxmvUAetjrKMUbNPVeAl8IEuJg3bDe6yyVLZAEf7ib2qst9",
+	"Mfdx7nL82snH+cjyMJ8ppzB83uVKz4LgH7d/lgYlMd4J7xYjKN+9SheeBlk1VYHwyWKPMbsSl0rxVoqv",
+	"JlJdPag+wQd1oDd/ohYVAK1hfxmlXdtijspLRViKHNK4VnYzirFdD4pEqpT9Rk9X+mUYH2NAiTJVhvA2",
+	"fLHBtMliyEWZLkajFZTQ3oPejy63EZiwqY+Xf15eMK5uld/DCiyMy+cQeLrtLin+SIxGnmUS6d1Mceyq",
+	"g7YwyPkkkM9MTLBgW1SzXvNIwBBDG55e4si4hXVSCZuaT9ZfCzY1/xMwdba+dl5ftRdHo7fvNoe/iyfy",
+	"vDv9OP5vg0117qKfLNNNSgkLD66UOLUs9FaNt5gxMj0bk5mgrr3BteJsrr/+RWmYiDkZBtBCDBvJlZlr",
+	"mUMZ5dJfg0URm0MZpmmxKLwT67TQrGbPv2GCHCwFM+T2ADLut409ckivFe/9rbO922m323vkZZJExzxc",
+	"7JEzpZ+wPXJGp+wsSNhvb+n1z9B4c53aKjR5ETl/TbM3r88fj0a3MXv/XufhP9rx36QdA00U8lEK2nDB",
+	"4t7AO9uEWLtchSujHjONCvJSuqAfsmula2ChL9eG7o3ZVgVtW6tLdeghB6NPNS5NkH1ruQCDWGJSWBBb",
+	"VSyEY76/TjHDehJifAkpbpLF4SSZs5jlGVleuONXx2q7/j6LWr8CD8FfJrIwX8JONTPr+Mee/odjLIl8",
+	"BGNOlNlmp5euyzv+1Lq4rqH1WcgStpx32B77JdZ7D4A5yzcYLWVdEYbKC1oxlm6z1F7HXqCo6WOKaFY2",
+	"dANbapF+xuTUILhBpmQIbAa9CRlaARhZYO1fcjHHJkWBXM5M8vroOoVFeQX1R93y1QrqCfZpy3Ak9TRs",
+	"zVmLgKIXc8rgZHr2QSzRdVuFNP4bdceyqvgfoSSuwUKQPnJBjn9Y6U/ESpHNEVrgaZUOyVuVQeLBp8XK",
+	"lo9wlb6W1RinzDafimran2Eusx0WbqBH0+W3d2nCVyb7vTKHLM2zmQdhSAaMUHmJKOu5mmSrJFkj5Bei",
+	"wDdVMFTxW71thyP6wE6Z1fXNf3+J511szn8sx//FzOsZ3oxCaXdB77spE+9Qp8txNs8BHdcpIMzLhHTa",
+	"JKbcF1MyWCRMNhxsCS4Byyfr0UkleaSzYB6R6pw6KnXTRijR0yqXy4s97vHXalLvTjVvyifdmcxjnRsC",
+	"HWFXpuGdW59ZoW4TtqCJy73Mg+rtmZEhaAzRgmIioJ2v5/Jz7MKmlafQNERHtznCmFvBhOV90SFtqJDh",
+	"8kAZcfeCoLl9cts/jOJnMhgLqXI3cYu7JsSlkbdC8UA5T84AXq/KfsMQDuOknP9mTEPmI2vZIya7PIBc",
+	"4In2pVyyKKlUQVx+Kx1E78eq3LObVZFzkUQr1JGfL6/rb9ZS/ta0rn94z9/Ee8oZZsu5j0bhby3oNFwj",
+	"rSyQ5DhivH/yivhiOFNjo44xC8KEBDwRtpeiBU4GzT5My9y0m7OPbVJJFLNRcE08NR8PEyLgaz3+L9Ll",
+	"1nQaSxo96GmdRWx4OxezWXnmMtF70iNbrXZry+UBH4meywmB8qZe2r1BfaR7X/RIu7XZat+2mYJSkor7",
+	"2fq7EhERKDOQBN5ujbqsiYIRCk3spbrCqNZ6IUJV5iQJnj7joPwKzqRTSqy+2abGDs6F3A0ukiyLR9nV",
+	"Lq+nQ1NwQm4RuzdD4yZLuZg0VO2aHKudpwnLSYp/hNU/JvU/0mpNf6C5QQVesVxomZrTG8TVfMIgDIES",
+	"acyZ3zQoQROKum/d44IzzyGe1pI96MPvoT7sYSIzDFKshlMmdhoarVKXQzZKdBv8bBomIoIN1AhmIlrP",
+	"mKjkkCqLG/LkpOFnpL4sWcvDZEs1nVDwcc/lXjkNTIPqSsX3lrVaXSJbNcThvSHydYvSXBsGqJc1rUuz",
+	"PgxrNWBd2Re1lFhT7JNqWkKkXbCV2fayv1lzatgCu9bbcWrY/7rW22p/d2rLd7XW06k2xYckdr6uPjgz",
+	"t6qWrd9Nd9hl++UYKsK82kQIJMZMpMnbb+l9G9Jutv+OnZcAxrx0UyF1cemucsB1tvf0SGiHXrpZyxeY",
+	"W59+kVkgjHxXKmnfjUrWTuc7HFEDVXpDmYFp3jyT98P2/0fM/kRi1sDiV5zyKkHLouYsWqtpWgoYKgDB",
+	"En5IYjFLWNZJDaCdrOLzbnvT5UonV89fzCK768L6jdN01sOycnOHSCXcZf5LlLvGh8VdLtNnYILWckxb",
+	"l0ePlIXy6JGTNlMxWGlKUFMuERIN4oQAa4LedpMuokesbGoDOK6/pLAviUZm0z9Rryx3rin1dFOW6qqm",
+	"bpnpHcVCjHTqQEXOmT49j1DfV+/xdI4A9iiDM/1FEm9Kry/omHmNFIoL2lBAlwwNTwc/ePQI8b2gMw6Q",
+	"/qNHBmnO3muX11PwOU8/2RrGzFdshYbSc4i6cgDgNDCux7OX/WZne6fR083Gsv3WI0BLHcWZnXK9rrIZ",
+	"IRmF1L1uu4udfaDZGGpvUpewocEZhXTBfKKbjQWCm9wWr5fPEY4ZHU50jrBaNdSUQAsi0Lsgomuy7G7l",
+	"KK1qN1dZ1uu4nGY9KK08ZjWdDCLQTDTXZE4px6bRnJNP/yfedrujgYm31X7lFg7FfuquJbpiBGB9oBuS",
+	"1UF7KqRBi8PtALAqpKH9WEjZlEGSjTkS8ZjFix6hJKJjRgRPgd9FHECbDFyO6QHn8oz9GJaAUIavkrSS",
+	"glxyMS/SA7TV4wj44xpXVlq7raZOfWYvGCA8qCm/LszL5XpiMaN+w8k3hemfvEoxhUF7aMKlVjcXC8SR",
+	"mHEkqewEGfiMeDQKWkMRywv9jQeEu6UWOgh8n3F12TFSl0zUAWTVJfGMy8aeVvaxhdQgwPic6d+R24uZ",
+	"ZCGT0uUQYihdq/TOSxaOmkpkBUOGR2ROAqF6slHxxpuanCBRv0RcScMqYuDiPXXrkB17vzfPDVc6U4f6",
+	"Pmqe0DHrkU1dcCJnw4k68oz1ABp1ddaaposmp1dWRq1igdBqSx85LEKmDUwAy81sTJ2FCFrd9Rwy40Dt",
+	"jRY5E2oOYcAvc4Poll25fQUiUqNg6/j6YEHmE6FugsuxTomSoYgWaStG3O+GoXMAekwJyURNacZ90u/8",
+	"wAdaV8e7qmui2tj30U3gXmfqjExbteKZ7wEtZXk0Zhf0vqrLMwCRmeRoAI68ZRCqUIxl2E1Lzj6f6MZn",
+	"U6W4bNb+KKen/XGfLpD367X4+9XW4OvjT8PO9HP78usmeyLPv3zsRm/jox36bHf0cvx+W7xbPA322wfr",
+	"9Vq8WwPDO03j9g0MkYJ+ZPfCKZNSnX2vdkKlnIvYoLpDPqe4TF9zu8aEt+9JmPLxnJaYMTGRqnM3dS80",
+	"bQvVb4Ik0/BcnjUnJEt7E9otCIndgRDejZOpA4fR7QahASEEa6Dd4B6wDGwt6BBKvO71tQfZu6nWEltc",
+	"3+4ouLShYMNxeRTOZEnHLHUcW5Uxu4xr63onGHdZvRM+ohVT/ZDLV+e1gsgE8aqWm0kFxF6Txiu2TnKt",
+	"mWn/Xb/f7z+N3rRarfIkt366gqwHayfyn9Eb5Md4C4rtRP7jo8hpOzqjToO+xSr4n+VBMC4DdCJAltK6",
+	"GBDaRIFUNzQ8LtkC2rkynvFdDXgc8CQWMmJDUG4Z9yMRcOxrMoMcPYdst7eQe80DyVrkqVDKmKlqolcM",
+	"WR2am6eM+gFnUnoIK0w8pugFuoXLibHr0WBRvJAGXLqc+n7MpGTSIZadqjinxldb4lA/xW25N0wZuEjg",
+	"2LXKBHtndeVEDIv060u2kMu/nWmhWHziD+tvOND1a4jTba0SsbALLet+/YiVwzHWerUryDUAN02QkBna",
+	"6HBRnWW7M6JBiNkxt9oiLpKLh9ymI21DKhvYJIgq8x/2AMBypFI1MB3SZ2EwgGhauMCQuMt1N9U0w6CH",
+	"2CCoQyBtihjUDB8Gti6Dy+WERuhbG1j3B1oH/00wD+lslkGafF+bA/Yy6xvRtVFRgfyTuslHwUSUhmOp",
+	"a4GSITq1AAuuwAkm0QSFmjBs2gDWYRSL6wBz9fUQN3JeZ/WGkXooRGQaW+uJNnoZGD7ohWEyceAUcbcA",
+	"xQxxMVpEEdGUUdRQBwwxXQCdfCE0Y42ETyCKKJN1DkgfQnVBvh1s1epuTpnupfpslqTkFBy60iFYiAC4",
+	"0GfqhBV9wlyn9qmWztLlxcPUCBZYeatuCvBq07Q/r5dnnNzldUPgBK4qk8TL5LGntstLpTFGi4PhxE6B",
+	"cvlIaFS5jByQoirEF8LIZ9nSymaYC5C/slfRGtXqbcXZPMsjly7HdO/KPG+d4o1tzNPE8lw2+V6ug2Ih",
+	"/zp1a9yciOpy9C0dPu/nk0zT2HMp2dTRrXWKTV9LCehkVf45eKeKRZNpB7A6tfsXGVcKtBqDLou6sws1",
+	"NTXrtukJJBKloiqXey8OTK8i/IGngwNYADhYEO/ZwduD8wOyrFzUy59DZTG6B9dNLqlOdUqtpNO5mFNU",
+	"p5eUmjzl2vKIKTOOwHql/+cXSVy7rF7vrltrtOx9yLWeSfMiqsA/OGyVzmpQpwCZYHpuMgEsdN1wxOXP",
+	"DJuAHsUkzclCIskTF+Waa8YI1oe9nYx/HXdW72O+bB98yKDOGV0AYFJLnPujCXbZDTpRXGSo/nqDDTyB",
+	"TCj3odfQKBaAHQ266bSqzajhFbqR3wgicKZHEdD9v/5FPgIf0ueHW2rJsNR1q1+ffmUaF6TBL+0KQNx+",
+	"pfkAm9DBhyCRilOn8Pb2Uq3UzyxoA72UuIinNAy+MTjeKakPqWTYEvo9DzAOQiUjVzQOqFrmSIQ+853s",
+	"WzVcEgyCUPFlNQZgIUXQwMflMsRk9CmLxxDAiFGNI/CFQ3wISYwVf5UO8fbA6amvJnW510IYK4/I2Ujp",
+	"Bbo4zSGR2iOeNJmSTtg2xhecNRwiBfGw07znuNzbgI3Y8BzibeC/4Z+hGP/Xzm7674C3lGKLL/Y23h6/",
+	"+K/97n89bR95hIah2liAZpTmac9SNgi27Mf+VJlqUpcC42xAdkRxTYyzvjg41wskgI+/hzxCkongYhbr",
+	"4ZrqosSBz4yTKQvsGYIYC2YLMjW9mZzRUMcWR2ow9F3JHjqjZB4cTSdrJvSScUx/ktloaF5JBvJoj3gH",
+	"10pAehCQw1AdiFK10hwul44lojsMK2Py4V0TXh0FnIbmFmK0zUShKPE2r689HSFRswmkrrkcgScM3HJi",
+	"GoHBZwQYqXt9yDltHmiq6GndIll4e4SS8bcAPGk+G4WQMpzF0nymdsMn2LofDdHGXt7OLaB9SJfXUdi0",
+	"9BcX+guvoTtZaGKVAjhdFGnsebjASBTmXHBgK8ZlAI0wCgG7Kkgg5Yxp/QKCqKjiBNimE1vJa+1Kne2U",
+	"LkBcAPG5/JEmJQjkHJ+fNPeFz3pks7PV3d7xHEi2e0RGAQt9BAi80BhdXLstHWQSIibTWZgEEY0TDZwi",
+	"Yr0WJGmXE4K+Mke9OOAkQzBjBBQFUgcTBlEJqdElxrNYmYGQDYwTGQdXjLsc4pIQ4lM6GKoa6WuVVhax",
+	"UDEWSerW1B3iqYVe7B8/O/AaQLoa8D/NeWib0JUAGjN80+K5hrIx5AMBZSSKOV0UmHId8iGAlqAyETbD",
+	"IRQqB5siVps/pfGlA6w6iUWoLmhMhwmiwFltXLkmQLxIAiJSmtqm9PrCYIJASaKGUdvcgrUQ4IlMe6QB",
+	"aEC9RAlYYDSKVign78+fN5/oH257pG68H8QD5qm9lhqnX6cV/Otf5BnjC8vuMTwplzERMmrquM3mZZ0W",
+	"8358YApzyPlQxGe205xSth91ZBeotCjbWy1sIK4g8V9vjP7VhdZsHNJtt625KnrB5EzgythBEGfcabfV",
+	"OIIbvFunOCaIeRZ7G575BMI8mKJamgFeNGWE4KWyAvdZJyCrteAQyGfALEihOhfG/z1gUDJGSHqGBI5Q",
+	"jbp/dvrcMCTob4gT4YJfFLmSQ7hQo2Q2VTNUX/GxZgyOOnv083gkjT+qnYagBSriuTWZ473kYp5hGlv2",
+	"h00WdR380FvpAB8n5lszBXVGUPxqPCRKmaFSqYNSxBAeSdMRFIdo4Bg+biS8HhuwcJGnNewzyW3nQD3L",
+	"F4AeTRDTRVEAeObq1ji6HYg5Jew6t7BOajBLNB/jQrND8wv8WDEowJduAKvOs6BtXQkxy9zVnuXfNIEo",
+	"mP1fRAbJDFMI/jIz/0t93mw2if6v+nP5PfqrdC6OlcWU/fiWxGoYJwgIZYQ4xHt50H+mOBLZPz49A29A",
+	"GIwnSWOdORQA4R2T8p3mjOiQpjq3vypIzcjzYGQaX2fqQqPwCm2n2G28lHIGIZg00y1f4vIgr4QLrlSw",
+	"fN/VvyAVz0M0GAsCJmPQhyN6aj6vHNlKY8qNZqptCoO9MkU4OFYV1kweZiY/ajViTe4NeQAUe+JVmdJZ",
+	"rgemDCpdFbUiqEwIMUUVJtHZ1ZPAXGmPbBAvBsxdfEhb1t4pS+JFE3BRi3PDEFY6n/SmmPNQasF0EIxn",
+	"YiYdmG9I4zEQhZG0f6EmoV6upDD+/xpCNaffQt4UhRa+5WtoJYmBY5AmSRwMZgnz90yMxo7P1D+AU1I9",
+	"aRwQBq6baE/6Xrb1umUyxVQwtZrt9pbe1xxbym+cFWDzGj10fpNhCK5MmwtldwTgSOOxkV+WPoMPGHXm",
+	"L53b5hkXf34aORZXTqDbAKNGCCJDMb9prA1MnrO+TjD4B69x+THXVh4QvIMk5+gxwVqEvQJVpIIpaM+q",
+	"y9eC+oXy70cpcOKjRy2CUL4UX+9y4CxBIssJtntW8pvBOcyLEJfXLc8FtHvwHXBViVGWrEj0wOYS5NTl",
+	"zq7GVVaLhun6sYgiaNLMfSjQsVT5NGUxSzaFphm6v6/dBwyMFuQp2htp5Kz38ePHZt/KZ+9hCnLMaDj9",
+	"za2lBaA1J9uM39waZh8EPiYeuLXMqVAJQ4ehRtMb28Z6cey/Z3EIbgWrW4ZDvDK4oZeZjqYM0tPQfl6L",
+	"9KFFJLqVdIqcl+t91iNcNOFee0bxfq6IeRNbaQ/BKeHyM2Z3eU4zinP8q6ce9DxvkiSRy9H1iA+8PD8/",
+	"2dhsbbp8H2N9zfNFxHqkGO5zec5exIwkNeqfLvjdACa+1iMuwpWqg3Brkc4Mwi9arZZb+/9pu7Yet20s",
+	"/FeIvlQ2ZGcuSYC1n2bTAgmw3QZNui1QFRVnRHvUkSlDlON4d/PfFzwX8lCWM56k+zhjS6Yo8vBcvu87",
+	"n2AcqPYtDtfstCjTRDUskC63lZ84wLssZcQMqQqOM/ci8YctQGkaB2nj2C07OfDFbX0Qrd1D4u7KvDQE",
+	"8JzfdYQVbwZS9NNpqG77GZtO0UWue4DvYGZICtGHkUNXEIG+52mdzNUby2J1M1wP1H7IPVDbpZGI/yca",
+	"9ew72e16LPQ/0k7PELgEFzwrUZA8GIseJK8UfZyr8HkJNvPC24ozswjA7eZEwmNZBOpTF7bA55IKixBA",
+	"D56NozUR86Wfw7yUEwAtowMPiZ0I7uVlRkEv7bwlJi/UaO4CzChm/QOuCyLKXGzh0XwFv/nC9vsWXj19",
+	"G9AgpxqaB+OA67sd78pViiQjNyoPbeyxZ1bSsDxVQYSCHfEYhM2J59xC/d/Vs4ONYb1xzepNVy9ezm7r",
+	"HjvOpEnLB2O2BJDW3o8yFaioFBYS6/5w3tlQQvYbeDJXN363in2OpQkOQcOGDv0yULIXfxzQi4HrKSux",
+	"Iy6TX2/0LqhKZM2ebkShAxgWShZEgsgCrSARKOBhYk3pW6eaeuXDtBONCnJ1faEqfXAig7L0z7NzJoZh",
+	"5mPvV13dU1UXh9W1vUbIOTlPO+f9E/y0sPhxpfTe21ZbMUHF/wuoCRujbYBem4+1692wtT0l87B6l4n+",
+	"DBIhXsk+CDA7oN5pvPm8IeF5cH6ERiqm0NA7wsBPSoRST2g4msFqSq8bo+Pgj2LCGvYnpAxx+WDJJY5x",
+	"QcinJC1WOzL9HFBxv1qoRMcSO39cWAragtPnHmrvlxHuNeTzqWkdUKFGyEZRQ/YXbkg63sQCDdDK6H7X",
+	"QRGhXa2osTewAHi+/YOYPvFhrhZgB4Fa4f//D0yEp0fgXN1w235T4ZZae1fAu4gqDYxxUww79M3VDR3a",
+	"mJHCPCgI8jJwDmxBcp337sb8pcRGPsFvAhdJDgu9oSe020NnCrTA4VJyvoQvJQSkAhJQ2GzYJWg+RJIl",
+	"F0cpdGBJqE+MBwiTHfIG4RRhjxdMy5KawIQZwppwuzWW2jnUUWwu02pl9mpT2x2q6XU7KpiDWrEMQzAB",
+	"UMFaIGHiXG5NOBgTDln5/OK5GIgQOE6W4PVirA92oGhBZxehBpqkQlTm1xKYNSjBtLi4IL834qlCFzWl",
+	"XfiVyXhHannsy/lHSuZoimVIaMG9DnfF7zvV1et7ZKF0Jk+S8BCNwVq/nKvPNOhU/5Hr91M5IlSQq59/",
+	"euPdNgloUVl5dXEJdYOrz/4AI1nSH8rhJp9KFSAr+ANEtpeDGOg9ZICtx1nGyU/CZLhNaAk6L+z1+OiO",
+	"njvjdJ01pjIVNHPireXgriPbD4l0Y3AB/WAgARhy8YsjBlyuAgMODNWQAde06zUU8nPGLKyS2L22atu1",
+	"6844l2AlsJHhMVjinbGu9vPLCAlyGPzjZCWxguf4WZkrM1/T1BX2mTN9X9u1e8YBCi7P2qoXYavDzEH6",
+	"/g7jNXnirdoush04WbDRD9wyJrD8JL1CAMXoksI6fXCkeBlADxvdQ2YIgoUEBJJFBMQCoA55AC2cRCcA",
+	"Q2OATDhGJEyWwEKLP6b2EAxifTvhZM/VDUOVCEtATrYftSts7e1suzfdDMAYhCVMQAKy/vnrzJ9Qsx/w",
+	"Kz/SVyBtkXzkA55fj742WTJEQYwhJvMRwPTze3/x25v3r14j8A6xU/IiXBqlt/flHzjcEiM/LNtEdIzk",
+	"o4NjSYbtNIndX+pjMQYOSs1o766SPzlYO0z1iQsMUlEBKZ6d4DkzJoGXNpFoHTgChf27dvWdn4Tv6rVx",
+	"/eQcbGGujL67xxo+TKn3Euue6mjAnPSbVSVZA+9Bb1vaokl4gBEfoSPCTmXswx93+u6eHLeAxby8UP7w",
+	"xWDn9uAdKGJvBypznIT5OAVcDBTd/L0+xE3cE5GVNzPiGxxbl4U/usLN0hWAXGWgBfsIDEONP3fV+ql1",
+	"MH9dMJMxrTLCPA4j4ZxGR6R0a7hgdQJ3wygMphDXfUxQnypjtWBzdfP5Oz9+n+C6QAXi+syCDDIEx2oy",
+	"y1Dpqx2eZcdDANEbcmGGzW84iSb5Zk9+Ri6OyVslBacjgYpBYSIyIPGpUmJ8yLFPp/HH+UOyHHLdykW6",
+	"x5ab+zaU3BF6h3CNHMkmcBmenlz49VYwNijDba+G4eck1JHKW10xxGPkzQ3LSPgYBBVJCixsCkYgI/+l",
+	"WtUX/VYoHQVUIyyWyNFGNyWTHPtvHVLmoTy3NR3p8JTq1m/sfhLreV9dwDvBWiLv6ARbiepip8tfxyUu",
+	"Hzcl1NMMD7pc9f4t9JEhKlAb9+12dnuY3bdb0FxE+8/mL8miOVEWckZDJAyhPySpVGW6+oNo+CkjsLpi",
+	"s8Swu1BCpQzAkpLSR1i/gO7mbOF0CplPrDtRijQ6x3CsIPm/++BvHNKs8Tsc1ZWyyssOAHHbMFdHxzzE",
+	"4NEr58N/PEQIaJOhsklhszLl1ZcTmUzHzNyYIM2T9WhyIUgjIfWyDhFVmxM2cugBe64QTFZy4lOkQkUK",
+	"lHOn4PE9ohazUKtdJxVxyOuvI9oR+quit0wNwPlqMWrMVm2Mf5aR1rqh+nL0mIUtb7UzL5/vuibb6kPT",
+	"6mqiim/mxTcqfvD6h5tXs3evb65evMwezCFX/M1JSb2S6B9BRiMK/FXe1g58GxlkSIrJ2FEQc4jQhTgo",
+	"QYjoZRlMTQ0CuWJf4lZ9MNtexV4BRHMRtolqC3TmoegJR3PBAVTTKQ/lWMQnZyxd3Rg4kjSkRLC2xBCT",
+	"4fvPBdIIkbWiWVT8OyJU+el5SAtMhjbG0nvl9+5HIEV/dGHpe3yruEJWnXH3tBspNU5uiI+MUkpCYYPz",
+	"hlH8IVoN0CrRzV4fXGijh/eGirFA8WBWPomKmSt7HBf/SKw8yD7AyY79sfD5awtHSU4chgyLQ6joFQsG",
+	"hQVfWbaLmeSqqVdQRUDCw5KsDpysC1VvQMKKNbdYMt4xljgghDWEsaozs+j4TSBRRtdvMLpujP4wQt/S",
+	"A3ZbYGulPLPSB7TEaQk6NjjL8S63QL7iEksJ/3zv/ygnyWTDByNT/T1ukbq1M785NtrqtYEknV+dcKxX",
+	"sk2Hi9w1KCr41eYDon2ntwrMElzBM8cpeLP3G9z/AklG4z7odO3IdhR2U9t6s9uoyvCQ+MuIkkF4YWd6",
+	"1IDSVrVNBXwSM1e/tJR4KixsFVGav9ON/+UOzjtbqX9JLuzouyksv5yl+qteANBrj+f/beSi9qYxG+90",
+	"nVon5TOkOf4bSBRILkfKBREdyyC0VLuA5hwlDfqDOvCSpAo66KP6vRa6YgZjDUdKHAPSmOhAgmx47ZRu",
+	"6g9mGUeHX0Kop6paMFJ/treFzUYwVHCMA4aSyMmT5GRHJzG8WFSeG1LXVez/6UNaAAi03d29cT0RfaH8",
+	"ZdptYwLnl3i+4CQ4E192zBrWdhvZGgdUIbIte3jAsgbNrCBjLl99u3XAGf0YXQttDzM4G2YJB/7FxeXJ",
+	"Xl+JGvQb72MhVhduDaoOvz1F1uF3Emj47akKDb9/Sp9kW6fPACLYj94VtM68/0RxztF9waMdmyNQAXn0",
+	"/iPoP3jm52fNsMB7wp59gn7IGV8+zgPg0C6vv+bBLl98zdVXfztvWlh+5MvX3PV5P5SIifxVi5UV0EaW",
+	"1fVZA8OgBnS4cDVdnH3R1yzGNL9C154/3q9acKdH/0Vr5otef/oWdxgdVbNj/ZDHn8Y0q3dI3Q1v8eqs",
+	"pfWq7dxbhtQ/4RWMWDoSGTrD0L/b3d1/T/kSuvCcbY4lhn+2/U3TtHu0rp/+FwAA//8=",
 }
 
 // decodeSpec returns the embedded OpenAPI spec as raw JSON bytes,

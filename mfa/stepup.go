@@ -185,3 +185,12 @@ func splitProof(proof string) (payload, mac []byte, ok bool) {
 	}
 	return payload, mac, true
 }
+
+// PageMark is what the cookie set on the way to the self-service page
+// holds for the step-up challenge token: the page's completion of that
+// challenge must present it. It is derived from the token under a label of
+// its own, so it is neither the token nor its stored hash.
+func PageMark(token string) string {
+	m := sha256.Sum256([]byte("totpgate/step-up-page\x00" + token))
+	return base64.RawURLEncoding.EncodeToString(m[:])
+}

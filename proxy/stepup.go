@@ -253,6 +253,8 @@ func (g *stepUpGate) toPage(w http.ResponseWriter, r *http.Request, ch mfa.Chall
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Location", g.opts.Page+"#step-up="+ch.Token)
+	// The page completes only the challenge this browser was sent for.
+	gatecookie.Set(w.Header(), gatecookie.StepUpNav, mfa.PageMark(ch.Token), time.Until(ch.ExpiresAt))
 	w.WriteHeader(http.StatusSeeOther)
 	return true
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -242,6 +243,10 @@ func TestStepUpSendsTheBrowsersOwnFormToThePage(t *testing.T) {
 			case tc.page && (res.StatusCode != http.StatusSeeOther || !strings.HasPrefix(loc, "/mfa/#step-up=") || len(strings.TrimPrefix(loc, "/mfa/#step-up=")) != 43 ||
 				res.Header.Get("Cache-Control") != "no-store"):
 				t.Errorf("= %d Location %q, want 303 to the page with the challenge", res.StatusCode, loc)
+			case tc.page && !slices.ContainsFunc(res.Cookies(), func(c *http.Cookie) bool {
+				return c.Name == "__Host-totpgate-step-up-nav" && c.Value == mfa.PageMark(strings.TrimPrefix(loc, "/mfa/#step-up=")) && c.Secure && c.HttpOnly
+			}):
+				t.Errorf("the 303 set no page mark for its challenge: %v", res.Header.Values("Set-Cookie"))
 			case !tc.page && (res.StatusCode != http.StatusUnauthorized || loc != ""):
 				t.Errorf("= %d Location %q, want 401 mfa_step_up_required", res.StatusCode, loc)
 			}

@@ -26,6 +26,10 @@ const Device = Prefix + "device"
 // to one app session.
 const StepUp = Prefix + "step-up"
 
+// StepUpNav marks the browser the gate sent to the self-service page to
+// confirm one held step-up request (mfa.PageMark of its challenge).
+const StepUpNav = Prefix + "step-up-nav"
+
 // Set appends to h a Set-Cookie for the gate cookie name holding value,
 // living maxAge (whole seconds, at least one): Secure, HttpOnly,
 // SameSite=Lax, Path=/ and no Domain, as the __Host- prefix requires.

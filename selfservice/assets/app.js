@@ -288,7 +288,8 @@ $("step-up-form").addEventListener("submit", async (e) => {
   const res = await fetch(api + "/step-up", {
     method: "POST",
     credentials: "same-origin",
-    headers: { "Content-Type": "application/json" },
+    // Binds the call to the 303 that brought this browser here (its cookie).
+    headers: { "Content-Type": "application/json", "X-Totpgate-Step-Up-Page": "1" },
     body: JSON.stringify({ challenge_id: stepUp, code: $("step-up-code").value.trim() }),
   });
   $("step-up-code").value = "";

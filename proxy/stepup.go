@@ -154,7 +154,9 @@ func (g *stepUpGate) whose(r *http.Request, session []byte) (string, error) {
 	if len(session) != sha256.Size {
 		return "", errors.New("proxy: step-up: no session hash")
 	}
-	key := [sha256.Size]byte(session)
+	// The Host is in the key: with upstream.preserve_host an app may read
+	// one credential as different users on different hosts.
+	key := sha256.Sum256(append([]byte(r.Host+"\x00"), session...))
 	if user, ok := g.cache.get(key); ok {
 		return user, nil
 	}

@@ -513,15 +513,28 @@ func TestStepUpIdentityCache(t *testing.T) {
 	if n := asked(); n != 2 {
 		t.Fatalf("another session asked %d times in all, want 2 (a miss)", n)
 	}
+	// The same session on another Host is another question (an app may
+	// read one credential as different users on different hosts).
+	req, _ := http.NewRequest("POST", e.front+"/settings/password", strings.NewReader(`{}`))
+	req.Host = "tenant-b.example"
+	req.Header.Set("Cookie", "sid=S1")
+	if res, err := http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		res.Body.Close()
+	}
+	if n := asked(); n != 3 {
+		t.Fatalf("the session on another Host asked %d times in all, want 3 (a miss)", n)
+	}
 	e.clock.Add(10 * time.Second)
 	e.change("sid=S1", `{}`)
-	if n := asked(); n != 3 {
-		t.Fatalf("after the ttl the app was asked %d times in all, want 3 (expired)", n)
+	if n := asked(); n != 4 {
+		t.Fatalf("after the ttl the app was asked %d times in all, want 4 (expired)", n)
 	}
 	e.change("sid=nope", `{}`)
 	e.change("sid=nope", `{}`)
-	if n := asked(); n != 5 {
-		t.Fatalf("an unknown session was asked %d times in all, want 5 (never cached)", n)
+	if n := asked(); n != 6 {
+		t.Fatalf("an unknown session was asked %d times in all, want 6 (never cached)", n)
 	}
 	// The app's identity endpoint failing: refused (503), not cached.
 	e.app.mu.Lock()

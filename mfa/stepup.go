@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/totpgate/totpgate/store"
 )
 
 // HeldRequest is a request to a step-up route, held until its user gives
@@ -143,6 +145,15 @@ func (s *Service) CheckStepUpProof(ctx context.Context, proof, user string, sess
 	case string(payload[proofFixed:]) != user:
 		return ErrProofInvalid
 	case at.After(now.Add(proofSkew)), now.Sub(at) > maxAge:
+		return ErrProofInvalid
+	}
+	// A proof made before the user's current enrollment (a reset, then a
+	// new one) vouches for a second factor that is gone.
+	u, err := s.Status(ctx, user)
+	if err != nil {
+		return err
+	}
+	if u.State != store.StateActive || at.Before(u.ConfirmedAt.Truncate(time.Second)) {
 		return ErrProofInvalid
 	}
 	return nil

@@ -212,6 +212,35 @@ func TestStepUpProofValidation(t *testing.T) {
 	}
 }
 
+// A proof outlives neither the enrollment it was made under nor the
+// user's MFA: after an admin reset and a new enrollment it is refused,
+// while a proof made under the new enrollment passes.
+func TestStepUpProofEndsWithTheEnrollment(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	secret, _ := e.enroll(t, "dave")
+	old := proofFor(t, e, "dave", secret, "S1")
+	if err := e.svc.CheckStepUpProof(ctx, old, "dave", sessionHash("S1"), time.Hour); err != nil {
+		t.Fatalf("the proof before the reset: %v", err)
+	}
+	if _, err := e.svc.Reset(ctx, "dave"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.CheckStepUpProof(ctx, old, "dave", sessionHash("S1"), time.Hour); !errors.Is(err, mfa.ErrProofInvalid) {
+		t.Fatalf("the proof of a reset user = %v, want ErrProofInvalid", err)
+	}
+	e.clock.Add(time.Minute)
+	secret, _ = e.enroll(t, "dave")
+	if err := e.svc.CheckStepUpProof(ctx, old, "dave", sessionHash("S1"), time.Hour); !errors.Is(err, mfa.ErrProofInvalid) {
+		t.Fatalf("a proof from before the new enrollment = %v, want ErrProofInvalid", err)
+	}
+	fresh := proofFor(t, e, "dave", secret, "S1")
+	if err := e.svc.CheckStepUpProof(ctx, fresh, "dave", sessionHash("S1"), time.Hour); err != nil {
+		t.Fatalf("a proof under the new enrollment: %v", err)
+	}
+}
+
 // With the keyring unable to give the proof key, a step-up neither claims
 // its challenge nor accepts a proof: it fails closed, and the challenge
 // still completes once the keyring is back.

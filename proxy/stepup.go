@@ -111,7 +111,8 @@ func newStepUpGate(o StepUpOptions, login *LoginOptions, rewrite func(*httputil.
 func (g *stepUpGate) intercept(w http.ResponseWriter, r *http.Request, rt *stepUpRoute) bool {
 	ev := events{rec: g.opts.Audit, ctx: r.Context(), ip: g.peers.ClientIP(r).String(), route: rt.path, requestID: problem.RequestID(r)}
 	session, ok := g.creds.sessionOf(r)
-	v := JudgeStepUp(g.facts(r, rt, session, ok))
+	// "Enrolled?" and the proof's check read the user's row once.
+	v := JudgeStepUp(g.facts(r.WithContext(mfa.WithUserMemo(r.Context())), rt, session, ok))
 	ev.user = v.User
 	switch v.Action {
 	case Release:

@@ -47,17 +47,6 @@ func NewTransport(o TransportOptions) *http.Transport {
 	}
 }
 
-// NewForwardTransport is NewTransport for requests that must reach the app
-// at most once (a held step-up request): every request goes on a new
-// connection, so the transport never retries one on a reused connection
-// that died after the app read it (which it does for GET and for any
-// request with an Idempotency-Key header).
-func NewForwardTransport(o TransportOptions) *http.Transport {
-	t := NewTransport(o)
-	t.DisableKeepAlives = true
-	return t
-}
-
 // newRewrite sends a request to upstream untouched, apart from the
 // X-Forwarded-* headers, which are only carried over from trusted peers,
 // and the gate's own cookies, which the app never sees (stripGateCookies).

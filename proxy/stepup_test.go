@@ -101,6 +101,9 @@ type stepUpEnv struct {
 
 var stepUpChallenge = mfa.ChallengeConfig{TTL: 5 * time.Minute, MaxAttempts: 3}
 
+// stepUpTransport are the limits of the tests' forwarders.
+var stepUpTransport = proxy.TransportOptions{DialTimeout: 2 * time.Second, ResponseHeaderTimeout: 10 * time.Second}
+
 // newStepUpEnv puts the gate, with a real mfa service on SQLite and a
 // local keyring and a real introspector, in front of a stepUpApp.
 func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateLimit) *stepUpEnv {
@@ -137,7 +140,7 @@ func newStepUpEnv(t *testing.T, required bool, maxBody int64, limit *proxy.RateL
 	}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{Upstream: u, PreserveHost: true, Transport: tr,
+	fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{Upstream: u, PreserveHost: true, Transport: stepUpTransport,
 		Credentials: []proxy.Credential{cred}, MaxAnswerBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -568,7 +571,7 @@ func TestStepUpForwardReadsTheAnswerBounded(t *testing.T) {
 	u, _ := url.Parse(app.URL)
 	cred, _ := identity.ParseCredential("cookie:sid")
 	for _, limit := range []int64{2048, 2047} {
-		fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{Upstream: u, Transport: http.DefaultTransport,
+		fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{Upstream: u, Transport: stepUpTransport,
 			Credentials: []proxy.Credential{cred}, MaxAnswerBytes: limit})
 		if err != nil {
 			t.Fatal(err)

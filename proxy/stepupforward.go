@@ -21,10 +21,14 @@ type StepUpForwarderOptions struct {
 	Upstream       *url.URL
 	PreserveHost   bool
 	TrustedProxies []netip.Prefix
-	// Transport must open a new connection for every request
-	// (NewForwardTransport, maybe instrumented): on a reused one the
-	// transport may send a held request again after the app read it.
-	Transport http.RoundTripper
+	// Transport sets the limits of the forwarder's own transport, which
+	// opens a new connection for every forward: on a reused one Go's
+	// transport may send a request again after the app read it (a GET,
+	// or anything with an Idempotency-Key), so a released request could
+	// reach the app twice.
+	Transport TransportOptions
+	// Instrument wraps that transport (metrics); nil: used as it is.
+	Instrument func(http.RoundTripper) http.RoundTripper
 	// Credentials are the app's session credentials (session.credentials).
 	Credentials []Credential
 	// MaxAnswerBytes bounds the app's answer to a released request
@@ -44,13 +48,19 @@ type StepUpForwarder struct {
 
 // NewStepUpForwarder checks o and builds the forwarder.
 func NewStepUpForwarder(o StepUpForwarderOptions) (*StepUpForwarder, error) {
-	if o.Upstream == nil || o.Transport == nil || len(o.Credentials) == 0 || o.MaxAnswerBytes <= 0 {
-		return nil, errors.New("proxy: the step-up forwarder needs the upstream, a transport, the session credentials and an answer bound")
+	if o.Upstream == nil || len(o.Credentials) == 0 || o.MaxAnswerBytes <= 0 {
+		return nil, errors.New("proxy: the step-up forwarder needs the upstream, the session credentials and an answer bound")
+	}
+	t := NewTransport(o.Transport)
+	t.DisableKeepAlives = true
+	var rt http.RoundTripper = t
+	if o.Instrument != nil {
+		rt = o.Instrument(t)
 	}
 	return &StepUpForwarder{
 		creds:     newCredentials(o.Credentials),
 		rewrite:   newRewrite(o.Upstream, o.PreserveHost, NewPeers(o.TrustedProxies)),
-		transport: o.Transport,
+		transport: rt,
 		maxAnswer: o.MaxAnswerBytes,
 	}, nil
 }
@@ -71,8 +81,9 @@ func (f *StepUpForwarder) ProofCookie(proof string, maxAge time.Duration) string
 // gate gives every request (X-Forwarded-* as its peer's trust allows), and
 // reads the answer as the app gave it, bounded by login.max_answer_bytes.
 // The app's answer is not judged again: its user has just given a second
-// factor. It is never resent once any of it may have reached the app; an
-// error means the app may or may not have it.
+// factor. It goes on a connection of its own and is never resent (no
+// GetBody, no reused connection); an error means the app may or may not
+// have it.
 func (f *StepUpForwarder) Forward(ctx context.Context, held mfa.HeldRequest) (mfa.HeldAnswer, error) {
 	u, err := url.ParseRequestURI(held.URI)
 	if err != nil {
@@ -85,17 +96,8 @@ func (f *StepUpForwarder) Forward(ctx context.Context, held mfa.HeldRequest) (mf
 	if in.Header == nil {
 		in.Header = http.Header{}
 	}
-	body := held.Body
-	if len(body) > 0 || replayable(held.Method) {
-		// A body without GetBody makes the transport's retry of a
-		// GET, HEAD, OPTIONS or TRACE on a reused connection impossible:
-		// the app may have the first one.
-		in.Body, in.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-	}
-	if len(body) > 0 && !replayable(held.Method) {
-		// Lets the transport resend only a request it never wrote (it
-		// does not retry these methods otherwise).
-		in.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	if len(held.Body) > 0 {
+		in.Body, in.ContentLength = io.NopCloser(bytes.NewReader(held.Body)), int64(len(held.Body))
 	}
 	res, err := f.transport.RoundTrip(outboundRequest(in, f.rewrite))
 	if err != nil {
@@ -106,14 +108,4 @@ func (f *StepUpForwarder) Forward(ctx context.Context, held mfa.HeldRequest) (mf
 		return mfa.HeldAnswer{}, err
 	}
 	return mfa.HeldAnswer{Status: a.Status, Header: a.Header, Body: a.Body}, nil
-}
-
-// replayable are the methods Go's transport retries by itself on a reused
-// connection that failed before the answer.
-func replayable(method string) bool {
-	switch method {
-	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-		return true
-	}
-	return false
 }

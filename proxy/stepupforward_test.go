@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/totpgate/totpgate/identity"
 	"github.com/totpgate/totpgate/mfa"
@@ -19,7 +18,7 @@ import (
 // A released step-up request reaches the app at most once, also when it
 // is one Go's transport would resend (a GET, or any request carrying an
 // Idempotency-Key) after a reused connection died once the app had read
-// it: the forward transport never reuses a connection.
+// it: the forwarder never reuses a connection.
 func TestStepUpForwardSendsAtMostOnce(t *testing.T) {
 	t.Parallel()
 	for _, key := range []string{"", "Idempotency-Key", "X-Idempotency-Key"} {
@@ -55,9 +54,8 @@ func TestStepUpForwardSendsAtMostOnce(t *testing.T) {
 			}
 		}()
 		u, _ := url.Parse("http://" + ln.Addr().String())
-		tr := proxy.NewForwardTransport(proxy.TransportOptions{DialTimeout: time.Second, ResponseHeaderTimeout: 5 * time.Second})
 		cred, _ := identity.ParseCredential("cookie:sid")
-		fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{Upstream: u, Transport: tr, Credentials: []proxy.Credential{cred}, MaxAnswerBytes: 1 << 20})
+		fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{Upstream: u, Transport: stepUpTransport, Credentials: []proxy.Credential{cred}, MaxAnswerBytes: 1 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -161,11 +161,8 @@ type upstream struct {
 	credentials []identity.Credential
 	// rt carries the gate's own calls (logins, identity, revocation,
 	// step-up), instrumented; pass is the pass-through's client.
-	rt   *metrics.Transport
-	pass http.RoundTripper
-	// forward carries released step-up requests: a new connection each,
-	// so none is ever sent twice.
-	forward    http.RoundTripper
+	rt         *metrics.Transport
+	pass       http.RoundTripper
 	introspect *identity.Introspector
 	closers    []func() error
 }
@@ -193,9 +190,6 @@ func buildUpstream(cfg config.Config, reg prometheus.Registerer, credentials []i
 	})
 	up.closers = append(up.closers, func() error { transport.CloseIdleConnections(); return nil })
 	up.rt = metrics.NewTransport(reg, transport)
-	up.forward = up.rt.With(proxy.NewForwardTransport(proxy.TransportOptions{
-		DialTimeout: cfg.Upstream.DialTimeout, ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout,
-	}))
 	up.pass = proxy.NewUpstreamClient(transport, u)
 	if c, ok := up.pass.(*proxy.UpstreamClient); ok {
 		up.closers = append(up.closers, func() error { c.CloseIdleConnections(); return nil })
@@ -265,7 +259,9 @@ func buildAPI(cfg config.Config, obs observability, up upstream, sf secondFactor
 	var stepUpGate api.StepUpGate
 	if len(cfg.StepUp.Routes) > 0 {
 		fw, err := proxy.NewStepUpForwarder(proxy.StepUpForwarderOptions{
-			Upstream: up.url, PreserveHost: cfg.Upstream.PreserveHost, TrustedProxies: up.trusted, Transport: up.forward,
+			Upstream: up.url, PreserveHost: cfg.Upstream.PreserveHost, TrustedProxies: up.trusted,
+			Transport:   proxy.TransportOptions{DialTimeout: cfg.Upstream.DialTimeout, ResponseHeaderTimeout: cfg.Upstream.ResponseHeaderTimeout},
+			Instrument:  func(t http.RoundTripper) http.RoundTripper { return up.rt.With(t) },
 			Credentials: up.credentials, MaxAnswerBytes: cfg.Login.MaxAnswerBytes,
 		})
 		if err != nil {

@@ -87,10 +87,8 @@ func (a *API) TrustThisDevice(ctx context.Context, req gen.TrustThisDeviceReques
 	a.record(ctx, audit.DeviceTrusted, user, "self_service")
 	a.recordReplaced(ctx, user, d)
 	d.Current = true
-	h := http.Header{}
-	gatecookie.Set(h, gatecookie.Device, token, d.MaxAge())
 	return gen.TrustThisDevice201JSONResponse{Body: trustedDevice(d),
-		Headers: gen.TrustThisDevice201ResponseHeaders{CacheControl: noStoreHeader, SetCookie: h.Get("Set-Cookie")}}, nil
+		Headers: gen.TrustThisDevice201ResponseHeaders{CacheControl: noStoreHeader, SetCookie: gatecookie.Setting(gatecookie.Device, token, d.MaxAge())}}, nil
 }
 
 // recordReplaced audits the revocation of the browser's earlier device

@@ -16,7 +16,7 @@ const StepUpCookie = gatecookie.StepUp
 // ProofCookie is the Set-Cookie value that hands a step-up proof to the
 // client for maxAge.
 func ProofCookie(proof string, maxAge time.Duration) string {
-	return gatecookie.Added(nil, StepUpCookie, proof, maxAge).Get("Set-Cookie")
+	return gatecookie.Setting(StepUpCookie, proof, maxAge)
 }
 
 // proofIn is the step-up proof r presents ("" for none). Only one proof is

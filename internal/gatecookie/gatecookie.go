@@ -34,9 +34,15 @@ const StepUpNav = Prefix + "step-up-nav"
 // living maxAge (whole seconds, at least one): Secure, HttpOnly,
 // SameSite=Lax, Path=/ and no Domain, as the __Host- prefix requires.
 func Set(h http.Header, name, value string, maxAge time.Duration) {
+	h.Add("Set-Cookie", Setting(name, value, maxAge))
+}
+
+// Setting is the Set-Cookie value Set adds, for an answer that carries
+// it in a field of its own (a typed API response).
+func Setting(name, value string, maxAge time.Duration) string {
 	secs := int(min(math.Ceil(maxAge.Seconds()), math.MaxInt32))
-	h.Add("Set-Cookie", (&http.Cookie{Name: name, Value: value, Path: "/", MaxAge: max(secs, 1),
-		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}).String())
+	return (&http.Cookie{Name: name, Value: value, Path: "/", MaxAge: max(secs, 1),
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode}).String()
 }
 
 // Added returns a copy of h (nil: none) with Set's Set-Cookie added, for

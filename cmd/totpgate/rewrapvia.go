@@ -48,33 +48,10 @@ func rewrapVia(ctx context.Context, via string, admin config.Admin, opts rotatio
 	if started.JSON202 == nil {
 		return fmt.Errorf("rewrap via %s: %w", via, refusedBy(started.HTTPResponse, started.Body))
 	}
-	bar := newProgress(stderr)
-	job := *started.JSON202
-	for job.State == gen.RewrapJobStateRunning {
-		bar.update(jobOf(job))
-		select {
-		case <-ctx.Done():
-			bar.finish()
-			return fmt.Errorf("rewrap %s: stopped following it (it goes on in the sidecar; `GET /admin/keys/rewrap` shows it): %w", job.Id, ctx.Err())
-		case <-time.After(rewrapPoll):
-		}
-		res, err := c.AdminGetRewrapWithResponse(ctx)
-		if err != nil {
-			bar.finish()
-			return fmt.Errorf("rewrap %s via %s: %w", job.Id, via, err)
-		}
-		if res.JSON200 == nil {
-			bar.finish()
-			return fmt.Errorf("rewrap %s via %s: %w", job.Id, via, refusedBy(res.HTTPResponse, res.Body))
-		}
-		if res.JSON200.Id != job.Id {
-			bar.finish()
-			return fmt.Errorf("rewrap %s via %s: the sidecar now reports job %s", job.Id, via, res.JSON200.Id)
-		}
-		job = *res.JSON200
+	job, err := followRewrap(ctx, c, via, *started.JSON202, newProgress(stderr))
+	if err != nil {
+		return err
 	}
-	bar.update(jobOf(job))
-	bar.finish()
 	fmt.Fprintf(stdout, "rewrap %s %s: %d of %d secrets moved to v%d, %d failed\n", job.Id, job.State, job.Done, job.Total, job.TargetVersion, job.Failed)
 	if job.State != gen.RewrapJobStateSucceeded {
 		why := string(job.State)
@@ -95,6 +72,32 @@ func rewrapVia(ctx context.Context, via string, admin config.Admin, opts rotatio
 	}
 	fmt.Fprintf(stdout, "minimum decryption version raised to %d\n", raised.JSON200.MinDecryptionVersion)
 	return nil
+}
+
+// followRewrap polls the sidecar about job until it ends, showing its
+// progress on bar, and answers the job as it ended.
+func followRewrap(ctx context.Context, c *gen.ClientWithResponses, via string, job gen.RewrapJob, bar *progress) (gen.RewrapJob, error) {
+	defer bar.finish()
+	for job.State == gen.RewrapJobStateRunning {
+		bar.update(jobOf(job))
+		select {
+		case <-ctx.Done():
+			return job, fmt.Errorf("rewrap %s: stopped following it (it goes on in the sidecar; `GET /admin/keys/rewrap` shows it): %w", job.Id, ctx.Err())
+		case <-time.After(rewrapPoll):
+		}
+		res, err := c.AdminGetRewrapWithResponse(ctx)
+		switch {
+		case err != nil:
+			return job, fmt.Errorf("rewrap %s via %s: %w", job.Id, via, err)
+		case res.JSON200 == nil:
+			return job, fmt.Errorf("rewrap %s via %s: %w", job.Id, via, refusedBy(res.HTTPResponse, res.Body))
+		case res.JSON200.Id != job.Id:
+			return job, fmt.Errorf("rewrap %s via %s: the sidecar now reports job %s", job.Id, via, res.JSON200.Id)
+		}
+		job = *res.JSON200
+	}
+	bar.update(jobOf(job))
+	return job, nil
 }
 
 // jobOf is what the progress bar shows of an answered job.

@@ -358,17 +358,23 @@ func buildFront(cfg config.Config, doc *openapi3.T, ops *api.API, limit *proxy.R
 			IdentityCacheTTL:     cfg.StepUp.IdentityCacheTTL,
 			IdentityCacheEntries: cfg.StepUp.IdentityCacheEntries,
 			Required:             required,
-			// A held request ends unused when it expires: there is no
-			// session of its own to revoke.
-			Challenge:    mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts},
-			ChallengeURL: cfg.API.Prefix + "/step-up",
-			MFA:          sf.svc,
-			Audit:        obs.audit,
-			RateLimit:    limit,
-			Now:          now,
-			Page:         selfServicePage(cfg.API),
+			Challenge:            heldRequests(sf.challenge),
+			ChallengeURL:         cfg.API.Prefix + "/step-up",
+			MFA:                  sf.svc,
+			Audit:                obs.audit,
+			RateLimit:            limit,
+			Now:                  now,
+			Page:                 selfServicePage(cfg.API),
 		},
 	})
+}
+
+// heldRequests is the challenge policy of held step-up requests: the
+// logins' one, without the revoker (a held request that ends unused has
+// no session of its own to revoke).
+func heldRequests(logins mfa.ChallengeConfig) mfa.ChallengeConfig {
+	logins.Revoker = nil
+	return logins
 }
 
 // selfServicePage is the self-service page's path when it is served, ""

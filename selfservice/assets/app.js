@@ -16,18 +16,21 @@ function show(id, visible) {
   $(id).hidden = !visible;
 }
 
-async function call(method, path, body) {
+// call answers the status, the JSON body (null for any other), whether
+// it is a problem, and, for an answer reached by a redirect, its URL.
+async function call(method, path, body, headers = {}) {
   const res = await fetch(api + path, {
     method,
     credentials: "same-origin",
-    headers: body ? { "Content-Type": "application/json" } : {},
+    headers: body ? { "Content-Type": "application/json", ...headers } : headers,
     body: body ? JSON.stringify(body) : undefined,
   });
   let data = null;
   if (res.status !== 204) {
     try { data = await res.json(); } catch { data = null; }
   }
-  return { ok: res.ok, status: res.status, data };
+  const problem = (res.headers.get("Content-Type") || "").startsWith("application/problem+json");
+  return { ok: res.ok, status: res.status, data, problem, redirectedTo: res.redirected ? res.url : "" };
 }
 
 // problemText is the human part of an RFC 9457 answer.
@@ -285,28 +288,23 @@ if (stepUp) {
 
 $("step-up-form").addEventListener("submit", async (e) => {
   e.preventDefault();
-  const res = await fetch(api + "/step-up", {
-    method: "POST",
-    credentials: "same-origin",
-    // Binds the call to the 303 that brought this browser here (its cookie).
-    headers: { "Content-Type": "application/json", "X-Totpgate-Step-Up-Page": "1" },
-    body: JSON.stringify({ challenge_id: stepUp, code: $("step-up-code").value.trim() }),
-  });
+  // The header binds the call to the 303 that brought this browser here
+  // (its cookie).
+  const r = await call("POST", "/step-up", { challenge_id: stepUp, code: $("step-up-code").value.trim() },
+    { "X-Totpgate-Step-Up-Page": "1" });
   $("step-up-code").value = "";
-  if (res.redirected) {
+  if (r.redirectedTo) {
     // The application answered the request with a redirect: go where it sends.
-    location.assign(res.url);
+    location.assign(r.redirectedTo);
     return;
   }
-  if (!res.ok && (res.headers.get("Content-Type") || "").startsWith("application/problem+json")) {
-    let data = null;
-    try { data = await res.json(); } catch { data = null; }
-    say(res.status === 404 ? "This confirmation has expired or was used. Go back and try again." : problemText({ status: res.status, data }), true);
+  if (!r.ok && r.problem) {
+    say(r.status === 404 ? "This confirmation has expired or was used. Go back and try again." : problemText(r), true);
     return;
   }
   show("step-up-form", false);
   show("step-up-done", true);
-  say(res.ok ? "Confirmed." : `Confirmed; the application answered ${res.status}.`);
+  say(r.ok ? "Confirmed." : `Confirmed; the application answered ${r.status}.`);
 });
 
 refresh();

@@ -13,7 +13,7 @@
 # QUIET (how long logins are measured without a rewrap first, default 10s),
 # JOB_IN (sidecar: the job runs inside the sidecar, POST /admin/keys/rewrap,
 # sharing its store; process: in the bench's own process, as `totpgate keys
-# rewrap` runs it).
+# rewrap` runs it), KEEP_TMP=1 (keep the temp dir: the sidecar's logs).
 #
 # It builds the test Vault (bin/vault, `make vault`) if needed, starts a dev
 # server on a free loopback port with transit enabled, runs bench/rewrap and
@@ -38,7 +38,11 @@ tmp="$(mktemp -d)"
 vault_pid=""
 cleanup() {
 	[[ -n "$vault_pid" ]] && kill "$vault_pid" 2>/dev/null && wait "$vault_pid" 2>/dev/null
-	rm -rf "$tmp"
+	if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+		echo "kept $tmp (the sidecar's logs)" >&2
+	else
+		rm -rf "$tmp"
+	fi
 }
 trap cleanup EXIT
 

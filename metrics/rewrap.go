@@ -13,6 +13,7 @@ type Rewrap struct {
 	remaining prometheus.Gauge
 	runningG  prometheus.Gauge
 	batch     prometheus.Histogram
+	yielded   prometheus.Counter
 }
 
 // NewRewrap registers the rewrap metrics on reg.
@@ -35,11 +36,15 @@ func NewRewrap(reg prometheus.Registerer) *Rewrap {
 			Help:    "Time to rewrap and store one batch.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
+		yielded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "totpgate_rewrap_yielded_seconds_total",
+			Help: "Time rewrap jobs in this process waited for logins' second-factor checks before sending a batch to the keyring or a transaction to the store.",
+		}),
 	}
 	for _, r := range []string{"rewrapped", "changed", "failed"} {
 		m.secrets.WithLabelValues(r)
 	}
-	reg.MustRegister(m.secrets, m.remaining, m.runningG, m.batch)
+	reg.MustRegister(m.secrets, m.remaining, m.runningG, m.batch, m.yielded)
 	return m
 }
 
@@ -69,6 +74,13 @@ func (m *Rewrap) Running(on bool) {
 func (m *Rewrap) BatchSeconds(d time.Duration) {
 	if m != nil {
 		m.batch.Observe(d.Seconds())
+	}
+}
+
+// Yielded adds time a job waited for foreground work.
+func (m *Rewrap) Yielded(d time.Duration) {
+	if m != nil {
+		m.yielded.Add(d.Seconds())
 	}
 }
 

@@ -84,6 +84,16 @@ type Config struct {
 	// TrustedDeviceTTL is how long a trusted device stays trusted after
 	// the second factor that trusted it; 0 turns trusted devices off.
 	TrustedDeviceTTL time.Duration
+	// Foreground, when set, marks every code check (the keyring's decrypt
+	// and the store's commit) as foreground work, which a rewrap job in
+	// this process steps aside for (rotation.Config.Foreground).
+	Foreground Foreground
+}
+
+// Foreground marks work in progress until end is called
+// (foreground.Gate).
+type Foreground interface {
+	Begin() (end func())
 }
 
 // DefaultConfig is the documented default policy.
@@ -335,6 +345,9 @@ func (s *Service) Verify(ctx context.Context, user, code string) (Method, error)
 }
 
 func (s *Service) verify(ctx context.Context, user, code string, allowRecovery bool) (Method, error) {
+	if s.cfg.Foreground != nil {
+		defer s.cfg.Foreground.Begin()()
+	}
 	u, err := s.Status(ctx, user)
 	if err != nil {
 		return "", err

@@ -460,3 +460,65 @@ func TestUserMemoReadsTheRowOnce(t *testing.T) {
 		t.Errorf("without the memo two questions read the row %d times, want 2", n)
 	}
 }
+
+// markedKeys is a real keyring that records whether foreground work was
+// marked while it decrypted.
+type markedKeys struct {
+	mfa.Keyring
+	fg             *countingForeground
+	decryptsMarked atomic.Int64
+}
+
+func (k *markedKeys) Decrypt(ctx context.Context, bindTo, ciphertext string) ([]byte, error) {
+	if k.fg.active.Load() > 0 {
+		k.decryptsMarked.Add(1)
+	}
+	return k.Keyring.Decrypt(ctx, bindTo, ciphertext)
+}
+
+type countingForeground struct{ active, begun atomic.Int64 }
+
+func (f *countingForeground) Begin() func() {
+	f.begun.Add(1)
+	f.active.Add(1)
+	return func() { f.active.Add(-1) }
+}
+
+// TestCodeChecksAreForeground: a rewrap job in the process steps aside
+// for every code check, so each one is marked, from before its decrypt to
+// after its commit, and the mark ends with it.
+func TestCodeChecksAreForeground(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := mfatest.NewClock(time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC))
+	fg := &countingForeground{}
+	base := mfatest.New(t, c.Now)
+	keys := &markedKeys{Keyring: base.Keys, fg: fg}
+	cfg := mfa.DefaultConfig()
+	cfg.Foreground = fg
+	svc, err := mfa.New(ctx, base.Store, keys, cfg, c.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{svc: svc, st: base.Store, keys: base.Keys, clock: c, dir: base.Dir}
+	secret, codes := e.enroll(t, "alice")
+	before := fg.begun.Load()
+	if _, err := svc.Verify(ctx, "alice", e.code(secret, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Verify(ctx, "alice", "000000"); !errors.Is(err, mfa.ErrInvalidCode) {
+		t.Fatalf("wrong code: %v", err)
+	}
+	if _, err := svc.Verify(ctx, "alice", codes[0]); err != nil {
+		t.Fatal(err)
+	}
+	if got := fg.begun.Load() - before; got != 3 {
+		t.Errorf("%d code checks marked as foreground, want 3", got)
+	}
+	if fg.active.Load() != 0 {
+		t.Errorf("%d marks still open after the checks", fg.active.Load())
+	}
+	if keys.decryptsMarked.Load() < 2 {
+		t.Errorf("%d decrypts inside a mark, want both TOTP checks'", keys.decryptsMarked.Load())
+	}
+}

@@ -6,10 +6,14 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/totpgate/totpgate/internal/foreground"
 	"github.com/totpgate/totpgate/keyring"
+	"github.com/totpgate/totpgate/metrics"
 	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
 )
@@ -113,5 +117,91 @@ func TestRewrapPipelineKeepsOrderAndLosesNothing(t *testing.T) {
 			t.Fatalf("next Rewrap = %+v, %v", job, err)
 		}
 		e.verify(t, "local", 2)
+	})
+}
+
+// enteredYielder is a foreground.Gate that says when the job first waits
+// on it.
+type enteredYielder struct {
+	*foreground.Gate
+	once    sync.Once
+	entered chan struct{}
+}
+
+func (y *enteredYielder) Yield(ctx context.Context) time.Duration {
+	y.once.Do(func() { close(y.entered) })
+	return y.Gate.Yield(ctx)
+}
+
+// countingKeys counts batch rewraps.
+type countingKeys struct {
+	keyring.Keyring
+	rewraps atomic.Int64
+}
+
+func (k *countingKeys) Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Result, error) {
+	k.rewraps.Add(1)
+	return k.Keyring.Rewrap(ctx, items)
+}
+
+// TestRewrapYieldsToLogins: while a login's second factor is being
+// checked the job sends nothing to the keyring; once it ends the job goes
+// on, and a login that never ends slows the job down without stopping it.
+func TestRewrapYieldsToLogins(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	run := func(t *testing.T, maxWait time.Duration, during func(keys *countingKeys, end func())) float64 {
+		keys := &countingKeys{Keyring: localKeys(t)}
+		e := newEnv(t, keys)
+		e.seed(t, 250)
+		reg := prometheus.NewRegistry()
+		y := &enteredYielder{Gate: foreground.New(maxWait), entered: make(chan struct{})}
+		end := y.Begin()
+		m, err := rotation.New(rotation.Config{Store: e.st, Keys: keys, Metrics: metrics.NewRewrap(reg), Foreground: y,
+			Settings: []rotation.EncryptedSetting{{Key: pepperKey, BindTo: pepperBind}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		type outcome struct {
+			job rotation.Job
+			err error
+		}
+		done := make(chan outcome, 1)
+		go func() {
+			job, err := m.Rewrap(ctx, rotation.Options{BatchSize: 100, InFlight: 2}, nil)
+			done <- outcome{job, err}
+		}()
+		<-y.entered
+		during(keys, end)
+		o := <-done
+		if o.err != nil || o.job.State != rotation.StateSucceeded || o.job.Done != 251 {
+			t.Fatalf("Rewrap = %+v, %v", o.job, o.err)
+		}
+		e.verify(t, "local", 2)
+		return counterValue(t, reg, "totpgate_rewrap_yielded_seconds_total", "")
+	}
+	t.Run("waits while a login is checked", func(t *testing.T) {
+		t.Parallel()
+		yielded := run(t, time.Hour, func(keys *countingKeys, end func()) {
+			time.Sleep(100 * time.Millisecond)
+			if n := keys.rewraps.Load(); n != 0 {
+				t.Errorf("%d batches went to the keyring while a login was checked", n)
+			}
+			end()
+		})
+		if yielded < 0.1 {
+			t.Errorf("yielded %.3fs, want at least the 0.1s the login took", yielded)
+		}
+	})
+	t.Run("a login that never ends only slows the job", func(t *testing.T) {
+		t.Parallel()
+		yielded := run(t, 5*time.Millisecond, func(*countingKeys, func()) {})
+		// Three pages and three transactions at 5 ms each at least.
+		if yielded < 0.03 {
+			t.Errorf("yielded %.3fs, want at least 6 × 5ms", yielded)
+		}
 	})
 }

@@ -164,6 +164,8 @@ type Observer interface {
 	Running(on bool)
 	BatchSeconds(d time.Duration)
 	Remaining(n int)
+	// Yielded adds time the job stepped aside for foreground work.
+	Yielded(d time.Duration)
 }
 
 // noObserver stands in when Config.Metrics is nil.
@@ -172,6 +174,7 @@ type noObserver struct{}
 func (noObserver) Count(int, int, int)        {}
 func (noObserver) Running(bool)               {}
 func (noObserver) BatchSeconds(time.Duration) {}
+func (noObserver) Yielded(time.Duration)      {}
 func (noObserver) Remaining(int)              {}
 
 // Config is the Manager's wiring.
@@ -187,6 +190,17 @@ type Config struct {
 	Lease time.Duration
 	// Owner names this process in the lease; default host-pid-random.
 	Owner string
+	// Foreground is the work the job steps aside for: before each batch
+	// goes to the keyring and before each store transaction the job waits
+	// while a login's second factor is being checked (bounded by the
+	// Yielder). Nil: the job never waits.
+	Foreground Yielder
+}
+
+// Yielder waits while foreground work is in progress and says how long it
+// waited (foreground.Gate).
+type Yielder interface {
+	Yield(ctx context.Context) time.Duration
 }
 
 // Manager runs rotation operations. Safe for concurrent use.

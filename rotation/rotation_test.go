@@ -233,6 +233,8 @@ func testRewrapMovesEverything(t *testing.T, e *env) {
 	}
 }
 
+// counterValue is the counter name{result=result}, or the unlabelled
+// counter name when result is "".
 func counterValue(t *testing.T, reg prometheus.Gatherer, name, result string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -244,6 +246,9 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name, result string) fl
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if result == "" && len(m.GetLabel()) == 0 {
+				return m.GetCounter().GetValue()
+			}
 			for _, l := range m.GetLabel() {
 				if l.GetName() == "result" && l.GetValue() == result {
 					return m.GetCounter().GetValue()

@@ -50,17 +50,20 @@ func main() {
 }
 
 type result struct {
-	n               int
-	seed            time.Duration
-	ceiling, job    float64 // secrets per second
-	jobTook         time.Duration
-	quiet, during   loginStats
-	inFlight, batch int
+	n             int
+	seed          time.Duration
+	ceiling, job  float64 // secrets per second
+	jobTook       time.Duration
+	quiet, during loginStats
+	// quietDecrypt and duringDecrypt are the sidecar's mean Vault decrypt
+	// time, to tell Vault's share of a login's latency from the store's.
+	quietDecrypt, duringDecrypt time.Duration
+	inFlight, batch             int
 }
 
 type loginStats struct {
 	logins, errors int
-	p50, p99       time.Duration
+	p50, p99, mean time.Duration
 }
 
 func run() error {
@@ -230,12 +233,15 @@ func measure(client *vault.Client, c benchConfig) (result, error) {
 
 	// Each login is a user's first, so every code is fresh.
 	load := &logins{url: sc.url, secrets: secrets, rate: c.loginRate}
+	before := sc.decrypts()
 	res.quiet = load.run(func(stop <-chan struct{}) {
 		select {
 		case <-stop:
 		case <-time.After(c.quiet):
 		}
 	})
+	res.quietDecrypt = sc.decrypts().since(before)
+	before = sc.decrypts()
 	var job rotation.Job
 	res.during = load.run(func(<-chan struct{}) {
 		start = time.Now()
@@ -246,6 +252,9 @@ func measure(client *vault.Client, c benchConfig) (result, error) {
 		}
 		res.jobTook = time.Since(start)
 	})
+	res.duringDecrypt = sc.decrypts().since(before)
+	fmt.Fprintf(os.Stderr, "n=%d: login mean %s → %s; its Vault decrypt mean %s → %s\n", n,
+		ms(res.quiet.mean), ms(res.during.mean), ms(res.quietDecrypt), ms(res.duringDecrypt))
 	if err != nil {
 		return res, fmt.Errorf("rewrap job: %w", err)
 	}
@@ -331,6 +340,11 @@ func (l *logins) run(during func(stop <-chan struct{})) loginStats {
 	if len(lat) > 0 {
 		st.p50 = lat[len(lat)/2]
 		st.p99 = lat[int(math.Ceil(float64(len(lat))*0.99))-1]
+		var sum time.Duration
+		for _, d := range lat {
+			sum += d
+		}
+		st.mean = sum / time.Duration(len(lat))
 	}
 	return st
 }
@@ -416,6 +430,37 @@ func startSidecar(c benchConfig, key, dbPath string) (*sidecar, error) {
 			return nil, fmt.Errorf("sidecar not ready after 30 s; see %s", logs.Name())
 		}
 	}
+}
+
+// opTotals is a histogram's running sum and count.
+type opTotals struct{ sum, count float64 }
+
+// since is the mean of the observations after earlier.
+func (t opTotals) since(earlier opTotals) time.Duration {
+	if t.count <= earlier.count {
+		return 0
+	}
+	return time.Duration((t.sum - earlier.sum) / (t.count - earlier.count) * float64(time.Second))
+}
+
+// decrypts reads the sidecar's Vault decrypt histogram from its metrics.
+func (s *sidecar) decrypts() opTotals {
+	var t opTotals
+	resp, err := http.Get(s.admin + "/metrics")
+	if err != nil {
+		return t
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	const series = `totpgate_keyring_operation_duration_seconds_%s{backend="vault",op="decrypt"} `
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, fmt.Sprintf(series, "sum")); ok {
+			t.sum, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		} else if v, ok := strings.CutPrefix(line, fmt.Sprintf(series, "count")); ok {
+			t.count, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return t
 }
 
 func ms(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }

@@ -25,6 +25,7 @@ import (
 	"github.com/totpgate/totpgate/config"
 	"github.com/totpgate/totpgate/gen"
 	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/internal/foreground"
 	"github.com/totpgate/totpgate/metrics"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/problem"
@@ -231,13 +232,16 @@ func buildSecondFactor(ctx context.Context, cfg config.Config, obs observability
 	sf.closers = append(sf.closers, closeKeys)
 	sf.keys = metrics.NewKeyringMetrics(obs.reg).Wrap(rawKeys, cfg.Keyring.Backend)
 	metrics.NewState(obs.reg, st, cfg.Server.StateMetricsAge, time.Now)
+	// A rewrap job in this sidecar steps aside while a login's code is
+	// checked, for at most rewrapYield at a time.
+	logins := foreground.New(rewrapYield)
 	sf.rotator, err = rotation.New(rotation.Config{
-		Store: st, Keys: sf.keys, Settings: encryptedSettings, Logger: log, Metrics: metrics.NewRewrap(obs.reg),
+		Store: st, Keys: sf.keys, Settings: encryptedSettings, Logger: log, Metrics: metrics.NewRewrap(obs.reg), Foreground: logins,
 	})
 	if err != nil {
 		return sf, err
 	}
-	if sf.svc, err = newMFA(ctx, cfg.MFA, st, sf.keys, now); err != nil {
+	if sf.svc, err = newMFA(ctx, cfg.MFA, st, sf.keys, logins, now); err != nil {
 		return sf, err
 	}
 	sf.challenge = mfa.ChallengeConfig{TTL: cfg.Login.ChallengeTTL, MaxAttempts: cfg.Login.ChallengeAttempts}
@@ -388,7 +392,11 @@ func selfServicePage(a config.API) string {
 
 // newMFA builds the second-factor service from the mfa settings (serve and
 // users import share it).
-func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring, now func() time.Time) (*mfa.Service, error) {
+// rewrapYield is the longest a rewrap job waits for logins in one go:
+// a steady stream of logins slows the job down but never stops it.
+const rewrapYield = 50 * time.Millisecond
+
+func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring, logins mfa.Foreground, now func() time.Time) (*mfa.Service, error) {
 	return mfa.New(ctx, st, keys, mfa.Config{
 		Issuer:        m.Issuer,
 		Params:        mfaParams(m),
@@ -399,6 +407,7 @@ func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring,
 		QRSize:        256,
 
 		TrustedDeviceTTL: m.TrustedDeviceTTL,
+		Foreground:       logins,
 	}, now)
 }
 

@@ -167,7 +167,7 @@ func openMFA(ctx context.Context, cfg config.Config, stderr io.Writer) (*mfa.Ser
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	svc, err := newMFA(ctx, cfg.MFA, st, keys, time.Now)
+	svc, err := newMFA(ctx, cfg.MFA, st, keys, nil, time.Now)
 	if err != nil {
 		closeState()
 		return nil, nil, nil, err

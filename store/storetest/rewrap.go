@@ -144,6 +144,33 @@ func testSwapSecrets(t *testing.T, h Harness) {
 	if err := s.ConfirmEnrollment(ctxOf(t), "bob", "vault:v2:bob-rewrapped", 1, nil, t0); err != nil {
 		t.Errorf("ConfirmEnrollment(rewrapped ciphertext): %v", err)
 	}
+
+	// A chain in one batch applies as if one swap after the other: alice's
+	// v2 → v3, then v3 → v4, counts two swaps.
+	n, err = s.SwapSecrets(ctxOf(t), []store.Swap{
+		{UserID: "alice", Old: "vault:v2:alice-rewrapped", New: "vault:v3:alice", Version: 3, Binding: store.BindingUser},
+		{UserID: "alice", Old: "vault:v3:alice", New: "vault:v4:alice", Version: 4, Binding: store.BindingUser},
+	})
+	if err != nil || n != 2 {
+		t.Fatalf("SwapSecrets(chain) = %d, %v; want 2", n, err)
+	}
+	if got := mustGet(t, s, "alice"); got.Ciphertext != "vault:v4:alice" || got.KeyVersion != 4 {
+		t.Errorf("after chain: %+v", got)
+	}
+
+	// A batch longer than a driver's statement: the swap at its end is
+	// applied and counted once.
+	var long []store.Swap
+	for i := range 2500 {
+		long = append(long, store.Swap{UserID: fmt.Sprintf("nobody-%04d", i), Old: "x", New: "y", Version: 5})
+	}
+	long = append(long, store.Swap{UserID: "alice", Old: "vault:v4:alice", New: "vault:v5:alice", Version: 5, Binding: store.BindingUser})
+	if n, err := s.SwapSecrets(ctxOf(t), long); err != nil || n != 1 {
+		t.Fatalf("SwapSecrets(2501 swaps) = %d, %v; want 1", n, err)
+	}
+	if got := mustGet(t, s, "alice"); got.Ciphertext != "vault:v5:alice" || got.KeyVersion != 5 {
+		t.Errorf("after a long batch: %+v", got)
+	}
 }
 
 func testSwapSecretsConcurrent(t *testing.T, h Harness) {

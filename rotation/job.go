@@ -318,14 +318,9 @@ func (r *run) fetch(ctx context.Context, cursor string, order chan<- chan fetche
 		}
 	}
 	for {
-		// A slot first: it bounds the pages read ahead, not only the
-		// rewraps.
-		select {
-		case slots <- struct{}{}:
-		case <-ctx.Done():
-			send(fetched{err: ctx.Err()})
-			return
-		}
+		// The page is read while the keyring works on the ones before
+		// (one page read ahead of the rewraps): with one batch in flight
+		// the keyring would otherwise wait for every read.
 		page, err := m.cfg.Store.SecretsPage(ctx, cursor, r.target, r.job.BatchSize)
 		if err != nil {
 			send(fetched{err: fmt.Errorf("rotation: list secrets: %w", err)})
@@ -346,6 +341,12 @@ func (r *run) fetch(ctx context.Context, cursor string, order chan<- chan fetche
 				case <-time.After(wait):
 				}
 			}
+		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			send(fetched{err: ctx.Err()})
+			return
 		}
 		r.yield(ctx)
 		done := make(chan fetched, 1)

@@ -14,6 +14,7 @@ package vaultkeys
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -342,7 +343,7 @@ func (k *Keys) Decrypt(ctx context.Context, bindTo string, ciphertext string) ([
 // batch request. Items that are not vault ciphertexts fail individually.
 func (k *Keys) Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Result, error) {
 	results := make([]keyring.Result, len(items))
-	batch := make([]map[string]any, 0, len(items))
+	batch := make([]rewrapItem, 0, len(items))
 	index := make([]int, 0, len(items)) // batch position -> item position
 	for i, it := range items {
 		kctx, err := encodeContext(it.BindTo)
@@ -355,14 +356,26 @@ func (k *Keys) Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Resu
 			results[i] = keyring.Result{Err: fmt.Errorf("vaultkeys: rewrap item %d: %w", i, err)}
 			continue
 		}
-		batch = append(batch, map[string]any{"ciphertext": it.Ciphertext, "context": kctx})
+		batch = append(batch, rewrapItem{Ciphertext: it.Ciphertext, Context: kctx})
 		index = append(index, i)
 	}
 	if len(batch) == 0 {
 		return results, nil
 	}
-	s, err := k.call(ctx, "rewrap", func(ctx context.Context) (*vault.Secret, error) {
-		return k.client.Logical().WriteWithContext(ctx, k.path("rewrap"), map[string]any{"batch_input": batch})
+	body, err := json.Marshal(rewrapRequest{BatchInput: batch})
+	if err != nil {
+		return nil, fmt.Errorf("vaultkeys: rewrap: %w", err)
+	}
+	var answer rewrapAnswer
+	_, err = k.call(ctx, "rewrap", func(ctx context.Context) (*vault.Secret, error) {
+		resp, err := k.client.Logical().WriteRawWithContext(ctx, k.path("rewrap"), body)
+		if resp != nil {
+			defer resp.Body.Close()
+		}
+		if err != nil {
+			return nil, err
+		}
+		return nil, resp.DecodeJSON(&answer)
 	})
 	var ve *vaultError
 	if err != nil && errors.As(err, &ve) && ve.status == http.StatusBadRequest && len(batch) > 1 {
@@ -373,12 +386,12 @@ func (k *Keys) Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Resu
 	if err != nil {
 		return nil, err
 	}
-	raw, _ := s.Data["batch_results"].([]any)
-	if len(raw) != len(batch) {
-		return nil, fmt.Errorf("vaultkeys: rewrap: %w: %d results for %d items", keyring.ErrUnavailable, len(raw), len(batch))
+	got := answer.Data.BatchResults
+	if len(got) != len(batch) {
+		return nil, fmt.Errorf("vaultkeys: rewrap: %w: %d results for %d items", keyring.ErrUnavailable, len(got), len(batch))
 	}
-	for j, r := range raw {
-		results[index[j]] = parseRewrapResult(index[j], r)
+	for j, r := range got {
+		results[index[j]] = r.result(index[j])
 	}
 	return results, nil
 }
@@ -399,17 +412,38 @@ func (k *Keys) rewrapEach(ctx context.Context, items []keyring.Item, results []k
 	return results, nil
 }
 
-func parseRewrapResult(i int, r any) keyring.Result {
-	m, _ := r.(map[string]any)
-	if msg, _ := m["error"].(string); msg != "" {
-		return keyring.Result{Err: fmt.Errorf("vaultkeys: rewrap item %d: %w", i, mapError(&vault.ResponseError{StatusCode: http.StatusBadRequest, Errors: []string{msg}}))}
+// Transit's batch rewrap, typed: decoded into maps (api.Secret), a
+// thousand results cost the rewrap job more CPU than the swap into the
+// store did (docs/benchmarks.md, "Key rewrap").
+type (
+	rewrapRequest struct {
+		BatchInput []rewrapItem `json:"batch_input"`
 	}
-	ct, _ := m["ciphertext"].(string)
-	_, v, err := keyring.ParseVersion(ct)
+	rewrapItem struct {
+		Ciphertext string `json:"ciphertext"`
+		Context    string `json:"context"`
+	}
+	rewrapAnswer struct {
+		Data struct {
+			BatchResults []rewrapResult `json:"batch_results"`
+		} `json:"data"`
+	}
+	rewrapResult struct {
+		Ciphertext string `json:"ciphertext"`
+		Error      string `json:"error"`
+	}
+)
+
+// result is item i's outcome.
+func (r rewrapResult) result(i int) keyring.Result {
+	if r.Error != "" {
+		return keyring.Result{Err: fmt.Errorf("vaultkeys: rewrap item %d: %w", i, mapError(&vault.ResponseError{StatusCode: http.StatusBadRequest, Errors: []string{r.Error}}))}
+	}
+	_, v, err := keyring.ParseVersion(r.Ciphertext)
 	if err != nil {
 		return keyring.Result{Err: fmt.Errorf("vaultkeys: rewrap item %d: unexpected answer: %w", i, err)}
 	}
-	return keyring.Result{Ciphertext: ct, Version: v}
+	return keyring.Result{Ciphertext: r.Ciphertext, Version: v}
 }
 
 // Rotate adds a key version; Encrypt uses it at once.

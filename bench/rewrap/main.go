@@ -253,8 +253,9 @@ func measure(client *vault.Client, c benchConfig) (result, error) {
 		res.jobTook = time.Since(start)
 	})
 	res.duringDecrypt = sc.decrypts().since(before)
-	fmt.Fprintf(os.Stderr, "n=%d: login mean %s → %s; its Vault decrypt mean %s → %s\n", n,
-		ms(res.quiet.mean), ms(res.during.mean), ms(res.quietDecrypt), ms(res.duringDecrypt))
+	yielded := sc.metrics()["totpgate_rewrap_yielded_seconds_total"]
+	fmt.Fprintf(os.Stderr, "n=%d: login mean %s → %s; its Vault decrypt mean %s → %s; the job yielded %.1fs to logins\n", n,
+		ms(res.quiet.mean), ms(res.during.mean), ms(res.quietDecrypt), ms(res.duringDecrypt), yielded)
 	if err != nil {
 		return res, fmt.Errorf("rewrap job: %w", err)
 	}
@@ -445,22 +446,34 @@ func (t opTotals) since(earlier opTotals) time.Duration {
 
 // decrypts reads the sidecar's Vault decrypt histogram from its metrics.
 func (s *sidecar) decrypts() opTotals {
-	var t opTotals
+	const series = `totpgate_keyring_operation_duration_seconds_%s{backend="vault",op="decrypt"}`
+	m := s.metrics()
+	return opTotals{sum: m[fmt.Sprintf(series, "sum")], count: m[fmt.Sprintf(series, "count")]}
+}
+
+// metrics reads the sidecar's metrics: each series (name and labels as
+// exposed) to its value; empty when they cannot be read.
+func (s *sidecar) metrics() map[string]float64 {
+	out := map[string]float64{}
 	resp, err := http.Get(s.admin + "/metrics")
 	if err != nil {
-		return t
+		return out
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	const series = `totpgate_keyring_operation_duration_seconds_%s{backend="vault",op="decrypt"} `
 	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(line, fmt.Sprintf(series, "sum")); ok {
-			t.sum, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
-		} else if v, ok := strings.CutPrefix(line, fmt.Sprintf(series, "count")); ok {
-			t.count, _ = strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(strings.TrimSpace(line[i+1:]), 64); err == nil {
+			out[line[:i]] = v
 		}
 	}
-	return t
+	return out
 }
 
 func ms(d time.Duration) string { return d.Round(10 * time.Microsecond).String() }

@@ -368,7 +368,15 @@ func (k *Keys) Rewrap(ctx context.Context, items []keyring.Item) ([]keyring.Resu
 	}
 	var answer rewrapAnswer
 	_, err = k.call(ctx, "rewrap", func(ctx context.Context) (*vault.Secret, error) {
-		resp, err := k.client.Logical().WriteRawWithContext(ctx, k.path("rewrap"), body)
+		req := k.client.NewRequest(http.MethodPut, "/v1/"+k.path("rewrap"))
+		req.BodyBytes = body
+		// Logical().WriteRawWithContext cancels its context before the
+		// answer is read (hashicorp/vault#31986), so a large answer fails
+		// with "context canceled"; this is the call its read and delete
+		// paths make. ctx bounds the call and lives until the answer is
+		// decoded.
+		//lint:ignore SA1019 see above
+		resp, err := k.client.RawRequestWithContext(ctx, req)
 		if resp != nil {
 			defer resp.Body.Close()
 		}

@@ -3,6 +3,7 @@ package vaultkeys_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -127,6 +128,31 @@ func TestKeysAgainstVault(t *testing.T) {
 		}
 		if !errors.Is(res[3].Err, keyring.ErrMalformed) {
 			t.Fatalf("item 3: %+v", res[3])
+		}
+	})
+	t.Run("rewrap a batch as large as the job sends", func(t *testing.T) {
+		// A large answer is still streaming when the call returns: it must
+		// be read under a context that is still alive.
+		items := make([]keyring.Item, 1000)
+		for i := range items {
+			bind := fmt.Sprintf("user-%04d", i)
+			c, err := k.Encrypt(ctx, bind, secret)
+			if err != nil {
+				t.Fatal(err)
+			}
+			items[i] = keyring.Item{BindTo: bind, Ciphertext: c}
+		}
+		res, err := k.Rewrap(ctx, items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Err != nil || r.Version != 2 {
+				t.Fatalf("item %d: %+v", i, r)
+			}
+		}
+		if pt, err := k.Decrypt(ctx, items[999].BindTo, res[999].Ciphertext); err != nil || string(pt) != string(secret) {
+			t.Fatalf("last rewrapped item does not decrypt: %v", err)
 		}
 	})
 	t.Run("rewrap batch where every item fails", func(t *testing.T) {

@@ -13,7 +13,9 @@
 # QUIET (how long logins are measured without a rewrap first, default 10s),
 # JOB_IN (sidecar: the job runs inside the sidecar, POST /admin/keys/rewrap,
 # sharing its store; process: in the bench's own process, as `totpgate keys
-# rewrap` runs it), KEEP_TMP=1 (keep the temp dir: the sidecar's logs).
+# rewrap` runs it), STORE (sqlite, default, or postgres: a fresh schema on
+# PG_DSN, default the local test server, dropped afterwards), KEEP_TMP=1
+# (keep the temp dir: the sidecar's logs).
 #
 # It builds the test Vault (bin/vault, `make vault`) if needed, starts a dev
 # server on a free loopback port with transit enabled, runs bench/rewrap and
@@ -27,6 +29,8 @@ LOGIN_RATE="${LOGIN_RATE:-50}"
 IN_FLIGHT="${IN_FLIGHT:-4}"
 QUIET="${QUIET:-10s}"
 JOB_IN="${JOB_IN:-sidecar}"
+STORE="${STORE:-sqlite}"
+PG_DSN="${PG_DSN:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}"
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 bench_args "$0" "$@"
@@ -58,10 +62,11 @@ bin/vault secrets enable transit >/dev/null
 go build -o "$tmp/totpgate" ./cmd/totpgate
 
 {
-	echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), Vault $(bin/vault version | awk '{print $2}') dev server (in-memory storage) on loopback, SQLite store; \`bench/rewrap.sh\`."
+	echo "Measured $(date -u +%Y-%m-%d) on $(nproc) cores ($(uname -m)), Vault $(bin/vault version | awk '{print $2}') dev server (in-memory storage) on loopback; \`STORE=$STORE bench/rewrap.sh\`."
 	echo
 	go run ./bench/rewrap -vault-addr "$VAULT_ADDR" -token "$VAULT_TOKEN" -n "$SIZES" -batch "$BATCH" -login-rate "$LOGIN_RATE" \
-		-in-flight "$IN_FLIGHT" -quiet "$QUIET" -job-in "$JOB_IN" -sidecar "$tmp/totpgate" -dir "$tmp"
+		-in-flight "$IN_FLIGHT" -quiet "$QUIET" -job-in "$JOB_IN" -sidecar "$tmp/totpgate" -dir "$tmp" \
+		-store "$STORE" -pg-dsn "$PG_DSN"
 } >"$tmp/table.md"
 cat "$tmp/table.md"
 

@@ -23,6 +23,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,10 +34,12 @@ import (
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
+	"github.com/jackc/pgx/v5"
 	_ "modernc.org/sqlite"
 
 	"github.com/totpgate/totpgate/rotation"
 	"github.com/totpgate/totpgate/store"
+	"github.com/totpgate/totpgate/store/postgres"
 	"github.com/totpgate/totpgate/store/sqlite"
 	"github.com/totpgate/totpgate/totp"
 	"github.com/totpgate/totpgate/vaultkeys"
@@ -77,6 +80,8 @@ func run() error {
 	quiet := flag.Duration("quiet", 10*time.Second, "how long logins are measured without a rewrap")
 	jobIn := flag.String("job-in", "sidecar", "where the job runs: sidecar (POST /admin/keys/rewrap, sharing its store) or process (this one, as `totpgate keys rewrap`)")
 	dir := flag.String("dir", "", "work directory (default: a temp dir)")
+	storeKind := flag.String("store", "sqlite", "the sidecar's store: sqlite (a file in -dir) or postgres (a fresh schema on -pg-dsn)")
+	pgDSN := flag.String("pg-dsn", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL server for -store postgres")
 	flag.Parse()
 	if *dir == "" {
 		d, err := os.MkdirTemp("", "totpgate-rewrap-bench")
@@ -100,14 +105,14 @@ func run() error {
 			return err
 		}
 		r, err := measure(client, benchConfig{addr: *addr, token: *token, dir: *dir, n: n, batch: *batch, loginRate: *loginRate,
-			inFlight: *inFlight, sidecar: *sidecar, quiet: *quiet, jobInSidecar: *jobIn == "sidecar"})
+			inFlight: *inFlight, sidecar: *sidecar, quiet: *quiet, jobInSidecar: *jobIn == "sidecar", store: *storeKind, pgDSN: *pgDSN})
 		if err != nil {
 			return err
 		}
 		results = append(results, r)
 		fmt.Fprintf(os.Stderr, "n=%d done: job %.0f/s, ceiling %.0f/s\n", n, r.job, r.ceiling)
 	}
-	fmt.Printf("Job run in the %s; batch size %d, %d batches in flight; %d sidecar logins/s (password at the app, TOTP checked by the sidecar: Vault decrypt, SQLite write), %s without a rewrap, then during it.\n\n", *jobIn, *batch, *inFlight, *loginRate, *quiet)
+	fmt.Printf("%[1]s store. Job run in the %[2]s; batch size %[3]d, %[4]d batches in flight; %[5]d sidecar logins/s (password at the app, TOTP checked by the sidecar: Vault decrypt, %[1]s write), %[6]s without a rewrap, then during it.\n\n", storeName(*storeKind), *jobIn, *batch, *inFlight, *loginRate, *quiet)
 	fmt.Println("| Stored secrets | Seeding | Vault batch rewrap, 1 in flight (ceiling) | Rewrap job | Job / ceiling | Job time | Logins p50 / p99 without rewrap | Logins p50 / p99 during | p99 during / without | Login errors |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range results {
@@ -128,6 +133,14 @@ type benchConfig struct {
 	// sharing its store; otherwise in this process, as `totpgate keys
 	// rewrap` runs it.
 	jobInSidecar bool
+	store, pgDSN string // "sqlite" or "postgres", and the server of the latter
+}
+
+func storeName(kind string) string {
+	if kind == "postgres" {
+		return "PostgreSQL"
+	}
+	return "SQLite"
 }
 
 const benchAdminToken = "bench-admin-token-0123456789abcdef"
@@ -179,9 +192,13 @@ func measure(client *vault.Client, c benchConfig) (result, error) {
 	if _, err := client.Logical().Write("transit/keys/"+key, map[string]any{"type": "aes256-gcm96", "derived": true}); err != nil {
 		return res, fmt.Errorf("create key: %w", err)
 	}
-	dbPath := filepath.Join(c.dir, key+".db")
+	db, err := newBenchDB(ctx, c, key)
+	if err != nil {
+		return res, err
+	}
+	defer db.drop()
 	start := time.Now()
-	cts, secrets, err := seed(ctx, client, key, dbPath, n)
+	cts, secrets, err := seed(ctx, client, key, db, n)
 	if err != nil {
 		return res, fmt.Errorf("seed: %w", err)
 	}
@@ -207,12 +224,12 @@ func measure(client *vault.Client, c benchConfig) (result, error) {
 	}
 	res.ceiling = float64(sample) / time.Since(start).Seconds()
 
-	sc, err := startSidecar(c, key, dbPath)
+	sc, err := startSidecar(c, key, db)
 	if err != nil {
 		return res, err
 	}
 	defer sc.stop()
-	st, err := sqlite.Open(ctx, dbPath)
+	st, err := db.open(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -272,7 +289,6 @@ func measure(client *vault.Client, c benchConfig) (result, error) {
 			return res, fmt.Errorf("%d secrets left on %v", cnt, k)
 		}
 	}
-	_ = os.Remove(dbPath)
 	return res, nil
 }
 
@@ -368,7 +384,7 @@ func (s *sidecar) stop() {
 // startSidecar starts the app (a login that accepts password "pw" for
 // anyone and names the user in its answer) and totpgate in front of it,
 // on the benchmark's database and Vault key.
-func startSidecar(c benchConfig, key, dbPath string) (*sidecar, error) {
+func startSidecar(c benchConfig, key string, db *benchDB) (*sidecar, error) {
 	if c.sidecar == "" {
 		return nil, errors.New("-sidecar is required (bench/rewrap.sh builds it)")
 	}
@@ -410,9 +426,9 @@ func startSidecar(c benchConfig, key, dbPath string) (*sidecar, error) {
 	cmd := exec.Command(c.sidecar, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", mainPort), "--admin-listen", fmt.Sprintf("127.0.0.1:%d", adminPort),
 		"--upstream", "http://"+appLn.Addr().String())
 	cmd.Dir = c.dir
-	cmd.Env = append(os.Environ(), "TOTPGATE_STORE_PATH="+dbPath, "TOTPGATE_KEYRING_BACKEND=vault",
+	cmd.Env = append(os.Environ(), append(db.sidecarEnv(), "TOTPGATE_KEYRING_BACKEND=vault",
 		"TOTPGATE_KEYRING_VAULT_ADDRESS="+c.addr, "TOTPGATE_KEYRING_VAULT_AUTH_TOKEN="+c.token, "TOTPGATE_KEYRING_VAULT_KEY="+key,
-		"TOTPGATE_LOG_LEVEL=warn", "TOTPGATE_ADMIN_TOKEN="+benchAdminToken)
+		"TOTPGATE_LOG_LEVEL=warn", "TOTPGATE_ADMIN_TOKEN="+benchAdminToken)...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		return nil, err
@@ -483,11 +499,11 @@ func userID(i int) string { return fmt.Sprintf("user-%07d", i) }
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
 
 // seed encrypts n random secrets with Vault batch encrypt (4 requests in
-// flight) and bulk-inserts them as active users. The schema comes from
-// sqlite.Open; the rows go in with plain SQL because a million
+// flight) and bulk-inserts them as active users. The schema comes from the
+// store's own Open; the rows go in with plain SQL because a million
 // enrollments through the API would only measure enrollment.
-func seed(ctx context.Context, client *vault.Client, key, dbPath string, n int) ([]string, [][]byte, error) {
-	st, err := sqlite.Open(ctx, dbPath)
+func seed(ctx context.Context, client *vault.Client, key string, db *benchDB, n int) ([]string, [][]byte, error) {
+	st, err := db.open(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -536,33 +552,120 @@ func seed(ctx context.Context, client *vault.Client, key, dbPath string, n int) 
 		return nil, nil, err
 	default:
 	}
-	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
-	if err != nil {
+	if cts[n-1] == "" {
+		return nil, nil, errors.New("seeding left gaps")
+	}
+	if err := db.insert(ctx, cts); err != nil {
 		return nil, nil, err
 	}
-	defer db.Close()
-	for i := 0; i < n; i += 50_000 {
-		tx, err := db.Begin()
+	return cts, secrets, nil
+}
+
+// benchDB is the sidecar's store for one measurement: an SQLite file in
+// the work directory, or a fresh schema on a PostgreSQL server.
+type benchDB struct {
+	kind   string
+	path   string // sqlite
+	server string // postgres: the server's DSN, and the schema's
+	dsn    string
+	schema string
+}
+
+func newBenchDB(ctx context.Context, c benchConfig, key string) (*benchDB, error) {
+	if c.store != "postgres" {
+		return &benchDB{kind: "sqlite", path: filepath.Join(c.dir, key+".db")}, nil
+	}
+	db := &benchDB{kind: "postgres", server: c.pgDSN, schema: strings.ReplaceAll(key, "-", "_")}
+	conn, err := pgx.Connect(ctx, c.pgDSN)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+db.schema); err != nil {
+		return nil, fmt.Errorf("postgres: %w", err)
+	}
+	u, err := url.Parse(c.pgDSN)
+	if err != nil {
+		return nil, err
+	}
+	q := u.Query()
+	q.Set("search_path", db.schema)
+	u.RawQuery = q.Encode()
+	db.dsn = u.String()
+	return db, nil
+}
+
+func (db *benchDB) open(ctx context.Context) (store.Store, error) {
+	if db.kind == "postgres" {
+		return postgres.Open(ctx, db.dsn, postgres.Options{})
+	}
+	return sqlite.Open(ctx, db.path)
+}
+
+func (db *benchDB) sidecarEnv() []string {
+	if db.kind == "postgres" {
+		return []string{"TOTPGATE_STORE_DRIVER=postgres", "TOTPGATE_STORE_DSN=" + db.dsn}
+	}
+	return []string{"TOTPGATE_STORE_PATH=" + db.path}
+}
+
+// insert adds a user for each ciphertext, active on key version 1.
+func (db *benchDB) insert(ctx context.Context, cts []string) error {
+	if db.kind == "postgres" {
+		conn, err := pgx.Connect(ctx, db.dsn)
 		if err != nil {
-			return nil, nil, err
+			return err
+		}
+		defer conn.Close(ctx)
+		_, err = conn.CopyFrom(ctx, pgx.Identifier{"users"},
+			[]string{"id", "state", "ciphertext", "key_version", "binding", "algorithm", "digits", "period", "skew", "confirmed_at", "updated_at"},
+			pgx.CopyFromSlice(len(cts), func(i int) ([]any, error) {
+				return []any{userID(i), "active", cts[i], int64(1), int16(1), "SHA1", int64(6), int64(30), int64(1), int64(1), int64(1)}, nil
+			}))
+		if err != nil {
+			return err
+		}
+		_, err = conn.Exec(ctx, "ANALYZE users")
+		return err
+	}
+	sdb, err := sql.Open("sqlite", "file:"+db.path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)")
+	if err != nil {
+		return err
+	}
+	defer sdb.Close()
+	n := len(cts)
+	for i := 0; i < n; i += 50_000 {
+		tx, err := sdb.Begin()
+		if err != nil {
+			return err
 		}
 		stmt, err := tx.Prepare(`INSERT INTO users (id, state, ciphertext, key_version, binding, algorithm, digits, period, skew, confirmed_at, updated_at)
 VALUES (?, 'active', ?, 1, 1, 'SHA1', 6, 30, 1, 1, 1)`)
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		for j := i; j < min(i+50_000, n); j++ {
 			if _, err := stmt.Exec(userID(j), cts[j]); err != nil {
-				return nil, nil, err
+				return err
 			}
 		}
 		stmt.Close()
 		if err := tx.Commit(); err != nil {
-			return nil, nil, err
+			return err
 		}
 	}
-	if cts[n-1] == "" {
-		return nil, nil, errors.New("seeding left gaps")
+	return nil
+}
+
+// drop removes the measurement's database.
+func (db *benchDB) drop() {
+	if db.kind != "postgres" {
+		_ = os.Remove(db.path)
+		return
 	}
-	return cts, secrets, nil
+	ctx := context.Background()
+	if conn, err := pgx.Connect(ctx, db.server); err == nil {
+		_, _ = conn.Exec(ctx, "DROP SCHEMA "+db.schema+" CASCADE")
+		conn.Close(ctx)
+	}
 }

@@ -476,6 +476,24 @@ func (k *markedKeys) Decrypt(ctx context.Context, bindTo, ciphertext string) ([]
 	return k.Keyring.Decrypt(ctx, bindTo, ciphertext)
 }
 
+// markedStore is a real store that records whether foreground work was
+// marked while it settled an attempt.
+type markedStore struct {
+	store.Store
+	fg             *countingForeground
+	settlesMarked  atomic.Int64
+	settlesOutside atomic.Int64
+}
+
+func (s *markedStore) SettleAttempt(ctx context.Context, user string, m store.Match, now time.Time, l store.Limits) (store.Settled, error) {
+	if s.fg.active.Load() > 0 {
+		s.settlesMarked.Add(1)
+	} else {
+		s.settlesOutside.Add(1)
+	}
+	return s.Store.SettleAttempt(ctx, user, m, now, l)
+}
+
 type countingForeground struct{ active, begun atomic.Int64 }
 
 func (f *countingForeground) Begin() func() {
@@ -494,9 +512,10 @@ func TestCodeChecksAreForeground(t *testing.T) {
 	fg := &countingForeground{}
 	base := mfatest.New(t, c.Now)
 	keys := &markedKeys{Keyring: base.Keys, fg: fg}
+	st := &markedStore{Store: base.Store, fg: fg}
 	cfg := mfa.DefaultConfig()
 	cfg.Foreground = fg
-	svc, err := mfa.New(ctx, base.Store, keys, cfg, c.Now)
+	svc, err := mfa.New(ctx, st, keys, cfg, c.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,5 +539,8 @@ func TestCodeChecksAreForeground(t *testing.T) {
 	}
 	if keys.decryptsMarked.Load() < 2 {
 		t.Errorf("%d decrypts inside a mark, want both TOTP checks'", keys.decryptsMarked.Load())
+	}
+	if st.settlesMarked.Load() < 3 || st.settlesOutside.Load() != 0 {
+		t.Errorf("commits inside a mark: %d, outside: %d; want every check's inside", st.settlesMarked.Load(), st.settlesOutside.Load())
 	}
 }

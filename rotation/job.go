@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -437,7 +436,6 @@ func (r *run) swap(ctx context.Context, f fetched) error {
 	swaps := make([]store.Swap, 0, len(f.page))
 	for i, res := range f.results {
 		if res.Err != nil {
-			r.job.Failed++
 			m.log.Warn("secret not rewrapped", "job", r.job.ID, "user", f.page[i].UserID, "error", res.Err.Error())
 			continue
 		}
@@ -446,26 +444,36 @@ func (r *run) swap(ctx context.Context, f fetched) error {
 		swaps = append(swaps, store.Swap{UserID: f.page[i].UserID, Old: f.page[i].Ciphertext, New: res.Ciphertext, Version: res.Version, Binding: store.BindingUser})
 	}
 	// In transactions of swapChunk rows: a login's commit waits for at most
-	// one of them (SQLite has one writer; PostgreSQL locks the rows).
-	var swapped int
-	for chunk := range slices.Chunk(swaps, swapChunk) {
-		r.yield(ctx)
-		err := retry(ctx, batchRetries, func() error {
+	// one of them (SQLite has one writer; PostgreSQL locks the rows). Each
+	// committed chunk is counted at once (its rows are at the target now
+	// and no later page lists them again); the page has one retry budget,
+	// taken up again from the first chunk not committed, so a failing
+	// store holds the page no longer than when it was one transaction.
+	pending := swaps
+	err := retry(ctx, batchRetries, func() error {
+		for len(pending) > 0 {
+			chunk := pending[:min(swapChunk, len(pending))]
+			r.yield(ctx)
 			n, err := m.cfg.Store.SwapSecrets(ctx, chunk)
 			if err != nil {
 				return fmt.Errorf("rotation: store rewrapped secrets: %w", err)
 			}
-			swapped += n
-			return nil
-		}, m.log)
-		if err != nil {
-			return err
+			// A row that changed meanwhile was re-enrolled or rewrapped by
+			// a login path with the latest key: it is done, just not by us.
+			r.job.Done += len(chunk)
+			m.cfg.Metrics.Count(n, len(chunk)-n, 0)
+			pending = pending[len(chunk):]
 		}
+		return nil
+	}, m.log)
+	if err != nil {
+		return err
 	}
-	// A row that changed meanwhile was re-enrolled or rewrapped by a login
-	// path with the latest key: it is done, just not by us.
-	r.job.Done += len(swaps)
-	m.cfg.Metrics.Count(swapped, len(swaps)-swapped, len(f.results)-len(swaps))
+	// Failures are counted once the page is through: a page stopped
+	// midway is fetched again on resume, and its failures with it.
+	failed := len(f.results) - len(swaps)
+	r.job.Failed += failed
+	m.cfg.Metrics.Count(0, 0, failed)
 	return nil
 }
 

@@ -205,3 +205,60 @@ func TestRewrapYieldsToLogins(t *testing.T) {
 		}
 	})
 }
+
+// chunkedStore records the size of every SwapSecrets call and fails the
+// second call once.
+type chunkedStore struct {
+	rotation.Store
+	mu       sync.Mutex
+	sizes    []int
+	failOnce bool
+}
+
+func (s *chunkedStore) SwapSecrets(ctx context.Context, swaps []store.Swap) (int, error) {
+	s.mu.Lock()
+	s.sizes = append(s.sizes, len(swaps))
+	fail := s.failOnce && len(s.sizes) == 2
+	if fail {
+		s.failOnce = false
+	}
+	s.mu.Unlock()
+	if fail {
+		return 0, fmt.Errorf("test: %w", store.ErrUnavailable)
+	}
+	return s.Store.SwapSecrets(ctx, swaps)
+}
+
+// TestRewrapSwapsInSmallTransactions: a page goes into the store in
+// transactions of at most 100 rows, so a login's commit never waits
+// behind a whole page; a transaction that fails is retried from where the
+// page stopped, and every secret is counted once.
+func TestRewrapSwapsInSmallTransactions(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := newEnv(t, localKeys(t))
+	e.seed(t, 250)
+	st := &chunkedStore{Store: e.st, failOnce: true}
+	reg := prometheus.NewRegistry()
+	m, err := rotation.New(rotation.Config{Store: st, Keys: e.keys, Metrics: metrics.NewRewrap(reg),
+		Settings: []rotation.EncryptedSetting{{Key: pepperKey, BindTo: pepperBind}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	job, err := m.Rewrap(ctx, rotation.Options{BatchSize: 1000, InFlight: 1}, nil)
+	if err != nil || job.State != rotation.StateSucceeded || job.Done != 251 {
+		t.Fatalf("Rewrap = %+v, %v", job, err)
+	}
+	e.verify(t, "local", 2)
+	// 250 users in one page: 100, then 100 that the store refuses, then
+	// those 100 again and the last 50 (not the whole page again).
+	if want := []int{100, 100, 100, 50}; !slices.Equal(st.sizes, want) {
+		t.Errorf("swap transactions of %v rows, want %v", st.sizes, want)
+	}
+	if n := counterValue(t, reg, "totpgate_rewrap_secrets_total", "rewrapped"); n != 250 {
+		t.Errorf("rewrapped counter = %v, want 250 (each user once)", n)
+	}
+}

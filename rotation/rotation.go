@@ -159,12 +159,16 @@ func (o Options) withDefaults() (Options, error) {
 }
 
 // Observer is told how a rewrap job goes (metrics.Rewrap implements it).
+//
+// An Observer must be safe for concurrent use.
 type Observer interface {
 	Count(rewrapped, changed, failed int)
 	Running(on bool)
 	BatchSeconds(d time.Duration)
 	Remaining(n int)
-	// Yielded adds time the job stepped aside for foreground work.
+	// Yielded adds time the job stepped aside for foreground work. The
+	// job's reader and its swapper both yield, so Yielded is called from
+	// two goroutines at once and the sum can pass the job's wall time.
 	Yielded(d time.Duration)
 }
 

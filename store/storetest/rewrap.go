@@ -158,8 +158,8 @@ func testSwapSecrets(t *testing.T, h Harness) {
 		t.Errorf("after chain: %+v", got)
 	}
 
-	// A batch longer than a driver's statement: the swap at its end is
-	// applied and counted once.
+	// A long batch of swaps that match nothing, with one at its end that
+	// does: that one is applied and counted once.
 	var long []store.Swap
 	for i := range 2500 {
 		long = append(long, store.Swap{UserID: fmt.Sprintf("nobody-%04d", i), Old: "x", New: "y", Version: 5})

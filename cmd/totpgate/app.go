@@ -390,12 +390,12 @@ func selfServicePage(a config.API) string {
 	return a.Prefix + "/"
 }
 
-// newMFA builds the second-factor service from the mfa settings (serve and
-// users import share it).
 // rewrapYield is the longest a rewrap job waits for logins in one go:
 // a steady stream of logins slows the job down but never stops it.
 const rewrapYield = 50 * time.Millisecond
 
+// newMFA builds the second-factor service from the mfa settings (serve and
+// users import share it).
 func newMFA(ctx context.Context, m config.MFA, st store.Store, keys mfa.Keyring, logins mfa.Foreground, now func() time.Time) (*mfa.Service, error) {
 	return mfa.New(ctx, st, keys, mfa.Config{
 		Issuer:        m.Issuer,

@@ -115,12 +115,16 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.api.ServeHTTP(w, withPath(r, SpecPrefix+rest))
 		return
 	}
-	if f.login != nil && f.login.matches(r) {
+	var paths routePaths // normalized once for both kinds of route
+	if f.login != nil || f.stepUp != nil {
+		paths = pathsOf(r)
+	}
+	if f.login != nil && f.login.routes.has(paths) {
 		f.login.ServeHTTP(w, r)
 		return
 	}
 	if f.stepUp != nil {
-		if rt := f.stepUp.routes.match(r); rt != nil && f.stepUp.intercept(w, r, rt) {
+		if rt := f.stepUp.routes.find(r, paths); rt != nil && f.stepUp.intercept(w, r, rt) {
 			return
 		}
 	}

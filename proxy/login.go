@@ -210,8 +210,6 @@ func set(names []string) map[string]bool {
 	return m
 }
 
-func (g *loginGate) matches(r *http.Request) bool { return g.routes.matches(r) }
-
 // ServeHTTP reads the login request, sends it to the app, judges the app's
 // answer and applies the verdict. Nothing of the answer reaches the client
 // before the verdict.

@@ -29,7 +29,28 @@ func (s routeSet) matches(r *http.Request) bool {
 	if len(s) == 0 {
 		return false
 	}
-	return s[NormalizePath(r.URL.Path)] || (r.URL.RawPath != "" && s[NormalizePath(r.URL.RawPath)])
+	return s.has(pathsOf(r))
+}
+
+// has reports whether p names a gated route.
+func (s routeSet) has(p routePaths) bool {
+	return s[p.path] || (p.hasRaw && s[p.raw])
+}
+
+// routePaths are a request's path and, when its URL has one, its raw path,
+// in the form routes are compared on (NormalizePath). The front computes
+// them once for the login routes and the step-up routes.
+type routePaths struct {
+	path, raw string
+	hasRaw    bool
+}
+
+func pathsOf(r *http.Request) routePaths {
+	p := routePaths{path: NormalizePath(r.URL.Path)}
+	if r.URL.RawPath != "" {
+		p.raw, p.hasRaw = NormalizePath(r.URL.RawPath), true
+	}
+	return p
 }
 
 // NormalizePath is the form login routes are compared on: percent-decoding

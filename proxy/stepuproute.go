@@ -62,9 +62,14 @@ func (rs stepUpRoutes) match(r *http.Request) *stepUpRoute {
 	if len(rs) == 0 {
 		return nil
 	}
-	candidates := rs[NormalizePath(r.URL.Path)]
-	if r.URL.RawPath != "" {
-		candidates = append(candidates[:len(candidates):len(candidates)], rs[NormalizePath(r.URL.RawPath)]...)
+	return rs.find(r, pathsOf(r))
+}
+
+// find is match on r's paths p, already normalized.
+func (rs stepUpRoutes) find(r *http.Request, p routePaths) *stepUpRoute {
+	candidates := rs[p.path]
+	if p.hasRaw {
+		candidates = append(candidates[:len(candidates):len(candidates)], rs[p.raw]...)
 	}
 	var best *stepUpRoute
 	for _, rt := range candidates {

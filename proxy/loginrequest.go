@@ -3,8 +3,8 @@ package proxy
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"github.com/totpgate/totpgate/gen"
 	"io"
 	"mime"
 	"mime/multipart"
@@ -15,6 +15,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/totpgate/totpgate/gen"
 
 	"golang.org/x/text/cases"
 	"golang.org/x/text/unicode/norm"
@@ -191,17 +193,16 @@ func (rr *requestReader) read(r *http.Request) (loginRequest, error) {
 // readBody reads the whole body, bounded by the gate's own limit (separate
 // from the answer limit: the request is the attacker's).
 func (rr *requestReader) readBody(r *http.Request) ([]byte, error) {
-	if r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
+	if r.Body != nil {
+		defer r.Body.Close()
 	}
-	defer r.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(r.Body, rr.maxBytes+1))
-	if err != nil {
-		return nil, badRequest("The login request body could not be read.")
-	}
-	if int64(len(b)) > rr.maxBytes {
+	b, err := readBody(r, rr.maxBytes)
+	if errors.Is(err, errRequestTooLarge) {
 		return nil, &requestError{Status: http.StatusRequestEntityTooLarge, Code: gen.ProblemCodeBadRequest,
 			Detail: fmt.Sprintf("The login request body is larger than %d bytes.", rr.maxBytes)}
+	}
+	if err != nil {
+		return nil, badRequest("The login request body could not be read.")
 	}
 	if bytes.HasPrefix(b, []byte("\xef\xbb\xbf")) || bytes.HasPrefix(b, []byte("\xfe\xff")) || bytes.HasPrefix(b, []byte("\xff\xfe")) {
 		return nil, badRequest("The login request body starts with a byte-order mark.")

@@ -2,11 +2,12 @@ package proxy
 
 import (
 	"container/list"
-	"github.com/totpgate/totpgate/gen"
 	"net/http"
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/totpgate/totpgate/gen"
 
 	"golang.org/x/time/rate"
 
@@ -54,13 +55,22 @@ func NewRateLimit(peers Peers, perSecond float64, burst, v6Prefix int, now func(
 // Wrap answers 429 rate_limited with Retry-After once a client's bucket is empty.
 func (l *RateLimit) Wrap(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if wait, ok := l.allow(l.key(l.peers.ClientIP(r))); !ok {
-			w.Header().Set("Retry-After", problem.RetryAfter(wait))
-			problem.Write(w, r, problem.New(http.StatusTooManyRequests, gen.ProblemCodeRateLimited, "Too many requests from this address. Slow down."))
+		if l.refused(w, r, l.peers.ClientIP(r)) {
 			return
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// refused takes a token from client's bucket, or answers 429 rate_limited
+// with Retry-After when it is empty and reports that it did.
+func (l *RateLimit) refused(w http.ResponseWriter, r *http.Request, client netip.Addr) bool {
+	wait, ok := l.allow(l.key(client))
+	if !ok {
+		w.Header().Set("Retry-After", problem.RetryAfter(wait))
+		problem.Write(w, r, problem.New(http.StatusTooManyRequests, gen.ProblemCodeRateLimited, "Too many requests from this address. Slow down."))
+	}
+	return !ok
 }
 
 // key is the client's network: its IPv4 address, or its IPv6 /64.

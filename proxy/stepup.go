@@ -202,13 +202,9 @@ func soleHolder(ctx context.Context, cs *credentials, in Introspector, r *http.R
 // hold reads the request (bounded), keeps it sealed as a challenge and
 // answers 401 mfa_step_up_required. The app sees nothing of it.
 func (g *stepUpGate) hold(w http.ResponseWriter, r *http.Request, rt *stepUpRoute, ev events, session []byte) {
-	if l := g.opts.RateLimit; l != nil {
-		if wait, ok := l.allow(l.key(g.peers.ClientIP(r))); !ok {
-			ev.record(audit.StepUpRefused, "", "rate_limited")
-			w.Header().Set("Retry-After", problem.RetryAfter(wait))
-			problem.Write(w, r, problem.New(http.StatusTooManyRequests, gen.ProblemCodeRateLimited, "Too many requests from this address. Slow down."))
-			return
-		}
+	if l := g.opts.RateLimit; l != nil && l.refused(w, r, g.peers.ClientIP(r)) {
+		ev.record(audit.StepUpRefused, "", "rate_limited")
+		return
 	}
 	release, ok := g.slots.take(w, r, ev, audit.StepUpRefused, "Too many requests waiting for a second factor. Try again shortly.")
 	if !ok {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,11 +101,10 @@ func (s *Service) HoldLogin(ctx context.Context, user string, answer HeldAnswer,
 // hold stores plain for user as a challenge of kind, sealed under a key
 // derived from a fresh token, and returns the token.
 func (s *Service) hold(ctx context.Context, user string, plain []byte, k kind, cc ChallengeConfig, enroll bool, revoke []byte) (Challenge, error) {
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
+	token, err := randomToken(32)
+	if err != nil {
 		return Challenge{}, unavailable("challenge token", err)
 	}
-	token := base64.RawURLEncoding.EncodeToString(raw[:])
 	sealed, err := sealWithToken(token, plain, k)
 	if err != nil {
 		return Challenge{}, err

@@ -126,6 +126,9 @@ func (s *Service) TrustDevice(ctx context.Context, user, userAgent, replacing st
 // revokeByToken revokes user's live device whose token is token, and
 // reports whether there was one.
 func (s *Service) revokeByToken(ctx context.Context, user, token string) (bool, error) {
+	if !wellFormedToken(token) {
+		return false, nil // no device token (a first trust): nothing to list
+	}
 	ds, err := s.ListDevices(ctx, user, token)
 	if err != nil {
 		return false, err

@@ -110,9 +110,6 @@ func (g sessionGate) Forward(context.Context, mfa.HeldRequest) (mfa.HeldAnswer, 
 	}
 	return g.answer, g.err
 }
-func (g sessionGate) ProofCookie(proof string, maxAge time.Duration) string {
-	return fmt.Sprintf("__Host-totpgate-step-up=%s; Path=/; Max-Age=%d; HttpOnly; Secure; SameSite=Lax", proof, int(maxAge.Seconds()))
-}
 
 type failingKeys struct{ err error }
 

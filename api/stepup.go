@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"time"
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/gen"
@@ -20,16 +19,14 @@ type StepUps interface {
 }
 
 // StepUpGate is the gate's side of a step-up completion
-// (proxy.StepUpForwarder): whose app session a call presents, the one
-// forward of a held request to the app, and the proof cookie.
+// (proxy.StepUpForwarder): whose app session a call presents, and the one
+// forward of a held request to the app.
 type StepUpGate interface {
 	// Session is the hash of the app session credentials r presents; ok
 	// is false when it presents none, or one ambiguously.
 	Session(r *http.Request) (hash []byte, ok bool)
 	// Forward sends held to the app once and reads its answer, bounded.
 	Forward(ctx context.Context, held mfa.HeldRequest) (mfa.HeldAnswer, error)
-	// ProofCookie is the Set-Cookie value handing proof out for maxAge.
-	ProofCookie(proof string, maxAge time.Duration) string
 }
 
 // sessionKey carries the completion call's session hash from the
@@ -111,7 +108,7 @@ func (a *API) CompleteStepUp(ctx context.Context, req gen.CompleteStepUpRequestO
 	if answer.Header == nil {
 		answer.Header = http.Header{}
 	}
-	answer.Header.Add("Set-Cookie", a.stepUpGate.ProofCookie(up.Proof, up.Request.MaxAge))
+	answer.Header.Add("Set-Cookie", gatecookie.Setting(gatecookie.StepUp, up.Proof, up.Request.MaxAge))
 	return heldAnswer{answer: answer, release: a.release}, nil
 }
 

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/totpgate/totpgate/internal/gatecookie"
 )
@@ -12,12 +11,6 @@ import (
 // Like every cookie whose name starts with __Host-totpgate-, it is the
 // gate's and never reaches the app.
 const StepUpCookie = gatecookie.StepUp
-
-// ProofCookie is the Set-Cookie value that hands a step-up proof to the
-// client for maxAge.
-func ProofCookie(proof string, maxAge time.Duration) string {
-	return gatecookie.Setting(StepUpCookie, proof, maxAge)
-}
 
 // proofIn is the step-up proof r presents ("" for none). Only one proof is
 // ever set (the latest), so a request that sends the cookie twice has no

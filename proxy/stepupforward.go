@@ -10,7 +10,6 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
-	"time"
 
 	"github.com/totpgate/totpgate/mfa"
 )
@@ -70,11 +69,6 @@ func NewStepUpForwarder(o StepUpForwarderOptions) (*StepUpForwarder, error) {
 func (f *StepUpForwarder) Session(r *http.Request) ([]byte, bool) {
 	h, ok := f.creds.sessionOf(r)
 	return h, ok && h != nil
-}
-
-// ProofCookie is the Set-Cookie value of a step-up proof.
-func (f *StepUpForwarder) ProofCookie(proof string, maxAge time.Duration) string {
-	return ProofCookie(proof, maxAge)
 }
 
 // Forward sends the held request to the app once, with the rewrite the

@@ -19,6 +19,7 @@ import (
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/internal/gatecookie"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/mfa/mfatest"
 	"github.com/totpgate/totpgate/proxy"
@@ -200,7 +201,7 @@ func (e *deviceEnv) post(t *testing.T, path, body, device string, header ...stri
 		req.Header.Set(header[i], header[i+1])
 	}
 	if device != "" {
-		req.Header.Set("Cookie", "theme=dark; "+proxy.DeviceCookie+"="+device+"; other=1")
+		req.Header.Set("Cookie", "theme=dark; "+gatecookie.Device+"="+device+"; other=1")
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -239,9 +240,9 @@ func challenged(t *testing.T, res *http.Response) {
 // the cookie's attributes.
 func deviceToken(t *testing.T, res *http.Response, maxAge int) string {
 	t.Helper()
-	c := cookie(res, proxy.DeviceCookie)
+	c := cookie(res, gatecookie.Device)
 	if c == nil || c.Value == "" {
-		t.Fatalf("no %s cookie on the answer (status %d, Set-Cookie %q)", proxy.DeviceCookie, res.StatusCode, res.Header.Values("Set-Cookie"))
+		t.Fatalf("no %s cookie on the answer (status %d, Set-Cookie %q)", gatecookie.Device, res.StatusCode, res.Header.Values("Set-Cookie"))
 	}
 	if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Domain != "" || c.MaxAge != maxAge {
 		t.Errorf("device cookie %+v: want Secure, HttpOnly, SameSite=Lax, Path=/, no Domain, Max-Age %d", c, maxAge)
@@ -256,7 +257,7 @@ func (e *deviceEnv) appNeverSawGateCookies(t *testing.T) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, c := range e.cookies {
-		if strings.Contains(c, proxy.GateCookiePrefix) || strings.HasPrefix(c, "header ") {
+		if strings.Contains(c, gatecookie.Prefix) || strings.HasPrefix(c, "header ") {
 			t.Errorf("the app received the gate's cookie or fields: %q", c)
 		}
 	}
@@ -299,12 +300,12 @@ func TestTrustedDeviceAtTheGate(t *testing.T) {
 	if !passed(res, "alice") {
 		t.Fatalf("alice after bob tried her device: status %d", res.StatusCode)
 	}
-	t3 := cookie(res, proxy.DeviceCookie).Value
+	t3 := cookie(res, gatecookie.Device).Value
 	// The rotated-away token, used again: challenged, the device revoked,
 	// the cookie cleared; the current token no longer passes either.
 	res = e.login(t, "/login", "alice", t2)
 	challenged(t, res)
-	if c := cookie(res, proxy.DeviceCookie); c == nil || c.MaxAge >= 0 {
+	if c := cookie(res, gatecookie.Device); c == nil || c.MaxAge >= 0 {
 		t.Errorf("reuse answer: device cookie %+v, want it cleared", c)
 	}
 	if !e.events.has(audit.DeviceReuseDetected, "alice", "revoked") {
@@ -351,8 +352,8 @@ func TestTrustedDeviceFromBodyField(t *testing.T) {
 		trust    bool
 	}{{"true", true}, {"false", false}, {`"1"`, true}} {
 		res := e.post(t, "/login", body(tc.remember), "")
-		if !passed(res, "alice") || (cookie(res, proxy.DeviceCookie) != nil) != tc.trust {
-			t.Errorf("totp_remember_device %s: status %d, device cookie %v; want passed, cookie %v", tc.remember, res.StatusCode, cookie(res, proxy.DeviceCookie), tc.trust)
+		if !passed(res, "alice") || (cookie(res, gatecookie.Device) != nil) != tc.trust {
+			t.Errorf("totp_remember_device %s: status %d, device cookie %v; want passed, cookie %v", tc.remember, res.StatusCode, cookie(res, gatecookie.Device), tc.trust)
 		}
 	}
 	res := e.login(t, "/login", "alice", "", "X-TOTP-Remember-Device", "maybe", "X-TOTP-Code", e.code("alice"))
@@ -375,7 +376,7 @@ func TestTrustedDeviceOnAnyRoute(t *testing.T) {
 	if !passed(res, "alice") {
 		t.Fatalf("signup on a trusted device: status %d", res.StatusCode)
 	}
-	if next := cookie(res, proxy.DeviceCookie); next == nil || next.Value == token {
+	if next := cookie(res, gatecookie.Device); next == nil || next.Value == token {
 		t.Errorf("signup on a trusted device: device cookie %v, want a rotated token", next)
 	}
 	e.appNeverSawGateCookies(t)
@@ -403,8 +404,8 @@ func TestTrustedDevicesOffAtTheGate(t *testing.T) {
 	e := newDeviceEnv(t, func(c *mfa.Config, _ *proxy.LoginOptions) { c.TrustedDeviceTTL = 0 })
 	e.enroll(t, "alice")
 	res := e.login(t, "/login", "alice", "", "X-TOTP-Code", e.code("alice"), "X-TOTP-Remember-Device", "true")
-	if !passed(res, "alice") || cookie(res, proxy.DeviceCookie) != nil {
-		t.Fatalf("status %d, device cookie %v; want passed without one", res.StatusCode, cookie(res, proxy.DeviceCookie))
+	if !passed(res, "alice") || cookie(res, gatecookie.Device) != nil {
+		t.Fatalf("status %d, device cookie %v; want passed without one", res.StatusCode, cookie(res, gatecookie.Device))
 	}
 	challenged(t, e.login(t, "/login", "alice", strings.Repeat("A", 43)))
 }

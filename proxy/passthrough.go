@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/internal/gatecookie"
 	"github.com/totpgate/totpgate/problem"
 )
 
@@ -49,12 +50,12 @@ func NewTransport(o TransportOptions) *http.Transport {
 
 // newRewrite sends a request to upstream untouched, apart from the
 // X-Forwarded-* headers, which are only carried over from trusted peers,
-// and the gate's own cookies, which the app never sees (stripGateCookies).
+// and the gate's own cookies, which the app never sees (gatecookie.Strip).
 // The pass-through and the login gate share it, so the app sees the same
 // request either way.
 func newRewrite(upstream *url.URL, preserveHost bool, peers Peers) func(*httputil.ProxyRequest) {
 	return func(pr *httputil.ProxyRequest) {
-		stripGateCookies(pr.Out.Header)
+		gatecookie.Strip(pr.Out.Header)
 		pr.SetURL(upstream)
 		if preserveHost {
 			pr.Out.Host = pr.In.Host

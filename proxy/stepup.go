@@ -145,7 +145,7 @@ func (g *stepUpGate) facts(r *http.Request, rt *stepUpRoute, session []byte, una
 		Whose:     func() (string, error) { return g.whose(r, session) },
 		Enrolled:  func(user string) (bool, error) { return g.opts.MFA.Enrolled(ctx, user) },
 		Proof: func(user string) error {
-			return g.opts.MFA.CheckStepUpProof(ctx, proofIn(r), user, session, rt.maxAge)
+			return g.opts.MFA.CheckStepUpProof(ctx, gatecookie.Value(r, gatecookie.StepUp), user, session, rt.maxAge)
 		},
 	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/totpgate/totpgate/audit"
 	"github.com/totpgate/totpgate/identity"
+	"github.com/totpgate/totpgate/internal/gatecookie"
 	"github.com/totpgate/totpgate/mfa"
 	"github.com/totpgate/totpgate/mfa/mfatest"
 	"github.com/totpgate/totpgate/proxy"
@@ -299,7 +300,7 @@ func TestStepUpHoldsUntilTheCodeAndReleasesOnce(t *testing.T) {
 	}
 
 	// With the proof the next change passes directly.
-	proof := proxy.StepUpCookie + "=" + up.Proof
+	proof := gatecookie.StepUp + "=" + up.Proof
 	res, p = e.change("sid=S1; "+proof, `{"password":"newer"}`)
 	if n, _ := e.app.counts(); res.StatusCode != http.StatusAccepted || n != 2 {
 		t.Fatalf("change with a proof = %d %v (app ran %d times)", res.StatusCode, p, n)
@@ -331,14 +332,14 @@ func TestStepUpProofTable(t *testing.T) {
 		name, cookie string
 		passes       bool
 	}{
-		{"its user and session", "sid=S1; " + proxy.StepUpCookie + "=" + proof, true},
-		{"another session of the same user", "sid=S2; " + proxy.StepUpCookie + "=" + proof, false},
-		{"another user", "sid=SB; " + proxy.StepUpCookie + "=" + proof, false},
-		{"a wrong MAC", "sid=S1; " + proxy.StepUpCookie + "=" + tampered, false},
-		{"from the future", "sid=S1; " + proxy.StepUpCookie + "=" + future.Proof, false},
-		{"malformed", "sid=S1; " + proxy.StepUpCookie + "=garbage", false},
-		{"empty", "sid=S1; " + proxy.StepUpCookie + "=", false},
-		{"twice", "sid=S1; " + proxy.StepUpCookie + "=" + proof + "; " + proxy.StepUpCookie + "=" + proof, false},
+		{"its user and session", "sid=S1; " + gatecookie.StepUp + "=" + proof, true},
+		{"another session of the same user", "sid=S2; " + gatecookie.StepUp + "=" + proof, false},
+		{"another user", "sid=SB; " + gatecookie.StepUp + "=" + proof, false},
+		{"a wrong MAC", "sid=S1; " + gatecookie.StepUp + "=" + tampered, false},
+		{"from the future", "sid=S1; " + gatecookie.StepUp + "=" + future.Proof, false},
+		{"malformed", "sid=S1; " + gatecookie.StepUp + "=garbage", false},
+		{"empty", "sid=S1; " + gatecookie.StepUp + "=", false},
+		{"twice", "sid=S1; " + gatecookie.StepUp + "=" + proof + "; " + gatecookie.StepUp + "=" + proof, false},
 		{"none", "sid=S1", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -355,11 +356,11 @@ func TestStepUpProofTable(t *testing.T) {
 	}
 	// Expired: past max_age the same proof is challenged again.
 	e.clock.Add(5*time.Minute - 30*time.Second)
-	if res, _ := e.change("sid=S1; "+proxy.StepUpCookie+"="+proof, `{}`); res.StatusCode != http.StatusAccepted {
+	if res, _ := e.change("sid=S1; "+gatecookie.StepUp+"="+proof, `{}`); res.StatusCode != http.StatusAccepted {
 		t.Fatalf("at exactly max_age = %d, want passed", res.StatusCode)
 	}
 	e.clock.Add(time.Second)
-	if res, p := e.change("sid=S1; "+proxy.StepUpCookie+"="+proof, `{}`); res.StatusCode != 401 || p["code"] != "mfa_step_up_required" {
+	if res, p := e.change("sid=S1; "+gatecookie.StepUp+"="+proof, `{}`); res.StatusCode != 401 || p["code"] != "mfa_step_up_required" {
 		t.Fatalf("past max_age = %d %v, want held", res.StatusCode, p)
 	}
 }

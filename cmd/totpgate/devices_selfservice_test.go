@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/gen"
-	"github.com/totpgate/totpgate/proxy"
+	"github.com/totpgate/totpgate/internal/gatecookie"
 )
 
 // trustHere is POST /mfa/devices for user with code, from a browser named
@@ -19,7 +19,7 @@ func (e *loginEnv) trustHere(t *testing.T, user, code, ua, device string) *gen.T
 		func(_ context.Context, r *http.Request) error {
 			r.Header.Set("User-Agent", ua)
 			if device != "" {
-				r.AddCookie(&http.Cookie{Name: proxy.DeviceCookie, Value: device})
+				r.AddCookie(&http.Cookie{Name: gatecookie.Device, Value: device})
 			}
 			return nil
 		})
@@ -32,7 +32,7 @@ func (e *loginEnv) trustHere(t *testing.T, user, code, ua, device string) *gen.T
 // deviceLogin logs user in with no code, presenting the device token.
 func (e *loginEnv) deviceLogin(t *testing.T, user, device string) (*http.Response, string) {
 	t.Helper()
-	return e.login(t, "/login", `{"user":"`+user+`","password":"pw"}`, http.Header{"Cookie": {proxy.DeviceCookie + "=" + device}})
+	return e.login(t, "/login", `{"user":"`+user+`","password":"pw"}`, http.Header{"Cookie": {gatecookie.Device + "=" + device}})
 }
 
 // A logged-in user trusts the browser they are on through the user API
@@ -58,8 +58,8 @@ func TestTrustedDeviceFromTheUserAPI(t *testing.T) {
 	if !d.Current || d.Label != "browser A/1.0" || d.ExpiresAt.Sub(d.CreatedAt) != 48*time.Hour || res.HTTPResponse.Header.Get("Cache-Control") != "no-store" {
 		t.Errorf("trusted device %+v, Cache-Control %q: want current, labelled from the User-Agent, 48h, no-store", d, res.HTTPResponse.Header.Get("Cache-Control"))
 	}
-	token := deviceCookie(t, "user API", cookieNamed(res.HTTPResponse, proxy.DeviceCookie))
-	if c := cookieNamed(res.HTTPResponse, proxy.DeviceCookie); c.MaxAge < 48*3600-5 || c.MaxAge > 48*3600 {
+	token := deviceCookie(t, "user API", cookieNamed(res.HTTPResponse, gatecookie.Device))
+	if c := cookieNamed(res.HTTPResponse, gatecookie.Device); c.MaxAge < 48*3600-5 || c.MaxAge > 48*3600 {
 		t.Errorf("Max-Age %d, want the device's life (48h)", c.MaxAge)
 	}
 	if again := e.trustHere(t, "alice", now, "browser B", ""); again.StatusCode() != http.StatusForbidden {
@@ -71,7 +71,7 @@ func TestTrustedDeviceFromTheUserAPI(t *testing.T) {
 	if login.StatusCode != http.StatusOK || !granted(login, body) {
 		t.Fatalf("login on the device trusted through the API: %d %s", login.StatusCode, body)
 	}
-	rotated := deviceCookie(t, "login", cookieNamed(login, proxy.DeviceCookie))
+	rotated := deviceCookie(t, "login", cookieNamed(login, gatecookie.Device))
 	if rotated == token {
 		t.Fatal("the device token did not rotate")
 	}
@@ -82,9 +82,9 @@ func TestTrustedDeviceFromTheUserAPI(t *testing.T) {
 	if res.JSON201 == nil {
 		t.Fatalf("trust again with a recovery code: %d %s", res.StatusCode(), res.Body)
 	}
-	replaced := deviceCookie(t, "user API", cookieNamed(res.HTTPResponse, proxy.DeviceCookie))
+	replaced := deviceCookie(t, "user API", cookieNamed(res.HTTPResponse, gatecookie.Device))
 	list, err := e.c.ListTrustedDevicesWithResponse(ctx, session("alice"), func(_ context.Context, r *http.Request) error {
-		r.AddCookie(&http.Cookie{Name: proxy.DeviceCookie, Value: replaced})
+		r.AddCookie(&http.Cookie{Name: gatecookie.Device, Value: replaced})
 		return nil
 	})
 	if err != nil || list.JSON200 == nil || len(list.JSON200.Devices) != 1 || !list.JSON200.Devices[0].Current ||
@@ -112,7 +112,7 @@ func TestTrustedDeviceFromTheUserAPI(t *testing.T) {
 		t.Errorf("no session: %v %d, want 401", err, res.StatusCode())
 	}
 	cross, _ := e.send(t, "POST", "/mfa/devices", `{"code":"123456"}`, http.Header{"Cookie": {"session=alice"}, "Origin": {"https://evil.example"}})
-	if cross.StatusCode != http.StatusForbidden || cookieNamed(cross, proxy.DeviceCookie) != nil {
+	if cross.StatusCode != http.StatusForbidden || cookieNamed(cross, gatecookie.Device) != nil {
 		t.Errorf("cross-site trust: %d, want 403 and no cookie", cross.StatusCode)
 	}
 

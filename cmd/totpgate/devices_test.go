@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/internal/gatecookie"
 	"github.com/totpgate/totpgate/internal/testenv"
-	"github.com/totpgate/totpgate/proxy"
 	"github.com/totpgate/totpgate/totp"
 )
 
@@ -51,7 +51,7 @@ func (tg *deviceTarget) gated(t *testing.T, user, device string, header ...strin
 	}
 	req.Header.Set("User-Agent", "totpgate-devices-test/1.0 ("+tg.name+")")
 	if device != "" {
-		req.AddCookie(&http.Cookie{Name: proxy.DeviceCookie, Value: device})
+		req.AddCookie(&http.Cookie{Name: gatecookie.Device, Value: device})
 	}
 	res, err := noRedirect.Do(req)
 	if err != nil {
@@ -66,7 +66,7 @@ func (tg *deviceTarget) gated(t *testing.T, user, device string, header ...strin
 	}
 	a := deviceAnswer{outcome: outcome{status: res.StatusCode, cookies: map[string]string{}, body: string(raw)}}
 	for _, c := range res.Cookies() {
-		if c.Name == proxy.DeviceCookie {
+		if c.Name == gatecookie.Device {
 			a.device = c
 			continue
 		}
@@ -138,7 +138,7 @@ func (e enrolled) editor(device string) gen.RequestEditorFn {
 			r.AddCookie(&http.Cookie{Name: k, Value: v})
 		}
 		if device != "" {
-			r.AddCookie(&http.Cookie{Name: proxy.DeviceCookie, Value: device})
+			r.AddCookie(&http.Cookie{Name: gatecookie.Device, Value: device})
 		}
 		return nil
 	}
@@ -260,7 +260,7 @@ func trustedDeviceScenario(t *testing.T, tg *deviceTarget) {
 		}
 	}
 	res, err := c.RevokeTrustedDeviceWithResponse(ctx, current.Id, alice.editor(d5))
-	if err != nil || res.StatusCode() != http.StatusNoContent || !strings.HasPrefix(res.HTTPResponse.Header.Get("Set-Cookie"), proxy.DeviceCookie+"=;") {
+	if err != nil || res.StatusCode() != http.StatusNoContent || !strings.HasPrefix(res.HTTPResponse.Header.Get("Set-Cookie"), gatecookie.Device+"=;") {
 		t.Fatalf("%s: revoke the current device: %v %d Set-Cookie %q", tg.name, err, res.StatusCode(), res.HTTPResponse.Header.Get("Set-Cookie"))
 	}
 	tg.refused(t, tg.gated(t, "alice", d5), "a device revoked through the API")
@@ -345,7 +345,7 @@ func trustedDeviceScenario(t *testing.T, tg *deviceTarget) {
 	var bobDevice *http.Cookie
 	sessionCookies := map[string]string{}
 	for _, ck := range done.Cookies() {
-		if ck.Name == proxy.DeviceCookie {
+		if ck.Name == gatecookie.Device {
 			bobDevice = ck
 		} else {
 			sessionCookies[ck.Name] = ck.Value
@@ -423,13 +423,13 @@ func TestTrustedDeviceCookieStaysWithTheGate(t *testing.T) {
 	e := newLoginEnv(t, "TOTPGATE_AUDIT_WEBHOOK_URL="+recv.URL, "TOTPGATE_AUDIT_WEBHOOK_SECRET="+hookSecret)
 	_, recovery := e.enroll(t, "alice")
 	res, _ := e.login(t, "/login", `{"user":"alice","password":"pw"}`, http.Header{"X-Totp-Code": {recovery[0]}, "X-Totp-Remember-Device": {"1"}})
-	token := deviceCookie(t, "login app", cookieNamed(res, proxy.DeviceCookie))
-	res, _ = e.login(t, "/login", `{"user":"alice","password":"pw"}`, http.Header{"Cookie": {proxy.DeviceCookie + "=" + token}})
+	token := deviceCookie(t, "login app", cookieNamed(res, gatecookie.Device))
+	res, _ = e.login(t, "/login", `{"user":"alice","password":"pw"}`, http.Header{"Cookie": {gatecookie.Device + "=" + token}})
 	if res.StatusCode != http.StatusOK || cookieNamed(res, "session") == nil {
 		t.Fatalf("login on the trusted device: %d", res.StatusCode)
 	}
-	token = deviceCookie(t, "login app", cookieNamed(res, proxy.DeviceCookie))
-	withDevice := http.Header{"Cookie": {"session=alice; " + proxy.DeviceCookie + "=" + token}}
+	token = deviceCookie(t, "login app", cookieNamed(res, gatecookie.Device))
+	withDevice := http.Header{"Cookie": {"session=alice; " + gatecookie.Device + "=" + token}}
 	e.send(t, "GET", "/some/page", "", withDevice)
 	if st, err := e.c.GetStatusWithResponse(context.Background(), func(_ context.Context, r *http.Request) error {
 		r.Header = withDevice.Clone()
@@ -481,8 +481,8 @@ func TestTrustedDeviceCookieStaysWithTheGate(t *testing.T) {
 	off := newLoginEnv(t, "TOTPGATE_MFA_TRUSTED_DEVICE_TTL=0")
 	_, recovery = off.enroll(t, "alice")
 	res, _ = off.login(t, "/login", `{"user":"alice","password":"pw"}`, http.Header{"X-Totp-Code": {recovery[0]}, "X-Totp-Remember-Device": {"true"}})
-	if res.StatusCode != http.StatusOK || cookieNamed(res, proxy.DeviceCookie) != nil {
-		t.Errorf("feature off: status %d, device cookie %v; want the login and no cookie", res.StatusCode, cookieNamed(res, proxy.DeviceCookie))
+	if res.StatusCode != http.StatusOK || cookieNamed(res, gatecookie.Device) != nil {
+		t.Errorf("feature off: status %d, device cookie %v; want the login and no cookie", res.StatusCode, cookieNamed(res, gatecookie.Device))
 	}
 }
 

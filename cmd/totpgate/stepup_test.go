@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/totpgate/totpgate/gen"
+	"github.com/totpgate/totpgate/internal/gatecookie"
 	"github.com/totpgate/totpgate/internal/testenv"
-	"github.com/totpgate/totpgate/proxy"
 	"github.com/totpgate/totpgate/totp"
 )
 
@@ -206,7 +206,7 @@ func (tg *stepUpTarget) ran() int {
 func proofOf(t *testing.T, res *http.Response) string {
 	t.Helper()
 	for _, c := range res.Cookies() {
-		if c.Name == proxy.StepUpCookie {
+		if c.Name == gatecookie.StepUp {
 			if !c.Secure || !c.HttpOnly || c.SameSite != http.SameSiteLaxMode || c.Path != "/" || c.Domain != "" || c.MaxAge != 300 {
 				t.Errorf("proof cookie %+v: want __Host- attributes, HttpOnly, SameSite=Lax, Max-Age=300", c)
 			}
@@ -389,7 +389,7 @@ func TestStepUpAgainstFrameworkApps(t *testing.T) {
 					t.Errorf("audit log lacks %s", ev)
 				}
 			}
-			for _, secret := range []string{id, strings.TrimPrefix(proof, proxy.StepUpCookie+"="), code} {
+			for _, secret := range []string{id, strings.TrimPrefix(proof, gatecookie.StepUp+"="), code} {
 				if strings.Contains(logs, secret) {
 					t.Error("the logs hold a challenge id, proof or code")
 				}
